@@ -1,0 +1,602 @@
+// virtrigaud_resilience._core: thin nanobind bindings over the header-only core.
+//
+// Constructors and cold methods are ordinary nanobind bindings. The hot
+// methods (TokenBucket.try_acquire, CircuitBreaker.call) are raw
+// METH_FASTCALL | METH_KEYWORDS functions installed as method descriptors:
+// they skip nanobind's overload dispatch and forward the user's arguments
+// with PyObject_Vectorcall, so a guarded call costs one extra C call rather
+// than a tuple and a dict (measured: 34 ns against 106 ns for nb::args).
+//
+// Validation with field-naming messages happens in the Python layer; this
+// layer clamps whatever it receives so no input can cause undefined
+// behaviour, and validates the arguments of the raw hot methods itself.
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "virtrigaud/backoff.hpp"
+#include "virtrigaud/circuit_breaker.hpp"
+#include "virtrigaud/clock.hpp"
+#include "virtrigaud/token_bucket.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace vr = virtrigaud;
+
+namespace {
+
+constexpr double kNsPerSecond = 1e9;
+
+// ---------------------------------------------------------------- errors --
+
+// The raised exception, normalised, as a new reference; clears the indicator.
+PyObject* fetch_exception() {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != nullptr) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+// Raises `exc` again (steals the reference).
+void restore_exception(PyObject* exc) {
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef(reinterpret_cast<PyObject*>(Py_TYPE(exc))), exc,
+                  PyException_GetTraceback(exc));
+#endif
+}
+
+// Reads a Python int (not bool) into `out`, saturating at int64's range.
+// Returns false with TypeError set for any other type.
+bool int_arg(PyObject* value, const char* owner, const char* field, int64_t& out) {
+    if (!PyLong_Check(value) || PyBool_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "%s %s must be an int, got %s %R", owner, field,
+                     Py_TYPE(value)->tp_name, value);
+        return false;
+    }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow != 0) {
+        out = overflow > 0 ? std::numeric_limits<int64_t>::max()
+                           : std::numeric_limits<int64_t>::min();
+        return true;
+    }
+    if (v == -1 && PyErr_Occurred()) {
+        return false;
+    }
+    out = v;
+    return true;
+}
+
+// Finds the single optional argument `name` of a fastcall method that takes
+// at most one. Returns false with TypeError set on a bad call.
+bool one_optional_arg(const char* method, const char* name, PyObject* const* args,
+                      Py_ssize_t nargs, PyObject* kwnames, PyObject*& out) {
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    if (nargs + nkw > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument (%zd given)", method,
+                     nargs + nkw);
+        return false;
+    }
+    out = nullptr;
+    if (nargs == 1) {
+        out = args[0];
+    } else if (nkw == 1) {
+        PyObject* key = PyTuple_GetItem(kwnames, 0);
+        if (PyUnicode_CompareWithASCIIString(key, name) != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", method,
+                         key);
+            return false;
+        }
+        out = args[0];
+    }
+    return true;
+}
+
+// Installs a raw fastcall function as a method of a nanobind class.
+void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
+    PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
+    if (descr == nullptr || PyObject_SetAttrString(cls.ptr(), def->ml_name, descr) != 0) {
+        Py_XDECREF(descr);
+        throw nb::python_error();
+    }
+    Py_DECREF(descr);
+}
+
+template <typename T>
+T* ready_instance(PyObject* self, const char* type_name) {
+    if (!nb::inst_ready(self)) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s instance is not initialised (did a subclass skip super().__init__()?)",
+                     type_name);
+        return nullptr;
+    }
+    return nb::inst_ptr<T>(self);
+}
+
+// ----------------------------------------------------------------- hooks --
+
+// Python callables installed once by the package at import:
+//   reject(breaker) -> exception instance   (an open breaker's error)
+//   on_transition(breaker, old: int, new: int) -> None
+// They are module-lifetime references.
+PyObject* g_reject = nullptr;
+PyObject* g_on_transition = nullptr;
+
+void install_hooks(nb::handle reject, nb::handle on_transition) {
+    if (!PyCallable_Check(reject.ptr()) || !PyCallable_Check(on_transition.ptr())) {
+        throw nb::type_error("_install_hooks() takes two callables");
+    }
+    Py_XSETREF(g_reject, Py_NewRef(reject.ptr()));
+    Py_XSETREF(g_on_transition, Py_NewRef(on_transition.ptr()));
+}
+
+// Tells Python about a state change. Never raises: the dispatcher logs its
+// own listeners' errors, and anything left is reported as unraisable.
+void notify(PyObject* breaker, const vr::Transition& t) {
+    if (!t.changed || g_on_transition == nullptr) {
+        return;
+    }
+    const int from = t.from == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.from);
+    const int to = t.to == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.to);
+    PyObject* r = PyObject_CallFunction(g_on_transition, "Oii", breaker, from, to);
+    if (r == nullptr) {
+        PyErr_WriteUnraisable(g_on_transition);
+    }
+    Py_XDECREF(r);
+}
+
+// ----------------------------------------------------------- ManualClock --
+
+int64_t seconds_to_ns(double seconds) {
+    if (!(seconds > 0)) {
+        return 0;
+    }
+    const double ns = seconds * kNsPerSecond;
+    return ns >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(ns);
+}
+
+// ------------------------------------------------------------ TokenBucket --
+
+struct PyTokenBucket {
+    vr::TokenBucket core;
+    PyTokenBucket(int64_t interval_ns, int64_t burst, const vr::ManualClock* clock)
+        : core(interval_ns, burst, clock) {}
+};
+
+PyObject* bucket_try_acquire(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                             PyObject* kwnames) {
+    auto* b = ready_instance<PyTokenBucket>(self, "TokenBucket");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    int64_t n = 1;
+    if (nargs != 0 || kwnames != nullptr) {
+        PyObject* arg = nullptr;
+        if (!one_optional_arg("try_acquire", "n", args, nargs, kwnames, arg)) {
+            return nullptr;
+        }
+        if (arg != nullptr && !int_arg(arg, "TokenBucket", "n", n)) {
+            return nullptr;
+        }
+        if (n < 1) {
+            PyErr_Format(PyExc_ValueError, "TokenBucket n must be >= 1, got %R", arg);
+            return nullptr;
+        }
+        if (n > b->core.burst()) {
+            PyErr_Format(PyExc_ValueError, "TokenBucket n must be <= burst (%lld), got %R",
+                         static_cast<long long>(b->core.burst()), arg);
+            return nullptr;
+        }
+    }
+    return Py_NewRef(b->core.try_acquire(n) ? Py_True : Py_False);
+}
+
+PyMethodDef bucket_try_acquire_def = {
+    "try_acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(bucket_try_acquire)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "try_acquire(self, n=1, /)\n--\n\n"
+    "Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns\n"
+    "True; otherwise takes nothing and returns False. Never waits."};
+
+// --------------------------------------------------------- CircuitBreaker --
+
+struct PyCircuitBreaker {
+    vr::CircuitBreaker core;
+    std::string name;
+    std::string provider_type;
+    std::string provider;
+    nb::object classify;  // classify(exc) -> 0 success, 1 failure, 2 release
+
+    PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
+                     uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
+                     const vr::ManualClock* clock, nb::object classify_)
+        : core(threshold, reset_ns, half_open_max, clock),
+          name(std::move(name_)),
+          provider_type(std::move(provider_type_)),
+          provider(std::move(provider_)),
+          classify(std::move(classify_)) {}
+};
+
+enum Outcome : int { kSuccess = 0, kFailure = 1, kRelease = 2 };
+
+// Records `outcome` for `ticket` and tells Python about any transition.
+void record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
+    switch (outcome) {
+        case kSuccess:
+            notify(self, b->core.record_success(ticket));
+            break;
+        case kRelease:
+            b->core.release(ticket);
+            break;
+        default:
+            notify(self, b->core.record_failure(ticket));
+            break;
+    }
+}
+
+// Raises the open breaker's error. Always returns nullptr.
+PyObject* raise_rejected(PyObject* self) {
+    if (g_reject == nullptr) {
+        PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
+        return nullptr;
+    }
+    PyObject* exc = PyObject_CallOneArg(g_reject, self);
+    if (exc != nullptr) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+        Py_DECREF(exc);
+    }
+    return nullptr;
+}
+
+// Asks the breaker's classifier what `exc` means; a classifier that fails
+// is reported as unraisable and the error counts as a failure.
+int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
+    PyObject* r = PyObject_CallOneArg(b->classify.ptr(), exc);
+    long code = r != nullptr ? PyLong_AsLong(r) : -1;
+    Py_XDECREF(r);
+    if (code < kSuccess || code > kRelease) {
+        if (PyErr_Occurred()) {
+            PyErr_WriteUnraisable(b->classify.ptr());
+        }
+        code = kFailure;
+    }
+    return static_cast<int>(code);
+}
+
+// The call raised: classify, record, and raise the same exception again.
+PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket) {
+    PyObject* exc = fetch_exception();
+    record(self, b, ticket, outcome_of(b, exc));
+    restore_exception(exc);
+    return nullptr;
+}
+
+// Admits or raises; reports an open -> half-open transition.
+bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
+    ticket = b->core.acquire();
+    if (!ticket.admitted) {
+        raise_rejected(self);
+        return false;
+    }
+    notify(self, ticket.transition);
+    return true;
+}
+
+PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                       PyObject* kwnames) {
+    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
+        return nullptr;
+    }
+    vr::Ticket ticket;
+    if (!admit(self, b, ticket)) {
+        return nullptr;
+    }
+    // args[0] (fn) becomes the scratch slot PY_VECTORCALL_ARGUMENTS_OFFSET
+    // allows the callee to use, exactly as CPython's own vectorcall_unbound.
+    PyObject* result = PyObject_Vectorcall(
+        args[0], args + 1, static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        kwnames);
+    if (result == nullptr) {
+        return record_raised(self, b, ticket);
+    }
+    notify(self, b->core.record_success(ticket));
+    return result;
+}
+
+PyMethodDef breaker_call_def = {
+    "call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(breaker_call)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "call(self, fn, /, *args, **kwargs)\n--\n\n"
+    "Calls fn(*args, **kwargs) through the breaker and returns its result.\n"
+    "Raises UnavailableError without calling fn while the breaker is open.\n"
+    "An exception from fn is recorded (failure, success or nothing, as the\n"
+    "breaker's failure predicate says) and re-raised unchanged."};
+
+int breaker_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+    Py_VISIT(Py_TYPE(self));
+#endif
+    if (!nb::inst_ready(self)) {
+        return 0;
+    }
+    auto* b = nb::inst_ptr<PyCircuitBreaker>(self);
+    Py_VISIT(b->classify.ptr());
+    return 0;
+}
+
+int breaker_clear(PyObject* self) {
+    if (nb::inst_ready(self)) {
+        nb::inst_ptr<PyCircuitBreaker>(self)->classify = nb::none();
+    }
+    return 0;
+}
+
+PyType_Slot breaker_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(breaker_traverse)},
+                               {Py_tp_clear, reinterpret_cast<void*>(breaker_clear)},
+                               {0, nullptr}};
+
+// A method's self as both the C++ object and the Python instance (for hooks).
+using Self = nb::pointer_and_handle<PyCircuitBreaker>;
+
+int state_code(vr::BreakerState s) {
+    return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
+}
+
+// ---------------------------------------------------------------- Backoff --
+
+struct PyBackoff {
+    vr::Backoff core;
+    PyBackoff(double base, double cap, double multiplier, bool jitter, int strategy,
+              bool seeded, uint64_t seed)
+        : core(base, cap, multiplier, jitter, static_cast<vr::Strategy>(strategy & 3), seeded,
+               seed) {}
+};
+
+double backoff_delay(PyBackoff& b, nb::handle attempt, double previous) {
+    int64_t n = 0;
+    if (!int_arg(attempt.ptr(), "Backoff", "attempt", n)) {
+        throw nb::python_error();
+    }
+    if (n < 0) {
+        throw nb::value_error(("Backoff attempt must be >= 0, got " +
+                               std::string(nb::str(nb::repr(attempt)).c_str()))
+                                  .c_str());
+    }
+    if (!std::isfinite(previous) || previous < 0) {
+        previous = 0;
+    }
+    return b.core.delay(n, previous);
+}
+
+// Installs the raw hot methods on a Python subclass too. CPython specialises
+// a call of a method descriptor only when self's type is exactly the
+// descriptor's type; without this, a subclass pays ~10 ns more per call.
+void specialise(nb::handle cls, nb::handle bucket_type, nb::handle breaker_type) {
+    if (!PyType_Check(cls.ptr())) {
+        throw nb::type_error("_specialise() takes a class");
+    }
+    auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
+    if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(bucket_type.ptr()))) {
+        add_fastcall_method(cls, &bucket_try_acquire_def);
+    } else if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(breaker_type.ptr()))) {
+        add_fastcall_method(cls, &breaker_call_def);
+    } else {
+        throw nb::type_error("_specialise() takes a subclass of TokenBucket or CircuitBreaker");
+    }
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+    m.doc() = "Lock-free circuit breaker, GCRA token bucket and backoff (C++ core).";
+
+    m.def("monotonic_ns", &vr::steady_now_ns,
+          "Nanoseconds of the monotonic clock every primitive uses when it has no ManualClock.");
+    m.def("_install_hooks", &install_hooks, "reject"_a, "on_transition"_a,
+          "Installed once by the package: the open breaker's error factory and the\n"
+          "state-change dispatcher.");
+    m.attr("TOKEN_BUCKET_MAX_BURST") = vr::TokenBucket::kMaxBurst;
+    m.attr("TOKEN_BUCKET_MAX_INTERVAL_NS") = vr::TokenBucket::kMaxIntervalNs;
+    m.attr("TOKEN_BUCKET_MAX_TAU_NS") = vr::TokenBucket::kMaxTauNs;
+    m.attr("TOKEN_BUCKET_MAX_WAIT_NS") = vr::TokenBucket::kMaxWaitNs;
+    m.attr("BREAKER_MAX_FAILURE_THRESHOLD") = vr::CircuitBreaker::kMaxFailureThreshold;
+    m.attr("BREAKER_MAX_HALF_OPEN_CALLS") = vr::CircuitBreaker::kMaxHalfOpenCalls;
+
+    nb::class_<vr::ManualClock>(m, "ManualClock",
+                                "A clock that moves only when told to (native part).")
+        .def(nb::init<int64_t>(), "start_ns"_a = 0)
+        .def("now_ns", &vr::ManualClock::now, "The current time in nanoseconds.")
+        .def(
+            "now", [](const vr::ManualClock& c) { return static_cast<double>(c.now()) / kNsPerSecond; },
+            "The current time in seconds.")
+        .def(
+            "_advance_ns",
+            [](vr::ManualClock& c, int64_t delta_ns) {
+                if (delta_ns > 0) {  // time never runs backwards
+                    c.advance(delta_ns);
+                }
+            },
+            "delta_ns"_a)
+        .def("_set_ns", &vr::ManualClock::set, "t_ns"_a,
+             "Sets the time if it is not in the past; returns whether it moved.");
+
+    nb::class_<PyTokenBucket> bucket(m, "TokenBucket", "GCRA token bucket (native part).");
+    bucket
+        .def(nb::init<int64_t, int64_t, const vr::ManualClock*>(), "interval_ns"_a, "burst"_a,
+             "clock"_a.none() = nullptr, nb::keep_alive<1, 4>())
+        .def(
+            "_reserve",
+            [](PyTokenBucket& b, int64_t n, int64_t max_wait_ns) {
+                const auto r = b.core.reserve(n, max_wait_ns);
+                return std::make_tuple(r.ok, r.delay_ns, r.tat_after, r.time_to_act);
+            },
+            "n"_a, "max_wait_ns"_a,
+            "Reserves n tokens: (ok, delay_ns, tat_after, time_to_act). ok is False, and\n"
+            "nothing is reserved, when the wait would exceed max_wait_ns.")
+        .def(
+            "_cancel",
+            [](PyTokenBucket& b, int64_t n, int64_t tat_after, int64_t time_to_act) {
+                return b.core.cancel(n, tat_after, time_to_act);
+            },
+            "n"_a, "tat_after"_a, "time_to_act"_a)
+        .def(
+            "_set_rate",
+            [](PyTokenBucket& b, int64_t interval_ns, int64_t burst) {
+                b.core.set_rate(interval_ns, burst);
+            },
+            "interval_ns"_a, "burst"_a)
+        .def("_now_ns", [](const PyTokenBucket& b) { return vr::now_ns(b.core.clock()); })
+        .def_prop_ro("tokens", [](const PyTokenBucket& b) { return b.core.tokens(); },
+                     "Tokens available now (a float); negative while reservations wait.")
+        .def_prop_ro("burst", [](const PyTokenBucket& b) { return b.core.burst(); },
+                     "Bucket capacity in tokens.")
+        .def_prop_ro("interval_ns", [](const PyTokenBucket& b) { return b.core.interval_ns(); },
+                     "Nanoseconds per token.")
+        .def_prop_ro(
+            "qps",
+            [](const PyTokenBucket& b) {
+                return kNsPerSecond / static_cast<double>(b.core.interval_ns());
+            },
+            "Tokens per second (as rounded to a whole nanosecond per token).")
+        .def_prop_ro("admitted", [](const PyTokenBucket& b) { return b.core.admitted(); },
+                     "Acquisitions granted at once (try_acquire True, reserve with no wait).")
+        .def_prop_ro("rejected", [](const PyTokenBucket& b) { return b.core.rejected(); },
+                     "Acquisitions refused (try_acquire False, reserve over its max wait).")
+        .def_prop_ro("reserved", [](const PyTokenBucket& b) { return b.core.reserved(); },
+                     "Reservations granted with a wait.")
+        .def_prop_ro("cancelled", [](const PyTokenBucket& b) { return b.core.cancelled(); },
+                     "Reservations cancelled that gave tokens back.");
+    add_fastcall_method(bucket, &bucket_try_acquire_def);
+
+    nb::class_<PyCircuitBreaker> breaker(m, "CircuitBreaker",
+                                         "Lock-free circuit breaker (native part).",
+                                         nb::type_slots(breaker_slots));
+    breaker
+        .def(nb::init<std::string, std::string, std::string, uint32_t, int64_t, uint32_t,
+                      const vr::ManualClock*, nb::object>(),
+             "name"_a, "provider_type"_a, "provider"_a, "failure_threshold"_a,
+             "reset_timeout_ns"_a, "half_open_max_calls"_a, "clock"_a.none(), "classify"_a,
+             nb::keep_alive<1, 8>())
+        .def(
+            "_admit",
+            [](Self self) {
+                vr::Ticket ticket;
+                if (!admit(self.h.ptr(), self.p, ticket)) {
+                    throw nb::python_error();
+                }
+                return ticket.encode();
+            },
+            "Admits a call and returns its ticket, or raises the open breaker's error.")
+        .def(
+            "_record",
+            [](Self self, int64_t ticket, int outcome) {
+                record(self.h.ptr(), self.p, vr::Ticket::decode(ticket), outcome);
+            },
+            "ticket"_a, "outcome"_a,
+            "Records a ticket's outcome: 0 success, 1 failure, 2 release (cancelled).")
+        .def(
+            "_record_exception",
+            [](Self self, int64_t ticket, nb::handle exc) {
+                record(self.h.ptr(), self.p, vr::Ticket::decode(ticket),
+                       outcome_of(self.p, exc.ptr()));
+            },
+            "ticket"_a, "exc"_a, "Records a ticket whose call raised exc, as classify says.")
+        .def(
+            "reset",
+            [](Self self) { notify(self.h.ptr(), self.p->core.reset()); },
+            "Closes the breaker and forgets its failures (manual override).")
+        .def(
+            "force_open",
+            [](Self self) { notify(self.h.ptr(), self.p->core.force_open()); },
+            "Opens the breaker and holds it open until reset() (manual override).")
+        .def_prop_ro("_state_code",
+                     [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
+        .def_prop_ro("held_open", [](const PyCircuitBreaker& b) {
+            return b.core.state() == vr::BreakerState::kHeldOpen;
+        }, "True while force_open() holds the breaker open.")
+        .def_prop_ro("failures",
+                     [](const PyCircuitBreaker& b) { return b.core.consecutive_failures(); },
+                     "Consecutive counted failures while closed.")
+        .def_prop_ro("half_open_calls",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_calls(); },
+                     "Half-open probe calls admitted and not released.")
+        .def_prop_ro("generation", [](const PyCircuitBreaker& b) { return b.core.generation(); },
+                     "Bumped by every transition (24 bits, wraps).")
+        .def_prop_ro(
+            "remaining_open",
+            [](const PyCircuitBreaker& b) {
+                return static_cast<double>(b.core.remaining_open_ns()) / kNsPerSecond;
+            },
+            "Seconds until an open breaker admits a probe; 0 when not open.")
+        .def_ro("name", &PyCircuitBreaker::name)
+        .def_ro("provider_type", &PyCircuitBreaker::provider_type)
+        .def_ro("provider", &PyCircuitBreaker::provider)
+        .def_prop_ro("failure_threshold",
+                     [](const PyCircuitBreaker& b) { return b.core.failure_threshold(); })
+        .def_prop_ro("half_open_max_calls",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_max_calls(); })
+        .def_prop_ro("reset_timeout",
+                     [](const PyCircuitBreaker& b) {
+                         return static_cast<double>(b.core.reset_timeout_ns()) / kNsPerSecond;
+                     })
+        .def_prop_ro("successes", [](const PyCircuitBreaker& b) { return b.core.successes(); },
+                     "Outcomes recorded as success (stale ones included).")
+        .def_prop_ro("failures_total",
+                     [](const PyCircuitBreaker& b) { return b.core.failures_total(); },
+                     "Outcomes recorded as failure (stale ones included).")
+        .def_prop_ro("rejected", [](const PyCircuitBreaker& b) { return b.core.rejected(); },
+                     "Calls refused without running.")
+        .def_prop_ro("released", [](const PyCircuitBreaker& b) { return b.core.released(); },
+                     "Admitted calls that ended without an outcome (cancelled).")
+        .def_prop_ro(
+            "transitions",
+            [](const PyCircuitBreaker& b) {
+                return std::make_tuple(b.core.transitions_to(vr::BreakerState::kClosed),
+                                       b.core.transitions_to(vr::BreakerState::kHalfOpen),
+                                       b.core.transitions_to(vr::BreakerState::kOpen));
+            },
+            "Transitions into (closed, half-open, open).")
+        .def_prop_ro("last_transition_ns",
+                     [](const PyCircuitBreaker& b) { return b.core.last_transition_ns(); },
+                     "Clock time of the last transition in ns, 0 if none.");
+    add_fastcall_method(breaker, &breaker_call_def);
+
+    m.def(
+        "_specialise",
+        [bucket, breaker](nb::handle cls) { specialise(cls, bucket, breaker); }, "cls"_a,
+        "Installs the fast hot methods on a subclass of TokenBucket or CircuitBreaker.");
+
+    nb::class_<PyBackoff>(m, "Backoff", "Backoff delay calculator (native part).")
+        .def(nb::init<double, double, double, bool, int, bool, uint64_t>(), "base_delay"_a,
+             "max_delay"_a, "multiplier"_a, "jitter"_a, "strategy"_a, "seeded"_a, "seed"_a)
+        .def("delay", &backoff_delay, "attempt"_a, "previous"_a = 0.0,
+             "Seconds to wait before retry `attempt` (an int >= 0; attempts beyond\n"
+             "int64 saturate at max_delay). `previous` is the delay used before, for\n"
+             "decorrelated_jitter.")
+        .def("uniform", [](PyBackoff& b) { return b.core.uniform(); },
+             "One draw in [0, 1) from this calculator's generator.");
+}

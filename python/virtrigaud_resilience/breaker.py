@@ -1,0 +1,398 @@
+"""Circuit breakers: the guide's three-state breaker on a lock-free native core.
+
+A :class:`CircuitBreaker` counts consecutive failures while **closed**;
+``failure_threshold`` of them **open** it. While open it rejects calls with
+:class:`~virtrigaud_resilience.errors.CircuitOpenError` (an
+``UnavailableError``) without running them, until ``reset_timeout`` seconds
+have passed since the failure that opened it; then the next call moves it to
+**half-open** and runs as the first probe. Half-open admits up to
+``half_open_max_calls`` probes; any failure re-opens it; once that many were
+admitted and one succeeds, it closes.
+
+What counts as a failure (the default, as the guide's gRPC interceptor):
+exceptions that are not a ``ProviderError``, and ``ProviderError`` s of type
+``Retryable``, ``Unavailable`` and ``Timeout``. Business answers
+(``NotFound``, ``InvalidSpec``, ``Conflict``, ...) and ``RateLimit`` are
+recorded as *successes*: the provider answered. A cancelled call
+(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
+``GeneratorExit``) records nothing and gives its half-open slot back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+from . import _core, _validate
+from .clock import ManualClock, check_clock
+from .errors import CircuitOpenError, ErrorType, ProviderError
+
+__all__ = [
+    "BreakerState",
+    "BreakerConfig",
+    "CircuitBreaker",
+    "Permit",
+    "default_failure_predicate",
+    "StateListener",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("virtrigaud_resilience")
+# A library logs nothing unless the application configures logging.
+logger.addHandler(logging.NullHandler())
+
+#: Longest reset timeout accepted: about 31 years.
+MAX_RESET_TIMEOUT = 1e9
+
+_SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
+_CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+_INFRASTRUCTURE = frozenset({ErrorType.RETRYABLE, ErrorType.UNAVAILABLE, ErrorType.TIMEOUT})
+
+
+class BreakerState(enum.IntEnum):
+    """The breaker's state; the value is the metric's (0 closed, 1 half-open, 2 open)."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+def default_failure_predicate(exc: BaseException) -> bool:
+    """True iff ``exc`` should count toward opening the breaker.
+
+    Exceptions that are not a ``ProviderError`` count; a ``ProviderError``
+    counts iff its type is ``Retryable``, ``Unavailable`` or ``Timeout``.
+    """
+    if isinstance(exc, ProviderError):
+        return exc.type in _INFRASTRUCTURE
+    return True
+
+
+def _classify_default(exc: BaseException) -> int:
+    if isinstance(exc, _CANCELLED):
+        return _RELEASE
+    if isinstance(exc, ProviderError):
+        return _FAILURE if exc.type in _INFRASTRUCTURE else _SUCCESS
+    return _FAILURE
+
+
+def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
+    """The native classify hook: exception -> 0 success, 1 failure, 2 release."""
+    if predicate is None:
+        return _classify_default
+
+    def classify(exc: BaseException) -> int:
+        if isinstance(exc, _CANCELLED):
+            return _RELEASE
+        return _FAILURE if predicate(exc) else _SUCCESS
+
+    return classify
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """A breaker's thresholds (the guide's ``resilience.Config``).
+
+    Attributes:
+        failure_threshold: consecutive counted failures that open a closed
+            breaker; int in ``[1, 4_194_303]``. Default 10.
+        reset_timeout: seconds an open breaker waits, after the failure that
+            opened it, before admitting a probe; ``>= 0``. Accepts float
+            seconds, ``timedelta`` or a Go duration string. Default 60.
+        half_open_max_calls: probes admitted while half-open; int in
+            ``[1, 65_535]``. Default 3.
+        failure_predicate: ``exc -> bool`` deciding what counts as a failure;
+            None means :func:`default_failure_predicate`. Cancellations never
+            reach it (they release instead).
+    """
+
+    failure_threshold: int = 10
+    reset_timeout: float = 60.0
+    half_open_max_calls: int = 3
+    failure_predicate: Callable[[BaseException], bool] | None = None
+
+    def __post_init__(self) -> None:
+        owner = "BreakerConfig"
+        set_ = object.__setattr__
+        set_(self, "failure_threshold", _validate.integer(
+            owner, "failure_threshold", self.failure_threshold, 1,
+            _core.BREAKER_MAX_FAILURE_THRESHOLD))
+        set_(self, "reset_timeout", _validate.seconds(
+            owner, "reset_timeout", self.reset_timeout, maximum=MAX_RESET_TIMEOUT))
+        set_(self, "half_open_max_calls", _validate.integer(
+            owner, "half_open_max_calls", self.half_open_max_calls, 1,
+            _core.BREAKER_MAX_HALF_OPEN_CALLS))
+        if self.failure_predicate is not None and not callable(self.failure_predicate):
+            raise TypeError(
+                f"{owner} failure_predicate must be callable or None, "
+                f"got {type(self.failure_predicate).__name__} {self.failure_predicate!r}"
+            )
+
+
+#: ``listener(breaker, old_state, new_state)``, called after each transition.
+StateListener = Callable[["CircuitBreaker", BreakerState, BreakerState], object]
+
+_global_listeners: list[StateListener] = []
+
+
+class CircuitBreaker(_core.CircuitBreaker):
+    """A circuit breaker for one provider (``NewCircuitBreaker(name, type, provider, config)``).
+
+    Thread-safe and lock-free: admission while closed is one atomic load.
+    Use it as ``breaker.call(fn, *args, **kwargs)``, ``await
+    breaker.call_async(fn, ...)``, ``with breaker.guard():`` / ``async with
+    breaker.guard():``, as a decorator (``@breaker``), or in two steps with
+    :meth:`try_acquire`.
+
+    Args:
+        name: the breaker's name (``"provider-vsphere"``); any str.
+        provider_type: the provider type label (``"vsphere"``).
+        provider: the provider instance label (``"prod"``).
+        config: a :class:`BreakerConfig`; None for the defaults (10, 60 s, 3).
+        clock: a :class:`ManualClock`, or None for the monotonic clock.
+    """
+
+    __slots__ = ("config", "_listeners", "__weakref__")
+
+    config: BreakerConfig
+
+    def __init__(
+        self,
+        name: str,
+        provider_type: str = "",
+        provider: str = "",
+        config: BreakerConfig | None = None,
+        *,
+        clock: ManualClock | None = None,
+    ) -> None:
+        for field, value in (("name", name), ("provider_type", provider_type),
+                             ("provider", provider)):
+            if not isinstance(value, str):
+                raise TypeError(
+                    f"CircuitBreaker {field} must be a str, got {type(value).__name__} {value!r}"
+                )
+        if config is None:
+            config = BreakerConfig()
+        elif not isinstance(config, BreakerConfig):
+            raise TypeError(
+                f"CircuitBreaker config must be a BreakerConfig or None, "
+                f"got {type(config).__name__} {config!r}"
+            )
+        clock = check_clock("CircuitBreaker", clock)
+        super().__init__(
+            name, provider_type, provider, config.failure_threshold,
+            round(config.reset_timeout * 1e9), config.half_open_max_calls, clock,
+            _classifier(config.failure_predicate),
+        )
+        self.config = config
+        self._listeners: list[StateListener] = []
+
+    # call(fn, /, *args, **kwargs) is native: see _core.pyi.
+
+    @property
+    def state(self) -> BreakerState:
+        """The current :class:`BreakerState` (held open reads as OPEN)."""
+        return BreakerState(self._state_code)
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Awaits ``fn(*args, **kwargs)`` through the breaker.
+
+        Raises CircuitOpenError without calling ``fn`` while open. Cancelling
+        the awaiting task records nothing and frees its half-open slot.
+        """
+        ticket = self._admit()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._record_exception(ticket, exc)
+            raise
+        self._record(ticket, _SUCCESS)
+        return result
+
+    def guard(self) -> Guard:
+        """A context manager (``with`` or ``async with``) guarding its body.
+
+        Entering admits or raises CircuitOpenError; leaving records the
+        outcome of the body (an exception is classified as in :meth:`call`).
+        """
+        return Guard(self)
+
+    def try_acquire(self) -> Permit | None:
+        """The two-step form (gobreaker's TwoStepCircuitBreaker): a
+        :class:`Permit` if a call may proceed, else None. Report the outcome
+        exactly once with ``permit.success()``, ``permit.failure()``,
+        ``permit.record(exc)`` or ``permit.release()``.
+        """
+        try:
+            return Permit(self, self._admit())
+        except CircuitOpenError:
+            return None
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorates a sync or async function so every call goes through the breaker."""
+        if inspect.iscoroutinefunction(fn):
+            afn: Any = fn
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await self.call_async(afn, *args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.call(fn, *args, **kwargs)
+
+        return wrapper
+
+    def add_listener(self, listener: StateListener) -> None:
+        """Calls ``listener(breaker, old, new)`` after each state change of this breaker.
+
+        Listeners run in the thread that caused the change; one that raises
+        is logged and never breaks the call.
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: StateListener) -> None:
+        """Removes a listener added with :meth:`add_listener` (ValueError if absent)."""
+        self._listeners.remove(listener)
+
+    def __repr__(self) -> str:
+        return (
+            f"CircuitBreaker({self.name!r}, {self.provider_type!r}, {self.provider!r}, "
+            f"state={self.state.name}, failures={self.failures})"
+        )
+
+
+class Permit:
+    """One admitted call of :meth:`CircuitBreaker.try_acquire`; report it once."""
+
+    __slots__ = ("_breaker", "_ticket", "_done")
+
+    def __init__(self, breaker: CircuitBreaker, ticket: int) -> None:
+        self._breaker = breaker
+        self._ticket = ticket
+        self._done = False
+
+    def success(self) -> None:
+        """The call succeeded."""
+        self._report(_SUCCESS)
+
+    def failure(self) -> None:
+        """The call failed in a way that counts toward opening."""
+        self._report(_FAILURE)
+
+    def release(self) -> None:
+        """The call ended without an outcome (cancelled): count nothing."""
+        self._report(_RELEASE)
+
+    def record(self, exc: BaseException | None) -> None:
+        """Records ``exc`` as the breaker's predicate classifies it (None: success)."""
+        if exc is None:
+            self._report(_SUCCESS)
+            return
+        self._use()
+        self._breaker._record_exception(self._ticket, exc)
+
+    def _report(self, outcome: int) -> None:
+        self._use()
+        self._breaker._record(self._ticket, outcome)
+
+    def _use(self) -> None:
+        if self._done:
+            raise RuntimeError("this Permit's outcome was already reported")
+        self._done = True
+
+
+class Guard:
+    """The context manager of :meth:`CircuitBreaker.guard`."""
+
+    __slots__ = ("_breaker", "_ticket")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._ticket = -1
+
+    def __enter__(self) -> Guard:
+        self._ticket = self._breaker._admit()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self._breaker._record(self._ticket, _SUCCESS)
+        else:
+            self._breaker._record_exception(self._ticket, exc)
+
+    async def __aenter__(self) -> Guard:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def add_global_listener(listener: StateListener) -> None:
+    """Calls ``listener(breaker, old, new)`` after a state change of any breaker."""
+    if not callable(listener):
+        raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+    _global_listeners.append(listener)
+
+
+def remove_global_listener(listener: StateListener) -> None:
+    """Removes a listener added with :func:`add_global_listener`."""
+    _global_listeners.remove(listener)
+
+
+_LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}
+
+
+def _on_transition(breaker: CircuitBreaker, old: int, new: int) -> None:
+    """Native hook: logs the transition and runs the listeners (never raises)."""
+    old_state, new_state = BreakerState(old), BreakerState(new)
+    logger.log(
+        _LOG_LEVEL.get(new_state, logging.INFO),
+        "circuit breaker %r (%s/%s) %s -> %s",
+        breaker.name, breaker.provider_type, breaker.provider, old_state.name, new_state.name,
+    )
+    for listener in (*getattr(breaker, "_listeners", ()), *_global_listeners):
+        try:
+            listener(breaker, old_state, new_state)
+        except Exception:
+            logger.exception("circuit breaker state listener %r failed", listener)
+
+
+def _reject(breaker: CircuitBreaker) -> CircuitOpenError:
+    """Native hook: the error an open breaker raises."""
+    if breaker.held_open:
+        retry_after = None
+    else:
+        retry_after = breaker.remaining_open or None
+    return CircuitOpenError(breaker.name, breaker.provider_type, breaker.provider, retry_after)
+
+
+_core._install_hooks(_reject, _on_transition)
+
+
+_core._specialise(CircuitBreaker)

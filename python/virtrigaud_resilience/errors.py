@@ -1,0 +1,349 @@
+"""The error taxonomy of the Virtrigaud resilience guide.
+
+Every provider failure is a :class:`ProviderError` carrying one of ten
+:class:`ErrorType` values. Four types are retryable (``Retryable``,
+``Unavailable``, ``RateLimit``, ``Timeout``); the other six are business
+answers that a retry cannot change. Exceptions that are not a
+``ProviderError`` are *not* retryable (the conservative choice of the Go
+code); :func:`classify` maps the common builtin ones onto the taxonomy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+from typing import Any
+
+__all__ = [
+    "ErrorType",
+    "RETRYABLE_TYPES",
+    "ProviderError",
+    "NotFoundError",
+    "InvalidSpecError",
+    "UnauthorizedError",
+    "NotSupportedError",
+    "RetryableError",
+    "UnavailableError",
+    "RateLimitError",
+    "OperationTimeoutError",
+    "QuotaExceededError",
+    "ConflictError",
+    "new_error",
+    "is_retryable",
+    "is_not_found",
+    "is_type",
+    "classify",
+]
+
+
+class ErrorType(str, enum.Enum):
+    """The guide's ten error categories; the value is the Go constant's string."""
+
+    NOT_FOUND = "NotFound"
+    INVALID_SPEC = "InvalidSpec"
+    UNAUTHORIZED = "Unauthorized"
+    NOT_SUPPORTED = "NotSupported"
+    RETRYABLE = "Retryable"
+    UNAVAILABLE = "Unavailable"
+    RATE_LIMIT = "RateLimit"
+    TIMEOUT = "Timeout"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    CONFLICT = "Conflict"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The types a retry may cure (the guide's "Retryable: Yes" rows).
+RETRYABLE_TYPES: frozenset[ErrorType] = frozenset(
+    {ErrorType.RETRYABLE, ErrorType.UNAVAILABLE, ErrorType.RATE_LIMIT, ErrorType.TIMEOUT}
+)
+
+
+class ProviderError(Exception):
+    """A classified provider failure.
+
+    Attributes:
+        type: the :class:`ErrorType`.
+        message: the human-readable message, without the cause.
+        cause: the underlying exception, or None; also set as ``__cause__`` so
+            tracebacks show the chain.
+        retryable: whether :func:`is_retryable` says yes. Defaults to
+            ``type in RETRYABLE_TYPES``; pass ``retryable=True`` to mark any
+            error retryable.
+    """
+
+    type: ErrorType
+    message: str
+    cause: BaseException | None
+    retryable: bool
+
+    def __init__(
+        self,
+        type: ErrorType | str,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        retryable: bool | None = None,
+    ) -> None:
+        try:
+            error_type = ErrorType(type)
+        except ValueError:
+            valid = ", ".join(t.value for t in ErrorType)
+            raise ValueError(f"ProviderError type must be one of {valid}, got {type!r}") from None
+        if not isinstance(message, str):
+            raise TypeError(
+                f"ProviderError message must be a str, got {type_name(message)} {message!r}"
+            )
+        if cause is not None and not isinstance(cause, BaseException):
+            raise TypeError(
+                f"ProviderError cause must be an exception or None, got {type_name(cause)} {cause!r}"
+            )
+        if retryable is not None and not isinstance(retryable, bool):
+            raise TypeError(
+                f"ProviderError retryable must be a bool or None, got {type_name(retryable)} "
+                f"{retryable!r}"
+            )
+        super().__init__(message)
+        self.type = error_type
+        self.message = message
+        self.cause = cause
+        self.retryable = error_type in RETRYABLE_TYPES if retryable is None else retryable
+        if cause is not None:
+            self.__cause__ = cause
+
+    def __str__(self) -> str:
+        text = f"{self.type.value}: {self.message}"
+        return f"{text}: {self.cause}" if self.cause is not None else text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(type={self.type.value!r}, message={self.message!r})"
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (type(self), self.type, self.message, self.retryable), self.__dict__)
+
+
+def type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _rebuild(
+    cls: type[ProviderError], error_type: ErrorType, message: str, retryable: bool
+) -> ProviderError:
+    error = cls.__new__(cls)
+    ProviderError.__init__(error, error_type, message, retryable=retryable)
+    return error
+
+
+class _TypedError(ProviderError):
+    """Base of the per-type subclasses: the type is fixed by the class."""
+
+    error_type: ErrorType
+
+    def __init__(
+        self, message: str, cause: BaseException | None = None, *, retryable: bool | None = None
+    ) -> None:
+        super().__init__(self.error_type, message, cause, retryable=retryable)
+
+
+class NotFoundError(_TypedError):
+    """The resource does not exist (not retryable)."""
+
+    error_type = ErrorType.NOT_FOUND
+
+
+class InvalidSpecError(_TypedError):
+    """The request or spec is malformed (not retryable)."""
+
+    error_type = ErrorType.INVALID_SPEC
+
+
+class UnauthorizedError(_TypedError):
+    """Authentication or authorisation failed (not retryable)."""
+
+    error_type = ErrorType.UNAUTHORIZED
+
+
+class NotSupportedError(_TypedError):
+    """The provider does not support the operation (not retryable)."""
+
+    error_type = ErrorType.NOT_SUPPORTED
+
+
+class RetryableError(_TypedError):
+    """A transient failure worth retrying."""
+
+    error_type = ErrorType.RETRYABLE
+
+
+class UnavailableError(_TypedError):
+    """The provider (or an open circuit breaker in front of it) is unavailable (retryable)."""
+
+    error_type = ErrorType.UNAVAILABLE
+
+
+class RateLimitError(_TypedError):
+    """Rate limited (retryable).
+
+    ``retry_after`` is the number of seconds after which a retry may succeed,
+    or None when unknown; a retry waits at least that long.
+    """
+
+    error_type = ErrorType.RATE_LIMIT
+    retry_after: float | None
+
+    def __init__(
+        self,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, cause, retryable=retryable)
+        if retry_after is not None:
+            from ._validate import non_negative
+
+            retry_after = non_negative("RateLimitError", "retry_after", retry_after)
+        self.retry_after = retry_after
+
+
+class OperationTimeoutError(_TypedError, TimeoutError):
+    """The operation timed out (retryable). Also a builtin :class:`TimeoutError`."""
+
+    error_type = ErrorType.TIMEOUT
+
+
+class QuotaExceededError(_TypedError):
+    """A resource quota is exhausted (not retryable)."""
+
+    error_type = ErrorType.QUOTA_EXCEEDED
+
+
+class ConflictError(_TypedError):
+    """The resource conflicts with an existing one (not retryable)."""
+
+    error_type = ErrorType.CONFLICT
+
+
+_CLASS_BY_TYPE: dict[ErrorType, type[_TypedError]] = {
+    cls.error_type: cls
+    for cls in (
+        NotFoundError,
+        InvalidSpecError,
+        UnauthorizedError,
+        NotSupportedError,
+        RetryableError,
+        UnavailableError,
+        RateLimitError,
+        OperationTimeoutError,
+        QuotaExceededError,
+        ConflictError,
+    )
+}
+
+
+def new_error(
+    error_type: ErrorType | str, message: str, cause: BaseException | None = None
+) -> ProviderError:
+    """Build the subclass for ``error_type`` (``new_error("NotFound", "vm gone")``)."""
+    try:
+        cls = _CLASS_BY_TYPE[ErrorType(error_type)]
+    except ValueError:
+        valid = ", ".join(t.value for t in ErrorType)
+        raise ValueError(f"error type must be one of {valid}, got {error_type!r}") from None
+    return cls(message, cause)
+
+
+def is_retryable(exc: BaseException | None) -> bool:
+    """True iff ``exc`` is a :class:`ProviderError` whose ``retryable`` is set.
+
+    Anything else, including builtin ``TimeoutError``, is not retryable: pass
+    it through :func:`classify` first to map it onto the taxonomy.
+    """
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+def is_type(exc: BaseException | None, error_type: ErrorType) -> bool:
+    """True iff ``exc`` is a :class:`ProviderError` of ``error_type``."""
+    return isinstance(exc, ProviderError) and exc.type is error_type
+
+
+def is_not_found(exc: BaseException | None) -> bool:
+    """True iff ``exc`` is a :class:`ProviderError` of type ``NotFound``."""
+    return is_type(exc, ErrorType.NOT_FOUND)
+
+
+_TIMEOUTS: tuple[type[BaseException], ...] = tuple(
+    {TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError}
+)
+
+
+def classify(exc: BaseException) -> BaseException:
+    """Map a builtin exception onto the taxonomy.
+
+    ============================================  =========================
+    exception                                     result
+    ============================================  =========================
+    a ``ProviderError``                           returned unchanged
+    ``TimeoutError``, ``asyncio.TimeoutError``    ``OperationTimeoutError``
+    ``ConnectionError`` (and subclasses)          ``UnavailableError``
+    ``PermissionError``                           ``UnauthorizedError``
+    ``NotImplementedError``                       ``NotSupportedError``
+    anything else                                 returned unchanged
+    ============================================  =========================
+
+    A new error keeps the original as its ``cause`` (and ``__cause__``).
+    Unmapped exceptions stay unchanged and so stay non-retryable.
+    """
+    if isinstance(exc, ProviderError):
+        return exc
+    # The cause's text is appended by __str__, so the message names only its kind.
+    message = type(exc).__name__
+    if isinstance(exc, _TIMEOUTS):
+        return OperationTimeoutError(message, exc)
+    if isinstance(exc, ConnectionError):
+        return UnavailableError(message, exc)
+    if isinstance(exc, PermissionError):
+        return UnauthorizedError(message, exc)
+    if isinstance(exc, NotImplementedError):
+        return NotSupportedError(message, exc)
+    return exc
+
+
+class CircuitOpenError(UnavailableError):
+    """Raised, without calling the function, by an open circuit breaker.
+
+    An :class:`UnavailableError`, so it is retryable: a retry policy backs
+    off across an open breaker, as in the guide's controller example.
+
+    Attributes:
+        breaker: the breaker's name.
+        provider_type, provider: the breaker's labels.
+        retry_after: seconds until the breaker admits a probe (None while
+            it is held open by ``force_open()``, or when half-open and full).
+    """
+
+    breaker: str
+    provider_type: str
+    provider: str
+    retry_after: float | None
+
+    def __init__(
+        self,
+        breaker: str,
+        provider_type: str = "",
+        provider: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        where = f" ({provider_type}/{provider})" if provider_type or provider else ""
+        when = f"; next probe in {retry_after:.3g}s" if retry_after else ""
+        super().__init__(f"circuit breaker {breaker!r}{where} is open{when}")
+        self.breaker = breaker
+        self.provider_type = provider_type
+        self.provider = provider
+        self.retry_after = retry_after
+
+
+__all__.append("CircuitOpenError")

@@ -1,0 +1,210 @@
+"""Rate limiting: a lock-free GCRA token bucket with reservations.
+
+Modelled on golang.org/x/time/rate: :meth:`TokenBucket.try_acquire` is
+``AllowN``, :meth:`TokenBucket.reserve` is ``ReserveN`` and
+:meth:`TokenBucket.acquire` / :meth:`TokenBucket.acquire_async` are
+``WaitN``. The bucket starts full.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core, _validate
+from .clock import ManualClock, check_clock, sleeper_for
+
+__all__ = ["TokenBucket", "Reservation", "MIN_QPS", "MAX_QPS", "MAX_BURST"]
+
+MAX_QPS = 1e9
+#: One token per 2**42 ns (about 73 minutes).
+MIN_QPS = 1e9 / _core.TOKEN_BUCKET_MAX_INTERVAL_NS
+MAX_BURST: int = _core.TOKEN_BUCKET_MAX_BURST
+#: The longest time a whole bucket may take to refill (burst / qps), in seconds (~9 years).
+MAX_REFILL_SECONDS = _core.TOKEN_BUCKET_MAX_TAU_NS / 1e9
+_UNLIMITED_WAIT_NS: int = _core.TOKEN_BUCKET_MAX_WAIT_NS
+
+
+def _interval_ns(qps: float) -> int:
+    return min(max(round(1e9 / qps), 1), _core.TOKEN_BUCKET_MAX_INTERVAL_NS)
+
+
+def _check_rate(qps: float, burst: int) -> tuple[int, int]:
+    """Validates (qps, burst) and returns (interval_ns, burst)."""
+    owner = "TokenBucket"
+    qps = _validate.positive(owner, "qps", qps)
+    if qps < MIN_QPS:
+        raise ValueError(
+            f"{owner} qps must be >= {MIN_QPS:.6g} (one token per 73 minutes), got {qps!r}"
+        )
+    if qps > MAX_QPS:
+        raise ValueError(f"{owner} qps must be <= {MAX_QPS:g}, got {qps!r}")
+    burst = _validate.integer(owner, "burst", burst, 1, MAX_BURST)
+    interval = _interval_ns(qps)
+    if burst * interval > _core.TOKEN_BUCKET_MAX_TAU_NS:
+        raise ValueError(
+            f"{owner} burst / qps (the refill time) must be <= {MAX_REFILL_SECONDS:.4g} s, "
+            f"got burst {burst} at qps {qps!r}"
+        )
+    return interval, burst
+
+
+class Reservation:
+    """Tokens reserved for use after :attr:`delay` seconds (x/time/rate's Reservation).
+
+    Act after the delay, or :meth:`cancel` to give the tokens back.
+    """
+
+    __slots__ = ("_bucket", "_n", "_tat_after", "_time_to_act_ns", "delay", "_cancelled")
+
+    #: Seconds to wait, from the moment of reserving, before using the tokens.
+    delay: float
+
+    def __init__(
+        self, bucket: TokenBucket, n: int, delay_ns: int, tat_after: int, time_to_act_ns: int
+    ) -> None:
+        self._bucket = bucket
+        self._n = n
+        self._tat_after = tat_after
+        self._time_to_act_ns = time_to_act_ns
+        self.delay = delay_ns / 1e9
+        self._cancelled = False
+
+    @property
+    def tokens(self) -> int:
+        """The number of tokens reserved."""
+        return self._n
+
+    @property
+    def time_to_act(self) -> float:
+        """The bucket clock's time (seconds) at which the tokens may be used."""
+        return self._time_to_act_ns / 1e9
+
+    def delay_from_now(self) -> float:
+        """Seconds still to wait (0 when the time has come)."""
+        return max(0, self._time_to_act_ns - self._bucket._now_ns()) / 1e9
+
+    def cancel(self) -> int:
+        """Gives the tokens back, if the reservation has not yet acted.
+
+        As golang.org/x/time/rate's ``Cancel``: tokens reserved by later
+        callers since this reservation stay theirs, so fewer than
+        :attr:`tokens` may come back. Idempotent. Returns the tokens restored.
+        """
+        if self._cancelled:
+            return 0
+        self._cancelled = True
+        restored: int = self._bucket._cancel(self._n, self._tat_after, self._time_to_act_ns)
+        return restored
+
+    def __repr__(self) -> str:
+        return f"Reservation(tokens={self._n}, delay={self.delay!r})"
+
+
+class TokenBucket(_core.TokenBucket):
+    """A token bucket of ``burst`` tokens refilled at ``qps`` tokens per second.
+
+    Lock-free (GCRA over one atomic word) and safe to share between threads
+    and tasks. The bucket starts full.
+
+    Args:
+        qps: refill rate in tokens per second; finite, in ``[MIN_QPS, 1e9]``
+            (MIN_QPS is one token per ~73 minutes). Rounded to a whole
+            number of nanoseconds per token.
+        burst: capacity in tokens; int in ``[1, 1_048_575]``; the refill
+            time ``burst / qps`` must be at most ~9 years.
+        clock: a :class:`ManualClock`, or None for the monotonic clock.
+
+    Raises:
+        ValueError, TypeError: naming the parameter and the value.
+    """
+
+    __slots__ = ("_sleeper", "__weakref__")
+
+    def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None) -> None:
+        interval, burst = _check_rate(qps, burst)
+        clock = check_clock("TokenBucket", clock)
+        super().__init__(interval, burst, clock)
+        self._sleeper = sleeper_for(clock)
+
+    # try_acquire(n=1) -> bool is native (AllowN): see _core.pyi.
+
+    def reserve(self, n: int = 1) -> Reservation:
+        """Reserves n tokens (1 <= n <= burst) and returns how long to wait.
+
+        Always succeeds; the tokens are yours after ``reservation.delay``
+        seconds. Waiters queue fairly in reservation order.
+        """
+        n = self._check_n(n)
+        ok, delay_ns, tat_after, time_to_act = self._reserve(n, _UNLIMITED_WAIT_NS)
+        if not ok:  # only past the ~9-year wait limit
+            raise ValueError(f"TokenBucket cannot reserve {n} tokens: the wait would exceed limits")
+        return Reservation(self, n, delay_ns, tat_after, time_to_act)
+
+    def acquire(self, n: int = 1, timeout: float | None = None) -> bool:
+        """Waits until n tokens are available and takes them (WaitN).
+
+        Returns False at once, taking nothing, if the wait would exceed
+        ``timeout`` seconds (None: wait as long as needed). Sleeps through
+        the bucket's clock. If the sleep is interrupted (KeyboardInterrupt),
+        the tokens are given back.
+        """
+        reservation = self._reserve_within(n, timeout)
+        if reservation is None:
+            return False
+        if reservation.delay > 0:
+            try:
+                self._sleeper.sleep(reservation.delay)
+            except BaseException:
+                reservation.cancel()
+                raise
+        return True
+
+    async def acquire_async(self, n: int = 1, timeout: float | None = None) -> bool:
+        """The asyncio form of :meth:`acquire`.
+
+        Cancelling the waiting task gives the reserved tokens back.
+        """
+        reservation = self._reserve_within(n, timeout)
+        if reservation is None:
+            return False
+        if reservation.delay > 0:
+            try:
+                await self._sleeper.sleep_async(reservation.delay)
+            except BaseException:
+                reservation.cancel()
+                raise
+        return True
+
+    def set_rate(self, qps: float, burst: int | None = None) -> None:
+        """Changes the rate (and the burst, when given) at run time.
+
+        The tokens available now are kept (capped at the new burst).
+        """
+        interval, new_burst = _check_rate(qps, self.burst if burst is None else burst)
+        self._set_rate(interval, new_burst)
+
+    def _reserve_within(self, n: int, timeout: float | None) -> Reservation | None:
+        n = self._check_n(n)
+        max_wait = (
+            _UNLIMITED_WAIT_NS
+            if timeout is None
+            else round(_validate.seconds("TokenBucket", "timeout", timeout) * 1e9)
+        )
+        ok, delay_ns, tat_after, time_to_act = self._reserve(n, min(max_wait, _UNLIMITED_WAIT_NS))
+        return Reservation(self, n, delay_ns, tat_after, time_to_act) if ok else None
+
+    def _check_n(self, n: int) -> int:
+        n = _validate.integer("TokenBucket", "n", n, 1)
+        if n > self.burst:
+            raise ValueError(f"TokenBucket n must be <= burst ({self.burst}), got {n!r}")
+        return n
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _core._specialise(cls)
+
+    def __repr__(self) -> str:
+        return f"TokenBucket(qps={self.qps!r}, burst={self.burst!r}, tokens={self.tokens:.3f})"
+
+
+_core._specialise(TokenBucket)
