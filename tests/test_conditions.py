@@ -4,6 +4,7 @@ the error mapping, the metav1.Condition wire shape and SetStatusCondition."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import pickle
 from datetime import datetime, timedelta, timezone
@@ -770,14 +771,17 @@ def test_health_check_base_exceptions_propagate(exc: type[BaseException]) -> Non
         health_check_conditions(check)
 
 
-def test_health_check_rejects_async_check() -> None:
+def test_health_check_rejects_async_check_and_closes_it() -> None:
     async def check() -> None:
         return None
 
+    coro = check()
     with pytest.raises(
         TypeError, match=r"health_check_conditions check returned an awaitable.*_async"
     ):
-        health_check_conditions(check)
+        health_check_conditions(lambda: coro)
+    # Closed, so no "coroutine was never awaited" warning later.
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
 def test_health_check_rejects_non_callable() -> None:
@@ -827,7 +831,7 @@ async def test_health_check_async_cancellation_propagates() -> None:
         await asyncio.sleep(3600)
 
     task = asyncio.ensure_future(health_check_conditions_async(hang))
-    await started.wait()
+    await asyncio.wait_for(started.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

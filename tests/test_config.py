@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from virtrigaud_resilience import breaker as breaker_module
 from virtrigaud_resilience.breaker import BreakerConfig
 from virtrigaud_resilience.config import (
@@ -143,6 +142,7 @@ def test_retry_jitter_spellings(text: str, expected: bool) -> None:
         ("RPC_TIMEOUT_DESCRIBE", " 30s ", "rpc.describe", 30.0),
         ("RPC_TIMEOUT_MUTATING", "1h2m3.5s", "rpc.mutating", 3723.5),
         ("RETRY_BASE_DELAY", "0", "retry.base_delay", 0.0),  # RetryConfig allows no delay
+        ("CB_RESET_SECONDS", "0s", "breaker.reset_timeout", 0.0),  # so does BreakerConfig
         ("RETRY_MAX_ATTEMPTS", " 3 ", "retry.max_attempts", 3),
         ("RETRY_MAX_ATTEMPTS", "+3", "retry.max_attempts", 3),
         ("RETRY_MULTIPLIER", "3", "retry.multiplier", 3.0),
@@ -161,9 +161,8 @@ def test_accepted_spellings(key: str, text: str, path: str, expected: object) ->
 # ---------------------------------------------------------------------------
 
 _GARBAGE = ["NaN", "nan", "inf", "-inf", "", "   ", "abc", "1e400"]
-_POSITIVE_DURATION = [*_GARBAGE, "-1s", "-1", "0", "0s", "0ms", "999999999999h", "1x", "1.",
-                      "10 s", "1e3s"]
-_NON_NEGATIVE_DURATION = [*_GARBAGE, "-1s", "-0.5", "999999999999h", "1x", "1.", "25h"]
+_NON_NEGATIVE_DURATION = [*_GARBAGE, "-1s", "-0.5", "999999999999h", "1x", "1.", "10 s", "1e3s"]
+_POSITIVE_DURATION = [*_NON_NEGATIVE_DURATION, "0", "0s", "0ms"]
 _POSITIVE_INT = [*_GARBAGE, "-1", "0", "1.5", "2.0", "1_000", "0x10", "5s", "true",
                  "99999999999999999999999"]
 
@@ -174,13 +173,15 @@ BAD = {
     "RPC_TIMEOUT_TASK_STATUS": _POSITIVE_DURATION,
     "RETRY_MAX_ATTEMPTS": _POSITIVE_INT,
     # base 0 is valid (no delay); above the default 30 s cap it is not.
-    "RETRY_BASE_DELAY": [*_NON_NEGATIVE_DURATION, "31s"],
-    # zero (or anything) below the default 500 ms base delay is a contradiction.
-    "RETRY_MAX_DELAY": [*_NON_NEGATIVE_DURATION, "0", "0s", "100ms"],
+    "RETRY_BASE_DELAY": [*_NON_NEGATIVE_DURATION, "31s", "25h"],
+    # zero (or anything) below the default 500 ms base delay is a contradiction;
+    # RetryConfig caps any delay at one day.
+    "RETRY_MAX_DELAY": [*_NON_NEGATIVE_DURATION, "0", "0s", "100ms", "25h"],
     "RETRY_MULTIPLIER": [*_GARBAGE, "0", "-2", "0.5", "1,5", "2x", "0x10", "1_0"],
     "RETRY_JITTER": [*_GARBAGE, "yes", "no", "on", "2", "-1", "truee", "t", "1.0"],
     "CB_FAILURE_THRESHOLD": _POSITIVE_INT,
-    "CB_RESET_SECONDS": _POSITIVE_DURATION,
+    # 0 is valid: BreakerConfig allows an immediate probe (reset_timeout >= 0).
+    "CB_RESET_SECONDS": [*_NON_NEGATIVE_DURATION, "400000000h"],
     "CB_HALF_OPEN_MAX_CALLS": _POSITIVE_INT,
     "RATE_LIMIT_QPS": [*_GARBAGE, "0", "-1", "0.0", "1e-300", "10/s", "1_0"],
     "RATE_LIMIT_BURST": _POSITIVE_INT,
@@ -617,7 +618,8 @@ class _Recorder:
 def test_breaker_registry_gets_the_breaker_config_and_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(breaker_module, "BreakerRegistry", _Recorder)
+    # raising=False: the wiring is testable before the registry class exists.
+    monkeypatch.setattr(breaker_module, "BreakerRegistry", _Recorder, raising=False)
     config = Config.production()
     clock = object()
     registry: Any = config.breaker_registry(clock=clock)
@@ -628,7 +630,7 @@ def test_breaker_registry_gets_the_breaker_config_and_clock(
 
 def test_rate_limiter_registry_gets_qps_burst_and_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     ratelimit_module = pytest.importorskip("virtrigaud_resilience.ratelimit")
-    monkeypatch.setattr(ratelimit_module, "RateLimiterRegistry", _Recorder)
+    monkeypatch.setattr(ratelimit_module, "RateLimiterRegistry", _Recorder, raising=False)
     config = Config.production()
     registry: Any = config.rate_limiter_registry()
     assert isinstance(registry, _Recorder)

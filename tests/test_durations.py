@@ -9,7 +9,6 @@ from fractions import Fraction
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from virtrigaud_resilience.durations import (
     MAX_DURATION,
     MIN_DURATION,

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "virtrigaud/backoff.hpp"
+#include "virtrigaud/bulkhead.hpp"
 #include "virtrigaud/circuit_breaker.hpp"
 #include "virtrigaud/clock.hpp"
 #include "virtrigaud/token_bucket.hpp"
@@ -139,9 +140,15 @@ T* ready_instance(PyObject* self, const char* type_name) {
 PyObject* g_reject = nullptr;
 PyObject* g_on_transition = nullptr;
 
+// Both None uninstalls them (at interpreter exit, so nothing outlives it).
 void install_hooks(nb::handle reject, nb::handle on_transition) {
+    if (reject.is_none() && on_transition.is_none()) {
+        Py_CLEAR(g_reject);
+        Py_CLEAR(g_on_transition);
+        return;
+    }
     if (!PyCallable_Check(reject.ptr()) || !PyCallable_Check(on_transition.ptr())) {
-        throw nb::type_error("_install_hooks() takes two callables");
+        throw nb::type_error("_install_hooks() takes two callables (or two Nones)");
     }
     Py_XSETREF(g_reject, Py_NewRef(reject.ptr()));
     Py_XSETREF(g_on_transition, Py_NewRef(on_transition.ptr()));
@@ -366,6 +373,219 @@ int state_code(vr::BreakerState s) {
     return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
 }
 
+
+// --------------------------------------------------------------- Bulkhead --
+
+struct PyBulkhead {
+    vr::Bulkhead core;
+    explicit PyBulkhead(int64_t max_concurrent) : core(max_concurrent) {}
+};
+
+// Gives a slot back; if asyncio waiters are queued, wakes one (Python side).
+void bulkhead_exit(PyObject* obj, PyBulkhead* b) {
+    if (b->core.exit()) {
+        PyObject* r = PyObject_CallMethod(obj, "_wake", nullptr);
+        if (r == nullptr) {
+            PyErr_WriteUnraisable(obj);
+        }
+        Py_XDECREF(r);
+    }
+}
+
+// ----------------------------------------------------------------- Policy --
+//
+// The sync success path of a composed policy in one native crossing:
+// breaker admit -> token bucket -> bulkhead -> call -> record. Anything else
+// (a rejection, an exception to retry, a timeout to enforce) is handed to the
+// Python method `_resume(stage, exc, fn, args, kwargs)`, which owns the retry
+// loop, waiting and error construction.
+
+enum Stage : int {
+    kPythonPath = -1,   // the policy needs Python for every call (e.g. a timeout)
+    kCalled = 0,        // attempt 0 ran and raised `exc` (already recorded)
+    kBreakerOpen = 1,   // the breaker refused attempt 0
+    kRateLimited = 2,   // the bucket had no token for attempt 0
+    kBulkheadFull = 3,  // no bulkhead slot for attempt 0
+};
+
+struct PyPolicy {
+    nb::object breaker_obj, bucket_obj, bulkhead_obj;
+    PyCircuitBreaker* breaker = nullptr;
+    PyTokenBucket* bucket = nullptr;
+    PyBulkhead* bulkhead = nullptr;
+    bool fast = true;
+
+    PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_)
+        : fast(fast_) {
+        if (!breaker_.is_none()) {
+            breaker = nb::inst_ptr<PyCircuitBreaker>(checked<PyCircuitBreaker>(breaker_, "breaker"));
+            breaker_obj = nb::borrow(breaker_);
+        }
+        if (!bucket_.is_none()) {
+            bucket = nb::inst_ptr<PyTokenBucket>(checked<PyTokenBucket>(bucket_, "bucket"));
+            bucket_obj = nb::borrow(bucket_);
+        }
+        if (!bulkhead_.is_none()) {
+            bulkhead = nb::inst_ptr<PyBulkhead>(checked<PyBulkhead>(bulkhead_, "bulkhead"));
+            bulkhead_obj = nb::borrow(bulkhead_);
+        }
+    }
+
+    template <typename T>
+    static nb::handle checked(nb::handle h, const char* field) {
+        if (!nb::isinstance<T>(h) || !nb::inst_ready(h)) {
+            throw nb::type_error(
+                (std::string("Policy ") + field + " has the wrong type").c_str());
+        }
+        return h;
+    }
+
+    // Admits attempt 0 everywhere or undoes what it took; returns the Stage.
+    int enter(vr::Ticket& ticket) {
+        if (breaker != nullptr) {
+            ticket = breaker->core.acquire();
+            if (!ticket.admitted) {
+                return kBreakerOpen;
+            }
+            notify(breaker_obj.ptr(), ticket.transition);
+        }
+        if (bucket != nullptr && !bucket->core.try_acquire(1)) {
+            release(ticket);
+            return kRateLimited;
+        }
+        if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
+            release(ticket);
+            return kBulkheadFull;
+        }
+        return kCalled;
+    }
+
+    void release(const vr::Ticket& ticket) {
+        if (breaker != nullptr) {
+            breaker->core.release(ticket);
+        }
+    }
+
+    void exit_success(const vr::Ticket& ticket) {
+        if (breaker != nullptr) {
+            notify(breaker_obj.ptr(), breaker->core.record_success(ticket));
+        }
+        if (bulkhead != nullptr) {
+            bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
+        }
+    }
+
+    // No Python error may be set when this runs (it may call hooks).
+    void exit_raised(const vr::Ticket& ticket, PyObject* exc) {
+        if (breaker != nullptr) {
+            record(breaker_obj.ptr(), breaker, ticket, outcome_of(breaker, exc));
+        }
+        if (bulkhead != nullptr) {
+            bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
+        }
+    }
+};
+
+// Calls self._resume(stage, exc, fn, args, kwargs) with the forwarded arguments.
+PyObject* resume(PyObject* self, int stage, PyObject* exc, PyObject* const* args,
+                 Py_ssize_t nargs, PyObject* kwnames) {
+    PyObject* tuple = PyTuple_New(nargs - 1);
+    PyObject* kwargs = PyDict_New();
+    if (tuple == nullptr || kwargs == nullptr) {
+        Py_XDECREF(tuple);
+        Py_XDECREF(kwargs);
+        return nullptr;
+    }
+    for (Py_ssize_t i = 1; i < nargs; ++i) {
+        PyTuple_SetItem(tuple, i - 1, Py_NewRef(args[i]));
+    }
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; ++i) {
+        if (PyDict_SetItem(kwargs, PyTuple_GetItem(kwnames, i), args[nargs + i]) != 0) {
+            Py_DECREF(tuple);
+            Py_DECREF(kwargs);
+            return nullptr;
+        }
+    }
+    PyObject* r = PyObject_CallMethod(self, "_resume", "iOOOO", stage, exc ? exc : Py_None,
+                                      args[0], tuple, kwargs);
+    Py_DECREF(tuple);
+    Py_DECREF(kwargs);
+    return r;
+}
+
+PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                         PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "Policy.execute() missing required argument 'fn'");
+        return nullptr;
+    }
+    if (!p->fast) {
+        return resume(self, kPythonPath, nullptr, args, nargs, kwnames);
+    }
+    vr::Ticket ticket;
+    const int stage = p->enter(ticket);
+    if (stage != kCalled) {
+        return resume(self, stage, nullptr, args, nargs, kwnames);
+    }
+    PyObject* result = PyObject_Vectorcall(
+        args[0], args + 1, static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        kwnames);
+    if (result != nullptr) {
+        p->exit_success(ticket);
+        return result;
+    }
+    PyObject* exc = fetch_exception();
+    p->exit_raised(ticket, exc);
+    result = resume(self, kCalled, exc, args, nargs, kwnames);
+    Py_DECREF(exc);
+    return result;
+}
+
+PyMethodDef policy_execute_def = {
+    "execute", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_execute)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "execute(self, fn, /, *args, **kwargs)\n--\n\n"
+    "Runs fn(*args, **kwargs) under the policy and returns its result. The\n"
+    "first attempt's admit -> call -> record runs natively; rejections,\n"
+    "retries and timeouts continue in Policy._resume."};
+
+int policy_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+    Py_VISIT(Py_TYPE(self));
+#endif
+    if (!nb::inst_ready(self)) {
+        return 0;
+    }
+    auto* p = nb::inst_ptr<PyPolicy>(self);
+    Py_VISIT(p->breaker_obj.ptr());
+    Py_VISIT(p->bucket_obj.ptr());
+    Py_VISIT(p->bulkhead_obj.ptr());
+    return 0;
+}
+
+int policy_clear(PyObject* self) {
+    if (nb::inst_ready(self)) {
+        auto* p = nb::inst_ptr<PyPolicy>(self);
+        p->breaker = nullptr;
+        p->bucket = nullptr;
+        p->bulkhead = nullptr;
+        p->breaker_obj = nb::object();
+        p->bucket_obj = nb::object();
+        p->bulkhead_obj = nb::object();
+    }
+    return 0;
+}
+
+PyType_Slot policy_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(policy_traverse)},
+                              {Py_tp_clear, reinterpret_cast<void*>(policy_clear)},
+                              {0, nullptr}};
+
 // ---------------------------------------------------------------- Backoff --
 
 struct PyBackoff {
@@ -395,17 +615,22 @@ double backoff_delay(PyBackoff& b, nb::handle attempt, double previous) {
 // Installs the raw hot methods on a Python subclass too. CPython specialises
 // a call of a method descriptor only when self's type is exactly the
 // descriptor's type; without this, a subclass pays ~10 ns more per call.
-void specialise(nb::handle cls, nb::handle bucket_type, nb::handle breaker_type) {
+void specialise(nb::handle cls) {
     if (!PyType_Check(cls.ptr())) {
         throw nb::type_error("_specialise() takes a class");
     }
     auto* type = reinterpret_cast<PyTypeObject*>(cls.ptr());
-    if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(bucket_type.ptr()))) {
+    const auto is = [type](nb::handle base) {
+        return PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(base.ptr())) != 0;
+    };
+    if (is(nb::type<PyTokenBucket>())) {
         add_fastcall_method(cls, &bucket_try_acquire_def);
-    } else if (PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(breaker_type.ptr()))) {
+    } else if (is(nb::type<PyCircuitBreaker>())) {
         add_fastcall_method(cls, &breaker_call_def);
+    } else if (is(nb::type<PyPolicy>())) {
+        add_fastcall_method(cls, &policy_execute_def);
     } else {
-        throw nb::type_error("_specialise() takes a subclass of TokenBucket or CircuitBreaker");
+        throw nb::type_error("_specialise() takes a subclass of TokenBucket, CircuitBreaker or Policy");
     }
 }
 
@@ -413,10 +638,14 @@ void specialise(nb::handle cls, nb::handle bucket_type, nb::handle breaker_type)
 
 NB_MODULE(_core, m) {
     m.doc() = "Lock-free circuit breaker, GCRA token bucket and backoff (C++ core).";
+    // Breakers and buckets held by module globals (registries, policies) are
+    // legitimately alive when nanobind checks for leaks at shutdown; its
+    // warning would be noise in every user's program.
+    nb::set_leak_warnings(false);
 
     m.def("monotonic_ns", &vr::steady_now_ns,
           "Nanoseconds of the monotonic clock every primitive uses when it has no ManualClock.");
-    m.def("_install_hooks", &install_hooks, "reject"_a, "on_transition"_a,
+    m.def("_install_hooks", &install_hooks, "reject"_a.none(), "on_transition"_a.none(),
           "Installed once by the package: the open breaker's error factory and the\n"
           "state-change dispatcher.");
     m.attr("TOKEN_BUCKET_MAX_BURST") = vr::TokenBucket::kMaxBurst;
@@ -585,10 +814,57 @@ NB_MODULE(_core, m) {
                      "Clock time of the last transition in ns, 0 if none.");
     add_fastcall_method(breaker, &breaker_call_def);
 
-    m.def(
-        "_specialise",
-        [bucket, breaker](nb::handle cls) { specialise(cls, bucket, breaker); }, "cls"_a,
-        "Installs the fast hot methods on a subclass of TokenBucket or CircuitBreaker.");
+
+    nb::class_<PyBulkhead>(m, "Bulkhead", "Bounded concurrency counter (native part).")
+        .def(nb::init<int64_t>(), "max_concurrent"_a)
+        .def("try_enter", [](PyBulkhead& b) { return b.core.try_enter(); },
+             "Takes a slot if one is free and returns True; never waits.")
+        .def(
+            "exit", [](nb::pointer_and_handle<PyBulkhead> self) {
+                bulkhead_exit(self.h.ptr(), self.p);
+            },
+            "Gives a slot back (exactly once per successful try_enter).")
+        .def("_add_waiter", [](PyBulkhead& b, int64_t delta) { b.core.add_waiter(delta); },
+             "delta"_a)
+        .def_prop_ro("max_concurrent", [](const PyBulkhead& b) { return b.core.max_concurrent(); })
+        .def_prop_ro("in_flight", [](const PyBulkhead& b) { return b.core.in_flight(); },
+                     "Calls holding a slot now.")
+        .def_prop_ro("waiting", [](const PyBulkhead& b) { return b.core.waiters(); },
+                     "asyncio tasks queued for a slot.")
+        .def_prop_ro("admitted", [](const PyBulkhead& b) { return b.core.admitted(); })
+        .def_prop_ro("rejected", [](const PyBulkhead& b) { return b.core.rejected(); });
+
+    nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
+                                nb::type_slots(policy_slots));
+    policy
+        .def(nb::init<nb::handle, nb::handle, nb::handle, bool>(), "breaker"_a.none(),
+             "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a)
+        .def(
+            "_enter",
+            [](PyPolicy& p) -> int64_t {
+                vr::Ticket ticket;
+                const int stage = p.enter(ticket);
+                if (stage != kCalled) {
+                    return -stage;
+                }
+                return p.breaker != nullptr ? ticket.encode() : 0;
+            },
+            "Admits an attempt: a ticket >= 0, or -stage (1 breaker open, 2 rate\n"
+            "limited, 3 bulkhead full) with nothing held.")
+        .def(
+            "_exit",
+            [](PyPolicy& p, int64_t ticket) { p.exit_success(vr::Ticket::decode(ticket)); },
+            "ticket"_a, "The attempt succeeded: record it and free its slot.")
+        .def(
+            "_exit_exception",
+            [](PyPolicy& p, int64_t ticket, nb::handle exc) {
+                p.exit_raised(vr::Ticket::decode(ticket), exc.ptr());
+            },
+            "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.");
+    add_fastcall_method(policy, &policy_execute_def);
+
+    m.def("_specialise", &specialise, "cls"_a,
+          "Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.");
 
     nb::class_<PyBackoff>(m, "Backoff", "Backoff delay calculator (native part).")
         .def(nb::init<double, double, double, bool, int, bool, uint64_t>(), "base_delay"_a,

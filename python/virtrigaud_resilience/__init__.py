@@ -11,6 +11,7 @@ from . import errors
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
+    BreakerRegistry,
     BreakerState,
     CircuitBreaker,
     Guard,
@@ -19,7 +20,25 @@ from .breaker import (
     default_failure_predicate,
     remove_global_listener,
 )
+from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, ManualClock, SystemClock, monotonic
+from .conditions import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    Reason,
+    find_condition,
+    is_condition_true,
+    map_error_to_condition,
+    provider_available_condition,
+    provider_runtime_ready_condition,
+    provisioning_condition,
+    ready_condition,
+    remove_condition,
+    set_condition,
+)
+from .config import Config, RateLimitConfig
+from .durations import format_duration, parse_duration
 from .errors import (
     RETRYABLE_TYPES,
     CircuitOpenError,
@@ -41,14 +60,44 @@ from .errors import (
     is_type,
     new_error,
 )
-from .ratelimit import Reservation, TokenBucket
-from .retry import RetryConfig
+from .policy import Policy, PolicyBuilder
+from .ratelimit import RateLimiterRegistry, Reservation, TokenBucket
+from .retry import Retrier, RetryConfig, current_attempt, retry, retry_async
+from .timeouts import RPCConfig, remaining
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backoff",
     "BreakerConfig",
+    "BreakerRegistry",
+    "Bulkhead",
+    "Condition",
+    "ConditionStatus",
+    "ConditionType",
+    "Config",
+    "Policy",
+    "PolicyBuilder",
+    "RPCConfig",
+    "RateLimitConfig",
+    "RateLimiterRegistry",
+    "Reason",
+    "Retrier",
+    "current_attempt",
+    "find_condition",
+    "format_duration",
+    "is_condition_true",
+    "map_error_to_condition",
+    "parse_duration",
+    "provider_available_condition",
+    "provider_runtime_ready_condition",
+    "provisioning_condition",
+    "ready_condition",
+    "remaining",
+    "remove_condition",
+    "retry",
+    "retry_async",
+    "set_condition",
     "BreakerState",
     "CircuitBreaker",
     "CircuitOpenError",

@@ -21,10 +21,12 @@ recorded as *successes*: the provider answered. A cancelled call
 from __future__ import annotations
 
 import asyncio
+import atexit
 import enum
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,6 +43,7 @@ __all__ = [
     "Permit",
     "default_failure_predicate",
     "StateListener",
+    "BreakerRegistry",
 ]
 
 P = ParamSpec("P")
@@ -270,6 +273,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         """Removes a listener added with :meth:`add_listener` (ValueError if absent)."""
         self._listeners.remove(listener)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _core._specialise(cls)
+
     def __repr__(self) -> str:
         return (
             f"CircuitBreaker({self.name!r}, {self.provider_type!r}, {self.provider!r}, "
@@ -392,7 +399,88 @@ def _reject(breaker: CircuitBreaker) -> CircuitOpenError:
     return CircuitOpenError(breaker.name, breaker.provider_type, breaker.provider, retry_after)
 
 
+
+class BreakerRegistry:
+    """One breaker per (name, provider_type, provider), created once (the
+    guide's ``CircuitBreakerRegistry.GetOrCreate``). Thread-safe.
+
+    The guide's manual override is reachable by key: :meth:`force_open` and
+    :meth:`reset`.
+    """
+
+    def __init__(self, config: BreakerConfig | None = None, *,
+                 clock: ManualClock | None = None) -> None:
+        if config is not None and not isinstance(config, BreakerConfig):
+            raise TypeError(f"BreakerRegistry config must be a BreakerConfig or None, "
+                            f"got {type(config).__name__} {config!r}")
+        self.config = config or BreakerConfig()
+        self._clock = check_clock("BreakerRegistry", clock)
+        self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    def get_or_create(self, name: str, provider_type: str = "",
+                      provider: str = "") -> CircuitBreaker:
+        """The breaker for this key, created with the registry's config on first use."""
+        key = (name, provider_type, provider)
+        breaker = self._breakers.get(key)  # lock-free on the common path
+        if breaker is None:
+            with self._lock:
+                breaker = self._breakers.get(key)
+                if breaker is None:
+                    breaker = CircuitBreaker(name, provider_type, provider, self.config,
+                                             clock=self._clock)
+                    self._breakers[key] = breaker
+        return breaker
+
+    def get(self, name: str, provider_type: str = "", provider: str = "") -> CircuitBreaker | None:
+        """The breaker for this key, or None."""
+        return self._breakers.get((name, provider_type, provider))
+
+    def remove(self, name: str, provider_type: str = "", provider: str = "") -> bool:
+        """Forgets the breaker for this key; returns whether there was one."""
+        with self._lock:
+            return self._breakers.pop((name, provider_type, provider), None) is not None
+
+    def list(self) -> list[CircuitBreaker]:
+        """All breakers, in creation order."""
+        return list(self._breakers.values())
+
+    def reset(self, name: str | None = None, provider_type: str = "",
+              provider: str = "") -> None:
+        """Closes one breaker (by key) or, without a name, all of them.
+
+        Raises KeyError for an unknown key.
+        """
+        for breaker in self._select(name, provider_type, provider):
+            breaker.reset()
+
+    def force_open(self, name: str, provider_type: str = "", provider: str = "") -> None:
+        """Holds one breaker open until reset (KeyError for an unknown key)."""
+        for breaker in self._select(name, provider_type, provider):
+            breaker.force_open()
+
+    def _select(self, name: str | None, provider_type: str,
+                provider: str) -> list[CircuitBreaker]:
+        if name is None:
+            return self.list()
+        breaker = self.get(name, provider_type, provider)
+        if breaker is None:
+            raise KeyError(f"no circuit breaker {(name, provider_type, provider)!r}")
+        return [breaker]
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._breakers
+
+    def __repr__(self) -> str:
+        return f"BreakerRegistry({self.config!r}, breakers={len(self)})"
+
+
 _core._install_hooks(_reject, _on_transition)
+# Drop the hooks at exit so no module object outlives the interpreter.
+atexit.register(_core._install_hooks, None, None)
 
 
 _core._specialise(CircuitBreaker)

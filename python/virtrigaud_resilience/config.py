@@ -32,6 +32,7 @@ the key and the value.
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import math
 import os
@@ -51,11 +52,11 @@ if TYPE_CHECKING:
     from .ratelimit import RateLimiterRegistry
 
 __all__ = [
+    "DEVELOPMENT_CONFIGMAP",
+    "ENV_KEYS",
+    "PRODUCTION_CONFIGMAP",
     "Config",
     "RateLimitConfig",
-    "ENV_KEYS",
-    "DEVELOPMENT_CONFIGMAP",
-    "PRODUCTION_CONFIGMAP",
 ]
 
 _LOG = logging.getLogger("virtrigaud_resilience")
@@ -161,7 +162,8 @@ def _positive_float(key: str, text: str) -> float:
 
 def _any_float(key: str, text: str) -> float:
     # The range (multiplier >= 1) is RetryConfig's rule; its error is
-    # re-raised naming the key, so the rule lives in one place.
+    # re-raised naming the key, so the rule lives in one place. Likewise the
+    # upper bounds of every field are the dataclasses' (checked by them).
     return _finite_float(key, text, positive=False)
 
 
@@ -205,7 +207,8 @@ _KEYS: tuple[_Key, ...] = (
     _Key("RETRY_MULTIPLIER", "retry", "multiplier", _any_float, _render_float),
     _Key("RETRY_JITTER", "retry", "jitter", _bool, _render_bool),
     _Key("CB_FAILURE_THRESHOLD", "breaker", "failure_threshold", _positive_int, str),
-    _Key("CB_RESET_SECONDS", "breaker", "reset_timeout", _positive_duration, format_duration),
+    # >= 0 here: BreakerConfig accepts 0 (probe at once), and it has the last word.
+    _Key("CB_RESET_SECONDS", "breaker", "reset_timeout", _non_negative_duration, format_duration),
     _Key("CB_HALF_OPEN_MAX_CALLS", "breaker", "half_open_max_calls", _positive_int, str),
     _Key("RATE_LIMIT_QPS", "rate_limit", "qps", _positive_float, _render_float),
     _Key("RATE_LIMIT_BURST", "rate_limit", "burst", _positive_int, str),
@@ -506,7 +509,9 @@ def _describe_keys(section: str, given: dict[str, str], exc: BaseException) -> s
 
 def _load_yaml(text: str) -> Any:
     try:
-        import yaml
+        # import_module rather than `import yaml`: PyYAML ships no type hints
+        # and types-PyYAML is optional; this keeps mypy --strict clean either way.
+        yaml: Any = importlib.import_module("yaml")
     except ImportError as exc:
         raise ImportError(
             "reading ConfigMap YAML needs PyYAML: pip install virtrigaud-resilience[yaml]"

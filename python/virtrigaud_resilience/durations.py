@@ -20,8 +20,8 @@ from fractions import Fraction
 __all__ = [
     "MAX_DURATION",
     "MIN_DURATION",
-    "parse_duration",
     "format_duration",
+    "parse_duration",
 ]
 
 _NS_PER_SECOND = 1_000_000_000

@@ -8,12 +8,14 @@ Modelled on golang.org/x/time/rate: :meth:`TokenBucket.try_acquire` is
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from . import _core, _validate
 from .clock import ManualClock, check_clock, sleeper_for
+from .errors import RateLimitError
 
-__all__ = ["TokenBucket", "Reservation", "MIN_QPS", "MAX_QPS", "MAX_BURST"]
+__all__ = ["TokenBucket", "Reservation", "RateLimiterRegistry", "MIN_QPS", "MAX_QPS", "MAX_BURST"]
 
 MAX_QPS = 1e9
 #: One token per 2**42 ns (about 73 minutes).
@@ -205,6 +207,84 @@ class TokenBucket(_core.TokenBucket):
 
     def __repr__(self) -> str:
         return f"TokenBucket(qps={self.qps!r}, burst={self.burst!r}, tokens={self.tokens:.3f})"
+
+
+
+class RateLimiterRegistry:
+    """One bucket per (provider_type, provider), created once: the guide's
+    ``ProviderManager.getLimiter`` ("each provider instance has its own rate
+    limiter"). Thread-safe.
+
+    Rate limits are back-pressure, never a silent drop: :meth:`check` raises
+    :class:`RateLimitError` whose ``retry_after`` is the wait for a token,
+    and :meth:`wait` waits up to ``max_wait`` seconds before doing the same.
+    """
+
+    def __init__(self, qps: float = 10.0, burst: int = 20, *,
+                 clock: ManualClock | None = None) -> None:
+        _check_rate(qps, burst)
+        self.qps = float(qps)
+        self.burst = burst
+        self._clock = check_clock("RateLimiterRegistry", clock)
+        self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    def get(self, provider_type: str, provider: str) -> TokenBucket:
+        """The bucket for this provider, created full on first use."""
+        key = (provider_type, provider)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            with self._lock:
+                bucket = self._buckets.get(key)
+                if bucket is None:
+                    bucket = TokenBucket(self.qps, self.burst, clock=self._clock)
+                    self._buckets[key] = bucket
+        return bucket
+
+    def check(self, provider_type: str, provider: str, n: int = 1) -> None:
+        """Takes n tokens or raises RateLimitError (``retry_after`` = the wait)."""
+        bucket = self.get(provider_type, provider)
+        if not bucket.try_acquire(n):
+            raise self._limited(bucket, provider_type, provider, n)
+
+    def wait(self, provider_type: str, provider: str, n: int = 1,
+             max_wait: float | None = None) -> None:
+        """Waits for n tokens; raises RateLimitError (taking nothing) if that
+        would take longer than ``max_wait`` seconds."""
+        bucket = self.get(provider_type, provider)
+        if not bucket.acquire(n, max_wait):
+            raise self._limited(bucket, provider_type, provider, n)
+
+    async def wait_async(self, provider_type: str, provider: str, n: int = 1,
+                         max_wait: float | None = None) -> None:
+        """The asyncio form of :meth:`wait`; cancellation gives the tokens back."""
+        bucket = self.get(provider_type, provider)
+        if not await bucket.acquire_async(n, max_wait):
+            raise self._limited(bucket, provider_type, provider, n)
+
+    def remove(self, provider_type: str, provider: str) -> bool:
+        """Forgets this provider's bucket; returns whether there was one."""
+        with self._lock:
+            return self._buckets.pop((provider_type, provider), None) is not None
+
+    def list(self) -> list[tuple[str, str, TokenBucket]]:
+        """(provider_type, provider, bucket) for every bucket."""
+        return [(t, p, b) for (t, p), b in list(self._buckets.items())]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    @staticmethod
+    def _limited(bucket: TokenBucket, provider_type: str, provider: str, n: int) -> RateLimitError:
+        retry_after = max(0.0, (n - bucket.tokens) / bucket.qps)
+        return RateLimitError(
+            f"rate limit exceeded for {provider_type}:{provider} "
+            f"({bucket.qps:g}/s, burst {bucket.burst})",
+            retry_after=retry_after,
+        )
+
+    def __repr__(self) -> str:
+        return f"RateLimiterRegistry(qps={self.qps!r}, burst={self.burst!r}, buckets={len(self)})"
 
 
 _core._specialise(TokenBucket)

@@ -1,14 +1,49 @@
-"""Retries with exponential backoff, as the guide's ``resilience.Retry``."""
+"""Retries with exponential backoff, as the guide's ``resilience.Retry``.
+
+Only retryable errors are retried (:func:`~virtrigaud_resilience.is_retryable`:
+a ``ProviderError`` of type Retryable, Unavailable, RateLimit or Timeout, or
+one created with ``retryable=True``); anything else is raised at once, as in
+the Go code. When attempts run out the last error is re-raised unchanged
+(its chain intact) with ``exc.attempts`` set to the number of attempts made.
+No sleep follows the last attempt. A cancellation (``asyncio.CancelledError``,
+``KeyboardInterrupt``) stops at once.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from . import _validate
-from .backoff import STRATEGIES
+from .backoff import STRATEGIES, Backoff
+from .clock import ManualClock, check_clock, sleeper_for
+from .errors import RateLimitError, is_retryable
+from .timeouts import deadline_exceeded, deadline_for, deadline_scope, run_until
 
-__all__ = ["RetryConfig"]
+__all__ = ["RetryConfig", "Retrier", "retry", "retry_async", "current_attempt", "OnRetry"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+logger = logging.getLogger("virtrigaud_resilience")
+
+#: ``on_retry(attempt, exc, delay)``: called before sleeping ``delay`` seconds
+#: after attempt number ``attempt`` (1-based: the attempts made so far) failed with ``exc``.
+OnRetry = Callable[[int, BaseException, float], object]
+
+_ATTEMPT: ContextVar[int] = ContextVar("virtrigaud_resilience_attempt", default=0)
+
+
+def current_attempt() -> int:
+    """The 0-based attempt number of the innermost retry loop running this code.
+
+    The guide passes ``attempt`` to the retried function; in Python the
+    function asks for it. 0 on a first attempt and outside any retry loop.
+    """
+    return _ATTEMPT.get()
 
 #: Far beyond any sane retry budget, small enough that nothing overflows.
 MAX_ATTEMPTS_LIMIT = 1_000_000
@@ -91,3 +126,176 @@ class RetryConfig:
         from dataclasses import replace
 
         return replace(self, **changes)
+
+
+class Retrier:
+    """Runs calls with retries under a :class:`RetryConfig` (tenacity's ``Retrying``).
+
+    Args:
+        config: the :class:`RetryConfig`; None for :meth:`RetryConfig.default`.
+        clock: a :class:`ManualClock` to sleep on (virtual time), or None.
+        timeout: overall budget in seconds (float, timedelta or Go string) for
+            all attempts and sleeps; None for none. No attempt starts and no
+            sleep runs past it; when the budget cannot cover the next delay,
+            :class:`OperationTimeoutError` chained from the last error is
+            raised. Async calls are also cancelled at the deadline.
+        on_retry: ``on_retry(attempt, exc, delay)`` before each sleep; an
+            exception from it is logged and ignored.
+        name: a label for logs and metrics.
+
+    A ``RateLimitError`` with ``retry_after`` raises that retry's delay to at
+    least ``retry_after``.
+    """
+
+    __slots__ = ("config", "timeout", "on_retry", "name", "retries", "exhausted",
+                 "_backoff", "_clock")
+
+    def __init__(
+        self,
+        config: RetryConfig | None = None,
+        *,
+        clock: ManualClock | None = None,
+        timeout: float | None = None,
+        on_retry: OnRetry | None = None,
+        name: str = "retry",
+    ) -> None:
+        if config is None:
+            config = RetryConfig()
+        elif not isinstance(config, RetryConfig):
+            raise TypeError(
+                f"Retrier config must be a RetryConfig or None, got {type(config).__name__} "
+                f"{config!r}"
+            )
+        if on_retry is not None and not callable(on_retry):
+            raise TypeError(f"Retrier on_retry must be callable, got {type(on_retry).__name__}")
+        self.config = config
+        self.timeout = (
+            None if timeout is None
+            else _validate.seconds("Retrier", "timeout", timeout, allow_zero=False)
+        )
+        self.on_retry = on_retry
+        self.name = name
+        #: Retries performed (attempts after the first), for metrics.
+        self.retries = 0
+        #: Calls that ran out of attempts, for metrics.
+        self.exhausted = 0
+        self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
+                                config.jitter, config.strategy)
+        self._clock = sleeper_for(check_clock("Retrier", clock))
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Calls ``fn(*args, **kwargs)`` until it succeeds, retrying retryable errors."""
+        deadline = deadline_for(self._clock, self.timeout)
+        with deadline_scope(self._clock, deadline):
+            return self.run(lambda: fn(*args, **kwargs), deadline)
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Awaits ``fn(*args, **kwargs)`` until it succeeds, retrying retryable errors."""
+        deadline = deadline_for(self._clock, self.timeout)
+        with deadline_scope(self._clock, deadline):
+            return await run_until(self.run_async(lambda: fn(*args, **kwargs), deadline),
+                                   self._clock, deadline, self.name)
+
+    def run(
+        self,
+        attempt: Callable[[], T],
+        deadline: float | None = None,
+        done: int = 0,
+        error: BaseException | None = None,
+    ) -> T:
+        """The loop: ``attempt()`` until success. ``done`` attempts already
+        failed, the last with ``error`` (how a policy continues after its
+        native first attempt)."""
+        previous = 0.0
+        while True:
+            if done:
+                assert error is not None
+                previous = self._before_retry(done, error, previous, deadline)
+                self._clock.sleep(previous)
+            elif deadline is not None and self._clock.now() >= deadline:
+                raise deadline_exceeded(self.name)
+            token = _ATTEMPT.set(done)
+            try:
+                return attempt()
+            except Exception as exc:  # BaseExceptions (cancellation) propagate at once
+                error = exc
+            finally:
+                _ATTEMPT.reset(token)
+            done += 1
+
+    async def run_async(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        deadline: float | None = None,
+        done: int = 0,
+        error: BaseException | None = None,
+    ) -> T:
+        """The asyncio form of :meth:`run`."""
+        previous = 0.0
+        while True:
+            if done:
+                assert error is not None
+                previous = self._before_retry(done, error, previous, deadline)
+                await self._clock.sleep_async(previous)
+            elif deadline is not None and self._clock.now() >= deadline:
+                raise deadline_exceeded(self.name)
+            token = _ATTEMPT.set(done)
+            try:
+                return await attempt()
+            except Exception as exc:
+                error = exc
+            finally:
+                _ATTEMPT.reset(token)
+            done += 1
+
+    def _before_retry(
+        self, done: int, error: BaseException, previous: float, deadline: float | None
+    ) -> float:
+        """Raises ``error`` if it must not be retried; else returns the delay."""
+        if not isinstance(error, Exception) or not is_retryable(error):
+            raise error
+        if done >= self.config.max_attempts:
+            self.exhausted += 1
+            _mark_attempts(error, done)
+            raise error
+        delay = self._backoff.delay(done - 1, previous)
+        if isinstance(error, RateLimitError) and error.retry_after:
+            delay = max(delay, error.retry_after)
+        if deadline is not None and self._clock.now() + delay >= deadline:
+            _mark_attempts(error, done)
+            raise deadline_exceeded(f"{self.name} after {done} attempts", error) from error
+        if self.on_retry is not None:
+            try:
+                self.on_retry(done, error, delay)
+            except Exception:
+                logger.exception("on_retry hook %r failed", self.on_retry)
+        self.retries += 1
+        return delay
+
+    def __repr__(self) -> str:
+        return f"Retrier({self.config!r}, timeout={self.timeout!r}, name={self.name!r})"
+
+
+def _mark_attempts(error: BaseException, attempts: int) -> None:
+    error.attempts = attempts  # type: ignore[attr-defined]
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(f"virtrigaud_resilience: gave up after {attempts} attempt(s)")
+
+
+def retry(config: RetryConfig | None, fn: Callable[P, T], /, *args: P.args,
+          **kwargs: P.kwargs) -> T:
+    """``Retry(ctx, config, fn)``: calls ``fn(*args, **kwargs)`` with retries.
+
+    Sleeps on the system clock; use :class:`Retrier` for a ManualClock, an
+    overall timeout or an ``on_retry`` hook.
+    """
+    return Retrier(config).call(fn, *args, **kwargs)
+
+
+async def retry_async(config: RetryConfig | None, fn: Callable[P, Awaitable[T]], /,
+                      *args: P.args, **kwargs: P.kwargs) -> T:
+    """The asyncio form of :func:`retry`."""
+    return await Retrier(config).call_async(fn, *args, **kwargs)

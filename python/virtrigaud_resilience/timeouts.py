@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import _validate
+from .clock import Sleeper
 from .durations import MAX_DURATION
+from .errors import OperationTimeoutError
 
-__all__ = ["MUTATING_OPERATIONS", "RPCConfig"]
+T = TypeVar("T")
+
+__all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope"]
 
 # ---------------------------------------------------------------------------
 # RPCConfig: which timeout each provider operation gets.
@@ -78,3 +88,87 @@ class RPCConfig:
         if method == "TaskStatus":
             return self.task_status
         return self.mutating
+
+
+# ---------------------------------------------------------------------------
+# Deadlines: an overall time budget carried through nested policies.
+# ---------------------------------------------------------------------------
+#
+# What a timeout can do:
+# - async: the awaiting task is cancelled at the deadline and the caller gets
+#   OperationTimeoutError (retryable) chained from the builtin TimeoutError;
+#   the cancelled attempt gives back its breaker slot, bulkhead slot and
+#   reserved tokens.
+# - sync: Python cannot interrupt a blocking call from outside. The deadline
+#   is checked before every attempt (none starts past it) and no backoff
+#   sleeps past it; an attempt already running is allowed to finish, and its
+#   result is returned even if it arrives late. Give the blocking call its
+#   own timeout (a socket or gRPC deadline; see remaining()) to bound it.
+
+_DEADLINE: ContextVar[tuple[Sleeper, float] | None] = ContextVar(
+    "virtrigaud_resilience_deadline", default=None
+)
+
+
+def deadline_for(clock: Sleeper, timeout: float | None) -> float | None:
+    """The absolute deadline (seconds on ``clock``) for a call starting now:
+    now + timeout, tightened by any enclosing deadline on the same clock."""
+    outer = _DEADLINE.get()
+    inherited = outer[1] if outer is not None and outer[0] is clock else None
+    if timeout is None:
+        return inherited
+    own = clock.now() + timeout
+    return own if inherited is None else min(own, inherited)
+
+
+def remaining(clock: Sleeper | None = None) -> float | None:
+    """Seconds left before the innermost enclosing policy deadline, or None.
+
+    Pass it on to a blocking call's own timeout (``requests.get(...,
+    timeout=vr.remaining())``, a gRPC ``timeout=``) so that sync calls
+    respect the policy's budget too.
+    """
+    current = _DEADLINE.get()
+    if current is None or (clock is not None and current[0] is not clock):
+        return None
+    return max(0.0, current[1] - current[0].now())
+
+
+@contextmanager
+def deadline_scope(clock: Sleeper, deadline: float | None) -> Iterator[None]:
+    """Makes ``deadline`` visible to nested policies (and to :func:`remaining`)."""
+    if deadline is None:
+        yield
+        return
+    token = _DEADLINE.set((clock, deadline))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def deadline_exceeded(what: str, cause: BaseException | None = None) -> OperationTimeoutError:
+    """The error for a deadline that expired (retryable, chained from ``cause``)."""
+    return OperationTimeoutError(f"{what}: deadline exceeded", cause)
+
+
+async def run_until(
+    awaitable: Awaitable[T], clock: Sleeper, deadline: float | None, what: str
+) -> T:
+    """Awaits ``awaitable``, cancelling it at ``deadline`` (seconds on ``clock``).
+
+    Raises :class:`OperationTimeoutError` chained from the builtin
+    ``TimeoutError`` when the deadline expires. The timer runs on the event
+    loop's real time for the seconds left on ``clock``.
+    """
+    if deadline is None:
+        return await awaitable
+    left = deadline - clock.now()
+    if left <= 0:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never started: no "never awaited" warning
+        raise deadline_exceeded(what)
+    try:
+        return await asyncio.wait_for(awaitable, left)
+    except asyncio.TimeoutError as exc:
+        raise deadline_exceeded(what, exc) from exc

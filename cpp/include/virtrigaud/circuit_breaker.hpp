@@ -301,7 +301,8 @@ private:
             const uint64_t next = make(to, 0, 0, generation_of(w) + 1);
             if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
-                if (state_of(w) == to) {
+                // Open -> held open is no visible change: both read as open.
+                if (index_of(state_of(w)) == index_of(to)) {
                     return {};
                 }
                 return transitioned(state_of(w), to, now);

@@ -1,0 +1,233 @@
+// Nanoseconds per operation of the native hot paths, no Python involved.
+// Build Release (not under a sanitizer): cpp/tests/run_stress.sh --bench.
+//
+// Each case runs a tight loop several times and reports the fastest run
+// (the minimum is the least disturbed by the scheduler). Results feed a
+// compiler barrier so the work cannot be deleted. Contended cases run the
+// same loop on 2 threads against one object and report the time per
+// operation seen by each thread (and the aggregate: wall time / all ops).
+#include <virtrigaud/backoff.hpp>
+#include <virtrigaud/circuit_breaker.hpp>
+#include <virtrigaud/clock.hpp>
+#include <virtrigaud/token_bucket.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+using namespace virtrigaud;
+
+namespace {
+
+template <class T>
+inline void do_not_optimize(const T& value) {
+    asm volatile("" : : "r,m"(value) : "memory");
+}
+
+constexpr int kRepeats = 7;
+
+inline int64_t wall_ns() { return steady_now_ns(); }
+
+void print(const char* name, const char* mode, double ns, const char* extra = "") {
+    std::printf("%-44s %-12s %7.2f ns/op%s\n", name, mode, ns, extra);
+}
+
+/// Min over repeats of ns/op for `iters` calls of op(i). `setup` runs before
+/// each repeat (outside the timed region).
+template <class Setup, class Op>
+double bench(int64_t iters, Setup setup, Op op) {
+    double best = 1e300;
+    for (int r = 0; r < kRepeats; ++r) {
+        setup();
+        const int64_t t0 = wall_ns();
+        for (int64_t i = 0; i < iters; ++i) {
+            op(i);
+        }
+        const int64_t t1 = wall_ns();
+        best = std::min(best, static_cast<double>(t1 - t0) / static_cast<double>(iters));
+    }
+    return best;
+}
+
+template <class Op>
+double bench(int64_t iters, Op op) {
+    return bench(iters, [] {}, op);
+}
+
+struct Contended {
+    double per_thread;  // ns per op as seen by one thread (max over threads)
+    double aggregate;   // wall ns / total ops
+};
+
+/// Two threads run op(thread, i) `iters` times each, released together.
+template <class Setup, class Op>
+Contended bench2(int64_t iters, Setup setup, Op op) {
+    constexpr int kN = 2;
+    Contended best{1e300, 1e300};
+    for (int r = 0; r < kRepeats; ++r) {
+        setup();
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
+        int64_t elapsed[kN] = {};
+        int64_t starts[kN] = {};
+        int64_t ends[kN] = {};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kN; ++t) {
+            threads.emplace_back([&, t] {
+                ready.fetch_add(1);
+                while (!go.load(std::memory_order_acquire)) {
+                }
+                const int64_t t0 = wall_ns();
+                for (int64_t i = 0; i < iters; ++i) {
+                    op(t, i);
+                }
+                const int64_t t1 = wall_ns();
+                starts[t] = t0;
+                ends[t] = t1;
+                elapsed[t] = t1 - t0;
+            });
+        }
+        while (ready.load() < kN) {
+        }
+        go.store(true, std::memory_order_release);
+        for (auto& th : threads) {
+            th.join();
+        }
+        const double per = static_cast<double>(std::max(elapsed[0], elapsed[1])) /
+                           static_cast<double>(iters);
+        const double wall =
+            static_cast<double>(std::max(ends[0], ends[1]) - std::min(starts[0], starts[1]));
+        best.per_thread = std::min(best.per_thread, per);
+        best.aggregate = std::min(best.aggregate, wall / static_cast<double>(kN * iters));
+    }
+    return best;
+}
+
+void print2(const char* name, const Contended& c) {
+    char extra[64];
+    std::snprintf(extra, sizeof extra, "  (per thread; aggregate %.2f ns/op)", c.aggregate);
+    print(name, "2 threads", c.per_thread, extra);
+}
+
+}  // namespace
+
+int main() {
+    constexpr int64_t kIters = 5'000'000;
+    constexpr int64_t kIters2 = 2'000'000;
+
+    std::printf("sizeof(TokenBucket)     = %zu, alignof = %zu\n", sizeof(TokenBucket),
+                alignof(TokenBucket));
+    std::printf("sizeof(CircuitBreaker)  = %zu, alignof = %zu\n", sizeof(CircuitBreaker),
+                alignof(CircuitBreaker));
+    std::printf("sizeof(ManualClock)     = %zu, alignof = %zu\n", sizeof(ManualClock),
+                alignof(ManualClock));
+    std::printf("sizeof(Backoff)         = %zu, alignof = %zu\n", sizeof(Backoff),
+                alignof(Backoff));
+    std::printf("hardware threads: %u; %d repeats per case, minimum reported\n",
+                std::thread::hardware_concurrency(), kRepeats);
+
+    // ---- clocks
+    print("steady_now_ns()", "uncontended", bench(kIters, [](int64_t) {
+              do_not_optimize(steady_now_ns());
+          }));
+    ManualClock manual(1'000'000'000);
+    print("ManualClock::now()", "uncontended", bench(kIters, [&](int64_t) {
+              do_not_optimize(manual.now());
+          }));
+
+    // ---- token bucket, uncontended
+    // Admitting: 1 ns per token with a large burst, so every call conforms.
+    auto steady_fast = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst);
+    print("token_bucket.try_acquire(steady, admit)", "uncontended",
+          bench(kIters, [&](int64_t) { do_not_optimize(steady_fast->try_acquire(1)); }));
+    // Rejecting: an empty, very slow bucket.
+    auto steady_slow = std::make_unique<TokenBucket>(TokenBucket::kMaxIntervalNs, 1);
+    steady_slow->try_acquire(1);
+    print("token_bucket.try_acquire(steady, reject)", "uncontended",
+          bench(kIters, [&](int64_t) { do_not_optimize(steady_slow->try_acquire(1)); }));
+    // ManualClock, frozen: a fresh full bucket of 2^20-1 tokens per repeat,
+    // 1,000,000 calls, all admitted.
+    std::unique_ptr<TokenBucket> manual_bucket;
+    print("token_bucket.try_acquire(manual, admit)", "uncontended",
+          bench(
+              1'000'000,
+              [&] { manual_bucket = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual); },
+              [&](int64_t) { do_not_optimize(manual_bucket->try_acquire(1)); }));
+    auto manual_empty = std::make_unique<TokenBucket>(1000, 1, &manual);
+    manual_empty->try_acquire(1);
+    print("token_bucket.try_acquire(manual, reject)", "uncontended",
+          bench(kIters, [&](int64_t) { do_not_optimize(manual_empty->try_acquire(1)); }));
+    print("token_bucket.reserve+cancel(manual)", "uncontended",
+          bench(kIters, [&](int64_t) {
+              const auto r = manual_empty->reserve(1, int64_t{1} << 40);
+              do_not_optimize(manual_empty->cancel(1, r.tat_after, r.time_to_act));
+          }));
+
+    // ---- circuit breaker, uncontended (closed: acquire is one load)
+    auto cb = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3);
+    print("circuit_breaker.acquire+record_success", "uncontended", bench(kIters, [&](int64_t) {
+              const Ticket t = cb->acquire();
+              do_not_optimize(t);
+              do_not_optimize(cb->record_success(t));
+          }));
+    auto cb_open = std::make_unique<CircuitBreaker>(1, int64_t{1} << 60, 3);
+    cb_open->record_failure(cb_open->acquire());
+    print("circuit_breaker.acquire(open, reject)", "uncontended", bench(kIters, [&](int64_t) {
+              do_not_optimize(cb_open->acquire());
+          }));
+
+    // ---- backoff
+    Backoff seeded(0.5, 30.0, 2.0, true, Strategy::kExponential, true, 42);
+    print("backoff.delay(exponential, seeded)", "uncontended", bench(kIters, [&](int64_t i) {
+              do_not_optimize(seeded.delay(i & 7));
+          }));
+    Backoff unseeded(0.5, 30.0, 2.0, true, Strategy::kExponential);
+    print("backoff.delay(exponential, thread rng)", "uncontended", bench(kIters, [&](int64_t i) {
+              do_not_optimize(unseeded.delay(i & 7));
+          }));
+    Backoff decorrelated(0.5, 30.0, 2.0, true, Strategy::kDecorrelatedJitter);
+    double prev = 0;
+    print("backoff.delay(decorrelated, thread rng)", "uncontended", bench(kIters, [&](int64_t i) {
+              prev = decorrelated.delay(i & 7, prev);
+              do_not_optimize(prev);
+          }));
+
+    // ---- contended: 2 threads, one object
+    std::unique_ptr<TokenBucket> shared_bucket;
+    print2("token_bucket.try_acquire(steady, admit)",
+           bench2(
+               kIters2,
+               [&] { shared_bucket = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst); },
+               [&](int, int64_t) { do_not_optimize(shared_bucket->try_acquire(1)); }));
+    print2("token_bucket.try_acquire(steady, reject)",
+           bench2(
+               kIters2, [] {},
+               [&](int, int64_t) { do_not_optimize(steady_slow->try_acquire(1)); }));
+    std::unique_ptr<TokenBucket> shared_manual;
+    print2("token_bucket.try_acquire(manual, admit)",
+           bench2(
+               500'000,
+               [&] { shared_manual = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual); },
+               [&](int, int64_t) { do_not_optimize(shared_manual->try_acquire(1)); }));
+    std::unique_ptr<CircuitBreaker> shared_cb;
+    print2("circuit_breaker.acquire+record_success",
+           bench2(
+               kIters2,
+               [&] { shared_cb = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3); },
+               [&](int, int64_t) {
+                   const Ticket t = shared_cb->acquire();
+                   do_not_optimize(t);
+                   do_not_optimize(shared_cb->record_success(t));
+               }));
+    print2("backoff.delay(exponential, seeded)",
+           bench2(
+               kIters2, [] {},
+               [&](int, int64_t i) { do_not_optimize(seeded.delay(i & 7)); }));
+    return 0;
+}

@@ -1,0 +1,1165 @@
+// Multithreaded stress tests for the lock-free core (clock, token bucket,
+// circuit breaker, backoff). Built by CMake with -DVIRTRIGAUD_BUILD_STRESS=ON
+// and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON);
+// see cpp/tests/run_stress.sh.
+//
+// More threads than cores hammer one object at a time; afterwards (or at
+// barriers) the test checks invariants that hold whatever the interleaving.
+// No framework: CHECK prints file:line and the expression, main returns 1 if
+// any failed, and the last line is "N passed, M failed".
+#include <virtrigaud/backoff.hpp>
+#include <virtrigaud/circuit_breaker.hpp>
+#include <virtrigaud/clock.hpp>
+#include <virtrigaud/token_bucket.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+using namespace virtrigaud;
+
+namespace {
+
+std::atomic<long> g_passed{0};
+std::atomic<long> g_failed{0};
+
+void report(bool ok, const char* file, int line, const std::string& what) {
+    if (ok) {
+        g_passed.fetch_add(1, std::memory_order_relaxed);
+        return;
+    }
+    g_failed.fetch_add(1, std::memory_order_relaxed);
+    std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", file, line, what.c_str());
+}
+
+template <class A, class B>
+void report_eq(const A& a, const B& b, const char* file, int line, const char* ea, const char* eb) {
+    const bool ok = a == b;
+    report(ok, file, line,
+           ok ? std::string()
+              : std::string(ea) + " == " + eb + "  (" + std::to_string(a) + " vs " +
+                    std::to_string(b) + ")");
+}
+
+#define CHECK(cond) report(static_cast<bool>(cond), __FILE__, __LINE__, #cond)
+#define CHECK_EQ(a, b) report_eq((a), (b), __FILE__, __LINE__, #a, #b)
+
+constexpr int kThreads = 4;  // more than the 2 cores of the CI machine
+
+/// A reusable spinning barrier (C++17 has no std::barrier). Yields while it
+/// waits so that oversubscribed threads let the others run.
+class SpinBarrier {
+public:
+    explicit SpinBarrier(int n) : n_(n) {}
+    void arrive_and_wait() {
+        const int phase = phase_.load(std::memory_order_acquire);
+        if (count_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+            count_.store(0, std::memory_order_relaxed);
+            phase_.fetch_add(1, std::memory_order_acq_rel);
+            return;
+        }
+        while (phase_.load(std::memory_order_acquire) == phase) {
+            std::this_thread::yield();
+        }
+    }
+
+private:
+    const int n_;
+    std::atomic<int> count_{0};
+    std::atomic<int> phase_{0};
+};
+
+/// Runs body(i) on n threads released together; main_side() runs on the
+/// calling thread once they are released, then everything is joined.
+template <class Body, class MainSide>
+void run_threads(int n, Body body, MainSide main_side) {
+    SpinBarrier start(n + 1);
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+        threads.emplace_back([&start, &body, i] {
+            start.arrive_and_wait();
+            body(i);
+        });
+    }
+    start.arrive_and_wait();
+    main_side();
+    for (auto& t : threads) {
+        t.join();
+    }
+}
+
+template <class Body>
+void run_threads(int n, Body body) {
+    run_threads(n, body, [] {});
+}
+
+/// A small per-thread PRNG for the tests' own choices.
+struct Rng {
+    uint64_t s;
+    explicit Rng(uint64_t seed) : s(splitmix64(seed) | 1) {}
+    uint64_t next() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        return s;
+    }
+    uint64_t below(uint64_t n) { return next() % n; }
+};
+
+void atomic_min(std::atomic<int64_t>& a, int64_t v) {
+    int64_t cur = a.load(std::memory_order_relaxed);
+    while (v < cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+    }
+}
+
+int state_int(BreakerState s) { return static_cast<int>(s); }
+
+// ---------------------------------------------------------------- clock --
+
+void test_manual_clock_concurrent_advance() {
+    const int64_t start = 1'000'000'000;
+    ManualClock clock(start);
+    constexpr int kAdvances = 20000;
+    std::atomic<long> backwards{0};
+    run_threads(kThreads, [&](int i) {
+        int64_t last = clock.now();
+        for (int k = 0; k < kAdvances; ++k) {
+            clock.advance(i + 1);
+            const int64_t now = clock.now();
+            if (now < last + i + 1) {  // our own advance must be visible, and time never goes back
+                backwards.fetch_add(1, std::memory_order_relaxed);
+            }
+            last = now;
+        }
+    });
+    int64_t sum = 0;
+    for (int i = 0; i < kThreads; ++i) {
+        sum += int64_t{kAdvances} * (i + 1);
+    }
+    CHECK_EQ(clock.now(), start + sum);
+    CHECK_EQ(backwards.load(), 0L);
+
+    // set() only moves forward: the end is the largest value anyone set.
+    ManualClock set_clock(start);
+    std::vector<int64_t> max_set(kThreads, 0);
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 100);
+        int64_t prev = set_clock.now();
+        for (int k = 0; k < 5000; ++k) {
+            const int64_t t = start + static_cast<int64_t>(rng.below(1'000'000));
+            const bool moved = set_clock.set(t);
+            const int64_t now = set_clock.now();
+            if (now < prev || (moved && now < t)) {
+                backwards.fetch_add(1, std::memory_order_relaxed);
+            }
+            prev = now;
+            max_set[static_cast<size_t>(i)] = std::max(max_set[static_cast<size_t>(i)], t);
+        }
+    });
+    CHECK_EQ(set_clock.now(), std::max(start, *std::max_element(max_set.begin(), max_set.end())));
+    CHECK_EQ(backwards.load(), 0L);
+}
+
+// --------------------------------------------------------- token bucket --
+
+void test_bucket_steady_rate_bound() {
+    const double qps = 100'000;
+    const int64_t burst = 50;
+    const int64_t interval = TokenBucket::interval_for(qps);
+    CHECK_EQ(interval, int64_t{10'000});
+    TokenBucket bucket(interval, burst);
+    std::atomic<bool> stop{false};
+    std::vector<int64_t> first(kThreads), last(kThreads), attempts(kThreads), admitted(kThreads);
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            int64_t att = 0;
+            int64_t adm = 0;
+            first[idx] = steady_now_ns();
+            while (!stop.load(std::memory_order_relaxed)) {
+                for (int k = 0; k < 64; ++k) {
+                    adm += bucket.try_acquire(1) ? 1 : 0;
+                    ++att;
+                }
+            }
+            last[idx] = steady_now_ns();
+            attempts[idx] = att;
+            admitted[idx] = adm;
+        },
+        [&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));
+            stop.store(true, std::memory_order_relaxed);
+        });
+    const int64_t t0 = *std::min_element(first.begin(), first.end());
+    const int64_t t1 = *std::max_element(last.begin(), last.end());
+    int64_t att = 0;
+    int64_t adm = 0;
+    for (int i = 0; i < kThreads; ++i) {
+        att += attempts[static_cast<size_t>(i)];
+        adm += admitted[static_cast<size_t>(i)];
+    }
+    const double elapsed_s = static_cast<double>(t1 - t0) * 1e-9;
+    std::printf("  bucket steady: %lld admitted of %lld attempts in %.3f s (bound %.1f)\n",
+                static_cast<long long>(adm), static_cast<long long>(att), elapsed_s,
+                qps * elapsed_s + static_cast<double>(burst) + 1);
+    // GCRA: tat only grows, by `interval` per admission, starting at or after
+    // the first read of the clock and ending at most tau after the last.
+    CHECK(static_cast<double>(adm) <= qps * elapsed_s + static_cast<double>(burst) + 1);
+    CHECK(adm * interval <= (t1 - t0) + burst * interval);
+    CHECK(adm >= std::min(att, burst));  // a full bucket admits its burst at once
+    CHECK_EQ(bucket.admitted(), static_cast<uint64_t>(adm));
+    CHECK_EQ(bucket.rejected(), static_cast<uint64_t>(att - adm));
+    CHECK(bucket.tokens() <= static_cast<double>(burst));
+}
+
+void test_bucket_frozen_clock_exact_burst() {
+    ManualClock clock(1'000'000'000);
+    {
+        const int64_t burst = 1000;
+        TokenBucket bucket(1000, burst, &clock);
+        std::vector<int64_t> admitted(kThreads);
+        constexpr int kAttempts = 2000;
+        run_threads(kThreads, [&](int i) {
+            int64_t adm = 0;
+            for (int k = 0; k < kAttempts; ++k) {
+                adm += bucket.try_acquire(1) ? 1 : 0;
+            }
+            admitted[static_cast<size_t>(i)] = adm;
+        });
+        int64_t adm = 0;
+        for (auto a : admitted) {
+            adm += a;
+        }
+        CHECK_EQ(adm, burst);
+        CHECK_EQ(bucket.admitted(), static_cast<uint64_t>(burst));
+        CHECK_EQ(bucket.rejected(), static_cast<uint64_t>(kThreads * kAttempts - burst));
+        CHECK_EQ(bucket.tokens(), 0.0);
+    }
+    {
+        // Mixed n, ending with n = 1 so that every token is taken: the tokens
+        // admitted add up to exactly the burst.
+        const int64_t burst = 997;
+        TokenBucket bucket(1000, burst, &clock);
+        std::vector<int64_t> tokens(kThreads), calls(kThreads), oks(kThreads);
+        run_threads(kThreads, [&](int i) {
+            Rng rng(static_cast<uint64_t>(i) + 7);
+            int64_t tok = 0;
+            int64_t ok = 0;
+            int64_t n_calls = 0;
+            for (int k = 0; k < 1500; ++k) {
+                const int64_t n = k < 1400 ? 1 + static_cast<int64_t>(rng.below(5)) : 1;
+                if (bucket.try_acquire(n)) {
+                    tok += n;
+                    ++ok;
+                }
+                ++n_calls;
+            }
+            // Out-of-range requests never conform.
+            ok += bucket.try_acquire(0) ? 1 : 0;
+            ok += bucket.try_acquire(burst + 1) ? 1 : 0;
+            ok += bucket.try_acquire(-5) ? 1 : 0;
+            n_calls += 3;
+            tokens[static_cast<size_t>(i)] = tok;
+            oks[static_cast<size_t>(i)] = ok;
+            calls[static_cast<size_t>(i)] = n_calls;
+        });
+        int64_t tok = 0;
+        int64_t ok = 0;
+        int64_t n_calls = 0;
+        for (size_t i = 0; i < kThreads; ++i) {
+            tok += tokens[i];
+            ok += oks[i];
+            n_calls += calls[i];
+        }
+        CHECK_EQ(tok, burst);
+        CHECK_EQ(bucket.admitted(), static_cast<uint64_t>(ok));
+        CHECK_EQ(bucket.admitted() + bucket.rejected(), static_cast<uint64_t>(n_calls));
+        CHECK(!bucket.try_acquire(1));
+        CHECK_EQ(bucket.tokens(), 0.0);
+    }
+}
+
+struct Reserved {
+    int64_t n;
+    TokenBucket::Reservation r;
+};
+
+/// Many threads reserve from a bucket on a frozen clock; returns every
+/// reservation made, sorted by tat_after, and checks the GCRA schedule.
+std::vector<Reserved> reserve_concurrently(TokenBucket& bucket, ManualClock& clock,
+                                           int64_t max_wait, int per_thread,
+                                           std::vector<std::vector<Reserved>>* by_thread) {
+    const int64_t t0 = clock.now();
+    const int64_t interval = bucket.interval_ns();
+    const int64_t tau = bucket.burst() * interval;
+    std::vector<std::vector<Reserved>> got(kThreads);
+    std::vector<int64_t> rejected(kThreads);
+    std::atomic<long> bad_rejection{0};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) * 31 + 5);
+        auto& mine = got[static_cast<size_t>(i)];
+        int64_t rej = 0;
+        for (int k = 0; k < per_thread; ++k) {
+            const int64_t n = k < per_thread - 20 ? 1 + static_cast<int64_t>(rng.below(3)) : 1;
+            const TokenBucket::Reservation r = bucket.reserve(n, max_wait);
+            if (r.ok) {
+                mine.push_back({n, r});
+            } else {
+                ++rej;
+                if (r.delay_ns <= max_wait) {
+                    bad_rejection.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        }
+        rejected[static_cast<size_t>(i)] = rej;
+    });
+    std::vector<Reserved> all;
+    int64_t rej = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        all.insert(all.end(), got[i].begin(), got[i].end());
+        rej += rejected[i];
+    }
+    CHECK_EQ(bad_rejection.load(), 0L);
+    CHECK_EQ(static_cast<int64_t>(all.size()) + rej, int64_t{kThreads} * per_thread);
+    CHECK_EQ(bucket.rejected(), static_cast<uint64_t>(rej));
+    CHECK_EQ(bucket.admitted() + bucket.reserved(), static_cast<uint64_t>(all.size()));
+
+    std::sort(all.begin(), all.end(),
+              [](const Reserved& a, const Reserved& b) { return a.r.tat_after < b.r.tat_after; });
+    // The reservations tile time: sorted by tat_after, each starts where the
+    // previous ended and spans n * interval; the wait is what exceeds tau.
+    int64_t prev = t0;
+    long chain_breaks = 0;
+    long bad_delay = 0;
+    uint64_t immediate = 0;
+    for (const Reserved& x : all) {
+        if (x.r.tat_after != prev + x.n * interval) {
+            ++chain_breaks;
+        }
+        const int64_t want_delay = std::max<int64_t>(0, x.r.tat_after - tau - t0);
+        if (x.r.delay_ns != want_delay || x.r.time_to_act != t0 + want_delay ||
+            x.r.delay_ns > max_wait) {
+            ++bad_delay;
+        }
+        immediate += want_delay == 0 ? 1 : 0;
+        prev = x.r.tat_after;
+    }
+    CHECK_EQ(chain_breaks, 0L);
+    CHECK_EQ(bad_delay, 0L);
+    CHECK_EQ(bucket.admitted(), immediate);
+    // Everyone ends with n = 1 attempts, so the whole window is used.
+    CHECK_EQ(prev, t0 + tau + max_wait);
+    CHECK_EQ(bucket.tokens(), static_cast<double>(bucket.burst() - (prev - t0) / interval));
+    if (by_thread != nullptr) {
+        *by_thread = std::move(got);
+    }
+    return all;
+}
+
+void test_bucket_reservations() {
+    const int64_t interval = 1000;
+    const int64_t burst = 16;
+    const int64_t max_wait = 1000 * interval;
+    {
+        ManualClock clock(1'000'000'000);
+        TokenBucket bucket(interval, burst, &clock);
+        std::vector<Reserved> all = reserve_concurrently(bucket, clock, max_wait, 600, nullptr);
+        // Cancel newest first: nothing was reserved after each one, so every
+        // waiting reservation gets all its tokens back. Those that were due
+        // immediately (time_to_act == now) have acted: nothing comes back.
+        int64_t immediate_tokens = 0;
+        long wrong = 0;
+        uint64_t cancels = 0;
+        for (auto it = all.rbegin(); it != all.rend(); ++it) {
+            const double before = bucket.tokens();
+            const int64_t back = bucket.cancel(it->n, it->r.tat_after, it->r.time_to_act);
+            const double after = bucket.tokens();
+            const int64_t want = it->r.delay_ns > 0 ? it->n : 0;
+            if (back != want || after - before != static_cast<double>(want)) {
+                ++wrong;
+            }
+            if (it->r.delay_ns == 0) {
+                immediate_tokens += it->n;
+            } else {
+                ++cancels;
+            }
+        }
+        CHECK_EQ(wrong, 0L);
+        CHECK_EQ(bucket.cancelled(), cancels);
+        CHECK_EQ(bucket.tokens(), static_cast<double>(burst - immediate_tokens));
+        // The window is free again: the same schedule can be reserved anew.
+        const TokenBucket::Reservation r = bucket.reserve(1, max_wait);
+        CHECK(r.ok);
+        CHECK_EQ(r.delay_ns, std::max<int64_t>(0, (immediate_tokens + 1 - burst) * interval));
+    }
+    {
+        // Concurrent cancels in any order: what comes back is order-dependent
+        // (as x/time/rate's CancelAt), but the accounting is exact: the tokens
+        // reported as returned are exactly those the bucket regained, no
+        // reservation gets back more than it took, and the tokens of the
+        // immediate reservations never return.
+        ManualClock clock(2'000'000'000);
+        TokenBucket bucket(interval, burst, &clock);
+        std::vector<std::vector<Reserved>> mine;
+        std::vector<Reserved> all = reserve_concurrently(bucket, clock, max_wait, 600, &mine);
+        int64_t immediate_tokens = 0;
+        for (const Reserved& x : all) {
+            immediate_tokens += x.r.delay_ns == 0 ? x.n : 0;
+        }
+        const double before = bucket.tokens();
+        std::vector<int64_t> returned(kThreads), effective(kThreads);
+        std::atomic<long> too_much{0};
+        run_threads(kThreads, [&](int i) {
+            auto& list = mine[static_cast<size_t>(i)];
+            Rng rng(static_cast<uint64_t>(i) + 99);
+            for (size_t k = list.size(); k > 1; --k) {  // a random order
+                std::swap(list[k - 1], list[static_cast<size_t>(rng.below(k))]);
+            }
+            int64_t sum = 0;
+            int64_t eff = 0;
+            for (const Reserved& x : list) {
+                const int64_t back = bucket.cancel(x.n, x.r.tat_after, x.r.time_to_act);
+                if (back < 0 || back > x.n || (x.r.delay_ns == 0 && back != 0)) {
+                    too_much.fetch_add(1, std::memory_order_relaxed);
+                }
+                sum += back;
+                eff += back > 0 ? 1 : 0;
+            }
+            returned[static_cast<size_t>(i)] = sum;
+            effective[static_cast<size_t>(i)] = eff;
+        });
+        int64_t sum = 0;
+        int64_t eff = 0;
+        for (size_t i = 0; i < kThreads; ++i) {
+            sum += returned[i];
+            eff += effective[i];
+        }
+        CHECK_EQ(too_much.load(), 0L);
+        CHECK_EQ(bucket.tokens() - before, static_cast<double>(sum));
+        CHECK(bucket.tokens() <= static_cast<double>(burst - immediate_tokens));
+        CHECK_EQ(bucket.cancelled(), static_cast<uint64_t>(eff));
+    }
+}
+
+void test_bucket_set_rate_race() {
+    // Rate changes racing acquisitions: no data race, counters add up, and
+    // the bucket never holds more than the larger burst.
+    TokenBucket bucket(1000, 10);
+    std::atomic<bool> stop{false};
+    std::atomic<long> bad{0};
+    std::vector<int64_t> calls(kThreads);
+    run_threads(kThreads, [&](int i) {
+        int64_t n_calls = 0;
+        if (i == 0 || i == 1) {
+            for (int k = 0; k < 3000; ++k) {
+                if (k % 2 == 0) {
+                    bucket.set_rate(1000, 10);
+                } else {
+                    bucket.set_rate(2000, 20);
+                }
+            }
+            stop.store(true, std::memory_order_relaxed);
+        } else {
+            while (!stop.load(std::memory_order_relaxed)) {
+                bucket.try_acquire(1 + (n_calls & 1));
+                ++n_calls;
+                const double t = bucket.tokens();
+                const int64_t iv = bucket.interval_ns();
+                if (!(t <= 20.0) || (iv != 1000 && iv != 2000)) {
+                    bad.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        }
+        calls[static_cast<size_t>(i)] = n_calls;
+    });
+    int64_t n_calls = 0;
+    for (auto c : calls) {
+        n_calls += c;
+    }
+    CHECK_EQ(bad.load(), 0L);
+    CHECK_EQ(bucket.admitted() + bucket.rejected(), static_cast<uint64_t>(n_calls));
+    CHECK(bucket.tokens() <= static_cast<double>(bucket.burst()));
+    const int64_t b = bucket.burst();
+    const int64_t iv = bucket.interval_ns();
+    CHECK((b == 10 && iv == 1000) || (b == 20 && iv == 2000));
+}
+
+// ------------------------------------------------------- circuit breaker --
+
+void test_breaker_single_trip() {
+    // Everyone fails, the breaker never times out: exactly one thread wins the
+    // one closed -> open transition; stale failures change nothing.
+    const uint32_t threshold = 8;
+    CircuitBreaker cb(threshold, int64_t{1} << 60, 3);
+    constexpr int kIters = 5000;
+    std::vector<int64_t> admitted(kThreads), rejected(kThreads), changed(kThreads);
+    std::atomic<long> wrong_transition{0};
+    run_threads(kThreads, [&](int i) {
+        int64_t adm = 0;
+        int64_t rej = 0;
+        int64_t chg = 0;
+        for (int k = 0; k < kIters; ++k) {
+            const Ticket t = cb.acquire();
+            if (!t.admitted) {
+                ++rej;
+                continue;
+            }
+            ++adm;
+            if (t.transition.changed || t.half_open || t.generation != 0) {
+                wrong_transition.fetch_add(1, std::memory_order_relaxed);
+            }
+            const Transition tr = cb.record_failure(t);
+            if (tr.changed) {
+                ++chg;
+                if (tr.from != BreakerState::kClosed || tr.to != BreakerState::kOpen) {
+                    wrong_transition.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        }
+        admitted[static_cast<size_t>(i)] = adm;
+        rejected[static_cast<size_t>(i)] = rej;
+        changed[static_cast<size_t>(i)] = chg;
+    });
+    int64_t adm = 0;
+    int64_t rej = 0;
+    int64_t chg = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        adm += admitted[i];
+        rej += rejected[i];
+        chg += changed[i];
+    }
+    CHECK_EQ(chg, int64_t{1});
+    CHECK_EQ(wrong_transition.load(), 0L);
+    CHECK(adm >= int64_t{threshold});
+    CHECK_EQ(adm + rej, int64_t{kThreads} * kIters);
+    CHECK_EQ(cb.rejected(), static_cast<uint64_t>(rej));
+    CHECK_EQ(cb.failures_total(), static_cast<uint64_t>(adm));
+    CHECK_EQ(cb.successes(), uint64_t{0});
+    CHECK_EQ(cb.transitions_to(BreakerState::kOpen), uint64_t{1});
+    CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), uint64_t{0});
+    CHECK_EQ(cb.transitions_to(BreakerState::kClosed), uint64_t{0});
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kOpen));
+    CHECK_EQ(cb.generation(), uint32_t{1});
+    CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+    CHECK(!cb.acquire().admitted);
+
+    // Ticket encoding round-trips.
+    Ticket t;
+    t.admitted = true;
+    t.half_open = true;
+    t.generation = Ticket::kGenerationMask;
+    const Ticket d = Ticket::decode(t.encode());
+    CHECK(d.admitted && d.half_open && d.generation == Ticket::kGenerationMask);
+    CHECK(!Ticket::decode(Ticket{}.encode()).admitted);
+}
+
+void test_breaker_half_open_race() {
+    // Round after round: open the breaker, let the timeout pass, then all
+    // threads race to acquire, holding what they get. Exactly one sees the
+    // open -> half-open transition and exactly M tickets are admitted; after
+    // everyone releases, no half-open slot is held.
+    const uint32_t max_calls = 3;
+    const int64_t timeout = 1000;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, timeout, max_calls, &clock);
+    constexpr int kRounds = 150;
+    constexpr int kTries = 4;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<std::vector<Ticket>> held(kThreads);
+    std::vector<int64_t> tries_rejected(kThreads);
+    long bad_rounds = 0;
+    uint64_t releases = 0;
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            for (int round = 0; round < kRounds; ++round) {
+                phase.arrive_and_wait();  // A: the breaker is open and due
+                int64_t rej = 0;
+                for (int k = 0; k < kTries; ++k) {
+                    const Ticket t = cb.acquire();
+                    if (t.admitted) {
+                        held[idx].push_back(t);
+                    } else {
+                        ++rej;
+                    }
+                }
+                tries_rejected[idx] = rej;
+                phase.arrive_and_wait();  // B: main inspects
+                phase.arrive_and_wait();  // C: release
+                for (const Ticket& t : held[idx]) {
+                    cb.release(t);
+                }
+                held[idx].clear();
+                phase.arrive_and_wait();  // D: main inspects
+            }
+        },
+        [&] {
+            for (int round = 0; round < kRounds; ++round) {
+                const Ticket t = cb.acquire();  // closed (round 0) or half-open
+                const Transition tr = cb.record_failure(t);
+                bool ok = t.admitted && tr.changed && tr.to == BreakerState::kOpen &&
+                          cb.state() == BreakerState::kOpen;
+                ok = ok && !cb.acquire().admitted;  // not yet due
+                clock.advance(timeout);
+                const uint32_t gen_open = cb.generation();
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                int transitions = 0;
+                uint64_t admitted = 0;
+                int64_t rejected = 0;
+                for (size_t i = 0; i < kThreads; ++i) {
+                    for (const Ticket& h : held[i]) {
+                        ++admitted;
+                        ok = ok && h.half_open && h.generation == gen_open + 1;
+                        if (h.transition.changed) {
+                            ++transitions;
+                            ok = ok && h.transition.from == BreakerState::kOpen &&
+                                 h.transition.to == BreakerState::kHalfOpen;
+                        }
+                    }
+                    rejected += tries_rejected[i];
+                }
+                ok = ok && transitions == 1 && admitted == max_calls &&
+                     rejected == int64_t{kThreads} * kTries - max_calls &&
+                     cb.half_open_calls() == max_calls &&
+                     cb.state() == BreakerState::kHalfOpen;
+                releases += admitted;
+                phase.arrive_and_wait();  // C
+                phase.arrive_and_wait();  // D
+                ok = ok && cb.half_open_calls() == 0 && cb.state() == BreakerState::kHalfOpen &&
+                     cb.generation() == gen_open + 1;
+                if (!ok) {
+                    ++bad_rounds;
+                    if (bad_rounds <= 3) {
+                        std::fprintf(stderr,
+                                     "  half-open race round %d: transitions=%d admitted=%llu "
+                                     "half_open_calls=%u state=%d\n",
+                                     round, transitions, static_cast<unsigned long long>(admitted),
+                                     cb.half_open_calls(), state_int(cb.state()));
+                    }
+                }
+            }
+        });
+    CHECK_EQ(bad_rounds, 0L);
+    CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), static_cast<uint64_t>(kRounds));
+    CHECK_EQ(cb.transitions_to(BreakerState::kOpen), static_cast<uint64_t>(kRounds));
+    CHECK_EQ(cb.released(), releases);
+}
+
+void test_breaker_half_open_churn() {
+    // Half-open, nobody reports an outcome: threads acquire and release as
+    // fast as they can. The calls held at once never exceed M, and once all
+    // are released no slot is held and nothing has moved.
+    const uint32_t max_calls = 2;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, max_calls, &clock);
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    const Ticket first = cb.acquire();
+    CHECK(first.admitted && first.half_open && first.transition.changed);
+    cb.release(first);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+    const uint32_t gen = cb.generation();
+    std::atomic<int> holders{0};
+    std::atomic<long> over{0};
+    std::vector<int64_t> acquired(kThreads), rejected(kThreads);
+    run_threads(kThreads, [&](int i) {
+        int64_t adm = 0;
+        int64_t rej = 0;
+        for (int k = 0; k < 20000; ++k) {
+            const Ticket t = cb.acquire();
+            if (!t.admitted) {
+                ++rej;
+                continue;
+            }
+            ++adm;
+            if (holders.fetch_add(1, std::memory_order_acq_rel) + 1 > static_cast<int>(max_calls) ||
+                !t.half_open || t.transition.changed) {
+                over.fetch_add(1, std::memory_order_relaxed);
+            }
+            holders.fetch_sub(1, std::memory_order_acq_rel);
+            cb.release(t);
+        }
+        acquired[static_cast<size_t>(i)] = adm;
+        rejected[static_cast<size_t>(i)] = rej;
+    });
+    int64_t adm = 0;
+    int64_t rej = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        adm += acquired[i];
+        rej += rejected[i];
+    }
+    CHECK_EQ(over.load(), 0L);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+    CHECK_EQ(cb.generation(), gen);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    CHECK_EQ(cb.released(), static_cast<uint64_t>(adm + 1));
+    CHECK_EQ(cb.rejected(), static_cast<uint64_t>(rej));
+}
+
+struct Event {
+    uint32_t gen;  // the generation the transition created
+    BreakerState from;
+    BreakerState to;
+    int64_t lo;  // clock read just before the call
+    int64_t hi;  // clock read just after it
+};
+
+void test_breaker_full_cycles() {
+    // Workers acquire and report random outcomes (or release) while a
+    // coordinator moves a ManualClock forward: the breaker cycles closed ->
+    // open -> half-open -> closed (or back to open) thousands of times.
+    //
+    // What is exactly guaranteed, with no reset()/force_open():
+    //  * every transition bumps the generation by one and is won by exactly
+    //    one call, which reports it; sorted by the generation it created the
+    //    reported transitions are 1..G with no gap or repeat, each starting in
+    //    the state the previous one ended in (closed at first), and G is the
+    //    breaker's generation;
+    //  * the transition counters equal the reported transitions, so
+    //    to_half_open == to_open - [ends open] and
+    //    to_closed + 1 == (closed -> open) + [ends closed];
+    //  * a closed generation that tripped saw >= threshold failures reported
+    //    with its tickets; a half-open generation admitted >= 1 probe, at most
+    //    M more than it released, and >= M if it closed;
+    //  * open -> half-open happens only once reset_timeout has passed since a
+    //    failure of the generation that opened it (the stamp is written by a
+    //    caller holding a ticket of that generation);
+    //  * every acquire is admitted or rejected, every outcome counted.
+    const uint32_t threshold = 3;
+    const uint32_t max_calls = 2;
+    const int64_t timeout = 1000;
+    ManualClock clock(1'000'000'000);
+    CircuitBreaker cb(threshold, timeout, max_calls, &clock);
+    constexpr int kIters = 25000;
+    constexpr size_t kMaxGen = size_t{1} << 18;
+    std::unique_ptr<std::atomic<int64_t>[]> min_fail_lo(new std::atomic<int64_t>[kMaxGen]);
+    std::unique_ptr<std::atomic<uint32_t>[]> fails(new std::atomic<uint32_t>[kMaxGen]);
+    std::unique_ptr<std::atomic<uint32_t>[]> ho_admitted(new std::atomic<uint32_t>[kMaxGen]);
+    std::unique_ptr<std::atomic<uint32_t>[]> ho_released(new std::atomic<uint32_t>[kMaxGen]);
+    for (size_t g = 0; g < kMaxGen; ++g) {
+        min_fail_lo[g].store(std::numeric_limits<int64_t>::max(), std::memory_order_relaxed);
+        fails[g].store(0, std::memory_order_relaxed);
+        ho_admitted[g].store(0, std::memory_order_relaxed);
+        ho_released[g].store(0, std::memory_order_relaxed);
+    }
+    struct Counts {
+        int64_t acquires = 0, admitted = 0, rejected = 0, successes = 0, failures = 0,
+                releases = 0;
+    };
+    std::vector<Counts> counts(kThreads);
+    std::vector<std::vector<Event>> events(kThreads);
+    std::atomic<long> bad{0};
+    std::atomic<int> done{0};
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) * 977 + 3);
+            Counts c;
+            auto& ev = events[idx];
+            for (int k = 0; k < kIters; ++k) {
+                const int64_t lo = clock.now();
+                const Ticket t = cb.acquire();
+                const int64_t hi = clock.now();
+                ++c.acquires;
+                if (!t.admitted) {
+                    ++c.rejected;
+                    if ((k & 3) == 0) {
+                        std::this_thread::yield();
+                    }
+                    continue;
+                }
+                ++c.admitted;
+                if (t.generation >= kMaxGen) {
+                    bad.fetch_add(1, std::memory_order_relaxed);
+                    continue;
+                }
+                if (t.transition.changed) {
+                    ev.push_back({t.generation, t.transition.from, t.transition.to, lo, hi});
+                    if (!t.half_open) {
+                        bad.fetch_add(1, std::memory_order_relaxed);
+                    }
+                }
+                if (t.half_open) {
+                    ho_admitted[t.generation].fetch_add(1, std::memory_order_relaxed);
+                }
+                const uint64_t dice = rng.below(16);
+                if (dice < 2) {
+                    if (t.half_open) {
+                        ho_released[t.generation].fetch_add(1, std::memory_order_relaxed);
+                    }
+                    cb.release(t);
+                    ++c.releases;
+                    continue;
+                }
+                const bool fail = dice < 9;
+                const int64_t lo2 = clock.now();
+                if (fail) {
+                    atomic_min(min_fail_lo[t.generation], lo2);
+                    fails[t.generation].fetch_add(1, std::memory_order_relaxed);
+                }
+                const Transition tr = fail ? cb.record_failure(t) : cb.record_success(t);
+                const int64_t hi2 = clock.now();
+                (fail ? c.failures : c.successes) += 1;
+                if (tr.changed) {
+                    ev.push_back({t.generation + 1, tr.from, tr.to, lo2, hi2});
+                }
+            }
+            counts[idx] = c;
+            done.fetch_add(1, std::memory_order_release);
+        },
+        [&] {
+            Rng rng(12345);
+            while (done.load(std::memory_order_acquire) < kThreads) {
+                clock.advance(static_cast<int64_t>(rng.below(static_cast<uint64_t>(timeout) / 2)));
+                std::this_thread::yield();
+            }
+        });
+
+    Counts total;
+    std::vector<Event> all;
+    for (size_t i = 0; i < kThreads; ++i) {
+        total.acquires += counts[i].acquires;
+        total.admitted += counts[i].admitted;
+        total.rejected += counts[i].rejected;
+        total.successes += counts[i].successes;
+        total.failures += counts[i].failures;
+        total.releases += counts[i].releases;
+        all.insert(all.end(), events[i].begin(), events[i].end());
+    }
+    std::sort(all.begin(), all.end(), [](const Event& a, const Event& b) { return a.gen < b.gen; });
+    CHECK_EQ(bad.load(), 0L);
+    CHECK_EQ(total.acquires, int64_t{kThreads} * kIters);
+    CHECK_EQ(total.admitted + total.rejected, total.acquires);
+    CHECK_EQ(cb.rejected(), static_cast<uint64_t>(total.rejected));
+    CHECK_EQ(cb.successes(), static_cast<uint64_t>(total.successes));
+    CHECK_EQ(cb.failures_total(), static_cast<uint64_t>(total.failures));
+    CHECK_EQ(cb.released(), static_cast<uint64_t>(total.releases));
+    CHECK_EQ(total.successes + total.failures + total.releases, total.admitted);
+
+    // The chain of transitions.
+    const uint32_t G = cb.generation();
+    CHECK(G < kMaxGen);
+    CHECK_EQ(all.size(), static_cast<size_t>(G));
+    long chain_errors = 0;
+    long early_half_open = 0;         // before timeout since any failure of that generation
+    long early_vs_winner = 0;         // before timeout since the winning (tripping) failure
+    long trip_with_few_failures = 0;  // closed -> open with < threshold failures reported
+    long bad_half_open_gen = 0;
+    uint64_t c2o = 0, h2o = 0, o2h = 0, h2c = 0;
+    BreakerState state = BreakerState::kClosed;
+    for (size_t k = 0; k < all.size(); ++k) {
+        const Event& e = all[k];
+        if (e.gen != k + 1 || e.from != state || e.from == e.to) {
+            if (++chain_errors <= 5) {
+                std::fprintf(stderr, "  chain: event #%zu gen=%u %d->%d, expected gen=%zu from %d\n",
+                             k, e.gen, state_int(e.from), state_int(e.to), k + 1,
+                             state_int(state));
+            }
+        }
+        const uint32_t before = e.gen - 1;  // the generation this transition ended
+        if (e.from == BreakerState::kClosed && e.to == BreakerState::kOpen) {
+            ++c2o;
+            trip_with_few_failures += fails[before].load(std::memory_order_relaxed) < threshold;
+        } else if (e.from == BreakerState::kHalfOpen && e.to == BreakerState::kOpen) {
+            ++h2o;
+        } else if (e.from == BreakerState::kOpen && e.to == BreakerState::kHalfOpen) {
+            ++o2h;
+            // `before` is the open generation; `before - 1` the one whose
+            // failure opened it. The acquire happened no later than e.hi.
+            if (k >= 1) {
+                const uint32_t tripped = before - 1;
+                const int64_t earliest = min_fail_lo[tripped].load(std::memory_order_relaxed);
+                if (e.hi < earliest + timeout) {
+                    if (++early_half_open <= 5) {
+                        std::fprintf(stderr,
+                                     "  early half-open: gen %u at t<=%lld, earliest failure of "
+                                     "gen %u at t>=%lld (timeout %lld)\n",
+                                     e.gen, static_cast<long long>(e.hi), tripped,
+                                     static_cast<long long>(earliest),
+                                     static_cast<long long>(timeout));
+                    }
+                }
+                if (e.hi < all[k - 1].lo + timeout) {
+                    ++early_vs_winner;
+                }
+            }
+        } else if (e.from == BreakerState::kHalfOpen && e.to == BreakerState::kClosed) {
+            ++h2c;
+            if (ho_admitted[before].load(std::memory_order_relaxed) < max_calls) {
+                ++bad_half_open_gen;
+            }
+        }
+        if (e.to == BreakerState::kHalfOpen) {
+            const uint32_t adm = ho_admitted[e.gen].load(std::memory_order_relaxed);
+            const uint32_t rel = ho_released[e.gen].load(std::memory_order_relaxed);
+            if (adm < 1 || adm > max_calls + rel) {
+                ++bad_half_open_gen;
+            }
+        }
+        state = e.to;
+    }
+    std::printf(
+        "  breaker cycles: %u transitions (closed->open %llu, half-open->open %llu, "
+        "open->half-open %llu, half-open->closed %llu); %lld acquires, %lld rejected\n",
+        G, static_cast<unsigned long long>(c2o), static_cast<unsigned long long>(h2o),
+        static_cast<unsigned long long>(o2h), static_cast<unsigned long long>(h2c),
+        static_cast<long long>(total.acquires), static_cast<long long>(total.rejected));
+    if (early_vs_winner != 0) {
+        std::printf("  note: %ld half-open transitions came < reset_timeout after the clock read "
+                    "preceding the winning trip (a concurrent losing failure's stamp)\n",
+                    early_vs_winner);
+    }
+    CHECK_EQ(chain_errors, 0L);
+    CHECK_EQ(state_int(cb.state()), state_int(state));
+    CHECK_EQ(early_half_open, 0L);
+    CHECK_EQ(trip_with_few_failures, 0L);
+    CHECK_EQ(bad_half_open_gen, 0L);
+    CHECK(c2o > 10 && o2h > 10 && h2c > 10 && h2o > 10);  // the test did cycle
+    const uint64_t to_open = cb.transitions_to(BreakerState::kOpen);
+    const uint64_t to_half_open = cb.transitions_to(BreakerState::kHalfOpen);
+    const uint64_t to_closed = cb.transitions_to(BreakerState::kClosed);
+    CHECK_EQ(to_open, c2o + h2o);
+    CHECK_EQ(to_half_open, o2h);
+    CHECK_EQ(to_closed, h2c);
+    const uint64_t ends_open = state == BreakerState::kOpen ? 1 : 0;
+    const uint64_t ends_half_open = state == BreakerState::kHalfOpen ? 1 : 0;
+    const uint64_t ends_closed = state == BreakerState::kClosed ? 1 : 0;
+    CHECK_EQ(to_half_open + ends_open, to_open);
+    CHECK_EQ(to_closed + 1, c2o + ends_closed);
+    CHECK_EQ(to_half_open, h2o + to_closed + ends_half_open);
+    CHECK_EQ(to_open + to_half_open + to_closed, static_cast<uint64_t>(G));
+}
+
+void test_breaker_reset_force_open_race() {
+    // reset() and force_open() racing acquisitions: every call starts a new
+    // generation, and the transitions reported add up to the counters.
+    CircuitBreaker cb(5, 1000, 2);
+    constexpr int kCalls = 3000;
+    std::vector<int64_t> to_closed(kThreads), to_held(kThreads), admitted_held(kThreads);
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 4242);
+        int64_t closed = 0;
+        int64_t held = 0;
+        int64_t wrong = 0;
+        for (int k = 0; k < kCalls; ++k) {
+            const bool open = rng.below(2) == 0;
+            const Transition tr = open ? cb.force_open() : cb.reset();
+            if (tr.changed) {
+                (open ? held : closed) += 1;
+                if (tr.to != (open ? BreakerState::kHeldOpen : BreakerState::kClosed) ||
+                    tr.from == tr.to) {
+                    ++wrong;
+                }
+            }
+            const Ticket t = cb.acquire();
+            if (t.admitted && t.half_open) {
+                ++wrong;  // held open never times out into half-open
+            }
+        }
+        to_closed[static_cast<size_t>(i)] = closed;
+        to_held[static_cast<size_t>(i)] = held;
+        admitted_held[static_cast<size_t>(i)] = wrong;
+    });
+    int64_t closed = 0;
+    int64_t held = 0;
+    int64_t wrong = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        closed += to_closed[i];
+        held += to_held[i];
+        wrong += admitted_held[i];
+    }
+    CHECK_EQ(wrong, int64_t{0});
+    CHECK_EQ(cb.generation(), static_cast<uint32_t>(kThreads * kCalls));
+    CHECK_EQ(cb.transitions_to(BreakerState::kClosed), static_cast<uint64_t>(closed));
+    CHECK_EQ(cb.transitions_to(BreakerState::kOpen), static_cast<uint64_t>(held));
+    CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), uint64_t{0});
+    // The states alternate: the changes into each differ by at most one.
+    CHECK(std::llabs(closed - held) <= 1);
+}
+
+// --------------------------------------------------------------- backoff --
+
+void test_backoff_extremes() {
+    const int64_t attempts[] = {0, 1, 63, 64, 1000, 1'000'000'000,
+                                std::numeric_limits<int64_t>::max(), -1,
+                                std::numeric_limits<int64_t>::min()};
+    struct Cfg {
+        double base, cap, mult;
+    };
+    const Cfg cfgs[] = {{0.0, 30.0, 2.0},   {0.5, 0.5, 2.0},   {0.5, 30.0, 1.0},
+                        {0.5, 30.0, 1e6},   {0.0, 0.0, 1.0},   {30.0, 30.0, 1e6},
+                        {1e-9, 1e9, 1e6},   {0.5, 30.0, 2.0},  {1e-300, 1e300, 1e6},
+                        {5e-324, 1e-300, 1.0}};
+    const Strategy strategies[] = {Strategy::kExponential, Strategy::kFullJitter,
+                                   Strategy::kEqualJitter, Strategy::kDecorrelatedJitter};
+    const double us[] = {0.0, 0.5, std::nextafter(1.0, 0.0)};
+    long bad = 0;
+    long cases = 0;
+    for (const Cfg& c : cfgs) {
+        const double previouses[] = {0.0, c.base, c.cap, 1e308, -1.0,
+                                     std::numeric_limits<double>::infinity()};
+        for (Strategy s : strategies) {
+            for (bool jitter : {false, true}) {
+                Backoff seeded(c.base, c.cap, c.mult, jitter, s, true, 99);
+                Backoff unseeded(c.base, c.cap, c.mult, jitter, s);
+                for (int64_t a : attempts) {
+                    for (double prev : previouses) {
+                        // The deterministic part: what an exact computation says.
+                        const double exact =
+                            c.base <= 0 ? 0.0
+                                        : std::min(c.cap, c.base * std::pow(c.mult, std::max<double>(
+                                                                                     0, static_cast<double>(a))));
+                        double lo = 0;
+                        double hi = c.cap;
+                        switch (s) {
+                            case Strategy::kExponential:
+                                lo = exact;
+                                hi = jitter ? exact * (1.1 + 1e-12) : exact;
+                                break;
+                            case Strategy::kFullJitter:
+                                hi = exact;
+                                break;
+                            case Strategy::kEqualJitter:
+                                lo = exact / 2;
+                                hi = exact;
+                                break;
+                            case Strategy::kDecorrelatedJitter:
+                                lo = std::min(c.base, c.cap);
+                                hi = c.cap;
+                                break;
+                        }
+                        std::vector<double> values;
+                        for (double u : us) {
+                            values.push_back(
+                                backoff_delay(s, c.base, c.cap, c.mult, jitter, a, prev, u));
+                        }
+                        values.push_back(seeded.delay(a, prev));
+                        values.push_back(unseeded.delay(a, prev));
+                        for (double v : values) {
+                            ++cases;
+                            if (!std::isfinite(v) || v < 0 || v < lo || v > hi) {
+                                if (++bad <= 10) {
+                                    std::fprintf(stderr,
+                                                 "  backoff strategy=%d base=%g cap=%g mult=%g "
+                                                 "jitter=%d attempt=%lld prev=%g -> %.17g "
+                                                 "(want [%.17g, %.17g])\n",
+                                                 static_cast<int>(s), c.base, c.cap, c.mult,
+                                                 jitter ? 1 : 0, static_cast<long long>(a), prev,
+                                                 v, lo, hi);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    std::printf("  backoff extremes: %ld delays checked\n", cases);
+    CHECK_EQ(bad, 0L);
+    // The seed's table: base 0.5, multiplier 2, cap 30.
+    const double want[] = {0.5, 1, 2, 4, 8, 16, 30, 30};
+    for (int a = 0; a < 8; ++a) {
+        CHECK_EQ(backoff_delay(Strategy::kExponential, 0.5, 30, 2, false, a, 0, 0.99), want[a]);
+    }
+}
+
+void test_backoff_seeded_shared() {
+    // A seeded Backoff shared by many threads hands out each draw of its
+    // stream exactly once: the multiset of draws equals the sequence one
+    // thread would have seen.
+    constexpr int kDraws = 20000;
+    const uint64_t seed = 0xC0FFEE;
+    Backoff shared(1.0, 1.0, 1.0, true, Strategy::kFullJitter, true, seed);
+    std::vector<std::vector<double>> draws(kThreads);
+    run_threads(kThreads, [&](int i) {
+        auto& mine = draws[static_cast<size_t>(i)];
+        mine.reserve(kDraws);
+        for (int k = 0; k < kDraws; ++k) {
+            // full_jitter with base == cap == 1 returns the draw itself.
+            mine.push_back(k % 2 == 0 ? shared.delay(k) : shared.uniform());
+        }
+    });
+    std::vector<double> all;
+    for (const auto& d : draws) {
+        all.insert(all.end(), d.begin(), d.end());
+    }
+    Backoff single(1.0, 1.0, 1.0, true, Strategy::kFullJitter, true, seed);
+    std::vector<double> expected;
+    for (int k = 0; k < kThreads * kDraws; ++k) {
+        expected.push_back(single.uniform());
+    }
+    std::sort(all.begin(), all.end());
+    std::sort(expected.begin(), expected.end());
+    CHECK(all == expected);
+    CHECK(std::adjacent_find(expected.begin(), expected.end()) == expected.end());
+
+    // Unseeded: each thread draws from its own generator (no data race);
+    // draws lie in [0, 1) and threads do not share a stream.
+    std::vector<std::vector<double>> own(kThreads);
+    std::atomic<long> out_of_range{0};
+    run_threads(kThreads, [&](int i) {
+        Backoff b(1.0, 1.0, 1.0, true, Strategy::kFullJitter);
+        for (int k = 0; k < 1000; ++k) {
+            const double u = b.uniform();
+            if (!(u >= 0 && u < 1)) {
+                out_of_range.fetch_add(1, std::memory_order_relaxed);
+            }
+            own[static_cast<size_t>(i)].push_back(u);
+        }
+    });
+    CHECK_EQ(out_of_range.load(), 0L);
+    CHECK(own[0] != own[1]);
+}
+
+}  // namespace
+
+int main() {
+    const auto started = std::chrono::steady_clock::now();
+    struct Case {
+        const char* name;
+        void (*fn)();
+    };
+    const Case cases[] = {
+        {"manual_clock_concurrent_advance", test_manual_clock_concurrent_advance},
+        {"bucket_steady_rate_bound", test_bucket_steady_rate_bound},
+        {"bucket_frozen_clock_exact_burst", test_bucket_frozen_clock_exact_burst},
+        {"bucket_reservations", test_bucket_reservations},
+        {"bucket_set_rate_race", test_bucket_set_rate_race},
+        {"breaker_single_trip", test_breaker_single_trip},
+        {"breaker_half_open_race", test_breaker_half_open_race},
+        {"breaker_half_open_churn", test_breaker_half_open_churn},
+        {"breaker_full_cycles", test_breaker_full_cycles},
+        {"breaker_reset_force_open_race", test_breaker_reset_force_open_race},
+        {"backoff_extremes", test_backoff_extremes},
+        {"backoff_seeded_shared", test_backoff_seeded_shared},
+    };
+    for (const Case& c : cases) {
+        const long failed_before = g_failed.load();
+        const auto t0 = std::chrono::steady_clock::now();
+        c.fn();
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        std::printf("%-34s %s  (%.0f ms)\n", c.name, g_failed.load() == failed_before ? "ok" : "FAILED",
+                    ms);
+        std::fflush(stdout);
+    }
+    const double total_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    std::printf("total %.2f s\n", total_s);
+    std::printf("%ld passed, %ld failed\n", g_passed.load(), g_failed.load());
+    return g_failed.load() == 0 ? 0 : 1;
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds the wheel, installs it with the test extras into a fresh virtual
+# environment, and runs the test suite against the installed package (not
+# the source tree). Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${VENV:-.venv-test}"
+python3 -m venv --clear "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+rm -rf dist
+CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+  "$venv/bin/python" -m pip wheel -q --no-deps -w dist .
+wheel=$(ls dist/virtrigaud_resilience-*.whl)
+"$venv/bin/python" -m pip install -q "${wheel}[test,bench]"
+exec "$venv/bin/python" -m pytest -q "$@"
