@@ -257,8 +257,75 @@ def build_suite(sections: list[str]) -> tuple[Suite, list[Target]]:
     return suite, targets
 
 
+def policy_cases(suite: Suite) -> list[Target]:
+    """The guide's composed policy (retry + breaker + bucket), success path."""
+    def composed() -> vr.Policy:
+        return (vr.PolicyBuilder("bench").with_retry(vr.RetryConfig.default())
+                .with_circuit_breaker(vr.CircuitBreaker("bench-policy"))
+                .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)).build())
+
+    ours_sync, ours_async = "virtrigaud Policy.execute(noop)", "virtrigaud await Policy.execute_async"
+    suite.add("policy sync", ours_sync, "policy.execute(noop)", policy=composed(), noop=noop)
+    suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
+    suite.add_async("policy async", ours_async, "await policy.execute_async(noop_async)",
+                    policy=composed(), noop_async=noop_async)
+    stacked = "tenacity + pybreaker + limits stacked"
+    try:
+        import pybreaker
+        import tenacity
+        from limits import RateLimitItemPerSecond, storage, strategies
+
+        limiter = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
+        item = RateLimitItemPerSecond(10**9)
+        pyb = pybreaker.CircuitBreaker(fail_max=10, reset_timeout=60)
+        retrying = tenacity.retry(stop=tenacity.stop_after_attempt(5),
+                                  wait=tenacity.wait_exponential(multiplier=0.5, max=30))
+
+        @retrying
+        def guarded() -> None:
+            if not limiter.hit(item):
+                raise RuntimeError("rate limited")
+            pyb.call(noop)
+
+        suite.add("policy sync", stacked, "guarded()", guarded=guarded)
+        suite.add("policy sync", "tenacity @retry alone", "plain()", plain=retrying(noop))
+
+        @retrying
+        async def tenacity_async() -> None:
+            await noop_async()
+
+        suite.add_async("policy async", "tenacity async @retry", "await tenacity_async()",
+                        tenacity_async=tenacity_async)
+    except Exception as exc:
+        suite.skip("tenacity/pybreaker/limits (policy)", exc)
+    try:
+        import backoff
+
+        suite.add("policy sync", "backoff @on_exception alone", "plain()",
+                  plain=backoff.on_exception(backoff.expo, Exception, max_tries=5)(noop))
+    except Exception as exc:
+        suite.skip("backoff (policy)", exc)
+    try:
+        import stamina
+
+        suite.add("policy sync", "stamina @retry alone", "plain()",
+                  plain=stamina.retry(on=Exception, attempts=5)(noop))
+    except Exception as exc:
+        suite.skip("stamina (policy)", exc)
+    return [
+        Target("sync composed policy <= 4x a bare call",
+               ("policy sync", ours_sync), ("call", BARE), 4.0),
+        Target("sync composed policy >= 100x faster than tenacity + pybreaker + limits",
+               ("policy sync", ours_sync), ("policy sync", stacked), 1 / 100),
+        Target("async composed policy <= 4x a bare await",
+               ("policy async", ours_async), ("policy async", BARE_AWAIT), 4.0),
+        Target("async composed policy >= 50x faster than tenacity async",
+               ("policy async", ours_async), ("policy async", "tenacity async @retry"), 1 / 50),
+    ]
+
+
 #: Further sections register here: name -> function(suite) -> targets.
-SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {}
+SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {"policy": policy_cases}
 
 
 def main(argv: list[str] | None = None) -> int:

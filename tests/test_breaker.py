@@ -486,8 +486,8 @@ def test_failure_predicate_not_consulted_for_cancellation(clock: vr.ManualClock)
 def test_raising_failure_predicate_counts_as_failure_and_keeps_the_error(
     clock: vr.ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unraisable: list[object] = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    unraisable: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: unraisable.append(args.exc_type))
 
     def broken(exc: BaseException) -> bool:
         raise ZeroDivisionError("predicate bug")
@@ -497,7 +497,7 @@ def test_raising_failure_predicate_counts_as_failure_and_keeps_the_error(
         cb.call(fail)
     assert cb.state is OPEN
     assert cb.failures_total == 1
-    assert len(unraisable) == 1
+    assert unraisable == [ZeroDivisionError]
 
 
 # --------------------------------------------------------------- cancellation --

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-
 from virtrigaud_resilience import conditions as c
 from virtrigaud_resilience.conditions import (
     Condition,

@@ -547,6 +547,58 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     return result;
 }
 
+// The async path's two crossings, raw for the same reason as execute().
+PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != nullptr) {
+        PyErr_SetString(PyExc_TypeError, "Policy._enter() takes no arguments");
+        return nullptr;
+    }
+    if (!p->fast) {
+        return PyLong_FromLong(-100);  // the Python path (see policy.py)
+    }
+    vr::Ticket ticket;
+    const int stage = p->enter(ticket);
+    if (stage != kCalled) {
+        return PyLong_FromLong(-stage);
+    }
+    return PyLong_FromLongLong(p->breaker != nullptr ? ticket.encode() : 0);
+}
+
+PyObject* policy_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                      PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    int64_t ticket = 0;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != nullptr ||
+        !int_arg(args[0], "Policy", "ticket", ticket)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Policy._exit() takes one ticket");
+        }
+        return nullptr;
+    }
+    p->exit_success(vr::Ticket::decode(ticket));
+    Py_RETURN_NONE;
+}
+
+PyMethodDef policy_enter_def = {
+    "_enter", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_enter)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "_enter(self, /)\n--\n\n"
+    "Admits an attempt: a ticket >= 0; or -1 breaker open, -2 rate limited,\n"
+    "-3 bulkhead full (nothing held); or -100 when every call needs Python."};
+
+PyMethodDef policy_exit_def = {
+    "_exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_exit)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "_exit(self, ticket, /)\n--\n\n"
+    "The attempt succeeded: record it and free its slot."};
+
 PyMethodDef policy_execute_def = {
     "execute", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_execute)),
     METH_FASTCALL | METH_KEYWORDS,
@@ -629,6 +681,8 @@ void specialise(nb::handle cls) {
         add_fastcall_method(cls, &breaker_call_def);
     } else if (is(nb::type<PyPolicy>())) {
         add_fastcall_method(cls, &policy_execute_def);
+        add_fastcall_method(cls, &policy_enter_def);
+        add_fastcall_method(cls, &policy_exit_def);
     } else {
         throw nb::type_error("_specialise() takes a subclass of TokenBucket, CircuitBreaker or Policy");
     }
@@ -840,28 +894,14 @@ NB_MODULE(_core, m) {
         .def(nb::init<nb::handle, nb::handle, nb::handle, bool>(), "breaker"_a.none(),
              "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a)
         .def(
-            "_enter",
-            [](PyPolicy& p) -> int64_t {
-                vr::Ticket ticket;
-                const int stage = p.enter(ticket);
-                if (stage != kCalled) {
-                    return -stage;
-                }
-                return p.breaker != nullptr ? ticket.encode() : 0;
-            },
-            "Admits an attempt: a ticket >= 0, or -stage (1 breaker open, 2 rate\n"
-            "limited, 3 bulkhead full) with nothing held.")
-        .def(
-            "_exit",
-            [](PyPolicy& p, int64_t ticket) { p.exit_success(vr::Ticket::decode(ticket)); },
-            "ticket"_a, "The attempt succeeded: record it and free its slot.")
-        .def(
             "_exit_exception",
             [](PyPolicy& p, int64_t ticket, nb::handle exc) {
                 p.exit_raised(vr::Ticket::decode(ticket), exc.ptr());
             },
             "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.");
     add_fastcall_method(policy, &policy_execute_def);
+    add_fastcall_method(policy, &policy_enter_def);
+    add_fastcall_method(policy, &policy_exit_def);
 
     m.def("_specialise", &specialise, "cls"_a,
           "Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.");

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <string>
@@ -54,6 +55,9 @@ void report_eq(const A& a, const B& b, const char* file, int line, const char* e
 #define CHECK_EQ(a, b) report_eq((a), (b), __FILE__, __LINE__, #a, #b)
 
 constexpr int kThreads = 4;  // more than the 2 cores of the CI machine
+
+/// Multiplies the iteration counts: `stress_test 5` runs five times longer.
+int g_scale = 1;
 
 /// A reusable spinning barrier (C++17 has no std::barrier). Yields while it
 /// waits so that oversubscribed threads let the others run.
@@ -129,7 +133,7 @@ int state_int(BreakerState s) { return static_cast<int>(s); }
 void test_manual_clock_concurrent_advance() {
     const int64_t start = 1'000'000'000;
     ManualClock clock(start);
-    constexpr int kAdvances = 20000;
+    const int kAdvances = 50000 * g_scale;
     std::atomic<long> backwards{0};
     run_threads(kThreads, [&](int i) {
         int64_t last = clock.now();
@@ -155,7 +159,7 @@ void test_manual_clock_concurrent_advance() {
     run_threads(kThreads, [&](int i) {
         Rng rng(static_cast<uint64_t>(i) + 100);
         int64_t prev = set_clock.now();
-        for (int k = 0; k < 5000; ++k) {
+        for (int k = 0; k < 20000 * g_scale; ++k) {
             const int64_t t = start + static_cast<int64_t>(rng.below(1'000'000));
             const bool moved = set_clock.set(t);
             const int64_t now = set_clock.now();
@@ -462,7 +466,10 @@ void test_bucket_set_rate_race() {
     run_threads(kThreads, [&](int i) {
         int64_t n_calls = 0;
         if (i == 0 || i == 1) {
-            for (int k = 0; k < 3000; ++k) {
+            for (int k = 0; k < 20000 * g_scale; ++k) {
+                if (k % 64 == 63) {
+                    std::this_thread::yield();
+                }
                 if (k % 2 == 0) {
                     bucket.set_rate(1000, 10);
                 } else {
@@ -502,7 +509,7 @@ void test_breaker_single_trip() {
     // one closed -> open transition; stale failures change nothing.
     const uint32_t threshold = 8;
     CircuitBreaker cb(threshold, int64_t{1} << 60, 3);
-    constexpr int kIters = 5000;
+    const int kIters = 20000 * g_scale;
     std::vector<int64_t> admitted(kThreads), rejected(kThreads), changed(kThreads);
     std::atomic<long> wrong_transition{0};
     run_threads(kThreads, [&](int i) {
@@ -573,7 +580,7 @@ void test_breaker_half_open_race() {
     const int64_t timeout = 1000;
     ManualClock clock(1'000'000);
     CircuitBreaker cb(1, timeout, max_calls, &clock);
-    constexpr int kRounds = 150;
+    const int kRounds = 1000 * g_scale;
     constexpr int kTries = 4;
     SpinBarrier phase(kThreads + 1);
     std::vector<std::vector<Ticket>> held(kThreads);
@@ -678,7 +685,7 @@ void test_breaker_half_open_churn() {
     run_threads(kThreads, [&](int i) {
         int64_t adm = 0;
         int64_t rej = 0;
-        for (int k = 0; k < 20000; ++k) {
+        for (int k = 0; k < 100000 * g_scale; ++k) {
             const Ticket t = cb.acquire();
             if (!t.admitted) {
                 ++rej;
@@ -743,7 +750,7 @@ void test_breaker_full_cycles() {
     const int64_t timeout = 1000;
     ManualClock clock(1'000'000'000);
     CircuitBreaker cb(threshold, timeout, max_calls, &clock);
-    constexpr int kIters = 25000;
+    const int kIters = 250000 * g_scale;
     constexpr size_t kMaxGen = size_t{1} << 18;
     std::unique_ptr<std::atomic<int64_t>[]> min_fail_lo(new std::atomic<int64_t>[kMaxGen]);
     std::unique_ptr<std::atomic<uint32_t>[]> fails(new std::atomic<uint32_t>[kMaxGen]);
@@ -948,7 +955,7 @@ void test_breaker_reset_force_open_race() {
     // reset() and force_open() racing acquisitions: every call starts a new
     // generation, and the transitions reported add up to the counters.
     CircuitBreaker cb(5, 1000, 2);
-    constexpr int kCalls = 3000;
+    const int kCalls = 20000 * g_scale;
     std::vector<int64_t> to_closed(kThreads), to_held(kThreads), admitted_held(kThreads);
     run_threads(kThreads, [&](int i) {
         Rng rng(static_cast<uint64_t>(i) + 4242);
@@ -1081,7 +1088,7 @@ void test_backoff_seeded_shared() {
     // A seeded Backoff shared by many threads hands out each draw of its
     // stream exactly once: the multiset of draws equals the sequence one
     // thread would have seen.
-    constexpr int kDraws = 20000;
+    const int kDraws = 50000 * g_scale;
     const uint64_t seed = 0xC0FFEE;
     Backoff shared(1.0, 1.0, 1.0, true, Strategy::kFullJitter, true, seed);
     std::vector<std::vector<double>> draws(kThreads);
@@ -1127,34 +1134,40 @@ void test_backoff_seeded_shared() {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+    if (argc > 1) {
+        g_scale = std::max(1, std::atoi(argv[1]));
+    }
     const auto started = std::chrono::steady_clock::now();
     struct Case {
         const char* name;
         void (*fn)();
+        int reps;  // fresh objects each time: many races from a clean start
     };
     const Case cases[] = {
-        {"manual_clock_concurrent_advance", test_manual_clock_concurrent_advance},
-        {"bucket_steady_rate_bound", test_bucket_steady_rate_bound},
-        {"bucket_frozen_clock_exact_burst", test_bucket_frozen_clock_exact_burst},
-        {"bucket_reservations", test_bucket_reservations},
-        {"bucket_set_rate_race", test_bucket_set_rate_race},
-        {"breaker_single_trip", test_breaker_single_trip},
-        {"breaker_half_open_race", test_breaker_half_open_race},
-        {"breaker_half_open_churn", test_breaker_half_open_churn},
-        {"breaker_full_cycles", test_breaker_full_cycles},
-        {"breaker_reset_force_open_race", test_breaker_reset_force_open_race},
-        {"backoff_extremes", test_backoff_extremes},
-        {"backoff_seeded_shared", test_backoff_seeded_shared},
+        {"manual_clock_concurrent_advance", test_manual_clock_concurrent_advance, 4},
+        {"bucket_steady_rate_bound", test_bucket_steady_rate_bound, 3},
+        {"bucket_frozen_clock_exact_burst", test_bucket_frozen_clock_exact_burst, 100},
+        {"bucket_reservations", test_bucket_reservations, 100},
+        {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
+        {"breaker_single_trip", test_breaker_single_trip, 200},
+        {"breaker_half_open_race", test_breaker_half_open_race, 2},
+        {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
+        {"breaker_full_cycles", test_breaker_full_cycles, 3},
+        {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
+        {"backoff_extremes", test_backoff_extremes, 1},
+        {"backoff_seeded_shared", test_backoff_seeded_shared, 4},
     };
     for (const Case& c : cases) {
         const long failed_before = g_failed.load();
         const auto t0 = std::chrono::steady_clock::now();
-        c.fn();
+        for (int r = 0; r < c.reps && g_failed.load() == failed_before; ++r) {
+            c.fn();
+        }
         const double ms =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        std::printf("%-34s %s  (%.0f ms)\n", c.name, g_failed.load() == failed_before ? "ok" : "FAILED",
-                    ms);
+        std::printf("%-34s x%-4d %s  (%.0f ms)\n", c.name, c.reps,
+                    g_failed.load() == failed_before ? "ok" : "FAILED", ms);
         std::fflush(stdout);
     }
     const double total_s =

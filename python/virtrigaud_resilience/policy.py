@@ -42,6 +42,7 @@ T = TypeVar("T")
 # Stages reported by the native first attempt (see cpp/src/module.cpp).
 _PYTHON_PATH, _CALLED, _BREAKER_OPEN, _RATE_LIMITED, _BULKHEAD_FULL = -1, 0, 1, 2, 3
 _SUCCESS, _RELEASE = 0, 2
+_ENTER_PYTHON_PATH = -100  # what native _enter() returns when every call needs Python
 
 
 class Policy(_core.Policy):
@@ -98,18 +99,17 @@ class Policy(_core.Policy):
         Cancelling the awaiting task gives back the breaker slot, the
         bulkhead slot and any tokens reserved while waiting.
         """
-        if self.timeout is None:
-            ticket = self._enter()
-            if ticket >= 0:
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException as exc:
-                    self._exit_exception(ticket, exc)
-                    return await self._resume_async(_CALLED, exc, fn, args, kwargs)
-                self._exit(ticket)
-                return result
-            return await self._resume_async(-ticket, None, fn, args, kwargs)
-        return await self._resume_async(_PYTHON_PATH, None, fn, args, kwargs)
+        ticket = self._enter()  # native: admit everywhere, or say why not
+        if ticket >= 0:
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                self._exit_exception(ticket, exc)
+                return await self._resume_async(_CALLED, exc, fn, args, kwargs)
+            self._exit(ticket)
+            return result
+        stage = _PYTHON_PATH if ticket == _ENTER_PYTHON_PATH else -ticket
+        return await self._resume_async(stage, None, fn, args, kwargs)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function; its name and signature are kept."""
