@@ -909,7 +909,7 @@ NB_MODULE(_core, m) {
     nb::class_<PyBackoff>(m, "Backoff", "Backoff delay calculator (native part).")
         .def(nb::init<double, double, double, bool, int, bool, uint64_t>(), "base_delay"_a,
              "max_delay"_a, "multiplier"_a, "jitter"_a, "strategy"_a, "seeded"_a, "seed"_a)
-        .def("delay", &backoff_delay, "attempt"_a, "previous"_a = 0.0,
+        .def("delay", &backoff_delay, "attempt"_a.none(), "previous"_a = 0.0,
              "Seconds to wait before retry `attempt` (an int >= 0; attempts beyond\n"
              "int64 saturate at max_delay). `previous` is the delay used before, for\n"
              "decorrelated_jitter.")

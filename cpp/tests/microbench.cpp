@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace virtrigaud;
@@ -35,7 +36,7 @@ constexpr int kRepeats = 7;
 inline int64_t wall_ns() { return steady_now_ns(); }
 
 void print(const char* name, const char* mode, double ns, const char* extra = "") {
-    std::printf("%-44s %-12s %7.2f ns/op%s\n", name, mode, ns, extra);
+    std::printf("%-48s %-12s %7.2f ns/op%s\n", name, mode, ns, extra);
 }
 
 /// Min over repeats of ns/op for `iters` calls of op(i). `setup` runs before
@@ -63,13 +64,18 @@ double bench(int64_t iters, Op op) {
 struct Contended {
     double per_thread;  // ns per op as seen by one thread (max over threads)
     double aggregate;   // wall ns / total ops
+    bool overlapped;    // some repeat had the threads running together
 };
 
 /// Two threads run op(thread, i) `iters` times each, released together.
+/// Only repeats in which the two loops overlapped for >= 90% of their time
+/// count (otherwise the minimum would be an uncontended run); if none did,
+/// the median of all repeats is reported and flagged.
 template <class Setup, class Op>
 Contended bench2(int64_t iters, Setup setup, Op op) {
     constexpr int kN = 2;
-    Contended best{1e300, 1e300};
+    Contended best{1e300, 1e300, false};
+    std::vector<std::pair<double, double>> all;
     for (int r = 0; r < kRepeats; ++r) {
         setup();
         std::atomic<int> ready{0};
@@ -103,15 +109,28 @@ Contended bench2(int64_t iters, Setup setup, Op op) {
                            static_cast<double>(iters);
         const double wall =
             static_cast<double>(std::max(ends[0], ends[1]) - std::min(starts[0], starts[1]));
-        best.per_thread = std::min(best.per_thread, per);
-        best.aggregate = std::min(best.aggregate, wall / static_cast<double>(kN * iters));
+        const double overlap =
+            static_cast<double>(std::min(ends[0], ends[1]) - std::max(starts[0], starts[1]));
+        const double agg = wall / static_cast<double>(kN * iters);
+        all.emplace_back(per, agg);
+        if (overlap >= 0.9 * static_cast<double>(std::max(elapsed[0], elapsed[1]))) {
+            best.overlapped = true;
+            best.per_thread = std::min(best.per_thread, per);
+            best.aggregate = std::min(best.aggregate, agg);
+        }
+    }
+    if (!best.overlapped) {
+        std::sort(all.begin(), all.end());
+        best.per_thread = all[all.size() / 2].first;
+        best.aggregate = all[all.size() / 2].second;
     }
     return best;
 }
 
 void print2(const char* name, const Contended& c) {
-    char extra[64];
-    std::snprintf(extra, sizeof extra, "  (per thread; aggregate %.2f ns/op)", c.aggregate);
+    char extra[96];
+    std::snprintf(extra, sizeof extra, "  (per thread; aggregate %.2f ns/op)%s", c.aggregate,
+                  c.overlapped ? "" : " [threads never overlapped: median]");
     print(name, "2 threads", c.per_thread, extra);
 }
 
@@ -157,7 +176,9 @@ int main() {
     print("token_bucket.try_acquire(manual, admit)", "uncontended",
           bench(
               1'000'000,
-              [&] { manual_bucket = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual); },
+              [&] {
+                  manual_bucket = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual);
+              },
               [&](int64_t) { do_not_optimize(manual_bucket->try_acquire(1)); }));
     auto manual_empty = std::make_unique<TokenBucket>(1000, 1, &manual);
     manual_empty->try_acquire(1);
@@ -171,15 +192,24 @@ int main() {
 
     // ---- circuit breaker, uncontended (closed: acquire is one load)
     auto cb = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3);
+    // (Sink the ticket's fields, not the struct: forcing the whole Ticket
+    // through memory costs two store-forwarding stalls, ~15 ns, that are the
+    // harness's, not the breaker's.)
     print("circuit_breaker.acquire+record_success", "uncontended", bench(kIters, [&](int64_t) {
               const Ticket t = cb->acquire();
-              do_not_optimize(t);
-              do_not_optimize(cb->record_success(t));
+              do_not_optimize(t.admitted);
+              do_not_optimize(cb->record_success(t).changed);
+          }));
+    print("circuit_breaker.acquire+record_success(encoded)", "uncontended",
+          bench(kIters, [&](int64_t) {  // as the binding does: the ticket crosses as an int64
+              const int64_t code = cb->acquire().encode();
+              do_not_optimize(code);
+              do_not_optimize(cb->record_success(Ticket::decode(code)).changed);
           }));
     auto cb_open = std::make_unique<CircuitBreaker>(1, int64_t{1} << 60, 3);
     cb_open->record_failure(cb_open->acquire());
     print("circuit_breaker.acquire(open, reject)", "uncontended", bench(kIters, [&](int64_t) {
-              do_not_optimize(cb_open->acquire());
+              do_not_optimize(cb_open->acquire().admitted);
           }));
 
     // ---- backoff
@@ -213,7 +243,10 @@ int main() {
     print2("token_bucket.try_acquire(manual, admit)",
            bench2(
                500'000,
-               [&] { shared_manual = std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual); },
+               [&] {
+                   shared_manual =
+                       std::make_unique<TokenBucket>(1, TokenBucket::kMaxBurst, &manual);
+               },
                [&](int, int64_t) { do_not_optimize(shared_manual->try_acquire(1)); }));
     std::unique_ptr<CircuitBreaker> shared_cb;
     print2("circuit_breaker.acquire+record_success",
@@ -222,8 +255,8 @@ int main() {
                [&] { shared_cb = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3); },
                [&](int, int64_t) {
                    const Ticket t = shared_cb->acquire();
-                   do_not_optimize(t);
-                   do_not_optimize(shared_cb->record_success(t));
+                   do_not_optimize(t.admitted);
+                   do_not_optimize(shared_cb->record_success(t).changed);
                }));
     print2("backoff.delay(exponential, seeded)",
            bench2(

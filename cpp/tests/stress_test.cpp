@@ -509,7 +509,7 @@ void test_breaker_single_trip() {
     // one closed -> open transition; stale failures change nothing.
     const uint32_t threshold = 8;
     CircuitBreaker cb(threshold, int64_t{1} << 60, 3);
-    const int kIters = 20000 * g_scale;
+    const int kIters = 4000 * g_scale;
     std::vector<int64_t> admitted(kThreads), rejected(kThreads), changed(kThreads);
     std::atomic<long> wrong_transition{0};
     run_threads(kThreads, [&](int i) {
@@ -751,7 +751,9 @@ void test_breaker_full_cycles() {
     ManualClock clock(1'000'000'000);
     CircuitBreaker cb(threshold, timeout, max_calls, &clock);
     const int kIters = 250000 * g_scale;
-    constexpr size_t kMaxGen = size_t{1} << 18;
+    // Transitions are ~3% of acquires here; room for 12.5%.
+    const size_t kMaxGen =
+        std::max<size_t>(size_t{1} << 16, size_t{kThreads} * static_cast<size_t>(kIters) / 8);
     std::unique_ptr<std::atomic<int64_t>[]> min_fail_lo(new std::atomic<int64_t>[kMaxGen]);
     std::unique_ptr<std::atomic<uint32_t>[]> fails(new std::atomic<uint32_t>[kMaxGen]);
     std::unique_ptr<std::atomic<uint32_t>[]> ho_admitted(new std::atomic<uint32_t>[kMaxGen]);
@@ -872,7 +874,8 @@ void test_breaker_full_cycles() {
         const Event& e = all[k];
         if (e.gen != k + 1 || e.from != state || e.from == e.to) {
             if (++chain_errors <= 5) {
-                std::fprintf(stderr, "  chain: event #%zu gen=%u %d->%d, expected gen=%zu from %d\n",
+                std::fprintf(stderr,
+                             "  chain: event #%zu gen=%u %d->%d, expected gen=%zu from %d\n",
                              k, e.gen, state_int(e.from), state_int(e.to), k + 1,
                              state_int(state));
             }
@@ -990,12 +993,15 @@ void test_breaker_reset_force_open_race() {
         wrong += admitted_held[i];
     }
     CHECK_EQ(wrong, int64_t{0});
-    CHECK_EQ(cb.generation(), static_cast<uint32_t>(kThreads * kCalls));
+    CHECK_EQ(cb.generation(), static_cast<uint32_t>(kThreads * kCalls) & Ticket::kGenerationMask);
     CHECK_EQ(cb.transitions_to(BreakerState::kClosed), static_cast<uint64_t>(closed));
     CHECK_EQ(cb.transitions_to(BreakerState::kOpen), static_cast<uint64_t>(held));
     CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), uint64_t{0});
-    // The states alternate: the changes into each differ by at most one.
-    CHECK(std::llabs(closed - held) <= 1);
+    // The state alternates closed -> held open -> closed ...: as many changes
+    // into held open as into closed, plus one if it ends held open.
+    const bool ends_held = cb.state() == BreakerState::kHeldOpen;
+    CHECK(ends_held || cb.state() == BreakerState::kClosed);
+    CHECK_EQ(held - closed, int64_t{ends_held ? 1 : 0});
 }
 
 // --------------------------------------------------------------- backoff --
@@ -1026,10 +1032,10 @@ void test_backoff_extremes() {
                 for (int64_t a : attempts) {
                     for (double prev : previouses) {
                         // The deterministic part: what an exact computation says.
+                        const double exponent = std::max<double>(0, static_cast<double>(a));
                         const double exact =
                             c.base <= 0 ? 0.0
-                                        : std::min(c.cap, c.base * std::pow(c.mult, std::max<double>(
-                                                                                     0, static_cast<double>(a))));
+                                        : std::min(c.cap, c.base * std::pow(c.mult, exponent));
                         double lo = 0;
                         double hi = c.cap;
                         switch (s) {
@@ -1148,15 +1154,15 @@ int main(int argc, char** argv) {
         {"manual_clock_concurrent_advance", test_manual_clock_concurrent_advance, 4},
         {"bucket_steady_rate_bound", test_bucket_steady_rate_bound, 3},
         {"bucket_frozen_clock_exact_burst", test_bucket_frozen_clock_exact_burst, 100},
-        {"bucket_reservations", test_bucket_reservations, 100},
+        {"bucket_reservations", test_bucket_reservations, 50},
         {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
-        {"breaker_single_trip", test_breaker_single_trip, 200},
-        {"breaker_half_open_race", test_breaker_half_open_race, 2},
+        {"breaker_single_trip", test_breaker_single_trip, 300},
+        {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
         {"breaker_full_cycles", test_breaker_full_cycles, 3},
         {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
         {"backoff_extremes", test_backoff_extremes, 1},
-        {"backoff_seeded_shared", test_backoff_seeded_shared, 4},
+        {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
     };
     for (const Case& c : cases) {
         const long failed_before = g_failed.load();
@@ -1164,10 +1170,10 @@ int main(int argc, char** argv) {
         for (int r = 0; r < c.reps && g_failed.load() == failed_before; ++r) {
             c.fn();
         }
-        const double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        const std::chrono::duration<double, std::milli> ms =
+            std::chrono::steady_clock::now() - t0;
         std::printf("%-34s x%-4d %s  (%.0f ms)\n", c.name, c.reps,
-                    g_failed.load() == failed_before ? "ok" : "FAILED", ms);
+                    g_failed.load() == failed_before ? "ok" : "FAILED", ms.count());
         std::fflush(stdout);
     }
     const double total_s =

@@ -21,6 +21,7 @@ recorded as *successes*: the provider answered. A cancelled call
 from __future__ import annotations
 
 import asyncio
+import builtins
 import atexit
 import enum
 import functools
@@ -460,7 +461,7 @@ class BreakerRegistry:
             breaker.force_open()
 
     def _select(self, name: str | None, provider_type: str,
-                provider: str) -> list[CircuitBreaker]:
+                provider: str) -> builtins.list[CircuitBreaker]:
         if name is None:
             return self.list()
         breaker = self.get(name, provider_type, provider)

@@ -102,8 +102,11 @@ inline double backoff_delay(Strategy strategy, double base, double cap, double m
     switch (strategy) {
         case Strategy::kExponential:
             return jitter ? d + u * 0.1 * d : d;
-        case Strategy::kFullJitter:
-            return u * d;
+        case Strategy::kFullJitter: {
+            // u < 1, but u * d can round up to d for subnormal d: keep [0, d).
+            const double v = u * d;
+            return v < d ? v : std::nextafter(d, 0.0);
+        }
         case Strategy::kEqualJitter:
             return d / 2 + u * (d / 2);
         case Strategy::kDecorrelatedJitter: {

@@ -1,0 +1,271 @@
+"""Lock-free circuit breaker, GCRA token bucket and backoff (C++ core)."""
+
+
+
+from typing import Any, Callable, TypeVar
+_T = TypeVar("_T")
+
+def monotonic_ns() -> int:
+    """
+    Nanoseconds of the monotonic clock every primitive uses when it has no ManualClock.
+    """
+
+def _install_hooks(reject: object | None, on_transition: object | None) -> None:
+    """
+    Installed once by the package: the open breaker's error factory and the
+    state-change dispatcher.
+    """
+
+TOKEN_BUCKET_MAX_BURST: int = 1048575
+
+TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
+
+TOKEN_BUCKET_MAX_TAU_NS: int = 288230376151711744
+
+TOKEN_BUCKET_MAX_WAIT_NS: int = 288230376151711744
+
+BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
+
+BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
+
+class ManualClock:
+    """A clock that moves only when told to (native part)."""
+
+    def __init__(self, start_ns: int = 0) -> None: ...
+
+    def now_ns(self) -> int:
+        """The current time in nanoseconds."""
+
+    def now(self) -> float:
+        """The current time in seconds."""
+
+    def _advance_ns(self, delta_ns: int) -> None: ...
+
+    def _set_ns(self, t_ns: int) -> bool:
+        """Sets the time if it is not in the past; returns whether it moved."""
+
+class TokenBucket:
+    """GCRA token bucket (native part)."""
+
+    def __init__(self, interval_ns: int, burst: int, clock: ManualClock | None = None) -> None: ...
+
+    def _reserve(self, n: int, max_wait_ns: int) -> tuple[bool, int, int, int]:
+        """
+        Reserves n tokens: (ok, delay_ns, tat_after, time_to_act). ok is False, and
+        nothing is reserved, when the wait would exceed max_wait_ns.
+        """
+
+    def _cancel(self, n: int, tat_after: int, time_to_act: int) -> int: ...
+
+    def _set_rate(self, interval_ns: int, burst: int) -> None: ...
+
+    def _now_ns(self) -> int: ...
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (a float); negative while reservations wait."""
+
+    @property
+    def burst(self) -> int:
+        """Bucket capacity in tokens."""
+
+    @property
+    def interval_ns(self) -> int:
+        """Nanoseconds per token."""
+
+    @property
+    def qps(self) -> float:
+        """Tokens per second (as rounded to a whole nanosecond per token)."""
+
+    @property
+    def admitted(self) -> int:
+        """Acquisitions granted at once (try_acquire True, reserve with no wait)."""
+
+    @property
+    def rejected(self) -> int:
+        """Acquisitions refused (try_acquire False, reserve over its max wait)."""
+
+    @property
+    def reserved(self) -> int:
+        """Reservations granted with a wait."""
+
+    @property
+    def cancelled(self) -> int:
+        """Reservations cancelled that gave tokens back."""
+
+    def try_acquire(self, n: int = 1, /) -> bool:
+        """
+        Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns
+        True; otherwise takes nothing and returns False. Never waits.
+        """
+
+class CircuitBreaker:
+    """Lock-free circuit breaker (native part)."""
+
+    def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object) -> None: ...
+
+    def _admit(self) -> int:
+        """
+        Admits a call and returns its ticket, or raises the open breaker's error.
+        """
+
+    def _record(self, ticket: int, outcome: int) -> None:
+        """
+        Records a ticket's outcome: 0 success, 1 failure, 2 release (cancelled).
+        """
+
+    def _record_exception(self, ticket: int, exc: object) -> None:
+        """Records a ticket whose call raised exc, as classify says."""
+
+    def reset(self) -> None:
+        """Closes the breaker and forgets its failures (manual override)."""
+
+    def force_open(self) -> None:
+        """Opens the breaker and holds it open until reset() (manual override)."""
+
+    @property
+    def _state_code(self) -> int: ...
+
+    @property
+    def held_open(self) -> bool:
+        """True while force_open() holds the breaker open."""
+
+    @property
+    def failures(self) -> int:
+        """Consecutive counted failures while closed."""
+
+    @property
+    def half_open_calls(self) -> int:
+        """Half-open probe calls admitted and not released."""
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every transition (24 bits, wraps)."""
+
+    @property
+    def remaining_open(self) -> float:
+        """Seconds until an open breaker admits a probe; 0 when not open."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def provider_type(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def failure_threshold(self) -> int: ...
+
+    @property
+    def half_open_max_calls(self) -> int: ...
+
+    @property
+    def reset_timeout(self) -> float: ...
+
+    @property
+    def successes(self) -> int:
+        """Outcomes recorded as success (stale ones included)."""
+
+    @property
+    def failures_total(self) -> int:
+        """Outcomes recorded as failure (stale ones included)."""
+
+    @property
+    def rejected(self) -> int:
+        """Calls refused without running."""
+
+    @property
+    def released(self) -> int:
+        """Admitted calls that ended without an outcome (cancelled)."""
+
+    @property
+    def transitions(self) -> tuple[int, int, int]:
+        """Transitions into (closed, half-open, open)."""
+
+    @property
+    def last_transition_ns(self) -> int:
+        """Clock time of the last transition in ns, 0 if none."""
+
+    def call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """
+        Calls fn(*args, **kwargs) through the breaker and returns its result.
+        Raises UnavailableError without calling fn while the breaker is open.
+        An exception from fn is recorded (failure, success or nothing, as the
+        breaker's failure predicate says) and re-raised unchanged.
+        """
+
+class Bulkhead:
+    """Bounded concurrency counter (native part)."""
+
+    def __init__(self, max_concurrent: int) -> None: ...
+
+    def try_enter(self) -> bool:
+        """Takes a slot if one is free and returns True; never waits."""
+
+    def exit(self) -> None:
+        """Gives a slot back (exactly once per successful try_enter)."""
+
+    def _add_waiter(self, delta: int) -> None: ...
+
+    @property
+    def max_concurrent(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot now."""
+
+    @property
+    def waiting(self) -> int:
+        """asyncio tasks queued for a slot."""
+
+    @property
+    def admitted(self) -> int: ...
+
+    @property
+    def rejected(self) -> int: ...
+
+class Policy:
+    """Composed policy (native part)."""
+
+    def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool) -> None: ...
+
+    def _exit_exception(self, ticket: int, exc: object) -> None:
+        """The attempt raised exc: record it and free its slot."""
+
+    def execute(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """
+        Runs fn(*args, **kwargs) under the policy and returns its result. The
+        first attempt's admit -> call -> record runs natively; rejections,
+        retries and timeouts continue in Policy._resume.
+        """
+
+    def _enter(self, /) -> int:
+        """
+        Admits an attempt: a ticket >= 0; or -1 breaker open, -2 rate limited,
+        -3 bulkhead full (nothing held); or -100 when every call needs Python.
+        """
+
+    def _exit(self, ticket: int, /) -> None:
+        """The attempt succeeded: record it and free its slot."""
+
+def _specialise(cls: object) -> None:
+    """
+    Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.
+    """
+
+class Backoff:
+    """Backoff delay calculator (native part)."""
+
+    def __init__(self, base_delay: float, max_delay: float, multiplier: float, jitter: bool, strategy: int, seeded: bool, seed: int) -> None: ...
+
+    def delay(self, attempt: object | None, previous: float = 0.0) -> float:
+        """
+        Seconds to wait before retry `attempt` (an int >= 0; attempts beyond
+        int64 saturate at max_delay). `previous` is the delay used before, for
+        decorrelated_jitter.
+        """
+
+    def uniform(self) -> float:
+        """One draw in [0, 1) from this calculator's generator."""
