@@ -21,7 +21,7 @@ def capped(base: float, multiplier: float, cap: float, attempt: int) -> float:
         d = base * math.pow(multiplier, float(min(attempt, INT64_MAX)))
     except OverflowError:
         return cap
-    return d if d < cap else cap
+    return min(cap, d)
 
 
 # ------------------------------------------------------------ guide's table --

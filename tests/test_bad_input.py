@@ -5,7 +5,6 @@ crashes the interpreter (those checks run in a subprocess).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import subprocess
@@ -332,6 +331,7 @@ def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
 
 

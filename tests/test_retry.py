@@ -308,6 +308,12 @@ def test_args_and_kwargs_are_forwarded_each_attempt(clock: vr.ManualClock) -> No
 # ------------------------------------------------------ overall timeout --
 
 
+# Regression: run_until used to catch every TimeoutError (asyncio.TimeoutError is the
+# builtin TimeoutError, and OperationTimeoutError subclasses it), so an async call with an
+# overall timeout wrapped the retrier's own OperationTimeoutError, and any TimeoutError the
+# function raised, into a new "deadline exceeded" although no deadline had expired.
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_timeout_never_sleeps_past_the_deadline(clock: vr.ManualClock, mode: str) -> None:
     fn = Always(lambda: vr.UnavailableError("down"), clock=clock)
@@ -324,12 +330,45 @@ def test_timeout_never_sleeps_past_the_deadline(clock: vr.ManualClock, mode: str
     assert vr.is_retryable(err)
 
 
-@pytest.mark.parametrize("timeout", [0.25, 1.0, 2.9, 7.5, 7.6])
-def test_timeout_bounds_total_virtual_time(clock: vr.ManualClock, timeout: float) -> None:
+@pytest.mark.parametrize(("timeout", "calls"), [(0.25, 1), (0.5, 1), (1.0, 2), (2.9, 3),
+                                              (7.5, 4), (7.6, 5)])
+def test_timeout_bounds_total_virtual_time(clock: vr.ManualClock, timeout: float,
+                                           calls: int) -> None:
     fn = Always(lambda: vr.RetryableError("x"), clock=clock)
-    with pytest.raises((vr.OperationTimeoutError, vr.RetryableError)):
+    expected = vr.RetryableError if calls == 5 else vr.OperationTimeoutError
+    with pytest.raises(expected):
         vr.Retrier(NO_JITTER, clock=clock, timeout=timeout).call(fn)
-    assert clock.now() < timeout or clock.now() == 7.5 < timeout
+    assert fn.calls == calls
+    assert clock.now() < timeout
+
+
+async def test_async_timeout_keeps_the_functions_own_timeout_errors(
+        clock: vr.ManualClock) -> None:
+    # The deadline (100 s) is far away; the provider itself reports timeouts.
+    errors: list[BaseException] = []
+
+    async def provider_times_out():
+        errors.append(vr.OperationTimeoutError("provider timed out"))
+        raise errors[-1]
+
+    with pytest.raises(vr.OperationTimeoutError) as info:
+        await vr.Retrier(NO_JITTER.replace(max_attempts=3), clock=clock,
+                         timeout=100.0).call_async(provider_times_out)
+    assert info.value is errors[-1]
+    assert info.value.attempts == 3
+
+
+async def test_async_timeout_passes_builtin_timeout_error_through(
+        clock: vr.ManualClock) -> None:
+    # A builtin TimeoutError is not retryable: raised at once, unchanged, as without timeout.
+    err = TimeoutError("socket timed out")
+
+    async def fn():
+        raise err
+
+    with pytest.raises(TimeoutError) as info:
+        await vr.Retrier(NO_JITTER, clock=clock, timeout=100.0).call_async(fn)
+    assert info.value is err
 
 
 def test_timeout_larger_than_the_budget_lets_attempts_run_out(clock: vr.ManualClock) -> None:

@@ -42,7 +42,7 @@ def hammer(work: Callable[[], T], threads: int = THREADS) -> list[T]:
         barrier.wait()
         try:
             result = work()
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             with lock:
                 errors.append(exc)
             return

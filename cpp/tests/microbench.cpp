@@ -7,6 +7,7 @@
 // same loop on 2 threads against one object and report the time per
 // operation seen by each thread (and the aggregate: wall time / all ops).
 #include <virtrigaud/backoff.hpp>
+#include <virtrigaud/bulkhead.hpp>
 #include <virtrigaud/circuit_breaker.hpp>
 #include <virtrigaud/clock.hpp>
 #include <virtrigaud/token_bucket.hpp>
@@ -212,6 +213,13 @@ int main() {
               do_not_optimize(cb_open->acquire().admitted);
           }));
 
+    // ---- bulkhead
+    auto bulkhead = std::make_unique<Bulkhead>(8);
+    print("bulkhead.try_enter+exit", "uncontended", bench(kIters, [&](int64_t) {
+              do_not_optimize(bulkhead->try_enter());
+              do_not_optimize(bulkhead->exit());
+          }));
+
     // ---- backoff
     Backoff seeded(0.5, 30.0, 2.0, true, Strategy::kExponential, true, 42);
     print("backoff.delay(exponential, seeded)", "uncontended", bench(kIters, [&](int64_t i) {
@@ -257,6 +265,13 @@ int main() {
                    const Ticket t = shared_cb->acquire();
                    do_not_optimize(t.admitted);
                    do_not_optimize(shared_cb->record_success(t).changed);
+               }));
+    print2("bulkhead.try_enter+exit",
+           bench2(
+               kIters2, [] {},
+               [&](int, int64_t) {
+                   do_not_optimize(bulkhead->try_enter());
+                   do_not_optimize(bulkhead->exit());
                }));
     print2("backoff.delay(exponential, seeded)",
            bench2(

@@ -1,5 +1,5 @@
 // Multithreaded stress tests for the lock-free core (clock, token bucket,
-// circuit breaker, backoff). Built by CMake with -DVIRTRIGAUD_BUILD_STRESS=ON
+// circuit breaker, bulkhead, backoff). Built by CMake with -DVIRTRIGAUD_BUILD_STRESS=ON
 // and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON);
 // see cpp/tests/run_stress.sh.
 //
@@ -8,6 +8,7 @@
 // No framework: CHECK prints file:line and the expression, main returns 1 if
 // any failed, and the last line is "N passed, M failed".
 #include <virtrigaud/backoff.hpp>
+#include <virtrigaud/bulkhead.hpp>
 #include <virtrigaud/circuit_breaker.hpp>
 #include <virtrigaud/clock.hpp>
 #include <virtrigaud/token_bucket.hpp>
@@ -379,13 +380,27 @@ void test_bucket_reservations() {
         ManualClock clock(1'000'000'000);
         TokenBucket bucket(interval, burst, &clock);
         std::vector<Reserved> all = reserve_concurrently(bucket, clock, max_wait, 600, nullptr);
-        // Cancel newest first: nothing was reserved after each one, so every
+        // The oldest waiting reservation first, out of order: the tokens
+        // reserved after it stay theirs, so it gets back only what exceeds them.
+        const auto oldest = std::find_if(all.begin(), all.end(),
+                                         [](const Reserved& x) { return x.r.delay_ns > 0; });
+        CHECK(oldest != all.end());
+        const int64_t later = (all.back().r.tat_after - oldest->r.tat_after) / interval;
+        const double tokens_before = bucket.tokens();
+        const int64_t back_oldest =
+            bucket.cancel(oldest->n, oldest->r.tat_after, oldest->r.time_to_act);
+        CHECK_EQ(back_oldest, std::max<int64_t>(0, oldest->n - later));
+        CHECK_EQ(bucket.tokens() - tokens_before, static_cast<double>(back_oldest));
+        // Then newest first: nothing was reserved after each one, so every
         // waiting reservation gets all its tokens back. Those that were due
         // immediately (time_to_act == now) have acted: nothing comes back.
         int64_t immediate_tokens = 0;
         long wrong = 0;
-        uint64_t cancels = 0;
+        uint64_t cancels = back_oldest > 0 ? 1 : 0;
         for (auto it = all.rbegin(); it != all.rend(); ++it) {
+            if (&*it == &*oldest) {
+                continue;  // cancelled already
+            }
             const double before = bucket.tokens();
             const int64_t back = bucket.cancel(it->n, it->r.tat_after, it->r.time_to_act);
             const double after = bucket.tokens();
@@ -401,11 +416,12 @@ void test_bucket_reservations() {
         }
         CHECK_EQ(wrong, 0L);
         CHECK_EQ(bucket.cancelled(), cancels);
-        CHECK_EQ(bucket.tokens(), static_cast<double>(burst - immediate_tokens));
+        const int64_t kept = immediate_tokens + oldest->n - back_oldest;
+        CHECK_EQ(bucket.tokens(), static_cast<double>(burst - kept));
         // The window is free again: the same schedule can be reserved anew.
         const TokenBucket::Reservation r = bucket.reserve(1, max_wait);
         CHECK(r.ok);
-        CHECK_EQ(r.delay_ns, std::max<int64_t>(0, (immediate_tokens + 1 - burst) * interval));
+        CHECK_EQ(r.delay_ns, std::max<int64_t>(0, (kept + 1 - burst) * interval));
     }
     {
         // Concurrent cancels in any order: what comes back is order-dependent
@@ -587,6 +603,7 @@ void test_breaker_half_open_race() {
     std::vector<int64_t> tries_rejected(kThreads);
     long bad_rounds = 0;
     uint64_t releases = 0;
+    Ticket stale;
     run_threads(
         kThreads,
         [&](int i) {
@@ -643,6 +660,19 @@ void test_breaker_half_open_race() {
                      cb.half_open_calls() == max_calls &&
                      cb.state() == BreakerState::kHalfOpen;
                 releases += admitted;
+                // A stale half-open ticket (last round's generation) gives
+                // back nothing of this generation's slots.
+                if (round > 0) {
+                    cb.release(stale);
+                    ++releases;
+                    ok = ok && cb.half_open_calls() == max_calls;
+                }
+                for (const auto& h : held) {
+                    if (!h.empty()) {
+                        stale = h.front();
+                        break;
+                    }
+                }
                 phase.arrive_and_wait();  // C
                 phase.arrive_and_wait();  // D
                 ok = ok && cb.half_open_calls() == 0 && cb.state() == BreakerState::kHalfOpen &&
@@ -1004,6 +1034,49 @@ void test_breaker_reset_force_open_race() {
     CHECK_EQ(held - closed, int64_t{ends_held ? 1 : 0});
 }
 
+// -------------------------------------------------------------- bulkhead --
+
+void test_bulkhead_limit() {
+    // Threads enter and exit as fast as they can: never more than max in
+    // flight, every attempt counted, nothing left in flight at the end.
+    const int64_t max = 3;
+    Bulkhead bulkhead(max);
+    std::atomic<int64_t> inside{0};
+    std::atomic<long> over{0};
+    std::vector<int64_t> entered(kThreads), attempts(kThreads);
+    run_threads(kThreads, [&](int i) {
+        int64_t in = 0;
+        int64_t att = 0;
+        for (int k = 0; k < 50000 * g_scale; ++k) {
+            ++att;
+            if (!bulkhead.try_enter()) {
+                continue;
+            }
+            ++in;
+            if (inside.fetch_add(1, std::memory_order_acq_rel) + 1 > max ||
+                bulkhead.in_flight() > max) {
+                over.fetch_add(1, std::memory_order_relaxed);
+            }
+            inside.fetch_sub(1, std::memory_order_acq_rel);
+            if (bulkhead.exit()) {
+                over.fetch_add(1, std::memory_order_relaxed);  // nobody waits here
+            }
+        }
+        entered[static_cast<size_t>(i)] = in;
+        attempts[static_cast<size_t>(i)] = att;
+    });
+    int64_t in = 0;
+    int64_t att = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        in += entered[i];
+        att += attempts[i];
+    }
+    CHECK_EQ(over.load(), 0L);
+    CHECK_EQ(bulkhead.in_flight(), int64_t{0});
+    CHECK_EQ(bulkhead.admitted(), static_cast<uint64_t>(in));
+    CHECK_EQ(bulkhead.admitted() + bulkhead.rejected(), static_cast<uint64_t>(att));
+}
+
 // --------------------------------------------------------------- backoff --
 
 void test_backoff_extremes() {
@@ -1161,6 +1234,7 @@ int main(int argc, char** argv) {
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
         {"breaker_full_cycles", test_breaker_full_cycles, 3},
         {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
+        {"bulkhead_limit", test_bulkhead_limit, 2},
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
     };

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import _core, _validate
 from .errors import RateLimitError
+from .timeouts import TimeoutScope
 
 __all__ = ["Bulkhead"]
 
@@ -78,7 +79,7 @@ class Bulkhead(_core.Bulkhead):
         self._waiters.append(entry)
         self._add_waiter(1)
         try:
-            async with _timeout_scope(timeout):
+            async with TimeoutScope(timeout, "Bulkhead"):
                 while not self.try_enter():
                     await entry[1]
                     entry = (loop, loop.create_future())
@@ -130,34 +131,3 @@ class Bulkhead(_core.Bulkhead):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-class _timeout_scope:
-    """``asyncio.timeout`` for Python 3.10 too (None: no limit)."""
-
-    def __init__(self, timeout: float | None) -> None:
-        self._timeout = (None if timeout is None
-                         else _validate.seconds("Bulkhead", "timeout", timeout))
-        self._handle: asyncio.TimerHandle | None = None
-        self._fired = False
-
-    async def __aenter__(self) -> None:
-        if self._timeout is not None:
-            task = asyncio.current_task()
-            assert task is not None
-            self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire, task)
-
-    def _fire(self, task: asyncio.Task[Any]) -> None:
-        self._fired = True
-        task.cancel()
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        if self._fired and exc_type is asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
-            raise asyncio.TimeoutError
-
-

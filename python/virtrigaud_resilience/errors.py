@@ -123,7 +123,7 @@ class ProviderError(Exception):
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), self.type, self.message, self.retryable), self.__dict__)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
+    def __setstate__(self, state: Any) -> None:
         self.__dict__.update(state)
         if self.cause is not None:  # keep the chain across pickling (process pools)
             self.__cause__ = self.cause

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import _validate
 from .clock import Sleeper
@@ -168,7 +168,47 @@ async def run_until(
         if inspect.iscoroutine(awaitable):
             awaitable.close()  # never started: no "never awaited" warning
         raise deadline_exceeded(what)
+    scope = TimeoutScope(left)
     try:
-        return await asyncio.wait_for(awaitable, left)
+        async with scope:
+            return await awaitable
     except asyncio.TimeoutError as exc:
+        if not scope.fired:  # a TimeoutError of the call's own (or an inner deadline's)
+            raise
         raise deadline_exceeded(what, exc) from exc
+
+
+class TimeoutScope:
+    """``asyncio.timeout`` that also runs on Python 3.10 (None: no limit).
+
+    Cancels the current task after ``timeout`` seconds of loop time and turns
+    that cancellation, and only that one, into ``asyncio.TimeoutError``;
+    :attr:`fired` tells whether it did.
+    """
+
+    def __init__(self, timeout: float | None, owner: str = "timeout") -> None:
+        self._timeout = (None if timeout is None
+                         else _validate.seconds(owner, "timeout", timeout))
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    async def __aenter__(self) -> None:
+        if self._timeout is not None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire, task)
+
+    def _fire(self, task: asyncio.Task[Any]) -> None:
+        self.fired = True
+        task.cancel()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        if self.fired and exc_type is asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            raise asyncio.TimeoutError
+
+
