@@ -303,7 +303,7 @@ async def test_cancelled_woken_waiter_passes_the_wakeup_on() -> None:
     await settle()
     assert bh.in_flight == 0
     try:
-        await asyncio.wait_for(second, 0.05)
+        await asyncio.wait_for(second, 0.03)
     finally:
         assert bh.waiting <= 1
     assert bh.in_flight == 1

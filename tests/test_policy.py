@@ -809,16 +809,7 @@ def test_scenario_outcomes_are_the_expected_ones() -> None:
                                                 True)
 
 
-CONTEXT_BUG = (
-    "BUG: Policy.execute_async retries inside the except block of its first attempt "
-    "(return await self._resume_async(...) under `except BaseException`), so every later "
-    "error gets __context__ overwritten with the first attempt's error (the user's own "
-    "implicit chain is lost; sync execute leaves it intact)"
-)
-
-
-@pytest.mark.parametrize("mode", ["sync", pytest.param("async", marks=pytest.mark.xfail(
-    reason=CONTEXT_BUG, strict=True))])
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_last_error_keeps_its_own_context(clock: vr.ManualClock, mode: str) -> None:
     policy = builder(clock).with_retry(NO_JITTER.replace(max_attempts=2)).build()
     raised: list[BaseException] = []

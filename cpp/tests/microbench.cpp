@@ -259,7 +259,7 @@ int main() {
     std::unique_ptr<CircuitBreaker> shared_cb;
     print2("circuit_breaker.acquire+record_success",
            bench2(
-               kIters2,
+               5 * kIters2,
                [&] { shared_cb = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3); },
                [&](int, int64_t) {
                    const Ticket t = shared_cb->acquire();

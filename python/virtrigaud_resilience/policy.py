@@ -105,9 +105,12 @@ class Policy(_core.Policy):
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
                 self._exit_exception(ticket, exc)
-                return await self._resume_async(_CALLED, exc, fn, args, kwargs)
-            self._exit(ticket)
-            return result
+                error = exc
+            else:
+                self._exit(ticket)
+                return result
+            # Retry outside the except block, so later errors keep their own __context__.
+            return await self._resume_async(_CALLED, error, fn, args, kwargs)
         stage = _PYTHON_PATH if ticket == _ENTER_PYTHON_PATH else -ticket
         return await self._resume_async(stage, None, fn, args, kwargs)
 
