@@ -24,6 +24,10 @@ import pytest
 import virtrigaud_resilience as vr
 from virtrigaud_resilience import BreakerState
 
+#: What an asyncio deadline raises: the builtin TimeoutError (3.11+) or, on 3.10,
+#: asyncio.TimeoutError.
+ASYNC_TIMEOUT = (TimeoutError, asyncio.TimeoutError)
+
 TOKENS = 5
 #: Backoff on the system clock: 20 ms between attempts.
 RETRY = vr.RetryConfig(max_attempts=3, base_delay=0.02, max_delay=0.02, jitter=False)
@@ -152,7 +156,8 @@ async def test_cancel_while_waiting_for_tokens_system_clock() -> None:
     assert tb.reserved == 1
     await cancel_and_wait(task)
     k1, t1 = tb.tokens, vr.monotonic()
-    assert t1 - t0 < 0.025, "too slow to cancel before the reservation acted"
+    if t1 - t0 >= 0.025:  # pragma: no cover - only on a badly overloaded machine
+        pytest.skip("the reservation acted before the cancel: too slow to test")
     # without the reservation the bucket just refilled at qps since t0
     assert k1 == pytest.approx(k0 + (t1 - t0) * qps, abs=0.01)
     assert tb.cancelled == 1
@@ -323,7 +328,7 @@ async def test_timeout_cancels_the_users_coroutine_and_leaks_nothing() -> None:
     assert finished == [1]
     assert isinstance(info.value, TimeoutError)
     cause = info.value.__cause__
-    assert isinstance(cause, TimeoutError)
+    assert isinstance(cause, ASYNC_TIMEOUT)
     assert not isinstance(cause, vr.ProviderError)
     assert rig.breaker.half_open_calls == h0
     assert (rig.bulkhead.in_flight, rig.bulkhead.waiting) == (0, 0)
@@ -333,7 +338,7 @@ async def test_timeout_cancels_the_users_coroutine_and_leaks_nothing() -> None:
     assert rig.breaker.state is BreakerState.HALF_OPEN
     # the caller's task is not left cancelled
     await asyncio.sleep(0)
-    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert getattr(asyncio.current_task(), "cancelling", lambda: 0)() == 0
 
 
 async def test_timeout_while_waiting_for_tokens_gives_them_back() -> None:
@@ -345,7 +350,7 @@ async def test_timeout_while_waiting_for_tokens_gives_them_back() -> None:
     before = rig.snapshot()
     with pytest.raises(vr.OperationTimeoutError) as info:
         await rig.policy.execute_async(_ok)
-    assert isinstance(info.value.__cause__, TimeoutError)
+    assert isinstance(info.value.__cause__, ASYNC_TIMEOUT)
     after = rig.snapshot()
     assert after[:3] == before[:3]
     assert after[3] == pytest.approx(before[3], abs=1e-6)
@@ -392,7 +397,7 @@ async def test_timeout_inside_a_retrying_call() -> None:
     with pytest.raises(vr.OperationTimeoutError) as info:
         await rig.policy.execute_async(rate_limited)
     assert 1 <= len(calls) <= 2
-    assert isinstance(info.value.__cause__, (vr.RateLimitError, TimeoutError))
+    assert isinstance(info.value.__cause__, (vr.RateLimitError, *ASYNC_TIMEOUT))
     assert (rig.bulkhead.in_flight, rig.bulkhead.waiting) == (0, 0)
     assert rig.bucket.tokens == pytest.approx(TOKENS - len(calls), abs=1e-6)
 

@@ -819,7 +819,7 @@ def test_last_error_keeps_its_own_context(clock: vr.ManualClock, mode: str) -> N
             {}["missing"]
         except KeyError:
             raised.append(vr.RetryableError(f"e{len(raised)}"))
-            raise raised[-1]  # noqa: B904 - implicit chaining is the point
+            raise raised[-1]  # implicit chaining (__context__) is the point
 
     async def astep():
         return step()

@@ -18,6 +18,10 @@ RETRYABLE = [vr.ErrorType.RETRYABLE, vr.ErrorType.UNAVAILABLE, vr.ErrorType.RATE
 NOT_RETRYABLE = [vr.ErrorType.NOT_FOUND, vr.ErrorType.INVALID_SPEC, vr.ErrorType.UNAUTHORIZED,
                  vr.ErrorType.NOT_SUPPORTED, vr.ErrorType.QUOTA_EXCEEDED, vr.ErrorType.CONFLICT]
 
+#: What an asyncio deadline raises: the builtin TimeoutError (3.11+) or, on 3.10,
+#: asyncio.TimeoutError.
+ASYNC_TIMEOUT = (TimeoutError, asyncio.TimeoutError)
+
 NO_JITTER = vr.RetryConfig(max_attempts=5, base_delay=0.5, max_delay=30.0, multiplier=2.0,
                            jitter=False)
 
@@ -195,7 +199,8 @@ def test_jitter_adds_zero_to_ten_percent(clock: vr.ManualClock, mode: str) -> No
     for _ in range(20):
         delays: list[float] = []
         fn = Always(lambda: vr.UnavailableError("down"))
-        retrier = vr.Retrier(cfg, clock=clock, on_retry=lambda a, e, d: delays.append(d))
+        retrier = vr.Retrier(cfg, clock=clock,
+                             on_retry=lambda a, e, d, out=delays: out.append(d))
         start = clock.now()
         with pytest.raises(vr.UnavailableError):
             run(retrier, fn, mode)
@@ -431,7 +436,7 @@ async def test_async_timeout_cancels_a_hanging_attempt() -> None:
         await vr.Retrier(NO_JITTER, timeout=0.02).call_async(hang)
     assert loop.time() - t0 < 1.0
     assert started == [1]
-    assert isinstance(info.value.__cause__, TimeoutError)
+    assert isinstance(info.value.__cause__, ASYNC_TIMEOUT)
 
 
 # -------------------------------------------------------------- on_retry --
@@ -453,7 +458,10 @@ def test_on_retry_gets_attempt_error_and_delay(clock: vr.ManualClock, mode: str)
 
 def test_on_retry_not_called_without_a_retry(clock: vr.ManualClock) -> None:
     calls = []
-    hook = lambda *a: calls.append(a)  # noqa: E731
+
+    def hook(*args: object) -> None:
+        calls.append(args)
+
     vr.Retrier(NO_JITTER, clock=clock, on_retry=hook).call(lambda: 1)
     with pytest.raises(vr.NotFoundError):
         vr.Retrier(NO_JITTER, clock=clock, on_retry=hook).call(Flaky(vr.NotFoundError("x")))
@@ -610,23 +618,28 @@ async def test_task_cancel_during_an_attempt_stops_at_once(clock: vr.ManualClock
 async def test_task_cancel_during_backoff_sleep_stops_at_once() -> None:
     # System clock, 20 ms backoff: cancel while sleeping between attempts.
     calls = []
+    announced = []
 
     async def fail():
         calls.append(1)
         raise vr.RetryableError("x")
 
     cfg = vr.RetryConfig(max_attempts=5, base_delay=0.02, max_delay=0.02, jitter=False)
-    task = asyncio.create_task(vr.Retrier(cfg).call_async(fail))
-    for _ in range(100):
-        await asyncio.sleep(0.001)
-        if calls:
+    retrier = vr.Retrier(cfg, on_retry=lambda *a: announced.append(a))
+    task = asyncio.create_task(retrier.call_async(fail))
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if announced:
             break
-    await asyncio.sleep(0.005)
+    await asyncio.sleep(0)  # now inside the 20 ms backoff sleep
+    assert calls == [1]
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.03)  # past the backoff: no second attempt was made
     assert calls == [1]
+    assert retrier.retries == 1
+    assert retrier.exhausted == 0
 
 
 # --------------------------------------------------------------- presets --

@@ -69,9 +69,9 @@ struct Contended {
 };
 
 /// Two threads run op(thread, i) `iters` times each, released together.
-/// Only repeats in which the two loops overlapped for >= 90% of their time
-/// count (otherwise the minimum would be an uncontended run); if none did,
-/// the median of all repeats is reported and flagged.
+/// Only repeats in which the shorter loop ran >= 90% of its time alongside
+/// the other count (otherwise the minimum would be an uncontended run); if
+/// none did, the median of all repeats is reported and flagged.
 template <class Setup, class Op>
 Contended bench2(int64_t iters, Setup setup, Op op) {
     constexpr int kN = 2;
@@ -114,7 +114,7 @@ Contended bench2(int64_t iters, Setup setup, Op op) {
             static_cast<double>(std::min(ends[0], ends[1]) - std::max(starts[0], starts[1]));
         const double agg = wall / static_cast<double>(kN * iters);
         all.emplace_back(per, agg);
-        if (overlap >= 0.9 * static_cast<double>(std::max(elapsed[0], elapsed[1]))) {
+        if (overlap >= 0.9 * static_cast<double>(std::min(elapsed[0], elapsed[1]))) {
             best.overlapped = true;
             best.per_thread = std::min(best.per_thread, per);
             best.aggregate = std::min(best.aggregate, agg);
