@@ -165,8 +165,13 @@ public:
             if (state != BreakerState::kClosed && state != BreakerState::kHalfOpen) {
                 return {};
             }
-            // Trip: the stamp goes first, so a reader of "open" sees it.
-            opened_at_.store(now, std::memory_order_relaxed);
+            // Trip: the stamp goes first, so a reader of "open" sees it. It only
+            // moves forward: a caller that loses the CAS below (or a stale one
+            // preempted here) must not rewind the stamp of a newer opening.
+            int64_t stamp = opened_at_.load(std::memory_order_relaxed);
+            while (stamp < now &&
+                   !opened_at_.compare_exchange_weak(stamp, now, std::memory_order_relaxed)) {
+            }
             const uint64_t next = make(BreakerState::kOpen, 0, 0, generation_of(w) + 1);
             if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
                                             std::memory_order_acquire)) {
