@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _describe(value: Any) -> str:
@@ -67,6 +69,16 @@ def integer(owner: str, field: str, value: Any, minimum: int, maximum: int | Non
     if maximum is not None and value > maximum:
         raise ValueError(f"{owner} {field} must be <= {maximum}, got {_describe(value)}")
     return int(value)
+
+
+def optional_instance(owner: str, field: str, value: T | None, cls: type[T]) -> T | None:
+    """``value`` itself if it is None or an instance of ``cls``; else TypeError."""
+    if value is not None and not isinstance(value, cls):
+        raise TypeError(
+            f"{owner} {field} must be a {cls.__name__} or None, "
+            f"got {type(value).__name__} {_describe(value)}"
+        )
+    return value
 
 
 def boolean(owner: str, field: str, value: Any) -> bool:

@@ -184,13 +184,8 @@ class CircuitBreaker(_core.CircuitBreaker):
                 raise TypeError(
                     f"CircuitBreaker {field} must be a str, got {type(value).__name__} {value!r}"
                 )
-        if config is None:
-            config = BreakerConfig()
-        elif not isinstance(config, BreakerConfig):
-            raise TypeError(
-                f"CircuitBreaker config must be a BreakerConfig or None, "
-                f"got {type(config).__name__} {config!r}"
-            )
+        config = (_validate.optional_instance("CircuitBreaker", "config", config, BreakerConfig)
+                  or BreakerConfig())
         clock = check_clock("CircuitBreaker", clock)
         super().__init__(
             name, provider_type, provider, config.failure_threshold,
@@ -411,10 +406,8 @@ class BreakerRegistry:
 
     def __init__(self, config: BreakerConfig | None = None, *,
                  clock: ManualClock | None = None) -> None:
-        if config is not None and not isinstance(config, BreakerConfig):
-            raise TypeError(f"BreakerRegistry config must be a BreakerConfig or None, "
-                            f"got {type(config).__name__} {config!r}")
-        self.config = config or BreakerConfig()
+        self.config = (_validate.optional_instance("BreakerRegistry", "config", config,
+                                                   BreakerConfig) or BreakerConfig())
         self._clock = check_clock("BreakerRegistry", clock)
         self._breakers: dict[tuple[str, str, str], CircuitBreaker] = {}
         self._lock = threading.Lock()

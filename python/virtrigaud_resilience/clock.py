@@ -124,11 +124,8 @@ def sleeper_for(clock: ManualClock | None) -> Sleeper:
 
 def check_clock(owner: str, clock: object) -> ManualClock | None:
     """Validates a ``clock=`` argument: a ManualClock or None."""
-    if clock is None or isinstance(clock, _core.ManualClock):
-        return clock  # type: ignore[return-value]
-    raise TypeError(
-        f"{owner} clock must be a ManualClock or None, got {type(clock).__name__} {clock!r}"
-    )
+    native = _validate.optional_instance(owner, "clock", clock, _core.ManualClock)
+    return native  # type: ignore[return-value]
 
 
 def _to_ns(seconds: float) -> int:

@@ -70,9 +70,9 @@ class Policy(_core.Policy):
         clock: ManualClock | None = None,
         on_retry: OnRetry | None = None,
     ) -> None:
-        _check_instance("breaker", breaker, CircuitBreaker)
-        _check_instance("limiter", limiter, TokenBucket)
-        _check_instance("bulkhead", bulkhead, Bulkhead)
+        _validate.optional_instance("Policy", "breaker", breaker, CircuitBreaker)
+        _validate.optional_instance("Policy", "limiter", limiter, TokenBucket)
+        _validate.optional_instance("Policy", "bulkhead", bulkhead, Bulkhead)
         clock = check_clock("Policy", clock)
         self.name = name
         self.retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
@@ -265,12 +265,6 @@ class Policy(_core.Policy):
 
 
 _core._specialise(Policy)
-
-
-def _check_instance(field: str, value: object, cls: type) -> None:
-    if value is not None and not isinstance(value, cls):
-        raise TypeError(f"Policy {field} must be a {cls.__name__} or None, "
-                        f"got {type(value).__name__} {value!r}")
 
 
 class PolicyBuilder:

@@ -159,13 +159,7 @@ class Retrier:
         on_retry: OnRetry | None = None,
         name: str = "retry",
     ) -> None:
-        if config is None:
-            config = RetryConfig()
-        elif not isinstance(config, RetryConfig):
-            raise TypeError(
-                f"Retrier config must be a RetryConfig or None, got {type(config).__name__} "
-                f"{config!r}"
-            )
+        config = _validate.optional_instance("Retrier", "config", config, RetryConfig) or RetryConfig()
         if on_retry is not None and not callable(on_retry):
             raise TypeError(f"Retrier on_retry must be callable, got {type(on_retry).__name__}")
         self.config = config
