@@ -81,18 +81,10 @@ def default_failure_predicate(exc: BaseException) -> bool:
     return True
 
 
-def _classify_default(exc: BaseException) -> int:
-    if isinstance(exc, _CANCELLED):
-        return _RELEASE
-    if isinstance(exc, ProviderError):
-        return _FAILURE if exc.type in _INFRASTRUCTURE else _SUCCESS
-    return _FAILURE
-
-
 def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
     """The native classify hook: exception -> 0 success, 1 failure, 2 release."""
     if predicate is None:
-        return _classify_default
+        predicate = default_failure_predicate
 
     def classify(exc: BaseException) -> int:
         if isinstance(exc, _CANCELLED):

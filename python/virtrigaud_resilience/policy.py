@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _validate
-from .breaker import CircuitBreaker, _reject
+from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
 from .errors import RateLimitError
@@ -41,7 +41,6 @@ T = TypeVar("T")
 
 # Stages reported by the native first attempt (see cpp/src/module.cpp).
 _PYTHON_PATH, _CALLED, _BREAKER_OPEN, _RATE_LIMITED, _BULKHEAD_FULL = -1, 0, 1, 2, 3
-_SUCCESS, _RELEASE = 0, 2
 _ENTER_PYTHON_PATH = -100  # what native _enter() returns when every call needs Python
 
 
@@ -174,10 +173,9 @@ class Policy(_core.Policy):
     def _rate_limited(self) -> RateLimitError:
         limiter = self.limiter
         assert limiter is not None
-        retry_after = max(0.0, (1.0 - limiter.tokens) / limiter.qps)
         return RateLimitError(f"policy {self.name!r}: rate limit exceeded "
                               f"({limiter.qps:g}/s, burst {limiter.burst})",
-                              retry_after=retry_after)
+                              retry_after=limiter.retry_after())
 
     # -- one attempt in Python (retries, waits, timeouts) ----------------------
 

@@ -177,6 +177,13 @@ class TokenBucket(_core.TokenBucket):
                 raise
         return True
 
+    def retry_after(self, n: int = 1) -> float:
+        """Seconds until n tokens are available (0 if they are now); takes nothing.
+
+        What a rejected caller should be told to wait (``RateLimitError.retry_after``).
+        """
+        return max(0.0, (n - self.tokens) / self.qps)
+
     def set_rate(self, qps: float, burst: int | None = None) -> None:
         """Changes the rate (and the burst, when given) at run time.
 
@@ -276,11 +283,10 @@ class RateLimiterRegistry:
 
     @staticmethod
     def _limited(bucket: TokenBucket, provider_type: str, provider: str, n: int) -> RateLimitError:
-        retry_after = max(0.0, (n - bucket.tokens) / bucket.qps)
         return RateLimitError(
             f"rate limit exceeded for {provider_type}:{provider} "
             f"({bucket.qps:g}/s, burst {bucket.burst})",
-            retry_after=retry_after,
+            retry_after=bucket.retry_after(n),
         )
 
     def __repr__(self) -> str:
