@@ -32,7 +32,7 @@ from .clock import ManualClock, check_clock, sleeper_for
 from .errors import RateLimitError
 from .ratelimit import TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig
-from .timeouts import deadline_for, deadline_scope, run_until
+from .timeouts import deadline_for, deadline_scope, remaining, run_until
 
 __all__ = ["Policy", "PolicyBuilder"]
 
@@ -238,8 +238,6 @@ class Policy(_core.Policy):
 
     def _max_wait(self) -> float | None:
         """max_wait, shortened to the time left before the deadline."""
-        from .timeouts import remaining
-
         left = remaining(self._clock)
         if left is None:
             return self.max_wait
