@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 from types import TracebackType
-from typing import Any
 
 from . import _core, _validate
 from .errors import RateLimitError
