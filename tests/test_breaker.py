@@ -992,7 +992,7 @@ def test_global_listener_sees_every_breaker(clock: vr.ManualClock) -> None:
 
     a = vr.CircuitBreaker("a", config=vr.BreakerConfig(failure_threshold=1), clock=clock)
     b = vr.CircuitBreaker("b", config=vr.BreakerConfig(failure_threshold=1), clock=clock)
-    vr.add_global_listener(listener)
+    vr.events.on_state_change(listener)
     try:
         with pytest.raises(Boom):
             a.call(fail)
@@ -1000,7 +1000,7 @@ def test_global_listener_sees_every_breaker(clock: vr.ManualClock) -> None:
             b.call(fail)
         b.reset()
     finally:
-        vr.remove_global_listener(listener)
+        vr.events.remove_listener(listener)
     a.reset()  # after removal: not seen
     assert events == [("a", CLOSED, OPEN), ("b", CLOSED, OPEN), ("b", OPEN, CLOSED)]
 
@@ -1038,12 +1038,12 @@ def test_raising_global_listener_never_breaks_the_call(
         raise ValueError("global listener bug")
 
     cb = make(clock, threshold=1)
-    vr.add_global_listener(broken)
+    vr.events.on_state_change(broken)
     try:
         with pytest.raises(Boom):
             cb.call(fail)
     finally:
-        vr.remove_global_listener(broken)
+        vr.events.remove_listener(broken)
     assert cb.state is OPEN
     assert any(
         r.name == LOGGER and r.levelno == logging.ERROR and isinstance(r.exc_info[1], ValueError)
@@ -1071,7 +1071,7 @@ def test_add_listener_rejects_non_callable(clock: vr.ManualClock) -> None:
     with pytest.raises(TypeError, match="listener"):
         cb.add_listener(42)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="listener"):
-        vr.add_global_listener("nope")  # type: ignore[arg-type]
+        vr.events.on_state_change("nope")  # type: ignore[arg-type]
 
 
 def test_repr_names_breaker_and_state(clock: vr.ManualClock) -> None:

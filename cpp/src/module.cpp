@@ -154,6 +154,37 @@ void install_hooks(nb::handle reject, nb::handle on_transition) {
     Py_XSETREF(g_on_transition, Py_NewRef(on_transition.ptr()));
 }
 
+// Called with (bucket, n) when a bucket refuses n tokens; installed only while
+// someone listens (events.on_rate_limited), so a refusal costs nothing extra
+// otherwise.
+PyObject* g_on_rate_limited = nullptr;
+
+void set_rate_limited_hook(nb::handle hook) {
+    if (hook.is_none()) {
+        Py_CLEAR(g_on_rate_limited);
+        return;
+    }
+    if (!PyCallable_Check(hook.ptr())) {
+        throw nb::type_error("_set_rate_limited_hook() takes a callable or None");
+    }
+    Py_XSETREF(g_on_rate_limited, Py_NewRef(hook.ptr()));
+}
+
+// Tells Python that `bucket` refused n tokens. Never raises; the pending
+// Python error state is kept as it was.
+void notify_rate_limited(PyObject* bucket, int64_t n) {
+    if (g_on_rate_limited == nullptr) {
+        return;
+    }
+    PyObject* hook = Py_NewRef(g_on_rate_limited);  // the hook may uninstall itself
+    PyObject* r = PyObject_CallFunction(hook, "OL", bucket, static_cast<long long>(n));
+    if (r == nullptr) {
+        PyErr_WriteUnraisable(hook);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(hook);
+}
+
 // Tells Python about a state change. Never raises: the dispatcher logs its
 // own listeners' errors, and anything left is reported as unraisable.
 void notify(PyObject* breaker, const vr::Transition& t) {
@@ -213,7 +244,11 @@ PyObject* bucket_try_acquire(PyObject* self, PyObject* const* args, Py_ssize_t n
             return nullptr;
         }
     }
-    return Py_NewRef(b->core.try_acquire(n) ? Py_True : Py_False);
+    if (b->core.try_acquire(n)) {
+        Py_RETURN_TRUE;
+    }
+    notify_rate_limited(self, n);
+    Py_RETURN_FALSE;
 }
 
 PyMethodDef bucket_try_acquire_def = {
@@ -451,6 +486,7 @@ struct PyPolicy {
         }
         if (bucket != nullptr && !bucket->core.try_acquire(1)) {
             release(ticket);
+            notify_rate_limited(bucket_obj.ptr(), 1);
             return kRateLimited;
         }
         if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
@@ -702,6 +738,8 @@ NB_MODULE(_core, m) {
     m.def("_install_hooks", &install_hooks, "reject"_a.none(), "on_transition"_a.none(),
           "Installed once by the package: the open breaker's error factory and the\n"
           "state-change dispatcher.");
+    m.def("_set_rate_limited_hook", &set_rate_limited_hook, "hook"_a.none(),
+          "Installs hook(bucket, n), called when a bucket refuses n tokens (None removes it).");
     m.attr("TOKEN_BUCKET_MAX_BURST") = vr::TokenBucket::kMaxBurst;
     m.attr("TOKEN_BUCKET_MAX_INTERVAL_NS") = vr::TokenBucket::kMaxIntervalNs;
     m.attr("TOKEN_BUCKET_MAX_TAU_NS") = vr::TokenBucket::kMaxTauNs;
@@ -733,8 +771,11 @@ NB_MODULE(_core, m) {
              "clock"_a.none() = nullptr, nb::keep_alive<1, 4>())
         .def(
             "_reserve",
-            [](PyTokenBucket& b, int64_t n, int64_t max_wait_ns) {
-                const auto r = b.core.reserve(n, max_wait_ns);
+            [](nb::pointer_and_handle<PyTokenBucket> self, int64_t n, int64_t max_wait_ns) {
+                const auto r = self.p->core.reserve(n, max_wait_ns);
+                if (!r.ok) {
+                    notify_rate_limited(self.h.ptr(), n);
+                }
                 return std::make_tuple(r.ok, r.delay_ns, r.tat_after, r.time_to_act);
             },
             "n"_a, "max_wait_ns"_a,
@@ -772,7 +813,13 @@ NB_MODULE(_core, m) {
         .def_prop_ro("reserved", [](const PyTokenBucket& b) { return b.core.reserved(); },
                      "Reservations granted with a wait.")
         .def_prop_ro("cancelled", [](const PyTokenBucket& b) { return b.core.cancelled(); },
-                     "Reservations cancelled that gave tokens back.");
+                     "Reservations cancelled that gave tokens back.")
+        .def(
+            "_counters",
+            [](const PyTokenBucket& b) {
+                return std::make_tuple(b.core.admitted(), b.core.rejected(), b.core.reserved());
+            },
+            "(admitted, rejected, reserved) in one call, for the metrics collector.");
     add_fastcall_method(bucket, &bucket_try_acquire_def);
 
     nb::class_<PyCircuitBreaker> breaker(m, "CircuitBreaker",
@@ -865,14 +912,37 @@ NB_MODULE(_core, m) {
             "Transitions into (closed, half-open, open).")
         .def_prop_ro("last_transition_ns",
                      [](const PyCircuitBreaker& b) { return b.core.last_transition_ns(); },
-                     "Clock time of the last transition in ns, 0 if none.");
+                     "Clock time of the last transition in ns, 0 if none.")
+        .def(
+            "_counters",
+            [](const PyCircuitBreaker& b) {
+                const auto& c = b.core;
+                return std::make_tuple(state_code(c.state()), c.successes(), c.failures_total(),
+                                       c.rejected(), c.transitions_to(vr::BreakerState::kClosed),
+                                       c.transitions_to(vr::BreakerState::kHalfOpen),
+                                       c.transitions_to(vr::BreakerState::kOpen));
+            },
+            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
+            "in one call, for the metrics collector.");
     add_fastcall_method(breaker, &breaker_call_def);
 
 
     nb::class_<PyBulkhead>(m, "Bulkhead", "Bounded concurrency counter (native part).")
         .def(nb::init<int64_t>(), "max_concurrent"_a)
-        .def("try_enter", [](PyBulkhead& b) { return b.core.try_enter(); },
-             "Takes a slot if one is free and returns True; never waits.")
+        .def(
+            "try_enter",
+            [](PyBulkhead& b) {
+                if (b.core.try_enter()) {
+                    return true;
+                }
+                b.core.count_rejection();
+                return false;
+            },
+            "Takes a slot if one is free and returns True; otherwise counts a\n"
+            "rejection and returns False. Never waits.")
+        .def("_try_take", [](PyBulkhead& b) { return b.core.try_enter(); },
+             "try_enter() without counting a refusal (a queued waiter's retry).")
+        .def("_count_rejection", [](PyBulkhead& b) { b.core.count_rejection(); })
         .def(
             "exit", [](nb::pointer_and_handle<PyBulkhead> self) {
                 bulkhead_exit(self.h.ptr(), self.p);
@@ -885,8 +955,11 @@ NB_MODULE(_core, m) {
                      "Calls holding a slot now.")
         .def_prop_ro("waiting", [](const PyBulkhead& b) { return b.core.waiters(); },
                      "asyncio tasks queued for a slot.")
-        .def_prop_ro("admitted", [](const PyBulkhead& b) { return b.core.admitted(); })
-        .def_prop_ro("rejected", [](const PyBulkhead& b) { return b.core.rejected(); });
+        .def_prop_ro("admitted", [](const PyBulkhead& b) { return b.core.admitted(); },
+                     "Slots granted.")
+        .def_prop_ro("rejected", [](const PyBulkhead& b) { return b.core.rejected(); },
+                     "Callers turned away: try_enter() False, a full bulkhead raised, or a\n"
+                     "queued wait that timed out. A waiter admitted later is not one.");
 
     nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
                                 nb::type_slots(policy_slots));

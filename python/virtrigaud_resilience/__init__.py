@@ -7,7 +7,9 @@ composition are Python around it.
 
 from __future__ import annotations
 
-from . import errors
+from typing import TYPE_CHECKING, Any
+
+from . import errors, events
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
@@ -16,9 +18,7 @@ from .breaker import (
     CircuitBreaker,
     Guard,
     Permit,
-    add_global_listener,
     default_failure_predicate,
-    remove_global_listener,
 )
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, ManualClock, SystemClock, monotonic
@@ -123,7 +123,6 @@ __all__ = [
     "TokenBucket",
     "UnauthorizedError",
     "UnavailableError",
-    "add_global_listener",
     "classify",
     "default_failure_predicate",
     "errors",
@@ -132,5 +131,18 @@ __all__ = [
     "is_type",
     "monotonic",
     "new_error",
-    "remove_global_listener",
+    "events",
+    "metrics",
 ]
+
+if TYPE_CHECKING:
+    from . import metrics
+
+
+def __getattr__(name: str) -> Any:
+    # metrics needs prometheus-client (an optional extra): import it on first use.
+    if name == "metrics":
+        import importlib
+
+        return importlib.import_module(".metrics", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,11 @@ def _install_hooks(reject: object | None, on_transition: object | None) -> None:
     state-change dispatcher.
     """
 
+def _set_rate_limited_hook(hook: object | None) -> None:
+    """
+    Installs hook(bucket, n), called when a bucket refuses n tokens (None removes it).
+    """
+
 TOKEN_BUCKET_MAX_BURST: int = 1048575
 
 TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
@@ -92,6 +97,9 @@ class TokenBucket:
     @property
     def cancelled(self) -> int:
         """Reservations cancelled that gave tokens back."""
+
+    def _counters(self) -> tuple[int, int, int]:
+        """(admitted, rejected, reserved) in one call, for the metrics collector."""
 
     def try_acquire(self, n: int = 1, /) -> bool:
         """
@@ -188,6 +196,12 @@ class CircuitBreaker:
     def last_transition_ns(self) -> int:
         """Clock time of the last transition in ns, 0 if none."""
 
+    def _counters(self) -> tuple[int, int, int, int, int, int, int]:
+        """
+        (state, successes, failures_total, rejected, to_closed, to_half_open, to_open)
+        in one call, for the metrics collector.
+        """
+
     def call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
         """
         Calls fn(*args, **kwargs) through the breaker and returns its result.
@@ -202,7 +216,15 @@ class Bulkhead:
     def __init__(self, max_concurrent: int) -> None: ...
 
     def try_enter(self) -> bool:
-        """Takes a slot if one is free and returns True; never waits."""
+        """
+        Takes a slot if one is free and returns True; otherwise counts a
+        rejection and returns False. Never waits.
+        """
+
+    def _try_take(self) -> bool:
+        """try_enter() without counting a refusal (a queued waiter's retry)."""
+
+    def _count_rejection(self) -> None: ...
 
     def exit(self) -> None:
         """Gives a slot back (exactly once per successful try_enter)."""
@@ -221,10 +243,15 @@ class Bulkhead:
         """asyncio tasks queued for a slot."""
 
     @property
-    def admitted(self) -> int: ...
+    def admitted(self) -> int:
+        """Slots granted."""
 
     @property
-    def rejected(self) -> int: ...
+    def rejected(self) -> int:
+        """
+        Callers turned away: try_enter() False, a full bulkhead raised, or a
+        queued wait that timed out. A waiter admitted later is not one.
+        """
 
 class Policy:
     """Composed policy (native part)."""

@@ -81,6 +81,15 @@ def optional_instance(owner: str, field: str, value: T | None, cls: type[T]) -> 
     return value
 
 
+def string(owner: str, field: str, value: Any) -> str:
+    """A str (labels and names: anything else is a TypeError)."""
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{owner} {field} must be a str, got {type(value).__name__} {_describe(value)}"
+        )
+    return value
+
+
 def boolean(owner: str, field: str, value: Any) -> bool:
     """A real bool; 0/1 and strings are a TypeError (a typo should not flip a switch)."""
     if not isinstance(value, bool):

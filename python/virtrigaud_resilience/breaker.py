@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from . import _core, _validate
+from . import _core, _validate, events
+from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
 from .errors import CircuitOpenError, ErrorType, ProviderError
 
@@ -134,10 +135,16 @@ class BreakerConfig:
             )
 
 
-#: ``listener(breaker, old_state, new_state)``, called after each transition.
-StateListener = Callable[["CircuitBreaker", BreakerState, BreakerState], object]
+StateListener = events.StateListener
 
-_global_listeners: list[StateListener] = []
+
+def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
+    """A dropped breaker's labels and counters (those after the state in _counters())."""
+    return (breaker.provider_type, breaker.provider), breaker._counters()[1:]
+
+
+#: Every live breaker, for the metrics collector (see _tracking.py).
+BREAKERS: Census[CircuitBreaker] = Census(_final_counters)
 
 
 class CircuitBreaker(_core.CircuitBreaker):
@@ -172,10 +179,7 @@ class CircuitBreaker(_core.CircuitBreaker):
     ) -> None:
         for field, value in (("name", name), ("provider_type", provider_type),
                              ("provider", provider)):
-            if not isinstance(value, str):
-                raise TypeError(
-                    f"CircuitBreaker {field} must be a str, got {type(value).__name__} {value!r}"
-                )
+            _validate.string("CircuitBreaker", field, value)
         config = (_validate.optional_instance("CircuitBreaker", "config", config, BreakerConfig)
                   or BreakerConfig())
         clock = check_clock("CircuitBreaker", clock)
@@ -186,6 +190,11 @@ class CircuitBreaker(_core.CircuitBreaker):
         )
         self.config = config
         self._listeners: list[StateListener] = []
+        BREAKERS.track(self)
+
+    def __del__(self, _retire: Callable[[CircuitBreaker], None] = BREAKERS.retire) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
 
     # call(fn, /, *args, **kwargs) is native: see _core.pyi.
 
@@ -250,8 +259,9 @@ class CircuitBreaker(_core.CircuitBreaker):
     def add_listener(self, listener: StateListener) -> None:
         """Calls ``listener(breaker, old, new)`` after each state change of this breaker.
 
-        Listeners run in the thread that caused the change; one that raises
-        is logged and never breaks the call.
+        Listeners run in the thread that caused the change, before those of
+        :func:`events.on_state_change`; one that raises is logged and never
+        breaks the call.
         """
         if not callable(listener):
             raise TypeError(f"listener must be callable, got {type(listener).__name__}")
@@ -348,34 +358,29 @@ class Guard:
         self.__exit__(exc_type, exc, tb)
 
 
-def add_global_listener(listener: StateListener) -> None:
-    """Calls ``listener(breaker, old, new)`` after a state change of any breaker."""
-    if not callable(listener):
-        raise TypeError(f"listener must be callable, got {type(listener).__name__}")
-    _global_listeners.append(listener)
-
-
-def remove_global_listener(listener: StateListener) -> None:
-    """Removes a listener added with :func:`add_global_listener`."""
-    _global_listeners.remove(listener)
-
-
 _LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}
 
 
 def _on_transition(breaker: CircuitBreaker, old: int, new: int) -> None:
-    """Native hook: logs the transition and runs the listeners (never raises)."""
+    """Native hook: logs the transition and runs the listeners (never raises).
+
+    The log record carries the fields as ``extra`` too (``breaker``,
+    ``provider_type``, ``provider``, ``old_state``, ``new_state``), for
+    structured log handlers.
+    """
     old_state, new_state = BreakerState(old), BreakerState(new)
     logger.log(
         _LOG_LEVEL.get(new_state, logging.INFO),
         "circuit breaker %r (%s/%s) %s -> %s",
         breaker.name, breaker.provider_type, breaker.provider, old_state.name, new_state.name,
+        extra={"breaker": breaker.name, "provider_type": breaker.provider_type,
+               "provider": breaker.provider, "old_state": old_state.name,
+               "new_state": new_state.name},
     )
-    for listener in (*getattr(breaker, "_listeners", ()), *_global_listeners):
-        try:
-            listener(breaker, old_state, new_state)
-        except Exception:
-            logger.exception("circuit breaker state listener %r failed", listener)
+    own = getattr(breaker, "_listeners", None)  # None for a bare _core.CircuitBreaker
+    if own:
+        events.emit(own, "circuit breaker state", breaker, old_state, new_state)
+    events._emit_state_change(breaker, old_state, new_state)
 
 
 def _reject(breaker: CircuitBreaker) -> CircuitOpenError:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from types import TracebackType
 
 from . import _core, _validate
+from ._tracking import Census, Counters, Labels
 from .errors import RateLimitError
 from .timeouts import TimeoutScope
 
@@ -23,13 +25,26 @@ __all__ = ["Bulkhead"]
 MAX_CONCURRENT = 1 << 30
 
 
+def _final_counters(bulkhead: Bulkhead) -> tuple[Labels, Counters]:
+    """A dropped bulkhead's labels and (rejected,)."""
+    return (bulkhead.provider_type, bulkhead.provider), (bulkhead.rejected,)
+
+
+#: Every live bulkhead, for the metrics collector (see _tracking.py).
+BULKHEADS: Census[Bulkhead] = Census(_final_counters)
+
+
 class Bulkhead(_core.Bulkhead):
     """At most ``max_concurrent`` calls in flight; up to ``max_queue`` asyncio waiters.
 
     Args:
         max_concurrent: int in ``[1, 2**30]``.
         max_queue: asyncio tasks allowed to wait for a slot; int >= 0 (0: none wait).
-        provider_type, provider: labels for errors and metrics.
+        provider_type, provider: labels for errors and metrics (str).
+
+    ``admitted`` counts slots granted; ``rejected`` counts callers turned
+    away (``try_enter()`` False, a full bulkhead raised, a queued wait timed
+    out); a task that queued and got its slot is not a rejection.
 
     Use ``with bulkhead:`` (sync, rejects when full), ``async with bulkhead:``
     (waits in the queue when allowed), or :meth:`try_enter` / :meth:`exit`.
@@ -44,15 +59,21 @@ class Bulkhead(_core.Bulkhead):
         max_concurrent = _validate.integer("Bulkhead", "max_concurrent", max_concurrent, 1,
                                            MAX_CONCURRENT)
         self.max_queue = _validate.integer("Bulkhead", "max_queue", max_queue, 0, MAX_CONCURRENT)
+        self.provider_type = _validate.string("Bulkhead", "provider_type", provider_type)
+        self.provider = _validate.string("Bulkhead", "provider", provider)
         super().__init__(max_concurrent)
-        self.provider_type = provider_type
-        self.provider = provider
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
             collections.deque()
         )
+        BULKHEADS.track(self)
 
-    def rejection(self) -> RateLimitError:
-        """The error a full bulkhead raises."""
+    def __del__(self, _retire: Callable[[Bulkhead], None] = BULKHEADS.retire) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
+
+    def _reject(self) -> RateLimitError:
+        """Counts one caller turned away and returns the error it gets."""
+        self._count_rejection()
         return RateLimitError(
             f"bulkhead full: {self.in_flight}/{self.max_concurrent} calls in flight"
             f"{f' to {self.provider_type}/{self.provider}' if self.provider_type else ''}"
@@ -60,8 +81,8 @@ class Bulkhead(_core.Bulkhead):
 
     def enter(self) -> None:
         """Takes a slot or raises RateLimitError; never waits."""
-        if not self.try_enter():
-            raise self.rejection()
+        if not self._try_take():
+            raise self._reject()
 
     async def enter_async(self, timeout: float | None = None) -> None:
         """Takes a slot, waiting in the queue (at most ``timeout`` seconds) if allowed.
@@ -69,28 +90,34 @@ class Bulkhead(_core.Bulkhead):
         Raises RateLimitError when the queue is full or the wait times out.
         Cancelling the waiting task leaves nothing held.
         """
-        if self.try_enter():
+        if self._try_take():
             return
         if len(self._waiters) >= self.max_queue:
-            raise self.rejection()
+            raise self._reject()
         loop = asyncio.get_running_loop()
         entry = (loop, loop.create_future())
         self._waiters.append(entry)
         self._add_waiter(1)
+        entered = False
         try:
             async with TimeoutScope(timeout, "Bulkhead"):
-                while not self.try_enter():
+                while not self._try_take():
                     await entry[1]
                     entry = (loop, loop.create_future())
                     self._waiters.appendleft(entry)  # keep its place at the head
+                entered = True
         except asyncio.TimeoutError:
-            raise self.rejection() from None
+            raise self._reject() from None
         finally:
             self._add_waiter(-1)
             try:
                 self._waiters.remove(entry)
             except ValueError:
-                pass  # already woken and popped
+                # Woken (popped) but leaving without the slot (cancelled or
+                # timed out): pass the wake-up on, or the next waiter could
+                # sleep forever beside a free slot.
+                if not entered:
+                    self._wake()
 
     def _wake(self) -> None:
         """Native hook after a slot was freed: wakes the first waiter (any thread)."""

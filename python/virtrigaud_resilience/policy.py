@@ -168,7 +168,7 @@ class Policy(_core.Policy):
         if stage == _RATE_LIMITED:
             return self._rate_limited()
         assert self.bulkhead is not None
-        return self.bulkhead.rejection()
+        return self.bulkhead._reject()
 
     def _rate_limited(self) -> RateLimitError:
         limiter = self.limiter

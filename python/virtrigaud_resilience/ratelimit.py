@@ -9,9 +9,11 @@ Modelled on golang.org/x/time/rate: :meth:`TokenBucket.try_acquire` is
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import _core, _validate
+from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock, sleeper_for
 from .errors import RateLimitError
 
@@ -102,6 +104,15 @@ class Reservation:
         return f"Reservation(tokens={self._n}, delay={self.delay!r})"
 
 
+def _final_counters(bucket: TokenBucket) -> tuple[Labels, Counters]:
+    """A dropped bucket's labels and (admitted, rejected, reserved)."""
+    return (bucket.provider_type, bucket.provider), bucket._counters()
+
+
+#: Every live bucket, for the metrics collector (see _tracking.py).
+BUCKETS: Census[TokenBucket] = Census(_final_counters)
+
+
 class TokenBucket(_core.TokenBucket):
     """A token bucket of ``burst`` tokens refilled at ``qps`` tokens per second.
 
@@ -115,18 +126,30 @@ class TokenBucket(_core.TokenBucket):
         burst: capacity in tokens; int in ``[1, 1_048_575]``; the refill
             time ``burst / qps`` must be at most ~9 years.
         clock: a :class:`ManualClock`, or None for the monotonic clock.
+        provider_type, provider: labels for metrics and events (str).
 
     Raises:
         ValueError, TypeError: naming the parameter and the value.
     """
 
-    __slots__ = ("_sleeper", "__weakref__")
+    __slots__ = ("provider_type", "provider", "_sleeper", "__weakref__")
 
-    def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None) -> None:
+    provider_type: str
+    provider: str
+
+    def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None,
+                 *, provider_type: str = "", provider: str = "") -> None:
         interval, burst = _check_rate(qps, burst)
         clock = check_clock("TokenBucket", clock)
+        self.provider_type = _validate.string("TokenBucket", "provider_type", provider_type)
+        self.provider = _validate.string("TokenBucket", "provider", provider)
         super().__init__(interval, burst, clock)
         self._sleeper = sleeper_for(clock)
+        BUCKETS.track(self)
+
+    def __del__(self, _retire: Callable[[TokenBucket], None] = BUCKETS.retire) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
 
     # try_acquire(n=1) -> bool is native (AllowN): see _core.pyi.
 
@@ -244,7 +267,8 @@ class RateLimiterRegistry:
             with self._lock:
                 bucket = self._buckets.get(key)
                 if bucket is None:
-                    bucket = TokenBucket(self.qps, self.burst, clock=self._clock)
+                    bucket = TokenBucket(self.qps, self.burst, clock=self._clock,
+                                         provider_type=provider_type, provider=provider)
                     self._buckets[key] = bucket
         return bucket
 

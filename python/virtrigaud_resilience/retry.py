@@ -12,12 +12,14 @@ No sleep follows the last attempt. A cancellation (``asyncio.CancelledError``,
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from . import _validate
+from . import _validate, events
+from ._tracking import Census, Counters, Labels
 from .backoff import STRATEGIES, Backoff
 from .clock import ManualClock, check_clock, sleeper_for
 from .errors import RateLimitError, is_retryable
@@ -35,6 +37,10 @@ logger = logging.getLogger("virtrigaud_resilience")
 OnRetry = Callable[[int, BaseException, float], object]
 
 _ATTEMPT: ContextVar[int] = ContextVar("virtrigaud_resilience_attempt", default=0)
+
+# Guards the retry counters. Only retries take it (after a failure, before a
+# sleep), never a first attempt, so one lock for all retriers is enough.
+_COUNTERS_LOCK = threading.Lock()
 
 
 def current_attempt() -> int:
@@ -128,6 +134,15 @@ class RetryConfig:
         return replace(self, **changes)
 
 
+def _final_counters(retrier: Retrier) -> tuple[Labels, Counters]:
+    """A dropped retrier's name and (retries, exhausted)."""
+    return (retrier.name,), (retrier.retries, retrier.exhausted)
+
+
+#: Every live retrier (policies' included), for the metrics collector.
+RETRIERS: Census[Retrier] = Census(_final_counters)
+
+
 class Retrier:
     """Runs calls with retries under a :class:`RetryConfig` (tenacity's ``Retrying``).
 
@@ -139,16 +154,18 @@ class Retrier:
             sleep runs past it; when the budget cannot cover the next delay,
             :class:`OperationTimeoutError` chained from the last error is
             raised. Async calls are also cancelled at the deadline.
-        on_retry: ``on_retry(attempt, exc, delay)`` before each sleep; an
-            exception from it is logged and ignored.
-        name: a label for logs and metrics.
+        on_retry: ``on_retry(attempt, exc, delay)`` before each sleep (before
+            the :func:`events.on_retry` listeners); an exception from it is
+            logged and ignored.
+        name: a label for logs and metrics (the ``policy`` label of
+            ``virtrigaud_retry_*``); a str.
 
     A ``RateLimitError`` with ``retry_after`` raises that retry's delay to at
     least ``retry_after``.
     """
 
     __slots__ = ("config", "timeout", "on_retry", "name", "retries", "exhausted",
-                 "_backoff", "_clock")
+                 "_backoff", "_clock", "__weakref__")
 
     def __init__(
         self,
@@ -168,7 +185,7 @@ class Retrier:
             else _validate.seconds("Retrier", "timeout", timeout, allow_zero=False)
         )
         self.on_retry = on_retry
-        self.name = name
+        self.name = _validate.string("Retrier", "name", name)
         #: Retries performed (attempts after the first), for metrics.
         self.retries = 0
         #: Calls that ran out of attempts, for metrics.
@@ -176,6 +193,11 @@ class Retrier:
         self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
                                 config.jitter, config.strategy)
         self._clock = sleeper_for(check_clock("Retrier", clock))
+        RETRIERS.track(self)
+
+    def __del__(self, _retire: Callable[[Retrier], None] = RETRIERS.retire) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Calls ``fn(*args, **kwargs)`` until it succeeds, retrying retryable errors."""
@@ -251,7 +273,8 @@ class Retrier:
         if not isinstance(error, Exception) or not is_retryable(error):
             raise error
         if done >= self.config.max_attempts:
-            self.exhausted += 1
+            with _COUNTERS_LOCK:
+                self.exhausted += 1
             _mark_attempts(error, done)
             raise error
         delay = self._backoff.delay(done - 1, previous)
@@ -261,11 +284,10 @@ class Retrier:
             _mark_attempts(error, done)
             raise deadline_exceeded(f"{self.name} after {done} attempts", error) from error
         if self.on_retry is not None:
-            try:
-                self.on_retry(done, error, delay)
-            except Exception:
-                logger.exception("on_retry hook %r failed", self.on_retry)
-        self.retries += 1
+            events.emit((self.on_retry,), "on_retry", done, error, delay)
+        events._emit_retry(self, done, error, delay)
+        with _COUNTERS_LOCK:
+            self.retries += 1
         return delay
 
     def __repr__(self) -> str:

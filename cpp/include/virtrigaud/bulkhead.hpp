@@ -15,19 +15,26 @@ public:
         : max_(max_concurrent < 1 ? 1 : (max_concurrent > kMaxConcurrent ? kMaxConcurrent
                                                                          : max_concurrent)) {}
 
-    /// Takes a slot if one is free; never waits.
+    /// Takes a slot if one is free; never waits. A refusal is not counted
+    /// here: a queued waiter retries, so only the caller knows when it gives
+    /// up (count_rejection()).
     bool try_enter() noexcept {
-        int64_t n = in_flight_.load(std::memory_order_relaxed);
+        // seq_cst from the first load: a waiter's add_waiter() then this load
+        // must not be reordered on weak-memory CPUs, or exit() and the waiter
+        // could each miss the other.
+        int64_t n = in_flight_.load(std::memory_order_seq_cst);
         while (n < max_) {
             if (in_flight_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_relaxed)) {
+                                                 std::memory_order_seq_cst)) {
                 admitted_.fetch_add(1, std::memory_order_relaxed);
                 return true;
             }
         }
-        rejected_.fetch_add(1, std::memory_order_relaxed);
         return false;
     }
+
+    /// Counts one caller turned away (raised "full", or gave up waiting).
+    void count_rejection() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
 
     /// Gives a slot back. Returns true if someone is waiting for one.
     /// seq_cst pairs with add_waiter(): a waiter that registers and then

@@ -1,0 +1,97 @@
+"""Live objects of one kind, and the final counters of those dropped.
+
+Breakers, buckets, bulkheads and retriers put themselves in their kind's
+:class:`Census` when constructed and hand over their final counters when
+garbage-collected (from ``__del__``), so the metrics collector can report
+the live ones and fold the dropped ones into per-label totals: a breaker per
+VM can come and go without leaking, and no counter goes backwards. Nothing
+here runs on a call's path; only construction, collection and scrapes.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Census", "Labels", "Counters"]
+
+T = TypeVar("T")
+Labels = tuple[str, ...]
+Counters = tuple[int, ...]
+
+# Dropped objects wait in a queue until folded; past this many, the dropping
+# thread folds them itself (so a program that never scrapes stays bounded).
+_FOLD_AT = 256
+
+
+class Census(Generic[T]):
+    """The live objects of one kind and the summed final counters of dropped ones.
+
+    Args:
+        final: ``obj -> (labels, counters)``, read from an object as it is
+            dropped; counters are summed per labels.
+    """
+
+    def __init__(self, final: Callable[[T], tuple[Labels, Counters]]) -> None:
+        self._final = final
+        # id -> weak reference: an entry is removed by retire(), so only
+        # objects that finished __init__ (track()) are ever retired.
+        self._live: dict[int, weakref.ref[T]] = {}
+        self._dropped: collections.deque[tuple[Labels, Counters]] = collections.deque()
+        self._totals: dict[Labels, list[int]] = {}
+        # Not reentrant on purpose: retire() may run inside a fold (garbage
+        # collection in the folding thread) and then only queues.
+        self._fold_lock = threading.Lock()
+
+    def track(self, obj: T) -> None:
+        """Counts ``obj`` as live (the last step of its constructor)."""
+        self._live[id(obj)] = weakref.ref(obj)
+
+    def retire(self, obj: T) -> None:
+        """Hands over ``obj``'s final counters (from its ``__del__``)."""
+        if self._live.pop(id(obj), None) is None:
+            return  # its constructor failed before track()
+        self._dropped.append(self._final(obj))
+        if len(self._dropped) >= _FOLD_AT and self._fold_lock.acquire(blocking=False):
+            try:
+                self._fold()
+            finally:
+                self._fold_lock.release()
+
+    def live(self) -> list[T]:
+        """Strong references to the live objects (held, they cannot be dropped meanwhile)."""
+        objects = []
+        for ref in list(self._live.values()):
+            obj = ref()
+            if obj is not None:
+                objects.append(obj)
+        return objects
+
+    def dropped_totals(self) -> dict[Labels, Counters]:
+        """Summed final counters of the dropped objects, by labels.
+
+        Read after :meth:`live`: an object dropped in between is then in
+        neither, and the collector's monotonic clamp covers that scrape.
+        """
+        with self._fold_lock:
+            self._fold()
+            return {labels: tuple(counters) for labels, counters in self._totals.items()}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def _fold(self) -> None:
+        while True:
+            try:
+                labels, counters = self._dropped.popleft()
+            except IndexError:
+                return
+            total = self._totals.get(labels)
+            if total is None:
+                self._totals[labels] = list(counters)
+            else:
+                for i, value in enumerate(counters):
+                    total[i] += value

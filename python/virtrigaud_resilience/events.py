@@ -1,0 +1,130 @@
+"""Events: process-wide listeners for breaker transitions, rate-limit refusals and retries.
+
+Listeners are called synchronously, in the thread (or task) that caused the
+event, and only when one happens: a native call reports the transition or
+the refusal, nothing polls. A listener that raises is logged (logger
+``virtrigaud_resilience``) and never breaks the caller's call. Each
+``on_*`` function returns its listener, so it works as a decorator::
+
+    @events.on_state_change
+    def page_someone(breaker, old, new):
+        if new is BreakerState.OPEN:
+            ...
+
+Per-object listeners exist too: :meth:`CircuitBreaker.add_listener` and
+``Retrier(on_retry=...)``; they run before the process-wide ones.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _core
+
+if TYPE_CHECKING:
+    from .breaker import BreakerState, CircuitBreaker
+    from .ratelimit import TokenBucket
+    from .retry import Retrier
+
+__all__ = [
+    "StateListener",
+    "RateLimitListener",
+    "RetryListener",
+    "on_state_change",
+    "on_rate_limited",
+    "on_retry",
+    "remove_listener",
+]
+
+logger = logging.getLogger("virtrigaud_resilience")
+
+#: ``listener(breaker, old_state, new_state)``, after each breaker transition.
+StateListener = Callable[["CircuitBreaker", "BreakerState", "BreakerState"], object]
+#: ``listener(bucket, n)``, after a bucket refused ``n`` tokens (``try_acquire``
+#: returned False, a policy's attempt found no token, or a wait would exceed
+#: its limit). The bucket's ``provider_type`` / ``provider`` say whose it is.
+RateLimitListener = Callable[["TokenBucket", int], object]
+#: ``listener(retrier, attempt, error, delay)``, before a retrier sleeps
+#: ``delay`` seconds after ``attempt`` attempts failed, the last with
+#: ``error``. ``retrier.name`` is the policy's name for a policy's retries.
+RetryListener = Callable[["Retrier", int, BaseException, float], object]
+
+L = TypeVar("L", bound=Callable[..., object])
+
+_state_listeners: list[StateListener] = []
+_rate_limit_listeners: list[RateLimitListener] = []
+_retry_listeners: list[RetryListener] = []
+
+
+def on_state_change(listener: L) -> L:
+    """Calls ``listener(breaker, old, new)`` after a state change of any breaker."""
+    _state_listeners.append(_callable(listener))
+    return listener
+
+
+def on_rate_limited(listener: L) -> L:
+    """Calls ``listener(bucket, n)`` whenever any token bucket refuses ``n`` tokens.
+
+    While no such listener is registered, a refusal does not call into
+    Python at all.
+    """
+    _rate_limit_listeners.append(_callable(listener))
+    _core._set_rate_limited_hook(_emit_rate_limited)
+    return listener
+
+
+def on_retry(listener: L) -> L:
+    """Calls ``listener(retrier, attempt, error, delay)`` before any retry's sleep."""
+    _retry_listeners.append(_callable(listener))
+    return listener
+
+
+def remove_listener(listener: Callable[..., object]) -> bool:
+    """Removes ``listener`` from every event it was registered for.
+
+    Returns whether it was registered for any.
+    """
+    found = False
+    for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners):
+        while listener in listeners:
+            listeners.remove(listener)
+            found = True
+    if not _rate_limit_listeners:
+        _core._set_rate_limited_hook(None)
+    return found
+
+
+def emit(listeners: Any, description: str, *args: Any) -> None:
+    """Calls each listener with ``args``; logs, and swallows, what one raises."""
+    for listener in tuple(listeners):
+        try:
+            listener(*args)
+        except Exception:
+            logger.exception("%s listener %r failed", description, listener)
+
+
+def _emit_state_change(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+    if _state_listeners:
+        emit(_state_listeners, "circuit breaker state", breaker, old, new)
+
+
+def _emit_rate_limited(bucket: TokenBucket, n: int) -> None:
+    emit(_rate_limit_listeners, "rate limit", bucket, n)
+
+
+def _emit_retry(retrier: Retrier, attempt: int, error: BaseException, delay: float) -> None:
+    if _retry_listeners:
+        emit(_retry_listeners, "retry", retrier, attempt, error, delay)
+
+
+def _callable(listener: Callable[..., object]) -> Callable[..., object]:
+    if not callable(listener):
+        raise TypeError(f"listener must be callable, got {type(listener).__name__} {listener!r}")
+    return listener
+
+
+# Drop the native hook at exit so no module object outlives the interpreter.
+atexit.register(_core._set_rate_limited_hook, None)

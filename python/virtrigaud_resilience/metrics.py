@@ -1,0 +1,276 @@
+"""Prometheus metrics, read from the native counters when scraped.
+
+::
+
+    import prometheus_client
+    import virtrigaud_resilience as vr
+
+    vr.metrics.register()                    # into prometheus_client.REGISTRY
+    prometheus_client.start_http_server(9100)
+
+Calls pay nothing for this: breakers, buckets and bulkheads count in native
+atomics whether or not metrics are registered, and the collector reads each
+live object once per scrape. Needs the ``prometheus`` extra
+(``prometheus-client``).
+
+The series, over every breaker, bucket, bulkhead and retrier of the process:
+
+========================================================  =======  ==========================================
+series                                                    type     value
+========================================================  =======  ==========================================
+``virtrigaud_circuit_breaker_state``                      gauge    0 closed, 1 half-open, 2 open
+``virtrigaud_circuit_breaker_failures_total``             counter  every recorded failure (the guide's series)
+``virtrigaud_circuit_breaker_calls_total{outcome}``       counter  ``success``, ``failure``, ``rejected``
+``virtrigaud_circuit_breaker_transitions_total{to}``      counter  ``closed``, ``half_open``, ``open``
+``virtrigaud_rate_limiter_requests_total{outcome}``       counter  ``admitted``, ``rejected``, ``waited``
+``virtrigaud_retry_attempts_total{policy}``               counter  retries (attempts after the first)
+``virtrigaud_retry_exhausted_total{policy}``              counter  calls that ran out of attempts
+``virtrigaud_bulkhead_in_flight``                         gauge    calls holding a slot now
+``virtrigaud_bulkhead_rejected_total``                    counter  callers turned away
+========================================================  =======  ==========================================
+
+Every series but the retry ones has the labels ``provider_type`` and
+``provider`` (the object's; ``""`` when it has none). The retry series have
+``policy``: the policy's name, or the :class:`Retrier`'s ``name``.
+
+Objects sharing labels are summed: counters add up, ``in_flight`` adds up,
+and the state gauge shows the **worst** state among them (open over
+half-open over closed), so ``virtrigaud_circuit_breaker_state > 0`` fires
+when any breaker of that provider is not closed.
+
+Objects come and go (a breaker per VM, say). A dropped object's final
+counters are folded into its labels' totals when it is garbage-collected,
+so counters never go backwards and nothing leaks: the memory kept is one
+entry per label set ever seen. A dropped object's gauges stop counting.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+try:
+    import prometheus_client
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector, CollectorRegistry
+except ImportError as exc:  # pragma: no cover - exercised without the extra only
+    raise ImportError(
+        "virtrigaud_resilience.metrics needs prometheus-client: "
+        "pip install 'virtrigaud-resilience[prometheus]'"
+    ) from exc
+
+from ._tracking import Census, Counters, Labels
+from .breaker import BREAKERS
+from .bulkhead import BULKHEADS
+from .ratelimit import BUCKETS
+from .retry import RETRIERS
+
+if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
+
+__all__ = ["ResilienceCollector", "register", "unregister"]
+
+_PROVIDER = ("provider_type", "provider")
+_BREAKER_OUTCOMES = ("success", "failure", "rejected")
+_STATES = ("closed", "half_open", "open")
+_BUCKET_OUTCOMES = ("admitted", "rejected", "waited")
+
+
+class ResilienceCollector(Collector):
+    """A prometheus_client collector of every breaker, bucket, bulkhead and retrier.
+
+    Register it with :func:`register` (which refuses to register twice).
+    ``collect()`` is thread-safe; concurrent scrapes take turns.
+    """
+
+    def __init__(self) -> None:
+        # Counter high-water marks by (series, labels): a counter is never
+        # reported below what was reported before, even if an object is
+        # dropped between reading the live ones and the dropped totals.
+        self._reported: dict[tuple[str, Labels], int] = {}
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        """The families, without samples: lets a registry detect clashing names."""
+        return list(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        """Reads every tracked object now and yields the metric families."""
+        with self._lock:
+            families = self._families()
+            self._collect_breakers(*families[:4])
+            self._collect_buckets(families[4])
+            self._collect_retriers(families[5], families[6])
+            self._collect_bulkheads(families[7], families[8])
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[Any, ...]:
+        return (
+            GaugeMetricFamily(
+                "virtrigaud_circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 half-open, 2 open (the worst state "
+                "among breakers sharing the labels).", labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_circuit_breaker_failures",
+                "Failures recorded by circuit breakers (every counted failure).",
+                labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_circuit_breaker_calls",
+                "Calls through circuit breakers by outcome: success, failure, or rejected "
+                "(refused without running).", labels=(*_PROVIDER, "outcome")),
+            CounterMetricFamily(
+                "virtrigaud_circuit_breaker_transitions",
+                "Circuit breaker state changes, by the state entered.",
+                labels=(*_PROVIDER, "to")),
+            CounterMetricFamily(
+                "virtrigaud_rate_limiter_requests",
+                "Token bucket acquisitions by outcome: admitted at once, rejected, or "
+                "waited (granted after a wait).", labels=(*_PROVIDER, "outcome")),
+            CounterMetricFamily(
+                "virtrigaud_retry_attempts",
+                "Retries performed (attempts after the first), by policy.", labels=("policy",)),
+            CounterMetricFamily(
+                "virtrigaud_retry_exhausted",
+                "Calls that ran out of retry attempts, by policy.", labels=("policy",)),
+            GaugeMetricFamily(
+                "virtrigaud_bulkhead_in_flight",
+                "Calls holding a bulkhead slot now.", labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_bulkhead_rejected",
+                "Callers turned away by a full bulkhead.", labels=_PROVIDER),
+        )
+
+    # Counters by labels are lists; each _collect_* sums live objects, then
+    # adds the dropped totals (read after the live ones: see Census).
+
+    def _collect_breakers(self, state: Any, failures: Any, calls: Any, transitions: Any) -> None:
+        worst: dict[Labels, int] = {}
+        sums: dict[Labels, list[int]] = {}
+        breaker: CircuitBreaker
+        for breaker in BREAKERS.live():
+            code, *counters = breaker._counters()
+            labels: Labels = (breaker.provider_type, breaker.provider)
+            if worst.get(labels, -1) < code:
+                worst[labels] = code
+            _add(sums, labels, counters)
+        _add_dropped(sums, BREAKERS)
+        for labels, code in worst.items():
+            state.add_metric(labels, code)
+        for labels, (ok, failed, rejected, *entered) in sums.items():
+            failed = self._monotonic(failures.name, labels, failed)
+            failures.add_metric(labels, failed)
+            for outcome, value in zip(_BREAKER_OUTCOMES, (ok, failed, rejected)):
+                self._add_counter(calls, (*labels, outcome), value)
+            for to, value in zip(_STATES, entered):
+                self._add_counter(transitions, (*labels, to), value)
+
+    def _collect_buckets(self, requests: Any) -> None:
+        sums: dict[Labels, list[int]] = {}
+        for bucket in BUCKETS.live():
+            _add(sums, (bucket.provider_type, bucket.provider), bucket._counters())
+        _add_dropped(sums, BUCKETS)
+        for labels, values in sums.items():
+            for outcome, value in zip(_BUCKET_OUTCOMES, values):
+                self._add_counter(requests, (*labels, outcome), value)
+
+    def _collect_retriers(self, attempts: Any, exhausted: Any) -> None:
+        sums: dict[Labels, list[int]] = {}
+        for retrier in RETRIERS.live():
+            _add(sums, (retrier.name,), (retrier.retries, retrier.exhausted))
+        _add_dropped(sums, RETRIERS)
+        for labels, (retries, gave_up) in sums.items():
+            self._add_counter(attempts, labels, retries)
+            self._add_counter(exhausted, labels, gave_up)
+
+    def _collect_bulkheads(self, in_flight: Any, rejected: Any) -> None:
+        gauges: dict[Labels, list[int]] = {}
+        sums: dict[Labels, list[int]] = {}
+        for bulkhead in BULKHEADS.live():
+            labels: Labels = (bulkhead.provider_type, bulkhead.provider)
+            _add(gauges, labels, (bulkhead.in_flight,))
+            _add(sums, labels, (bulkhead.rejected,))
+        _add_dropped(sums, BULKHEADS)
+        for labels, (value,) in gauges.items():
+            in_flight.add_metric(labels, value)
+        for labels, (value,) in sums.items():
+            self._add_counter(rejected, labels, value)
+
+    def _add_counter(self, family: Any, labels: Labels, value: int) -> None:
+        family.add_metric(labels, self._monotonic(family.name, labels, value))
+
+    def _monotonic(self, series: str, labels: Labels, value: int) -> int:
+        key = (series, labels)
+        reported = self._reported.get(key, 0)
+        if value < reported:
+            return reported
+        self._reported[key] = value
+        return value
+
+
+def _add(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int]) -> None:
+    total = sums.get(labels)
+    if total is None:
+        sums[labels] = list(counters)
+    else:
+        for i, value in enumerate(counters):
+            total[i] += value
+
+
+def _add_dropped(sums: dict[Labels, list[int]], census: Census[Any]) -> None:
+    dropped: dict[Labels, Counters] = census.dropped_totals()
+    for labels, counters in dropped.items():
+        _add(sums, labels, counters)
+
+
+_registered: weakref.WeakKeyDictionary[CollectorRegistry, ResilienceCollector] = (
+    weakref.WeakKeyDictionary()
+)
+_registered_lock = threading.Lock()
+
+
+def register(registry: CollectorRegistry | None = None) -> ResilienceCollector:
+    """Registers the collector in ``registry`` (default ``prometheus_client.REGISTRY``).
+
+    Returns the collector. Raises ValueError if this package's metrics are
+    already registered there (call :func:`unregister` first), or if another
+    collector already owns one of the names; TypeError for a registry that
+    is not a ``CollectorRegistry``.
+    """
+    registry = _registry(registry)
+    with _registered_lock:
+        if registry in _registered:
+            raise ValueError(
+                "virtrigaud_resilience metrics are already registered in this registry; "
+                "call virtrigaud_resilience.metrics.unregister(registry) first"
+            )
+        collector = ResilienceCollector()
+        registry.register(collector)
+        _registered[registry] = collector
+    return collector
+
+
+def unregister(registry: CollectorRegistry | None = None) -> None:
+    """Removes the collector :func:`register` put in ``registry``.
+
+    Raises ValueError if it is not registered there.
+    """
+    registry = _registry(registry)
+    with _registered_lock:
+        collector = _registered.pop(registry, None)
+        if collector is None:
+            raise ValueError("virtrigaud_resilience metrics are not registered in this registry")
+        registry.unregister(collector)
+
+
+def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if registry is None:
+        return prometheus_client.REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(
+            "metrics registry must be a prometheus_client CollectorRegistry, "
+            f"got {type(registry).__name__} {registry!r}"
+        )
+    return registry
