@@ -8,6 +8,7 @@ machine to machine; the ratios are the result.
     python benchmarks/compare.py              # full run (about a minute)
     python benchmarks/compare.py --quick      # fewer rounds, for a smoke test
     python benchmarks/compare.py --json out.json
+    python benchmarks/compare.py --sections metrics   # only the primitives + one section
 
 Peers that are not installed (``pip install virtrigaud-resilience[bench]``)
 are skipped and reported as such. ``--check`` exits non-zero if a target of
@@ -46,16 +47,24 @@ class Case:
     run: Callable[[int], Any]
     is_async: bool = False
     best_ns: float = float("inf")
+    #: Called before / after each timed round (untimed): a case's process-wide setting.
+    setup: Callable[[], Any] | None = None
+    teardown: Callable[[], Any] | None = None
 
 
 @dataclass
 class Suite:
     cases: list[Case] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: Measurements that are not per call: (what, milliseconds, bound in ms).
+    timings: list[tuple[str, float, float]] = field(default_factory=list)
 
-    def add(self, group: str, name: str, stmt: str, **names: Any) -> None:
+    def add(self, group: str, name: str, stmt: str, *,
+            setup: Callable[[], Any] | None = None,
+            teardown: Callable[[], Any] | None = None, **names: Any) -> None:
         """A sync case timing the statement `stmt` (over `names`) in a tight loop."""
-        self.cases.append(Case(group, name, _compile_loop(stmt, names, is_async=False)))
+        self.cases.append(Case(group, name, _compile_loop(stmt, names, is_async=False),
+                               setup=setup, teardown=teardown))
 
     def add_async(self, group: str, name: str, stmt: str, **names: Any) -> None:
         """An async case timing `stmt` (an await expression) in a loop inside one task."""
@@ -83,6 +92,8 @@ def _compile_loop(stmt: str, names: dict[str, Any], is_async: bool) -> Callable[
 
 
 def _time_once(case: Case, n: int, loop: asyncio.AbstractEventLoop) -> float:
+    if case.setup is not None:
+        case.setup()
     gc.disable()
     try:
         start = time.perf_counter_ns()
@@ -93,6 +104,8 @@ def _time_once(case: Case, n: int, loop: asyncio.AbstractEventLoop) -> float:
         return (time.perf_counter_ns() - start) / n
     finally:
         gc.enable()
+        if case.teardown is not None:
+            case.teardown()
 
 
 def measure(suite: Suite, rounds: int, n: int) -> None:
@@ -242,6 +255,10 @@ def report(suite: Suite, targets: list[Target]) -> tuple[str, bool]:
         ok &= held
         shown = f"{ratio:.2f}x" if t.bound >= 1 else f"{1 / ratio:.1f}x faster"
         lines.append(f"  {'ok  ' if held else 'MISS'}  {t.what}: {shown}")
+    for what, ms, bound in suite.timings:
+        held = ms <= bound
+        ok &= held
+        lines.append(f"  {'ok  ' if held else 'MISS'}  {what}: {ms:.1f} ms (target <= {bound:g} ms)")
     for s in suite.skipped:
         lines.append(f"  skipped {s}")
     return "\n".join(lines), ok
@@ -257,13 +274,15 @@ def build_suite(sections: list[str]) -> tuple[Suite, list[Target]]:
     return suite, targets
 
 
-def policy_cases(suite: Suite) -> list[Target]:
-    """The guide's composed policy (retry + breaker + bucket), success path."""
-    def composed() -> vr.Policy:
-        return (vr.PolicyBuilder("bench").with_retry(vr.RetryConfig.default())
-                .with_circuit_breaker(vr.CircuitBreaker("bench-policy"))
-                .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)).build())
+def composed() -> vr.Policy:
+    """The guide's composed policy: retry + breaker + bucket."""
+    return (vr.PolicyBuilder("bench").with_retry(vr.RetryConfig.default())
+            .with_circuit_breaker(vr.CircuitBreaker("bench-policy"))
+            .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)).build())
 
+
+def policy_cases(suite: Suite) -> list[Target]:
+    """The composed policy's success path against a bare call and the peers."""
     ours_sync, ours_async = "virtrigaud Policy.execute(noop)", "virtrigaud await Policy.execute_async"
     suite.add("policy sync", ours_sync, "policy.execute(noop)", policy=composed(), noop=noop)
     suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
@@ -324,8 +343,67 @@ def policy_cases(suite: Suite) -> list[Target]:
     ]
 
 
+SCRAPE_BREAKERS = 10_000
+
+
+def metrics_cases(suite: Suite) -> list[Target]:
+    """The composed policy with the Prometheus collector registered and not,
+    interleaved (registered only during its own rounds), and the time of one
+    scrape of 10,000 breakers."""
+    try:
+        import prometheus_client
+
+        from virtrigaud_resilience import metrics
+    except ImportError as exc:
+        suite.skip("metrics (prometheus-client)", exc)
+        return []
+    registry = prometheus_client.CollectorRegistry()
+
+    def register() -> None:
+        metrics.register(registry)
+        prometheus_client.generate_latest(registry)  # the collector has run once
+
+    registered = "virtrigaud Policy.execute(noop), metrics registered"
+    unregistered = "Policy.execute(noop), metrics not registered"
+    policy = composed()  # one policy for both: registration is the only difference
+    suite.add("metrics", registered, "policy.execute(noop)", policy=policy, noop=noop,
+              setup=register, teardown=lambda: metrics.unregister(registry))
+    suite.add("metrics", unregistered, "policy.execute(noop)", policy=policy, noop=noop)
+    for providers in (100, SCRAPE_BREAKERS):
+        ms = _scrape_ms(metrics, providers)
+        suite.timings.append((f"scrape of {SCRAPE_BREAKERS:,} breakers over {providers:,} "
+                              "label sets (collect + exposition)", ms, 100.0))
+    return [Target("registering metrics changes the policy success path by <= 5%",
+                   ("metrics", registered), ("metrics", unregistered), 1.05)]
+
+
+def _scrape_ms(metrics: Any, providers: int) -> float:
+    """Best of 5 scrapes (generate_latest) of a registry over 10,000 live breakers."""
+    import prometheus_client
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.register(registry)
+    config = vr.BreakerConfig(failure_threshold=1)
+    breakers = [vr.CircuitBreaker(f"vm-{i}", "bench-scrape", f"p{i % providers}", config)
+                for i in range(SCRAPE_BREAKERS)]
+    for breaker in breakers[::7]:  # some open, so the worst-state logic has work
+        breaker.force_open()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        prometheus_client.generate_latest(registry)
+        best = min(best, time.perf_counter() - start)
+    metrics.unregister(registry)
+    del breakers
+    gc.collect()
+    return best * 1e3
+
+
 #: Further sections register here: name -> function(suite) -> targets.
-SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {"policy": policy_cases}
+SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {
+    "policy": policy_cases,
+    "metrics": metrics_cases,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,10 +413,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=200_000, help="calls per round and case")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--sections", nargs="*", choices=list(SECTIONS), default=list(SECTIONS),
+                        help="sections to run besides the primitives (default: all)")
     args = parser.parse_args(argv)
     rounds, calls = (3, 20_000) if args.quick else (args.rounds, args.calls)
 
-    suite, targets = build_suite(list(SECTIONS))
+    suite, targets = build_suite(args.sections)
     measure(suite, rounds, calls)
     text, ok = report(suite, targets)
     print(f"Python {sys.version.split()[0]}, {rounds} rounds x {calls} calls, best round\n")
@@ -347,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"cases": [{"group": c.group, "name": c.name, "ns": c.best_ns}
                                  for c in suite.cases],
-                       "targets": [{"what": t.what, "ratio": t.ratio(suite)} for t in targets]},
+                       "targets": [{"what": t.what, "ratio": t.ratio(suite)} for t in targets],
+                       "timings": [{"what": w, "ms": ms, "bound_ms": b}
+                                   for w, ms, b in suite.timings]},
                       f, indent=2)
     return 0 if ok or not args.check else 1
 

@@ -71,3 +71,35 @@ def test_policy_execute_async(benchmark: Any) -> None:
         benchmark(lambda: loop.run_until_complete(hundred()))
     finally:
         loop.close()
+
+
+@pytest.fixture
+def registry() -> Any:
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from virtrigaud_resilience import metrics
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.register(registry)
+    yield registry
+    metrics.unregister(registry)
+
+
+@pytest.mark.benchmark(group="metrics")
+def test_policy_execute_with_metrics_registered(benchmark: Any, registry: Any) -> None:
+    import prometheus_client
+
+    policy = composed()
+    prometheus_client.generate_latest(registry)
+    benchmark(policy.execute, noop)
+
+
+@pytest.mark.benchmark(group="metrics")
+@pytest.mark.parametrize("providers", [100, 10_000])
+def test_scrape_of_10000_breakers(benchmark: Any, registry: Any, providers: int) -> None:
+    import prometheus_client
+
+    breakers = [vr.CircuitBreaker(f"vm-{i}", "bench-scrape", f"p{i % providers}")
+                for i in range(10_000)]
+    text = benchmark(prometheus_client.generate_latest, registry).decode()
+    assert f'provider="p{providers - 1}",provider_type="bench-scrape"' in text
+    del breakers

@@ -188,7 +188,8 @@ class Retrier:
         self.name = _validate.string("Retrier", "name", name)
         #: Retries performed (attempts after the first), for metrics.
         self.retries = 0
-        #: Calls that ran out of attempts, for metrics.
+        #: Calls that failed on their last attempt with a retryable error
+        #: after retrying (max_attempts > 1), for metrics.
         self.exhausted = 0
         self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
                                 config.jitter, config.strategy)
@@ -273,8 +274,9 @@ class Retrier:
         if not isinstance(error, Exception) or not is_retryable(error):
             raise error
         if done >= self.config.max_attempts:
-            with _COUNTERS_LOCK:
-                self.exhausted += 1
+            if done > 1:  # without retries configured there was nothing to exhaust
+                with _COUNTERS_LOCK:
+                    self.exhausted += 1
             _mark_attempts(error, done)
             raise error
         delay = self._backoff.delay(done - 1, previous)

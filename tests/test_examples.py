@@ -1,0 +1,33 @@
+"""The examples in examples/ run and show what their docstrings promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str) -> str:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_metrics_exporter_scrapes_an_outage_over_http() -> None:
+    pytest.importorskip("prometheus_client")
+    out = run_example("metrics_exporter.py")
+    phases = [line for line in out.splitlines() if ": state=" in line]
+    assert phases == [
+        "healthy: state=0 failures_total=0",
+        "outage: state=2 failures_total=3",
+        "probing: state=1 failures_total=3",
+        "recovered: state=0 failures_total=3",
+    ]
+    assert "event: vm-operations CLOSED -> OPEN" in out
+    assert "virtrigaud_circuit_breaker_calls_total{outcome=rejected} 1" in out
+    assert "serving http://127.0.0.1:" in out
