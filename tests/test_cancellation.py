@@ -32,13 +32,6 @@ TOKENS = 5
 #: Backoff on the system clock: 20 ms between attempts.
 RETRY = vr.RetryConfig(max_attempts=3, base_delay=0.02, max_delay=0.02, jitter=False)
 
-TOKEN_BUG = (
-    "BUG: the token taken for an attempt is not given back when the attempt never runs: "
-    "the limiter is passed before the bulkhead, and a cancelled (or rejected) bulkhead wait "
-    "keeps it; on the fast path an async call that has to queue is even charged twice "
-    "(native attempt 0's token + the Python attempt's)"
-)
-
 
 class GatedClock(vr.ManualClock):
     """A ManualClock whose async sleeps suspend until cancelled, without moving time."""
@@ -192,7 +185,6 @@ async def test_cancel_while_queued_for_the_bulkhead(path: str) -> None:
     assert rig.bulkhead.in_flight == 0
 
 
-@pytest.mark.xfail(reason=TOKEN_BUG, strict=True)
 @pytest.mark.parametrize("path", PATHS)
 async def test_cancel_while_queued_for_the_bulkhead_gives_the_token_back(path: str) -> None:
     rig = make_rig(path)

@@ -642,15 +642,6 @@ def test_bulkhead_slot_returned_on_failure(clock: vr.ManualClock, mode: str) -> 
     assert bh.admitted == 3
 
 
-TOKEN_BUG = (
-    "BUG: Policy takes the token before asking the bulkhead and never gives it back when "
-    "the bulkhead refuses (native PyPolicy::enter releases only the breaker ticket; "
-    "Policy._attempt(_async) the same), so a call that never ran is charged a token; an "
-    "async call queued for the bulkhead is charged twice (native attempt 0 + Python attempt)"
-)
-
-
-@pytest.mark.xfail(reason=TOKEN_BUG, strict=True)
 def test_bulkhead_rejection_takes_no_token(clock: vr.ManualClock) -> None:
     tb = vr.TokenBucket(qps=1, burst=5, clock=clock)
     bh = vr.Bulkhead(1)
@@ -661,7 +652,6 @@ def test_bulkhead_rejection_takes_no_token(clock: vr.ManualClock) -> None:
     assert tb.tokens == 5.0
 
 
-@pytest.mark.xfail(reason=TOKEN_BUG, strict=True)
 async def test_queued_async_call_takes_one_token(clock: vr.ManualClock) -> None:
     tb = vr.TokenBucket(qps=1, burst=5, clock=clock)
     bh = vr.Bulkhead(1, max_queue=1)

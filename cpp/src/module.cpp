@@ -449,9 +449,11 @@ struct PyPolicy {
     PyTokenBucket* bucket = nullptr;
     PyBulkhead* bulkhead = nullptr;
     bool fast = true;
+    bool waits = false;  // a refused token is waited for in Python: not a refusal yet
 
-    PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_)
-        : fast(fast_) {
+    PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_,
+             bool waits_)
+        : fast(fast_), waits(waits_) {
         if (!breaker_.is_none()) {
             breaker = nb::inst_ptr<PyCircuitBreaker>(checked<PyCircuitBreaker>(breaker_, "breaker"));
             breaker_obj = nb::borrow(breaker_);
@@ -484,12 +486,18 @@ struct PyPolicy {
             }
             notify(breaker_obj.ptr(), ticket.transition);
         }
-        if (bucket != nullptr && !bucket->core.try_acquire(1)) {
+        int64_t tat_after = 0;
+        if (bucket != nullptr && !bucket->core.try_acquire(1, &tat_after, !waits)) {
             release(ticket);
-            notify_rate_limited(bucket_obj.ptr(), 1);
+            if (!waits) {
+                notify_rate_limited(bucket_obj.ptr(), 1);
+            }
             return kRateLimited;
         }
         if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
+            if (bucket != nullptr) {
+                bucket->core.refund(1, tat_after);  // the call never ran
+            }
             release(ticket);
             return kBulkheadFull;
         }
@@ -788,6 +796,14 @@ NB_MODULE(_core, m) {
             },
             "n"_a, "tat_after"_a, "time_to_act"_a)
         .def(
+            "_refund",
+            [](PyTokenBucket& b, int64_t n, int64_t tat_after) {
+                return b.core.refund(n, tat_after);
+            },
+            "n"_a, "tat_after"_a,
+            "Gives back n tokens taken for a call that never ran (minus those taken\n"
+            "since); returns the tokens given back.")
+        .def(
             "_set_rate",
             [](PyTokenBucket& b, int64_t interval_ns, int64_t burst) {
                 b.core.set_rate(interval_ns, burst);
@@ -813,7 +829,8 @@ NB_MODULE(_core, m) {
         .def_prop_ro("reserved", [](const PyTokenBucket& b) { return b.core.reserved(); },
                      "Reservations granted with a wait.")
         .def_prop_ro("cancelled", [](const PyTokenBucket& b) { return b.core.cancelled(); },
-                     "Reservations cancelled that gave tokens back.")
+                     "Reservations cancelled, and acquisitions refunded (a policy's call that\n"
+                     "never ran), that gave tokens back.")
         .def(
             "_counters",
             [](const PyTokenBucket& b) {
@@ -964,8 +981,8 @@ NB_MODULE(_core, m) {
     nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
                                 nb::type_slots(policy_slots));
     policy
-        .def(nb::init<nb::handle, nb::handle, nb::handle, bool>(), "breaker"_a.none(),
-             "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a)
+        .def(nb::init<nb::handle, nb::handle, nb::handle, bool, bool>(), "breaker"_a.none(),
+             "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a, "waits"_a)
         .def(
             "_exit_exception",
             [](PyPolicy& p, int64_t ticket, nb::handle exc) {

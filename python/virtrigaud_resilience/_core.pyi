@@ -62,6 +62,12 @@ class TokenBucket:
 
     def _cancel(self, n: int, tat_after: int, time_to_act: int) -> int: ...
 
+    def _refund(self, n: int, tat_after: int) -> int:
+        """
+        Gives back n tokens taken for a call that never ran (minus those taken
+        since); returns the tokens given back.
+        """
+
     def _set_rate(self, interval_ns: int, burst: int) -> None: ...
 
     def _now_ns(self) -> int: ...
@@ -96,7 +102,10 @@ class TokenBucket:
 
     @property
     def cancelled(self) -> int:
-        """Reservations cancelled that gave tokens back."""
+        """
+        Reservations cancelled, and acquisitions refunded (a policy's call that
+        never ran), that gave tokens back.
+        """
 
     def _counters(self) -> tuple[int, int, int]:
         """(admitted, rejected, reserved) in one call, for the metrics collector."""
@@ -256,7 +265,7 @@ class Bulkhead:
 class Policy:
     """Composed policy (native part)."""
 
-    def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool) -> None: ...
+    def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool, waits: bool) -> None: ...
 
     def _exit_exception(self, ticket: int, exc: object) -> None:
         """The attempt raised exc: record it and free its slot."""

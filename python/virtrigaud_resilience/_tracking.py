@@ -61,6 +61,19 @@ class Census(Generic[T]):
             finally:
                 self._fold_lock.release()
 
+    def snapshot(self) -> tuple[list[T], dict[Labels, Counters]]:
+        """The live objects and the dropped totals, for one consistent read.
+
+        Hold the returned list until the objects' counters have been read:
+        an object dropped by its owner meanwhile is then retired only when
+        the list goes, into the totals of the *next* snapshot, so each object
+        is counted once per snapshot, live or dropped. (A garbage-collected
+        cycle clears weak references before it finalizes, so such an object
+        may be missing from one snapshot; the collector's clamp covers it.)
+        """
+        objects = self.live()
+        return objects, self.dropped_totals()
+
     def live(self) -> list[T]:
         """Strong references to the live objects (held, they cannot be dropped meanwhile)."""
         objects = []
@@ -71,11 +84,7 @@ class Census(Generic[T]):
         return objects
 
     def dropped_totals(self) -> dict[Labels, Counters]:
-        """Summed final counters of the dropped objects, by labels.
-
-        Read after :meth:`live`: an object dropped in between is then in
-        neither, and the collector's monotonic clamp covers that scrape.
-        """
+        """Summed final counters of the dropped objects, by labels."""
         with self._fold_lock:
             self._fold()
             return {labels: tuple(counters) for labels, counters in self._totals.items()}

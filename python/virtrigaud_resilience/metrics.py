@@ -62,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[prometheus]'"
     ) from exc
 
-from ._tracking import Census, Counters, Labels
+from ._tracking import Counters, Labels
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
 from .ratelimit import BUCKETS
@@ -88,8 +88,8 @@ class ResilienceCollector(Collector):
 
     def __init__(self) -> None:
         # Counter high-water marks by (series, labels): a counter is never
-        # reported below what was reported before, even if an object is
-        # dropped between reading the live ones and the dropped totals.
+        # reported below what was reported before, even for an object that a
+        # garbage-collected cycle hides from one snapshot (see Census).
         self._reported: dict[tuple[str, Labels], int] = {}
         self._lock = threading.Lock()
 
@@ -145,22 +145,23 @@ class ResilienceCollector(Collector):
                 "Callers turned away by a full bulkhead.", labels=_PROVIDER),
         )
 
-    # Counters by labels are lists; each _collect_* sums live objects, then
-    # adds the dropped totals (read after the live ones: see Census). Samples
+    # Counters by labels are lists; each _collect_* sums the live objects of
+    # one Census snapshot (held until read) and its dropped totals. Samples
     # are appended directly (not add_metric): a scrape of 10,000 label sets
     # makes ~80,000 of them.
 
     def _collect_breakers(self, state: Any, failures: Any, calls: Any, transitions: Any) -> None:
         worst: dict[Labels, int] = {}
         sums: dict[Labels, list[int]] = {}
+        breakers, dropped = BREAKERS.snapshot()
         breaker: CircuitBreaker
-        for breaker in BREAKERS.live():
+        for breaker in breakers:
             code, *counters = breaker._counters()
             labels: Labels = (breaker.provider_type, breaker.provider)
             if worst.get(labels, -1) < code:
                 worst[labels] = code
             _add(sums, labels, counters)
-        _add_dropped(sums, BREAKERS)
+        _add_all(sums, dropped)
         for (kind, provider), code in worst.items():
             state.samples.append(Sample(state.name, _provider(kind, provider), code))
         for labels, (ok, failed, rejected, *entered) in sums.items():
@@ -173,9 +174,10 @@ class ResilienceCollector(Collector):
 
     def _collect_buckets(self, requests: Any) -> None:
         sums: dict[Labels, list[int]] = {}
-        for bucket in BUCKETS.live():
+        buckets, dropped = BUCKETS.snapshot()
+        for bucket in buckets:
             _add(sums, (bucket.provider_type, bucket.provider), bucket._counters())
-        _add_dropped(sums, BUCKETS)
+        _add_all(sums, dropped)
         for labels, values in sums.items():
             base = _provider(*labels)
             for outcome, value in zip(_BUCKET_OUTCOMES, values):
@@ -183,9 +185,10 @@ class ResilienceCollector(Collector):
 
     def _collect_retriers(self, attempts: Any, exhausted: Any) -> None:
         sums: dict[Labels, list[int]] = {}
-        for retrier in RETRIERS.live():
+        retriers, dropped = RETRIERS.snapshot()
+        for retrier in retriers:
             _add(sums, (retrier.name,), (retrier.retries, retrier.exhausted))
-        _add_dropped(sums, RETRIERS)
+        _add_all(sums, dropped)
         for labels, (retries, gave_up) in sums.items():
             self._counter(attempts, labels, {"policy": labels[0]}, retries)
             self._counter(exhausted, labels, {"policy": labels[0]}, gave_up)
@@ -193,11 +196,12 @@ class ResilienceCollector(Collector):
     def _collect_bulkheads(self, in_flight: Any, rejected: Any) -> None:
         gauges: dict[Labels, list[int]] = {}
         sums: dict[Labels, list[int]] = {}
-        for bulkhead in BULKHEADS.live():
+        bulkheads, dropped = BULKHEADS.snapshot()
+        for bulkhead in bulkheads:
             labels: Labels = (bulkhead.provider_type, bulkhead.provider)
             _add(gauges, labels, (bulkhead.in_flight,))
             _add(sums, labels, (bulkhead.rejected,))
-        _add_dropped(sums, BULKHEADS)
+        _add_all(sums, dropped)
         for labels, (value,) in gauges.items():
             in_flight.samples.append(Sample(in_flight.name, _provider(*labels), value))
         for labels, (value,) in sums.items():
@@ -229,9 +233,8 @@ def _add(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int])
             total[i] += value
 
 
-def _add_dropped(sums: dict[Labels, list[int]], census: Census[Any]) -> None:
-    dropped: dict[Labels, Counters] = census.dropped_totals()
-    for labels, counters in dropped.items():
+def _add_all(sums: dict[Labels, list[int]], totals: dict[Labels, Counters]) -> None:
+    for labels, counters in totals.items():
         _add(sums, labels, counters)
 
 

@@ -30,7 +30,7 @@ from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
 from .errors import RateLimitError
-from .ratelimit import TokenBucket
+from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig
 from .timeouts import deadline_for, deadline_scope, remaining, run_until
 
@@ -73,9 +73,7 @@ class Policy(_core.Policy):
         _validate.optional_instance("Policy", "limiter", limiter, TokenBucket)
         _validate.optional_instance("Policy", "bulkhead", bulkhead, Bulkhead)
         clock = check_clock("Policy", clock)
-        self.name = name
-        self.retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
-                               name=name)
+        self.name = _validate.string("Policy", "name", name)
         self.breaker = breaker
         self.limiter = limiter
         self.wait = _validate.boolean("Policy", "wait", wait)
@@ -84,9 +82,12 @@ class Policy(_core.Policy):
         self.timeout = (None if timeout is None
                         else _validate.seconds("Policy", "timeout", timeout, allow_zero=False))
         self.bulkhead = bulkhead
+        # Last of the checks: a Retrier counts in the metrics from birth.
+        self.retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
+                               name=name)
         self._clock = sleeper_for(clock)
         # An overall timeout needs Python around every call (the deadline).
-        super().__init__(breaker, limiter, bulkhead, self.timeout is None)
+        super().__init__(breaker, limiter, bulkhead, self.timeout is None, self.wait)
 
     # execute(fn, /, *args, **kwargs) is native: see _core.pyi.
 
@@ -182,13 +183,14 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit()
+        token = None
         try:
-            if self.limiter is not None and not self._take_token():
-                raise self._rate_limited()
+            if self.limiter is not None:
+                token = self._take_token()
             if self.bulkhead is not None:
                 self.bulkhead.enter()
         except BaseException:
-            self._release(ticket)
+            self._release(ticket, token)
             raise
         try:
             result = fn(*args, **kwargs)
@@ -201,13 +203,14 @@ class Policy(_core.Policy):
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = self._admit()
+        token = None
         try:
-            if self.limiter is not None and not await self._take_token_async():
-                raise self._rate_limited()
+            if self.limiter is not None:
+                token = await self._take_token_async()
             if self.bulkhead is not None:
                 await self.bulkhead.enter_async()
         except BaseException:
-            self._release(ticket)
+            self._release(ticket, token)
             raise
         try:
             result = await fn(*args, **kwargs)
@@ -220,21 +223,30 @@ class Policy(_core.Policy):
     def _admit(self) -> int:
         return self.breaker._admit() if self.breaker is not None else 0
 
-    def _release(self, ticket: int) -> None:
+    def _release(self, ticket: int, token: Reservation | None) -> None:
+        """The attempt will not run: give back its breaker slot and its token."""
+        if token is not None:
+            token._refund()
         if self.breaker is not None:
             self.breaker._record(ticket, _RELEASE)
 
-    def _take_token(self) -> bool:
-        assert self.limiter is not None
-        if not self.wait:
-            return self.limiter.try_acquire()
-        return self.limiter.acquire(1, self._max_wait())
+    def _take_token(self) -> Reservation:
+        """The attempt's token, waited for when ``wait``; else RateLimitError."""
+        token = self._reserve_token()
+        token.wait()
+        return token
 
-    async def _take_token_async(self) -> bool:
+    async def _take_token_async(self) -> Reservation:
+        token = self._reserve_token()
+        await token.wait_async()
+        return token
+
+    def _reserve_token(self) -> Reservation:
         assert self.limiter is not None
-        if not self.wait:
-            return self.limiter.try_acquire()
-        return await self.limiter.acquire_async(1, self._max_wait())
+        token = self.limiter._reserve_within(1, self._max_wait() if self.wait else 0.0)
+        if token is None:
+            raise self._rate_limited()
+        return token
 
     def _max_wait(self) -> float | None:
         """max_wait, shortened to the time left before the deadline."""

@@ -100,6 +100,39 @@ class Reservation:
         restored: int = self._bucket._cancel(self._n, self._tat_after, self._time_to_act_ns)
         return restored
 
+    def wait(self) -> None:
+        """Sleeps (on the bucket's clock) until the tokens may be used.
+
+        If the sleep is interrupted (KeyboardInterrupt), the reservation is
+        cancelled and the exception propagates.
+        """
+        delay = self.delay_from_now()
+        if delay > 0:
+            try:
+                self._bucket._sleeper.sleep(delay)
+            except BaseException:
+                self.cancel()
+                raise
+
+    async def wait_async(self) -> None:
+        """The asyncio form of :meth:`wait`; cancelling the task cancels the reservation."""
+        delay = self.delay_from_now()
+        if delay > 0:
+            try:
+                await self._bucket._sleeper.sleep_async(delay)
+            except BaseException:
+                self.cancel()
+                raise
+
+    def _refund(self) -> int:
+        """Gives the tokens back even if their time has come: the call they
+        were taken for never ran (a policy's bulkhead refused it)."""
+        if self._cancelled:
+            return 0
+        self._cancelled = True
+        refunded: int = self._bucket._refund(self._n, self._tat_after)
+        return refunded
+
     def __repr__(self) -> str:
         return f"Reservation(tokens={self._n}, delay={self.delay!r})"
 
@@ -176,12 +209,7 @@ class TokenBucket(_core.TokenBucket):
         reservation = self._reserve_within(n, timeout)
         if reservation is None:
             return False
-        if reservation.delay > 0:
-            try:
-                self._sleeper.sleep(reservation.delay)
-            except BaseException:
-                reservation.cancel()
-                raise
+        reservation.wait()
         return True
 
     async def acquire_async(self, n: int = 1, timeout: float | None = None) -> bool:
@@ -192,12 +220,7 @@ class TokenBucket(_core.TokenBucket):
         reservation = self._reserve_within(n, timeout)
         if reservation is None:
             return False
-        if reservation.delay > 0:
-            try:
-                await self._sleeper.sleep_async(reservation.delay)
-            except BaseException:
-                reservation.cancel()
-                raise
+        await reservation.wait_async()
         return True
 
     def retry_after(self, n: int = 1) -> float:

@@ -67,8 +67,12 @@ public:
         : tat_(0), config_(pack(interval_ns, burst)), clock_(clock) {}
 
     /// Takes n tokens now if the bucket holds them; never waits. n in [1, burst];
-    /// a larger n can never conform and is rejected.
-    bool try_acquire(int64_t n = 1) noexcept {
+    /// a larger n can never conform and is rejected. On success, `tat_after`
+    /// (when given) receives what refund() needs to give the tokens back.
+    /// `count_refusal` false leaves a refusal out of rejected(): the caller
+    /// will wait for the tokens instead, and that reservation is counted.
+    bool try_acquire(int64_t n = 1, int64_t* tat_after = nullptr,
+                     bool count_refusal = true) noexcept {
         const int64_t now = now_ns(clock_);
         const uint64_t cfg = config_.load(std::memory_order_acquire);
         if (n < 1 || n > burst_of(cfg)) {
@@ -82,12 +86,17 @@ public:
         for (;;) {
             const int64_t next = std::max(tat, now) + need;
             if (next - now > tau) {
-                rejected_.fetch_add(1, std::memory_order_relaxed);
+                if (count_refusal) {
+                    rejected_.fetch_add(1, std::memory_order_relaxed);
+                }
                 return false;
             }
             if (tat_.compare_exchange_weak(tat, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed)) {
                 admitted_.fetch_add(1, std::memory_order_relaxed);
+                if (tat_after != nullptr) {
+                    *tat_after = next;
+                }
                 return true;
             }
         }
@@ -128,9 +137,18 @@ public:
     /// those reserved after it (golang.org/x/time/rate's CancelAt): if nothing
     /// was reserved since, all n tokens return. Returns the tokens given back.
     int64_t cancel(int64_t n, int64_t tat_after, int64_t time_to_act) noexcept {
-        const int64_t now = now_ns(clock_);
-        if (n < 1 || n > kMaxBurst || time_to_act <= now) {
+        if (time_to_act <= now_ns(clock_)) {
             return 0;  // its time came: the tokens are spent
+        }
+        return refund(n, tat_after);
+    }
+
+    /// Gives back n tokens taken (try_acquire or reserve) for a call that then
+    /// never ran, whether or not their time has come, minus those reserved
+    /// after them. Returns the tokens given back.
+    int64_t refund(int64_t n, int64_t tat_after) noexcept {
+        if (n < 1 || n > kMaxBurst) {
+            return 0;
         }
         const int64_t interval = interval_of(config_.load(std::memory_order_acquire));
         int64_t tat = tat_.load(std::memory_order_relaxed);
