@@ -472,6 +472,66 @@ void test_bucket_reservations() {
     }
 }
 
+void test_bucket_refund() {
+    // Takes refunded at random while others take (a policy whose bulkhead
+    // refused): with time frozen, the tokens left are exactly the burst minus
+    // what was taken plus what the refunds report, no refund returns more
+    // than it took, and an uncontended refund returns everything.
+    ManualClock clock(3'000'000'000);
+    const int64_t burst = 400;
+    TokenBucket bucket(1000, burst, &clock);
+    std::vector<int64_t> taken(kThreads), returned(kThreads), refunds(kThreads);
+    std::atomic<long> too_much{0};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 7);
+        int64_t take = 0;
+        int64_t back = 0;
+        int64_t effective = 0;
+        for (int k = 0; k < 3000; ++k) {
+            int64_t tat_after = 0;
+            if (!bucket.try_acquire(1, &tat_after)) {
+                continue;
+            }
+            ++take;
+            if (rng.below(2) == 0) {
+                const int64_t r = bucket.refund(1, tat_after);
+                if (r < 0 || r > 1) {
+                    too_much.fetch_add(1, std::memory_order_relaxed);
+                }
+                back += r;
+                effective += r > 0 ? 1 : 0;
+            }
+        }
+        taken[static_cast<size_t>(i)] = take;
+        returned[static_cast<size_t>(i)] = back;
+        refunds[static_cast<size_t>(i)] = effective;
+    });
+    int64_t take = 0;
+    int64_t back = 0;
+    int64_t effective = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        take += taken[i];
+        back += returned[i];
+        effective += refunds[i];
+    }
+    CHECK_EQ(too_much.load(), 0L);
+    CHECK(take >= burst);
+    CHECK_EQ(bucket.tokens(), static_cast<double>(burst - take + back));
+    CHECK_EQ(bucket.cancelled(), static_cast<uint64_t>(effective));
+    // Alone, a refund restores exactly what the take took.
+    TokenBucket solo(1000, 5, &clock);
+    int64_t tat_after = 0;
+    CHECK(solo.try_acquire(1, &tat_after));
+    CHECK_EQ(solo.refund(1, tat_after), int64_t{1});
+    CHECK_EQ(solo.tokens(), 5.0);
+    // A take since then keeps its own token: nothing comes back.
+    CHECK(solo.try_acquire(1, &tat_after));
+    const int64_t first = tat_after;
+    CHECK(solo.try_acquire(1, &tat_after));
+    CHECK_EQ(solo.refund(1, first), int64_t{0});
+    CHECK_EQ(solo.tokens(), 3.0);
+}
+
 void test_bucket_set_rate_race() {
     // Rate changes racing acquisitions: no data race, counters add up, and
     // the bucket never holds more than the larger burst.
@@ -1229,6 +1289,7 @@ int main(int argc, char** argv) {
         {"bucket_steady_rate_bound", test_bucket_steady_rate_bound, 3},
         {"bucket_frozen_clock_exact_burst", test_bucket_frozen_clock_exact_burst, 100},
         {"bucket_reservations", test_bucket_reservations, 50},
+        {"bucket_refund", test_bucket_refund, 50},
         {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
