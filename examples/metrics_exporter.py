@@ -1,7 +1,7 @@
 """Prometheus metrics of a provider outage, scraped over HTTP.
 
     python examples/metrics_exporter.py            # one run, then exit
-    python examples/metrics_exporter.py --serve    # keep serving on 127.0.0.1:9100
+    python examples/metrics_exporter.py --serve --port 9100   # keep serving
 
 A policy with a breaker and a rate limiter guards calls to a fake
 "vsphere/prod" provider. The provider goes down, the breaker opens, time

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -656,6 +657,72 @@ def test_register_refused_when_a_name_clashes() -> None:
     reg.unregister(squatter)
     vr.metrics.register(reg)
     vr.metrics.unregister(reg)
+
+
+def test_register_again_after_a_direct_registry_unregister() -> None:
+    # The registry is the truth: taking our collector out by hand does not
+    # leave register()/unregister() believing it is still there.
+    reg = prometheus_client.CollectorRegistry()
+    collector = vr.metrics.register(reg)
+    reg.unregister(collector)
+    again = vr.metrics.register(reg)
+    reg.unregister(again)
+    vr.metrics.unregister(reg)  # tolerates the collector being gone already
+    with pytest.raises(ValueError, match="not registered"):
+        vr.metrics.unregister(reg)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: vr.TokenBucket(1.0, 1, provider_type="a", provider="b"),
+    lambda: vr.Bulkhead(1, provider_type="a", provider="b"),
+    lambda: vr.CircuitBreaker("n", "a", "b"),
+], ids=["bucket", "bulkhead", "breaker"])
+@pytest.mark.parametrize("label", ["provider_type", "provider"])
+def test_labels_are_read_only(make: Callable[[], object], label: str) -> None:
+    # A label changed later would move live counts between series (and a
+    # non-str one would break every scrape).
+    obj = make()
+    with pytest.raises(AttributeError):
+        setattr(obj, label, 5)
+    assert getattr(obj, label) in ("a", "b")
+
+
+def test_retrier_name_is_read_only() -> None:
+    r = vr.Retrier(name="mine")
+    with pytest.raises(AttributeError):
+        r.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="Retrier name must be a str, got int 5"):
+        vr.Retrier(name=5)  # type: ignore[arg-type]
+
+
+def test_policy_bulkhead_from_a_size_takes_the_breaker_labels(
+    registry: prometheus_client.CollectorRegistry,
+) -> None:
+    prov = unique()
+    policy = (vr.PolicyBuilder(unique("p")).with_bulkhead(1)
+              .with_circuit_breaker(vr.CircuitBreaker("b", "sized", prov)).build())
+    assert policy.bulkhead is not None
+    assert (policy.bulkhead.provider_type, policy.bulkhead.provider) == ("sized", prov)
+    with pytest.raises(ValueError, match="Bulkhead max_concurrent must be >= 1, got 0"):
+        vr.PolicyBuilder("p").with_bulkhead(0)  # still checked at once
+    policy.bulkhead.enter()
+    with pytest.raises(vr.RateLimitError, match="bulkhead full"):
+        policy.execute(ok)
+    got = mine(scrape(registry), provider=prov)
+    assert got[key(IN_FLIGHT, provider_type="sized", provider=prov)] == 1
+    assert got[key(BULKHEAD_REJECTED, provider_type="sized", provider=prov)] == 1
+    policy.bulkhead.exit()
+
+
+def test_star_import_works_without_prometheus_client() -> None:
+    code = ("import sys; sys.modules['prometheus_client'] = None\n"
+            "from virtrigaud_resilience import *\n"
+            "import virtrigaud_resilience as vr\n"
+            "try:\n    vr.metrics\nexcept ImportError as e:\n    print('needs:', e)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "needs: virtrigaud_resilience.metrics needs prometheus-client" in result.stdout
 
 
 def test_two_registries_scrape_the_same_values(clock: vr.ManualClock) -> None:

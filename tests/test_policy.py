@@ -650,6 +650,24 @@ def test_bulkhead_rejection_takes_no_token(clock: vr.ManualClock) -> None:
     with pytest.raises(vr.RateLimitError, match="bulkhead"):
         policy.execute(Script())
     assert tb.tokens == 5.0
+    assert (tb.admitted, bh.rejected) == (0, 1)  # the bulkhead refused before the bucket
+
+
+def test_full_bulkhead_and_empty_bucket_report_the_bulkhead(clock: vr.ManualClock) -> None:
+    # The native first attempt asks the bulkhead before the bucket: a refused
+    # slot never costs (or even asks for) a token.
+    tb = vr.TokenBucket(qps=1, burst=1, clock=clock)
+    assert tb.try_acquire()
+    bh = vr.Bulkhead(1)
+    policy = builder(clock).with_rate_limiter(tb).with_bulkhead(bh).build()
+    bh.enter()
+    with pytest.raises(vr.RateLimitError, match="bulkhead full"):
+        policy.execute(Script())
+    assert tb.rejected == 0
+    bh.exit()
+    with pytest.raises(vr.RateLimitError, match="rate limit exceeded"):
+        policy.execute(Script())
+    assert (bh.in_flight, tb.rejected) == (0, 1)  # the slot went back with the refusal
 
 
 async def test_queued_async_call_takes_one_token(clock: vr.ManualClock) -> None:
@@ -666,6 +684,7 @@ async def test_queued_async_call_takes_one_token(clock: vr.ManualClock) -> None:
     assert await task == "ok"
     assert len(script.calls) == 1
     assert tb.tokens == 4.0  # one call, one token
+    assert (tb.admitted, tb.rejected, bh.rejected) == (1, 0, 0)  # and counted once
 
 
 # ------------------------------------------------ what passes straight through --

@@ -731,12 +731,20 @@ def test_counters_accumulate_over_calls(clock: vr.ManualClock) -> None:
     assert r.exhausted == 2
 
 
-def test_timed_out_call_is_not_counted_as_exhausted(clock: vr.ManualClock) -> None:
+def test_giving_up_at_the_timeout_counts_as_exhausted(clock: vr.ManualClock) -> None:
+    # As tenacity's stop_after_delay: the time budget ran out, retrying stopped.
     r = vr.Retrier(NO_JITTER, clock=clock, timeout=1.0)
     with pytest.raises(vr.OperationTimeoutError):
         r.call(Always(lambda: vr.RetryableError("x")))
     assert r.retries == 1
-    assert r.exhausted == 0
+    assert r.exhausted == 1
+
+
+def test_no_retries_configured_is_never_exhausted(clock: vr.ManualClock) -> None:
+    r = vr.Retrier(vr.RetryConfig.none(), clock=clock)
+    with pytest.raises(vr.RetryableError):
+        r.call(Always(lambda: vr.RetryableError("x")))
+    assert (r.retries, r.exhausted) == (0, 0)
 
 
 # --------------------------------------------------- retry / retry_async --

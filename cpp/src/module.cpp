@@ -170,8 +170,8 @@ void set_rate_limited_hook(nb::handle hook) {
     Py_XSETREF(g_on_rate_limited, Py_NewRef(hook.ptr()));
 }
 
-// Tells Python that `bucket` refused n tokens. Never raises; the pending
-// Python error state is kept as it was.
+// Tells Python that `bucket` refused n tokens. Never raises. Call it with no
+// Python error set (the hook is Python code).
 void notify_rate_limited(PyObject* bucket, int64_t n) {
     if (g_on_rate_limited == nullptr) {
         return;
@@ -193,11 +193,13 @@ void notify(PyObject* breaker, const vr::Transition& t) {
     }
     const int from = t.from == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.from);
     const int to = t.to == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.to);
-    PyObject* r = PyObject_CallFunction(g_on_transition, "Oii", breaker, from, to);
+    PyObject* hook = Py_NewRef(g_on_transition);  // the hook may be uninstalled meanwhile
+    PyObject* r = PyObject_CallFunction(hook, "Oii", breaker, from, to);
     if (r == nullptr) {
-        PyErr_WriteUnraisable(g_on_transition);
+        PyErr_WriteUnraisable(hook);
     }
     Py_XDECREF(r);
+    Py_DECREF(hook);
 }
 
 // ----------------------------------------------------------- ManualClock --
@@ -478,6 +480,9 @@ struct PyPolicy {
     }
 
     // Admits attempt 0 everywhere or undoes what it took; returns the Stage.
+    // The bulkhead is asked before the bucket (the layers' effect is the
+    // same: all must admit) so that a refused slot never costs a token: a
+    // slot is cheap to give back, a token is not.
     int enter(vr::Ticket& ticket) {
         if (breaker != nullptr) {
             ticket = breaker->core.acquire();
@@ -486,20 +491,19 @@ struct PyPolicy {
             }
             notify(breaker_obj.ptr(), ticket.transition);
         }
-        int64_t tat_after = 0;
-        if (bucket != nullptr && !bucket->core.try_acquire(1, &tat_after, !waits)) {
+        if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
+            release(ticket);
+            return kBulkheadFull;
+        }
+        if (bucket != nullptr && !bucket->core.try_acquire(1, nullptr, !waits)) {
+            if (bulkhead != nullptr) {
+                bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
+            }
             release(ticket);
             if (!waits) {
                 notify_rate_limited(bucket_obj.ptr(), 1);
             }
             return kRateLimited;
-        }
-        if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
-            if (bucket != nullptr) {
-                bucket->core.refund(1, tat_after);  // the call never ran
-            }
-            release(ticket);
-            return kBulkheadFull;
         }
         return kCalled;
     }
@@ -975,7 +979,7 @@ NB_MODULE(_core, m) {
         .def_prop_ro("admitted", [](const PyBulkhead& b) { return b.core.admitted(); },
                      "Slots granted.")
         .def_prop_ro("rejected", [](const PyBulkhead& b) { return b.core.rejected(); },
-                     "Callers turned away: try_enter() False, a full bulkhead raised, or a\n"
+                     "Attempts turned away: try_enter() False, a full bulkhead raised, or a\n"
                      "queued wait that timed out. A waiter admitted later is not one.");
 
     nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",

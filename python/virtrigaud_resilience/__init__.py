@@ -132,11 +132,10 @@ __all__ = [
     "monotonic",
     "new_error",
     "events",
-    "metrics",
 ]
 
 if TYPE_CHECKING:
-    from . import metrics
+    from . import metrics  # noqa: F401  (not in __all__: it needs prometheus-client)
 
 
 def __getattr__(name: str) -> Any:

@@ -258,7 +258,7 @@ class Bulkhead:
     @property
     def rejected(self) -> int:
         """
-        Callers turned away: try_enter() False, a full bulkhead raised, or a
+        Attempts turned away: try_enter() False, a full bulkhead raised, or a
         queued wait that timed out. A waiter admitted later is not one.
         """
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import collections
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["Census", "Labels", "Counters"]
+__all__ = ["Census", "Labels", "Counters", "add_counters"]
 
 T = TypeVar("T")
 Labels = tuple[str, ...]
@@ -42,37 +42,51 @@ class Census(Generic[T]):
         self._live: dict[int, weakref.ref[T]] = {}
         self._dropped: collections.deque[tuple[Labels, Counters]] = collections.deque()
         self._totals: dict[Labels, list[int]] = {}
-        # Not reentrant on purpose: retire() may run inside a fold (garbage
-        # collection in the folding thread) and then only queues.
-        self._fold_lock = threading.Lock()
+        # retire() (pop + queue) and snapshot() (live + fold) exclude each
+        # other, so a dying object is either live or dropped in a snapshot,
+        # never both. Reentrant: garbage collection inside a snapshot runs
+        # retire() in the same thread; it then only queues (see _folding).
+        self._lock = threading.RLock()
+        self._folding = False
 
     def track(self, obj: T) -> None:
         """Counts ``obj`` as live (the last step of its constructor)."""
         self._live[id(obj)] = weakref.ref(obj)
 
     def retire(self, obj: T) -> None:
-        """Hands over ``obj``'s final counters (from its ``__del__``)."""
-        if self._live.pop(id(obj), None) is None:
-            return  # its constructor failed before track()
-        self._dropped.append(self._final(obj))
-        if len(self._dropped) >= _FOLD_AT and self._fold_lock.acquire(blocking=False):
+        """Hands over ``obj``'s final counters (from its ``__del__``).
+
+        A subclass that overrides ``__del__`` must call ``super().__del__()``.
+        """
+        with self._lock:
+            ref = self._live.pop(id(obj), None)
+            if ref is None:
+                return  # its constructor failed before track()
+            if ref() is not obj and ref() is not None:
+                self._live[id(obj)] = ref  # not ours: an entry of a live object
+                return
             try:
+                final = self._final(obj)
+            except Exception:
+                # A half-built object under a stale id (its predecessor's
+                # __del__ never reached us): nothing to count.
+                return
+            self._dropped.append(final)
+            if len(self._dropped) >= _FOLD_AT and not self._folding:
                 self._fold()
-            finally:
-                self._fold_lock.release()
 
     def snapshot(self) -> tuple[list[T], dict[Labels, Counters]]:
-        """The live objects and the dropped totals, for one consistent read.
+        """The live objects and the dropped totals, read together.
 
         Hold the returned list until the objects' counters have been read:
-        an object dropped by its owner meanwhile is then retired only when
-        the list goes, into the totals of the *next* snapshot, so each object
-        is counted once per snapshot, live or dropped. (A garbage-collected
+        an object dropped by its owner meanwhile is retired only when the
+        list goes, into the totals of the *next* snapshot, so each object is
+        counted once per snapshot, live or dropped. (A garbage-collected
         cycle clears weak references before it finalizes, so such an object
         may be missing from one snapshot; the collector's clamp covers it.)
         """
-        objects = self.live()
-        return objects, self.dropped_totals()
+        with self._lock:
+            return self.live(), self.dropped_totals()
 
     def live(self) -> list[T]:
         """Strong references to the live objects (held, they cannot be dropped meanwhile)."""
@@ -85,22 +99,33 @@ class Census(Generic[T]):
 
     def dropped_totals(self) -> dict[Labels, Counters]:
         """Summed final counters of the dropped objects, by labels."""
-        with self._fold_lock:
+        with self._lock:
             self._fold()
-            return {labels: tuple(counters) for labels, counters in self._totals.items()}
+            self._folding = True  # the copy below must not see a fold
+            try:
+                return {labels: tuple(counters) for labels, counters in self._totals.items()}
+            finally:
+                self._folding = False
 
     def __len__(self) -> int:
         return len(self._live)
 
     def _fold(self) -> None:
-        while True:
-            try:
+        """Moves the queued final counters into the totals (under the lock)."""
+        self._folding = True
+        try:
+            while self._dropped:
                 labels, counters = self._dropped.popleft()
-            except IndexError:
-                return
-            total = self._totals.get(labels)
-            if total is None:
-                self._totals[labels] = list(counters)
-            else:
-                for i, value in enumerate(counters):
-                    total[i] += value
+                add_counters(self._totals, labels, counters)
+        finally:
+            self._folding = False
+
+
+def add_counters(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int]) -> None:
+    """Adds ``counters`` element-wise to ``sums[labels]`` (created on first use)."""
+    total = sums.get(labels)
+    if total is None:
+        sums[labels] = list(counters)
+    else:
+        for i, value in enumerate(counters):
+            total[i] += value

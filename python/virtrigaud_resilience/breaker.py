@@ -263,9 +263,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         :func:`events.on_state_change`; one that raises is logged and never
         breaks the call.
         """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
-        self._listeners.append(listener)
+        self._listeners.append(events.check_listener(listener))
 
     def remove_listener(self, listener: StateListener) -> None:
         """Removes a listener added with :meth:`add_listener` (ValueError if absent)."""

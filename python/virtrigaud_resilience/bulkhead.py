@@ -42,25 +42,24 @@ class Bulkhead(_core.Bulkhead):
         max_queue: asyncio tasks allowed to wait for a slot; int >= 0 (0: none wait).
         provider_type, provider: labels for errors and metrics (str).
 
-    ``admitted`` counts slots granted; ``rejected`` counts callers turned
+    ``admitted`` counts slots granted; ``rejected`` counts attempts turned
     away (``try_enter()`` False, a full bulkhead raised, a queued wait timed
-    out); a task that queued and got its slot is not a rejection.
+    out; each retry of a policy is an attempt); a task that queued and got
+    its slot is not a rejection.
 
     Use ``with bulkhead:`` (sync, rejects when full), ``async with bulkhead:``
     (waits in the queue when allowed), or :meth:`try_enter` / :meth:`exit`.
     """
 
-    __slots__ = ("max_queue", "provider_type", "provider", "_waiters", "__weakref__")
+    __slots__ = ("max_queue", "_provider_type", "_provider", "_waiters", "__weakref__")
 
     def __init__(
         self, max_concurrent: int, max_queue: int = 0, *, provider_type: str = "",
         provider: str = "",
     ) -> None:
-        max_concurrent = _validate.integer("Bulkhead", "max_concurrent", max_concurrent, 1,
-                                           MAX_CONCURRENT)
-        self.max_queue = _validate.integer("Bulkhead", "max_queue", max_queue, 0, MAX_CONCURRENT)
-        self.provider_type = _validate.string("Bulkhead", "provider_type", provider_type)
-        self.provider = _validate.string("Bulkhead", "provider", provider)
+        max_concurrent, self.max_queue = self.check_size(max_concurrent, max_queue)
+        self._provider_type = _validate.string("Bulkhead", "provider_type", provider_type)
+        self._provider = _validate.string("Bulkhead", "provider", provider)
         super().__init__(max_concurrent)
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
             collections.deque()
@@ -71,9 +70,29 @@ class Bulkhead(_core.Bulkhead):
         # Bound at definition: module globals may be gone at interpreter exit.
         _retire(self)
 
+    @staticmethod
+    def check_size(max_concurrent: int, max_queue: int) -> tuple[int, int]:
+        """Validates (max_concurrent, max_queue) as the constructor does."""
+        return (_validate.integer("Bulkhead", "max_concurrent", max_concurrent, 1, MAX_CONCURRENT),
+                _validate.integer("Bulkhead", "max_queue", max_queue, 0, MAX_CONCURRENT))
+
+    @property
+    def provider_type(self) -> str:
+        """The provider type label (read-only: metrics sum by it)."""
+        return self._provider_type
+
+    @property
+    def provider(self) -> str:
+        """The provider label (read-only: metrics sum by it)."""
+        return self._provider
+
     def _reject(self) -> RateLimitError:
-        """Counts one caller turned away and returns the error it gets."""
+        """Counts one attempt turned away and returns the error it gets."""
         self._count_rejection()
+        return self.rejection()
+
+    def rejection(self) -> RateLimitError:
+        """The error a full bulkhead raises (building it counts nothing)."""
         return RateLimitError(
             f"bulkhead full: {self.in_flight}/{self.max_concurrent} calls in flight"
             f"{f' to {self.provider_type}/{self.provider}' if self.provider_type else ''}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,11 +58,14 @@ L = TypeVar("L", bound=Callable[..., object])
 _state_listeners: list[StateListener] = []
 _rate_limit_listeners: list[RateLimitListener] = []
 _retry_listeners: list[RetryListener] = []
+# Serialises changes to the rate-limit listeners with installing or removing
+# the native hook, so the hook is installed exactly while someone listens.
+_rate_limit_lock = threading.Lock()
 
 
 def on_state_change(listener: L) -> L:
     """Calls ``listener(breaker, old, new)`` after a state change of any breaker."""
-    _state_listeners.append(_callable(listener))
+    _state_listeners.append(check_listener(listener))
     return listener
 
 
@@ -71,14 +75,16 @@ def on_rate_limited(listener: L) -> L:
     While no such listener is registered, a refusal does not call into
     Python at all.
     """
-    _rate_limit_listeners.append(_callable(listener))
-    _core._set_rate_limited_hook(_emit_rate_limited)
+    checked = check_listener(listener)
+    with _rate_limit_lock:
+        _rate_limit_listeners.append(checked)
+        _core._set_rate_limited_hook(_emit_rate_limited)
     return listener
 
 
 def on_retry(listener: L) -> L:
     """Calls ``listener(retrier, attempt, error, delay)`` before any retry's sleep."""
-    _retry_listeners.append(_callable(listener))
+    _retry_listeners.append(check_listener(listener))
     return listener
 
 
@@ -88,12 +94,13 @@ def remove_listener(listener: Callable[..., object]) -> bool:
     Returns whether it was registered for any.
     """
     found = False
-    for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners):
-        while listener in listeners:
-            listeners.remove(listener)
-            found = True
-    if not _rate_limit_listeners:
-        _core._set_rate_limited_hook(None)
+    with _rate_limit_lock:
+        for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners):
+            while listener in listeners:
+                listeners.remove(listener)
+                found = True
+        if not _rate_limit_listeners:
+            _core._set_rate_limited_hook(None)
     return found
 
 
@@ -120,7 +127,8 @@ def _emit_retry(retrier: Retrier, attempt: int, error: BaseException, delay: flo
         emit(_retry_listeners, "retry", retrier, attempt, error, delay)
 
 
-def _callable(listener: Callable[..., object]) -> Callable[..., object]:
+def check_listener(listener: L) -> L:
+    """``listener`` itself if callable; else TypeError naming its type."""
     if not callable(listener):
         raise TypeError(f"listener must be callable, got {type(listener).__name__} {listener!r}")
     return listener

@@ -23,10 +23,10 @@ series                                                    type     value
 ``virtrigaud_circuit_breaker_calls_total{outcome}``       counter  ``success``, ``failure``, ``rejected``
 ``virtrigaud_circuit_breaker_transitions_total{to}``      counter  ``closed``, ``half_open``, ``open``
 ``virtrigaud_rate_limiter_requests_total{outcome}``       counter  ``admitted``, ``rejected``, ``waited``
-``virtrigaud_retry_attempts_total{policy}``               counter  retries (attempts after the first)
-``virtrigaud_retry_exhausted_total{policy}``              counter  calls failed after all retries
+``virtrigaud_retry_attempts_total{policy}``               counter  retries begun (attempts after the first)
+``virtrigaud_retry_exhausted_total{policy}``              counter  calls that gave up retrying
 ``virtrigaud_bulkhead_in_flight``                         gauge    calls holding a slot now
-``virtrigaud_bulkhead_rejected_total``                    counter  callers turned away
+``virtrigaud_bulkhead_rejected_total``                    counter  attempts turned away
 ========================================================  =======  ==========================================
 
 Every series but the retry ones has the labels ``provider_type`` and
@@ -62,7 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[prometheus]'"
     ) from exc
 
-from ._tracking import Counters, Labels
+from ._tracking import Counters, Labels, add_counters
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
 from .ratelimit import BUCKETS
@@ -132,17 +132,18 @@ class ResilienceCollector(Collector):
                 "waited (granted after a wait).", labels=(*_PROVIDER, "outcome")),
             CounterMetricFamily(
                 "virtrigaud_retry_attempts",
-                "Retries performed (attempts after the first), by policy.", labels=("policy",)),
+                "Retries begun (attempts after the first), by policy.", labels=("policy",)),
             CounterMetricFamily(
                 "virtrigaud_retry_exhausted",
-                "Calls that failed after retrying all max_attempts (> 1), by policy.",
+                "Calls that gave up retrying a retryable error (all max_attempts > 1 used, "
+                "or the overall timeout too short for the next delay), by policy.",
                 labels=("policy",)),
             GaugeMetricFamily(
                 "virtrigaud_bulkhead_in_flight",
                 "Calls holding a bulkhead slot now.", labels=_PROVIDER),
             CounterMetricFamily(
                 "virtrigaud_bulkhead_rejected",
-                "Callers turned away by a full bulkhead.", labels=_PROVIDER),
+                "Attempts turned away by a full bulkhead.", labels=_PROVIDER),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -160,7 +161,7 @@ class ResilienceCollector(Collector):
             labels: Labels = (breaker.provider_type, breaker.provider)
             if worst.get(labels, -1) < code:
                 worst[labels] = code
-            _add(sums, labels, counters)
+            add_counters(sums, labels, counters)
         _add_all(sums, dropped)
         for (kind, provider), code in worst.items():
             state.samples.append(Sample(state.name, _provider(kind, provider), code))
@@ -176,7 +177,7 @@ class ResilienceCollector(Collector):
         sums: dict[Labels, list[int]] = {}
         buckets, dropped = BUCKETS.snapshot()
         for bucket in buckets:
-            _add(sums, (bucket.provider_type, bucket.provider), bucket._counters())
+            add_counters(sums, (bucket.provider_type, bucket.provider), bucket._counters())
         _add_all(sums, dropped)
         for labels, values in sums.items():
             base = _provider(*labels)
@@ -187,7 +188,7 @@ class ResilienceCollector(Collector):
         sums: dict[Labels, list[int]] = {}
         retriers, dropped = RETRIERS.snapshot()
         for retrier in retriers:
-            _add(sums, (retrier.name,), (retrier.retries, retrier.exhausted))
+            add_counters(sums, (retrier.name,), (retrier.retries, retrier.exhausted))
         _add_all(sums, dropped)
         for labels, (retries, gave_up) in sums.items():
             self._counter(attempts, labels, {"policy": labels[0]}, retries)
@@ -199,8 +200,8 @@ class ResilienceCollector(Collector):
         bulkheads, dropped = BULKHEADS.snapshot()
         for bulkhead in bulkheads:
             labels: Labels = (bulkhead.provider_type, bulkhead.provider)
-            _add(gauges, labels, (bulkhead.in_flight,))
-            _add(sums, labels, (bulkhead.rejected,))
+            add_counters(gauges, labels, (bulkhead.in_flight,))
+            add_counters(sums, labels, (bulkhead.rejected,))
         _add_all(sums, dropped)
         for labels, (value,) in gauges.items():
             in_flight.samples.append(Sample(in_flight.name, _provider(*labels), value))
@@ -224,18 +225,9 @@ def _provider(provider_type: str, provider: str) -> dict[str, str]:
     return {"provider_type": provider_type, "provider": provider}
 
 
-def _add(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int]) -> None:
-    total = sums.get(labels)
-    if total is None:
-        sums[labels] = list(counters)
-    else:
-        for i, value in enumerate(counters):
-            total[i] += value
-
-
 def _add_all(sums: dict[Labels, list[int]], totals: dict[Labels, Counters]) -> None:
     for labels, counters in totals.items():
-        _add(sums, labels, counters)
+        add_counters(sums, labels, counters)
 
 
 _registered: weakref.WeakKeyDictionary[CollectorRegistry, ResilienceCollector] = (
@@ -253,14 +245,18 @@ def register(registry: CollectorRegistry | None = None) -> ResilienceCollector:
     is not a ``CollectorRegistry``.
     """
     registry = _registry(registry)
+    collector = ResilienceCollector()
     with _registered_lock:
-        if registry in _registered:
-            raise ValueError(
-                "virtrigaud_resilience metrics are already registered in this registry; "
-                "call virtrigaud_resilience.metrics.unregister(registry) first"
-            )
-        collector = ResilienceCollector()
-        registry.register(collector)
+        try:
+            registry.register(collector)  # refuses names it already has
+        except ValueError as exc:
+            if registry in _registered:
+                raise ValueError(
+                    "virtrigaud_resilience metrics are already registered in this registry; "
+                    "call virtrigaud_resilience.metrics.unregister(registry) first"
+                ) from None
+            raise ValueError(f"cannot register virtrigaud_resilience metrics: {exc}") from exc
+        # An entry left by a direct registry.unregister(collector) is replaced.
         _registered[registry] = collector
     return collector
 
@@ -275,7 +271,10 @@ def unregister(registry: CollectorRegistry | None = None) -> None:
         collector = _registered.pop(registry, None)
         if collector is None:
             raise ValueError("virtrigaud_resilience metrics are not registered in this registry")
-        registry.unregister(collector)
+        try:
+            registry.unregister(collector)
+        except KeyError:
+            pass  # already taken out with registry.unregister(collector)
 
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:

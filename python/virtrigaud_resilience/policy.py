@@ -10,7 +10,9 @@ retryable: the retry backs off across it, as in the guide's controller
 example. A rate limiter in the default mode raises :class:`RateLimitError`
 (retryable, with ``retry_after`` the wait for a token); with ``wait=True``
 the attempt waits for its token instead, up to ``max_wait`` seconds. A full
-bulkhead raises ``RateLimitError``.
+bulkhead raises ``RateLimitError``. An attempt the bulkhead refuses costs no
+token: the native first attempt asks the bulkhead before the limiter, and a
+later attempt refused (or cancelled while queued) gives its token back.
 
 Speed: the sync success path (admit -> call -> record) of a policy without
 an overall timeout runs in one native call; the async one costs one
@@ -285,10 +287,8 @@ class PolicyBuilder:
     """
 
     def __init__(self, name: str) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"PolicyBuilder name must be a str, got {type(name).__name__} "
-                            f"{name!r}")
-        self._name = name
+        self._name = _validate.string("PolicyBuilder", "name", name)
+        self._bulkhead_size: tuple[int, int] | None = None
         self._options: dict[str, Any] = {}
 
     def with_retry(self, config: RetryConfig | None = None,
@@ -321,10 +321,17 @@ class PolicyBuilder:
         return self
 
     def with_bulkhead(self, bulkhead: Bulkhead | int, max_queue: int = 0) -> PolicyBuilder:
-        """At most ``bulkhead`` calls in flight (a Bulkhead, or its size)."""
-        if not isinstance(bulkhead, Bulkhead):
-            bulkhead = Bulkhead(bulkhead, max_queue)
-        self._options["bulkhead"] = bulkhead
+        """At most ``bulkhead`` calls in flight (a Bulkhead, or its size).
+
+        A bulkhead made from a size takes the circuit breaker's
+        ``provider_type`` / ``provider`` labels (for its metrics), if the
+        policy has a breaker.
+        """
+        if isinstance(bulkhead, Bulkhead):
+            self._options["bulkhead"] = bulkhead
+        else:
+            self._options.pop("bulkhead", None)
+            self._bulkhead_size = Bulkhead.check_size(bulkhead, max_queue)
         return self
 
     def with_clock(self, clock: ManualClock | None) -> PolicyBuilder:
@@ -334,4 +341,11 @@ class PolicyBuilder:
 
     def build(self) -> Policy:
         """The policy; its composition is fixed from here on."""
-        return Policy(self._name, **self._options)
+        options = dict(self._options)
+        if "bulkhead" not in options and self._bulkhead_size is not None:
+            breaker = options.get("breaker")
+            options["bulkhead"] = Bulkhead(
+                *self._bulkhead_size,
+                provider_type=breaker.provider_type if isinstance(breaker, CircuitBreaker) else "",
+                provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
+        return Policy(self._name, **options)

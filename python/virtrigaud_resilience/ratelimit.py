@@ -165,17 +165,14 @@ class TokenBucket(_core.TokenBucket):
         ValueError, TypeError: naming the parameter and the value.
     """
 
-    __slots__ = ("provider_type", "provider", "_sleeper", "__weakref__")
-
-    provider_type: str
-    provider: str
+    __slots__ = ("_provider_type", "_provider", "_sleeper", "__weakref__")
 
     def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None,
                  *, provider_type: str = "", provider: str = "") -> None:
         interval, burst = _check_rate(qps, burst)
         clock = check_clock("TokenBucket", clock)
-        self.provider_type = _validate.string("TokenBucket", "provider_type", provider_type)
-        self.provider = _validate.string("TokenBucket", "provider", provider)
+        self._provider_type = _validate.string("TokenBucket", "provider_type", provider_type)
+        self._provider = _validate.string("TokenBucket", "provider", provider)
         super().__init__(interval, burst, clock)
         self._sleeper = sleeper_for(clock)
         BUCKETS.track(self)
@@ -185,6 +182,16 @@ class TokenBucket(_core.TokenBucket):
         _retire(self)
 
     # try_acquire(n=1) -> bool is native (AllowN): see _core.pyi.
+
+    @property
+    def provider_type(self) -> str:
+        """The provider type label (read-only: metrics sum by it)."""
+        return self._provider_type
+
+    @property
+    def provider(self) -> str:
+        """The provider label (read-only: metrics sum by it)."""
+        return self._provider
 
     def reserve(self, n: int = 1) -> Reservation:
         """Reserves n tokens (1 <= n <= burst) and returns how long to wait.

@@ -164,7 +164,7 @@ class Retrier:
     least ``retry_after``.
     """
 
-    __slots__ = ("config", "timeout", "on_retry", "name", "retries", "exhausted",
+    __slots__ = ("config", "timeout", "on_retry", "_name", "retries", "exhausted",
                  "_backoff", "_clock", "__weakref__")
 
     def __init__(
@@ -185,11 +185,12 @@ class Retrier:
             else _validate.seconds("Retrier", "timeout", timeout, allow_zero=False)
         )
         self.on_retry = on_retry
-        self.name = _validate.string("Retrier", "name", name)
-        #: Retries performed (attempts after the first), for metrics.
+        self._name = _validate.string("Retrier", "name", name)
+        #: Retries begun (attempts after the first), counted as the backoff
+        #: sleep before each starts, for metrics.
         self.retries = 0
-        #: Calls that failed on their last attempt with a retryable error
-        #: after retrying (max_attempts > 1), for metrics.
+        #: Calls that gave up retrying a retryable error: all max_attempts
+        #: (> 1) used, or the overall timeout too short for the next delay.
         self.exhausted = 0
         self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
                                 config.jitter, config.strategy)
@@ -199,6 +200,11 @@ class Retrier:
     def __del__(self, _retire: Callable[[Retrier], None] = RETRIERS.retire) -> None:
         # Bound at definition: module globals may be gone at interpreter exit.
         _retire(self)
+
+    @property
+    def name(self) -> str:
+        """The label for logs and metrics (read-only: metrics sum by it)."""
+        return self._name
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Calls ``fn(*args, **kwargs)`` until it succeeds, retrying retryable errors."""
@@ -275,14 +281,14 @@ class Retrier:
             raise error
         if done >= self.config.max_attempts:
             if done > 1:  # without retries configured there was nothing to exhaust
-                with _COUNTERS_LOCK:
-                    self.exhausted += 1
+                self._count_exhausted()
             _mark_attempts(error, done)
             raise error
         delay = self._backoff.delay(done - 1, previous)
         if isinstance(error, RateLimitError) and error.retry_after:
             delay = max(delay, error.retry_after)
         if deadline is not None and self._clock.now() + delay >= deadline:
+            self._count_exhausted()  # the time budget ran out instead
             _mark_attempts(error, done)
             raise deadline_exceeded(f"{self.name} after {done} attempts", error) from error
         if self.on_retry is not None:
@@ -291,6 +297,10 @@ class Retrier:
         with _COUNTERS_LOCK:
             self.retries += 1
         return delay
+
+    def _count_exhausted(self) -> None:
+        with _COUNTERS_LOCK:
+            self.exhausted += 1
 
     def __repr__(self) -> str:
         return f"Retrier({self.config!r}, timeout={self.timeout!r}, name={self.name!r})"
