@@ -352,7 +352,6 @@ def metrics_cases(suite: Suite) -> list[Target]:
     scrape of 10,000 breakers."""
     try:
         import prometheus_client
-
         from virtrigaud_resilience import metrics
     except ImportError as exc:
         suite.skip("metrics (prometheus-client)", exc)
@@ -370,9 +369,9 @@ def metrics_cases(suite: Suite) -> list[Target]:
               setup=register, teardown=lambda: metrics.unregister(registry))
     suite.add("metrics", unregistered, "policy.execute(noop)", policy=policy, noop=noop)
     for providers in (100, SCRAPE_BREAKERS):
-        ms = _scrape_ms(metrics, providers)
-        suite.timings.append((f"scrape of {SCRAPE_BREAKERS:,} breakers over {providers:,} "
-                              "label sets (collect + exposition)", ms, 100.0))
+        what = (f"scrape of {SCRAPE_BREAKERS:,} breakers over {providers:,} "
+                "label sets (collect + exposition)")
+        suite.timings.append((what, _scrape_ms(metrics, providers), 100.0))
     return [Target("registering metrics changes the policy success path by <= 5%",
                    ("metrics", registered), ("metrics", unregistered), 1.05)]
 

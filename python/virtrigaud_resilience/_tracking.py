@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["Census", "Labels", "Counters", "add_counters"]
+__all__ = ["Census", "Counters", "Labels", "add_counters"]
 
 T = TypeVar("T")
 Labels = tuple[str, ...]

@@ -31,12 +31,12 @@ if TYPE_CHECKING:
     from .retry import Retrier
 
 __all__ = [
-    "StateListener",
     "RateLimitListener",
     "RetryListener",
-    "on_state_change",
+    "StateListener",
     "on_rate_limited",
     "on_retry",
+    "on_state_change",
     "remove_listener",
 ]
 

@@ -48,14 +48,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 try:
     import prometheus_client
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-    from prometheus_client.samples import Sample
     from prometheus_client.registry import Collector, CollectorRegistry
+    from prometheus_client.samples import Sample
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
     raise ImportError(
         "virtrigaud_resilience.metrics needs prometheus-client: "
