@@ -33,7 +33,7 @@ public:
         return false;
     }
 
-    /// Counts one caller turned away (raised "full", or gave up waiting).
+    /// Counts one attempt turned away (raised "full", or gave up waiting).
     void count_rejection() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
 
     /// Gives a slot back. Returns true if someone is waiting for one.
