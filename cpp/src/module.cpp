@@ -63,12 +63,41 @@ void restore_exception(PyObject* exc) {
 #endif
 }
 
+// The stable ABI (abi3 wheels) hides PyTypeObject's fields and a few
+// conveniences; these stand in for them in every build.
+
+// The short name of value's type, as a new reference.
+PyObject* type_name_of(PyObject* value) {
+#if PY_VERSION_HEX >= 0x030B0000
+    return PyType_GetName(Py_TYPE(value));
+#else
+    return PyUnicode_FromString(Py_TYPE(value)->tp_name);
+#endif
+}
+
+// Replaces the reference held in `slot` by `value` (a new reference).
+void replace_ref(PyObject*& slot, PyObject* value) {
+    PyObject* old = slot;
+    slot = value;
+    Py_XDECREF(old);
+}
+
+// fn(arg), through vectorcall.
+PyObject* call_one(PyObject* fn, PyObject* arg) {
+    PyObject* args[2] = {nullptr, arg};
+    return PyObject_Vectorcall(fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+}
+
 // Reads a Python int (not bool) into `out`, saturating at int64's range.
 // Returns false with TypeError set for any other type.
 bool int_arg(PyObject* value, const char* owner, const char* field, int64_t& out) {
     if (!PyLong_Check(value) || PyBool_Check(value)) {
-        PyErr_Format(PyExc_TypeError, "%s %s must be an int, got %s %R", owner, field,
-                     Py_TYPE(value)->tp_name, value);
+        PyObject* type_name = type_name_of(value);
+        if (type_name != nullptr) {
+            PyErr_Format(PyExc_TypeError, "%s %s must be an int, got %U %R", owner, field,
+                         type_name, value);
+            Py_DECREF(type_name);
+        }
         return false;
     }
     int overflow = 0;
@@ -150,8 +179,8 @@ void install_hooks(nb::handle reject, nb::handle on_transition) {
     if (!PyCallable_Check(reject.ptr()) || !PyCallable_Check(on_transition.ptr())) {
         throw nb::type_error("_install_hooks() takes two callables (or two Nones)");
     }
-    Py_XSETREF(g_reject, Py_NewRef(reject.ptr()));
-    Py_XSETREF(g_on_transition, Py_NewRef(on_transition.ptr()));
+    replace_ref(g_reject, Py_NewRef(reject.ptr()));
+    replace_ref(g_on_transition, Py_NewRef(on_transition.ptr()));
 }
 
 // Called with (bucket, n) when a bucket refuses n tokens; installed only while
@@ -167,7 +196,7 @@ void set_rate_limited_hook(nb::handle hook) {
     if (!PyCallable_Check(hook.ptr())) {
         throw nb::type_error("_set_rate_limited_hook() takes a callable or None");
     }
-    Py_XSETREF(g_on_rate_limited, Py_NewRef(hook.ptr()));
+    replace_ref(g_on_rate_limited, Py_NewRef(hook.ptr()));
 }
 
 // Tells Python that `bucket` refused n tokens. Never raises. Call it with no
@@ -302,7 +331,7 @@ PyObject* raise_rejected(PyObject* self) {
         PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
         return nullptr;
     }
-    PyObject* exc = PyObject_CallOneArg(g_reject, self);
+    PyObject* exc = call_one(g_reject, self);
     if (exc != nullptr) {
         PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
         Py_DECREF(exc);
@@ -313,7 +342,7 @@ PyObject* raise_rejected(PyObject* self) {
 // Asks the breaker's classifier what `exc` means; a classifier that fails
 // is reported as unraisable and the error counts as a failure.
 int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
-    PyObject* r = PyObject_CallOneArg(b->classify.ptr(), exc);
+    PyObject* r = call_one(b->classify.ptr(), exc);
     long code = r != nullptr ? PyLong_AsLong(r) : -1;
     Py_XDECREF(r);
     if (code < kSuccess || code > kRelease) {
