@@ -2,11 +2,12 @@
 # Builds the wheel, installs it with the test extras into a fresh virtual
 # environment, and runs the test suite against the installed package (not
 # the source tree). Usage: bash scripts/test.sh [pytest args...]
+# PYTHON picks the interpreter (default python3); VENV the environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${VENV:-.venv-test}"
-python3 -m venv --clear "$venv"
+"${PYTHON:-python3}" -m venv --clear "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 rm -rf dist
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
