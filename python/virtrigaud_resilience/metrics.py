@@ -42,6 +42,7 @@ Objects come and go (a breaker per VM, say). A dropped object's final
 counters are folded into its labels' totals when it is garbage-collected,
 so counters never go backwards and nothing leaks: the memory kept is one
 entry per label set ever seen. A dropped object's gauges stop counting.
+(A subclass that defines ``__del__`` must call ``super().__del__()``.)
 """
 
 from __future__ import annotations
