@@ -524,7 +524,7 @@ struct PyPolicy {
             release(ticket);
             return kBulkheadFull;
         }
-        if (bucket != nullptr && !bucket->core.try_acquire(1, nullptr, !waits)) {
+        if (bucket != nullptr && !bucket->core.try_acquire(1, !waits)) {
             if (bulkhead != nullptr) {
                 bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
             }

@@ -488,13 +488,13 @@ void test_bucket_refund() {
         int64_t back = 0;
         int64_t effective = 0;
         for (int k = 0; k < 3000; ++k) {
-            int64_t tat_after = 0;
-            if (!bucket.try_acquire(1, &tat_after)) {
+            const TokenBucket::Reservation taken_now = bucket.reserve(1, 0);  // a take
+            if (!taken_now.ok) {
                 continue;
             }
             ++take;
             if (rng.below(2) == 0) {
-                const int64_t r = bucket.refund(1, tat_after);
+                const int64_t r = bucket.refund(1, taken_now.tat_after);
                 if (r < 0 || r > 1) {
                     too_much.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -520,15 +520,15 @@ void test_bucket_refund() {
     CHECK_EQ(bucket.cancelled(), static_cast<uint64_t>(effective));
     // Alone, a refund restores exactly what the take took.
     TokenBucket solo(1000, 5, &clock);
-    int64_t tat_after = 0;
-    CHECK(solo.try_acquire(1, &tat_after));
-    CHECK_EQ(solo.refund(1, tat_after), int64_t{1});
+    const TokenBucket::Reservation only = solo.reserve(1, 0);
+    CHECK(only.ok);
+    CHECK_EQ(solo.refund(1, only.tat_after), int64_t{1});
     CHECK_EQ(solo.tokens(), 5.0);
     // A take since then keeps its own token: nothing comes back.
-    CHECK(solo.try_acquire(1, &tat_after));
-    const int64_t first = tat_after;
-    CHECK(solo.try_acquire(1, &tat_after));
-    CHECK_EQ(solo.refund(1, first), int64_t{0});
+    const TokenBucket::Reservation first = solo.reserve(1, 0);
+    CHECK(first.ok);
+    CHECK(solo.reserve(1, 0).ok);
+    CHECK_EQ(solo.refund(1, first.tat_after), int64_t{0});
     CHECK_EQ(solo.tokens(), 3.0);
 }
 

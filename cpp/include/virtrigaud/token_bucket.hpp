@@ -67,12 +67,10 @@ public:
         : tat_(0), config_(pack(interval_ns, burst)), clock_(clock) {}
 
     /// Takes n tokens now if the bucket holds them; never waits. n in [1, burst];
-    /// a larger n can never conform and is rejected. On success, `tat_after`
-    /// (when given) receives what refund() needs to give the tokens back.
-    /// `count_refusal` false leaves a refusal out of rejected(): the caller
-    /// will wait for the tokens instead, and that reservation is counted.
-    bool try_acquire(int64_t n = 1, int64_t* tat_after = nullptr,
-                     bool count_refusal = true) noexcept {
+    /// a larger n can never conform and is rejected. `count_refusal` false
+    /// leaves a refusal out of rejected(): the caller will wait for the
+    /// tokens instead, and that reservation is counted.
+    bool try_acquire(int64_t n = 1, bool count_refusal = true) noexcept {
         const int64_t now = now_ns(clock_);
         const uint64_t cfg = config_.load(std::memory_order_acquire);
         if (n < 1 || n > burst_of(cfg)) {
@@ -94,9 +92,6 @@ public:
             if (tat_.compare_exchange_weak(tat, next, std::memory_order_acq_rel,
                                            std::memory_order_relaxed)) {
                 admitted_.fetch_add(1, std::memory_order_relaxed);
-                if (tat_after != nullptr) {
-                    *tat_after = next;
-                }
                 return true;
             }
         }
@@ -143,7 +138,7 @@ public:
         return refund(n, tat_after);
     }
 
-    /// Gives back n tokens taken (try_acquire or reserve) for a call that then
+    /// Gives back n tokens reserved (reserve's tat_after) for a call that then
     /// never ran, whether or not their time has come, minus those reserved
     /// after them. Returns the tokens given back.
     int64_t refund(int64_t n, int64_t tat_after) noexcept {
