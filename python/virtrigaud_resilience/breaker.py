@@ -24,8 +24,6 @@ import asyncio
 import builtins
 import atexit
 import enum
-import functools
-import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -34,6 +32,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
+from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
 from .errors import CircuitOpenError, ErrorType, ProviderError
@@ -241,20 +240,7 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function so every call goes through the breaker."""
-        if inspect.iscoroutinefunction(fn):
-            afn: Any = fn
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.call_async(afn, *args, **kwargs)
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return guarded(fn, self.call, self.call_async)
 
     def add_listener(self, listener: StateListener) -> None:
         """Calls ``listener(breaker, old, new)`` after each state change of this breaker.

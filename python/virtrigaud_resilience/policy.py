@@ -22,12 +22,11 @@ waits, timeouts) continues in Python.
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _validate
+from ._decorate import guarded
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
@@ -118,20 +117,7 @@ class Policy(_core.Policy):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function; its name and signature are kept."""
-        if inspect.iscoroutinefunction(fn):
-            afn: Any = fn
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.execute_async(afn, *args, **kwargs)
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return self.execute(fn, *args, **kwargs)
-
-        return wrapper
+        return guarded(fn, self.execute, self.execute_async)
 
     # -- the Python continuation of the native first attempt ------------------
 

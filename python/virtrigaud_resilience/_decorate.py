@@ -1,0 +1,33 @@
+"""The one decorator behind ``@breaker`` and ``@policy``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def guarded(fn: Callable[P, T], call: Callable[..., Any],
+            call_async: Callable[..., Awaitable[Any]]) -> Callable[P, T]:
+    """``fn`` wrapped so each call runs as ``call(fn, *args, **kwargs)``, or, for a
+    coroutine function, as ``await call_async(fn, *args, **kwargs)``; its name,
+    docstring and signature are kept."""
+    if inspect.iscoroutinefunction(fn):
+        afn: Any = fn
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await call_async(afn, *args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = call(fn, *args, **kwargs)
+        return result
+
+    return wrapper
