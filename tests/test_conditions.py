@@ -418,10 +418,28 @@ def test_to_dict_exact_shape() -> None:
 def test_to_dict_without_generation_omits_key() -> None:
     d = Condition("Ready", True, "VMReady", "ok", T0).to_dict()
     assert list(d) == ["type", "status", "reason", "message", "lastTransitionTime"]
-    assert (
-        Condition("Ready", True, "VMReady", observed_generation=0).to_dict()["observedGeneration"]
-        == 0
-    )
+
+
+def test_to_dict_omits_generation_zero_like_go_omitempty() -> None:
+    d = Condition("Ready", True, "VMReady", "ok", T0, observed_generation=0).to_dict()
+    assert "observedGeneration" not in d
+    one = Condition("Ready", True, "VMReady", "ok", T0, observed_generation=1).to_dict()
+    assert one["observedGeneration"] == 1
+
+
+def test_generation_zero_is_stored_as_none() -> None:
+    # Go cannot tell 0 from absent, so neither do we: one value, equal conditions.
+    zero = Condition("Ready", True, "VMReady", "ok", T0, observed_generation=0)
+    assert zero.observed_generation is None
+    assert zero == Condition("Ready", True, "VMReady", "ok", T0)
+
+
+def test_from_dict_generation_zero_or_missing_round_trips_exactly() -> None:
+    base = {"type": "Ready", "status": "True", "reason": "VMReady", "message": ""}
+    from_zero = Condition.from_dict({**base, "observedGeneration": 0})
+    assert from_zero.observed_generation is None
+    assert from_zero == Condition.from_dict(base)
+    assert Condition.from_dict(from_zero.to_dict()) == from_zero
 
 
 def test_to_dict_unset_time_is_null() -> None:
@@ -627,6 +645,14 @@ def test_set_condition_identical_returns_false() -> None:
     assert set_condition(conds, Condition("Ready", True, "VMReady", "ok", None, 3), now=T1) is False
     assert set_condition(conds, Condition("Ready", True, "VMReady", "ok", T2, 3), now=T1) is False
     assert conds == [existing]
+    assert conds[0] is existing
+
+
+def test_set_condition_generation_zero_against_none_is_no_change() -> None:
+    # Both serialize without observedGeneration: no status update is needed.
+    existing = Condition("Ready", True, "VMReady", "ok", T0)
+    conds = [existing]
+    assert set_condition(conds, Condition("Ready", True, "VMReady", "ok", None, 0), now=T1) is False
     assert conds[0] is existing
 
 

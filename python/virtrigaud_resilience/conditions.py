@@ -275,9 +275,17 @@ def _optional_time(owner: str, field: str, value: Any) -> datetime | None:
 
 
 def _optional_generation(owner: str, value: Any) -> int | None:
+    """An int >= 0, with 0 stored as None.
+
+    Go's ``ObservedGeneration int64 `json:"observedGeneration,omitempty"``` cannot
+    tell 0 from absent, and a real object's generation starts at 1. One value
+    for "not tracked" keeps ``from_dict(to_dict(c)) == c`` exact and stops
+    :func:`set_condition` reporting a change that the wire would not show.
+    """
     if value is None:
         return None
-    return _validate.integer(owner, "observed_generation", value, 0)
+    generation = _validate.integer(owner, "observed_generation", value, 0)
+    return generation or None
 
 
 def _now() -> datetime:
@@ -335,7 +343,9 @@ class Condition:
             None until :func:`set_condition` stamps it. Naive datetimes are
             rejected.
         observed_generation: the ``metadata.generation`` the condition was
-            computed from (int >= 0), or None when not tracked.
+            computed from (int >= 1), or None when not tracked. 0 is accepted
+            and stored as None: metav1.Condition omits a 0 (``omitempty``),
+            so on the wire the two are the same value.
 
     Every str field is stored as an exact ``str`` (enum members are unwrapped),
     so :meth:`to_dict` output serializes with any JSON or YAML dumper.
@@ -385,7 +395,8 @@ class Condition:
         ``lastTransitionTime`` is an RFC 3339 UTC string with whole seconds and
         a ``Z`` suffix (``"2024-05-01T12:00:00Z"``), or None when unset (Go's
         zero metav1.Time also marshals to ``null``). ``observedGeneration`` is
-        added only when it is not None.
+        added only when it is set, as Go's ``omitempty`` does (a generation
+        of 0 is stored as None, so it is omitted too).
         """
         result: dict[str, Any] = {
             "type": self.type,
@@ -409,7 +420,8 @@ class Condition:
         ``type``, ``status`` and ``reason`` are required; ``message`` defaults
         to ""; ``lastTransitionTime`` may be missing or null (-> None), an RFC
         3339 string with any fraction and offset (-> UTC, whole seconds) or an
-        aware datetime; ``observedGeneration`` may be missing or null (-> None).
+        aware datetime; ``observedGeneration`` may be missing, null or 0
+        (all -> None).
         Unknown keys are ignored, as Go's JSON decoding does.
         ``Condition.from_dict(c.to_dict()) == c`` for every condition.
         """
