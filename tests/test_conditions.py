@@ -558,9 +558,14 @@ def test_from_dict_bad_time(value: Any, exc: type[Exception], pattern: str) -> N
 
 
 def test_from_dict_bad_values_name_field() -> None:
-    with pytest.raises(ValueError, match=r"status must be .*'maybe'"):
+    # The parser names itself and the JSON key the user wrote.
+    with pytest.raises(ValueError, match=r"Condition.from_dict status must be .*'maybe'"):
         Condition.from_dict({"type": "Ready", "status": "maybe", "reason": "VMReady"})
-    with pytest.raises(ValueError, match=r"observed_generation must be >= 0, got -2"):
+    with pytest.raises(TypeError, match=r"Condition.from_dict reason must be a str, got int 7"):
+        Condition.from_dict({"type": "Ready", "status": "True", "reason": 7})
+    with pytest.raises(
+        ValueError, match=r"Condition.from_dict observedGeneration must be >= 0, got -2"
+    ):
         Condition.from_dict(
             {"type": "Ready", "status": "True", "reason": "VMReady", "observedGeneration": -2}
         )

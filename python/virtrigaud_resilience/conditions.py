@@ -274,7 +274,7 @@ def _optional_time(owner: str, field: str, value: Any) -> datetime | None:
     return None if value is None else _utc_seconds(owner, field, value)
 
 
-def _optional_generation(owner: str, value: Any) -> int | None:
+def _optional_generation(owner: str, value: Any, field: str = "observed_generation") -> int | None:
     """An int >= 0, with 0 stored as None.
 
     Go's ``ObservedGeneration int64 `json:"observedGeneration,omitempty"``` cannot
@@ -284,7 +284,7 @@ def _optional_generation(owner: str, value: Any) -> int | None:
     """
     if value is None:
         return None
-    generation = _validate.integer(owner, "observed_generation", value, 0)
+    generation = _validate.integer(owner, field, value, 0)
     return generation or None
 
 
@@ -367,7 +367,22 @@ class Condition:
         last_transition_time: datetime | None = None,
         observed_generation: int | None = None,
     ) -> None:
-        owner = "Condition"
+        self._assign(
+            "Condition", type, status, reason, message, last_transition_time, observed_generation
+        )
+
+    def _assign(
+        self,
+        owner: str,
+        type: Any,
+        status: Any,
+        reason: Any,
+        message: Any,
+        last_transition_time: Any,
+        observed_generation: Any,
+    ) -> None:
+        # Separate from __init__ so a parser can name itself (and the list
+        # entry it is reading) in every error message.
         values = {
             "type": _condition_type(owner, type),
             "status": _status(owner, status),
@@ -428,19 +443,37 @@ class Condition:
         owner = "Condition.from_dict"
         if not isinstance(data, Mapping):
             raise TypeError(f"{owner} data must be a mapping, got {_kind(data)} {data!r}")
-        missing = [key for key in ("type", "status", "reason") if key not in data]
+        missing = _missing_keys(data)
         if missing:
             raise ValueError(f"{owner} data is missing required key(s) {missing}, got {data!r}")
-        return cls(
-            type=data["type"],
-            status=data["status"],
-            reason=data["reason"],
-            message=data.get("message", ""),
-            last_transition_time=_parse_time(
-                owner, "lastTransitionTime", data.get("lastTransitionTime")
-            ),
-            observed_generation=data.get("observedGeneration"),
-        )
+        return _from_json_fields(owner, data)
+
+
+_REQUIRED_KEYS: Final = ("type", "status", "reason")
+
+
+def _missing_keys(data: Mapping[str, Any]) -> list[str]:
+    return [key for key in _REQUIRED_KEYS if key not in data]
+
+
+def _from_json_fields(owner: str, data: Mapping[str, Any]) -> Condition:
+    """A Condition from a mapping that has the required keys.
+
+    Errors name ``owner`` and the JSON key (``observedGeneration``, not
+    ``observed_generation``): that is what the user sees in their dict.
+    """
+    generation = _optional_generation(owner, data.get("observedGeneration"), "observedGeneration")
+    condition = Condition.__new__(Condition)
+    condition._assign(
+        owner,
+        data["type"],
+        data["status"],
+        data["reason"],
+        data.get("message", ""),
+        _parse_time(owner, "lastTransitionTime", data.get("lastTransitionTime")),
+        generation,
+    )
+    return condition
 
 
 def _require_condition(owner: str, field: str, value: Any) -> Condition:
