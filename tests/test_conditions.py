@@ -679,14 +679,17 @@ def test_set_condition_updates_first_duplicate_only() -> None:
 
 
 def test_set_condition_bad_input() -> None:
-    with pytest.raises(TypeError, match=r"set_condition new must be a Condition, got dict"):
-        set_condition([], {"type": "Ready"})  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"set_condition new must be a Condition or a dict, got str 'Ready'"
+    ):
+        set_condition([], "Ready")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"set_condition now must be timezone-aware"):
         set_condition([], Condition("Ready", True, "VMReady"), now=datetime(2024, 1, 1))
     with pytest.raises(
-        TypeError, match=r"set_condition conditions\[0\] must be a Condition, got str 'Ready'"
+        TypeError,
+        match=r"set_condition conditions\[0\] must be a Condition or a dict, got str 'Ready'",
     ):
-        set_condition(["Ready"], Condition("Ready", True, "VMReady"))  # type: ignore[list-item]
+        set_condition(["Ready"], Condition("Ready", True, "VMReady"))  # type: ignore[arg-type]
 
 
 def test_set_condition_full_lifecycle() -> None:
@@ -747,6 +750,324 @@ def test_remove_condition_removes_duplicates_in_place() -> None:
     assert remove_condition(conds, "Ready") is True
     assert alias == [b]
     assert remove_condition([], "Ready") is False
+
+
+# --------------------------------------------------------------------------- plain dicts
+
+
+def ready_dict(status: str = "True", reason: str = "VMReady", **extra: Any) -> dict[str, Any]:
+    """A Ready entry as the API server returns it (to_dict form, whole-second Z time)."""
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": "ok",
+        "lastTransitionTime": "2024-05-01T12:00:00Z",
+        **extra,
+    }
+
+
+def test_set_condition_on_empty_dict_list_with_dict_new_appends_a_dict() -> None:
+    conds: list[dict[str, Any]] = []
+    new = {"type": "Ready", "status": "True", "reason": "VMReady", "message": "ok"}
+    assert set_condition(conds, new, now=T0) is True
+    assert conds == [ready_dict()]
+    assert type(conds[0]) is dict
+    assert list(conds[0]) == ["type", "status", "reason", "message", "lastTransitionTime"]
+
+
+def test_set_condition_condition_new_into_dict_list_appends_a_dict() -> None:
+    # The list decides: a Condition from the helpers lands as a dict.
+    conds: list[dict[str, Any]] = [ready_dict()]
+    assert set_condition(conds, provisioning_condition(observed_generation=4), now=T1) is True
+    assert conds[1] == {
+        "type": "Provisioning",
+        "status": "True",
+        "reason": "Creating",
+        "message": "VM creation in progress",
+        "lastTransitionTime": "2024-05-01T12:05:00Z",
+        "observedGeneration": 4,
+    }
+    assert type(conds[1]) is dict
+
+
+def test_set_condition_dict_new_into_condition_list_appends_a_condition() -> None:
+    conds = [Condition("Provisioning", True, "Creating", "", T0)]
+    assert set_condition(conds, ready_dict(), now=T1) is True
+    assert conds[1] == Condition("Ready", True, "VMReady", "ok", T0)
+
+
+def test_set_condition_dict_same_status_keeps_transition_time_updates_rest() -> None:
+    conds = [ready_dict(status="False", reason="ProviderError", observedGeneration=1)]
+    new = map_error_to_condition(new_error("Unavailable", "vcenter down"), observed_generation=2)
+    assert set_condition(conds, new, now=T2) is True
+    assert conds == [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ProviderUnavailable",
+            "message": "vcenter down",
+            "lastTransitionTime": "2024-05-01T12:00:00Z",
+            "observedGeneration": 2,
+        }
+    ]
+
+
+def test_set_condition_dict_status_change_moves_transition_time() -> None:
+    conds = [ready_dict()]
+    assert set_condition(conds, ready_condition(RuntimeError("boom")), now=T1) is True
+    assert conds[0]["status"] == "False"
+    assert conds[0]["lastTransitionTime"] == "2024-05-01T12:05:00Z"
+    # new's own time wins when it carries one, as in Go.
+    back = {"type": "Ready", "status": "True", "reason": "VMReady", "lastTransitionTime": T2}
+    assert set_condition(conds, back, now=T1) is True
+    assert conds[0]["lastTransitionTime"] == "2024-05-01T13:00:00Z"
+
+
+def test_set_condition_dict_unchanged_returns_false_and_leaves_entry_alone() -> None:
+    # Same values written differently (offset time, generation 0 vs absent):
+    # nothing changes on the wire, so nothing is touched.
+    entry = ready_dict(lastTransitionTime="2024-05-01T14:00:00+02:00", observedGeneration=0)
+    conds = [entry]
+    assert set_condition(conds, ready_condition(message="ok"), now=T1) is False
+    assert conds[0] is entry
+    assert entry["lastTransitionTime"] == "2024-05-01T14:00:00+02:00"
+
+
+def test_set_condition_dict_keeps_extra_keys_in_order() -> None:
+    entry = {"severity": "Info", **ready_dict(), "lastProbeTime": None}
+    conds = [entry]
+    assert set_condition(conds, ready_condition(message="changed"), now=T1) is True
+    assert list(conds[0]) == [
+        "severity",
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "lastProbeTime",
+    ]
+    assert conds[0]["severity"] == "Info"
+    assert conds[0]["lastProbeTime"] is None
+    assert conds[0]["message"] == "changed"
+
+
+def test_set_condition_dict_drops_generation_when_new_has_none_or_zero() -> None:
+    for generation in (None, 0):
+        conds = [ready_dict(observedGeneration=3)]
+        new = ready_condition(message="ok", observed_generation=generation)
+        assert set_condition(conds, new, now=T1) is True
+        assert "observedGeneration" not in conds[0]
+
+
+def test_set_condition_dict_new_extra_keys_are_ignored() -> None:
+    conds: list[dict[str, Any]] = []
+    set_condition(conds, ready_dict(severity="Info", observedGeneration=0), now=T1)
+    assert conds == [ready_dict()]
+
+
+def test_set_condition_replaces_dict_entries_never_mutates_them() -> None:
+    # kopf's status is the live body: a shallow copy of its list must be enough.
+    body_entry = ready_dict()
+    snapshot = dict(body_entry)
+    conds = [body_entry]
+    set_condition(conds, ready_condition(RuntimeError("boom")), now=T1)
+    assert conds[0] is not body_entry
+    assert body_entry == snapshot
+
+
+def test_set_condition_mixed_list_each_entry_keeps_its_kind() -> None:
+    as_condition = Condition("Provisioning", True, "Creating", "", T0)
+    conds: list[Condition | dict[str, Any]] = [as_condition, ready_dict()]
+    set_condition(conds, Condition("Provisioning", False, "CreateFailed", "x"), now=T1)
+    set_condition(conds, ready_condition(RuntimeError("boom")), now=T1)
+    assert isinstance(conds[0], Condition)
+    assert conds[0].status == "False"
+    assert type(conds[1]) is dict
+    assert conds[1]["status"] == "False"
+    # Appending to a mixed list: new's kind.
+    set_condition(conds, provider_available_condition(True), now=T1)
+    set_condition(conds, provider_runtime_ready_condition(True).to_dict(), now=T1)
+    assert isinstance(conds[2], Condition)
+    assert type(conds[3]) is dict
+
+
+def test_find_condition_on_dicts_returns_the_dict_itself() -> None:
+    ready = ready_dict()
+    avail = {"type": "ProviderAvailable", "status": "False", "reason": "HealthCheckFailed"}
+    conds = [ready, avail]
+    assert find_condition(conds, "Ready") is ready
+    assert find_condition(conds, ConditionType.PROVIDER_AVAILABLE) is avail
+    assert find_condition(conds, "Provisioning") is None
+    # Any iterable, read once.
+    assert find_condition(iter(conds), "ProviderAvailable") is avail
+
+
+def test_is_condition_true_false_on_dicts() -> None:
+    conds = [
+        ready_dict(),
+        {"type": "ProviderAvailable", "status": "False", "reason": "HealthCheckFailed"},
+        {"type": "Provisioning", "status": "Unknown", "reason": "Creating"},
+    ]
+    assert is_condition_true(conds, "Ready") is True
+    assert is_condition_true(conds, "ProviderAvailable") is False
+    assert is_condition_false(conds, "ProviderAvailable") is True
+    assert is_condition_false(conds, "Ready") is False
+    assert is_condition_true(conds, "Provisioning") is False
+    assert is_condition_false(conds, "Provisioning") is False
+    assert is_condition_true(conds, "Missing") is False
+
+
+def test_remove_condition_on_dicts_keeps_the_other_entries() -> None:
+    avail = {"type": "ProviderAvailable", "status": "True", "reason": "HealthCheckPassed"}
+    conds = [ready_dict(), avail, ready_dict(message="dup")]
+    alias = conds
+    assert remove_condition(conds, "Ready") is True
+    assert alias == [avail]
+    assert alias[0] is avail
+    assert remove_condition(conds, "Ready") is False
+
+
+BAD_ENTRIES: list[tuple[Any, type[Exception], str]] = [
+    (
+        {"type": "Ready", "reason": "VMReady"},
+        ValueError,
+        r"conditions\[1\] is missing required key\(s\) \['status'\], got \{'type': 'Ready'",
+    ),
+    (
+        {"type": "Ready", "status": "yes", "reason": "VMReady"},
+        ValueError,
+        r"conditions\[1\] status must be \"True\", \"False\", \"Unknown\" or a bool, got 'yes'",
+    ),
+    (
+        {"type": "Ready", "status": "True", "reason": 7},
+        TypeError,
+        r"conditions\[1\] reason must be a str, got int 7",
+    ),
+    (
+        {"type": "Ready", "status": "True", "reason": "has space"},
+        ValueError,
+        r"conditions\[1\] reason must match .*got 'has space'",
+    ),
+    (
+        {"type": "Ready", "status": "True", "reason": "VMReady", "lastTransitionTime": "noon"},
+        ValueError,
+        r"conditions\[1\] lastTransitionTime must be an RFC 3339 time .*got 'noon'",
+    ),
+    (
+        {"type": "Ready", "status": "True", "reason": "VMReady", "observedGeneration": -1},
+        ValueError,
+        r"conditions\[1\] observedGeneration must be >= 0, got -1",
+    ),
+    (
+        {"type": "Ready", "status": "True", "reason": "VMReady", "observedGeneration": "3"},
+        TypeError,
+        r"conditions\[1\] observedGeneration must be an int, got str '3'",
+    ),
+    ("Ready", TypeError, r"conditions\[1\] must be a Condition or a dict, got str 'Ready'"),
+    (None, TypeError, r"conditions\[1\] must be a Condition or a dict, got NoneType None"),
+]
+
+
+@pytest.mark.parametrize(("bad", "exc", "pattern"), BAD_ENTRIES)
+def test_set_and_remove_reject_bad_entries_and_change_nothing(
+    bad: Any, exc: type[Exception], pattern: str
+) -> None:
+    # The bad entry sits after the one being set: it is reported all the same.
+    conds: list[Any] = [ready_dict(), bad]
+    before = [dict(conds[0]), bad]
+    with pytest.raises(exc, match=r"^set_condition " + pattern):
+        set_condition(conds, ready_condition(RuntimeError("boom")), now=T1)
+    with pytest.raises(exc, match=r"^remove_condition " + pattern):
+        remove_condition(conds, "Ready")
+    assert conds == before
+
+
+@pytest.mark.parametrize(("bad", "exc", "pattern"), BAD_ENTRIES)
+def test_readers_reject_bad_entries(bad: Any, exc: type[Exception], pattern: str) -> None:
+    conds: list[Any] = [ready_dict(), bad]
+    with pytest.raises(exc, match=r"^find_condition " + pattern):
+        find_condition(conds, "Ready")
+    with pytest.raises(exc, match=r"^is_condition_true " + pattern):
+        is_condition_true(conds, "Ready")
+    with pytest.raises(exc, match=r"^is_condition_false " + pattern):
+        is_condition_false(conds, "Ready")
+
+
+def test_set_condition_rejects_bad_dict_new() -> None:
+    with pytest.raises(
+        ValueError, match=r"set_condition new is missing required key\(s\) \['status', 'reason'\]"
+    ):
+        set_condition([], {"type": "Ready"})
+    with pytest.raises(ValueError, match=r"set_condition new status must be .*got 'yes'"):
+        set_condition([], {"type": "Ready", "status": "yes", "reason": "VMReady"})
+
+
+@pytest.mark.parametrize("not_a_list", [None, ready_dict(), "Ready", ("tuple",)])
+def test_writers_need_a_list(not_a_list: Any) -> None:
+    # kopf's status.get("conditions") is None before the first write.
+    for fn, args in ((set_condition, (ready_condition(),)), (remove_condition, ("Ready",))):
+        with pytest.raises(
+            TypeError,
+            match=rf"{fn.__name__} conditions must be a list of Conditions or dicts, "
+            rf"got {type(not_a_list).__name__}",
+        ):
+            fn(not_a_list, *args)
+
+
+@pytest.mark.parametrize("not_a_list", [None, ready_dict(), "Ready", 5])
+def test_readers_need_an_iterable_of_conditions(not_a_list: Any) -> None:
+    for fn in (find_condition, is_condition_true, is_condition_false):
+        with pytest.raises(
+            TypeError,
+            match=rf"{fn.__name__} conditions must be a list or other iterable of Conditions "
+            rf"or dicts, got {type(not_a_list).__name__}",
+        ):
+            fn(not_a_list, "Ready")
+
+
+def test_condition_type_must_be_a_str() -> None:
+    for fn in (find_condition, is_condition_true, is_condition_false, remove_condition):
+        pattern = rf"{fn.__name__} condition_type must be a str, got int 5"
+        with pytest.raises(TypeError, match=pattern):
+            fn([ready_dict()], 5)  # type: ignore[arg-type]
+
+
+def test_kopf_like_round_trip_is_plain_json() -> None:
+    # A kopf handler: status is the live body parsed from JSON; patch it back.
+    body = json.loads(json.dumps({"metadata": {"generation": 3}, "status": {"phase": "Running"}}))
+    status = body["status"]
+
+    def reconcile(error: Exception | None, now: datetime) -> dict[str, Any] | None:
+        conditions = list(status.get("conditions", []))
+        generation = body["metadata"]["generation"]
+        ready = ready_condition(error, observed_generation=generation)
+        if not set_condition(conditions, ready.to_dict(), now=now):
+            return None
+        return {"status": {"conditions": conditions}}
+
+    first = reconcile(None, T0)
+    assert first is not None
+    assert "conditions" not in status  # the live body was not touched
+    wire = json.dumps(first)  # serializable as is: only dicts, str and int
+    status.update(json.loads(wire)["status"])
+    assert status["conditions"] == [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "VMReady",
+            "message": "VM is ready for use",
+            "lastTransitionTime": "2024-05-01T12:00:00Z",
+            "observedGeneration": 3,
+        }
+    ]
+    assert reconcile(None, T1) is None  # nothing changed: skip the patch
+    failed = reconcile(new_error("Unavailable", "vcenter down"), T2)
+    assert failed is not None
+    assert json.loads(json.dumps(failed)) == failed
+    assert failed["status"]["conditions"][0]["lastTransitionTime"] == "2024-05-01T13:00:00Z"
+    assert failed["status"]["conditions"][0]["reason"] == "ProviderUnavailable"
+    assert status["conditions"][0]["status"] == "True"  # still the live body's own
 
 
 # --------------------------------------------------------------------------- health checks

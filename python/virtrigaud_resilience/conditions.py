@@ -29,8 +29,20 @@ condition (``ResourceNotFound``, ``AuthenticationFailed``,
 ``ProviderUnavailable``, ``ValidationError``, ``ProviderError`` or
 ``InternalError``).
 
-Conditions are immutable (a frozen dataclass): :func:`set_condition` and
-:func:`remove_condition` replace list elements rather than mutating them.
+The list helpers (:func:`set_condition`, :func:`find_condition`,
+:func:`remove_condition`, :func:`is_condition_true`,
+:func:`is_condition_false`) take a list of :class:`Condition` or a list of
+plain dicts in the ``metav1.Condition`` JSON shape, the kind kopf and the
+Kubernetes clients hold, and hand back the kind they were given. In a kopf
+handler::
+
+    conditions = list(status.get("conditions", []))   # status is the live body
+    ready = vr.ready_condition(observed_generation=meta["generation"])
+    if vr.set_condition(conditions, ready.to_dict()):  # a dict, for an empty list
+        patch.status["conditions"] = conditions         # plain JSON, as is
+
+Conditions are immutable (a frozen dataclass), and the list helpers replace
+list elements rather than mutating them, dicts included.
 """
 
 from __future__ import annotations
@@ -39,9 +51,9 @@ import dataclasses
 import enum
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping, MutableSequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from . import _validate
 from .errors import ErrorType, ProviderError
@@ -66,6 +78,7 @@ __all__ = [
     "VALIDATION_ERROR",
     "VM_READY",
     "Condition",
+    "ConditionDict",
     "ConditionStatus",
     "ConditionType",
     "Reason",
@@ -476,12 +489,6 @@ def _from_json_fields(owner: str, data: Mapping[str, Any]) -> Condition:
     return condition
 
 
-def _require_condition(owner: str, field: str, value: Any) -> Condition:
-    if not isinstance(value, Condition):
-        raise TypeError(f"{owner} {field} must be a Condition, got {_kind(value)} {value!r}")
-    return value
-
-
 # --------------------------------------------------------------------------- error mapping
 
 
@@ -557,42 +564,169 @@ def map_error_to_condition(
 
 # --------------------------------------------------------------------------- list operations
 
+#: One condition as kopf and the Kubernetes clients hold it: a plain dict in
+#: the ``metav1.Condition`` JSON shape, e.g. one entry of kopf's
+#: ``status.get("conditions", [])``.
+ConditionDict: TypeAlias = dict[str, Any]
+
+# The lists set_condition and remove_condition change in place. Three members,
+# not MutableSequence[Condition | ConditionDict] alone: MutableSequence is
+# invariant, so a list[Condition] would not match that.
+_ConditionList: TypeAlias = (
+    MutableSequence[Condition]
+    | MutableSequence[ConditionDict]
+    | MutableSequence[Condition | ConditionDict]
+)
+
+# An entry of a list the read-only helpers take; a TypeVar so find_condition
+# returns the kind it was given (a dict from a list[dict], and so on).
+_Entry = TypeVar("_Entry", bound=Condition | Mapping[str, Any])
+
+
+def _require_list(owner: str, conditions: object, *, mutable: bool) -> None:
+    # A str or a single dict is iterable too, and would otherwise fail later
+    # with a message about one of its characters or keys.
+    expected = MutableSequence if mutable else Iterable
+    if isinstance(conditions, (str, bytes, Mapping)) or not isinstance(conditions, expected):
+        kind = "list" if mutable else "list or other iterable"
+        raise TypeError(
+            f"{owner} conditions must be a {kind} of Conditions or dicts, "
+            f"got {_kind(conditions)} {conditions!r}"
+        )
+
+
+def _parse_entry(owner: str, entry: object) -> Condition:
+    """``entry`` as a validated Condition: a Condition as is, a mapping parsed.
+
+    ``owner`` names the entry in errors, e.g. ``"set_condition conditions[2]"``.
+    """
+    if isinstance(entry, Condition):
+        return entry
+    if isinstance(entry, Mapping):
+        missing = _missing_keys(entry)
+        if missing:
+            raise ValueError(f"{owner} is missing required key(s) {missing}, got {entry!r}")
+        return _from_json_fields(owner, entry)
+    raise TypeError(f"{owner} must be a Condition or a dict, got {_kind(entry)} {entry!r}")
+
+
+def _parse_entries(owner: str, entries: Iterable[object]) -> list[Condition]:
+    # Every entry, not only those before the match: whether a malformed entry
+    # is reported must not depend on where it sits in the list.
+    return [
+        _parse_entry(f"{owner} conditions[{index}]", entry) for index, entry in enumerate(entries)
+    ]
+
+
+def _index_of(parsed: Sequence[Condition], condition_type: str) -> int | None:
+    for index, condition in enumerate(parsed):
+        if condition.type == condition_type:
+            return index
+    return None
+
+
+def _dict_like(template: Mapping[str, Any], condition: Condition) -> ConditionDict:
+    """``condition``'s metav1 fields written over a copy of ``template``.
+
+    The template's other keys are kept, in their order, so fields this
+    library does not know survive an update.
+    """
+    result = {**template, **condition.to_dict()}
+    if condition.observed_generation is None:
+        # omitempty: a generation the template had must not linger.
+        result.pop("observedGeneration", None)
+    return result
+
+
+def _in_kind_of(entry: object, condition: Condition) -> Condition | ConditionDict:
+    """``condition`` as the same kind as ``entry``: a Condition, or a dict shaped like it."""
+    if isinstance(entry, Condition):
+        return condition
+    return _dict_like(cast("Mapping[str, Any]", entry), condition)
+
+
+def _holds_conditions(entries: Sequence[object], new: object) -> bool:
+    """Whether an entry appended to ``entries`` should be a Condition (else a dict).
+
+    The kind every entry already has; for an empty or mixed list, ``new``'s kind.
+    """
+    kinds = {isinstance(entry, Condition) for entry in entries}
+    if len(kinds) == 1:
+        return kinds.pop()
+    return isinstance(new, Condition)
+
+
+def _stamped(condition: Condition, stamp: datetime) -> Condition:
+    if condition.last_transition_time is not None:
+        return condition
+    return dataclasses.replace(condition, last_transition_time=stamp)
+
 
 def set_condition(
-    conditions: MutableSequence[Condition],
-    new: Condition,
+    conditions: _ConditionList,
+    new: Condition | Mapping[str, Any],
     now: datetime | None = None,
 ) -> bool:
     """Set ``new`` in ``conditions`` in place, exactly like ``meta.SetStatusCondition``.
 
-    * No condition of ``new.type`` yet: append ``new``, its
-      ``last_transition_time`` filled with ``now`` when None. Returns True.
+    ``conditions`` is a list of :class:`Condition`, or of plain dicts in the
+    ``metav1.Condition`` JSON shape (what kopf's ``status.get("conditions", [])``
+    and the Kubernetes clients hold), or a mix. ``new`` is a Condition or
+    such a dict.
+
+    * No condition of ``new``'s type yet: append ``new``, its
+      ``lastTransitionTime`` set to ``now`` when unset. Returns True.
     * Otherwise, for the first condition of that type:
-      ``last_transition_time`` changes only when ``status`` changes (to
-      ``new.last_transition_time``, or ``now`` when that is None);
-      ``status``, ``reason``, ``message`` and ``observed_generation`` are set
-      to ``new``'s. The element is replaced (conditions are immutable).
-      Returns whether any field changed, so an identical ``new`` returns False
-      and the caller can skip the status update.
+      ``lastTransitionTime`` changes only when ``status`` changes (to
+      ``new``'s, or ``now`` when ``new`` has none); ``status``, ``reason``,
+      ``message`` and ``observedGeneration`` are set to ``new``'s. Returns
+      whether any of them changed, so an identical ``new`` returns False and
+      the caller can skip the status update. Later duplicates are left alone.
+
+    Entries are replaced, never changed in place, so a shallow copy is enough
+    to keep a list you must not change intact (in kopf,
+    ``list(status.get("conditions", []))``: ``status`` is the live body).
+
+    The kind of each entry is kept:
+
+    * An updated entry keeps its kind. An updated dict keeps its other keys,
+      in their order, and gets the metav1 fields in the form the API server
+      stores (the :meth:`Condition.to_dict` form: ``lastTransitionTime`` as
+      ``"2024-05-01T12:00:00Z"``, ``observedGeneration`` dropped when unset
+      or 0). An entry that does not change is not touched at all.
+    * An appended entry takes the kind of the entries already in the list;
+      when the list is empty or holds both kinds, the kind of ``new``. So
+      give a dict list that may be empty (kopf's is, on the first reconcile)
+      a dict ``new``, e.g. ``ready_condition().to_dict()``.
+    * Only the metav1 fields of a dict ``new`` are used; other keys in it
+      are ignored, as Go's JSON decoding ignores them.
+
+    ``new`` and every entry are validated before anything changes: a dict
+    missing ``type``, ``status`` or ``reason``, or with a bad value, raises
+    ValueError (TypeError for a value of the wrong type) naming the entry,
+    the key and the value, e.g. ``set_condition conditions[1] status must be
+    "True", "False", "Unknown" or a bool, got 'yes'``.
 
     ``now`` defaults to the current UTC time in whole seconds; it must be
     timezone-aware.
     """
     owner = "set_condition"
-    _require_condition(owner, "new", new)
+    _require_list(owner, conditions, mutable=True)
+    wanted = _parse_entry(f"{owner} new", new)
     stamp = _now() if now is None else _utc_seconds(owner, "now", now)
-    for index, existing in enumerate(conditions):
-        _require_condition(owner, f"conditions[{index}]", existing)
-        if existing.type != new.type:
-            continue
-        updated = _merge(existing, new, stamp)
-        if updated == existing:
-            return False
-        conditions[index] = updated
+    # One untyped view: which kind goes where is decided at run time, above.
+    entries: MutableSequence[Any] = conditions
+    parsed = _parse_entries(owner, entries)
+    index = _index_of(parsed, wanted.type)
+    if index is None:
+        appended = _stamped(wanted, stamp)
+        entries.append(appended if _holds_conditions(entries, new) else _dict_like({}, appended))
         return True
-    if new.last_transition_time is None:
-        new = dataclasses.replace(new, last_transition_time=stamp)
-    conditions.append(new)
+    existing = parsed[index]
+    updated = _merge(existing, wanted, stamp)
+    if updated == existing:
+        return False
+    entries[index] = _in_kind_of(entries[index], updated)
     return True
 
 
@@ -610,40 +744,70 @@ def _merge(existing: Condition, new: Condition, stamp: datetime) -> Condition:
     )
 
 
-def find_condition(conditions: Iterable[Condition], condition_type: str) -> Condition | None:
-    """The first condition of ``condition_type``, or None (``meta.FindStatusCondition``)."""
-    for condition in conditions:
-        if condition.type == condition_type:
-            return condition
-    return None
+def _lookup(owner: str, conditions: object, condition_type: object) -> tuple[Any, Condition] | None:
+    """The first entry of ``condition_type`` and its parsed form, every entry validated."""
+    _require_list(owner, conditions, mutable=False)
+    wanted = _string(owner, "condition_type", condition_type)
+    entries = list(cast("Iterable[object]", conditions))  # an iterator can be read only once
+    parsed = _parse_entries(owner, entries)
+    index = _index_of(parsed, wanted)
+    return None if index is None else (entries[index], parsed[index])
 
 
-def remove_condition(conditions: MutableSequence[Condition], condition_type: str) -> bool:
+def find_condition(conditions: Iterable[_Entry], condition_type: str) -> _Entry | None:
+    """The first condition of ``condition_type``, or None (``meta.FindStatusCondition``).
+
+    Returns the entry itself, of its own kind: a Condition from a list of
+    Conditions, the very dict from a list of dicts (so ``found["message"]``
+    reads it). Every entry is validated as in :func:`set_condition`;
+    ``condition_type`` must be a str (a :class:`ConditionType` is one).
+    """
+    found = _lookup("find_condition", conditions, condition_type)
+    return None if found is None else cast(_Entry, found[0])
+
+
+def remove_condition(conditions: _ConditionList, condition_type: str) -> bool:
     """Remove every condition of ``condition_type`` in place; True iff any was removed.
 
-    Like ``meta.RemoveStatusCondition``, which also drops duplicates.
+    Like ``meta.RemoveStatusCondition``, which also drops duplicates. Takes
+    the same lists as :func:`set_condition`; the entries kept are the same
+    objects, in the same order. Every entry is validated first, so a
+    malformed list raises and is left unchanged.
     """
-    kept = [c for c in conditions if c.type != condition_type]
-    if len(kept) == len(conditions):
+    owner = "remove_condition"
+    _require_list(owner, conditions, mutable=True)
+    wanted = _string(owner, "condition_type", condition_type)
+    entries: MutableSequence[Any] = conditions
+    parsed = _parse_entries(owner, entries)
+    kept = [entry for entry, condition in zip(entries, parsed) if condition.type != wanted]
+    if len(kept) == len(entries):
         return False
-    conditions[:] = kept
+    entries[:] = kept
     return True
 
 
-def is_condition_true(conditions: Iterable[Condition], condition_type: str) -> bool:
-    """True iff a condition of ``condition_type`` exists with status ``"True"``."""
-    found = find_condition(conditions, condition_type)
-    return found is not None and found.status == ConditionStatus.TRUE.value
+def is_condition_true(
+    conditions: Iterable[Condition | Mapping[str, Any]], condition_type: str
+) -> bool:
+    """True iff a condition of ``condition_type`` exists with status ``"True"``.
+
+    Reads lists of Conditions, of dicts, or both, validated as in
+    :func:`find_condition`.
+    """
+    found = _lookup("is_condition_true", conditions, condition_type)
+    return found is not None and found[1].status == ConditionStatus.TRUE.value
 
 
-def is_condition_false(conditions: Iterable[Condition], condition_type: str) -> bool:
+def is_condition_false(
+    conditions: Iterable[Condition | Mapping[str, Any]], condition_type: str
+) -> bool:
     """True iff a condition of ``condition_type`` exists with status ``"False"``.
 
     Not the negation of :func:`is_condition_true`: a missing or ``"Unknown"``
-    condition is neither.
+    condition is neither. Reads the same lists as :func:`is_condition_true`.
     """
-    found = find_condition(conditions, condition_type)
-    return found is not None and found.status == ConditionStatus.FALSE.value
+    found = _lookup("is_condition_false", conditions, condition_type)
+    return found is not None and found[1].status == ConditionStatus.FALSE.value
 
 
 # --------------------------------------------------------------------------- table helpers
