@@ -12,14 +12,18 @@
 // behaviour, and validates the arguments of the raw hot methods itself.
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <vector>
 
+#include "virtrigaud/atomic_pair.hpp"
 #include "virtrigaud/backoff.hpp"
 #include "virtrigaud/bulkhead.hpp"
 #include "virtrigaud/circuit_breaker.hpp"
@@ -88,6 +92,76 @@ PyObject* call_one(PyObject* fn, PyObject* arg) {
     return PyObject_Vectorcall(fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
 
+// After a hook (Python code called from here) raised: an Exception is
+// reported as unraisable and swallowed, so a broken listener never breaks a
+// call; a BaseException that is not an Exception (KeyboardInterrupt,
+// SystemExit) stays set for the caller to propagate, as Python code would.
+// Returns false iff one stays set.
+bool absorb_hook_error(PyObject* hook) {
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_WriteUnraisable(hook);
+        return true;
+    }
+    return false;
+}
+
+// The first BaseException a hook let through during a cleanup that must run
+// to its end (give back every slot, record every outcome) before raising it.
+struct HookError {
+    PyObject* exc = nullptr;
+
+    // Takes the raised exception; keeps the first of several.
+    void take() {
+        PyObject* e = fetch_exception();
+        if (exc == nullptr) {
+            exc = e;
+        } else {
+            Py_XDECREF(e);
+        }
+    }
+    // Raises it, chained to `context` (stolen; may be null) as Python's
+    // `raise` inside an except block would; returns whether there was one.
+    bool raise(PyObject* context = nullptr) {
+        if (exc == nullptr) {
+            return false;
+        }
+        if (context != nullptr) {
+            PyException_SetContext(exc, context);
+        }
+        restore_exception(exc);
+        exc = nullptr;
+        return true;
+    }
+};
+
+// The type of coroutine objects (types.CoroutineType), set at import.
+PyObject* g_coroutine_type = nullptr;
+
+bool is_coroutine(PyObject* value) {
+    return reinterpret_cast<PyObject*>(Py_TYPE(value)) == g_coroutine_type;
+}
+
+// A sync entry point got a coroutine back: the function is async. Closes the
+// coroutine (its body never ran) and raises a TypeError that names the
+// function and the async method to use. Steals `coro`; returns nullptr.
+PyObject* refuse_coroutine(PyObject* coro, const char* entry, const char* instead) {
+    PyObject* name = PyObject_GetAttrString(coro, "__qualname__");
+    PyErr_Clear();
+    PyObject* closed = PyObject_CallMethod(coro, "close", nullptr);
+    Py_XDECREF(closed);
+    PyErr_Clear();
+    Py_DECREF(coro);
+    if (name != nullptr) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s cannot run async function %R: it returned a coroutine; use %s", entry,
+                     name, instead);
+        Py_DECREF(name);
+    } else {
+        PyErr_Format(PyExc_TypeError, "%s cannot run an async function; use %s", entry, instead);
+    }
+    return nullptr;
+}
+
 // Reads a Python int (not bool) into `out`, saturating at int64's range.
 // Returns false with TypeError set for any other type.
 bool int_arg(PyObject* value, const char* owner, const char* field, int64_t& out) {
@@ -139,6 +213,10 @@ bool one_optional_arg(const char* method, const char* name, PyObject* const* arg
     return true;
 }
 
+// Every descriptor add_fastcall_method() made (strong references: classes
+// keep them alive anyway), so specialise() can tell ours from an override.
+std::vector<PyObject*> g_fast_descriptors;
+
 // Installs a raw fastcall function as a method of a nanobind class.
 void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
     PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
@@ -146,7 +224,29 @@ void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
         Py_XDECREF(descr);
         throw nb::python_error();
     }
-    Py_DECREF(descr);
+    g_fast_descriptors.push_back(descr);
+}
+
+// True iff `cls.<name>` resolves to one of our native hot methods, i.e. no
+// class between it and the native base defines its own.
+bool resolves_to_native(nb::handle cls, const char* name) {
+    PyObject* attr = PyObject_GetAttrString(cls.ptr(), name);
+    if (attr == nullptr) {
+        PyErr_Clear();
+        return false;
+    }
+    const bool ours = std::find(g_fast_descriptors.begin(), g_fast_descriptors.end(), attr) !=
+                      g_fast_descriptors.end();
+    Py_DECREF(attr);
+    return ours;
+}
+
+// Installs `def` on a subclass unless the subclass (or a class between it
+// and the native base) overrides it.
+void specialise_method(nb::handle cls, PyMethodDef* def) {
+    if (resolves_to_native(cls, def->ml_name)) {
+        add_fastcall_method(cls, def);
+    }
 }
 
 template <typename T>
@@ -199,46 +299,36 @@ void set_rate_limited_hook(nb::handle hook) {
     replace_ref(g_on_rate_limited, Py_NewRef(hook.ptr()));
 }
 
-// Tells Python that `bucket` refused n tokens. Never raises. Call it with no
-// Python error set (the hook is Python code).
-void notify_rate_limited(PyObject* bucket, int64_t n) {
+// Tells Python that `bucket` refused n tokens. Call it with no Python error
+// set (the hook is Python code). Returns false iff the hook let a
+// KeyboardInterrupt or SystemExit through (left set); see absorb_hook_error.
+bool notify_rate_limited(PyObject* bucket, int64_t n) {
     if (g_on_rate_limited == nullptr) {
-        return;
+        return true;
     }
     PyObject* hook = Py_NewRef(g_on_rate_limited);  // the hook may uninstall itself
     PyObject* r = PyObject_CallFunction(hook, "OL", bucket, static_cast<long long>(n));
-    if (r == nullptr) {
-        PyErr_WriteUnraisable(hook);
-    }
+    const bool ok = r != nullptr || absorb_hook_error(hook);
     Py_XDECREF(r);
     Py_DECREF(hook);
+    return ok;
 }
 
-// Tells Python about a state change. Never raises: the dispatcher logs its
-// own listeners' errors, and anything left is reported as unraisable.
-void notify(PyObject* breaker, const vr::Transition& t) {
+// Tells Python about a state change: the dispatcher logs and runs the
+// listeners, swallowing what they raise (as absorb_hook_error does). Returns
+// false iff a KeyboardInterrupt or SystemExit came through (left set).
+bool notify(PyObject* breaker, const vr::Transition& t) {
     if (!t.changed || g_on_transition == nullptr) {
-        return;
+        return true;
     }
     const int from = t.from == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.from);
     const int to = t.to == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.to);
     PyObject* hook = Py_NewRef(g_on_transition);  // the hook may be uninstalled meanwhile
     PyObject* r = PyObject_CallFunction(hook, "Oii", breaker, from, to);
-    if (r == nullptr) {
-        PyErr_WriteUnraisable(hook);
-    }
+    const bool ok = r != nullptr || absorb_hook_error(hook);
     Py_XDECREF(r);
     Py_DECREF(hook);
-}
-
-// ----------------------------------------------------------- ManualClock --
-
-int64_t seconds_to_ns(double seconds) {
-    if (!(seconds > 0)) {
-        return 0;
-    }
-    const double ns = seconds * kNsPerSecond;
-    return ns >= 9.2e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(ns);
+    return ok;
 }
 
 // ------------------------------------------------------------ TokenBucket --
@@ -278,14 +368,16 @@ PyObject* bucket_try_acquire(PyObject* self, PyObject* const* args, Py_ssize_t n
     if (b->core.try_acquire(n)) {
         Py_RETURN_TRUE;
     }
-    notify_rate_limited(self, n);
+    if (!notify_rate_limited(self, n)) {
+        return nullptr;
+    }
     Py_RETURN_FALSE;
 }
 
 PyMethodDef bucket_try_acquire_def = {
     "try_acquire", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(bucket_try_acquire)),
     METH_FASTCALL | METH_KEYWORDS,
-    "try_acquire(self, n=1, /)\n--\n\n"
+    "try_acquire(self, n=1)\n--\n\n"
     "Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns\n"
     "True; otherwise takes nothing and returns False. Never waits."};
 
@@ -300,28 +392,29 @@ struct PyCircuitBreaker {
 
     PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
-                     const vr::ManualClock* clock, nb::object classify_)
-        : core(threshold, reset_ns, half_open_max, clock),
+                     const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns)
+        : core(threshold, reset_ns, half_open_max, clock, lease_ns),
           name(std::move(name_)),
           provider_type(std::move(provider_type_)),
           provider(std::move(provider_)),
           classify(std::move(classify_)) {}
 };
 
-enum Outcome : int { kSuccess = 0, kFailure = 1, kRelease = 2 };
+// kRaisedOutcome: the classifier let a KeyboardInterrupt or SystemExit
+// through (left set); the call is recorded as a failure.
+enum Outcome : int { kRaisedOutcome = -1, kSuccess = 0, kFailure = 1, kRelease = 2 };
 
 // Records `outcome` for `ticket` and tells Python about any transition.
-void record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
+// Returns false iff a state listener let a BaseException through (left set).
+bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
     switch (outcome) {
         case kSuccess:
-            notify(self, b->core.record_success(ticket));
-            break;
+            return notify(self, b->core.record_success(ticket));
         case kRelease:
             b->core.release(ticket);
-            break;
+            return true;
         default:
-            notify(self, b->core.record_failure(ticket));
-            break;
+            return notify(self, b->core.record_failure(ticket));
     }
 }
 
@@ -339,37 +432,61 @@ PyObject* raise_rejected(PyObject* self) {
     return nullptr;
 }
 
-// Asks the breaker's classifier what `exc` means; a classifier that fails
-// is reported as unraisable and the error counts as a failure.
+// Asks the breaker's classifier what `exc` means. A classifier that raises an
+// Exception is reported as unraisable and the error counts as a failure; one
+// that raises a KeyboardInterrupt or SystemExit returns kRaisedOutcome with
+// it set.
 int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
     PyObject* r = call_one(b->classify.ptr(), exc);
     long code = r != nullptr ? PyLong_AsLong(r) : -1;
     Py_XDECREF(r);
     if (code < kSuccess || code > kRelease) {
-        if (PyErr_Occurred()) {
-            PyErr_WriteUnraisable(b->classify.ptr());
+        if (PyErr_Occurred() && !absorb_hook_error(b->classify.ptr())) {
+            return kRaisedOutcome;
         }
         code = kFailure;
     }
     return static_cast<int>(code);
 }
 
-// The call raised: classify, record, and raise the same exception again.
+// Classifies `exc` and records the ticket's outcome; a BaseException from a
+// hook lands in `error`. No Python error may be set when this runs.
+void record_exception(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket,
+                      PyObject* exc, HookError& error) {
+    int outcome = outcome_of(b, exc);
+    if (outcome == kRaisedOutcome) {
+        error.take();
+        outcome = kFailure;
+    }
+    if (!record(self, b, ticket, outcome)) {
+        error.take();
+    }
+}
+
+// The call raised: classify, record, and raise the same exception again (or
+// a hook's KeyboardInterrupt / SystemExit, chained to it).
 PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket) {
     PyObject* exc = fetch_exception();
-    record(self, b, ticket, outcome_of(b, exc));
-    restore_exception(exc);
+    HookError error;
+    record_exception(self, b, ticket, exc, error);
+    if (!error.raise(exc)) {
+        restore_exception(exc);
+    }
     return nullptr;
 }
 
-// Admits or raises; reports an open -> half-open transition.
+// Admits or raises; reports an open -> half-open transition. A listener's
+// BaseException gives the slot back and is raised.
 bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
     ticket = b->core.acquire();
     if (!ticket.admitted) {
         raise_rejected(self);
         return false;
     }
-    notify(self, ticket.transition);
+    if (!notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return false;
+    }
     return true;
 }
 
@@ -396,7 +513,15 @@ PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
     if (result == nullptr) {
         return record_raised(self, b, ticket);
     }
-    notify(self, b->core.record_success(ticket));
+    if (is_coroutine(result)) {
+        b->core.release(ticket);  // nothing ran: no outcome
+        return refuse_coroutine(result, "CircuitBreaker.call()",
+                                "'await breaker.call_async(fn, ...)'");
+    }
+    if (!notify(self, b->core.record_success(ticket))) {
+        Py_DECREF(result);
+        return nullptr;
+    }
     return result;
 }
 
@@ -447,15 +572,43 @@ struct PyBulkhead {
     explicit PyBulkhead(int64_t max_concurrent) : core(max_concurrent) {}
 };
 
-// Gives a slot back; if asyncio waiters are queued, wakes one (Python side).
-void bulkhead_exit(PyObject* obj, PyBulkhead* b) {
-    if (b->core.exit()) {
-        PyObject* r = PyObject_CallMethod(obj, "_wake", nullptr);
-        if (r == nullptr) {
-            PyErr_WriteUnraisable(obj);
+// Calls a bulkhead's queue method (Python: the waiters live there). Returns
+// its result as a bool; false with an error set iff it let a BaseException
+// through (see absorb_hook_error).
+bool call_queue(PyObject* obj, const char* method, bool& result) {
+    PyObject* r = PyObject_CallMethod(obj, method, nullptr);
+    result = r == Py_True;
+    Py_XDECREF(r);
+    return r != nullptr || absorb_hook_error(obj);
+}
+
+// Gives a slot back: straight to the longest asyncio waiter if one is queued
+// (the slot stays in flight, so no newcomer can take it in between),
+// otherwise to the pool, waking the first waiter if one registered
+// meanwhile. An exit with nothing in flight raises RuntimeError and changes
+// nothing. Returns false with an error set.
+bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
+    bool done = false;
+    if (b->core.waiters() > 0 && b->core.in_flight() > 0) {
+        if (!call_queue(obj, "_hand_off", done)) {
+            return false;
         }
-        Py_XDECREF(r);
+        if (done) {
+            b->core.hand_over();
+            return true;
+        }
     }
+    switch (b->core.exit()) {
+        case vr::Bulkhead::Exit::kUnmatched:
+            PyErr_SetString(PyExc_RuntimeError,
+                            "Bulkhead.exit() without a matching enter: no call is in flight");
+            return false;
+        case vr::Bulkhead::Exit::kFreedWaiting:
+            return call_queue(obj, "_wake", done);
+        case vr::Bulkhead::Exit::kFreed:
+            break;
+    }
+    return true;
 }
 
 // ----------------------------------------------------------------- Policy --
@@ -472,6 +625,7 @@ enum Stage : int {
     kBreakerOpen = 1,   // the breaker refused attempt 0
     kRateLimited = 2,   // the bucket had no token for attempt 0
     kBulkheadFull = 3,  // no bulkhead slot for attempt 0
+    kRaised = 4,        // a hook raised KeyboardInterrupt / SystemExit (set); nothing held
 };
 
 struct PyPolicy {
@@ -518,21 +672,25 @@ struct PyPolicy {
             if (!ticket.admitted) {
                 return kBreakerOpen;
             }
-            notify(breaker_obj.ptr(), ticket.transition);
+            if (!notify(breaker_obj.ptr(), ticket.transition)) {
+                release(ticket);
+                return kRaised;
+            }
         }
         if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
             release(ticket);
             return kBulkheadFull;
         }
         if (bucket != nullptr && !bucket->core.try_acquire(1, !waits)) {
-            if (bulkhead != nullptr) {
-                bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
+            HookError error;
+            if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
+                error.take();
             }
             release(ticket);
-            if (!waits) {
-                notify_rate_limited(bucket_obj.ptr(), 1);
+            if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
+                error.take();
             }
-            return kRateLimited;
+            return error.raise() ? kRaised : kRateLimited;
         }
         return kCalled;
     }
@@ -543,22 +701,38 @@ struct PyPolicy {
         }
     }
 
-    void exit_success(const vr::Ticket& ticket) {
-        if (breaker != nullptr) {
-            notify(breaker_obj.ptr(), breaker->core.record_success(ticket));
+    // The attempt ran and returned: record a success, free the slot. Returns
+    // false with an error set (a hook's BaseException).
+    bool exit_success(const vr::Ticket& ticket) {
+        HookError error;
+        if (breaker != nullptr && !notify(breaker_obj.ptr(), breaker->core.record_success(ticket))) {
+            error.take();
         }
-        if (bulkhead != nullptr) {
-            bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
-        }
+        free_slot(error);
+        return !error.raise();
     }
 
-    // No Python error may be set when this runs (it may call hooks).
-    void exit_raised(const vr::Ticket& ticket, PyObject* exc) {
+    // The attempt raised exc: record it as classified, free the slot. No
+    // Python error may be set when this runs (it calls hooks); a hook's
+    // BaseException lands in `error`.
+    void exit_raised(const vr::Ticket& ticket, PyObject* exc, HookError& error) {
         if (breaker != nullptr) {
-            record(breaker_obj.ptr(), breaker, ticket, outcome_of(breaker, exc));
+            record_exception(breaker_obj.ptr(), breaker, ticket, exc, error);
         }
-        if (bulkhead != nullptr) {
-            bulkhead_exit(bulkhead_obj.ptr(), bulkhead);
+        free_slot(error);
+    }
+
+    // The attempt did not run after all (it was async): no outcome.
+    bool exit_unrun(const vr::Ticket& ticket) {
+        HookError error;
+        release(ticket);
+        free_slot(error);
+        return !error.raise();
+    }
+
+    void free_slot(HookError& error) {
+        if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
+            error.take();
         }
     }
 };
@@ -607,6 +781,9 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     }
     vr::Ticket ticket;
     const int stage = p->enter(ticket);
+    if (stage == kRaised) {
+        return nullptr;
+    }
     if (stage != kCalled) {
         return resume(self, stage, nullptr, args, nargs, kwnames);
     }
@@ -614,11 +791,26 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
         args[0], args + 1, static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
         kwnames);
     if (result != nullptr) {
-        p->exit_success(ticket);
+        if (is_coroutine(result)) {
+            if (!p->exit_unrun(ticket)) {
+                Py_DECREF(result);
+                return nullptr;
+            }
+            return refuse_coroutine(result, "Policy.execute()",
+                                    "'await policy.execute_async(fn, ...)'");
+        }
+        if (!p->exit_success(ticket)) {
+            Py_DECREF(result);
+            return nullptr;
+        }
         return result;
     }
     PyObject* exc = fetch_exception();
-    p->exit_raised(ticket, exc);
+    HookError error;
+    p->exit_raised(ticket, exc, error);
+    if (error.raise(exc)) {
+        return nullptr;
+    }
     result = resume(self, kCalled, exc, args, nargs, kwnames);
     Py_DECREF(exc);
     return result;
@@ -639,6 +831,9 @@ PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyOb
     }
     vr::Ticket ticket;
     const int stage = p->enter(ticket);
+    if (stage == kRaised) {
+        return nullptr;
+    }
     if (stage != kCalled) {
         return PyLong_FromLong(-stage);
     }
@@ -659,7 +854,9 @@ PyObject* policy_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
         }
         return nullptr;
     }
-    p->exit_success(vr::Ticket::decode(ticket));
+    if (!p->exit_success(vr::Ticket::decode(ticket))) {
+        return nullptr;
+    }
     Py_RETURN_NONE;
 }
 
@@ -743,7 +940,8 @@ double backoff_delay(PyBackoff& b, nb::handle attempt, double previous) {
 
 // Installs the raw hot methods on a Python subclass too. CPython specialises
 // a call of a method descriptor only when self's type is exactly the
-// descriptor's type; without this, a subclass pays ~10 ns more per call.
+// descriptor's type; without this, a subclass pays ~10 ns more per call. A
+// method the subclass overrides is left alone: its override must win.
 void specialise(nb::handle cls) {
     if (!PyType_Check(cls.ptr())) {
         throw nb::type_error("_specialise() takes a class");
@@ -753,13 +951,13 @@ void specialise(nb::handle cls) {
         return PyType_IsSubtype(type, reinterpret_cast<PyTypeObject*>(base.ptr())) != 0;
     };
     if (is(nb::type<PyTokenBucket>())) {
-        add_fastcall_method(cls, &bucket_try_acquire_def);
+        specialise_method(cls, &bucket_try_acquire_def);
     } else if (is(nb::type<PyCircuitBreaker>())) {
-        add_fastcall_method(cls, &breaker_call_def);
+        specialise_method(cls, &breaker_call_def);
     } else if (is(nb::type<PyPolicy>())) {
-        add_fastcall_method(cls, &policy_execute_def);
-        add_fastcall_method(cls, &policy_enter_def);
-        add_fastcall_method(cls, &policy_exit_def);
+        specialise_method(cls, &policy_execute_def);
+        specialise_method(cls, &policy_enter_def);
+        specialise_method(cls, &policy_exit_def);
     } else {
         throw nb::type_error("_specialise() takes a subclass of TokenBucket, CircuitBreaker or Policy");
     }
@@ -787,6 +985,10 @@ NB_MODULE(_core, m) {
     m.attr("TOKEN_BUCKET_MAX_WAIT_NS") = vr::TokenBucket::kMaxWaitNs;
     m.attr("BREAKER_MAX_FAILURE_THRESHOLD") = vr::CircuitBreaker::kMaxFailureThreshold;
     m.attr("BREAKER_MAX_HALF_OPEN_CALLS") = vr::CircuitBreaker::kMaxHalfOpenCalls;
+    m.attr("BREAKER_MAX_TIMEOUT_NS") = vr::CircuitBreaker::kMaxTimeoutNs;
+    m.attr("MAX_CLOCK_NS") = vr::kMaxClockNs;
+
+    g_coroutine_type = nb::module_::import_("types").attr("CoroutineType").inc_ref().ptr();
 
     nb::class_<vr::ManualClock>(m, "ManualClock",
                                 "A clock that moves only when told to (native part).")
@@ -795,16 +997,11 @@ NB_MODULE(_core, m) {
         .def(
             "now", [](const vr::ManualClock& c) { return static_cast<double>(c.now()) / kNsPerSecond; },
             "The current time in seconds.")
-        .def(
-            "_advance_ns",
-            [](vr::ManualClock& c, int64_t delta_ns) {
-                if (delta_ns > 0) {  // time never runs backwards
-                    c.advance(delta_ns);
-                }
-            },
-            "delta_ns"_a)
+        .def("_advance_ns", &vr::ManualClock::advance, "delta_ns"_a,
+             "Moves time forward (a negative delta does nothing; time stops at MAX_CLOCK_NS).")
         .def("_set_ns", &vr::ManualClock::set, "t_ns"_a,
-             "Sets the time if it is not in the past; returns whether it moved.");
+             "Sets the time (clamped to [0, MAX_CLOCK_NS]) if it is not in the past;\n"
+             "returns whether it moved.");
 
     nb::class_<PyTokenBucket> bucket(m, "TokenBucket", "GCRA token bucket (native part).");
     bucket
@@ -814,28 +1011,27 @@ NB_MODULE(_core, m) {
             "_reserve",
             [](nb::pointer_and_handle<PyTokenBucket> self, int64_t n, int64_t max_wait_ns) {
                 const auto r = self.p->core.reserve(n, max_wait_ns);
-                if (!r.ok) {
-                    notify_rate_limited(self.h.ptr(), n);
+                if (!r.ok && !notify_rate_limited(self.h.ptr(), n)) {
+                    throw nb::python_error();
                 }
-                return std::make_tuple(r.ok, r.delay_ns, r.tat_after, r.time_to_act);
+                return std::make_tuple(r.ok, r.delay_ns, r.tat_after, r.time_to_act, r.config);
             },
             "n"_a, "max_wait_ns"_a,
-            "Reserves n tokens: (ok, delay_ns, tat_after, time_to_act). ok is False, and\n"
-            "nothing is reserved, when the wait would exceed max_wait_ns.")
+            "Reserves n tokens: (ok, delay_ns, tat_after, time_to_act, config). ok is\n"
+            "False, and nothing is reserved, when the wait would exceed max_wait_ns.")
         .def(
             "_cancel",
-            [](PyTokenBucket& b, int64_t n, int64_t tat_after, int64_t time_to_act) {
-                return b.core.cancel(n, tat_after, time_to_act);
-            },
-            "n"_a, "tat_after"_a, "time_to_act"_a)
+            [](PyTokenBucket& b, int64_t n, int64_t tat_after, int64_t time_to_act,
+               uint64_t config) { return b.core.cancel(n, tat_after, time_to_act, config); },
+            "n"_a, "tat_after"_a, "time_to_act"_a, "config"_a)
         .def(
             "_refund",
-            [](PyTokenBucket& b, int64_t n, int64_t tat_after) {
-                return b.core.refund(n, tat_after);
+            [](PyTokenBucket& b, int64_t n, int64_t tat_after, uint64_t config) {
+                return b.core.refund(n, tat_after, config);
             },
-            "n"_a, "tat_after"_a,
+            "n"_a, "tat_after"_a, "config"_a,
             "Gives back n tokens taken for a call that never ran (minus those taken\n"
-            "since); returns the tokens given back.")
+            "since; nothing once the rate changed); returns the tokens given back.")
         .def(
             "_set_rate",
             [](PyTokenBucket& b, int64_t interval_ns, int64_t burst) {
@@ -877,10 +1073,10 @@ NB_MODULE(_core, m) {
                                          nb::type_slots(breaker_slots));
     breaker
         .def(nb::init<std::string, std::string, std::string, uint32_t, int64_t, uint32_t,
-                      const vr::ManualClock*, nb::object>(),
+                      const vr::ManualClock*, nb::object, int64_t>(),
              "name"_a, "provider_type"_a, "provider"_a, "failure_threshold"_a,
              "reset_timeout_ns"_a, "half_open_max_calls"_a, "clock"_a.none(), "classify"_a,
-             nb::keep_alive<1, 8>())
+             "half_open_lease_ns"_a = 0, nb::keep_alive<1, 8>())
         .def(
             "_admit",
             [](Self self) {
@@ -894,24 +1090,38 @@ NB_MODULE(_core, m) {
         .def(
             "_record",
             [](Self self, int64_t ticket, int outcome) {
-                record(self.h.ptr(), self.p, vr::Ticket::decode(ticket), outcome);
+                if (!record(self.h.ptr(), self.p, vr::Ticket::decode(ticket), outcome)) {
+                    throw nb::python_error();
+                }
             },
             "ticket"_a, "outcome"_a,
             "Records a ticket's outcome: 0 success, 1 failure, 2 release (cancelled).")
         .def(
             "_record_exception",
             [](Self self, int64_t ticket, nb::handle exc) {
-                record(self.h.ptr(), self.p, vr::Ticket::decode(ticket),
-                       outcome_of(self.p, exc.ptr()));
+                HookError error;
+                record_exception(self.h.ptr(), self.p, vr::Ticket::decode(ticket), exc.ptr(),
+                                 error);
+                if (error.raise()) {
+                    throw nb::python_error();
+                }
             },
             "ticket"_a, "exc"_a, "Records a ticket whose call raised exc, as classify says.")
         .def(
             "reset",
-            [](Self self) { notify(self.h.ptr(), self.p->core.reset()); },
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.reset())) {
+                    throw nb::python_error();
+                }
+            },
             "Closes the breaker and forgets its failures (manual override).")
         .def(
             "force_open",
-            [](Self self) { notify(self.h.ptr(), self.p->core.force_open()); },
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.force_open())) {
+                    throw nb::python_error();
+                }
+            },
             "Opens the breaker and holds it open until reset() (manual override).")
         .def_prop_ro("_state_code",
                      [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
@@ -925,7 +1135,7 @@ NB_MODULE(_core, m) {
                      [](const PyCircuitBreaker& b) { return b.core.half_open_calls(); },
                      "Half-open probe calls admitted and not released.")
         .def_prop_ro("generation", [](const PyCircuitBreaker& b) { return b.core.generation(); },
-                     "Bumped by every transition (24 bits, wraps).")
+                     "Bumped by every transition (64 bits: it never wraps in practice).")
         .def_prop_ro(
             "remaining_open",
             [](const PyCircuitBreaker& b) {
@@ -952,6 +1162,18 @@ NB_MODULE(_core, m) {
                      "Calls refused without running.")
         .def_prop_ro("released", [](const PyCircuitBreaker& b) { return b.core.released(); },
                      "Admitted calls that ended without an outcome (cancelled).")
+        .def_prop_ro("reclaimed", [](const PyCircuitBreaker& b) { return b.core.reclaimed(); },
+                     "Half-open rounds restarted because every probe outlived its lease.")
+        .def_prop_ro(
+            "half_open_lease",
+            [](const PyCircuitBreaker& b) -> std::optional<double> {
+                if (b.core.half_open_lease_ns() == 0) {
+                    return std::nullopt;
+                }
+                return static_cast<double>(b.core.half_open_lease_ns()) / kNsPerSecond;
+            },
+            "Seconds a half-open probe may go unreported before its slot is reclaimed;\n"
+            "None for no lease.")
         .def_prop_ro(
             "transitions",
             [](const PyCircuitBreaker& b) {
@@ -988,16 +1210,23 @@ NB_MODULE(_core, m) {
                 b.core.count_rejection();
                 return false;
             },
-            "Takes a slot if one is free and returns True; otherwise counts a\n"
-            "rejection and returns False. Never waits.")
+            "Takes a slot if one is free and nobody is queued for one, and returns\n"
+            "True; otherwise counts a rejection and returns False. Never waits.")
         .def("_try_take", [](PyBulkhead& b) { return b.core.try_enter(); },
-             "try_enter() without counting a refusal (a queued waiter's retry).")
+             "try_enter() without counting a refusal (the caller may queue).")
+        .def("_take_as_waiter", [](PyBulkhead& b) { return b.core.take(); },
+             "Takes a free slot whoever is queued: for the waiter at the head.")
         .def("_count_rejection", [](PyBulkhead& b) { b.core.count_rejection(); })
         .def(
-            "exit", [](nb::pointer_and_handle<PyBulkhead> self) {
-                bulkhead_exit(self.h.ptr(), self.p);
+            "exit",
+            [](nb::pointer_and_handle<PyBulkhead> self) {
+                if (!bulkhead_exit(self.h.ptr(), self.p)) {
+                    throw nb::python_error();
+                }
             },
-            "Gives a slot back (exactly once per successful try_enter).")
+            "Gives a slot back (exactly once per slot taken): to the longest waiter if\n"
+            "one is queued, else to the pool. Raises RuntimeError, changing nothing,\n"
+            "when no call is in flight.")
         .def("_add_waiter", [](PyBulkhead& b, int64_t delta) { b.core.add_waiter(delta); },
              "delta"_a)
         .def_prop_ro("max_concurrent", [](const PyBulkhead& b) { return b.core.max_concurrent(); })
@@ -1019,9 +1248,21 @@ NB_MODULE(_core, m) {
         .def(
             "_exit_exception",
             [](PyPolicy& p, int64_t ticket, nb::handle exc) {
-                p.exit_raised(vr::Ticket::decode(ticket), exc.ptr());
+                HookError error;
+                p.exit_raised(vr::Ticket::decode(ticket), exc.ptr(), error);
+                if (error.raise()) {
+                    throw nb::python_error();
+                }
             },
-            "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.");
+            "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.")
+        .def(
+            "_exit_unrun",
+            [](PyPolicy& p, int64_t ticket) {
+                if (!p.exit_unrun(vr::Ticket::decode(ticket))) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "The attempt did not run after all: give its slots back, record nothing.");
     add_fastcall_method(policy, &policy_execute_def);
     add_fastcall_method(policy, &policy_enter_def);
     add_fastcall_method(policy, &policy_exit_def);

@@ -188,7 +188,7 @@ int main() {
     print("token_bucket.reserve+cancel(manual)", "uncontended",
           bench(kIters, [&](int64_t) {
               const auto r = manual_empty->reserve(1, int64_t{1} << 40);
-              do_not_optimize(manual_empty->cancel(1, r.tat_after, r.time_to_act));
+              do_not_optimize(manual_empty->cancel(1, r.tat_after, r.time_to_act, r.config));
           }));
 
     // ---- circuit breaker, uncontended (closed: acquire is one load)

@@ -388,7 +388,7 @@ void test_bucket_reservations() {
         const int64_t later = (all.back().r.tat_after - oldest->r.tat_after) / interval;
         const double tokens_before = bucket.tokens();
         const int64_t back_oldest =
-            bucket.cancel(oldest->n, oldest->r.tat_after, oldest->r.time_to_act);
+            bucket.cancel(oldest->n, oldest->r.tat_after, oldest->r.time_to_act, oldest->r.config);
         CHECK_EQ(back_oldest, std::max<int64_t>(0, oldest->n - later));
         CHECK_EQ(bucket.tokens() - tokens_before, static_cast<double>(back_oldest));
         // Then newest first: nothing was reserved after each one, so every
@@ -402,7 +402,7 @@ void test_bucket_reservations() {
                 continue;  // cancelled already
             }
             const double before = bucket.tokens();
-            const int64_t back = bucket.cancel(it->n, it->r.tat_after, it->r.time_to_act);
+            const int64_t back = bucket.cancel(it->n, it->r.tat_after, it->r.time_to_act, it->r.config);
             const double after = bucket.tokens();
             const int64_t want = it->r.delay_ns > 0 ? it->n : 0;
             if (back != want || after - before != static_cast<double>(want)) {
@@ -449,7 +449,7 @@ void test_bucket_reservations() {
             int64_t sum = 0;
             int64_t eff = 0;
             for (const Reserved& x : list) {
-                const int64_t back = bucket.cancel(x.n, x.r.tat_after, x.r.time_to_act);
+                const int64_t back = bucket.cancel(x.n, x.r.tat_after, x.r.time_to_act, x.r.config);
                 if (back < 0 || back > x.n || (x.r.delay_ns == 0 && back != 0)) {
                     too_much.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -494,7 +494,7 @@ void test_bucket_refund() {
             }
             ++take;
             if (rng.below(2) == 0) {
-                const int64_t r = bucket.refund(1, taken_now.tat_after);
+                const int64_t r = bucket.refund(1, taken_now.tat_after, taken_now.config);
                 if (r < 0 || r > 1) {
                     too_much.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -522,13 +522,13 @@ void test_bucket_refund() {
     TokenBucket solo(1000, 5, &clock);
     const TokenBucket::Reservation only = solo.reserve(1, 0);
     CHECK(only.ok);
-    CHECK_EQ(solo.refund(1, only.tat_after), int64_t{1});
+    CHECK_EQ(solo.refund(1, only.tat_after, only.config), int64_t{1});
     CHECK_EQ(solo.tokens(), 5.0);
     // A take since then keeps its own token: nothing comes back.
     const TokenBucket::Reservation first = solo.reserve(1, 0);
     CHECK(first.ok);
     CHECK(solo.reserve(1, 0).ok);
-    CHECK_EQ(solo.refund(1, first.tat_after), int64_t{0});
+    CHECK_EQ(solo.refund(1, first.tat_after, first.config), int64_t{0});
     CHECK_EQ(solo.tokens(), 3.0);
 }
 
@@ -633,7 +633,7 @@ void test_breaker_single_trip() {
     CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), uint64_t{0});
     CHECK_EQ(cb.transitions_to(BreakerState::kClosed), uint64_t{0});
     CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kOpen));
-    CHECK_EQ(cb.generation(), uint32_t{1});
+    CHECK_EQ(cb.generation(), uint64_t{1});
     CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
     CHECK(!cb.acquire().admitted);
 
@@ -697,7 +697,7 @@ void test_breaker_half_open_race() {
                           cb.state() == BreakerState::kOpen;
                 ok = ok && !cb.acquire().admitted;  // not yet due
                 clock.advance(timeout);
-                const uint32_t gen_open = cb.generation();
+                const uint64_t gen_open = cb.generation();
                 phase.arrive_and_wait();  // A
                 phase.arrive_and_wait();  // B
                 int transitions = 0;
@@ -768,7 +768,7 @@ void test_breaker_half_open_churn() {
     CHECK(first.admitted && first.half_open && first.transition.changed);
     cb.release(first);
     CHECK_EQ(cb.half_open_calls(), uint32_t{0});
-    const uint32_t gen = cb.generation();
+    const uint64_t gen = cb.generation();
     std::atomic<int> holders{0};
     std::atomic<long> over{0};
     std::vector<int64_t> acquired(kThreads), rejected(kThreads);
@@ -807,7 +807,7 @@ void test_breaker_half_open_churn() {
 }
 
 struct Event {
-    uint32_t gen;  // the generation the transition created
+    uint64_t gen;  // the generation the transition created
     BreakerState from;
     BreakerState to;
     int64_t lo;  // clock read just before the call
@@ -950,7 +950,7 @@ void test_breaker_full_cycles() {
     CHECK_EQ(total.successes + total.failures + total.releases, total.admitted);
 
     // The chain of transitions.
-    const uint32_t G = cb.generation();
+    const uint64_t G = cb.generation();
     CHECK(G < kMaxGen);
     CHECK_EQ(all.size(), static_cast<size_t>(G));
     long chain_errors = 0;
@@ -965,12 +965,12 @@ void test_breaker_full_cycles() {
         if (e.gen != k + 1 || e.from != state || e.from == e.to) {
             if (++chain_errors <= 5) {
                 std::fprintf(stderr,
-                             "  chain: event #%zu gen=%u %d->%d, expected gen=%zu from %d\n",
-                             k, e.gen, state_int(e.from), state_int(e.to), k + 1,
+                             "  chain: event #%zu gen=%llu %d->%d, expected gen=%zu from %d\n",
+                             k, static_cast<unsigned long long>(e.gen), state_int(e.from), state_int(e.to), k + 1,
                              state_int(state));
             }
         }
-        const uint32_t before = e.gen - 1;  // the generation this transition ended
+        const uint64_t before = e.gen - 1;  // the generation this transition ended
         if (e.from == BreakerState::kClosed && e.to == BreakerState::kOpen) {
             ++c2o;
             trip_with_few_failures += fails[before].load(std::memory_order_relaxed) < threshold;
@@ -981,14 +981,16 @@ void test_breaker_full_cycles() {
             // `before` is the open generation; `before - 1` the one whose
             // failure opened it. The acquire happened no later than e.hi.
             if (k >= 1) {
-                const uint32_t tripped = before - 1;
+                const uint64_t tripped = before - 1;
                 const int64_t earliest = min_fail_lo[tripped].load(std::memory_order_relaxed);
                 if (e.hi < earliest + timeout) {
                     if (++early_half_open <= 5) {
                         std::fprintf(stderr,
-                                     "  early half-open: gen %u at t<=%lld, earliest failure of "
-                                     "gen %u at t>=%lld (timeout %lld)\n",
-                                     e.gen, static_cast<long long>(e.hi), tripped,
+                                     "  early half-open: gen %llu at t<=%lld, earliest failure of "
+                                     "gen %llu at t>=%lld (timeout %lld)\n",
+                                     static_cast<unsigned long long>(e.gen),
+                                     static_cast<long long>(e.hi),
+                                     static_cast<unsigned long long>(tripped),
                                      static_cast<long long>(earliest),
                                      static_cast<long long>(timeout));
                     }
@@ -1013,9 +1015,9 @@ void test_breaker_full_cycles() {
         state = e.to;
     }
     std::printf(
-        "  breaker cycles: %u transitions (closed->open %llu, half-open->open %llu, "
+        "  breaker cycles: %llu transitions (closed->open %llu, half-open->open %llu, "
         "open->half-open %llu, half-open->closed %llu); %lld acquires, %lld rejected\n",
-        G, static_cast<unsigned long long>(c2o), static_cast<unsigned long long>(h2o),
+        static_cast<unsigned long long>(G), static_cast<unsigned long long>(c2o), static_cast<unsigned long long>(h2o),
         static_cast<unsigned long long>(o2h), static_cast<unsigned long long>(h2c),
         static_cast<long long>(total.acquires), static_cast<long long>(total.rejected));
     if (early_vs_winner != 0) {
@@ -1083,7 +1085,7 @@ void test_breaker_reset_force_open_race() {
         wrong += admitted_held[i];
     }
     CHECK_EQ(wrong, int64_t{0});
-    CHECK_EQ(cb.generation(), static_cast<uint32_t>(kThreads * kCalls) & Ticket::kGenerationMask);
+    CHECK_EQ(cb.generation(), static_cast<uint64_t>(kThreads * kCalls));
     CHECK_EQ(cb.transitions_to(BreakerState::kClosed), static_cast<uint64_t>(closed));
     CHECK_EQ(cb.transitions_to(BreakerState::kOpen), static_cast<uint64_t>(held));
     CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), uint64_t{0});
@@ -1119,7 +1121,7 @@ void test_bulkhead_limit() {
                 over.fetch_add(1, std::memory_order_relaxed);
             }
             inside.fetch_sub(1, std::memory_order_acq_rel);
-            if (bulkhead.exit()) {
+            if (bulkhead.exit() != Bulkhead::Exit::kFreed) {
                 over.fetch_add(1, std::memory_order_relaxed);  // nobody waits here
             }
         }

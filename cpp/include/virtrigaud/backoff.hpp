@@ -20,6 +20,11 @@
 #include <random>
 #include <thread>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#include <unistd.h>
+#endif
+
 namespace virtrigaud {
 
 /// SplitMix64's output function: a bijective 64-bit mixer.
@@ -61,18 +66,57 @@ inline double to_unit(uint64_t bits) noexcept {
     return static_cast<double>(bits >> 11) * 0x1.0p-53;
 }
 
-/// This thread's generator, seeded once from std::random_device, the thread
-/// id and the clock (so forked or cloned threads do not share a stream).
+/// Bumped in the child after every fork(), so that each thread's generator
+/// knows to reseed: without it, every worker of a pre-fork server would draw
+/// the parent's sequence and retry in lockstep.
+inline std::atomic<uint64_t>& fork_count() noexcept {
+    static std::atomic<uint64_t> count{0};
+    return count;
+}
+
+inline void count_forks() noexcept {
+#if defined(__unix__) || defined(__APPLE__)
+    static const bool registered = [] {
+        pthread_atfork(nullptr, nullptr,
+                       [] { fork_count().fetch_add(1, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+#endif
+}
+
+/// A fresh seed: std::random_device, the thread, the process and the clock.
+inline uint64_t fresh_seed() noexcept {
+    uint64_t seed = 0;
+    try {
+        std::random_device device;
+        seed = (static_cast<uint64_t>(device()) << 32) ^ device();
+    } catch (...) {
+        // No entropy device: the other sources still differ per thread and process.
+    }
+    seed ^= std::hash<std::thread::id>{}(std::this_thread::get_id());
+#if defined(__unix__) || defined(__APPLE__)
+    seed ^= splitmix64(static_cast<uint64_t>(getpid()));
+#endif
+    seed ^= static_cast<uint64_t>(
+        std::chrono::high_resolution_clock::now().time_since_epoch().count());
+    return seed;
+}
+
+/// This thread's generator, seeded on first use and again in a forked child.
 inline double thread_uniform() noexcept {
-    thread_local Xoshiro256 rng([] {
-        uint64_t seed = std::random_device{}();
-        seed = (seed << 32) ^ std::random_device{}();
-        seed ^= std::hash<std::thread::id>{}(std::this_thread::get_id());
-        seed ^= static_cast<uint64_t>(
-            std::chrono::high_resolution_clock::now().time_since_epoch().count());
-        return seed;
-    }());
-    return to_unit(rng.next());
+    count_forks();
+    struct Stream {
+        uint64_t forks = fork_count().load(std::memory_order_relaxed);
+        Xoshiro256 rng{fresh_seed()};
+    };
+    thread_local Stream stream;
+    const uint64_t forks = fork_count().load(std::memory_order_relaxed);
+    if (stream.forks != forks) {
+        stream.forks = forks;
+        stream.rng = Xoshiro256(fresh_seed());
+    }
+    return to_unit(stream.rng.next());
 }
 
 enum class Strategy : uint8_t {
@@ -124,10 +168,18 @@ inline double backoff_delay(Strategy strategy, double base, double cap, double m
 /// reproducible and safe to share between threads.
 class Backoff {
 public:
+    /// base, cap >= 0 and multiplier >= 1, all finite (the binding validates;
+    /// anything else is clamped: NaN and negatives to 0, a multiplier below 1
+    /// to 1, a cap below base to base).
     Backoff(double base, double cap, double multiplier, bool jitter, Strategy strategy,
             bool seeded = false, uint64_t seed = 0) noexcept
-        : base_(base), cap_(cap), multiplier_(multiplier), jitter_(jitter),
-          strategy_(strategy), seeded_(seeded), seed_(seed) {}
+        : base_(finite_at_least(base, 0.0)),
+          cap_(std::max(finite_at_least(cap, 0.0), base_)),
+          multiplier_(finite_at_least(multiplier, 1.0)),
+          jitter_(jitter),
+          strategy_(static_cast<Strategy>(static_cast<uint8_t>(strategy) & 3)),
+          seeded_(seeded),
+          seed_(seed) {}
 
     /// Seconds to wait before retry `attempt` (0-based). `previous` is the
     /// delay returned for the previous attempt (decorrelated_jitter only;
@@ -152,6 +204,10 @@ public:
     Strategy strategy() const noexcept { return strategy_; }
 
 private:
+    static double finite_at_least(double v, double lo) noexcept {
+        return std::isfinite(v) && v >= lo ? v : lo;
+    }
+
     const double base_;
     const double cap_;
     const double multiplier_;

@@ -1,12 +1,17 @@
-// A lock-free circuit breaker: the whole state machine in one atomic word.
+// A lock-free circuit breaker: the state machine in one 16-byte atomic pair.
 //
-// Word layout (64 bits):
+// First word (the state word):
 //   bits  0..1   state: 0 closed, 1 half-open, 2 open, 3 held open (force_open)
 //   bits  2..23  consecutive failures while closed (22 bits)
 //   bits 24..39  half-open calls admitted and not released (16 bits)
-//   bits 40..63  generation (24 bits, wraps), bumped by every transition
+// Second word: the generation, bumped by every transition. It is 64 bits
+// wide and only grows: an outcome reported with the ticket of an old
+// generation is recognised as stale for the life of the process, however
+// long the ticket was held. Every change is one 16-byte compare-and-swap of
+// both words (atomic_pair.hpp), so no update of one generation can land in
+// another.
 //
-// The stamp of the failure that opened the breaker lives in a second word,
+// The stamp of the failure that opened the breaker lives in a third word,
 // written before the CAS that opens, so whoever sees "open" sees its stamp.
 //
 // Semantics (the Virtrigaud guide's Go implementation):
@@ -16,7 +21,12 @@
 //              failure; then the admitting call moves it to half-open and is
 //              itself the first half-open call.
 //   half-open: admits up to half_open_max_calls; any failure re-opens; once
-//              that many were admitted and one succeeds, it closes.
+//              that many were admitted and one succeeds, it closes. A probe
+//              whose outcome is never reported would hold its slot forever:
+//              when every slot is taken and the newest was admitted more than
+//              half_open_lease ago, the next call starts a fresh half-open
+//              generation (the lost probes' outcomes become stale) and is its
+//              first probe.
 //   held open: rejects until reset(); never times out.
 // Outcomes carry the generation of their admission (as sony/gobreaker): an
 // outcome from an older generation is counted but moves nothing.
@@ -26,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "atomic_pair.hpp"
 #include "clock.hpp"
 
 namespace virtrigaud {
@@ -43,56 +54,79 @@ struct Transition {
 struct Ticket {
     bool admitted = false;
     bool half_open = false;  ///< holds one of the half-open slots
-    uint32_t generation = 0;
+    uint64_t generation = 0;
     Transition transition;   ///< open -> half-open happens on admission
 
-    /// One int64 for bindings: -1 rejected, else generation << 1 | half_open.
+    /// One int64 for bindings: -1 rejected, else generation << 1 | half_open
+    /// (the generation's low 62 bits: 2^62 transitions, over a century at
+    /// one per nanosecond).
     int64_t encode() const noexcept {
-        return admitted ? (static_cast<int64_t>(generation) << 1) | (half_open ? 1 : 0) : -1;
+        return admitted ? static_cast<int64_t>(((generation & kGenerationMask) << 1) |
+                                               (half_open ? 1u : 0u))
+                        : -1;
     }
     static Ticket decode(int64_t code) noexcept {
         Ticket t;
         if (code >= 0) {
             t.admitted = true;
             t.half_open = (code & 1) != 0;
-            t.generation = static_cast<uint32_t>(code >> 1) & kGenerationMask;
+            t.generation = static_cast<uint64_t>(code) >> 1;
         }
         return t;
     }
-    static constexpr uint32_t kGenerationMask = (1u << 24) - 1;
+    static constexpr uint64_t kGenerationMask = (uint64_t{1} << 62) - 1;
 };
 
 class CircuitBreaker {
 public:
     static constexpr uint32_t kMaxFailureThreshold = (1u << 22) - 1;  // 4,194,303
     static constexpr uint32_t kMaxHalfOpenCalls = (1u << 16) - 1;     // 65,535
+    /// Longest reset timeout or half-open lease: 2^60 ns (about 36 years).
+    static constexpr int64_t kMaxTimeoutNs = int64_t{1} << 60;
 
     /// failure_threshold in [1, kMaxFailureThreshold], half_open_max_calls in
-    /// [1, kMaxHalfOpenCalls], reset_timeout_ns >= 0 (the binding validates;
-    /// out-of-range values are clamped, never undefined behaviour).
+    /// [1, kMaxHalfOpenCalls], reset_timeout_ns in [0, kMaxTimeoutNs],
+    /// half_open_lease_ns in [0, kMaxTimeoutNs] where 0 means no lease (the
+    /// binding validates; out-of-range values are clamped, never undefined
+    /// behaviour).
     CircuitBreaker(uint32_t failure_threshold, int64_t reset_timeout_ns,
-                   uint32_t half_open_max_calls, const ManualClock* clock = nullptr) noexcept
-        : word_(0),
+                   uint32_t half_open_max_calls, const ManualClock* clock = nullptr,
+                   int64_t half_open_lease_ns = 0) noexcept
+        : state_(0, 0),
           opened_at_(0),
           clock_(clock),
-          reset_timeout_ns_(reset_timeout_ns < 0 ? 0 : reset_timeout_ns),
+          reset_timeout_ns_(clamp64(reset_timeout_ns, 0, kMaxTimeoutNs)),
           threshold_(clamp(failure_threshold, kMaxFailureThreshold)),
-          half_open_max_(clamp(half_open_max_calls, kMaxHalfOpenCalls)) {}
+          half_open_max_(clamp(half_open_max_calls, kMaxHalfOpenCalls)),
+          half_open_lease_ns_(clamp64(half_open_lease_ns, 0, kMaxTimeoutNs)) {}
 
-    /// Asks to make a call. Closed: always admitted (one load, no write).
+    /// Asks to make a call. Closed: always admitted (three loads, no write).
     Ticket acquire() noexcept {
-        uint64_t w = word_.load(std::memory_order_acquire);
+        AtomicPair::Value s = snapshot();
         for (;;) {
+            const uint64_t w = s.first;
+            const uint64_t gen = s.second;
             switch (state_of(w)) {
                 case BreakerState::kClosed:
-                    return admitted(w, false);
+                    return admitted(gen, false);
                 case BreakerState::kHalfOpen: {
-                    if (half_open_of(w) >= half_open_max_) {
+                    if (half_open_of(w) < half_open_max_) {
+                        stamp_probe(now_ns(clock_));
+                        if (state_.compare_exchange(s, {w + kHalfOpenOne, gen})) {
+                            return admitted(gen, true);
+                        }
+                        break;
+                    }
+                    const int64_t now = now_ns(clock_);
+                    if (!lease_expired(now)) {
                         return reject();
                     }
-                    if (word_.compare_exchange_weak(w, w + kHalfOpenOne, std::memory_order_acq_rel,
-                                                    std::memory_order_acquire)) {
-                        return admitted(w, true);
+                    // Every slot is held by probes older than the lease: start
+                    // a fresh half-open generation and be its first probe.
+                    stamp_probe(now);
+                    if (state_.compare_exchange(s, {make(BreakerState::kHalfOpen, 0, 1), gen + 1})) {
+                        cold_.reclaimed.fetch_add(1, std::memory_order_relaxed);
+                        return admitted(gen + 1, true);
                     }
                     break;
                 }
@@ -101,10 +135,9 @@ public:
                     if (now - opened_at_.load(std::memory_order_relaxed) < reset_timeout_ns_) {
                         return reject();
                     }
-                    const uint64_t next = make(BreakerState::kHalfOpen, 0, 1, generation_of(w) + 1);
-                    if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
-                                                    std::memory_order_acquire)) {
-                        Ticket t = admitted(next, true);
+                    stamp_probe(now);
+                    if (state_.compare_exchange(s, {make(BreakerState::kHalfOpen, 0, 1), gen + 1})) {
+                        Ticket t = admitted(gen + 1, true);
                         t.transition = transitioned(BreakerState::kOpen, BreakerState::kHalfOpen, now);
                         return t;
                     }
@@ -119,25 +152,25 @@ public:
     /// The admitted call succeeded (or failed in a way that does not count).
     Transition record_success(const Ticket& ticket) noexcept {
         successes_.fetch_add(1, std::memory_order_relaxed);
-        uint64_t w = word_.load(std::memory_order_acquire);
+        AtomicPair::Value s = snapshot();
         for (;;) {
-            if (!current(w, ticket)) {
+            const uint64_t w = s.first;
+            if (!current(s, ticket)) {
                 return {};
             }
-            uint64_t next;
+            AtomicPair::Value next{0, s.second};
             if (state_of(w) == BreakerState::kClosed) {
                 if (failures_of(w) == 0) {
                     return {};  // the common case: nothing to write
                 }
-                next = w & ~kFailuresMask;
+                next.first = w & ~kFailuresMask;
             } else if (state_of(w) == BreakerState::kHalfOpen && half_open_of(w) >= half_open_max_) {
-                next = make(BreakerState::kClosed, 0, 0, generation_of(w) + 1);
+                next = {make(BreakerState::kClosed, 0, 0), s.second + 1};
             } else {
                 return {};  // half-open, not all probes admitted yet
             }
-            if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
-                                            std::memory_order_acquire)) {
-                if (state_of(next) == state_of(w)) {
+            if (state_.compare_exchange(s, next)) {
+                if (next.second == s.second) {
                     return {};
                 }
                 return transitioned(BreakerState::kHalfOpen, BreakerState::kClosed, now_ns(clock_));
@@ -149,15 +182,15 @@ public:
     Transition record_failure(const Ticket& ticket) noexcept {
         failures_total_.fetch_add(1, std::memory_order_relaxed);
         const int64_t now = now_ns(clock_);
-        uint64_t w = word_.load(std::memory_order_acquire);
+        AtomicPair::Value s = snapshot();
         for (;;) {
-            if (!current(w, ticket)) {
+            const uint64_t w = s.first;
+            if (!current(s, ticket)) {
                 return {};
             }
             const BreakerState state = state_of(w);
             if (state == BreakerState::kClosed && failures_of(w) + 1 < threshold_) {
-                if (word_.compare_exchange_weak(w, w + kFailureOne, std::memory_order_acq_rel,
-                                                std::memory_order_acquire)) {
+                if (state_.compare_exchange(s, {w + kFailureOne, s.second})) {
                     return {};
                 }
                 continue;
@@ -168,13 +201,8 @@ public:
             // Trip: the stamp goes first, so a reader of "open" sees it. It only
             // moves forward: a caller that loses the CAS below (or a stale one
             // preempted here) must not rewind the stamp of a newer opening.
-            int64_t stamp = opened_at_.load(std::memory_order_relaxed);
-            while (stamp < now &&
-                   !opened_at_.compare_exchange_weak(stamp, now, std::memory_order_relaxed)) {
-            }
-            const uint64_t next = make(BreakerState::kOpen, 0, 0, generation_of(w) + 1);
-            if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
-                                            std::memory_order_acquire)) {
+            advance_to(opened_at_, now);
+            if (state_.compare_exchange(s, {make(BreakerState::kOpen, 0, 0), s.second + 1})) {
                 return transitioned(state, BreakerState::kOpen, now);
             }
         }
@@ -187,11 +215,10 @@ public:
         if (!ticket.half_open) {
             return;
         }
-        uint64_t w = word_.load(std::memory_order_acquire);
-        while (current(w, ticket) && state_of(w) == BreakerState::kHalfOpen &&
-               half_open_of(w) > 0) {
-            if (word_.compare_exchange_weak(w, w - kHalfOpenOne, std::memory_order_acq_rel,
-                                            std::memory_order_acquire)) {
+        AtomicPair::Value s = snapshot();
+        while (current(s, ticket) && state_of(s.first) == BreakerState::kHalfOpen &&
+               half_open_of(s.first) > 0) {
+            if (state_.compare_exchange(s, {s.first - kHalfOpenOne, s.second})) {
                 return;
             }
         }
@@ -203,17 +230,11 @@ public:
     /// Opens the breaker and holds it open until reset() (a manual override).
     Transition force_open() noexcept { return move_to(BreakerState::kHeldOpen); }
 
-    BreakerState state() const noexcept { return state_of(word_.load(std::memory_order_acquire)); }
-    uint32_t consecutive_failures() const noexcept {
-        return failures_of(word_.load(std::memory_order_acquire));
-    }
-    uint32_t half_open_calls() const noexcept {
-        return half_open_of(word_.load(std::memory_order_acquire));
-    }
-    uint32_t generation() const noexcept {
-        return generation_of(word_.load(std::memory_order_acquire));
-    }
-    /// Seconds-worth of nanoseconds until an open breaker admits a probe (0 if not open).
+    BreakerState state() const noexcept { return state_of(state_.first()); }
+    uint32_t consecutive_failures() const noexcept { return failures_of(state_.first()); }
+    uint32_t half_open_calls() const noexcept { return half_open_of(state_.first()); }
+    uint64_t generation() const noexcept { return state_.second(); }
+    /// Nanoseconds until an open breaker admits a probe (0 if not open).
     int64_t remaining_open_ns() const noexcept {
         if (state() != BreakerState::kOpen) {
             return 0;
@@ -226,6 +247,7 @@ public:
     uint32_t failure_threshold() const noexcept { return threshold_; }
     uint32_t half_open_max_calls() const noexcept { return half_open_max_; }
     int64_t reset_timeout_ns() const noexcept { return reset_timeout_ns_; }
+    int64_t half_open_lease_ns() const noexcept { return half_open_lease_ns_; }
     const ManualClock* clock() const noexcept { return clock_; }
 
     // Counters (relaxed). Outcomes are counted even when stale.
@@ -233,8 +255,10 @@ public:
     uint64_t failures_total() const noexcept {
         return failures_total_.load(std::memory_order_relaxed);
     }
-    uint64_t rejected() const noexcept { return rejected_.load(std::memory_order_relaxed); }
+    uint64_t rejected() const noexcept { return cold_.rejected.load(std::memory_order_relaxed); }
     uint64_t released() const noexcept { return cold_.released.load(std::memory_order_relaxed); }
+    /// Half-open generations started because every probe outlived its lease.
+    uint64_t reclaimed() const noexcept { return cold_.reclaimed.load(std::memory_order_relaxed); }
     /// Transitions into `to` (held open counts as open).
     uint64_t transitions_to(BreakerState to) const noexcept {
         return cold_.transitions[index_of(to)].load(std::memory_order_relaxed);
@@ -251,7 +275,6 @@ private:
     static constexpr uint64_t kFailuresMask = uint64_t{(1u << 22) - 1} << kFailuresShift;
     static constexpr int kHalfOpenShift = 24;
     static constexpr uint64_t kHalfOpenOne = uint64_t{1} << kHalfOpenShift;
-    static constexpr int kGenerationShift = 40;
 
     static uint32_t clamp(uint32_t v, uint32_t max) noexcept {
         return v < 1 ? 1 : (v > max ? max : v);
@@ -265,30 +288,57 @@ private:
     static uint32_t half_open_of(uint64_t w) noexcept {
         return static_cast<uint32_t>((w >> kHalfOpenShift) & 0xFFFF);
     }
-    static uint32_t generation_of(uint64_t w) noexcept {
-        return static_cast<uint32_t>(w >> kGenerationShift) & Ticket::kGenerationMask;
-    }
-    static uint64_t make(BreakerState s, uint32_t failures, uint32_t half_open,
-                         uint32_t generation) noexcept {
+    static uint64_t make(BreakerState s, uint32_t failures, uint32_t half_open) noexcept {
         return static_cast<uint64_t>(s) | (static_cast<uint64_t>(failures) << kFailuresShift) |
-               (static_cast<uint64_t>(half_open) << kHalfOpenShift) |
-               (static_cast<uint64_t>(generation & Ticket::kGenerationMask) << kGenerationShift);
+               (static_cast<uint64_t>(half_open) << kHalfOpenShift);
     }
-    static bool current(uint64_t w, const Ticket& t) noexcept {
-        return t.admitted && generation_of(w) == t.generation;
+    static bool current(const AtomicPair::Value& s, const Ticket& t) noexcept {
+        return t.admitted && (s.second & Ticket::kGenerationMask) == t.generation;
     }
     static size_t index_of(BreakerState s) noexcept {
         return s == BreakerState::kHeldOpen ? 2 : static_cast<size_t>(s);
     }
-    static Ticket admitted(uint64_t w, bool half_open) noexcept {
+    static Ticket admitted(uint64_t generation, bool half_open) noexcept {
         Ticket t;
         t.admitted = true;
         t.half_open = half_open;
-        t.generation = generation_of(w);
+        t.generation = generation & Ticket::kGenerationMask;
         return t;
     }
+    /// Moves `stamp` forward to `now` (never back: a caller that loses its CAS,
+    /// or a stale one preempted, must not rewind a newer stamp).
+    static void advance_to(std::atomic<int64_t>& stamp, int64_t now) noexcept {
+        int64_t t = stamp.load(std::memory_order_relaxed);
+        while (t < now && !stamp.compare_exchange_weak(t, now, std::memory_order_relaxed)) {
+        }
+    }
+
+    /// A consistent (state word, generation): the generation only grows, so a
+    /// state word read between two equal reads of it belongs to it.
+    AtomicPair::Value snapshot() const noexcept {
+        uint64_t gen = state_.second();
+        for (;;) {
+            const uint64_t w = state_.first();
+            const uint64_t again = state_.second();
+            if (again == gen) {
+                return {w, gen};
+            }
+            gen = again;
+        }
+    }
+    /// Stamps a half-open admission before the CAS that makes it, so a caller
+    /// that sees the slot taken also sees how recent it is.
+    void stamp_probe(int64_t now) noexcept {
+        if (half_open_lease_ns_ > 0) {
+            advance_to(cold_.last_probe_at, now);
+        }
+    }
+    bool lease_expired(int64_t now) const noexcept {
+        return half_open_lease_ns_ > 0 &&
+               now - cold_.last_probe_at.load(std::memory_order_relaxed) >= half_open_lease_ns_;
+    }
     Ticket reject() noexcept {
-        rejected_.fetch_add(1, std::memory_order_relaxed);
+        cold_.rejected.fetch_add(1, std::memory_order_relaxed);
         return Ticket{};
     }
     Transition transitioned(BreakerState from, BreakerState to, int64_t now) noexcept {
@@ -299,24 +349,22 @@ private:
     Transition move_to(BreakerState to) noexcept {
         const int64_t now = now_ns(clock_);
         if (to != BreakerState::kClosed) {
-            opened_at_.store(now, std::memory_order_relaxed);
+            advance_to(opened_at_, now);
         }
-        uint64_t w = word_.load(std::memory_order_acquire);
+        AtomicPair::Value s = snapshot();
         for (;;) {
-            const uint64_t next = make(to, 0, 0, generation_of(w) + 1);
-            if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel,
-                                            std::memory_order_acquire)) {
+            if (state_.compare_exchange(s, {make(to, 0, 0), s.second + 1})) {
                 // Open -> held open is no visible change: both read as open.
-                if (index_of(state_of(w)) == index_of(to)) {
+                if (index_of(state_of(s.first)) == index_of(to)) {
                     return {};
                 }
-                return transitioned(state_of(w), to, now);
+                return transitioned(state_of(s.first), to, now);
             }
         }
     }
 
     // Hot: read or written by calls. Exactly one cache line (asserted below).
-    alignas(64) std::atomic<uint64_t> word_;
+    alignas(64) AtomicPair state_;  // (state word, generation)
     std::atomic<int64_t> opened_at_;
     const ManualClock* clock_;
     const int64_t reset_timeout_ns_;
@@ -324,19 +372,22 @@ private:
     const uint32_t half_open_max_;
     std::atomic<uint64_t> successes_{0};
     std::atomic<uint64_t> failures_total_{0};
-    std::atomic<uint64_t> rejected_{0};
 
-    // Cold: written only on transitions and cancellations, on its own line.
+    // Cold: written on rejections, transitions, probes and cancellations.
+    const int64_t half_open_lease_ns_;
     struct alignas(64) Cold {
+        std::atomic<uint64_t> rejected{0};
         std::atomic<uint64_t> transitions[3] = {};
         std::atomic<uint64_t> released{0};
+        std::atomic<uint64_t> reclaimed{0};
         std::atomic<int64_t> last_transition_ns{0};
+        std::atomic<int64_t> last_probe_at{0};
     } cold_;
 };
 
 static_assert(sizeof(std::atomic<uint64_t>) == 8, "lock-free 64-bit atomics required");
-// The hot fields (the first line) fill 64 bytes; the cold ones take a second line.
-static_assert(sizeof(CircuitBreaker) == 128,
-              "CircuitBreaker hot state must fit one cache line");
+// The hot fields fill the first 64-byte line; the lease and the cold counters
+// take the next two.
+static_assert(sizeof(CircuitBreaker) == 192, "CircuitBreaker hot state must fit one cache line");
 
 }  // namespace virtrigaud

@@ -19,20 +19,39 @@ inline int64_t steady_now_ns() noexcept {
         .count();
 }
 
-/// A clock that moves only when told to. Thread-safe; never goes backwards.
+/// The latest time any clock may read: 2^62 ns (about 146 years). Keeping
+/// time below it leaves room for every sum the primitives form (a time plus
+/// a refill period plus a wait stays below 2^63).
+constexpr int64_t kMaxClockNs = int64_t{1} << 62;
+
+/// A clock that moves only when told to. Thread-safe; never goes backwards;
+/// stays within [0, kMaxClockNs] whatever it is told (it saturates).
 class ManualClock {
 public:
-    explicit ManualClock(int64_t start_ns = 0) noexcept : now_(start_ns) {}
+    explicit ManualClock(int64_t start_ns = 0) noexcept : now_(clamp_time(start_ns)) {}
 
     int64_t now() const noexcept { return now_.load(std::memory_order_acquire); }
 
-    /// Moves time forward by `delta_ns` (>= 0; the caller validates).
+    /// Moves time forward by `delta_ns`; a negative delta does nothing and
+    /// time stops at kMaxClockNs.
     void advance(int64_t delta_ns) noexcept {
-        now_.fetch_add(delta_ns, std::memory_order_acq_rel);
+        if (delta_ns <= 0) {
+            return;
+        }
+        int64_t current = now_.load(std::memory_order_relaxed);
+        for (;;) {
+            const int64_t next = current > kMaxClockNs - delta_ns ? kMaxClockNs : current + delta_ns;
+            if (now_.compare_exchange_weak(current, next, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed)) {
+                return;
+            }
+        }
     }
 
-    /// Sets the time to `t_ns` if that is not in the past; returns whether it moved.
+    /// Sets the time to `t_ns` (clamped to [0, kMaxClockNs]) if that is not
+    /// in the past; returns whether it moved.
     bool set(int64_t t_ns) noexcept {
+        t_ns = clamp_time(t_ns);
         int64_t current = now_.load(std::memory_order_relaxed);
         while (t_ns >= current) {
             if (now_.compare_exchange_weak(current, t_ns, std::memory_order_acq_rel)) {
@@ -43,6 +62,10 @@ public:
     }
 
 private:
+    static int64_t clamp_time(int64_t t) noexcept {
+        return t < 0 ? 0 : (t > kMaxClockNs ? kMaxClockNs : t);
+    }
+
     std::atomic<int64_t> now_;
 };
 

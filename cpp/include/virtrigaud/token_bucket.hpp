@@ -1,4 +1,4 @@
-// A lock-free token bucket: GCRA over one atomic "theoretical arrival time".
+// A lock-free token bucket: GCRA over one "theoretical arrival time".
 //
 // GCRA (the generic cell rate algorithm) stores, instead of a token count,
 // the time `tat` at which the bucket would be full again. With T = interval
@@ -8,11 +8,15 @@
 //     max(tat, now) + n*T - now <= tau
 //
 // and admitting it sets tat = max(tat, now) + n*T. This is exactly a token
-// bucket of capacity `burst` refilled at 1/T tokens per ns, kept in one
-// 64-bit word, so admission is one load, some arithmetic and one CAS.
+// bucket of capacity `burst` refilled at 1/T tokens per ns.
 //
-// Rate and burst live together in a second word so a reader never sees the
-// rate of one configuration with the burst of another.
+// `tat` only means something under the rate it was computed with, so it
+// lives beside the packed (interval, burst) in one AtomicPair and every
+// change is one 16-byte compare-and-swap of both: an acquirer that read the
+// old rate cannot commit against a tat that set_rate() has already rescaled,
+// and set_rate() cannot rescale a tat that an acquirer of the old rate is
+// about to advance. Every sum saturates (atomic_pair.hpp): no input can
+// overflow, and a debt too large to represent is clamped, never forgiven.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "atomic_pair.hpp"
 #include "clock.hpp"
 
 namespace virtrigaud {
@@ -33,10 +38,13 @@ public:
     /// Largest burst: 2^20-1 tokens.
     static constexpr int64_t kMaxBurst = (int64_t{1} << 20) - 1;
     /// Longest time to refill a whole bucket (burst * interval): 2^58 ns, about
-    /// 9 years. With kMaxWaitNs it keeps every sum below 2^61: no overflow.
+    /// 9 years.
     static constexpr int64_t kMaxTauNs = int64_t{1} << 58;
     /// Longest wait a reservation may be granted: 2^58 ns.
     static constexpr int64_t kMaxWaitNs = int64_t{1} << 58;
+    /// Largest debt (tat - now) the bucket ever holds: a full refill plus the
+    /// longest wait. With now <= kMaxClockNs (2^62), tat stays below 2^63.
+    static constexpr int64_t kMaxDebtNs = kMaxTauNs + kMaxWaitNs;
     /// Highest rate: one token per nanosecond.
     static constexpr double kMaxQps = 1e9;
     /// Lowest rate: one token per kMaxIntervalNs.
@@ -48,6 +56,7 @@ public:
         int64_t delay_ns;     ///< how long the caller must wait before acting
         int64_t tat_after;    ///< tat this reservation set (to cancel it)
         int64_t time_to_act;  ///< now + delay_ns
+        uint64_t config;      ///< the packed rate it was made under (to cancel it)
     };
 
     /// Nanoseconds per token for `qps`, rounded to a whole nanosecond and
@@ -64,33 +73,30 @@ public:
     /// burst * interval_ns <= kMaxTauNs (the binding validates; out-of-range
     /// values are clamped, never undefined behaviour).
     TokenBucket(int64_t interval_ns, int64_t burst, const ManualClock* clock = nullptr) noexcept
-        : tat_(0), config_(pack(interval_ns, burst)), clock_(clock) {}
+        : state_(0, pack(interval_ns, burst)), clock_(clock) {}
 
     /// Takes n tokens now if the bucket holds them; never waits. n in [1, burst];
-    /// a larger n can never conform and is rejected. `count_refusal` false
+    /// any other n can never conform and is rejected. `count_refusal` false
     /// leaves a refusal out of rejected(): the caller will wait for the
     /// tokens instead, and that reservation is counted.
     bool try_acquire(int64_t n = 1, bool count_refusal = true) noexcept {
         const int64_t now = now_ns(clock_);
-        const uint64_t cfg = config_.load(std::memory_order_acquire);
-        if (n < 1 || n > burst_of(cfg)) {
-            rejected_.fetch_add(1, std::memory_order_relaxed);
-            return false;
-        }
-        const int64_t interval = interval_of(cfg);
-        const int64_t tau = burst_of(cfg) * interval;
-        const int64_t need = n * interval;
-        int64_t tat = tat_.load(std::memory_order_relaxed);
+        AtomicPair::Value s = state_.load();
         for (;;) {
-            const int64_t next = std::max(tat, now) + need;
-            if (next - now > tau) {
+            const uint64_t cfg = s.second;
+            if (n < 1 || n > burst_of(cfg)) {
+                rejected_.fetch_add(1, std::memory_order_relaxed);
+                return false;
+            }
+            const int64_t interval = interval_of(cfg);
+            const int64_t next = std::max(tat_of(s), now) + n * interval;
+            if (next - now > burst_of(cfg) * interval) {
                 if (count_refusal) {
                     rejected_.fetch_add(1, std::memory_order_relaxed);
                 }
                 return false;
             }
-            if (tat_.compare_exchange_weak(tat, next, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(next), cfg})) {
                 admitted_.fetch_add(1, std::memory_order_relaxed);
                 return true;
             }
@@ -99,31 +105,28 @@ public:
 
     /// Reserves n tokens (n <= burst) and says how long to wait before using
     /// them, as golang.org/x/time/rate's ReserveN. If the wait would exceed
-    /// `max_wait_ns` (itself capped at kMaxWaitNs), or n is outside [1, burst],
-    /// nothing is reserved and `ok` is false.
+    /// `max_wait_ns` (itself clamped to [0, kMaxWaitNs]), or n is outside
+    /// [1, burst], nothing is reserved and `ok` is false.
     Reservation reserve(int64_t n, int64_t max_wait_ns) noexcept {
         const int64_t now = now_ns(clock_);
-        const uint64_t cfg = config_.load(std::memory_order_acquire);
-        if (n < 1 || n > burst_of(cfg)) {
-            rejected_.fetch_add(1, std::memory_order_relaxed);
-            return Reservation{false, kMaxWaitNs, 0, 0};
-        }
-        max_wait_ns = std::min(max_wait_ns, kMaxWaitNs);
-        const int64_t interval = interval_of(cfg);
-        const int64_t tau = burst_of(cfg) * interval;
-        const int64_t need = n * interval;
-        int64_t tat = tat_.load(std::memory_order_relaxed);
+        max_wait_ns = clamp64(max_wait_ns, 0, kMaxWaitNs);
+        AtomicPair::Value s = state_.load();
         for (;;) {
-            const int64_t next = std::max(tat, now) + need;
-            const int64_t delay = std::max<int64_t>(0, next - tau - now);
+            const uint64_t cfg = s.second;
+            if (n < 1 || n > burst_of(cfg)) {
+                rejected_.fetch_add(1, std::memory_order_relaxed);
+                return Reservation{false, kMaxWaitNs, 0, 0, cfg};
+            }
+            const int64_t interval = interval_of(cfg);
+            const int64_t next = std::max(tat_of(s), now) + n * interval;
+            const int64_t delay = std::max<int64_t>(0, next - burst_of(cfg) * interval - now);
             if (delay > max_wait_ns) {
                 rejected_.fetch_add(1, std::memory_order_relaxed);
-                return Reservation{false, delay, 0, 0};
+                return Reservation{false, delay, 0, 0, cfg};
             }
-            if (tat_.compare_exchange_weak(tat, next, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(next), cfg})) {
                 (delay > 0 ? reserved_ : admitted_).fetch_add(1, std::memory_order_relaxed);
-                return Reservation{true, delay, next, now + delay};
+                return Reservation{true, delay, next, now + delay, cfg};
             }
         }
     }
@@ -131,72 +134,88 @@ public:
     /// Gives back the tokens of a reservation that has not yet acted, minus
     /// those reserved after it (golang.org/x/time/rate's CancelAt): if nothing
     /// was reserved since, all n tokens return. Returns the tokens given back.
-    int64_t cancel(int64_t n, int64_t tat_after, int64_t time_to_act) noexcept {
+    int64_t cancel(int64_t n, int64_t tat_after, int64_t time_to_act, uint64_t config) noexcept {
         if (time_to_act <= now_ns(clock_)) {
             return 0;  // its time came: the tokens are spent
         }
-        return refund(n, tat_after);
+        return refund(n, tat_after, config);
     }
 
     /// Gives back n tokens reserved (reserve's tat_after) for a call that then
     /// never ran, whether or not their time has come, minus those reserved
-    /// after them. Returns the tokens given back.
-    int64_t refund(int64_t n, int64_t tat_after) noexcept {
-        if (n < 1 || n > kMaxBurst) {
-            return 0;
-        }
-        const int64_t interval = interval_of(config_.load(std::memory_order_acquire));
-        int64_t tat = tat_.load(std::memory_order_relaxed);
+    /// after them. Returns the tokens given back. Nothing comes back once the
+    /// rate has changed since the reservation (`config` is the rate it was
+    /// made under): its arrival time belongs to the old rate, and giving back
+    /// less than was taken is the safe side.
+    int64_t refund(int64_t n, int64_t tat_after, uint64_t config) noexcept {
+        AtomicPair::Value s = state_.load();
         for (;;) {
+            const uint64_t cfg = s.second;
+            if (cfg != config || n < 1 || n > burst_of(cfg)) {
+                return 0;
+            }
+            const int64_t interval = interval_of(cfg);
+            const int64_t tat = tat_of(s);
             // Time reserved by later callers stays theirs.
-            const int64_t restore = n * interval - std::max<int64_t>(0, tat - tat_after);
+            const int64_t later = tat > tat_after ? sat_sub(tat, tat_after) : 0;
+            const int64_t restore = n * interval - std::min(later, n * interval);
             if (restore <= 0) {
                 return 0;
             }
-            if (tat_.compare_exchange_weak(tat, tat - restore, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(tat - restore), cfg})) {
                 cancelled_.fetch_add(1, std::memory_order_relaxed);
                 return restore / interval;
             }
         }
     }
 
-    /// Changes rate and burst, keeping the tokens now available (capped at the
-    /// new burst). Lock-free for acquirers; setters are serialised among
-    /// themselves. An acquisition racing with this call sees the old or the
-    /// new rate.
+    /// Changes rate and burst, keeping the tokens available now (capped at
+    /// the new burst) and any debt in tokens (reservations still waiting keep
+    /// their place). Lock-free; an acquisition racing with this call is
+    /// decided entirely under the old rate or entirely under the new one.
     void set_rate(int64_t interval_ns, int64_t burst) noexcept {
-        while (setting_.test_and_set(std::memory_order_acquire)) {
-        }
         const int64_t now = now_ns(clock_);
-        const uint64_t old_cfg = config_.load(std::memory_order_relaxed);
         const uint64_t new_cfg = pack(interval_ns, burst);
-        const double new_interval = static_cast<double>(interval_of(new_cfg));
-        const double new_burst = static_cast<double>(burst_of(new_cfg));
-        int64_t tat = tat_.load(std::memory_order_relaxed);
+        const int64_t new_interval = interval_of(new_cfg);
+        const int64_t new_burst = burst_of(new_cfg);
+        AtomicPair::Value s = state_.load();
         for (;;) {
-            const double available = std::min(tokens_at(tat, old_cfg, now), new_burst);
-            const int64_t next =
-                now + static_cast<int64_t>(std::llround((new_burst - available) * new_interval));
-            config_.store(new_cfg, std::memory_order_release);
-            if (tat_.compare_exchange_weak(tat, next, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
-                break;
+            const uint64_t old_cfg = s.second;
+            const int64_t old_interval = interval_of(old_cfg);
+            const int64_t debt_ns = std::max(tat_of(s), now) - now;
+            // The tokens missing from the new burst carry over: missing =
+            // new_burst - min(available, new_burst), available = old_burst -
+            // debt / old_interval. Whole tokens convert exactly; the fraction
+            // of one is rounded to the new interval.
+            const int64_t whole = new_burst - burst_of(old_cfg) + debt_ns / old_interval;
+            const int64_t fraction_ns = static_cast<int64_t>(std::llround(
+                static_cast<double>(debt_ns % old_interval) * static_cast<double>(new_interval) /
+                static_cast<double>(old_interval)));
+            int64_t new_debt = 0;
+            if (whole >= 0) {
+                new_debt = std::min(sat_add(sat_mul_nonneg(whole, new_interval), fraction_ns),
+                                    kMaxDebtNs);
+            }
+            const AtomicPair::Value next{static_cast<uint64_t>(now + new_debt), new_cfg};
+            if (state_.compare_exchange(s, next)) {
+                return;
             }
         }
-        setting_.clear(std::memory_order_release);
     }
 
     /// Tokens available now; negative while reservations wait for tokens.
     double tokens() const noexcept {
-        return tokens_at(tat_.load(std::memory_order_acquire),
-                         config_.load(std::memory_order_acquire), now_ns(clock_));
+        const AtomicPair::Value s = state_.load();
+        const int64_t now = now_ns(clock_);
+        const double debt =
+            static_cast<double>(std::max(tat_of(s), now) - now) / static_cast<double>(interval_of(s.second));
+        return static_cast<double>(burst_of(s.second)) - debt;
     }
 
-    int64_t interval_ns() const noexcept {
-        return interval_of(config_.load(std::memory_order_acquire));
-    }
-    int64_t burst() const noexcept { return burst_of(config_.load(std::memory_order_acquire)); }
+    int64_t interval_ns() const noexcept { return interval_of(state_.second()); }
+    int64_t burst() const noexcept { return burst_of(state_.second()); }
+    /// The packed (interval, burst) now: what reserve() records and refund() checks.
+    uint64_t config() const noexcept { return state_.second(); }
     const ManualClock* clock() const noexcept { return clock_; }
 
     // Counters (relaxed; exact once the writers are done).
@@ -207,8 +226,8 @@ public:
 
 private:
     static uint64_t pack(int64_t interval_ns, int64_t burst) noexcept {
-        const int64_t interval = std::clamp<int64_t>(interval_ns, 1, kMaxIntervalNs);
-        const int64_t b = std::clamp<int64_t>(burst, 1, std::min(kMaxBurst, kMaxTauNs / interval));
+        const int64_t interval = clamp64(interval_ns, 1, kMaxIntervalNs);
+        const int64_t b = clamp64(burst, 1, std::min(kMaxBurst, kMaxTauNs / interval));
         return (static_cast<uint64_t>(b) << kIntervalBits) | static_cast<uint64_t>(interval);
     }
     static int64_t interval_of(uint64_t cfg) noexcept {
@@ -217,21 +236,17 @@ private:
     static int64_t burst_of(uint64_t cfg) noexcept {
         return static_cast<int64_t>(cfg >> kIntervalBits);
     }
-    static double tokens_at(int64_t tat, uint64_t cfg, int64_t now) noexcept {
-        const double interval = static_cast<double>(interval_of(cfg));
-        const double debt = static_cast<double>(std::max(tat, now) - now) / interval;
-        return static_cast<double>(burst_of(cfg)) - debt;
+    static int64_t tat_of(const AtomicPair::Value& s) noexcept {
+        return static_cast<int64_t>(s.first);
     }
 
     // The hot fields share one cache line; nothing else is written per call.
-    alignas(64) std::atomic<int64_t> tat_;
-    std::atomic<uint64_t> config_;
+    alignas(64) AtomicPair state_;  // (tat, packed interval and burst)
     const ManualClock* clock_;
     std::atomic<uint64_t> admitted_{0};
     std::atomic<uint64_t> rejected_{0};
     std::atomic<uint64_t> reserved_{0};
     std::atomic<uint64_t> cancelled_{0};
-    std::atomic_flag setting_ = ATOMIC_FLAG_INIT;
 };
 
 static_assert(sizeof(TokenBucket) == 64, "TokenBucket state must fit one cache line");
