@@ -392,13 +392,16 @@ def test_guide_integration_example_provider_down(clock: vr.ManualClock, mode: st
     assert cb.failures == 9
     assert cb.state is BreakerState.CLOSED
     assert len(provider.requests) == 9
-    # The tenth failure opens it; the next two attempts fail fast without a call.
+    # The tenth failure opens it; the next attempt fails fast without a call, and its
+    # CircuitOpenError says the next probe is 60 s away, beyond the retry's max_delay:
+    # the reconcile gives up at once, for the controller to requeue after retry_after.
     with pytest.raises(vr.CircuitOpenError) as info:
         _reconcile(reconciler, vm, mode)
-    assert info.value.attempts == 3
+    assert info.value.attempts == 2
+    assert info.value.retry_after == pytest.approx(60.0, abs=1.5)
     assert len(provider.requests) == 10
     assert cb.state is BreakerState.OPEN
-    assert cb.rejected == 2
+    assert cb.rejected == 1
     assert vm.status == VMStatus()
 
 
@@ -464,10 +467,11 @@ def test_open_breaker_is_retried_until_half_open(clock: vr.ManualClock, mode: st
         (a, type(e), d))).with_circuit_breaker(cb).with_clock(clock).build())
     script = Script(result="probed", clock=clock)
     assert execute(policy, script, mode) == "probed"
-    # rejected at t=0 and t=4; at t=12 the reset timeout (10 s) has passed: the probe runs
-    assert delays == [(1, vr.CircuitOpenError, 4.0), (2, vr.CircuitOpenError, 8.0)]
-    assert script.times == [12.0]
-    assert cb.rejected == 2
+    # rejected at t=0 with retry_after 10 s (the breaker's remaining open time), a floor
+    # on the 4 s backoff: the retry waits exactly until the probe is admitted, at t=10
+    assert delays == [(1, vr.CircuitOpenError, 10.0)]
+    assert script.times == [10.0]
+    assert cb.rejected == 1
     assert cb.successes == 1
     assert cb.half_open_calls == 1
     assert cb.state is BreakerState.HALF_OPEN  # 1 of 3 probes so far
@@ -481,15 +485,16 @@ def test_open_breaker_probe_failure_reopens(clock: vr.ManualClock, mode: str) ->
     cfg = vr.RetryConfig(max_attempts=4, base_delay=6.0, max_delay=30.0, multiplier=1.0,
                          jitter=False)
     policy = builder(clock).with_retry(cfg).with_circuit_breaker(cb).build()
-    # t=0 rejected; t=6 rejected; t=12 probe fails (re-opens at 12); t=18 rejected
-    script = Script(vr.UnavailableError("still down"), result="never", clock=clock)
-    with pytest.raises(vr.CircuitOpenError) as info:
+    # t=0 rejected (retry_after 10 floors the 6 s backoff); t=10 the probe fails and
+    # re-opens it until t=20; t=16 rejected (retry_after 4 < 6: the backoff wins);
+    # t=22 the next probe fails: attempts are used up
+    script = Script(result="never", clock=clock, forever=vr.UnavailableError("still down"))
+    with pytest.raises(vr.UnavailableError, match="again") as info:
         execute(policy, script, mode)
-    assert script.times == [12.0]
+    assert script.times == [10.0, 22.0]
     assert info.value.attempts == 4
     assert cb.state is BreakerState.OPEN
-    assert cb.rejected == 3
-    assert info.value.retry_after == pytest.approx(4.0)
+    assert cb.rejected == 2
 
 
 def test_circuit_open_error_without_retry(clock: vr.ManualClock) -> None:

@@ -2,8 +2,9 @@
 
 
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ParamSpec, TypeVar
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 def monotonic_ns() -> int:
     """
@@ -33,6 +34,10 @@ BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
 
 BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
 
+BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
+
+MAX_CLOCK_NS: int = 4611686018427387904
+
 class ManualClock:
     """A clock that moves only when told to (native part)."""
 
@@ -44,28 +49,34 @@ class ManualClock:
     def now(self) -> float:
         """The current time in seconds."""
 
-    def _advance_ns(self, delta_ns: int) -> None: ...
+    def _advance_ns(self, delta_ns: int) -> None:
+        """
+        Moves time forward (a negative delta does nothing; time stops at MAX_CLOCK_NS).
+        """
 
     def _set_ns(self, t_ns: int) -> bool:
-        """Sets the time if it is not in the past; returns whether it moved."""
+        """
+        Sets the time (clamped to [0, MAX_CLOCK_NS]) if it is not in the past;
+        returns whether it moved.
+        """
 
 class TokenBucket:
     """GCRA token bucket (native part)."""
 
     def __init__(self, interval_ns: int, burst: int, clock: ManualClock | None = None) -> None: ...
 
-    def _reserve(self, n: int, max_wait_ns: int) -> tuple[bool, int, int, int]:
+    def _reserve(self, n: int, max_wait_ns: int) -> tuple[bool, int, int, int, int]:
         """
-        Reserves n tokens: (ok, delay_ns, tat_after, time_to_act). ok is False, and
-        nothing is reserved, when the wait would exceed max_wait_ns.
+        Reserves n tokens: (ok, delay_ns, tat_after, time_to_act, config). ok is
+        False, and nothing is reserved, when the wait would exceed max_wait_ns.
         """
 
-    def _cancel(self, n: int, tat_after: int, time_to_act: int) -> int: ...
+    def _cancel(self, n: int, tat_after: int, time_to_act: int, config: int) -> int: ...
 
-    def _refund(self, n: int, tat_after: int) -> int:
+    def _refund(self, n: int, tat_after: int, config: int) -> int:
         """
         Gives back n tokens taken for a call that never ran (minus those taken
-        since); returns the tokens given back.
+        since; nothing once the rate changed); returns the tokens given back.
         """
 
     def _set_rate(self, interval_ns: int, burst: int) -> None: ...
@@ -110,7 +121,7 @@ class TokenBucket:
     def _counters(self) -> tuple[int, int, int]:
         """(admitted, rejected, reserved) in one call, for the metrics collector."""
 
-    def try_acquire(self, n: int = 1, /) -> bool:
+    def try_acquire(self, n: int = 1) -> bool:
         """
         Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns
         True; otherwise takes nothing and returns False. Never waits.
@@ -119,7 +130,7 @@ class TokenBucket:
 class CircuitBreaker:
     """Lock-free circuit breaker (native part)."""
 
-    def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object) -> None: ...
+    def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object, half_open_lease_ns: int = 0) -> None: ...
 
     def _admit(self) -> int:
         """
@@ -157,7 +168,7 @@ class CircuitBreaker:
 
     @property
     def generation(self) -> int:
-        """Bumped by every transition (24 bits, wraps)."""
+        """Bumped by every transition (64 bits: it never wraps in practice)."""
 
     @property
     def remaining_open(self) -> float:
@@ -198,6 +209,17 @@ class CircuitBreaker:
         """Admitted calls that ended without an outcome (cancelled)."""
 
     @property
+    def reclaimed(self) -> int:
+        """Half-open rounds restarted because every probe outlived its lease."""
+
+    @property
+    def half_open_lease(self) -> float | None:
+        """
+        Seconds a half-open probe may go unreported before its slot is reclaimed;
+        None for no lease.
+        """
+
+    @property
     def transitions(self) -> tuple[int, int, int]:
         """Transitions into (closed, half-open, open)."""
 
@@ -211,7 +233,7 @@ class CircuitBreaker:
         in one call, for the metrics collector.
         """
 
-    def call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """
         Calls fn(*args, **kwargs) through the breaker and returns its result.
         Raises UnavailableError without calling fn while the breaker is open.
@@ -226,17 +248,24 @@ class Bulkhead:
 
     def try_enter(self) -> bool:
         """
-        Takes a slot if one is free and returns True; otherwise counts a
-        rejection and returns False. Never waits.
+        Takes a slot if one is free and nobody is queued for one, and returns
+        True; otherwise counts a rejection and returns False. Never waits.
         """
 
     def _try_take(self) -> bool:
-        """try_enter() without counting a refusal (a queued waiter's retry)."""
+        """try_enter() without counting a refusal (the caller may queue)."""
+
+    def _take_as_waiter(self) -> bool:
+        """Takes a free slot whoever is queued: for the waiter at the head."""
 
     def _count_rejection(self) -> None: ...
 
     def exit(self) -> None:
-        """Gives a slot back (exactly once per successful try_enter)."""
+        """
+        Gives a slot back (exactly once per slot taken): to the longest waiter if
+        one is queued, else to the pool. Raises RuntimeError, changing nothing,
+        when no call is in flight.
+        """
 
     def _add_waiter(self, delta: int) -> None: ...
 
@@ -270,7 +299,12 @@ class Policy:
     def _exit_exception(self, ticket: int, exc: object) -> None:
         """The attempt raised exc: record it and free its slot."""
 
-    def execute(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    def _exit_unrun(self, ticket: int) -> None:
+        """
+        The attempt did not run after all: give its slots back, record nothing.
+        """
+
+    def execute(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """
         Runs fn(*args, **kwargs) under the policy and returns its result. The
         first attempt's admit -> call -> record runs natively; rejections,

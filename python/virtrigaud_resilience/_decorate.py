@@ -14,9 +14,10 @@ T = TypeVar("T")
 def guarded(fn: Callable[P, T], call: Callable[..., Any],
             call_async: Callable[..., Awaitable[Any]]) -> Callable[P, T]:
     """``fn`` wrapped so each call runs as ``call(fn, *args, **kwargs)``, or, for a
-    coroutine function, as ``await call_async(fn, *args, **kwargs)``; its name,
-    docstring and signature are kept."""
-    if inspect.iscoroutinefunction(fn):
+    coroutine function (or a callable object whose ``__call__`` is one), as
+    ``await call_async(fn, *args, **kwargs)``; its name, docstring and
+    signature are kept."""
+    if is_async_callable(fn):
         afn: Any = fn
 
         @functools.wraps(fn)
@@ -31,3 +32,13 @@ def guarded(fn: Callable[P, T], call: Callable[..., Any],
         return result
 
     return wrapper
+
+
+def is_async_callable(fn: object) -> bool:
+    """True iff calling ``fn`` returns a coroutine: a coroutine function, a
+    ``functools.partial`` of one, or an object whose ``__call__`` is one."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or (
+        not inspect.isroutine(fn) and inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    )

@@ -26,16 +26,19 @@ import atexit
 import enum
 import logging
 import threading
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
 from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
+from .durations import Seconds
 from .errors import CircuitOpenError, ErrorType, ProviderError
+from .timeouts import attempt_outcome
 
 __all__ = [
     "BreakerState",
@@ -54,8 +57,11 @@ logger = logging.getLogger("virtrigaud_resilience")
 # A library logs nothing unless the application configures logging.
 logger.addHandler(logging.NullHandler())
 
-#: Longest reset timeout accepted: about 31 years.
+#: Longest reset timeout (and half-open lease) accepted: about 31 years.
 MAX_RESET_TIMEOUT = 1e9
+#: The default half-open lease: 5 minutes, longer than the guide's longest
+#: RPC timeout (4 minutes for mutating operations).
+DEFAULT_HALF_OPEN_LEASE = 300.0
 
 _SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
@@ -107,14 +113,29 @@ class BreakerConfig:
         half_open_max_calls: probes admitted while half-open; int in
             ``[1, 65_535]``. Default 3.
         failure_predicate: ``exc -> bool`` deciding what counts as a failure;
-            None means :func:`default_failure_predicate`. Cancellations never
-            reach it (they release instead).
+            None means :func:`default_failure_predicate`. Cancellations from
+            outside never reach it (they release instead); an attempt cut off
+            by a deadline reaches it as an ``OperationTimeoutError``.
+        half_open_lease: seconds a half-open probe may go unreported. A probe
+            whose outcome never comes (a lost :class:`Permit`, a thread that
+            died) would hold its slot forever and wedge the breaker
+            half-open; when every slot is taken and the newest probe was
+            admitted this long ago, the next call starts a fresh round of
+            probes, and the lost ones' outcomes are ignored. ``> 0`` (float,
+            timedelta or Go string), or None for no lease. Default 300 s.
     """
 
     failure_threshold: int = 10
     reset_timeout: float = 60.0
     half_open_max_calls: int = 3
     failure_predicate: Callable[[BaseException], bool] | None = None
+    half_open_lease: float | None = DEFAULT_HALF_OPEN_LEASE
+
+    if TYPE_CHECKING:  # what the constructor accepts (the fields hold float seconds)
+        def __init__(self, failure_threshold: int = 10, reset_timeout: Seconds = 60.0,
+                     half_open_max_calls: int = 3,
+                     failure_predicate: Callable[[BaseException], bool] | None = None,
+                     half_open_lease: Seconds | None = DEFAULT_HALF_OPEN_LEASE) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "BreakerConfig"
@@ -127,6 +148,10 @@ class BreakerConfig:
         set_(self, "half_open_max_calls", _validate.integer(
             owner, "half_open_max_calls", self.half_open_max_calls, 1,
             _core.BREAKER_MAX_HALF_OPEN_CALLS))
+        if self.half_open_lease is not None:
+            set_(self, "half_open_lease", _validate.seconds(
+                owner, "half_open_lease", self.half_open_lease, allow_zero=False,
+                maximum=MAX_RESET_TIMEOUT))
         if self.failure_predicate is not None and not callable(self.failure_predicate):
             raise TypeError(
                 f"{owner} failure_predicate must be callable or None, "
@@ -182,10 +207,11 @@ class CircuitBreaker(_core.CircuitBreaker):
         config = (_validate.optional_instance("CircuitBreaker", "config", config, BreakerConfig)
                   or BreakerConfig())
         clock = check_clock("CircuitBreaker", clock)
+        lease = config.half_open_lease
         super().__init__(
             name, provider_type, provider, config.failure_threshold,
             round(config.reset_timeout * 1e9), config.half_open_max_calls, clock,
-            _classifier(config.failure_predicate),
+            _classifier(config.failure_predicate), 0 if lease is None else round(lease * 1e9),
         )
         self.config = config
         self._listeners: list[StateListener] = []
@@ -207,14 +233,17 @@ class CircuitBreaker(_core.CircuitBreaker):
     ) -> T:
         """Awaits ``fn(*args, **kwargs)`` through the breaker.
 
-        Raises CircuitOpenError without calling ``fn`` while open. Cancelling
-        the awaiting task records nothing and frees its half-open slot.
+        Raises CircuitOpenError without calling ``fn`` while open. A call cut
+        off by a deadline (``asyncio.timeout``, ``asyncio.wait_for`` on
+        Python 3.12+, a policy's timeout) is recorded as a Timeout: a
+        failure. Cancelling the awaiting task from outside records nothing
+        and frees its half-open slot.
         """
         ticket = self._admit()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._record_exception(ticket, exc)
+            self._record_exception(ticket, attempt_outcome(exc, self.name))
             raise
         self._record(ticket, _SUCCESS)
         return result
@@ -267,7 +296,16 @@ class CircuitBreaker(_core.CircuitBreaker):
 
 
 class Permit:
-    """One admitted call of :meth:`CircuitBreaker.try_acquire`; report it once."""
+    """One admitted call of :meth:`CircuitBreaker.try_acquire`; report it once.
+
+    Report with :meth:`success`, :meth:`failure`, :meth:`record` or
+    :meth:`release`, or use the permit as a context manager (``with permit:``
+    or ``async with permit:``), which reports the body's outcome as
+    :meth:`CircuitBreaker.call` would. A permit dropped unreported gives its
+    half-open slot back and warns (``ResourceWarning``); a permit lost for
+    good (a thread that died holding it) is reclaimed after the breaker's
+    ``half_open_lease``.
+    """
 
     __slots__ = ("_breaker", "_ticket", "_done")
 
@@ -295,6 +333,35 @@ class Permit:
             return
         self._use()
         self._breaker._record_exception(self._ticket, exc)
+
+    @property
+    def reported(self) -> bool:
+        """Whether the outcome was reported (or the permit released)."""
+        return self._done
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if not self._done:
+            self.record(exc)
+
+    async def __aenter__(self) -> Permit:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if not self._done:
+            self.record(None if exc is None else attempt_outcome(exc, self._breaker.name))
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        if not self._done:
+            self._done = True
+            _warn(f"Permit of circuit breaker {self._breaker.name!r} dropped without an "
+                  "outcome: its slot is released", ResourceWarning, source=self)
+            self._breaker._record(self._ticket, _RELEASE)
 
     def _report(self, outcome: int) -> None:
         self._use()
@@ -339,7 +406,8 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self.__exit__(exc_type, None if exc is None else attempt_outcome(exc, self._breaker.name),
+                      tb)
 
 
 _LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}

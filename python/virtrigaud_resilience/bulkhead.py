@@ -3,20 +3,26 @@
 Unbounded concurrency against one hypervisor is a known failure of
 controllers; a bulkhead caps it. Sync callers never wait: a full bulkhead
 raises :class:`~virtrigaud_resilience.RateLimitError` at once. asyncio
-callers may queue: up to ``max_queue`` tasks wait for a slot (FIFO among
-waiters), the rest are rejected. Slots are always returned, on exception
-and on cancellation too.
+callers may queue: up to ``max_queue`` tasks wait for a slot, the rest are
+rejected. The queue is first come, first served, as ``asyncio.Semaphore``:
+a freed slot goes straight to the longest waiter, and while anyone waits a
+newcomer (a task re-entering in a loop, a sync caller, a policy's native
+fast path) is refused even if a slot happens to be free. Slots are always
+returned, on exception and on cancellation too; a slot handed to a waiter
+that was cancelled meanwhile passes on to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Callable
 from types import TracebackType
 
 from . import _core, _validate
 from ._tracking import Census, Counters, Labels
+from .durations import Seconds
 from .errors import RateLimitError
 from .timeouts import TimeoutScope
 
@@ -49,9 +55,11 @@ class Bulkhead(_core.Bulkhead):
 
     Use ``with bulkhead:`` (sync, rejects when full), ``async with bulkhead:``
     (waits in the queue when allowed), or :meth:`try_enter` / :meth:`exit`.
+    :meth:`exit` without a matching enter raises RuntimeError and changes
+    nothing.
     """
 
-    __slots__ = ("max_queue", "_provider_type", "_provider", "_waiters", "__weakref__")
+    __slots__ = ("max_queue", "_provider_type", "_provider", "_waiters", "_lock", "__weakref__")
 
     def __init__(
         self, max_concurrent: int, max_queue: int = 0, *, provider_type: str = "",
@@ -61,9 +69,11 @@ class Bulkhead(_core.Bulkhead):
         self._provider_type = _validate.string("Bulkhead", "provider_type", provider_type)
         self._provider = _validate.string("Bulkhead", "provider", provider)
         super().__init__(max_concurrent)
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
-            collections.deque()
-        )
+        # The queue is shared by event loops and threads (a sync exit() hands
+        # a slot to an asyncio waiter): every change happens under the lock,
+        # together with the native count of waiters.
+        self._waiters: collections.deque[_Waiter] = collections.deque()
+        self._lock = threading.Lock()
         BULKHEADS.track(self)
 
     def __del__(self, _retire: Callable[[Bulkhead], None] = BULKHEADS.retire) -> None:
@@ -99,55 +109,85 @@ class Bulkhead(_core.Bulkhead):
         )
 
     def enter(self) -> None:
-        """Takes a slot or raises RateLimitError; never waits."""
+        """Takes a slot or raises RateLimitError; never waits (and never
+        barges past queued asyncio waiters)."""
         if not self._try_take():
             raise self._reject()
 
-    async def enter_async(self, timeout: float | None = None) -> None:
+    async def enter_async(self, timeout: Seconds | None = None) -> None:
         """Takes a slot, waiting in the queue (at most ``timeout`` seconds) if allowed.
 
         Raises RateLimitError when the queue is full or the wait times out.
-        Cancelling the waiting task leaves nothing held.
+        Cancelling the waiting task leaves nothing held (a slot handed to it
+        meanwhile goes to the next waiter); a cancellation from outside that
+        coincides with the timeout stays a ``CancelledError``.
         """
         if self._try_take():
             return
         if len(self._waiters) >= self.max_queue:
             raise self._reject()
         loop = asyncio.get_running_loop()
-        entry = (loop, loop.create_future())
-        self._waiters.append(entry)
-        self._add_waiter(1)
-        entered = False
+        waiter = _Waiter(loop)
+        with self._lock:
+            self._waiters.append(waiter)
+            self._add_waiter(1)
         try:
             async with TimeoutScope(timeout, "Bulkhead"):
-                while not self._try_take():
-                    await entry[1]
-                    entry = (loop, loop.create_future())
-                    self._waiters.appendleft(entry)  # keep its place at the head
-                entered = True
+                while not self._claim(waiter):
+                    await waiter.future
+                    waiter.future = loop.create_future()  # woken to try again
         except asyncio.TimeoutError:
             raise self._reject() from None
         finally:
+            if not waiter.entered:
+                self._leave(waiter)
+
+    def _claim(self, waiter: _Waiter) -> bool:
+        """The waiter's slot, if it was handed one or heads the queue beside a free one."""
+        with self._lock:
+            if not waiter.granted:
+                if not self._waiters or self._waiters[0] is not waiter or not self._take_as_waiter():
+                    return False
+                self._waiters.popleft()
+                self._add_waiter(-1)
+            waiter.entered = True
+            return True
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """A waiter gives up (cancelled or timed out): whatever it was given goes on."""
+        with self._lock:
+            if waiter.granted:
+                handed = True
+            else:
+                handed = False
+                self._waiters.remove(waiter)
+                self._add_waiter(-1)
+        if handed:
+            self.exit()  # the slot handed to it goes to the next waiter, or back
+        elif waiter.woken:
+            self._wake()  # it was woken for a free slot: the next head is, instead
+
+    def _hand_off(self) -> bool:
+        """Native hook on exit: gives the exiting caller's slot to the longest
+        waiter (it stays in flight); False when nobody waits."""
+        with self._lock:
+            if not self._waiters:
+                return False
+            waiter = self._waiters.popleft()
             self._add_waiter(-1)
-            try:
-                self._waiters.remove(entry)
-            except ValueError:
-                # Woken (popped) but leaving without the slot (cancelled or
-                # timed out): pass the wake-up on, or the next waiter could
-                # sleep forever beside a free slot.
-                if not entered:
-                    self._wake()
+            waiter.granted = True
+        waiter.resolve()
+        return True
 
     def _wake(self) -> None:
-        """Native hook after a slot was freed: wakes the first waiter (any thread)."""
-        while self._waiters:
-            try:
-                loop, future = self._waiters.popleft()
-            except IndexError:
-                return
-            if not future.done():
-                loop.call_soon_threadsafe(_resolve, future)
-                return
+        """Native hook after a slot went back to the pool while someone was
+        registering: the head of the queue tries to take it (any thread)."""
+        with self._lock:
+            waiter = self._waiters[0] if self._waiters else None
+            if waiter is not None:
+                waiter.woken = True
+        if waiter is not None:
+            waiter.resolve()
 
     def __enter__(self) -> Bulkhead:
         self.enter()
@@ -171,6 +211,23 @@ class Bulkhead(_core.Bulkhead):
     def __repr__(self) -> str:
         return (f"Bulkhead(max_concurrent={self.max_concurrent}, max_queue={self.max_queue}, "
                 f"in_flight={self.in_flight}, waiting={self.waiting})")
+
+
+class _Waiter:
+    """One task queued for a slot: woken through ``future`` on its own loop."""
+
+    __slots__ = ("loop", "future", "granted", "woken", "entered")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False  # an exiting caller handed it its slot
+        self.woken = False    # told to try taking a free slot
+        self.entered = False  # it holds a slot and has left the queue
+
+    def resolve(self) -> None:
+        """Wakes the task, from any thread."""
+        self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 from fractions import Fraction
+from typing import TypeAlias
 
 __all__ = [
     "MAX_DURATION",
     "MIN_DURATION",
+    "Seconds",
     "format_duration",
     "parse_duration",
 ]
+
+#: What every duration argument of this library accepts: float (or int)
+#: seconds, a :class:`datetime.timedelta`, or a Go duration string ("1m30s").
+Seconds: TypeAlias = float | str | timedelta
 
 _NS_PER_SECOND = 1_000_000_000
 _INT64_MAX = (1 << 63) - 1

@@ -30,6 +30,7 @@ __all__ = [
     "QuotaExceededError",
     "ConflictError",
     "new_error",
+    "MAX_RETRY_AFTER",
     "is_retryable",
     "is_not_found",
     "is_type",
@@ -61,6 +62,26 @@ RETRYABLE_TYPES: frozenset[ErrorType] = frozenset(
 )
 
 
+#: The longest ``retry_after`` an error may carry, in seconds (about 31
+#: years: the longest reset timeout a breaker accepts). Retries never sleep
+#: that long: a ``retry_after`` beyond the retry's ``max_delay`` or deadline
+#: makes it give up at once and re-raise the error for the caller to requeue.
+MAX_RETRY_AFTER = 1e9
+
+
+def check_retry_after(owner: str, value: object) -> float | None:
+    """``value`` as float seconds in ``[0, MAX_RETRY_AFTER]``, or None.
+
+    Raises TypeError for a non-number and ValueError for NaN, infinity, a
+    negative value or one above MAX_RETRY_AFTER, naming ``owner`` and the value.
+    """
+    if value is None:
+        return None
+    from ._validate import non_negative
+
+    return non_negative(owner, "retry_after", value, maximum=MAX_RETRY_AFTER)
+
+
 class ProviderError(Exception):
     """A classified provider failure.
 
@@ -72,12 +93,20 @@ class ProviderError(Exception):
         retryable: whether :func:`is_retryable` says yes. Defaults to
             ``type in RETRYABLE_TYPES``; pass ``retryable=True`` to mark any
             error retryable.
+        retry_after: seconds after which a retry may succeed (a provider's
+            Retry-After, a bucket's wait for a token, an open breaker's time
+            to its next probe), or None when unknown. A finite float in
+            ``[0, MAX_RETRY_AFTER]``; anything else is refused where the error
+            is built. A retry waits at least this long, and gives up at once,
+            re-raising the error, when that is longer than its ``max_delay`` or
+            its deadline allows.
     """
 
     type: ErrorType
     message: str
     cause: BaseException | None
     retryable: bool
+    retry_after: float | None
 
     def __init__(
         self,
@@ -86,6 +115,7 @@ class ProviderError(Exception):
         cause: BaseException | None = None,
         *,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         try:
             error_type = ErrorType(type)
@@ -105,11 +135,13 @@ class ProviderError(Exception):
                 f"ProviderError retryable must be a bool or None, got {type_name(retryable)} "
                 f"{retryable!r}"
             )
+        retry_after = check_retry_after(type_of(self).__name__, retry_after)
         super().__init__(message)
         self.type = error_type
         self.message = message
         self.cause = cause
         self.retryable = error_type in RETRYABLE_TYPES if retryable is None else retryable
+        self.retry_after = retry_after
         if cause is not None:
             self.__cause__ = cause
 
@@ -133,6 +165,9 @@ def type_name(value: object) -> str:
     return type(value).__name__
 
 
+type_of = type  # ProviderError.__init__ shadows the builtin with its parameter
+
+
 def _rebuild(
     cls: type[ProviderError], error_type: ErrorType, message: str, retryable: bool
 ) -> ProviderError:
@@ -147,9 +182,15 @@ class _TypedError(ProviderError):
     error_type: ErrorType
 
     def __init__(
-        self, message: str, cause: BaseException | None = None, *, retryable: bool | None = None
+        self,
+        message: str,
+        cause: BaseException | None = None,
+        *,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(self.error_type, message, cause, retryable=retryable)
+        super().__init__(self.error_type, message, cause, retryable=retryable,
+                         retry_after=retry_after)
 
 
 class NotFoundError(_TypedError):
@@ -196,22 +237,6 @@ class RateLimitError(_TypedError):
     """
 
     error_type = ErrorType.RATE_LIMIT
-    retry_after: float | None
-
-    def __init__(
-        self,
-        message: str,
-        cause: BaseException | None = None,
-        *,
-        retry_after: float | None = None,
-        retryable: bool | None = None,
-    ) -> None:
-        super().__init__(message, cause, retryable=retryable)
-        if retry_after is not None:
-            from ._validate import non_negative
-
-            retry_after = non_negative("RateLimitError", "retry_after", retry_after)
-        self.retry_after = retry_after
 
 
 class OperationTimeoutError(_TypedError, TimeoutError):
@@ -333,7 +358,6 @@ class CircuitOpenError(UnavailableError):
     breaker: str
     provider_type: str
     provider: str
-    retry_after: float | None
 
     def __init__(
         self,
@@ -342,13 +366,14 @@ class CircuitOpenError(UnavailableError):
         provider: str = "",
         retry_after: float | None = None,
     ) -> None:
+        retry_after = check_retry_after("CircuitOpenError", retry_after)
         where = f" ({provider_type}/{provider})" if provider_type or provider else ""
         when = f"; next probe in {retry_after:.3g}s" if retry_after else ""
-        super().__init__(f"circuit breaker {breaker!r}{where} is open{when}")
+        super().__init__(f"circuit breaker {breaker!r}{where} is open{when}",
+                         retry_after=retry_after)
         self.breaker = breaker
         self.provider_type = provider_type
         self.provider = provider
-        self.retry_after = retry_after
 
 
 __all__.append("CircuitOpenError")

@@ -2,27 +2,38 @@
 
 The layers, outermost first, fixed at :meth:`PolicyBuilder.build`:
 
-    overall timeout -> retry -> circuit breaker -> rate limiter -> bulkhead -> call
+    overall timeout -> retry -> circuit breaker -> rate limiter -> bulkhead
+        -> attempt timeout -> call
 
 Every attempt passes the breaker, the limiter and the bulkhead again. An
 open breaker's :class:`CircuitOpenError` is an ``UnavailableError`` and so
 retryable: the retry backs off across it, as in the guide's controller
-example. A rate limiter in the default mode raises :class:`RateLimitError`
+example, for as long as the breaker's remaining open time (its
+``retry_after``) fits the retry's ``max_delay`` and the deadline; beyond
+that the policy gives up at once and re-raises it for the caller to
+requeue. A rate limiter in the default mode raises :class:`RateLimitError`
 (retryable, with ``retry_after`` the wait for a token); with ``wait=True``
 the attempt waits for its token instead, up to ``max_wait`` seconds. A full
 bulkhead raises ``RateLimitError``. An attempt the bulkhead refuses costs no
 token: the native first attempt asks the bulkhead before the limiter, and a
 later attempt refused (or cancelled while queued) gives its token back.
 
+Timeouts: an attempt cut off by a deadline (the attempt's, the overall one,
+or an ``asyncio.timeout`` around the call) counts as a Timeout, a breaker
+failure; the caller sees :class:`OperationTimeoutError`. A cancellation from
+outside records nothing, stays a ``CancelledError`` even when it coincides
+with a deadline, and is never retried.
+
 Speed: the sync success path (admit -> call -> record) of a policy without
-an overall timeout runs in one native call; the async one costs one
-coroutine frame and two native calls. Everything else (rejections, retries,
-waits, timeouts) continues in Python.
+a timeout runs in one native call; the async one costs one coroutine frame
+and two native calls. Everything else (rejections, retries, waits,
+timeouts) continues in Python.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _validate
@@ -30,10 +41,18 @@ from ._decorate import guarded
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
+from .durations import Seconds
 from .errors import RateLimitError
 from .ratelimit import Reservation, TokenBucket
-from .retry import OnRetry, Retrier, RetryConfig
-from .timeouts import deadline_for, deadline_scope, remaining, run_until
+from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
+from .timeouts import (
+    RPCConfig,
+    attempt_outcome,
+    deadline_for,
+    deadline_scope,
+    remaining,
+    run_until,
+)
 
 __all__ = ["Policy", "PolicyBuilder"]
 
@@ -50,11 +69,25 @@ class Policy(_core.Policy):
 
     Use ``policy.execute(fn, *args, **kwargs)``, ``await
     policy.execute_async(fn, *args, **kwargs)``, or ``@policy`` on a sync or
-    async function. Thread-safe; share one policy among callers.
+    async function. Thread-safe; share one policy among callers. Its
+    composition is fixed: the attributes are read-only.
+
+    Args:
+        name: the policy's name (logs, metrics); a str.
+        retry: the :class:`RetryConfig`; None for no retries.
+        breaker, limiter, bulkhead: the layers (each optional).
+        wait: wait for a token instead of raising RateLimitError.
+        max_wait: the longest token wait, in seconds (None: as the deadline allows).
+        timeout: the overall budget for all attempts and backoff sleeps.
+        attempt_timeout: the budget of each attempt (an RPC's deadline).
+        clock: a :class:`ManualClock` for sleeps and deadlines, or None.
+        on_retry: ``on_retry(attempt, exc, delay)`` before each backoff sleep.
+
+    Durations accept float seconds, ``timedelta`` or Go strings ("30s").
     """
 
-    __slots__ = ("name", "retrier", "breaker", "limiter", "wait", "max_wait", "timeout",
-                 "bulkhead", "_clock", "__weakref__")
+    __slots__ = ("_name", "_retrier", "_breaker", "_limiter", "_wait", "_max_wait", "_timeout",
+                 "_attempt_timeout", "_bulkhead", "_clock", "__weakref__")
 
     def __init__(
         self,
@@ -64,8 +97,9 @@ class Policy(_core.Policy):
         breaker: CircuitBreaker | None = None,
         limiter: TokenBucket | None = None,
         wait: bool = False,
-        max_wait: float | None = None,
-        timeout: float | None = None,
+        max_wait: Seconds | None = None,
+        timeout: Seconds | None = None,
+        attempt_timeout: Seconds | None = None,
         bulkhead: Bulkhead | None = None,
         clock: ManualClock | None = None,
         on_retry: OnRetry | None = None,
@@ -74,21 +108,69 @@ class Policy(_core.Policy):
         _validate.optional_instance("Policy", "limiter", limiter, TokenBucket)
         _validate.optional_instance("Policy", "bulkhead", bulkhead, Bulkhead)
         clock = check_clock("Policy", clock)
-        self.name = _validate.string("Policy", "name", name)
-        self.breaker = breaker
-        self.limiter = limiter
-        self.wait = _validate.boolean("Policy", "wait", wait)
-        self.max_wait = (None if max_wait is None
-                         else _validate.seconds("Policy", "max_wait", max_wait))
-        self.timeout = (None if timeout is None
-                        else _validate.seconds("Policy", "timeout", timeout, allow_zero=False))
-        self.bulkhead = bulkhead
+        self._name = _validate.string("Policy", "name", name)
+        self._breaker = breaker
+        self._limiter = limiter
+        self._wait = _validate.boolean("Policy", "wait", wait)
+        self._max_wait = (None if max_wait is None
+                          else _validate.seconds("Policy", "max_wait", max_wait))
+        self._timeout = _optional_budget("timeout", timeout)
+        self._attempt_timeout = _optional_budget("attempt_timeout", attempt_timeout)
+        self._bulkhead = bulkhead
         # Last of the checks: a Retrier counts in the metrics from birth.
-        self.retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
-                               name=name)
+        self._retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
+                                name=name)
         self._clock = sleeper_for(clock)
-        # An overall timeout needs Python around every call (the deadline).
-        super().__init__(breaker, limiter, bulkhead, self.timeout is None, self.wait)
+        # A timeout needs Python around every call (the deadline).
+        fast = self._timeout is None and self._attempt_timeout is None
+        super().__init__(breaker, limiter, bulkhead, fast, self._wait)
+
+    # The composition is fixed at construction: the native layer holds the
+    # same breaker, bucket and bulkhead, and must never disagree with these.
+    @property
+    def name(self) -> str:
+        """The policy's name (the ``policy`` label of its retry metrics)."""
+        return self._name
+
+    @property
+    def retrier(self) -> Retrier:
+        """The :class:`Retrier` running the retry loop."""
+        return self._retrier
+
+    @property
+    def breaker(self) -> CircuitBreaker | None:
+        """The circuit breaker every attempt passes, or None."""
+        return self._breaker
+
+    @property
+    def limiter(self) -> TokenBucket | None:
+        """The token bucket every attempt takes a token from, or None."""
+        return self._limiter
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The bulkhead every attempt holds a slot of, or None."""
+        return self._bulkhead
+
+    @property
+    def wait(self) -> bool:
+        """Whether an attempt waits for its token (else RateLimitError)."""
+        return self._wait
+
+    @property
+    def max_wait(self) -> float | None:
+        """The longest token wait in seconds, or None (as the deadline allows)."""
+        return self._max_wait
+
+    @property
+    def timeout(self) -> float | None:
+        """The overall budget in seconds (all attempts and sleeps), or None."""
+        return self._timeout
+
+    @property
+    def attempt_timeout(self) -> float | None:
+        """The budget of each attempt in seconds, or None."""
+        return self._attempt_timeout
 
     # execute(fn, /, *args, **kwargs) is native: see _core.pyi.
 
@@ -97,19 +179,24 @@ class Policy(_core.Policy):
     ) -> T:
         """Awaits ``fn(*args, **kwargs)`` under the policy and returns its result.
 
-        Cancelling the awaiting task gives back the breaker slot, the
-        bulkhead slot and any tokens reserved while waiting.
+        An attempt cut off by a deadline (the policy's, or an
+        ``asyncio.timeout`` around this call) counts as a Timeout: a breaker
+        failure. Cancelling the awaiting task from outside records nothing
+        and gives back the breaker slot, the bulkhead slot and any tokens
+        reserved while waiting; a cancelled task is never retried.
         """
         ticket = self._enter()  # native: admit everywhere, or say why not
         if ticket >= 0:
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                self._exit_exception(ticket, exc)
+                self._exit_exception(ticket, attempt_outcome(exc, self._name))
                 error = exc
             else:
                 self._exit(ticket)
                 return result
+            if not isinstance(error, Exception):
+                raise error  # a cancellation: never retried
             # Retry outside the except block, so later errors keep their own __context__.
             return await self._resume_async(_CALLED, error, fn, args, kwargs)
         stage = _PYTHON_PATH if ticket == _ENTER_PYTHON_PATH else -ticket
@@ -127,11 +214,11 @@ class Policy(_core.Policy):
         def attempt() -> T:
             return self._attempt(fn, args, kwargs)
 
-        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self.wait):
-            deadline = deadline_for(self._clock, self.timeout)
+        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self._wait):
+            deadline = deadline_for(self._clock, self._timeout)
             with deadline_scope(self._clock, deadline):
-                return self.retrier.run(attempt, deadline)
-        return self.retrier.run(attempt, None, 1, self._first_error(stage, exc))
+                return self._retrier.run(attempt, deadline)
+        return self._retrier.run(attempt, None, 1, self._first_error(stage, exc))
 
     async def _resume_async(self, stage: int, exc: BaseException | None,
                             fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
@@ -139,30 +226,31 @@ class Policy(_core.Policy):
         def attempt() -> Awaitable[T]:
             return self._attempt_async(fn, args, kwargs)
 
-        queued = stage == _BULKHEAD_FULL and self.bulkhead is not None and self.bulkhead.max_queue
-        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self.wait) or queued:
-            deadline = deadline_for(self._clock, self.timeout)
+        bulkhead = self._bulkhead
+        queued = stage == _BULKHEAD_FULL and bulkhead is not None and bulkhead.max_queue
+        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self._wait) or queued:
+            deadline = deadline_for(self._clock, self._timeout)
             with deadline_scope(self._clock, deadline):
-                return await run_until(self.retrier.run_async(attempt, deadline), self._clock,
-                                       deadline, self.name)
-        return await self.retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
+                return await run_until(self._retrier.run_async(attempt, deadline), self._clock,
+                                       deadline, self._name)
+        return await self._retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
 
     def _first_error(self, stage: int, exc: BaseException | None) -> BaseException:
         if stage == _CALLED:
             assert exc is not None
             return exc
         if stage == _BREAKER_OPEN:
-            assert self.breaker is not None
-            return _reject(self.breaker)
+            assert self._breaker is not None
+            return _reject(self._breaker)
         if stage == _RATE_LIMITED:
             return self._rate_limited()
-        assert self.bulkhead is not None
-        return self.bulkhead._reject()
+        assert self._bulkhead is not None
+        return self._bulkhead._reject()
 
     def _rate_limited(self) -> RateLimitError:
-        limiter = self.limiter
+        limiter = self._limiter
         assert limiter is not None
-        return RateLimitError(f"policy {self.name!r}: rate limit exceeded "
+        return RateLimitError(f"policy {self._name!r}: rate limit exceeded "
                               f"({limiter.qps:g}/s, burst {limiter.burst})",
                               retry_after=limiter.retry_after())
 
@@ -170,53 +258,75 @@ class Policy(_core.Policy):
 
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
-        ticket = self._admit()
-        token = None
+        ticket = self._admit_attempt()
+        # A sync call cannot be interrupted: its budget is what remaining()
+        # tells it, to hand to its own timeout (a socket's, a gRPC deadline).
+        deadline = deadline_for(self._clock, self._attempt_timeout)
         try:
-            if self.limiter is not None:
-                token = self._take_token()
-            if self.bulkhead is not None:
-                self.bulkhead.enter()
-        except BaseException:
-            self._release(ticket, token)
-            raise
-        try:
-            result = fn(*args, **kwargs)
+            with deadline_scope(self._clock, deadline):
+                result = fn(*args, **kwargs)
         except BaseException as exc:
             self._exit_exception(ticket, exc)
             raise
+        if type(result) is CoroutineType:
+            self._exit_unrun(ticket)
+            refuse_coroutine(result, "Policy.execute()", "'await policy.execute_async(fn, ...)'")
         self._exit(ticket)
         return result
 
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
-        ticket = self._admit()
-        token = None
+        ticket = await self._admit_attempt_async()
         try:
-            if self.limiter is not None:
-                token = await self._take_token_async()
-            if self.bulkhead is not None:
-                await self.bulkhead.enter_async()
-        except BaseException:
-            self._release(ticket, token)
-            raise
-        try:
-            result = await fn(*args, **kwargs)
+            if self._attempt_timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                deadline = deadline_for(self._clock, self._attempt_timeout)
+                with deadline_scope(self._clock, deadline):
+                    result = await run_until(fn(*args, **kwargs), self._clock, deadline,
+                                             f"{self._name} attempt")
         except BaseException as exc:
-            self._exit_exception(ticket, exc)
+            self._exit_exception(ticket, attempt_outcome(exc, self._name))
             raise
         self._exit(ticket)
         return result
 
+    def _admit_attempt(self) -> int:
+        """Breaker, token, bulkhead for one attempt, or raises (nothing held)."""
+        ticket = self._admit()
+        token = None
+        try:
+            if self._limiter is not None:
+                token = self._take_token()
+            if self._bulkhead is not None:
+                self._bulkhead.enter()
+        except BaseException:
+            self._release(ticket, token)
+            raise
+        return ticket
+
+    async def _admit_attempt_async(self) -> int:
+        ticket = self._admit()
+        token = None
+        try:
+            if self._limiter is not None:
+                token = await self._take_token_async()
+            if self._bulkhead is not None:
+                await self._bulkhead.enter_async()
+        except BaseException:
+            self._release(ticket, token)
+            raise
+        return ticket
+
     def _admit(self) -> int:
-        return self.breaker._admit() if self.breaker is not None else 0
+        return self._breaker._admit() if self._breaker is not None else 0
 
     def _release(self, ticket: int, token: Reservation | None) -> None:
         """The attempt will not run: give back its breaker slot and its token."""
         if token is not None:
             token._refund()
-        if self.breaker is not None:
-            self.breaker._record(ticket, _RELEASE)
+        if self._breaker is not None:
+            self._breaker._record(ticket, _RELEASE)
 
     def _take_token(self) -> Reservation:
         """The attempt's token, waited for when ``wait``; else RateLimitError."""
@@ -230,34 +340,40 @@ class Policy(_core.Policy):
         return token
 
     def _reserve_token(self) -> Reservation:
-        assert self.limiter is not None
-        token = self.limiter._reserve_within(1, self._max_wait() if self.wait else 0.0)
+        assert self._limiter is not None
+        token = self._limiter._reserve_within(1, self._max_wait_now() if self._wait else 0.0)
         if token is None:
             raise self._rate_limited()
         return token
 
-    def _max_wait(self) -> float | None:
+    def _max_wait_now(self) -> float | None:
         """max_wait, shortened to the time left before the deadline."""
         left = remaining(self._clock)
         if left is None:
-            return self.max_wait
-        return left if self.max_wait is None else min(left, self.max_wait)
+            return self._max_wait
+        return left if self._max_wait is None else min(left, self._max_wait)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _core._specialise(cls)
 
     def __repr__(self) -> str:
-        layers = [f"retry={self.retrier.config.max_attempts}"]
-        if self.timeout is not None:
-            layers.insert(0, f"timeout={self.timeout:g}")
-        if self.breaker is not None:
-            layers.append(f"breaker={self.breaker.name!r}")
-        if self.limiter is not None:
-            layers.append(f"limiter={self.limiter.qps:g}/s{' wait' if self.wait else ''}")
-        if self.bulkhead is not None:
-            layers.append(f"bulkhead={self.bulkhead.max_concurrent}")
-        return f"Policy({self.name!r}, {', '.join(layers)})"
+        layers = [f"retry={self._retrier.config.max_attempts}"]
+        if self._timeout is not None:
+            layers.insert(0, f"timeout={self._timeout:g}")
+        if self._attempt_timeout is not None:
+            layers.append(f"attempt_timeout={self._attempt_timeout:g}")
+        if self._breaker is not None:
+            layers.append(f"breaker={self._breaker.name!r}")
+        if self._limiter is not None:
+            layers.append(f"limiter={self._limiter.qps:g}/s{' wait' if self._wait else ''}")
+        if self._bulkhead is not None:
+            layers.append(f"bulkhead={self._bulkhead.max_concurrent}")
+        return f"Policy({self._name!r}, {', '.join(layers)})"
+
+
+def _optional_budget(field: str, value: Seconds | None) -> float | None:
+    return None if value is None else _validate.seconds("Policy", field, value, allow_zero=False)
 
 
 _core._specialise(Policy)
@@ -278,9 +394,19 @@ class PolicyBuilder:
         self._options: dict[str, Any] = {}
 
     def with_retry(self, config: RetryConfig | None = None,
-                   on_retry: OnRetry | None = None) -> PolicyBuilder:
-        """Retries retryable errors under ``config`` (None: the guide's default)."""
-        self._options["retry"] = config or RetryConfig.default()
+                   on_retry: OnRetry | None = None,
+                   retry_on: RetryOn | None = None) -> PolicyBuilder:
+        """Retries retryable errors under ``config`` (None: the guide's default).
+
+        ``retry_on`` (exception types or a predicate) retries more than the
+        taxonomy's retryable errors, e.g. ``retry_on=ConnectionError``; it
+        replaces ``config.retry_on`` when given.
+        """
+        config = _validate.optional_instance("PolicyBuilder", "retry", config, RetryConfig)
+        config = config or RetryConfig.default()
+        if retry_on is not None:
+            config = config.replace(retry_on=retry_on)
+        self._options["retry"] = config
         self._options["on_retry"] = on_retry
         return self
 
@@ -290,7 +416,7 @@ class PolicyBuilder:
         return self
 
     def with_rate_limiter(self, limiter: TokenBucket, wait: bool = False,
-                          max_wait: float | None = None) -> PolicyBuilder:
+                          max_wait: Seconds | None = None) -> PolicyBuilder:
         """Every attempt takes a token from ``limiter``.
 
         ``wait=False``: no token raises RateLimitError (retryable, with
@@ -300,10 +426,32 @@ class PolicyBuilder:
         self._options.update(limiter=limiter, wait=wait, max_wait=max_wait)
         return self
 
-    def with_timeout(self, seconds: float) -> PolicyBuilder:
-        """An overall budget for all attempts and backoff sleeps (see timeouts.py
-        for what it can and cannot do to a blocking sync call)."""
+    def with_timeout(self, seconds: Seconds | None = None, *,
+                     per_attempt: Seconds | None = None) -> PolicyBuilder:
+        """Time budgets: ``seconds`` for all attempts and backoff sleeps
+        together, ``per_attempt`` for each attempt, so that one hung attempt
+        cannot eat the whole budget (None: no such budget).
+
+        async: an attempt past its budget is cancelled and counts as a
+        Timeout (a breaker failure, retried if the overall budget allows); at
+        the overall deadline the call raises OperationTimeoutError. sync: a
+        blocking call cannot be interrupted from Python; no attempt starts
+        and no backoff sleeps past the overall deadline, and
+        :func:`remaining` tells the running attempt the tighter of its two
+        budgets, to pass to the call's own timeout (see timeouts.py).
+        """
         self._options["timeout"] = seconds
+        self._options["attempt_timeout"] = per_attempt
+        return self
+
+    def with_rpc_timeout(self, rpc: RPCConfig, operation: str) -> PolicyBuilder:
+        """Each attempt gets the guide's timeout for ``operation``
+        (``rpc.timeout_for(operation)``: Describe 30 s, Create/Delete/Power/
+        Reconfigure 4 min, Validate 10 s, TaskStatus 10 s), as Go's client
+        puts ``context.WithTimeout(ctx, GetRPCTimeout(op))`` around each RPC.
+        The overall budget (``with_timeout(seconds)``) is kept."""
+        _validate.optional_instance("PolicyBuilder", "rpc", rpc, RPCConfig)
+        self._options["attempt_timeout"] = rpc.timeout_for(operation)
         return self
 
     def with_bulkhead(self, bulkhead: Bulkhead | int, max_queue: int = 0) -> PolicyBuilder:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from . import _core, _validate
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock, sleeper_for
+from .durations import Seconds
 from .errors import RateLimitError
 
 __all__ = ["TokenBucket", "Reservation", "RateLimiterRegistry", "MIN_QPS", "MAX_QPS", "MAX_BURST"]
@@ -26,6 +28,7 @@ MAX_BURST: int = _core.TOKEN_BUCKET_MAX_BURST
 #: The longest time a whole bucket may take to refill (burst / qps), in seconds (~9 years).
 MAX_REFILL_SECONDS = _core.TOKEN_BUCKET_MAX_TAU_NS / 1e9
 _UNLIMITED_WAIT_NS: int = _core.TOKEN_BUCKET_MAX_WAIT_NS
+_UNLIMITED_WAIT_SECONDS = _UNLIMITED_WAIT_NS / 1e9
 
 
 def _interval_ns(qps: float) -> int:
@@ -58,18 +61,19 @@ class Reservation:
     Act after the delay, or :meth:`cancel` to give the tokens back.
     """
 
-    __slots__ = ("_bucket", "_n", "_tat_after", "_time_to_act_ns", "delay", "_cancelled")
+    __slots__ = ("_bucket", "_n", "_tat_after", "_time_to_act_ns", "_config", "delay",
+                 "_cancelled")
 
     #: Seconds to wait, from the moment of reserving, before using the tokens.
     delay: float
 
-    def __init__(
-        self, bucket: TokenBucket, n: int, delay_ns: int, tat_after: int, time_to_act_ns: int
-    ) -> None:
+    def __init__(self, bucket: TokenBucket, n: int, delay_ns: int, tat_after: int,
+                 time_to_act_ns: int, config: int) -> None:
         self._bucket = bucket
         self._n = n
         self._tat_after = tat_after
         self._time_to_act_ns = time_to_act_ns
+        self._config = config  # the rate it was made under: a refund needs the same
         self.delay = delay_ns / 1e9
         self._cancelled = False
 
@@ -92,12 +96,16 @@ class Reservation:
 
         As golang.org/x/time/rate's ``Cancel``: tokens reserved by later
         callers since this reservation stay theirs, so fewer than
-        :attr:`tokens` may come back. Idempotent. Returns the tokens restored.
+        :attr:`tokens` may come back. Nothing comes back once
+        :meth:`TokenBucket.set_rate` changed the rate since the reservation
+        (its arrival time belongs to the old rate). Idempotent. Returns the
+        tokens restored.
         """
         if self._cancelled:
             return 0
         self._cancelled = True
-        restored: int = self._bucket._cancel(self._n, self._tat_after, self._time_to_act_ns)
+        restored: int = self._bucket._cancel(self._n, self._tat_after, self._time_to_act_ns,
+                                             self._config)
         return restored
 
     def wait(self) -> None:
@@ -130,7 +138,7 @@ class Reservation:
         if self._cancelled:
             return 0
         self._cancelled = True
-        refunded: int = self._bucket._refund(self._n, self._tat_after)
+        refunded: int = self._bucket._refund(self._n, self._tat_after, self._config)
         return refunded
 
     def __repr__(self) -> str:
@@ -200,18 +208,19 @@ class TokenBucket(_core.TokenBucket):
         seconds. Waiters queue fairly in reservation order.
         """
         n = self._check_n(n)
-        ok, delay_ns, tat_after, time_to_act = self._reserve(n, _UNLIMITED_WAIT_NS)
+        ok, delay_ns, tat_after, time_to_act, config = self._reserve(n, _UNLIMITED_WAIT_NS)
         if not ok:  # only past the ~9-year wait limit
             raise ValueError(f"TokenBucket cannot reserve {n} tokens: the wait would exceed limits")
-        return Reservation(self, n, delay_ns, tat_after, time_to_act)
+        return Reservation(self, n, delay_ns, tat_after, time_to_act, config)
 
-    def acquire(self, n: int = 1, timeout: float | None = None) -> bool:
+    def acquire(self, n: int = 1, timeout: Seconds | None = None) -> bool:
         """Waits until n tokens are available and takes them (WaitN).
 
         Returns False at once, taking nothing, if the wait would exceed
-        ``timeout`` seconds (None: wait as long as needed). Sleeps through
-        the bucket's clock. If the sleep is interrupted (KeyboardInterrupt),
-        the tokens are given back.
+        ``timeout`` seconds (>= 0; None, or any value beyond the longest
+        possible wait of ~9 years, means no limit). Sleeps through the
+        bucket's clock. If the sleep is interrupted (KeyboardInterrupt), the
+        tokens are given back.
         """
         reservation = self._reserve_within(n, timeout)
         if reservation is None:
@@ -219,7 +228,7 @@ class TokenBucket(_core.TokenBucket):
         reservation.wait()
         return True
 
-    async def acquire_async(self, n: int = 1, timeout: float | None = None) -> bool:
+    async def acquire_async(self, n: int = 1, timeout: Seconds | None = None) -> bool:
         """The asyncio form of :meth:`acquire`.
 
         Cancelling the waiting task gives the reserved tokens back.
@@ -240,26 +249,45 @@ class TokenBucket(_core.TokenBucket):
     def set_rate(self, qps: float, burst: int | None = None) -> None:
         """Changes the rate (and the burst, when given) at run time.
 
-        The tokens available now are kept (capped at the new burst).
+        The tokens available now are kept (capped at the new burst), and so
+        is any debt, in tokens, of reservations still waiting. Safe to call
+        while other threads acquire: each acquisition is decided wholly
+        under the old rate or wholly under the new one (the rate and the
+        bucket's arrival time change together, in one atomic step).
+        Reservations made before the change can no longer be cancelled for
+        tokens back.
         """
         interval, new_burst = _check_rate(qps, self.burst if burst is None else burst)
         self._set_rate(interval, new_burst)
 
-    def _reserve_within(self, n: int, timeout: float | None) -> Reservation | None:
+    def _reserve_within(self, n: int, timeout: Seconds | None) -> Reservation | None:
         n = self._check_n(n)
-        max_wait = (
-            _UNLIMITED_WAIT_NS
-            if timeout is None
-            else round(_validate.seconds("TokenBucket", "timeout", timeout) * 1e9)
-        )
-        ok, delay_ns, tat_after, time_to_act = self._reserve(n, min(max_wait, _UNLIMITED_WAIT_NS))
-        return Reservation(self, n, delay_ns, tat_after, time_to_act) if ok else None
+        max_wait = _UNLIMITED_WAIT_NS
+        if timeout is not None:
+            seconds = _validate.seconds("TokenBucket", "timeout", timeout)
+            # Beyond the longest wait there is no limit (and no float overflow).
+            max_wait = min(round(min(seconds, _UNLIMITED_WAIT_SECONDS) * 1e9), max_wait)
+        ok, delay_ns, tat_after, time_to_act, config = self._reserve(n, max_wait)
+        return Reservation(self, n, delay_ns, tat_after, time_to_act, config) if ok else None
 
     def _check_n(self, n: int) -> int:
         n = _validate.integer("TokenBucket", "n", n, 1)
         if n > self.burst:
             raise ValueError(f"TokenBucket n must be <= burst ({self.burst}), got {n!r}")
         return n
+
+    async def __aenter__(self) -> TokenBucket:
+        """``async with bucket:`` waits for one token (aiolimiter's idiom).
+
+        Cancelling the waiting task gives the token back; leaving the block
+        gives nothing back (the token is spent).
+        """
+        await self.acquire_async(1)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -309,7 +337,7 @@ class RateLimiterRegistry:
             raise self._limited(bucket, provider_type, provider, n)
 
     def wait(self, provider_type: str, provider: str, n: int = 1,
-             max_wait: float | None = None) -> None:
+             max_wait: Seconds | None = None) -> None:
         """Waits for n tokens; raises RateLimitError (taking nothing) if that
         would take longer than ``max_wait`` seconds."""
         bucket = self.get(provider_type, provider)
@@ -317,7 +345,7 @@ class RateLimiterRegistry:
             raise self._limited(bucket, provider_type, provider, n)
 
     async def wait_async(self, provider_type: str, provider: str, n: int = 1,
-                         max_wait: float | None = None) -> None:
+                         max_wait: Seconds | None = None) -> None:
         """The asyncio form of :meth:`wait`; cancellation gives the tokens back."""
         bucket = self.get(provider_type, provider)
         if not await bucket.acquire_async(n, max_wait):

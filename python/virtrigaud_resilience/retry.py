@@ -2,30 +2,45 @@
 
 Only retryable errors are retried (:func:`~virtrigaud_resilience.is_retryable`:
 a ``ProviderError`` of type Retryable, Unavailable, RateLimit or Timeout, or
-one created with ``retryable=True``); anything else is raised at once, as in
-the Go code. When attempts run out the last error is re-raised unchanged
-(its chain intact) with ``exc.attempts`` set to the number of attempts made.
-No sleep follows the last attempt. A cancellation (``asyncio.CancelledError``,
-``KeyboardInterrupt``) stops at once.
+one created with ``retryable=True``), plus whatever ``RetryConfig.retry_on``
+adds; anything else is raised at once, as in the Go code. When attempts run
+out the last error is re-raised unchanged (its chain intact) with
+``exc.attempts`` set to the number of attempts made. No sleep follows the
+last attempt. A cancellation (``asyncio.CancelledError``,
+``KeyboardInterrupt``) stops at once, and a task cancelled while its
+attempt turned the cancellation into an error is not retried either.
+
+An error's ``retry_after`` (a ``RateLimitError``'s wait for a token, a
+``CircuitOpenError``'s time to the next probe, a provider's Retry-After) is
+a floor on the next delay. When it is longer than ``max_delay``, or would
+end past the overall deadline, the retry gives up at once and re-raises the
+error itself, ``retry_after`` intact, for the caller to requeue (kopf's
+``TemporaryError(delay=...)``): it never sleeps beyond its configuration,
+and never retries into a breaker it knows is open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, Union
 
 from . import _validate, events
 from ._tracking import Census, Counters, Labels
 from .backoff import STRATEGIES, Backoff
 from .clock import ManualClock, check_clock, sleeper_for
-from .errors import RateLimitError, is_retryable
+from .durations import Seconds
+from .errors import is_retryable
 from .timeouts import deadline_exceeded, deadline_for, deadline_scope, run_until
 
-__all__ = ["RetryConfig", "Retrier", "retry", "retry_async", "current_attempt", "OnRetry"]
+__all__ = ["RetryConfig", "Retrier", "retry", "retry_async", "current_attempt", "OnRetry",
+           "RetryOn"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -35,6 +50,10 @@ logger = logging.getLogger("virtrigaud_resilience")
 #: ``on_retry(attempt, exc, delay)``: called before sleeping ``delay`` seconds
 #: after attempt number ``attempt`` (1-based: the attempts made so far) failed with ``exc``.
 OnRetry = Callable[[int, BaseException, float], object]
+
+#: What ``RetryConfig.retry_on`` takes: an exception type, a tuple of them,
+#: or a predicate ``exc -> bool``.
+RetryOn = Union[type[Exception], tuple[type[Exception], ...], Callable[[Exception], bool]]
 
 _ATTEMPT: ContextVar[int] = ContextVar("virtrigaud_resilience_attempt", default=0)
 
@@ -69,6 +88,12 @@ class RetryConfig:
         jitter: add randomness (for ``exponential``: up to +10% of the capped delay).
         strategy: one of ``exponential`` (the guide's formula), ``full_jitter``,
             ``equal_jitter``, ``decorrelated_jitter``; see :class:`Backoff`.
+        retry_on: what to retry besides the taxonomy's retryable errors: an
+            exception type (an ``Exception`` subclass), a tuple of them, or a
+            predicate ``exc -> bool``; None for the taxonomy alone. For
+            example ``retry_on=ConnectionError``. Cancellations
+            (``BaseException`` s that are not ``Exception`` s) are never
+            retried.
 
     The delay before retry ``n`` (0-based) under ``exponential`` is
     ``min(base_delay * multiplier**n, max_delay)`` plus, with jitter, a uniform
@@ -85,6 +110,12 @@ class RetryConfig:
     multiplier: float = 2.0
     jitter: bool = True
     strategy: str = "exponential"
+    retry_on: RetryOn | None = None
+
+    if TYPE_CHECKING:  # what the constructor accepts (the fields hold float seconds)
+        def __init__(self, max_attempts: int = 5, base_delay: Seconds = 0.5,
+                     max_delay: Seconds = 30.0, multiplier: float = 2.0, jitter: bool = True,
+                     strategy: str = "exponential", retry_on: RetryOn | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "RetryConfig"
@@ -106,6 +137,21 @@ class RetryConfig:
             raise ValueError(
                 f"{owner} strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
             )
+        _check_retry_on(owner, self.retry_on)
+
+    def should_retry(self, error: BaseException) -> bool:
+        """Whether ``error`` may be retried: an ``Exception`` that is retryable
+        in the taxonomy (:func:`is_retryable`) or matches ``retry_on``."""
+        if not isinstance(error, Exception):
+            return False
+        if is_retryable(error):
+            return True
+        retry_on = self.retry_on
+        if retry_on is None:
+            return False
+        if isinstance(retry_on, (type, tuple)):
+            return isinstance(error, retry_on)
+        return bool(retry_on(error))
 
     @classmethod
     def default(cls) -> RetryConfig:
@@ -134,6 +180,26 @@ class RetryConfig:
         return replace(self, **changes)
 
 
+def _check_retry_on(owner: str, retry_on: object) -> None:
+    """Validates ``retry_on``: None, an Exception subclass, a tuple of them, or a callable."""
+    if retry_on is None:
+        return
+    types_ = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if isinstance(retry_on, tuple) or isinstance(retry_on, type):
+        for kind in types_:
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                raise TypeError(
+                    f"{owner} retry_on must be Exception subclasses (cancellations are never "
+                    f"retried), got {kind!r}"
+                )
+        return
+    if not callable(retry_on):
+        raise TypeError(
+            f"{owner} retry_on must be an exception type, a tuple of them or a callable, "
+            f"got {type(retry_on).__name__} {retry_on!r}"
+        )
+
+
 def _final_counters(retrier: Retrier) -> tuple[Labels, Counters]:
     """A dropped retrier's name and (retries, exhausted)."""
     return (retrier.name,), (retrier.retries, retrier.exhausted)
@@ -160,8 +226,9 @@ class Retrier:
         name: a label for logs and metrics (the ``policy`` label of
             ``virtrigaud_retry_*``); a str.
 
-    A ``RateLimitError`` with ``retry_after`` raises that retry's delay to at
-    least ``retry_after``.
+    An error's ``retry_after`` raises that retry's delay to at least
+    ``retry_after``; beyond ``max_delay`` or the timeout, the retrier gives up
+    and re-raises the error (see the module docstring).
     """
 
     __slots__ = ("config", "timeout", "on_retry", "_name", "retries", "exhausted",
@@ -172,7 +239,7 @@ class Retrier:
         config: RetryConfig | None = None,
         *,
         clock: ManualClock | None = None,
-        timeout: float | None = None,
+        timeout: Seconds | None = None,
         on_retry: OnRetry | None = None,
         name: str = "retry",
     ) -> None:
@@ -241,9 +308,11 @@ class Retrier:
                 raise deadline_exceeded(self.name)
             token = _ATTEMPT.set(done)
             try:
-                return attempt()
+                result = attempt()
             except Exception as exc:  # BaseExceptions (cancellation) propagate at once
                 error = exc
+            else:
+                return refuse_coroutine(result, "retry()", "'await vr.retry_async(...)'")
             finally:
                 _ATTEMPT.reset(token)
             done += 1
@@ -257,9 +326,14 @@ class Retrier:
     ) -> T:
         """The asyncio form of :meth:`run`."""
         previous = 0.0
+        cancels_before = _cancel_requests()
         while True:
             if done:
                 assert error is not None
+                if _cancel_requests() > cancels_before:
+                    # The task was cancelled and an attempt turned that into
+                    # an error: a cancelled task stops, it is not retried.
+                    raise error
                 previous = self._before_retry(done, error, previous, deadline)
                 await self._clock.sleep_async(previous)
             elif deadline is not None and self._clock.now() >= deadline:
@@ -277,16 +351,19 @@ class Retrier:
         self, done: int, error: BaseException, previous: float, deadline: float | None
     ) -> float:
         """Raises ``error`` if it must not be retried; else returns the delay."""
-        if not isinstance(error, Exception) or not is_retryable(error):
+        if not self.config.should_retry(error):
             raise error
         if done >= self.config.max_attempts:
-            if done > 1:  # without retries configured there was nothing to exhaust
-                self._count_exhausted()
-            _mark_attempts(error, done)
-            raise error
+            self._give_up(error, done, counted=done > 1)  # without retries nothing was exhausted
         delay = self._backoff.delay(done - 1, previous)
-        if isinstance(error, RateLimitError) and error.retry_after:
-            delay = max(delay, error.retry_after)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            if retry_after > self.config.max_delay or (
+                    deadline is not None and self._clock.now() + retry_after >= deadline):
+                # The error says when to come back, and it is later than this
+                # retrier may wait: hand it to the caller to requeue.
+                self._give_up(error, done)
+            delay = max(delay, retry_after)
         if deadline is not None and self._clock.now() + delay >= deadline:
             self._count_exhausted()  # the time budget ran out instead
             _mark_attempts(error, done)
@@ -297,6 +374,13 @@ class Retrier:
         with _COUNTERS_LOCK:
             self.retries += 1
         return delay
+
+    def _give_up(self, error: BaseException, done: int, counted: bool = True) -> NoReturn:
+        """Stops retrying: re-raises ``error`` unchanged, marked with the attempts made."""
+        if counted:
+            self._count_exhausted()
+        _mark_attempts(error, done)
+        raise error
 
     def _count_exhausted(self) -> None:
         with _COUNTERS_LOCK:
@@ -313,17 +397,63 @@ def _mark_attempts(error: BaseException, attempts: int) -> None:
         add_note(f"virtrigaud_resilience: gave up after {attempts} attempt(s)")
 
 
+def _cancel_requests() -> int:
+    """Cancellation requests pending on the current asyncio task (0 on
+    Python 3.10, or outside a task)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return 0
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
+
+
+def refuse_coroutine(result: T, entry: str, instead: str) -> T:
+    """``result`` itself, unless it is a coroutine: a sync entry point ran an
+    async function. Then the coroutine (whose body never ran) is closed and
+    a TypeError names the function and the async method to use."""
+    if isinstance(result, CoroutineType):  # CoroutineType has no subclasses
+        name = result.__qualname__
+        result.close()
+        raise TypeError(f"{entry} cannot run async function {name!r}: it returned a "
+                        f"coroutine; use {instead}")
+    return result
+
+
+#: The Retrier behind retry() / retry_async() for each config (a few at most
+#: in a program; bounded anyway). A Retrier is stateless between calls.
+_RETRIERS_BY_CONFIG: OrderedDict[RetryConfig | None, Retrier] = OrderedDict()
+_RETRIERS_CACHE_SIZE = 64
+_RETRIERS_LOCK = threading.Lock()
+
+
+def _retrier_for(config: RetryConfig | None) -> Retrier:
+    if config is not None and not isinstance(config, RetryConfig):
+        return Retrier(config)  # raises the TypeError naming the value
+    retrier = _RETRIERS_BY_CONFIG.get(config)
+    if retrier is None:
+        retrier = Retrier(config)  # validates config (TypeError for a non-RetryConfig)
+        with _RETRIERS_LOCK:
+            retrier = _RETRIERS_BY_CONFIG.setdefault(config, retrier)
+            if len(_RETRIERS_BY_CONFIG) > _RETRIERS_CACHE_SIZE:
+                _RETRIERS_BY_CONFIG.popitem(last=False)
+    return retrier
+
+
 def retry(config: RetryConfig | None, fn: Callable[P, T], /, *args: P.args,
           **kwargs: P.kwargs) -> T:
     """``Retry(ctx, config, fn)``: calls ``fn(*args, **kwargs)`` with retries.
 
-    Sleeps on the system clock; use :class:`Retrier` for a ManualClock, an
-    overall timeout or an ``on_retry`` hook.
+    ``config`` None means :meth:`RetryConfig.default`. Sleeps on the system
+    clock; use :class:`Retrier` for a ManualClock, an overall timeout or an
+    ``on_retry`` hook. One Retrier per config serves every call (its
+    ``virtrigaud_retry_*`` metrics carry the policy label "retry"). Raises
+    TypeError for an async ``fn`` (use :func:`retry_async`).
     """
-    return Retrier(config).call(fn, *args, **kwargs)
+    return _retrier_for(config).call(fn, *args, **kwargs)
 
 
 async def retry_async(config: RetryConfig | None, fn: Callable[P, Awaitable[T]], /,
                       *args: P.args, **kwargs: P.kwargs) -> T:
     """The asyncio form of :func:`retry`."""
-    return await Retrier(config).call_async(fn, *args, **kwargs)
+    return await _retrier_for(config).call_async(fn, *args, **kwargs)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
+import types
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _validate
 from .clock import Sleeper
-from .durations import MAX_DURATION
+from .durations import MAX_DURATION, Seconds
 from .errors import OperationTimeoutError
 
 T = TypeVar("T")
 
-__all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope"]
+__all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope",
+           "deadline_expired", "attempt_outcome"]
 
 # ---------------------------------------------------------------------------
 # RPCConfig: which timeout each provider operation gets.
@@ -159,7 +163,8 @@ async def run_until(
 
     Raises :class:`OperationTimeoutError` chained from the builtin
     ``TimeoutError`` when the deadline expires. The timer runs on the event
-    loop's real time for the seconds left on ``clock``.
+    loop's real time for the seconds left on ``clock``. A cancellation from
+    outside that coincides with the deadline stays a ``CancelledError``.
     """
     if deadline is None:
         return await awaitable
@@ -178,37 +183,160 @@ async def run_until(
         raise deadline_exceeded(what, exc) from exc
 
 
+#: The TimeoutScopes the running code is inside, innermost last.
+_SCOPES: ContextVar[tuple[TimeoutScope, ...]] = ContextVar(
+    "virtrigaud_resilience_timeout_scopes", default=()
+)
+
+
 class TimeoutScope:
     """``asyncio.timeout`` that also runs on Python 3.10 (None: no limit).
 
     Cancels the current task after ``timeout`` seconds of loop time and turns
     that cancellation, and only that one, into ``asyncio.TimeoutError``;
-    :attr:`fired` tells whether it did.
+    :attr:`fired` tells whether it did. As ``asyncio.timeout`` does, it
+    checks ``Task.cancelling()`` first: if the task was also cancelled from
+    outside, the ``CancelledError`` stays (a cancelled task must stop, not
+    see a timeout it might retry).
     """
 
-    def __init__(self, timeout: float | None, owner: str = "timeout") -> None:
+    def __init__(self, timeout: Seconds | None, owner: str = "timeout") -> None:
         self._timeout = (None if timeout is None
                          else _validate.seconds(owner, "timeout", timeout))
         self._handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._token: Token[tuple[TimeoutScope, ...]] | None = None
         self.fired = False
+        self._exited = False
 
-    async def __aenter__(self) -> None:
+    @property
+    def expiring(self) -> bool:
+        """True between the deadline firing and this scope's exit: the
+        cancellation under way is (at least in part) this deadline's."""
+        return self.fired and not self._exited
+
+    async def __aenter__(self) -> TimeoutScope:
         if self._timeout is not None:
             task = asyncio.current_task()
-            assert task is not None
-            self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire, task)
+            if task is None:
+                raise RuntimeError("TimeoutScope must be used inside an asyncio task")
+            self._task = task
+            self._cancelling = _cancelling(task)
+            self._token = _SCOPES.set((*_SCOPES.get(), self))
+            self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire)
+        return self
 
-    def _fire(self, task: asyncio.Task[Any]) -> None:
+    def _fire(self) -> None:
+        assert self._task is not None
         self.fired = True
-        task.cancel()
+        self._task.cancel()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        self._exited = True
         if self._handle is not None:
             self._handle.cancel()
-        if self.fired and exc_type is asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
-            raise asyncio.TimeoutError
+        if self._token is not None:
+            _SCOPES.reset(self._token)
+        if not self.fired or self._task is None:
+            return
+        uncancel = getattr(self._task, "uncancel", None)
+        outside = uncancel() > self._cancelling if uncancel is not None else False
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and not outside:
+            raise asyncio.TimeoutError from exc
 
 
+def _cancelling(task: asyncio.Task[Any]) -> int:
+    """``task.cancelling()`` (Python 3.11+), or 0 where it does not exist."""
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
+
+
+# ---------------------------------------------------------------------------
+# Was an attempt cut off by a deadline, or cancelled from outside?
+# ---------------------------------------------------------------------------
+#
+# A CancelledError reaching a breaker means one of two things. A deadline
+# cut the attempt off (a policy's TimeoutScope, or an asyncio.timeout /
+# Python 3.12+'s asyncio.wait_for around the call): the provider did not
+# answer in time, a Timeout, which counts toward opening the breaker. Or the
+# caller's task was cancelled from outside (shutdown, a sibling's failure):
+# that says nothing about the provider, and records nothing. An expiring
+# deadline is always somewhere up the task's await chain, so it is found by
+# looking there: our own scopes through a context variable, asyncio's
+# Timeout objects (which the frames awaiting inside ``async with`` hold) by
+# walking the task's coroutines.
+
+_MAX_OBJECTS_WALKED = 2000
+
+
+def deadline_expired() -> bool:
+    """True iff a deadline enclosing the running code has fired and is
+    cancelling the current task: a TimeoutScope of ours, or an
+    ``asyncio.timeout`` (3.11+) / ``asyncio.wait_for`` (3.12+) around it.
+
+    Call it while handling a ``CancelledError``. On Python 3.11 and older,
+    ``asyncio.wait_for`` runs its awaitable in a task of its own and cancels
+    that task from outside: it is not seen (use ``asyncio.timeout`` or a
+    policy's timeout there).
+    """
+    if any(scope.expiring for scope in _SCOPES.get()):
+        return True
+    timeout_type = getattr(asyncio, "Timeout", None)
+    if timeout_type is None:  # Python 3.10: no asyncio.timeout to look for
+        return False
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    if task is None:
+        return False
+    return _asyncio_timeout_expiring(task, timeout_type)
+
+
+def _asyncio_timeout_expiring(task: asyncio.Task[Any], timeout_type: type) -> bool:
+    states = getattr(getattr(asyncio, "timeouts", None), "_State", None)
+    expiring = getattr(states, "EXPIRING", None)
+    pending: list[object] = [task.get_coro()]
+    seen: set[int] = set()
+    while pending and len(seen) < _MAX_OBJECTS_WALKED:
+        obj = pending.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        for ref in gc.get_referents(obj):
+            target = ref.__self__ if isinstance(ref, types.MethodType) else ref
+            if isinstance(target, timeout_type) and getattr(target, "_task", task) is task:
+                if expiring is not None:
+                    if getattr(target, "_state", None) is expiring:
+                        return True
+                elif getattr(target, "expired", bool)():
+                    return True
+            elif isinstance(target, _AWAIT_CHAIN):
+                pending.append(target)
+            elif isinstance(target, contextlib.AbstractAsyncContextManager):
+                # An @asynccontextmanager: the timeout may be in its generator.
+                pending.extend(value for value in getattr(target, "__dict__", {}).values()
+                               if isinstance(value, _AWAIT_CHAIN))
+    return False
+
+
+# What a coroutine's frame may be awaiting through: other coroutines and
+# (async) generators.
+_AWAIT_CHAIN = (types.CoroutineType, types.AsyncGeneratorType, types.GeneratorType)
+
+
+def attempt_outcome(exc: BaseException, what: str = "attempt") -> BaseException:
+    """The exception a breaker should be told an attempt ended with.
+
+    A ``CancelledError`` caused by an expiring deadline (see
+    :func:`deadline_expired`) becomes an :class:`OperationTimeoutError`
+    chained from it: a Timeout, which counts as a breaker failure. Anything
+    else is returned unchanged (a cancellation from outside records nothing).
+    """
+    if isinstance(exc, asyncio.CancelledError) and deadline_expired():
+        error = deadline_exceeded(what, exc)
+        error.__cause__ = exc
+        return error
+    return exc
