@@ -308,6 +308,10 @@ def test_any_half_open_failure_reopens(clock: vr.ManualClock, failing: int) -> N
     permits[failing].failure()  # type: ignore[union-attr]
     assert cb.state is OPEN
     assert cb.try_acquire() is None
+    for permit in permits:  # the others are stale now: reporting them changes nothing
+        if not permit.reported:  # type: ignore[union-attr]
+            permit.release()  # type: ignore[union-attr]
+    assert cb.state is OPEN
 
 
 def test_half_open_failure_restarts_the_timeout(clock: vr.ManualClock) -> None:
@@ -663,15 +667,18 @@ def test_stale_release_does_not_free_a_new_half_open_slot(clock: vr.ManualClock)
     last = cb.try_acquire()  # the second fresh slot (held: a dropped permit releases)
     assert last is not None
     assert cb.try_acquire() is None
+    fresh.release()
+    last.release()
 
 
 def test_stale_success_from_closed_does_not_close_half_open(clock: vr.ManualClock) -> None:
     cb = make(clock, threshold=1, half_open=1)
     old = cb.try_acquire()
     assert old is not None
-    to_half_open(cb, clock)
+    probe = to_half_open(cb, clock)
     old.success()
     assert cb.state is HALF_OPEN
+    probe.release()
 
 
 # --------------------------------------------------------- reset, force_open --
@@ -688,10 +695,13 @@ def test_reset_closes_an_open_breaker(clock: vr.ManualClock) -> None:
 
 def test_reset_closes_a_half_open_breaker(clock: vr.ManualClock) -> None:
     cb = make(clock, threshold=1, half_open=3)
-    to_half_open(cb, clock)
+    probe = to_half_open(cb, clock)
+    assert cb.half_open_calls == 1
     cb.reset()
     assert cb.state is CLOSED
     assert cb.half_open_calls == 0
+    probe.failure()  # stale
+    assert cb.state is CLOSED
 
 
 def test_reset_forgets_failures_without_a_transition(clock: vr.ManualClock) -> None:
@@ -1080,3 +1090,277 @@ def test_repr_names_breaker_and_state(clock: vr.ManualClock) -> None:
     trip(cb)
     text = repr(cb)
     assert NAME in text and "OPEN" in text
+
+
+# ------------------------------------------------------------ async refused --
+
+
+async def _coroutine_function() -> str:
+    return "never"
+
+
+class _AsyncCall:
+    async def __call__(self) -> str:
+        return "never"
+
+
+@pytest.mark.parametrize("fn", [_coroutine_function, _AsyncCall()], ids=["function", "__call__"])
+def test_call_refuses_an_async_function(clock: vr.ManualClock, fn: object) -> None:
+    # Before: the breaker recorded a success and handed back an un-awaited coroutine.
+    cb = make(clock, threshold=1, half_open=1)
+    probe = to_half_open(cb, clock)
+    probe.success()  # closed again
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine is closed: no "never awaited"
+        with pytest.raises(TypeError, match=r"call_async") as info:
+            cb.call(fn)  # type: ignore[arg-type]
+    assert "_coroutine_function" in str(info.value) or "__call__" in str(info.value)
+    assert (cb.successes, cb.failures_total, cb.released) == (1, 1, 1)
+
+
+def test_decorating_an_async_callable_object_makes_an_async_wrapper(clock: vr.ManualClock) -> None:
+    cb = make(clock)
+    wrapped = cb(_AsyncCall())
+    assert inspect.iscoroutinefunction(wrapped)
+    assert asyncio.run(wrapped()) == "never"
+    assert cb.successes == 1
+
+
+# ------------------------------------------- a deadline is a Timeout failure --
+
+
+async def _hang() -> None:
+    await asyncio.Event().wait()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout: Python 3.11+")
+async def test_call_async_cut_off_by_asyncio_timeout_is_a_failure() -> None:
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=2))
+    for _ in range(2):
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.005):
+                await cb.call_async(_hang)
+    assert cb.state is OPEN
+    assert (cb.failures_total, cb.released) == (2, 0)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="asyncio.wait_for runs in the caller's task from Python 3.12")
+async def test_call_async_cut_off_by_wait_for_is_a_failure() -> None:
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=1))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(cb.call_async(_hang), 0.005)
+    assert cb.state is OPEN
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="3.11 hides the timeout of the frame that enters the guard")
+async def test_guard_and_permit_cut_off_by_a_deadline_are_failures() -> None:
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=5))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.005), cb.guard():
+            await _hang()
+    permit = cb.try_acquire()
+    assert permit is not None
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.005), permit:
+            await _hang()
+    assert cb.failures_total == 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout: Python 3.11+")
+async def test_a_deadline_inside_an_async_context_manager_is_found() -> None:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def budget(seconds: float):  # type: ignore[no-untyped-def]
+        async with asyncio.timeout(seconds):
+            yield
+
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=1))
+    with pytest.raises(TimeoutError):
+        async with budget(0.005):
+            await cb.call_async(_hang)
+    assert cb.state is OPEN
+
+
+async def test_outside_cancellation_of_call_async_records_nothing() -> None:
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=1))
+    task = asyncio.create_task(cb.call_async(_hang))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (cb.state, cb.failures_total, cb.released) == (CLOSED, 0, 1)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout: Python 3.11+")
+async def test_an_expired_timeout_left_behind_is_not_mistaken_for_a_deadline() -> None:
+    cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=1))
+
+    async def caller() -> None:
+        try:
+            async with asyncio.timeout(0.001) as old:  # expires and is handled
+                await asyncio.sleep(1)
+        except TimeoutError:
+            pass
+        assert old.expired()
+        await cb.call_async(_hang)  # then cancelled from outside
+
+    task = asyncio.create_task(caller())
+    await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (cb.state, cb.failures_total) == (CLOSED, 0)
+
+
+# ------------------------------------------------- generations never wrap --
+
+
+def test_a_permit_older_than_two_to_the_24_transitions_is_still_stale(clock: vr.ManualClock) -> None:
+    # The generation used to be 24 bits: after 2**24 resets an old permit's failure
+    # counted again (and opened this threshold-1 breaker).
+    cb = make(clock, threshold=1)
+    old = cb.try_acquire()
+    assert old is not None
+    reset = cb.reset
+    for _ in range(1 << 24):
+        reset()
+    assert cb.generation == 1 << 24
+    old.failure()
+    assert cb.state is CLOSED
+    assert cb.failures == 0
+
+
+# -------------------------------------------------------- half-open lease --
+
+
+def test_lost_probes_are_reclaimed_after_the_lease(clock: vr.ManualClock) -> None:
+    cb = make(clock, threshold=1, reset=10.0, half_open=2, half_open_lease=30.0)
+    lost = [to_half_open(cb, clock)]
+    clock.advance(5.0)
+    second = cb.try_acquire()
+    assert second is not None
+    lost.append(second)   # both slots held by probes whose outcome never comes
+    clock.advance(29.0)   # 29 s after the newest probe: still within its lease
+    assert cb.try_acquire() is None
+    clock.advance(1.0)
+    fresh = cb.try_acquire()  # a new round of probes, this call its first
+    assert fresh is not None
+    assert cb.reclaimed == 1
+    assert cb.state is HALF_OPEN
+    assert cb.half_open_calls == 1
+    for probe in lost:     # the lost probes' outcomes no longer count
+        probe.failure()
+    assert cb.state is HALF_OPEN
+    fresh.success()
+    last = cb.try_acquire()
+    assert last is not None
+    last.success()
+    assert cb.state is CLOSED
+
+
+def test_without_a_lease_lost_probes_wedge_the_breaker(clock: vr.ManualClock) -> None:
+    cb = make(clock, threshold=1, reset=10.0, half_open=1, half_open_lease=None)
+    held = to_half_open(cb, clock)
+    clock.advance(1e6)
+    assert cb.try_acquire() is None  # documented: None means no lease
+    assert cb.half_open_lease is None
+    held.release()
+
+
+def test_default_lease_is_five_minutes() -> None:
+    assert vr.BreakerConfig().half_open_lease == 300.0
+    assert vr.CircuitBreaker("x").half_open_lease == 300.0
+
+
+def test_a_dropped_permit_gives_its_slot_back_with_a_warning(clock: vr.ManualClock) -> None:
+    cb = make(clock, threshold=1, reset=10.0, half_open=1)
+    trip(cb)
+    clock.advance(10.0)
+    with pytest.warns(ResourceWarning, match="without an outcome"):
+        permit = cb.try_acquire()
+        assert permit is not None and cb.half_open_calls == 1
+        del permit  # never reported
+    assert (cb.half_open_calls, cb.released) == (0, 1)
+    again = cb.try_acquire()
+    assert again is not None  # the slot is free for the next probe
+    again.success()
+    assert cb.state is CLOSED
+
+
+def test_permit_as_a_context_manager_records_the_outcome(clock: vr.ManualClock) -> None:
+    cb = make(clock, threshold=2)
+    permit = cb.try_acquire()
+    assert permit is not None
+    with permit:
+        pass
+    assert permit.reported and cb.successes == 1
+    permit = cb.try_acquire()
+    assert permit is not None
+    with pytest.raises(Boom), permit:
+        raise Boom("down")
+    assert cb.failures == 1
+    permit = cb.try_acquire()
+    assert permit is not None
+    with permit:
+        permit.release()  # reported inside: the exit adds nothing
+    assert (cb.successes, cb.failures_total, cb.released) == (1, 1, 1)
+
+
+# ------------------------------------------------------ subclass overrides --
+
+
+def test_a_subclass_override_of_call_wins(clock: vr.ManualClock) -> None:
+    seen: list[object] = []
+
+    class Logged(vr.CircuitBreaker):
+        def call(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+            seen.append(fn)
+            return super().call(fn, *args, **kwargs)
+
+    class Child(Logged):
+        pass
+
+    for cls in (Logged, Child):
+        assert cls("x", clock=clock).call(abs, -2) == 2
+    assert seen == [abs, abs]
+
+
+# ---------------------------------------- hooks that interrupt are not swallowed --
+
+
+def test_a_listener_raising_keyboard_interrupt_propagates(clock: vr.ManualClock) -> None:
+    cb = make(clock, threshold=1)
+
+    def interrupt(breaker: object, old: object, new: object) -> None:
+        raise KeyboardInterrupt
+
+    cb.add_listener(interrupt)
+    with pytest.raises(KeyboardInterrupt) as info:
+        cb.call(fail)
+    assert isinstance(info.value.__context__, Boom)  # the call's own error, chained
+    assert cb.state is OPEN  # recorded before the interrupt
+
+
+def test_a_failure_predicate_raising_system_exit_propagates(clock: vr.ManualClock) -> None:
+    def stop(exc: BaseException) -> bool:
+        raise SystemExit(3)
+
+    cb = vr.CircuitBreaker("x", config=vr.BreakerConfig(failure_threshold=1,
+                                                        failure_predicate=stop), clock=clock)
+    with pytest.raises(SystemExit):
+        cb.call(fail)
+    assert cb.failures_total == 1  # an unanswerable classification counts as a failure
+
+
+def test_a_listener_raising_a_plain_exception_is_still_logged_and_swallowed(
+        clock: vr.ManualClock, caplog: pytest.LogCaptureFixture) -> None:
+    cb = make(clock, threshold=1)
+    cb.add_listener(lambda b, o, n: 1 / 0)
+    with pytest.raises(Boom):
+        cb.call(fail)
+    assert "listener" in caplog.text

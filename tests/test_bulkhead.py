@@ -426,3 +426,141 @@ async def test_counters_queued_then_admitted_is_not_a_rejection() -> None:
     bh.exit()
     assert bh.admitted == 3
     assert bh.rejected == 0
+
+
+# ------------------------------------------------ first come, first served --
+
+
+async def test_a_freed_slot_goes_to_the_longest_waiter_not_to_a_looping_task() -> None:
+    # A task that exits and re-enters at once must queue behind the waiter already
+    # there: the slot is handed to the waiter as it is freed, so nobody can take it
+    # in between (asyncio.Semaphore's guarantee, and the docstring's).
+    bh = vr.Bulkhead(1, max_queue=4)
+    order: list[str] = []
+
+    async def looper() -> None:
+        for n in range(3):
+            async with bh:
+                order.append(f"loop{n}")
+                await asyncio.sleep(0)
+
+    async def waiter() -> None:
+        async with bh:
+            order.append("waiter")
+
+    await bh.enter_async()
+    loop_task = asyncio.create_task(looper())
+    await settle()
+    wait_task = asyncio.create_task(waiter())
+    await settle()
+    assert bh.waiting == 2
+    bh.exit()
+    await asyncio.gather(loop_task, wait_task)
+    # the looper queued first: it gets the first slot, then must yield to the waiter
+    assert order == ["loop0", "waiter", "loop1", "loop2"]
+    assert (bh.in_flight, bh.waiting) == (0, 0)
+
+
+async def test_a_newcomer_cannot_barge_past_a_queued_waiter() -> None:
+    # The sync path (and a policy's native fast path) asks for a slot without
+    # queueing: while a waiter is queued it is refused, even when a slot is free
+    # for the instant between the exit and the waiter's wake-up.
+    bh = vr.Bulkhead(1, max_queue=1)
+    policy = vr.PolicyBuilder("barge").with_bulkhead(bh).build()
+    bh.enter()
+    waiter = asyncio.create_task(bh.enter_async())
+    await settle()
+    bh.exit()  # handed straight to the waiter: still in flight
+    assert bh.in_flight == 1
+    assert not bh.try_enter()
+    with pytest.raises(vr.RateLimitError):
+        bh.enter()
+    with pytest.raises(vr.RateLimitError):
+        policy.execute(lambda: "barged")
+    await waiter
+    assert bh.in_flight == 1
+    bh.exit()
+    assert bh.in_flight == 0
+    assert policy.execute(lambda: "fair") == "fair"
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
+    bh = vr.Bulkhead(1, max_queue=2)
+    bh.enter()
+    first = asyncio.create_task(bh.enter_async())
+    second = asyncio.create_task(bh.enter_async())
+    await settle()
+    bh.exit()        # handed to `first`...
+    first.cancel()   # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await second     # the slot went on to `second`
+    assert (bh.in_flight, bh.waiting) == (1, 0)
+    bh.exit()
+    assert bh.in_flight == 0
+
+
+async def test_a_slot_handed_over_from_another_thread() -> None:
+    bh = vr.Bulkhead(1, max_queue=1)
+    bh.enter()
+    waiter = asyncio.create_task(bh.enter_async())
+    await settle()
+    exiting = threading.Thread(target=bh.exit)
+    exiting.start()
+    exiting.join()
+    assert bh.in_flight == 1  # handed over, never back in the pool
+    assert not bh.try_enter()
+    await asyncio.wait_for(waiter, 5.0)
+    bh.exit()
+    assert (bh.in_flight, bh.admitted) == (0, 2)
+
+
+# ------------------------------------------------------------ exit misuse --
+
+
+def test_exit_without_enter_is_refused_and_changes_nothing() -> None:
+    bh = vr.Bulkhead(1)
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        bh.exit()
+    assert bh.in_flight == 0
+    # the limit still holds: one slot, not two
+    bh.enter()
+    with pytest.raises(vr.RateLimitError):
+        bh.enter()
+    bh.exit()
+    with pytest.raises(RuntimeError):
+        bh.exit()  # a second exit for one enter
+    assert bh.in_flight == 0
+
+
+# ---------------------------------- a timeout that coincides with a cancel --
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
+async def test_enter_async_timeout_coinciding_with_a_cancel_stays_cancelled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wait times out and, in the same instant, the task is cancelled from outside:
+    # the task must stop (CancelledError), not see a retryable "bulkhead full".
+    fire_and_cancel(monkeypatch)
+    bh = vr.Bulkhead(1, max_queue=1)
+    bh.enter()
+    task = asyncio.create_task(bh.enter_async(timeout=0.005))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (bh.in_flight, bh.waiting, bh.rejected) == (1, 0, 0)
+    bh.exit()
+
+
+def fire_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes every TimeoutScope deadline coincide with a cancellation from outside:
+    right after the deadline cancels its task, something else cancels it too."""
+    from virtrigaud_resilience.timeouts import TimeoutScope
+
+    fire = TimeoutScope._fire
+
+    def fire_with_outside_cancel(self: TimeoutScope) -> None:
+        fire(self)
+        assert self._task is not None
+        self._task.cancel()
+
+    monkeypatch.setattr(TimeoutScope, "_fire", fire_with_outside_cancel)

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -894,3 +895,273 @@ def test_policy_is_reusable_and_independent_of_calls(clock: vr.ManualClock) -> N
     policy = builder(clock).with_retry(NO_JITTER).build()
     results = [policy.execute(functools.partial(pow, 2), n) for n in range(5)]
     assert results == [1, 2, 4, 8, 16]
+
+
+# --------------------------------------------- deadlines trip the breaker --
+
+
+async def hang() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_timeouts_count_as_breaker_failures() -> None:
+    # Each attempt is cut off by the policy's deadline: the provider did not answer
+    # in time, a Timeout, which is a breaker failure (DEADLINE_EXCEEDED in the Go
+    # interceptor). Three of them open a threshold-3 breaker.
+    cb = vr.CircuitBreaker("slow", "fake", "prod", vr.BreakerConfig(failure_threshold=3))
+    policy = vr.PolicyBuilder("slow").with_circuit_breaker(cb).with_timeout(0.005).build()
+    for n in range(3):
+        with pytest.raises(vr.OperationTimeoutError) as info:
+            await policy.execute_async(hang)
+        assert info.value.type is vr.ErrorType.TIMEOUT
+        assert cb.failures_total == n + 1
+    assert cb.state is BreakerState.OPEN
+    assert cb.released == 0
+    with pytest.raises(vr.CircuitOpenError):
+        await policy.execute_async(hang)
+
+
+async def test_per_attempt_timeout_cuts_one_attempt_and_retries() -> None:
+    cb = vr.CircuitBreaker("hung", "fake", "prod", vr.BreakerConfig(failure_threshold=5))
+    retry = vr.RetryConfig(max_attempts=3, base_delay=0.0, max_delay=0.0, jitter=False)
+    policy = (vr.PolicyBuilder("hung").with_retry(retry).with_circuit_breaker(cb)
+              .with_timeout(5.0, per_attempt=0.005).build())
+    calls: list[int] = []
+
+    async def first_hangs() -> str:
+        calls.append(vr.current_attempt())
+        if len(calls) == 1:
+            await hang()
+        return "second"
+
+    assert await policy.execute_async(first_hangs) == "second"
+    assert calls == [0, 1]
+    assert (cb.failures_total, cb.successes, cb.failures) == (1, 1, 0)
+    assert policy.attempt_timeout == 0.005
+
+
+async def test_asyncio_timeout_around_execute_async_counts_as_a_failure() -> None:
+    if not hasattr(asyncio, "timeout"):
+        pytest.skip("asyncio.timeout: Python 3.11+")
+    cb = vr.CircuitBreaker("outer", "fake", "prod", vr.BreakerConfig(failure_threshold=1))
+    policy = vr.PolicyBuilder("outer").with_circuit_breaker(cb).build()  # the fast path
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.005):
+            await policy.execute_async(hang)
+    assert cb.state is BreakerState.OPEN
+    assert (cb.failures_total, cb.released) == (1, 0)
+
+
+async def test_outside_cancellation_records_nothing_and_is_not_retried() -> None:
+    retry = vr.RetryConfig(max_attempts=5, base_delay=0.0, max_delay=0.0, jitter=False)
+    policy = vr.PolicyBuilder("cancel").with_retry(retry).with_timeout(5.0).build()
+    calls: list[int] = []
+
+    async def converts_its_cancellation() -> None:
+        # A library that turns the cancellation into an error of its own: the task is
+        # still being cancelled, and a cancelled task must stop, not retry.
+        calls.append(1)
+        try:
+            await hang()
+        except asyncio.CancelledError:
+            raise vr.UnavailableError("connection closed") from None
+
+    task = asyncio.create_task(policy.execute_async(converts_its_cancellation))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises((asyncio.CancelledError, vr.UnavailableError)):
+        await task
+    assert calls == [1]
+
+    cb = vr.CircuitBreaker("cancel", "fake", "prod", vr.BreakerConfig(failure_threshold=1))
+    policy = (vr.PolicyBuilder("cancel").with_retry(retry).with_circuit_breaker(cb)
+              .with_timeout(5.0).build())
+    task = asyncio.create_task(policy.execute_async(hang))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cb.state is BreakerState.CLOSED
+    assert cb.failures_total == 0
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
+async def test_deadline_coinciding_with_an_outside_cancel_stays_cancelled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_bulkhead import fire_and_cancel
+
+    fire_and_cancel(monkeypatch)
+    retry = vr.RetryConfig(max_attempts=5, base_delay=0.0, max_delay=0.0, jitter=False)
+    policy = vr.PolicyBuilder("both").with_retry(retry).with_timeout(0.005).build()
+    calls: list[int] = []
+
+    async def slow() -> None:
+        calls.append(1)
+        await hang()
+
+    task = asyncio.create_task(policy.execute_async(slow))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [1]
+
+
+# ------------------------------------------------------------- retry_after --
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retry_after_beyond_max_delay_gives_up_at_once(clock: vr.ManualClock, mode: str) -> None:
+    # A provider says "come back in 7 days"; the policy may wait 1 s at most: it must
+    # not sleep 7 days, and the caller gets the error itself to requeue.
+    week = 7 * 86400.0
+    retry = vr.RetryConfig(max_attempts=5, base_delay=0.1, max_delay=1.0, jitter=False)
+    policy = builder(clock).with_retry(retry).build()
+    script = Script(vr.RateLimitError("quota", retry_after=week), clock=clock)
+    with pytest.raises(vr.RateLimitError) as info:
+        execute(policy, script, mode)
+    assert info.value.retry_after == week
+    assert info.value.attempts == 1
+    assert len(script.calls) == 1
+    assert clock.now() == 0.0
+    assert policy.retrier.exhausted == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retry_after_within_max_delay_is_a_floor(clock: vr.ManualClock, mode: str) -> None:
+    retry = vr.RetryConfig(max_attempts=3, base_delay=0.1, max_delay=5.0, jitter=False)
+    policy = builder(clock).with_retry(retry).build()
+    script = Script(vr.UnavailableError("busy", retry_after=2.5), clock=clock)
+    assert execute(policy, script, mode) == "ok"
+    assert script.times == [0.0, 2.5]
+
+
+def test_open_breaker_longer_than_max_delay_is_not_retried_into(clock: vr.ManualClock) -> None:
+    # The defaults: max_delay 30 s, reset_timeout 60 s. Retrying into the open breaker
+    # cannot succeed before it half-opens: give up with its CircuitOpenError at once.
+    cb = breaker(clock, threshold=1, reset=60.0)
+    with pytest.raises(vr.UnavailableError):
+        cb.call(Script(vr.UnavailableError("trip")))
+    policy = builder(clock).with_retry(vr.RetryConfig.default()).with_circuit_breaker(cb).build()
+    with pytest.raises(vr.CircuitOpenError) as info:
+        policy.execute(Script())
+    assert info.value.retry_after == pytest.approx(60.0)
+    assert cb.rejected == 1
+    assert clock.now() == 0.0
+
+
+def test_retry_after_on_the_system_clock_never_sleeps_past_max_delay() -> None:
+    # The largest retry_after an error may carry (1e9 s: time.sleep would overflow
+    # a few orders of magnitude further) with max_delay 1 s: no sleep at all.
+    retry = vr.RetryConfig(max_attempts=3, base_delay=0.01, max_delay=1.0)
+    policy = vr.PolicyBuilder("sys").with_retry(retry).build()
+    script = Script(vr.RateLimitError("x", retry_after=vr.errors.MAX_RETRY_AFTER))
+    with pytest.raises(vr.RateLimitError) as info:
+        policy.execute(script)
+    assert info.value.retry_after == vr.errors.MAX_RETRY_AFTER
+    assert len(script.calls) == 1
+
+
+# ------------------------------------------------------------ async refused --
+
+
+async def _async_fn() -> str:
+    return "never"
+
+
+class _AsyncCallable:
+    async def __call__(self) -> str:
+        return "never"
+
+
+@pytest.mark.parametrize("fn", [_async_fn, _AsyncCallable(), functools.partial(_async_fn)],
+                         ids=["coroutine-function", "async-__call__", "partial"])
+@pytest.mark.parametrize("path", ["fast", "python"])
+def test_execute_refuses_an_async_function(clock: vr.ManualClock, fn: object, path: str) -> None:
+    cb = breaker(clock)
+    bh = vr.Bulkhead(2)
+    b = builder(clock).with_circuit_breaker(cb).with_bulkhead(bh)
+    policy = (b.with_timeout(30.0) if path == "python" else b).build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited"
+        with pytest.raises(TypeError, match=r"execute_async"):
+            policy.execute(fn)  # type: ignore[arg-type]
+    assert (cb.successes, cb.failures_total, bh.in_flight) == (0, 0, 0)
+
+
+def test_decorator_on_an_async_callable_object_is_async(clock: vr.ManualClock) -> None:
+    policy = builder(clock).build()
+    wrapped = policy(_AsyncCallable())
+    assert inspect.iscoroutinefunction(wrapped)
+    assert asyncio.run(wrapped()) == "never"
+
+
+# -------------------------------------------------------------- retry_on --
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_retry_on_extends_what_is_retried(clock: vr.ManualClock, mode: str) -> None:
+    retry = vr.RetryConfig(max_attempts=3, base_delay=1.0, max_delay=1.0, jitter=False)
+    plain = builder(clock).with_retry(retry).build()
+    script = Script(ConnectionResetError("reset"), clock=clock)
+    with pytest.raises(ConnectionResetError):
+        execute(plain, script, mode)
+    extended = builder(clock).with_retry(retry, retry_on=ConnectionError).build()
+    script = Script(ConnectionResetError("reset"), clock=clock)
+    assert execute(extended, script, mode) == "ok"
+    assert len(script.calls) == 2
+    assert extended.retrier.config.retry_on is ConnectionError
+
+
+# -------------------------------------------------------- per-RPC timeout --
+
+
+def test_with_rpc_timeout_gives_each_attempt_the_operations_timeout(clock: vr.ManualClock) -> None:
+    rpc = vr.RPCConfig(describe=12.0)
+    policy = builder(clock).with_timeout(100.0).with_rpc_timeout(rpc, "Describe").build()
+    assert (policy.timeout, policy.attempt_timeout) == (100.0, 12.0)
+    seen: list[float | None] = []
+    policy.execute(lambda: seen.append(vr.remaining(clock)))
+    assert seen == [12.0]  # the tighter budget, for a blocking call's own timeout
+    assert builder(clock).with_rpc_timeout(vr.RPCConfig(), "Create").build().attempt_timeout == 240
+
+
+# ------------------------------------------------- fixed composition, subclasses --
+
+
+@pytest.mark.parametrize("attribute", ["name", "retrier", "breaker", "limiter", "bulkhead", "wait",
+                                       "max_wait", "timeout", "attempt_timeout"])
+def test_policy_attributes_are_read_only(clock: vr.ManualClock, attribute: str) -> None:
+    # The native layer holds the same breaker, bucket and bulkhead: a Python attribute
+    # that could be replaced would let the two disagree (a slot taken from one
+    # bulkhead and returned to another).
+    bh = vr.Bulkhead(1)
+    policy = builder(clock).with_bulkhead(bh).build()
+    before = getattr(policy, attribute)
+    with pytest.raises(AttributeError):
+        setattr(policy, attribute, vr.Bulkhead(5))
+    assert getattr(policy, attribute) is before
+
+
+def test_a_subclass_override_of_execute_wins(clock: vr.ManualClock) -> None:
+    calls: list[str] = []
+
+    class Audited(vr.Policy):
+        def execute(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+            calls.append(fn.__name__)
+            return super().execute(fn, *args, **kwargs)
+
+    class MoreAudited(Audited):
+        pass
+
+    for cls in (Audited, MoreAudited):
+        policy = cls("audited", clock=clock)
+        assert policy.execute(len, "abc") == 3
+    assert calls == ["len", "len"]
+
+
+def test_a_subclass_without_an_override_keeps_the_native_fast_path(clock: vr.ManualClock) -> None:
+    class Plain(vr.Policy):
+        pass
+
+    assert "execute" in Plain.__dict__  # the specialised native descriptor
+    assert type(Plain.__dict__["execute"]) is type(vr.Policy.__dict__["execute"])
+    assert Plain("plain", clock=clock).execute(len, "ab") == 2

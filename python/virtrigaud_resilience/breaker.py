@@ -359,9 +359,9 @@ class Permit:
         # Bound at definition: module globals may be gone at interpreter exit.
         if not self._done:
             self._done = True
+            self._breaker._record(self._ticket, _RELEASE)  # first: the warning may raise
             _warn(f"Permit of circuit breaker {self._breaker.name!r} dropped without an "
                   "outcome: its slot is released", ResourceWarning, source=self)
-            self._breaker._record(self._ticket, _RELEASE)
 
     def _report(self, outcome: int) -> None:
         self._use()

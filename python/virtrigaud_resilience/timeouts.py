@@ -276,10 +276,14 @@ def deadline_expired() -> bool:
     cancelling the current task: a TimeoutScope of ours, or an
     ``asyncio.timeout`` (3.11+) / ``asyncio.wait_for`` (3.12+) around it.
 
-    Call it while handling a ``CancelledError``. On Python 3.11 and older,
-    ``asyncio.wait_for`` runs its awaitable in a task of its own and cancels
-    that task from outside: it is not seen (use ``asyncio.timeout`` or a
-    policy's timeout there).
+    Call it while handling a ``CancelledError``. Two limits, both of older
+    Pythons: on 3.11 and older, ``asyncio.wait_for`` runs its awaitable in a
+    task of its own and cancels that task from outside, so it is not seen;
+    and on 3.11, an ``asyncio.timeout`` held by the very function that is
+    running the handler (``async with asyncio.timeout(5), breaker.guard():``)
+    is not seen either, while one held by a caller up the await chain is (as
+    around ``call_async`` or ``execute_async``). A policy's own timeouts are
+    seen everywhere.
     """
     if any(scope.expiring for scope in _SCOPES.get()):
         return True
