@@ -21,7 +21,9 @@ CB_FAILURE_THRESHOLD       failures that open (int)    10
 CB_RESET_SECONDS           open -> half-open after     60s
 CB_HALF_OPEN_MAX_CALLS     half-open trial calls       3
 RATE_LIMIT_QPS             tokens per second           10
+                           (MIN_QPS ~2.27e-4 to 1e9)
 RATE_LIMIT_BURST           bucket size (int)           20
+                           (1 to 1048575)
 =========================  ==========================  ========================
 
 Durations use Go syntax ("30s", "1m30s", "100ms"); a bare number means
@@ -43,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from .breaker import BreakerConfig
-from .durations import MAX_DURATION, format_duration, parse_duration
+from .durations import format_duration, parse_duration
+from .ratelimit import validate_rate
 from .retry import RetryConfig
 from .timeouts import RPCConfig
 
@@ -75,27 +78,25 @@ class RateLimitConfig:
     """Per-provider token bucket settings (the guide's ``RateLimit`` block).
 
     Attributes:
-        qps: tokens added per second (sustained requests per second); finite, > 0.
-        burst: bucket size, the most requests admitted at once; int >= 1.
+        qps: tokens added per second (sustained requests per second); a finite
+            number in ``[ratelimit.MIN_QPS, ratelimit.MAX_QPS]`` (one token
+            per ~73 minutes to 1e9 per second); stored as a float.
+        burst: bucket size, the most requests admitted at once; an int in
+            ``[1, ratelimit.MAX_BURST]`` (1_048_575).
 
-    ``burst / qps`` (the seconds an empty bucket takes to refill) must fit
-    Go's ``time.Duration`` (about 292 years) so the native bucket, which
-    counts in int64 nanoseconds, cannot overflow. A bad value raises
-    ``ValueError`` (``TypeError`` for a wrong type) naming the field and value.
+    The refill time (``burst`` tokens at ``qps`` rounded to whole nanoseconds
+    per token) must be at most ``ratelimit.MAX_REFILL_SECONDS`` (~9 years).
+    This is :class:`~virtrigaud_resilience.ratelimit.TokenBucket`'s own rule
+    (one function checks both), so every ``RateLimitConfig`` builds its
+    buckets. A bad value raises ``ValueError`` (``TypeError`` for a wrong
+    type) naming the field and value.
     """
 
     qps: float = 10.0
     burst: int = 20
 
     def __post_init__(self) -> None:
-        owner = "RateLimitConfig"
-        qps = _validate.positive(owner, "qps", self.qps)
-        burst = _validate.integer(owner, "burst", self.burst, 1)
-        if burst / qps > MAX_DURATION:
-            raise ValueError(
-                f"{owner} burst / qps must be <= {MAX_DURATION:g} seconds,"
-                f" got burst={burst!r}, qps={self.qps!r}"
-            )
+        qps, burst = validate_rate("RateLimitConfig", self.qps, self.burst)
         object.__setattr__(self, "qps", qps)
         object.__setattr__(self, "burst", burst)
 
@@ -431,7 +432,7 @@ class Config:
         ``clock`` (e.g. a ``ManualClock``) is passed on; ``None`` is the
         monotonic clock.
         """
-        # Imported here: the native core loads only when a registry is built.
+        # Looked up at call time, so a test can substitute the class.
         from .breaker import BreakerRegistry
 
         return BreakerRegistry(self.breaker, clock=clock)
@@ -440,7 +441,8 @@ class Config:
         """A new ``RateLimiterRegistry``: one bucket per provider with :attr:`rate_limit`.
 
         ``clock`` (e.g. a ``ManualClock``) is passed on; ``None`` is the
-        monotonic clock.
+        monotonic clock. Never fails for a valid ``clock``: :class:`RateLimitConfig`
+        applies the registry's own rule (``ratelimit.validate_rate``).
         """
         from .ratelimit import RateLimiterRegistry
 
