@@ -216,6 +216,35 @@ def test_non_str_value_is_a_type_error_naming_the_key(key: str, value: object) -
         Config.from_env({key: value})  # type: ignore[dict-item]
 
 
+_INT_KEYS = ["RETRY_MAX_ATTEMPTS", "CB_FAILURE_THRESHOLD", "CB_HALF_OPEN_MAX_CALLS",
+             "RATE_LIMIT_BURST"]
+
+
+@pytest.mark.parametrize("key", _INT_KEYS)
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1" * 5000, "is too large"),
+        ("+" + "9" * 4301, "is too large"),
+        ("-" + "1" * 5000, "must be an integer >= 1"),
+    ],
+    ids=["5000 digits", "plus 4301 digits", "minus 5000 digits"],
+)
+def test_int_with_more_digits_than_int_converts_names_the_key(
+    key: str, text: str, reason: str
+) -> None:
+    # Regression: int() refuses more than
+    # sys.get_int_max_str_digits() digits with a ValueError naming no key.
+    with pytest.raises(ValueError, match=rf"^{key} {reason}.*{re.escape(repr(text))}$"):
+        Config.from_env({key: text})
+
+
+@pytest.mark.parametrize("key", _INT_KEYS)
+def test_int_with_thousands_of_leading_zeros_is_read(key: str) -> None:
+    env = Config.from_env({key: "0" * 5000 + "3"}).to_env()
+    assert env[key] == "3"
+
+
 def test_example_message() -> None:
     with pytest.raises(ValueError) as info:
         Config.from_env({"RETRY_MAX_ATTEMPTS": "abc"})

@@ -109,6 +109,8 @@ class RateLimitConfig:
 _INT = re.compile(r"[+-]?[0-9]+")
 # A decimal float as Go's strconv.ParseFloat reads it, minus nan/inf/hex/"_".
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Digits of 2**63 - 1, the largest Go int64.
+_INT64_DIGITS = 19
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _DURATION_SYNTAX = "Go syntax such as '30s', '1m30s', '100ms'; a bare number is seconds"
@@ -140,9 +142,22 @@ def _non_negative_duration(key: str, text: str) -> float:
 def _positive_int(key: str, text: str) -> int:
     stripped = text.strip()
     # The regex first: int() would also take "1_000" and non-ASCII digits.
-    if not _INT.fullmatch(stripped) or int(stripped) < 1:
+    if not _INT.fullmatch(stripped):
         raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
-    return int(stripped)
+    negative = stripped.startswith("-")
+    digits = stripped.lstrip("+-").lstrip("0") or "0"
+    # Every integer key's range ends far below Go's int64 (19 digits). Beyond
+    # it, say so without int(): it refuses more than
+    # sys.get_int_max_str_digits() digits (leading zeros too) with a message
+    # that names no key.
+    if len(digits) > _INT64_DIGITS:
+        if negative:
+            raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
+        raise ValueError(f"{key} is too large (beyond Go's int64), got {text!r}")
+    value = -int(digits) if negative else int(digits)
+    if value < 1:
+        raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _finite_float(key: str, text: str, *, positive: bool) -> float:
