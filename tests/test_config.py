@@ -460,6 +460,75 @@ def test_configmap_bad_values_name_the_key(
         Config.from_configmap({"data": {key: value}})
 
 
+class _MustNotBeLookedAt:
+    def __str__(self) -> str:
+        raise AssertionError("a value of a key not ours was stringified")
+
+    __repr__ = __str__
+
+
+def test_values_of_keys_not_ours_are_never_looked_at() -> None:
+    # Regression: every value was str()'d, so a YAML alias tree under any
+    # key ("billion laughs") took hours and an odd object's __str__ could raise.
+    config = Config.from_configmap(
+        {"data": {"SOMETHING_ELSE": _MustNotBeLookedAt(), "RETRY_MAX_ATTEMPTS": "4"}}
+    )
+    assert config.retry.max_attempts == 4
+
+
+def test_keys_that_are_not_str_are_ignored() -> None:
+    data = {5: "x", None: _MustNotBeLookedAt(), b"RETRY_MAX_ATTEMPTS": "0", 1.5: [1]}
+    assert Config.from_configmap({"data": data}) == Config()
+
+
+def _laughs(levels: int) -> list[Any]:
+    # Each level holds the one below ten times: 10**levels leaves, shared.
+    tree: list[Any] = ["lol"] * 10
+    for _ in range(levels - 1):
+        tree = [tree] * 10
+    return tree
+
+
+def test_billion_laughs_yaml_under_a_key_not_ours_is_cheap() -> None:
+    pytest.importorskip("yaml")
+    lines = ["data:", "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        lines.append(f"  {level}: &{level} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    lines.append("  RETRY_MAX_ATTEMPTS: '4'")
+    # 10**9 leaves under "i": stringified, as before, this never finishes.
+    assert Config.from_configmap("\n".join(lines)).retry.max_attempts == 4
+
+
+@pytest.mark.parametrize("key", ["RETRY_MAX_ATTEMPTS", "RATE_LIMIT_QPS"])
+def test_a_huge_value_of_ours_is_shown_short(key: str) -> None:
+    # Regression: the TypeError quoted repr(value) whole; 10**6 leaves here.
+    with pytest.raises(TypeError, match=rf"^{key} must be a str, got list \[\[\[") as info:
+        Config.from_configmap({"data": {key: _laughs(6)}})
+    assert len(str(info.value)) < 1000
+
+
+def test_a_huge_document_that_is_not_a_mapping_is_shown_short() -> None:
+    with pytest.raises(TypeError, match=r"^a ConfigMap must be a mapping, got list ") as info:
+        Config.from_configmap(_laughs(6))  # type: ignore[arg-type]
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize("key", ["RETRY_MAX_ATTEMPTS", "RATE_LIMIT_BURST", "CB_RESET_SECONDS"])
+@pytest.mark.parametrize("value", [10**5000, -(10**5000), 2**63], ids=["1e5000", "-1e5000", "2**63"])
+def test_an_int_beyond_int64_names_the_key(key: str, value: int) -> None:
+    # Regression (found by fuzz/fuzz_configmap.py): str() of an int over 4300
+    # digits raised a ValueError naming no key.
+    with pytest.raises(ValueError, match=rf"^{key} is out of range \(beyond Go's int64\), got an int of \d+ bits$"):
+        Config.from_configmap({"data": {key: value}})
+
+
+def test_an_int_within_int64_is_read() -> None:
+    assert Config.from_configmap({"CB_RESET_SECONDS": 600}).breaker.reset_timeout == 600.0
+    with pytest.raises(ValueError, match=r"^CB_RESET_SECONDS .*'9223372036854775807'"):
+        Config.from_configmap({"CB_RESET_SECONDS": 2**63 - 1})
+
+
 @pytest.mark.parametrize("document", [["a"], "- a\n- b\n", 42, "just text"])
 def test_configmap_that_is_not_a_mapping(document: Any) -> None:
     if isinstance(document, str):

@@ -39,6 +39,7 @@ import logging
 import math
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -385,14 +386,17 @@ class Config:
         arrive as int, float or bool (``CB_FAILURE_THRESHOLD: 5``,
         ``RETRY_JITTER: yes``); kubectl would refuse them, but we accept them
         and convert: numbers with ``str()`` (so ``CB_RESET_SECONDS: 30`` is
-        30 seconds), bools to "true"/"false".
+        30 seconds), bools to "true"/"false". Only our keys' values are
+        read; other keys' values are never looked at, and keys that are not
+        str (YAML ``5:`` or ``~:``) are ignored.
 
         Raises:
             ImportError: ``configmap`` is text and PyYAML is not installed.
             TypeError: the document or ``data`` is not a mapping, or a known
                 key's value is not a str, int, float or bool.
-            ValueError: the YAML is malformed, or a value is invalid (as in
-                :meth:`from_env`).
+            ValueError: the YAML is malformed, a known key's int is beyond
+                Go's int64, or a value is invalid (as in :meth:`from_env`).
+                Messages quote at most ~200 characters of a non-str value.
         """
         document = _load_yaml(configmap) if isinstance(configmap, str) else configmap
         return cls.from_env(_configmap_data(document))
@@ -477,9 +481,7 @@ def _known_texts(env: Mapping[str, str]) -> dict[str, str]:
     for name, text in env.items():
         if name in _BY_NAME:
             if not isinstance(text, str):
-                raise TypeError(
-                    f"{name} must be a str, got {type(text).__name__} {text!r}"
-                )
+                raise TypeError(f"{name} must be a str, got {type(text).__name__} {_show(text)}")
             texts[name] = text
         elif isinstance(name, str) and name.startswith(_PREFIXES):
             _warn_unknown(name)
@@ -540,10 +542,17 @@ def _load_yaml(text: str) -> Any:
 
 
 def _configmap_data(document: Any) -> dict[str, str]:
-    """The ``data`` of a ConfigMap (or the mapping itself), values as strings."""
+    """The ``data`` of a ConfigMap (or the mapping itself) as ``from_env`` reads it.
+
+    Our keys' values become strings (see :func:`_configmap_value`). Other
+    str keys map to "" (``from_env`` only looks at their names, to warn
+    about typos); keys that are not str cannot be ours and are dropped.
+    Values that are not ours are never looked at: a YAML alias tree (the
+    "billion laughs") would take hours to stringify.
+    """
     if not isinstance(document, Mapping):
         raise TypeError(
-            f"a ConfigMap must be a mapping, got {type(document).__name__} {document!r}"
+            f"a ConfigMap must be a mapping, got {type(document).__name__} {_show(document)}"
         )
     data: Any = document
     if "data" in document or document.get("kind") == "ConfigMap":
@@ -551,17 +560,49 @@ def _configmap_data(document: Any) -> dict[str, str]:
         data = document.get("data") or {}
         if not isinstance(data, Mapping):
             raise TypeError(f"ConfigMap data must be a mapping, got {type(data).__name__}")
-    return {str(name): _configmap_value(str(name), value) for name, value in data.items()}
+    return {
+        name: _configmap_value(name, value) if name in _BY_NAME else ""
+        for name, value in data.items()
+        if isinstance(name, str)
+    }
 
 
 def _configmap_value(name: str, value: Any) -> str:
-    if name not in _BY_NAME or isinstance(value, str):
-        # Keys that are not ours are none of our business (from_env only
-        # looks at their names), whatever their values.
-        return str(value)
+    """One of our keys' value as text: a str as is, a YAML bool, int or float converted."""
+    if isinstance(value, str):
         return value
     if isinstance(value, bool):  # before int: bool is an int
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        # Out of range for every key; and str() refuses more than
+        # sys.get_int_max_str_digits() digits with a message naming no key.
+        if value.bit_length() > 63:
+            raise ValueError(
+                f"{name} is out of range (beyond Go's int64),"
+                f" got an int of {value.bit_length()} bits"
+            )
         return str(value)
-    raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if isinstance(value, float):
+        return str(value)
+    raise TypeError(f"{name} must be a str, got {type(value).__name__} {_show(value)}")
+
+
+# Shown in messages: a few items of each container, two levels deep.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 80
+_MAX_SHOWN = 200
+
+
+def _show(value: Any) -> str:
+    """``value``'s repr for a message: at most ~200 characters, in bounded time.
+
+    A YAML document can nest aliases so that its full repr is gigabytes long;
+    an int past sys.get_int_max_str_digits() digits has none at all.
+    """
+    try:
+        shown = _SHORT.repr(value)
+    except ValueError:
+        return f"<{type(value).__name__}>"
+    return shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."
