@@ -548,6 +548,26 @@ def test_malformed_yaml_is_a_value_error() -> None:
         Config.from_configmap("data: {RETRY_MAX_ATTEMPTS: [")
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ("data:\n  X: " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("data:\n  X: " + "{a: " * 5000 + "1" + "}" * 5000, "nested too deeply"),
+        ("data:\n  X: 2001-02-30", "day is out of range for month"),
+        ("data:\n  RETRY_MAX_ATTEMPTS: " + "1" * 5000, "Exceeds the limit"),
+    ],
+    ids=["deep flow list", "deep list under a key", "deep mapping", "bad date", "5000 digits"],
+)
+def test_yaml_that_pyyaml_cannot_build_is_a_value_error(text: str, reason: str) -> None:
+    # Regression: PyYAML's RecursionError (found probing) and the ValueError
+    # its constructors let through (found by fuzz/fuzz_configmap.py) escaped
+    # unexplained.
+    pytest.importorskip("yaml")
+    with pytest.raises(ValueError, match=rf"^invalid ConfigMap YAML: .*{reason}"):
+        Config.from_configmap(text)
+
+
 def test_configmap_unknown_key_warns(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="virtrigaud_resilience"):
         Config.from_configmap({"data": {"CB_FAILURE_TRESHOLD": "5"}})

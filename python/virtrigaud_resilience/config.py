@@ -537,7 +537,13 @@ def _load_yaml(text: str) -> Any:
         ) from exc
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except RecursionError:
+        # PyYAML composes and constructs nodes recursively: "[[[[..." a few
+        # thousand deep exhausts the stack.
+        raise ValueError("invalid ConfigMap YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        # PyYAML's constructors let a bad scalar's own error through: a date
+        # "2001-02-30" (ValueError), an int of more digits than int() reads.
         raise ValueError(f"invalid ConfigMap YAML: {exc}") from exc
 
 
