@@ -210,24 +210,39 @@ def _mapping(fdp: atheris.FuzzedDataProvider, depth: int) -> dict[Any, Any]:
     return mapping
 
 
-def document(data: bytes) -> tuple[Any, Any]:
-    """Mode 3's document, and the mapping the keys of any error come from."""
+def document(data: bytes) -> Any:
+    """Mode 3's document."""
     fdp = atheris.FuzzedDataProvider(data)
     wrapping = fdp.PickValueInList(list(_WRAPPINGS))
     data_ = _mapping(fdp, 0)
     if wrapping == "data only":
-        return data_, data_
+        return data_
     if wrapping == "whole ConfigMap":
-        return {"apiVersion": "v1", "kind": "ConfigMap", "data": data_}, data_
+        return {"apiVersion": "v1", "kind": "ConfigMap", "data": data_}
     if wrapping == "data key only":
-        return {"data": data_}, data_
-    # Not a mapping; a str is read as YAML text, whose keys may be any of ours.
-    return _scalar(fdp, 3), ENV_KEYS
+        return {"data": data_}
+    return _scalar(fdp, 3)  # not a mapping (a str is read as YAML text)
+
+
+def _keys_within(value: Any, depth: int = 0) -> set[str]:
+    """The str keys of every mapping in ``value`` (the data may be nested
+    under a "data" key the fuzzer drew itself)."""
+    if depth > 4:
+        return set()
+    if isinstance(value, dict):
+        keys = {key for key in value if isinstance(key, str)}
+        for item in value.values():
+            keys |= _keys_within(item, depth + 1)
+        return keys
+    if isinstance(value, list):
+        return set().union(*(_keys_within(item, depth + 1) for item in value))
+    return set()
 
 
 def check_document(data: bytes) -> None:
     """Mode 3: a built document."""
-    doc, keys = document(data)
+    doc = document(data)
+    keys = ENV_KEYS if isinstance(doc, str) else _keys_within(doc)
     _run(
         lambda: Config.from_configmap(doc),
         lambda message: message.startswith(_DOCUMENT_ERRORS) or _names_a_key(message, keys),
