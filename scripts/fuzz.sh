@@ -26,7 +26,8 @@ timeout="${FUZZ_TIMEOUT:-10}"
 out="${FUZZ_OUT:-build/fuzz}"
 
 if ! "$python" -c 'import virtrigaud_resilience' >/dev/null 2>&1; then
-  echo "fuzz.sh: $python cannot import virtrigaud_resilience (run scripts/test.sh first, or set VENV/PYTHON)" >&2
+  echo "fuzz.sh: $python cannot import virtrigaud_resilience" \
+    "(run scripts/test.sh first, or set VENV or PYTHON)" >&2
   exit 2
 fi
 if ! "$python" -c 'import atheris, yaml' >/dev/null 2>&1; then
@@ -57,7 +58,8 @@ for target in "${targets[@]}"; do
       ${dict[@]+"${dict[@]}"} "$work/corpus" ${seeds[@]+"${seeds[@]}"}; then
     echo "== $target: no crash"
   else
-    echo "== $target: CRASH (reproducer: $(ls -t "$work"/crash-* "$work"/timeout-* "$work"/oom-* 2>/dev/null | head -1))" >&2
+    reproducer=$(ls -t "$work"/crash-* "$work"/timeout-* "$work"/oom-* 2>/dev/null | head -1 || true)
+    echo "== $target: CRASH (reproducer: ${reproducer:-none written})" >&2
     failed+=("$target")
   fi
 done

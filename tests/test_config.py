@@ -515,11 +515,14 @@ def test_a_huge_document_that_is_not_a_mapping_is_shown_short() -> None:
 
 
 @pytest.mark.parametrize("key", ["RETRY_MAX_ATTEMPTS", "RATE_LIMIT_BURST", "CB_RESET_SECONDS"])
-@pytest.mark.parametrize("value", [10**5000, -(10**5000), 2**63], ids=["1e5000", "-1e5000", "2**63"])
+@pytest.mark.parametrize(
+    "value", [10**5000, -(10**5000), 2**63], ids=["1e5000", "-1e5000", "2**63"]
+)
 def test_an_int_beyond_int64_names_the_key(key: str, value: int) -> None:
     # Regression (found by fuzz/fuzz_configmap.py): str() of an int over 4300
     # digits raised a ValueError naming no key.
-    with pytest.raises(ValueError, match=rf"^{key} is out of range \(beyond Go's int64\), got an int of \d+ bits$"):
+    pattern = rf"^{key} is out of range \(beyond Go's int64\), got an int of \d+ bits$"
+    with pytest.raises(ValueError, match=pattern):
         Config.from_configmap({"data": {key: value}})
 
 
@@ -841,7 +844,8 @@ def test_from_env_rate_limit_accepts_exactly_what_token_bucket_accepts(
     ("env", "pattern"),
     [
         ({"RATE_LIMIT_QPS": "2e9"},
-         r"^invalid RATE_LIMIT_QPS='2e9': RateLimitConfig qps must be <= 1e\+09, got 2000000000\.0$"),
+         r"^invalid RATE_LIMIT_QPS='2e9': "
+         r"RateLimitConfig qps must be <= 1e\+09, got 2000000000\.0$"),
         ({"RATE_LIMIT_QPS": "1000000000.5"}, r"^invalid RATE_LIMIT_QPS='1000000000\.5': "),
         ({"RATE_LIMIT_QPS": "1e-300"},
          r"^invalid RATE_LIMIT_QPS='1e-300': RateLimitConfig qps must be >= 0\.000227374"),
