@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 import sys
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from virtrigaud_resilience import _core
 from virtrigaud_resilience import breaker as breaker_module
 from virtrigaud_resilience.breaker import BreakerConfig
 from virtrigaud_resilience.config import (
@@ -20,6 +23,7 @@ from virtrigaud_resilience.config import (
     Config,
     RateLimitConfig,
 )
+from virtrigaud_resilience.ratelimit import MAX_BURST, MAX_QPS, MIN_QPS, TokenBucket
 from virtrigaud_resilience.retry import RetryConfig
 from virtrigaud_resilience.timeouts import RPCConfig
 
@@ -150,6 +154,9 @@ def test_retry_jitter_spellings(text: str, expected: bool) -> None:
         ("RATE_LIMIT_QPS", "0.5", "rate_limit.qps", 0.5),
         ("RATE_LIMIT_QPS", "2.5e3", "rate_limit.qps", 2500.0),
         ("RATE_LIMIT_BURST", "1", "rate_limit.burst", 1),
+        ("RATE_LIMIT_QPS", "1e9", "rate_limit.qps", 1e9),  # MAX_QPS itself
+        ("RATE_LIMIT_QPS", "0.00023", "rate_limit.qps", 0.00023),  # just above MIN_QPS
+        ("RATE_LIMIT_BURST", "1048575", "rate_limit.burst", 1_048_575),  # MAX_BURST itself
     ],
 )
 def test_accepted_spellings(key: str, text: str, path: str, expected: object) -> None:
@@ -183,8 +190,10 @@ BAD = {
     # 0 is valid: BreakerConfig allows an immediate probe (reset_timeout >= 0).
     "CB_RESET_SECONDS": [*_NON_NEGATIVE_DURATION, "400000000h"],
     "CB_HALF_OPEN_MAX_CALLS": _POSITIVE_INT,
-    "RATE_LIMIT_QPS": [*_GARBAGE, "0", "-1", "0.0", "1e-300", "10/s", "1_0"],
-    "RATE_LIMIT_BURST": _POSITIVE_INT,
+    # TokenBucket's limits: MIN_QPS (~2.27e-4) to 1e9; burst up to 1048575.
+    "RATE_LIMIT_QPS": [*_GARBAGE, "0", "-1", "0.0", "1e-300", "10/s", "1_0", "-0", "2e9",
+                       "1000000001", "0.0002", "1e10"],
+    "RATE_LIMIT_BURST": [*_POSITIVE_INT, "1048576", "2000000"],
 }
 
 BAD_CASES = [(key, text) for key, texts in BAD.items() for text in texts]
@@ -205,6 +214,35 @@ def test_bad_value_is_a_value_error_naming_key_and_value(key: str, text: str) ->
 def test_non_str_value_is_a_type_error_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(TypeError, match=rf"^{key} must be a str"):
         Config.from_env({key: value})  # type: ignore[dict-item]
+
+
+_INT_KEYS = ["RETRY_MAX_ATTEMPTS", "CB_FAILURE_THRESHOLD", "CB_HALF_OPEN_MAX_CALLS",
+             "RATE_LIMIT_BURST"]
+
+
+@pytest.mark.parametrize("key", _INT_KEYS)
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1" * 5000, "is too large"),
+        ("+" + "9" * 4301, "is too large"),
+        ("-" + "1" * 5000, "must be an integer >= 1"),
+    ],
+    ids=["5000 digits", "plus 4301 digits", "minus 5000 digits"],
+)
+def test_int_with_more_digits_than_int_converts_names_the_key(
+    key: str, text: str, reason: str
+) -> None:
+    # Regression: int() refuses more than
+    # sys.get_int_max_str_digits() digits with a ValueError naming no key.
+    with pytest.raises(ValueError, match=rf"^{key} {reason}.*{re.escape(repr(text))}$"):
+        Config.from_env({key: text})
+
+
+@pytest.mark.parametrize("key", _INT_KEYS)
+def test_int_with_thousands_of_leading_zeros_is_read(key: str) -> None:
+    env = Config.from_env({key: "0" * 5000 + "3"}).to_env()
+    assert env[key] == "3"
 
 
 def test_example_message() -> None:
@@ -422,6 +460,78 @@ def test_configmap_bad_values_name_the_key(
         Config.from_configmap({"data": {key: value}})
 
 
+class _MustNotBeLookedAt:
+    def __str__(self) -> str:
+        raise AssertionError("a value of a key not ours was stringified")
+
+    __repr__ = __str__
+
+
+def test_values_of_keys_not_ours_are_never_looked_at() -> None:
+    # Regression: every value was str()'d, so a YAML alias tree under any
+    # key ("billion laughs") took hours and an odd object's __str__ could raise.
+    config = Config.from_configmap(
+        {"data": {"SOMETHING_ELSE": _MustNotBeLookedAt(), "RETRY_MAX_ATTEMPTS": "4"}}
+    )
+    assert config.retry.max_attempts == 4
+
+
+def test_keys_that_are_not_str_are_ignored() -> None:
+    data = {5: "x", None: _MustNotBeLookedAt(), b"RETRY_MAX_ATTEMPTS": "0", 1.5: [1]}
+    assert Config.from_configmap({"data": data}) == Config()
+
+
+def _laughs(levels: int) -> list[Any]:
+    # Each level holds the one below ten times: 10**levels leaves, shared.
+    tree: list[Any] = ["lol"] * 10
+    for _ in range(levels - 1):
+        tree = [tree] * 10
+    return tree
+
+
+def test_billion_laughs_yaml_under_a_key_not_ours_is_cheap() -> None:
+    pytest.importorskip("yaml")
+    lines = ["data:", "  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in "bcdefghi":
+        previous = chr(ord(level) - 1)
+        lines.append(f"  {level}: &{level} [" + ", ".join([f"*{previous}"] * 10) + "]")
+    lines.append("  RETRY_MAX_ATTEMPTS: '4'")
+    # 10**9 leaves under "i": stringified, as before, this never finishes.
+    assert Config.from_configmap("\n".join(lines)).retry.max_attempts == 4
+
+
+@pytest.mark.parametrize("key", ["RETRY_MAX_ATTEMPTS", "RATE_LIMIT_QPS"])
+def test_a_huge_value_of_ours_is_shown_short(key: str) -> None:
+    # Regression: the TypeError quoted repr(value) whole; 10**6 leaves here.
+    with pytest.raises(TypeError, match=rf"^{key} must be a str, got list \[\[\[") as info:
+        Config.from_configmap({"data": {key: _laughs(6)}})
+    assert len(str(info.value)) < 1000
+
+
+def test_a_huge_document_that_is_not_a_mapping_is_shown_short() -> None:
+    with pytest.raises(TypeError, match=r"^a ConfigMap must be a mapping, got list ") as info:
+        Config.from_configmap(_laughs(6))  # type: ignore[arg-type]
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize("key", ["RETRY_MAX_ATTEMPTS", "RATE_LIMIT_BURST", "CB_RESET_SECONDS"])
+@pytest.mark.parametrize(
+    "value", [10**5000, -(10**5000), 2**63], ids=["1e5000", "-1e5000", "2**63"]
+)
+def test_an_int_beyond_int64_names_the_key(key: str, value: int) -> None:
+    # Regression (found by fuzz/fuzz_configmap.py): str() of an int over 4300
+    # digits raised a ValueError naming no key.
+    pattern = rf"^{key} is out of range \(beyond Go's int64\), got an int of \d+ bits$"
+    with pytest.raises(ValueError, match=pattern):
+        Config.from_configmap({"data": {key: value}})
+
+
+def test_an_int_within_int64_is_read() -> None:
+    assert Config.from_configmap({"CB_RESET_SECONDS": 600}).breaker.reset_timeout == 600.0
+    with pytest.raises(ValueError, match=r"^CB_RESET_SECONDS .*'9223372036854775807'"):
+        Config.from_configmap({"CB_RESET_SECONDS": 2**63 - 1})
+
+
 @pytest.mark.parametrize("document", [["a"], "- a\n- b\n", 42, "just text"])
 def test_configmap_that_is_not_a_mapping(document: Any) -> None:
     if isinstance(document, str):
@@ -439,6 +549,26 @@ def test_malformed_yaml_is_a_value_error() -> None:
     pytest.importorskip("yaml")
     with pytest.raises(ValueError, match="invalid ConfigMap YAML"):
         Config.from_configmap("data: {RETRY_MAX_ATTEMPTS: [")
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ("data:\n  X: " + "[" * 600 + "]" * 600, "nested too deeply"),
+        ("data:\n  X: " + "{a: " * 600 + "1" + "}" * 600, "nested too deeply"),
+        ("data:\n  X: 2001-02-30", "day is out of range for month"),
+        ("data:\n  RETRY_MAX_ATTEMPTS: " + "1" * 5000, "Exceeds the limit"),
+    ],
+    ids=["deep flow list", "deep list under a key", "deep mapping", "bad date", "5000 digits"],
+)
+def test_yaml_that_pyyaml_cannot_build_is_a_value_error(text: str, reason: str) -> None:
+    # Regression: PyYAML's RecursionError (found probing) and the ValueError
+    # its constructors let through (found by fuzz/fuzz_configmap.py) escaped
+    # unexplained.
+    pytest.importorskip("yaml")
+    with pytest.raises(ValueError, match=rf"^invalid ConfigMap YAML: .*{reason}"):
+        Config.from_configmap(text)
 
 
 def test_configmap_unknown_key_warns(caplog: pytest.LogCaptureFixture) -> None:
@@ -581,12 +711,25 @@ def test_rate_limit_config_defaults_and_normalisation() -> None:
         ({"qps": float("inf")}, ValueError, r"RateLimitConfig qps must be finite, got inf"),
         ({"qps": "10"}, TypeError, r"RateLimitConfig qps must be a number, got str '10'"),
         ({"qps": True}, TypeError, r"RateLimitConfig qps must be a number, got bool True"),
-        ({"qps": 1e-300}, ValueError, r"RateLimitConfig burst / qps .*qps=1e-300"),
+        ({"qps": 1e-300}, ValueError, r"RateLimitConfig qps must be >= 0\.000227374 .*got 1e-300$"),
+        ({"qps": 2e9}, ValueError, r"RateLimitConfig qps must be <= 1e\+09, got 2000000000\.0$"),
+        ({"qps": 10**400}, ValueError, r"RateLimitConfig qps must be finite"),
+        ({"qps": None}, TypeError, r"RateLimitConfig qps must be a number, got NoneType None"),
+        ({"qps": [10]}, TypeError, r"RateLimitConfig qps must be a number, got list \[10\]"),
+        ({"qps": Decimal("10")}, TypeError, r"RateLimitConfig qps must be a number, got Decimal"),
         ({"burst": 0}, ValueError, r"RateLimitConfig burst must be >= 1, got 0"),
         ({"burst": -5}, ValueError, r"RateLimitConfig burst must be >= 1, got -5"),
         ({"burst": 2.0}, TypeError, r"RateLimitConfig burst must be an int, got float 2\.0"),
         ({"burst": True}, TypeError, r"RateLimitConfig burst must be an int, got bool True"),
-        ({"burst": 10**30}, ValueError, r"RateLimitConfig burst / qps .*burst=10{30}"),
+        ({"burst": 10**30}, ValueError, r"RateLimitConfig burst must be <= 1048575, got 10{30}$"),
+        ({"burst": "20"}, TypeError, r"RateLimitConfig burst must be an int, got str '20'"),
+        ({"burst": None}, TypeError, r"RateLimitConfig burst must be an int, got NoneType None"),
+        (
+            {"qps": 0.001, "burst": 1_000_000},
+            ValueError,
+            r"RateLimitConfig burst / qps \(the refill time\) must be <= 2\.882e\+08 s,"
+            r" got burst=1000000, qps=0\.001$",
+        ),
     ],
 )
 def test_rate_limit_config_rejects(
@@ -594,6 +737,152 @@ def test_rate_limit_config_rejects(
 ) -> None:
     with pytest.raises(error, match=pattern):
         RateLimitConfig(**kwargs)
+
+
+# -- RateLimitConfig is TokenBucket's rule, exactly ----------------------------
+
+# The longest burst TokenBucket takes at MIN_QPS (one token per MAX_INTERVAL_NS).
+_MAX_BURST_AT_MIN_QPS = _core.TOKEN_BUCKET_MAX_TAU_NS // _core.TOKEN_BUCKET_MAX_INTERVAL_NS
+
+RATE_LIMIT_LIMITS = [
+    (MIN_QPS, 1),
+    (MAX_QPS, 1),
+    (10.0, MAX_BURST),
+    (MAX_QPS, MAX_BURST),
+    (MIN_QPS, _MAX_BURST_AT_MIN_QPS),
+]
+# One step past each limit above.
+RATE_LIMIT_BEYOND = [
+    (math.nextafter(MIN_QPS, 0.0), 1, r"qps must be >= "),
+    (math.nextafter(MAX_QPS, math.inf), 1, r"qps must be <= "),
+    (10.0, MAX_BURST + 1, r"burst must be <= "),
+    (MIN_QPS, _MAX_BURST_AT_MIN_QPS + 1, r"burst / qps \(the refill time\)"),
+]
+
+
+def test_the_limits_are_what_the_docs_say() -> None:
+    # The docstrings quote these numbers; a change in the core must show here.
+    assert MAX_QPS == 1e9
+    assert MAX_BURST == 1_048_575
+    assert 2.27e-4 < MIN_QPS < 2.28e-4
+    assert _MAX_BURST_AT_MIN_QPS == 65_536
+
+
+@pytest.mark.parametrize(("qps", "burst"), RATE_LIMIT_LIMITS)
+def test_rate_limit_at_the_limits_is_accepted_everywhere(qps: float, burst: int) -> None:
+    config = Config(rate_limit=RateLimitConfig(qps=qps, burst=burst))
+    assert (config.rate_limit.qps, config.rate_limit.burst) == (qps, burst)
+    env = config.to_env()
+    assert Config.from_env(env) == config
+    assert Config.from_env({"RATE_LIMIT_QPS": repr(qps), "RATE_LIMIT_BURST": str(burst)}) == config
+    bucket = config.rate_limiter_registry().get("vsphere", "prod")
+    assert bucket.burst == burst
+    TokenBucket(qps, burst)
+
+
+@pytest.mark.parametrize(("qps", "burst", "reason"), RATE_LIMIT_BEYOND)
+def test_rate_limit_one_beyond_is_rejected_everywhere(qps: float, burst: int, reason: str) -> None:
+    with pytest.raises(ValueError, match=r"^TokenBucket " + reason):
+        TokenBucket(qps, burst)
+    with pytest.raises(ValueError, match=r"^RateLimitConfig " + reason):
+        RateLimitConfig(qps=qps, burst=burst)
+    env = {"RATE_LIMIT_QPS": repr(qps), "RATE_LIMIT_BURST": str(burst)}
+    with pytest.raises(ValueError, match=r"^invalid RATE_LIMIT_.*: RateLimitConfig " + reason):
+        Config.from_env(env)
+
+
+def _outcome(build: Any, owner: str) -> tuple[type[Exception] | None, str]:
+    try:
+        build()
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        assert message.startswith(owner + " "), message
+        return type(exc), message[len(owner) :]
+    return None, ""
+
+
+_near_limits = st.sampled_from(
+    [MIN_QPS, MAX_QPS, math.nextafter(MIN_QPS, 0.0), math.nextafter(MAX_QPS, math.inf),
+     0.0, -0.0, -1.0, math.nan, math.inf, -math.inf, 0.001, 0.00364, 1e-300, 2e9]
+)
+_any_qps = st.one_of(_near_limits, st.floats(), st.integers(), st.floats(1e-5, 1e10), st.none(),
+                     st.booleans(), st.text(max_size=3))
+_any_burst = st.one_of(
+    st.sampled_from([0, 1, MAX_BURST, MAX_BURST + 1, _MAX_BURST_AT_MIN_QPS,
+                     _MAX_BURST_AT_MIN_QPS + 1, 10**30, -1]),
+    st.integers(-10, 2 * MAX_BURST), st.floats(0, 100), st.booleans(), st.none(),
+)
+
+
+@given(qps=_any_qps, burst=_any_burst)
+def test_rate_limit_config_accepts_exactly_what_token_bucket_accepts(qps: Any, burst: Any) -> None:
+    config = _outcome(lambda: RateLimitConfig(qps=qps, burst=burst), "RateLimitConfig")
+    bucket = _outcome(lambda: TokenBucket(qps, burst), "TokenBucket")
+    # The same verdict and the same message, but for the owner's name.
+    assert config == bucket
+
+
+@given(qps=st.one_of(_near_limits, st.floats(1e-6, 1e11)), burst=_any_burst.filter(
+    lambda b: isinstance(b, int) and not isinstance(b, bool) and b >= 1))
+def test_from_env_rate_limit_accepts_exactly_what_token_bucket_accepts(
+    qps: float, burst: int
+) -> None:
+    env = {"RATE_LIMIT_QPS": repr(qps), "RATE_LIMIT_BURST": str(burst)}
+    try:
+        TokenBucket(qps, burst)
+    except ValueError:
+        with pytest.raises(ValueError) as info:
+            Config.from_env(env)
+        message = str(info.value)
+        assert any(key in message and repr(text) in message for key, text in env.items())
+    else:
+        config = Config.from_env(env)
+        assert config.rate_limiter_registry().get("t", "p").burst == burst
+
+
+@pytest.mark.parametrize(
+    ("env", "pattern"),
+    [
+        ({"RATE_LIMIT_QPS": "2e9"},
+         r"^invalid RATE_LIMIT_QPS='2e9': "
+         r"RateLimitConfig qps must be <= 1e\+09, got 2000000000\.0$"),
+        ({"RATE_LIMIT_QPS": "1000000000.5"}, r"^invalid RATE_LIMIT_QPS='1000000000\.5': "),
+        ({"RATE_LIMIT_QPS": "1e-300"},
+         r"^invalid RATE_LIMIT_QPS='1e-300': RateLimitConfig qps must be >= 0\.000227374"),
+        ({"RATE_LIMIT_QPS": "0.0002"}, r"^invalid RATE_LIMIT_QPS='0\.0002': "),
+        ({"RATE_LIMIT_BURST": "2000000"},
+         r"^invalid RATE_LIMIT_BURST='2000000': RateLimitConfig burst must be <= 1048575,"),
+        ({"RATE_LIMIT_QPS": "0.001", "RATE_LIMIT_BURST": "1000000"},
+         r"^invalid RATE_LIMIT_QPS='0\.001', RATE_LIMIT_BURST='1000000': "
+         r"RateLimitConfig burst / qps \(the refill time\)"),
+    ],
+)
+def test_from_env_rate_limit_errors_name_the_keys(env: dict[str, str], pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern) as info:
+        Config.from_env(env)
+    # Only the keys given are blamed (an unset key is never the culprit here).
+    for key in ("RATE_LIMIT_QPS", "RATE_LIMIT_BURST"):
+        assert (key in str(info.value)) == (key in env), key
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        ({"RATE_LIMIT_QPS": 2e9}, "RATE_LIMIT_QPS='2000000000.0'"),
+        ({"RATE_LIMIT_QPS": 2_000_000_000}, "RATE_LIMIT_QPS='2000000000'"),
+        ({"RATE_LIMIT_BURST": 2_000_000}, "RATE_LIMIT_BURST='2000000'"),
+        ({"RATE_LIMIT_QPS": "1e-300"}, "RATE_LIMIT_QPS='1e-300'"),
+    ],
+)
+def test_from_configmap_rate_limit_errors_name_the_key(data: dict[str, Any], shown: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(shown)):
+        Config.from_configmap({"kind": "ConfigMap", "data": data})
+
+
+def test_rate_limit_yaml_beyond_the_limit_names_the_key() -> None:
+    pytest.importorskip("yaml")
+    with pytest.raises(ValueError, match=r"RATE_LIMIT_QPS='2000000000\.0'"):
+        Config.from_configmap("data:\n  RATE_LIMIT_QPS: 2.0e+9\n")
 
 
 def test_retry_and_breaker_config_accessors() -> None:

@@ -21,7 +21,9 @@ CB_FAILURE_THRESHOLD       failures that open (int)    10
 CB_RESET_SECONDS           open -> half-open after     60s
 CB_HALF_OPEN_MAX_CALLS     half-open trial calls       3
 RATE_LIMIT_QPS             tokens per second           10
+                           (MIN_QPS ~2.27e-4 to 1e9)
 RATE_LIMIT_BURST           bucket size (int)           20
+                           (1 to 1048575)
 =========================  ==========================  ========================
 
 Durations use Go syntax ("30s", "1m30s", "100ms"); a bare number means
@@ -37,13 +39,15 @@ import logging
 import math
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import _validate
 from .breaker import BreakerConfig
-from .durations import MAX_DURATION, format_duration, parse_duration
+from .durations import format_duration, parse_duration
+from .ratelimit import validate_rate
 from .retry import RetryConfig
 from .timeouts import RPCConfig
 
@@ -75,27 +79,25 @@ class RateLimitConfig:
     """Per-provider token bucket settings (the guide's ``RateLimit`` block).
 
     Attributes:
-        qps: tokens added per second (sustained requests per second); finite, > 0.
-        burst: bucket size, the most requests admitted at once; int >= 1.
+        qps: tokens added per second (sustained requests per second); a finite
+            number in ``[ratelimit.MIN_QPS, ratelimit.MAX_QPS]`` (one token
+            per ~73 minutes to 1e9 per second); stored as a float.
+        burst: bucket size, the most requests admitted at once; an int in
+            ``[1, ratelimit.MAX_BURST]`` (1_048_575).
 
-    ``burst / qps`` (the seconds an empty bucket takes to refill) must fit
-    Go's ``time.Duration`` (about 292 years) so the native bucket, which
-    counts in int64 nanoseconds, cannot overflow. A bad value raises
-    ``ValueError`` (``TypeError`` for a wrong type) naming the field and value.
+    The refill time (``burst`` tokens at ``qps`` rounded to whole nanoseconds
+    per token) must be at most ``ratelimit.MAX_REFILL_SECONDS`` (~9 years).
+    This is :class:`~virtrigaud_resilience.ratelimit.TokenBucket`'s own rule
+    (one function checks both), so every ``RateLimitConfig`` builds its
+    buckets. A bad value raises ``ValueError`` (``TypeError`` for a wrong
+    type) naming the field and value.
     """
 
     qps: float = 10.0
     burst: int = 20
 
     def __post_init__(self) -> None:
-        owner = "RateLimitConfig"
-        qps = _validate.positive(owner, "qps", self.qps)
-        burst = _validate.integer(owner, "burst", self.burst, 1)
-        if burst / qps > MAX_DURATION:
-            raise ValueError(
-                f"{owner} burst / qps must be <= {MAX_DURATION:g} seconds,"
-                f" got burst={burst!r}, qps={self.qps!r}"
-            )
+        qps, burst = validate_rate("RateLimitConfig", self.qps, self.burst)
         object.__setattr__(self, "qps", qps)
         object.__setattr__(self, "burst", burst)
 
@@ -108,6 +110,8 @@ class RateLimitConfig:
 _INT = re.compile(r"[+-]?[0-9]+")
 # A decimal float as Go's strconv.ParseFloat reads it, minus nan/inf/hex/"_".
 _FLOAT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: Digits of 2**63 - 1, the largest Go int64.
+_INT64_DIGITS = 19
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _DURATION_SYNTAX = "Go syntax such as '30s', '1m30s', '100ms'; a bare number is seconds"
@@ -139,9 +143,22 @@ def _non_negative_duration(key: str, text: str) -> float:
 def _positive_int(key: str, text: str) -> int:
     stripped = text.strip()
     # The regex first: int() would also take "1_000" and non-ASCII digits.
-    if not _INT.fullmatch(stripped) or int(stripped) < 1:
+    if not _INT.fullmatch(stripped):
         raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
-    return int(stripped)
+    negative = stripped.startswith("-")
+    digits = stripped.lstrip("+-").lstrip("0") or "0"
+    # Every integer key's range ends far below Go's int64 (19 digits). Beyond
+    # it, say so without int(): it refuses more than
+    # sys.get_int_max_str_digits() digits (leading zeros too) with a message
+    # that names no key.
+    if len(digits) > _INT64_DIGITS:
+        if negative:
+            raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
+        raise ValueError(f"{key} is too large (beyond Go's int64), got {text!r}")
+    value = -int(digits) if negative else int(digits)
+    if value < 1:
+        raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
+    return value
 
 
 def _finite_float(key: str, text: str, *, positive: bool) -> float:
@@ -369,14 +386,17 @@ class Config:
         arrive as int, float or bool (``CB_FAILURE_THRESHOLD: 5``,
         ``RETRY_JITTER: yes``); kubectl would refuse them, but we accept them
         and convert: numbers with ``str()`` (so ``CB_RESET_SECONDS: 30`` is
-        30 seconds), bools to "true"/"false".
+        30 seconds), bools to "true"/"false". Only our keys' values are
+        read; other keys' values are never looked at, and keys that are not
+        str (YAML ``5:`` or ``~:``) are ignored.
 
         Raises:
             ImportError: ``configmap`` is text and PyYAML is not installed.
             TypeError: the document or ``data`` is not a mapping, or a known
                 key's value is not a str, int, float or bool.
-            ValueError: the YAML is malformed, or a value is invalid (as in
-                :meth:`from_env`).
+            ValueError: the YAML is malformed, a known key's int is beyond
+                Go's int64, or a value is invalid (as in :meth:`from_env`).
+                Messages quote at most ~200 characters of a non-str value.
         """
         document = _load_yaml(configmap) if isinstance(configmap, str) else configmap
         return cls.from_env(_configmap_data(document))
@@ -431,7 +451,7 @@ class Config:
         ``clock`` (e.g. a ``ManualClock``) is passed on; ``None`` is the
         monotonic clock.
         """
-        # Imported here: the native core loads only when a registry is built.
+        # Looked up at call time, so a test can substitute the class.
         from .breaker import BreakerRegistry
 
         return BreakerRegistry(self.breaker, clock=clock)
@@ -440,7 +460,8 @@ class Config:
         """A new ``RateLimiterRegistry``: one bucket per provider with :attr:`rate_limit`.
 
         ``clock`` (e.g. a ``ManualClock``) is passed on; ``None`` is the
-        monotonic clock.
+        monotonic clock. Never fails for a valid ``clock``: :class:`RateLimitConfig`
+        applies the registry's own rule (``ratelimit.validate_rate``).
         """
         from .ratelimit import RateLimiterRegistry
 
@@ -460,9 +481,7 @@ def _known_texts(env: Mapping[str, str]) -> dict[str, str]:
     for name, text in env.items():
         if name in _BY_NAME:
             if not isinstance(text, str):
-                raise TypeError(
-                    f"{name} must be a str, got {type(text).__name__} {text!r}"
-                )
+                raise TypeError(f"{name} must be a str, got {type(text).__name__} {_show(text)}")
             texts[name] = text
         elif isinstance(name, str) and name.startswith(_PREFIXES):
             _warn_unknown(name)
@@ -518,15 +537,28 @@ def _load_yaml(text: str) -> Any:
         ) from exc
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except RecursionError:
+        # PyYAML composes and constructs nodes recursively: "[[[[..." a few
+        # thousand deep exhausts the stack.
+        raise ValueError("invalid ConfigMap YAML: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        # PyYAML's constructors let a bad scalar's own error through: a date
+        # "2001-02-30" (ValueError), an int of more digits than int() reads.
         raise ValueError(f"invalid ConfigMap YAML: {exc}") from exc
 
 
 def _configmap_data(document: Any) -> dict[str, str]:
-    """The ``data`` of a ConfigMap (or the mapping itself), values as strings."""
+    """The ``data`` of a ConfigMap (or the mapping itself) as ``from_env`` reads it.
+
+    Our keys' values become strings (see :func:`_configmap_value`). Other
+    str keys map to "" (``from_env`` only looks at their names, to warn
+    about typos); keys that are not str cannot be ours and are dropped.
+    Values that are not ours are never looked at: a YAML alias tree (the
+    "billion laughs") would take hours to stringify.
+    """
     if not isinstance(document, Mapping):
         raise TypeError(
-            f"a ConfigMap must be a mapping, got {type(document).__name__} {document!r}"
+            f"a ConfigMap must be a mapping, got {type(document).__name__} {_show(document)}"
         )
     data: Any = document
     if "data" in document or document.get("kind") == "ConfigMap":
@@ -534,17 +566,49 @@ def _configmap_data(document: Any) -> dict[str, str]:
         data = document.get("data") or {}
         if not isinstance(data, Mapping):
             raise TypeError(f"ConfigMap data must be a mapping, got {type(data).__name__}")
-    return {str(name): _configmap_value(str(name), value) for name, value in data.items()}
+    return {
+        name: _configmap_value(name, value) if name in _BY_NAME else ""
+        for name, value in data.items()
+        if isinstance(name, str)
+    }
 
 
 def _configmap_value(name: str, value: Any) -> str:
-    if name not in _BY_NAME or isinstance(value, str):
-        # Keys that are not ours are none of our business (from_env only
-        # looks at their names), whatever their values.
-        return str(value)
+    """One of our keys' value as text: a str as is, a YAML bool, int or float converted."""
+    if isinstance(value, str):
         return value
     if isinstance(value, bool):  # before int: bool is an int
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        # Out of range for every key; and str() refuses more than
+        # sys.get_int_max_str_digits() digits with a message naming no key.
+        if value.bit_length() > 63:
+            raise ValueError(
+                f"{name} is out of range (beyond Go's int64),"
+                f" got an int of {value.bit_length()} bits"
+            )
         return str(value)
-    raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    if isinstance(value, float):
+        return str(value)
+    raise TypeError(f"{name} must be a str, got {type(value).__name__} {_show(value)}")
+
+
+# Shown in messages: a few items of each container, two levels deep.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 80
+_MAX_SHOWN = 200
+
+
+def _show(value: Any) -> str:
+    """``value``'s repr for a message: at most ~200 characters, in bounded time.
+
+    A YAML document can nest aliases so that its full repr is gigabytes long;
+    an int past sys.get_int_max_str_digits() digits has none at all.
+    """
+    try:
+        shown = _SHORT.repr(value)
+    except ValueError:
+        return f"<{type(value).__name__}>"
+    return shown if len(shown) <= _MAX_SHOWN else shown[:_MAX_SHOWN] + "..."

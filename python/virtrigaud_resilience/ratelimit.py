@@ -35,24 +35,44 @@ def _interval_ns(qps: float) -> int:
     return min(max(round(1e9 / qps), 1), _core.TOKEN_BUCKET_MAX_INTERVAL_NS)
 
 
-def _check_rate(qps: float, burst: int) -> tuple[int, int]:
-    """Validates (qps, burst) and returns (interval_ns, burst)."""
-    owner = "TokenBucket"
-    qps = _validate.positive(owner, "qps", qps)
-    if qps < MIN_QPS:
+def validate_rate(owner: str, qps: Any, burst: Any) -> tuple[float, int]:
+    """The one rule for a rate: returns ``(float(qps), burst)`` or raises.
+
+    Accepted exactly when a :class:`TokenBucket` can be built: ``qps`` a
+    finite int or float (not bool) in ``[MIN_QPS, MAX_QPS]``; ``burst`` an int
+    (not bool) in ``[1, MAX_BURST]``; and a full refill, ``burst`` tokens at
+    ``qps`` rounded to whole nanoseconds per token, at most
+    ``MAX_REFILL_SECONDS``. Shared by TokenBucket, RateLimiterRegistry and
+    ``config.RateLimitConfig`` so a config that validates always builds its
+    buckets; ``owner`` starts each message.
+
+    Raises:
+        TypeError: a wrong type; ``"<owner> <field> must be ..., got <type> <value>"``.
+        ValueError: a value out of range; ``"<owner> <field> must be ..., got <value>"``
+            (a refill too long names both fields).
+    """
+    number = _validate.positive(owner, "qps", qps)
+    if number < MIN_QPS:
         raise ValueError(
             f"{owner} qps must be >= {MIN_QPS:.6g} (one token per 73 minutes), got {qps!r}"
         )
-    if qps > MAX_QPS:
+    if number > MAX_QPS:
         raise ValueError(f"{owner} qps must be <= {MAX_QPS:g}, got {qps!r}")
     burst = _validate.integer(owner, "burst", burst, 1, MAX_BURST)
-    interval = _interval_ns(qps)
-    if burst * interval > _core.TOKEN_BUCKET_MAX_TAU_NS:
+    # The native bucket keeps burst * interval in int64 nanoseconds; the
+    # interval is rounded, so this (not burst / qps) is the exact test.
+    if burst * _interval_ns(number) > _core.TOKEN_BUCKET_MAX_TAU_NS:
         raise ValueError(
             f"{owner} burst / qps (the refill time) must be <= {MAX_REFILL_SECONDS:.4g} s, "
-            f"got burst {burst} at qps {qps!r}"
+            f"got burst={burst!r}, qps={qps!r}"
         )
-    return interval, burst
+    return number, burst
+
+
+def _check_rate(qps: float, burst: int) -> tuple[int, int]:
+    """Validates (qps, burst) as TokenBucket and returns (interval_ns, burst)."""
+    number, burst = validate_rate("TokenBucket", qps, burst)
+    return _interval_ns(number), burst
 
 
 class Reservation:
