@@ -290,3 +290,43 @@ def test_retry_config_is_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         vr.RetryConfig().max_attempts = 3  # type: ignore[misc]
+
+
+# ----------------------------------------------------------- after fork() --
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_each_forked_worker_draws_its_own_jitter() -> None:
+    # A pre-fork server: the parent has drawn (its generator is seeded), then forks
+    # workers. Without reseeding, every worker would draw the parent's sequence and
+    # back off in lockstep against the same provider.
+    import json
+    import os
+
+    backoff = vr.Backoff(base_delay=1.0, max_delay=1.0, strategy="full_jitter")
+    backoff.delay(0)  # seed this thread's generator before forking
+
+    def draws() -> list[float]:
+        return [backoff.delay(0) for _ in range(8)]
+
+    sequences = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its draws and leave at once
+            try:
+                os.write(write, json.dumps(draws()).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            sequences.append(json.loads(pipe.read()))
+        os.waitpid(pid, 0)
+    sequences.append(draws())
+    assert len({tuple(seq) for seq in sequences}) == 3, sequences
+    assert all(0.0 <= d < 1.0 for seq in sequences for d in seq)
+
+
+def test_a_seeded_backoff_stays_reproducible() -> None:
+    first = [vr.Backoff(strategy="full_jitter", seed=7).delay(3) for _ in range(3)]
+    assert len(set(first)) == 1

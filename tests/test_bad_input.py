@@ -162,6 +162,11 @@ BREAKER_CONFIG_CASES = [
     *cases("BreakerConfig", "failure_predicate",
            lambda v: vr.BreakerConfig(failure_predicate=v),
            [(5, TypeError), ("isinstance", TypeError), (True, TypeError)]),
+    *cases("BreakerConfig", "half_open_lease",
+           lambda v: vr.BreakerConfig(half_open_lease=v),
+           [(0, ValueError), (-1, ValueError), (NAN, ValueError), (INF, ValueError),
+            (1e10, ValueError), ("0s", ValueError), ("never", ValueError), (True, TypeError),
+            ([300], TypeError)]),
 ]
 
 
@@ -313,6 +318,18 @@ ERROR_CASES = [
            lambda v: vr.ProviderError("NotFound", "m", retryable=v),
            [("yes", TypeError), (1, TypeError)]),
     *cases("new_error", "type", lambda v: vr.new_error(v, "m"), [("Bogus", ValueError)]),
+    # retry_after: finite, >= 0, at most MAX_RETRY_AFTER (1e9 s), on every error type
+    *cases("RateLimitError", "retry_after", lambda v: vr.RateLimitError("m", retry_after=v),
+           [(1e11, ValueError), (1e9 + 1, ValueError), (NAN, ValueError), (INF, ValueError),
+            (-1, ValueError), (-INF, ValueError), ("60", TypeError), (True, TypeError),
+            ([1], TypeError)]),
+    *cases("UnavailableError", "retry_after", lambda v: vr.UnavailableError("m", retry_after=v),
+           [(1e11, ValueError), (NAN, ValueError), ("60", TypeError)]),
+    *cases("ProviderError", "retry_after",
+           lambda v: vr.ProviderError("Unavailable", "m", retry_after=v),
+           [(7e9, ValueError), (-0.1, ValueError)]),
+    *cases("CircuitOpenError", "retry_after", lambda v: vr.CircuitOpenError("b", retry_after=v),
+           [(1e11, ValueError), (NAN, ValueError), (-5, ValueError), ("soon", TypeError)]),
 ]
 
 
@@ -442,6 +459,38 @@ NATIVE_SNIPPETS = {
         c._record(-1, 0); c._record(2**62, 1); c._record(-2**63, 2); c._record(0, 99)
         c._record_exception(2**62, ValueError()); expect(TypeError, c._record_exception, -1, None)
         c.reset(); c.force_open(); c.reset()
+        # a huge reset timeout (or lease) is clamped: remaining_open never overflows
+        c = _core.CircuitBreaker("n", "t", "p", 1, 2**63 - 1, 1, _core.ManualClock(2**63 - 1),
+                                 print, 2**63 - 1)
+        assert c.reset_timeout == _core.BREAKER_MAX_TIMEOUT_NS / 1e9
+        assert c.half_open_lease == _core.BREAKER_MAX_TIMEOUT_NS / 1e9
+        c.force_open(); c.reset()
+        c._record(c._admit(), 1)
+        assert c.remaining_open == c.reset_timeout
+    """,
+    "clock_saturates": """
+        clock = _core.ManualClock(2**63 - 1)
+        assert clock.now_ns() == _core.MAX_CLOCK_NS
+        clock = _core.ManualClock(-2**63)
+        assert clock.now_ns() == 0
+        clock._advance_ns(2**63 - 1); clock._advance_ns(2**63 - 1)
+        assert clock.now_ns() == _core.MAX_CLOCK_NS
+        clock._advance_ns(-2**63)
+        assert clock.now_ns() == _core.MAX_CLOCK_NS
+        assert clock._set_ns(2**63 - 1) is True and clock.now_ns() == _core.MAX_CLOCK_NS
+        b = _core.TokenBucket(1, 1000, clock)      # at the end of time, sums still fit
+        assert b.try_acquire() and b._reserve(1000, 2**63 - 1)[0]
+        assert b.tokens < 0
+    """,
+    "refund_saturates": """
+        clock = _core.ManualClock(10**9)
+        b = _core.TokenBucket(1000, 5, clock)
+        config = b._reserve(1, 0)[4]
+        assert b._refund(1, -2**63, config) == 0       # no overflow, nothing forged
+        assert b._refund(2**63 - 1, 0, config) == 0    # more tokens than the burst
+        assert b._refund(1, 2**63 - 1, config) == 1    # a bogus tat_after gives back <= n
+        assert b.tokens == 5.0
+        assert b._cancel(1, 0, 2**63 - 1, config + 1) == 0  # another rate's reservation
     """,
     "classifier_returning_garbage": """
         def boom():

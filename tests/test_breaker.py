@@ -298,6 +298,9 @@ def test_half_open_admits_up_to_max_then_rejects(clock: vr.ManualClock) -> None:
     assert calls == []
     assert info.value.retry_after is None  # no timer while half-open
     assert cb.state is HALF_OPEN
+    for permit in permits:
+        permit.release()  # type: ignore[union-attr]
+    assert cb.half_open_calls == 0
 
 
 @pytest.mark.parametrize("failing", [0, 1, 2])

@@ -112,6 +112,17 @@ def test_operation_timeout_error_is_a_builtin_timeout_error() -> None:
     assert str(err) == "Timeout: deadline exceeded"
 
 
+@pytest.mark.parametrize("error_type", list(ErrorType))
+def test_every_error_carries_retry_after(error_type: ErrorType) -> None:
+    # A 503 with Retry-After is an UnavailableError that says when to come back.
+    assert vr.new_error(error_type, "x").retry_after is None
+    err = vr.ProviderError(error_type, "x", retry_after=30)
+    assert err.retry_after == 30.0 and isinstance(err.retry_after, float)
+    assert pickle.loads(pickle.dumps(err)).retry_after == 30.0
+    assert vr.errors.MAX_RETRY_AFTER == 1e9
+    assert vr.ProviderError(error_type, "x", retry_after=1e9).retry_after == 1e9
+
+
 def test_rate_limit_error_retry_after() -> None:
     assert vr.RateLimitError("slow down").retry_after is None
     err = vr.RateLimitError("slow down", retry_after=2.5)

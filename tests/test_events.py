@@ -602,3 +602,31 @@ def test_nothing_logged_for_successful_calls(
     assert bucket.try_acquire()
     assert not bucket.try_acquire()
     assert [r for r in caplog.records if r.name == LOGGER] == []
+
+
+# ------------------------------------------- interrupts are never swallowed --
+
+
+def test_a_rate_limit_listener_raising_keyboard_interrupt_propagates_and_leaks_nothing() -> None:
+    clock = vr.ManualClock()
+    bucket = vr.TokenBucket(qps=1, burst=1, clock=clock)
+    bulkhead = vr.Bulkhead(1)
+    breaker = vr.CircuitBreaker("ki", "fake", "prod", clock=clock)
+    policy = (vr.PolicyBuilder("ki").with_circuit_breaker(breaker).with_rate_limiter(bucket)
+              .with_bulkhead(bulkhead).with_clock(clock).build())
+    assert bucket.try_acquire()
+
+    def interrupt(b: vr.TokenBucket, n: int) -> None:
+        raise KeyboardInterrupt
+
+    vr.events.on_rate_limited(interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bucket.try_acquire()
+        with pytest.raises(KeyboardInterrupt):
+            policy.execute(lambda: "never")  # refused natively, then interrupted
+    finally:
+        vr.events.remove_listener(interrupt)
+    assert (bulkhead.in_flight, breaker.half_open_calls, breaker.successes) == (0, 0, 0)
+    clock.advance(1.0)
+    assert policy.execute(lambda: "ok") == "ok"

@@ -121,6 +121,19 @@ def test_builder_validates() -> None:
         vr.PolicyBuilder("x").with_rate_limiter(vr.TokenBucket(), True, -1).build()
     with pytest.raises(TypeError, match="clock"):
         vr.PolicyBuilder("x").with_clock(object()).build()  # type: ignore[arg-type]
+    for bad in (0, -1, float("nan"), float("inf"), "0s", "later"):
+        with pytest.raises(ValueError, match=r"Policy attempt_timeout"):
+            vr.PolicyBuilder("x").with_timeout(per_attempt=bad).build()
+    with pytest.raises(TypeError, match=r"Policy attempt_timeout"):
+        vr.PolicyBuilder("x").with_timeout(per_attempt=[1]).build()  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rpc"):
+        vr.PolicyBuilder("x").with_rpc_timeout({"describe": 1}, "Describe")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="operation"):
+        vr.PolicyBuilder("x").with_rpc_timeout(vr.RPCConfig(), 5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry_on"):
+        vr.PolicyBuilder("x").with_retry(retry_on=KeyboardInterrupt)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry"):
+        vr.PolicyBuilder("x").with_retry({"max_attempts": 2})  # type: ignore[arg-type]
 
 
 # ---------------------------------------------- execute / async / decorator --

@@ -824,3 +824,97 @@ async def test_retry_async_passes_args() -> None:
         return a + b + c
 
     assert await vr.retry_async(FAST, add, 1, 2, c=3) == 6
+
+
+# -------------------------------------------------------------- retry_on --
+
+
+class Transient(Exception):
+    pass
+
+
+@pytest.mark.parametrize("retry_on", [ConnectionError, (KeyError, ConnectionError),
+                                      lambda e: isinstance(e, ConnectionError)],
+                         ids=["type", "tuple", "predicate"])
+def test_retry_on_retries_more_than_the_taxonomy(clock: vr.ManualClock, retry_on: object) -> None:
+    config = NO_JITTER.replace(retry_on=retry_on)
+    fn = Flaky(ConnectionRefusedError("down"), ConnectionResetError("reset"), clock=clock)
+    assert vr.Retrier(config, clock=clock).call(fn) == "ok"
+    assert fn.calls == 3
+    # what retry_on does not name is still not retried
+    other = Flaky(Transient("x"), clock=clock)
+    with pytest.raises(Transient):
+        vr.Retrier(config, clock=clock).call(other)
+    assert other.calls == 1
+    # the taxonomy is still retried
+    assert vr.Retrier(config, clock=clock).call(Flaky(vr.UnavailableError("u"))) == "ok"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (KeyboardInterrupt, "Exception subclasses"),
+    ((ConnectionError, asyncio.CancelledError), "Exception subclasses"),
+    ((ConnectionError, "x"), "Exception subclasses"),
+    (42, "exception type, a tuple of them or a callable"),
+    ("ConnectionError", "exception type, a tuple of them or a callable"),
+])
+def test_retry_on_is_validated(bad: object, message: str) -> None:
+    with pytest.raises(TypeError, match=rf"RetryConfig retry_on must be .*{message}"):
+        vr.RetryConfig(retry_on=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- async refused by retry --
+
+
+async def _async_ok() -> str:
+    return "never"
+
+
+def test_retry_refuses_an_async_function() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match=r"retry_async"):
+            vr.retry(NO_JITTER, _async_ok)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------- one Retrier per config --
+
+
+def test_retry_reuses_one_retrier_per_config() -> None:
+    import importlib
+
+    retry_module = importlib.import_module("virtrigaud_resilience.retry")
+
+    config = vr.RetryConfig(max_attempts=2, base_delay=0.0, max_delay=0.0)
+    assert vr.retry(config, int, "7") == 7
+    first = retry_module._RETRIERS_BY_CONFIG[config]
+    tracked = len(retry_module.RETRIERS)
+    for _ in range(100):
+        vr.retry(config, int, "7")
+    assert retry_module._RETRIERS_BY_CONFIG[config] is first
+    assert len(retry_module.RETRIERS) == tracked  # no Retrier built per call
+    assert vr.retry(None, int, "1") == 1  # None: the default config, cached too
+    with pytest.raises(TypeError, match="config"):
+        vr.retry({"max_attempts": 3}, int, "1")  # type: ignore[arg-type]
+
+
+# ------------------------------------- a deadline that coincides with a cancel --
+
+
+@pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
+async def test_retrier_timeout_coinciding_with_an_outside_cancel_stays_cancelled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_bulkhead import fire_and_cancel
+
+    fire_and_cancel(monkeypatch)
+    calls: list[int] = []
+
+    async def slow() -> None:
+        calls.append(1)
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(vr.Retrier(NO_JITTER, timeout=0.005).call_async(slow))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls == [1]

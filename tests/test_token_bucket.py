@@ -485,3 +485,106 @@ def test_subclass_keeps_working(clock: vr.ManualClock) -> None:
     assert tb.try_acquire(2) is True
     assert tb.try_acquire() is False
     assert tb.rejected == 1
+
+
+# ------------------------------------------------------- set_rate never forgives --
+
+
+def test_set_rate_keeps_a_debt_too_large_to_rescale(clock: vr.ManualClock) -> None:
+    # qps 1e9 (1 ns per token) with four maximal reservations: ~4M tokens of debt.
+    # Rescaled to the slowest rate, that debt in nanoseconds overflows int64; the
+    # old arithmetic wrapped around and forgave it all (try_acquire() returned True).
+    bucket = vr.TokenBucket(qps=1e9, burst=vr.ratelimit.MAX_BURST, clock=clock)
+    for _ in range(4):
+        bucket.reserve(vr.ratelimit.MAX_BURST)
+    assert bucket.tokens == pytest.approx(-3 * vr.ratelimit.MAX_BURST)
+    bucket.set_rate(vr.ratelimit.MIN_QPS, 1)
+    assert not bucket.try_acquire()
+    assert bucket.tokens < -1000
+    assert bucket.retry_after() > 365 * 86400  # years: saturated, not forgiven
+
+
+def test_set_rate_keeps_tokens_and_debt_in_tokens(clock: vr.ManualClock) -> None:
+    bucket = vr.TokenBucket(qps=1000, burst=10, clock=clock)
+    bucket.reserve(10)
+    bucket.reserve(5)          # 5 tokens of debt
+    bucket.set_rate(1, 10)     # a thousand times slower: still 5 tokens of debt
+    assert bucket.tokens == pytest.approx(-5.0)
+    clock.advance(5.0)
+    assert bucket.tokens == pytest.approx(0.0)
+    bucket.set_rate(100, 4)    # available capped at the new burst
+    clock.advance(1.0)
+    assert bucket.tokens == pytest.approx(4.0)
+
+
+def test_a_reservation_made_before_set_rate_gives_nothing_back(clock: vr.ManualClock) -> None:
+    bucket = vr.TokenBucket(qps=10, burst=2, clock=clock)
+    bucket.try_acquire(2)
+    reservation = bucket.reserve(1)
+    bucket.set_rate(20, 2)
+    assert reservation.cancel() == 0  # its arrival time belonged to the old rate
+    assert bucket.tokens == pytest.approx(-1.0)
+
+
+# ------------------------------------------------------------- huge timeouts --
+
+
+@pytest.mark.parametrize("timeout", [1e300, 1e20, float(2**70), "2562047h"])
+def test_acquire_timeout_beyond_any_wait_means_no_limit(clock: vr.ManualClock,
+                                                        timeout: object) -> None:
+    bucket = empty_bucket(clock, qps=10, burst=5)
+    assert bucket.acquire(1, timeout=timeout)  # type: ignore[arg-type]
+    assert clock.now() == pytest.approx(0.1)
+    assert asyncio.run(bucket.acquire_async(1, timeout=timeout))  # type: ignore[arg-type]
+
+
+def test_acquire_timeout_still_validated(clock: vr.ManualClock) -> None:
+    bucket = empty_bucket(clock)
+    for bad in (float("inf"), float("nan"), -1.0):
+        with pytest.raises(ValueError, match="TokenBucket timeout"):
+            bucket.acquire(1, timeout=bad)
+
+
+# ----------------------------------------------------------- async with bucket --
+
+
+async def test_async_with_waits_for_one_token(clock: vr.ManualClock) -> None:
+    bucket = vr.TokenBucket(qps=10, burst=2, clock=clock)
+    for _ in range(3):
+        async with bucket as entered:
+            assert entered is bucket
+    assert clock.now() == pytest.approx(0.1)  # the third waited one interval
+    assert bucket.tokens == pytest.approx(0.0)
+
+
+async def test_async_with_cancelled_while_waiting_gives_the_token_back() -> None:
+    bucket = vr.TokenBucket(qps=1, burst=1)
+    assert bucket.try_acquire()
+
+    async def limited() -> None:
+        async with bucket:
+            pytest.fail("entered without a token")
+
+    task = asyncio.create_task(limited())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert bucket.cancelled == 1
+
+
+# --------------------------------------------------------- subclass override --
+
+
+def test_a_subclass_override_of_try_acquire_wins(clock: vr.ManualClock) -> None:
+    class Never(vr.TokenBucket):
+        def try_acquire(self, n: int = 1) -> bool:
+            return False
+
+    class Child(Never):
+        pass
+
+    for cls in (Never, Child):
+        assert cls(qps=10, burst=5, clock=clock).try_acquire() is False
+    plain = type("Plain", (vr.TokenBucket,), {})(qps=10, burst=5, clock=clock)
+    assert plain.try_acquire(n=5) is True  # keyword n, on the native fast path

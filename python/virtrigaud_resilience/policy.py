@@ -450,7 +450,9 @@ class PolicyBuilder:
         Reconfigure 4 min, Validate 10 s, TaskStatus 10 s), as Go's client
         puts ``context.WithTimeout(ctx, GetRPCTimeout(op))`` around each RPC.
         The overall budget (``with_timeout(seconds)``) is kept."""
-        _validate.optional_instance("PolicyBuilder", "rpc", rpc, RPCConfig)
+        if not isinstance(rpc, RPCConfig):
+            raise TypeError(f"PolicyBuilder rpc must be an RPCConfig, "
+                            f"got {type(rpc).__name__} {rpc!r}")
         self._options["attempt_timeout"] = rpc.timeout_for(operation)
         return self
 
