@@ -209,6 +209,12 @@ class BreakerModel:
             return 0
         return max(0, self.opened_at_ns + self.reset_ns - now)
 
+    def would_admit(self, now: int) -> bool:
+        """Whether admit(now) would admit (it changes nothing)."""
+        if self.state is BreakerState.OPEN:
+            return not self.held and now - self.opened_at_ns >= self.reset_ns
+        return self.state is BreakerState.CLOSED or self.half_open_calls < self.half_open_max
+
     def admit(self, now: int) -> Admission:
         if self.state is BreakerState.CLOSED:
             return Admission(True)
@@ -303,13 +309,20 @@ class BucketModel:
         self.rejected += 1
         return False
 
-    def reserve(self) -> None:
-        """One token now or later: ``bucket.reserve()`` (never refused)."""
-        if self.tokens >= 1:
-            self.admitted += 1
-        else:
+    def reserve(self, max_wait_ns: int | None = None) -> int | None:
+        """One token now or later (``bucket.reserve()``, or a waiting policy's
+        reservation): the wait in ns, or None, taking nothing, past max_wait."""
+        wait_ns = max(0, (1 - self.tokens) * self.interval_ns)
+        assert wait_ns.denominator == 1
+        if max_wait_ns is not None and wait_ns > max_wait_ns:
+            self.rejected += 1
+            return None
+        if wait_ns:
             self.reserved += 1
+        else:
+            self.admitted += 1
         self.tokens -= 1
+        return int(wait_ns)
 
     def tokens_float(self) -> float:
         """``bucket.tokens`` as the bucket computes it: burst - debt_ns / interval."""
@@ -391,9 +404,17 @@ class PolicyModel:
     retry: RetryModel
     breaker: BreakerModel
     bucket: BucketModel
+    max_wait: float | None  # of the ``waiting`` policy (None: no limit)
     now_ns: int = 0
     retries: int = 0    # the retriers' counters, summed over the policies
     exhausted: int = 0
+    #: LIBRARY DISAGREEMENT, see test_waiting_for_a_token_is_not_a_release:
+    #: a waiting policy's native first attempt that finds no token admits
+    #: the breaker, releases that admission (counted in ``released``) and
+    #: starts over in Python. The model keeps ``breaker.released`` as
+    #: documented and counts these extra releases here, so that the machine
+    #: stays green and still checks every other count.
+    spurious_releases: int = 0
 
     def sleep(self, seconds: float) -> None:
         """ManualClock.sleep/advance: whole nanoseconds, as round(seconds * 1e9)."""
@@ -402,13 +423,18 @@ class PolicyModel:
             self.now_ns += ns
             self.bucket.elapse(ns)
 
-    def call(self, outcomes: tuple[Outcome, ...], hang: Literal["timeout", "cancel", "never"]
-             ) -> Expected:
+    def call(self, outcomes: tuple[Outcome, ...], hang: Literal["timeout", "cancel", "never"],
+             path: str) -> Expected:
         """One policy call: the retry loop around breaker -> bucket -> bulkhead -> fn.
 
         ``hang``: what a hung attempt meets (the attempt deadline, a
         cancellation from outside, or nothing: no hang in a sync script).
+        ``path``: the policy (see PolicyMachine.build); only ``waiting``
+        differs: its attempts wait (on the clock) for their token.
         """
+        wait = path == "waiting"
+        if wait and self.bucket.tokens < 1 and self.breaker.would_admit(self.now_ns):
+            self.spurious_releases += 1
         expected = Expected()
         error: ModelError | None = None
         floored_by = ""  # who set the last delay through its retry_after
@@ -431,7 +457,7 @@ class PolicyModel:
                 expected.retries.append((done, error.kind, delay))
                 self.retries += 1
                 self.sleep(delay)
-            error = self._attempt(outcomes, hang, expected)
+            error = self._attempt(outcomes, hang, expected, wait)
             # A breaker's or a bucket's retry_after is the wait until it admits
             # (DESIGN.md): a retry that waited exactly that long must pass it.
             assert error is None or floored_by not in ("breaker", "limiter") or (
@@ -444,12 +470,19 @@ class PolicyModel:
                 return expected
             done += 1
 
-    def _attempt(self, outcomes: tuple[Outcome, ...], hang: str,
-                 expected: Expected) -> ModelError | None:
+    def _attempt(self, outcomes: tuple[Outcome, ...], hang: str, expected: Expected,
+                 wait: bool) -> ModelError | None:
         ticket = self.breaker.admit(self.now_ns)
         if not ticket.admitted:
             return ModelError("circuit_open", "breaker", ticket.retry_after)
-        if not self.bucket.try_take():
+        if wait:
+            max_wait_ns = None if self.max_wait is None else round(self.max_wait * 1e9)
+            wait_ns = self.bucket.reserve(max_wait_ns)
+            if wait_ns is not None:
+                self.sleep(wait_ns / 1e9)  # the attempt holds its breaker slot meanwhile
+        else:
+            wait_ns = 0 if self.bucket.try_take() else None
+        if wait_ns is None:
             self.breaker.release(ticket)  # the attempt never ran
             return ModelError("rate_limited", "limiter", self.bucket.retry_after())
         # the one-slot bulkhead is free: calls never overlap
@@ -488,7 +521,11 @@ class PolicyModel:
 
 # ----------------------------------------------------------------- machine --
 
-PATHS = ["fast", "long"]  # no timeout (native first attempt) / every attempt in Python
+#: The policies a call may take (all share the breaker, bucket and bulkhead):
+#: ``fast``: no timeout, its first attempt runs natively; ``long``: an attempt
+#: deadline that never fires, so every attempt runs in Python; ``waiting``:
+#: attempts wait for their token (``wait=True``) up to the drawn max_wait.
+PATHS = ["fast", "long", "waiting"]
 
 
 class PolicyMachine(RuleBasedStateMachine):
@@ -513,10 +550,11 @@ class PolicyMachine(RuleBasedStateMachine):
         half_open=st.integers(1, 3),
         qps=st.sampled_from(QPS),
         burst=st.integers(1, 5),
+        max_wait=st.sampled_from([None, 0.1, 1.0]),
     )
     def build(self, max_attempts: int, base: float, multiplier: float, max_delay: float,
               threshold: int, reset_timeout: float, half_open: int, qps: float,
-              burst: int) -> None:
+              burst: int, max_wait: float | None) -> None:
         self.clock = vr.ManualClock()
         self.breaker = vr.CircuitBreaker(
             "model", "fake", "prod",
@@ -528,24 +566,28 @@ class PolicyMachine(RuleBasedStateMachine):
         config = vr.RetryConfig(max_attempts=max_attempts, base_delay=base,
                                 max_delay=max_delay, multiplier=multiplier, jitter=False)
 
-        def build_policy(name: str, per_attempt: float | None) -> vr.Policy:
+        def build_policy(name: str, per_attempt: float | None = None,
+                         wait: bool = False) -> vr.Policy:
             builder = (vr.PolicyBuilder(name).with_clock(self.clock)
                        .with_retry(config, on_retry=self._on_retry)
-                       .with_circuit_breaker(self.breaker).with_rate_limiter(self.bucket)
+                       .with_circuit_breaker(self.breaker)
+                       .with_rate_limiter(self.bucket, wait=wait, max_wait=max_wait)
                        .with_bulkhead(self.bulkhead))
             if per_attempt is not None:
                 builder = builder.with_timeout(None, per_attempt=per_attempt)
             return builder.build()
 
         self.policies = {
-            "fast": build_policy("fast", None),
-            "long": build_policy("long", LONG_ATTEMPT_TIMEOUT),
-            "deadline": build_policy("deadline", ATTEMPT_TIMEOUT),
+            "fast": build_policy("fast"),
+            "long": build_policy("long", per_attempt=LONG_ATTEMPT_TIMEOUT),
+            "waiting": build_policy("waiting", wait=True),
+            "deadline": build_policy("deadline", per_attempt=ATTEMPT_TIMEOUT),
         }
         self.model = PolicyModel(
             RetryModel(max_attempts, base, multiplier, max_delay),
             BreakerModel(threshold, round(reset_timeout * NS), half_open),
             BucketModel(self.bucket.interval_ns, burst),
+            max_wait,
         )
 
     def _on_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
@@ -555,7 +597,7 @@ class PolicyMachine(RuleBasedStateMachine):
 
     @rule(path=st.sampled_from(PATHS), outcomes=scripts)
     def execute_sync(self, path: str, outcomes: tuple[Outcome, ...]) -> None:
-        expected = self.model.call(outcomes, "never")
+        expected = self.model.call(outcomes, "never", path)
         script = Script(outcomes)
         self.retried.clear()
         result: object = None
@@ -568,7 +610,7 @@ class PolicyMachine(RuleBasedStateMachine):
 
     @rule(path=st.sampled_from(PATHS), outcomes=scripts)
     def execute_async(self, path: str, outcomes: tuple[Outcome, ...]) -> None:
-        expected = self.model.call(outcomes, "never")
+        expected = self.model.call(outcomes, "never", path)
         script = Script(outcomes)
         self._check_call(expected, script, *self._run(self.policies[path], script))
 
@@ -578,7 +620,7 @@ class PolicyMachine(RuleBasedStateMachine):
         """Hung attempts are cut off by the policy's attempt deadline: each is a
         Timeout (a breaker failure, retried), and the ManualClock stays put."""
         self.deadline_steps += 1
-        expected = self.model.call(outcomes, "timeout")
+        expected = self.model.call(outcomes, "timeout", "deadline")
         script = Script(outcomes, suspend=False)
         self._check_call(expected, script, *self._run(self.policies["deadline"], script))
 
@@ -587,7 +629,7 @@ class PolicyMachine(RuleBasedStateMachine):
         """The caller's task is cancelled while an attempt hangs (if the call
         gets that far): CancelledError, nothing recorded, never retried."""
         outcomes = (*outcomes, HANG)
-        expected = self.model.call(outcomes, "cancel")
+        expected = self.model.call(outcomes, "cancel", path)
         script = Script(outcomes)
         self._check_call(expected, script, *self._run(self.policies[path], script, cancel=True))
 
@@ -697,8 +739,10 @@ class PolicyMachine(RuleBasedStateMachine):
         assert cb.half_open_calls <= cb.half_open_max_calls
         assert (cb.state, cb.held_open, cb.failures, cb.half_open_calls) == (
             mb.state, mb.held, mb.failures, mb.half_open_calls), "breaker state"
-        assert (cb.successes, cb.failures_total, cb.rejected, cb.released) == (
-            mb.successes, mb.failures_total, mb.rejected, mb.released), "breaker counters"
+        assert (cb.successes, cb.failures_total, cb.rejected) == (
+            mb.successes, mb.failures_total, mb.rejected), "breaker counters"
+        # + spurious_releases: a known library disagreement (PolicyModel's comment)
+        assert cb.released == mb.released + model.spurious_releases, "breaker releases"
         assert cb.transitions == (mb.to_closed, mb.to_half_open, mb.to_open), "transitions"
         assert cb.remaining_open == mb.remaining_open_ns(model.now_ns) / NS
         mt = model.bucket
@@ -718,3 +762,22 @@ class PolicyMachine(RuleBasedStateMachine):
 
 PolicyMachine.TestCase.settings = settings.get_profile(PROFILE)
 TestPolicyModel = PolicyMachine.TestCase
+
+
+# ---------------------------------------------- disagreements the model found --
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "library: a waiting policy's native first attempt that finds no token releases "
+    "its breaker admission (breaker.released += 1) before waiting in Python; released "
+    "is documented as 'admitted calls that ended without an outcome (cancelled)'. "
+    "When this passes, drop PolicyModel.spurious_releases."))
+def test_waiting_for_a_token_is_not_a_release() -> None:
+    clock = vr.ManualClock()
+    cb = vr.CircuitBreaker("wait", clock=clock)
+    policy = (vr.PolicyBuilder("wait").with_clock(clock).with_circuit_breaker(cb)
+              .with_rate_limiter(vr.TokenBucket(1, 1, clock=clock), wait=True).build())
+    assert policy.execute(lambda: "first") == "first"    # the bucket's only token
+    assert policy.execute(lambda: "second") == "second"  # waits 1 s for the next
+    assert clock.now() == 1.0
+    assert (cb.successes, cb.released) == (2, 0)
