@@ -353,9 +353,11 @@ class ModelError(NamedTuple):
 
     kind: Literal["unavailable", "not_found", "rate_limited", "circuit_open", "timeout",
                   "cancelled"]
-    source: Literal["script", "breaker", "limiter", "deadline", "outside"]
+    source: Literal["script", "breaker", "limiter", "deadline", "budget", "outside"]
     retry_after: float | None = None
     call: int = -1  # the script call that raised it (source "script")
+    #: source "budget": the error of the last attempt, the timeout's __cause__
+    cause: ModelError | None = None
 
 
 RETRYABLE = {"unavailable", "rate_limited", "circuit_open", "timeout"}
@@ -381,7 +383,9 @@ class Expected:
     """What the model says one call does."""
 
     error: ModelError | None = None  # None: it returned "ok"
-    marked_attempts: int | None = None  # exc.attempts, set when the retry gives up
+    #: exc.attempts, set when the retry gives up (on the cause, when the
+    #: overall budget ran out: the caller sees OperationTimeoutError from it)
+    marked_attempts: int | None = None
     fn_calls: int = 0
     retries: list[tuple[int, str, float]] = field(default_factory=list)  # on_retry's
 
@@ -405,6 +409,7 @@ class PolicyModel:
     breaker: BreakerModel
     bucket: BucketModel
     max_wait: float | None  # of the ``waiting`` policy (None: no limit)
+    budget: float  # the overall timeout of the ``budget`` policy, in seconds
     now_ns: int = 0
     retries: int = 0    # the retriers' counters, summed over the policies
     exhausted: int = 0
@@ -433,6 +438,8 @@ class PolicyModel:
         differs: its attempts wait (on the clock) for their token.
         """
         wait = path == "waiting"
+        # The overall deadline is a float on the clock, as deadline_for() makes it.
+        deadline = self.now_ns / NS + self.budget if path == "budget" else None
         if wait and self.bucket.tokens < 1 and self.breaker.would_admit(self.now_ns):
             self.spurious_releases += 1
         expected = Expected()
@@ -448,12 +455,19 @@ class PolicyModel:
                 if done >= self.retry.max_attempts:
                     return self._give_up(expected, error, done, counted=done > 1)
                 delay = self.retry.backoff(done - 1)
+                now = self.now_ns / NS
                 if error.retry_after:  # a floor on the delay (0 and None: no floor)
-                    if error.retry_after > self.retry.max_delay:
+                    if error.retry_after > self.retry.max_delay or (
+                            deadline is not None and now + error.retry_after >= deadline):
                         return self._give_up(expected, error, done)
                     if error.retry_after > delay:
                         floored_by = error.source
                     delay = max(delay, error.retry_after)
+                if deadline is not None and now + delay >= deadline:
+                    # no sleep runs past the deadline: the budget is spent
+                    self._give_up(expected, error, done)
+                    expected.error = ModelError("timeout", "budget", cause=error)
+                    return expected
                 expected.retries.append((done, error.kind, delay))
                 self.retries += 1
                 self.sleep(delay)
@@ -524,8 +538,9 @@ class PolicyModel:
 #: The policies a call may take (all share the breaker, bucket and bulkhead):
 #: ``fast``: no timeout, its first attempt runs natively; ``long``: an attempt
 #: deadline that never fires, so every attempt runs in Python; ``waiting``:
-#: attempts wait for their token (``wait=True``) up to the drawn max_wait.
-PATHS = ["fast", "long", "waiting"]
+#: attempts wait for their token (``wait=True``) up to the drawn max_wait;
+#: ``budget``: an overall timeout on the ManualClock, for all attempts and sleeps.
+PATHS = ["fast", "long", "waiting", "budget"]
 
 
 class PolicyMachine(RuleBasedStateMachine):
@@ -551,10 +566,11 @@ class PolicyMachine(RuleBasedStateMachine):
         qps=st.sampled_from(QPS),
         burst=st.integers(1, 5),
         max_wait=st.sampled_from([None, 0.1, 1.0]),
+        budget=st.sampled_from([1.5, 4.0, 20.0]),
     )
     def build(self, max_attempts: int, base: float, multiplier: float, max_delay: float,
               threshold: int, reset_timeout: float, half_open: int, qps: float,
-              burst: int, max_wait: float | None) -> None:
+              burst: int, max_wait: float | None, budget: float) -> None:
         self.clock = vr.ManualClock()
         self.breaker = vr.CircuitBreaker(
             "model", "fake", "prod",
@@ -567,20 +583,21 @@ class PolicyMachine(RuleBasedStateMachine):
                                 max_delay=max_delay, multiplier=multiplier, jitter=False)
 
         def build_policy(name: str, per_attempt: float | None = None,
-                         wait: bool = False) -> vr.Policy:
+                         wait: bool = False, overall: float | None = None) -> vr.Policy:
             builder = (vr.PolicyBuilder(name).with_clock(self.clock)
                        .with_retry(config, on_retry=self._on_retry)
                        .with_circuit_breaker(self.breaker)
                        .with_rate_limiter(self.bucket, wait=wait, max_wait=max_wait)
                        .with_bulkhead(self.bulkhead))
-            if per_attempt is not None:
-                builder = builder.with_timeout(None, per_attempt=per_attempt)
+            if per_attempt is not None or overall is not None:
+                builder = builder.with_timeout(overall, per_attempt=per_attempt)
             return builder.build()
 
         self.policies = {
             "fast": build_policy("fast"),
             "long": build_policy("long", per_attempt=LONG_ATTEMPT_TIMEOUT),
             "waiting": build_policy("waiting", wait=True),
+            "budget": build_policy("budget", overall=budget),
             "deadline": build_policy("deadline", per_attempt=ATTEMPT_TIMEOUT),
         }
         self.model = PolicyModel(
@@ -588,6 +605,7 @@ class PolicyMachine(RuleBasedStateMachine):
             BreakerModel(threshold, round(reset_timeout * NS), half_open),
             BucketModel(self.bucket.interval_ns, burst),
             max_wait,
+            budget,
         )
 
     def _on_retry(self, attempt: int, exc: BaseException, delay: float) -> None:
@@ -670,15 +688,26 @@ class PolicyMachine(RuleBasedStateMachine):
             assert result == "ok"
         else:
             assert error is not None
-            if want.source == "script":  # the provider's own error, unchanged
-                assert error is script.raised[want.call]
-                assert getattr(error, "retry_after", None) == want.retry_after
-            elif want.source in ("breaker", "limiter"):
-                assert error.retry_after == want.retry_after  # type: ignore[attr-defined]
-            assert getattr(error, "attempts", None) == expected.marked_attempts
+            marked = error
+            if want.source == "budget":  # OperationTimeoutError from the last error
+                assert want.cause is not None and error.__cause__ is not None
+                self._check_error(error.__cause__, want.cause, script)
+                marked = error.__cause__
+            else:
+                self._check_error(error, want, script)
+            assert getattr(marked, "attempts", None) == expected.marked_attempts
         assert script.calls == expected.fn_calls, "provider calls"
         assert self.retried == expected.retries, "on_retry(attempt, error, delay) calls"
         self._check_state()
+
+    @staticmethod
+    def _check_error(error: BaseException, want: ModelError, script: Script) -> None:
+        assert kind_of(error) == want.kind, f"{error!r} is not {want}"
+        if want.source == "script":  # the provider's own error, unchanged
+            assert error is script.raised[want.call]
+            assert getattr(error, "retry_after", None) == want.retry_after
+        elif want.source in ("breaker", "limiter"):
+            assert getattr(error, "retry_after", None) == want.retry_after
 
     # -- time, rate and manual overrides ------------------------------------------
 
