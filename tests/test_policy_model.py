@@ -17,7 +17,8 @@ retriers' counters; how far the clock moved.
 Where the library disagrees with DESIGN.md, the model keeps the documented
 behaviour and the difference is counted aside and pinned by a strict xfail
 at the end of this file (so the machine stays green and the xfail turns red
-once the library is fixed).
+once the library is fixed). None is open now; the one it found (a waiting
+policy counted a release) has a regression test at the end.
 
 Everything shares one ``ManualClock``: backoff sleeps advance it, nothing
 sleeps for real, and time is exact to the nanosecond, so the model predicts
@@ -218,12 +219,6 @@ class BreakerModel:
             return 0
         return max(0, self.opened_at_ns + self.reset_ns - now)
 
-    def would_admit(self, now: int) -> bool:
-        """Whether admit(now) would admit (it changes nothing)."""
-        if self.state is BreakerState.OPEN:
-            return not self.held and now - self.opened_at_ns >= self.reset_ns
-        return self.state is BreakerState.CLOSED or self.half_open_calls < self.half_open_max
-
     def admit(self, now: int) -> Admission:
         if self.state is BreakerState.CLOSED:
             return Admission(True)
@@ -422,14 +417,6 @@ class PolicyModel:
     now_ns: int = 0
     retries: int = 0    # the retriers' counters, summed over the policies
     exhausted: int = 0
-    #: LIBRARY DISAGREEMENT, see test_waiting_for_a_token_is_not_a_release:
-    #: a waiting policy's native first attempt that finds no token admits
-    #: the breaker, releases that admission (counted in ``released``) and
-    #: starts over in Python. The model keeps ``breaker.released`` as
-    #: documented and counts these extra releases here, so that the machine
-    #: stays green and still checks every other count.
-    spurious_releases: int = 0
-
     def sleep(self, seconds: float) -> None:
         """ManualClock.sleep/advance: whole nanoseconds, as round(seconds * 1e9)."""
         if seconds > 0:
@@ -449,8 +436,6 @@ class PolicyModel:
         wait = path == "waiting"
         # The overall deadline is a float on the clock, as deadline_for() makes it.
         deadline = self.now_ns / NS + self.budget if path == "budget" else None
-        if wait and self.bucket.tokens < 1 and self.breaker.would_admit(self.now_ns):
-            self.spurious_releases += 1
         expected = Expected()
         error: ModelError | None = None
         floored_by = ""  # who set the last delay through its retry_after
@@ -779,8 +764,7 @@ class PolicyMachine(RuleBasedStateMachine):
             mb.state, mb.held, mb.failures, mb.half_open_calls), "breaker state"
         assert (cb.successes, cb.failures_total, cb.rejected) == (
             mb.successes, mb.failures_total, mb.rejected), "breaker counters"
-        # + spurious_releases: a known library disagreement (PolicyModel's comment)
-        assert cb.released == mb.released + model.spurious_releases, "breaker releases"
+        assert cb.released == mb.released, "breaker releases"
         assert cb.transitions == (mb.to_closed, mb.to_half_open, mb.to_open), "transitions"
         assert cb.remaining_open == mb.remaining_open_ns(model.now_ns) / NS
         mt = model.bucket
@@ -805,12 +789,10 @@ TestPolicyModel = PolicyMachine.TestCase
 # ---------------------------------------------- disagreements the model found --
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "library: a waiting policy's native first attempt that finds no token releases "
-    "its breaker admission (breaker.released += 1) before waiting in Python; released "
-    "is documented as 'admitted calls that ended without an outcome (cancelled)'. "
-    "When this passes, drop PolicyModel.spurious_releases."))
 def test_waiting_for_a_token_is_not_a_release() -> None:
+    # Found by the machine: a waiting policy's native first attempt that finds no
+    # token gave its breaker admission back (counted as a release, a cancellation)
+    # before waiting in Python for the same call.
     clock = vr.ManualClock()
     cb = vr.CircuitBreaker("wait", clock=clock)
     policy = (vr.PolicyBuilder("wait").with_clock(clock).with_circuit_breaker(cb)

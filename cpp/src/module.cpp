@@ -686,7 +686,9 @@ struct PyPolicy {
             if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
                 error.take();
             }
-            release(ticket);
+            // A waiting policy continues in Python with the same call: no
+            // cancellation, nothing to count (as for the token refusal).
+            release(ticket, !waits);
             if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
                 error.take();
             }
@@ -695,9 +697,9 @@ struct PyPolicy {
         return kCalled;
     }
 
-    void release(const vr::Ticket& ticket) {
+    void release(const vr::Ticket& ticket, bool counted = true) {
         if (breaker != nullptr) {
-            breaker->core.release(ticket);
+            breaker->core.release(ticket, counted);
         }
     }
 

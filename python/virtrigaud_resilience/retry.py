@@ -257,7 +257,8 @@ class Retrier:
         #: sleep before each starts, for metrics.
         self.retries = 0
         #: Calls that gave up retrying a retryable error: all max_attempts
-        #: (> 1) used, or the overall timeout too short for the next delay.
+        #: (> 1) used, the overall timeout too short for the next delay, or
+        #: the error's retry_after beyond max_delay or the deadline.
         self.exhausted = 0
         self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
                                 config.jitter, config.strategy)

@@ -209,9 +209,13 @@ public:
     }
 
     /// The admitted call ended without an outcome (cancelled): gives its
-    /// half-open slot back and counts nothing else.
-    void release(const Ticket& ticket) noexcept {
-        cold_.released.fetch_add(1, std::memory_order_relaxed);
+    /// half-open slot back and counts nothing else. `counted` false leaves it
+    /// out of released() too: the caller is about to be admitted again for
+    /// the same call (it waits for a token first), which is no cancellation.
+    void release(const Ticket& ticket, bool counted = true) noexcept {
+        if (counted) {
+            cold_.released.fetch_add(1, std::memory_order_relaxed);
+        }
         if (!ticket.half_open) {
             return;
         }
