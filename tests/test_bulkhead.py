@@ -546,7 +546,7 @@ async def test_enter_async_timeout_coinciding_with_a_cancel_stays_cancelled(
     bh.enter()
     task = asyncio.create_task(bh.enter_async(timeout=0.005))
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, 5.0)  # bounded: a regression must fail, not hang
     assert (bh.in_flight, bh.waiting, bh.rejected) == (1, 0, 0)
     bh.exit()
 

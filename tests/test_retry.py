@@ -916,5 +916,5 @@ async def test_retrier_timeout_coinciding_with_an_outside_cancel_stays_cancelled
 
     task = asyncio.create_task(vr.Retrier(NO_JITTER, timeout=0.005).call_async(slow))
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await asyncio.wait_for(task, 5.0)  # bounded: a regression must fail, not hang
     assert calls == [1]
