@@ -174,12 +174,20 @@ public:
     /// their place). Lock-free; an acquisition racing with this call is
     /// decided entirely under the old rate or entirely under the new one.
     void set_rate(int64_t interval_ns, int64_t burst) noexcept {
-        const int64_t now = now_ns(clock_);
         const uint64_t new_cfg = pack(interval_ns, burst);
         const int64_t new_interval = interval_of(new_cfg);
         const int64_t new_burst = burst_of(new_cfg);
         AtomicPair::Value s = state_.load();
         for (;;) {
+            // The clock is read after the state, on every attempt: each
+            // acquirer whose tat we see read its clock before we read ours,
+            // so tat <= now + (old tau + waits) and the debt below is real.
+            // Read once before a CAS that fails (or before a preemption), a
+            // stale `now` counted the tokens that later acquirers took
+            // (legitimately, at their later now) as debt, and converted it at
+            // the new rate: 1e6 -> 1e3 qps left a bucket thousands of tokens
+            // (seconds) in debt with no reservation made.
+            const int64_t now = now_ns(clock_);
             const uint64_t old_cfg = s.second;
             const int64_t old_interval = interval_of(old_cfg);
             const int64_t debt_ns = std::max(tat_of(s), now) - now;
