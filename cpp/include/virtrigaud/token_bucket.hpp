@@ -162,7 +162,12 @@ public:
             if (restore <= 0) {
                 return 0;
             }
-            if (state_.compare_exchange(s, {static_cast<uint64_t>(tat - restore), cfg})) {
+            // Saturating: refunds of tokens nothing took (a made-up tat_after,
+            // or one reservation refunded again and again) push tat back
+            // without bound; wrapped past INT64_MIN it would read as ~2^63 ns
+            // of debt (and is signed overflow). Any tat before now - tau
+            // means a full bucket, so a saturated one is still exact.
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(sat_sub(tat, restore)), cfg})) {
                 cancelled_.fetch_add(1, std::memory_order_relaxed);
                 return restore / interval;
             }
