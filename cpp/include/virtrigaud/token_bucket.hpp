@@ -218,7 +218,11 @@ public:
 
     /// Tokens available now; negative while reservations wait for tokens.
     double tokens() const noexcept {
-        const AtomicPair::Value s = state_.load();
+        // One consistent pair: a torn read racing set_rate() could pair the
+        // tat of one rate with the interval of another (a tat 4 tokens ahead
+        // at 1 ms per token, read at 1 us per token, is 4,000 tokens of
+        // debt), and retry_after() and monitoring act on this value.
+        const AtomicPair::Value s = state_.load_consistent();
         const int64_t now = now_ns(clock_);
         const double debt =
             static_cast<double>(std::max(tat_of(s), now) - now) / static_cast<double>(interval_of(s.second));
@@ -254,7 +258,7 @@ private:
     }
 
     // The hot fields share one cache line; nothing else is written per call.
-    alignas(64) AtomicPair state_;  // (tat, packed interval and burst)
+    alignas(64) mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()
     const ManualClock* clock_;
     std::atomic<uint64_t> admitted_{0};
     std::atomic<uint64_t> rejected_{0};
