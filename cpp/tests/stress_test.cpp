@@ -1,7 +1,9 @@
 // Multithreaded stress tests for the lock-free core (clock, token bucket,
 // circuit breaker, bulkhead, backoff). Built by CMake with -DVIRTRIGAUD_BUILD_STRESS=ON
-// and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON);
-// see cpp/tests/run_stress.sh.
+// and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON) and
+// under AddressSanitizer+UBSan (-DVIRTRIGAUD_SANITIZE_ADDRESS_UB=ON); see
+// cpp/tests/run_stress.sh. `stress_test [SCALE [NAME]]`: SCALE multiplies the
+// iteration counts, NAME runs only the cases whose name contains it.
 //
 // More threads than cores hammer one object at a time; afterwards (or at
 // barriers) the test checks invariants that hold whatever the interleaving.
@@ -1280,6 +1282,8 @@ int main(int argc, char** argv) {
     if (argc > 1) {
         g_scale = std::max(1, std::atoi(argv[1]));
     }
+    // `stress_test SCALE NAME`: only the cases whose name contains NAME.
+    const std::string only = argc > 2 ? argv[2] : "";
     const auto started = std::chrono::steady_clock::now();
     struct Case {
         const char* name;
@@ -1303,6 +1307,9 @@ int main(int argc, char** argv) {
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
     };
     for (const Case& c : cases) {
+        if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {
+            continue;
+        }
         const long failed_before = g_failed.load();
         const auto t0 = std::chrono::steady_clock::now();
         for (int r = 0; r < c.reps && g_failed.load() == failed_before; ++r) {
