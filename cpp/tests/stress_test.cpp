@@ -580,6 +580,432 @@ void test_bucket_set_rate_race() {
     CHECK((b == 10 && iv == 1000) || (b == 20 && iv == 2000));
 }
 
+// ------------------------------------------ token bucket: set_rate (item 7) --
+
+/// Slack for the rounding of set_rate(): the fraction of a token carried
+/// across a rate change is rounded to a whole nanosecond of the new interval.
+constexpr double kTokenEps = 1e-3;
+
+/// The reported scenario, as many short trials on the same threads (a fresh
+/// bucket each, barriers between): a bucket at 1e6 qps (1,000 ns per token)
+/// with a small burst, acquirers spinning on it, and one thread changing the
+/// rate to 1e3 qps (1,000,000 ns) once (pattern 0), from 1e3 to 1e6 (pattern
+/// 1), or back and forth (pattern 2). With try_acquire() only, nothing may
+/// ever be owed: tokens() >= 0 at the end. With reservations (bounded by
+/// max_wait), the debt never exceeds the tokens reserved beyond the burst
+/// (those that had to wait), nor max_wait in tokens of the faster rate.
+/// `manual`: the acquirers move a ManualClock forward as they go; otherwise
+/// the steady clock (real timing).
+void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
+    constexpr int64_t kFast = 1000;
+    constexpr int64_t kSlow = 1'000'000;
+    constexpr int64_t kBurst = 4;
+    constexpr int kAttempts = 150;
+    const int64_t max_wait = 20 * kFast;
+    ManualClock clock(1'000'000'000);
+    std::unique_ptr<TokenBucket> bucket;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<int64_t> beyond(kThreads);
+    std::atomic<long> bad_reads{0};
+    long negative = 0;
+    long over_reserved = 0;
+    double worst = 0;
+    const auto start_interval = [](int trial) { return trial % 3 == 1 ? kSlow : kFast; };
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) * 7919 + (manual ? 1 : 2) + (reservations ? 4 : 8));
+            for (int trial = 0; trial < trials; ++trial) {
+                phase.arrive_and_wait();  // A: a fresh bucket
+                TokenBucket& b = *bucket;
+                if (i == 0) {
+                    // The rate changer: after a random pause (the acquirers
+                    // are mid-flight), once or back and forth.
+                    const uint64_t pause = rng.below(400);
+                    for (uint64_t k = 0; k < pause; ++k) {
+                        (void)clock.now();
+                    }
+                    switch (trial % 3) {
+                        case 0:
+                            b.set_rate(kSlow, kBurst);
+                            break;
+                        case 1:
+                            b.set_rate(kFast, kBurst);
+                            break;
+                        default:
+                            for (int k = 0; k < 6; ++k) {
+                                b.set_rate(k % 2 == 0 ? kSlow : kFast, kBurst);
+                            }
+                            break;
+                    }
+                    beyond[idx] = 0;
+                } else {
+                    int64_t mine = 0;
+                    for (int k = 0; k < kAttempts; ++k) {
+                        if (manual) {
+                            clock.advance(static_cast<int64_t>(rng.below(2 * kFast)));
+                        }
+                        if (reservations && rng.below(4) == 0) {
+                            const int64_t n = 1 + static_cast<int64_t>(rng.below(2));
+                            const TokenBucket::Reservation r = b.reserve(n, max_wait);
+                            if (r.ok && r.delay_ns > 0) {
+                                mine += n;
+                            }
+                        } else {
+                            b.try_acquire(1);
+                        }
+                        // No reservations: nothing is ever owed, even to a
+                        // reader racing the rate change.
+                        if (!reservations && (k & 7) == 0) {
+                            const double t = b.tokens();
+                            if (!(t >= -kTokenEps && t <= static_cast<double>(kBurst))) {
+                                bad_reads.fetch_add(1, std::memory_order_relaxed);
+                            }
+                        }
+                    }
+                    beyond[idx] = mine;
+                }
+                phase.arrive_and_wait();  // B: main checks
+            }
+        },
+        [&] {
+            for (int trial = 0; trial < trials; ++trial) {
+                bucket = std::make_unique<TokenBucket>(start_interval(trial), kBurst,
+                                                       manual ? &clock : nullptr);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                const double t = bucket->tokens();
+                int64_t owed = 0;
+                for (int64_t x : beyond) {
+                    owed += x;
+                }
+                worst = std::min(worst, t);
+                if (t < -static_cast<double>(owed) - kTokenEps) {
+                    if (++negative <= 3) {
+                        std::fprintf(stderr,
+                                     "  set_rate trial %d (pattern %d, %s clock): tokens %.3f "
+                                     "but only %lld reserved beyond the burst\n",
+                                     trial, trial % 3, manual ? "manual" : "steady", t,
+                                     static_cast<long long>(owed));
+                    }
+                }
+                if (t < -static_cast<double>(max_wait / kFast) - kTokenEps) {
+                    ++over_reserved;
+                }
+            }
+        });
+    std::printf("  set_rate lower bound (%s clock, %s): %d trials, worst tokens %.4f\n",
+                manual ? "manual" : "steady", reservations ? "reservations" : "no reservations",
+                trials, worst);
+    CHECK_EQ(negative, 0L);
+    CHECK_EQ(over_reserved, 0L);
+    CHECK_EQ(bad_reads.load(), 0L);
+}
+
+void test_bucket_set_rate_lower_bound() {
+    const int trials = 600 * g_scale;
+    set_rate_lower_bound_trials(true, false, trials);
+    set_rate_lower_bound_trials(true, true, trials);
+    set_rate_lower_bound_trials(false, false, trials);
+    set_rate_lower_bound_trials(false, true, trials);
+}
+
+void test_bucket_set_rate_upper_bound() {
+    struct Cfg {
+        int64_t interval;
+        int64_t burst;
+    };
+    {
+        // Frozen time: nothing refills, and set_rate() keeps the tokens
+        // available (capped at the new burst), so all the tokens ever taken
+        // add up to at most the first burst: the bucket starts full and only
+        // loses tokens. Exact: no rounding happens while the clock stands.
+        const Cfg cfgs[] = {{1000, 50}, {3000, 200}, {7, 13}, {1'000'000, 1000}, {1, 100000}, {999, 1}};
+        ManualClock clock(5'000'000'000);
+        for (const Cfg& first : cfgs) {
+            TokenBucket bucket(first.interval, first.burst, &clock);
+            std::atomic<bool> stop{false};
+            std::vector<int64_t> taken(kThreads);
+            std::atomic<long> bad{0};
+            run_threads(kThreads, [&](int i) {
+                Rng rng(static_cast<uint64_t>(i) + 555);
+                int64_t mine = 0;
+                if (i == 0) {
+                    for (int k = 0; k < 2000 * g_scale; ++k) {
+                        const Cfg& c = cfgs[rng.below(sizeof cfgs / sizeof cfgs[0])];
+                        bucket.set_rate(c.interval, c.burst);
+                    }
+                    stop.store(true, std::memory_order_release);
+                } else {
+                    for (uint64_t k = 0; !stop.load(std::memory_order_acquire); ++k) {
+                        const int64_t n = 1 + static_cast<int64_t>(rng.below(3));
+                        const bool ok = rng.below(2) == 0 ? bucket.try_acquire(n)
+                                                          : bucket.reserve(n, 0).ok;
+                        mine += ok ? n : 0;
+                        if ((k & 7) == 0 && bucket.tokens() < -kTokenEps) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                        if ((k & 63) == 63) {
+                            std::this_thread::yield();  // let the rate changer run
+                        }
+                    }
+                }
+                taken[static_cast<size_t>(i)] = mine;
+            });
+            int64_t total = 0;
+            for (int64_t x : taken) {
+                total += x;
+            }
+            CHECK(total <= first.burst);
+            CHECK(static_cast<double>(total) + bucket.tokens() <=
+                  static_cast<double>(first.burst));
+            CHECK(bucket.tokens() >= 0.0);
+            CHECK(bucket.tokens() <= static_cast<double>(bucket.burst()));
+            CHECK_EQ(bad.load(), 0L);
+        }
+    }
+    {
+        // Real time. Between two rate changes the GCRA argument holds: tat
+        // grows by n * interval per admission, so the tokens admitted under
+        // config k are at most (tat_end - tat_start) / interval_k. Writing
+        // tat through the tokens available c at the moments s_k, e_k when
+        // set_rate() read the clock (tat = t + (burst - c) * interval), that
+        // is rate_k * (e_k - s_k) + c(s_k) - c(e_k); set_rate() makes
+        // c(s_{k+1}) = min(c(e_k), burst_{k+1}) <= c(e_k), so the sum
+        // telescopes to burst_0 + sum_k rate_k * (e_k - s_k) - c(end), and
+        // c(end) >= 0 with try_acquire() only. s_k and e_k are unknown but lie
+        // within the clock reads around each set_rate() call: bound each
+        // stretch by [lo_k, hi_{k+1}] (overlaps only loosen the bound).
+        // Rates low enough that the acquirers keep the bucket empty even
+        // under a sanitizer (so a set_rate() that handed out tokens would
+        // show), bursts large next to the tokens of one stretch.
+        const Cfg cfgs[] = {{10'000, 50}, {100'000, 500}, {25'000, 1}, {5'000, 200}};
+        constexpr size_t kN = sizeof cfgs / sizeof cfgs[0];
+        const size_t first = 0;
+        TokenBucket bucket(cfgs[first].interval, cfgs[first].burst);
+        std::vector<int64_t> lo, hi;
+        std::vector<size_t> which;
+        std::vector<int64_t> taken(kThreads);
+        std::atomic<bool> stop{false};
+        const int64_t t0 = steady_now_ns();
+        run_threads(kThreads, [&](int i) {
+            Rng rng(static_cast<uint64_t>(i) + 77);
+            int64_t mine = 0;
+            if (i == 0) {
+                for (int k = 0; k < 60; ++k) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(1500)));
+                    const size_t c = static_cast<size_t>(rng.below(kN));
+                    lo.push_back(steady_now_ns());
+                    bucket.set_rate(cfgs[c].interval, cfgs[c].burst);
+                    hi.push_back(steady_now_ns());
+                    which.push_back(c);
+                }
+                stop.store(true, std::memory_order_release);
+            } else {
+                while (!stop.load(std::memory_order_acquire)) {
+                    mine += bucket.try_acquire(1) ? 1 : 0;
+                }
+            }
+            taken[static_cast<size_t>(i)] = mine;
+        });
+        const int64_t t1 = steady_now_ns();
+        int64_t total = 0;
+        for (int64_t x : taken) {
+            total += x;
+        }
+        // Stretch k runs under config which[k-1] (which[-1] = first) from
+        // lo[k-1] (t0) to hi[k] (t1).
+        double bound = static_cast<double>(cfgs[first].burst) + 1;  // + rounding slack
+        double ideal = static_cast<double>(cfgs[first].burst);
+        for (size_t k = 0; k <= which.size(); ++k) {
+            const Cfg& c = cfgs[k == 0 ? first : which[k - 1]];
+            const int64_t from = k == 0 ? t0 : lo[k - 1];
+            const int64_t to = k == which.size() ? t1 : hi[k];
+            bound += static_cast<double>(to - from) / static_cast<double>(c.interval);
+            const int64_t from_ideal = k == 0 ? t0 : hi[k - 1];
+            const int64_t to_ideal = k == which.size() ? t1 : lo[k];
+            ideal += static_cast<double>(std::max<int64_t>(0, to_ideal - from_ideal)) /
+                     static_cast<double>(c.interval);
+        }
+        std::printf("  set_rate upper bound (steady): %lld admitted in %.1f ms, bound %.1f "
+                    "(admitted %.0f%% of the rate's own tokens, %.1f)\n",
+                    static_cast<long long>(total), static_cast<double>(t1 - t0) * 1e-6, bound,
+                    100.0 * static_cast<double>(total) / ideal, ideal);
+        CHECK(static_cast<double>(total) <= bound);
+        CHECK(bucket.tokens() >= -kTokenEps);
+    }
+}
+
+void test_bucket_set_rate_overflow() {
+    // The case: qps 1e9 (interval 1 ns) and the largest burst, four
+    // reservations of a whole burst (the longest wait allowed), then the
+    // slowest rate with burst 1. The debt in tokens (3 bursts) is far more
+    // than the longest representable debt at the new interval (kMaxDebtNs):
+    // it is clamped there, never wrapped or forgiven.
+    const int64_t fast = TokenBucket::interval_for(TokenBucket::kMaxQps);
+    const int64_t slow = TokenBucket::interval_for(TokenBucket::kMinQps);
+    CHECK_EQ(fast, int64_t{1});
+    CHECK_EQ(slow, TokenBucket::kMaxIntervalNs);
+    for (int64_t start : {int64_t{1'000'000'000}, kMaxClockNs - TokenBucket::kMaxDebtNs, kMaxClockNs}) {
+        ManualClock clock(start);
+        TokenBucket bucket(fast, TokenBucket::kMaxBurst, &clock);
+        CHECK_EQ(bucket.burst(), TokenBucket::kMaxBurst);
+        for (int k = 0; k < 4; ++k) {
+            const TokenBucket::Reservation r =
+                bucket.reserve(TokenBucket::kMaxBurst, TokenBucket::kMaxWaitNs);
+            CHECK(r.ok);
+            CHECK_EQ(r.delay_ns, k * TokenBucket::kMaxBurst);
+        }
+        CHECK_EQ(bucket.tokens(), static_cast<double>(-3 * TokenBucket::kMaxBurst));
+        bucket.set_rate(slow, 1);
+        CHECK_EQ(bucket.interval_ns(), TokenBucket::kMaxIntervalNs);
+        CHECK_EQ(bucket.burst(), int64_t{1});
+        CHECK(!bucket.try_acquire());
+        CHECK(!bucket.try_acquire(1, false));
+        const double clamped = 1.0 - static_cast<double>(TokenBucket::kMaxDebtNs) /
+                                         static_cast<double>(TokenBucket::kMaxIntervalNs);
+        CHECK_EQ(bucket.tokens(), clamped);
+        CHECK(bucket.tokens() < -100000.0);
+        // The wait for one more token is the whole clamped debt: past the
+        // longest wait, so no reservation either.
+        const TokenBucket::Reservation r = bucket.reserve(1, TokenBucket::kMaxWaitNs);
+        CHECK(!r.ok);
+        CHECK_EQ(r.delay_ns, TokenBucket::kMaxDebtNs);
+        // Time pays the debt off, no sooner.
+        clock.advance(TokenBucket::kMaxDebtNs - 1);
+        const bool at_end = clock.now() == kMaxClockNs;
+        if (!at_end) {
+            CHECK(!bucket.try_acquire());
+            clock.advance(1);
+            CHECK_EQ(bucket.tokens(), 1.0);
+            CHECK(bucket.try_acquire());
+        } else {
+            CHECK(!bucket.try_acquire());  // time ends before the debt does
+            CHECK(bucket.tokens() < 0.0);
+        }
+    }
+    // Back the other way: a slow bucket deep in debt made fast keeps its debt
+    // in tokens (no overflow of debt * interval either way).
+    ManualClock clock(1'000'000'000);
+    TokenBucket bucket(TokenBucket::kMaxIntervalNs, 1, &clock);
+    const int64_t burst = bucket.burst();
+    CHECK_EQ(burst, int64_t{1});
+    CHECK(bucket.reserve(1, 0).ok);
+    const TokenBucket::Reservation r = bucket.reserve(1, TokenBucket::kMaxWaitNs);
+    CHECK(r.ok);
+    CHECK_EQ(bucket.tokens(), -1.0);
+    bucket.set_rate(1, TokenBucket::kMaxBurst);
+    CHECK_EQ(bucket.tokens(), -1.0);
+    CHECK(!bucket.try_acquire());
+    clock.advance(1);
+    CHECK_EQ(bucket.tokens(), 0.0);
+}
+
+void test_bucket_refund_after_set_rate() {
+    // A reservation's tat belongs to the rate it was made under: once the
+    // rate changed, cancel() and refund() give nothing back (documented) and
+    // leave the bucket exactly as it was. Both directions: made slower, the
+    // rescaled tat lies beyond the old tat_after; made faster, before it
+    // (where a refund without the config check would hand back every token).
+    for (const bool slower : {true, false}) {
+        const int64_t from = slower ? 1000 : 2000;
+        const int64_t to = slower ? 2000 : 1000;
+        ManualClock clock(1'000'000'000);
+        TokenBucket bucket(from, 10, &clock);
+        const uint64_t cfg0 = bucket.config();
+        const TokenBucket::Reservation r1 = bucket.reserve(4, 0);
+        const TokenBucket::Reservation r2 = bucket.reserve(4, 100'000);
+        const TokenBucket::Reservation r3 = bucket.reserve(5, 100'000);
+        CHECK(r1.ok && r2.ok && r3.ok);
+        CHECK(r1.delay_ns == 0 && r2.delay_ns == 0 && r3.delay_ns == 3 * from);
+        CHECK(r1.config == cfg0 && r3.config == cfg0);
+        CHECK_EQ(bucket.tokens(), -3.0);
+        bucket.set_rate(to, 10);
+        CHECK(bucket.config() != cfg0);
+        CHECK_EQ(bucket.tokens(), -3.0);
+        const TokenBucket::Reservation* all[] = {&r1, &r2, &r3};
+        const int64_t ns[] = {4, 4, 5};
+        for (size_t k = 0; k < 3; ++k) {
+            const TokenBucket::Reservation& r = *all[k];
+            CHECK_EQ(bucket.cancel(ns[k], r.tat_after, r.time_to_act, r.config), int64_t{0});
+            CHECK_EQ(bucket.refund(ns[k], r.tat_after, r.config), int64_t{0});
+            CHECK_EQ(bucket.tokens(), -3.0);
+        }
+        CHECK_EQ(bucket.cancelled(), uint64_t{0});
+        // The bucket keeps its schedule at the new rate: 3 tokens owed.
+        clock.advance(3 * to - 1);
+        CHECK(!bucket.try_acquire());
+        clock.advance(1);
+        CHECK_EQ(bucket.tokens(), 0.0);
+        clock.advance(to);
+        CHECK(bucket.try_acquire());
+        CHECK(!bucket.try_acquire());
+        // Back to the first rate (the same packed config: an ABA for
+        // refund()). A refund may then apply, but it never returns more than
+        // it was given nor lifts the bucket past its burst.
+        bucket.set_rate(from, 10);
+        CHECK_EQ(bucket.config(), cfg0);
+        const double before = bucket.tokens();
+        for (size_t k = 0; k < 3; ++k) {
+            const int64_t back = bucket.refund(ns[k], all[k]->tat_after, all[k]->config);
+            CHECK(back >= 0 && back <= ns[k]);
+            CHECK(bucket.tokens() <= 10.0);
+        }
+        CHECK(bucket.tokens() >= before);
+    }
+
+    // Concurrently: reservations cancelled or refunded while the rate
+    // changes. Every call returns within [0, n]; afterwards the bucket
+    // obeys its schedule (no corrupted tat): once every debt is paid, a full
+    // burst and not one token more.
+    ManualClock frozen(2'000'000'000);
+    TokenBucket shared(1000, 20, &frozen);
+    std::atomic<long> bad{0};
+    std::atomic<bool> stop{false};
+    std::atomic<long> reservations{0};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 31337);
+        if (i == 0) {
+            while (reservations.load(std::memory_order_relaxed) < 100) {
+                std::this_thread::yield();  // the others are under way
+            }
+            for (int k = 0; k < 20000 * g_scale; ++k) {
+                shared.set_rate(k % 2 == 0 ? 3000 : 1000, k % 3 == 0 ? 5 : 20);
+            }
+            stop.store(true, std::memory_order_release);
+            return;
+        }
+        for (int k = 1; !stop.load(std::memory_order_acquire); ++k) {
+            reservations.fetch_add(1, std::memory_order_relaxed);
+            if ((k & 63) == 0) {
+                std::this_thread::yield();  // let the rate changer run
+            }
+            const int64_t n = 1 + static_cast<int64_t>(rng.below(3));
+            const TokenBucket::Reservation r = shared.reserve(n, 50'000);
+            if (!r.ok) {
+                continue;
+            }
+            const int64_t back = rng.below(2) == 0
+                                     ? shared.cancel(n, r.tat_after, r.time_to_act, r.config)
+                                     : shared.refund(n, r.tat_after, r.config);
+            if (back < 0 || back > n || shared.tokens() > static_cast<double>(20)) {
+                bad.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    });
+    CHECK_EQ(bad.load(), 0L);
+    shared.set_rate(1000, 20);
+    CHECK(shared.tokens() <= 20.0);
+    frozen.advance(int64_t{1} << 40);  // pays any debt
+    CHECK_EQ(shared.tokens(), 20.0);
+    int64_t admitted = 0;
+    while (shared.try_acquire(1)) {
+        ++admitted;
+    }
+    CHECK_EQ(admitted, int64_t{20});
+}
+
 // ------------------------------------------------------- circuit breaker --
 
 void test_breaker_single_trip() {
@@ -1297,6 +1723,10 @@ int main(int argc, char** argv) {
         {"bucket_reservations", test_bucket_reservations, 50},
         {"bucket_refund", test_bucket_refund, 50},
         {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
+        {"bucket_set_rate_lower_bound", test_bucket_set_rate_lower_bound, 1},
+        {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
+        {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
+        {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
