@@ -1524,6 +1524,376 @@ void test_breaker_reset_force_open_race() {
     CHECK_EQ(held - closed, int64_t{ends_held ? 1 : 0});
 }
 
+// ------------------------------- circuit breaker: generations and leases --
+
+void test_breaker_generation_wrap() {
+    // Issue item 8: with a 24-bit generation, a ticket taken 2^24 transitions
+    // ago matched the current generation again. Drive the breaker through
+    // exactly 2^24 generations (reset() x ~2^24) and report old tickets.
+    // About 17M uncontended CAS: ~0.1 s in Release, ~0.7 s under ASan, 2-4 s
+    // under TSan on the 2-core CI machine; it runs at full size in every mode.
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, 1, &clock);
+    constexpr uint64_t kWrap = uint64_t{1} << 24;
+    // Generation 0, closed: a ticket whose failure would trip (threshold 1).
+    const Ticket closed_ticket = cb.acquire();
+    // Trip (generation 1), time out, and take the one half-open slot
+    // (generation 2): the ticket that must never free a later probe's slot.
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    const Ticket half_open_ticket = cb.acquire();
+    CHECK(half_open_ticket.admitted && half_open_ticket.half_open);
+    CHECK_EQ(half_open_ticket.generation, uint64_t{2});
+    // Closed again at generation 2^24 (= 0 modulo 2^24).
+    for (uint64_t k = 0; k < kWrap - 2; ++k) {
+        cb.reset();
+    }
+    CHECK_EQ(cb.generation(), kWrap);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+    // The closed ticket of generation 0 is stale: its failure moves nothing.
+    const Transition tr = cb.record_failure(Ticket::decode(closed_ticket.encode()));
+    CHECK(!tr.changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+    CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+    CHECK_EQ(cb.generation(), kWrap);
+    // Half-open again at generation 2^24 + 2 (= 2 modulo 2^24), its one slot
+    // held by a live probe.
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    const Ticket live = cb.acquire();
+    CHECK(live.admitted && live.half_open && live.transition.changed);
+    CHECK_EQ(live.generation, kWrap + 2);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    // The old half-open ticket: its release frees nothing, its success
+    // closes nothing, its failure opens nothing.
+    const Ticket stale = Ticket::decode(half_open_ticket.encode());
+    cb.release(stale);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK(!cb.acquire().admitted);  // the live probe still holds the only slot
+    CHECK(!cb.record_success(stale).changed);
+    CHECK(!cb.record_failure(stale).changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    CHECK_EQ(cb.generation(), kWrap + 2);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    // The live probe still decides.
+    const Transition closed = cb.record_success(live);
+    CHECK(closed.changed && closed.to == BreakerState::kClosed);
+    CHECK_EQ(cb.generation(), kWrap + 3);
+}
+
+void test_breaker_stale_half_open_concurrent() {
+    // Stale tickets (half-open and closed ones of earlier generations)
+    // released, succeeded and failed by some threads while live probes hold
+    // every half-open slot: no slot is freed, nothing moves, no extra probe
+    // gets in. Phase B holds the slots still (exact: half_open_calls() == M
+    // and every acquire rejected throughout); phase C has the live probes
+    // release and retake their slots while stale reports go on, and M are
+    // held again at the end (a slot a stale report freed would be missing).
+    constexpr uint32_t kM = 3;
+    constexpr int kHolders = 2;  // threads 0, 1; main holds the first probe
+    static_assert(kHolders + 1 == static_cast<int>(kM), "every slot live");
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 100, kM, &clock);
+    const int kRounds = 150 * g_scale;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<Ticket> stale;  // written by main between rounds only
+    std::vector<Ticket> holding(kThreads);
+    std::atomic<int> churned{0};
+    std::atomic<bool> churn_done{false};
+    std::atomic<long> bad{0};
+    long bad_rounds = 0;
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) + 4711);
+            for (int round = 0; round < kRounds; ++round) {
+                phase.arrive_and_wait();  // A: half-open, main holds one probe
+                if (i < kHolders) {
+                    const Ticket t = cb.acquire();
+                    if (!t.admitted || !t.half_open) {
+                        bad.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    holding[idx] = t;
+                }
+                phase.arrive_and_wait();  // B: every slot held; stale reports
+                for (int k = 0; k < 200; ++k) {
+                    if (i < kHolders) {
+                        if (cb.acquire().admitted || cb.half_open_calls() != kM) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    } else if (!stale.empty()) {
+                        const Ticket& s = stale[static_cast<size_t>(rng.below(stale.size()))];
+                        switch (rng.below(3)) {
+                            case 0:
+                                cb.release(s);
+                                break;
+                            case 1:
+                                cb.record_success(s);
+                                break;
+                            default:
+                                cb.record_failure(s);
+                                break;
+                        }
+                        if (cb.half_open_calls() != kM ||
+                            cb.state() != BreakerState::kHalfOpen) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // C: churn
+                if (i < kHolders) {
+                    for (int k = 0; k < 100 && holding[idx].admitted; ++k) {
+                        cb.release(holding[idx]);
+                        Ticket t;
+                        for (int tries = 0; tries < 100000 && !(t = cb.acquire()).admitted;
+                             ++tries) {
+                            std::this_thread::yield();
+                        }
+                        if (!t.admitted || !t.half_open) {
+                            bad.fetch_add(1, std::memory_order_relaxed);  // the breaker moved
+                        }
+                        holding[idx] = t;
+                    }
+                    churned.fetch_add(1, std::memory_order_release);
+                } else {
+                    for (int k = 0; !churn_done.load(std::memory_order_acquire) && !stale.empty();
+                         ++k) {
+                        if ((k & 15) == 15) {
+                            std::this_thread::yield();  // let the holders churn
+                        }
+                        const Ticket& s = stale[static_cast<size_t>(rng.below(stale.size()))];
+                        if (rng.below(2) == 0) {
+                            cb.release(s);
+                        } else {
+                            cb.record_success(s);
+                        }
+                        if (cb.half_open_calls() > kM) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // D: main checks, ends the round
+            }
+        },
+        [&] {
+            for (int round = 0; round < kRounds; ++round) {
+                // Closed (a new generation: last round's probes go stale),
+                // trip, time out, and take the first probe of a fresh
+                // half-open generation.
+                cb.reset();
+                const Ticket trip = cb.acquire();
+                cb.record_failure(trip);
+                stale.push_back(trip);
+                clock.advance(100);
+                const Ticket first = cb.acquire();
+                bool ok = first.admitted && first.half_open && first.transition.changed;
+                churned.store(0, std::memory_order_relaxed);
+                churn_done.store(false, std::memory_order_relaxed);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                ok = ok && cb.half_open_calls() == kM;
+                phase.arrive_and_wait();  // C
+                while (churned.load(std::memory_order_acquire) < kHolders) {
+                    std::this_thread::yield();
+                }
+                churn_done.store(true, std::memory_order_release);
+                phase.arrive_and_wait();  // D
+                ok = ok && cb.half_open_calls() == kM && cb.state() == BreakerState::kHalfOpen;
+                if (!ok && ++bad_rounds <= 3) {
+                    std::fprintf(stderr, "  stale concurrent round %d: half_open_calls=%u state=%d\n",
+                                 round, cb.half_open_calls(), state_int(cb.state()));
+                }
+                // This round's live tickets join the stale pool.
+                stale.push_back(first);
+                for (const Ticket& t : holding) {
+                    if (t.admitted) {
+                        stale.push_back(t);
+                    }
+                }
+            }
+        });
+    CHECK_EQ(bad.load(), 0L);
+    CHECK_EQ(bad_rounds, 0L);
+}
+
+void test_breaker_half_open_lease() {
+    // Issue item 9: probes admitted and never reported hold every half-open
+    // slot. With a lease, the next call after the lease (counted from the
+    // newest probe's admission) starts a fresh half-open generation and is
+    // its first probe; without one (lease 0) the breaker stays wedged.
+    constexpr int64_t kTimeout = 100;
+    constexpr int64_t kLease = 1000;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, kTimeout, 2, &clock, kLease);
+    CHECK_EQ(cb.half_open_lease_ns(), kLease);
+    cb.record_failure(cb.acquire());
+    clock.advance(kTimeout);
+    const Ticket p1 = cb.acquire();  // open -> half-open, first probe
+    CHECK(p1.admitted && p1.half_open && p1.transition.changed);
+    clock.advance(500);
+    const Ticket p2 = cb.acquire();  // the newest probe: the lease runs from here
+    CHECK(p2.admitted && p2.half_open && p2.generation == p1.generation);
+    const int64_t newest = clock.now();
+    const uint64_t gen = cb.generation();
+    // Both slots lost. A lease after p1 but not after p2: still rejected.
+    clock.set(newest - 500 + kLease);
+    CHECK(!cb.acquire().admitted);
+    clock.set(newest + kLease - 1);
+    CHECK(!cb.acquire().admitted);
+    CHECK_EQ(cb.reclaimed(), uint64_t{0});
+    CHECK_EQ(cb.generation(), gen);
+    const uint64_t to_half_open = cb.transitions_to(BreakerState::kHalfOpen);
+    // The lease is up: a fresh half-open generation, this call its first probe.
+    clock.advance(1);
+    const Ticket p3 = cb.acquire();
+    CHECK(p3.admitted && p3.half_open);
+    CHECK(!p3.transition.changed);  // half-open it was, half-open it stays
+    CHECK_EQ(p3.generation, gen + 1);
+    CHECK_EQ(cb.reclaimed(), uint64_t{1});
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), to_half_open);
+    // The lost probes are stale now: nothing they report counts.
+    cb.release(p1);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK(!cb.record_failure(p2).changed);
+    CHECK(!cb.record_success(p1).changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    CHECK_EQ(cb.generation(), gen + 1);
+    // The new generation fills up; its lease runs from its newest probe.
+    clock.advance(700);
+    const Ticket p4 = cb.acquire();
+    CHECK(p4.admitted && p4.half_open && p4.generation == gen + 1);
+    clock.advance(kLease - 1);  // p3 is past its lease, p4 is not
+    CHECK(!cb.acquire().admitted);
+    clock.advance(1);
+    const Ticket p5 = cb.acquire();
+    CHECK(p5.admitted && p5.generation == gen + 2);
+    CHECK_EQ(cb.reclaimed(), uint64_t{2});
+    // One more probe, and a success closes it as usual.
+    const Ticket p6 = cb.acquire();
+    CHECK(p6.admitted && p6.generation == gen + 2);
+    const Transition closed = cb.record_success(p5);
+    CHECK(closed.changed && closed.to == BreakerState::kClosed);
+    // A slot given back is reused without waiting for the lease.
+    cb.record_failure(cb.acquire());
+    clock.advance(kTimeout);
+    const Ticket q1 = cb.acquire();
+    const Ticket q2 = cb.acquire();
+    CHECK(q1.admitted && q2.admitted);
+    cb.release(q2);
+    const Ticket q3 = cb.acquire();
+    CHECK(q3.admitted && q3.generation == q1.generation);
+    CHECK_EQ(cb.reclaimed(), uint64_t{2});
+
+    // Lease 0: no lease; lost probes wedge the breaker half-open (documented).
+    CircuitBreaker wedged(1, kTimeout, 1, &clock, 0);
+    wedged.record_failure(wedged.acquire());
+    clock.advance(kTimeout);
+    CHECK(wedged.acquire().admitted);  // lost
+    clock.advance(int64_t{1} << 61);
+    CHECK(!wedged.acquire().admitted);
+    CHECK_EQ(wedged.reclaimed(), uint64_t{0});
+    CHECK_EQ(state_int(wedged.state()), state_int(BreakerState::kHalfOpen));
+    // Out-of-range leases clamp: negative is no lease, huge is kMaxTimeoutNs.
+    CHECK_EQ(CircuitBreaker(1, 1, 1, &clock, -5).half_open_lease_ns(), int64_t{0});
+    CHECK_EQ(CircuitBreaker(1, 1, 1, &clock, INT64_MAX).half_open_lease_ns(),
+             CircuitBreaker::kMaxTimeoutNs);
+}
+
+void lease_reclaim_race(uint32_t max_calls) {
+    // Round after round, every half-open slot is lost and the lease runs
+    // out; then all threads race to acquire. Exactly one reclaims (one new
+    // generation per expiry), exactly M probes get in, half_open_calls()
+    // never exceeds M, and the lost probes of earlier rounds, reported
+    // meanwhile, change nothing.
+    const uint32_t kM = max_calls;
+    constexpr int64_t kLease = 5000;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, kM, &clock, kLease);
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    std::vector<Ticket> lost;
+    for (uint32_t k = 0; k < kM; ++k) {
+        lost.push_back(cb.acquire());
+    }
+    CHECK_EQ(cb.half_open_calls(), kM);
+    const int kRounds = 1000 * g_scale;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<std::vector<Ticket>> got(kThreads);
+    std::atomic<long> over{0};
+    long bad_rounds = 0;
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) + 99);
+            for (int round = 0; round < kRounds; ++round) {
+                phase.arrive_and_wait();  // A: the lease is up
+                for (int k = 0; k < 3; ++k) {
+                    const Ticket t = cb.acquire();
+                    if (t.admitted) {
+                        got[idx].push_back(t);
+                    }
+                    if (cb.half_open_calls() > kM) {
+                        over.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    if (i == kThreads - 1 && !lost.empty()) {  // a late report of a lost probe
+                        const Ticket& s = lost[static_cast<size_t>(rng.below(lost.size()))];
+                        if (k == 0) {
+                            cb.release(s);
+                        } else {
+                            cb.record_success(s);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // B: main checks
+            }
+        },
+        [&] {
+            for (int round = 0; round < kRounds; ++round) {
+                const uint64_t gen = cb.generation();
+                const uint64_t reclaimed = cb.reclaimed();
+                clock.advance(kLease);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                size_t admitted = 0;
+                bool ok = true;
+                for (auto& g : got) {
+                    for (const Ticket& t : g) {
+                        ++admitted;
+                        ok = ok && t.half_open && t.generation == gen + 1 && !t.transition.changed;
+                        lost.push_back(t);
+                    }
+                    g.clear();
+                }
+                ok = ok && admitted == kM && cb.reclaimed() == reclaimed + 1 &&
+                     cb.generation() == gen + 1 && cb.half_open_calls() == kM &&
+                     cb.state() == BreakerState::kHalfOpen;
+                if (!ok && ++bad_rounds <= 3) {
+                    std::fprintf(stderr,
+                                 "  lease race round %d: admitted=%zu reclaimed=+%llu gen=+%llu "
+                                 "half_open_calls=%u\n",
+                                 round, admitted,
+                                 static_cast<unsigned long long>(cb.reclaimed() - reclaimed),
+                                 static_cast<unsigned long long>(cb.generation() - gen),
+                                 cb.half_open_calls());
+                }
+                if (lost.size() > 64) {
+                    lost.erase(lost.begin(), lost.begin() + 32);
+                }
+            }
+        });
+    CHECK_EQ(over.load(), 0L);
+    CHECK_EQ(bad_rounds, 0L);
+    CHECK_EQ(cb.reclaimed(), static_cast<uint64_t>(kRounds));
+}
+
+void test_breaker_lease_reclaim_race() {
+    lease_reclaim_race(1);  // the reclaimer's probe alone must renew the lease
+    lease_reclaim_race(2);
+}
+
 // -------------------------------------------------------------- bulkhead --
 
 void test_bulkhead_limit() {
@@ -1732,6 +2102,10 @@ int main(int argc, char** argv) {
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
         {"breaker_full_cycles", test_breaker_full_cycles, 3},
         {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
+        {"breaker_generation_wrap", test_breaker_generation_wrap, 1},
+        {"breaker_stale_half_open_concurrent", test_breaker_stale_half_open_concurrent, 2},
+        {"breaker_half_open_lease", test_breaker_half_open_lease, 1},
+        {"breaker_lease_reclaim_race", test_breaker_lease_reclaim_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
