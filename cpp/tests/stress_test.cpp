@@ -1938,6 +1938,137 @@ void test_bulkhead_limit() {
     CHECK_EQ(bulkhead.admitted() + bulkhead.rejected(), static_cast<uint64_t>(att));
 }
 
+void test_bulkhead_unmatched_exit() {
+    // Issue item 10: an exit() without its enter used to drive in_flight to
+    // -1 and so admit one call past the limit. It is refused now
+    // (kUnmatched) and changes nothing.
+    Bulkhead b(2);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    CHECK(b.try_enter());
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    // Still at most 2 in flight after the spurious exits.
+    CHECK(b.try_enter());
+    CHECK(b.try_enter());
+    CHECK(!b.try_enter());
+    CHECK(!b.take());
+    CHECK_EQ(b.in_flight(), int64_t{2});
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    CHECK_EQ(b.admitted(), uint64_t{3});
+
+    // Under contention: threads enter and exit (matched) while others exit
+    // without entering. A spurious exit may take the place of a matched one
+    // (the bulkhead cannot tell them apart), but in_flight stays within
+    // [0, max] at every moment and ends at 0, and the freed exits are
+    // exactly the admissions.
+    const int64_t max = 3;
+    Bulkhead shared(max);
+    std::atomic<long> out_of_range{0};
+    std::vector<int64_t> freed(kThreads), entered(kThreads), unmatched(kThreads);
+    run_threads(kThreads, [&](int i) {
+        const auto idx = static_cast<size_t>(i);
+        const bool spurious = i >= kThreads / 2;
+        int64_t f = 0;
+        int64_t e = 0;
+        int64_t u = 0;
+        for (int k = 0; k < 30000 * g_scale; ++k) {
+            if (!spurious) {
+                if (!shared.try_enter()) {
+                    continue;
+                }
+                ++e;
+            }
+            const int64_t n = shared.in_flight();
+            if (n < 0 || n > max) {
+                out_of_range.fetch_add(1, std::memory_order_relaxed);
+            }
+            const Bulkhead::Exit x = shared.exit();
+            (x == Bulkhead::Exit::kUnmatched ? u : f) += 1;
+            if (x == Bulkhead::Exit::kFreedWaiting) {
+                out_of_range.fetch_add(1, std::memory_order_relaxed);  // nobody waits here
+            }
+        }
+        freed[idx] = f;
+        entered[idx] = e;
+        unmatched[idx] = u;
+    });
+    int64_t f = 0;
+    int64_t e = 0;
+    int64_t u = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        f += freed[i];
+        e += entered[i];
+        u += unmatched[i];
+    }
+    CHECK_EQ(out_of_range.load(), 0L);
+    CHECK_EQ(shared.in_flight(), int64_t{0});
+    CHECK_EQ(f, e);
+    CHECK_EQ(shared.admitted(), static_cast<uint64_t>(e));
+    CHECK(u >= int64_t{kThreads / 2} * 30000 * g_scale - e);  // every surplus exit refused
+    // Afterwards the limit holds exactly.
+    for (int64_t k = 0; k < max; ++k) {
+        CHECK(shared.try_enter());
+    }
+    CHECK(!shared.try_enter());
+}
+
+void test_bulkhead_fifo() {
+    // First come, first served: while a waiter is registered, a newcomer's
+    // try_enter() is refused even with a slot free; the waiter's take() is
+    // not. A freed slot handed over stays in flight and counts an admission.
+    Bulkhead b(2);
+    CHECK(b.try_enter());
+    b.add_waiter(1);
+    CHECK_EQ(b.waiters(), int64_t{1});
+    CHECK(!b.try_enter());  // a slot is free, but someone queues
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    CHECK(b.take());        // the waiter at the head takes it
+    CHECK_EQ(b.in_flight(), int64_t{2});
+    CHECK(!b.take());       // full
+    // Another waiter; an exit now says to wake it.
+    CHECK(b.exit() == Bulkhead::Exit::kFreedWaiting);
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    b.add_waiter(-1);
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK_EQ(b.waiters(), int64_t{0});
+    CHECK(b.try_enter());
+    // hand_over(): the exiting caller's slot goes straight to the waiter; the
+    // count never drops, and the waiter's admission is counted.
+    const uint64_t admitted = b.admitted();
+    b.hand_over();
+    CHECK_EQ(b.admitted(), admitted + 1);
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.rejected(), uint64_t{0});
+    b.count_rejection();
+    CHECK_EQ(b.rejected(), uint64_t{1});
+
+    // Concurrently: once a waiter has registered, no newcomer gets in, even
+    // though slots keep freeing; the waiter's take() does.
+    Bulkhead q(4);
+    q.add_waiter(1);
+    std::atomic<long> barged{0};
+    run_threads(kThreads, [&](int) {
+        for (int k = 0; k < 20000 * g_scale; ++k) {
+            if (q.try_enter()) {
+                barged.fetch_add(1, std::memory_order_relaxed);
+                q.exit();
+            }
+        }
+    });
+    CHECK_EQ(barged.load(), 0L);
+    CHECK(q.take());
+    q.add_waiter(-1);
+    CHECK(q.exit() == Bulkhead::Exit::kFreed);
+}
+
 // --------------------------------------------------------------- backoff --
 
 void test_backoff_extremes() {
@@ -2107,6 +2238,8 @@ int main(int argc, char** argv) {
         {"breaker_half_open_lease", test_breaker_half_open_lease, 1},
         {"breaker_lease_reclaim_race", test_breaker_lease_reclaim_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
+        {"bulkhead_unmatched_exit", test_bulkhead_unmatched_exit, 3},
+        {"bulkhead_fifo", test_bulkhead_fifo, 2},
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
     };
