@@ -29,6 +29,11 @@
 #include <utility>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
+
 using namespace virtrigaud;
 
 namespace {
@@ -2203,6 +2208,78 @@ void test_backoff_seeded_shared() {
     CHECK(own[0] != own[1]);
 }
 
+void test_backoff_fork_reseed() {
+    // Issue item 11: a forked child used to continue its parent's per-thread
+    // stream, so every worker of a pre-fork server retried in lockstep. The
+    // parent draws first (its stream exists), then both draw N more: the
+    // sequences must differ. A seeded Backoff stays reproducible: the child
+    // continues the same counter-based stream as the parent.
+#if defined(__unix__) || defined(__APPLE__)
+    constexpr int kN = 64;
+    Backoff unseeded(1.0, 1.0, 1.0, true, Strategy::kFullJitter);
+    Backoff seeded(1.0, 1.0, 1.0, true, Strategy::kFullJitter, true, 0xFEED);
+    const double before = unseeded.uniform() + thread_uniform() + seeded.uniform();
+    CHECK(before >= 0);
+    int fds[2];
+    if (pipe(fds) != 0) {
+        report(false, __FILE__, __LINE__, "pipe() failed");
+        return;
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+        report(false, __FILE__, __LINE__, "fork() failed");
+        return;
+    }
+    double draws[2 * kN];
+    for (int k = 0; k < kN; ++k) {
+        draws[k] = unseeded.uniform();
+        draws[kN + k] = seeded.uniform();
+    }
+    if (pid == 0) {
+        // The child: send its draws and leave at once (no atexit handlers,
+        // no sanitizer reports of the parent's state).
+        const char* p = reinterpret_cast<const char*>(draws);
+        size_t left = sizeof draws;
+        while (left > 0) {
+            const ssize_t w = write(fds[1], p, left);
+            if (w <= 0) {
+                _exit(2);
+            }
+            p += w;
+            left -= static_cast<size_t>(w);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    double child[2 * kN];
+    char* p = reinterpret_cast<char*>(child);
+    size_t got = 0;
+    while (got < sizeof child) {
+        const ssize_t r = read(fds[0], p + got, sizeof child - got);
+        if (r <= 0) {
+            break;
+        }
+        got += static_cast<size_t>(r);
+    }
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(got, sizeof child);
+    int same_unseeded = 0;
+    int same_seeded = 0;
+    for (int k = 0; k < kN; ++k) {
+        same_unseeded += child[k] == draws[k] ? 1 : 0;
+        same_seeded += child[kN + k] == draws[kN + k] ? 1 : 0;
+    }
+    CHECK_EQ(same_unseeded, 0);  // 64 equal 53-bit draws by chance: never
+    CHECK_EQ(same_seeded, kN);
+    CHECK(fork_count().load() == 0);  // the parent's count never moves
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -2242,6 +2319,7 @@ int main(int argc, char** argv) {
         {"bulkhead_fifo", test_bulkhead_fifo, 2},
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
+        {"backoff_fork_reseed", test_backoff_fork_reseed, 3},
     };
     for (const Case& c : cases) {
         if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {
