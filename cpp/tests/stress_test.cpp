@@ -2280,6 +2280,449 @@ void test_backoff_fork_reseed() {
 #endif
 }
 
+// ----------------------------------------------------------------- edges --
+// Issue item 14: every public entry of every primitive, called with extreme
+// values, clamps as documented and never reaches undefined behaviour. Meant
+// for the -fsanitize=address,undefined -fno-sanitize-recover=all build
+// (run_stress.sh --asan), where any signed overflow, bad shift or invalid
+// conversion aborts; elsewhere it still checks the documented results.
+
+constexpr int64_t kI64Min = std::numeric_limits<int64_t>::min();
+constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+
+const int64_t kExtremeInts[] = {kI64Min,
+                                kI64Min + 1,
+                                -kMaxClockNs,
+                                -1,
+                                0,
+                                1,
+                                2,
+                                1000,
+                                TokenBucket::kMaxBurst,
+                                TokenBucket::kMaxBurst + 1,
+                                TokenBucket::kMaxIntervalNs,
+                                TokenBucket::kMaxIntervalNs + 1,
+                                TokenBucket::kMaxTauNs,
+                                CircuitBreaker::kMaxTimeoutNs + 1,
+                                kMaxClockNs,
+                                kMaxClockNs + 1,
+                                kI64Max - 1,
+                                kI64Max};
+
+const double kExtremeDoubles[] = {std::numeric_limits<double>::quiet_NaN(),
+                                  -std::numeric_limits<double>::infinity(),
+                                  -std::numeric_limits<double>::max(),
+                                  -1.0,
+                                  -0.0,
+                                  0.0,
+                                  std::numeric_limits<double>::denorm_min(),
+                                  1e-300,
+                                  1e-9,
+                                  0.5,
+                                  1.0,
+                                  2.0,
+                                  30.0,
+                                  1e9,
+                                  2e9,
+                                  1e300,
+                                  std::numeric_limits<double>::max(),
+                                  std::numeric_limits<double>::infinity()};
+
+/// What every bucket satisfies whatever was done to it: the configuration
+/// in range, tokens() finite, at most the burst, at least the largest debt
+/// allowed; and try_acquire() agrees with tokens().
+long bucket_invariants(TokenBucket& b) {
+    long bad = 0;
+    const int64_t iv = b.interval_ns();
+    const int64_t burst = b.burst();
+    bad += iv < 1 || iv > TokenBucket::kMaxIntervalNs;
+    bad += burst < 1 || burst > TokenBucket::kMaxBurst || burst > TokenBucket::kMaxTauNs / iv;
+    const double t = b.tokens();
+    bad += !std::isfinite(t);
+    bad += t > static_cast<double>(burst);
+    bad += t < static_cast<double>(burst) -
+                   static_cast<double>(TokenBucket::kMaxDebtNs) / static_cast<double>(iv) - 1;
+    return bad;
+}
+
+void test_edges() {
+    long bad = 0;
+    long calls = 0;
+
+    // ---- saturating arithmetic
+    for (int64_t a : kExtremeInts) {
+        for (int64_t b : kExtremeInts) {
+            const __int128 sum = static_cast<__int128>(a) + b;
+            const __int128 diff = static_cast<__int128>(a) - b;
+            const auto clamp128 = [](__int128 v) {
+                return static_cast<int64_t>(v > kI64Max ? kI64Max : (v < kI64Min ? kI64Min : v));
+            };
+            bad += sat_add(a, b) != clamp128(sum);
+            bad += sat_sub(a, b) != clamp128(diff);
+            const __int128 prod = static_cast<__int128>(a) * b;
+            const int64_t want_mul = a <= 0 || b <= 0 ? 0 : clamp128(prod);
+            bad += sat_mul_nonneg(a, b) != want_mul;
+            if (a <= b) {
+                for (int64_t v : kExtremeInts) {
+                    const int64_t c = clamp64(v, a, b);
+                    bad += c < a || c > b || (v >= a && v <= b && c != v);
+                }
+            }
+            calls += 4;
+        }
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- AtomicPair: any bit patterns
+    {
+        AtomicPair p(~uint64_t{0}, 0);
+        AtomicPair::Value v{~uint64_t{0}, 0};
+        CHECK(p.compare_exchange(v, {0, ~uint64_t{0}}));
+        CHECK(p.load() == (AtomicPair::Value{0, ~uint64_t{0}}));
+        AtomicPair::Value wrong{1, 1};
+        CHECK(!p.compare_exchange(wrong, {2, 2}));
+        CHECK(wrong == (AtomicPair::Value{0, ~uint64_t{0}}));
+    }
+
+    // ---- clocks
+    for (int64_t start : kExtremeInts) {
+        ManualClock c(start);
+        const int64_t want = start < 0 ? 0 : (start > kMaxClockNs ? kMaxClockNs : start);
+        bad += c.now() != want;
+        for (int64_t d : kExtremeInts) {
+            const int64_t before = c.now();
+            c.advance(d);
+            const int64_t after = c.now();
+            const int64_t expect = d <= 0 ? before : std::min(kMaxClockNs, sat_add(before, d));
+            bad += after != expect;
+            const bool moved = c.set(d);
+            const int64_t target = clamp64(d, 0, kMaxClockNs);
+            bad += moved != (target >= after);
+            bad += c.now() != std::max(after, target);
+            bad += now_ns(&c) != c.now();
+            calls += 3;
+        }
+        c.advance(kI64Max);
+        bad += c.now() != kMaxClockNs;
+        bad += c.set(kI64Max) != true;  // to the end, where it already is
+        bad += c.set(kI64Min) != false;
+    }
+    bad += steady_now_ns() <= 0;
+    bad += now_ns(nullptr) <= 0;
+    CHECK_EQ(bad, 0L);
+
+    // ---- token bucket
+    for (double qps : kExtremeDoubles) {
+        const int64_t iv = TokenBucket::interval_for(qps);
+        bad += iv < 1 || iv > TokenBucket::kMaxIntervalNs;
+        ++calls;
+    }
+    CHECK_EQ(TokenBucket::interval_for(std::numeric_limits<double>::quiet_NaN()),
+             TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(-1.0), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(std::numeric_limits<double>::infinity()), int64_t{1});
+    CHECK_EQ(TokenBucket::interval_for(TokenBucket::kMinQps / 2), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(TokenBucket::kMinQps), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(2e9), int64_t{1});
+    CHECK_EQ(TokenBucket::interval_for(1000.0), int64_t{1'000'000});
+    const int64_t clock_starts[] = {0, 1'000'000'000, kMaxClockNs - TokenBucket::kMaxDebtNs,
+                                    kMaxClockNs};
+    for (int64_t iv : kExtremeInts) {
+        for (int64_t burst : kExtremeInts) {
+            TokenBucket b(iv, burst);
+            const int64_t want_iv = clamp64(iv, 1, TokenBucket::kMaxIntervalNs);
+            const int64_t want_burst =
+                clamp64(burst, 1, std::min(TokenBucket::kMaxBurst, TokenBucket::kMaxTauNs / want_iv));
+            bad += b.interval_ns() != want_iv;
+            bad += b.burst() != want_burst;
+            bad += b.tokens() != static_cast<double>(want_burst);
+            bad += bucket_invariants(b);
+            ++calls;
+        }
+    }
+    CHECK_EQ(bad, 0L);
+    const int64_t bucket_cfgs[][2] = {{1, TokenBucket::kMaxBurst},
+                                      {TokenBucket::kMaxIntervalNs, kI64Max},
+                                      {int64_t{1} << 38, TokenBucket::kMaxBurst},
+                                      {1000, 10}};
+    for (int64_t start : clock_starts) {
+        for (const auto& cfg : bucket_cfgs) {
+            ManualClock clock(start);
+            TokenBucket b(cfg[0], cfg[1], &clock);
+            TokenBucket steady(cfg[0], cfg[1]);
+            for (TokenBucket* bp : {&b, &steady}) {
+                TokenBucket& x = *bp;
+                for (int64_t n : kExtremeInts) {
+                    const bool in_range = n >= 1 && n <= x.burst();
+                    const double before = x.tokens();
+                    const bool ok = x.try_acquire(n);
+                    bad += ok && !in_range;
+                    if (in_range && x.clock() != nullptr) {
+                        // (tokens() is a double: allow its rounding.)
+                        bad += ok ? before < static_cast<double>(n) - 1e-6
+                                  : before >= static_cast<double>(n) + 1e-6;
+                    }
+                    bad += bucket_invariants(x);
+                    for (int64_t w : kExtremeInts) {
+                        const TokenBucket::Reservation r = x.reserve(n, w);
+                        bad += r.ok && !in_range;
+                        bad += r.ok && (r.delay_ns < 0 || r.delay_ns > clamp64(w, 0, TokenBucket::kMaxWaitNs));
+                        bad += bucket_invariants(x);
+                        calls += 2;
+                    }
+                    // Cancels and refunds with made-up arrival times and
+                    // configs: never more than n back, never past the burst.
+                    for (int64_t tat : kExtremeInts) {
+                        for (uint64_t c : {x.config(), uint64_t{0}, ~uint64_t{0}}) {
+                            const int64_t back = x.refund(n, tat, c);
+                            bad += back < 0 || (back > 0 && (!in_range || back > n));
+                            const int64_t back2 = x.cancel(n, tat, tat, c);
+                            bad += back2 < 0 || (back2 > 0 && (!in_range || back2 > n));
+                            bad += bucket_invariants(x);
+                            calls += 2;
+                        }
+                    }
+                    if (x.clock() != nullptr) {
+                        clock.advance(n);
+                    }
+                }
+                // Refunds of a whole burst that nothing took, over and over
+                // (a made-up tat_after beyond every arrival time): the bucket
+                // only gains, up to its burst, and its arrival time is pushed
+                // back without ever wrapping.
+                const double before_refunds = x.tokens();
+                for (int k = 0; k < 80; ++k) {
+                    x.refund(x.burst(), kI64Max, x.config());
+                    x.cancel(x.burst(), kI64Max, kI64Max, x.config());
+                }
+                bad += bucket_invariants(x);
+                bad += x.tokens() < before_refunds;
+                calls += 160;
+                for (int64_t iv : kExtremeInts) {
+                    for (int64_t burst : {kI64Min, int64_t{0}, int64_t{1}, TokenBucket::kMaxBurst, kI64Max}) {
+                        // Deep in debt first, so set_rate has something to convert.
+                        x.reserve(x.burst(), TokenBucket::kMaxWaitNs);
+                        x.reserve(x.burst(), TokenBucket::kMaxWaitNs);
+                        x.set_rate(iv, burst);
+                        bad += bucket_invariants(x);
+                        calls += 3;
+                    }
+                }
+            }
+        }
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- circuit breaker
+    const uint32_t thresholds[] = {0, 1, 2, CircuitBreaker::kMaxFailureThreshold,
+                                   CircuitBreaker::kMaxFailureThreshold + 1, ~uint32_t{0}};
+    const uint32_t half_opens[] = {0, 1, CircuitBreaker::kMaxHalfOpenCalls,
+                                   CircuitBreaker::kMaxHalfOpenCalls + 1, ~uint32_t{0}};
+    const int64_t times[] = {kI64Min, -1, 0, 1, 1000, CircuitBreaker::kMaxTimeoutNs,
+                             CircuitBreaker::kMaxTimeoutNs + 1, kI64Max};
+    const int64_t codes[] = {kI64Min, -2, -1, 0, 1, 2, 3, kI64Max - 1, kI64Max};
+    for (int64_t start : {int64_t{0}, int64_t{1'000'000}, kMaxClockNs}) {
+        for (uint32_t th : thresholds) {
+            for (uint32_t ho : half_opens) {
+                for (int64_t timeout : times) {
+                    for (int64_t lease : {kI64Min, int64_t{0}, int64_t{1000}, kI64Max}) {
+                        ManualClock clock(start);
+                        CircuitBreaker cb(th, timeout, ho, &clock, lease);
+                        bad += cb.failure_threshold() !=
+                               std::max(1u, std::min(th, CircuitBreaker::kMaxFailureThreshold));
+                        bad += cb.half_open_max_calls() !=
+                               std::max(1u, std::min(ho, CircuitBreaker::kMaxHalfOpenCalls));
+                        bad += cb.reset_timeout_ns() != clamp64(timeout, 0, CircuitBreaker::kMaxTimeoutNs);
+                        bad += cb.half_open_lease_ns() != clamp64(lease, 0, CircuitBreaker::kMaxTimeoutNs);
+                        // Decoded tickets of any code, on a breaker past generation 0.
+                        cb.reset();
+                        for (int64_t code : codes) {
+                            const Ticket t = Ticket::decode(code);
+                            bad += t.admitted != (code >= 0);
+                            const uint64_t gen = cb.generation();
+                            const bool current = t.admitted && t.generation == gen;
+                            cb.release(t);
+                            const Transition a = cb.record_success(t);
+                            const Transition f = cb.record_failure(t);
+                            bad += !current && (a.changed || f.changed || cb.generation() != gen);
+                            calls += 3;
+                        }
+                        // Trip, sit open, time out (or not: the clock ends at
+                        // kMaxClockNs), probe, and report.
+                        cb.reset();
+                        for (uint32_t k = 0; k < 3 && cb.state() == BreakerState::kClosed; ++k) {
+                            cb.record_failure(cb.acquire());
+                        }
+                        const int64_t left = cb.remaining_open_ns();
+                        bad += left < 0 || left > cb.reset_timeout_ns();
+                        for (int64_t d : {int64_t{1}, cb.reset_timeout_ns(), kI64Max}) {
+                            clock.advance(d);
+                            const Ticket t = cb.acquire();
+                            bad += cb.remaining_open_ns() < 0;
+                            bad += cb.half_open_calls() > cb.half_open_max_calls();
+                            if (t.admitted) {
+                                bad += t.encode() < 0 || Ticket::decode(t.encode()).generation != t.generation;
+                                if (d == 1) {
+                                    cb.release(t);
+                                } else {
+                                    cb.record_success(t);
+                                }
+                            }
+                            calls += 2;
+                        }
+                        cb.force_open();
+                        clock.advance(kI64Max);
+                        bad += cb.acquire().admitted;  // held open never times out
+                        bad += cb.remaining_open_ns() != 0;
+                        cb.reset();
+                        bad += !cb.acquire().admitted;
+                    }
+                }
+            }
+        }
+    }
+    {
+        Ticket t;
+        t.admitted = true;
+        t.half_open = true;
+        t.generation = ~uint64_t{0};
+        bad += t.encode() < 0;
+        bad += Ticket::decode(t.encode()).generation != Ticket::kGenerationMask;
+        bad += Ticket{}.encode() != -1;
+    }
+    CHECK_EQ(bad, 0L);
+    {
+        // The widest fields: failures just below the largest threshold stay
+        // in their bits (closed, no half-open calls), the next one trips; the
+        // most half-open calls fill their 16 bits and no more.
+        ManualClock clock(1);
+        CircuitBreaker cb(~uint32_t{0}, 10, ~uint32_t{0}, &clock);
+        const uint32_t th = CircuitBreaker::kMaxFailureThreshold;
+        for (uint32_t k = 0; k + 1 < th; ++k) {
+            cb.record_failure(cb.acquire());
+        }
+        CHECK_EQ(cb.consecutive_failures(), th - 1);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+        CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+        CHECK(cb.record_failure(cb.acquire()).changed);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kOpen));
+        CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+        clock.advance(10);
+        std::vector<Ticket> probes;
+        for (uint32_t k = 0; k <= CircuitBreaker::kMaxHalfOpenCalls; ++k) {
+            const Ticket t = cb.acquire();
+            if (t.admitted) {
+                probes.push_back(t);
+            }
+        }
+        CHECK_EQ(probes.size(), static_cast<size_t>(CircuitBreaker::kMaxHalfOpenCalls));
+        CHECK_EQ(cb.half_open_calls(), CircuitBreaker::kMaxHalfOpenCalls);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+        CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+        for (const Ticket& t : probes) {
+            cb.release(t);
+        }
+        CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    }
+
+    // ---- bulkhead
+    for (int64_t max : kExtremeInts) {
+        Bulkhead b(max);
+        const int64_t want = clamp64(max, 1, Bulkhead::kMaxConcurrent);
+        bad += b.max_concurrent() != want;
+        bad += b.exit() != Bulkhead::Exit::kUnmatched;
+        bad += !b.try_enter();
+        bad += b.in_flight() != 1;
+        b.add_waiter(1);
+        bad += b.try_enter();
+        bad += b.exit() != Bulkhead::Exit::kFreedWaiting;
+        b.add_waiter(-1);
+        bad += b.exit() != Bulkhead::Exit::kUnmatched;
+        bad += b.in_flight() != 0;
+        calls += 6;
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- backoff
+    bad += to_unit(0) != 0.0;
+    bad += !(to_unit(~uint64_t{0}) < 1.0);
+    {
+        Xoshiro256 zero(0);
+        Xoshiro256 ones(~uint64_t{0});
+        bad += zero.next() == 0 && zero.next() == 0;
+        bad += ones.next() == 0 && ones.next() == 0;
+        bad += splitmix64(0) == splitmix64(1);
+    }
+    const double u = thread_uniform();
+    bad += !(u >= 0 && u < 1);
+    const int64_t attempts[] = {kI64Min, -1, 0, 1, 63, 64, 1023, 1024, 1075, kI64Max};
+    const double previouses[] = {std::numeric_limits<double>::quiet_NaN(),
+                                 -std::numeric_limits<double>::infinity(), -1.0, 0.0,
+                                 std::numeric_limits<double>::denorm_min(), 1.0,
+                                 std::numeric_limits<double>::max(),
+                                 std::numeric_limits<double>::infinity()};
+    long reported = 0;
+    const double multipliers[] = {std::numeric_limits<double>::quiet_NaN(),
+                                  -std::numeric_limits<double>::infinity(), 0.0, 0.5, 1.0, 2.0,
+                                  1e300, std::numeric_limits<double>::max(),
+                                  std::numeric_limits<double>::infinity()};
+    const double no_previous[] = {0.0};
+    for (double base : kExtremeDoubles) {
+        for (double cap : kExtremeDoubles) {
+            for (double mult : multipliers) {
+                for (int s = 0; s < 5; ++s) {
+                    // s == 4: an out-of-range strategy, masked to a valid one.
+                    const auto strategy = static_cast<Strategy>(s == 4 ? 255 : s);
+                    for (bool jitter : {false, true}) {
+                        Backoff b(base, cap, mult, jitter, strategy, true, static_cast<uint64_t>(s) * 7);
+                        const double bb = b.base();
+                        const double bc = b.cap();
+                        const double bm = b.multiplier();
+                        bad += !std::isfinite(bb) || bb < 0;
+                        bad += !std::isfinite(bc) || bc < bb;
+                        bad += !std::isfinite(bm) || bm < 1;
+                        bad += static_cast<int>(b.strategy()) > 3;
+                        const double hi = b.strategy() == Strategy::kExponential && jitter
+                                              ? bc * (1.1 + 1e-12)
+                                              : bc;
+                        const bool uses_previous = b.strategy() == Strategy::kDecorrelatedJitter;
+                        for (int64_t a : attempts) {
+                            const double* prevs = uses_previous ? previouses : no_previous;
+                            const size_t n_prevs = uses_previous ? std::size(previouses) : 1;
+                            for (size_t pi = 0; pi < n_prevs; ++pi) {
+                                const double prev = prevs[pi];
+                                const double d = b.delay(a, prev);
+                                ++calls;
+                                if (!std::isfinite(d) || d < 0 || d > hi) {
+                                    ++bad;
+                                    if (++reported <= 5) {
+                                        std::fprintf(stderr,
+                                                     "  edges: Backoff(%g, %g, %g, jitter=%d, "
+                                                     "strategy=%d).delay(%lld, %g) = %g\n",
+                                                     base, cap, mult, jitter ? 1 : 0, s,
+                                                     static_cast<long long>(a), prev, d);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    {
+        // Unseeded (the per-thread generator) once over the same extremes.
+        Backoff b(0.5, std::numeric_limits<double>::max(), 2.0, true, Strategy::kExponential);
+        for (int64_t a : attempts) {
+            const double d = b.delay(a, 0.0);
+            bad += !std::isfinite(d) || d < 0;
+        }
+    }
+    std::printf("  edges: %ld calls\n", calls);
+    CHECK_EQ(bad, 0L);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -2320,6 +2763,7 @@ int main(int argc, char** argv) {
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
         {"backoff_fork_reseed", test_backoff_fork_reseed, 3},
+        {"edges", test_edges, 1},
     };
     for (const Case& c : cases) {
         if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {
