@@ -588,33 +588,57 @@ void test_bucket_set_rate_race() {
 // ------------------------------------------ token bucket: set_rate (item 7) --
 
 /// Slack for the rounding of set_rate(): the fraction of a token carried
-/// across a rate change is rounded to a whole nanosecond of the new interval.
+/// across a rate change is rounded to a whole nanosecond of the new interval
+/// (at most 0.5 ns: 0.0005 tokens at 1,000 ns per token), and tokens() is a
+/// double.
 constexpr double kTokenEps = 1e-3;
 
 /// The reported scenario, as many short trials on the same threads (a fresh
 /// bucket each, barriers between): a bucket at 1e6 qps (1,000 ns per token)
 /// with a small burst, acquirers spinning on it, and one thread changing the
-/// rate to 1e3 qps (1,000,000 ns) once (pattern 0), from 1e3 to 1e6 (pattern
-/// 1), or back and forth (pattern 2). With try_acquire() only, nothing may
-/// ever be owed: tokens() >= 0 at the end. With reservations (bounded by
-/// max_wait), the debt never exceeds the tokens reserved beyond the burst
-/// (those that had to wait), nor max_wait in tokens of the faster rate.
-/// `manual`: the acquirers move a ManualClock forward as they go; otherwise
-/// the steady clock (real timing).
+/// rate to 1e3 qps (1,000,000 ns) once (pattern 0), from 1e3 to 1e6 once
+/// (pattern 1), or back and forth (pattern 2), starting when the
+/// acquirers are a random way into their attempts; they keep going until
+/// the changes are done, so every change races them. With try_acquire() only,
+/// nothing may ever be owed: tokens() >= 0 at the end and at every read
+/// meanwhile. With reservations (bounded by max_wait), the debt never
+/// exceeds the tokens reserved beyond the burst (those that had to wait),
+/// nor max_wait in tokens of the faster rate.
+/// `manual`: the acquirers move a ManualClock forward as they go, by whole
+/// fast intervals, so that every conversion between the two rates is exact
+/// and the bounds hold to kTokenEps; otherwise the steady clock (real
+/// timing), where each change to the fast rate may round by up to 0.5 ns
+/// (0.0005 tokens) and the slack grows by that much per change.
 void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
     constexpr int64_t kFast = 1000;
     constexpr int64_t kSlow = 1'000'000;
     constexpr int64_t kBurst = 4;
     constexpr int kAttempts = 150;
+    constexpr int kAcquirers = kThreads - 1;
+    // Pattern 2's changes per trial: odd, so it ends at the slow rate (debt
+    // wrongly made at a change to the fast rate is repaid within
+    // microseconds; made at a change to the slow rate, it lasts). Many with
+    // the ManualClock, whose conversions are exact: a race the changer loses
+    // mostly needs it preempted inside set_rate(), so the odds grow with the
+    // time it spends there. Fewer on the steady clock, whose slack grows
+    // with every change.
+    const int max_changes = manual ? 1001 : 65;
     const int64_t max_wait = 20 * kFast;
     ManualClock clock(1'000'000'000);
     std::unique_ptr<TokenBucket> bucket;
     SpinBarrier phase(kThreads + 1);
     std::vector<int64_t> beyond(kThreads);
+    std::atomic<long> progress{0};  // acquisition attempts in this trial
+    std::atomic<bool> changer_done{false};
+    std::atomic<long> changes{0};  // set_rate() calls in this trial
     std::atomic<long> bad_reads{0};
     long negative = 0;
     long over_reserved = 0;
+    long total_changes = 0;
     double worst = 0;
+    const auto slack = [manual](long n_changes) {
+        return manual ? kTokenEps : kTokenEps + 0.5 / kFast * static_cast<double>(n_changes);
+    };
     const auto start_interval = [](int trial) { return trial % 3 == 1 ? kSlow : kFast; };
     run_threads(
         kThreads,
@@ -625,31 +649,45 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                 phase.arrive_and_wait();  // A: a fresh bucket
                 TokenBucket& b = *bucket;
                 if (i == 0) {
-                    // The rate changer: after a random pause (the acquirers
-                    // are mid-flight), once or back and forth.
-                    const uint64_t pause = rng.below(400);
-                    for (uint64_t k = 0; k < pause; ++k) {
-                        (void)clock.now();
+                    // The rate changer: once the acquirers are a random way
+                    // into their attempts, once or back and forth (they keep
+                    // going until it is done, so every change races them).
+                    const long start_at =
+                        static_cast<long>(rng.below(static_cast<uint64_t>(kAcquirers * kAttempts / 2)));
+                    for (int k = 0; progress.load(std::memory_order_acquire) < start_at; ++k) {
+                        if ((k & 63) == 63) {
+                            std::this_thread::yield();
+                        }
                     }
                     switch (trial % 3) {
                         case 0:
                             b.set_rate(kSlow, kBurst);
+                            changes.fetch_add(1, std::memory_order_relaxed);
                             break;
                         case 1:
                             b.set_rate(kFast, kBurst);
+                            changes.fetch_add(1, std::memory_order_relaxed);
                             break;
                         default:
-                            for (int k = 0; k < 6; ++k) {
+                            for (int k = 0; k < max_changes; ++k) {
+                                // Counted first: a reader must allow for it.
+                                changes.fetch_add(1, std::memory_order_relaxed);
                                 b.set_rate(k % 2 == 0 ? kSlow : kFast, kBurst);
                             }
                             break;
                     }
                     beyond[idx] = 0;
+                    changer_done.store(true, std::memory_order_release);
                 } else {
                     int64_t mine = 0;
-                    for (int k = 0; k < kAttempts; ++k) {
+                    for (int k = 0; k < kAttempts || !changer_done.load(std::memory_order_acquire);
+                         ++k) {
+                        progress.fetch_add(1, std::memory_order_release);
+                        if (k >= kAttempts && (k & 15) == 0) {
+                            std::this_thread::yield();  // waiting on the changer: let it run
+                        }
                         if (manual) {
-                            clock.advance(static_cast<int64_t>(rng.below(2 * kFast)));
+                            clock.advance(kFast * static_cast<int64_t>(rng.below(3)));
                         }
                         if (reservations && rng.below(4) == 0) {
                             const int64_t n = 1 + static_cast<int64_t>(rng.below(2));
@@ -662,9 +700,10 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                         }
                         // No reservations: nothing is ever owed, even to a
                         // reader racing the rate change.
-                        if (!reservations && (k & 7) == 0) {
+                        if (!reservations && (k & 1) == 0) {
                             const double t = b.tokens();
-                            if (!(t >= -kTokenEps && t <= static_cast<double>(kBurst))) {
+                            const double eps = slack(changes.load(std::memory_order_relaxed));
+                            if (!(t >= -eps && t <= static_cast<double>(kBurst))) {
                                 bad_reads.fetch_add(1, std::memory_order_relaxed);
                             }
                         }
@@ -678,38 +717,45 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
             for (int trial = 0; trial < trials; ++trial) {
                 bucket = std::make_unique<TokenBucket>(start_interval(trial), kBurst,
                                                        manual ? &clock : nullptr);
+                progress.store(0, std::memory_order_relaxed);
+                changer_done.store(false, std::memory_order_relaxed);
+                changes.store(0, std::memory_order_relaxed);
                 phase.arrive_and_wait();  // A
                 phase.arrive_and_wait();  // B
                 const double t = bucket->tokens();
+                const long n_changes = changes.load(std::memory_order_relaxed);
+                const double eps = slack(n_changes);
+                total_changes += n_changes;
                 int64_t owed = 0;
                 for (int64_t x : beyond) {
                     owed += x;
                 }
                 worst = std::min(worst, t);
-                if (t < -static_cast<double>(owed) - kTokenEps) {
+                if (t < -static_cast<double>(owed) - eps) {
                     if (++negative <= 3) {
                         std::fprintf(stderr,
-                                     "  set_rate trial %d (pattern %d, %s clock): tokens %.3f "
+                                     "  set_rate trial %d (pattern %d, %s clock): tokens %.4f "
                                      "but only %lld reserved beyond the burst\n",
                                      trial, trial % 3, manual ? "manual" : "steady", t,
                                      static_cast<long long>(owed));
                     }
                 }
-                if (t < -static_cast<double>(max_wait / kFast) - kTokenEps) {
+                if (t < -static_cast<double>(max_wait / kFast) - eps) {
                     ++over_reserved;
                 }
             }
         });
-    std::printf("  set_rate lower bound (%s clock, %s): %d trials, worst tokens %.4f\n",
+    std::printf("  set_rate lower bound (%s clock, %s): %d trials, %ld rate changes, worst "
+                "tokens %.4f\n",
                 manual ? "manual" : "steady", reservations ? "reservations" : "no reservations",
-                trials, worst);
+                trials, total_changes, worst);
     CHECK_EQ(negative, 0L);
     CHECK_EQ(over_reserved, 0L);
     CHECK_EQ(bad_reads.load(), 0L);
 }
 
 void test_bucket_set_rate_lower_bound() {
-    const int trials = 600 * g_scale;
+    const int trials = 1500 * g_scale;
     set_rate_lower_bound_trials(true, false, trials);
     set_rate_lower_bound_trials(true, true, trials);
     set_rate_lower_bound_trials(false, false, trials);
