@@ -599,7 +599,10 @@ constexpr double kTokenEps = 1e-3;
 /// rate to 1e3 qps (1,000,000 ns) once (pattern 0), from 1e3 to 1e6 once
 /// (pattern 1), or back and forth (pattern 2), starting when the
 /// acquirers are a random way into their attempts; they keep going until
-/// the changes are done, so every change races them. With try_acquire() only,
+/// the changes are done, so every change races them. In pattern 3 every
+/// acquirer changes the rate too, every fourth attempt: then a race needs
+/// no particular placement of the threads on the cores (a rate changer
+/// preempted inside set_rate(), or any two threads running at once). With try_acquire() only,
 /// nothing may ever be owed: tokens() >= 0 at the end and at every read
 /// meanwhile. With reservations (bounded by max_wait), the debt never
 /// exceeds the tokens reserved beyond the burst (those that had to wait),
@@ -616,12 +619,11 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
     constexpr int kAttempts = 150;
     constexpr int kAcquirers = kThreads - 1;
     // Pattern 2's changes per trial: odd, so it ends at the slow rate (debt
-    // wrongly made at a change to the fast rate is repaid within
-    // microseconds; made at a change to the slow rate, it lasts). Many with
-    // the ManualClock, whose conversions are exact: a race the changer loses
-    // mostly needs it preempted inside set_rate(), so the odds grow with the
-    // time it spends there. Fewer on the steady clock, whose slack grows
-    // with every change.
+    // wrongly made at a change to the slow rate lasts; back at the fast rate
+    // it is repaid within microseconds). Many with the ManualClock, whose
+    // conversions are exact: a race the changer loses mostly needs it
+    // preempted inside set_rate(), so the odds grow with the time it spends
+    // there. Fewer on the steady clock, whose slack grows with every change.
     const int max_changes = manual ? 1001 : 65;
     const int64_t max_wait = 20 * kFast;
     ManualClock clock(1'000'000'000);
@@ -632,14 +634,20 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
     std::atomic<bool> changer_done{false};
     std::atomic<long> changes{0};  // set_rate() calls in this trial
     std::atomic<long> bad_reads{0};
+    std::atomic<bool> finish{false};  // out of time: no more trials
     long negative = 0;
     long over_reserved = 0;
     long total_changes = 0;
+    int trials_run = 0;
     double worst = 0;
+    // A loaded machine starves the changer (each trial waits on it): past
+    // this budget no trial starts, so the case stays within CI's time.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     const auto slack = [manual](long n_changes) {
         return manual ? kTokenEps : kTokenEps + 0.5 / kFast * static_cast<double>(n_changes);
     };
-    const auto start_interval = [](int trial) { return trial % 3 == 1 ? kSlow : kFast; };
+    constexpr int kPatterns = 4;
+    const auto start_interval = [](int trial) { return trial % kPatterns == 1 ? kSlow : kFast; };
     run_threads(
         kThreads,
         [&](int i) {
@@ -647,6 +655,9 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
             Rng rng(static_cast<uint64_t>(i) * 7919 + (manual ? 1 : 2) + (reservations ? 4 : 8));
             for (int trial = 0; trial < trials; ++trial) {
                 phase.arrive_and_wait();  // A: a fresh bucket
+                if (finish.load(std::memory_order_acquire)) {
+                    break;
+                }
                 TokenBucket& b = *bucket;
                 if (i == 0) {
                     // The rate changer: once the acquirers are a random way
@@ -659,21 +670,34 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                             std::this_thread::yield();
                         }
                     }
-                    switch (trial % 3) {
+                    // After each change the changer reads the bucket itself,
+                    // before its next change: debt wrongly made at a change
+                    // to the slow rate is seen before a change back to the
+                    // fast one lets time repay it within microseconds.
+                    const auto change = [&](int64_t interval) {
+                        // Counted first: a reader must allow for it.
+                        const long n = changes.fetch_add(1, std::memory_order_relaxed) + 1;
+                        b.set_rate(interval, kBurst);
+                        const double floor =
+                            reservations ? -static_cast<double>(max_wait / kFast) : 0.0;
+                        if (b.tokens() < floor - slack(n)) {
+                            bad_reads.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    };
+                    switch (trial % kPatterns) {
                         case 0:
-                            b.set_rate(kSlow, kBurst);
-                            changes.fetch_add(1, std::memory_order_relaxed);
+                            change(kSlow);
                             break;
                         case 1:
-                            b.set_rate(kFast, kBurst);
-                            changes.fetch_add(1, std::memory_order_relaxed);
+                            change(kFast);
                             break;
-                        default:
+                        case 2:
                             for (int k = 0; k < max_changes; ++k) {
-                                // Counted first: a reader must allow for it.
-                                changes.fetch_add(1, std::memory_order_relaxed);
-                                b.set_rate(k % 2 == 0 ? kSlow : kFast, kBurst);
+                                change(k % 2 == 0 ? kSlow : kFast);
                             }
+                            break;
+                        default:  // pattern 3: the acquirers change it too
+                            change(kSlow);
                             break;
                     }
                     beyond[idx] = 0;
@@ -688,6 +712,10 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                         }
                         if (manual) {
                             clock.advance(kFast * static_cast<int64_t>(rng.below(3)));
+                        }
+                        if (trial % kPatterns == 3 && (k & 3) == 3) {
+                            changes.fetch_add(1, std::memory_order_relaxed);
+                            b.set_rate((k & 4) != 0 ? kSlow : kFast, kBurst);
                         }
                         if (reservations && rng.below(4) == 0) {
                             const int64_t n = 1 + static_cast<int64_t>(rng.below(2));
@@ -715,6 +743,12 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
         },
         [&] {
             for (int trial = 0; trial < trials; ++trial) {
+                if (std::chrono::steady_clock::now() > deadline) {
+                    finish.store(true, std::memory_order_release);
+                    phase.arrive_and_wait();  // A: the others see `finish` and stop
+                    break;
+                }
+                ++trials_run;
                 bucket = std::make_unique<TokenBucket>(start_interval(trial), kBurst,
                                                        manual ? &clock : nullptr);
                 progress.store(0, std::memory_order_relaxed);
@@ -736,7 +770,7 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                         std::fprintf(stderr,
                                      "  set_rate trial %d (pattern %d, %s clock): tokens %.4f "
                                      "but only %lld reserved beyond the burst\n",
-                                     trial, trial % 3, manual ? "manual" : "steady", t,
+                                     trial, trial % kPatterns, manual ? "manual" : "steady", t,
                                      static_cast<long long>(owed));
                     }
                 }
@@ -745,10 +779,11 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                 }
             }
         });
-    std::printf("  set_rate lower bound (%s clock, %s): %d trials, %ld rate changes, worst "
-                "tokens %.4f\n",
+    std::printf("  set_rate lower bound (%s clock, %s): %d of %d trials (2 s budget), %ld rate "
+                "changes, worst tokens %.4f\n",
                 manual ? "manual" : "steady", reservations ? "reservations" : "no reservations",
-                trials, total_changes, worst);
+                trials_run, trials, total_changes, worst);
+    CHECK(trials_run >= std::min(trials, 100));  // enough to mean something
     CHECK_EQ(negative, 0L);
     CHECK_EQ(over_reserved, 0L);
     CHECK_EQ(bad_reads.load(), 0L);
