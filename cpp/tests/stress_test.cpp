@@ -1892,16 +1892,19 @@ void lease_reclaim_race(uint32_t max_calls) {
     // out; then all threads race to acquire. Exactly one reclaims (one new
     // generation per expiry), exactly M probes get in, half_open_calls()
     // never exceeds M, and the lost probes of earlier rounds, reported
-    // meanwhile, change nothing.
+    // meanwhile, change nothing. (Only rounds before the last: the last
+    // round's probes belong to the current generation until this round's
+    // reclaim, and a release of one of those frees its slot, rightly.)
     const uint32_t kM = max_calls;
     constexpr int64_t kLease = 5000;
     ManualClock clock(1'000'000);
     CircuitBreaker cb(1, 10, kM, &clock, kLease);
     cb.record_failure(cb.acquire());
     clock.advance(10);
-    std::vector<Ticket> lost;
+    std::vector<Ticket> lost;    // stale: generations before the current one
+    std::vector<Ticket> newest;  // the current generation's lost probes
     for (uint32_t k = 0; k < kM; ++k) {
-        lost.push_back(cb.acquire());
+        newest.push_back(cb.acquire());
     }
     CHECK_EQ(cb.half_open_calls(), kM);
     const int kRounds = 1000 * g_scale;
@@ -1945,11 +1948,13 @@ void lease_reclaim_race(uint32_t max_calls) {
                 phase.arrive_and_wait();  // B
                 size_t admitted = 0;
                 bool ok = true;
+                lost.insert(lost.end(), newest.begin(), newest.end());
+                newest.clear();
                 for (auto& g : got) {
                     for (const Ticket& t : g) {
                         ++admitted;
                         ok = ok && t.half_open && t.generation == gen + 1 && !t.transition.changed;
-                        lost.push_back(t);
+                        newest.push_back(t);
                     }
                     g.clear();
                 }
