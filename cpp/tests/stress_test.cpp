@@ -675,12 +675,15 @@ void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
                     // to the slow rate is seen before a change back to the
                     // fast one lets time repay it within microseconds.
                     const auto change = [&](int64_t interval) {
-                        // Counted first: a reader must allow for it.
-                        const long n = changes.fetch_add(1, std::memory_order_relaxed) + 1;
+                        // Counted first: a reader must allow for it (and
+                        // reads the count after tokens(), so that it covers
+                        // every change the reading could reflect).
+                        changes.fetch_add(1, std::memory_order_relaxed);
                         b.set_rate(interval, kBurst);
                         const double floor =
                             reservations ? -static_cast<double>(max_wait / kFast) : 0.0;
-                        if (b.tokens() < floor - slack(n)) {
+                        const double t = b.tokens();
+                        if (t < floor - slack(changes.load(std::memory_order_relaxed))) {
                             bad_reads.fetch_add(1, std::memory_order_relaxed);
                         }
                     };
