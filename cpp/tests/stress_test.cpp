@@ -1,7 +1,9 @@
 // Multithreaded stress tests for the lock-free core (clock, token bucket,
 // circuit breaker, bulkhead, backoff). Built by CMake with -DVIRTRIGAUD_BUILD_STRESS=ON
-// and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON);
-// see cpp/tests/run_stress.sh.
+// and meant to run under ThreadSanitizer (-DVIRTRIGAUD_SANITIZE_THREAD=ON) and
+// under AddressSanitizer+UBSan (-DVIRTRIGAUD_SANITIZE_ADDRESS_UB=ON); see
+// cpp/tests/run_stress.sh. `stress_test [SCALE [NAME]]`: SCALE multiplies the
+// iteration counts, NAME runs only the cases whose name contains it.
 //
 // More threads than cores hammer one object at a time; afterwards (or at
 // barriers) the test checks invariants that hold whatever the interleaving.
@@ -26,6 +28,11 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/wait.h>
+#include <unistd.h>
+#endif
 
 using namespace virtrigaud;
 
@@ -578,6 +585,516 @@ void test_bucket_set_rate_race() {
     CHECK((b == 10 && iv == 1000) || (b == 20 && iv == 2000));
 }
 
+// ------------------------------------------ token bucket: set_rate (item 7) --
+
+/// Slack for the rounding of set_rate(): the fraction of a token carried
+/// across a rate change is rounded to a whole nanosecond of the new interval
+/// (at most 0.5 ns: 0.0005 tokens at 1,000 ns per token), and tokens() is a
+/// double.
+constexpr double kTokenEps = 1e-3;
+
+/// The reported scenario, as many short trials on the same threads (a fresh
+/// bucket each, barriers between): a bucket at 1e6 qps (1,000 ns per token)
+/// with a small burst, acquirers spinning on it, and one thread changing the
+/// rate to 1e3 qps (1,000,000 ns) once (pattern 0), from 1e3 to 1e6 once
+/// (pattern 1), or back and forth (pattern 2), starting when the
+/// acquirers are a random way into their attempts; they keep going until
+/// the changes are done, so every change races them. In pattern 3 every
+/// acquirer changes the rate too, every fourth attempt: then a race needs
+/// no particular placement of the threads on the cores (a rate changer
+/// preempted inside set_rate(), or any two threads running at once). With try_acquire() only,
+/// nothing may ever be owed: tokens() >= 0 at the end and at every read
+/// meanwhile. With reservations (bounded by max_wait), the debt never
+/// exceeds the tokens reserved beyond the burst (those that had to wait),
+/// nor max_wait in tokens of the faster rate.
+/// `manual`: the acquirers move a ManualClock forward as they go, by whole
+/// fast intervals, so that every conversion between the two rates is exact
+/// and the bounds hold to kTokenEps; otherwise the steady clock (real
+/// timing), where each change to the fast rate may round by up to 0.5 ns
+/// (0.0005 tokens) and the slack grows by that much per change.
+void set_rate_lower_bound_trials(bool manual, bool reservations, int trials) {
+    constexpr int64_t kFast = 1000;
+    constexpr int64_t kSlow = 1'000'000;
+    constexpr int64_t kBurst = 4;
+    constexpr int kAttempts = 150;
+    constexpr int kAcquirers = kThreads - 1;
+    // Pattern 2's changes per trial: odd, so it ends at the slow rate (debt
+    // wrongly made at a change to the slow rate lasts; back at the fast rate
+    // it is repaid within microseconds). Many with the ManualClock, whose
+    // conversions are exact: a race the changer loses mostly needs it
+    // preempted inside set_rate(), so the odds grow with the time it spends
+    // there. Fewer on the steady clock, whose slack grows with every change.
+    const int max_changes = manual ? 1001 : 65;
+    const int64_t max_wait = 20 * kFast;
+    ManualClock clock(1'000'000'000);
+    std::unique_ptr<TokenBucket> bucket;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<int64_t> beyond(kThreads);
+    std::atomic<long> progress{0};  // acquisition attempts in this trial
+    std::atomic<bool> changer_done{false};
+    std::atomic<long> changes{0};  // set_rate() calls in this trial
+    std::atomic<long> bad_reads{0};
+    std::atomic<bool> finish{false};  // out of time: no more trials
+    long negative = 0;
+    long over_reserved = 0;
+    long total_changes = 0;
+    int trials_run = 0;
+    double worst = 0;
+    // A loaded machine starves the changer (each trial waits on it): past
+    // this budget no trial starts, so the case stays within CI's time.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    const auto slack = [manual](long n_changes) {
+        return manual ? kTokenEps : kTokenEps + 0.5 / kFast * static_cast<double>(n_changes);
+    };
+    constexpr int kPatterns = 4;
+    const auto start_interval = [](int trial) { return trial % kPatterns == 1 ? kSlow : kFast; };
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) * 7919 + (manual ? 1 : 2) + (reservations ? 4 : 8));
+            for (int trial = 0; trial < trials; ++trial) {
+                phase.arrive_and_wait();  // A: a fresh bucket
+                if (finish.load(std::memory_order_acquire)) {
+                    break;
+                }
+                TokenBucket& b = *bucket;
+                if (i == 0) {
+                    // The rate changer: once the acquirers are a random way
+                    // into their attempts, once or back and forth (they keep
+                    // going until it is done, so every change races them).
+                    const long start_at =
+                        static_cast<long>(rng.below(static_cast<uint64_t>(kAcquirers * kAttempts / 2)));
+                    for (int k = 0; progress.load(std::memory_order_acquire) < start_at; ++k) {
+                        if ((k & 63) == 63) {
+                            std::this_thread::yield();
+                        }
+                    }
+                    // After each change the changer reads the bucket itself,
+                    // before its next change: debt wrongly made at a change
+                    // to the slow rate is seen before a change back to the
+                    // fast one lets time repay it within microseconds.
+                    const auto change = [&](int64_t interval) {
+                        // Counted first: a reader must allow for it (and
+                        // reads the count after tokens(), so that it covers
+                        // every change the reading could reflect).
+                        changes.fetch_add(1, std::memory_order_relaxed);
+                        b.set_rate(interval, kBurst);
+                        const double floor =
+                            reservations ? -static_cast<double>(max_wait / kFast) : 0.0;
+                        const double t = b.tokens();
+                        if (t < floor - slack(changes.load(std::memory_order_relaxed))) {
+                            bad_reads.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    };
+                    switch (trial % kPatterns) {
+                        case 0:
+                            change(kSlow);
+                            break;
+                        case 1:
+                            change(kFast);
+                            break;
+                        case 2:
+                            for (int k = 0; k < max_changes; ++k) {
+                                change(k % 2 == 0 ? kSlow : kFast);
+                            }
+                            break;
+                        default:  // pattern 3: the acquirers change it too
+                            change(kSlow);
+                            break;
+                    }
+                    beyond[idx] = 0;
+                    changer_done.store(true, std::memory_order_release);
+                } else {
+                    int64_t mine = 0;
+                    for (int k = 0; k < kAttempts || !changer_done.load(std::memory_order_acquire);
+                         ++k) {
+                        progress.fetch_add(1, std::memory_order_release);
+                        if (k >= kAttempts && (k & 15) == 0) {
+                            std::this_thread::yield();  // waiting on the changer: let it run
+                        }
+                        if (manual) {
+                            clock.advance(kFast * static_cast<int64_t>(rng.below(3)));
+                        }
+                        if (trial % kPatterns == 3 && (k & 3) == 3) {
+                            changes.fetch_add(1, std::memory_order_relaxed);
+                            b.set_rate((k & 4) != 0 ? kSlow : kFast, kBurst);
+                        }
+                        if (reservations && rng.below(4) == 0) {
+                            const int64_t n = 1 + static_cast<int64_t>(rng.below(2));
+                            const TokenBucket::Reservation r = b.reserve(n, max_wait);
+                            if (r.ok && r.delay_ns > 0) {
+                                mine += n;
+                            }
+                        } else {
+                            b.try_acquire(1);
+                        }
+                        // No reservations: nothing is ever owed, even to a
+                        // reader racing the rate change.
+                        if (!reservations && (k & 1) == 0) {
+                            const double t = b.tokens();
+                            const double eps = slack(changes.load(std::memory_order_relaxed));
+                            if (!(t >= -eps && t <= static_cast<double>(kBurst))) {
+                                bad_reads.fetch_add(1, std::memory_order_relaxed);
+                            }
+                        }
+                    }
+                    beyond[idx] = mine;
+                }
+                phase.arrive_and_wait();  // B: main checks
+            }
+        },
+        [&] {
+            for (int trial = 0; trial < trials; ++trial) {
+                if (std::chrono::steady_clock::now() > deadline) {
+                    finish.store(true, std::memory_order_release);
+                    phase.arrive_and_wait();  // A: the others see `finish` and stop
+                    break;
+                }
+                ++trials_run;
+                bucket = std::make_unique<TokenBucket>(start_interval(trial), kBurst,
+                                                       manual ? &clock : nullptr);
+                progress.store(0, std::memory_order_relaxed);
+                changer_done.store(false, std::memory_order_relaxed);
+                changes.store(0, std::memory_order_relaxed);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                const double t = bucket->tokens();
+                const long n_changes = changes.load(std::memory_order_relaxed);
+                const double eps = slack(n_changes);
+                total_changes += n_changes;
+                int64_t owed = 0;
+                for (int64_t x : beyond) {
+                    owed += x;
+                }
+                worst = std::min(worst, t);
+                if (t < -static_cast<double>(owed) - eps) {
+                    if (++negative <= 3) {
+                        std::fprintf(stderr,
+                                     "  set_rate trial %d (pattern %d, %s clock): tokens %.4f "
+                                     "but only %lld reserved beyond the burst\n",
+                                     trial, trial % kPatterns, manual ? "manual" : "steady", t,
+                                     static_cast<long long>(owed));
+                    }
+                }
+                if (t < -static_cast<double>(max_wait / kFast) - eps) {
+                    ++over_reserved;
+                }
+            }
+        });
+    std::printf("  set_rate lower bound (%s clock, %s): %d of %d trials (2 s budget), %ld rate "
+                "changes, worst tokens %.4f\n",
+                manual ? "manual" : "steady", reservations ? "reservations" : "no reservations",
+                trials_run, trials, total_changes, worst);
+    CHECK(trials_run >= std::min(trials, 100));  // enough to mean something
+    CHECK_EQ(negative, 0L);
+    CHECK_EQ(over_reserved, 0L);
+    CHECK_EQ(bad_reads.load(), 0L);
+}
+
+void test_bucket_set_rate_lower_bound() {
+    const int trials = 1500 * g_scale;
+    set_rate_lower_bound_trials(true, false, trials);
+    set_rate_lower_bound_trials(true, true, trials);
+    set_rate_lower_bound_trials(false, false, trials);
+    set_rate_lower_bound_trials(false, true, trials);
+}
+
+void test_bucket_set_rate_upper_bound() {
+    struct Cfg {
+        int64_t interval;
+        int64_t burst;
+    };
+    {
+        // Frozen time: nothing refills, and set_rate() keeps the tokens
+        // available (capped at the new burst), so all the tokens ever taken
+        // add up to at most the first burst: the bucket starts full and only
+        // loses tokens. Exact: no rounding happens while the clock stands.
+        const Cfg cfgs[] = {{1000, 50}, {3000, 200}, {7, 13}, {1'000'000, 1000}, {1, 100000}, {999, 1}};
+        ManualClock clock(5'000'000'000);
+        for (const Cfg& first : cfgs) {
+            TokenBucket bucket(first.interval, first.burst, &clock);
+            std::atomic<bool> stop{false};
+            std::vector<int64_t> taken(kThreads);
+            std::atomic<long> bad{0};
+            run_threads(kThreads, [&](int i) {
+                Rng rng(static_cast<uint64_t>(i) + 555);
+                int64_t mine = 0;
+                if (i == 0) {
+                    for (int k = 0; k < 2000 * g_scale; ++k) {
+                        const Cfg& c = cfgs[rng.below(sizeof cfgs / sizeof cfgs[0])];
+                        bucket.set_rate(c.interval, c.burst);
+                    }
+                    stop.store(true, std::memory_order_release);
+                } else {
+                    for (uint64_t k = 0; !stop.load(std::memory_order_acquire); ++k) {
+                        const int64_t n = 1 + static_cast<int64_t>(rng.below(3));
+                        const bool ok = rng.below(2) == 0 ? bucket.try_acquire(n)
+                                                          : bucket.reserve(n, 0).ok;
+                        mine += ok ? n : 0;
+                        if ((k & 7) == 0 && bucket.tokens() < -kTokenEps) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                        if ((k & 63) == 63) {
+                            std::this_thread::yield();  // let the rate changer run
+                        }
+                    }
+                }
+                taken[static_cast<size_t>(i)] = mine;
+            });
+            int64_t total = 0;
+            for (int64_t x : taken) {
+                total += x;
+            }
+            CHECK(total <= first.burst);
+            CHECK(static_cast<double>(total) + bucket.tokens() <=
+                  static_cast<double>(first.burst));
+            CHECK(bucket.tokens() >= 0.0);
+            CHECK(bucket.tokens() <= static_cast<double>(bucket.burst()));
+            CHECK_EQ(bad.load(), 0L);
+        }
+    }
+    {
+        // Real time. Between two rate changes the GCRA argument holds: tat
+        // grows by n * interval per admission, so the tokens admitted under
+        // config k are at most (tat_end - tat_start) / interval_k. Writing
+        // tat through the tokens available c at the moments s_k, e_k when
+        // set_rate() read the clock (tat = t + (burst - c) * interval), that
+        // is rate_k * (e_k - s_k) + c(s_k) - c(e_k); set_rate() makes
+        // c(s_{k+1}) = min(c(e_k), burst_{k+1}) <= c(e_k), so the sum
+        // telescopes to burst_0 + sum_k rate_k * (e_k - s_k) - c(end), and
+        // c(end) >= 0 with try_acquire() only. s_k and e_k are unknown but lie
+        // within the clock reads around each set_rate() call: bound each
+        // stretch by [lo_k, hi_{k+1}] (overlaps only loosen the bound).
+        // Rates low enough that the acquirers keep the bucket empty even
+        // under a sanitizer (so a set_rate() that handed out tokens would
+        // show), bursts large next to the tokens of one stretch.
+        const Cfg cfgs[] = {{10'000, 50}, {100'000, 500}, {25'000, 1}, {5'000, 200}};
+        constexpr size_t kN = sizeof cfgs / sizeof cfgs[0];
+        const size_t first = 0;
+        TokenBucket bucket(cfgs[first].interval, cfgs[first].burst);
+        std::vector<int64_t> lo, hi;
+        std::vector<size_t> which;
+        std::vector<int64_t> taken(kThreads);
+        std::atomic<bool> stop{false};
+        const int64_t t0 = steady_now_ns();
+        run_threads(kThreads, [&](int i) {
+            Rng rng(static_cast<uint64_t>(i) + 77);
+            int64_t mine = 0;
+            if (i == 0) {
+                for (int k = 0; k < 60; ++k) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(rng.below(1500)));
+                    const size_t c = static_cast<size_t>(rng.below(kN));
+                    lo.push_back(steady_now_ns());
+                    bucket.set_rate(cfgs[c].interval, cfgs[c].burst);
+                    hi.push_back(steady_now_ns());
+                    which.push_back(c);
+                }
+                stop.store(true, std::memory_order_release);
+            } else {
+                while (!stop.load(std::memory_order_acquire)) {
+                    mine += bucket.try_acquire(1) ? 1 : 0;
+                }
+            }
+            taken[static_cast<size_t>(i)] = mine;
+        });
+        const int64_t t1 = steady_now_ns();
+        int64_t total = 0;
+        for (int64_t x : taken) {
+            total += x;
+        }
+        // Stretch k runs under config which[k-1] (which[-1] = first) from
+        // lo[k-1] (t0) to hi[k] (t1).
+        double bound = static_cast<double>(cfgs[first].burst) + 1;  // + rounding slack
+        double ideal = static_cast<double>(cfgs[first].burst);
+        for (size_t k = 0; k <= which.size(); ++k) {
+            const Cfg& c = cfgs[k == 0 ? first : which[k - 1]];
+            const int64_t from = k == 0 ? t0 : lo[k - 1];
+            const int64_t to = k == which.size() ? t1 : hi[k];
+            bound += static_cast<double>(to - from) / static_cast<double>(c.interval);
+            const int64_t from_ideal = k == 0 ? t0 : hi[k - 1];
+            const int64_t to_ideal = k == which.size() ? t1 : lo[k];
+            ideal += static_cast<double>(std::max<int64_t>(0, to_ideal - from_ideal)) /
+                     static_cast<double>(c.interval);
+        }
+        std::printf("  set_rate upper bound (steady): %lld admitted in %.1f ms, bound %.1f "
+                    "(admitted %.0f%% of the rate's own tokens, %.1f)\n",
+                    static_cast<long long>(total), static_cast<double>(t1 - t0) * 1e-6, bound,
+                    100.0 * static_cast<double>(total) / ideal, ideal);
+        CHECK(static_cast<double>(total) <= bound);
+        CHECK(bucket.tokens() >= -kTokenEps);
+    }
+}
+
+void test_bucket_set_rate_overflow() {
+    // The issue's case: qps 1e9 (interval 1 ns) and the largest burst, four
+    // reservations of a whole burst (the longest wait allowed), then the
+    // slowest rate with burst 1. The debt in tokens (3 bursts) is far more
+    // than the longest representable debt at the new interval (kMaxDebtNs):
+    // it is clamped there, never wrapped or forgiven.
+    const int64_t fast = TokenBucket::interval_for(TokenBucket::kMaxQps);
+    const int64_t slow = TokenBucket::interval_for(TokenBucket::kMinQps);
+    CHECK_EQ(fast, int64_t{1});
+    CHECK_EQ(slow, TokenBucket::kMaxIntervalNs);
+    for (int64_t start : {int64_t{1'000'000'000}, kMaxClockNs - TokenBucket::kMaxDebtNs, kMaxClockNs}) {
+        ManualClock clock(start);
+        TokenBucket bucket(fast, TokenBucket::kMaxBurst, &clock);
+        CHECK_EQ(bucket.burst(), TokenBucket::kMaxBurst);
+        for (int k = 0; k < 4; ++k) {
+            const TokenBucket::Reservation r =
+                bucket.reserve(TokenBucket::kMaxBurst, TokenBucket::kMaxWaitNs);
+            CHECK(r.ok);
+            CHECK_EQ(r.delay_ns, k * TokenBucket::kMaxBurst);
+        }
+        CHECK_EQ(bucket.tokens(), static_cast<double>(-3 * TokenBucket::kMaxBurst));
+        bucket.set_rate(slow, 1);
+        CHECK_EQ(bucket.interval_ns(), TokenBucket::kMaxIntervalNs);
+        CHECK_EQ(bucket.burst(), int64_t{1});
+        CHECK(!bucket.try_acquire());
+        CHECK(!bucket.try_acquire(1, false));
+        const double clamped = 1.0 - static_cast<double>(TokenBucket::kMaxDebtNs) /
+                                         static_cast<double>(TokenBucket::kMaxIntervalNs);
+        CHECK_EQ(bucket.tokens(), clamped);
+        CHECK(bucket.tokens() < -100000.0);
+        // The wait for one more token is the whole clamped debt: past the
+        // longest wait, so no reservation either.
+        const TokenBucket::Reservation r = bucket.reserve(1, TokenBucket::kMaxWaitNs);
+        CHECK(!r.ok);
+        CHECK_EQ(r.delay_ns, TokenBucket::kMaxDebtNs);
+        // Time pays the debt off, no sooner.
+        clock.advance(TokenBucket::kMaxDebtNs - 1);
+        const bool at_end = clock.now() == kMaxClockNs;
+        if (!at_end) {
+            CHECK(!bucket.try_acquire());
+            clock.advance(1);
+            CHECK_EQ(bucket.tokens(), 1.0);
+            CHECK(bucket.try_acquire());
+        } else {
+            CHECK(!bucket.try_acquire());  // time ends before the debt does
+            CHECK(bucket.tokens() < 0.0);
+        }
+    }
+    // Back the other way: a slow bucket deep in debt made fast keeps its debt
+    // in tokens (no overflow of debt * interval either way).
+    ManualClock clock(1'000'000'000);
+    TokenBucket bucket(TokenBucket::kMaxIntervalNs, 1, &clock);
+    const int64_t burst = bucket.burst();
+    CHECK_EQ(burst, int64_t{1});
+    CHECK(bucket.reserve(1, 0).ok);
+    const TokenBucket::Reservation r = bucket.reserve(1, TokenBucket::kMaxWaitNs);
+    CHECK(r.ok);
+    CHECK_EQ(bucket.tokens(), -1.0);
+    bucket.set_rate(1, TokenBucket::kMaxBurst);
+    CHECK_EQ(bucket.tokens(), -1.0);
+    CHECK(!bucket.try_acquire());
+    clock.advance(1);
+    CHECK_EQ(bucket.tokens(), 0.0);
+}
+
+void test_bucket_refund_after_set_rate() {
+    // A reservation's tat belongs to the rate it was made under: once the
+    // rate changed, cancel() and refund() give nothing back (documented) and
+    // leave the bucket exactly as it was. Both directions: made slower, the
+    // rescaled tat lies beyond the old tat_after; made faster, before it
+    // (where a refund without the config check would hand back every token).
+    for (const bool slower : {true, false}) {
+        const int64_t from = slower ? 1000 : 2000;
+        const int64_t to = slower ? 2000 : 1000;
+        ManualClock clock(1'000'000'000);
+        TokenBucket bucket(from, 10, &clock);
+        const uint64_t cfg0 = bucket.config();
+        const TokenBucket::Reservation r1 = bucket.reserve(4, 0);
+        const TokenBucket::Reservation r2 = bucket.reserve(4, 100'000);
+        const TokenBucket::Reservation r3 = bucket.reserve(5, 100'000);
+        CHECK(r1.ok && r2.ok && r3.ok);
+        CHECK(r1.delay_ns == 0 && r2.delay_ns == 0 && r3.delay_ns == 3 * from);
+        CHECK(r1.config == cfg0 && r3.config == cfg0);
+        CHECK_EQ(bucket.tokens(), -3.0);
+        bucket.set_rate(to, 10);
+        CHECK(bucket.config() != cfg0);
+        CHECK_EQ(bucket.tokens(), -3.0);
+        const TokenBucket::Reservation* all[] = {&r1, &r2, &r3};
+        const int64_t ns[] = {4, 4, 5};
+        for (size_t k = 0; k < 3; ++k) {
+            const TokenBucket::Reservation& r = *all[k];
+            CHECK_EQ(bucket.cancel(ns[k], r.tat_after, r.time_to_act, r.config), int64_t{0});
+            CHECK_EQ(bucket.refund(ns[k], r.tat_after, r.config), int64_t{0});
+            CHECK_EQ(bucket.tokens(), -3.0);
+        }
+        CHECK_EQ(bucket.cancelled(), uint64_t{0});
+        // The bucket keeps its schedule at the new rate: 3 tokens owed.
+        clock.advance(3 * to - 1);
+        CHECK(!bucket.try_acquire());
+        clock.advance(1);
+        CHECK_EQ(bucket.tokens(), 0.0);
+        clock.advance(to);
+        CHECK(bucket.try_acquire());
+        CHECK(!bucket.try_acquire());
+        // Back to the first rate (the same packed config: an ABA for
+        // refund()). A refund may then apply, but it never returns more than
+        // it was given nor lifts the bucket past its burst.
+        bucket.set_rate(from, 10);
+        CHECK_EQ(bucket.config(), cfg0);
+        const double before = bucket.tokens();
+        for (size_t k = 0; k < 3; ++k) {
+            const int64_t back = bucket.refund(ns[k], all[k]->tat_after, all[k]->config);
+            CHECK(back >= 0 && back <= ns[k]);
+            CHECK(bucket.tokens() <= 10.0);
+        }
+        CHECK(bucket.tokens() >= before);
+    }
+
+    // Concurrently: reservations cancelled or refunded while the rate
+    // changes. Every call returns within [0, n]; afterwards the bucket
+    // obeys its schedule (no corrupted tat): once every debt is paid, a full
+    // burst and not one token more.
+    ManualClock frozen(2'000'000'000);
+    TokenBucket shared(1000, 20, &frozen);
+    std::atomic<long> bad{0};
+    std::atomic<bool> stop{false};
+    std::atomic<long> reservations{0};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 31337);
+        if (i == 0) {
+            while (reservations.load(std::memory_order_relaxed) < 100) {
+                std::this_thread::yield();  // the others are under way
+            }
+            for (int k = 0; k < 20000 * g_scale; ++k) {
+                shared.set_rate(k % 2 == 0 ? 3000 : 1000, k % 3 == 0 ? 5 : 20);
+            }
+            stop.store(true, std::memory_order_release);
+            return;
+        }
+        for (int k = 1; !stop.load(std::memory_order_acquire); ++k) {
+            reservations.fetch_add(1, std::memory_order_relaxed);
+            if ((k & 63) == 0) {
+                std::this_thread::yield();  // let the rate changer run
+            }
+            const int64_t n = 1 + static_cast<int64_t>(rng.below(3));
+            const TokenBucket::Reservation r = shared.reserve(n, 50'000);
+            if (!r.ok) {
+                continue;
+            }
+            const int64_t back = rng.below(2) == 0
+                                     ? shared.cancel(n, r.tat_after, r.time_to_act, r.config)
+                                     : shared.refund(n, r.tat_after, r.config);
+            if (back < 0 || back > n || shared.tokens() > static_cast<double>(20)) {
+                bad.fetch_add(1, std::memory_order_relaxed);
+            }
+        }
+    });
+    CHECK_EQ(bad.load(), 0L);
+    shared.set_rate(1000, 20);
+    CHECK(shared.tokens() <= 20.0);
+    frozen.advance(int64_t{1} << 40);  // pays any debt
+    CHECK_EQ(shared.tokens(), 20.0);
+    int64_t admitted = 0;
+    while (shared.try_acquire(1)) {
+        ++admitted;
+    }
+    CHECK_EQ(admitted, int64_t{20});
+}
+
 // ------------------------------------------------------- circuit breaker --
 
 void test_breaker_single_trip() {
@@ -1096,6 +1613,381 @@ void test_breaker_reset_force_open_race() {
     CHECK_EQ(held - closed, int64_t{ends_held ? 1 : 0});
 }
 
+// ------------------------------- circuit breaker: generations and leases --
+
+void test_breaker_generation_wrap() {
+    // Issue item 8: with a 24-bit generation, a ticket taken 2^24 transitions
+    // ago matched the current generation again. Drive the breaker through
+    // exactly 2^24 generations (reset() x ~2^24) and report old tickets.
+    // About 17M uncontended CAS: ~0.1 s in Release, ~0.7 s under ASan, 2-4 s
+    // under TSan on the 2-core CI machine; it runs at full size in every mode.
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, 1, &clock);
+    constexpr uint64_t kWrap = uint64_t{1} << 24;
+    // Generation 0, closed: a ticket whose failure would trip (threshold 1).
+    const Ticket closed_ticket = cb.acquire();
+    // Trip (generation 1), time out, and take the one half-open slot
+    // (generation 2): the ticket that must never free a later probe's slot.
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    const Ticket half_open_ticket = cb.acquire();
+    CHECK(half_open_ticket.admitted && half_open_ticket.half_open);
+    CHECK_EQ(half_open_ticket.generation, uint64_t{2});
+    // Closed again at generation 2^24 (= 0 modulo 2^24).
+    for (uint64_t k = 0; k < kWrap - 2; ++k) {
+        cb.reset();
+    }
+    CHECK_EQ(cb.generation(), kWrap);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+    // The closed ticket of generation 0 is stale: its failure moves nothing.
+    const Transition tr = cb.record_failure(Ticket::decode(closed_ticket.encode()));
+    CHECK(!tr.changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+    CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+    CHECK_EQ(cb.generation(), kWrap);
+    // Half-open again at generation 2^24 + 2 (= 2 modulo 2^24), its one slot
+    // held by a live probe.
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    const Ticket live = cb.acquire();
+    CHECK(live.admitted && live.half_open && live.transition.changed);
+    CHECK_EQ(live.generation, kWrap + 2);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    // The old half-open ticket: its release frees nothing, its success
+    // closes nothing, its failure opens nothing.
+    const Ticket stale = Ticket::decode(half_open_ticket.encode());
+    cb.release(stale);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK(!cb.acquire().admitted);  // the live probe still holds the only slot
+    CHECK(!cb.record_success(stale).changed);
+    CHECK(!cb.record_failure(stale).changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    CHECK_EQ(cb.generation(), kWrap + 2);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    // The live probe still decides.
+    const Transition closed = cb.record_success(live);
+    CHECK(closed.changed && closed.to == BreakerState::kClosed);
+    CHECK_EQ(cb.generation(), kWrap + 3);
+}
+
+void test_breaker_stale_half_open_concurrent() {
+    // Stale tickets (half-open and closed ones of earlier generations)
+    // released, succeeded and failed by some threads while live probes hold
+    // every half-open slot: no slot is freed, nothing moves, no extra probe
+    // gets in. Phase B holds the slots still (exact: half_open_calls() == M
+    // and every acquire rejected throughout); phase C has the live probes
+    // release and retake their slots while stale reports go on, and M are
+    // held again at the end (a slot a stale report freed would be missing).
+    constexpr uint32_t kM = 3;
+    constexpr int kHolders = 2;  // threads 0, 1; main holds the first probe
+    static_assert(kHolders + 1 == static_cast<int>(kM), "every slot live");
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 100, kM, &clock);
+    const int kRounds = 150 * g_scale;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<Ticket> stale;  // written by main between rounds only
+    std::vector<Ticket> holding(kThreads);
+    std::atomic<int> churned{0};
+    std::atomic<bool> churn_done{false};
+    std::atomic<long> bad{0};
+    long bad_rounds = 0;
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) + 4711);
+            for (int round = 0; round < kRounds; ++round) {
+                phase.arrive_and_wait();  // A: half-open, main holds one probe
+                if (i < kHolders) {
+                    const Ticket t = cb.acquire();
+                    if (!t.admitted || !t.half_open) {
+                        bad.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    holding[idx] = t;
+                }
+                phase.arrive_and_wait();  // B: every slot held; stale reports
+                for (int k = 0; k < 200; ++k) {
+                    if (i < kHolders) {
+                        if (cb.acquire().admitted || cb.half_open_calls() != kM) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    } else if (!stale.empty()) {
+                        const Ticket& s = stale[static_cast<size_t>(rng.below(stale.size()))];
+                        switch (rng.below(3)) {
+                            case 0:
+                                cb.release(s);
+                                break;
+                            case 1:
+                                cb.record_success(s);
+                                break;
+                            default:
+                                cb.record_failure(s);
+                                break;
+                        }
+                        if (cb.half_open_calls() != kM ||
+                            cb.state() != BreakerState::kHalfOpen) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // C: churn
+                if (i < kHolders) {
+                    for (int k = 0; k < 100 && holding[idx].admitted; ++k) {
+                        cb.release(holding[idx]);
+                        Ticket t;
+                        for (int tries = 0; tries < 100000 && !(t = cb.acquire()).admitted;
+                             ++tries) {
+                            std::this_thread::yield();
+                        }
+                        if (!t.admitted || !t.half_open) {
+                            bad.fetch_add(1, std::memory_order_relaxed);  // the breaker moved
+                        }
+                        holding[idx] = t;
+                    }
+                    churned.fetch_add(1, std::memory_order_release);
+                } else {
+                    for (int k = 0; !churn_done.load(std::memory_order_acquire) && !stale.empty();
+                         ++k) {
+                        if ((k & 15) == 15) {
+                            std::this_thread::yield();  // let the holders churn
+                        }
+                        const Ticket& s = stale[static_cast<size_t>(rng.below(stale.size()))];
+                        if (rng.below(2) == 0) {
+                            cb.release(s);
+                        } else {
+                            cb.record_success(s);
+                        }
+                        if (cb.half_open_calls() > kM) {
+                            bad.fetch_add(1, std::memory_order_relaxed);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // D: main checks, ends the round
+            }
+        },
+        [&] {
+            for (int round = 0; round < kRounds; ++round) {
+                // Closed (a new generation: last round's probes go stale),
+                // trip, time out, and take the first probe of a fresh
+                // half-open generation.
+                cb.reset();
+                const Ticket trip = cb.acquire();
+                cb.record_failure(trip);
+                stale.push_back(trip);
+                clock.advance(100);
+                const Ticket first = cb.acquire();
+                bool ok = first.admitted && first.half_open && first.transition.changed;
+                churned.store(0, std::memory_order_relaxed);
+                churn_done.store(false, std::memory_order_relaxed);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                ok = ok && cb.half_open_calls() == kM;
+                phase.arrive_and_wait();  // C
+                while (churned.load(std::memory_order_acquire) < kHolders) {
+                    std::this_thread::yield();
+                }
+                churn_done.store(true, std::memory_order_release);
+                phase.arrive_and_wait();  // D
+                ok = ok && cb.half_open_calls() == kM && cb.state() == BreakerState::kHalfOpen;
+                if (!ok && ++bad_rounds <= 3) {
+                    std::fprintf(stderr, "  stale concurrent round %d: half_open_calls=%u state=%d\n",
+                                 round, cb.half_open_calls(), state_int(cb.state()));
+                }
+                // This round's live tickets join the stale pool.
+                stale.push_back(first);
+                for (const Ticket& t : holding) {
+                    if (t.admitted) {
+                        stale.push_back(t);
+                    }
+                }
+            }
+        });
+    CHECK_EQ(bad.load(), 0L);
+    CHECK_EQ(bad_rounds, 0L);
+}
+
+void test_breaker_half_open_lease() {
+    // Issue item 9: probes admitted and never reported hold every half-open
+    // slot. With a lease, the next call after the lease (counted from the
+    // newest probe's admission) starts a fresh half-open generation and is
+    // its first probe; without one (lease 0) the breaker stays wedged.
+    constexpr int64_t kTimeout = 100;
+    constexpr int64_t kLease = 1000;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, kTimeout, 2, &clock, kLease);
+    CHECK_EQ(cb.half_open_lease_ns(), kLease);
+    cb.record_failure(cb.acquire());
+    clock.advance(kTimeout);
+    const Ticket p1 = cb.acquire();  // open -> half-open, first probe
+    CHECK(p1.admitted && p1.half_open && p1.transition.changed);
+    clock.advance(500);
+    const Ticket p2 = cb.acquire();  // the newest probe: the lease runs from here
+    CHECK(p2.admitted && p2.half_open && p2.generation == p1.generation);
+    const int64_t newest = clock.now();
+    const uint64_t gen = cb.generation();
+    // Both slots lost. A lease after p1 but not after p2: still rejected.
+    clock.set(newest - 500 + kLease);
+    CHECK(!cb.acquire().admitted);
+    clock.set(newest + kLease - 1);
+    CHECK(!cb.acquire().admitted);
+    CHECK_EQ(cb.reclaimed(), uint64_t{0});
+    CHECK_EQ(cb.generation(), gen);
+    const uint64_t to_half_open = cb.transitions_to(BreakerState::kHalfOpen);
+    // The lease is up: a fresh half-open generation, this call its first probe.
+    clock.advance(1);
+    const Ticket p3 = cb.acquire();
+    CHECK(p3.admitted && p3.half_open);
+    CHECK(!p3.transition.changed);  // half-open it was, half-open it stays
+    CHECK_EQ(p3.generation, gen + 1);
+    CHECK_EQ(cb.reclaimed(), uint64_t{1});
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK_EQ(cb.transitions_to(BreakerState::kHalfOpen), to_half_open);
+    // The lost probes are stale now: nothing they report counts.
+    cb.release(p1);
+    CHECK_EQ(cb.half_open_calls(), uint32_t{1});
+    CHECK(!cb.record_failure(p2).changed);
+    CHECK(!cb.record_success(p1).changed);
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    CHECK_EQ(cb.generation(), gen + 1);
+    // The new generation fills up; its lease runs from its newest probe.
+    clock.advance(700);
+    const Ticket p4 = cb.acquire();
+    CHECK(p4.admitted && p4.half_open && p4.generation == gen + 1);
+    clock.advance(kLease - 1);  // p3 is past its lease, p4 is not
+    CHECK(!cb.acquire().admitted);
+    clock.advance(1);
+    const Ticket p5 = cb.acquire();
+    CHECK(p5.admitted && p5.generation == gen + 2);
+    CHECK_EQ(cb.reclaimed(), uint64_t{2});
+    // One more probe, and a success closes it as usual.
+    const Ticket p6 = cb.acquire();
+    CHECK(p6.admitted && p6.generation == gen + 2);
+    const Transition closed = cb.record_success(p5);
+    CHECK(closed.changed && closed.to == BreakerState::kClosed);
+    // A slot given back is reused without waiting for the lease.
+    cb.record_failure(cb.acquire());
+    clock.advance(kTimeout);
+    const Ticket q1 = cb.acquire();
+    const Ticket q2 = cb.acquire();
+    CHECK(q1.admitted && q2.admitted);
+    cb.release(q2);
+    const Ticket q3 = cb.acquire();
+    CHECK(q3.admitted && q3.generation == q1.generation);
+    CHECK_EQ(cb.reclaimed(), uint64_t{2});
+
+    // Lease 0: no lease; lost probes wedge the breaker half-open (documented).
+    CircuitBreaker wedged(1, kTimeout, 1, &clock, 0);
+    wedged.record_failure(wedged.acquire());
+    clock.advance(kTimeout);
+    CHECK(wedged.acquire().admitted);  // lost
+    clock.advance(int64_t{1} << 61);
+    CHECK(!wedged.acquire().admitted);
+    CHECK_EQ(wedged.reclaimed(), uint64_t{0});
+    CHECK_EQ(state_int(wedged.state()), state_int(BreakerState::kHalfOpen));
+    // Out-of-range leases clamp: negative is no lease, huge is kMaxTimeoutNs.
+    CHECK_EQ(CircuitBreaker(1, 1, 1, &clock, -5).half_open_lease_ns(), int64_t{0});
+    CHECK_EQ(CircuitBreaker(1, 1, 1, &clock, INT64_MAX).half_open_lease_ns(),
+             CircuitBreaker::kMaxTimeoutNs);
+}
+
+void lease_reclaim_race(uint32_t max_calls) {
+    // Round after round, every half-open slot is lost and the lease runs
+    // out; then all threads race to acquire. Exactly one reclaims (one new
+    // generation per expiry), exactly M probes get in, half_open_calls()
+    // never exceeds M, and the lost probes of earlier rounds, reported
+    // meanwhile, change nothing. (Only rounds before the last: the last
+    // round's probes belong to the current generation until this round's
+    // reclaim, and a release of one of those frees its slot, rightly.)
+    const uint32_t kM = max_calls;
+    constexpr int64_t kLease = 5000;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, kM, &clock, kLease);
+    cb.record_failure(cb.acquire());
+    clock.advance(10);
+    std::vector<Ticket> lost;    // stale: generations before the current one
+    std::vector<Ticket> newest;  // the current generation's lost probes
+    for (uint32_t k = 0; k < kM; ++k) {
+        newest.push_back(cb.acquire());
+    }
+    CHECK_EQ(cb.half_open_calls(), kM);
+    const int kRounds = 1000 * g_scale;
+    SpinBarrier phase(kThreads + 1);
+    std::vector<std::vector<Ticket>> got(kThreads);
+    std::atomic<long> over{0};
+    long bad_rounds = 0;
+    run_threads(
+        kThreads,
+        [&](int i) {
+            const auto idx = static_cast<size_t>(i);
+            Rng rng(static_cast<uint64_t>(i) + 99);
+            for (int round = 0; round < kRounds; ++round) {
+                phase.arrive_and_wait();  // A: the lease is up
+                for (int k = 0; k < 3; ++k) {
+                    const Ticket t = cb.acquire();
+                    if (t.admitted) {
+                        got[idx].push_back(t);
+                    }
+                    if (cb.half_open_calls() > kM) {
+                        over.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    if (i == kThreads - 1 && !lost.empty()) {  // a late report of a lost probe
+                        const Ticket& s = lost[static_cast<size_t>(rng.below(lost.size()))];
+                        if (k == 0) {
+                            cb.release(s);
+                        } else {
+                            cb.record_success(s);
+                        }
+                    }
+                }
+                phase.arrive_and_wait();  // B: main checks
+            }
+        },
+        [&] {
+            for (int round = 0; round < kRounds; ++round) {
+                const uint64_t gen = cb.generation();
+                const uint64_t reclaimed = cb.reclaimed();
+                clock.advance(kLease);
+                phase.arrive_and_wait();  // A
+                phase.arrive_and_wait();  // B
+                size_t admitted = 0;
+                bool ok = true;
+                lost.insert(lost.end(), newest.begin(), newest.end());
+                newest.clear();
+                for (auto& g : got) {
+                    for (const Ticket& t : g) {
+                        ++admitted;
+                        ok = ok && t.half_open && t.generation == gen + 1 && !t.transition.changed;
+                        newest.push_back(t);
+                    }
+                    g.clear();
+                }
+                ok = ok && admitted == kM && cb.reclaimed() == reclaimed + 1 &&
+                     cb.generation() == gen + 1 && cb.half_open_calls() == kM &&
+                     cb.state() == BreakerState::kHalfOpen;
+                if (!ok && ++bad_rounds <= 3) {
+                    std::fprintf(stderr,
+                                 "  lease race round %d: admitted=%zu reclaimed=+%llu gen=+%llu "
+                                 "half_open_calls=%u\n",
+                                 round, admitted,
+                                 static_cast<unsigned long long>(cb.reclaimed() - reclaimed),
+                                 static_cast<unsigned long long>(cb.generation() - gen),
+                                 cb.half_open_calls());
+                }
+                if (lost.size() > 64) {
+                    lost.erase(lost.begin(), lost.begin() + 32);
+                }
+            }
+        });
+    CHECK_EQ(over.load(), 0L);
+    CHECK_EQ(bad_rounds, 0L);
+    CHECK_EQ(cb.reclaimed(), static_cast<uint64_t>(kRounds));
+}
+
+void test_breaker_lease_reclaim_race() {
+    lease_reclaim_race(1);  // the reclaimer's probe alone must renew the lease
+    lease_reclaim_race(2);
+}
+
 // -------------------------------------------------------------- bulkhead --
 
 void test_bulkhead_limit() {
@@ -1138,6 +2030,137 @@ void test_bulkhead_limit() {
     CHECK_EQ(bulkhead.in_flight(), int64_t{0});
     CHECK_EQ(bulkhead.admitted(), static_cast<uint64_t>(in));
     CHECK_EQ(bulkhead.admitted() + bulkhead.rejected(), static_cast<uint64_t>(att));
+}
+
+void test_bulkhead_unmatched_exit() {
+    // Issue item 10: an exit() without its enter used to drive in_flight to
+    // -1 and so admit one call past the limit. It is refused now
+    // (kUnmatched) and changes nothing.
+    Bulkhead b(2);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    CHECK(b.try_enter());
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    // Still at most 2 in flight after the spurious exits.
+    CHECK(b.try_enter());
+    CHECK(b.try_enter());
+    CHECK(!b.try_enter());
+    CHECK(!b.take());
+    CHECK_EQ(b.in_flight(), int64_t{2});
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.in_flight(), int64_t{0});
+    CHECK_EQ(b.admitted(), uint64_t{3});
+
+    // Under contention: threads enter and exit (matched) while others exit
+    // without entering. A spurious exit may take the place of a matched one
+    // (the bulkhead cannot tell them apart), but in_flight stays within
+    // [0, max] at every moment and ends at 0, and the freed exits are
+    // exactly the admissions.
+    const int64_t max = 3;
+    Bulkhead shared(max);
+    std::atomic<long> out_of_range{0};
+    std::vector<int64_t> freed(kThreads), entered(kThreads), unmatched(kThreads);
+    run_threads(kThreads, [&](int i) {
+        const auto idx = static_cast<size_t>(i);
+        const bool spurious = i >= kThreads / 2;
+        int64_t f = 0;
+        int64_t e = 0;
+        int64_t u = 0;
+        for (int k = 0; k < 30000 * g_scale; ++k) {
+            if (!spurious) {
+                if (!shared.try_enter()) {
+                    continue;
+                }
+                ++e;
+            }
+            const int64_t n = shared.in_flight();
+            if (n < 0 || n > max) {
+                out_of_range.fetch_add(1, std::memory_order_relaxed);
+            }
+            const Bulkhead::Exit x = shared.exit();
+            (x == Bulkhead::Exit::kUnmatched ? u : f) += 1;
+            if (x == Bulkhead::Exit::kFreedWaiting) {
+                out_of_range.fetch_add(1, std::memory_order_relaxed);  // nobody waits here
+            }
+        }
+        freed[idx] = f;
+        entered[idx] = e;
+        unmatched[idx] = u;
+    });
+    int64_t f = 0;
+    int64_t e = 0;
+    int64_t u = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        f += freed[i];
+        e += entered[i];
+        u += unmatched[i];
+    }
+    CHECK_EQ(out_of_range.load(), 0L);
+    CHECK_EQ(shared.in_flight(), int64_t{0});
+    CHECK_EQ(f, e);
+    CHECK_EQ(shared.admitted(), static_cast<uint64_t>(e));
+    CHECK(u >= int64_t{kThreads / 2} * 30000 * g_scale - e);  // every surplus exit refused
+    // Afterwards the limit holds exactly.
+    for (int64_t k = 0; k < max; ++k) {
+        CHECK(shared.try_enter());
+    }
+    CHECK(!shared.try_enter());
+}
+
+void test_bulkhead_fifo() {
+    // First come, first served: while a waiter is registered, a newcomer's
+    // try_enter() is refused even with a slot free; the waiter's take() is
+    // not. A freed slot handed over stays in flight and counts an admission.
+    Bulkhead b(2);
+    CHECK(b.try_enter());
+    b.add_waiter(1);
+    CHECK_EQ(b.waiters(), int64_t{1});
+    CHECK(!b.try_enter());  // a slot is free, but someone queues
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    CHECK(b.take());        // the waiter at the head takes it
+    CHECK_EQ(b.in_flight(), int64_t{2});
+    CHECK(!b.take());       // full
+    // Another waiter; an exit now says to wake it.
+    CHECK(b.exit() == Bulkhead::Exit::kFreedWaiting);
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    b.add_waiter(-1);
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK_EQ(b.waiters(), int64_t{0});
+    CHECK(b.try_enter());
+    // hand_over(): the exiting caller's slot goes straight to the waiter; the
+    // count never drops, and the waiter's admission is counted.
+    const uint64_t admitted = b.admitted();
+    b.hand_over();
+    CHECK_EQ(b.admitted(), admitted + 1);
+    CHECK_EQ(b.in_flight(), int64_t{1});
+    CHECK(b.exit() == Bulkhead::Exit::kFreed);
+    CHECK(b.exit() == Bulkhead::Exit::kUnmatched);
+    CHECK_EQ(b.rejected(), uint64_t{0});
+    b.count_rejection();
+    CHECK_EQ(b.rejected(), uint64_t{1});
+
+    // Concurrently: once a waiter has registered, no newcomer gets in, even
+    // though slots keep freeing; the waiter's take() does.
+    Bulkhead q(4);
+    q.add_waiter(1);
+    std::atomic<long> barged{0};
+    run_threads(kThreads, [&](int) {
+        for (int k = 0; k < 20000 * g_scale; ++k) {
+            if (q.try_enter()) {
+                barged.fetch_add(1, std::memory_order_relaxed);
+                q.exit();
+            }
+        }
+    });
+    CHECK_EQ(barged.load(), 0L);
+    CHECK(q.take());
+    q.add_waiter(-1);
+    CHECK(q.exit() == Bulkhead::Exit::kFreed);
 }
 
 // --------------------------------------------------------------- backoff --
@@ -1274,12 +2297,529 @@ void test_backoff_seeded_shared() {
     CHECK(own[0] != own[1]);
 }
 
+void test_backoff_fork_reseed() {
+    // Issue item 11: a forked child used to continue its parent's per-thread
+    // stream, so every worker of a pre-fork server retried in lockstep. The
+    // parent draws first (its stream exists), then both draw N more: the
+    // sequences must differ. A seeded Backoff stays reproducible: the child
+    // continues the same counter-based stream as the parent.
+#if defined(__unix__) || defined(__APPLE__)
+    constexpr int kN = 64;
+    Backoff unseeded(1.0, 1.0, 1.0, true, Strategy::kFullJitter);
+    Backoff seeded(1.0, 1.0, 1.0, true, Strategy::kFullJitter, true, 0xFEED);
+    const double before = unseeded.uniform() + thread_uniform() + seeded.uniform();
+    CHECK(before >= 0);
+    int fds[2];
+    if (pipe(fds) != 0) {
+        report(false, __FILE__, __LINE__, "pipe() failed");
+        return;
+    }
+    std::fflush(stdout);
+    std::fflush(stderr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+        report(false, __FILE__, __LINE__, "fork() failed");
+        return;
+    }
+    double draws[2 * kN];
+    for (int k = 0; k < kN; ++k) {
+        draws[k] = unseeded.uniform();
+        draws[kN + k] = seeded.uniform();
+    }
+    if (pid == 0) {
+        // The child: send its draws and leave at once (no atexit handlers,
+        // no sanitizer reports of the parent's state).
+        const char* p = reinterpret_cast<const char*>(draws);
+        size_t left = sizeof draws;
+        while (left > 0) {
+            const ssize_t w = write(fds[1], p, left);
+            if (w <= 0) {
+                _exit(2);
+            }
+            p += w;
+            left -= static_cast<size_t>(w);
+        }
+        _exit(0);
+    }
+    close(fds[1]);
+    double child[2 * kN];
+    char* p = reinterpret_cast<char*>(child);
+    size_t got = 0;
+    while (got < sizeof child) {
+        const ssize_t r = read(fds[0], p + got, sizeof child - got);
+        if (r <= 0) {
+            break;
+        }
+        got += static_cast<size_t>(r);
+    }
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ(got, sizeof child);
+    int same_unseeded = 0;
+    int same_seeded = 0;
+    for (int k = 0; k < kN; ++k) {
+        same_unseeded += child[k] == draws[k] ? 1 : 0;
+        same_seeded += child[kN + k] == draws[kN + k] ? 1 : 0;
+    }
+    CHECK_EQ(same_unseeded, 0);  // 64 equal 53-bit draws by chance: never
+    CHECK_EQ(same_seeded, kN);
+    CHECK(fork_count().load() == 0);  // the parent's count never moves
+#endif
+}
+
+// ----------------------------------------------------------------- edges --
+// Issue item 14: every public entry of every primitive, called with extreme
+// values, clamps as documented and never reaches undefined behaviour. Meant
+// for the -fsanitize=address,undefined -fno-sanitize-recover=all build
+// (run_stress.sh --asan), where any signed overflow, bad shift or invalid
+// conversion aborts; elsewhere it still checks the documented results.
+
+constexpr int64_t kI64Min = std::numeric_limits<int64_t>::min();
+constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+
+const int64_t kExtremeInts[] = {kI64Min,
+                                kI64Min + 1,
+                                -kMaxClockNs,
+                                -1,
+                                0,
+                                1,
+                                2,
+                                1000,
+                                TokenBucket::kMaxBurst,
+                                TokenBucket::kMaxBurst + 1,
+                                TokenBucket::kMaxIntervalNs,
+                                TokenBucket::kMaxIntervalNs + 1,
+                                TokenBucket::kMaxTauNs,
+                                CircuitBreaker::kMaxTimeoutNs + 1,
+                                kMaxClockNs,
+                                kMaxClockNs + 1,
+                                kI64Max - 1,
+                                kI64Max};
+
+const double kExtremeDoubles[] = {std::numeric_limits<double>::quiet_NaN(),
+                                  -std::numeric_limits<double>::infinity(),
+                                  -std::numeric_limits<double>::max(),
+                                  -1.0,
+                                  -0.0,
+                                  0.0,
+                                  std::numeric_limits<double>::denorm_min(),
+                                  1e-300,
+                                  1e-9,
+                                  0.5,
+                                  1.0,
+                                  2.0,
+                                  30.0,
+                                  1e9,
+                                  2e9,
+                                  1e300,
+                                  std::numeric_limits<double>::max(),
+                                  std::numeric_limits<double>::infinity()};
+
+/// What every bucket satisfies whatever was done to it: the configuration
+/// in range, tokens() finite, at most the burst, at least the largest debt
+/// allowed; and try_acquire() agrees with tokens().
+long bucket_invariants(TokenBucket& b) {
+    long bad = 0;
+    const int64_t iv = b.interval_ns();
+    const int64_t burst = b.burst();
+    bad += iv < 1 || iv > TokenBucket::kMaxIntervalNs;
+    bad += burst < 1 || burst > TokenBucket::kMaxBurst || burst > TokenBucket::kMaxTauNs / iv;
+    const double t = b.tokens();
+    bad += !std::isfinite(t);
+    bad += t > static_cast<double>(burst);
+    bad += t < static_cast<double>(burst) -
+                   static_cast<double>(TokenBucket::kMaxDebtNs) / static_cast<double>(iv) - 1;
+    return bad;
+}
+
+void test_edges() {
+    long bad = 0;
+    long calls = 0;
+
+    // ---- saturating arithmetic
+    for (int64_t a : kExtremeInts) {
+        for (int64_t b : kExtremeInts) {
+            const __int128 sum = static_cast<__int128>(a) + b;
+            const __int128 diff = static_cast<__int128>(a) - b;
+            const auto clamp128 = [](__int128 v) {
+                return static_cast<int64_t>(v > kI64Max ? kI64Max : (v < kI64Min ? kI64Min : v));
+            };
+            bad += sat_add(a, b) != clamp128(sum);
+            bad += sat_sub(a, b) != clamp128(diff);
+            const __int128 prod = static_cast<__int128>(a) * b;
+            const int64_t want_mul = a <= 0 || b <= 0 ? 0 : clamp128(prod);
+            bad += sat_mul_nonneg(a, b) != want_mul;
+            if (a <= b) {
+                for (int64_t v : kExtremeInts) {
+                    const int64_t c = clamp64(v, a, b);
+                    bad += c < a || c > b || (v >= a && v <= b && c != v);
+                }
+            }
+            calls += 4;
+        }
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- AtomicPair: any bit patterns
+    {
+        AtomicPair p(~uint64_t{0}, 0);
+        AtomicPair::Value v{~uint64_t{0}, 0};
+        CHECK(p.compare_exchange(v, {0, ~uint64_t{0}}));
+        CHECK(p.load() == (AtomicPair::Value{0, ~uint64_t{0}}));
+        AtomicPair::Value wrong{1, 1};
+        CHECK(!p.compare_exchange(wrong, {2, 2}));
+        CHECK(wrong == (AtomicPair::Value{0, ~uint64_t{0}}));
+    }
+
+    // ---- clocks
+    for (int64_t start : kExtremeInts) {
+        ManualClock c(start);
+        const int64_t want = start < 0 ? 0 : (start > kMaxClockNs ? kMaxClockNs : start);
+        bad += c.now() != want;
+        for (int64_t d : kExtremeInts) {
+            const int64_t before = c.now();
+            c.advance(d);
+            const int64_t after = c.now();
+            const int64_t expect = d <= 0 ? before : std::min(kMaxClockNs, sat_add(before, d));
+            bad += after != expect;
+            const bool moved = c.set(d);
+            const int64_t target = clamp64(d, 0, kMaxClockNs);
+            bad += moved != (target >= after);
+            bad += c.now() != std::max(after, target);
+            bad += now_ns(&c) != c.now();
+            calls += 3;
+        }
+        c.advance(kI64Max);
+        bad += c.now() != kMaxClockNs;
+        bad += c.set(kI64Max) != true;  // to the end, where it already is
+        bad += c.set(kI64Min) != false;
+    }
+    bad += steady_now_ns() <= 0;
+    bad += now_ns(nullptr) <= 0;
+    CHECK_EQ(bad, 0L);
+
+    // ---- token bucket
+    for (double qps : kExtremeDoubles) {
+        const int64_t iv = TokenBucket::interval_for(qps);
+        bad += iv < 1 || iv > TokenBucket::kMaxIntervalNs;
+        ++calls;
+    }
+    CHECK_EQ(TokenBucket::interval_for(std::numeric_limits<double>::quiet_NaN()),
+             TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(-1.0), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(std::numeric_limits<double>::infinity()), int64_t{1});
+    CHECK_EQ(TokenBucket::interval_for(TokenBucket::kMinQps / 2), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(TokenBucket::kMinQps), TokenBucket::kMaxIntervalNs);
+    CHECK_EQ(TokenBucket::interval_for(2e9), int64_t{1});
+    CHECK_EQ(TokenBucket::interval_for(1000.0), int64_t{1'000'000});
+    const int64_t clock_starts[] = {0, 1'000'000'000, kMaxClockNs - TokenBucket::kMaxDebtNs,
+                                    kMaxClockNs};
+    for (int64_t iv : kExtremeInts) {
+        for (int64_t burst : kExtremeInts) {
+            TokenBucket b(iv, burst);
+            const int64_t want_iv = clamp64(iv, 1, TokenBucket::kMaxIntervalNs);
+            const int64_t want_burst =
+                clamp64(burst, 1, std::min(TokenBucket::kMaxBurst, TokenBucket::kMaxTauNs / want_iv));
+            bad += b.interval_ns() != want_iv;
+            bad += b.burst() != want_burst;
+            bad += b.tokens() != static_cast<double>(want_burst);
+            bad += bucket_invariants(b);
+            ++calls;
+        }
+    }
+    CHECK_EQ(bad, 0L);
+    const int64_t bucket_cfgs[][2] = {{1, TokenBucket::kMaxBurst},
+                                      {TokenBucket::kMaxIntervalNs, kI64Max},
+                                      {int64_t{1} << 38, TokenBucket::kMaxBurst},
+                                      {1000, 10}};
+    for (int64_t start : clock_starts) {
+        for (const auto& cfg : bucket_cfgs) {
+            ManualClock clock(start);
+            TokenBucket b(cfg[0], cfg[1], &clock);
+            TokenBucket steady(cfg[0], cfg[1]);
+            for (TokenBucket* bp : {&b, &steady}) {
+                TokenBucket& x = *bp;
+                for (int64_t n : kExtremeInts) {
+                    const bool in_range = n >= 1 && n <= x.burst();
+                    const double before = x.tokens();
+                    const bool ok = x.try_acquire(n);
+                    bad += ok && !in_range;
+                    if (in_range && x.clock() != nullptr) {
+                        // (tokens() is a double: allow its rounding.)
+                        bad += ok ? before < static_cast<double>(n) - 1e-6
+                                  : before >= static_cast<double>(n) + 1e-6;
+                    }
+                    bad += bucket_invariants(x);
+                    for (int64_t w : kExtremeInts) {
+                        const TokenBucket::Reservation r = x.reserve(n, w);
+                        bad += r.ok && !in_range;
+                        bad += r.ok && (r.delay_ns < 0 || r.delay_ns > clamp64(w, 0, TokenBucket::kMaxWaitNs));
+                        bad += bucket_invariants(x);
+                        calls += 2;
+                    }
+                    // Cancels and refunds with made-up arrival times and
+                    // configs: never more than n back, never past the burst.
+                    for (int64_t tat : kExtremeInts) {
+                        for (uint64_t c : {x.config(), uint64_t{0}, ~uint64_t{0}}) {
+                            const int64_t back = x.refund(n, tat, c);
+                            bad += back < 0 || (back > 0 && (!in_range || back > n));
+                            const int64_t back2 = x.cancel(n, tat, tat, c);
+                            bad += back2 < 0 || (back2 > 0 && (!in_range || back2 > n));
+                            bad += bucket_invariants(x);
+                            calls += 2;
+                        }
+                    }
+                    if (x.clock() != nullptr) {
+                        clock.advance(n);
+                    }
+                }
+                // Refunds of a whole burst that nothing took, over and over
+                // (a made-up tat_after beyond every arrival time): the bucket
+                // only gains, up to its burst, and its arrival time is pushed
+                // back without ever wrapping.
+                const double before_refunds = x.tokens();
+                for (int k = 0; k < 80; ++k) {
+                    x.refund(x.burst(), kI64Max, x.config());
+                    x.cancel(x.burst(), kI64Max, kI64Max, x.config());
+                }
+                bad += bucket_invariants(x);
+                bad += x.tokens() < before_refunds;
+                calls += 160;
+                for (int64_t iv : kExtremeInts) {
+                    for (int64_t burst : {kI64Min, int64_t{0}, int64_t{1}, TokenBucket::kMaxBurst, kI64Max}) {
+                        // Deep in debt first, so set_rate has something to convert.
+                        x.reserve(x.burst(), TokenBucket::kMaxWaitNs);
+                        x.reserve(x.burst(), TokenBucket::kMaxWaitNs);
+                        x.set_rate(iv, burst);
+                        bad += bucket_invariants(x);
+                        calls += 3;
+                    }
+                }
+            }
+        }
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- circuit breaker
+    const uint32_t thresholds[] = {0, 1, 2, CircuitBreaker::kMaxFailureThreshold,
+                                   CircuitBreaker::kMaxFailureThreshold + 1, ~uint32_t{0}};
+    const uint32_t half_opens[] = {0, 1, CircuitBreaker::kMaxHalfOpenCalls,
+                                   CircuitBreaker::kMaxHalfOpenCalls + 1, ~uint32_t{0}};
+    const int64_t times[] = {kI64Min, -1, 0, 1, 1000, CircuitBreaker::kMaxTimeoutNs,
+                             CircuitBreaker::kMaxTimeoutNs + 1, kI64Max};
+    const int64_t codes[] = {kI64Min, -2, -1, 0, 1, 2, 3, kI64Max - 1, kI64Max};
+    for (int64_t start : {int64_t{0}, int64_t{1'000'000}, kMaxClockNs}) {
+        for (uint32_t th : thresholds) {
+            for (uint32_t ho : half_opens) {
+                for (int64_t timeout : times) {
+                    for (int64_t lease : {kI64Min, int64_t{0}, int64_t{1000}, kI64Max}) {
+                        ManualClock clock(start);
+                        CircuitBreaker cb(th, timeout, ho, &clock, lease);
+                        bad += cb.failure_threshold() !=
+                               std::max(1u, std::min(th, CircuitBreaker::kMaxFailureThreshold));
+                        bad += cb.half_open_max_calls() !=
+                               std::max(1u, std::min(ho, CircuitBreaker::kMaxHalfOpenCalls));
+                        bad += cb.reset_timeout_ns() != clamp64(timeout, 0, CircuitBreaker::kMaxTimeoutNs);
+                        bad += cb.half_open_lease_ns() != clamp64(lease, 0, CircuitBreaker::kMaxTimeoutNs);
+                        // Decoded tickets of any code, on a breaker past generation 0.
+                        cb.reset();
+                        for (int64_t code : codes) {
+                            const Ticket t = Ticket::decode(code);
+                            bad += t.admitted != (code >= 0);
+                            const uint64_t gen = cb.generation();
+                            const bool current = t.admitted && t.generation == gen;
+                            cb.release(t);
+                            const Transition a = cb.record_success(t);
+                            const Transition f = cb.record_failure(t);
+                            bad += !current && (a.changed || f.changed || cb.generation() != gen);
+                            calls += 3;
+                        }
+                        // Trip, sit open, time out (or not: the clock ends at
+                        // kMaxClockNs), probe, and report.
+                        cb.reset();
+                        for (uint32_t k = 0; k < 3 && cb.state() == BreakerState::kClosed; ++k) {
+                            cb.record_failure(cb.acquire());
+                        }
+                        const int64_t left = cb.remaining_open_ns();
+                        bad += left < 0 || left > cb.reset_timeout_ns();
+                        for (int64_t d : {int64_t{1}, cb.reset_timeout_ns(), kI64Max}) {
+                            clock.advance(d);
+                            const Ticket t = cb.acquire();
+                            bad += cb.remaining_open_ns() < 0;
+                            bad += cb.half_open_calls() > cb.half_open_max_calls();
+                            if (t.admitted) {
+                                bad += t.encode() < 0 || Ticket::decode(t.encode()).generation != t.generation;
+                                if (d == 1) {
+                                    cb.release(t);
+                                } else {
+                                    cb.record_success(t);
+                                }
+                            }
+                            calls += 2;
+                        }
+                        cb.force_open();
+                        clock.advance(kI64Max);
+                        bad += cb.acquire().admitted;  // held open never times out
+                        bad += cb.remaining_open_ns() != 0;
+                        cb.reset();
+                        bad += !cb.acquire().admitted;
+                    }
+                }
+            }
+        }
+    }
+    {
+        Ticket t;
+        t.admitted = true;
+        t.half_open = true;
+        t.generation = ~uint64_t{0};
+        bad += t.encode() < 0;
+        bad += Ticket::decode(t.encode()).generation != Ticket::kGenerationMask;
+        bad += Ticket{}.encode() != -1;
+    }
+    CHECK_EQ(bad, 0L);
+    {
+        // The widest fields: failures just below the largest threshold stay
+        // in their bits (closed, no half-open calls), the next one trips; the
+        // most half-open calls fill their 16 bits and no more.
+        ManualClock clock(1);
+        CircuitBreaker cb(~uint32_t{0}, 10, ~uint32_t{0}, &clock);
+        const uint32_t th = CircuitBreaker::kMaxFailureThreshold;
+        for (uint32_t k = 0; k + 1 < th; ++k) {
+            cb.record_failure(cb.acquire());
+        }
+        CHECK_EQ(cb.consecutive_failures(), th - 1);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kClosed));
+        CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+        CHECK(cb.record_failure(cb.acquire()).changed);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kOpen));
+        CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+        clock.advance(10);
+        std::vector<Ticket> probes;
+        for (uint32_t k = 0; k <= CircuitBreaker::kMaxHalfOpenCalls; ++k) {
+            const Ticket t = cb.acquire();
+            if (t.admitted) {
+                probes.push_back(t);
+            }
+        }
+        CHECK_EQ(probes.size(), static_cast<size_t>(CircuitBreaker::kMaxHalfOpenCalls));
+        CHECK_EQ(cb.half_open_calls(), CircuitBreaker::kMaxHalfOpenCalls);
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+        CHECK_EQ(cb.consecutive_failures(), uint32_t{0});
+        for (const Ticket& t : probes) {
+            cb.release(t);
+        }
+        CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+        CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kHalfOpen));
+    }
+
+    // ---- bulkhead
+    for (int64_t max : kExtremeInts) {
+        Bulkhead b(max);
+        const int64_t want = clamp64(max, 1, Bulkhead::kMaxConcurrent);
+        bad += b.max_concurrent() != want;
+        bad += b.exit() != Bulkhead::Exit::kUnmatched;
+        bad += !b.try_enter();
+        bad += b.in_flight() != 1;
+        b.add_waiter(1);
+        bad += b.try_enter();
+        bad += b.exit() != Bulkhead::Exit::kFreedWaiting;
+        b.add_waiter(-1);
+        bad += b.exit() != Bulkhead::Exit::kUnmatched;
+        bad += b.in_flight() != 0;
+        calls += 6;
+    }
+    CHECK_EQ(bad, 0L);
+
+    // ---- backoff
+    bad += to_unit(0) != 0.0;
+    bad += !(to_unit(~uint64_t{0}) < 1.0);
+    {
+        Xoshiro256 zero(0);
+        Xoshiro256 ones(~uint64_t{0});
+        bad += zero.next() == 0 && zero.next() == 0;
+        bad += ones.next() == 0 && ones.next() == 0;
+        bad += splitmix64(0) == splitmix64(1);
+    }
+    const double u = thread_uniform();
+    bad += !(u >= 0 && u < 1);
+    const int64_t attempts[] = {kI64Min, -1, 0, 1, 63, 64, 1023, 1024, 1075, kI64Max};
+    const double previouses[] = {std::numeric_limits<double>::quiet_NaN(),
+                                 -std::numeric_limits<double>::infinity(), -1.0, 0.0,
+                                 std::numeric_limits<double>::denorm_min(), 1.0,
+                                 std::numeric_limits<double>::max(),
+                                 std::numeric_limits<double>::infinity()};
+    long reported = 0;
+    const double multipliers[] = {std::numeric_limits<double>::quiet_NaN(),
+                                  -std::numeric_limits<double>::infinity(), 0.0, 0.5, 1.0, 2.0,
+                                  1e300, std::numeric_limits<double>::max(),
+                                  std::numeric_limits<double>::infinity()};
+    const double no_previous[] = {0.0};
+    for (double base : kExtremeDoubles) {
+        for (double cap : kExtremeDoubles) {
+            for (double mult : multipliers) {
+                for (int s = 0; s < 5; ++s) {
+                    // s == 4: an out-of-range strategy, masked to a valid one.
+                    const auto strategy = static_cast<Strategy>(s == 4 ? 255 : s);
+                    for (bool jitter : {false, true}) {
+                        Backoff b(base, cap, mult, jitter, strategy, true, static_cast<uint64_t>(s) * 7);
+                        const double bb = b.base();
+                        const double bc = b.cap();
+                        const double bm = b.multiplier();
+                        bad += !std::isfinite(bb) || bb < 0;
+                        bad += !std::isfinite(bc) || bc < bb;
+                        bad += !std::isfinite(bm) || bm < 1;
+                        bad += static_cast<int>(b.strategy()) > 3;
+                        const double hi = b.strategy() == Strategy::kExponential && jitter
+                                              ? bc * (1.1 + 1e-12)
+                                              : bc;
+                        const bool uses_previous = b.strategy() == Strategy::kDecorrelatedJitter;
+                        for (int64_t a : attempts) {
+                            const double* prevs = uses_previous ? previouses : no_previous;
+                            const size_t n_prevs = uses_previous ? std::size(previouses) : 1;
+                            for (size_t pi = 0; pi < n_prevs; ++pi) {
+                                const double prev = prevs[pi];
+                                const double d = b.delay(a, prev);
+                                ++calls;
+                                if (!std::isfinite(d) || d < 0 || d > hi) {
+                                    ++bad;
+                                    if (++reported <= 5) {
+                                        std::fprintf(stderr,
+                                                     "  edges: Backoff(%g, %g, %g, jitter=%d, "
+                                                     "strategy=%d).delay(%lld, %g) = %g\n",
+                                                     base, cap, mult, jitter ? 1 : 0, s,
+                                                     static_cast<long long>(a), prev, d);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    {
+        // Unseeded (the per-thread generator) once over the same extremes.
+        Backoff b(0.5, std::numeric_limits<double>::max(), 2.0, true, Strategy::kExponential);
+        for (int64_t a : attempts) {
+            const double d = b.delay(a, 0.0);
+            bad += !std::isfinite(d) || d < 0;
+        }
+    }
+    std::printf("  edges: %ld calls\n", calls);
+    CHECK_EQ(bad, 0L);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     if (argc > 1) {
         g_scale = std::max(1, std::atoi(argv[1]));
     }
+    // `stress_test SCALE NAME`: only the cases whose name contains NAME.
+    const std::string only = argc > 2 ? argv[2] : "";
     const auto started = std::chrono::steady_clock::now();
     struct Case {
         const char* name;
@@ -1293,16 +2833,31 @@ int main(int argc, char** argv) {
         {"bucket_reservations", test_bucket_reservations, 50},
         {"bucket_refund", test_bucket_refund, 50},
         {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
+        {"bucket_set_rate_lower_bound", test_bucket_set_rate_lower_bound, 1},
+        {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
+        {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
+        {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
         {"breaker_full_cycles", test_breaker_full_cycles, 3},
         {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
+        {"breaker_generation_wrap", test_breaker_generation_wrap, 1},
+        {"breaker_stale_half_open_concurrent", test_breaker_stale_half_open_concurrent, 2},
+        {"breaker_half_open_lease", test_breaker_half_open_lease, 1},
+        {"breaker_lease_reclaim_race", test_breaker_lease_reclaim_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
+        {"bulkhead_unmatched_exit", test_bulkhead_unmatched_exit, 3},
+        {"bulkhead_fifo", test_bulkhead_fifo, 2},
         {"backoff_extremes", test_backoff_extremes, 1},
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
+        {"backoff_fork_reseed", test_backoff_fork_reseed, 3},
+        {"edges", test_edges, 1},
     };
     for (const Case& c : cases) {
+        if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {
+            continue;
+        }
         const long failed_before = g_failed.load();
         const auto t0 = std::chrono::steady_clock::now();
         for (int r = 0; r < c.reps && g_failed.load() == failed_before; ++r) {

@@ -47,6 +47,15 @@ public:
     /// Both words; possibly torn (see the file comment).
     Value load() const noexcept { return Value{first(), second()}; }
 
+    /// Both words as one consistent pair: a compare-and-swap that stores back
+    /// whatever it finds (so it writes the cache line). For readers off the
+    /// hot path whose pair has no word that only grows.
+    Value load_consistent() noexcept {
+        Value v = load();
+        compare_exchange(v, v);
+        return v;
+    }
+
     /// If the pair holds `expected`, stores `desired` and returns true;
     /// otherwise loads the current pair into `expected` and returns false.
     /// Sequentially consistent either way.

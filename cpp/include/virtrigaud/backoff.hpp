@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -144,8 +145,15 @@ inline double backoff_delay(Strategy strategy, double base, double cap, double m
     }
     const double d = capped_exponential(base, multiplier, cap, attempt);
     switch (strategy) {
-        case Strategy::kExponential:
-            return jitter ? d + u * 0.1 * d : d;
+        case Strategy::kExponential: {
+            if (!jitter) {
+                return d;
+            }
+            // A cap above DBL_MAX / 1.1 is finite (so valid), but the jitter
+            // added to it rounds past DBL_MAX to infinity: keep it finite.
+            const double v = d + u * 0.1 * d;
+            return v <= std::numeric_limits<double>::max() ? v : std::numeric_limits<double>::max();
+        }
         case Strategy::kFullJitter: {
             // u < 1, but u * d can round up to d for subnormal d: keep [0, d).
             const double v = u * d;

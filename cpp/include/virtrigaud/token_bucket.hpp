@@ -162,7 +162,12 @@ public:
             if (restore <= 0) {
                 return 0;
             }
-            if (state_.compare_exchange(s, {static_cast<uint64_t>(tat - restore), cfg})) {
+            // Saturating: refunds of tokens nothing took (a made-up tat_after,
+            // or one reservation refunded again and again) push tat back
+            // without bound; wrapped past INT64_MIN it would read as ~2^63 ns
+            // of debt (and is signed overflow). Any tat before now - tau
+            // means a full bucket, so a saturated one is still exact.
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(sat_sub(tat, restore)), cfg})) {
                 cancelled_.fetch_add(1, std::memory_order_relaxed);
                 return restore / interval;
             }
@@ -174,12 +179,20 @@ public:
     /// their place). Lock-free; an acquisition racing with this call is
     /// decided entirely under the old rate or entirely under the new one.
     void set_rate(int64_t interval_ns, int64_t burst) noexcept {
-        const int64_t now = now_ns(clock_);
         const uint64_t new_cfg = pack(interval_ns, burst);
         const int64_t new_interval = interval_of(new_cfg);
         const int64_t new_burst = burst_of(new_cfg);
         AtomicPair::Value s = state_.load();
         for (;;) {
+            // The clock is read after the state, on every attempt: each
+            // acquirer whose tat we see read its clock before we read ours,
+            // so tat <= now + (old tau + waits) and the debt below is real.
+            // Read once before a CAS that fails (or before a preemption), a
+            // stale `now` counted the tokens that later acquirers took
+            // (legitimately, at their later now) as debt, and converted it at
+            // the new rate: 1e6 -> 1e3 qps left a bucket thousands of tokens
+            // (seconds) in debt with no reservation made.
+            const int64_t now = now_ns(clock_);
             const uint64_t old_cfg = s.second;
             const int64_t old_interval = interval_of(old_cfg);
             const int64_t debt_ns = std::max(tat_of(s), now) - now;
@@ -205,7 +218,11 @@ public:
 
     /// Tokens available now; negative while reservations wait for tokens.
     double tokens() const noexcept {
-        const AtomicPair::Value s = state_.load();
+        // One consistent pair: a torn read racing set_rate() could pair the
+        // tat of one rate with the interval of another (a tat 4 tokens ahead
+        // at 1 ms per token, read at 1 us per token, is 4,000 tokens of
+        // debt), and retry_after() and monitoring act on this value.
+        const AtomicPair::Value s = state_.load_consistent();
         const int64_t now = now_ns(clock_);
         const double debt =
             static_cast<double>(std::max(tat_of(s), now) - now) / static_cast<double>(interval_of(s.second));
@@ -241,7 +258,7 @@ private:
     }
 
     // The hot fields share one cache line; nothing else is written per call.
-    alignas(64) AtomicPair state_;  // (tat, packed interval and burst)
+    alignas(64) mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()
     const ManualClock* clock_;
     std::atomic<uint64_t> admitted_{0};
     std::atomic<uint64_t> rejected_{0};
