@@ -285,6 +285,9 @@ def policy_cases(suite: Suite) -> list[Target]:
     """The composed policy's success path against a bare call and the peers."""
     ours_sync, ours_async = "virtrigaud Policy.execute(noop)", "virtrigaud await Policy.execute_async"
     suite.add("policy sync", ours_sync, "policy.execute(noop)", policy=composed(), noop=noop)
+    # vr.retry(config, fn), the guide's Retry(ctx, config, fn): one Retrier per config.
+    suite.add("policy sync", "virtrigaud vr.retry(config, noop)", "retry(config, noop)",
+              retry=vr.retry, config=vr.RetryConfig.default(), noop=noop)
     suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
     suite.add_async("policy async", ours_async, "await policy.execute_async(noop_async)",
                     policy=composed(), noop_async=noop_async)

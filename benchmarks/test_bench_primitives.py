@@ -58,6 +58,24 @@ def test_policy_execute(benchmark: Any) -> None:
     benchmark(policy.execute, noop)
 
 
+@pytest.mark.benchmark(group="retry")
+def test_retry_function(benchmark: Any) -> None:
+    # vr.retry(config, fn): one cached Retrier per config, not one built per call.
+    config = vr.RetryConfig.default()
+    benchmark(vr.retry, config, noop)
+
+
+@pytest.mark.benchmark(group="bulkhead")
+def test_bulkhead_enter_exit(benchmark: Any) -> None:
+    bulkhead = vr.Bulkhead(8)
+
+    def enter_exit() -> None:
+        with bulkhead:
+            pass
+
+    benchmark(enter_exit)
+
+
 @pytest.mark.benchmark(group="policy")
 def test_policy_execute_async(benchmark: Any) -> None:
     policy = composed()
