@@ -4,12 +4,20 @@
 //   bits  0..1   state: 0 closed, 1 half-open, 2 open, 3 held open (force_open)
 //   bits  2..23  consecutive failures while closed (22 bits)
 //   bits 24..39  half-open calls admitted and not released (16 bits)
+//   bits 40..63  the generation's low 24 bits (its tag)
 // Second word: the generation, bumped by every transition. It is 64 bits
 // wide and only grows: an outcome reported with the ticket of an old
 // generation is recognised as stale for the life of the process, however
 // long the ticket was held. Every change is one 16-byte compare-and-swap of
 // both words (atomic_pair.hpp), so no update of one generation can land in
-// another.
+// another. The common paths are two plain loads: a state word read after a
+// ticket was issued, followed by a generation equal to the ticket's, belongs
+// to the ticket's generation (the generation only grows: the ticket's <= the
+// word's <= the one read next), and the tag turns a stale ticket away after
+// one load; a closed word followed by a generation of its own tag is the
+// pair to admit by (2^24 transitions between the two loads could fool the
+// tag: a ticket admitted that way holds no half-open slot, and only a
+// half-open slot's ticket can close or re-open a half-open breaker).
 //
 // The stamp of the failure that opened the breaker lives in a third word,
 // written before the CAS that opens, so whoever sees "open" sees its stamp.
@@ -100,8 +108,15 @@ public:
           half_open_max_(clamp(half_open_max_calls, kMaxHalfOpenCalls)),
           half_open_lease_ns_(clamp64(half_open_lease_ns, 0, kMaxTimeoutNs)) {}
 
-    /// Asks to make a call. Closed: always admitted (three loads, no write).
+    /// Asks to make a call. Closed: always admitted (two loads, no write).
     Ticket acquire() noexcept {
+        const uint64_t word = state_.first();
+        if (state_of(word) == BreakerState::kClosed) {
+            const uint64_t gen = state_.second();
+            if (tag_of(gen) == tag_of_word(word)) {
+                return admitted(gen, false);
+            }
+        }
         AtomicPair::Value s = snapshot();
         for (;;) {
             const uint64_t w = s.first;
@@ -124,7 +139,7 @@ public:
                     // Every slot is held by probes older than the lease: start
                     // a fresh half-open generation and be its first probe.
                     stamp_probe(now);
-                    if (state_.compare_exchange(s, {make(BreakerState::kHalfOpen, 0, 1), gen + 1})) {
+                    if (state_.compare_exchange(s, make(BreakerState::kHalfOpen, 0, 1, gen + 1))) {
                         cold_.reclaimed.fetch_add(1, std::memory_order_relaxed);
                         return admitted(gen + 1, true);
                     }
@@ -136,7 +151,7 @@ public:
                         return reject();
                     }
                     stamp_probe(now);
-                    if (state_.compare_exchange(s, {make(BreakerState::kHalfOpen, 0, 1), gen + 1})) {
+                    if (state_.compare_exchange(s, make(BreakerState::kHalfOpen, 0, 1, gen + 1))) {
                         Ticket t = admitted(gen + 1, true);
                         t.transition = transitioned(BreakerState::kOpen, BreakerState::kHalfOpen, now);
                         return t;
@@ -152,7 +167,10 @@ public:
     /// The admitted call succeeded (or failed in a way that does not count).
     Transition record_success(const Ticket& ticket) noexcept {
         successes_.fetch_add(1, std::memory_order_relaxed);
-        AtomicPair::Value s = snapshot();
+        AtomicPair::Value s;
+        if (!read_for(ticket, s)) {
+            return {};  // stale
+        }
         for (;;) {
             const uint64_t w = s.first;
             if (!current(s, ticket)) {
@@ -164,8 +182,11 @@ public:
                     return {};  // the common case: nothing to write
                 }
                 next.first = w & ~kFailuresMask;
-            } else if (state_of(w) == BreakerState::kHalfOpen && half_open_of(w) >= half_open_max_) {
-                next = {make(BreakerState::kClosed, 0, 0), s.second + 1};
+            } else if (state_of(w) == BreakerState::kHalfOpen && ticket.half_open &&
+                       half_open_of(w) >= half_open_max_) {
+                // Only a probe closes it (a ticket of this generation admitted
+                // without a slot can only come from a torn read: ignore it).
+                next = make(BreakerState::kClosed, 0, 0, s.second + 1);
             } else {
                 return {};  // half-open, not all probes admitted yet
             }
@@ -182,13 +203,19 @@ public:
     Transition record_failure(const Ticket& ticket) noexcept {
         failures_total_.fetch_add(1, std::memory_order_relaxed);
         const int64_t now = now_ns(clock_);
-        AtomicPair::Value s = snapshot();
+        AtomicPair::Value s;
+        if (!read_for(ticket, s)) {
+            return {};  // stale
+        }
         for (;;) {
             const uint64_t w = s.first;
             if (!current(s, ticket)) {
                 return {};
             }
             const BreakerState state = state_of(w);
+            if (state == BreakerState::kHalfOpen && !ticket.half_open) {
+                return {};  // not a probe (see record_success)
+            }
             if (state == BreakerState::kClosed && failures_of(w) + 1 < threshold_) {
                 if (state_.compare_exchange(s, {w + kFailureOne, s.second})) {
                     return {};
@@ -202,7 +229,7 @@ public:
             // moves forward: a caller that loses the CAS below (or a stale one
             // preempted here) must not rewind the stamp of a newer opening.
             advance_to(opened_at_, now);
-            if (state_.compare_exchange(s, {make(BreakerState::kOpen, 0, 0), s.second + 1})) {
+            if (state_.compare_exchange(s, make(BreakerState::kOpen, 0, 0, s.second + 1))) {
                 return transitioned(state, BreakerState::kOpen, now);
             }
         }
@@ -216,10 +243,10 @@ public:
         if (counted) {
             cold_.released.fetch_add(1, std::memory_order_relaxed);
         }
-        if (!ticket.half_open) {
+        AtomicPair::Value s;
+        if (!ticket.half_open || !read_for(ticket, s)) {
             return;
         }
-        AtomicPair::Value s = snapshot();
         while (current(s, ticket) && state_of(s.first) == BreakerState::kHalfOpen &&
                half_open_of(s.first) > 0) {
             if (state_.compare_exchange(s, {s.first - kHalfOpenOne, s.second})) {
@@ -292,10 +319,19 @@ private:
     static uint32_t half_open_of(uint64_t w) noexcept {
         return static_cast<uint32_t>((w >> kHalfOpenShift) & 0xFFFF);
     }
-    static uint64_t make(BreakerState s, uint32_t failures, uint32_t half_open) noexcept {
-        return static_cast<uint64_t>(s) | (static_cast<uint64_t>(failures) << kFailuresShift) |
-               (static_cast<uint64_t>(half_open) << kHalfOpenShift);
+    static constexpr int kTagShift = 40;
+    static constexpr uint64_t kTagMask = (uint64_t{1} << 24) - 1;
+
+    /// The pair for a new state of generation `gen` (the word carries its tag).
+    static AtomicPair::Value make(BreakerState s, uint32_t failures, uint32_t half_open,
+                                  uint64_t gen) noexcept {
+        return {static_cast<uint64_t>(s) | (static_cast<uint64_t>(failures) << kFailuresShift) |
+                    (static_cast<uint64_t>(half_open) << kHalfOpenShift) |
+                    (tag_of(gen) << kTagShift),
+                gen};
     }
+    static uint64_t tag_of(uint64_t gen) noexcept { return gen & kTagMask; }
+    static uint64_t tag_of_word(uint64_t w) noexcept { return w >> kTagShift; }
     static bool current(const AtomicPair::Value& s, const Ticket& t) noexcept {
         return t.admitted && (s.second & Ticket::kGenerationMask) == t.generation;
     }
@@ -315,6 +351,26 @@ private:
         int64_t t = stamp.load(std::memory_order_relaxed);
         while (t < now && !stamp.compare_exchange_weak(t, now, std::memory_order_relaxed)) {
         }
+    }
+
+    /// The pair an outcome of `ticket` acts on, in two loads: false if the
+    /// ticket is stale. The word is read after the ticket was issued and
+    /// before the generation, so its generation lies between the ticket's and
+    /// the one read: equal to both when the one read is the ticket's.
+    bool read_for(const Ticket& ticket, AtomicPair::Value& s) const noexcept {
+        if (!ticket.admitted) {
+            return false;
+        }
+        const uint64_t w = state_.first();
+        if (tag_of_word(w) != tag_of(ticket.generation)) {
+            return false;
+        }
+        const uint64_t gen = state_.second();
+        if ((gen & Ticket::kGenerationMask) != ticket.generation) {
+            return false;
+        }
+        s = {w, gen};
+        return true;
     }
 
     /// A consistent (state word, generation): the generation only grows, so a
@@ -357,7 +413,7 @@ private:
         }
         AtomicPair::Value s = snapshot();
         for (;;) {
-            if (state_.compare_exchange(s, {make(to, 0, 0), s.second + 1})) {
+            if (state_.compare_exchange(s, make(to, 0, 0, s.second + 1))) {
                 // Open -> held open is no visible change: both read as open.
                 if (index_of(state_of(s.first)) == index_of(to)) {
                     return {};
