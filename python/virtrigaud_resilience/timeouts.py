@@ -340,7 +340,5 @@ def attempt_outcome(exc: BaseException, what: str = "attempt") -> BaseException:
     else is returned unchanged (a cancellation from outside records nothing).
     """
     if isinstance(exc, asyncio.CancelledError) and deadline_expired():
-        error = deadline_exceeded(what, exc)
-        error.__cause__ = exc
-        return error
+        return deadline_exceeded(what, exc)
     return exc
