@@ -11,7 +11,7 @@ venv="${VENV:-.venv-test}"
 "$venv/bin/python" -m pip install -q --upgrade pip
 rm -rf dist
 CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-  "$venv/bin/python" -m pip wheel -q --no-deps -w dist .
+  "$venv/bin/python" -m pip wheel -q --no-deps -Cbuild-dir="build/wheel-{wheel_tag}" -w dist .
 wheel=$(ls dist/virtrigaud_resilience-*.whl)
 "$venv/bin/python" -m pip install -q "${wheel}[test,bench]"
 exec "$venv/bin/python" -m pytest -q "$@"

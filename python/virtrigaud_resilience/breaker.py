@@ -13,14 +13,15 @@ What counts as a failure (the default, as the guide's gRPC interceptor):
 exceptions that are not a ``ProviderError``, and ``ProviderError`` s of type
 ``Retryable``, ``Unavailable`` and ``Timeout``. Business answers
 (``NotFound``, ``InvalidSpec``, ``Conflict``, ...) and ``RateLimit`` are
-recorded as *successes*: the provider answered. A cancelled call
-(``asyncio.CancelledError``, ``KeyboardInterrupt``, ``SystemExit``,
-``GeneratorExit``) records nothing and gives its half-open slot back.
+recorded as *successes*: the provider answered. A cancelled call (a
+``BaseException`` that is not an ``Exception``: ``asyncio.CancelledError``,
+``KeyboardInterrupt``, ``SystemExit``, ``GeneratorExit``) records nothing and
+gives its half-open slot back, unless a deadline cut it off: then it is a
+Timeout, a failure (see :func:`~virtrigaud_resilience.timeouts.attempt_outcome`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import atexit
 import enum
@@ -64,7 +65,6 @@ MAX_RESET_TIMEOUT = 1e9
 DEFAULT_HALF_OPEN_LEASE = 300.0
 
 _SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
-_CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 _INFRASTRUCTURE = frozenset({ErrorType.RETRYABLE, ErrorType.UNAVAILABLE, ErrorType.TIMEOUT})
 
 
@@ -93,7 +93,9 @@ def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[
         predicate = default_failure_predicate
 
     def classify(exc: BaseException) -> int:
-        if isinstance(exc, _CANCELLED):
+        # Not an Exception: a cancellation (asyncio.CancelledError,
+        # KeyboardInterrupt, SystemExit, GeneratorExit), not an outcome.
+        if not isinstance(exc, Exception):
             return _RELEASE
         return _FAILURE if predicate(exc) else _SUCCESS
 

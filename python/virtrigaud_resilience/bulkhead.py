@@ -14,11 +14,14 @@ that was cancelled meanwhile passes on to the next.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 from . import _core, _validate
 from ._tracking import Census, Counters, Labels
@@ -122,6 +125,8 @@ class Bulkhead(_core.Bulkhead):
         meanwhile goes to the next waiter); a cancellation from outside that
         coincides with the timeout stays a ``CancelledError``.
         """
+        import asyncio  # here, not at import time (see timeouts.py)
+
         if self._try_take():
             return
         if len(self._waiters) >= self.max_queue:

@@ -10,7 +10,6 @@ microseconds.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
@@ -53,6 +52,8 @@ class SystemClock:
 
     async def sleep_async(self, seconds: float) -> None:
         """Suspends the calling task for ``seconds`` (>= 0)."""
+        import asyncio
+
         await asyncio.sleep(seconds if seconds > 0 else 0)
 
     def __repr__(self) -> str:
@@ -110,6 +111,8 @@ class ManualClock(_core.ManualClock):
 
     async def sleep_async(self, seconds: float) -> None:
         """Advances the clock by ``seconds``, then yields to the event loop once."""
+        import asyncio
+
         self.sleep(seconds)
         await asyncio.sleep(0)
 

@@ -33,7 +33,6 @@ the key and the value.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import math
@@ -490,6 +489,8 @@ def _known_texts(env: Mapping[str, str]) -> dict[str, str]:
 
 def _warn_unknown(name: str) -> None:
     # A typo'd key would otherwise silently leave the default in force.
+    import difflib  # only for a typo's hint: not worth its import time up front
+
     guess = difflib.get_close_matches(name, ENV_KEYS, n=1)
     hint = f"; did you mean {guess[0]}?" if guess else ""
     _LOG.warning("ignoring unknown configuration key %s%s", name, hint)

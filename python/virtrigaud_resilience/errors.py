@@ -10,9 +10,8 @@ code); :func:`classify` maps the common builtin ones onto the taxonomy.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import enum
+import sys
 from typing import Any
 
 __all__ = [
@@ -305,9 +304,17 @@ def is_not_found(exc: BaseException | None) -> bool:
     return is_type(exc, ErrorType.NOT_FOUND)
 
 
-_TIMEOUTS: tuple[type[BaseException], ...] = tuple(
-    {TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError}
-)
+def _is_timeout(exc: BaseException) -> bool:
+    """A builtin TimeoutError, or (Python 3.10, where they are classes of their
+    own) asyncio's or concurrent.futures'. Those modules are looked up, not
+    imported: an instance of their TimeoutError implies they are loaded."""
+    if isinstance(exc, TimeoutError):
+        return True
+    for name in ("asyncio", "concurrent.futures"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(exc, module.TimeoutError):
+            return True
+    return False
 
 
 def classify(exc: BaseException) -> BaseException:
@@ -331,7 +338,7 @@ def classify(exc: BaseException) -> BaseException:
         return exc
     # The cause's text is appended by __str__, so the message names only its kind.
     message = type(exc).__name__
-    if isinstance(exc, _TIMEOUTS):
+    if _is_timeout(exc):
         return OperationTimeoutError(message, exc)
     if isinstance(exc, ConnectionError):
         return UnavailableError(message, exc)

@@ -21,8 +21,8 @@ and never retries into a breaker it knows is open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -401,6 +401,9 @@ def _mark_attempts(error: BaseException, attempts: int) -> None:
 def _cancel_requests() -> int:
     """Cancellation requests pending on the current asyncio task (0 on
     Python 3.10, or outside a task)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return 0
     try:
         task = asyncio.current_task()
     except RuntimeError:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import inspect
+import sys
 import types
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio is imported where it is used, never at import time: it costs more
+# than the rest of the package together (it loads ssl), and a sync program
+# never needs it. A function that runs inside an event loop finds it in
+# sys.modules, so its local import is a dictionary lookup.
 
 from . import _validate
 from .clock import Sleeper
@@ -166,11 +173,13 @@ async def run_until(
     loop's real time for the seconds left on ``clock``. A cancellation from
     outside that coincides with the deadline stays a ``CancelledError``.
     """
+    import asyncio
+
     if deadline is None:
         return await awaitable
     left = deadline - clock.now()
     if left <= 0:
-        if inspect.iscoroutine(awaitable):
+        if isinstance(awaitable, types.CoroutineType):
             awaitable.close()  # never started: no "never awaited" warning
         raise deadline_exceeded(what)
     scope = TimeoutScope(left)
@@ -217,6 +226,8 @@ class TimeoutScope:
         return self.fired and not self._exited
 
     async def __aenter__(self) -> TimeoutScope:
+        import asyncio
+
         if self._timeout is not None:
             task = asyncio.current_task()
             if task is None:
@@ -234,6 +245,8 @@ class TimeoutScope:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: object) -> None:
+        import asyncio
+
         self._exited = True
         if self._handle is not None:
             self._handle.cancel()
@@ -287,6 +300,9 @@ def deadline_expired() -> bool:
     """
     if any(scope.expiring for scope in _SCOPES.get()):
         return True
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:  # no event loop has ever run: nothing to be cut off by
+        return False
     timeout_type = getattr(asyncio, "Timeout", None)
     if timeout_type is None:  # Python 3.10: no asyncio.timeout to look for
         return False
@@ -300,7 +316,7 @@ def deadline_expired() -> bool:
 
 
 def _asyncio_timeout_expiring(task: asyncio.Task[Any], timeout_type: type) -> bool:
-    states = getattr(getattr(asyncio, "timeouts", None), "_State", None)
+    states = getattr(sys.modules.get("asyncio.timeouts"), "_State", None)
     expiring = getattr(states, "EXPIRING", None)
     pending: list[object] = [task.get_coro()]
     seen: set[int] = set()
@@ -339,6 +355,7 @@ def attempt_outcome(exc: BaseException, what: str = "attempt") -> BaseException:
     chained from it: a Timeout, which counts as a breaker failure. Anything
     else is returned unchanged (a cancellation from outside records nothing).
     """
-    if isinstance(exc, asyncio.CancelledError) and deadline_expired():
+    asyncio = sys.modules.get("asyncio")  # no asyncio loaded: no CancelledError either
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError) and deadline_expired():
         return deadline_exceeded(what, exc)
     return exc
