@@ -979,12 +979,13 @@ async def test_outside_cancellation_records_nothing_and_is_not_retried() -> None
         except asyncio.CancelledError:
             raise vr.UnavailableError("connection closed") from None
 
-    task = asyncio.create_task(policy.execute_async(converts_its_cancellation))
-    await asyncio.sleep(0.005)
-    task.cancel()
-    with pytest.raises((asyncio.CancelledError, vr.UnavailableError)):
-        await task
-    assert calls == [1]
+    if hasattr(asyncio.Task, "cancelling"):  # Python 3.10 cannot tell (documented)
+        task = asyncio.create_task(policy.execute_async(converts_its_cancellation))
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, vr.UnavailableError)):
+            await task
+        assert calls == [1]
 
     cb = vr.CircuitBreaker("cancel", "fake", "prod", vr.BreakerConfig(failure_threshold=1))
     policy = (vr.PolicyBuilder("cancel").with_retry(retry).with_circuit_breaker(cb)

@@ -8,7 +8,8 @@ out the last error is re-raised unchanged (its chain intact) with
 ``exc.attempts`` set to the number of attempts made. No sleep follows the
 last attempt. A cancellation (``asyncio.CancelledError``,
 ``KeyboardInterrupt``) stops at once, and a task cancelled while its
-attempt turned the cancellation into an error is not retried either.
+attempt turned the cancellation into an error is not retried either (seen
+through ``Task.cancelling()``: Python 3.11+).
 
 An error's ``retry_after`` (a ``RateLimitError``'s wait for a token, a
 ``CircuitOpenError``'s time to the next probe, a provider's Retry-After) is

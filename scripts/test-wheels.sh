@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Tests the wheels of dist/ (from scripts/build-wheels.sh) as a user gets them:
+# each is installed into a fresh virtual environment of every installed
+# CPython it serves (cp310 -> 3.10, cp311 -> 3.11, cp312-abi3 -> 3.12 and
+# 3.13), with the compiler made unavailable (CC=false CXX=false, and pip
+# allowed binaries only), so an accidental source build fails instead of
+# passing unnoticed. Then, against the installed wheel:
+#   - `import virtrigaud_resilience` must take under IMPORT_LIMIT_MS (50 ms;
+#     the best of 7 fresh interpreters, reported);
+#   - the whole test suite on FULL_SUITE_ON (3.12: the abi3 wheel; CI runs it
+#     on 3.11 through scripts/test.sh already), a smoke subset elsewhere.
+# Usage: bash scripts/test-wheels.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dist="${DIST:-dist}"
+full="${FULL_SUITE_ON:-3.12}"
+limit_ms="${IMPORT_LIMIT_MS:-50}"
+smoke=(tests/test_import.py tests/test_token_bucket.py tests/test_breaker.py
+       tests/test_policy.py tests/test_bulkhead.py tests/test_bad_input.py)
+
+# The CPython versions a wheel serves, from its tags.
+serves() {
+  case "$(basename "$1")" in
+    *-cp312-abi3-*) echo "3.12 3.13" ;;
+    *-cp3*-cp3*-*) basename "$1" | sed -E 's/.*-cp3([0-9]+)-cp3[0-9]+-.*/3.\1/' ;;
+    *) echo "test-wheels.sh: cannot tell which Python $1 is for" >&2; return 1 ;;
+  esac
+}
+
+# Best of 7 fresh interpreters, in ms (one decimal).
+import_ms() {
+  local best="" t
+  for _ in 1 2 3 4 5 6 7; do
+    t=$("$1" -c 'import time; t = time.perf_counter(); import virtrigaud_resilience
+print(f"{(time.perf_counter() - t) * 1000:.1f}")')
+    best=$(printf '%s\n%s\n' "$t" "${best:-$t}" | sort -g | head -1)
+  done
+  echo "$best"
+}
+
+shopt -s nullglob
+wheels=("$dist"/*.whl)
+if [ "${#wheels[@]}" -eq 0 ]; then
+  echo "test-wheels.sh: no wheel in $dist (run scripts/build-wheels.sh)" >&2
+  exit 1
+fi
+
+tested=0
+for wheel in "${wheels[@]}"; do
+  for version in $(serves "$wheel"); do
+    if ! python=$(bash scripts/find-python.sh "$version"); then
+      echo "== $(basename "$wheel") on CPython $version: not installed here, skipped"
+      continue
+    fi
+    echo "== $(basename "$wheel") on CPython $version"
+    venv="build/wheel-test/$version"
+    "$python" -m venv --clear "$venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    CC=false CXX=false "$venv/bin/python" -m pip install -q --only-binary :all: "${wheel}[test]"
+    ms=$(import_ms "$venv/bin/python")
+    echo "import virtrigaud_resilience: $ms ms (limit $limit_ms ms)"
+    if ! awk -v ms="$ms" -v limit="$limit_ms" 'BEGIN { exit !(ms < limit) }'; then
+      echo "test-wheels.sh: importing took $ms ms on CPython $version (limit $limit_ms ms)" >&2
+      exit 1
+    fi
+    if [ "$version" = "$full" ]; then
+      "$venv/bin/python" -m pytest -q -p no:cacheprovider
+    else
+      "$venv/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}"
+    fi
+    tested=$((tested + 1))
+  done
+done
+if [ "$tested" -eq 0 ]; then
+  echo "test-wheels.sh: no wheel could be tested (no matching CPython installed)" >&2
+  exit 1
+fi
