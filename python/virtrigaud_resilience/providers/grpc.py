@@ -34,7 +34,9 @@ Each call, as Virtrigaud's Go client does it:
    (None: no deadline of ours).
 4. **status -> taxonomy** (:data:`ERROR_TYPES`): every failure is raised as
    a ProviderError subclass that is also an ``AioRpcError`` carrying the
-   original code, details and metadata. ``RESOURCE_EXHAUSTED`` takes
+   original code, details and metadata. ``UNAVAILABLE`` because no
+   connection could be made ("failed to connect to all addresses") is marked
+   :func:`~virtrigaud_resilience.providers.never_sent`. ``RESOURCE_EXHAUSTED`` takes
    ``retry_after`` from the ``retry-after`` trailing metadata (seconds or an
    HTTP-date; a malformed value is ignored). ``CANCELLED`` is the caller's
    cancellation: ``asyncio.CancelledError`` on ``grpc.aio``,
@@ -93,6 +95,7 @@ from ..errors import (
 from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error, go_code_name
 from .guard import SHARED, CallGuard, Method, Shared
+from .resilient import mark_never_sent
 from .retry_after import parse_retry_after
 
 __all__ = [
@@ -241,7 +244,13 @@ def error_from_rpc(error: BaseException, method: str = "", *,
         retry_after = parse_retry_after(_metadata_value(trailing, "retry-after"))
     result = _RPC_CLASSES[kind](f"{where}{text}", error, retry_after=retry_after)
     _set_status(result, code, details, initial, trailing, debug)
+    if code is _S.UNAVAILABLE and details and _NO_CONNECTION in details:
+        mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
     return result
+
+
+#: What gRPC core says when no connection could be made (the RPC was never sent).
+_NO_CONNECTION = "failed to connect to all addresses"
 
 
 # ---------------------------------------------------------------------------
@@ -279,25 +288,43 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
         assert isinstance(error, RateLimitError)
         return error
 
-    def failed(self, permit: Permit | None, method: Method, start: float,
-               exc: BaseException, aio: bool) -> BaseException:
-        """Reports a failed call; returns the error to raise (the module docstring's table)."""
+    def outcome_of(self, method: Method, exc: BaseException,
+                   aio: bool) -> tuple[BaseException, str, bool | None]:
+        """``(error to raise, metrics code, breaker outcome)`` of a failed call.
+
+        The outcome is True for a breaker failure (an infrastructure status),
+        False for the provider's answer, None for a cancellation.
+        """
         code = getattr(exc, "code", None)
         if isinstance(exc, grpc.RpcError) and callable(code):
             error = error_from_rpc(exc, method.name, aio=aio)
             status = getattr(error, "_code", _S.CANCELLED)
             if status is _S.CANCELLED:
-                self.cancelled(permit, method, start)
-                return error
-            # Only infrastructure failures count: any other status is an answer.
-            self.settle(permit, method, start, _GO_NAMES[status], status in INFRA_FAILURES)
-            return error
+                return error, "Canceled", None
+            return error, _GO_NAMES[status], status in INFRA_FAILURES
         error = classify(exc)
         if not isinstance(error, ProviderError):  # not a status: gRPC's UNKNOWN
             error = _RPC_CLASSES[ErrorType.RETRYABLE](f"{method.name}: {exc!r}", exc)
             _set_status(error, _S.UNKNOWN, str(exc))
-        self.settle(permit, method, start, code_for_error(error), default_failure_predicate(error))
+        return error, code_for_error(error), default_failure_predicate(error)
+
+    def failed(self, permit: Permit | None, method: Method, start: float,
+               exc: BaseException, aio: bool) -> BaseException:
+        """Reports a failed call; returns the error to raise (the module docstring's table)."""
+        error, code, outcome = self.outcome_of(method, exc, aio)
+        self.settle(permit, method, start, code, outcome)
         return error
+
+    def settle_status(self, permit: Permit | None, method: Method, start: float,
+                      status: Any) -> None:
+        """Reports a call by its final status alone."""
+        if status is _S.OK:
+            self.settle(permit, method, start, "OK", False)
+        elif status is _S.CANCELLED:
+            self.cancelled(permit, method, start)
+        else:
+            self.settle(permit, method, start, _GO_NAMES.get(status, "Unknown"),
+                        status in INFRA_FAILURES or status not in ERROR_TYPES)
 
 
 def _with_timeout(details: Any, timeout: float | None) -> Any:
@@ -339,8 +366,11 @@ class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
 
 class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """The guard around ``grpc.aio`` unary-stream calls: admitted when the call
-    starts, settled when the stream ends (an early ``aclose()`` or a
-    cancellation releases the breaker slot and cancels the call)."""
+    starts, settled when the call is done, whether or not the stream is read
+    to its end: ``call.cancel()`` (grpc.aio's way to stop a stream early) or a
+    cancelled reader frees the breaker slot at once. A stream merely dropped
+    unread is not cancelled by grpc.aio once interceptors are installed; its
+    slot is freed when the call ends, at the latest at its deadline."""
 
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
@@ -359,21 +389,24 @@ class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type:
             raise
         except Exception as exc:
             raise guard.failed(permit, method, start, exc, aio=True) from exc
-        return self._responses(call, permit, method, start)
+        settler = _Settler(guard, permit, method, start, aio=True)
+        call.add_done_callback(settler.on_aio_done)
+        return self._responses(call, settler)
 
-    async def _responses(self, call: Any, permit: Permit | None, method: Method,
-                         start: float) -> AsyncIterator[Any]:
-        guard = self.guard
+    @staticmethod
+    async def _responses(call: Any, settler: _Settler) -> AsyncIterator[Any]:
         try:
             async for response in call:
                 yield response
         except (asyncio.CancelledError, GeneratorExit):
             call.cancel()
-            guard.cancelled(permit, method, start)
+            settler.settle(None, cancelled=True)
             raise
         except Exception as exc:
-            raise guard.failed(permit, method, start, exc, aio=True) from exc
-        guard.settle(permit, method, start, "OK", False)
+            error = settler.settle(exc)
+            assert error is not None
+            raise error from exc
+        settler.settle(None)
 
 
 def aio_interceptors(
@@ -416,35 +449,47 @@ def aio_interceptors(
 
 
 class _Settler:
-    """Settles one sync call exactly once: records its outcome, maps its error."""
+    """Settles one call exactly once (records its outcome), and maps its errors.
 
-    __slots__ = ("_guard", "_permit", "_method", "_start", "_lock", "_done", "_error")
+    Whichever learns the outcome first (the caller reading the result, or a
+    done callback) records it; the error is mapped for every reader.
+    """
 
-    def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method,
-                 start: float) -> None:
+    __slots__ = ("_guard", "_permit", "_method", "_start", "_aio", "_lock", "_done", "_task")
+
+    def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method, start: float,
+                 aio: bool) -> None:
         self._guard = guard
         self._permit = permit
         self._method = method
         self._start = start
+        self._aio = aio
         self._lock = threading.Lock()
         self._done = False
-        self._error: BaseException | None = None
+        self._task: asyncio.Future[None] | None = None
 
-    def settle(self, failure: BaseException | None, *, cancelled: bool = False) -> BaseException | None:
-        """Records the outcome the first time; returns the mapped error (None: success)."""
+    def _first(self) -> bool:
         with self._lock:
-            if not self._done:
-                self._done = True
-                guard = self._guard
-                if cancelled:
-                    guard.cancelled(self._permit, self._method, self._start)
-                    self._error = grpc.FutureCancelledError(f"{self._method.name}: cancelled")
-                elif failure is None:
-                    guard.settle(self._permit, self._method, self._start, "OK", False)
-                else:
-                    self._error = guard.failed(self._permit, self._method, self._start, failure,
-                                               aio=False)
-            return self._error
+            first, self._done = not self._done, True
+            return first
+
+    def settle(self, failure: BaseException | None, *,
+               cancelled: bool = False) -> BaseException | None:
+        """Records the outcome the first time; returns the error to raise (None: success)."""
+        guard, method = self._guard, self._method
+        if cancelled:
+            if self._first():
+                guard.cancelled(self._permit, method, self._start)
+            return (asyncio.CancelledError(f"{method.name}: cancelled") if self._aio
+                    else grpc.FutureCancelledError(f"{method.name}: cancelled"))
+        if failure is None:
+            if self._first():
+                guard.settle(self._permit, method, self._start, "OK", False)
+            return None
+        error, code, outcome = guard.outcome_of(method, failure, self._aio)
+        if self._first():
+            guard.settle(self._permit, method, self._start, code, outcome)
+        return error
 
     def settle_future(self, future: Any) -> BaseException | None:
         """Settles from a finished grpc future (or outcome)."""
@@ -455,6 +500,20 @@ class _Settler:
         except grpc.FutureCancelledError:
             return self.settle(None, cancelled=True)
         return self.settle(failure)
+
+    def on_aio_done(self, call: Any) -> None:
+        """Done callback of a grpc.aio call: settles even if nobody reads the stream."""
+        if self._done:
+            return
+        if call.cancelled():
+            self.settle(None, cancelled=True)
+            return
+        self._task = asyncio.ensure_future(self._settle_status(call))  # code() must be awaited
+
+    async def _settle_status(self, call: Any) -> None:
+        status = await call.code()
+        if self._first():
+            self._guard.settle_status(self._permit, self._method, self._start, status)
 
     @property
     def done(self) -> bool:
@@ -617,7 +676,7 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
         method, start, permit, details = self._start(details)
-        settler = _Settler(self.guard, permit, method, start)
+        settler = _Settler(self.guard, permit, method, start, aio=False)
         try:
             outcome = continuation(details, request)
         except BaseException as exc:
@@ -628,7 +687,7 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
         method, start, permit, details = self._start(details)
-        settler = _Settler(self.guard, permit, method, start)
+        settler = _Settler(self.guard, permit, method, start, aio=False)
         try:
             responses = continuation(details, request)
         except BaseException as exc:
