@@ -42,6 +42,7 @@ from .. import _validate
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..errors import ErrorType, RateLimitError, UnavailableError, new_error
 from ..ratelimit import TokenBucket, validate_rate
+from .resilient import mark_reached
 from .contract import (
     Capabilities,
     CreateRequest,
@@ -350,8 +351,8 @@ class FaultInjectingProvider:
         bucket = self._quota_bucket
         if bucket is not None and not bucket.try_acquire():
             self.injected[ErrorType.RATE_LIMIT] += 1
-            raise RateLimitError(f"{op}: quota exceeded ({bucket.qps:g}/s)",
-                                 retry_after=bucket.retry_after())
+            raise mark_reached(RateLimitError(f"{op}: quota exceeded ({bucket.qps:g}/s)",
+                                              retry_after=bucket.retry_after()))
         await self._clock.sleep_async(latency)
         kind = outage.error if outage is not None else self._draw_error(roll)
         if kind is not None:

@@ -63,6 +63,7 @@ __all__ = [
     "BREAKER_NAME",
     "ResilientProvider",
     "mark_never_sent",
+    "mark_reached",
     "never_sent",
     "shared_breaker",
     "shared_limiter",
@@ -131,6 +132,15 @@ def mark_never_sent(exc: E) -> E:
     adapters mark their breaker and limiter rejections and refused
     connections); returns ``exc``."""
     setattr(exc, _UNSENT, True)
+    return exc
+
+
+def mark_reached(exc: E) -> E:
+    """Marks ``exc`` as the provider's own answer (unless it is marked never
+    sent): a ``RateLimitError`` so marked is the provider's rate limit, not
+    ours. ResilientProvider marks every error its provider raises; returns ``exc``."""
+    if not getattr(exc, _UNSENT, False):
+        setattr(exc, _REACHED, True)
     return exc
 
 
@@ -368,9 +378,7 @@ class ResilientProvider:
                 stats.record(code_for_error(attempt_outcome(exc)), now() - start)
             raise
         except Exception as exc:
-            error = classify(exc)
-            if not getattr(error, _UNSENT, False):
-                setattr(error, _REACHED, True)  # the provider's own answer
+            error = mark_reached(classify(exc))  # the provider's own answer
             if stats is not None:
                 stats.record(code_for_error(error), now() - start)
             if error is exc:
