@@ -206,9 +206,12 @@ class HttpServer:
 
 
 class DroppingServer:
-    """Accepts connections on 127.0.0.1 and closes them without a word."""
+    """Accepts connections on 127.0.0.1 and closes them without a word; with
+    ``trickle``, answers with a header line every 30 ms instead, forever (no
+    read ever waits long, yet the response never arrives)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trickle: bool = False) -> None:
+        self.trickle = trickle
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.listen(16)
@@ -234,6 +237,20 @@ class DroppingServer:
                 continue
             self.accepted += 1
             conn.recv(65536)
+            if self.trickle:
+                threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+            else:
+                conn.close()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while self._running:
+                conn.sendall(b"X-Still-Thinking: yes\r\n")
+                time.sleep(0.03)
+        except OSError:
+            pass  # the client gave up
+        finally:
             conn.close()
 
     def stop(self) -> None:

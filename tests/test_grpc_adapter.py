@@ -341,6 +341,15 @@ async def test_an_enclosing_policy_deadline_becomes_the_grpc_deadline(aio_channe
     assert time.monotonic() - start < 1.0
 
 
+def test_a_sync_policy_deadline_becomes_the_grpc_deadline(sync_channel: Any) -> None:
+    call = unary(sync_channel("sync-policy", breaker=None))
+    policy = vr.PolicyBuilder("grpc-sync-deadline").with_timeout(0.1).build()
+    start = time.monotonic()
+    with pytest.raises(vr.OperationTimeoutError) as info:
+        policy.execute(call, b"sleep=2")  # blocking: only gRPC's deadline can stop it
+    assert time.monotonic() - start < 1.0 and info.value.code() is S.DEADLINE_EXCEEDED
+
+
 def test_method_timeouts_follow_the_rpc_config(caplog: pytest.LogCaptureFixture) -> None:
     guard = vrg.RpcGuard("grpc", "timeouts", breaker=None, limiter=None)
     assert guard.timeout_for(f"{SERVICE}/Describe") == 30.0
@@ -413,6 +422,37 @@ async def test_stream_closed_early_or_cancelled_frees_the_probe(server: GrpcServ
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+
+
+async def test_a_stream_closed_by_its_reader_cancels_the_call() -> None:
+    class Call:
+        """A call whose responses the interceptor reads (what grpc.aio hands it)."""
+
+        cancelled = False
+
+        def __aiter__(self) -> Any:
+            return self._items()
+
+        async def _items(self) -> Any:
+            for i in range(10):
+                yield i
+
+        def cancel(self) -> bool:
+            self.cancelled = True
+            return True
+
+    cb = breaker()
+    half_open(cb)
+    guard = vrg.RpcGuard("grpc", "closed", breaker=cb, limiter=None)
+    method = guard.method(f"{SERVICE}/WatchTasks")
+    start = time.perf_counter()
+    permit = guard.admit(method, start)
+    call = Call()
+    responses = vrg.AioUnaryStreamInterceptor._responses(
+        call, vrg._Settler(guard, permit, method, start, aio=True))
+    assert await responses.__anext__() == 0
+    await responses.aclose()  # what the event loop does to a dropped generator
+    assert call.cancelled and cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
 
 
 def test_sync_stream_cancelled_or_dropped_frees_the_probe(sync_channel: Any) -> None:

@@ -321,6 +321,29 @@ async def test_the_operations_timeout_bounds_the_request(server: HttpServer, mod
     assert time.monotonic() - start < 1.0 and cb.failures == 1
 
 
+async def test_the_deadline_bounds_the_whole_exchange_not_each_read() -> None:
+    trickling = DroppingServer(trickle=True).start()
+    try:
+        cb = breaker()
+        async with async_client(trickling.url, breaker=cb, timeouts={"Describe": 0.2}) as client:
+            start = time.monotonic()
+            with pytest.raises(vr.OperationTimeoutError, match="deadline of 0.2s"):
+                # bounded: without the deadline this would trickle on for minutes
+                await asyncio.wait_for(client.get("/slow-headers"), 5)
+        assert time.monotonic() - start < 1.0 and cb.failures == 1
+    finally:
+        trickling.stop()
+
+
+def test_a_sync_policy_deadline_caps_the_request(server: HttpServer) -> None:
+    policy = vr.PolicyBuilder("http-sync-deadline").with_timeout(0.1).build()
+    with sync_client(server.url) as client:
+        start = time.monotonic()
+        with pytest.raises(vr.OperationTimeoutError):
+            policy.execute(client.get, "/sleep/2")
+    assert time.monotonic() - start < 1.0  # a blocking call the policy could not interrupt
+
+
 async def test_an_enclosing_policy_deadline_bounds_the_request(server: HttpServer) -> None:
     policy = vr.PolicyBuilder("http-deadline").with_timeout(0.1).build()
     async with async_client(server.url) as client:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -36,10 +37,15 @@ def test_records_from_threads_are_all_counted() -> None:
             stats.record("OK", 0.003)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch as often as they can: a race would show
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
     codes, buckets, total = stats.snapshot()
     assert codes == {"OK": 80_000} and buckets[2] == 80_000
     assert total == pytest.approx(240.0)
