@@ -172,6 +172,10 @@ class HttpServer:
         self.state = HttpState()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn sets TCP_NODELAY on sockets it makes, not on one it is given;
+        # accepted sockets inherit it from this one (else each answer waits 40 ms
+        # for a delayed ACK between its header and body writes).
+        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         config = uvicorn.Config(asgi_app(self.state), log_level="warning", lifespan="off",
