@@ -433,6 +433,11 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
         vrh.ResilientTransport(**args)
 
 
+def test_the_async_transport_names_itself() -> None:
+    with pytest.raises(ValueError, match="AsyncResilientTransport timeouts"):
+        vrh.AsyncResilientTransport("http", "bad", timeouts={"Describe": 0})
+
+
 def test_error_from_response_needs_an_error_status() -> None:
     response = httpx.Response(200, request=httpx.Request("GET", "http://x/"))
     with pytest.raises(ValueError, match="status >= 400"):

@@ -253,7 +253,9 @@ class HttpGuard(CallGuard[tuple[str, str]]):
 
     owner = "ResilientTransport"
 
-    def __init__(self, *args: Any, raise_for_status: bool = True, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, raise_for_status: bool = True,
+                 owner: str = "ResilientTransport", **kwargs: Any) -> None:
+        self.owner = owner  # names the transport in every message below
         super().__init__(*args, **kwargs)
         self.raise_for_status = _validate.boolean(self.owner, "raise_for_status",
                                                   raise_for_status)
@@ -315,9 +317,7 @@ def _guard(owner: str, provider_type: str, provider: str, config: Config | None,
     if not isinstance(transport, expected):
         raise TypeError(f"{owner} transport must be an {expected.__module__}."
                         f"{expected.__name__}, got {type(transport).__name__} {transport!r}")
-    guard = HttpGuard(provider_type, provider, config, **options)
-    guard.owner = owner
-    return guard
+    return HttpGuard(provider_type, provider, config, owner=owner, **options)
 
 
 class ResilientTransport(httpx.BaseTransport):
