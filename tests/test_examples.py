@@ -31,3 +31,13 @@ def test_metrics_exporter_scrapes_an_outage_over_http() -> None:
     assert "event: vm-operations CLOSED -> OPEN" in out
     assert "virtrigaud_circuit_breaker_calls_total{outcome=rejected} 1" in out
     assert "serving http://127.0.0.1:" in out
+
+
+def test_vm_operator_dry_run_rides_out_the_outage() -> None:
+    pytest.importorskip("kopf")
+    out = run_example("vm_operator.py")
+    attempts = [line for line in out.splitlines() if " attempt " in line]
+    assert "TemporaryError(delay=0.5)" in attempts[0] and "ProviderUnavailable" in attempts[0]
+    assert any("breaker OPEN" in line for line in attempts)
+    assert attempts[-1].endswith("succeeded; Ready=True VMReady; breaker CLOSED")
+    assert "vmId=vm-0001" in out

@@ -29,7 +29,14 @@ series                                                    type     value
 ``virtrigaud_bulkhead_rejected_total``                    counter  attempts turned away
 ========================================================  =======  ==========================================
 
-Every series but the retry ones has the labels ``provider_type`` and
+and Virtrigaud's per-call series, which the adapters (``providers/``) record
+per call (:mod:`virtrigaud_resilience.rpcstats`):
+``virtrigaud_provider_rpc_requests_total{provider_type,method,code}``,
+``virtrigaud_provider_rpc_latency_seconds{provider_type,method}`` (a
+histogram, buckets 1 ms doubling to 32.768 s) and
+``virtrigaud_vm_operations_total{operation,provider_type,provider,outcome}``.
+
+Every series but the retry ones and the per-call ones has the labels ``provider_type`` and
 ``provider`` (the object's; ``""`` when it has none). The retry series have
 ``policy``: the policy's name, or the :class:`Retrier`'s ``name``.
 
@@ -54,7 +61,12 @@ from typing import TYPE_CHECKING, Any
 
 try:
     import prometheus_client
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
     from prometheus_client.registry import Collector, CollectorRegistry
     from prometheus_client.samples import Sample
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
@@ -68,6 +80,7 @@ from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
 from .ratelimit import BUCKETS
 from .retry import RETRIERS
+from .rpcstats import LATENCY_BUCKETS, all_operation_stats, all_rpc_stats
 
 if TYPE_CHECKING:
     from .breaker import CircuitBreaker
@@ -106,6 +119,7 @@ class ResilienceCollector(Collector):
             self._collect_buckets(families[4])
             self._collect_retriers(families[5], families[6])
             self._collect_bulkheads(families[7], families[8])
+            self._collect_calls(*families[9:])
         return iter(families)
 
     @staticmethod
@@ -145,6 +159,19 @@ class ResilienceCollector(Collector):
             CounterMetricFamily(
                 "virtrigaud_bulkhead_rejected",
                 "Attempts turned away by a full bulkhead.", labels=_PROVIDER),
+            # Virtrigaud's per-call series, recorded by the adapters (rpcstats.py).
+            CounterMetricFamily(
+                "virtrigaud_provider_rpc_requests",
+                "Total number of provider RPC requests by provider type, method, and code",
+                labels=("provider_type", "method", "code")),
+            HistogramMetricFamily(
+                "virtrigaud_provider_rpc_latency_seconds",
+                "Latency of provider RPC requests by provider type and method",
+                labels=("provider_type", "method")),
+            CounterMetricFamily(
+                "virtrigaud_vm_operations",
+                "Total number of VM operations by operation, provider type, provider, and outcome",
+                labels=("operation", "provider_type", "provider", "outcome")),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -208,6 +235,26 @@ class ResilienceCollector(Collector):
             in_flight.samples.append(Sample(in_flight.name, _provider(*labels), value))
         for labels, (value,) in sums.items():
             self._counter(rejected, labels, _provider(*labels), value)
+
+    @staticmethod
+    def _collect_calls(requests: Any, latency: Any, operations: Any) -> None:
+        # These stats live as long as the process: their counters never go backwards.
+        bounds = [f"{bound:g}" for bound in LATENCY_BUCKETS] + ["+Inf"]
+        for stats in all_rpc_stats():
+            codes, buckets, total = stats.snapshot()
+            labels = [stats.provider_type, stats.method]
+            for code, count in codes.items():
+                requests.add_metric([*labels, code], count)
+            cumulative = 0
+            series = []
+            for bound, count in zip(bounds, buckets):
+                cumulative += count
+                series.append((bound, cumulative))
+            latency.add_metric(labels, series, sum_value=total)
+        for op in all_operation_stats():
+            labels = [op.operation, op.provider_type, op.provider]
+            operations.add_metric([*labels, "success"], op.success)
+            operations.add_metric([*labels, "error"], op.error)
 
     def _counter(self, family: Any, key: Labels, labels: dict[str, str], value: int) -> int:
         """Appends a counter sample, never below what this collector reported

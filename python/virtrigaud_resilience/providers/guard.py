@@ -1,0 +1,282 @@
+"""What every transport adapter does around a call: breaker, limiter, deadline, metrics.
+
+:class:`CallGuard` is the part the gRPC interceptors and the httpx transport
+share; each adapter subclasses it for its method names, its rejection errors
+and its error mapping. Per call:
+
+1. :meth:`CallGuard.method` resolves the call's method once (its name, its
+   timeout from the RPC config or ``timeouts=``, its metrics);
+2. :meth:`CallGuard.admit` / :meth:`CallGuard.admit_async` take the
+   breaker's permit and a token, or raise the adapter's rejection (marked
+   :func:`~virtrigaud_resilience.providers.never_sent`, nothing held);
+3. :meth:`CallGuard.deadline` is the call's budget: the method's timeout,
+   capped by the caller's and by what an enclosing policy has left;
+4. the adapter runs the call and reports it with :meth:`CallGuard.settle`
+   (a breaker outcome: ``True`` failure, ``False`` success, ``None`` no
+   outcome) or :meth:`CallGuard.cancelled`; both record the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Final, Generic, Literal, TypeVar
+
+from .. import _validate
+from ..breaker import CircuitBreaker, Permit
+from ..clock import ManualClock
+from ..config import Config
+from ..errors import CircuitOpenError, RateLimitError
+from ..ratelimit import TokenBucket
+from ..rpcstats import RPCStats, rpc_stats
+from ..timeouts import MUTATING_OPERATIONS, remaining
+from .resilient import mark_never_sent, shared_breaker, shared_limiter
+
+__all__ = ["SHARED", "CallGuard", "Method", "Shared"]
+
+_LOG = logging.getLogger("virtrigaud_resilience")
+
+#: ``breaker=`` / ``limiter=`` default: the provider's shared one
+#: (:func:`~virtrigaud_resilience.providers.shared_registries`).
+SHARED: Final = "shared"
+Shared = Literal["shared"]
+
+#: The operations whose timeout the RPC config names (anything else: mutating).
+KNOWN_OPERATIONS = frozenset({"Describe", "Validate", "TaskStatus", *MUTATING_OPERATIONS})
+
+#: Method keys cached per guard; names come from stubs and code, so a few.
+_MAX_CACHED = 4096
+
+K = TypeVar("K")
+
+
+class Method:
+    """One method (or operation) of a guard, resolved once: name, timeout, stats."""
+
+    __slots__ = ("name", "timeout", "stats")
+
+    def __init__(self, name: str, timeout: float | None, stats: RPCStats | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.stats = stats
+
+    def __repr__(self) -> str:
+        return f"Method({self.name!r}, timeout={self.timeout!r})"
+
+
+class CallGuard(Generic[K]):
+    """The breaker, limiter, deadlines and metrics an adapter puts around calls.
+
+    Args:
+        provider_type, provider: the provider's labels (metrics, the shared breaker).
+        config: RPC timeouts and the shared breaker's and bucket's settings;
+            None for :meth:`Config.production`.
+        breaker, limiter: :data:`SHARED` (default) for the provider's shared
+            ones, an object to use that one, None for none.
+        wait: wait for a token (up to the call's deadline) instead of
+            raising ``RateLimitError``.
+        timeouts: per method or operation name, seconds (> 0) or None (no
+            deadline of ours); overrides the RPC config.
+        clock: a ManualClock for the shared breaker and bucket (tests).
+        metrics: record the per-call RPC metrics.
+    """
+
+    owner = "CallGuard"
+
+    def __init__(
+        self,
+        provider_type: str,
+        provider: str,
+        config: Config | None = None,
+        *,
+        breaker: CircuitBreaker | None | Shared = SHARED,
+        limiter: TokenBucket | None | Shared = SHARED,
+        wait: bool = False,
+        timeouts: Mapping[str, float | None] | None = None,
+        clock: ManualClock | None = None,
+        metrics: bool = True,
+    ) -> None:
+        owner = self.owner
+        _validate.string(owner, "provider_type", provider_type)
+        _validate.string(owner, "provider", provider)
+        config = _validate.optional_instance(owner, "config", config, Config) or Config.production()
+        self.provider_type = provider_type
+        self.provider = provider
+        self.config = config
+        self.breaker = (shared_breaker(config, provider_type, provider, clock)
+                        if isinstance(breaker, str) and breaker == SHARED
+                        else _validate.optional_instance(owner, "breaker", breaker,
+                                                         CircuitBreaker))
+        self.limiter = (shared_limiter(config, provider_type, provider, clock)
+                        if isinstance(limiter, str) and limiter == SHARED
+                        else _validate.optional_instance(owner, "limiter", limiter, TokenBucket))
+        self.wait = _validate.boolean(owner, "wait", wait)
+        self.metrics = _validate.boolean(owner, "metrics", metrics)
+        self._overrides = _timeouts(owner, timeouts)
+        self._methods: dict[K, Method] = {}
+        self._lock = threading.Lock()
+
+    # -- methods -------------------------------------------------------------------
+
+    def method(self, key: K) -> Method:
+        """The resolved method for ``key`` (cached)."""
+        found = self._methods.get(key)
+        if found is None:
+            found = self._resolve(key)
+            with self._lock:
+                if len(self._methods) < _MAX_CACHED:
+                    self._methods[key] = found
+        return found
+
+    def _resolve(self, key: K) -> Method:
+        name = str(key)
+        return self._method_named(name, name)
+
+    def _method_named(self, label: str, operation: str, *, warn: bool = True) -> Method:
+        """A Method labelled ``label`` whose timeout is ``operation``'s.
+
+        An operation the RPC config does not know gets the mutating timeout,
+        as Go's ``GetRPCTimeout``; with ``warn``, that is logged once.
+        """
+        if operation in self._overrides:
+            timeout = self._overrides[operation]
+        else:
+            timeout = self.config.rpc.timeout_for(operation)
+            if warn and operation not in KNOWN_OPERATIONS:
+                _LOG.warning("%s: %r is not an operation the RPC config knows: it gets the "
+                             "mutating timeout (%gs), as Go's GetRPCTimeout does; set its own "
+                             "with timeouts={%r: seconds}", self.owner, operation, timeout,
+                             operation)
+        stats = rpc_stats(self.provider_type, label) if self.metrics else None
+        return Method(label, timeout, stats)
+
+    def deadline(self, method: Method, caller: float | None = None) -> float | None:
+        """The call's budget in seconds: the method's timeout, capped by the
+        caller's ``caller`` and the time left of an enclosing policy; None: none."""
+        timeout = method.timeout
+        if caller is not None and (timeout is None or caller < timeout):
+            timeout = caller
+        left = remaining()
+        if left is not None and (timeout is None or left < timeout):
+            timeout = left
+        return timeout
+
+    # -- admission -------------------------------------------------------------------
+
+    def admit(self, method: Method, start: float) -> Permit | None:
+        """The breaker's permit and a token (waited for with ``wait``), or the
+        adapter's rejection is raised with nothing held."""
+        permit = self._admit_breaker(method, start)
+        limiter = self.limiter
+        if limiter is not None and not limiter.try_acquire():
+            if not self.wait:
+                raise self._rate_limited(permit, method, start)
+            try:
+                granted = limiter.acquire(1, self.deadline(method))
+            except BaseException:
+                self.cancelled(permit, method, start)
+                raise
+            if not granted:
+                raise self._rate_limited(permit, method, start)
+        return permit
+
+    async def admit_async(self, method: Method, start: float) -> Permit | None:
+        """:meth:`admit` for asyncio: a cancelled wait gives its tokens back."""
+        permit = self._admit_breaker(method, start)
+        limiter = self.limiter
+        if limiter is not None and not limiter.try_acquire():
+            if not self.wait:
+                raise self._rate_limited(permit, method, start)
+            try:
+                granted = await limiter.acquire_async(1, self.deadline(method))
+            except BaseException:
+                self.cancelled(permit, method, start)
+                raise
+            if not granted:
+                raise self._rate_limited(permit, method, start)
+        return permit
+
+    def _admit_breaker(self, method: Method, start: float) -> Permit | None:
+        breaker = self.breaker
+        if breaker is None:
+            return None
+        permit = breaker.try_acquire()
+        if permit is None:
+            retry_after = None if breaker.held_open else (breaker.remaining_open or None)
+            self.record(method, self.OPEN_CODE, start)
+            raise mark_never_sent(self.open_error(method, breaker, retry_after))
+        return permit
+
+    def _rate_limited(self, permit: Permit | None, method: Method,
+                      start: float) -> RateLimitError:
+        if permit is not None:
+            permit.release()
+        self.record(method, self.LIMITED_CODE, start)
+        limiter = self.limiter
+        assert limiter is not None
+        message = (f"{method.name}: rate limit exceeded for {self.provider_type}/"
+                   f"{self.provider} ({limiter.qps:g}/s, burst {limiter.burst})")
+        return mark_never_sent(self.rate_limited_error(message, limiter.retry_after()))
+
+    # -- what an adapter raises for its own rejections (overridden) ---------------------
+
+    #: The metrics code of a call an open breaker refused, and of one the limiter refused.
+    OPEN_CODE = "Unavailable"
+    LIMITED_CODE = "ResourceExhausted"
+
+    def open_error(self, method: Method, breaker: CircuitBreaker,
+                   retry_after: float | None) -> CircuitOpenError:
+        """The error for a call an open breaker refused."""
+        return CircuitOpenError(breaker.name, breaker.provider_type, breaker.provider, retry_after)
+
+    def rate_limited_error(self, message: str, retry_after: float) -> RateLimitError:
+        """The error for a call the limiter refused."""
+        return RateLimitError(message, retry_after=retry_after)
+
+    # -- outcomes --------------------------------------------------------------------
+
+    def settle(self, permit: Permit | None, method: Method, start: float, code: str,
+               failure: bool | None) -> None:
+        """Reports a finished call: to the breaker (``failure`` True, False,
+        or None for no outcome) and to the metrics (``code``)."""
+        if permit is not None:
+            if failure is None:
+                permit.release()
+            elif failure:
+                permit.failure()
+            else:
+                permit.success()
+        self.record(method, code, start)
+
+    def cancelled(self, permit: Permit | None, method: Method, start: float) -> None:
+        """The caller gave up: no breaker outcome, the slot is freed."""
+        self.settle(permit, method, start, "Canceled", None)
+
+    @staticmethod
+    def record(method: Method, code: str, start: float) -> None:
+        """Counts the call in the RPC metrics (``start`` from ``time.perf_counter()``)."""
+        stats = method.stats
+        if stats is not None:
+            stats.record(code, time.perf_counter() - start)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.provider_type!r}, {self.provider!r}, "
+                f"breaker={self.breaker!r}, limiter={self.limiter!r})")
+
+
+def _timeouts(owner: str, timeouts: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    if timeouts is None:
+        return {}
+    if not isinstance(timeouts, Mapping):
+        raise TypeError(f"{owner} timeouts must be a mapping of method name to seconds or None, "
+                        f"got {type(timeouts).__name__} {timeouts!r}")
+    result: dict[str, float | None] = {}
+    for name, seconds in timeouts.items():
+        _validate.string(owner, "timeouts key", name)
+        short = name.rsplit("/", 1)[-1]
+        result[short] = (None if seconds is None else
+                         _validate.seconds(owner, f"timeouts[{name!r}]", seconds,
+                                           allow_zero=False))
+    return result

@@ -1,0 +1,561 @@
+"""The gRPC interceptors against a real grpc.aio server on 127.0.0.1.
+
+Every status code through every kind of call (aio unary, aio stream, sync
+unary, sync stream), the breaker and the limiter in front of the wire,
+deadlines, and cancellations that must leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+grpc = pytest.importorskip("grpc")
+import grpc.aio  # noqa: E402
+
+import virtrigaud_resilience as vr  # noqa: E402
+from virtrigaud_resilience import rpcstats  # noqa: E402
+from virtrigaud_resilience.providers import never_sent  # noqa: E402
+from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
+
+from loopback import GrpcServer, closed_port, identity  # noqa: E402
+
+S = grpc.StatusCode
+SERVICE = "/provider.v1.Provider"
+
+#: status -> (taxonomy class, counts as a breaker failure); CANCELLED apart.
+TABLE: dict[Any, tuple[type[BaseException], bool]] = {
+    S.NOT_FOUND: (vr.NotFoundError, False),
+    S.INVALID_ARGUMENT: (vr.InvalidSpecError, False),
+    S.OUT_OF_RANGE: (vr.InvalidSpecError, False),
+    S.UNAUTHENTICATED: (vr.UnauthorizedError, False),
+    S.PERMISSION_DENIED: (vr.UnauthorizedError, False),
+    S.UNIMPLEMENTED: (vr.NotSupportedError, False),
+    S.UNAVAILABLE: (vr.UnavailableError, True),
+    S.DEADLINE_EXCEEDED: (vr.OperationTimeoutError, True),
+    S.RESOURCE_EXHAUSTED: (vr.RateLimitError, False),
+    S.ALREADY_EXISTS: (vr.ConflictError, False),
+    S.ABORTED: (vr.ConflictError, False),
+    S.FAILED_PRECONDITION: (vr.ConflictError, False),
+    S.INTERNAL: (vr.RetryableError, True),
+    S.UNKNOWN: (vr.RetryableError, True),
+    S.DATA_LOSS: (vr.RetryableError, False),
+}
+GO = {S.NOT_FOUND: "NotFound", S.INVALID_ARGUMENT: "InvalidArgument",
+      S.OUT_OF_RANGE: "OutOfRange", S.UNAUTHENTICATED: "Unauthenticated",
+      S.PERMISSION_DENIED: "PermissionDenied", S.UNIMPLEMENTED: "Unimplemented",
+      S.UNAVAILABLE: "Unavailable", S.DEADLINE_EXCEEDED: "DeadlineExceeded",
+      S.RESOURCE_EXHAUSTED: "ResourceExhausted", S.ALREADY_EXISTS: "AlreadyExists",
+      S.ABORTED: "Aborted", S.FAILED_PRECONDITION: "FailedPrecondition",
+      S.INTERNAL: "Internal", S.UNKNOWN: "Unknown", S.DATA_LOSS: "DataLoss"}
+
+_labels = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[GrpcServer]:
+    srv = GrpcServer().start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def provider() -> str:
+    """A provider label of its own, so each test's metrics stand apart."""
+    return f"grpc-test-{next(_labels)}"
+
+
+def breaker(threshold: int = 100, half_open: int = 1) -> vr.CircuitBreaker:
+    return vr.CircuitBreaker("grpc-test", "grpc", f"b{next(_labels)}",
+                             vr.BreakerConfig(failure_threshold=threshold, reset_timeout=0.05,
+                                              half_open_max_calls=half_open))
+
+
+def half_open(cb: vr.CircuitBreaker) -> None:
+    """Opens the breaker and lets its reset timeout pass: the next call probes."""
+    cb.force_open()
+    cb.reset()
+    for _ in range(cb.failure_threshold):
+        permit = cb.try_acquire()
+        assert permit is not None
+        permit.failure()
+    time.sleep(0.06)
+
+
+def unary(channel: Any, method: str = "Describe") -> Any:
+    return channel.unary_unary(f"{SERVICE}/{method}", request_serializer=identity,
+                               response_deserializer=identity)
+
+
+def stream(channel: Any, method: str = "WatchTasks") -> Any:
+    return channel.unary_stream(f"{SERVICE}/{method}", request_serializer=identity,
+                                response_deserializer=identity)
+
+
+@pytest.fixture
+async def aio_channel(server: GrpcServer) -> AsyncIterator[Any]:
+    channels: list[Any] = []
+
+    def make(provider_label: str, **options: Any) -> Any:
+        options.setdefault("limiter", None)
+        channel = grpc.aio.insecure_channel(
+            server.target, interceptors=vrg.aio_interceptors("grpc", provider_label, **options))
+        channels.append(channel)
+        return channel
+
+    yield make
+    for channel in channels:
+        await channel.close()
+
+
+@pytest.fixture
+def sync_channel(server: GrpcServer) -> Iterator[Any]:
+    channels: list[Any] = []
+
+    def make(provider_label: str, **options: Any) -> Any:
+        options.setdefault("limiter", None)
+        raw = grpc.insecure_channel(server.target)
+        channels.append(raw)
+        return vrg.intercept_channel(raw, "grpc", provider_label, **options)
+
+    yield make
+    for channel in channels:
+        channel.close()
+
+
+def check_status_error(exc: BaseException, code: Any, cb: vr.CircuitBreaker) -> None:
+    """The error of a failed call: the taxonomy's, a gRPC error of the same code."""
+    expected, infra = TABLE[code]
+    assert isinstance(exc, expected), (code, type(exc))
+    assert isinstance(exc, vr.ProviderError)
+    assert isinstance(exc, grpc.RpcError) and isinstance(exc, grpc.aio.AioRpcError)
+    assert exc.code() is code
+    assert exc.details() == f"injected {code.name}"
+    assert cb.failures == (1 if infra else 0), code
+    if code is S.RESOURCE_EXHAUSTED:
+        assert exc.retry_after == 7.0
+    else:
+        assert exc.retry_after is None
+
+
+# -- the table: every status code, every kind of call ---------------------------
+
+
+@pytest.mark.parametrize("code", list(TABLE), ids=lambda c: c.name)
+async def test_aio_unary_maps_every_status(aio_channel: Any, provider: str, code: Any) -> None:
+    cb = breaker()
+    call = unary(aio_channel(provider, breaker=cb))
+    with pytest.raises(vr.ProviderError) as info:
+        await call(f"code={code.name};retry-after=7".encode())
+    check_status_error(info.value, code, cb)
+    assert rpcstats.rpc_stats("grpc", "Describe").requests(GO[code]) >= 1
+
+
+@pytest.mark.parametrize("code", list(TABLE), ids=lambda c: c.name)
+def test_sync_unary_maps_every_status(sync_channel: Any, provider: str, code: Any) -> None:
+    cb = breaker()
+    call = unary(sync_channel(provider, breaker=cb))
+    with pytest.raises(vr.ProviderError) as info:
+        call(f"code={code.name};retry-after=7".encode())
+    check_status_error(info.value, code, cb)
+
+
+@pytest.mark.parametrize("code", list(TABLE), ids=lambda c: c.name)
+async def test_aio_stream_maps_every_status(aio_channel: Any, provider: str, code: Any) -> None:
+    cb = breaker()
+    call = stream(aio_channel(provider, breaker=cb))
+    received = []
+    with pytest.raises(vr.ProviderError) as info:
+        async for item in call(f"n=2;code={code.name};retry-after=7".encode()):
+            received.append(item)
+    assert received == [b"item0", b"item1"]
+    check_status_error(info.value, code, cb)
+
+
+@pytest.mark.parametrize("code", list(TABLE), ids=lambda c: c.name)
+def test_sync_stream_maps_every_status(sync_channel: Any, provider: str, code: Any) -> None:
+    cb = breaker()
+    call = stream(sync_channel(provider, breaker=cb))
+    received = []
+    with pytest.raises(vr.ProviderError) as info:
+        for item in call(f"n=2;code={code.name};retry-after=7".encode()):
+            received.append(item)
+    assert received == [b"item0", b"item1"]
+    check_status_error(info.value, code, cb)
+
+
+async def test_cancelled_status_is_the_callers_cancellation(aio_channel: Any,
+                                                            sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    with pytest.raises(asyncio.CancelledError):
+        await unary(aio_channel("c1", breaker=cb))(b"code=CANCELLED")
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0  # slot freed
+    with pytest.raises(grpc.FutureCancelledError):
+        unary(sync_channel("c2", breaker=cb))(b"code=CANCELLED")
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    assert rpcstats.rpc_stats("grpc", "Describe").requests("Canceled") >= 2
+
+
+async def test_success_passes_through_and_counts(aio_channel: Any, sync_channel: Any,
+                                                 provider: str) -> None:
+    cb = breaker()
+    assert await unary(aio_channel(provider, breaker=cb), "Validate")(b"hello") == b"ok:hello"
+    assert [i async for i in stream(aio_channel(provider, breaker=cb))(b"n=3")] == [
+        b"item0", b"item1", b"item2"]
+    assert unary(sync_channel(provider, breaker=cb), "Validate")(b"x") == b"ok:x"
+    assert list(stream(sync_channel(provider, breaker=cb))(b"n=2")) == [b"item0", b"item1"]
+    assert cb.successes == 4
+    validate = rpcstats.rpc_stats("grpc", "Validate")
+    assert validate.requests("OK") >= 2
+    _, buckets, total = validate.snapshot()
+    assert sum(buckets) == validate.requests() and total > 0
+
+
+async def test_future_api_keeps_its_semantics(sync_channel: Any) -> None:
+    cb = breaker()
+    call = unary(sync_channel("future", breaker=cb))
+    future = call.future(b"code=UNAVAILABLE")
+    seen: list[Any] = []
+    future.add_done_callback(seen.append)
+    error = future.exception()
+    assert isinstance(error, vr.UnavailableError) and error.code() is S.UNAVAILABLE
+    with pytest.raises(vr.UnavailableError):
+        future.result()
+    assert future.done() and not future.cancelled() and future.code() is S.UNAVAILABLE
+    assert seen == [future] and cb.failures == 1
+    assert call.future(b"fine").result() == b"ok:fine"
+
+
+# -- the breaker and the limiter in front of the wire ------------------------------------
+
+
+async def test_open_breaker_fails_the_call_unsent_with_unavailable(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    cb.force_open()
+    hits = server.hits
+    for call in (unary(aio_channel("open", breaker=cb)),):
+        with pytest.raises(vr.CircuitOpenError) as info:
+            await call(b"x")
+        exc = info.value
+        assert isinstance(exc, grpc.RpcError) and exc.code() is S.UNAVAILABLE
+        assert "circuit breaker open" in exc.details() and never_sent(exc)
+    with pytest.raises(grpc.RpcError) as sync_info:  # caught by code, as Go callers do
+        unary(sync_channel("open", breaker=cb))(b"x")
+    assert sync_info.value.code() is S.UNAVAILABLE
+    assert server.hits == hits  # nothing was sent
+    assert rpcstats.rpc_stats("grpc", "Describe").requests("Unavailable") >= 2
+
+
+async def test_open_breaker_error_carries_the_time_to_the_probe(aio_channel: Any) -> None:
+    cb = vr.CircuitBreaker("grpc-test", "grpc", "probe",
+                           vr.BreakerConfig(failure_threshold=1, reset_timeout=30))
+    call = unary(aio_channel("probe", breaker=cb))
+    with pytest.raises(vr.UnavailableError):
+        await call(b"code=UNAVAILABLE")
+    with pytest.raises(vr.CircuitOpenError) as info:
+        await call(b"x")
+    assert 29 < info.value.retry_after <= 30
+
+
+async def test_limiter_refuses_before_sending_and_frees_the_probe(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    bucket = vr.TokenBucket(qps=0.5, burst=1)
+    call = unary(aio_channel("limited", breaker=cb, limiter=bucket))
+    assert await call(b"first") == b"ok:first"
+    half_open(cb)
+    hits = server.hits
+    with pytest.raises(vr.RateLimitError) as info:
+        await call(b"second")
+    exc = info.value
+    assert exc.code() is S.RESOURCE_EXHAUSTED and never_sent(exc)
+    assert 0 < exc.retry_after <= 2.0
+    with pytest.raises(vr.RateLimitError):
+        unary(sync_channel("limited", breaker=cb, limiter=bucket))(b"third")
+    assert server.hits == hits
+    assert cb.half_open_calls == 0  # the probe slot was given back each time
+
+
+async def test_wait_for_a_token_then_send(aio_channel: Any, sync_channel: Any) -> None:
+    bucket = vr.TokenBucket(qps=20, burst=1)
+    call = unary(aio_channel("waits", breaker=None, limiter=bucket, wait=True))
+    start = time.monotonic()
+    assert [await call(b"a"), await call(b"b")] == [b"ok:a", b"ok:b"]
+    assert time.monotonic() - start >= 0.04  # the second waited ~50 ms for its token
+    assert unary(sync_channel("waits", breaker=None, limiter=bucket, wait=True))(b"c") == b"ok:c"
+
+
+async def test_cancelled_token_wait_gives_the_token_back(aio_channel: Any) -> None:
+    bucket = vr.TokenBucket(qps=1, burst=1)
+    call = unary(aio_channel("wait-cancel", breaker=None, limiter=bucket, wait=True))
+    await call(b"spend")
+    task = asyncio.ensure_future(call(b"waits"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert bucket.tokens == pytest.approx(0.05, abs=0.05)  # no debt left behind
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+async def test_method_timeout_cuts_a_hung_call_and_counts(server: GrpcServer,
+                                                          aio_channel: Any) -> None:
+    cb = breaker()
+    call = unary(aio_channel("hung", breaker=cb, timeouts={"Describe": 0.05}))
+    start = time.monotonic()
+    with pytest.raises(vr.OperationTimeoutError) as info:
+        await call(b"sleep=2")
+    assert time.monotonic() - start < 1.0
+    assert info.value.code() is S.DEADLINE_EXCEEDED and cb.failures == 1
+    assert not never_sent(info.value)
+
+
+@pytest.mark.parametrize(("method_timeout", "caller"), [(30.0, 0.05), (0.05, 5.0)])
+def test_the_shorter_of_method_and_caller_deadlines_wins(sync_channel: Any,
+                                                         method_timeout: float,
+                                                         caller: float) -> None:
+    call = unary(sync_channel("sync-hung", breaker=None,
+                              timeouts={"Describe": method_timeout}))
+    start = time.monotonic()
+    with pytest.raises(vr.OperationTimeoutError):
+        call(b"sleep=2", timeout=caller)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_an_enclosing_policy_deadline_becomes_the_grpc_deadline(aio_channel: Any) -> None:
+    call = unary(aio_channel("policy", breaker=None))
+    policy = vr.PolicyBuilder("grpc-deadline").with_timeout(0.1).build()
+    start = time.monotonic()
+    with pytest.raises(vr.OperationTimeoutError):
+        await policy.execute_async(call, b"sleep=2")
+    assert time.monotonic() - start < 1.0
+
+
+def test_a_sync_policy_deadline_becomes_the_grpc_deadline(sync_channel: Any) -> None:
+    call = unary(sync_channel("sync-policy", breaker=None))
+    policy = vr.PolicyBuilder("grpc-sync-deadline").with_timeout(0.1).build()
+    start = time.monotonic()
+    with pytest.raises(vr.OperationTimeoutError) as info:
+        policy.execute(call, b"sleep=2")  # blocking: only gRPC's deadline can stop it
+    assert time.monotonic() - start < 1.0 and info.value.code() is S.DEADLINE_EXCEEDED
+
+
+def test_method_timeouts_follow_the_rpc_config(caplog: pytest.LogCaptureFixture) -> None:
+    guard = vrg.RpcGuard("grpc", "timeouts", breaker=None, limiter=None)
+    assert guard.timeout_for(f"{SERVICE}/Describe") == 30.0
+    assert guard.timeout_for(f"{SERVICE}/Create") == 240.0
+    assert guard.timeout_for(f"{SERVICE}/Validate") == 10.0
+    assert guard.timeout_for(f"{SERVICE}/TaskStatus") == 10.0
+    assert guard.timeout_for(f"{SERVICE}/Describe", 2.0) == 2.0
+    with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
+        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+    warnings = [r for r in caplog.records if "ListHosts" in r.getMessage()]
+    assert len(warnings) == 1 and "mutating timeout" in warnings[0].getMessage()
+    dev = vrg.RpcGuard("grpc", "dev", vr.Config.development(), breaker=None, limiter=None,
+                       timeouts={"WatchTasks": None})
+    assert dev.timeout_for(f"{SERVICE}/Create") == 600.0
+    assert dev.timeout_for(f"{SERVICE}/WatchTasks") is None
+
+
+# -- cancellation leaks nothing ------------------------------------------------------------
+
+
+def settled_tasks() -> set[asyncio.Task[Any]]:
+    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+
+async def test_cancelled_unary_frees_the_probe_and_leaves_no_task(server: GrpcServer,
+                                                                  aio_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    call = unary(aio_channel("cancel", breaker=cb))
+    before = settled_tasks()
+    cancelled = server.cancelled
+    task = asyncio.ensure_future(call(b"sleep=5"))
+    await asyncio.sleep(0.1)
+    assert cb.half_open_calls == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    assert cb.state is vr.BreakerState.HALF_OPEN
+    assert settled_tasks() <= before
+    deadline = time.monotonic() + 2
+    while server.cancelled == cancelled and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert server.cancelled > cancelled  # the server saw the call go away
+
+
+async def test_stream_closed_early_or_cancelled_frees_the_probe(server: GrpcServer,
+                                                                aio_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    responses = stream(aio_channel("early", breaker=cb))(b"n=100;sleep=0.01")
+    async for item in responses:
+        assert item == b"item0"
+        break
+    assert cb.half_open_calls == 1
+    responses.cancel()  # grpc.aio's way to stop a stream early
+    await asyncio.sleep(0.05)
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+
+
+    async def consume() -> None:
+        async for _ in stream(aio_channel("early", breaker=cb))(b"n=100;sleep=0.05"):
+            pass
+
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+
+
+async def test_a_stream_closed_by_its_reader_cancels_the_call() -> None:
+    class Call:
+        """A call whose responses the interceptor reads (what grpc.aio hands it)."""
+
+        cancelled = False
+
+        def __aiter__(self) -> Any:
+            return self._items()
+
+        async def _items(self) -> Any:
+            for i in range(10):
+                yield i
+
+        def cancel(self) -> bool:
+            self.cancelled = True
+            return True
+
+    cb = breaker()
+    half_open(cb)
+    guard = vrg.RpcGuard("grpc", "closed", breaker=cb, limiter=None)
+    method = guard.method(f"{SERVICE}/WatchTasks")
+    start = time.perf_counter()
+    permit = guard.admit(method, start)
+    call = Call()
+    responses = vrg.AioUnaryStreamInterceptor._responses(
+        call, vrg._Settler(guard, permit, method, start, aio=True))
+    assert await responses.__anext__() == 0
+    await responses.aclose()  # what the event loop does to a dropped generator
+    assert call.cancelled and cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+
+
+def test_sync_stream_cancelled_or_dropped_frees_the_probe(sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    responses = stream(sync_channel("sync-early", breaker=cb))(b"n=100;sleep=0.01")
+    assert next(responses) == b"item0"
+    responses.cancel()
+    assert cb.half_open_calls == 0
+    with pytest.raises(grpc.FutureCancelledError):
+        next(responses)
+    dropped = stream(sync_channel("sync-early", breaker=cb))(b"n=100;sleep=0.01")
+    assert next(dropped) == b"item0"
+    del dropped
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+
+
+# -- failures that are not a server's answer ------------------------------------------------
+
+
+async def test_refused_connection_is_unavailable_and_never_sent() -> None:
+    cb = breaker()
+    async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{closed_port()}",
+            interceptors=vrg.aio_interceptors("grpc", "refused", breaker=cb,
+                                              limiter=None)) as channel:
+        with pytest.raises(vr.UnavailableError) as info:
+            await unary(channel)(b"x", timeout=5)
+    assert never_sent(info.value) and cb.failures == 1
+
+
+class Raising(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An inner interceptor with a bug (or a transport raising plain exceptions)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        raise self.exc
+
+
+@pytest.mark.parametrize(("raised", "expected", "code", "infra"), [
+    (ValueError("bug"), vr.RetryableError, S.UNKNOWN, True),
+    (ConnectionResetError("reset"), vr.UnavailableError, None, True),
+    (vr.NotFoundError("another layer's"), vr.NotFoundError, None, False),
+])
+async def test_an_exception_that_is_no_status_is_classified(
+        server: GrpcServer, raised: BaseException, expected: type[Exception], code: Any,
+        infra: bool) -> None:
+    cb = breaker()
+    interceptors = [*vrg.aio_interceptors("grpc", "raising", breaker=cb, limiter=None),
+                    Raising(raised)]
+    async with grpc.aio.insecure_channel(server.target, interceptors=interceptors) as channel:
+        with pytest.raises(expected) as info:
+            await unary(channel)(b"x")
+    if code is not None:
+        assert isinstance(info.value, grpc.RpcError) and info.value.code() is code
+    assert info.value.__cause__ is raised or info.value is raised
+    assert cb.failures == (1 if infra else 0)
+
+
+def test_error_from_rpc_without_a_table_code() -> None:
+    class Odd(grpc.RpcError):  # type: ignore[misc]
+        def code(self) -> Any:
+            return S.OK
+
+        def details(self) -> str:
+            return "odd"
+
+    error = vrg.error_from_rpc(Odd(), "Describe")
+    assert isinstance(error, vr.RetryableError) and error.code() is S.UNKNOWN
+    assert str(error).startswith("Retryable: Describe: odd")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("7", 7.0), ("1.5", 1.5), ("soon", None),
+                                                 ("-3", None), ("", None)])
+async def test_retry_after_metadata_is_read_or_ignored(aio_channel: Any, value: str,
+                                                       expected: float | None) -> None:
+    call = unary(aio_channel("retry-after", breaker=None))
+    with pytest.raises(vr.RateLimitError) as info:
+        await call(f"code=RESOURCE_EXHAUSTED;retry-after={value}".encode())
+    assert info.value.retry_after == expected
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "error", "text"), [
+    ({"provider_type": 5}, TypeError, "provider_type"),
+    ({"config": "prod"}, TypeError, "config"),
+    ({"breaker": "open"}, TypeError, "breaker"),
+    ({"limiter": 3}, TypeError, "limiter"),
+    ({"wait": 1}, TypeError, "wait"),
+    ({"metrics": "yes"}, TypeError, "metrics"),
+    ({"timeouts": {"Describe": float("nan")}}, ValueError, "Describe"),
+    ({"timeouts": {"Describe": 0}}, ValueError, "Describe"),
+    ({"timeouts": {"Describe": -1}}, ValueError, "Describe"),
+    ({"timeouts": {"Describe": float("inf")}}, ValueError, "Describe"),
+    ({"timeouts": [("Describe", 1)]}, TypeError, "timeouts"),
+    ({"timeouts": {5: 1}}, TypeError, "timeouts key"),
+])
+def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
+                                 text: str) -> None:
+    args = {"provider_type": "grpc", "provider": "bad", **kwargs}
+    with pytest.raises(error, match=text):
+        vrg.aio_interceptors(**args)
