@@ -792,6 +792,7 @@ PyGetSetDef guarded_getset[] = {
     {"breaker", guarded_get_breaker, nullptr, "The CircuitBreaker every call goes through.",
      nullptr},
     {"fn", guarded_get_fn, nullptr, "The guarded callable.", nullptr},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
 PyType_Slot guarded_type_slots[] = {
