@@ -325,7 +325,8 @@ public:
     /// another process): `state`, the failure `streak`, the half-open round's
     /// successful probes `successes` (a positive count means the streak is
     /// 0), and the stamp of the last opening (nanoseconds on this breaker's
-    /// clock; it may move back here, unlike anywhere else). A new
+    /// clock, clamped to [-2^61, 2^62]; it may move back here, unlike
+    /// anywhere else). A new
     /// generation: outcomes of calls admitted before are stale.
     Transition restore(BreakerState state, int64_t streak, int64_t successes,
                        int64_t opened_at_ns) noexcept {
@@ -335,7 +336,9 @@ public:
                                                       successes, 1, kMaxSuccessThreshold))
                               : carried(f);
         }
-        opened_at_.store(opened_at_ns, std::memory_order_relaxed);
+        // Clamped so that now - stamp fits int64 (now is in [0, kMaxClockNs]).
+        opened_at_.store(clamp64(opened_at_ns, -(kMaxClockNs / 2), kMaxClockNs),
+                         std::memory_order_relaxed);
         AtomicPair::Value s = snapshot();
         for (;;) {
             if (state_.compare_exchange(s, make(state, f, 0, s.second + 1))) {
