@@ -2143,11 +2143,14 @@ void test_breaker_success_threshold_race() {
                 cb.release(t);  // a cancelled probe
                 continue;
             }
-            const uint64_t done = round_successes.fetch_add(1, std::memory_order_relaxed) + 1;
+            // Counted before it is recorded: when a success closes the round,
+            // every success recorded in it is already counted (and stale ones
+            // of the round before may be too: the check can only be lenient).
+            round_successes.fetch_add(1, std::memory_order_relaxed);
             const Transition tr = cb.record_success(t);
             if (tr.changed) {
                 closes.fetch_add(1, std::memory_order_relaxed);
-                if (done < kS) {
+                if (round_successes.load(std::memory_order_relaxed) < kS) {
                     early_close.fetch_add(1, std::memory_order_relaxed);
                 }
             }
