@@ -295,3 +295,27 @@ def test_open_remaining_counts_from_creation_then_from_the_last_opening() -> Non
         time.sleep(0.01)
         breaker.reset()
         assert breaker.open_remaining == 2
+
+
+def test_a_raising_predicate_propagates_and_frees_the_probe() -> None:
+    broken = [False]
+
+    def is_failure(thrown_type: type, value: BaseException) -> bool:
+        if broken[0]:
+            raise RuntimeError("predicate")
+        return True
+
+    breaker = ours.CircuitBreaker(failure_threshold=1, recovery_timeout=0.01,
+                                  expected_exception=is_failure)
+
+    @breaker
+    def fails() -> None:
+        raise Boom()
+
+    with pytest.raises(Boom):
+        fails()
+    time.sleep(0.02)
+    broken[0] = True
+    with pytest.raises(RuntimeError, match="predicate"):
+        fails()
+    assert breaker.state == "half_open" and breaker.half_open_calls == 0

@@ -515,3 +515,33 @@ def test_redis_missing_state_is_recreated_from_the_fallback(redis_url: str) -> N
     client.delete("gone:pybreaker:state", "gone:pybreaker:fail_counter")
     assert breaker.state.name == "open" and breaker.fail_counter == 0
     assert client.get("gone:pybreaker:state") == b"open"
+
+
+def test_a_raising_exclusion_predicate_propagates_and_frees_the_trial() -> None:
+    def broken(exc: BaseException) -> bool:
+        raise RuntimeError("predicate")
+
+    breaker = ours.CircuitBreaker(exclude=[broken])
+    breaker.half_open()
+    with pytest.raises(RuntimeError, match="predicate"):
+        breaker.call(boom)
+    assert breaker.current_state == "half-open"
+    breaker.remove_excluded_exception(broken)
+    assert breaker.call(ok) == "ok" and breaker.current_state == "closed"  # the slot was free
+
+
+def test_a_subclass_call_is_used_by_the_decorator() -> None:
+    seen: list[str] = []
+
+    class Logged(ours.CircuitBreaker):
+        def call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+            seen.append(func.__name__)
+            return super().call(func, *args, **kwargs)
+
+    breaker = Logged()
+
+    @breaker
+    def work() -> int:
+        return 7
+
+    assert work() == 7 and seen == ["work"]

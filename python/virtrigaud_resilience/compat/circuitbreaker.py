@@ -289,7 +289,12 @@ class CircuitBreaker(_core.CircuitBreaker):
         nothing for a cancellation, else a success. A call that ran without
         being admitted (while open) still counts, as in circuitbreaker: a
         failure re-opens, a success closes."""
-        if exc is not None and self.is_failure(type(exc), exc):
+        try:
+            failed = exc is not None and self.is_failure(type(exc), exc)
+        except BaseException:
+            self._record_quiet(ticket, RELEASE)  # the predicate raised: no outcome
+            raise
+        if failed:
             self._last_failure = exc
             self._last_failure_mark = self.successes
             if ticket >= 0:

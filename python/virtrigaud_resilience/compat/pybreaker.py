@@ -408,6 +408,13 @@ class CircuitBreaker(_core.CircuitBreaker):
                     return self.call_async(func, *args, **kwargs)
 
                 return async_wrapper
+            if isinstance(inspect.getattr_static(type(self), "call"), types.FunctionType):
+                # A subclass's own call(): every call goes through it, as in pybreaker.
+                @wraps(func)
+                def wrapper(*args: Any, **kwargs: Any) -> Any:
+                    return self.call(func, *args, **kwargs)
+
+                return wrapper
             return wraps(func)(_core.Guarded(self, func))
 
         if call_args:
@@ -447,7 +454,12 @@ class CircuitBreaker(_core.CircuitBreaker):
         """Records a failed call; returns what the call raises: ``exc``, or
         CircuitBreakerError (with exc's traceback) when this failure opened
         the circuit and ``throw_new_error_on_trip`` is set."""
-        if not self.is_system_error(exc):
+        try:
+            counted = self.is_system_error(exc)
+        except BaseException:
+            self._record_quiet(ticket, RELEASE)  # an exclusion predicate raised: no outcome
+            raise
+        if not counted:
             self._on_success(ticket)
             return exc
         if isinstance(exc, CANCELLED):
