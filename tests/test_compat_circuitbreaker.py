@@ -319,3 +319,15 @@ def test_a_raising_predicate_propagates_and_frees_the_probe() -> None:
     with pytest.raises(RuntimeError, match="predicate"):
         fails()
     assert breaker.state == "half_open" and breaker.half_open_calls == 0
+
+
+@ours.circuit(name="module-level")
+def module_level(x: int) -> int:
+    return x * 2
+
+
+def test_a_decorated_module_function_pickles_by_name_as_a_function_does() -> None:
+    import pickle
+
+    assert pickle.loads(pickle.dumps(module_level)) is module_level
+    assert module_level(21) == 42

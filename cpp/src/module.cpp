@@ -781,6 +781,16 @@ PyObject* guarded_get_fn(PyObject* self, void*) {
 #define Py_READONLY READONLY
 #endif
 
+// Pickled by reference, as the function it stands for (functools.wraps gave
+// it the function's __qualname__ and __module__): pickle looks the name up.
+PyObject* guarded_reduce(PyObject* self, PyObject*) {
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+PyMethodDef guarded_methods[] = {
+    {"__reduce__", guarded_reduce, METH_NOARGS, "Pickled by its qualified name."},
+    {nullptr, nullptr, 0, nullptr}};
+
 PyMemberDef guarded_members[] = {
     {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(GuardedObject, vectorcall), Py_READONLY,
      nullptr},
@@ -803,6 +813,7 @@ PyType_Slot guarded_type_slots[] = {
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(guarded_descr_get)},
     {Py_tp_members, guarded_members},
+    {Py_tp_methods, guarded_methods},
     {Py_tp_getset, guarded_getset},
     {Py_tp_doc, const_cast<char*>(
                     "Guarded(breaker, fn): fn whose every call is breaker.call(fn, ...), in one\n"
