@@ -17,6 +17,7 @@
 #include <nanobind/stl/tuple.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -404,7 +405,8 @@ struct PyCircuitBreaker {
     std::string provider_type;
     std::string provider;
     nb::object classify;  // classify(exc) -> 0 success, 1 failure, 2 release
-    uint32_t hooks = 0;   // Hooks
+    // Hooks; atomic for free-threaded builds (set rarely, read by every call).
+    std::atomic<uint32_t> hooks{0};
 
     PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
@@ -430,7 +432,8 @@ bool notify(PyObject* breaker, const vr::Transition& t) {
     }
     const int from = state_code(t.from);
     const int to = state_code(t.to);
-    if ((nb::inst_ptr<PyCircuitBreaker>(breaker)->hooks & kHookTransition) != 0) {
+    if ((nb::inst_ptr<PyCircuitBreaker>(breaker)->hooks.load(std::memory_order_relaxed) &
+         kHookTransition) != 0) {
         PyObject* r = PyObject_CallMethod(breaker, "_transition", "ii", from, to);
         Py_XDECREF(r);
         return r != nullptr;
@@ -590,7 +593,7 @@ PyObject* hand_error_to_python(PyObject* self, const vr::Ticket& ticket) {
 // as fn gets them), record. Shared by CircuitBreaker.call and Guarded.
 PyObject* guarded_call(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
                        size_t nargsf, PyObject* kwnames) {
-    const uint32_t hooks = b->hooks;
+    const uint32_t hooks = b->hooks.load(std::memory_order_relaxed);
     if ((hooks & kDelegate) != 0) {
         return call_hook_with_args(self, "_call_python", fn, args, nargsf, kwnames);
     }
@@ -1450,7 +1453,10 @@ NB_MODULE(_core, m) {
                      [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
         .def(
             "_set_hooks",
-            [](PyCircuitBreaker& b, uint32_t hooks) { b.hooks = hooks; }, "hooks"_a,
+            [](PyCircuitBreaker& b, uint32_t hooks) {
+                b.hooks.store(hooks, std::memory_order_relaxed);
+            },
+            "hooks"_a,
             "Hands parts of the call path to Python methods (see Hooks in module.cpp):\n"
             "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
             "16 coroutine results are values, 32 call() is _call_python().")

@@ -1097,6 +1097,58 @@ void test_bucket_refund_after_set_rate() {
 
 // ------------------------------------------------------- circuit breaker --
 
+
+void test_bucket_cost_ns() {
+    // Issue 11 (aiolimiter's leaky bucket): fractional costs in ns on the
+    // caller's clock. Edges first, then threads taking random costs from a
+    // frozen clock: what they took adds up to the capacity, never more.
+    ManualClock clock(1'000'000);
+    TokenBucket b(1000, 10, &clock);  // tau = 10,000 ns
+    CHECK(!b.try_acquire_ns(-1, -1));
+    CHECK(!b.try_acquire_ns(10'001, -1));
+    CHECK(b.try_acquire_ns(0, -1));
+    CHECK(b.try_acquire_ns(10'000, -1));      // the whole capacity at once
+    CHECK(!b.try_acquire_ns(1, -1));
+    CHECK(b.try_acquire_ns(0, -1));           // nothing always fits
+    CHECK_EQ(b.debt_ns(-1), int64_t{10'000});
+    CHECK_EQ(b.debt_ns(clock.now() + 2'500), int64_t{7'500});  // an explicit now
+    CHECK(b.try_acquire_ns(2'500, clock.now() + 2'500));
+    CHECK(!b.try_acquire_ns(1, clock.now() + 2'500));
+    CHECK_EQ(b.debt_ns(kMaxClockNs), int64_t{0});
+    CHECK(b.try_acquire_ns(10'000, std::numeric_limits<int64_t>::max()));  // clamped now
+    CHECK_EQ(b.debt_ns(std::numeric_limits<int64_t>::max()), int64_t{10'000});
+
+    const int kRounds = 50 * g_scale;
+    long bad = 0;
+    for (int r = 0; r < kRounds; ++r) {
+        ManualClock frozen(1'000'000 + r);
+        TokenBucket bucket(997, 1'003, &frozen);  // tau = 999,991 ns
+        const int64_t tau = 997 * 1'003;
+        std::atomic<int64_t> taken{0};
+        std::atomic<int64_t> largest_refused{0};
+        run_threads(kThreads, [&](int i) {
+            Rng rng(static_cast<uint64_t>(r * kThreads + i));
+            for (;;) {
+                const int64_t cost = static_cast<int64_t>(rng.below(20'000));
+                if (bucket.try_acquire_ns(cost, -1)) {
+                    taken.fetch_add(cost, std::memory_order_relaxed);
+                } else {
+                    int64_t seen = largest_refused.load(std::memory_order_relaxed);
+                    while (cost > seen &&
+                           !largest_refused.compare_exchange_weak(seen, cost,
+                                                                  std::memory_order_relaxed)) {
+                    }
+                    return;
+                }
+            }
+        });
+        bad += taken.load() > tau;
+        bad += taken.load() != bucket.debt_ns(-1);
+        bad += taken.load() + largest_refused.load() <= tau;  // a refusal means it did not fit
+    }
+    CHECK_EQ(bad, 0L);
+}
+
 void test_breaker_single_trip() {
     // Everyone fails, the breaker never times out: exactly one thread wins the
     // one closed -> open transition; stale failures change nothing.
@@ -3024,6 +3076,7 @@ int main(int argc, char** argv) {
         {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
         {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
         {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
+        {"bucket_cost_ns", test_bucket_cost_ns, 1},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
