@@ -225,3 +225,20 @@ def test_attributes(al: Any) -> None:
     limiter = al.AsyncLimiter(42, 81)
     assert (limiter.max_rate, limiter.time_period) == (42, 81)
     assert "AsyncLimiter(max_rate=42, time_period=81)" in repr(limiter)
+
+
+@BOTH
+async def test_a_waiter_cancelled_after_its_wake_up_passes_the_turn_on(al: Any) -> None:
+    limiter = al.AsyncLimiter(1, 1)
+    with LoopClock() as clock:
+        await limiter.acquire()
+        first = asyncio.ensure_future(limiter.acquire())
+        await settle()
+        second = asyncio.ensure_future(limiter.acquire())
+        await settle()
+        clock.now = 1
+        limiter._wake_next()  # room for one: the first is woken (its task has not run yet)...
+        first.cancel()  # ...and is cancelled before it takes its unit
+        await settle()
+        assert first.cancelled() and second.done()
+        assert not limiter.has_capacity()  # the second took the unit the first left

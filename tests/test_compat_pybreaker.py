@@ -545,3 +545,21 @@ def test_a_subclass_call_is_used_by_the_decorator() -> None:
         return 7
 
     assert work() == 7 and seen == ["work"]
+
+
+def test_a_finished_trial_generator_collected_later_frees_nothing_more() -> None:
+    import gc
+
+    breaker = ours.CircuitBreaker(fail_max=1, reset_timeout=0.01, success_threshold=2)
+    with pytest.raises(ours.CircuitBreakerError):
+        breaker.call(boom)
+    time.sleep(0.02)
+    first = breaker.call(lambda: (yield 1))
+    assert list(first) == [1] and breaker.success_counter == 1  # its slot is back
+    second = breaker.call(lambda: (yield 2))
+    assert next(second) == 2  # the trial in progress holds the one slot
+    del first
+    gc.collect()
+    with pytest.raises(ours.CircuitBreakerError, match="Trial call in progress"):
+        breaker.call(ok)
+    assert list(second) == [] and breaker.current_state == "closed"

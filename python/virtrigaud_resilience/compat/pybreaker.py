@@ -487,21 +487,27 @@ class CircuitBreaker(_core.CircuitBreaker):
                 listener.success(self)
 
     def _on_generator(self, ticket: int, generator: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-        guarded = self._guard_generator(ticket, generator)
+        finalizers: list[weakref.finalize[Any, Any]] = []
+        guarded = self._guard_generator(ticket, generator, finalizers)
         if _native.is_half_open_probe(ticket):
             # A trial generator dropped before its first next() never runs its
-            # body: give its slot back when it is collected.
-            weakref.finalize(guarded, self._record_quiet, ticket, RELEASE)
+            # body: give its slot back when it is collected (unless it reported).
+            finalizers.append(weakref.finalize(guarded, self._record_quiet, ticket, RELEASE))
         return guarded
 
-    def _guard_generator(self, ticket: int, generator: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    def _guard_generator(self, ticket: int, generator: Generator[Any, Any, Any],
+                         finalizers: list[weakref.finalize[Any, Any]]) -> Generator[Any, Any, Any]:
         try:
             result = yield from generator
         except BaseException as exc:
+            for finalizer in finalizers:
+                finalizer.detach()
             raised = self._on_error(ticket, exc)
             if raised is exc:
                 raise
             raise raised  # noqa: B904
+        for finalizer in finalizers:
+            finalizer.detach()
         self._on_success(ticket)
         return result
 
