@@ -401,10 +401,58 @@ def _scrape_ms(metrics: Any, providers: int) -> float:
     return best * 1e3
 
 
+def compat_cases(suite: Suite) -> list[Target]:
+    """The drop-ins (virtrigaud_resilience.compat) against the peers they replace,
+    each used as its users use it."""
+    from virtrigaud_resilience.compat import aiolimiter as c_aiolimiter
+    from virtrigaud_resilience.compat import circuitbreaker as c_circuitbreaker
+    from virtrigaud_resilience.compat import pybreaker as c_pybreaker
+
+    targets = []
+    drop_ins = [
+        ("pybreaker", "CircuitBreaker.call(noop)", 10.0,
+         lambda m: (m.CircuitBreaker(fail_max=10, reset_timeout=60).call, "call(noop)"),
+         c_pybreaker),
+        ("circuitbreaker", "@circuit noop()", 5.0,
+         lambda m: (m.CircuitBreaker(failure_threshold=10, recovery_timeout=60)(noop),
+                    "call()"), c_circuitbreaker),
+    ]
+    for peer, what, factor, build, ours in drop_ins:
+        group = f"drop-in {peer}"
+        call, stmt = build(ours)
+        suite.add(group, f"virtrigaud compat.{peer} {what}", stmt, call=call, noop=noop)
+        try:
+            module = __import__(peer)
+            call, stmt = build(module)
+            suite.add(group, f"{peer} {what}", stmt, call=call, noop=noop)
+        except Exception as exc:
+            suite.skip(f"{peer} (drop-in)", exc)
+        targets.append(Target(f"compat.{peer} {what} >= {factor:g}x faster than {peer}",
+                              (group, f"virtrigaud compat.{peer} {what}"),
+                              (group, f"{peer} {what}"), 1 / factor))
+    group = "drop-in aiolimiter"
+    limiter = c_aiolimiter.AsyncLimiter(1e9, 1)
+    suite.add_async(group, "virtrigaud compat.aiolimiter async with limiter",
+                    "async with limiter: pass", limiter=limiter)
+    try:
+        import aiolimiter
+
+        peer_limiter = aiolimiter.AsyncLimiter(1e9, 1)
+        suite.add_async(group, "aiolimiter async with limiter", "async with limiter: pass",
+                        limiter=peer_limiter)
+    except Exception as exc:
+        suite.skip("aiolimiter (drop-in)", exc)
+    targets.append(Target("compat.aiolimiter async with >= 3x faster than aiolimiter",
+                          (group, "virtrigaud compat.aiolimiter async with limiter"),
+                          (group, "aiolimiter async with limiter"), 1 / 3))
+    return targets
+
+
 #: Further sections register here: name -> function(suite) -> targets.
 SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {
     "policy": policy_cases,
     "metrics": metrics_cases,
+    "compat": compat_cases,
 }
 
 

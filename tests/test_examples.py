@@ -41,3 +41,23 @@ def test_vm_operator_dry_run_rides_out_the_outage() -> None:
     assert any("breaker OPEN" in line for line in attempts)
     assert attempts[-1].endswith("succeeded; Ready=True VMReady; breaker CLOSED")
     assert "vmId=vm-0001" in out
+
+
+def test_drop_in_pybreaker_prints_what_pybreaker_prints() -> None:
+    def transcript(*args: str) -> list[str]:
+        out = run_example_args("drop_in_pybreaker.py", *args)
+        return [line for line in out.splitlines() if line.startswith(("fetch(", "  "))]
+
+    ours = transcript()
+    assert "fetch(3) raised CircuitBreakerError: Failures threshold reached, circuit breaker " \
+           "opened" in ours
+    assert ours[-1] == "  fail_counter=0 success_counter=0 state=closed"
+    pytest.importorskip("pybreaker")
+    assert ours == transcript("--real")
+
+
+def run_example_args(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

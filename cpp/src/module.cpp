@@ -17,6 +17,7 @@
 #include <nanobind/stl/tuple.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -139,6 +140,13 @@ PyObject* g_coroutine_type = nullptr;
 
 bool is_coroutine(PyObject* value) {
     return reinterpret_cast<PyObject*>(Py_TYPE(value)) == g_coroutine_type;
+}
+
+// types.GeneratorType, set at import (PyGen_Check is not in the stable ABI).
+PyObject* g_generator_type = nullptr;
+
+bool is_generator(PyObject* value) {
+    return reinterpret_cast<PyObject*>(Py_TYPE(value)) == g_generator_type;
 }
 
 // A sync entry point got a coroutine back: the function is async. Closes the
@@ -314,22 +322,7 @@ bool notify_rate_limited(PyObject* bucket, int64_t n) {
     return ok;
 }
 
-// Tells Python about a state change: the dispatcher logs and runs the
-// listeners, swallowing what they raise (as absorb_hook_error does). Returns
-// false iff a KeyboardInterrupt or SystemExit came through (left set).
-bool notify(PyObject* breaker, const vr::Transition& t) {
-    if (!t.changed || g_on_transition == nullptr) {
-        return true;
-    }
-    const int from = t.from == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.from);
-    const int to = t.to == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(t.to);
-    PyObject* hook = Py_NewRef(g_on_transition);  // the hook may be uninstalled meanwhile
-    PyObject* r = PyObject_CallFunction(hook, "Oii", breaker, from, to);
-    const bool ok = r != nullptr || absorb_hook_error(hook);
-    Py_XDECREF(r);
-    Py_DECREF(hook);
-    return ok;
-}
+bool notify(PyObject* breaker, const vr::Transition& t);
 
 // ------------------------------------------------------------ TokenBucket --
 
@@ -383,12 +376,37 @@ PyMethodDef bucket_try_acquire_def = {
 
 // --------------------------------------------------------- CircuitBreaker --
 
+// What a breaker's owner (a drop-in module) takes over from the native call
+// path, set with _set_hooks(). Each hook is a method of the breaker looked up
+// by name when used; none is consulted on the success path of a closed
+// breaker except the two flag tests.
+enum Hooks : uint32_t {
+    // transitions go to self._transition(old, new) instead of the global
+    // dispatcher, and what it raises (any exception) propagates to the caller
+    kHookTransition = 1,
+    // a rejected call returns self._on_reject(fn, *args, **kwargs)
+    kHookReject = 2,
+    // when fn raises: exc2 = self._on_error(ticket, exc) records the outcome
+    // and returns the exception to raise (exc itself, or another chained to it)
+    kHookError = 4,
+    // a generator result is handed to self._on_generator(ticket, gen), whose
+    // return value is the call's: the outcome comes when the generator ends
+    kHookGenerator = 8,
+    // a coroutine result is a plain value (recorded as a success), as the
+    // pure-Python breakers treat it, instead of a TypeError
+    kAcceptCoroutine = 16,
+    // call() is self._call_python(fn, *args, **kwargs) altogether
+    kDelegate = 32,
+};
+
 struct PyCircuitBreaker {
     vr::CircuitBreaker core;
     std::string name;
     std::string provider_type;
     std::string provider;
     nb::object classify;  // classify(exc) -> 0 success, 1 failure, 2 release
+    // Hooks; atomic for free-threaded builds (set rarely, read by every call).
+    std::atomic<uint32_t> hooks{0};
 
     PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
@@ -399,6 +417,37 @@ struct PyCircuitBreaker {
           provider(std::move(provider_)),
           classify(std::move(classify_)) {}
 };
+
+int state_code(vr::BreakerState s) {
+    return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
+}
+
+// Tells Python about a state change: the dispatcher logs and runs the
+// listeners, swallowing what they raise (as absorb_hook_error does), or the
+// breaker's own _transition() (kHookTransition), whose exceptions propagate.
+// Returns false iff an exception was left set.
+bool notify(PyObject* breaker, const vr::Transition& t) {
+    if (!t.changed) {
+        return true;
+    }
+    const int from = state_code(t.from);
+    const int to = state_code(t.to);
+    if ((nb::inst_ptr<PyCircuitBreaker>(breaker)->hooks.load(std::memory_order_relaxed) &
+         kHookTransition) != 0) {
+        PyObject* r = PyObject_CallMethod(breaker, "_transition", "ii", from, to);
+        Py_XDECREF(r);
+        return r != nullptr;
+    }
+    if (g_on_transition == nullptr) {
+        return true;
+    }
+    PyObject* hook = Py_NewRef(g_on_transition);  // the hook may be uninstalled meanwhile
+    PyObject* r = PyObject_CallFunction(hook, "Oii", breaker, from, to);
+    const bool ok = r != nullptr || absorb_hook_error(hook);
+    Py_XDECREF(r);
+    Py_DECREF(hook);
+    return ok;
+}
 
 // kRaisedOutcome: the classifier let a KeyboardInterrupt or SystemExit
 // through (left set); the call is recorded as a failure.
@@ -490,30 +539,92 @@ bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
     return true;
 }
 
-PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
-                       PyObject* kwnames) {
-    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
-    if (b == nullptr) {
-        return nullptr;
-    }
+// self.<method>(fn, *args, **kwargs) for a hook that takes the call's own
+// arguments (args/nargsf/kwnames as the caller passed them to fn).
+PyObject* call_hook_with_args(PyObject* self, const char* method, PyObject* fn,
+                              PyObject* const* args, size_t nargsf, PyObject* kwnames) {
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    std::vector<PyObject*> all(static_cast<size_t>(nargs + nkw + 2));
+    all[0] = self;
+    all[1] = fn;
+    std::copy(args, args + nargs + nkw, all.begin() + 2);
+    PyObject* name = PyUnicode_FromString(method);
+    if (name == nullptr) {
         return nullptr;
     }
-    vr::Ticket ticket;
-    if (!admit(self, b, ticket)) {
+    PyObject* r = PyObject_VectorcallMethod(name, all.data(), static_cast<size_t>(nargs + 2),
+                                            kwnames);
+    Py_DECREF(name);
+    return r;
+}
+
+// fn raised (set): self._on_error(ticket, exc) records it and returns the
+// exception to raise; another one than exc is chained to it, as a `raise`
+// in an except block would.
+PyObject* hand_error_to_python(PyObject* self, const vr::Ticket& ticket) {
+    PyObject* exc = fetch_exception();
+    PyObject* raised = PyObject_CallMethod(self, "_on_error", "LO",
+                                           static_cast<long long>(ticket.encode()), exc);
+    if (raised == nullptr) {
+        PyObject* hook_exc = fetch_exception();
+        if (hook_exc != exc) {
+            PyException_SetContext(hook_exc, Py_NewRef(exc));
+        }
+        restore_exception(hook_exc);
+        Py_DECREF(exc);
         return nullptr;
     }
-    // args[0] (fn) becomes the scratch slot PY_VECTORCALL_ARGUMENTS_OFFSET
-    // allows the callee to use, exactly as CPython's own vectorcall_unbound.
-    PyObject* result = PyObject_Vectorcall(
-        args[0], args + 1, static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
-        kwnames);
+    if (!PyExceptionInstance_Check(raised)) {
+        Py_DECREF(raised);
+        restore_exception(exc);
+        return nullptr;
+    }
+    if (raised != exc) {
+        PyException_SetContext(raised, exc);  // steals exc
+    } else {
+        Py_DECREF(exc);
+    }
+    restore_exception(raised);
+    return nullptr;
+}
+
+// The guarded call: admit, fn(*args, **kwargs) (args/nargsf/kwnames exactly
+// as fn gets them), record. Shared by CircuitBreaker.call and Guarded.
+PyObject* guarded_call(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
+                       size_t nargsf, PyObject* kwnames) {
+    const uint32_t hooks = b->hooks.load(std::memory_order_relaxed);
+    if ((hooks & kDelegate) != 0) {
+        return call_hook_with_args(self, "_call_python", fn, args, nargsf, kwnames);
+    }
+    vr::Ticket ticket = b->core.acquire();
+    if (!ticket.admitted) {
+        if ((hooks & kHookReject) != 0) {
+            return call_hook_with_args(self, "_on_reject", fn, args, nargsf, kwnames);
+        }
+        return raise_rejected(self);
+    }
+    if (!notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return nullptr;
+    }
+    PyObject* result = PyObject_Vectorcall(fn, args, nargsf, kwnames);
     if (result == nullptr) {
+        if ((hooks & kHookError) != 0) {
+            return hand_error_to_python(self, ticket);
+        }
         return record_raised(self, b, ticket);
     }
-    if (is_coroutine(result)) {
+    if ((hooks & kHookGenerator) != 0 && is_generator(result)) {
+        PyObject* r = PyObject_CallMethod(self, "_on_generator", "LO",
+                                          static_cast<long long>(ticket.encode()), result);
+        Py_DECREF(result);
+        if (r == nullptr) {
+            b->core.release(ticket);  // nothing will report it
+        }
+        return r;
+    }
+    if (is_coroutine(result) && (hooks & kAcceptCoroutine) == 0) {
         b->core.release(ticket);  // nothing ran: no outcome
         return refuse_coroutine(result, "CircuitBreaker.call()",
                                 "'await breaker.call_async(fn, ...)'");
@@ -525,6 +636,33 @@ PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
     return result;
 }
 
+// admit() that leaves a rejection as a ticket that is not admitted.
+bool admit_quietly_rejected(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
+    ticket = b->core.acquire();
+    if (ticket.admitted && !notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return false;
+    }
+    return true;
+}
+
+PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                       PyObject* kwnames) {
+    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
+        return nullptr;
+    }
+    // args[0] (fn) becomes the scratch slot PY_VECTORCALL_ARGUMENTS_OFFSET
+    // allows the callee to use, exactly as CPython's own vectorcall_unbound.
+    return guarded_call(self, b, args[0], args + 1,
+                        static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+}
+
 PyMethodDef breaker_call_def = {
     "call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(breaker_call)),
     METH_FASTCALL | METH_KEYWORDS,
@@ -533,6 +671,163 @@ PyMethodDef breaker_call_def = {
     "Raises UnavailableError without calling fn while the breaker is open.\n"
     "An exception from fn is recorded (failure, success or nothing, as the\n"
     "breaker's failure predicate says) and re-raised unchanged."};
+
+
+// ---------------------------------------------------------------- Guarded --
+//
+// fn bound to a breaker: calling it is breaker.call(fn, ...) in one native
+// crossing, with no Python wrapper frame and no *args packing (the
+// decorators of the drop-ins return it for plain functions). It binds as a
+// method does (a descriptor like a function), and has a __dict__ for
+// functools.update_wrapper's __name__, __doc__, __wrapped__.
+
+PyObject* g_method_type = nullptr;  // types.MethodType
+
+struct GuardedObject {
+    PyObject_HEAD
+    PyObject* breaker;
+    PyObject* fn;
+    PyObject* dict;
+    PyObject* weaklist;
+    vectorcallfunc vectorcall;
+};
+
+PyObject* guarded_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
+                             PyObject* kwnames) {
+    auto* g = reinterpret_cast<GuardedObject*>(self);
+    auto* b = ready_instance<PyCircuitBreaker>(g->breaker, "CircuitBreaker");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    return guarded_call(g->breaker, b, g->fn, args, nargsf, kwnames);
+}
+
+PyObject* guarded_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    PyObject* breaker = nullptr;
+    PyObject* fn = nullptr;
+    if ((kwargs != nullptr && PyDict_Size(kwargs) != 0) ||
+        !PyArg_UnpackTuple(args, "Guarded", 2, 2, &breaker, &fn)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Guarded(breaker, fn) takes two positional arguments");
+        }
+        return nullptr;
+    }
+    if (!nb::isinstance<PyCircuitBreaker>(breaker)) {
+        PyErr_SetString(PyExc_TypeError, "Guarded breaker must be a CircuitBreaker");
+        return nullptr;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "Guarded fn must be callable");
+        return nullptr;
+    }
+    auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
+    auto* g = reinterpret_cast<GuardedObject*>(alloc(type, 0));
+    if (g == nullptr) {
+        return nullptr;
+    }
+    g->breaker = Py_NewRef(breaker);
+    g->fn = Py_NewRef(fn);
+    g->dict = nullptr;
+    g->weaklist = nullptr;
+    g->vectorcall = guarded_vectorcall;
+    return reinterpret_cast<PyObject*>(g);
+}
+
+int guarded_traverse(PyObject* self, visitproc visit, void* arg) {
+    auto* g = reinterpret_cast<GuardedObject*>(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(g->breaker);
+    Py_VISIT(g->fn);
+    Py_VISIT(g->dict);
+    return 0;
+}
+
+int guarded_clear(PyObject* self) {
+    auto* g = reinterpret_cast<GuardedObject*>(self);
+    Py_CLEAR(g->breaker);
+    Py_CLEAR(g->fn);
+    Py_CLEAR(g->dict);
+    return 0;
+}
+
+void guarded_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (reinterpret_cast<GuardedObject*>(self)->weaklist != nullptr) {
+        PyObject_ClearWeakRefs(self);
+    }
+    guarded_clear(self);
+    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+// As a function: bound to an instance when looked up through one.
+PyObject* guarded_descr_get(PyObject* self, PyObject* obj, PyObject*) {
+    if (obj == nullptr || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+    return PyObject_CallFunctionObjArgs(g_method_type, self, obj, nullptr);
+}
+
+PyObject* guarded_get_breaker(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<GuardedObject*>(self)->breaker);
+}
+
+PyObject* guarded_get_fn(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<GuardedObject*>(self)->fn);
+}
+
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>
+#define Py_T_PYSSIZET T_PYSSIZET
+#define Py_READONLY READONLY
+#endif
+
+// Pickled by reference, as the function it stands for (functools.wraps gave
+// it the function's __qualname__ and __module__): pickle looks the name up.
+PyObject* guarded_reduce(PyObject* self, PyObject*) {
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
+PyMethodDef guarded_methods[] = {
+    {"__reduce__", guarded_reduce, METH_NOARGS, "Pickled by its qualified name."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyMemberDef guarded_members[] = {
+    {"__vectorcalloffset__", Py_T_PYSSIZET, offsetof(GuardedObject, vectorcall), Py_READONLY,
+     nullptr},
+    {"__dictoffset__", Py_T_PYSSIZET, offsetof(GuardedObject, dict), Py_READONLY, nullptr},
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(GuardedObject, weaklist), Py_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
+PyGetSetDef guarded_getset[] = {
+    {"breaker", guarded_get_breaker, nullptr, "The CircuitBreaker every call goes through.",
+     nullptr},
+    {"fn", guarded_get_fn, nullptr, "The guarded callable.", nullptr},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyType_Slot guarded_type_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(guarded_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(guarded_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(guarded_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(guarded_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(guarded_descr_get)},
+    {Py_tp_members, guarded_members},
+    {Py_tp_methods, guarded_methods},
+    {Py_tp_getset, guarded_getset},
+    {Py_tp_doc, const_cast<char*>(
+                    "Guarded(breaker, fn): fn whose every call is breaker.call(fn, ...), in one\n"
+                    "native call; binds as a method when it is a class attribute.")},
+    {0, nullptr}};
+
+PyType_Spec guarded_spec = {
+    "virtrigaud_resilience._core.Guarded", sizeof(GuardedObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+        Py_TPFLAGS_METHOD_DESCRIPTOR,
+    guarded_type_slots};
 
 int breaker_traverse(PyObject* self, visitproc visit, void* arg) {
 #if PY_VERSION_HEX >= 0x03090000
@@ -560,8 +855,22 @@ PyType_Slot breaker_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(breaker_
 // A method's self as both the C++ object and the Python instance (for hooks).
 using Self = nb::pointer_and_handle<PyCircuitBreaker>;
 
-int state_code(vr::BreakerState s) {
-    return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
+// A transition as (old, new) state codes, or None: for the quiet methods,
+// whose caller (a drop-in) dispatches the change itself, in its own order.
+using MaybeTransition = std::optional<std::tuple<int, int>>;
+
+MaybeTransition transition_tuple(const vr::Transition& t) {
+    if (!t.changed) {
+        return std::nullopt;
+    }
+    return std::make_tuple(state_code(t.from), state_code(t.to));
+}
+
+vr::BreakerState state_from_code(int code) {
+    if (code < 0 || code > 3) {
+        throw nb::value_error("breaker state code must be 0 closed, 1 half-open, 2 open or 3 held open");
+    }
+    return static_cast<vr::BreakerState>(code);
 }
 
 
@@ -991,6 +1300,8 @@ NB_MODULE(_core, m) {
     m.attr("MAX_CLOCK_NS") = vr::kMaxClockNs;
 
     g_coroutine_type = nb::module_::import_("types").attr("CoroutineType").inc_ref().ptr();
+    g_generator_type = nb::module_::import_("types").attr("GeneratorType").inc_ref().ptr();
+    g_method_type = nb::module_::import_("types").attr("MethodType").inc_ref().ptr();
 
     nb::class_<vr::ManualClock>(m, "ManualClock",
                                 "A clock that moves only when told to (native part).")
@@ -1041,6 +1352,19 @@ NB_MODULE(_core, m) {
             },
             "interval_ns"_a, "burst"_a)
         .def("_now_ns", [](const PyTokenBucket& b) { return vr::now_ns(b.core.clock()); })
+        .def(
+            "_try_acquire_ns",
+            [](PyTokenBucket& b, int64_t cost_ns, int64_t now_ns) {
+                return b.core.try_acquire_ns(cost_ns, now_ns);
+            },
+            "cost_ns"_a, "now_ns"_a = -1,
+            "Takes cost_ns of capacity (n tokens cost n * interval_ns) if it conforms at\n"
+            "now_ns (< 0: the bucket's clock); never waits.")
+        .def(
+            "_debt_ns",
+            [](const PyTokenBucket& b, int64_t now_ns) { return b.core.debt_ns(now_ns); },
+            "now_ns"_a = -1,
+            "Capacity in use at now_ns, in ns: a cost c conforms iff debt + c <= burst * interval.")
         .def_prop_ro("tokens", [](const PyTokenBucket& b) { return b.core.tokens(); },
                      "Tokens available now (a float); negative while reservations wait.")
         .def_prop_ro("burst", [](const PyTokenBucket& b) { return b.core.burst(); },
@@ -1127,6 +1451,95 @@ NB_MODULE(_core, m) {
             "Opens the breaker and holds it open until reset() (manual override).")
         .def_prop_ro("_state_code",
                      [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
+        .def(
+            "_set_hooks",
+            [](PyCircuitBreaker& b, uint32_t hooks) {
+                b.hooks.store(hooks, std::memory_order_relaxed);
+            },
+            "hooks"_a,
+            "Hands parts of the call path to Python methods (see Hooks in module.cpp):\n"
+            "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
+            "16 coroutine results are values, 32 call() is _call_python().")
+        .def(
+            "_try_admit",
+            [](Self self) -> int64_t {
+                vr::Ticket ticket;
+                if (!admit_quietly_rejected(self.h.ptr(), self.p, ticket)) {
+                    throw nb::python_error();
+                }
+                return ticket.encode();
+            },
+            "Admits a call: its ticket, or -1 when the breaker refuses it (nothing raised).")
+        .def(
+            "_record_quiet",
+            [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t synced) {
+                const vr::Ticket t = vr::Ticket::decode(ticket);
+                switch (outcome) {
+                    case 0:
+                        return transition_tuple(b.core.record_success(t, synced));
+                    case 1:
+                        return transition_tuple(b.core.record_failure(t, synced));
+                    default:
+                        b.core.release(t);
+                        return MaybeTransition();
+                }
+            },
+            "ticket"_a, "outcome"_a, "synced"_a = -1,
+            "Records a ticket's outcome (0 success, 1 failure, 2 release) without telling\n"
+            "anyone; returns the transition (old, new) or None. `synced` >= 0 is the\n"
+            "storage's count after this outcome (successful probes, or the failure streak).")
+        .def(
+            "_move",
+            [](PyCircuitBreaker& b, int kind) {
+                switch (kind) {
+                    case 0:
+                        return transition_tuple(b.core.reset());
+                    case 1:
+                        return transition_tuple(b.core.to_half_open());
+                    case 2:
+                        return transition_tuple(b.core.trip(false));
+                    case 3:
+                        return transition_tuple(b.core.trip(true));
+                    default:
+                        throw nb::value_error("_move kind must be 0 close, 1 half-open, 2 open, 3 open + failure");
+                }
+            },
+            "kind"_a,
+            "A manual transition without telling anyone: 0 close, 1 half-open (slots\n"
+            "free), 2 open (times out as a trip does), 3 open counting one failure.\n"
+            "Returns the visible transition (old, new) or None.")
+        .def(
+            "_restore",
+            [](PyCircuitBreaker& b, int state, int64_t streak, int64_t successes,
+               int64_t opened_at_ns) {
+                return transition_tuple(
+                    b.core.restore(state_from_code(state), streak, successes, opened_at_ns));
+            },
+            "state"_a, "streak"_a, "successes"_a, "opened_at_ns"_a,
+            "Sets state, failure streak, half-open successes and the opening stamp at\n"
+            "once (quiet); returns the visible transition (old, new) or None.")
+        .def(
+            "_configure",
+            [](PyCircuitBreaker& b, uint32_t failure_threshold, int64_t reset_timeout_ns,
+               uint32_t success_threshold) {
+                b.core.set_failure_threshold(failure_threshold);
+                b.core.set_reset_timeout_ns(reset_timeout_ns);
+                b.core.set_success_threshold(success_threshold);
+            },
+            "failure_threshold"_a, "reset_timeout_ns"_a, "success_threshold"_a,
+            "Changes the thresholds at run time (clamped; the caller validates).")
+        .def_prop_ro("failure_streak", [](const PyCircuitBreaker& b) { return b.core.failure_streak(); },
+                     "Counted failures since the last success or close, across opening.")
+        .def_prop_ro("half_open_successes",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_successes(); },
+                     "Successful probes of the current half-open round.")
+        .def_prop_ro("success_threshold",
+                     [](const PyCircuitBreaker& b) { return b.core.success_threshold(); },
+                     "0: the guide's half-open rule; S: the S-th successful probe closes.")
+        .def_prop_ro("opened_at_ns", [](const PyCircuitBreaker& b) { return b.core.opened_at_ns(); },
+                     "Clock time (ns) of the last opening; 0 if none.")
+        .def("_now_ns", [](const PyCircuitBreaker& b) { return b.core.now(); },
+             "The breaker's clock, in ns.")
         .def_prop_ro("held_open", [](const PyCircuitBreaker& b) {
             return b.core.state() == vr::BreakerState::kHeldOpen;
         }, "True while force_open() holds the breaker open.")
@@ -1199,6 +1612,14 @@ NB_MODULE(_core, m) {
             "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
             "in one call, for the metrics collector.");
     add_fastcall_method(breaker, &breaker_call_def);
+    m.attr("BREAKER_MAX_SUCCESS_THRESHOLD") = vr::CircuitBreaker::kMaxSuccessThreshold;
+    {
+        PyObject* guarded_type = PyType_FromSpec(&guarded_spec);
+        if (guarded_type == nullptr) {
+            throw nb::python_error();
+        }
+        m.attr("Guarded") = nb::steal(guarded_type);
+    }
 
 
     nb::class_<PyBulkhead>(m, "Bulkhead", "Bounded concurrency counter (native part).")

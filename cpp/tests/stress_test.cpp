@@ -1097,6 +1097,58 @@ void test_bucket_refund_after_set_rate() {
 
 // ------------------------------------------------------- circuit breaker --
 
+
+void test_bucket_cost_ns() {
+    // Issue 11 (aiolimiter's leaky bucket): fractional costs in ns on the
+    // caller's clock. Edges first, then threads taking random costs from a
+    // frozen clock: what they took adds up to the capacity, never more.
+    ManualClock clock(1'000'000);
+    TokenBucket b(1000, 10, &clock);  // tau = 10,000 ns
+    CHECK(!b.try_acquire_ns(-1, -1));
+    CHECK(!b.try_acquire_ns(10'001, -1));
+    CHECK(b.try_acquire_ns(0, -1));
+    CHECK(b.try_acquire_ns(10'000, -1));      // the whole capacity at once
+    CHECK(!b.try_acquire_ns(1, -1));
+    CHECK(b.try_acquire_ns(0, -1));           // nothing always fits
+    CHECK_EQ(b.debt_ns(-1), int64_t{10'000});
+    CHECK_EQ(b.debt_ns(clock.now() + 2'500), int64_t{7'500});  // an explicit now
+    CHECK(b.try_acquire_ns(2'500, clock.now() + 2'500));
+    CHECK(!b.try_acquire_ns(1, clock.now() + 2'500));
+    CHECK_EQ(b.debt_ns(kMaxClockNs), int64_t{0});
+    CHECK(b.try_acquire_ns(10'000, std::numeric_limits<int64_t>::max()));  // clamped now
+    CHECK_EQ(b.debt_ns(std::numeric_limits<int64_t>::max()), int64_t{10'000});
+
+    const int kRounds = 50 * g_scale;
+    long bad = 0;
+    for (int r = 0; r < kRounds; ++r) {
+        ManualClock frozen(1'000'000 + r);
+        TokenBucket bucket(997, 1'003, &frozen);  // tau = 999,991 ns
+        const int64_t tau = 997 * 1'003;
+        std::atomic<int64_t> taken{0};
+        std::atomic<int64_t> largest_refused{0};
+        run_threads(kThreads, [&](int i) {
+            Rng rng(static_cast<uint64_t>(r * kThreads + i));
+            for (;;) {
+                const int64_t cost = static_cast<int64_t>(rng.below(20'000));
+                if (bucket.try_acquire_ns(cost, -1)) {
+                    taken.fetch_add(cost, std::memory_order_relaxed);
+                } else {
+                    int64_t seen = largest_refused.load(std::memory_order_relaxed);
+                    while (cost > seen &&
+                           !largest_refused.compare_exchange_weak(seen, cost,
+                                                                  std::memory_order_relaxed)) {
+                    }
+                    return;
+                }
+            }
+        });
+        bad += taken.load() > tau;
+        bad += taken.load() != bucket.debt_ns(-1);
+        bad += taken.load() + largest_refused.load() <= tau;  // a refusal means it did not fit
+    }
+    CHECK_EQ(bad, 0L);
+}
+
 void test_breaker_single_trip() {
     // Everyone fails, the breaker never times out: exactly one thread wins the
     // one closed -> open transition; stale failures change nothing.
@@ -1990,6 +2042,193 @@ void test_breaker_lease_reclaim_race() {
 
 // -------------------------------------------------------------- bulkhead --
 
+
+void test_breaker_success_threshold_edges() {
+    // The drop-ins' additions (issue 11), one thread: the failure streak
+    // survives opening, a success threshold S closes on the S-th successful
+    // probe (each earlier one frees its slot), manual moves and restore().
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(3, 100, 1, &clock);
+    cb.set_success_threshold(3);
+    CHECK_EQ(cb.success_threshold(), uint32_t{3});
+    for (int i = 0; i < 3; ++i) {
+        cb.record_failure(cb.acquire());
+    }
+    CHECK_EQ(state_int(cb.state()), state_int(BreakerState::kOpen));
+    CHECK_EQ(cb.failure_streak(), uint32_t{3});      // kept while open
+    CHECK_EQ(cb.consecutive_failures(), uint32_t{0});  // the guide's reading: closed only
+    clock.advance(100);
+    for (uint32_t k = 1; k <= 2; ++k) {
+        const Ticket p = cb.acquire();
+        CHECK(p.admitted && p.half_open);
+        CHECK_EQ(cb.failure_streak(), k == 1 ? uint32_t{3} : uint32_t{0});
+        CHECK(!cb.acquire().admitted);  // the one slot is taken
+        CHECK(!cb.record_success(p).changed);
+        CHECK_EQ(cb.half_open_successes(), k);
+        CHECK_EQ(cb.half_open_calls(), uint32_t{0});  // the slot came back
+        CHECK_EQ(cb.failure_streak(), uint32_t{0});
+    }
+    Ticket p = cb.acquire();
+    const Transition closed = cb.record_success(p);
+    CHECK(closed.changed && closed.to == BreakerState::kClosed);
+    CHECK_EQ(cb.half_open_successes(), uint32_t{0});
+    // A failed probe after successes re-opens with a streak of 1; one before
+    // any success with the carried streak + 1.
+    for (int i = 0; i < 3; ++i) {
+        cb.record_failure(cb.acquire());
+    }
+    clock.advance(100);
+    p = cb.acquire();
+    CHECK(!cb.record_success(p).changed);
+    p = cb.acquire();
+    CHECK(cb.record_failure(p).to == BreakerState::kOpen);
+    CHECK_EQ(cb.failure_streak(), uint32_t{1});
+    CHECK_EQ(cb.half_open_successes(), uint32_t{0});
+    clock.advance(100);
+    p = cb.acquire();
+    CHECK(cb.record_failure(p).changed);
+    CHECK_EQ(cb.failure_streak(), uint32_t{2});
+    // A probe reported twice frees its slot once.
+    clock.advance(100);
+    p = cb.acquire();
+    cb.record_success(p);
+    const uint64_t gen = cb.generation();
+    cb.record_success(p);
+    CHECK_EQ(cb.half_open_successes(), uint32_t{1});
+    CHECK_EQ(cb.half_open_calls(), uint32_t{0});
+    CHECK_EQ(cb.generation(), gen);
+    // Synced counts (a shared storage's): the streak and the successes as given.
+    cb.reset();
+    Ticket t = cb.acquire();
+    CHECK(!cb.record_failure(t, 2).changed);
+    CHECK_EQ(cb.failure_streak(), uint32_t{2});
+    t = cb.acquire();
+    CHECK(cb.record_failure(t, 7).to == BreakerState::kOpen);  // 7 >= 3
+    CHECK_EQ(cb.failure_streak(), uint32_t{7});
+    clock.advance(100);
+    p = cb.acquire();
+    CHECK(cb.record_success(p, 3).to == BreakerState::kClosed);  // 3 >= S at once
+    t = cb.acquire();
+    CHECK(!cb.record_failure(t, 0).changed);  // a storage that reads 0 never trips
+    CHECK_EQ(cb.failure_streak(), uint32_t{0});
+    // Manual moves keep the streak (close forgets it) and report only visible changes.
+    cb.record_failure(cb.acquire());
+    clock.advance(50);
+    const Transition opened = cb.trip();
+    CHECK(opened.changed && opened.to == BreakerState::kOpen);
+    CHECK_EQ(cb.opened_at_ns(), clock.now());
+    CHECK_EQ(cb.failure_streak(), uint32_t{1});
+    CHECK(!cb.trip(true).changed);  // open -> open: none, but counted
+    CHECK_EQ(cb.failure_streak(), uint32_t{2});
+    CHECK(!cb.acquire().admitted);
+    CHECK(cb.to_half_open().to == BreakerState::kHalfOpen);
+    CHECK_EQ(cb.failure_streak(), uint32_t{2});
+    CHECK(cb.acquire().admitted);
+    CHECK(cb.reset().to == BreakerState::kClosed);
+    CHECK_EQ(cb.failure_streak(), uint32_t{0});
+    // restore(): every field, a new generation, clamped values.
+    const uint64_t before = cb.generation();
+    CHECK(cb.restore(BreakerState::kHalfOpen, 5, 2, 42).to == BreakerState::kHalfOpen);
+    CHECK_EQ(cb.generation(), before + 1);
+    CHECK_EQ(cb.half_open_successes(), uint32_t{2});
+    CHECK_EQ(cb.failure_streak(), uint32_t{0});
+    CHECK_EQ(cb.opened_at_ns(), int64_t{42});
+    cb.restore(BreakerState::kHalfOpen, INT64_MAX, 0, 0);
+    CHECK_EQ(cb.failure_streak(), CircuitBreaker::kMaxSuccessThreshold);  // saturated carry
+    cb.restore(BreakerState::kOpen, INT64_MAX, INT64_MAX, std::numeric_limits<int64_t>::min());
+    CHECK_EQ(cb.opened_at_ns(), -(kMaxClockNs / 2));
+    CHECK_EQ(cb.failure_streak(), (uint32_t{1} << 22) - 1);
+    CHECK(cb.acquire().admitted);  // an opening long ago: timed out
+    cb.restore(BreakerState::kClosed, -5, -5, 0);
+    CHECK_EQ(cb.failure_streak(), uint32_t{0});
+    // Run-time thresholds, clamped.
+    cb.set_failure_threshold(0);
+    CHECK_EQ(cb.failure_threshold(), uint32_t{1});
+    cb.set_failure_threshold(~uint32_t{0});
+    CHECK_EQ(cb.failure_threshold(), CircuitBreaker::kMaxFailureThreshold);
+    cb.set_reset_timeout_ns(-1);
+    CHECK_EQ(cb.reset_timeout_ns(), int64_t{0});
+    cb.set_success_threshold(~uint32_t{0});
+    CHECK_EQ(cb.success_threshold(), CircuitBreaker::kMaxSuccessThreshold);
+    // A lowered failure threshold trips at the next failure.
+    cb.set_failure_threshold(5);
+    for (int i = 0; i < 3; ++i) {
+        cb.record_failure(cb.acquire());
+    }
+    cb.set_failure_threshold(2);
+    CHECK(cb.record_failure(cb.acquire()).to == BreakerState::kOpen);
+    CHECK_EQ(cb.failure_streak(), uint32_t{4});
+}
+
+void test_breaker_success_threshold_race() {
+    // Threads race through half-open rounds with a success threshold S and M
+    // slots: each round closes exactly once, only after at least S successful
+    // probes were reported, and never holds more than M slots. Every round
+    // ends with a trip from another thread's failure or the main thread's.
+    constexpr uint32_t kM = 3;
+    constexpr uint32_t kS = 40;
+    ManualClock clock(1'000'000);
+    CircuitBreaker cb(1, 10, kM, &clock, 0);
+    cb.set_success_threshold(kS);
+    const int kRounds = 60 * g_scale;
+    std::atomic<long> over_slots{0};
+    std::atomic<long> closes{0};
+    std::atomic<long> early_close{0};
+    std::atomic<uint64_t> round_successes{0};
+    std::atomic<bool> stop{false};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 11);
+        while (!stop.load(std::memory_order_acquire)) {
+            const Ticket t = cb.acquire();
+            if (!t.admitted) {
+                std::this_thread::yield();
+                continue;
+            }
+            if (cb.half_open_calls() > kM) {
+                over_slots.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (!t.half_open) {
+                cb.record_success(t);  // closed: nothing to see
+                continue;
+            }
+            if (rng.below(200) == 0) {
+                cb.release(t);  // a cancelled probe
+                continue;
+            }
+            // Counted before it is recorded: when a success closes the round,
+            // every success recorded in it is already counted (and stale ones
+            // of the round before may be too: the check can only be lenient).
+            round_successes.fetch_add(1, std::memory_order_relaxed);
+            const Transition tr = cb.record_success(t);
+            if (tr.changed) {
+                closes.fetch_add(1, std::memory_order_relaxed);
+                if (round_successes.load(std::memory_order_relaxed) < kS) {
+                    early_close.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        }
+    }, [&] {
+        long seen = 0;
+        for (int r = 0; r < kRounds; ++r) {
+            round_successes.store(0, std::memory_order_relaxed);
+            cb.trip();
+            clock.advance(10);
+            // Wait for this round's close.
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+            while (closes.load(std::memory_order_relaxed) == seen &&
+                   std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::yield();
+            }
+            seen = closes.load(std::memory_order_relaxed);
+        }
+        stop.store(true, std::memory_order_release);
+    });
+    CHECK_EQ(closes.load(), static_cast<long>(kRounds));
+    CHECK_EQ(early_close.load(), 0L);
+    CHECK_EQ(over_slots.load(), 0L);
+    CHECK_EQ(cb.transitions_to(BreakerState::kClosed), static_cast<uint64_t>(kRounds));
+}
+
 void test_bulkhead_limit() {
     // Threads enter and exit as fast as they can: never more than max in
     // flight, every attempt counted, nothing left in flight at the end.
@@ -2837,6 +3076,7 @@ int main(int argc, char** argv) {
         {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
         {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
         {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
+        {"bucket_cost_ns", test_bucket_cost_ns, 1},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
@@ -2846,6 +3086,8 @@ int main(int argc, char** argv) {
         {"breaker_stale_half_open_concurrent", test_breaker_stale_half_open_concurrent, 2},
         {"breaker_half_open_lease", test_breaker_half_open_lease, 1},
         {"breaker_lease_reclaim_race", test_breaker_lease_reclaim_race, 2},
+        {"breaker_success_threshold_edges", test_breaker_success_threshold_edges, 1},
+        {"breaker_success_threshold_race", test_breaker_success_threshold_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
         {"bulkhead_unmatched_exit", test_bulkhead_unmatched_exit, 3},
         {"bulkhead_fifo", test_bulkhead_fifo, 2},

@@ -2,7 +2,7 @@
 
 
 
-from typing import Any, Callable, ParamSpec, TypeVar
+from typing import Any, Callable, Generic, ParamSpec, TypeVar
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
@@ -83,6 +83,17 @@ class TokenBucket:
 
     def _now_ns(self) -> int: ...
 
+    def _try_acquire_ns(self, cost_ns: int, now_ns: int = -1) -> bool:
+        """
+        Takes cost_ns of capacity (n tokens cost n * interval_ns) if it conforms at
+        now_ns (< 0: the bucket's clock); never waits.
+        """
+
+    def _debt_ns(self, now_ns: int = -1) -> int:
+        """
+        Capacity in use at now_ns, in ns: a cost c conforms iff debt + c <= burst * interval.
+        """
+
     @property
     def tokens(self) -> float:
         """Tokens available now (a float); negative while reservations wait."""
@@ -153,6 +164,60 @@ class CircuitBreaker:
 
     @property
     def _state_code(self) -> int: ...
+
+    def _set_hooks(self, hooks: int) -> None:
+        """
+        Hands parts of the call path to Python methods (see Hooks in module.cpp):
+        1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,
+        16 coroutine results are values, 32 call() is _call_python().
+        """
+
+    def _try_admit(self) -> int:
+        """
+        Admits a call: its ticket, or -1 when the breaker refuses it (nothing raised).
+        """
+
+    def _record_quiet(self, ticket: int, outcome: int, synced: int = -1) -> tuple[int, int] | None:
+        """
+        Records a ticket's outcome (0 success, 1 failure, 2 release) without telling
+        anyone; returns the transition (old, new) or None. `synced` >= 0 is the
+        storage's count after this outcome (successful probes, or the failure streak).
+        """
+
+    def _move(self, kind: int) -> tuple[int, int] | None:
+        """
+        A manual transition without telling anyone: 0 close, 1 half-open (slots
+        free), 2 open (times out as a trip does), 3 open counting one failure.
+        Returns the visible transition (old, new) or None.
+        """
+
+    def _restore(self, state: int, streak: int, successes: int, opened_at_ns: int) -> tuple[int, int] | None:
+        """
+        Sets state, failure streak, half-open successes and the opening stamp at
+        once (quiet); returns the visible transition (old, new) or None.
+        """
+
+    def _configure(self, failure_threshold: int, reset_timeout_ns: int, success_threshold: int) -> None:
+        """Changes the thresholds at run time (clamped; the caller validates)."""
+
+    @property
+    def failure_streak(self) -> int:
+        """Counted failures since the last success or close, across opening."""
+
+    @property
+    def half_open_successes(self) -> int:
+        """Successful probes of the current half-open round."""
+
+    @property
+    def success_threshold(self) -> int:
+        """0: the guide's half-open rule; S: the S-th successful probe closes."""
+
+    @property
+    def opened_at_ns(self) -> int:
+        """Clock time (ns) of the last opening; 0 if none."""
+
+    def _now_ns(self) -> int:
+        """The breaker's clock, in ns."""
 
     @property
     def held_open(self) -> bool:
@@ -240,6 +305,8 @@ class CircuitBreaker:
         An exception from fn is recorded (failure, success or nothing, as the
         breaker's failure predicate says) and re-raised unchanged.
         """
+
+BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
 
 class Bulkhead:
     """Bounded concurrency counter (native part)."""
@@ -339,3 +406,19 @@ class Backoff:
 
     def uniform(self) -> float:
         """One draw in [0, 1) from this calculator's generator."""
+
+class Guarded(Generic[_P, _T]):
+    """
+    Guarded(breaker, fn): fn whose every call is breaker.call(fn, ...), in one
+    native call; binds as a method when it is a class attribute.
+    """
+
+    def __init__(self, breaker: CircuitBreaker, fn: Callable[_P, _T], /) -> None: ...
+    def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _T: ...
+    def __get__(self, obj: object, owner: type | None = None) -> Any: ...
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The CircuitBreaker every call goes through."""
+    @property
+    def fn(self) -> Callable[_P, _T]:
+        """The guarded callable."""

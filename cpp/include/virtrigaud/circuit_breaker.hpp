@@ -2,7 +2,11 @@
 //
 // First word (the state word):
 //   bits  0..1   state: 0 closed, 1 half-open, 2 open, 3 held open (force_open)
-//   bits  2..23  consecutive failures while closed (22 bits)
+//   bits  2..23  the failure streak (22 bits): consecutive counted failures
+//                while closed, the streak it opened with while open; while
+//                half-open, bit 23 set means "a probe of this round
+//                succeeded" and bits 2..22 count those probes, else bits
+//                2..22 carry the streak (saturated at 2^21-1)
 //   bits 24..39  half-open calls admitted and not released (16 bits)
 //   bits 40..63  the generation's low 24 bits (its tag)
 // Second word: the generation, bumped by every transition. It is 64 bits
@@ -36,10 +40,20 @@
 //              generation (the lost probes' outcomes become stale) and is its
 //              first probe.
 //   held open: rejects until reset(); never times out.
+// A success threshold S > 0 (set_success_threshold; 0, the default, is the
+// rule above) closes a half-open breaker on the S-th successful probe of
+// the round instead; each earlier successful probe gives its slot back, so
+// up to half_open_max_calls probes run at once and the round goes on until
+// S succeed or one fails (pybreaker's success_threshold with one slot,
+// circuitbreaker's "first success closes" with S = 1 and many slots).
+// The failure streak survives opening (the drop-ins report it as their
+// failure counter): a failed probe re-opens with the streak + 1, a
+// successful one ends it, closing resets it.
 // Outcomes carry the generation of their admission (as sony/gobreaker): an
 // outcome from an older generation is counted but moves nothing.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -89,6 +103,8 @@ class CircuitBreaker {
 public:
     static constexpr uint32_t kMaxFailureThreshold = (1u << 22) - 1;  // 4,194,303
     static constexpr uint32_t kMaxHalfOpenCalls = (1u << 16) - 1;     // 65,535
+    /// Largest success threshold (and the largest streak a half-open word carries).
+    static constexpr uint32_t kMaxSuccessThreshold = (1u << 21) - 1;  // 2,097,151
     /// Longest reset timeout or half-open lease: 2^60 ns (about 36 years).
     static constexpr int64_t kMaxTimeoutNs = int64_t{1} << 60;
 
@@ -139,7 +155,8 @@ public:
                     // Every slot is held by probes older than the lease: start
                     // a fresh half-open generation and be its first probe.
                     stamp_probe(now);
-                    if (state_.compare_exchange(s, make(BreakerState::kHalfOpen, 0, 1, gen + 1))) {
+                    if (state_.compare_exchange(
+                            s, make(BreakerState::kHalfOpen, carried(streak_of(w)), 1, gen + 1))) {
                         cold_.reclaimed.fetch_add(1, std::memory_order_relaxed);
                         return admitted(gen + 1, true);
                     }
@@ -147,11 +164,13 @@ public:
                 }
                 case BreakerState::kOpen: {
                     const int64_t now = now_ns(clock_);
-                    if (now - opened_at_.load(std::memory_order_relaxed) < reset_timeout_ns_) {
+                    if (now - opened_at_.load(std::memory_order_relaxed) <
+                        reset_timeout_ns_.load(std::memory_order_relaxed)) {
                         return reject();
                     }
                     stamp_probe(now);
-                    if (state_.compare_exchange(s, make(BreakerState::kHalfOpen, 0, 1, gen + 1))) {
+                    if (state_.compare_exchange(
+                            s, make(BreakerState::kHalfOpen, carried(failures_of(w)), 1, gen + 1))) {
                         Ticket t = admitted(gen + 1, true);
                         t.transition = transitioned(BreakerState::kOpen, BreakerState::kHalfOpen, now);
                         return t;
@@ -165,7 +184,10 @@ public:
     }
 
     /// The admitted call succeeded (or failed in a way that does not count).
-    Transition record_success(const Ticket& ticket) noexcept {
+    /// `synced_successes` >= 0 replaces a half-open probe's count of
+    /// successful probes (this one included) with a value kept elsewhere (a
+    /// storage shared by processes); < 0 counts here.
+    Transition record_success(const Ticket& ticket, int64_t synced_successes = -1) noexcept {
         successes_.fetch_add(1, std::memory_order_relaxed);
         AtomicPair::Value s;
         if (!read_for(ticket, s)) {
@@ -182,13 +204,31 @@ public:
                     return {};  // the common case: nothing to write
                 }
                 next.first = w & ~kFailuresMask;
-            } else if (state_of(w) == BreakerState::kHalfOpen && ticket.half_open &&
-                       half_open_of(w) >= half_open_max_) {
+            } else if (state_of(w) == BreakerState::kHalfOpen && ticket.half_open) {
                 // Only a probe closes it (a ticket of this generation admitted
                 // without a slot can only come from a torn read: ignore it).
-                next = make(BreakerState::kClosed, 0, 0, s.second + 1);
+                const uint32_t needed = success_threshold_.load(std::memory_order_relaxed);
+                if (needed == 0) {
+                    if (half_open_of(w) < half_open_max_) {
+                        return {};  // not all probes admitted yet
+                    }
+                    next = make(BreakerState::kClosed, 0, 0, s.second + 1);
+                } else {
+                    const uint64_t won =
+                        synced_successes >= 0 ? static_cast<uint64_t>(synced_successes)
+                                              : uint64_t{probe_successes_of(w)} + 1;
+                    if (won >= needed) {
+                        next = make(BreakerState::kClosed, 0, 0, s.second + 1);
+                    } else if (half_open_of(w) == 0) {
+                        return {};  // the slot is not held: a probe reported twice
+                    } else {
+                        // Count it and give the slot back for the next probe.
+                        next.first = ((w & ~kFailuresMask) - kHalfOpenOne) |
+                                     field(kProbeSucceeded | static_cast<uint32_t>(won));
+                    }
+                }
             } else {
-                return {};  // half-open, not all probes admitted yet
+                return {};
             }
             if (state_.compare_exchange(s, next)) {
                 if (next.second == s.second) {
@@ -199,8 +239,11 @@ public:
         }
     }
 
-    /// The admitted call failed in a way that counts.
-    Transition record_failure(const Ticket& ticket) noexcept {
+    /// The admitted call failed in a way that counts. `synced_streak` >= 0
+    /// replaces the failure streak this failure makes (this one included)
+    /// with a value kept elsewhere (a storage shared by processes); < 0
+    /// counts here.
+    Transition record_failure(const Ticket& ticket, int64_t synced_streak = -1) noexcept {
         failures_total_.fetch_add(1, std::memory_order_relaxed);
         const int64_t now = now_ns(clock_);
         AtomicPair::Value s;
@@ -216,20 +259,25 @@ public:
             if (state == BreakerState::kHalfOpen && !ticket.half_open) {
                 return {};  // not a probe (see record_success)
             }
-            if (state == BreakerState::kClosed && failures_of(w) + 1 < threshold_) {
-                if (state_.compare_exchange(s, {w + kFailureOne, s.second})) {
+            if (state != BreakerState::kClosed && state != BreakerState::kHalfOpen) {
+                return {};
+            }
+            const uint32_t streak =
+                synced_streak >= 0
+                    ? static_cast<uint32_t>(std::min<int64_t>(synced_streak, kMaxStreak))
+                    : std::min<uint32_t>(streak_of(w) + 1, kMaxStreak);
+            if (state == BreakerState::kClosed &&
+                streak < threshold_.load(std::memory_order_relaxed)) {
+                if (state_.compare_exchange(s, {(w & ~kFailuresMask) | field(streak), s.second})) {
                     return {};
                 }
                 continue;
-            }
-            if (state != BreakerState::kClosed && state != BreakerState::kHalfOpen) {
-                return {};
             }
             // Trip: the stamp goes first, so a reader of "open" sees it. It only
             // moves forward: a caller that loses the CAS below (or a stale one
             // preempted here) must not rewind the stamp of a newer opening.
             advance_to(opened_at_, now);
-            if (state_.compare_exchange(s, make(BreakerState::kOpen, 0, 0, s.second + 1))) {
+            if (state_.compare_exchange(s, make(BreakerState::kOpen, streak, 0, s.second + 1))) {
                 return transitioned(state, BreakerState::kOpen, now);
             }
         }
@@ -261,8 +309,60 @@ public:
     /// Opens the breaker and holds it open until reset() (a manual override).
     Transition force_open() noexcept { return move_to(BreakerState::kHeldOpen); }
 
+    /// Opens the breaker as a failure would (it half-opens after the reset
+    /// timeout, counted from now), keeping the failure streak, plus one when
+    /// `add_failure` (a failure reported without a ticket: circuitbreaker's
+    /// `with breaker:` body that ran while open). pybreaker's open().
+    Transition trip(bool add_failure = false) noexcept {
+        return move_to(BreakerState::kOpen, add_failure ? 1 : 0);
+    }
+
+    /// Moves to half-open with every slot free, keeping the failure streak
+    /// (pybreaker's half_open()).
+    Transition to_half_open() noexcept { return move_to(BreakerState::kHalfOpen); }
+
+    /// Sets the whole state at once (a storage's view adopted, or synced from
+    /// another process): `state`, the failure `streak`, the half-open round's
+    /// successful probes `successes` (a positive count means the streak is
+    /// 0), and the stamp of the last opening (nanoseconds on this breaker's
+    /// clock, clamped to [-2^61, 2^62]; it may move back here, unlike
+    /// anywhere else). A new
+    /// generation: outcomes of calls admitted before are stale.
+    Transition restore(BreakerState state, int64_t streak, int64_t successes,
+                       int64_t opened_at_ns) noexcept {
+        uint32_t f = static_cast<uint32_t>(clamp64(streak, 0, kMaxStreak));
+        if (state == BreakerState::kHalfOpen) {
+            f = successes > 0 ? kProbeSucceeded | static_cast<uint32_t>(clamp64(
+                                                      successes, 1, kMaxSuccessThreshold))
+                              : carried(f);
+        }
+        // Clamped so that now - stamp fits int64 (now is in [0, kMaxClockNs]).
+        opened_at_.store(clamp64(opened_at_ns, -(kMaxClockNs / 2), kMaxClockNs),
+                         std::memory_order_relaxed);
+        AtomicPair::Value s = snapshot();
+        for (;;) {
+            if (state_.compare_exchange(s, make(state, f, 0, s.second + 1))) {
+                return changed(state_of(s.first), state, now_ns(clock_));
+            }
+        }
+    }
+
     BreakerState state() const noexcept { return state_of(state_.first()); }
-    uint32_t consecutive_failures() const noexcept { return failures_of(state_.first()); }
+    /// Consecutive counted failures while closed (0 when not closed).
+    uint32_t consecutive_failures() const noexcept {
+        const uint64_t w = state_.first();
+        return state_of(w) == BreakerState::kClosed ? failures_of(w) : 0;
+    }
+    /// Counted failures since the last success or close, across opening:
+    /// the drop-ins' failure counter (pybreaker's fail_counter,
+    /// circuitbreaker's failure_count).
+    uint32_t failure_streak() const noexcept { return streak_of(state_.first()); }
+    /// Successful probes of the current half-open round (0 when not half-open).
+    uint32_t half_open_successes() const noexcept { return probe_successes_of(state_.first()); }
+    /// Clock time of the last opening (a trip, trip(), force_open() or
+    /// restore()), 0 if there was none.
+    int64_t opened_at_ns() const noexcept { return opened_at_.load(std::memory_order_relaxed); }
+    int64_t now() const noexcept { return now_ns(clock_); }
     uint32_t half_open_calls() const noexcept { return half_open_of(state_.first()); }
     uint64_t generation() const noexcept { return state_.second(); }
     /// Nanoseconds until an open breaker admits a probe (0 if not open).
@@ -270,14 +370,34 @@ public:
         if (state() != BreakerState::kOpen) {
             return 0;
         }
-        const int64_t left =
-            opened_at_.load(std::memory_order_relaxed) + reset_timeout_ns_ - now_ns(clock_);
+        const int64_t left = opened_at_.load(std::memory_order_relaxed) +
+                             reset_timeout_ns_.load(std::memory_order_relaxed) - now_ns(clock_);
         return left > 0 ? left : 0;
     }
 
-    uint32_t failure_threshold() const noexcept { return threshold_; }
+    uint32_t failure_threshold() const noexcept {
+        return threshold_.load(std::memory_order_relaxed);
+    }
     uint32_t half_open_max_calls() const noexcept { return half_open_max_; }
-    int64_t reset_timeout_ns() const noexcept { return reset_timeout_ns_; }
+    int64_t reset_timeout_ns() const noexcept {
+        return reset_timeout_ns_.load(std::memory_order_relaxed);
+    }
+    /// 0: the guide's rule; S: the S-th successful probe of a round closes.
+    uint32_t success_threshold() const noexcept {
+        return success_threshold_.load(std::memory_order_relaxed);
+    }
+
+    // Run-time changes (clamped as in the constructor). Each takes effect for
+    // the decisions made after it; a decision racing with it uses either value.
+    void set_failure_threshold(uint32_t v) noexcept {
+        threshold_.store(clamp(v, kMaxFailureThreshold), std::memory_order_relaxed);
+    }
+    void set_reset_timeout_ns(int64_t v) noexcept {
+        reset_timeout_ns_.store(clamp64(v, 0, kMaxTimeoutNs), std::memory_order_relaxed);
+    }
+    void set_success_threshold(uint32_t v) noexcept {
+        success_threshold_.store(std::min(v, kMaxSuccessThreshold), std::memory_order_relaxed);
+    }
     int64_t half_open_lease_ns() const noexcept { return half_open_lease_ns_; }
     const ManualClock* clock() const noexcept { return clock_; }
 
@@ -304,6 +424,9 @@ private:
     static constexpr int kFailuresShift = 2;
     static constexpr uint64_t kFailureOne = uint64_t{1} << kFailuresShift;
     static constexpr uint64_t kFailuresMask = uint64_t{(1u << 22) - 1} << kFailuresShift;
+    /// Half-open: the field counts successful probes, not the carried streak.
+    static constexpr uint32_t kProbeSucceeded = uint32_t{1} << 21;
+    static constexpr uint32_t kMaxStreak = (1u << 22) - 1;
     static constexpr int kHalfOpenShift = 24;
     static constexpr uint64_t kHalfOpenOne = uint64_t{1} << kHalfOpenShift;
 
@@ -316,6 +439,27 @@ private:
     static uint32_t failures_of(uint64_t w) noexcept {
         return static_cast<uint32_t>((w & kFailuresMask) >> kFailuresShift);
     }
+    static uint64_t field(uint32_t v) noexcept {
+        return static_cast<uint64_t>(v) << kFailuresShift & kFailuresMask;
+    }
+    /// The streak a half-open word can carry (21 bits).
+    static uint32_t carried(uint32_t streak) noexcept {
+        return std::min(streak, kMaxSuccessThreshold);
+    }
+    static uint32_t streak_of(uint64_t w) noexcept {
+        const uint32_t f = failures_of(w);
+        if (state_of(w) != BreakerState::kHalfOpen) {
+            return f;
+        }
+        return (f & kProbeSucceeded) != 0 ? 0 : f;
+    }
+    static uint32_t probe_successes_of(uint64_t w) noexcept {
+        const uint32_t f = failures_of(w);
+        if (state_of(w) != BreakerState::kHalfOpen || (f & kProbeSucceeded) == 0) {
+            return 0;
+        }
+        return f & ~kProbeSucceeded;
+    }
     static uint32_t half_open_of(uint64_t w) noexcept {
         return static_cast<uint32_t>((w >> kHalfOpenShift) & 0xFFFF);
     }
@@ -325,7 +469,7 @@ private:
     /// The pair for a new state of generation `gen` (the word carries its tag).
     static AtomicPair::Value make(BreakerState s, uint32_t failures, uint32_t half_open,
                                   uint64_t gen) noexcept {
-        return {static_cast<uint64_t>(s) | (static_cast<uint64_t>(failures) << kFailuresShift) |
+        return {static_cast<uint64_t>(s) | field(failures) |
                     (static_cast<uint64_t>(half_open) << kHalfOpenShift) |
                     (tag_of(gen) << kTagShift),
                 gen};
@@ -406,19 +550,32 @@ private:
         cold_.last_transition_ns.store(now, std::memory_order_relaxed);
         return Transition{true, from, to};
     }
-    Transition move_to(BreakerState to) noexcept {
+    /// A transition reported only if it is visible: open -> held open is
+    /// none (both read as open), nor is a move to the same state.
+    Transition changed(BreakerState from, BreakerState to, int64_t now) noexcept {
+        if (index_of(from) == index_of(to)) {
+            return {};
+        }
+        return transitioned(from, to, now);
+    }
+    /// A manual move to `to` in a new generation with every slot free:
+    /// closing forgets the streak, anything else keeps it (+ `add`).
+    Transition move_to(BreakerState to, uint32_t add = 0) noexcept {
         const int64_t now = now_ns(clock_);
-        if (to != BreakerState::kClosed) {
+        if (to == BreakerState::kOpen || to == BreakerState::kHeldOpen) {
             advance_to(opened_at_, now);
         }
         AtomicPair::Value s = snapshot();
         for (;;) {
-            if (state_.compare_exchange(s, make(to, 0, 0, s.second + 1))) {
-                // Open -> held open is no visible change: both read as open.
-                if (index_of(state_of(s.first)) == index_of(to)) {
-                    return {};
+            uint32_t f = 0;
+            if (to != BreakerState::kClosed) {
+                f = std::min<uint32_t>(streak_of(s.first) + add, kMaxStreak);
+                if (to == BreakerState::kHalfOpen) {
+                    f = carried(f);
                 }
-                return transitioned(state_of(s.first), to, now);
+            }
+            if (state_.compare_exchange(s, make(to, f, 0, s.second + 1))) {
+                return changed(state_of(s.first), to, now);
             }
         }
     }
@@ -427,14 +584,15 @@ private:
     alignas(64) AtomicPair state_;  // (state word, generation)
     std::atomic<int64_t> opened_at_;
     const ManualClock* clock_;
-    const int64_t reset_timeout_ns_;
-    const uint32_t threshold_;
+    std::atomic<int64_t> reset_timeout_ns_;
+    std::atomic<uint32_t> threshold_;
     const uint32_t half_open_max_;
     std::atomic<uint64_t> successes_{0};
     std::atomic<uint64_t> failures_total_{0};
 
     // Cold: written on rejections, transitions, probes and cancellations.
     const int64_t half_open_lease_ns_;
+    std::atomic<uint32_t> success_threshold_{0};  // read by half-open successes only
     struct alignas(64) Cold {
         std::atomic<uint64_t> rejected{0};
         std::atomic<uint64_t> transitions[3] = {};

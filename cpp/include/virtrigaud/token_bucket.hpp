@@ -216,6 +216,50 @@ public:
         }
     }
 
+    /// Takes `cost_ns` nanoseconds of the bucket's capacity (a fraction of a
+    /// token: n tokens cost n * interval) if it conforms at time `now` (ns on
+    /// the caller's clock; < 0 reads the bucket's own): max(tat, now) + cost
+    /// - now <= tau. For a leaky bucket of fractional amounts on a clock the
+    /// caller owns (aiolimiter's: the event loop's). cost_ns in [0, tau]; any
+    /// other cost never conforms. Counted as try_acquire counts.
+    bool try_acquire_ns(int64_t cost_ns, int64_t now, bool count_refusal = true) noexcept {
+        if (now < 0) {
+            now = now_ns(clock_);
+        }
+        now = std::min(now, kMaxClockNs);
+        AtomicPair::Value s = state_.load();
+        for (;;) {
+            const uint64_t cfg = s.second;
+            const int64_t tau = burst_of(cfg) * interval_of(cfg);
+            if (cost_ns < 0 || cost_ns > tau) {
+                rejected_.fetch_add(1, std::memory_order_relaxed);
+                return false;
+            }
+            const int64_t next = std::max(tat_of(s), now) + cost_ns;
+            if (next - now > tau) {
+                if (count_refusal) {
+                    rejected_.fetch_add(1, std::memory_order_relaxed);
+                }
+                return false;
+            }
+            if (state_.compare_exchange(s, {static_cast<uint64_t>(next), cfg})) {
+                admitted_.fetch_add(1, std::memory_order_relaxed);
+                return true;
+            }
+        }
+    }
+
+    /// Nanoseconds of capacity in use at `now` (< 0: the bucket's clock):
+    /// max(tat - now, 0), at most tau plus waiting reservations. A cost c
+    /// conforms iff debt + c <= tau, so the wait for it is debt + c - tau.
+    int64_t debt_ns(int64_t now) const noexcept {
+        if (now < 0) {
+            now = now_ns(clock_);
+        }
+        const AtomicPair::Value s = state_.load_consistent();
+        return std::max<int64_t>(tat_of(s) - std::min(now, kMaxClockNs), 0);
+    }
+
     /// Tokens available now; negative while reservations wait for tokens.
     double tokens() const noexcept {
         // One consistent pair: a torn read racing set_rate() could pair the
