@@ -1388,7 +1388,7 @@ PyType_Slot retry_call_type_slots[] = {
     {0, nullptr}};
 
 PyType_Spec retry_call_spec = {
-    "RetryCall", sizeof(RetryCallObject), 0,
+    "virtrigaud_resilience._core.RetryCall", sizeof(RetryCallObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
 #ifdef Py_TPFLAGS_METHOD_DESCRIPTOR
         | Py_TPFLAGS_METHOD_DESCRIPTOR

@@ -81,6 +81,9 @@ class stop_after_attempt(stop_base):  # noqa: N801
     """Stops when the attempt just made is number ``max_attempt_number`` or later."""
 
     def __init__(self, max_attempt_number: int) -> None:
+        if isinstance(max_attempt_number, (str, bytes)):  # compared with an int: never works
+            raise TypeError(f"stop_after_attempt max_attempt_number must be a number, "
+                            f"got {type(max_attempt_number).__name__} {max_attempt_number!r}")
         _validate.float_like("stop_after_attempt", "max_attempt_number", max_attempt_number)
         self.max_attempt_number = max_attempt_number
 
