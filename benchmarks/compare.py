@@ -401,10 +401,17 @@ def _scrape_ms(metrics: Any, providers: int) -> float:
     return best * 1e3
 
 
+def retry_dropin_cases(suite: Suite) -> list[Target]:
+    from compat_retry import retry_dropin_cases as cases  # benchmarks/compat_retry.py
+
+    return cases(suite)
+
+
 #: Further sections register here: name -> function(suite) -> targets.
 SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {
     "policy": policy_cases,
     "metrics": metrics_cases,
+    "retry-dropins": retry_dropin_cases,
 }
 
 

@@ -22,8 +22,8 @@ class TornadoRetrying(BaseRetrying):
         super().__init__(**kwargs)
         self.sleep = sleep
 
-    @gen.coroutine
-    def __call__(  # type: ignore[override]
+    @gen.coroutine  # type: ignore[misc, untyped-decorator, unused-ignore]  # (no tornado)
+    def __call__(  # type: ignore[override, unused-ignore]
         self, fn: Callable[..., typing.Any], *args: typing.Any, **kwargs: typing.Any
     ) -> Generator[typing.Any, typing.Any, typing.Any]:
         self.begin()
