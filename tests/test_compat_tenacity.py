@@ -902,3 +902,53 @@ def test_retry_call_refuses_bad_construction() -> None:
     stats._configure(1, None, None)
     with pytest.raises(AttributeError, match="statistics"):
         stats("abc")  # no statistics dict: an error, never a crash
+
+
+def test_the_native_call_leaks_nothing() -> None:
+    """Every native path (success, statistics reset, an exception raised as
+    is, a resumed exception, a rejected result) gives back what it took."""
+    import gc
+    import tracemalloc
+
+    def resume(outcome: int, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               started: float) -> Any:
+        return (outcome, args, kwargs)
+
+    local = threading.local()
+    stats = _core.RetryCall(lambda x, **k: x, resume, clock=True, stats_key="statistics",
+                            clock_key="start_time", template=(("attempt_number", 1),),
+                            local=local)
+    stats.statistics = {}
+    stats._configure(1, None, None)
+    def raise_(error: type[Exception]) -> Any:
+        def fails(*args: Any, **kwargs: Any) -> None:
+            raise error("x")  # a new one each time: a re-raised one grows its traceback
+        return fails
+
+    raising = _core.RetryCall(raise_(KeyError), resume)
+    raising._configure(1, (OSError,), None)
+    resumed = _core.RetryCall(raise_(OSError), resume, clock=True)
+    resumed._configure(1, (OSError,), None)
+    rejected = _core.RetryCall(lambda x: x, resume)
+    rejected._configure(1, (), lambda value: value > 0)
+
+    def run(n: int) -> None:
+        for i in range(n):
+            stats(i, key=i)
+            with pytest.raises(KeyError):
+                raising()
+            resumed(i, k=1)
+            rejected(i)
+            rejected(-i)
+
+    run(2000)  # warm up caches and free lists
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run(20000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, f"{grown} bytes kept after 20000 rounds"
