@@ -423,6 +423,18 @@ def test_an_exception_that_cannot_be_retried_is_raised_natively() -> None:
     assert tb is not None and tb.tb_frame.f_code.co_name == "fails"
 
 
+def test_virtual_subclasses_of_the_retried_types_are_retried() -> None:
+    import abc
+
+    class Transient(Exception, metaclass=abc.ABCMeta):
+        pass
+
+    Transient.register(KeyError)
+    decorated = compat.retry(retry=compat.retry_if_exception_type(Transient),
+                             sleep=lambda s: None)(_flaky([KeyError("virtual"), "ok"]))
+    assert decorated() == "ok"  # isinstance() says KeyError is a Transient, as for tenacity
+
+
 def test_try_again_is_retried_even_when_the_type_is_not() -> None:
     play = _flaky([compat.TryAgain(), "after"])
     decorated = compat.retry(retry=compat.retry_if_exception_type(OSError),

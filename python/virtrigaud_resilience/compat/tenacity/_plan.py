@@ -88,9 +88,11 @@ def exceptions_retried(strategy: object, try_again: type[BaseException]) -> (
         return None
     types_ = typing.cast(typing.Any, strategy).exception_types
     members = types_ if isinstance(types_, tuple) else (types_,)
-    if not all(isinstance(member, type) and issubclass(member, BaseException)
+    # The native check is a subclass test, as an except clause's; isinstance
+    # also asks a metaclass (an ABC's registered classes): those stay in Python.
+    if not all(type(member) is type and issubclass(member, BaseException)
                for member in members):
-        return None  # let Python's isinstance raise what tenacity would
+        return None  # and Python's isinstance raises what tenacity's would
     return (*members, try_again)
 
 
