@@ -448,11 +448,18 @@ def compat_cases(suite: Suite) -> list[Target]:
     return targets
 
 
+def retry_dropin_cases(suite: Suite) -> list[Target]:
+    from compat_retry import retry_dropin_cases as cases  # benchmarks/compat_retry.py
+
+    return cases(suite)
+
+
 #: Further sections register here: name -> function(suite) -> targets.
 SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {
     "policy": policy_cases,
     "metrics": metrics_cases,
     "compat": compat_cases,
+    "retry-dropins": retry_dropin_cases,
 }
 
 

@@ -61,3 +61,24 @@ def run_example_args(name: str, *args: str) -> str:
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_retry_dropins_retry_with_their_peers_logs_and_statistics() -> None:
+    # (An editable install may print its rebuild first: only the example's lines count.)
+    out = [line for line in run_example("retry_dropins.py").splitlines()
+           if line.startswith(("example ", "tenacity", "backoff"))]
+    assert out == [
+        "example INFO Retrying __main__.describe_with_tenacity in 0.5 seconds as it raised "
+        "ConnectionError: connection reset.",
+        "example INFO Retrying __main__.describe_with_tenacity in 1 seconds as it raised "
+        "ConnectionError: timed out.",
+        "tenacity: vm-1: running",
+        "tenacity statistics: attempt_number=3 idle_for=1.5",
+        "tenacity again: vm-2: running",
+        "tenacity statistics: attempt_number=1 idle_for=0",
+        "backoff INFO Backing off describe_with_backoff(...) for 0.0s "
+        "(ConnectionError: connection reset)",
+        "backoff INFO Backing off describe_with_backoff(...) for 0.0s "
+        "(ConnectionError: timed out)",
+        "backoff: vm-3: running",
+    ]

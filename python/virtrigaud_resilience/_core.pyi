@@ -38,6 +38,26 @@ BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
 
 MAX_CLOCK_NS: int = 4611686018427387904
 
+class RetryCall:
+    """
+    RetryCall(fn, resume, *, clock=False, stats_key=None, clock_key=None,
+              template=(), local=None)
+
+    The function a retry decorator returns: its first attempt runs in one
+    native call (see _configure); Python continues through resume(outcome,
+    value, args, kwargs, t0) with outcome 0 not run, 1 raised, 2 rejected.
+    """
+    def __init__(self, fn: Callable[..., Any], resume: Callable[[int, Any, tuple[Any, ...], dict[str, Any], float], Any], *, clock: bool = False, stats_key: str | None = None, clock_key: str | None = None, template: tuple[tuple[str, Any], ...] = (), local: object | None = None) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    def _configure(self, mode: int, retry_on: type[BaseException] | tuple[type[BaseException], ...] | None, check: Callable[[Any], object] | None, /) -> None: ...
+    def _begin(self) -> float: ...
+    @property
+    def _mode(self) -> int: ...
+    @property
+    def _fn(self) -> Callable[..., Any]: ...
+    def __getattr__(self, name: str) -> Any: ...
+
 class ManualClock:
     """A clock that moves only when told to (native part)."""
 

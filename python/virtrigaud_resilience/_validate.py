@@ -133,3 +133,21 @@ def _at_most(owner: str, field: str, value: Any, result: float, maximum: float |
     if maximum is not None and result > maximum:
         raise ValueError(f"{owner} {field} must be <= {maximum:g}, got {_describe(value)}")
     return result
+
+
+def float_like(owner: str, field: str, value: Any) -> float:
+    """``float(value)`` (numbers, Fractions, Decimals, numeric strings: what
+    the drop-ins' peers accept), refusing NaN, which no comparison can use;
+    a ``timedelta`` gives its seconds. The errors name the field."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    try:
+        result = float(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(
+            f"{owner} {field} must be a number of seconds, "
+            f"got {type(value).__name__} {_describe(value)}"
+        ) from None
+    if math.isnan(result):
+        raise ValueError(f"{owner} {field} must not be NaN, got {_describe(value)}")
+    return result
