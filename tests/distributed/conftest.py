@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -46,7 +47,7 @@ def _server(**options: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[Any]:
+def redis_server(_cluster_starting: Future[Any]) -> Iterator[Any]:
     """One redis-server for the session (never killed by a test)."""
     yield from _server()
 
@@ -58,9 +59,28 @@ def own_server() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def cluster_server() -> Iterator[Any]:
+def _cluster_starting() -> Iterator[Future[Any]]:
+    """A one-node cluster, started in the background with the session's
+    server: Redis takes 2 s to call a new cluster ready, other tests run
+    meanwhile."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        starting = pool.submit(_start_cluster)
+        yield starting
+        server = starting.result() if not starting.exception() else None
+        if server is not None:
+            server.close()
+
+
+def _start_cluster() -> Any:
+    if _IMPORT_ERROR is not None or redis_server_path() is None:
+        return None
+    return RedisServer(cluster=True).start()
+
+
+@pytest.fixture(scope="session")
+def cluster_server(redis_server: Any, _cluster_starting: Future[Any]) -> Any:
     """A one-node Redis Cluster owning every slot."""
-    yield from _server(cluster=True)
+    return _cluster_starting.result()
 
 
 @pytest.fixture

@@ -148,11 +148,11 @@ def test_many_threads_when_redis_dies(own_server: Any, key: str) -> None:
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    time.sleep(0.05)
     own_server.pause()
-    time.sleep(0.5)
+    time.sleep(0.35)
     own_server.resume()
-    time.sleep(0.2)
+    time.sleep(0.1)
     stop.set()
     for t in threads:
         t.join()

@@ -409,7 +409,7 @@ class RedisBreakerSync:
                 pubsub.subscribe(self.key)
                 self._inbox.put(("resync",))  # subscribed first: nothing is missed
                 while not self._closed.is_set():
-                    message = pubsub.get_message(timeout=0.1)
+                    message = pubsub.get_message(timeout=0.05)
                     if message is not None and message.get("type") == "message":
                         self._inbox.put(("remote", message["data"]))
             except REDIS_FAILURES:

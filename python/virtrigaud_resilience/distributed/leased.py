@@ -7,7 +7,8 @@ local bucket's does, and it plugs into ``PolicyBuilder.with_rate_limiter``)
 whose rate and burst a background refresh sets from the lease.
 
 Every ``refresh`` seconds one small script records the process's demand
-(tokens it asked for per second over the last interval) and hands out a
+(tokens it asked for per second, granted or not, averaged over about a
+lease) and hands out a
 max-min fair share of the fleet's ``qps``: no member gets more than it asks
 for, the rest is split evenly among those who want more, and what nobody
 wants is split evenly too. The burst is shared in proportion (each member
@@ -23,7 +24,8 @@ rebalancing after a member joins or leaves adds nothing. Why:
   leases leave free;
 - a lowered share does not free the difference at once: the lease it
   replaces stays counted until it expires, since the member may still be
-  using it (its refresh may be in flight, or its reply lost);
+  using it (its refresh may be in flight, or its reply lost); a share is
+  lowered at most once per lease, so what is counted never ratchets up;
 - a member stops using a lease before the server counts it expired (it
   measures the lease from the moment it sent the request, less a margin
   of 1 ms + 0.1%);
@@ -36,7 +38,7 @@ What rebalancing costs instead is utilisation: a member that leaves
 without releasing (a crash) keeps its share until its lease expires (at
 most ``lease`` seconds), and a member whose share grows gets the capacity
 others give up once their previous leases expire (at most ``refresh +
-lease``). A member given no share holds the native bucket's slowest rate,
+lease``, more while demand keeps shifting). A member given no share holds the native bucket's slowest rate,
 one token per 73 minutes, with an empty bucket; the burst must be at least
 the number of members for each to get a share. While a member cannot reach
 Redis the bound does not cover it: it keeps its last lease until the lease
@@ -127,18 +129,18 @@ local rate = math.max(0, math.min(target, capacity - others_rate))
 local burst = math.min(math.max(1, math.floor(burst_cap * rate / capacity)),
                        burst_cap - others_burst)
 if burst < 1 or rate <= 0 then rate, burst = 0, 0 end
--- a larger lease of this member's, while unexpired, stays counted for the others:
--- the one this replaces, and one it still held (merged: the larger, the later)
+-- Lowering: the lease replaced stays counted for the others until it
+-- expires (the member may still use it). One lowering per lease: while an
+-- earlier one is still counted, the current lease is kept (it fits: the
+-- others were granted around it), so what is counted never ratchets up.
+local cur_rate, cur_burst, cur_expires = 0, 0, 0
+if mine and mine[4] > now then cur_rate, cur_burst, cur_expires = mine[2], mine[3], mine[4] end
 local held_rate, held_burst, held_expires = 0, 0, 0
-local function hold(r, b, e)
-  if e > now and (r > rate or b > burst) then
-    held_rate, held_burst = math.max(held_rate, r), math.max(held_burst, b)
-    held_expires = math.max(held_expires, e)
-  end
-end
-if mine then
-  hold(mine[2], mine[3], mine[4])
-  hold(mine[5], mine[6], mine[7])
+if mine and mine[7] > now then
+  held_rate, held_burst, held_expires = mine[5], mine[6], mine[7]
+  rate, burst = math.max(rate, cur_rate), math.max(burst, cur_burst)
+elseif rate < cur_rate or burst < cur_burst then
+  held_rate, held_burst, held_expires = cur_rate, cur_burst, cur_expires
 end
 redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
            burst, now + lease, held_rate, held_burst, held_expires))
@@ -200,7 +202,7 @@ class LeasedTokenBucket(TokenBucket):
     __slots__ = ("client", "key", "fleet_qps", "fleet_burst", "lease", "refresh", "fallback",
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
-                 "_demand_count", "_fallback_base", "_fallback_sum", "_moves", "_wake",
+                 "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
                  "_thread", "_task")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
@@ -222,6 +224,8 @@ class LeasedTokenBucket(TokenBucket):
         member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
                   if member is None else _check_member(owner, member))
         guard = _check_guard(owner, guard, client)
+        for field, label in (("provider_type", provider_type), ("provider", provider)):
+            _validate.string(owner, field, label)
         super().__init__(MIN_QPS, 1, provider_type=provider_type, provider=provider)
         self._set_rate(_MAX_INTERVAL_NS, 1, 0)  # no share, and no token, before a lease
         self.client, self.key, self._kind, self._guard = client, key, kind, guard
@@ -237,6 +241,7 @@ class LeasedTokenBucket(TokenBucket):
         self._share: tuple[int, int] = (_MAX_INTERVAL_NS, 1)
         self._demand_at = time.monotonic()
         self._demand_count = 0
+        self._demand = fleet_qps  # nothing measured yet: ask for all, fairness sorts it out
         self._fallback_base: tuple[int, int] | None = None
         self._fallback_sum = [0, 0]
         self._moves = [0, 0]  # times it fell back, times it got a lease back
@@ -446,16 +451,19 @@ class LeasedTokenBucket(TokenBucket):
         return max(0.0, wake - time.monotonic())
 
     def _lease_args(self, now: float) -> tuple[object, ...]:
-        """The lease script's arguments: this member's demand since the last refresh."""
+        """The lease script's arguments, with this member's demand: the tokens
+        it asked for per second (granted or not), averaged over about a lease
+        (an exponential moving average), so that a member asking rarely is
+        not taken for one asking nothing between two refreshes."""
         admitted, rejected, reserved = self._counters()
         count = admitted + rejected + reserved
         elapsed = now - self._demand_at
-        if self._mode == _STARTING or elapsed <= 0:
-            demand = self.fleet_qps  # nothing measured yet: ask for all, fairness sorts it out
-        else:
-            demand = (count - self._demand_count) / elapsed
+        if elapsed > 0 and self._mode != _STARTING:
+            weight = 1.0 - math.exp(-elapsed / self.lease)
+            rate = (count - self._demand_count) / elapsed
+            self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
-        return ("lease", self.member, repr(float(demand)), self.fleet_qps, self.fleet_burst,
+        return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
                 round(self.lease * 1e6))
 
     def _apply(self, reply: Any, sent: float) -> None:
