@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import time
 import types
+import uuid
 from collections.abc import Callable
 
 import pytest
+import redis
 import redis.asyncio
 import virtrigaud_resilience as vr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from virtrigaud_resilience.distributed import LeasedTokenBucket, connect
+from virtrigaud_resilience.distributed.leased import LEASE
 
 FAST = {"lease": 0.2, "refresh": 0.05}
 
@@ -151,3 +156,72 @@ async def test_an_asyncio_client_leases_in_a_task(redis_url: str, key: str) -> N
     with pytest.raises(TypeError, match="sync client"):
         b.close()
     await client.aclose()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 3), st.sampled_from([0.0, 1.0, 5.0, 30.0, 90.0, 1e4])),
+                min_size=1, max_size=40))
+def test_the_lease_script_never_promises_more_than_the_fleets_rate(
+        redis_url: str, calls: list[tuple[int, float]]) -> None:
+    # The core of the bound, at the script: four members ask in any order
+    # with any demands. With a lease long enough that nothing expires, every
+    # lease a member was ever granted is still counted for it (it may still
+    # be using it), and what is counted adds up to at most the fleet's rate
+    # and burst.
+    qps, burst, lease_us = 90.0, 9, 60_000_000
+    client = redis.Redis.from_url(redis_url)
+    key = f"test:{uuid.uuid4().hex}"
+    granted: dict[int, tuple[float, int]] = {}
+    for who, demand in calls:
+        rate, share_burst, _ = LEASE.run(client, key, "lease", f"m{who}", repr(demand), qps,
+                                         burst, lease_us)
+        old_rate, old_burst = granted.get(who, (0.0, 0))
+        granted[who] = (max(old_rate, float(rate)), max(old_burst, int(share_burst)))
+        counted = {}
+        for member, value in client.hgetall(key).items():
+            f = [float(x) for x in value.split()]
+            counted[int(member[1:])] = (max(f[1], f[4]), max(f[2], f[5]))
+        for member, (most_rate, most_burst) in granted.items():
+            assert counted[member][0] >= most_rate - 1e-9
+            assert counted[member][1] >= most_burst
+        assert sum(r for r, _ in counted.values()) <= qps + 1e-9
+        assert sum(b for _, b in counted.values()) <= burst
+    client.delete(key)
+
+
+def test_leases_in_use_never_add_up_to_more_than_the_rate_as_they_expire(
+        redis_url: str, key: str) -> None:
+    # The same at the script, in real time: A lowers its share twice within
+    # a lease. Every lease a member was granted counts until it expires
+    # (granted + lease); at no moment may those in force exceed the rate.
+    qps, lease = 90.0, 0.4
+    client = redis.Redis.from_url(redis_url)
+    leases: list[tuple[str, float, float]] = []  # (member, rate, granted no later than)
+
+    def server_time() -> float:
+        seconds, micros = client.time()
+        return seconds + micros / 1e6
+
+    def ask(member: str, demand: float) -> float:
+        before = server_time()
+        rate = float(LEASE.run(client, key, "lease", member, repr(demand), qps, 9,
+                               round(lease * 1e6))[0])
+        leases.append((member, rate, before))
+        now = server_time()
+        in_force: dict[str, float] = {}
+        for who, granted, at in leases:
+            if at + lease > now:  # certainly not expired yet
+                in_force[who] = max(in_force.get(who, 0.0), granted)
+        assert sum(in_force.values()) <= qps + 1e-9, (leases, now)
+        return rate
+
+    assert ask("a", 90) == 90
+    assert ask("b", 90) == 0  # a holds it all
+    time.sleep(0.05)
+    assert ask("a", 90) == 45  # lowered to its fair share; its 90 still counts
+    time.sleep(0.05)
+    ask("a", 9)  # asks for less again, within the same lease
+    time.sleep(0.32)  # the 90 lease has expired, the 45 one has not
+    ask("b", 90)
+    time.sleep(0.05)
+    ask("b", 90)
