@@ -27,17 +27,17 @@ from virtrigaud_resilience.distributed import (
 )
 
 # Phases, in seconds from the start time.
-EXACT = (0.0, 0.6)
-LEASED = (0.7, 2.1)
-LEAVE = 1.2  # the leaver dies here
-BREAKER = 2.5  # the opener trips the breaker here
-LATE = BREAKER + 0.15
-END = BREAKER + 1.3
+EXACT = (0.0, 0.5)
+LEASED = (0.6, 1.8)
+LEAVE = 1.0  # the leaver dies here
+BREAKER = 2.1  # the opener trips the breaker here
+LATE = BREAKER + 0.12
+END = BREAKER + 1.2
 
 EXACT_RATE = (300, 30)
 LEASED_RATE = (200, 20)
-LEASE = {"lease": 0.3, "refresh": 0.1}
-BREAKER_CONFIG = vr.BreakerConfig(failure_threshold=2, reset_timeout=0.4, half_open_max_calls=2)
+LEASE = {"lease": 0.25, "refresh": 0.08}
+BREAKER_CONFIG = vr.BreakerConfig(failure_threshold=2, reset_timeout=0.3, half_open_max_calls=2)
 BREAKER_KEY = ("vm-operations", "vsphere", "prod")
 
 

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -53,8 +54,8 @@ class Fleet:
         return all(s is state for s in self.states())
 
     def close(self) -> None:
-        for sync in self.syncs:
-            sync.close()
+        with ThreadPoolExecutor(len(self.syncs)) as pool:  # each waits for its threads
+            list(pool.map(RedisBreakerSync.close, self.syncs))
 
 
 @pytest.fixture
