@@ -95,6 +95,8 @@ return redis.error_reply('virtrigaud GCRA: unknown operation ' .. tostring(op))
 _UNLIMITED_WAIT_US = 10**15
 #: Decisions per script call at most (a batch of an asyncio client).
 _MAX_BATCH = 512
+#: try_acquire(n) keeps its encoded command for n up to this.
+_PACKED_SIZES = 16
 
 # Indexes of the bucket's own tallies.
 _ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
@@ -232,8 +234,9 @@ class RedisTokenBucket:
         packed = self._packed.get(n) if type(n) is int else None
         if packed is None:
             n = self._check_n(n)
-            packed = self._packed.setdefault(n, GCRA.pack(self.key, "take", self._interval_us,
-                                                          self.burst, n, 0))
+            packed = GCRA.pack(self.key, "take", self._interval_us, self.burst, n, 0)
+            if n <= _PACKED_SIZES:
+                self._packed[n] = packed
         try:
             reply = self._guard.run(self._call, packed, "take", n, 0)
         except RedisUnavailable:
@@ -602,8 +605,13 @@ class _Batch:
         """(wait_us, tat_after) as the script answers, or None if Redis did not decide."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[int, int] | None] = loop.create_future()
+        task = self._task
+        if task is not None and (task.done() or task.get_loop() is not loop):
+            # Left by a loop that closed mid-batch: its callers are gone with it.
+            self._queue.clear()
+            task = None
         self._queue.append((n, max_wait_us, future))
-        if self._task is None:
+        if task is None:
             self._task = loop.create_task(self._drain())
         return await future
 
