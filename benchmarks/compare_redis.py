@@ -120,7 +120,7 @@ def build(suite: Suite, url: str, tasks: int, cleanup: list[Any]) -> list[Target
     leased = LeasedTokenBucket(connect(url), prefix + ":leased", **HUGE)
     leased._set_rate(1, 1_000_000)  # full at once: the benchmark measures deciding, not waiting
     cleanup.append(leased)
-    suite.add(GROUP_LEASED, LOCAL, "try_acquire()", try_acquire=local.try_acquire)
+    suite.add(GROUP_LEASED, LOCAL, "bucket.try_acquire()", bucket=local)
     suite.add(GROUP_LEASED, OURS_LEASED, "bucket.try_acquire()", bucket=leased)
     suite.skipped.append(f"(redis-py {redis.__version__}, {tasks} asyncio tasks)")
     return [
@@ -184,11 +184,16 @@ def outage() -> tuple[list[str], bool]:
         rest = sorted(times[1:])
         return times[0], rest[int(len(rest) * 0.99)], rest[-1]
 
-    def until(condition: Any) -> float:
+    def until_shared(*buckets: Any) -> list[float]:
+        """Seconds until each bucket decides by Redis again, all watched at once."""
         started = time.perf_counter()
-        while not condition():
+        back: dict[int, float] = {}
+        while len(back) < len(buckets):
+            for i, bucket in enumerate(buckets):
+                if i not in back and bucket.shared:
+                    back[i] = time.perf_counter() - started
             time.sleep(0.001)
-        return time.perf_counter() - started
+        return [back[i] for i in range(len(buckets))]
 
     lines, ok = [], True
     with RedisServer() as redis_server:
@@ -212,8 +217,7 @@ def outage() -> tuple[list[str], bool]:
                     leased.try_acquire()
                 kept = time.perf_counter() - lost
                 regain()
-                back_exact = until(lambda: exact.shared)
-                back_leased = until(lambda: leased.shared)
+                back_exact, back_leased = until_shared(exact, leased)
                 held = back_exact <= exact.guard.probe_interval + 0.05 and \
                     back_leased <= leased.refresh
                 ok &= held

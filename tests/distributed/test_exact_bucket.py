@@ -131,6 +131,16 @@ def test_redis_cluster_client(cluster_server: Any, key: str) -> None:
     cluster.close()
 
 
+async def test_asyncio_redis_cluster_client(cluster_server: Any, key: str) -> None:
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+    cluster = AsyncRedisCluster.from_url(cluster_server.url)
+    b = RedisTokenBucket(cluster, "{fleet}:" + key, qps=5, burst=2)
+    assert await asyncio.gather(*(b.try_acquire_async() for _ in range(3))) == [True, True, False]
+    assert b.shared
+    await cluster.aclose()
+
+
 def test_sync_methods_need_a_sync_client_and_say_so(redis_url: str, key: str) -> None:
     b = RedisTokenBucket(redis.asyncio.Redis.from_url(redis_url), key, qps=5, burst=2)
     for call, instead in ((lambda: b.try_acquire(), "try_acquire_async"),

@@ -15,6 +15,8 @@ virtrigaud_resilience``.
 - :class:`RedisGuard`: the breaker of ours in front of each Redis client;
   while Redis is unreachable every primitive decides by its fallback.
 - :func:`connect`: fail-fast clients (short socket timeouts, no retries).
+- :mod:`~virtrigaud_resilience.distributed.testing`: ``RedisServer``, a
+  throwaway redis-server on a free loopback port, for your tests.
 """
 
 from __future__ import annotations
