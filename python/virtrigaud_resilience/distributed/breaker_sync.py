@@ -152,6 +152,7 @@ class RedisBreakerSync:
         guard: the :class:`RedisGuard` to use; default the client's shared one.
 
     Starts its threads at once; :meth:`close` (or ``with``) stops them.
+    Build it in the process that uses it: threads do not survive a ``fork()``.
 
     Raises:
         TypeError, ValueError: a bad argument, naming it and its value.

@@ -27,7 +27,7 @@ from .. import _validate
 from ..durations import Seconds
 from ..errors import UnavailableError
 from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
-from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
+from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Pipe, Script, check_key
@@ -633,10 +633,15 @@ class _Batch:
                         if not future.done():
                             future.set_result(None)
                     continue
-                except BaseException:
+                except asyncio.CancelledError:
                     for _, _, future in batch:
                         future.cancel()
                     raise
+                except Exception as exc:  # not Redis's failure: a bug, shown to every caller
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
                 for i, (n, _, future) in enumerate(batch):
                     wait_us, tat_after = reply[2 * i], reply[2 * i + 1]
                     if not future.done():

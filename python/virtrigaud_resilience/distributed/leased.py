@@ -177,7 +177,8 @@ class LeasedTokenBucket(TokenBucket):
     rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
     returns False (it is the native method: it has no error to raise) and
     ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
-    ``UnavailableError``. The next lease brings it back, emptied.
+    ``UnavailableError``. The next lease brings it back, emptied. Build it in
+    the process that uses it: its refresh thread does not survive a ``fork()``.
 
     Args:
         client: a sync or asyncio redis-py client.
