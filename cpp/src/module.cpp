@@ -1839,10 +1839,12 @@ NB_MODULE(_core, m) {
             "since; nothing once the rate changed); returns the tokens given back.")
         .def(
             "_set_rate",
-            [](PyTokenBucket& b, int64_t interval_ns, int64_t burst) {
-                b.core.set_rate(interval_ns, burst);
+            [](PyTokenBucket& b, int64_t interval_ns, int64_t burst, int64_t max_tokens) {
+                b.core.set_rate(interval_ns, burst, max_tokens);
             },
-            "interval_ns"_a, "burst"_a)
+            "interval_ns"_a, "burst"_a, "max_tokens"_a = vr::TokenBucket::kMaxBurst,
+            "Changes the rate; the tokens available now are kept, at most the new burst\n"
+            "and at most max_tokens (0 empties the bucket).")
         .def("_now_ns", [](const PyTokenBucket& b) { return vr::now_ns(b.core.clock()); })
         .def(
             "_try_acquire_ns",
@@ -1941,6 +1943,16 @@ NB_MODULE(_core, m) {
                 }
             },
             "Opens the breaker and holds it open until reset() (manual override).")
+        .def(
+            "_trip",
+            [](Self self, int64_t open_for_ns) {
+                if (!notify(self.h.ptr(), self.p->core.trip_for(open_for_ns))) {
+                    throw nb::python_error();
+                }
+            },
+            "open_for_ns"_a,
+            "Opens the breaker (or re-times an open one) to admit its next probe\n"
+            "open_for_ns from now; a held-open breaker stays held.")
         .def_prop_ro("_state_code",
                      [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
         .def(

@@ -926,6 +926,55 @@ void test_bucket_set_rate_upper_bound() {
     }
 }
 
+void test_bucket_set_rate_cap() {
+    // set_rate(..., max_tokens): the tokens kept are capped (0 empties the
+    // bucket), debt is never forgiven, and the cap is clamped to [0, burst].
+    ManualClock clock(1'000'000'000);
+    TokenBucket bucket(1000, 10, &clock);
+    bucket.set_rate(1000, 10, 3);
+    CHECK_EQ(bucket.tokens(), 3.0);
+    bucket.set_rate(500, 20, 0);
+    CHECK_EQ(bucket.tokens(), 0.0);
+    CHECK(!bucket.try_acquire());
+    clock.advance(500);
+    CHECK(bucket.try_acquire());
+    CHECK(bucket.reserve(2, 10'000).ok);  // 2 tokens of debt
+    bucket.set_rate(500, 20, 5);
+    CHECK_EQ(bucket.tokens(), -2.0);  // a cap never forgives debt
+    bucket.set_rate(500, 20, -7);     // negative: 0
+    CHECK_EQ(bucket.tokens(), -2.0);
+    clock.advance(20 * 500);
+    CHECK_EQ(bucket.tokens(), 18.0);
+    bucket.set_rate(500, 20, 1'000'000);  // beyond the burst: no cap
+    CHECK_EQ(bucket.tokens(), 18.0);
+    bucket.set_rate(500, 20, -1);
+    CHECK_EQ(bucket.tokens(), 0.0);
+
+    // Racing acquirers on a frozen clock: once a set_rate(..., 0) has
+    // returned, nothing more is admitted until time moves.
+    for (int round = 0; round < 50 * g_scale; ++round) {
+        ManualClock frozen(1'000'000'000);
+        TokenBucket shared(1000, 1000, &frozen);
+        std::atomic<bool> emptied{false};
+        std::atomic<int64_t> after{0};
+        run_threads(kThreads, [&](int i) {
+            if (i == 0) {
+                shared.set_rate(1000, 1000, 0);
+                emptied.store(true, std::memory_order_release);
+                return;
+            }
+            for (int k = 0; k < 400; ++k) {
+                const bool was_empty = emptied.load(std::memory_order_acquire);
+                if (shared.try_acquire() && was_empty) {
+                    after.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+        });
+        CHECK_EQ(after.load(), int64_t{0});
+        CHECK(shared.tokens() <= 0.0);
+    }
+}
+
 void test_bucket_set_rate_overflow() {
     // The case: qps 1e9 (interval 1 ns) and the largest burst, four
     // reservations of a whole burst (the longest wait allowed), then the
@@ -1663,6 +1712,92 @@ void test_breaker_reset_force_open_race() {
     const bool ends_held = cb.state() == BreakerState::kHeldOpen;
     CHECK(ends_held || cb.state() == BreakerState::kClosed);
     CHECK_EQ(held - closed, int64_t{ends_held ? 1 : 0});
+}
+
+void test_breaker_trip() {
+    // trip_for(): what a shared breaker does when a peer opened. Sequential
+    // semantics first, then trips racing acquisitions and failures.
+    {
+        ManualClock clock(1'000'000);
+        CircuitBreaker cb(3, 1000, 2, &clock);
+        const Ticket before = cb.acquire();
+        Transition tr = cb.trip_for(400);  // closed -> open, 400 ns to go
+        CHECK(tr.changed && tr.from == BreakerState::kClosed && tr.to == BreakerState::kOpen);
+        CHECK_EQ(cb.remaining_open_ns(), int64_t{400});
+        CHECK_EQ(cb.transitions_to(BreakerState::kOpen), uint64_t{1});
+        CHECK(!cb.record_failure(before).changed);  // admitted before: stale
+        CHECK_EQ(cb.consecutive_failures(), 0u);
+        tr = cb.trip_for(2000);  // open: re-timed later (past the reset timeout), no transition
+        CHECK(!tr.changed);
+        CHECK_EQ(cb.remaining_open_ns(), int64_t{2000});
+        tr = cb.trip_for(10);  // and earlier
+        CHECK(!tr.changed);
+        CHECK_EQ(cb.remaining_open_ns(), int64_t{10});
+        CHECK_EQ(cb.transitions_to(BreakerState::kOpen), uint64_t{1});
+        CHECK(!cb.acquire().admitted);
+        clock.advance(10);
+        const Ticket probe = cb.acquire();  // due: the next call is the first probe
+        CHECK(probe.admitted && probe.half_open);
+        tr = cb.trip_for(0);  // half-open -> open, due at once; the probe is stale
+        CHECK(tr.changed && tr.from == BreakerState::kHalfOpen);
+        CHECK(!cb.record_success(probe).changed);
+        CHECK(cb.state() == BreakerState::kOpen);
+        CHECK_EQ(cb.half_open_calls(), 0u);
+        CHECK(cb.acquire().half_open);  // trip_for(0): due now
+        cb.force_open();
+        CHECK(!cb.trip_for(5).changed);  // held open stays held
+        CHECK(cb.state() == BreakerState::kHeldOpen);
+        cb.reset();
+        CHECK(cb.trip_for(-5).changed);  // closed -> open
+        CHECK_EQ(cb.remaining_open_ns(), int64_t{0});  // clamped to 0: due now
+        CHECK(!cb.trip_for(CircuitBreaker::kMaxTimeoutNs * 4).changed);  // open: re-timed, clamped
+        CHECK_EQ(cb.remaining_open_ns(), CircuitBreaker::kMaxTimeoutNs);
+    }
+    // Racing: threads trip (for a long time), fail and admit. A trip wins
+    // over everything it races; afterwards the breaker is open, every
+    // transition reported is counted, and no probe was admitted while a trip
+    // held it open for an hour.
+    CircuitBreaker cb(2, 1'000'000, 3);
+    const int kCalls = 20000 * g_scale;
+    std::vector<int64_t> opened(kThreads), wrong(kThreads);
+    std::atomic<bool> tripped{false};
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 777);
+        int64_t mine = 0;
+        int64_t bad = 0;
+        for (int k = 0; k < kCalls; ++k) {
+            const uint64_t what = rng.below(8);
+            if (what == 0) {
+                if (cb.trip_for(int64_t{3'600} * 1'000'000'000).changed) {
+                    ++mine;
+                }
+                tripped.store(true, std::memory_order_relaxed);
+            } else if (what == 1 && !tripped.load(std::memory_order_relaxed)) {
+                cb.reset();
+            } else {
+                const Ticket t = cb.acquire();
+                if (t.admitted && t.half_open) {
+                    ++bad;  // an hour-long trip never times out here
+                }
+                const Transition tr = rng.below(2) ? cb.record_failure(t) : cb.record_success(t);
+                if (tr.changed && tr.to == BreakerState::kOpen) {
+                    ++mine;
+                }
+            }
+        }
+        opened[static_cast<size_t>(i)] = mine;
+        wrong[static_cast<size_t>(i)] = bad;
+    });
+    int64_t total_opened = 0;
+    int64_t total_wrong = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        total_opened += opened[i];
+        total_wrong += wrong[i];
+    }
+    CHECK_EQ(total_wrong, int64_t{0});
+    CHECK(cb.state() == BreakerState::kOpen);
+    CHECK(cb.remaining_open_ns() > int64_t{3'500} * 1'000'000'000);
+    CHECK_EQ(cb.transitions_to(BreakerState::kOpen), static_cast<uint64_t>(total_opened));
 }
 
 // ------------------------------- circuit breaker: generations and leases --
@@ -3075,6 +3210,7 @@ int main(int argc, char** argv) {
         {"bucket_set_rate_lower_bound", test_bucket_set_rate_lower_bound, 1},
         {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
         {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
+        {"bucket_set_rate_cap", test_bucket_set_rate_cap, 2},
         {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
         {"bucket_cost_ns", test_bucket_cost_ns, 1},
         {"breaker_single_trip", test_breaker_single_trip, 300},
@@ -3082,6 +3218,7 @@ int main(int argc, char** argv) {
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},
         {"breaker_full_cycles", test_breaker_full_cycles, 3},
         {"breaker_reset_force_open_race", test_breaker_reset_force_open_race, 10},
+        {"breaker_trip", test_breaker_trip, 3},
         {"breaker_generation_wrap", test_breaker_generation_wrap, 1},
         {"breaker_stale_half_open_concurrent", test_breaker_stale_half_open_concurrent, 2},
         {"breaker_half_open_lease", test_breaker_half_open_lease, 1},

@@ -99,7 +99,11 @@ class TokenBucket:
         since; nothing once the rate changed); returns the tokens given back.
         """
 
-    def _set_rate(self, interval_ns: int, burst: int) -> None: ...
+    def _set_rate(self, interval_ns: int, burst: int, max_tokens: int = 1048575) -> None:
+        """
+        Changes the rate; the tokens available now are kept, at most the new burst
+        and at most max_tokens (0 empties the bucket).
+        """
 
     def _now_ns(self) -> int: ...
 
@@ -181,6 +185,12 @@ class CircuitBreaker:
 
     def force_open(self) -> None:
         """Opens the breaker and holds it open until reset() (manual override)."""
+
+    def _trip(self, open_for_ns: int) -> None:
+        """
+        Opens the breaker (or re-times an open one) to admit its next probe
+        open_for_ns from now; a held-open breaker stays held.
+        """
 
     @property
     def _state_code(self) -> int: ...

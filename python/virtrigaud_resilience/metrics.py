@@ -27,6 +27,10 @@ series                                                    type     value
 ``virtrigaud_retry_exhausted_total{policy}``              counter  calls that gave up retrying
 ``virtrigaud_bulkhead_in_flight``                         gauge    calls holding a slot now
 ``virtrigaud_bulkhead_rejected_total``                    counter  attempts turned away
+``virtrigaud_distributed_fallback_total{outcome}``        counter  decisions by a distributed bucket's
+                                                                   fallback: ``admitted``, ``rejected``
+``virtrigaud_distributed_transitions_total{to}``          counter  ``fallback`` (shared store lost),
+                                                                   ``shared`` (back to shared accounting)
 ========================================================  =======  ==========================================
 
 and Virtrigaud's per-call series, which the adapters (``providers/``) record
@@ -78,7 +82,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 from ._tracking import Counters, Labels, add_counters
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
-from .ratelimit import BUCKETS
+from .ratelimit import BUCKETS, FALLBACKS
 from .retry import RETRIERS
 from .rpcstats import LATENCY_BUCKETS, all_operation_stats, all_rpc_stats
 
@@ -91,6 +95,8 @@ _PROVIDER = ("provider_type", "provider")
 _BREAKER_OUTCOMES = ("success", "failure", "rejected")
 _STATES = ("closed", "half_open", "open")
 _BUCKET_OUTCOMES = ("admitted", "rejected", "waited")
+_FALLBACK_OUTCOMES = ("admitted", "rejected")
+_SHARED_STATES = ("fallback", "shared")
 
 
 class ResilienceCollector(Collector):
@@ -119,7 +125,8 @@ class ResilienceCollector(Collector):
             self._collect_buckets(families[4])
             self._collect_retriers(families[5], families[6])
             self._collect_bulkheads(families[7], families[8])
-            self._collect_calls(*families[9:])
+            self._collect_calls(*families[9:12])
+            self._collect_fallbacks(families[12], families[13])
         return iter(families)
 
     @staticmethod
@@ -172,6 +179,15 @@ class ResilienceCollector(Collector):
                 "virtrigaud_vm_operations",
                 "Total number of VM operations by operation, provider type, provider, and outcome",
                 labels=("operation", "provider_type", "provider", "outcome")),
+            CounterMetricFamily(
+                "virtrigaud_distributed_fallback",
+                "Decisions of distributed rate limiters made by their fallback while the "
+                "shared store (Redis) was unreachable, by outcome.",
+                labels=(*_PROVIDER, "outcome")),
+            CounterMetricFamily(
+                "virtrigaud_distributed_transitions",
+                "Distributed rate limiters falling back (to=fallback) and recovering "
+                "(to=shared).", labels=(*_PROVIDER, "to")),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -255,6 +271,20 @@ class ResilienceCollector(Collector):
             labels = [op.operation, op.provider_type, op.provider]
             operations.add_metric([*labels, "success"], op.success)
             operations.add_metric([*labels, "error"], op.error)
+
+    def _collect_fallbacks(self, decisions: Any, transitions: Any) -> None:
+        sums: dict[Labels, list[int]] = {}
+        limiters, dropped = FALLBACKS.snapshot()
+        for limiter in limiters:
+            add_counters(sums, (limiter.provider_type, limiter.provider),
+                         limiter._fallback_counters())
+        _add_all(sums, dropped)
+        for labels, (admitted, rejected, *moves) in sums.items():
+            base = _provider(*labels)
+            for outcome, value in zip(_FALLBACK_OUTCOMES, (admitted, rejected)):
+                self._counter(decisions, (*labels, outcome), {**base, "outcome": outcome}, value)
+            for to, value in zip(_SHARED_STATES, moves):
+                self._counter(transitions, (*labels, to), {**base, "to": to}, value)
 
     def _counter(self, family: Any, key: Labels, labels: dict[str, str], value: int) -> int:
         """Appends a counter sample, never below what this collector reported

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from . import _core, _validate
 from ._tracking import Census, Counters, Labels
@@ -165,13 +165,47 @@ class Reservation:
         return f"Reservation(tokens={self._n}, delay={self.delay!r})"
 
 
-def _final_counters(bucket: TokenBucket) -> tuple[Labels, Counters]:
+class CountedLimiter(Protocol):
+    """What the metrics collector reads from a rate limiter: its labels and
+    ``_counters()``, (admitted, rejected, waited). TokenBucket and the
+    distributed buckets are such limiters."""
+
+    @property
+    def provider_type(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    def _counters(self) -> tuple[int, int, int]: ...
+
+
+class FallbackCounted(Protocol):
+    """A limiter that decides by a fallback while a shared store is lost:
+    ``_fallback_counters()`` is (admitted by the fallback, rejected by the
+    fallback, times it fell back, times it recovered)."""
+
+    @property
+    def provider_type(self) -> str: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    def _fallback_counters(self) -> tuple[int, int, int, int]: ...
+
+
+def _final_counters(bucket: CountedLimiter) -> tuple[Labels, Counters]:
     """A dropped bucket's labels and (admitted, rejected, reserved)."""
     return (bucket.provider_type, bucket.provider), bucket._counters()
 
 
+def _final_fallback_counters(limiter: FallbackCounted) -> tuple[Labels, Counters]:
+    return (limiter.provider_type, limiter.provider), limiter._fallback_counters()
+
+
 #: Every live bucket, for the metrics collector (see _tracking.py).
-BUCKETS: Census[TokenBucket] = Census(_final_counters)
+BUCKETS: Census[CountedLimiter] = Census(_final_counters)
+#: Every live limiter with a fallback (the distributed buckets), likewise.
+FALLBACKS: Census[FallbackCounted] = Census(_final_fallback_counters)
 
 
 class TokenBucket(_core.TokenBucket):
@@ -205,7 +239,7 @@ class TokenBucket(_core.TokenBucket):
         self._sleeper = sleeper_for(clock)
         BUCKETS.track(self)
 
-    def __del__(self, _retire: Callable[[TokenBucket], None] = BUCKETS.retire) -> None:
+    def __del__(self, _retire: Callable[[CountedLimiter], None] = BUCKETS.retire) -> None:
         # Bound at definition: module globals may be gone at interpreter exit.
         _retire(self)
 

@@ -347,6 +347,36 @@ public:
         }
     }
 
+    /// Opens the breaker so that it admits its next probe `open_for_ns` from
+    /// now (clamped to [0, kMaxTimeoutNs]), whatever its reset timeout; the
+    /// failure streak is kept. A closed or half-open breaker opens (a new
+    /// generation: outcomes of calls admitted before are stale), and that
+    /// counts as a transition to open; an open one is only re-timed, earlier
+    /// or later. A breaker held open by force_open() stays held. This is how
+    /// processes share one breaker: one whose peer opened trips its own for
+    /// the time the peer's has left.
+    Transition trip_for(int64_t open_for_ns) noexcept {
+        const int64_t now = now_ns(clock_);
+        const int64_t stamp = now + clamp64(open_for_ns, 0, kMaxTimeoutNs) -
+                              reset_timeout_ns_.load(std::memory_order_relaxed);
+        AtomicPair::Value s = snapshot();
+        for (;;) {
+            const BreakerState from = state_of(s.first);
+            if (from == BreakerState::kHeldOpen) {
+                return {};
+            }
+            // The stamp goes first, so a reader of "open" sees it. Unlike a
+            // failure's, it may move back: the end asked for is the one kept.
+            // A failure racing with us may open with this stamp; we then
+            // re-time its opening (open -> open), which changes nothing else.
+            opened_at_.store(stamp, std::memory_order_relaxed);
+            const uint32_t streak = std::min<uint32_t>(streak_of(s.first), kMaxStreak);
+            if (state_.compare_exchange(s, make(BreakerState::kOpen, streak, 0, s.second + 1))) {
+                return changed(from, BreakerState::kOpen, now);
+            }
+        }
+    }
+
     BreakerState state() const noexcept { return state_of(state_.first()); }
     /// Consecutive counted failures while closed (0 when not closed).
     uint32_t consecutive_failures() const noexcept {

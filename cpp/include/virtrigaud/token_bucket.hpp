@@ -175,13 +175,18 @@ public:
     }
 
     /// Changes rate and burst, keeping the tokens available now (capped at
-    /// the new burst) and any debt in tokens (reservations still waiting keep
-    /// their place). Lock-free; an acquisition racing with this call is
-    /// decided entirely under the old rate or entirely under the new one.
-    void set_rate(int64_t interval_ns, int64_t burst) noexcept {
+    /// the new burst, and at `max_tokens`, clamped to [0, new burst]) and any
+    /// debt in tokens (reservations still waiting keep their place).
+    /// Lock-free; an acquisition racing with this call is decided entirely
+    /// under the old rate or entirely under the new one. `max_tokens` 0
+    /// empties the bucket: a leased share starts with no tokens, so that
+    /// joining a fleet adds none to what the fleet may admit.
+    void set_rate(int64_t interval_ns, int64_t burst, int64_t max_tokens = kMaxBurst) noexcept {
         const uint64_t new_cfg = pack(interval_ns, burst);
         const int64_t new_interval = interval_of(new_cfg);
         const int64_t new_burst = burst_of(new_cfg);
+        // At most max_tokens available = at least this much debt (<= tau).
+        const int64_t min_debt = (new_burst - clamp64(max_tokens, 0, new_burst)) * new_interval;
         AtomicPair::Value s = state_.load();
         for (;;) {
             // The clock is read after the state, on every attempt: each
@@ -209,6 +214,7 @@ public:
                 new_debt = std::min(sat_add(sat_mul_nonneg(whole, new_interval), fraction_ns),
                                     kMaxDebtNs);
             }
+            new_debt = std::max(new_debt, min_debt);
             const AtomicPair::Value next{static_cast<uint64_t>(now + new_debt), new_cfg};
             if (state_.compare_exchange(s, next)) {
                 return;

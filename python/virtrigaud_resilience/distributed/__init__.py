@@ -1,0 +1,54 @@
+"""Past one process: fleet-wide rate limits and shared breakers on Redis.
+
+Needs the ``redis`` extra (``pip install 'virtrigaud-resilience[redis]'``,
+which installs redis-py). Nothing here is imported by ``import
+virtrigaud_resilience``.
+
+- :class:`RedisTokenBucket`: the exact fleet-wide token bucket, GCRA in one
+  Lua script, one round trip per decision (a batch of them for concurrent
+  asyncio tasks).
+- :class:`LeasedTokenBucket`: the fleet-wide limit at local speed: each
+  process leases a max-min fair share of the rate and decides with a native
+  TokenBucket.
+- :class:`RedisBreakerSync`: the breakers of a BreakerRegistry, joined across
+  processes (an open in one opens all; half-open probes limited fleet-wide).
+- :class:`RedisGuard`: the breaker of ours in front of each Redis client;
+  while Redis is unreachable every primitive decides by its fallback.
+- :func:`connect`: fail-fast clients (short socket timeouts, no retries).
+- :mod:`~virtrigaud_resilience.distributed.testing`: ``RedisServer``, a
+  throwaway redis-server on a free loopback port, for your tests.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised without the extra only
+    raise ImportError(
+        "virtrigaud_resilience.distributed needs redis-py: "
+        "pip install 'virtrigaud-resilience[redis]'"
+    ) from exc
+
+from .breaker_sync import DEFAULT_KEY, RedisBreakerSync
+from .clients import DEFAULT_SOCKET_TIMEOUT, client_kind, connect, describe
+from .exact import RedisReservation, RedisTokenBucket
+from .fallback import FALLBACKS, Fallback
+from .guard import DEFAULT_PROBE_INTERVAL, RedisGuard
+from .leased import DEFAULT_LEASE, LeasedTokenBucket
+
+__all__ = [
+    "DEFAULT_KEY",
+    "DEFAULT_LEASE",
+    "DEFAULT_PROBE_INTERVAL",
+    "LeasedTokenBucket",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "FALLBACKS",
+    "Fallback",
+    "RedisBreakerSync",
+    "RedisGuard",
+    "RedisReservation",
+    "RedisTokenBucket",
+    "client_kind",
+    "connect",
+    "describe",
+]

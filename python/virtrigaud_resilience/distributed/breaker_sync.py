@@ -1,0 +1,439 @@
+"""One breaker for the fleet: the breakers of a BreakerRegistry joined across processes.
+
+A :class:`RedisBreakerSync` watches the transitions of its registry's
+breakers (it listens; calls never wait on it) and shares them through Redis:
+
+- **open**: when a breaker opens in one process, every process's breaker for
+  the same ``(name, provider_type, provider)`` opens too, with the same time
+  left until its next probe (a pub/sub message, applied within milliseconds;
+  a process that has no such breaker yet gets one in its registry). The
+  fleet's state is also kept in one hash, which a process reads when it
+  starts (or when Redis comes back), so late joiners open what is open.
+- **half-open**: probes are limited fleet-wide. Shortly before the fleet's
+  breaker is due (``probe_lead`` seconds), each process asks Redis for the
+  fleet's probe permit; the one that gets it lets its breaker half-open on
+  time and probes (up to ``half_open_max_calls``), the others keep theirs
+  open while the permit lives. The permit lasts ``permit_ttl`` seconds and
+  its holder renews it while probing, so a prober that dies frees it and
+  another process takes over.
+- **closed**: the prober's breaker closing (or a ``reset()`` anywhere)
+  closes every process's. ``force_open()`` in one process holds the fleet's
+  breaker open until a reset.
+
+The hot path is untouched: every call still reads only its local native
+breaker. The probe limit holds as long as each process's sync thread runs
+within ``probe_lead`` of its schedule (a process stalled longer may let its
+own breaker half-open without the permit; the permit holder's outcome
+still decides the fleet).
+
+While Redis is unreachable each process's breakers work alone (the client's
+:class:`RedisGuard` opens; nothing blocks); when it is back, the process
+reads the fleet's state again and publishes what it opened meanwhile.
+
+It runs in two daemon threads (pub/sub, and the one that talks to Redis and
+applies changes), with a sync client (``redis.Redis``, or
+:meth:`RedisBreakerSync.from_url`); an asyncio program can use it as is.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from types import TracebackType
+from typing import Any, cast
+
+from .. import _validate, events
+from ..breaker import BreakerRegistry, BreakerState, CircuitBreaker
+from .clients import DEFAULT_SOCKET_TIMEOUT, SyncClient, client_kind, connect
+from .exact import _check_guard
+from .guard import REDIS_FAILURES, RedisGuard, RedisUnavailable
+from .scripts import EPOCH_LUA, Script, check_key
+
+__all__ = ["RedisBreakerSync", "DEFAULT_KEY"]
+
+logger = logging.getLogger("virtrigaud_resilience")
+
+#: The default key of the fleet's breaker hash (also the pub/sub channel).
+DEFAULT_KEY = "virtrigaud:breakers"
+
+BREAKERS_LUA = Script(f"""-- virtrigaud-resilience: breakers shared by a fleet, one key
+-- KEYS[1]: a hash, breaker id -> its fleet state, JSON: epoch e, due time u (ms),
+--          held h, prober p, permit end pu (ms); ARGV[1]: op, ARGV[2]: pub/sub channel
+-- open:  ARGV[3] id, ARGV[4] origin, ARGV[5] us until the next probe, ARGV[6] held (0/1)
+-- close: ARGV[3] id, ARGV[4] origin
+-- probe: ARGV[3] id, ARGV[4] member, ARGV[5] permit us, ARGV[6] lead us
+--        -> {{'granted', us to due}} | {{'busy', us the permit has left}} | {{'wait', us to due}}
+--           | {{'closed', 0}}
+-- renew: ARGV[3] id, ARGV[4] member, ARGV[5] permit us -> 1 (renewed) or 0
+-- read:  -> {{id, epoch, us to due, held, ...}}
+-- (times are stored in ms: cjson keeps 14 digits)
+{EPOCH_LUA}
+local key, op, channel = KEYS[1], ARGV[1], ARGV[2]
+local now_ms = now / 1000
+local function until_us(ms)
+  local left = (ms - now_ms) * 1000
+  if left < 0 then return 0 end
+  return math.ceil(left)
+end
+local function keep(us)
+  local want = math.floor(us / 1000) + 86400000
+  if redis.call('PTTL', key) < want then redis.call('PEXPIRE', key, want) end
+end
+if op == 'read' then
+  local raw, out = redis.call('HGETALL', key), {{}}
+  for i = 1, #raw, 2 do
+    local s = cjson.decode(raw[i + 1])
+    out[#out + 1] = raw[i]; out[#out + 1] = s.e; out[#out + 1] = until_us(s.u)
+    out[#out + 1] = s.h
+  end
+  return out
+end
+local id = ARGV[3]
+local raw = redis.call('HGET', key, id)
+local s = raw and cjson.decode(raw) or nil
+if op == 'open' then
+  local left = tonumber(ARGV[5])
+  local epoch = (s and s.e or 0) + 1
+  redis.call('HSET', key, id, cjson.encode({{e = epoch, u = now_ms + left / 1000,
+                                             h = tonumber(ARGV[6]), p = '', pu = 0}}))
+  keep(left)
+  redis.call('PUBLISH', channel, cjson.encode({{op = 'open', id = id, epoch = epoch,
+      left = left, held = tonumber(ARGV[6]), origin = ARGV[4]}}))
+  return epoch
+elseif op == 'close' then
+  redis.call('HDEL', key, id)
+  redis.call('PUBLISH', channel, cjson.encode({{op = 'close', id = id, origin = ARGV[4]}}))
+  return 1
+end
+if not s then return {{'closed', 0}} end
+local me, permit_ms = ARGV[4], tonumber(ARGV[5]) / 1000
+if op == 'probe' then
+  if s.h == 1 then return {{'busy', tonumber(ARGV[5])}} end
+  if s.p ~= '' and s.p ~= me and s.pu > now_ms then return {{'busy', until_us(s.pu)}} end
+  if now_ms < s.u - tonumber(ARGV[6]) / 1000 then return {{'wait', until_us(s.u)}} end
+  s.p, s.pu = me, math.max(now_ms, s.u) + permit_ms
+  redis.call('HSET', key, id, cjson.encode(s))
+  return {{'granted', until_us(s.u)}}
+elseif op == 'renew' then
+  if s.p ~= me then return 0 end
+  s.pu = now_ms + permit_ms
+  redis.call('HSET', key, id, cjson.encode(s))
+  return 1
+end
+return redis.error_reply('virtrigaud breakers: unknown operation ' .. tostring(op))
+""")
+
+BreakerKey = tuple[str, str, str]
+
+
+class RedisBreakerSync:
+    """Joins the breakers of ``registry`` with those of every process using ``key``.
+
+    Args:
+        client: a sync redis-py client (``redis.Redis``); see the module for why.
+        registry: the :class:`~virtrigaud_resilience.BreakerRegistry` whose
+            breakers (now and future ones) are shared. Breakers opened by
+            peers are created in it with its config.
+        key: the Redis key of the fleet's state, also the pub/sub channel
+            (non-empty str; default ``"virtrigaud:breakers"``).
+        probe_lead: seconds before a breaker is due that each process asks
+            for the probe permit; > 0, <= 60 (default 0.1).
+        permit_ttl: seconds the probe permit lives unless renewed; > 0,
+            <= 3600 (default 2; renewed every third of it while probing).
+        member: this process's name (default ``host:pid:random``).
+        guard: the :class:`RedisGuard` to use; default the client's shared one.
+
+    Starts its threads at once; :meth:`close` (or ``with``) stops them.
+    Build it in the process that uses it: threads do not survive a ``fork()``.
+
+    Raises:
+        TypeError, ValueError: a bad argument, naming it and its value.
+    """
+
+    def __init__(self, client: SyncClient, registry: BreakerRegistry, *, key: str = DEFAULT_KEY,
+                 probe_lead: float = 0.1, permit_ttl: float = 2.0, member: str | None = None,
+                 guard: RedisGuard | None = None) -> None:
+        owner = "RedisBreakerSync"
+        if client_kind(owner, client) != "sync":
+            raise TypeError(
+                f"{owner} client must be a sync client (redis.Redis): the sync runs in its own "
+                "threads, so an asyncio program can use it too; got an asyncio client "
+                f"{client!r}")
+        if not isinstance(registry, BreakerRegistry):
+            raise TypeError(f"{owner} registry must be a BreakerRegistry, "
+                            f"got {type(registry).__name__} {registry!r}")
+        self.registry = registry
+        self.client = client
+        self.key = check_key(owner, key)
+        self.probe_lead = _validate.positive(owner, "probe_lead", probe_lead, maximum=60.0)
+        self.permit_ttl = _validate.positive(owner, "permit_ttl", permit_ttl, maximum=3600.0)
+        self.member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                       if member is None else _validate.string(owner, "member", member))
+        self._guard = _check_guard(owner, guard, client)
+        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._timers: list[tuple[float, int, str, BreakerKey, int]] = []
+        self._seq = itertools.count()
+        self._epochs: dict[BreakerKey, int] = {}
+        self._probing: set[BreakerKey] = set()
+        self._applying = threading.local()
+        self._closed = threading.Event()
+        events.on_state_change(self._on_state_change)
+        self._guard.on_recovery(self._on_recovery)
+        self._inbox.put(("resync",))
+        self._worker = threading.Thread(target=self._work, name=f"breaker-sync {key}",
+                                        daemon=True)
+        self._listener = threading.Thread(target=self._listen, name=f"breaker-sync pubsub {key}",
+                                          daemon=True)
+        self._worker.start()
+        self._listener.start()
+
+    @classmethod
+    def from_url(cls, url: str, registry: BreakerRegistry, *,
+                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 **options: Any) -> RedisBreakerSync:
+        """A sync on a new fail-fast client (see
+        :func:`~virtrigaud_resilience.distributed.connect`)."""
+        client = connect(url, socket_timeout=socket_timeout, check=check)
+        return cls(cast(SyncClient, client), registry, **options)
+
+    @property
+    def guard(self) -> RedisGuard:
+        """The guard in front of the client."""
+        return self._guard
+
+    def close(self) -> None:
+        """Stops sharing (idempotent): the breakers stay as they are, local again."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        events.remove_listener(self._on_state_change)
+        self._inbox.put(("close",))
+        for thread in (self._worker, self._listener):
+            if thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+
+    def __enter__(self) -> RedisBreakerSync:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # --------------------------------------------- what happens locally --
+
+    def _on_state_change(self, breaker: CircuitBreaker, old: BreakerState,
+                         new: BreakerState) -> None:
+        # Runs in the thread of the call that moved the breaker: only queue.
+        if getattr(self._applying, "active", False) or new is BreakerState.HALF_OPEN:
+            return
+        key = (breaker.name, breaker.provider_type, breaker.provider)
+        if self.registry.get(*key) is breaker:
+            self._inbox.put(("local", key, new))
+
+    def _on_recovery(self) -> None:
+        self._inbox.put(("resync",))
+
+    # ------------------------------------------------------------ worker --
+
+    def _work(self) -> None:
+        while not self._closed.is_set():
+            timeout = None
+            if self._timers:
+                timeout = max(0.0, self._timers[0][0] - time.monotonic())
+            try:
+                item = self._inbox.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            try:
+                self._run_timers()
+                if item is not None:
+                    self._handle(item)
+            except RedisUnavailable:
+                pass  # the guard logged it; the breakers work alone meanwhile
+            except Exception:
+                logger.exception("breaker sync %r failed to handle %r", self.key, item)
+
+    def _handle(self, item: tuple[Any, ...]) -> None:
+        what = item[0]
+        if what == "local":
+            self._publish(item[1], item[2])
+        elif what == "remote":
+            self._apply_message(item[1])
+        elif what == "resync":
+            self._resync()
+
+    def _publish(self, key: BreakerKey, state: BreakerState) -> None:
+        breaker = self.registry.get(*key)
+        if breaker is None or breaker.state is not state:
+            return  # it moved on: that transition is queued too
+        bid = _breaker_id(key)
+        if state is BreakerState.CLOSED:
+            self._probing.discard(key)
+            self._epochs.pop(key, None)
+            self._script("close", bid, self.member)
+            return
+        held = breaker.held_open
+        left = 0 if held else round(breaker.remaining_open * 1e6)
+        epoch = int(self._script("open", bid, self.member, left, int(held)))
+        self._opened(key, epoch, left, held)
+
+    def _apply_message(self, data: bytes | str) -> None:
+        message = json.loads(data)
+        key = _breaker_key(message["id"])
+        if message["op"] == "close":
+            self._probing.discard(key)
+            self._epochs.pop(key, None)
+            if message.get("origin") != self.member:
+                self._close(key)
+            return
+        epoch, left, held = int(message["epoch"]), int(message["left"]), bool(message["held"])
+        if message.get("origin") == self.member and self._epochs.get(key) == epoch:
+            return  # our own opening, already handled when we published it
+        self._open(key, left, held)
+        self._opened(key, epoch, left, held)
+
+    def _resync(self) -> None:
+        """Reads the fleet's state (start, or Redis back) and publishes what
+        opened here meanwhile."""
+        reply = self._script("read", "", "")
+        fleet: set[BreakerKey] = set()
+        for i in range(0, len(reply), 4):
+            key = _breaker_key(reply[i])
+            epoch, left, held = int(reply[i + 1]), int(reply[i + 2]), bool(int(reply[i + 3]))
+            fleet.add(key)
+            if self._epochs.get(key) != epoch:
+                self._open(key, left, held)
+                self._opened(key, epoch, left, held)
+        for breaker in self.registry.list():
+            key = (breaker.name, breaker.provider_type, breaker.provider)
+            if key not in fleet and breaker.state is BreakerState.OPEN:
+                self._publish(key, BreakerState.OPEN)
+
+    def _opened(self, key: BreakerKey, epoch: int, left_us: int, held: bool) -> None:
+        """The fleet's breaker is open in a new epoch: ask for the probe
+        permit ``probe_lead`` before it is due."""
+        self._epochs[key] = epoch
+        self._probing.discard(key)
+        if not held:
+            self._schedule(left_us / 1e6 - self.probe_lead, "probe", key, epoch)
+
+    # ------------------------------------------------------ probe permit --
+
+    def _run_timers(self) -> None:
+        while self._timers and self._timers[0][0] <= time.monotonic():
+            _, _, what, key, epoch = heapq.heappop(self._timers)
+            if self._epochs.get(key) != epoch:
+                continue  # the fleet moved on
+            if what == "probe":
+                self._ask_permit(key, epoch)
+            else:
+                self._renew_permit(key, epoch)
+
+    def _ask_permit(self, key: BreakerKey, epoch: int) -> None:
+        breaker = self.registry.get(*key)
+        if breaker is None or breaker.state is BreakerState.CLOSED:
+            return
+        permit_us, lead_us = round(self.permit_ttl * 1e6), round(self.probe_lead * 1e6)
+        answer, us = self._script("probe", _breaker_id(key), self.member, permit_us, lead_us)
+        answer, seconds = _text(answer), int(us) / 1e6
+        if answer == "granted":
+            # Ours: the breaker half-opens when due, here, and probes.
+            self._probing.add(key)
+            self._open(key, int(us), False)
+            self._schedule(self.permit_ttl / 3, "renew", key, epoch)
+        elif answer == "busy":
+            # Another process probes: stay open while its permit lives, and
+            # ask again when it would have expired.
+            self._open(key, round((seconds + self.probe_lead) * 1e6), False)
+            self._schedule(seconds, "probe", key, epoch)
+        elif answer == "wait":
+            self._open(key, int(us), False)
+            self._schedule(seconds - self.probe_lead, "probe", key, epoch)
+        else:  # closed meanwhile (a message we missed)
+            self._close(key)
+            self._epochs.pop(key, None)
+
+    def _renew_permit(self, key: BreakerKey, epoch: int) -> None:
+        breaker = self.registry.get(*key)
+        if key not in self._probing or breaker is None or breaker.state is BreakerState.CLOSED:
+            return
+        permit_us = round(self.permit_ttl * 1e6)
+        if int(self._script("renew", _breaker_id(key), self.member, permit_us)):
+            self._schedule(self.permit_ttl / 3, "renew", key, epoch)
+        else:
+            self._probing.discard(key)
+
+    # ------------------------------------------------------------ helpers --
+
+    def _open(self, key: BreakerKey, left_us: int, held: bool) -> None:
+        breaker = self.registry.get_or_create(*key)
+        self._applying.active = True
+        try:
+            if held:
+                breaker.force_open()
+            else:
+                breaker._trip(left_us * 1000)
+        finally:
+            self._applying.active = False
+
+    def _close(self, key: BreakerKey) -> None:
+        breaker = self.registry.get(*key)
+        if breaker is None or breaker.state is BreakerState.CLOSED:
+            return
+        self._applying.active = True
+        try:
+            breaker.reset()
+        finally:
+            self._applying.active = False
+
+    def _schedule(self, delay: float, what: str, key: BreakerKey, epoch: int) -> None:
+        due = time.monotonic() + max(0.0, delay)
+        heapq.heappush(self._timers, (due, next(self._seq), what, key, epoch))
+
+    def _script(self, op: str, *args: object) -> Any:
+        return self._guard.run(BREAKERS_LUA.run, self.client, self.key, op, self.key, *args)
+
+    # ---------------------------------------------------------- listener --
+
+    def _listen(self) -> None:
+        while not self._closed.is_set():
+            pubsub = cast(Any, self.client).pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.key)
+                self._inbox.put(("resync",))  # subscribed first: nothing is missed
+                while not self._closed.is_set():
+                    message = pubsub.get_message(timeout=0.05)
+                    if message is not None and message.get("type") == "message":
+                        self._inbox.put(("remote", message["data"]))
+            except REDIS_FAILURES:
+                self._closed.wait(self._guard.probe_interval)
+            finally:
+                try:
+                    pubsub.close()
+                except REDIS_FAILURES:
+                    pass
+
+    def __repr__(self) -> str:
+        return f"RedisBreakerSync({self.key!r}, member={self.member!r}, breakers={len(self.registry)})"
+
+
+def _breaker_id(key: BreakerKey) -> str:
+    return json.dumps(list(key), separators=(",", ":"))
+
+
+def _breaker_key(bid: bytes | str) -> BreakerKey:
+    name, provider_type, provider = json.loads(bid)
+    return (str(name), str(provider_type), str(provider))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+

@@ -1,0 +1,669 @@
+"""The exact fleet-wide token bucket: GCRA in one Lua script, one round trip per decision.
+
+Every process that builds a :class:`RedisTokenBucket` on the same key shares
+one bucket of ``burst`` tokens refilled at ``qps`` tokens per second, exactly
+as a local :class:`~virtrigaud_resilience.TokenBucket` would be shared by
+threads: over any window of ``t`` seconds the fleet is granted at most
+``qps * t + burst`` tokens. The key holds the bucket's theoretical arrival
+time (GCRA, as redis-cell), the clock is the server's (``TIME`` inside the
+script), and the key expires once the bucket is full again, so an idle
+bucket costs Redis nothing.
+
+Decisions of an asyncio client that are made at the same moment (many tasks
+of one event loop) go to Redis together, as one script call that decides
+them in arrival order: one round trip serves a whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, cast
+
+from .. import _validate
+from ..durations import Seconds
+from ..errors import UnavailableError
+from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
+from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
+from .fallback import Fallback, check_fallback, check_share, local_rate
+from .guard import RedisGuard, RedisUnavailable
+from .scripts import EPOCH_LUA, Pipe, Script, check_key
+
+__all__ = ["RedisTokenBucket", "RedisReservation"]
+
+GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
+-- KEYS[1]: the bucket's theoretical arrival time (tat), in microseconds
+-- ARGV[1]: "take", "refund" or "peek"; ARGV[2]: microseconds per token; ARGV[3]: burst
+-- take:   ARGV[4..]: pairs (n, max_wait_us) decided in order; returns, per pair,
+--         (wait_us, tat_after): wait_us >= 0 granted after that wait (0: now),
+--         wait_us < 0 refused (-1 - the wait it would have needed)
+-- refund: ARGV[4]: n, ARGV[5]: tat_after of the grant; returns the tokens given back
+-- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
+{EPOCH_LUA}
+local interval = tonumber(ARGV[2])
+local tau = interval * tonumber(ARGV[3])
+local stored = tonumber(redis.call('GET', KEYS[1]))
+local tat = stored or now
+if tat < now then tat = now end
+local op = ARGV[1]
+if op == 'take' then
+  local out, start = {{}}, tat
+  for i = 4, #ARGV, 2 do
+    local after = tat + tonumber(ARGV[i]) * interval
+    local wait = after - tau - now
+    if wait <= tonumber(ARGV[i + 1]) then
+      tat = after
+      if wait < 0 then wait = 0 end
+      out[#out + 1] = math.ceil(wait)
+      out[#out + 1] = math.floor(after)
+    else
+      out[#out + 1] = -1 - math.ceil(wait)
+      out[#out + 1] = 0
+    end
+  end
+  if tat > start then
+    -- the key lives until the bucket is full again: then it means nothing
+    redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
+  end
+  return out
+elseif op == 'refund' then
+  if not stored then return 0 end
+  -- time reserved since the grant stays its owners' (under 1 us: rounding)
+  local later = stored - tonumber(ARGV[5])
+  if later < 1 then later = 0 end
+  local restore = tonumber(ARGV[4]) * interval - later
+  if restore <= 0 then return 0 end
+  local back = stored - restore
+  if back > now then
+    redis.call('SET', KEYS[1], back, 'PX', math.floor((back - now) / 1000) + 1)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+  return math.floor(restore / interval + 1e-9)
+elseif op == 'peek' then
+  local wait = tat + tonumber(ARGV[4]) * interval - tau - now
+  if wait < 0 then wait = 0 end
+  return math.ceil(wait)
+end
+return redis.error_reply('virtrigaud GCRA: unknown operation ' .. tostring(op))
+""")
+
+#: The longest wait a reservation may be granted, in microseconds (~31 years).
+_UNLIMITED_WAIT_US = 10**15
+#: Decisions per script call at most (a batch of an asyncio client).
+_MAX_BATCH = 512
+#: try_acquire(n) keeps its encoded command for n up to this.
+_PACKED_SIZES = 16
+
+# Indexes of the bucket's own tallies.
+_ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
+
+
+class RedisTokenBucket:
+    """A token bucket shared by every process using ``key`` on one Redis.
+
+    The surface of :class:`~virtrigaud_resilience.TokenBucket`, for a sync
+    client (``redis.Redis``): :meth:`try_acquire`, :meth:`reserve`,
+    :meth:`acquire`, :meth:`retry_after`; for an asyncio client
+    (``redis.asyncio.Redis``): :meth:`try_acquire_async`,
+    :meth:`reserve_async`, :meth:`acquire_async`,
+    :meth:`retry_after_async`, and ``async with bucket:``. A method the
+    client cannot serve raises TypeError naming the one to call. Redis
+    Cluster clients work too (the script touches one key).
+
+    Each decision is one round trip (an EVALSHA; the script is loaded once,
+    and again if the server lost it). While Redis is unreachable (down,
+    paused, refusing), decisions never wait on it and never raise a redis-py
+    error: the client's :class:`RedisGuard` opens at the first failure and
+    the ``fallback`` decides at local speed until a background probe finds
+    Redis back (see :mod:`~virtrigaud_resilience.distributed.guard`). A
+    decision that is under way when Redis dies waits at most the client's
+    socket timeout (``from_url`` sets 0.25 s and no retries).
+
+    Args:
+        client: ``redis.Redis`` / ``redis.RedisCluster`` (sync methods) or
+            their ``redis.asyncio`` forms (async methods).
+        key: the Redis key of the bucket (non-empty str). Every process must
+            use the same ``qps`` and ``burst`` with it.
+        qps, burst: the fleet's rate (tokens per second) and capacity, as
+            :class:`TokenBucket` validates them.
+        fallback: ``"local"`` (default): a local native bucket at
+            ``local_share`` of the rate and burst decides; ``"allow"``: every
+            token is granted; ``"deny"``: every decision raises
+            ``UnavailableError`` (``retry_after`` the probe interval).
+        local_share: the local bucket's share, in (0, 1]. The default, 1.0,
+            lets each process alone reach the fleet's rate during an outage;
+            ``1 / replicas`` keeps the fleet near its limit.
+        provider_type, provider: metric labels (the local fallback bucket
+            gets them too).
+        guard: the :class:`RedisGuard` to use; default the client's shared one.
+
+    Raises:
+        TypeError, ValueError: a bad argument, naming it and its value.
+
+    Every decision is counted in ``virtrigaud_rate_limiter_requests_total``
+    (the shared ones by this bucket, the local fallback's by its own bucket),
+    and those of the fallback also in ``virtrigaud_distributed_fallback_total``.
+    """
+
+    def __init__(self, client: Client, key: str, *, qps: float, burst: int,
+                 fallback: Fallback = "local", local_share: float = 1.0,
+                 provider_type: str = "", provider: str = "",
+                 guard: RedisGuard | None = None) -> None:
+        owner = "RedisTokenBucket"
+        self._kind = client_kind(owner, client)
+        self.key = check_key(owner, key)
+        self.qps, self.burst = validate_rate(owner, qps, burst)
+        self.fallback = check_fallback(owner, fallback)
+        self.local_share = check_share(owner, local_share)
+        self._provider_type = _validate.string(owner, "provider_type", provider_type)
+        self._provider = _validate.string(owner, "provider", provider)
+        self._guard = _check_guard(owner, guard, client)
+        self.client = client
+        self._interval_us = 1e6 / self.qps
+        self._local: TokenBucket | None = None
+        if self.fallback == "local":
+            local_qps, local_burst = local_rate(owner, self.qps, self.burst, self.local_share)
+            self._local = TokenBucket(local_qps, local_burst, provider_type=self._provider_type,
+                                      provider=self._provider)
+        self._pipe = (Pipe(cast(Any, client)) if self._kind == "sync"
+                      and Pipe.usable(cast(SyncClient, client)) else None)
+        self._packed: dict[int, bytes] = {}
+        self._tally = [0, 0, 0, 0, 0]
+        self._tally_lock = threading.Lock()
+        moves = self._guard.breaker.transitions
+        self._moves_base = (moves[2], moves[0])  # (to open, to closed) of the guard
+        self._batch: _Batch | None = _Batch(self) if self._kind == "async" else None
+        BUCKETS.track(self)
+        FALLBACKS.track(self)
+
+    def __del__(self, _retire: Callable[[Any], None] = BUCKETS.retire,
+                _retire_fallback: Callable[[Any], None] = FALLBACKS.retire) -> None:
+        _retire(self)
+        _retire_fallback(self)
+
+    @classmethod
+    def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
+                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 **options: Any) -> RedisTokenBucket:
+        """A bucket on a new fail-fast client (see :func:`~.clients.connect`):
+        ``socket_timeout`` bounds a decision, and the client never retries.
+
+        The arguments are validated first; then, with ``check``, one PING
+        (UnavailableError if the server is unreachable). The client is
+        ``bucket.client``; close it when done.
+        """
+        check_key("RedisTokenBucket", key)
+        validate_rate("RedisTokenBucket", qps, burst)
+        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
+                         check=check)
+        return cls(client, key, qps=qps, burst=burst, **options)
+
+    # ------------------------------------------------------------- labels --
+
+    @property
+    def provider_type(self) -> str:
+        """The provider type label (read-only: metrics sum by it)."""
+        return self._provider_type
+
+    @property
+    def provider(self) -> str:
+        """The provider label (read-only: metrics sum by it)."""
+        return self._provider
+
+    @property
+    def guard(self) -> RedisGuard:
+        """The guard in front of this bucket's client."""
+        return self._guard
+
+    @property
+    def shared(self) -> bool:
+        """True while decisions go to Redis (False: the fallback decides)."""
+        return self._guard.up
+
+    # --------------------------------------------------------------- sync --
+
+    def try_acquire(self, n: int = 1) -> bool:
+        """Takes n tokens (1 <= n <= burst) if the fleet's bucket holds them
+        now: True; else takes nothing: False. Never waits (one round trip)."""
+        if self._kind != "sync":
+            raise self._wrong_client("try_acquire", "await bucket.try_acquire_async()")
+        packed = self._packed.get(n) if type(n) is int else None
+        if packed is None:
+            n = self._check_n(n)
+            packed = GCRA.pack(self.key, "take", self._interval_us, self.burst, n, 0)
+            if n <= _PACKED_SIZES:
+                self._packed[n] = packed
+        try:
+            reply = self._guard.run(self._call, packed, "take", n, 0)
+        except RedisUnavailable:
+            return self._fallback_try(n)
+        return self._took(reply[0] >= 0)
+
+    def reserve(self, n: int = 1) -> RedisReservation:
+        """Reserves n tokens of the fleet's bucket and says how long to wait
+        (``reservation.delay``); always succeeds. Waiters across the fleet
+        queue in the order Redis saw them."""
+        if self._kind != "sync":
+            raise self._wrong_client("reserve", "await bucket.reserve_async()")
+        n = self._check_n(n)
+        try:
+            reply = self._guard.run(self._call, None, "take", n, _UNLIMITED_WAIT_US)
+        except RedisUnavailable:
+            return self._fallback_reserve(n)
+        return self._reservation(n, reply[0], reply[1])
+
+    def acquire(self, n: int = 1, timeout: Seconds | None = None) -> bool:
+        """Waits until n tokens are the caller's and takes them (WaitN).
+
+        Returns False at once, taking nothing, if the wait would exceed
+        ``timeout`` seconds (None: no limit). An interrupted wait gives the
+        tokens back.
+        """
+        if self._kind != "sync":
+            raise self._wrong_client("acquire", "await bucket.acquire_async()")
+        n = self._check_n(n)
+        max_wait = self._max_wait_us(timeout)
+        try:
+            reply = self._guard.run(self._call, None, "take", n, max_wait)
+        except RedisUnavailable:
+            reservation = self._fallback_reserve_within(n, timeout)
+        else:
+            if reply[0] < 0:
+                self._count(_REJECTED)
+                return False
+            reservation = self._reservation(n, reply[0], reply[1])
+        if reservation is None:
+            return False
+        reservation.wait()
+        return True
+
+    def retry_after(self, n: int = 1) -> float:
+        """Seconds until n tokens are available in the fleet's bucket (0 if
+        now); takes nothing. What a refused caller should be told to wait."""
+        if self._kind != "sync":
+            raise self._wrong_client("retry_after", "await bucket.retry_after_async()")
+        n = self._check_n(n)
+        try:
+            wait_us = self._guard.run(self._peek, n)
+        except RedisUnavailable:
+            return self._fallback_retry_after(n)
+        return int(wait_us) / 1e6
+
+    def _call(self, packed: bytes | None, op: str, *args: object) -> list[int]:
+        args = (op, self._interval_us, self.burst, *args)
+        if self._pipe is not None:
+            reply = self._pipe.call(GCRA, packed or GCRA.pack(self.key, *args), self.key, *args)
+        else:
+            reply = GCRA.run(cast(SyncClient, self.client), self.key, *args)
+        return cast("list[int]", reply)
+
+    def _peek(self, n: int) -> int:
+        return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
+                                  self._interval_us, self.burst, n))
+
+    def _refund(self, n: int, tat_after: int) -> int:
+        try:
+            return cast(int, self._guard.run(GCRA.run, self.client, self.key, "refund",
+                                             self._interval_us, self.burst, n, tat_after))
+        except RedisUnavailable:
+            return 0
+
+    # -------------------------------------------------------------- async --
+
+    async def try_acquire_async(self, n: int = 1) -> bool:
+        """The asyncio form of :meth:`try_acquire`. Concurrent decisions of
+        one event loop share a round trip. A cancelled call takes nothing."""
+        batch = self._require_async("try_acquire_async", "bucket.try_acquire()")
+        n = self._check_n(n)
+        decided = await batch.decide(n, 0)
+        if decided is None:
+            return self._fallback_try(n)
+        return self._took(decided[0] >= 0)
+
+    async def reserve_async(self, n: int = 1) -> RedisReservation:
+        """The asyncio form of :meth:`reserve` (the reservation's
+        :meth:`~RedisReservation.cancel_async` gives the tokens back)."""
+        batch = self._require_async("reserve_async", "bucket.reserve()")
+        n = self._check_n(n)
+        decided = await batch.decide(n, _UNLIMITED_WAIT_US)
+        if decided is None:
+            return self._fallback_reserve(n)
+        return self._reservation(n, *decided)
+
+    async def acquire_async(self, n: int = 1, timeout: Seconds | None = None) -> bool:
+        """The asyncio form of :meth:`acquire`; cancelling the waiting task
+        gives the tokens back."""
+        batch = self._require_async("acquire_async", "bucket.acquire()")
+        n = self._check_n(n)
+        decided = await batch.decide(n, self._max_wait_us(timeout))
+        if decided is None:
+            reservation = self._fallback_reserve_within(n, timeout)
+        else:
+            if decided[0] < 0:
+                self._count(_REJECTED)
+                return False
+            reservation = self._reservation(n, *decided)
+        if reservation is None:
+            return False
+        await reservation.wait_async()
+        return True
+
+    async def retry_after_async(self, n: int = 1) -> float:
+        """The asyncio form of :meth:`retry_after`."""
+        self._require_async("retry_after_async", "bucket.retry_after()")
+        n = self._check_n(n)
+        try:
+            wait_us = await self._guard.run_async(
+                GCRA.run_async, self.client, self.key, "peek", self._interval_us, self.burst, n)
+        except RedisUnavailable:
+            return self._fallback_retry_after(n)
+        return int(wait_us) / 1e6
+
+    async def __aenter__(self) -> RedisTokenBucket:
+        """``async with bucket:`` waits for one token (aiolimiter's idiom)."""
+        await self.acquire_async(1)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        return None
+
+    async def _refund_async(self, n: int, tat_after: int) -> int:
+        try:
+            return cast(int, await self._guard.run_async(
+                GCRA.run_async, self.client, self.key, "refund", self._interval_us, self.burst,
+                n, tat_after))
+        except RedisUnavailable:
+            return 0
+
+    # ----------------------------------------------------------- fallback --
+
+    def _fallback_try(self, n: int) -> bool:
+        if self._local is not None:
+            return self._local.try_acquire(n)
+        if self.fallback == "allow":
+            self._count(_FALLBACK_ADMITTED)
+            return True
+        raise self._denied()
+
+    def _fallback_reserve(self, n: int) -> RedisReservation:
+        return self._fallback_reservation(n, None if self._local is None
+                                          else self._local.reserve(n))
+
+    def _fallback_reserve_within(self, n: int,
+                                 timeout: Seconds | None) -> RedisReservation | None:
+        """The fallback's reservation for acquire; None if it would wait past ``timeout``."""
+        if self._local is None:
+            return self._fallback_reservation(n, None)
+        local = self._local._reserve_within(n, timeout)
+        return None if local is None else self._fallback_reservation(n, local)
+
+    def _fallback_reservation(self, n: int, local: Reservation | None) -> RedisReservation:
+        if local is not None:
+            return RedisReservation(self, n, local.delay, None, local)
+        if self.fallback == "allow":
+            self._count(_FALLBACK_ADMITTED)
+            return RedisReservation(self, n, 0.0, None, None)
+        raise self._denied()
+
+    def _fallback_retry_after(self, n: int) -> float:
+        if self._local is not None:
+            return self._local.retry_after(n)
+        if self.fallback == "allow":
+            return 0.0
+        raise self._denied()
+
+    def _denied(self) -> UnavailableError:
+        self._count(_FALLBACK_REJECTED)
+        return UnavailableError(
+            f"rate limit {self.key!r}: Redis {self._guard.name} is unreachable and "
+            "fallback='deny'", self._guard.last_error, retry_after=self._guard.probe_interval)
+
+    # ------------------------------------------------------------ helpers --
+
+    def _took(self, admitted: bool) -> bool:
+        self._count(_ADMITTED if admitted else _REJECTED)
+        return admitted
+
+    def _reservation(self, n: int, wait_us: int, tat_after: int) -> RedisReservation:
+        self._count(_WAITED if wait_us > 0 else _ADMITTED)
+        return RedisReservation(self, n, wait_us / 1e6, int(tat_after), None)
+
+    def _count(self, index: int) -> None:
+        with self._tally_lock:
+            self._tally[index] += 1
+
+    def _check_n(self, n: int) -> int:
+        return _validate.integer("RedisTokenBucket", "n", n, 1, self.burst)
+
+    @staticmethod
+    def _max_wait_us(timeout: Seconds | None) -> int:
+        if timeout is None:
+            return _UNLIMITED_WAIT_US
+        seconds = _validate.seconds("RedisTokenBucket", "timeout", timeout)
+        return min(round(seconds * 1e6), _UNLIMITED_WAIT_US)
+
+    def _require_async(self, method: str, instead: str) -> _Batch:
+        if self._batch is None:
+            raise self._wrong_client(method, instead)
+        return self._batch
+
+    def _wrong_client(self, method: str, instead: str) -> TypeError:
+        if self._kind == "sync":
+            need = "an asyncio client (redis.asyncio.Redis)"
+            have = "a sync client (redis.Redis)"
+        else:
+            need = "a sync client (redis.Redis)"
+            have = "an asyncio client (redis.asyncio.Redis)"
+        return TypeError(f"RedisTokenBucket.{method}() needs {need}, and this bucket has "
+                         f"{have}: use {instead}, or build the bucket with {need}")
+
+    def _counters(self) -> tuple[int, int, int]:
+        """(admitted, rejected, waited) decided by Redis, or by an "allow" /
+        "deny" fallback (a local fallback bucket counts its own)."""
+        t = self._tally
+        return (t[_ADMITTED] + t[_FALLBACK_ADMITTED], t[_REJECTED] + t[_FALLBACK_REJECTED],
+                t[_WAITED])
+
+    def _fallback_counters(self) -> tuple[int, int, int, int]:
+        """(admitted by the fallback, rejected by it, fell back, recovered)."""
+        t = self._tally
+        admitted, rejected = t[_FALLBACK_ADMITTED], t[_FALLBACK_REJECTED]
+        if self._local is not None:
+            local_admitted, local_rejected, local_waited = self._local._counters()
+            admitted += local_admitted + local_waited
+            rejected += local_rejected
+        moves = self._guard.breaker.transitions
+        return admitted, rejected, moves[2] - self._moves_base[0], moves[0] - self._moves_base[1]
+
+    def __repr__(self) -> str:
+        return (f"RedisTokenBucket({self.key!r}, qps={self.qps!r}, burst={self.burst!r}, "
+                f"fallback={self.fallback!r}, shared={self.shared})")
+
+
+class RedisReservation:
+    """Tokens of a :class:`RedisTokenBucket` reserved for use after :attr:`delay` seconds.
+
+    Act after the delay (:meth:`wait` / :meth:`wait_async`), or cancel to
+    give the tokens back (:meth:`cancel` with a sync client,
+    :meth:`cancel_async` with an asyncio one): as x/time/rate's Cancel,
+    tokens reserved by others since stay theirs, and nothing comes back
+    once the time to act has come.
+    """
+
+    __slots__ = ("_bucket", "_n", "_tat_after", "_local", "_time_to_act", "delay", "_cancelled")
+
+    #: Seconds to wait, from the moment of reserving, before using the tokens.
+    delay: float
+
+    def __init__(self, bucket: RedisTokenBucket, n: int, delay: float, tat_after: int | None,
+                 local: Reservation | None) -> None:
+        self._bucket = bucket
+        self._n = n
+        self._tat_after = tat_after
+        self._local = local  # a local fallback bucket's reservation
+        self.delay = delay
+        self._time_to_act = time.monotonic() + delay
+        self._cancelled = False
+
+    @property
+    def tokens(self) -> int:
+        """The number of tokens reserved."""
+        return self._n
+
+    @property
+    def shared(self) -> bool:
+        """True if Redis granted it (False: the fallback did)."""
+        return self._tat_after is not None
+
+    def delay_from_now(self) -> float:
+        """Seconds still to wait (0 when the time has come)."""
+        return max(0.0, self._time_to_act - time.monotonic())
+
+    def cancel(self) -> int:
+        """Gives the tokens back if their time has not come; returns how many
+        came back. Idempotent. A sync client's reservation only."""
+        if self._cancelled:
+            return 0
+        self._cancelled = True
+        if self._local is not None:
+            return self._local.cancel()
+        if self._tat_after is None or self.delay_from_now() <= 0:
+            return 0
+        return self._bucket._refund(self._n, self._tat_after)
+
+    async def cancel_async(self) -> int:
+        """The asyncio form of :meth:`cancel` (an asyncio client's reservation)."""
+        if self._cancelled:
+            return 0
+        self._cancelled = True
+        if self._local is not None:
+            return self._local.cancel()
+        if self._tat_after is None or self.delay_from_now() <= 0:
+            return 0
+        return await self._bucket._refund_async(self._n, self._tat_after)
+
+    def wait(self) -> None:
+        """Sleeps until the tokens may be used; an interrupted sleep cancels."""
+        delay = self.delay_from_now()
+        if delay > 0:
+            try:
+                time.sleep(delay)
+            except BaseException:
+                self.cancel()
+                raise
+
+    async def wait_async(self) -> None:
+        """The asyncio form of :meth:`wait`; cancelling the task gives the
+        tokens back (in the background: the cancellation is not delayed)."""
+        delay = self.delay_from_now()
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except BaseException:
+                self._cancel_in_background()
+                raise
+
+    def _cancel_in_background(self) -> None:
+        if self._cancelled:
+            return
+        self._cancelled = True
+        if self._local is not None:
+            self._local.cancel()
+        elif self._tat_after is not None and self.delay_from_now() > 0:
+            batch = self._bucket._batch
+            if batch is not None:
+                batch.refund(self._n, self._tat_after)
+
+    def __repr__(self) -> str:
+        return f"RedisReservation(tokens={self._n}, delay={self.delay!r}, shared={self.shared})"
+
+
+class _Batch:
+    """The decisions of one asyncio client's event loop that wait for Redis together.
+
+    The first decision starts a drain task; every decision made before that
+    task runs (all the tasks woken in the same loop iteration) joins the
+    same script call, and those made while it is in flight join the next.
+    So concurrent decisions cost one round trip per batch, not per decision,
+    and each is decided in arrival order.
+    """
+
+    __slots__ = ("_bucket", "_queue", "_task", "_refunds")
+
+    def __init__(self, bucket: RedisTokenBucket) -> None:
+        self._bucket = bucket
+        self._queue: list[tuple[int, int, asyncio.Future[tuple[int, int] | None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._refunds: set[asyncio.Task[int]] = set()
+
+    async def decide(self, n: int, max_wait_us: int) -> tuple[int, int] | None:
+        """(wait_us, tat_after) as the script answers, or None if Redis did not decide."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, int] | None] = loop.create_future()
+        task = self._task
+        if task is not None and (task.done() or task.get_loop() is not loop):
+            # Left by a loop that closed mid-batch: its callers are gone with it.
+            self._queue.clear()
+            task = None
+        self._queue.append((n, max_wait_us, future))
+        if task is None:
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        bucket = self._bucket
+        try:
+            while self._queue:
+                batch = self._queue[:_MAX_BATCH]
+                del self._queue[:_MAX_BATCH]
+                args: list[int] = []
+                for n, max_wait, _ in batch:
+                    args += (n, max_wait)
+                try:
+                    reply = await bucket._guard.run_async(
+                        GCRA.run_async, bucket.client, bucket.key, "take", bucket._interval_us,
+                        bucket.burst, *args)
+                except RedisUnavailable:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+                    continue
+                except asyncio.CancelledError:
+                    for _, _, future in batch:
+                        future.cancel()
+                    raise
+                except Exception as exc:  # not Redis's failure: a bug, shown to every caller
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for i, (n, _, future) in enumerate(batch):
+                    wait_us, tat_after = reply[2 * i], reply[2 * i + 1]
+                    if not future.done():
+                        future.set_result((wait_us, tat_after))
+                    elif wait_us >= 0:  # granted to a caller cancelled meanwhile
+                        self.refund(n, tat_after)
+        finally:
+            self._task = None
+
+    def refund(self, n: int, tat_after: int) -> None:
+        """Gives a cancelled caller's tokens back, in the background."""
+        task = asyncio.get_running_loop().create_task(self._bucket._refund_async(n, tat_after))
+        self._refunds.add(task)
+        task.add_done_callback(self._refunds.discard)
+
+
+def _check_guard(owner: str, guard: RedisGuard | None, client: Client) -> RedisGuard:
+    if guard is None:
+        return RedisGuard.of(client)
+    if not isinstance(guard, RedisGuard):
+        raise TypeError(f"{owner} guard must be a RedisGuard or None, "
+                        f"got {type(guard).__name__} {guard!r}")
+    if guard._client() is not client:
+        raise ValueError(f"{owner} guard must guard the bucket's client, got {guard!r}")
+    return guard

@@ -1,0 +1,610 @@
+"""The fleet-wide rate limit at local speed: leased shares, Doorman-style.
+
+Each process holds a *lease* on a share of the fleet's rate and decides
+locally: a :class:`LeasedTokenBucket` **is** a native
+:class:`~virtrigaud_resilience.TokenBucket` (``try_acquire`` costs what a
+local bucket's does, and it plugs into ``PolicyBuilder.with_rate_limiter``)
+whose rate and burst a background refresh sets from the lease.
+
+Every ``refresh`` seconds one small script records the process's demand
+(tokens it asked for per second, granted or not, averaged over about a
+lease) and hands out a
+max-min fair share of the fleet's ``qps``: no member gets more than it asks
+for, the rest is split evenly among those who want more, and what nobody
+wants is split evenly too. The burst is shared in proportion (each member
+at least one token while one is free). A lease lasts ``lease`` seconds;
+refreshes renew it.
+
+**The bound.** In any window of ``t`` seconds during which every member
+reaches Redis, the fleet admits at most ``qps * t + burst`` tokens: the
+rebalancing after a member joins or leaves adds nothing. Why:
+
+- the server never promises more than ``qps`` (and ``burst``) in total among
+  unexpired leases: a new share is granted only out of what other members'
+  leases leave free;
+- a lowered share does not free the difference at once: the lease it
+  replaces stays counted until it expires, since the member may still be
+  using it (its refresh may be in flight, or its reply lost); a share is
+  lowered at most once per lease, so what is counted never ratchets up;
+- a member stops using a lease before the server counts it expired (it
+  measures the lease from the moment it sent the request, less a margin
+  of 1 ms + 0.1%);
+- a member's bucket starts empty when it gets its first lease (and after a
+  fallback), so joining brings no tokens with it; a lower share keeps at
+  most its new burst of the tokens it had, and a higher one fills only at
+  its rate.
+
+What rebalancing costs instead is utilisation: a member that leaves
+without releasing (a crash) keeps its share until its lease expires (at
+most ``lease`` seconds), and a member whose share grows gets the capacity
+others give up once their previous leases expire (at most ``refresh +
+lease``, more while demand keeps shifting). A member given no share holds the native bucket's slowest rate,
+one token per 73 minutes, with an empty bucket; the burst must be at least
+the number of members for each to get a share. While a member cannot reach
+Redis the bound does not cover it: it keeps its last lease until the lease
+expires (its share of the bound), then its fallback decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from types import TracebackType
+from typing import Any, cast
+
+from .. import _core, _validate
+from ..durations import Seconds
+from ..errors import UnavailableError
+from ..ratelimit import (
+    FALLBACKS,
+    MAX_BURST,
+    MIN_QPS,
+    Reservation,
+    TokenBucket,
+    validate_rate,
+)
+from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
+from .exact import _check_guard
+from .fallback import Fallback, check_fallback, check_share, local_rate
+from .guard import RedisGuard, RedisUnavailable
+from .scripts import EPOCH_LUA, Script, check_key
+
+__all__ = ["LeasedTokenBucket", "DEFAULT_LEASE"]
+
+logger = logging.getLogger("virtrigaud_resilience")
+
+#: Seconds a lease lasts by default (refreshed every third of it).
+DEFAULT_LEASE = 3.0
+
+LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, one key
+-- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires"
+-- ARGV[1]: "lease" or "release"; ARGV[2]: the member
+-- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
+--          ARGV[6]: the lease (us); returns {{rate, burst, members}}
+-- release: gives the member's lease back
+{EPOCH_LUA}
+local key, me = KEYS[1], ARGV[2]
+if ARGV[1] == 'release' then return redis.call('HDEL', key, me) end
+if ARGV[1] ~= 'lease' then return redis.error_reply('virtrigaud lease: unknown operation') end
+local demand, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
+local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
+local raw = redis.call('HGETALL', key)
+local demands = {{demand}}
+local others_rate, others_burst, mine = 0, 0, nil
+for i = 1, #raw, 2 do
+  local f = {{}}
+  for x in string.gmatch(raw[i + 1], '%S+') do f[#f + 1] = tonumber(x) end
+  if raw[i] == me then
+    mine = f
+  elseif f[4] <= now then
+    redis.call('HDEL', key, raw[i])  -- its lease ran out: its share is free again
+  else
+    demands[#demands + 1] = f[1]
+    local rate, burst = f[2], f[3]
+    if f[7] > now then  -- lowered: the lease it replaced still counts until it expires
+      rate, burst = math.max(rate, f[5]), math.max(burst, f[6])
+    end
+    others_rate, others_burst = others_rate + rate, others_burst + burst
+  end
+end
+-- max-min fair share (water-filling); what no member wants is split evenly
+table.sort(demands)
+local n, left, level = #demands, capacity, nil
+for i = 1, n do
+  local even = left / (n - i + 1)
+  if demands[i] > even then level = even break end
+  left = left - demands[i]
+end
+local target = demand + left / n
+if level then target = math.min(demand, level) end
+-- granted only out of what the others' unexpired leases leave free
+local rate = math.max(0, math.min(target, capacity - others_rate))
+local burst = math.min(math.max(1, math.floor(burst_cap * rate / capacity)),
+                       burst_cap - others_burst)
+if burst < 1 or rate <= 0 then rate, burst = 0, 0 end
+-- Lowering: the lease replaced stays counted for the others until it
+-- expires (the member may still use it). One lowering per lease: while an
+-- earlier one is still counted, the current lease is kept (it fits: the
+-- others were granted around it), so what is counted never ratchets up.
+local cur_rate, cur_burst, cur_expires = 0, 0, 0
+if mine and mine[4] > now then cur_rate, cur_burst, cur_expires = mine[2], mine[3], mine[4] end
+local held_rate, held_burst, held_expires = 0, 0, 0
+if mine and mine[7] > now then
+  held_rate, held_burst, held_expires = mine[5], mine[6], mine[7]
+  rate, burst = math.max(rate, cur_rate), math.max(burst, cur_burst)
+elseif rate < cur_rate or burst < cur_burst then
+  held_rate, held_burst, held_expires = cur_rate, cur_burst, cur_expires
+end
+redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
+           burst, now + lease, held_rate, held_burst, held_expires))
+redis.call('PEXPIRE', key, math.floor(2 * lease / 1000) + 1)
+return {{string.format('%.17g', rate), burst, n}}
+""")
+
+_MAX_INTERVAL_NS: int = _core.TOKEN_BUCKET_MAX_INTERVAL_NS
+_MAX_TAU_NS: int = _core.TOKEN_BUCKET_MAX_TAU_NS
+_SHARED, _FALLBACK, _STARTING, _CLOSED = "shared", "fallback", "starting", "closed"
+
+
+class LeasedTokenBucket(TokenBucket):
+    """A native TokenBucket whose rate is this process's lease of a fleet's rate.
+
+    Every decision is local (``try_acquire`` is the native method: nanoseconds,
+    no round trip); a background refresh (a thread for a sync client, a task
+    for an asyncio one) renews the lease every ``refresh`` seconds and sets
+    the bucket's rate and burst from it. See the module for the bound the
+    fleet keeps and what rebalancing costs.
+
+    With a sync client the constructor takes the first lease at once (one
+    round trip) and starts the refresh thread; with an asyncio client, call
+    ``await bucket.start()`` (or use ``async with``) first: until then the
+    bucket has no share. :meth:`close` / :meth:`aclose` stop the refresh and
+    give the share back to the fleet at once; a closed bucket refuses every
+    token.
+
+    Before its first lease, and when given no share, the bucket refuses
+    (``try_acquire`` returns False). When its lease expires without being
+    renewed (Redis unreachable), ``fallback`` decides: ``"local"`` (default)
+    sets the bucket to ``local_share`` of the fleet's rate and burst
+    (default: the last fair share, 1/members); ``"allow"`` to the highest
+    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
+    returns False (it is the native method: it has no error to raise) and
+    ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
+    ``UnavailableError``. The next lease brings it back, emptied. Build it in
+    the process that uses it: its refresh thread does not survive a ``fork()``.
+
+    Args:
+        client: a sync or asyncio redis-py client.
+        key: the Redis key of the fleet's lease table (non-empty str); every
+            member must use the same ``qps`` and ``burst`` with it.
+        qps, burst: the fleet's rate and capacity, validated as TokenBucket's.
+        lease: seconds a lease lasts, > 0 (default 3); a member's share
+            returns to the others at most this long after it stops.
+        refresh: seconds between refreshes, > 0 and < ``lease`` (default
+            ``lease / 3``); leave room for a slow refresh to fail (the
+            client's socket timeout) before the lease runs out.
+        fallback, local_share: see above.
+        provider_type, provider: metric labels.
+        member: this process's name in the lease table (default
+            ``host:pid:random``; unique per bucket).
+        guard: the :class:`RedisGuard` to use; default the client's shared one.
+
+    Raises:
+        TypeError, ValueError: a bad argument, naming it and its value.
+    """
+
+    __slots__ = ("client", "key", "fleet_qps", "fleet_burst", "lease", "refresh", "fallback",
+                 "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
+                 "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
+                 "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
+                 "_thread", "_task")
+
+    def __init__(self, client: Client, key: str, *, qps: float, burst: int,
+                 lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
+                 fallback: Fallback = "local", local_share: float | None = None,
+                 provider_type: str = "", provider: str = "", member: str | None = None,
+                 guard: RedisGuard | None = None) -> None:
+        owner = "LeasedTokenBucket"
+        kind = client_kind(owner, client)
+        key = check_key(owner, key)
+        fleet_qps, fleet_burst = validate_rate(owner, qps, burst)
+        lease_s = _validate.seconds(owner, "lease", lease, allow_zero=False, maximum=86400.0)
+        refresh_s = lease_s / 3 if refresh is None else _validate.seconds(
+            owner, "refresh", refresh, allow_zero=False)
+        if refresh_s >= lease_s:
+            raise ValueError(f"{owner} refresh must be < lease ({lease_s:g} s), got {refresh!r}")
+        fallback = check_fallback(owner, fallback)
+        share = None if local_share is None else check_share(owner, local_share)
+        member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                  if member is None else _check_member(owner, member))
+        guard = _check_guard(owner, guard, client)
+        for field, label in (("provider_type", provider_type), ("provider", provider)):
+            _validate.string(owner, field, label)
+        super().__init__(MIN_QPS, 1, provider_type=provider_type, provider=provider)
+        self._set_rate(_MAX_INTERVAL_NS, 1, 0)  # no share, and no token, before a lease
+        self.client, self.key, self._kind, self._guard = client, key, kind, guard
+        self.fleet_qps, self.fleet_burst = fleet_qps, fleet_burst
+        self.lease, self.refresh = lease_s, refresh_s
+        self.fallback, self.local_share, self.member = fallback, share, member
+        self._mode = _STARTING
+        self._lock = threading.Lock()
+        self._expires = 0.0
+        self._next_refresh = 0.0
+        self._refresh_now = False
+        self._members = 0
+        self._share: tuple[int, int] = (_MAX_INTERVAL_NS, 1)
+        self._demand_at = time.monotonic()
+        self._demand_count = 0
+        self._demand = fleet_qps  # nothing measured yet: ask for all, fairness sorts it out
+        self._fallback_base: tuple[int, int] | None = None
+        self._fallback_sum = [0, 0]
+        self._moves = [0, 0]  # times it fell back, times it got a lease back
+        self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: Any = None
+        guard.on_recovery(self._on_recovery)
+        FALLBACKS.track(self)
+        if kind == "sync":
+            self._wake = threading.Event()
+            self._tick_sync()
+            self._thread = threading.Thread(target=_refresh_thread, args=(weakref.ref(self),),
+                                            name=f"leased-bucket {key}", daemon=True)
+            self._thread.start()
+
+    def __del__(self, _retire: Any = FALLBACKS.retire) -> None:
+        _retire(self)
+        super().__del__()
+
+    @classmethod
+    def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
+                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 **options: Any) -> LeasedTokenBucket:
+        """A leased bucket on a new fail-fast client (see
+        :func:`~virtrigaud_resilience.distributed.connect`); the client is
+        ``bucket.client``."""
+        check_key("LeasedTokenBucket", key)
+        validate_rate("LeasedTokenBucket", qps, burst)
+        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
+                         check=check)
+        return cls(client, key, qps=qps, burst=burst, **options)
+
+    # -------------------------------------------------------------- state --
+
+    @property
+    def shared(self) -> bool:
+        """True while the bucket holds an unexpired lease."""
+        return self._mode == _SHARED
+
+    @property
+    def mode(self) -> str:
+        """``"shared"`` (a lease), ``"fallback"``, ``"starting"`` (no lease
+        yet) or ``"closed"``."""
+        return self._mode
+
+    @property
+    def members(self) -> int:
+        """Members of the fleet at the last lease (0 before one)."""
+        return self._members
+
+    @property
+    def guard(self) -> RedisGuard:
+        """The guard in front of this bucket's client."""
+        return self._guard
+
+    def set_rate(self, qps: float, burst: int | None = None) -> None:
+        """Refused: the lease sets a leased bucket's rate (TypeError)."""
+        raise TypeError("LeasedTokenBucket.set_rate(): the rate comes from the fleet's lease; "
+                        "build the fleet's buckets with the new qps and burst instead")
+
+    # ----------------------------------------------------- waiting methods --
+
+    def reserve(self, n: int = 1) -> Reservation:
+        """As TokenBucket.reserve; UnavailableError in "deny" fallback."""
+        self._refuse_if_denied()
+        return super().reserve(n)
+
+    def acquire(self, n: int = 1, timeout: Seconds | None = None) -> bool:
+        """As TokenBucket.acquire; UnavailableError in "deny" fallback."""
+        self._refuse_if_denied()
+        return super().acquire(n, timeout)
+
+    async def acquire_async(self, n: int = 1, timeout: Seconds | None = None) -> bool:
+        """As TokenBucket.acquire_async; UnavailableError in "deny" fallback."""
+        self._refuse_if_denied()
+        return await super().acquire_async(n, timeout)
+
+    def retry_after(self, n: int = 1) -> float:
+        """As TokenBucket.retry_after; UnavailableError in "deny" fallback."""
+        self._refuse_if_denied()
+        return super().retry_after(n)
+
+    def _refuse_if_denied(self) -> None:
+        if self._mode == _FALLBACK and self.fallback == "deny":
+            raise UnavailableError(
+                f"leased rate limit {self.key!r}: no lease (Redis {self._guard.name} is "
+                "unreachable) and fallback='deny'", self._guard.last_error,
+                retry_after=self._guard.probe_interval)
+
+    # -------------------------------------------------------------- async --
+
+    async def start(self) -> LeasedTokenBucket:
+        """Takes the first lease and starts the refresh task (asyncio client).
+
+        Idempotent; returns the bucket. With a sync client the constructor did this.
+        """
+        if self._kind != "async":
+            raise TypeError("LeasedTokenBucket.start() is for an asyncio client: a bucket with "
+                            "a sync client took its lease when built")
+        if self._task is None and self._mode != _CLOSED:
+            self._wake = asyncio.Event()
+            await self._tick_async()
+            self._task = asyncio.get_running_loop().create_task(
+                _refresh_task(weakref.ref(self)), name=f"leased-bucket {self.key}")
+        return self
+
+    async def aclose(self) -> None:
+        """Stops the refresh task and gives the share back (asyncio client)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        if self._mode == _CLOSED:
+            return
+        self._close_locally()
+        try:
+            await self._guard.run_async(LEASE.run_async, self.client, self.key, "release",
+                                        self.member)
+        except RedisUnavailable:
+            pass  # the lease will expire
+
+    async def __aenter__(self) -> LeasedTokenBucket:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    # --------------------------------------------------------------- sync --
+
+    def close(self) -> None:
+        """Stops the refresh thread and gives the share back (sync client).
+
+        Idempotent. The bucket refuses every token afterwards.
+        """
+        if self._kind != "sync":
+            raise TypeError("LeasedTokenBucket.close() is for a sync client: use "
+                            "await bucket.aclose()")
+        if self._mode == _CLOSED:
+            return
+        self._close_locally()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            self._wake.set()
+            thread.join(timeout=5.0)
+        try:
+            self._guard.run(LEASE.run, self.client, self.key, "release", self.member)
+        except RedisUnavailable:
+            pass  # the lease will expire
+
+    def __enter__(self) -> LeasedTokenBucket:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ refresh --
+
+    def _tick_sync(self) -> float:
+        """One step of the refresh loop (sync); returns seconds to the next."""
+        now = time.monotonic()
+        if self._refresh_due(now):
+            args = self._lease_args(now)
+            try:
+                reply = self._guard.run(LEASE.run, cast(SyncClient, self.client), self.key, *args)
+            except RedisUnavailable:
+                pass
+            else:
+                self._apply(reply, now)
+        return self._after_tick()
+
+    async def _tick_async(self) -> float:
+        """One step of the refresh loop (asyncio); returns seconds to the next."""
+        now = time.monotonic()
+        if self._refresh_due(now):
+            args = self._lease_args(now)
+            try:
+                reply = await self._guard.run_async(LEASE.run_async, cast(AsyncClient, self.client),
+                                                    self.key, *args)
+            except RedisUnavailable:
+                pass
+            else:
+                self._apply(reply, now)
+        return self._after_tick()
+
+    def _refresh_due(self, now: float) -> bool:
+        if self._mode == _CLOSED or not (now >= self._next_refresh or self._refresh_now):
+            return False
+        self._refresh_now = False
+        self._next_refresh = now + self.refresh
+        return self._guard.up
+
+    def _after_tick(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            if self._mode == _SHARED and now >= self._expires:
+                self._enter_fallback("its lease expired")
+            elif self._mode == _STARTING and not self._guard.up:
+                self._enter_fallback("no lease could be taken")
+        wake = self._next_refresh
+        if self._mode == _SHARED:
+            wake = min(wake, self._expires)
+        return max(0.0, wake - time.monotonic())
+
+    def _lease_args(self, now: float) -> tuple[object, ...]:
+        """The lease script's arguments, with this member's demand: the tokens
+        it asked for per second (granted or not), averaged over about a lease
+        (an exponential moving average), so that a member asking rarely is
+        not taken for one asking nothing between two refreshes."""
+        admitted, rejected, reserved = self._counters()
+        count = admitted + rejected + reserved
+        elapsed = now - self._demand_at
+        if elapsed > 0 and self._mode != _STARTING:
+            weight = 1.0 - math.exp(-elapsed / self.lease)
+            rate = (count - self._demand_count) / elapsed
+            self._demand += weight * (rate - self._demand)
+        self._demand_at, self._demand_count = now, count
+        return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
+                round(self.lease * 1e6))
+
+    def _apply(self, reply: Any, sent: float) -> None:
+        """Sets the bucket from a lease granted to a request sent at ``sent``."""
+        rate, burst, members = float(reply[0]), int(reply[1]), int(reply[2])
+        with self._lock:
+            if self._mode == _CLOSED:
+                return
+            fresh = self._mode != _SHARED
+            if self._mode == _FALLBACK:
+                self._leave_fallback()
+            self._set_share(rate, burst, empty=fresh)
+            self._mode = _SHARED
+            self._members = members
+            # Used until before the server counts it expired (it measured from later).
+            self._expires = sent + self.lease - (0.001 + 0.001 * self.lease)
+
+    def _set_share(self, rate: float, burst: int, *, empty: bool) -> None:
+        """The bucket's rate for a share of ``rate`` tokens/s and ``burst``;
+        ``empty`` drops every token it holds (a first lease)."""
+        if burst < 1 or rate < MIN_QPS:
+            interval, burst = _MAX_INTERVAL_NS, 1
+            empty = True
+        else:
+            # Rounded up: the local rate never exceeds the share.
+            interval = min(max(math.ceil(1e9 / rate), 1), _MAX_INTERVAL_NS)
+            burst = max(1, min(burst, MAX_BURST, _MAX_TAU_NS // interval))
+        if empty or (interval, burst) != self._share:
+            self._set_rate(interval, burst, 0 if empty else burst)
+            self._share = (interval, burst)
+
+    def _enter_fallback(self, why: str) -> None:
+        # Under self._lock.
+        admitted, rejected, reserved = self._counters()
+        self._fallback_base = (admitted + reserved, rejected)
+        self._moves[0] += 1
+        self._mode = _FALLBACK
+        if self.fallback == "local":
+            share = self.local_share or 1.0 / max(self._members, 1)
+            qps, burst = local_rate("LeasedTokenBucket", self.fleet_qps, self.fleet_burst, share)
+            self._set_share(qps, burst, empty=False)
+        elif self.fallback == "allow":
+            self._set_rate(1, MAX_BURST)
+            self._share = (1, MAX_BURST)
+        else:
+            self._set_share(0.0, 0, empty=True)
+        logger.warning(
+            "leased rate limit %r (%s/%s): %s (Redis %s unreachable): fallback=%r at %g/s, "
+            "burst %d, until a lease is taken again", self.key, self.provider_type,
+            self.provider, why, self._guard.name, self.fallback, self.qps, self.burst,
+            extra={"rate_limit": self.key, "provider_type": self.provider_type,
+                   "provider": self.provider, "redis_state": "fallback"})
+
+    def _leave_fallback(self) -> None:
+        # Under self._lock.
+        self._close_fallback_counts()
+        self._moves[1] += 1
+        logger.info("leased rate limit %r (%s/%s): lease taken again, shared accounting resumes",
+                    self.key, self.provider_type, self.provider,
+                    extra={"rate_limit": self.key, "provider_type": self.provider_type,
+                           "provider": self.provider, "redis_state": "shared"})
+
+    def _close_locally(self) -> None:
+        with self._lock:
+            if self._mode == _FALLBACK:
+                self._close_fallback_counts()
+            self._mode = _CLOSED
+            self._set_share(0.0, 0, empty=True)
+
+    def _close_fallback_counts(self) -> None:
+        """Adds the fallback's decisions since it began to its totals."""
+        base = self._fallback_base
+        if base is not None:
+            admitted, rejected, reserved = self._counters()
+            self._fallback_sum[0] += admitted + reserved - base[0]
+            self._fallback_sum[1] += rejected - base[1]
+            self._fallback_base = None
+
+    def _on_recovery(self) -> None:
+        self._refresh_now = True
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+
+    def _fallback_counters(self) -> tuple[int, int, int, int]:
+        """(admitted by the fallback, rejected by it, fell back, got a lease back)."""
+        admitted, rejected = self._fallback_sum
+        base = self._fallback_base
+        if base is not None:
+            now_admitted, now_rejected, now_reserved = self._counters()
+            admitted += now_admitted + now_reserved - base[0]
+            rejected += now_rejected - base[1]
+        return admitted, rejected, self._moves[0], self._moves[1]
+
+    def __repr__(self) -> str:
+        return (f"LeasedTokenBucket({self.key!r}, fleet qps={self.fleet_qps!r}, "
+                f"burst={self.fleet_burst!r}, share qps={self.qps:.6g}, burst={self.burst}, "
+                f"mode={self._mode!r}, members={self._members})")
+
+
+def _refresh_thread(ref: weakref.ref[LeasedTokenBucket]) -> None:
+    """The refresh loop of a sync client's bucket; ends when the bucket is
+    closed or garbage (it holds the bucket only while it works)."""
+    while True:
+        bucket = ref()
+        if bucket is None or bucket._mode == _CLOSED:
+            return
+        wake = bucket._wake
+        try:
+            wait = bucket._tick_sync()
+        except Exception:
+            logger.exception("leased rate limit %r: refresh failed", bucket.key)
+            wait = bucket.refresh
+        del bucket
+        wake.wait(wait)
+        wake.clear()
+
+
+async def _refresh_task(ref: weakref.ref[LeasedTokenBucket]) -> None:
+    """The refresh loop of an asyncio client's bucket."""
+    while True:
+        bucket = ref()
+        if bucket is None or bucket._mode == _CLOSED:
+            return
+        wake = bucket._wake
+        try:
+            wait = await bucket._tick_async()
+        except Exception:
+            logger.exception("leased rate limit %r: refresh failed", bucket.key)
+            wait = bucket.refresh
+        del bucket
+        try:
+            await asyncio.wait_for(wake.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+        wake.clear()
+
+
+def _check_member(owner: str, member: object) -> str:
+    member = _validate.string(owner, "member", member)
+    if not member or any(c.isspace() for c in member):
+        raise ValueError(f"{owner} member must be a non-empty str without spaces, got {member!r}")
+    return member
