@@ -15,6 +15,7 @@ import datetime
 import logging
 import math
 import random
+import threading
 import time
 from typing import Any
 
@@ -114,12 +115,26 @@ def _decorator(lib: Any, kind: str, recorder: Recorder, options: dict[str, Any])
 
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Records the test's sleeps instead of sleeping. Only the test's own
+    thread: a background thread of another fixture (a Redis cluster being
+    started, say) sleeps for real and is not recorded."""
     slept: list[float] = []
+    test_thread = threading.current_thread()
+    real_sleep, real_async_sleep = time.sleep, asyncio.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread() is test_thread:
+            slept.append(seconds)
+        else:
+            real_sleep(seconds)
 
     async def async_sleep(seconds: float) -> None:
-        slept.append(seconds)
+        if threading.current_thread() is test_thread:
+            slept.append(seconds)
+        else:
+            await real_async_sleep(seconds)
 
-    monkeypatch.setattr(time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", sleep)
     monkeypatch.setattr(asyncio, "sleep", async_sleep)
     return slept
 
