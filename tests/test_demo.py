@@ -200,3 +200,29 @@ def test_simulated_loop_needs_a_sim_clock() -> None:
 
     with pytest.raises(TypeError, match="SimulatedLoop clock must be a SimClock"):
         SimulatedLoop(vr.ManualClock())  # type: ignore[arg-type]
+
+
+def test_ctrl_c_stops_with_a_summary_not_a_traceback() -> None:
+    """SIGINT cancels the run; what the fleet did so far is summarised, exit status 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SKBUILD_EDITABLE_VERBOSE": "0"}  # an editable install's chatter
+    process = subprocess.Popen([sys.executable, "-m", "virtrigaud_resilience.cli", "demo",
+                                "--vms", "30", "--duration", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the title: the run has started
+        assert first.startswith("virtrigaud-resilience demo:")
+        process.stdout.readline()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err + out
+    assert "interrupted at" in out and "VMs by Ready condition reason" in out

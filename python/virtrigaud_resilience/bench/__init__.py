@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from .._args import bounded_int, check_writable, require_module
 from .._console import is_terminal
@@ -94,7 +93,7 @@ def _progress(done: int, total: int) -> None:
     print(f"\rmeasuring: round {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> int:
     """``virtrigaud-resilience bench`` with ``argv`` (the command line of
     ``benchmarks/compare.py``)."""
     from ..cli import main as cli_main

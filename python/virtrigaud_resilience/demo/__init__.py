@@ -24,9 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .._args import bounded_int, check_writable, positive_seconds, require_module
@@ -95,21 +99,17 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     title = (f"virtrigaud-resilience demo: {args.vms} VMs on 3 providers, {args.profile} "
              f"profile, seed {args.seed}")
     view = None if json_only or args.virtual_time else _view(fleet, title)
-    interrupted = False
     start = time.perf_counter()
     work = loop.create_task(_both(fleet.run(), timeline.record(fleet)))
+    interrupted = False
     try:
-        if view is not None:
-            view.start()
-            loop.every(view.period, view.update)
-        loop.run_until_complete(work)
-    except KeyboardInterrupt:
-        interrupted = True
-        work.cancel()
-        try:
+        with _interrupt_cancels(loop, work):
+            if view is not None:
+                view.start()
+                loop.every(view.period, view.update)
             loop.run_until_complete(work)
-        except asyncio.CancelledError:
-            pass
+    except asyncio.CancelledError:
+        interrupted = True  # Ctrl-C: stop, and show what the fleet did so far
     finally:
         wall = time.perf_counter() - start
         if view is not None:
@@ -143,6 +143,31 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
 
 async def _both(*coroutines: Any) -> None:
     await asyncio.gather(*coroutines)
+
+
+@contextlib.contextmanager
+def _interrupt_cancels(loop: asyncio.AbstractEventLoop,
+                       task: asyncio.Task[None]) -> Iterator[None]:
+    """Ctrl-C cancels ``task`` (as ``asyncio.run`` does), rather than raising
+    KeyboardInterrupt wherever the program happens to be; a second Ctrl-C
+    interrupts for real. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    asked: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _view(fleet: Fleet, title: str) -> Any:

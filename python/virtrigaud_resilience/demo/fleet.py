@@ -370,6 +370,7 @@ class Fleet:
             by_provider[vm.provider.label][vm.ready_reason or "Pending"] += 1
         return {
             "simulated_seconds": self.span,
+            "ended_at": round(self.clock.now(), 3),
             "resync_seconds": round(self.resync, 6),
             "vms": len(self.vms),
             "ready": self.ready,

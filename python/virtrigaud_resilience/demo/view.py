@@ -183,8 +183,11 @@ def print_summary(result: Mapping[str, Any], stream: IO[str] | None = None) -> N
     """The summary tables: providers, VMs' Ready conditions by reason, and the measurements."""
     stream = sys.stdout if stream is None else stream
     summary, measured = result["summary"], result["measured"]
+    span = (f"interrupted at {clock_text(summary['ended_at'])} of "
+            f"{clock_text(summary['simulated_seconds'])}" if measured["interrupted"]
+            else f"{clock_text(summary['simulated_seconds'])} simulated")
     print_table(f"Summary: {summary['vms']} VMs, {summary['profile']} profile, seed "
-                f"{summary['seed']}, {clock_text(summary['simulated_seconds'])} simulated",
+                f"{summary['seed']}, {span}",
                 HEADERS, provider_rows(summary["providers"]), _RIGHT, stream)
     for p in summary["providers"]:
         opened = sum(1 for t in p["transitions"] if t["to"] == "open")
