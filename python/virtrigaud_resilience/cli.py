@@ -11,6 +11,7 @@ A bad argument is one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -41,9 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=(bench.__doc__ or "").split("\n\n")[0])
     bench.add_arguments(bench_parser)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo.run(args, demo_parser)
-    return bench.run(args, bench_parser)
+    try:
+        if args.command == "demo":
+            return demo.run(args, demo_parser)
+        return bench.run(args, bench_parser)
+    except BrokenPipeError:
+        # Piped into `head` and the reader left: stop quietly, as Unix tools do
+        # (and keep Python from failing again when it flushes stdout at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

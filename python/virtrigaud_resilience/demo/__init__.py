@@ -37,6 +37,7 @@ from .._args import bounded_int, check_writable, positive_seconds, require_modul
 from ..config import Config
 from .fleet import Fleet
 from .simloop import SimClock, SimulatedLoop
+from .timeline import Timeline
 
 __all__ = ["INSTALL", "PROFILES", "TIME_SCALE", "add_arguments", "run"]
 
@@ -93,28 +94,29 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     loop = SimulatedLoop(clock, scale)
     span = args.duration * TIME_SCALE
     fleet = Fleet(clock, PROFILES[args.profile](), args.vms, args.seed, span)
-    from .timeline import Timeline
-
     timeline = Timeline.of(fleet)
     title = (f"virtrigaud-resilience demo: {args.vms} VMs on 3 providers, {args.profile} "
              f"profile, seed {args.seed}")
     view = None if json_only or args.virtual_time else _view(fleet, title)
+    if view is not None:
+        view.start()
     start = time.perf_counter()
-    work = loop.create_task(_both(fleet.run(), timeline.record(fleet)))
+    work = loop.create_task(_simulate(fleet, timeline))
     interrupted = False
     try:
         with _interrupt_cancels(loop, work):
             if view is not None:
-                view.start()
                 loop.every(view.period, view.update)
             loop.run_until_complete(work)
     except asyncio.CancelledError:
         interrupted = True  # Ctrl-C: stop, and show what the fleet did so far
     finally:
         wall = time.perf_counter() - start
-        if view is not None:
-            view.stop()
-        loop.close()
+        try:
+            if view is not None:
+                view.stop()
+        finally:
+            _close(loop, work)
     result = {
         "summary": {"seed": args.seed, "profile": args.profile,
                     "duration": args.duration, **fleet.summary()},
@@ -141,8 +143,18 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     return 130 if interrupted else 0
 
 
-async def _both(*coroutines: Any) -> None:
-    await asyncio.gather(*coroutines)
+async def _simulate(fleet: Fleet, timeline: Timeline) -> None:
+    await asyncio.gather(fleet.run(), timeline.record(fleet))
+
+
+def _close(loop: asyncio.AbstractEventLoop, work: asyncio.Task[None]) -> None:
+    """Closes the loop, first cancelling ``work`` if something (a closed
+    pipe under the view, say) stopped the loop with the fleet still running."""
+    if not work.done():
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            loop.run_until_complete(work)
+    loop.close()
 
 
 @contextlib.contextmanager

@@ -273,7 +273,7 @@ class Fleet:
 
     @property
     def calls(self) -> int:
-        """Calls that reached the providers through the policies, so far."""
+        """Calls the policies let through to the providers, so far."""
         return sum(p.calls for p in self.providers)
 
     async def run(self) -> None:

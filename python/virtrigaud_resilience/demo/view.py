@@ -102,9 +102,12 @@ class PlainView:
         fleet = self._fleet
         parts = [f"t={clock_text(fleet.clock.now())}", f"Ready {fleet.ready}/{len(fleet.vms)}"]
         for p in fleet.providers:
+            p50, p99 = p.latency_quantiles(RECENT) or (0.0, 0.0)
             parts.append(f"{p.label} {p.breaker.state.name.lower()} adm={p.admitted} "
                          f"rej={p.breaker.rejected} rl={p.rate_limited} "
-                         f"quota429={p.quota_answers} retries={p.retries}")
+                         f"quota429={p.quota_answers} retries={p.retries} "
+                         f"p50={duration_text(p50)} p99={duration_text(p99)} "
+                         f"ready={p.ready}/{p.vms}")
         parts.append(f"{self._rate.update():,.0f} calls/s")
         print(" | ".join(parts), file=self._stream, flush=True)
 
