@@ -35,13 +35,11 @@ import contextlib
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import Case, Suite, Target, measure, report  # noqa: E402
-
-import virtrigaud_resilience as vr  # noqa: E402
+import virtrigaud_resilience as vr
+from virtrigaud_resilience.bench import Case, Suite, Target, measure
+from virtrigaud_resilience.bench.report import all_held, print_report
 
 GROUP_SYNC, GROUP_ASYNC, GROUP_LEASED = "redis sync", "redis async", "leased"
 BARE_GET = "bare redis-py GET round trip"
@@ -113,7 +111,8 @@ def build(suite: Suite, url: str, tasks: int, cleanup: list[Any]) -> list[Target
 
         await asyncio.gather(*(worker(n // tasks) for _ in range(tasks)))
 
-    suite.cases.append(Case(GROUP_ASYNC, OURS_ASYNC, decide_concurrently, is_async=True))
+    suite.cases.append(Case(GROUP_ASYNC, OURS_ASYNC, decide_concurrently, is_async=True,
+                            role="ours"))
     suite.cases.append(Case(GROUP_ASYNC, ASYNC_GET, get_concurrently, is_async=True))
 
     local = vr.TokenBucket(**HUGE)
@@ -257,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
             close = getattr(thing, "close", None)
             if close is not None:
                 close()
-    text, ok = report(suite, targets)
+    ok = all_held(suite, targets)
     async_rate = 1e9 / suite.get(GROUP_ASYNC, OURS_ASYNC).best_ns
     held = async_rate >= 30_000
     ok &= held
-    print(f"Python {sys.version.split()[0]}, {rounds} rounds x {calls} round trips, best round\n")
-    print(text)
+    print_report(suite, targets,
+                 f"Python {sys.version.split()[0]}, {rounds} rounds x {calls} round trips, "
+                 "best round")
     print(f"  {'ok  ' if held else 'MISS'}  exact async >= 30,000 decisions/s from one process: "
           f"{async_rate:,.0f}/s ({args.tasks} tasks)")
     print("\n  rates (decisions or round trips per second):")

@@ -264,6 +264,9 @@ RETRY_CONFIG_CASES = [
            [("yes", TypeError), (1, TypeError), (None, TypeError)]),
     *cases("RetryConfig", "strategy", lambda v: vr.RetryConfig(strategy=v),
            [("linear", ValueError), (None, ValueError)]),
+    *cases("RetryConfig", "seed", lambda v: vr.RetryConfig(seed=v),
+           [(-1, ValueError), (2**64, ValueError), (1.5, TypeError), ("7", TypeError),
+            (True, TypeError), (NAN, TypeError)]),
 ]
 
 

@@ -189,3 +189,18 @@ async def test_real_time_latency_sleeps() -> None:
 def test_bad_input_is_named(make: Any, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
         make()
+
+
+async def test_describe_answers_what_the_vm_is_now(clock: vr.ManualClock) -> None:
+    """describe's answer is reused while the VM is unchanged and follows every change."""
+    fake = FaultInjectingProvider(clock=clock)
+    vm = (await fake.create(CreateRequest("web", cpus=2))).id
+    first = await fake.describe(vm)
+    assert first is await fake.describe(vm)  # unchanged: the same frozen answer
+    assert first.provider_raw["cpus"] == "2" and first.power_state == "On"
+    await fake.reconfigure(vm, CreateRequest("web", cpus=4))
+    assert (await fake.describe(vm)).provider_raw["cpus"] == "4"
+    await fake.power(vm, "Off")
+    assert (await fake.describe(vm)).power_state == "Off"
+    await fake.delete(vm)
+    assert (await fake.describe(vm)).exists is False

@@ -52,3 +52,16 @@ def test_async_use_works_once_asyncio_is_there() -> None:
             "p = vr.PolicyBuilder('p').with_timeout(1.0).build()\n"
             "assert asyncio.run(p.execute_async(f)) == 1")
     assert "asyncio" in loaded_after(code)
+
+
+def test_the_cli_imports_its_extras_only_when_used() -> None:
+    """`virtrigaud-resilience --help`, the demo and the bench modules load no
+    optional dependency until a command needs one (rich for a live view,
+    matplotlib for --plot, prometheus-client for --metrics-port, the peers
+    for the bench)."""
+    code = ("import virtrigaud_resilience.cli, virtrigaud_resilience.demo, "
+            "virtrigaud_resilience.bench, virtrigaud_resilience.demo.view, "
+            "virtrigaud_resilience.demo.timeline, virtrigaud_resilience.bench.report")
+    loaded = loaded_after(code)
+    assert not loaded & {"rich", "matplotlib", "prometheus_client", "yaml", "grpc", "httpx",
+                         "kopf", "redis"}

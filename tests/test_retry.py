@@ -216,6 +216,27 @@ def test_jitter_adds_zero_to_ten_percent(clock: vr.ManualClock, mode: str) -> No
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_seeded_jitter_repeats_itself(clock: vr.ManualClock, mode: str) -> None:
+    """RetryConfig(seed=...): every retrier built from the config draws the
+    same jittered delays (what makes a seeded simulation reproducible)."""
+    def delays_of(config: vr.RetryConfig) -> list[float]:
+        delays: list[float] = []
+        retrier = vr.Retrier(config, clock=clock, on_retry=lambda a, e, d: delays.append(d))
+        with pytest.raises(vr.UnavailableError):
+            run(retrier, Always(lambda: vr.UnavailableError("down")), mode)
+        return delays
+
+    seeded = vr.RetryConfig(max_attempts=6, jitter=True, seed=7)
+    first = delays_of(seeded)
+    assert first == delays_of(seeded) == delays_of(seeded.replace())
+    assert first != delays_of(seeded.replace(seed=8))
+    for d, base in zip(first, [0.5, 1.0, 2.0, 4.0, 8.0]):
+        assert base <= d <= base * 1.1
+    assert any(d > base for d, base in zip(first, [0.5, 1.0, 2.0, 4.0, 8.0]))
+    assert seeded != vr.RetryConfig(max_attempts=6, jitter=True)  # the seed is part of it
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_rate_limit_retry_after_raises_the_delay(clock: vr.ManualClock, mode: str) -> None:
     delays: list[float] = []
     fn = Flaky(vr.RateLimitError("slow down", retry_after=5.0),

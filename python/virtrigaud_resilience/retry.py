@@ -95,6 +95,9 @@ class RetryConfig:
             example ``retry_on=ConnectionError``. Cancellations
             (``BaseException`` s that are not ``Exception`` s) are never
             retried.
+        seed: an int in ``[0, 2**64)`` that makes the jitter reproducible:
+            each retrier built from this config draws the same sequence
+            (see :class:`Backoff`); None (the default) draws fresh randomness.
 
     The delay before retry ``n`` (0-based) under ``exponential`` is
     ``min(base_delay * multiplier**n, max_delay)`` plus, with jitter, a uniform
@@ -112,11 +115,13 @@ class RetryConfig:
     jitter: bool = True
     strategy: str = "exponential"
     retry_on: RetryOn | None = None
+    seed: int | None = None
 
     if TYPE_CHECKING:  # what the constructor accepts (the fields hold float seconds)
         def __init__(self, max_attempts: int = 5, base_delay: Seconds = 0.5,
                      max_delay: Seconds = 30.0, multiplier: float = 2.0, jitter: bool = True,
-                     strategy: str = "exponential", retry_on: RetryOn | None = None) -> None: ...
+                     strategy: str = "exponential", retry_on: RetryOn | None = None,
+                     seed: int | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "RetryConfig"
@@ -139,6 +144,8 @@ class RetryConfig:
                 f"{owner} strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
             )
         _check_retry_on(owner, self.retry_on)
+        if self.seed is not None:
+            set_(self, "seed", _validate.integer(owner, "seed", self.seed, 0, 2**64 - 1))
 
     def should_retry(self, error: BaseException) -> bool:
         """Whether ``error`` may be retried: an ``Exception`` that is retryable
@@ -262,7 +269,7 @@ class Retrier:
         #: the error's retry_after beyond max_delay or the deadline.
         self.exhausted = 0
         self._backoff = Backoff(config.base_delay, config.max_delay, config.multiplier,
-                                config.jitter, config.strategy)
+                                config.jitter, config.strategy, config.seed)
         self._clock = sleeper_for(check_clock("Retrier", clock))
         RETRIERS.track(self)
 

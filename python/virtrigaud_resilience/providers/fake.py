@@ -177,6 +177,13 @@ class _VM:
     spec: CreateRequest
     power_state: str = "On"
     ips: tuple[str, ...] = ()
+    #: The last answer to describe (frozen), until the VM changes: a fleet
+    #: describes far more often than it changes, and building one is most
+    #: of the fake's own cost per call.
+    described: DescribeResponse | None = None
+
+
+_ABSENT = DescribeResponse(exists=False)
 
 
 @dataclass
@@ -309,12 +316,14 @@ class FaultInjectingProvider:
         await self._enter("power")
         vm = self._find(vm_id)
         vm.power_state = "Off" if PowerOp(op) in (PowerOp.OFF, PowerOp.SHUTDOWN_GRACEFUL) else "On"
+        vm.described = None
         return self._start_task()
 
     async def reconfigure(self, vm_id: str, desired: CreateRequest) -> str:
         """Replaces the VM's spec (NotFound if it does not exist)."""
         await self._enter("reconfigure")
-        self._find(vm_id).spec = desired
+        vm = self._find(vm_id)
+        vm.spec, vm.described = desired, None
         return self._start_task()
 
     async def describe(self, vm_id: str) -> DescribeResponse:
@@ -322,9 +331,12 @@ class FaultInjectingProvider:
         await self._enter("describe")
         vm = self._inventory.vms.get(vm_id)
         if vm is None:
-            return DescribeResponse(exists=False)
-        return DescribeResponse(exists=True, power_state=vm.power_state, ips=vm.ips,
-                                provider_raw={"name": vm.spec.name, "cpus": str(vm.spec.cpus)})
+            return _ABSENT
+        if vm.described is None:
+            vm.described = DescribeResponse(
+                exists=True, power_state=vm.power_state, ips=vm.ips,
+                provider_raw={"name": vm.spec.name, "cpus": str(vm.spec.cpus)})
+        return vm.described
 
     async def task_status(self, task_ref: str) -> TaskStatus:
         """Whether the task has finished (NotFound if unknown)."""

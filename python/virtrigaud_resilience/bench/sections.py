@@ -1,0 +1,379 @@
+"""What is measured: the primitives, and the sections a run can choose.
+
+A section is one function ``section(suite) -> list[Target]`` that adds its
+cases (ours, the peers', a baseline) to the suite and returns its targets,
+registered with ``@section("name")``: that is all it takes to add one. A
+peer that fails to import is skipped with ``suite.skip(what, exc)`` (a
+missing module is listed with its pip command). The primitives (a bare
+call, the token bucket, the breaker, the backoff, and their peers) always run.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+import virtrigaud_resilience as vr
+
+from .suite import BARE, BARE_AWAIT, Suite, Target, noop, noop_async
+
+__all__ = ["SECTIONS", "TARGETS", "build_suite", "composed", "primitive_cases", "section"]
+
+#: Sections by name, in the order they run: name -> function(suite) -> targets.
+SECTIONS: dict[str, Callable[[Suite], list[Target]]] = {}
+
+
+def section(name: str) -> Callable[[Callable[[Suite], list[Target]]],
+                                   Callable[[Suite], list[Target]]]:
+    """Registers a section function under ``name`` (``--sections name``)."""
+    def register(fn: Callable[[Suite], list[Target]]) -> Callable[[Suite], list[Target]]:
+        SECTIONS[name] = fn
+        return fn
+    return register
+
+
+def build_suite(sections: list[str], repeats: int = 5) -> tuple[Suite, list[Target]]:
+    """The primitives and the chosen sections' cases, and every target."""
+    suite = Suite(repeats=repeats)
+    targets = list(TARGETS)
+    primitive_cases(suite)
+    for name in sections:
+        targets.extend(SECTIONS[name](suite))
+    return suite, targets
+
+
+# ------------------------------------------------------------ primitives --
+
+
+def primitive_cases(suite: Suite) -> None:
+    suite.add("call", BARE, "noop()", noop=noop)
+
+    bucket = vr.TokenBucket(qps=1e9, burst=1_000_000)
+    suite.add("rate limiter", "virtrigaud TokenBucket.try_acquire()", "bucket.try_acquire()",
+              bucket=bucket)
+    _limits_peers(suite)
+
+    breaker = vr.CircuitBreaker("bench", "bench", "bench")
+    suite.add("circuit breaker", "virtrigaud CircuitBreaker.call(noop)", "breaker.call(noop)",
+              breaker=breaker, noop=noop)
+    _breaker_peers(suite)
+
+    backoff = vr.Backoff()
+    suite.add("backoff", "virtrigaud Backoff.delay(3)", "backoff.delay(3)", backoff=backoff)
+    _backoff_peers(suite)
+
+
+def _limits_peers(suite: Suite) -> None:
+    try:
+        from limits import RateLimitItemPerSecond, storage, strategies
+
+        limiter = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
+        item = RateLimitItemPerSecond(10**9)
+        suite.add("rate limiter", "limits FixedWindow.hit()", "limiter.hit(item)",
+                  limiter=limiter, item=item)
+    except Exception as exc:  # an absent or incompatible peer is reported, not fatal
+        suite.skip("limits", exc)
+    try:
+        from pyrate_limiter import Duration, Limiter, Rate
+
+        pyrate = Limiter(Rate(10**9, Duration.SECOND))
+        suite.add("rate limiter", "pyrate-limiter Limiter.try_acquire()",
+                  "pyrate.try_acquire('bench', blocking=False)", pyrate=pyrate)
+    except Exception as exc:
+        suite.skip("pyrate-limiter", exc)
+
+
+def _breaker_peers(suite: Suite) -> None:
+    try:
+        import pybreaker
+
+        pyb = pybreaker.CircuitBreaker(fail_max=10, reset_timeout=60)
+        suite.add("circuit breaker", "pybreaker CircuitBreaker.call(noop)", "pyb.call(noop)",
+                  pyb=pyb, noop=noop)
+    except Exception as exc:
+        suite.skip("pybreaker", exc)
+    try:
+        import circuitbreaker
+
+        guarded = circuitbreaker.CircuitBreaker(failure_threshold=10, recovery_timeout=60)(noop)
+        suite.add("circuit breaker", "circuitbreaker @circuit noop()", "guarded()",
+                  guarded=guarded)
+    except Exception as exc:
+        suite.skip("circuitbreaker", exc)
+
+
+def _backoff_peers(suite: Suite) -> None:
+    import random
+
+    def guide_formula_in_python(attempt: int) -> float:
+        delay = min(0.5 * 2.0**attempt, 30.0)
+        return delay + random.uniform(0, delay * 0.1)
+
+    suite.add("backoff", "pure-Python guide formula", "formula(3)", formula=guide_formula_in_python)
+    try:
+        import tenacity
+
+        wait = tenacity.wait_exponential(multiplier=0.5, max=30.0) + tenacity.wait_random(0, 0.1)
+        state = tenacity.RetryCallState(tenacity.Retrying(), noop, (), {})
+        state.attempt_number = 4
+        suite.add("backoff", "tenacity wait_exponential + wait_random", "wait(state)",
+                  wait=wait, state=state)
+    except Exception as exc:
+        suite.skip("tenacity (backoff)", exc)
+
+
+TARGETS = [
+    Target("TokenBucket.try_acquire() <= 2x a bare call",
+           ("rate limiter", "virtrigaud TokenBucket.try_acquire()"), ("call", BARE), 2.0),
+    Target("CircuitBreaker.call(noop) <= 2.5x a bare call of noop",
+           ("circuit breaker", "virtrigaud CircuitBreaker.call(noop)"), ("call", BARE), 2.5),
+    Target(">= 8x faster than circuitbreaker",
+           ("circuit breaker", "virtrigaud CircuitBreaker.call(noop)"),
+           ("circuit breaker", "circuitbreaker @circuit noop()"), 1 / 8),
+    Target(">= 20x faster than pybreaker",
+           ("circuit breaker", "virtrigaud CircuitBreaker.call(noop)"),
+           ("circuit breaker", "pybreaker CircuitBreaker.call(noop)"), 1 / 20),
+]
+
+
+# -------------------------------------------------------------- sections --
+
+
+def composed() -> vr.Policy:
+    """The guide's composed policy: retry + breaker + bucket."""
+    return (vr.PolicyBuilder("bench").with_retry(vr.RetryConfig.default())
+            .with_circuit_breaker(vr.CircuitBreaker("bench-policy"))
+            .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)).build())
+
+
+@section("policy")
+def policy_cases(suite: Suite) -> list[Target]:
+    """The composed policy's success path against a bare call and the peers."""
+    ours_sync, ours_async = "virtrigaud Policy.execute(noop)", "virtrigaud await Policy.execute_async"
+    suite.add("policy sync", ours_sync, "policy.execute(noop)", policy=composed(), noop=noop)
+    # vr.retry(config, fn), the guide's Retry(ctx, config, fn): one Retrier per config.
+    suite.add("policy sync", "virtrigaud vr.retry(config, noop)", "retry(config, noop)",
+              retry=vr.retry, config=vr.RetryConfig.default(), noop=noop)
+    suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
+    suite.add_async("policy async", ours_async, "await policy.execute_async(noop_async)",
+                    policy=composed(), noop_async=noop_async)
+    stacked = "tenacity + pybreaker + limits stacked"
+    try:
+        import pybreaker
+        import tenacity
+        from limits import RateLimitItemPerSecond, storage, strategies
+
+        limiter = strategies.FixedWindowRateLimiter(storage.MemoryStorage())
+        item = RateLimitItemPerSecond(10**9)
+        pyb = pybreaker.CircuitBreaker(fail_max=10, reset_timeout=60)
+        retrying = tenacity.retry(stop=tenacity.stop_after_attempt(5),
+                                  wait=tenacity.wait_exponential(multiplier=0.5, max=30))
+
+        @retrying
+        def guarded() -> None:
+            if not limiter.hit(item):
+                raise RuntimeError("rate limited")
+            pyb.call(noop)
+
+        suite.add("policy sync", stacked, "guarded()", guarded=guarded)
+        suite.add("policy sync", "tenacity @retry alone", "plain()", plain=retrying(noop))
+
+        @retrying
+        async def tenacity_async() -> None:
+            await noop_async()
+
+        suite.add_async("policy async", "tenacity async @retry", "await tenacity_async()",
+                        tenacity_async=tenacity_async)
+    except Exception as exc:
+        suite.skip("tenacity/pybreaker/limits (policy)", exc)
+    try:
+        import backoff
+
+        suite.add("policy sync", "backoff @on_exception alone", "plain()",
+                  plain=backoff.on_exception(backoff.expo, Exception, max_tries=5)(noop))
+    except Exception as exc:
+        suite.skip("backoff (policy)", exc)
+    try:
+        import stamina
+
+        suite.add("policy sync", "stamina @retry alone", "plain()",
+                  plain=stamina.retry(on=Exception, attempts=5)(noop))
+    except Exception as exc:
+        suite.skip("stamina (policy)", exc)
+    return [
+        Target("sync composed policy <= 4x a bare call",
+               ("policy sync", ours_sync), ("call", BARE), 4.0),
+        Target("sync composed policy >= 100x faster than tenacity + pybreaker + limits",
+               ("policy sync", ours_sync), ("policy sync", stacked), 1 / 100),
+        Target("async composed policy <= 4x a bare await",
+               ("policy async", ours_async), ("policy async", BARE_AWAIT), 4.0),
+        Target("async composed policy >= 50x faster than tenacity async",
+               ("policy async", ours_async), ("policy async", "tenacity async @retry"), 1 / 50),
+    ]
+
+
+SCRAPE_BREAKERS = 10_000
+
+
+@section("metrics")
+def metrics_cases(suite: Suite) -> list[Target]:
+    """The composed policy with the Prometheus collector registered and not,
+    interleaved (registered only during its own rounds), and the time of one
+    scrape of 10,000 breakers."""
+    try:
+        import prometheus_client
+
+        from virtrigaud_resilience import metrics
+    except ImportError as exc:
+        suite.skip("metrics (prometheus-client)", exc)
+        return []
+    registry = prometheus_client.CollectorRegistry()
+
+    def register() -> None:
+        metrics.register(registry)
+        prometheus_client.generate_latest(registry)  # the collector has run once
+
+    registered = "virtrigaud Policy.execute(noop), metrics registered"
+    unregistered = "Policy.execute(noop), metrics not registered"
+    policy = composed()  # one policy for both: registration is the only difference
+    suite.add("metrics", registered, "policy.execute(noop)", policy=policy, noop=noop,
+              setup=register, teardown=lambda: metrics.unregister(registry))
+    suite.add("metrics", unregistered, "policy.execute(noop)", policy=policy, noop=noop,
+              role="reference")
+    for providers in (100, SCRAPE_BREAKERS):
+        what = (f"scrape of {SCRAPE_BREAKERS:,} breakers over {providers:,} "
+                "label sets (collect + exposition)")
+        suite.timings.append((what, _scrape_ms(metrics, providers, suite.repeats), 100.0))
+    return [Target("registering metrics changes the policy success path by <= 5%",
+                   ("metrics", registered), ("metrics", unregistered), 1.05)]
+
+
+def _scrape_ms(metrics: Any, providers: int, repeats: int) -> float:
+    """Best of ``repeats`` scrapes (generate_latest) of a registry over 10,000 live breakers."""
+    import prometheus_client
+
+    registry = prometheus_client.CollectorRegistry()
+    metrics.register(registry)
+    config = vr.BreakerConfig(failure_threshold=1)
+    breakers = [vr.CircuitBreaker(f"vm-{i}", "bench-scrape", f"p{i % providers}", config)
+                for i in range(SCRAPE_BREAKERS)]
+    for breaker in breakers[::7]:  # some open, so the worst-state logic has work
+        breaker.force_open()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        prometheus_client.generate_latest(registry)
+        best = min(best, time.perf_counter() - start)
+    metrics.unregister(registry)
+    del breakers
+    gc.collect()
+    return best * 1e3
+
+
+# -------------------------------------------------------------- drop-ins --
+
+
+@section("compat")
+def compat_cases(suite: Suite) -> list[Target]:
+    """The breaker and limiter drop-ins (virtrigaud_resilience.compat) against
+    the peers they replace, each used as its users use it."""
+    from ..compat import aiolimiter as c_aiolimiter
+    from ..compat import circuitbreaker as c_circuitbreaker
+    from ..compat import pybreaker as c_pybreaker
+
+    targets = []
+    drop_ins = [
+        ("pybreaker", "CircuitBreaker.call(noop)", 10.0,
+         lambda m: (m.CircuitBreaker(fail_max=10, reset_timeout=60).call, "call(noop)"),
+         c_pybreaker),
+        ("circuitbreaker", "@circuit noop()", 5.0,
+         lambda m: (m.CircuitBreaker(failure_threshold=10, recovery_timeout=60)(noop),
+                    "call()"), c_circuitbreaker),
+    ]
+    for peer, what, factor, build, ours in drop_ins:
+        group = f"drop-in {peer}"
+        call, stmt = build(ours)
+        suite.add(group, f"virtrigaud compat.{peer} {what}", stmt, call=call, noop=noop)
+        try:
+            module = __import__(peer)
+            call, stmt = build(module)
+            suite.add(group, f"{peer} {what}", stmt, call=call, noop=noop)
+        except Exception as exc:
+            suite.skip(f"{peer} (drop-in)", exc)
+        targets.append(Target(f"compat.{peer} {what} >= {factor:g}x faster than {peer}",
+                              (group, f"virtrigaud compat.{peer} {what}"),
+                              (group, f"{peer} {what}"), 1 / factor))
+    group = "drop-in aiolimiter"
+    suite.add_async(group, "virtrigaud compat.aiolimiter async with limiter",
+                    "async with limiter: pass", limiter=c_aiolimiter.AsyncLimiter(1e9, 1))
+    try:
+        import aiolimiter
+
+        suite.add_async(group, "aiolimiter async with limiter", "async with limiter: pass",
+                        limiter=aiolimiter.AsyncLimiter(1e9, 1))
+    except Exception as exc:
+        suite.skip("aiolimiter (drop-in)", exc)
+    targets.append(Target("compat.aiolimiter async with >= 3x faster than aiolimiter",
+                          (group, "virtrigaud compat.aiolimiter async with limiter"),
+                          (group, "aiolimiter async with limiter"), 1 / 3))
+    return targets
+
+
+_RETRY_SYNC, _RETRY_ASYNC = "retry drop-ins", "retry drop-ins async"
+
+
+def _tenacity_retry(lib: Any) -> Any:
+    """The issue's configuration: @retry(stop=stop_after_attempt(3), wait=wait_exponential())."""
+    return lib.retry(stop=lib.stop_after_attempt(3), wait=lib.wait_exponential())
+
+
+def _backoff_retry(lib: Any) -> Any:
+    """@on_exception(expo, Exception, max_tries=3)."""
+    return lib.on_exception(lib.expo, Exception, max_tries=3)
+
+
+@section("retry-dropins")
+def retry_dropin_cases(suite: Suite) -> list[Target]:
+    """The tenacity and backoff drop-ins' success path against the real libraries."""
+    from ..compat import backoff as c_backoff
+    from ..compat import tenacity as c_tenacity
+
+    ours = {"tenacity": "virtrigaud compat.tenacity @retry",
+            "tenacity async": "virtrigaud compat.tenacity async @retry",
+            "backoff": "virtrigaud compat.backoff @on_exception",
+            "backoff async": "virtrigaud compat.backoff async @on_exception"}
+    suite.add(_RETRY_SYNC, BARE, "noop()", noop=noop)
+    suite.add(_RETRY_SYNC, ours["tenacity"], "f()", f=_tenacity_retry(c_tenacity)(noop))
+    suite.add(_RETRY_SYNC, ours["backoff"], "f()", f=_backoff_retry(c_backoff)(noop))
+    suite.add_async(_RETRY_ASYNC, BARE_AWAIT, "await noop_async()", noop_async=noop_async)
+    suite.add_async(_RETRY_ASYNC, ours["tenacity async"], "await f()",
+                    f=_tenacity_retry(c_tenacity)(noop_async))
+    suite.add_async(_RETRY_ASYNC, ours["backoff async"], "await f()",
+                    f=_backoff_retry(c_backoff)(noop_async))
+    try:
+        import tenacity
+
+        suite.add(_RETRY_SYNC, "tenacity @retry", "f()", f=_tenacity_retry(tenacity)(noop))
+        suite.add_async(_RETRY_ASYNC, "tenacity async @retry", "await f()",
+                        f=_tenacity_retry(tenacity)(noop_async))
+    except Exception as exc:  # an absent peer is reported, not fatal
+        suite.skip("tenacity (retry drop-ins)", exc)
+    try:
+        import backoff
+
+        suite.add(_RETRY_SYNC, "backoff @on_exception", "f()", f=_backoff_retry(backoff)(noop))
+        suite.add_async(_RETRY_ASYNC, "backoff async @on_exception", "await f()",
+                        f=_backoff_retry(backoff)(noop_async))
+    except Exception as exc:
+        suite.skip("backoff (retry drop-ins)", exc)
+    return [
+        Target("compat.tenacity @retry >= 20x faster than tenacity's",
+               (_RETRY_SYNC, ours["tenacity"]), (_RETRY_SYNC, "tenacity @retry"), 1 / 20),
+        Target("compat.tenacity async @retry >= 10x faster than tenacity's",
+               (_RETRY_ASYNC, ours["tenacity async"]), (_RETRY_ASYNC, "tenacity async @retry"),
+               1 / 10),
+        Target("compat.backoff @on_exception >= 10x faster than backoff's",
+               (_RETRY_SYNC, ours["backoff"]), (_RETRY_SYNC, "backoff @on_exception"), 1 / 10),
+    ]

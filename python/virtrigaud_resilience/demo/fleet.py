@@ -1,0 +1,382 @@
+"""The demo's world: three faulty providers, a fleet of VMs, and the controller reconciling them.
+
+Each provider is a seeded :class:`~virtrigaud_resilience.providers.fake.FaultInjectingProvider`
+(a latency distribution, an error mix across the taxonomy) behind a
+:class:`~virtrigaud_resilience.providers.ResilientProvider` built from the
+profile's :class:`~virtrigaud_resilience.Config`: the RPC timeouts, one
+breaker and one token bucket per provider, the retries. ``vsphere/prod`` has
+a scripted outage (connections refused), ``libvirt/lab`` a quota of its own
+that answers RateLimit with a Retry-After, ``proxmox/edge`` is slow and flaky.
+
+The controller is one asyncio task per VM, as an operator runs one handler
+per object: create the VM, poll its task, describe it, and set its ``Ready``
+condition (``VMReady``, or what :func:`~virtrigaud_resilience.map_error_to_condition`
+makes of the error); then requeue, as kopf and controller-runtime do: after
+the resync period on success or a non-retryable error, after the error's
+``retry_after`` (an open breaker's time to its next probe, a quota's wait)
+when it has one, else after a backoff that grows with the VM's consecutive
+failures. Spec changes now and then make it reconfigure a VM.
+
+At the end of the run the controller stops resyncing; a VM whose last
+reconcile failed keeps being retried for up to :data:`DRAIN_SECONDS`, so the
+final ``Ready`` conditions are what the fleet settled on.
+
+Everything random is seeded (the providers' faults, the controller's resync
+jitter and spec changes, the retries' jitter via ``RetryConfig.seed``) and
+time is the :class:`~.simloop.SimClock`, so a seed gives one history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from array import array
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ..backoff import Backoff
+from ..breaker import BreakerState, CircuitBreaker
+from ..conditions import Condition, map_error_to_condition, ready_condition, set_condition
+from ..config import Config
+from ..errors import ErrorType, is_retryable
+from ..providers import (
+    OPERATIONS,
+    CreateRequest,
+    FaultInjectingProvider,
+    Latency,
+    Outage,
+    Quota,
+    ResilientProvider,
+)
+from .simloop import SimClock
+
+__all__ = ["DRAIN_SECONDS", "PLANS", "Fleet", "ProviderPlan", "ProviderRun", "VM"]
+
+#: After the run's end, VMs whose last reconcile failed are retried for up to
+#: this many simulated seconds (no more resyncs), so the fleet settles.
+DRAIN_SECONDS = 300.0
+#: Seconds a create or reconfigure task runs on the providers; polled every TASK_POLL.
+TASK_SECONDS = 3.0
+TASK_POLL = 1.0
+#: The resync period fills this share of each provider's rate limit with the
+#: fleet's describes, so the bucket has room for retries and bursts...
+DEMAND = 0.75
+#: ...but is never shorter than this (seconds): a small fleet stays quiet.
+RESYNC_FLOOR = 5.0
+#: Chance per successful resync that the VM's spec changes (a reconfigure follows).
+SPEC_CHANGE = 0.01
+#: Where simulated time starts for the conditions' lastTransitionTime.
+EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """One provider of the demo and the faults it injects.
+
+    ``outage`` is a window as fractions of the run (``(0.3, 0.6)``: from 30%
+    to 60% of the simulated time), connections refused meanwhile.
+    """
+
+    provider_type: str
+    name: str
+    latency: Latency
+    errors: Mapping[ErrorType | str, float]
+    outage: tuple[float, float] | None = None
+    quota: Quota | None = None
+
+    @property
+    def label(self) -> str:
+        """``type/name``, as the view and the summary name the provider."""
+        return f"{self.provider_type}/{self.name}"
+
+
+#: The three providers. Transient errors (Unavailable, Timeout, Retryable)
+#: are retried by the policies; the business errors (NotFound, Conflict,
+#: InvalidSpec, ...) are not, and show in the VMs' conditions until the next resync.
+PLANS: tuple[ProviderPlan, ...] = (
+    ProviderPlan("vsphere", "prod", Latency(0.025, 0.15), {
+        ErrorType.UNAVAILABLE: 0.01, ErrorType.TIMEOUT: 0.005, ErrorType.RETRYABLE: 0.01,
+        ErrorType.NOT_FOUND: 0.001, ErrorType.CONFLICT: 0.001, ErrorType.UNAUTHORIZED: 0.0005,
+    }, outage=(0.3, 0.6)),
+    ProviderPlan("libvirt", "lab", Latency(0.008, 0.05), {
+        ErrorType.UNAVAILABLE: 0.005, ErrorType.RETRYABLE: 0.005,
+        ErrorType.CONFLICT: 0.001, ErrorType.QUOTA_EXCEEDED: 0.0005,
+    }, quota=Quota(15, 20)),
+    ProviderPlan("proxmox", "edge", Latency(0.06, 0.5), {
+        ErrorType.UNAVAILABLE: 0.03, ErrorType.TIMEOUT: 0.02, ErrorType.RETRYABLE: 0.03,
+        ErrorType.INVALID_SPEC: 0.001, ErrorType.NOT_SUPPORTED: 0.0005,
+        ErrorType.NOT_FOUND: 0.001,
+    }),
+)
+
+
+class ProviderRun:
+    """One provider during a run: the fake, its ResilientProvider, and what
+    the view reads (counters are read from the breaker, the bucket and the
+    retriers when asked, never counted on the way)."""
+
+    def __init__(self, plan: ProviderPlan, index: int, clock: SimClock, config: Config,
+                 seed: int, span: float) -> None:
+        self.plan = plan
+        self.label = plan.label
+        self.outage = (None if plan.outage is None
+                       else (round(plan.outage[0] * span), round(plan.outage[1] * span)))
+        outages = () if self.outage is None else (Outage(*self.outage),)
+        self.fake = FaultInjectingProvider(
+            seed * 1_000 + index, clock=clock, latency=plan.latency, errors=plan.errors,
+            outages=outages, quota=plan.quota, task_duration=TASK_SECONDS)
+        # Registries of this run (not the process-wide shared ones): a second
+        # run in the same process starts from fresh breakers and buckets.
+        self.resilient = ResilientProvider(
+            self.fake, plan.provider_type, plan.name, config, clock=clock,
+            breakers=config.breaker_registry(clock), limiters=config.rate_limiter_registry(clock),
+            wait_for_token=True)
+        self.breaker: CircuitBreaker = self.resilient.breaker
+        self._retriers = [self.resilient.policy(op).retrier for op in OPERATIONS]
+        #: (simulated time, state entered), in order.
+        self.transitions: list[tuple[float, BreakerState]] = []
+        self.breaker.add_listener(
+            lambda _b, _old, new: self.transitions.append((clock.now(), new)))
+        #: Seconds each successful operation took, as the controller saw it
+        #: (token waits, retries and backoff included).
+        self.latencies = array("d")
+        #: VMs whose Ready condition is True now, of ``vms``.
+        self.ready = 0
+        self.vms = 0
+        #: How often a VM's Ready condition changed to each reason.
+        self.reasons_set: Counter[str] = Counter()
+
+    @property
+    def calls(self) -> int:
+        """Calls the policies let through to the provider (refused connections included)."""
+        return sum(self.fake.calls.values())
+
+    @property
+    def admitted(self) -> int:
+        """Calls the breaker admitted whose outcome is recorded."""
+        return self.breaker.successes + self.breaker.failures_total
+
+    @property
+    def rate_limited(self) -> int:
+        """Calls that had to wait for a token of our bucket (or were refused one)."""
+        bucket = self.resilient.limiter
+        return bucket.reserved + bucket.rejected
+
+    @property
+    def quota_answers(self) -> int:
+        """RateLimit answers of the provider's own quota."""
+        return self.fake.injected[ErrorType.RATE_LIMIT]
+
+    @property
+    def retries(self) -> int:
+        """Retries begun by this provider's policies."""
+        return sum(retrier.retries for retrier in self._retriers)
+
+    def latency_quantiles(self, last: int | None = None) -> tuple[float, float] | None:
+        """(p50, p99) in seconds of the successful operations (the ``last``
+        ones, or all); None before the first."""
+        values = self.latencies if last is None else self.latencies[-last:]
+        if not values:
+            return None
+        ordered = sorted(values)
+        return _quantile(ordered, 0.50), _quantile(ordered, 0.99)
+
+    def summary(self, last: int | None = None) -> dict[str, Any]:
+        """This provider's totals (JSON-ready; the same for the same seed);
+        the latency quantiles over the ``last`` operations, or all."""
+        quantiles = self.latency_quantiles(last) or (0.0, 0.0)
+        return {
+            "provider": self.label,
+            "breaker": self.breaker.state.name.lower(),
+            "calls": self.calls,
+            "admitted": self.admitted,
+            "rejected_by_breaker": self.breaker.rejected,
+            "rate_limited": self.rate_limited,
+            "quota_rate_limit_answers": self.quota_answers,
+            "retries": self.retries,
+            "breaker_failures": self.breaker.failures_total,
+            "injected": {kind.value: n for kind, n in sorted(self.fake.injected.items())},
+            "p50_ms": round(quantiles[0] * 1e3, 3),
+            "p99_ms": round(quantiles[1] * 1e3, 3),
+            "outage": list(self.outage) if self.outage else None,
+            "quota_qps": self.plan.quota.qps if self.plan.quota else None,
+            "transitions": [{"t": round(t, 3), "to": state.name.lower()}
+                            for t, state in self.transitions],
+            "vms": self.vms,
+            "ready": self.ready,
+            "ready_reasons_set": dict(sorted(self.reasons_set.items())),
+        }
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The nearest-rank quantile of sorted values."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(eq=False)
+class VM:
+    """A VirtualMachine object and its status, as the controller holds it."""
+
+    name: str
+    provider: ProviderRun
+    cpus: int = 2
+    id: str = ""
+    task: str = ""
+    configured_cpus: int = 2
+    conditions: list[Condition] = field(default_factory=list)
+    ready_reason: str = ""
+    ready: bool = False
+    failures: int = 0
+
+
+class Fleet:
+    """The providers, the VMs and the controller of one run.
+
+    Args:
+        clock: the run's SimClock (its loop must be running when :meth:`run` is awaited).
+        config: the profile (``Config.production()`` or ``.development()``).
+        vms: how many VMs, spread evenly over the providers.
+        seed: seeds everything random.
+        span: simulated seconds of the run (the drain comes after).
+    """
+
+    def __init__(self, clock: SimClock, config: Config, vms: int, seed: int,
+                 span: float) -> None:
+        self.clock = clock
+        self.span = span
+        self.seed = seed
+        config = dataclasses.replace(config, retry=config.retry.replace(seed=seed))
+        self.config = config
+        self.providers = [ProviderRun(plan, i, clock, config, seed, span)
+                          for i, plan in enumerate(PLANS)]
+        self.vms = [VM(f"{self.providers[i % len(PLANS)].plan.provider_type}-vm-{i:04d}",
+                       self.providers[i % len(PLANS)]) for i in range(vms)]
+        for vm in self.vms:
+            vm.provider.vms += 1
+        self._rng = random.Random(seed)
+        retry = config.retry
+        self._backoff = Backoff(retry.base_delay, retry.max_delay, retry.multiplier,
+                                retry.jitter, seed=seed)
+        qps = config.rate_limit.qps
+        #: The resync period (see DEMAND and RESYNC_FLOOR).
+        self.resync = max(RESYNC_FLOOR, max(p.vms for p in self.providers) / (DEMAND * qps))
+        self.done = False
+
+    @property
+    def ready(self) -> int:
+        """VMs whose Ready condition is True now."""
+        return sum(p.ready for p in self.providers)
+
+    @property
+    def calls(self) -> int:
+        """Calls the policies let through to the providers, so far."""
+        return sum(p.calls for p in self.providers)
+
+    async def run(self) -> None:
+        """Reconciles every VM until the end of the run and the drain."""
+        tasks = [asyncio.ensure_future(self._run_vm(vm)) for vm in self.vms]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.done = True
+
+    async def _run_vm(self, vm: VM) -> None:
+        clock = self.clock
+        end, hard_end = self.span, self.span + DRAIN_SECONDS
+        while True:
+            delay = await self._reconcile(vm)
+            now = clock.now()
+            if now >= hard_end or (now >= end and vm.ready):
+                return
+            await asyncio.sleep(delay)
+
+    async def _reconcile(self, vm: VM) -> float:
+        """One reconcile of ``vm``; returns the seconds until the next one."""
+        provider = vm.provider
+        resilient = provider.resilient
+        clock = self.clock
+        try:
+            if not vm.id:
+                start = clock.now()
+                created = await resilient.create(CreateRequest(vm.name, cpus=vm.cpus))
+                provider.latencies.append(clock.now() - start)
+                vm.id, vm.task, vm.configured_cpus = created.id, created.task_ref, vm.cpus
+            elif vm.configured_cpus != vm.cpus and not vm.task:
+                start = clock.now()
+                vm.task = await resilient.reconfigure(vm.id, CreateRequest(vm.name, cpus=vm.cpus))
+                provider.latencies.append(clock.now() - start)
+                vm.configured_cpus = vm.cpus
+            if vm.task:
+                start = clock.now()
+                status = await resilient.task_status(vm.task)
+                provider.latencies.append(clock.now() - start)
+                if not status.done:
+                    return TASK_POLL
+                vm.task = ""
+            start = clock.now()
+            described = await resilient.describe(vm.id)
+            provider.latencies.append(clock.now() - start)
+            if not described.exists:
+                vm.id = ""  # gone behind our back: create it again
+                return 0.0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure becomes the VM's condition
+            return self._failed(vm, exc)
+        vm.failures = 0
+        if not vm.ready:
+            self._set_ready(vm, ready_condition(), True)
+        if self._rng.random() < SPEC_CHANGE:
+            vm.cpus = 2 + (vm.cpus % 6)  # the user edits the spec: reconfigure next time
+            return 0.0
+        return self.resync * self._rng.uniform(0.9, 1.1)
+
+    def _failed(self, vm: VM, exc: Exception) -> float:
+        condition = map_error_to_condition(exc)
+        if vm.ready or condition.reason != vm.ready_reason:
+            self._set_ready(vm, condition, False)
+        vm.failures += 1
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            return float(retry_after)  # kopf.TemporaryError(delay=exc.retry_after)
+        if not is_retryable(exc):
+            return self.resync  # kopf.PermanentError: wait for the next resync
+        return self._backoff.delay(min(vm.failures - 1, 30))
+
+    def _set_ready(self, vm: VM, condition: Condition, ready: bool) -> None:
+        stamp = EPOCH + timedelta(seconds=self.clock.now())
+        set_condition(vm.conditions, condition, stamp)
+        if ready != vm.ready:
+            vm.provider.ready += 1 if ready else -1
+        vm.provider.reasons_set[condition.reason] += 1
+        vm.ready = ready
+        vm.ready_reason = condition.reason
+
+    def ready_by_reason(self) -> dict[str, int]:
+        """The VMs' Ready conditions counted by reason (never reconciled: ``Pending``)."""
+        counts = Counter(vm.ready_reason or "Pending" for vm in self.vms)
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def summary(self) -> dict[str, Any]:
+        """What the run did (JSON-ready): the same seed and arguments give the same one."""
+        by_provider: dict[str, Counter[str]] = {p.label: Counter() for p in self.providers}
+        for vm in self.vms:
+            by_provider[vm.provider.label][vm.ready_reason or "Pending"] += 1
+        return {
+            "simulated_seconds": self.span,
+            "ended_at": round(self.clock.now(), 3),
+            "resync_seconds": round(self.resync, 6),
+            "vms": len(self.vms),
+            "ready": self.ready,
+            "ready_by_reason": self.ready_by_reason(),
+            "ready_by_provider": {label: dict(sorted(c.items()))
+                                  for label, c in by_provider.items()},
+            "calls": self.calls,
+            "providers": [p.summary() for p in self.providers],
+        }
