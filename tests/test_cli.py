@@ -118,17 +118,33 @@ OURS = {
     ("policy async", "virtrigaud await Policy.execute_async"),
     ("metrics", "virtrigaud Policy.execute(noop), metrics registered"),
     ("metrics", "Policy.execute(noop), metrics not registered"),
+    ("drop-in pybreaker", "virtrigaud compat.pybreaker CircuitBreaker.call(noop)"),
+    ("drop-in circuitbreaker", "virtrigaud compat.circuitbreaker @circuit noop()"),
+    ("drop-in aiolimiter", "virtrigaud compat.aiolimiter async with limiter"),
+    ("retry drop-ins", "bare call"),
+    ("retry drop-ins", "virtrigaud compat.tenacity @retry"),
+    ("retry drop-ins", "virtrigaud compat.backoff @on_exception"),
+    ("retry drop-ins async", "bare await"),
+    ("retry drop-ins async", "virtrigaud compat.tenacity async @retry"),
+    ("retry drop-ins async", "virtrigaud compat.backoff async @on_exception"),
 }
 #: Each peer's rows and the module they need.
 PEERS = {
     "limits": {("rate limiter", "limits FixedWindow.hit()")},
     "pyrate_limiter": {("rate limiter", "pyrate-limiter Limiter.try_acquire()")},
-    "pybreaker": {("circuit breaker", "pybreaker CircuitBreaker.call(noop)")},
-    "circuitbreaker": {("circuit breaker", "circuitbreaker @circuit noop()")},
+    "pybreaker": {("circuit breaker", "pybreaker CircuitBreaker.call(noop)"),
+                  ("drop-in pybreaker", "pybreaker CircuitBreaker.call(noop)")},
+    "circuitbreaker": {("circuit breaker", "circuitbreaker @circuit noop()"),
+                       ("drop-in circuitbreaker", "circuitbreaker @circuit noop()")},
+    "aiolimiter": {("drop-in aiolimiter", "aiolimiter async with limiter")},
     "tenacity": {("backoff", "tenacity wait_exponential + wait_random"),
                  ("policy sync", "tenacity @retry alone"),
-                 ("policy async", "tenacity async @retry")},
-    "backoff": {("policy sync", "backoff @on_exception alone")},
+                 ("policy async", "tenacity async @retry"),
+                 ("retry drop-ins", "tenacity @retry"),
+                 ("retry drop-ins async", "tenacity async @retry")},
+    "backoff": {("policy sync", "backoff @on_exception alone"),
+                ("retry drop-ins", "backoff @on_exception"),
+                ("retry drop-ins async", "backoff async @on_exception")},
     "stamina": {("policy sync", "stamina @retry alone")},
 }
 
@@ -172,7 +188,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert rows[("call", "bare call")]["vs_bare"] == 1.0
     # Every target is listed, measurable where its peers are installed.
     whats = [t["what"] for t in bench_json["targets"]]
-    assert len(whats) == 9 and len(set(whats)) == 9
+    assert len(whats) == 15 and len(set(whats)) == 15  # 9 core, 3 + 3 of the drop-ins
     assert len(bench_json["timings"]) == 2
     # A peer that is missing is listed as skipped, with the pip command that installs it.
     for module in set(PEERS) - installed:
@@ -181,7 +197,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
 
 
 def test_bench_sections_are_registered() -> None:
-    assert list(SECTIONS) == ["policy", "metrics"]
+    assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins"]
 
 
 def test_bench_lists_a_missing_peer_with_its_pip_command() -> None:

@@ -284,7 +284,8 @@ def compat_cases(suite: Suite) -> list[Target]:
     from ..compat import pybreaker as c_pybreaker
 
     targets = []
-    drop_ins = [
+    #: (peer, what, target factor, build(module) -> (callable, statement), our module)
+    drop_ins: list[tuple[str, str, float, Callable[[Any], tuple[Any, str]], Any]] = [
         ("pybreaker", "CircuitBreaker.call(noop)", 10.0,
          lambda m: (m.CircuitBreaker(fail_max=10, reset_timeout=60).call, "call(noop)"),
          c_pybreaker),
