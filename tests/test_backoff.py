@@ -299,30 +299,45 @@ def test_retry_config_is_frozen() -> None:
 def test_each_forked_worker_draws_its_own_jitter() -> None:
     # A pre-fork server: the parent has drawn (its generator is seeded), then forks
     # workers. Without reseeding, every worker would draw the parent's sequence and
-    # back off in lockstep against the same provider.
+    # back off in lockstep against the same provider. The forking runs in a fresh,
+    # single-threaded interpreter: pytest's own may have threads (fork() there is
+    # deprecated).
     import json
-    import os
+    import subprocess
+    import sys
+    import textwrap
 
-    backoff = vr.Backoff(base_delay=1.0, max_delay=1.0, strategy="full_jitter")
-    backoff.delay(0)  # seed this thread's generator before forking
+    script = textwrap.dedent("""
+        import json, os
+        import virtrigaud_resilience as vr
 
-    def draws() -> list[float]:
-        return [backoff.delay(0) for _ in range(8)]
+        backoff = vr.Backoff(base_delay=1.0, max_delay=1.0, strategy="full_jitter")
+        backoff.delay(0)  # seed this thread's generator before forking
 
-    sequences = []
-    for _ in range(2):
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: report its draws and leave at once
-            try:
-                os.write(write, json.dumps(draws()).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        with os.fdopen(read) as pipe:
-            sequences.append(json.loads(pipe.read()))
-        os.waitpid(pid, 0)
-    sequences.append(draws())
+        def draws():
+            return [backoff.delay(0) for _ in range(8)]
+
+        sequences = []
+        for _ in range(2):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: report its draws and leave at once
+                try:
+                    os.write(write, json.dumps(draws()).encode())
+                finally:
+                    os._exit(0)
+            os.close(write)
+            with os.fdopen(read) as pipe:
+                sequences.append(json.loads(pipe.read()))
+            os.waitpid(pid, 0)
+        sequences.append(draws())
+        print("SEQUENCES", json.dumps(sequences))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=True)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("SEQUENCES "))
+    sequences = json.loads(line.split(" ", 1)[1])
+    assert len(sequences) == 3
     assert len({tuple(seq) for seq in sequences}) == 3, sequences
     assert all(0.0 <= d < 1.0 for seq in sequences for d in seq)
 
