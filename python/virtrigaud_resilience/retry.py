@@ -23,7 +23,6 @@ and never retries into a breaker it knows is open.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,7 @@ from .backoff import STRATEGIES, Backoff
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
 from .errors import is_retryable
-from .timeouts import deadline_exceeded, deadline_for, deadline_scope, run_until
+from .timeouts import cancel_requests, deadline_exceeded, deadline_for, deadline_scope, run_until
 
 __all__ = ["RetryConfig", "Retrier", "retry", "retry_async", "current_attempt", "OnRetry",
            "RetryOn"]
@@ -335,11 +334,11 @@ class Retrier:
     ) -> T:
         """The asyncio form of :meth:`run`."""
         previous = 0.0
-        cancels_before = _cancel_requests()
+        cancels_before = cancel_requests()
         while True:
             if done:
                 assert error is not None
-                if _cancel_requests() > cancels_before:
+                if cancel_requests() > cancels_before:
                     # The task was cancelled and an attempt turned that into
                     # an error: a cancelled task stops, it is not retried.
                     raise error
@@ -404,20 +403,6 @@ def _mark_attempts(error: BaseException, attempts: int) -> None:
     add_note = getattr(error, "add_note", None)
     if add_note is not None:
         add_note(f"virtrigaud_resilience: gave up after {attempts} attempt(s)")
-
-
-def _cancel_requests() -> int:
-    """Cancellation requests pending on the current asyncio task (0 on
-    Python 3.10, or outside a task)."""
-    asyncio = sys.modules.get("asyncio")
-    if asyncio is None:
-        return 0
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        return 0
-    cancelling = getattr(task, "cancelling", None)
-    return int(cancelling()) if cancelling is not None else 0
 
 
 def refuse_coroutine(result: T, entry: str, instead: str) -> T:

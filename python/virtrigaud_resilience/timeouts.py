@@ -28,7 +28,7 @@ from .errors import OperationTimeoutError
 T = TypeVar("T")
 
 __all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope",
-           "deadline_expired", "attempt_outcome"]
+           "deadline_expired", "attempt_outcome", "cancel_requests"]
 
 # ---------------------------------------------------------------------------
 # RPCConfig: which timeout each provider operation gets.
@@ -260,10 +260,22 @@ class TimeoutScope:
             raise asyncio.TimeoutError from exc
 
 
-def _cancelling(task: asyncio.Task[Any]) -> int:
+def _cancelling(task: asyncio.Task[Any] | None) -> int:
     """``task.cancelling()`` (Python 3.11+), or 0 where it does not exist."""
     cancelling = getattr(task, "cancelling", None)
     return int(cancelling()) if cancelling is not None else 0
+
+
+def cancel_requests() -> int:
+    """Cancellation requests pending on the current asyncio task (0 on
+    Python 3.10, or outside a task)."""
+    asyncio = sys.modules.get("asyncio")  # not loaded: no task to ask
+    if asyncio is None:
+        return 0
+    try:
+        return _cancelling(asyncio.current_task())
+    except RuntimeError:  # no running loop
+        return 0
 
 
 # ---------------------------------------------------------------------------

@@ -520,7 +520,34 @@ class _Settler:
         return self._done
 
 
-class _GuardedCall(grpc.Call, grpc.Future):  # type: ignore[misc]
+class _DelegatedCall(grpc.Call):  # type: ignore[misc]
+    """grpc.Call's status methods, answered by the wrapped call (``_inner``)."""
+
+    _inner: Any
+
+    def code(self) -> Any:
+        return self._inner.code()
+
+    def details(self) -> Any:
+        return self._inner.details()
+
+    def initial_metadata(self) -> Any:
+        return self._inner.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._inner.trailing_metadata()
+
+    def is_active(self) -> bool:
+        return bool(self._inner.is_active())
+
+    def time_remaining(self) -> Any:
+        return self._inner.time_remaining()
+
+    def add_callback(self, callback: Callable[[], object]) -> Any:
+        return self._inner.add_callback(callback)
+
+
+class _GuardedCall(_DelegatedCall, grpc.Future):  # type: ignore[misc]
     """A sync unary call's outcome, with its error mapped to the taxonomy.
 
     Blocking calls see the mapped error from ``result()``; ``.future()``
@@ -569,29 +596,8 @@ class _GuardedCall(grpc.Call, grpc.Future):  # type: ignore[misc]
     def done(self) -> bool:
         return bool(self._inner.done())
 
-    def code(self) -> Any:
-        return self._inner.code()
 
-    def details(self) -> Any:
-        return self._inner.details()
-
-    def initial_metadata(self) -> Any:
-        return self._inner.initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._inner.trailing_metadata()
-
-    def is_active(self) -> bool:
-        return bool(self._inner.is_active())
-
-    def time_remaining(self) -> Any:
-        return self._inner.time_remaining()
-
-    def add_callback(self, callback: Callable[[], object]) -> Any:
-        return self._inner.add_callback(callback)
-
-
-class _GuardedStream(grpc.Call):  # type: ignore[misc]
+class _GuardedStream(_DelegatedCall):
     """A sync unary-stream call: an iterator of responses whose error is
     mapped; settled when the stream ends, is cancelled, or is dropped."""
 
@@ -629,27 +635,6 @@ class _GuardedStream(grpc.Call):  # type: ignore[misc]
                 self._inner.cancel()
             finally:
                 settler.settle(None, cancelled=True)
-
-    def code(self) -> Any:
-        return self._inner.code()
-
-    def details(self) -> Any:
-        return self._inner.details()
-
-    def initial_metadata(self) -> Any:
-        return self._inner.initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._inner.trailing_metadata()
-
-    def is_active(self) -> bool:
-        return bool(self._inner.is_active())
-
-    def time_remaining(self) -> Any:
-        return self._inner.time_remaining()
-
-    def add_callback(self, callback: Callable[[], object]) -> Any:
-        return self._inner.add_callback(callback)
 
     def __getattr__(self, name: str) -> Any:  # the rest of the Future API
         return getattr(self._inner, name)
