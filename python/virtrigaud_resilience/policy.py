@@ -259,12 +259,16 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit_attempt()
-        # A sync call cannot be interrupted: its budget is what remaining()
-        # tells it, to hand to its own timeout (a socket's, a gRPC deadline).
-        deadline = deadline_for(self._clock, self._attempt_timeout)
         try:
-            with deadline_scope(self._clock, deadline):
+            if self._attempt_timeout is None:
                 result = fn(*args, **kwargs)
+            else:
+                # A sync call cannot be interrupted: its budget is what
+                # remaining() tells it, to hand to its own timeout (a
+                # socket's, a gRPC deadline).
+                deadline = deadline_for(self._clock, self._attempt_timeout)
+                with deadline_scope(self._clock, deadline):
+                    result = fn(*args, **kwargs)
         except BaseException as exc:
             self._exit_exception(ticket, exc)
             raise
