@@ -10,3 +10,19 @@ import virtrigaud_resilience as vr
 def clock() -> vr.ManualClock:
     """A fresh ManualClock at t = 0 s: time moves only when a test says so."""
     return vr.ManualClock()
+
+
+@pytest.fixture
+def deadline_with_outside_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes every TimeoutScope deadline coincide with a cancellation from outside:
+    right after the deadline cancels its task, something else cancels it too."""
+    from virtrigaud_resilience.timeouts import TimeoutScope
+
+    fire = TimeoutScope._fire
+
+    def fire_with_outside_cancel(self: TimeoutScope) -> None:
+        fire(self)
+        assert self._task is not None
+        self._task.cancel()
+
+    monkeypatch.setattr(TimeoutScope, "_fire", fire_with_outside_cancel)

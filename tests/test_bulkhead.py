@@ -538,10 +538,9 @@ def test_exit_without_enter_is_refused_and_changes_nothing() -> None:
 
 @pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
 async def test_enter_async_timeout_coinciding_with_a_cancel_stays_cancelled(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        deadline_with_outside_cancel: None) -> None:
     # The wait times out and, in the same instant, the task is cancelled from outside:
     # the task must stop (CancelledError), not see a retryable "bulkhead full".
-    fire_and_cancel(monkeypatch)
     bh = vr.Bulkhead(1, max_queue=1)
     bh.enter()
     task = asyncio.create_task(bh.enter_async(timeout=0.005))
@@ -550,17 +549,3 @@ async def test_enter_async_timeout_coinciding_with_a_cancel_stays_cancelled(
     assert (bh.in_flight, bh.waiting, bh.rejected) == (1, 0, 0)
     bh.exit()
 
-
-def fire_and_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Makes every TimeoutScope deadline coincide with a cancellation from outside:
-    right after the deadline cancels its task, something else cancels it too."""
-    from virtrigaud_resilience.timeouts import TimeoutScope
-
-    fire = TimeoutScope._fire
-
-    def fire_with_outside_cancel(self: TimeoutScope) -> None:
-        fire(self)
-        assert self._task is not None
-        self._task.cancel()
-
-    monkeypatch.setattr(TimeoutScope, "_fire", fire_with_outside_cancel)

@@ -11,8 +11,8 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str) -> str:
-    result = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True,
+def run_example(name: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -45,7 +45,7 @@ def test_vm_operator_dry_run_rides_out_the_outage() -> None:
 
 def test_drop_in_pybreaker_prints_what_pybreaker_prints() -> None:
     def transcript(*args: str) -> list[str]:
-        out = run_example_args("drop_in_pybreaker.py", *args)
+        out = run_example("drop_in_pybreaker.py", *args)
         return [line for line in out.splitlines() if line.startswith(("fetch(", "  "))]
 
     ours = transcript()
@@ -54,13 +54,6 @@ def test_drop_in_pybreaker_prints_what_pybreaker_prints() -> None:
     assert ours[-1] == "  fail_counter=0 success_counter=0 state=closed"
     pytest.importorskip("pybreaker")
     assert ours == transcript("--real")
-
-
-def run_example_args(name: str, *args: str) -> str:
-    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
-                            text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_retry_dropins_retry_with_their_peers_logs_and_statistics() -> None:

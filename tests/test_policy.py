@@ -1001,10 +1001,7 @@ async def test_outside_cancellation_records_nothing_and_is_not_retried() -> None
 
 @pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
 async def test_deadline_coinciding_with_an_outside_cancel_stays_cancelled(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_bulkhead import fire_and_cancel
-
-    fire_and_cancel(monkeypatch)
+        deadline_with_outside_cancel: None) -> None:
     retry = vr.RetryConfig(max_attempts=5, base_delay=0.0, max_delay=0.0, jitter=False)
     policy = vr.PolicyBuilder("both").with_retry(retry).with_timeout(0.005).build()
     calls: list[int] = []

@@ -925,10 +925,7 @@ def test_retry_reuses_one_retrier_per_config() -> None:
 
 @pytest.mark.skipif(not hasattr(asyncio.Task, "cancelling"), reason="Task.cancelling: 3.11+")
 async def test_retrier_timeout_coinciding_with_an_outside_cancel_stays_cancelled(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_bulkhead import fire_and_cancel
-
-    fire_and_cancel(monkeypatch)
+        deadline_with_outside_cancel: None) -> None:
     calls: list[int] = []
 
     async def slow() -> None:
