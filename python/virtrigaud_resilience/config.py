@@ -43,7 +43,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _validate
 from .breaker import BreakerConfig
 from .durations import format_duration, parse_duration
 from .ratelimit import validate_rate

@@ -15,7 +15,7 @@ from typing import Any
 
 from ... import _core
 from . import _wait_gen
-from ._common import NOT_RUN, RAISED, Settings, _next_wait, details_of, elapsed_since
+from ._common import NOT_RUN, Settings, _next_wait, details_of, elapsed_since
 
 _BUILTIN_GENERATORS = (_wait_gen.expo, _wait_gen.fibo, _wait_gen.constant, _wait_gen.runtime,
                        _wait_gen.decay)

@@ -45,7 +45,7 @@ from . import _plan, _utils
 from .after import after_nothing
 from .before import before_nothing
 from .nap import sleep as _default_sleep
-from .retry import retry_base, retry_if_exception_type
+from .retry import retry_if_exception_type
 from .stop import StopBaseT, stop_never
 from .wait import WaitBaseT, wait_none
 
