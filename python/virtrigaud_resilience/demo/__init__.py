@@ -97,15 +97,17 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     timeline = Timeline.of(fleet)
     title = (f"virtrigaud-resilience demo: {args.vms} VMs on 3 providers, {args.profile} "
              f"profile, seed {args.seed}")
-    view = None if json_only or args.virtual_time else _view(fleet, title)
-    if view is not None:
-        view.start()
-    start = time.perf_counter()
     work = loop.create_task(_simulate(fleet, timeline))
+    view = None
     interrupted = False
+    start = time.perf_counter()
     try:
+        # Ctrl-C is handled before anything is shown: a user who interrupts
+        # as soon as the title appears gets the summary, not a traceback.
         with _interrupt_cancels(loop, work):
+            view = None if json_only or args.virtual_time else _view(fleet, title)
             if view is not None:
+                view.start()
                 loop.every(view.period, view.update)
             loop.run_until_complete(work)
     except asyncio.CancelledError:
