@@ -49,6 +49,12 @@ def eventually(condition: Callable[[], bool], within: float = 3.0) -> float:
     return time.monotonic() - started
 
 
+def refilled_since(empty_at: float, qps: float) -> float:
+    """The most tokens a bucket empty at ``empty_at`` (monotonic) can hold now,
+    plus one: a bound that holds however slowly a loaded machine runs."""
+    return 1 + (time.monotonic() - empty_at) * qps
+
+
 def redis_log(caplog: pytest.LogCaptureFixture, state: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "redis_state", None) == state]
 
@@ -146,6 +152,36 @@ def test_fallback_allow_and_deny(own_server: Any, key: str) -> None:
     assert allow._counters()[0] >= 101 and deny._counters()[1] == 4
 
 
+def test_leased_deny_raises_once_its_lease_expires_and_is_native_again_after(
+        own_server: Any, key: str) -> None:
+    client = connect(own_server.url)
+    guard = RedisGuard(client, probe_interval=0.05)
+    b = LeasedTokenBucket(client, key, qps=1000, burst=50, lease=0.3, refresh=0.1,
+                          fallback="deny", guard=guard)
+    policy = vr.PolicyBuilder("leased-deny").with_rate_limiter(b).build()
+    try:
+        shared_class = type(b)
+        own_server.kill()
+        eventually(lambda: b.mode == "fallback", within=2.0)
+        with pytest.raises(vr.UnavailableError, match="fallback='deny'") as info:
+            b.try_acquire()
+        assert info.value.retry_after == 0.05  # the probe interval
+        for call in (b.reserve, b.acquire, b.retry_after):
+            with pytest.raises(vr.UnavailableError):
+                call()
+        with pytest.raises(vr.UnavailableError):
+            policy.execute(lambda: None)
+        assert isinstance(b, LeasedTokenBucket) and repr(b).startswith("LeasedTokenBucket(")
+        own_server.start()
+        eventually(lambda: b.shared, within=2.0)
+        assert type(b) is shared_class  # the native try_acquire again: no check per call
+        eventually(b.try_acquire, within=1.0)  # emptied by the fallback, refilling at its share
+        assert policy.execute(lambda: 7) == 7
+    finally:
+        b.close()
+    assert b.try_acquire() is False  # closed: refuses, raises nothing
+
+
 def test_many_threads_when_redis_dies(own_server: Any, key: str) -> None:
     import threading
 
@@ -208,11 +244,12 @@ def test_leased_bucket_keeps_its_share_until_the_lease_expires(
     caplog.set_level(logging.INFO, logger="virtrigaud_resilience")
     client = connect(own_server.url)
     guard = RedisGuard(client, probe_interval=0.05)
+    granted = time.monotonic()
     b = LeasedTokenBucket(client, key, qps=100, burst=10, lease=0.6, refresh=0.2,
                           local_share=0.5, guard=guard)
     try:
         assert b.shared and b.qps == pytest.approx(100, rel=1e-6) and b.burst == 10
-        assert b.tokens < 1  # a first lease starts empty
+        assert b.tokens <= refilled_since(granted, qps=100)  # a first lease starts empty
         own_server.kill()
         lost = time.monotonic()
         # Decisions stay native (nothing waits on Redis), at the leased share...
@@ -228,10 +265,19 @@ def test_leased_bucket_keeps_its_share_until_the_lease_expires(
         assert [r.getMessage() for r in caplog.records
                 if getattr(r, "redis_state", None) == "fallback"][0].count("lease expired") == 1
         own_server.start()
-        back = eventually(lambda: b.shared, within=2.0)
+        last_seen_in_fallback = [time.monotonic()]
+
+        def shared_again() -> bool:
+            if b.shared:
+                return True
+            last_seen_in_fallback[0] = time.monotonic()
+            return False
+
+        back = eventually(shared_again, within=2.0)
         assert back < 1.0  # a probe (every 50 ms), then the refresh it wakes: within a refresh
         # (0.2 s; the slack is for a loaded test machine: compare_redis.py measures it)
-        assert b.tokens < 1  # emptied again: tokens from the fallback do not carry over
+        # Emptied again: the fallback's tokens (up to its burst, 5) do not carry over.
+        assert b.tokens <= refilled_since(last_seen_in_fallback[0], qps=100)
         assert b._fallback_counters()[2:] == (1, 1)
     finally:
         b.close()

@@ -6,8 +6,8 @@ fallback   a decision while Redis is unreachable
 "local"    a local native TokenBucket at ``local_share`` of the fleet's rate
            and burst (the default): the process keeps limiting itself.
 "allow"    every token is granted (fail open).
-"deny"     no token is granted (fail closed); see each bucket for how it
-           says so.
+"deny"     no token is granted (fail closed): every method of the bucket
+           raises ``UnavailableError``.
 =========  =================================================================
 
 A local share of ``1 / replicas`` keeps the fleet near its limit during an
