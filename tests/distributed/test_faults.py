@@ -175,7 +175,7 @@ def test_leased_deny_raises_once_its_lease_expires_and_is_native_again_after(
         own_server.start()
         eventually(lambda: b.shared, within=2.0)
         assert type(b) is shared_class  # the native try_acquire again: no check per call
-        eventually(b.try_acquire, within=1.0)  # emptied by the fallback, refilling at its share
+        eventually(lambda: b.tokens >= 1, within=1.0)  # emptied; refilling at its share
         assert policy.execute(lambda: 7) == 7
     finally:
         b.close()
