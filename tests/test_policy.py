@@ -11,6 +11,7 @@ import functools
 import inspect
 import threading
 import warnings
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -1133,6 +1134,51 @@ def test_with_rpc_timeout_gives_each_attempt_the_operations_timeout(clock: vr.Ma
     policy.execute(lambda: seen.append(vr.remaining(clock)))
     assert seen == [12.0]  # the tighter budget, for a blocking call's own timeout
     assert builder(clock).with_rpc_timeout(vr.RPCConfig(), "Create").build().attempt_timeout == 240
+
+
+async def test_async_attempts_see_their_deadline_when_called_and_while_awaited() -> None:
+    """A gRPC stub reads its ``timeout=vr.remaining()`` when called, before
+    the returned call is awaited: both moments must see the attempt's budget."""
+    clock = vr.ManualClock()
+    seen: list[tuple[str, float | None]] = []
+
+    async def describe() -> str:
+        seen.append(("awaited", vr.remaining(clock)))
+        return "ok"
+
+    def stub_call() -> Awaitable[str]:
+        seen.append(("called", vr.remaining(clock)))
+        return describe()
+
+    policy = builder(clock).with_timeout(100.0).with_rpc_timeout(vr.RPCConfig(describe=12.0),
+                                                                   "Describe").build()
+    assert await policy.execute_async(stub_call) == "ok"
+    overall = builder(clock).with_timeout(100.0).build()
+    assert await overall.execute_async(stub_call) == "ok"
+    retrier = vr.Retrier(vr.RetryConfig(), clock=clock, timeout=7.0)
+    assert await retrier.call_async(stub_call) == "ok"
+    assert seen == [("called", 12.0), ("awaited", 12.0), ("called", 100.0), ("awaited", 100.0),
+                    ("called", 7.0), ("awaited", 7.0)]
+    assert vr.remaining(clock) is None  # nothing left behind
+
+
+async def test_an_attempt_past_its_deadline_is_not_called() -> None:
+    clock = vr.ManualClock()
+    calls: list[int] = []
+
+    async def work() -> None:
+        calls.append(1)
+
+    policy = builder(clock).with_timeout(None, per_attempt=5.0).build()
+    outer = builder(clock).with_timeout(1.0).build()
+
+    async def past_deadline() -> None:
+        clock.advance(2.0)  # the outer budget is spent before the inner attempt starts
+        await policy.execute_async(work)
+
+    with pytest.raises(vr.OperationTimeoutError):
+        await outer.execute_async(past_deadline)
+    assert calls == []
 
 
 # ------------------------------------------------- fixed composition, subclasses --

@@ -48,10 +48,10 @@ from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
 from .timeouts import (
     RPCConfig,
     attempt_outcome,
+    call_until,
     deadline_for,
     deadline_scope,
     remaining,
-    run_until,
 )
 
 __all__ = ["Policy", "PolicyBuilder"]
@@ -230,9 +230,8 @@ class Policy(_core.Policy):
         queued = stage == _BULKHEAD_FULL and bulkhead is not None and bulkhead.max_queue
         if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self._wait) or queued:
             deadline = deadline_for(self._clock, self._timeout)
-            with deadline_scope(self._clock, deadline):
-                return await run_until(self._retrier.run_async(attempt, deadline), self._clock,
-                                       deadline, self._name)
+            return await call_until(self._clock, deadline, self._name,
+                                    self._retrier.run_async, (attempt, deadline), {})
         return await self._retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
 
     def _first_error(self, stage: int, exc: BaseException | None) -> BaseException:
@@ -286,9 +285,8 @@ class Policy(_core.Policy):
                 result = await fn(*args, **kwargs)
             else:
                 deadline = deadline_for(self._clock, self._attempt_timeout)
-                with deadline_scope(self._clock, deadline):
-                    result = await run_until(fn(*args, **kwargs), self._clock, deadline,
-                                             f"{self._name} attempt")
+                result = await call_until(self._clock, deadline, f"{self._name} attempt",
+                                          fn, args, kwargs)
         except BaseException as exc:
             self._exit_exception(ticket, attempt_outcome(exc, self._name))
             raise

@@ -37,7 +37,13 @@ from .backoff import STRATEGIES, Backoff
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
 from .errors import is_retryable
-from .timeouts import cancel_requests, deadline_exceeded, deadline_for, deadline_scope, run_until
+from .timeouts import (
+    call_until,
+    cancel_requests,
+    deadline_exceeded,
+    deadline_for,
+    deadline_scope,
+)
 
 __all__ = ["RetryConfig", "Retrier", "retry", "retry_async", "current_attempt", "OnRetry",
            "RetryOn"]
@@ -292,9 +298,8 @@ class Retrier:
     ) -> T:
         """Awaits ``fn(*args, **kwargs)`` until it succeeds, retrying retryable errors."""
         deadline = deadline_for(self._clock, self.timeout)
-        with deadline_scope(self._clock, deadline):
-            return await run_until(self.run_async(lambda: fn(*args, **kwargs), deadline),
-                                   self._clock, deadline, self.name)
+        return await call_until(self._clock, deadline, self.name,
+                                self.run_async, (lambda: fn(*args, **kwargs), deadline), {})
 
     def run(
         self,

@@ -6,7 +6,7 @@ import contextlib
 import gc
 import sys
 import types
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from .durations import MAX_DURATION, Seconds
 from .errors import OperationTimeoutError
 
 T = TypeVar("T")
+
+_INFINITY = float("inf")
 
 __all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope",
            "deadline_expired", "attempt_outcome", "cancel_requests"]
@@ -163,33 +165,47 @@ def deadline_exceeded(what: str, cause: BaseException | None = None) -> Operatio
     return OperationTimeoutError(f"{what}: deadline exceeded", cause)
 
 
-async def run_until(
-    awaitable: Awaitable[T], clock: Sleeper, deadline: float | None, what: str
+async def call_until(
+    clock: Sleeper, deadline: float | None, what: str,
+    fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any],
 ) -> T:
-    """Awaits ``awaitable``, cancelling it at ``deadline`` (seconds on ``clock``).
+    """Awaits ``fn(*args, **kwargs)``, cancelling it at ``deadline`` (seconds
+    on ``clock``; None: no limit).
 
+    The deadline is visible to nested policies and to :func:`remaining`
+    while ``fn`` is called and awaited (a gRPC stub reads it when called).
     Raises :class:`OperationTimeoutError` chained from the builtin
-    ``TimeoutError`` when the deadline expires. The timer runs on the event
-    loop's real time for the seconds left on ``clock``. A cancellation from
-    outside that coincides with the deadline stays a ``CancelledError``.
+    ``TimeoutError`` when the deadline expires; a deadline already past
+    raises it without calling ``fn``. The timer runs on the event loop's real
+    time for the seconds left on ``clock``. A cancellation from outside that
+    coincides with the deadline stays a ``CancelledError``.
     """
     import asyncio
 
     if deadline is None:
-        return await awaitable
+        return await fn(*args, **kwargs)
     left = deadline - clock.now()
     if left <= 0:
-        if isinstance(awaitable, types.CoroutineType):
-            awaitable.close()  # never started: no "never awaited" warning
         raise deadline_exceeded(what)
+    # The scope's enter and exit are inlined (no ``async with``): this runs
+    # on every attempt of a policy with a timeout.
     scope = TimeoutScope(left)
+    token = _DEADLINE.set((clock, deadline))
     try:
-        async with scope:
-            return await awaitable
+        scope._start()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            scope._stop(type(exc), exc)  # raises TimeoutError if the cancel was its own
+            raise
+        scope._stop(None, None)
+        return result
     except asyncio.TimeoutError as exc:
         if not scope.fired:  # a TimeoutError of the call's own (or an inner deadline's)
             raise
         raise deadline_exceeded(what, exc) from exc
+    finally:
+        _DEADLINE.reset(token)
 
 
 #: The TimeoutScopes the running code is inside, innermost last.
@@ -210,8 +226,11 @@ class TimeoutScope:
     """
 
     def __init__(self, timeout: Seconds | None, owner: str = "timeout") -> None:
-        self._timeout = (None if timeout is None
-                         else _validate.seconds(owner, "timeout", timeout))
+        if type(timeout) is float and 0.0 <= timeout < _INFINITY:
+            self._timeout: float | None = timeout  # the common case, checked in one line
+        else:
+            self._timeout = (None if timeout is None
+                             else _validate.seconds(owner, "timeout", timeout))
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
@@ -226,6 +245,14 @@ class TimeoutScope:
         return self.fired and not self._exited
 
     async def __aenter__(self) -> TimeoutScope:
+        self._start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        self._stop(exc_type, exc)
+
+    def _start(self) -> None:
         import asyncio
 
         if self._timeout is not None:
@@ -236,15 +263,15 @@ class TimeoutScope:
             self._cancelling = _cancelling(task)
             self._token = _SCOPES.set((*_SCOPES.get(), self))
             self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire)
-        return self
 
     def _fire(self) -> None:
         assert self._task is not None
         self.fired = True
         self._task.cancel()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: object) -> None:
+    def _stop(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
+        """Leaves the scope; raises TimeoutError from ``exc`` if the
+        cancellation ending it was this deadline's."""
         import asyncio
 
         self._exited = True
