@@ -145,12 +145,15 @@ async def test_cancel_while_waiting_for_tokens_system_clock() -> None:
 
     task = asyncio.create_task(rig.policy.execute_async(work))
     await settle()
+    too_slow = "the reservation acted before the cancel: too slow to test"
+    if vr.monotonic() - t0 >= 0.02:  # pragma: no cover - only on a badly overloaded machine
+        pytest.skip(too_slow)
     assert rig.breaker.half_open_calls == h0 + 1
     assert tb.reserved == 1
     await cancel_and_wait(task)
     k1, t1 = tb.tokens, vr.monotonic()
     if t1 - t0 >= 0.025:  # pragma: no cover - only on a badly overloaded machine
-        pytest.skip("the reservation acted before the cancel: too slow to test")
+        pytest.skip(too_slow)
     # without the reservation the bucket just refilled at qps since t0
     assert k1 == pytest.approx(k0 + (t1 - t0) * qps, abs=0.01)
     assert tb.cancelled == 1

@@ -306,20 +306,26 @@ def test_elapsed_after_a_native_first_try_counts_that_try(no_sleep: list[float])
     """The native first try reads the clock before it runs: the elapsed time
     handlers see later includes that try, as backoff's (which reads it first)."""
     details: list[dict[str, Any]] = []
-    started = time.monotonic()
 
     def slow_first_try() -> str:
         if not details:
-            while time.monotonic() - started < 0.05:  # a 50 ms first try
+            began = time.monotonic()
+            while time.monotonic() - began < 0.05:  # a 50 ms first try
                 pass
             raise OSError("slow")
+        if len(details) == 1:
+            raise OSError("again")
         return "ok"
 
     decorated = compat.on_exception(compat.constant, OSError, interval=0, jitter=None,
                                     on_backoff=details.append)(slow_first_try)
     assert decorated._mode == 1
     assert decorated() == "ok"
-    assert details[0]["tries"] == 1 and details[0]["elapsed"] < 0.05
+    # As backoff's, each try's details carry the time elapsed before it began:
+    # about 0 for the first; for the second, at least the first try's 50 ms
+    # (a clock read after the first try, as a bug would, would give about 0).
+    assert [d["tries"] for d in details] == [1, 2]
+    assert details[0]["elapsed"] < 0.05 and details[1]["elapsed"] >= 0.05
 
 
 def _raise_after(started: float) -> str:

@@ -11,9 +11,7 @@ import asyncio
 import logging
 import math
 import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import traceback
@@ -403,31 +401,17 @@ def _free_port() -> int:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """A real redis-server on a free loopback port, stopped afterwards."""
-    redis = pytest.importorskip("redis")
-    server = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
-    if server is None:
+    """A real redis-server on a free loopback port (retried if the port is
+    taken meanwhile), stopped afterwards."""
+    pytest.importorskip("redis")
+    from virtrigaud_resilience.distributed.testing import RedisServer, redis_server_path
+
+    if redis_server_path() is None:
         if os.environ.get("REQUIRE_REDIS") == "1":
             pytest.fail("REQUIRE_REDIS=1 but no redis-server")
         pytest.skip("no redis-server")
-    port = _free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
-                                "--save", "", "--appendonly", "no"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.01)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(5)
+    with RedisServer() as server:
+        yield server.url
 
 
 pytestmark_redis = pytest.mark.redis

@@ -258,8 +258,9 @@ def test_kopf_operator_rides_out_an_outage_end_to_end(cluster: Cluster,
     httpx = pytest.importorskip("httpx")
     from kopf.testing import KopfRunner
 
-    # The example operator reads the ConfigMap keys from the environment.
-    for key, value in {"VM_OPERATOR_OUTAGE_SECONDS": "0.6", "CB_FAILURE_THRESHOLD": "2",
+    # The example operator reads the ConfigMap keys from the environment. The outage
+    # (counted from the import) outlasts a slow start of the watch by far.
+    for key, value in {"VM_OPERATOR_OUTAGE_SECONDS": "2", "CB_FAILURE_THRESHOLD": "2",
                        "CB_RESET_SECONDS": "200ms", "RETRY_MAX_ATTEMPTS": "2",
                        "RETRY_BASE_DELAY": "50ms", "RETRY_MAX_DELAY": "100ms"}.items():
         monkeypatch.setenv(key, value)

@@ -89,6 +89,7 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     shared_before = sum(b._counters())
 
     # Killed: the first decision meets a refused connection; the rest are local.
+    killed = time.monotonic()
     own_server.kill()
     times = decide_many(b, 200)
     assert times[0] < BUDGET and max(times[1:]) < LOCAL
@@ -96,22 +97,26 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     assert len(redis_log(caplog, "lost")) == 1  # logged once for the transition
     assert "ConnectionError" in redis_log(caplog, "lost")[0].getMessage()
     admitted, rejected, fell_back, recovered = b._fallback_counters()
-    assert admitted == 25 and rejected == 175  # the local bucket: half the burst, at 500/s
+    # The local bucket: half the burst (25) at once, then 500/s (what a slow
+    # machine's decisions took is the refill there was time for).
+    assert 25 <= admitted <= refilled_since(killed, qps=500) + 24 and admitted + rejected == 200
     assert (fell_back, recovered) == (1, 0)
     assert sum(b._counters()) == shared_before  # decisions of Redis: none meanwhile
     # Scraped: the fallback's decisions and the transition; the guard's breaker is open.
     value = registry.get_sample_value
-    assert value("virtrigaud_distributed_fallback_total", {**labels, "outcome": "admitted"}) == 25
-    assert value("virtrigaud_distributed_fallback_total", {**labels, "outcome": "rejected"}) == 175
+    assert value("virtrigaud_distributed_fallback_total",
+                 {**labels, "outcome": "admitted"}) == admitted
+    assert value("virtrigaud_distributed_fallback_total",
+                 {**labels, "outcome": "rejected"}) == rejected
     assert value("virtrigaud_distributed_transitions_total", {**labels, "to": "fallback"}) == 1
-    assert value("virtrigaud_rate_limiter_requests_total", {**labels, "outcome": "admitted"}) == 35
+    assert value("virtrigaud_rate_limiter_requests_total",
+                 {**labels, "outcome": "admitted"}) == 10 + admitted
     assert value("virtrigaud_circuit_breaker_state", guard_labels) == 2
 
-    # Restarted: back to shared accounting within a probe or two.
+    # Restarted: back to shared accounting within a probe or two (and logged so).
     own_server.start()
-    assert eventually(lambda: b.shared) < 1.0
+    assert eventually(lambda: b.shared and len(redis_log(caplog, "back")) == 1) < 1.0
     assert b.try_acquire() and sum(b._counters()) == shared_before + 1
-    assert len(redis_log(caplog, "back")) == 1
 
     # Paused: the first decision waits out the socket timeout, then local again.
     own_server.pause()
@@ -121,10 +126,10 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
         assert "Timeout" in redis_log(caplog, "lost")[1].getMessage()
     finally:
         own_server.resume()
-    assert eventually(lambda: b.shared) < 1.0
+    assert eventually(lambda: b.shared and len(redis_log(caplog, "back")) == 2) < 1.0
     assert b.try_acquire() is True
     assert b._fallback_counters()[2:] == (2, 2)
-    assert len(redis_log(caplog, "lost")) == 2 and len(redis_log(caplog, "back")) == 2
+    assert len(redis_log(caplog, "lost")) == 2
     assert value("virtrigaud_distributed_transitions_total", {**labels, "to": "shared"}) == 2
     assert value("virtrigaud_circuit_breaker_state", guard_labels) == 0
     # The guard's transitions are logged once, by the guard (with the error), not twice.
@@ -162,7 +167,7 @@ def test_leased_deny_raises_once_its_lease_expires_and_is_native_again_after(
     try:
         shared_class = type(b)
         own_server.kill()
-        eventually(lambda: b.mode == "fallback", within=2.0)
+        eventually(lambda: b.mode == "fallback", within=2.0)  # set last: the class is swapped
         with pytest.raises(vr.UnavailableError, match="fallback='deny'") as info:
             b.try_acquire()
         assert info.value.retry_after == 0.05  # the probe interval
@@ -223,7 +228,8 @@ async def test_async_exact_bucket_when_redis_dies(own_server: Any, key: str) -> 
     started = time.monotonic()
     granted = await asyncio.gather(*(b.try_acquire_async() for _ in range(200)))
     assert time.monotonic() - started < BUDGET
-    assert sum(granted) == 10  # the local bucket: a tenth of the burst
+    # The local bucket: a tenth of the burst, and what 100/s refilled meanwhile.
+    assert 10 <= sum(granted) <= refilled_since(started, qps=100) + 9
     assert not b.shared
     started = time.monotonic()
     for _ in range(20):

@@ -502,7 +502,6 @@ class LeasedTokenBucket(TokenBucket):
         admitted, rejected, reserved = self._counters()
         self._fallback_base = (admitted + reserved, rejected)
         self._moves[0] += 1
-        self._mode = _FALLBACK
         if self.fallback == "local":
             share = self.local_share or 1.0 / max(self._members, 1)
             qps, burst = local_rate("LeasedTokenBucket", self.fleet_qps, self.fleet_burst, share)
@@ -519,6 +518,8 @@ class LeasedTokenBucket(TokenBucket):
             self.provider, why, self._guard.name, self.fallback, self.qps, self.burst,
             extra={"rate_limit": self.key, "provider_type": self.provider_type,
                    "provider": self.provider, "redis_state": "fallback"})
+        # Last: whoever sees the mode sees the fallback's rate, class and log.
+        self._mode = _FALLBACK
 
     def _deny_natively(self, deny: bool) -> None:
         """Gives the bucket a class whose ``try_acquire`` raises (``deny``), or
