@@ -37,7 +37,14 @@ END = BREAKER + 1.2
 EXACT_RATE = (300, 30)
 LEASED_RATE = (200, 20)
 LEASE = {"lease": 0.25, "refresh": 0.08}
-BREAKER_CONFIG = vr.BreakerConfig(failure_threshold=2, reset_timeout=0.3, half_open_max_calls=2)
+BREAKER_CONFIG = vr.BreakerConfig(failure_threshold=2, reset_timeout=0.4, half_open_max_calls=2)
+# The fleet's probe limit holds while each sync thread runs its permit timer
+# within PROBE_LEAD of its schedule (before the breaker is due): room for a
+# loaded machine. The late joiner's timer runs reset_timeout - PROBE_LEAD
+# - (LATE - BREAKER) = 0.13 s after it read the open breaker: its main
+# thread has that long to record the time left before a "busy" answer
+# extends it.
+PROBE_LEAD = 0.15
 BREAKER_KEY = ("vm-operations", "vsphere", "prod")
 
 
@@ -84,7 +91,7 @@ def breaker_phase(url: str, key: str, start: float, role: str) -> None:
     registry = vr.BreakerRegistry(BREAKER_CONFIG)
     if role == "late":
         wait_until(start + LATE)
-    sync = RedisBreakerSync(connect(url), registry, key=key, probe_lead=0.05)
+    sync = RedisBreakerSync(connect(url), registry, key=key, probe_lead=PROBE_LEAD)
     wait_until(start + BREAKER)
     if role == "opener":
         breaker = registry.get_or_create(*BREAKER_KEY)

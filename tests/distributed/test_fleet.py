@@ -124,6 +124,8 @@ def test_breaker_opens_across_the_fleet_and_probes_once(
     # With the same time left: their breakers are due at the same moment.
     due = [r["opened_at"] + r["remaining"] for r in results]
     assert max(due) - min(due) < 0.25, due
+    # At most the fleet's half-open calls: each replica's sync asked for the
+    # permit within fleet_worker.PROBE_LEAD (0.15 s) before the breaker was due.
     probes = sum(r["probes"] for r in results)
     assert 1 <= probes <= BREAKER_CONFIG.half_open_max_calls
     assert all(r["state"] == 0 for r in results)  # closed everywhere in the end
