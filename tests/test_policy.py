@@ -819,7 +819,7 @@ def test_sync_and_async_agree(make_script, path: str) -> None:
 @pytest.mark.parametrize("make_script", _scenarios())
 @pytest.mark.parametrize("mode", MODES)
 def test_fast_and_python_paths_agree(make_script, mode: str) -> None:
-    # provider-timeouts: the Python path's overall timeout (run_until) must not mistake the
+    # provider-timeouts: the Python path's overall timeout (call_until) must not mistake the
     # provider's own OperationTimeoutError for its deadline (a regression test).
     assert _run_scenario(make_script, mode, "python") == _run_scenario(make_script, mode, "fast")
 

@@ -334,8 +334,9 @@ def test_args_and_kwargs_are_forwarded_each_attempt(clock: vr.ManualClock) -> No
 # ------------------------------------------------------ overall timeout --
 
 
-# Regression: run_until used to catch every TimeoutError (asyncio.TimeoutError is the
-# builtin TimeoutError, and OperationTimeoutError subclasses it), so an async call with an
+# Regression: the deadline wrapper (now timeouts.call_until) used to catch every
+# TimeoutError (asyncio.TimeoutError is the builtin TimeoutError, and
+# OperationTimeoutError subclasses it), so an async call with an
 # overall timeout wrapped the retrier's own OperationTimeoutError, and any TimeoutError the
 # function raised, into a new "deadline exceeded" although no deadline had expired.
 
