@@ -2339,10 +2339,13 @@ void test_breaker_success_threshold_race() {
             round_successes.fetch_add(1, std::memory_order_relaxed);
             const Transition tr = cb.record_success(t);
             if (tr.changed) {
-                closes.fetch_add(1, std::memory_order_relaxed);
+                // Read before the close is announced: once it is, the main
+                // thread resets the count for the next round (read after,
+                // it could see that reset and report a legitimate close).
                 if (round_successes.load(std::memory_order_relaxed) < kS) {
                     early_close.fetch_add(1, std::memory_order_relaxed);
                 }
+                closes.fetch_add(1, std::memory_order_release);
             }
         }
     }, [&] {
@@ -2353,11 +2356,11 @@ void test_breaker_success_threshold_race() {
             clock.advance(10);
             // Wait for this round's close.
             const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-            while (closes.load(std::memory_order_relaxed) == seen &&
+            while (closes.load(std::memory_order_acquire) == seen &&
                    std::chrono::steady_clock::now() < deadline) {
                 std::this_thread::yield();
             }
-            seen = closes.load(std::memory_order_relaxed);
+            seen = closes.load(std::memory_order_acquire);
         }
         stop.store(true, std::memory_order_release);
     });
