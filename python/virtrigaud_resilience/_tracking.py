@@ -14,9 +14,12 @@ import collections
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["Census", "Counters", "Labels", "add_counters"]
+from . import _validate
+
+__all__ = ["Census", "Counters", "Labels", "ProviderLabelled", "add_counters",
+           "provider_labels"]
 
 T = TypeVar("T")
 Labels = tuple[str, ...]
@@ -25,6 +28,34 @@ Counters = tuple[int, ...]
 # Dropped objects wait in a queue until folded; past this many, the dropping
 # thread folds them itself (so a program that never scrapes stays bounded).
 _FOLD_AT = 256
+
+
+class ProviderLabelled:
+    """The ``provider_type`` and ``provider`` labels an object's metrics are
+    summed by (read-only for that reason). A class using it lists
+    ``_provider_type`` and ``_provider`` in its own ``__slots__`` (if any)
+    and sets them from :func:`provider_labels` in its constructor."""
+
+    __slots__ = ()
+    _provider_type: str
+    _provider: str
+
+    @property
+    def provider_type(self) -> str:
+        """The provider type label (read-only: metrics sum by it)."""
+        return self._provider_type
+
+    @property
+    def provider(self) -> str:
+        """The provider label (read-only: metrics sum by it)."""
+        return self._provider
+
+
+def provider_labels(owner: str, provider_type: Any, provider: Any) -> tuple[str, str]:
+    """Both labels, validated (TypeError naming ``owner`` and the field for a
+    non-str)."""
+    return (_validate.string(owner, "provider_type", provider_type),
+            _validate.string(owner, "provider", provider))
 
 
 class Census(Generic[T]):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import asyncio
 
 from . import _core, _validate
-from ._tracking import Census, Counters, Labels
+from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .durations import Seconds
 from .errors import RateLimitError
 from .timeouts import TimeoutScope
@@ -43,7 +43,7 @@ def _final_counters(bulkhead: Bulkhead) -> tuple[Labels, Counters]:
 BULKHEADS: Census[Bulkhead] = Census(_final_counters)
 
 
-class Bulkhead(_core.Bulkhead):
+class Bulkhead(_core.Bulkhead, ProviderLabelled):
     """At most ``max_concurrent`` calls in flight; up to ``max_queue`` asyncio waiters.
 
     Args:
@@ -69,8 +69,8 @@ class Bulkhead(_core.Bulkhead):
         provider: str = "",
     ) -> None:
         max_concurrent, self.max_queue = self.check_size(max_concurrent, max_queue)
-        self._provider_type = _validate.string("Bulkhead", "provider_type", provider_type)
-        self._provider = _validate.string("Bulkhead", "provider", provider)
+        self._provider_type, self._provider = provider_labels("Bulkhead", provider_type,
+                                                              provider)
         super().__init__(max_concurrent)
         # The queue is shared by event loops and threads (a sync exit() hands
         # a slot to an asyncio waiter): every change happens under the lock,
@@ -88,16 +88,6 @@ class Bulkhead(_core.Bulkhead):
         """Validates (max_concurrent, max_queue) as the constructor does."""
         return (_validate.integer("Bulkhead", "max_concurrent", max_concurrent, 1, MAX_CONCURRENT),
                 _validate.integer("Bulkhead", "max_queue", max_queue, 0, MAX_CONCURRENT))
-
-    @property
-    def provider_type(self) -> str:
-        """The provider type label (read-only: metrics sum by it)."""
-        return self._provider_type
-
-    @property
-    def provider(self) -> str:
-        """The provider label (read-only: metrics sum by it)."""
-        return self._provider
 
     def _reject(self) -> RateLimitError:
         """Counts one attempt turned away and returns the error it gets."""

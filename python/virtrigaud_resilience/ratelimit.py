@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from . import _core, _validate
-from ._tracking import Census, Counters, Labels
+from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
 from .errors import RateLimitError
@@ -208,7 +208,7 @@ BUCKETS: Census[CountedLimiter] = Census(_final_counters)
 FALLBACKS: Census[FallbackCounted] = Census(_final_fallback_counters)
 
 
-class TokenBucket(_core.TokenBucket):
+class TokenBucket(_core.TokenBucket, ProviderLabelled):
     """A token bucket of ``burst`` tokens refilled at ``qps`` tokens per second.
 
     Lock-free (GCRA over one atomic word) and safe to share between threads
@@ -233,8 +233,8 @@ class TokenBucket(_core.TokenBucket):
                  *, provider_type: str = "", provider: str = "") -> None:
         interval, burst = _check_rate(qps, burst)
         clock = check_clock("TokenBucket", clock)
-        self._provider_type = _validate.string("TokenBucket", "provider_type", provider_type)
-        self._provider = _validate.string("TokenBucket", "provider", provider)
+        self._provider_type, self._provider = provider_labels("TokenBucket", provider_type,
+                                                              provider)
         super().__init__(interval, burst, clock)
         self._sleeper = sleeper_for(clock)
         BUCKETS.track(self)
@@ -244,16 +244,6 @@ class TokenBucket(_core.TokenBucket):
         _retire(self)
 
     # try_acquire(n=1) -> bool is native (AllowN): see _core.pyi.
-
-    @property
-    def provider_type(self) -> str:
-        """The provider type label (read-only: metrics sum by it)."""
-        return self._provider_type
-
-    @property
-    def provider(self) -> str:
-        """The provider label (read-only: metrics sum by it)."""
-        return self._provider
 
     def reserve(self, n: int = 1) -> Reservation:
         """Reserves n tokens (1 <= n <= burst) and returns how long to wait.

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from .. import _validate
+from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
 from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
@@ -102,7 +103,7 @@ _PACKED_SIZES = 16
 _ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
 
 
-class RedisTokenBucket:
+class RedisTokenBucket(ProviderLabelled):
     """A token bucket shared by every process using ``key`` on one Redis.
 
     The surface of :class:`~virtrigaud_resilience.TokenBucket`, for a sync
@@ -159,8 +160,8 @@ class RedisTokenBucket:
         self.qps, self.burst = validate_rate(owner, qps, burst)
         self.fallback = check_fallback(owner, fallback)
         self.local_share = check_share(owner, local_share)
-        self._provider_type = _validate.string(owner, "provider_type", provider_type)
-        self._provider = _validate.string(owner, "provider", provider)
+        self._provider_type, self._provider = provider_labels(owner, provider_type,
+                                                              provider)
         self._guard = _check_guard(owner, guard, client)
         self.client = client
         self._interval_us = 1e6 / self.qps
@@ -203,16 +204,6 @@ class RedisTokenBucket:
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # ------------------------------------------------------------- labels --
-
-    @property
-    def provider_type(self) -> str:
-        """The provider type label (read-only: metrics sum by it)."""
-        return self._provider_type
-
-    @property
-    def provider(self) -> str:
-        """The provider label (read-only: metrics sum by it)."""
-        return self._provider
 
     @property
     def guard(self) -> RedisGuard:
