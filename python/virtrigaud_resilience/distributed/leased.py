@@ -60,6 +60,7 @@ from types import TracebackType
 from typing import Any, cast
 
 from .. import _core, _validate
+from .._tracking import provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
 from ..ratelimit import (
@@ -226,8 +227,7 @@ class LeasedTokenBucket(TokenBucket):
         member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
                   if member is None else _check_member(owner, member))
         guard = _check_guard(owner, guard, client)
-        for field, label in (("provider_type", provider_type), ("provider", provider)):
-            _validate.string(owner, field, label)
+        provider_labels(owner, provider_type, provider)  # errors name this class, not TokenBucket
         super().__init__(MIN_QPS, 1, provider_type=provider_type, provider=provider)
         self._set_rate(_MAX_INTERVAL_NS, 1, 0)  # no share, and no token, before a lease
         self.client, self.key, self._kind, self._guard = client, key, kind, guard

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Final, Generic, Literal, TypeVar
 
 from .. import _validate
+from .._tracking import provider_labels
 from ..breaker import CircuitBreaker, Permit
 from ..clock import ManualClock
 from ..config import Config
@@ -99,11 +100,8 @@ class CallGuard(Generic[K]):
         metrics: bool = True,
     ) -> None:
         owner = self.owner
-        _validate.string(owner, "provider_type", provider_type)
-        _validate.string(owner, "provider", provider)
+        self.provider_type, self.provider = provider_labels(owner, provider_type, provider)
         config = _validate.optional_instance(owner, "config", config, Config) or Config.production()
-        self.provider_type = provider_type
-        self.provider = provider
         self.config = config
         self.breaker = (shared_breaker(config, provider_type, provider, clock)
                         if isinstance(breaker, str) and breaker == SHARED
