@@ -240,7 +240,7 @@ class DroppingServer:
             except (TimeoutError, OSError):
                 continue
             self.accepted += 1
-            conn.recv(65536)
+            _drain(conn)
             if self.trickle:
                 threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
             else:
@@ -261,6 +261,19 @@ class DroppingServer:
         self._running = False
         self._thread.join(5)
         self._socket.close()
+
+
+def _drain(conn: socket.socket) -> None:
+    """Reads the whole request (until the client pauses 50 ms for an answer):
+    a socket closed with unread data sends a reset, not the end of the
+    stream, and the client would see another error than a dropped answer."""
+    conn.settimeout(0.05)
+    try:
+        while conn.recv(65536):
+            pass
+    except (TimeoutError, OSError):
+        pass
+    conn.settimeout(None)
 
 
 def closed_port() -> int:
