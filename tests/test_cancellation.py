@@ -18,6 +18,7 @@ variant of (a)).
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -430,3 +431,189 @@ async def test_bucket_acquire_async_cancel_gives_tokens_back() -> None:
     assert tb.tokens == pytest.approx(-2.0)
     await cancel_and_wait(task)
     assert tb.tokens == pytest.approx(0.0, abs=1e-6)
+
+
+# ------------------------- deciding never looks at what the frames hold --
+
+
+class LazyProxy:
+    """Stands for a lazy object such as a Django ``request.user``: any look at
+    it (its ``__class__``, an attribute, ``==``, ``hash``) runs code, here
+    code that fails, as a database query can. ``looks`` counts those runs."""
+
+    looks = 0
+
+    def __getattribute__(self, name: str) -> object:
+        type.__setattr__(LazyProxy, "looks", LazyProxy.looks + 1)
+        raise LookupError(f"lazy proxy evaluated ({name})")
+
+    def __eq__(self, other: object) -> bool:
+        type.__setattr__(LazyProxy, "looks", LazyProxy.looks + 1)
+        raise LookupError("lazy proxy compared")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+async def _view(call: object, user: LazyProxy) -> None:
+    """A handler frame that holds a lazy proxy while it awaits ``call``."""
+    assert user is not None
+    await call  # type: ignore[misc]
+
+
+async def _hang_holding_a_proxy() -> None:
+    user = LazyProxy()
+    await asyncio.Event().wait()
+    assert user is not None
+
+
+@pytest.fixture
+def no_lazy_looks() -> object:
+    LazyProxy.looks = 0
+    yield
+    assert LazyProxy.looks == 0, "the cancellation path looked at a lazy proxy"
+
+
+async def test_a_lazy_proxy_in_the_frames_is_never_evaluated(no_lazy_looks: None) -> None:
+    # Cancelled from outside with proxies in the frames above and below the guarded
+    # call: the caller gets its CancelledError, the half-open probe slot and the
+    # bulkhead's only slot are back, and nothing counts.
+    rig = make_rig()
+    bulkhead = vr.Bulkhead(1)
+    policy = (vr.PolicyBuilder("lazy").with_circuit_breaker(rig.breaker)
+              .with_bulkhead(bulkhead).build())
+    h0, released0 = rig.breaker.half_open_calls, rig.breaker.released
+    for call in (lambda: policy.execute_async(_hang_holding_a_proxy),
+                 lambda: rig.breaker.call_async(_hang_holding_a_proxy)):
+        task = asyncio.create_task(_view(call(), LazyProxy()))
+        await settle()
+        assert rig.breaker.half_open_calls == h0 + 1
+        await cancel_and_wait(task)
+        assert rig.breaker.half_open_calls == h0
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+    assert rig.breaker.released == released0 + 2
+    assert rig.breaker.failures_total == 1  # the trip of make_rig only
+    assert await policy.execute_async(_ok) == "ok"  # the bulkhead's slot is free
+
+
+async def test_a_lazy_proxy_beside_a_guard_or_permit_is_never_evaluated(
+        no_lazy_looks: None) -> None:
+    rig = make_rig()
+    h0 = rig.breaker.half_open_calls
+
+    async def guarded() -> None:
+        user = LazyProxy()
+        async with rig.breaker.guard():
+            await _view(asyncio.Event().wait(), user)
+
+    async def permitted() -> None:
+        user = LazyProxy()
+        permit = rig.breaker.try_acquire()
+        assert permit is not None
+        async with permit:
+            await _view(asyncio.Event().wait(), user)
+
+    for body in (guarded, permitted):
+        task = asyncio.create_task(_view(body(), LazyProxy()))
+        await settle()
+        assert rig.breaker.half_open_calls == h0 + 1
+        await cancel_and_wait(task)
+        assert rig.breaker.half_open_calls == h0
+    assert rig.breaker.failures_total == 1
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout: Python 3.11+")
+async def test_a_lazy_proxy_beside_an_expiring_deadline_is_never_evaluated(
+        no_lazy_looks: None) -> None:
+    rig = make_rig()
+    failures0 = rig.breaker.failures_total
+
+    async def timed() -> None:
+        async with asyncio.timeout(0.01):
+            await _view(rig.breaker.call_async(_hang_holding_a_proxy), LazyProxy())
+
+    with pytest.raises(TimeoutError):
+        await asyncio.create_task(_view(timed(), LazyProxy()))
+    assert rig.breaker.failures_total == failures0 + 1  # a Timeout: it re-opened
+    assert rig.breaker.state is BreakerState.OPEN
+
+
+async def test_deciding_cannot_keep_a_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever happens while telling a deadline from a cancel (here: a BaseException
+    # landing in it, as a KeyboardInterrupt can), the attempt's breaker slot and
+    # bulkhead slot go back. (A real KeyboardInterrupt would stop the event loop.)
+    from virtrigaud_resilience import timeouts
+
+    class Interrupt(BaseException):
+        pass
+
+    def interrupted() -> bool:
+        raise Interrupt
+
+    rig = make_rig()
+    h0 = rig.breaker.half_open_calls
+    monkeypatch.setattr(timeouts, "deadline_expired", interrupted)
+    for call in (lambda: rig.policy.execute_async(_hang_holding_a_proxy),
+                 lambda: rig.breaker.call_async(_hang_holding_a_proxy)):
+        task = asyncio.create_task(call())
+        await settle()
+        task.cancel()
+        with pytest.raises(Interrupt):
+            await task
+        assert rig.breaker.half_open_calls == h0
+        assert (rig.bulkhead.in_flight, rig.bulkhead.waiting) == (0, 0)
+    assert rig.breaker.failures_total == 1
+
+
+async def test_a_failing_decision_reads_as_a_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from virtrigaud_resilience import timeouts
+
+    def broken() -> bool:
+        raise AttributeError("an internal moved")
+
+    monkeypatch.setattr(timeouts, "deadline_expired", broken)
+    cancelled = asyncio.CancelledError()
+    assert timeouts.attempt_outcome(cancelled) is cancelled
+
+
+# ------------------------------------------------- a cancellation storm --
+
+#: The issue's target is 3x (tests/cancel_storm.py measures it); the bound
+#: leaves room for a loaded machine. Walking the frames cost 8-13x.
+STORM_LIMIT = 5.0
+
+
+async def test_a_cancellation_storm_costs_about_what_bare_tasks_cost() -> None:
+    # Tasks parked 20 awaits deep in each guarded call, cancelled at once, against
+    # as many bare tasks at the same depth, interleaved in one run (best of 3).
+    from cancel_storm import KINDS, ratios
+
+    result = await ratios(KINDS[1:], tasks=1_000, depth=20, rounds=3)
+    slow = {kind: f"{ratio:.1f}x" for kind, (_, ratio) in result.items() if ratio > STORM_LIMIT}
+    assert not slow, f"cancelling parked tasks is too slow against bare ones: {slow}"
+
+
+async def test_waiters_leave_the_bulkhead_queue_without_a_search(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cancelled last queued first (a TaskGroup's order is arbitrary), each waiter
+    # used to be searched for along the queue, comparing waiters: quadratic time,
+    # seconds for 10,000. Count the comparisons: leaving must need none.
+    from virtrigaud_resilience.bulkhead import _Waiter
+
+    comparisons = []
+
+    def counted_eq(self: object, other: object) -> bool:
+        comparisons.append(1)
+        return self is other
+
+    monkeypatch.setattr(_Waiter, "__eq__", counted_eq)
+    bulkhead = vr.Bulkhead(1, max_queue=200)
+    bulkhead.enter()
+    queued = [asyncio.create_task(bulkhead.enter_async()) for _ in range(200)]
+    await settle()
+    assert bulkhead.waiting == 200
+    for task in reversed(queued):
+        task.cancel()
+    await asyncio.wait(queued)
+    assert all(task.cancelled() for task in queued)
+    assert (bulkhead.in_flight, bulkhead.waiting) == (1, 0)
+    assert len(comparisons) == 0

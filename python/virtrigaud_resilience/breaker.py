@@ -39,7 +39,7 @@ from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
 from .durations import Seconds
 from .errors import CircuitOpenError, ErrorType, ProviderError
-from .timeouts import attempt_outcome
+from .timeouts import record_outcome
 
 __all__ = [
     "BreakerState",
@@ -245,7 +245,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._record_exception(ticket, attempt_outcome(exc, self.name))
+            record_outcome(self._record_exception, ticket, exc, self.name)
             raise
         self._record(ticket, _SUCCESS)
         return result
@@ -354,8 +354,13 @@ class Permit:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if not self._done:
-            self.record(None if exc is None else attempt_outcome(exc, self._breaker.name))
+        if self._done:
+            return
+        if exc is None:
+            self._report(_SUCCESS)
+        else:
+            self._use()
+            record_outcome(self._breaker._record_exception, self._ticket, exc, self._breaker.name)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Bound at definition: module globals may be gone at interpreter exit.
@@ -408,8 +413,10 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, None if exc is None else attempt_outcome(exc, self._breaker.name),
-                      tb)
+        if exc is None:
+            self._breaker._record(self._ticket, _SUCCESS)
+        else:
+            record_outcome(self._breaker._record_exception, self._ticket, exc, self._breaker.name)
 
 
 _LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}

@@ -47,10 +47,10 @@ from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
 from .timeouts import (
     RPCConfig,
-    attempt_outcome,
     call_until,
     deadline_for,
     deadline_scope,
+    record_outcome,
     remaining,
 )
 
@@ -190,7 +190,7 @@ class Policy(_core.Policy):
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                self._exit_exception(ticket, attempt_outcome(exc, self._name))
+                record_outcome(self._exit_exception, ticket, exc, self._name)
                 error = exc
             else:
                 self._exit(ticket)
@@ -288,7 +288,7 @@ class Policy(_core.Policy):
                 result = await call_until(self._clock, deadline, f"{self._name} attempt",
                                           fn, args, kwargs)
         except BaseException as exc:
-            self._exit_exception(ticket, attempt_outcome(exc, self._name))
+            record_outcome(self._exit_exception, ticket, exc, self._name)
             raise
         self._exit(ticket)
         return result

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import sys
-import types
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -20,7 +17,7 @@ if TYPE_CHECKING:
 # never needs it. A function that runs inside an event loop finds it in
 # sys.modules, so its local import is a dictionary lookup.
 
-from . import _validate
+from . import _foreign_deadlines, _validate
 from .clock import Sleeper
 from .durations import MAX_DURATION, Seconds
 from .errors import OperationTimeoutError
@@ -30,7 +27,7 @@ T = TypeVar("T")
 _INFINITY = float("inf")
 
 __all__ = ["MUTATING_OPERATIONS", "RPCConfig", "remaining", "deadline_for", "deadline_scope",
-           "deadline_expired", "attempt_outcome", "cancel_requests"]
+           "deadline_expired", "attempt_outcome", "record_outcome", "cancel_requests"]
 
 # ---------------------------------------------------------------------------
 # RPCConfig: which timeout each provider operation gets.
@@ -310,80 +307,48 @@ def cancel_requests() -> int:
 # ---------------------------------------------------------------------------
 #
 # A CancelledError reaching a breaker means one of two things. A deadline
-# cut the attempt off (a policy's TimeoutScope, or an asyncio.timeout /
-# Python 3.12+'s asyncio.wait_for around the call): the provider did not
-# answer in time, a Timeout, which counts toward opening the breaker. Or the
-# caller's task was cancelled from outside (shutdown, a sibling's failure):
-# that says nothing about the provider, and records nothing. An expiring
-# deadline is always somewhere up the task's await chain, so it is found by
-# looking there: our own scopes through a context variable, asyncio's
-# Timeout objects (which the frames awaiting inside ``async with`` hold) by
-# walking the task's coroutines.
+# cut the attempt off (a policy's TimeoutScope, an asyncio.timeout or
+# Python 3.12+'s asyncio.wait_for around the call, an anyio fail_after): the
+# provider did not answer in time, a Timeout, which counts toward opening
+# the breaker. Or the caller's task was cancelled from outside (shutdown, a
+# sibling's failure): that says nothing about the provider, and records
+# nothing. Every deadline the running code is inside is registered in its
+# context (ours in _SCOPES, asyncio's and anyio's: see _foreign_deadlines),
+# so the decision reads those known objects and nothing the frames hold.
 
-_MAX_OBJECTS_WALKED = 2000
+_foreign_deadlines.install()
 
 
 def deadline_expired() -> bool:
     """True iff a deadline enclosing the running code has fired and is
-    cancelling the current task: a TimeoutScope of ours, or an
-    ``asyncio.timeout`` (3.11+) / ``asyncio.wait_for`` (3.12+) around it.
+    cancelling the current task (or the task that created it, which passes
+    the cancellation on: ``gather()``, a ``TaskGroup``).
 
-    Call it while handling a ``CancelledError``. Two limits, both of older
-    Pythons: on 3.11 and older, ``asyncio.wait_for`` runs its awaitable in a
-    task of its own and cancels that task from outside, so it is not seen;
-    and on 3.11, an ``asyncio.timeout`` held by the very function that is
-    running the handler (``async with asyncio.timeout(5), breaker.guard():``)
-    is not seen either, while one held by a caller up the await chain is (as
-    around ``call_async`` or ``execute_async``). A policy's own timeouts are
-    seen everywhere.
+    Seen: a policy's timeouts and any TimeoutScope; ``asyncio.timeout`` /
+    ``asyncio.timeout_at`` (3.11+) at any depth, in this task or a parent;
+    ``asyncio.wait_for`` on 3.12+ (built on ``asyncio.timeout``); anyio's
+    ``fail_after`` / ``move_on_after`` and any cancel scope whose deadline
+    passed, when anyio is loaded. Not seen (the cancellation reads as one
+    from outside): ``asyncio.wait_for`` on 3.10 and 3.11 (it cancels a task
+    of its own from outside), an ``asyncio.timeout`` entered before
+    virtrigaud_resilience was imported, and other libraries' timeouts (see
+    the README). Call it while handling a ``CancelledError``; it never
+    raises and never runs code of objects it does not know.
     """
-    if any(scope.expiring for scope in _SCOPES.get()):
+    for scope in _SCOPES.get():
+        if scope.expiring:
+            return True
+    if _foreign_deadlines.asyncio_timeout_expiring():
         return True
+    if "anyio" not in sys.modules:
+        return False
     asyncio = sys.modules.get("asyncio")
-    if asyncio is None:  # no event loop has ever run: nothing to be cut off by
-        return False
-    timeout_type = getattr(asyncio, "Timeout", None)
-    if timeout_type is None:  # Python 3.10: no asyncio.timeout to look for
-        return False
     try:
-        task = asyncio.current_task()
-    except RuntimeError:
+        task = asyncio.current_task() if asyncio is not None else None
+    except RuntimeError:  # no running loop
         return False
-    if task is None:
-        return False
-    return _asyncio_timeout_expiring(task, timeout_type)
-
-
-def _asyncio_timeout_expiring(task: asyncio.Task[Any], timeout_type: type) -> bool:
-    states = getattr(sys.modules.get("asyncio.timeouts"), "_State", None)
-    expiring = getattr(states, "EXPIRING", None)
-    pending: list[object] = [task.get_coro()]
-    seen: set[int] = set()
-    while pending and len(seen) < _MAX_OBJECTS_WALKED:
-        obj = pending.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        for ref in gc.get_referents(obj):
-            target = ref.__self__ if isinstance(ref, types.MethodType) else ref
-            if isinstance(target, timeout_type) and getattr(target, "_task", task) is task:
-                if expiring is not None:
-                    if getattr(target, "_state", None) is expiring:
-                        return True
-                elif getattr(target, "expired", bool)():
-                    return True
-            elif isinstance(target, _AWAIT_CHAIN):
-                pending.append(target)
-            elif isinstance(target, contextlib.AbstractAsyncContextManager):
-                # An @asynccontextmanager: the timeout may be in its generator.
-                pending.extend(value for value in getattr(target, "__dict__", {}).values()
-                               if isinstance(value, _AWAIT_CHAIN))
-    return False
-
-
-# What a coroutine's frame may be awaiting through: other coroutines and
-# (async) generators.
-_AWAIT_CHAIN = (types.CoroutineType, types.AsyncGeneratorType, types.GeneratorType)
+    return task is not None and _foreign_deadlines.anyio_deadline_passed(
+        task, task.get_loop().time)
 
 
 def attempt_outcome(exc: BaseException, what: str = "attempt") -> BaseException:
@@ -393,8 +358,28 @@ def attempt_outcome(exc: BaseException, what: str = "attempt") -> BaseException:
     :func:`deadline_expired`) becomes an :class:`OperationTimeoutError`
     chained from it: a Timeout, which counts as a breaker failure. Anything
     else is returned unchanged (a cancellation from outside records nothing).
+    Never raises an ``Exception``: should the decision fail, ``exc`` is
+    returned, as for a cancel from outside.
     """
     asyncio = sys.modules.get("asyncio")  # no asyncio loaded: no CancelledError either
-    if asyncio is not None and isinstance(exc, asyncio.CancelledError) and deadline_expired():
-        return deadline_exceeded(what, exc)
-    return exc
+    # type(exc), not isinstance(): an exception's __class__ may be a property.
+    if asyncio is None or not issubclass(type(exc), asyncio.CancelledError):
+        return exc
+    try:
+        expired = deadline_expired()
+    except Exception:  # noqa: BLE001 - a bug of ours must not replace the cancellation
+        return exc
+    return deadline_exceeded(what, exc) if expired else exc
+
+
+def record_outcome(record: Callable[[T, BaseException], object], ticket: T,
+                   exc: BaseException, what: str) -> None:
+    """``record(ticket, attempt_outcome(exc, what))``, and ``record(ticket,
+    exc)`` should deciding fail (a KeyboardInterrupt landing in it, which
+    then propagates): the attempt's slot, permit or tokens go back in every
+    case."""
+    outcome = exc
+    try:
+        outcome = attempt_outcome(exc, what)
+    finally:
+        record(ticket, outcome)
