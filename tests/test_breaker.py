@@ -1158,8 +1158,7 @@ async def test_call_async_cut_off_by_wait_for_is_a_failure() -> None:
     assert cb.state is OPEN
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12),
-                    reason="3.11 hides the timeout of the frame that enters the guard")
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout: Python 3.11+")
 async def test_guard_and_permit_cut_off_by_a_deadline_are_failures() -> None:
     cb = vr.CircuitBreaker(NAME, "fake", "unit", vr.BreakerConfig(failure_threshold=5))
     with pytest.raises(TimeoutError):

@@ -236,9 +236,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         """Awaits ``fn(*args, **kwargs)`` through the breaker.
 
         Raises CircuitOpenError without calling ``fn`` while open. A call cut
-        off by a deadline (``asyncio.timeout``, ``asyncio.wait_for`` on
-        Python 3.12+, a policy's timeout) is recorded as a Timeout: a
-        failure. Cancelling the awaiting task from outside records nothing
+        off by a deadline (a policy's timeout, ``asyncio.timeout`` at any
+        depth, ``asyncio.wait_for`` on Python 3.12+, anyio's ``fail_after``:
+        see :func:`~virtrigaud_resilience.timeouts.deadline_expired`) is
+        recorded as a Timeout: a failure. Cancelling the awaiting task from outside records nothing
         and frees its half-open slot.
         """
         ticket = self._admit()

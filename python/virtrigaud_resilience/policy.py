@@ -179,9 +179,10 @@ class Policy(_core.Policy):
     ) -> T:
         """Awaits ``fn(*args, **kwargs)`` under the policy and returns its result.
 
-        An attempt cut off by a deadline (the policy's, or an
-        ``asyncio.timeout`` around this call) counts as a Timeout: a breaker
-        failure. Cancelling the awaiting task from outside records nothing
+        An attempt cut off by a deadline (the policy's, or one around this
+        call: ``asyncio.timeout``, anyio's ``fail_after``, see
+        :func:`~virtrigaud_resilience.timeouts.deadline_expired`) counts as a
+        Timeout: a breaker failure. Cancelling the awaiting task from outside records nothing
         and gives back the breaker slot, the bulkhead slot and any tokens
         reserved while waiting; a cancelled task is never retried.
         """
