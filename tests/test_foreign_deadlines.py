@@ -172,11 +172,28 @@ async def test_asyncio_timeout_in_the_frame_that_enters_the_guard_is_a_timeout()
 
 @pytest.mark.skipif(sys.version_info < (3, 12),
                     reason="asyncio.wait_for cancels a task of its own before 3.12")
-async def test_wait_for_around_gather_is_a_timeout() -> None:
+async def test_wait_for_around_a_fan_out_is_a_timeout() -> None:
     cb = breaker()
+
+    async def fan_out() -> None:  # the children are created inside wait_for's timeout
+        await asyncio.gather(cb.call_async(_hang), cb.call_async(_hang))
+
     with pytest.raises(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(cb.call_async(_hang)), DEADLINE)
-    assert outcomes(cb) == (1, 0)
+        await asyncio.wait_for(fan_out(), DEADLINE)
+    assert outcomes(cb) == (2, 0)
+
+
+@needs_asyncio_timeout
+async def test_a_task_created_before_the_timeout_reads_as_a_cancel() -> None:
+    # The documented limit: a task (or gather()) created outside the timeout
+    # and only awaited inside it is cancelled by its awaiter, not by the
+    # timeout it never saw; so is asyncio.wait_for(asyncio.gather(...)).
+    cb = breaker()
+    gathered = asyncio.gather(cb.call_async(_hang))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(DEADLINE):
+            await gathered
+    assert outcomes(cb) == (0, 1)
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="visible from 3.12 (see above)")
