@@ -331,9 +331,12 @@ def deadline_expired() -> bool:
     passed, when anyio is loaded. Not seen (the cancellation reads as one
     from outside): ``asyncio.wait_for`` on 3.10 and 3.11 (it cancels a task
     of its own from outside), an ``asyncio.timeout`` entered before
-    virtrigaud_resilience was imported, and other libraries' timeouts (see
-    the README). Call it while handling a ``CancelledError``; it never
-    raises and never runs code of objects it does not know.
+    virtrigaud_resilience was imported, a task created before the timeout
+    and only awaited inside it (``wait_for(gather(...))``), and other
+    libraries' timeouts (see the README). Call it while handling a
+    ``CancelledError``; it reads only the deadlines registered in the
+    context (never an object the frames hold), so it runs no code of
+    objects it does not know.
     """
     for scope in _SCOPES.get():
         if scope.expiring:
