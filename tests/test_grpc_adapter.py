@@ -8,6 +8,7 @@ deadlines, and cancellations that must leave nothing behind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 import time
@@ -29,7 +30,8 @@ from loopback import GrpcServer, closed_port, identity  # noqa: E402
 S = grpc.StatusCode
 SERVICE = "/provider.v1.Provider"
 
-#: status -> (taxonomy class, counts as a breaker failure); CANCELLED apart.
+#: status -> (taxonomy class, counts as a breaker failure); CANCELLED as the
+#: server sends it (the caller's own cancellation is no status error).
 TABLE: dict[Any, tuple[type[BaseException], bool]] = {
     S.NOT_FOUND: (vr.NotFoundError, False),
     S.INVALID_ARGUMENT: (vr.InvalidSpecError, False),
@@ -46,6 +48,7 @@ TABLE: dict[Any, tuple[type[BaseException], bool]] = {
     S.INTERNAL: (vr.RetryableError, True),
     S.UNKNOWN: (vr.RetryableError, True),
     S.DATA_LOSS: (vr.RetryableError, False),
+    S.CANCELLED: (vr.RetryableError, False),
 }
 GO = {S.NOT_FOUND: "NotFound", S.INVALID_ARGUMENT: "InvalidArgument",
       S.OUT_OF_RANGE: "OutOfRange", S.UNAUTHENTICATED: "Unauthenticated",
@@ -53,7 +56,8 @@ GO = {S.NOT_FOUND: "NotFound", S.INVALID_ARGUMENT: "InvalidArgument",
       S.UNAVAILABLE: "Unavailable", S.DEADLINE_EXCEEDED: "DeadlineExceeded",
       S.RESOURCE_EXHAUSTED: "ResourceExhausted", S.ALREADY_EXISTS: "AlreadyExists",
       S.ABORTED: "Aborted", S.FAILED_PRECONDITION: "FailedPrecondition",
-      S.INTERNAL: "Internal", S.UNKNOWN: "Unknown", S.DATA_LOSS: "DataLoss"}
+      S.INTERNAL: "Internal", S.UNKNOWN: "Unknown", S.DATA_LOSS: "DataLoss",
+      S.CANCELLED: "Canceled"}
 
 _labels = itertools.count()
 
@@ -190,17 +194,61 @@ def test_sync_stream_maps_every_status(sync_channel: Any, provider: str, code: A
     check_status_error(info.value, code, cb)
 
 
-async def test_cancelled_status_is_the_callers_cancellation(aio_channel: Any,
-                                                            sync_channel: Any) -> None:
+async def test_a_cancelled_status_from_the_server_is_a_retryable_error(
+        aio_channel: Any, sync_channel: Any) -> None:
+    """A CANCELLED the server (or a proxy) sent is no cancellation of the
+    caller: the awaiting task goes on, and the error is retryable."""
     cb = breaker()
     half_open(cb)
-    with pytest.raises(asyncio.CancelledError):
-        await unary(aio_channel("c1", breaker=cb))(b"code=CANCELLED")
-    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0  # slot freed
-    with pytest.raises(grpc.FutureCancelledError):
-        unary(sync_channel("c2", breaker=cb))(b"code=CANCELLED")
-    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    calls = [lambda: unary(aio_channel("srv-cancel", breaker=cb))(b"code=CANCELLED"),
+             lambda: collect(stream(aio_channel("srv-cancel", breaker=cb))(
+                 b"n=1;code=CANCELLED"))]
+    for call in calls:
+        with pytest.raises(vr.RetryableError) as info:
+            await call()
+        check_cancelled_status(info.value, cb)
+        task = asyncio.current_task()
+        assert task is not None and not task.cancelling()  # nobody cancelled this task
+    for sync_call in (lambda: unary(sync_channel("srv-cancel", breaker=cb))(b"code=CANCELLED"),
+                      lambda: list(stream(sync_channel("srv-cancel", breaker=cb))(
+                          b"n=1;code=CANCELLED"))):
+        with pytest.raises(vr.RetryableError) as info:
+            sync_call()
+        check_cancelled_status(info.value, cb)
     assert rpcstats.rpc_stats("grpc", "Describe").requests("Canceled") >= 2
+
+
+async def collect(responses: Any) -> list[Any]:
+    return [item async for item in responses]
+
+
+def check_cancelled_status(exc: BaseException, cb: vr.CircuitBreaker) -> None:
+    assert isinstance(exc, grpc.aio.AioRpcError) and exc.code() is S.CANCELLED
+    assert exc.details() == "injected CANCELLED" and vr.is_retryable(exc)
+    assert not never_sent(exc)
+    # no breaker outcome: the half-open slot is free again, nothing counted
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0
+    assert cb.failures_total == cb.failure_threshold
+
+
+async def test_the_callers_own_cancellation_stays_a_cancellation(server: GrpcServer,
+                                                                 aio_channel: Any,
+                                                                 sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    hits = server.hits
+    call = unary(aio_channel("own-cancel", breaker=cb))(b"sleep=5")
+    while server.hits == hits:
+        await asyncio.sleep(0.01)
+    assert call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+    future = unary(sync_channel("own-cancel", breaker=cb)).future(b"sleep=5")
+    assert future.cancel()
+    with pytest.raises(grpc.FutureCancelledError):
+        future.result()
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
 
 
 async def test_success_passes_through_and_counts(aio_channel: Any, sync_channel: Any,
@@ -427,37 +475,6 @@ async def test_stream_closed_early_or_cancelled_frees_the_probe(server: GrpcServ
     assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
 
 
-async def test_a_stream_closed_by_its_reader_cancels_the_call() -> None:
-    class Call:
-        """A call whose responses the interceptor reads (what grpc.aio hands it)."""
-
-        cancelled = False
-
-        def __aiter__(self) -> Any:
-            return self._items()
-
-        async def _items(self) -> Any:
-            for i in range(10):
-                yield i
-
-        def cancel(self) -> bool:
-            self.cancelled = True
-            return True
-
-    cb = breaker()
-    half_open(cb)
-    guard = vrg.RpcGuard("grpc", "closed", breaker=cb, limiter=None)
-    method = guard.method(f"{SERVICE}/WatchTasks")
-    start = time.perf_counter()
-    permit = guard.admit(method, start)
-    call = Call()
-    responses = vrg.AioUnaryStreamInterceptor._responses(
-        call, vrg._Settler(guard, permit, method, start, aio=True))
-    assert await responses.__anext__() == 0
-    await responses.aclose()  # what the event loop does to a dropped generator
-    assert call.cancelled and cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
-
-
 def test_sync_stream_cancelled_or_dropped_frees_the_probe(sync_channel: Any) -> None:
     cb = breaker()
     half_open(cb)
@@ -562,3 +579,225 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
     args = {"provider_type": "grpc", "provider": "bad", **kwargs}
     with pytest.raises(error, match=text):
         vrg.aio_interceptors(**args)
+
+
+# -- the call is grpc's call ----------------------------------------------------------------
+
+
+class AioObserver(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours: sees the call ours returns."""
+
+    def __init__(self) -> None:
+        self.time_remaining: list[float | None] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        self.time_remaining.append(call.time_remaining())
+        return call
+
+
+async def test_aio_unary_returns_the_call(server: GrpcServer, sync_channel: Any) -> None:
+    observer = AioObserver()
+    cb = breaker()
+    interceptors = [observer, *vrg.aio_interceptors("grpc", "call", breaker=cb, limiter=None)]
+    async with grpc.aio.insecure_channel(server.target, interceptors=interceptors) as channel:
+        call = unary(channel)(b"meta=m1", timeout=20)
+        assert await call == b"ok:meta=m1"
+        assert await call.code() is S.OK and await call.details() == ""
+        assert ("initial", "m1") in list(await call.initial_metadata())
+        assert ("trailing", "m1") in list(await call.trailing_metadata())
+        assert call.done() and not call.cancelled()
+        assert observer.time_remaining and 0 < observer.time_remaining[0] <= 20
+
+        failed = unary(channel)(b"meta=m2;code=NOT_FOUND")
+        with pytest.raises(vr.NotFoundError):
+            await failed
+        assert await failed.code() is S.NOT_FOUND
+        assert ("initial", "m2") in list(await failed.initial_metadata())
+        assert ("trailing", "m2") in list(await failed.trailing_metadata())
+    assert cb.successes == 2  # NOT_FOUND is the provider's answer
+    response, sync_call = unary(sync_channel("call", breaker=cb)).with_call(b"meta=m3")
+    assert response == b"ok:meta=m3" and sync_call.code() is S.OK
+    assert ("trailing", "m3") in sync_call.trailing_metadata()
+
+
+async def test_an_unawaited_call_is_still_settled(server: GrpcServer, aio_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    call = unary(aio_channel("unawaited", breaker=cb))(b"code=UNAVAILABLE")
+    assert await call.code() is S.UNAVAILABLE  # the status alone, the response never awaited
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.OPEN
+
+
+# -- deadlines of waits and streams --------------------------------------------------------------
+
+
+class AioRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor inside ours: records the deadline that goes on the wire
+    (``stream`` is its unary-stream twin: grpc.aio files an interceptor under
+    one kind only)."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+        self.stream = AioStreamRecorder(self.timeouts)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return await continuation(details, request)
+
+
+class AioStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, timeouts: list[float | None]) -> None:
+        self.timeouts = timeouts
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return await continuation(details, request)
+
+
+class SyncRecorder(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+                   grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """:class:`AioRecorder` for sync channels."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return continuation(details, request)
+
+
+def recorded_aio(server: GrpcServer, recorder: AioRecorder, provider_label: str,
+                 **options: Any) -> Any:
+    options.setdefault("limiter", None)
+    return grpc.aio.insecure_channel(
+        server.target,
+        interceptors=[*vrg.aio_interceptors("grpc", provider_label, **options), recorder,
+                      recorder.stream])
+
+
+def recorded_sync(server: GrpcServer, recorder: SyncRecorder, provider_label: str,
+                  **options: Any) -> tuple[Any, Any]:
+    options.setdefault("limiter", None)
+    raw = grpc.insecure_channel(server.target)
+    return raw, vrg.intercept_channel(grpc.intercept_channel(raw, recorder), "grpc",
+                                      provider_label, **options)
+
+
+async def test_a_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
+    """wait=True: the wait is part of the call's budget, not added to it."""
+    recorder = AioRecorder()
+    bucket = vr.TokenBucket(qps=4, burst=1)
+    async with recorded_aio(server, recorder, "wait-deadline", breaker=None, limiter=bucket,
+                            wait=True) as channel:
+        call = unary(channel)
+        assert await call(b"spend") == b"ok:spend"
+        hits, start = server.hits, time.monotonic()
+        with pytest.raises(vr.RateLimitError) as info:  # needs ~0.25 s, has 0.05 s
+            await call(b"late", timeout=0.05)
+        assert time.monotonic() - start < 0.2 and server.hits == hits
+        assert never_sent(info.value)
+        await asyncio.sleep(0.3)  # a token again
+        assert await call(b"spend") == b"ok:spend"
+        start = time.monotonic()
+        assert await call(b"waits", timeout=5) == b"ok:waits"
+        waited = time.monotonic() - start
+    sent = recorder.timeouts[-1]
+    assert sent is not None and waited >= 0.15
+    assert sent <= 5 - 0.15  # what was left after the wait, not the whole 5 s
+
+
+def test_a_sync_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
+    recorder = SyncRecorder()
+    bucket = vr.TokenBucket(qps=4, burst=1)
+    raw, channel = recorded_sync(server, recorder, "sync-wait-deadline", breaker=None,
+                                 limiter=bucket, wait=True)
+    try:
+        call = unary(channel)
+        assert call(b"spend") == b"ok:spend"
+        hits, start = server.hits, time.monotonic()
+        with pytest.raises(vr.RateLimitError):
+            call(b"late", timeout=0.05)
+        assert time.monotonic() - start < 0.2 and server.hits == hits
+        time.sleep(0.3)
+        assert call(b"spend") == b"ok:spend"
+        start = time.monotonic()
+        assert call(b"waits", timeout=5) == b"ok:waits"
+        waited = time.monotonic() - start
+    finally:
+        raw.close()
+    sent = recorder.timeouts[-1]
+    assert sent is not None and waited >= 0.15 and sent <= 5 - 0.15
+
+
+async def test_a_watch_gets_no_deadline_unless_named(server: GrpcServer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    recorder = AioRecorder()
+    with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
+        async with recorded_aio(server, recorder, "watch", breaker=None) as channel:
+            assert await collect(stream(channel, "WatchTasks")(b"n=1")) == [b"item0"]
+        async with recorded_aio(server, recorder, "watch", breaker=None,
+                                timeouts={"WatchTasks": 60}) as channel:
+            await collect(stream(channel, "WatchTasks")(b"n=1"))
+            await collect(stream(channel, "WatchTasks")(b"n=1", timeout=5))
+        sync_recorder = SyncRecorder()
+        raw, sync = recorded_sync(server, sync_recorder, "watch", breaker=None)
+        try:
+            assert list(stream(sync, "WatchTasks")(b"n=1")) == [b"item0"]
+        finally:
+            raw.close()
+    assert recorder.timeouts[0] is None and recorder.timeouts[1] == 60
+    assert recorder.timeouts[2] == 5 and sync_recorder.timeouts == [None]
+    assert not [r for r in caplog.records if "WatchTasks" in r.getMessage()]
+
+
+async def test_a_stream_cut_by_our_own_deadline_is_no_breaker_failure(
+        aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    own = {"timeouts": {"WatchTasks": 0.2}, "breaker": cb}
+    with pytest.raises(vr.OperationTimeoutError):
+        await collect(stream(aio_channel("own-deadline", **own))(b"n=100;sleep=0.05"))
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0
+    with pytest.raises(vr.OperationTimeoutError):
+        list(stream(sync_channel("own-deadline", **own))(b"n=100;sleep=0.05"))
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.failures_total == cb.failure_threshold
+    # the caller's deadline is the caller's verdict: a failure, as for any call
+    with pytest.raises(vr.OperationTimeoutError):
+        await collect(stream(aio_channel("own-deadline", breaker=cb))(b"n=100;sleep=0.05",
+                                                                       timeout=0.2))
+    assert cb.state is vr.BreakerState.OPEN
+
+
+async def test_a_stream_left_with_break_frees_its_slot_when_closed_or_collected(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    cancelled = server.cancelled
+    responses = stream(aio_channel("break", breaker=cb))(b"n=100;sleep=0.01")
+    async for _ in responses:
+        break
+    assert cb.half_open_calls == 1
+    await responses.__aiter__().aclose()  # the loop's iterator, closed (contextlib.aclosing)
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+    await wait_for(lambda: server.cancelled > cancelled)  # the call was cancelled too
+    # (grpc.aio holds a running call, and so its iterator, until the call ends:
+    # closing the iterator or cancelling the call is how an aio reader leaves.)
+    for item in stream(sync_channel("break", breaker=cb))(b"n=100;sleep=0.01"):
+        break
+    del item
+    gc.collect()
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    assert cb.state is vr.BreakerState.HALF_OPEN
+
+
+async def wait_for(condition: Any, seconds: float = 5.0) -> None:
+    """Waits (on the loop) until ``condition()`` holds; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
