@@ -113,8 +113,10 @@ class GrpcServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stops the server (once: again does nothing), cancelling calls in flight."""
+        loop, self._loop = self._loop, None
+        if loop is not None and self._stop is not None:
+            loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
     def _run(self) -> None:

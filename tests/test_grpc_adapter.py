@@ -25,7 +25,7 @@ from virtrigaud_resilience import rpcstats  # noqa: E402
 from virtrigaud_resilience.providers import never_sent  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 
-from loopback import GrpcServer, closed_port, identity  # noqa: E402
+from loopback import DroppingServer, GrpcServer, closed_port, identity  # noqa: E402
 
 S = grpc.StatusCode
 SERVICE = "/provider.v1.Provider"
@@ -573,6 +573,9 @@ async def test_retry_after_metadata_is_read_or_ignored(aio_channel: Any, value: 
     ({"timeouts": {"Describe": float("inf")}}, ValueError, "Describe"),
     ({"timeouts": [("Describe", 1)]}, TypeError, "timeouts"),
     ({"timeouts": {5: 1}}, TypeError, "timeouts key"),
+    ({"idempotent": "Create"}, TypeError, "idempotent"),
+    ({"idempotent": 3}, TypeError, "idempotent"),
+    ({"idempotent": ["Create", 5]}, TypeError, "idempotent item"),
 ])
 def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
                                  text: str) -> None:
@@ -801,3 +804,183 @@ async def wait_for(condition: Any, seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         await asyncio.sleep(0.01)
+
+
+# -- idempotency: a mutating call is retried only while it was never sent ------------------------
+
+
+def retrying(attempts: int = 3) -> vr.Policy:
+    return vr.PolicyBuilder(f"grpc-idempotency-{next(_labels)}").with_retry(
+        vr.RetryConfig(max_attempts=attempts, base_delay=0.001, max_delay=0.002,
+                       jitter=False)).build()
+
+
+class AioCounter(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours: counts the attempts a policy makes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.calls += 1
+        return await continuation(details, request)
+
+
+async def test_a_mutating_call_is_retried_only_while_it_was_never_sent(
+        server: GrpcServer, aio_channel: Any) -> None:
+    cb = breaker()
+    policy = retrying(3)
+    channel = aio_channel("idempotency", breaker=cb)
+    hits = server.hits
+    with pytest.raises(vr.UnavailableError) as info:
+        await policy.execute_async(unary(channel, "Create"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 1  # sent once: the provider may have acted
+    error = info.value
+    assert not vr.is_retryable(error) and not never_sent(error)
+    assert isinstance(error, grpc.aio.AioRpcError) and error.code() is S.UNAVAILABLE
+    assert cb.failures == 1  # the breaker counts it as before
+    with pytest.raises(vr.RateLimitError) as limited:  # the provider's own RESOURCE_EXHAUSTED
+        await policy.execute_async(unary(channel, "Reconfigure"), b"code=RESOURCE_EXHAUSTED")
+    assert server.hits == hits + 2 and not never_sent(limited.value)
+    assert not vr.is_retryable(limited.value)
+    with pytest.raises(vr.RetryableError):  # an unknown unary method may mutate too
+        await policy.execute_async(unary(channel, "Migrate"), b"code=INTERNAL")
+    assert server.hits == hits + 3
+    with pytest.raises(vr.UnavailableError) as read:  # a read is retried
+        await policy.execute_async(unary(channel, "Describe"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 6 and vr.is_retryable(read.value)
+    with pytest.raises(vr.UnavailableError) as watch:  # so is a watch (a stream of reads)
+        await collect(stream(channel, "WatchTasks")(b"n=0;code=UNAVAILABLE"))
+    assert vr.is_retryable(watch.value)
+
+    counter = AioCounter()
+    interceptors = [counter, *vrg.aio_interceptors("grpc", "idempotency", breaker=breaker(),
+                                                   limiter=None)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{closed_port()}",
+                                         interceptors=interceptors) as refused:
+        with pytest.raises(vr.UnavailableError) as unsent:
+            await policy.execute_async(unary(refused, "Create"), b"x", timeout=5)
+    assert counter.calls == 3  # never sent: retried
+    assert never_sent(unsent.value) and vr.is_retryable(unsent.value)
+
+
+async def test_methods_marked_idempotent_are_retried_after_sending(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    policy = retrying(3)
+    marked = aio_channel("marked", breaker=None, idempotent={"Create", "/provider.v1.Provider/Power"})
+    hits = server.hits
+    for method in ("Create", "Power"):
+        with pytest.raises(vr.UnavailableError) as info:
+            await policy.execute_async(unary(marked, method), b"code=UNAVAILABLE")
+        assert vr.is_retryable(info.value)
+    assert server.hits == hits + 6
+    with pytest.raises(vr.UnavailableError):  # not marked
+        await policy.execute_async(unary(marked, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 7
+
+    def only_power(name: str) -> bool:
+        return name.endswith("/Power")
+
+    sync = sync_channel("marked", breaker=None, idempotent=only_power)
+    with pytest.raises(vr.UnavailableError):
+        policy.execute(unary(sync, "Power"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 10
+    with pytest.raises(vr.UnavailableError) as info:
+        policy.execute(unary(sync, "Create"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 11 and not vr.is_retryable(info.value)
+    everything = sync_channel("marked", breaker=None, idempotent=True)
+    with pytest.raises(vr.ConflictError):
+        policy.execute(unary(everything, "Delete"), b"code=ABORTED")  # not retryable anyway
+    with pytest.raises(vr.UnavailableError):
+        policy.execute(unary(everything, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 15
+
+
+async def test_an_idempotent_predicate_must_answer_a_bool(aio_channel: Any) -> None:
+    channel = aio_channel("predicate", breaker=None, idempotent=lambda name: "yes")
+    with pytest.raises(TypeError, match=r"idempotent\('/provider.v1.Provider/Create'\)"):
+        await unary(channel, "Create")(b"x")
+
+
+# -- dropped connections: classified, never raw ------------------------------------------------
+
+KINDS = ["aio unary", "aio stream", "sync unary", "sync stream"]
+
+
+async def failure_of(kind: str, target: str, cb: vr.CircuitBreaker, method: str,
+                     cut: GrpcServer | None = None) -> BaseException:
+    """The error one call of ``kind`` raises; with ``cut``, that server is
+    stopped once the call reached it."""
+    options: dict[str, Any] = {"breaker": cb, "limiter": None}
+    if kind.startswith("aio"):
+        async with grpc.aio.insecure_channel(
+                target, interceptors=vrg.aio_interceptors("grpc", "drops", **options)) as channel:
+            try:
+                if kind == "aio unary":
+                    call = unary(channel, method)(b"sleep=5", timeout=10)
+                    if cut is not None:
+                        await wait_for(lambda: cut.hits > 0)
+                        cut.stop()
+                    await call
+                else:
+                    async for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
+                        if cut is not None:
+                            cut.stop()
+            except Exception as exc:
+                return exc
+    else:
+        raw = grpc.insecure_channel(target)
+        channel = vrg.intercept_channel(raw, "grpc", "drops", **options)
+        try:
+            if kind == "sync unary":
+                future = unary(channel, method).future(b"sleep=5", timeout=10)
+                while cut is not None and cut.hits == 0:
+                    time.sleep(0.01)
+                if cut is not None:
+                    cut.stop()
+                future.result()
+            else:
+                for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
+                    if cut is not None:
+                        cut.stop()
+        except Exception as exc:
+            return exc
+        finally:
+            raw.close()
+    raise AssertionError(f"{kind}: the call did not fail")
+
+
+def method_for(kind: str, mutating: bool) -> str:
+    if kind.endswith("stream"):
+        return "WatchTasks"
+    return "Create" if mutating else "Describe"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mutating", [False, True], ids=["read", "mutating"])
+async def test_a_server_stopped_mid_call_is_unavailable(kind: str, mutating: bool) -> None:
+    cb = breaker()
+    srv = GrpcServer().start()
+    try:
+        error = await failure_of(kind, srv.target, cb, method_for(kind, mutating), cut=srv)
+    finally:
+        srv.stop()
+    assert isinstance(error, vr.UnavailableError), repr(error)
+    assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
+    assert not never_sent(error) and cb.failures == 1
+    # the call reached the provider: only an idempotent one may be retried
+    assert vr.is_retryable(error) is (not mutating or kind.endswith("stream"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_peer_that_accepts_and_closes_is_unavailable_and_never_sent(kind: str) -> None:
+    cb = breaker()
+    peer = DroppingServer().start()
+    try:
+        error = await failure_of(kind, f"127.0.0.1:{peer.port}", cb, method_for(kind, True))
+    finally:
+        peer.stop()
+    assert peer.accepted >= 1
+    assert isinstance(error, vr.UnavailableError), repr(error)
+    assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
+    assert never_sent(error) and vr.is_retryable(error) and cb.failures == 1
