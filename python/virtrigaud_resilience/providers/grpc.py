@@ -327,11 +327,7 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
 
     # -- methods -------------------------------------------------------------------
 
-    def method(self, key: str | bytes) -> RpcMethod:
-        """The unary method ``key`` ("/pkg.Service/Describe"), resolved once."""
-        return super().method(key)  # type: ignore[return-value]  # _resolve makes RpcMethods
-
-    def _resolve(self, key: str | bytes) -> RpcMethod:
+    def _resolve(self, key: str | bytes) -> RpcMethod:  # what method() returns and caches
         full, name = _names(key)
         return RpcMethod(self._method_named(name, name),
                          name in _READS or self._marked_idempotent(full, name))
@@ -372,10 +368,6 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
         return self.deadline(self.method(method), caller_timeout)
 
     # -- admission -------------------------------------------------------------------
-
-    def waits_within(self, budget: float | None) -> bool:
-        """Whether admission may wait for a token within a deadline of ``budget``."""
-        return budget is not None and self.wait and self.limiter is not None
 
     def until(self, budget: float) -> Any:
         """The scope in which a token wait ends by ``budget`` seconds from now
@@ -474,12 +466,12 @@ def _with_timeout(details: Any, timeout: float | None) -> Any:
 # ---------------------------------------------------------------------------
 
 
-async def _admit_async(guard: RpcGuard, method: Method, start: float,
-                       budget: float | None) -> tuple[Permit | None, float | None]:
-    """The permit and the deadline to send: ``budget`` less any token wait."""
-    if not guard.waits_within(budget):
+async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
+                         budget: float | None) -> tuple[Permit | None, float | None]:
+    """With ``wait=True``: the permit, and the deadline to send (``budget``
+    less the token wait, which ends by it)."""
+    if budget is None or guard.limiter is None:
         return await guard.admit_async(method, start), budget
-    assert budget is not None
     with guard.until(budget):
         permit = await guard.admit_async(method, start)
     return permit, guard.left(budget, start)
@@ -497,8 +489,11 @@ class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
         guard = self.guard
         method = guard.method(details.method)
         start = time.perf_counter()
-        permit, timeout = await _admit_async(guard, method, start,
-                                             guard.deadline(method, details.timeout))
+        timeout = guard.deadline(method, details.timeout)
+        if guard.wait:
+            permit, timeout = await _admit_waiting(guard, method, start, timeout)
+        else:
+            permit = await guard.admit_async(method, start)
         try:
             call = await continuation(_with_timeout(details, timeout), request)
         except asyncio.CancelledError:
@@ -525,7 +520,10 @@ class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type:
         method = guard.stream_method(details.method)
         start = time.perf_counter()
         budget = guard.deadline(method, details.timeout)
-        permit, timeout = await _admit_async(guard, method, start, budget)
+        if guard.wait:
+            permit, timeout = await _admit_waiting(guard, method, start, budget)
+        else:
+            permit, timeout = await guard.admit_async(method, start), budget
         try:
             call = await continuation(_with_timeout(details, timeout), request)
         except asyncio.CancelledError:
@@ -601,12 +599,11 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
 
-    def _start(self, method: RpcMethod, details: Any, stream: bool) -> tuple[Settler, Any]:
+    def _start(self, method: Method, details: Any, stream: bool) -> tuple[Settler, Any]:
         guard = self.guard
         start = time.perf_counter()
         budget = timeout = guard.deadline(method, details.timeout)
-        if guard.waits_within(budget):
-            assert budget is not None
+        if guard.wait and budget is not None and guard.limiter is not None:
             with guard.until(budget):
                 permit = guard.admit(method, start)
             timeout = guard.left(budget, start)

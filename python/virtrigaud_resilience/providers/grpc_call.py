@@ -33,6 +33,11 @@ __all__ = ["GuardedAioStreamCall", "GuardedAioUnaryCall", "GuardedCall", "Guarde
            "Settler"]
 
 
+#: Serialises the first report of every call (a few instructions under it,
+#: so one lock for all calls costs less than one per call).
+_SETTLING = threading.Lock()
+
+
 class Settler:
     """Settles one call exactly once and maps its errors.
 
@@ -41,8 +46,8 @@ class Settler:
     Thread-safe: sync grpc runs done callbacks on its own threads.
     """
 
-    __slots__ = ("_guard", "_permit", "_method", "_start", "_own_deadline", "_lock", "_done",
-                 "_task")
+    __slots__ = ("_guard", "_permit", "_method", "_start", "_own_deadline", "_done", "_task",
+                 "awaited")
 
     def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method, start: float,
                  own_deadline: bool = False) -> None:
@@ -51,9 +56,11 @@ class Settler:
         self._method = method
         self._start = start
         self._own_deadline = own_deadline
-        self._lock = threading.Lock()
         self._done = False
         self._task: asyncio.Future[None] | None = None
+        #: A reader is awaiting the outcome and will settle it (every way out
+        #: of the await does): the done callback has nothing to do.
+        self.awaited = False
 
     @property
     def done(self) -> bool:
@@ -67,7 +74,7 @@ class Settler:
     def _first(self) -> bool:
         if self._done:  # the common second report, without the lock
             return False
-        with self._lock:
+        with _SETTLING:
             first, self._done = not self._done, True
             return first
 
@@ -122,8 +129,9 @@ class Settler:
             call.add_done_callback(self.on_aio_done)
 
     def on_aio_done(self, call: Any) -> None:
-        """Done callback of a grpc.aio call: records its status."""
-        if self._done:
+        """Done callback of a grpc.aio call: records its status, unless a
+        reader is about to (reading the status costs more than the rest)."""
+        if self._done or self.awaited:
             return
         status = _status_now(call)
         if status is not None:
@@ -220,6 +228,7 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
 
     def __await__(self) -> Generator[Any, None, Any]:
         settler = self._settler
+        settler.awaited = True
         try:
             response = yield from self._inner.__await__()
         except asyncio.CancelledError:  # the caller's task, or a local cancel()
@@ -227,6 +236,11 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
             raise
         except Exception as exc:
             raise settler.failed(exc) from exc
+        except BaseException:  # the awaiter itself was closed: the done callback settles
+            settler.awaited = False
+            if self._inner.done():
+                settler.on_aio_done(self._inner)
+            raise
         settler.succeeded()
         return response
 
