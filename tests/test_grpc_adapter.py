@@ -11,8 +11,9 @@ import asyncio
 import gc
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -709,6 +710,11 @@ async def test_a_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> 
         start = time.monotonic()
         assert await call(b"waits", timeout=5) == b"ok:waits"
         waited = time.monotonic() - start
+        policy = vr.PolicyBuilder("grpc-wait").with_timeout(0.05).build()
+        hits, start = server.hits, time.monotonic()
+        with pytest.raises(vr.RateLimitError):  # an enclosing policy's time left bounds it too
+            await policy.execute_async(call, b"late")
+        assert time.monotonic() - start < 0.2 and server.hits == hits
     sent = recorder.timeouts[-1]
     assert sent is not None and waited >= 0.15
     assert sent <= 5 - 0.15  # what was left after the wait, not the whole 5 s
@@ -907,10 +913,23 @@ async def test_an_idempotent_predicate_must_answer_a_bool(aio_channel: Any) -> N
 KINDS = ["aio unary", "aio stream", "sync unary", "sync stream"]
 
 
+class Cut:
+    """How a test breaks a call once it reached the server: ``reached()``
+    tells when, ``cut()`` breaks it (stops the server, drops the connection)."""
+
+    def __init__(self, server: GrpcServer, cut: Callable[[], None]) -> None:
+        self.hits = server.hits
+        self.server = server
+        self.cut = cut
+
+    def reached(self) -> bool:
+        return self.server.hits > self.hits
+
+
 async def failure_of(kind: str, target: str, cb: vr.CircuitBreaker, method: str,
-                     cut: GrpcServer | None = None) -> BaseException:
-    """The error one call of ``kind`` raises; with ``cut``, that server is
-    stopped once the call reached it."""
+                     cut: Cut | None = None) -> BaseException:
+    """The error one call of ``kind`` raises; with ``cut``, broken once it
+    reached the server."""
     options: dict[str, Any] = {"breaker": cb, "limiter": None}
     if kind.startswith("aio"):
         async with grpc.aio.insecure_channel(
@@ -919,13 +938,13 @@ async def failure_of(kind: str, target: str, cb: vr.CircuitBreaker, method: str,
                 if kind == "aio unary":
                     call = unary(channel, method)(b"sleep=5", timeout=10)
                     if cut is not None:
-                        await wait_for(lambda: cut.hits > 0)
-                        cut.stop()
+                        await wait_for(cut.reached)
+                        cut.cut()
                     await call
                 else:
                     async for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
                         if cut is not None:
-                            cut.stop()
+                            cut.cut()
             except Exception as exc:
                 return exc
     else:
@@ -934,15 +953,15 @@ async def failure_of(kind: str, target: str, cb: vr.CircuitBreaker, method: str,
         try:
             if kind == "sync unary":
                 future = unary(channel, method).future(b"sleep=5", timeout=10)
-                while cut is not None and cut.hits == 0:
-                    time.sleep(0.01)
                 if cut is not None:
-                    cut.stop()
+                    while not cut.reached():
+                        time.sleep(0.01)
+                    cut.cut()
                 future.result()
             else:
                 for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
                     if cut is not None:
-                        cut.stop()
+                        cut.cut()
         except Exception as exc:
             return exc
         finally:
@@ -962,14 +981,92 @@ async def test_a_server_stopped_mid_call_is_unavailable(kind: str, mutating: boo
     cb = breaker()
     srv = GrpcServer().start()
     try:
-        error = await failure_of(kind, srv.target, cb, method_for(kind, mutating), cut=srv)
+        error = await failure_of(kind, srv.target, cb, method_for(kind, mutating),
+                                 Cut(srv, srv.stop))
     finally:
         srv.stop()
+    check_reached_and_dropped(error, cb, kind, mutating)
+
+
+def check_reached_and_dropped(error: BaseException, cb: vr.CircuitBreaker, kind: str,
+                              mutating: bool) -> None:
     assert isinstance(error, vr.UnavailableError), repr(error)
     assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
     assert not never_sent(error) and cb.failures == 1
     # the call reached the provider: only an idempotent one may be retried
     assert vr.is_retryable(error) is (not mutating or kind.endswith("stream"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mutating", [False, True], ids=["read", "mutating"])
+async def test_a_connection_dropped_mid_call_is_unavailable(server: GrpcServer, kind: str,
+                                                            mutating: bool) -> None:
+    cb = breaker()
+    proxy = DropProxy(server.port).start()
+    try:
+        error = await failure_of(kind, f"127.0.0.1:{proxy.port}", cb,
+                                 method_for(kind, mutating), Cut(server, proxy.drop))
+    finally:
+        proxy.stop()
+    check_reached_and_dropped(error, cb, kind, mutating)
+
+
+class DropProxy:
+    """A TCP proxy on 127.0.0.1 to ``port``, in a thread of its own;
+    :meth:`drop` aborts every connection through it (a connection lost
+    mid-call, as a crashed host or a cut cable leaves it)."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.port = 0
+        self._transports: list[asyncio.BaseTransport] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()),
+                                        name="drop-proxy", daemon=True)
+
+    def start(self) -> DropProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._done.wait()
+        self._abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        self._transports += [writer.transport, up_writer.transport]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+            except OSError:
+                return  # aborted: the other direction ends too
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def _abort(self) -> None:
+        for transport in self._transports:
+            transport.abort()
+
+    def drop(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._abort)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._done is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(10)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -984,3 +1081,29 @@ async def test_a_peer_that_accepts_and_closes_is_unavailable_and_never_sent(kind
     assert isinstance(error, vr.UnavailableError), repr(error)
     assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
     assert never_sent(error) and vr.is_retryable(error) and cb.failures == 1
+
+
+class ReadingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours that reads the stream with ``read()``."""
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+
+        async def responses() -> AsyncIterator[Any]:
+            while (item := await call.read()) is not grpc.aio.EOF:
+                yield item
+
+        return responses()
+
+
+async def test_a_stream_read_with_read_is_guarded_too(server: GrpcServer) -> None:
+    cb = breaker()
+    interceptors = [ReadingInterceptor(),
+                    *vrg.aio_interceptors("grpc", "read", breaker=cb, limiter=None)]
+    async with grpc.aio.insecure_channel(server.target, interceptors=interceptors) as channel:
+        assert await collect(stream(channel)(b"n=2")) == [b"item0", b"item1"]
+        received = []
+        with pytest.raises(vr.UnavailableError):
+            async for item in stream(channel)(b"n=1;code=UNAVAILABLE"):
+                received.append(item)
+    assert received == [b"item0"] and cb.successes == 1 and cb.failures == 1
