@@ -695,44 +695,45 @@ def recorded_sync(server: GrpcServer, recorder: SyncRecorder, provider_label: st
 async def test_a_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
     """wait=True: the wait is part of the call's budget, not added to it."""
     recorder = AioRecorder()
-    bucket = vr.TokenBucket(qps=4, burst=1)
+    bucket = vr.TokenBucket(qps=2, burst=1)
     async with recorded_aio(server, recorder, "wait-deadline", breaker=None, limiter=bucket,
                             wait=True) as channel:
         call = unary(channel)
         assert await call(b"spend") == b"ok:spend"
-        hits, start = server.hits, time.monotonic()
-        with pytest.raises(vr.RateLimitError) as info:  # needs ~0.25 s, has 0.05 s
+        hits = server.hits
+        with pytest.raises(vr.RateLimitError) as info:  # needs ~0.5 s, has 0.05 s
             await call(b"late", timeout=0.05)
-        assert time.monotonic() - start < 0.2 and server.hits == hits
+        assert info.value.retry_after > 0.05
+        assert server.hits == hits  # refused at once, not sent after waiting
         assert never_sent(info.value)
-        await asyncio.sleep(0.3)  # a token again
+        await asyncio.sleep(0.6)  # a token again
         assert await call(b"spend") == b"ok:spend"
         start = time.monotonic()
         assert await call(b"waits", timeout=5) == b"ok:waits"
         waited = time.monotonic() - start
-        policy = vr.PolicyBuilder("grpc-wait").with_timeout(0.05).build()
-        hits, start = server.hits, time.monotonic()
+        policy = vr.PolicyBuilder("grpc-wait").with_timeout(0.1).build()
+        hits = server.hits
         with pytest.raises(vr.RateLimitError):  # an enclosing policy's time left bounds it too
             await policy.execute_async(call, b"late")
-        assert time.monotonic() - start < 0.2 and server.hits == hits
+        assert server.hits == hits  # refused at once, not sent after waiting
     sent = recorder.timeouts[-1]
-    assert sent is not None and waited >= 0.15
-    assert sent <= 5 - 0.15  # what was left after the wait, not the whole 5 s
+    assert sent is not None and waited >= 0.3
+    assert sent <= 5 - 0.3  # what was left after the wait, not the whole 5 s
 
 
 def test_a_sync_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
     recorder = SyncRecorder()
-    bucket = vr.TokenBucket(qps=4, burst=1)
+    bucket = vr.TokenBucket(qps=2, burst=1)
     raw, channel = recorded_sync(server, recorder, "sync-wait-deadline", breaker=None,
                                  limiter=bucket, wait=True)
     try:
         call = unary(channel)
         assert call(b"spend") == b"ok:spend"
-        hits, start = server.hits, time.monotonic()
+        hits = server.hits
         with pytest.raises(vr.RateLimitError):
             call(b"late", timeout=0.05)
-        assert time.monotonic() - start < 0.2 and server.hits == hits
-        time.sleep(0.3)
+        assert server.hits == hits  # refused at once, not sent after waiting
+        time.sleep(0.6)
         assert call(b"spend") == b"ok:spend"
         start = time.monotonic()
         assert call(b"waits", timeout=5) == b"ok:waits"
@@ -740,7 +741,7 @@ def test_a_sync_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> N
     finally:
         raw.close()
     sent = recorder.timeouts[-1]
-    assert sent is not None and waited >= 0.15 and sent <= 5 - 0.15
+    assert sent is not None and waited >= 0.3 and sent <= 5 - 0.3
 
 
 async def test_a_watch_gets_no_deadline_unless_named(server: GrpcServer,
