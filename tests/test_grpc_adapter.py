@@ -874,7 +874,8 @@ async def test_a_mutating_call_is_retried_only_while_it_was_never_sent(
 async def test_methods_marked_idempotent_are_retried_after_sending(
         server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
     policy = retrying(3)
-    marked = aio_channel("marked", breaker=None, idempotent={"Create", "/provider.v1.Provider/Power"})
+    marked = aio_channel("marked", breaker=None,
+                         idempotent={"Create", "/provider.v1.Provider/Power"})
     hits = server.hits
     for method in ("Create", "Power"):
         with pytest.raises(vr.UnavailableError) as info:

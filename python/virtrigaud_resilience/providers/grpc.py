@@ -121,7 +121,13 @@ from ..errors import (
 from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error, go_code_name
 from ..timeouts import MUTATING_OPERATIONS, deadline_scope
-from .grpc_call import GuardedAioStreamCall, GuardedAioUnaryCall, GuardedCall, GuardedStream, Settler
+from .grpc_call import (
+    GuardedAioStreamCall,
+    GuardedAioUnaryCall,
+    GuardedCall,
+    GuardedStream,
+    Settler,
+)
 from .guard import _MAX_CACHED, KNOWN_OPERATIONS, SHARED, CallGuard, Method, Shared
 from .resilient import mark_never_sent, mark_reached, never_sent
 from .retry_after import parse_retry_after
@@ -438,12 +444,17 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
 
 
 def _names(key: str | bytes) -> tuple[str, str]:
-    """(full, short) name of a method key: "/pkg.Service/Create" -> ("/pkg.Service/Create", "Create")."""
+    """(full, short) name of a method key: b"/pkg.Service/Create" ->
+    ("/pkg.Service/Create", "Create")."""
     full = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
     return full, full.rsplit("/", 1)[-1] or full
 
 
-def _idempotent_marks(owner: str, marks: Idempotent) -> bool | frozenset[str] | Callable[[str], bool] | None:
+#: ``idempotent=`` as checked: None, a bool, a frozenset of names, or a predicate.
+_Marks = Union[None, bool, frozenset[str], Callable[[str], bool]]
+
+
+def _idempotent_marks(owner: str, marks: Idempotent) -> _Marks:
     """``idempotent=`` checked: None, a bool, a predicate, or a frozenset of names."""
     if marks is None or isinstance(marks, bool) or callable(marks):
         return marks

@@ -5,8 +5,11 @@ permit gets one outcome and the metrics one count, whichever learns the
 outcome first (grpc's done callback, or the caller reading the result).
 The wrappers keep grpc's call semantics: a ``grpc.aio`` call answers
 ``code()``, ``details()``, the metadata and ``time_remaining()`` from the
-call itself; a sync call is still a ``grpc.Future``; only the errors a
-caller sees are mapped to the taxonomy.
+call itself (grpc.aio's own intercepted call, the object a stub returns,
+raises ``NotImplementedError`` from ``time_remaining()`` whatever the
+interceptors; interceptors outside ours get the answer); a sync call is
+still a ``grpc.Future``; only the errors a caller sees are mapped to the
+taxonomy.
 
 The caller's own cancellation stays what grpc makes it
 (``asyncio.CancelledError``, ``grpc.FutureCancelledError``); a CANCELLED
