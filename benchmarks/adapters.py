@@ -213,11 +213,17 @@ def isolated_cases(guard_parts: Callable[[str], dict[str, Any]]) -> list[Case]:
     from virtrigaud_resilience.providers import http as vrh
 
     class Done:
-        """A finished grpc.aio call: awaiting it gives the response."""
+        """A finished grpc.aio call: awaiting it gives the response, ``code()`` OK."""
 
         def __await__(self) -> Any:
             return b"ok"
             yield  # pragma: no cover - makes this a generator
+
+        def done(self) -> bool:
+            return True
+
+        async def code(self) -> Any:
+            return grpc.StatusCode.OK
 
     async def continuation(details: Any, request: Any) -> Any:
         return Done()
@@ -231,8 +237,8 @@ def isolated_cases(guard_parts: Callable[[str], dict[str, Any]]) -> list[Case]:
             await (await continuation(details, b"x"))
 
     async def guarded_grpc(n: int) -> None:
-        for _ in range(n):
-            await interceptor.intercept_unary_unary(continuation, details, b"x")
+        for _ in range(n):  # the interceptor returns the call, as grpc's continuation
+            await (await interceptor.intercept_unary_unary(continuation, details, b"x"))
 
     class Outcome:
         """A finished sync grpc call, as grpc's continuation returns it."""

@@ -5,8 +5,9 @@
   service. Method names starting with ``Watch`` are unary-stream, the rest
   unary-unary. The request is a command: ``"code=NOT_FOUND;retry-after=7"``
   aborts with that status (and trailing metadata), ``"sleep=0.5"`` answers
-  late, ``"n=3"`` streams three items (then ``code=`` aborts), anything else
-  is echoed.
+  late, ``"meta=v"`` sends initial metadata ``initial: v`` and trailing
+  ``trailing: v``, ``"n=3"`` streams three items (then ``code=`` aborts),
+  anything else is echoed.
 - :class:`HttpServer`: uvicorn serving :func:`asgi_app` in a thread:
   ``/status/503?retry_after=5`` answers that status (and header),
   ``/sleep/0.5`` answers late, ``/flaky/KEY?fail=2&status=429&retry_after=3``
@@ -61,6 +62,9 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         except asyncio.CancelledError:
             self._server.cancelled += 1
             raise
+        if "meta" in cmd:  # metadata both ways, to tell a call's own answers from a stand-in's
+            await context.send_initial_metadata((("initial", cmd["meta"]),))
+            context.set_trailing_metadata((("trailing", cmd["meta"]),))
         if "code" in cmd:
             await self._abort(context, cmd)
         return b"ok:" + request
@@ -109,8 +113,10 @@ class GrpcServer:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        """Stops the server (once: again does nothing), cancelling calls in flight."""
+        loop, self._loop = self._loop, None
+        if loop is not None and self._stop is not None:
+            loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
     def _run(self) -> None:

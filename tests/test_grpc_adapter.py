@@ -8,10 +8,12 @@ deadlines, and cancellations that must leave nothing behind.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,12 +26,13 @@ from virtrigaud_resilience import rpcstats  # noqa: E402
 from virtrigaud_resilience.providers import never_sent  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 
-from loopback import GrpcServer, closed_port, identity  # noqa: E402
+from loopback import DroppingServer, GrpcServer, closed_port, identity  # noqa: E402
 
 S = grpc.StatusCode
 SERVICE = "/provider.v1.Provider"
 
-#: status -> (taxonomy class, counts as a breaker failure); CANCELLED apart.
+#: status -> (taxonomy class, counts as a breaker failure); CANCELLED as the
+#: server sends it (the caller's own cancellation is no status error).
 TABLE: dict[Any, tuple[type[BaseException], bool]] = {
     S.NOT_FOUND: (vr.NotFoundError, False),
     S.INVALID_ARGUMENT: (vr.InvalidSpecError, False),
@@ -46,6 +49,7 @@ TABLE: dict[Any, tuple[type[BaseException], bool]] = {
     S.INTERNAL: (vr.RetryableError, True),
     S.UNKNOWN: (vr.RetryableError, True),
     S.DATA_LOSS: (vr.RetryableError, False),
+    S.CANCELLED: (vr.RetryableError, False),
 }
 GO = {S.NOT_FOUND: "NotFound", S.INVALID_ARGUMENT: "InvalidArgument",
       S.OUT_OF_RANGE: "OutOfRange", S.UNAUTHENTICATED: "Unauthenticated",
@@ -53,7 +57,8 @@ GO = {S.NOT_FOUND: "NotFound", S.INVALID_ARGUMENT: "InvalidArgument",
       S.UNAVAILABLE: "Unavailable", S.DEADLINE_EXCEEDED: "DeadlineExceeded",
       S.RESOURCE_EXHAUSTED: "ResourceExhausted", S.ALREADY_EXISTS: "AlreadyExists",
       S.ABORTED: "Aborted", S.FAILED_PRECONDITION: "FailedPrecondition",
-      S.INTERNAL: "Internal", S.UNKNOWN: "Unknown", S.DATA_LOSS: "DataLoss"}
+      S.INTERNAL: "Internal", S.UNKNOWN: "Unknown", S.DATA_LOSS: "DataLoss",
+      S.CANCELLED: "Canceled"}
 
 _labels = itertools.count()
 
@@ -190,17 +195,61 @@ def test_sync_stream_maps_every_status(sync_channel: Any, provider: str, code: A
     check_status_error(info.value, code, cb)
 
 
-async def test_cancelled_status_is_the_callers_cancellation(aio_channel: Any,
-                                                            sync_channel: Any) -> None:
+async def test_a_cancelled_status_from_the_server_is_a_retryable_error(
+        aio_channel: Any, sync_channel: Any) -> None:
+    """A CANCELLED the server (or a proxy) sent is no cancellation of the
+    caller: the awaiting task goes on, and the error is retryable."""
     cb = breaker()
     half_open(cb)
-    with pytest.raises(asyncio.CancelledError):
-        await unary(aio_channel("c1", breaker=cb))(b"code=CANCELLED")
-    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0  # slot freed
-    with pytest.raises(grpc.FutureCancelledError):
-        unary(sync_channel("c2", breaker=cb))(b"code=CANCELLED")
-    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    calls = [lambda: unary(aio_channel("srv-cancel", breaker=cb))(b"code=CANCELLED"),
+             lambda: collect(stream(aio_channel("srv-cancel", breaker=cb))(
+                 b"n=1;code=CANCELLED"))]
+    for call in calls:
+        with pytest.raises(vr.RetryableError) as info:
+            await call()
+        check_cancelled_status(info.value, cb)
+        task = asyncio.current_task()
+        assert task is not None and not task.cancelling()  # nobody cancelled this task
+    for sync_call in (lambda: unary(sync_channel("srv-cancel", breaker=cb))(b"code=CANCELLED"),
+                      lambda: list(stream(sync_channel("srv-cancel", breaker=cb))(
+                          b"n=1;code=CANCELLED"))):
+        with pytest.raises(vr.RetryableError) as info:
+            sync_call()
+        check_cancelled_status(info.value, cb)
     assert rpcstats.rpc_stats("grpc", "Describe").requests("Canceled") >= 2
+
+
+async def collect(responses: Any) -> list[Any]:
+    return [item async for item in responses]
+
+
+def check_cancelled_status(exc: BaseException, cb: vr.CircuitBreaker) -> None:
+    assert isinstance(exc, grpc.aio.AioRpcError) and exc.code() is S.CANCELLED
+    assert exc.details() == "injected CANCELLED" and vr.is_retryable(exc)
+    assert not never_sent(exc)
+    # no breaker outcome: the half-open slot is free again, nothing counted
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0
+    assert cb.failures_total == cb.failure_threshold
+
+
+async def test_the_callers_own_cancellation_stays_a_cancellation(server: GrpcServer,
+                                                                 aio_channel: Any,
+                                                                 sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    hits = server.hits
+    call = unary(aio_channel("own-cancel", breaker=cb))(b"sleep=5")
+    while server.hits == hits:
+        await asyncio.sleep(0.01)
+    assert call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+    future = unary(sync_channel("own-cancel", breaker=cb)).future(b"sleep=5")
+    assert future.cancel()
+    with pytest.raises(grpc.FutureCancelledError):
+        future.result()
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
 
 
 async def test_success_passes_through_and_counts(aio_channel: Any, sync_channel: Any,
@@ -427,37 +476,6 @@ async def test_stream_closed_early_or_cancelled_frees_the_probe(server: GrpcServ
     assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
 
 
-async def test_a_stream_closed_by_its_reader_cancels_the_call() -> None:
-    class Call:
-        """A call whose responses the interceptor reads (what grpc.aio hands it)."""
-
-        cancelled = False
-
-        def __aiter__(self) -> Any:
-            return self._items()
-
-        async def _items(self) -> Any:
-            for i in range(10):
-                yield i
-
-        def cancel(self) -> bool:
-            self.cancelled = True
-            return True
-
-    cb = breaker()
-    half_open(cb)
-    guard = vrg.RpcGuard("grpc", "closed", breaker=cb, limiter=None)
-    method = guard.method(f"{SERVICE}/WatchTasks")
-    start = time.perf_counter()
-    permit = guard.admit(method, start)
-    call = Call()
-    responses = vrg.AioUnaryStreamInterceptor._responses(
-        call, vrg._Settler(guard, permit, method, start, aio=True))
-    assert await responses.__anext__() == 0
-    await responses.aclose()  # what the event loop does to a dropped generator
-    assert call.cancelled and cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
-
-
 def test_sync_stream_cancelled_or_dropped_frees_the_probe(sync_channel: Any) -> None:
     cb = breaker()
     half_open(cb)
@@ -556,9 +574,538 @@ async def test_retry_after_metadata_is_read_or_ignored(aio_channel: Any, value: 
     ({"timeouts": {"Describe": float("inf")}}, ValueError, "Describe"),
     ({"timeouts": [("Describe", 1)]}, TypeError, "timeouts"),
     ({"timeouts": {5: 1}}, TypeError, "timeouts key"),
+    ({"idempotent": "Create"}, TypeError, "idempotent"),
+    ({"idempotent": 3}, TypeError, "idempotent"),
+    ({"idempotent": ["Create", 5]}, TypeError, "idempotent item"),
 ])
 def test_bad_arguments_are_named(kwargs: dict[str, Any], error: type[Exception],
                                  text: str) -> None:
     args = {"provider_type": "grpc", "provider": "bad", **kwargs}
     with pytest.raises(error, match=text):
         vrg.aio_interceptors(**args)
+
+
+# -- the call is grpc's call ----------------------------------------------------------------
+
+
+class AioObserver(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours: sees the call ours returns."""
+
+    def __init__(self) -> None:
+        self.time_remaining: list[float | None] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        self.time_remaining.append(call.time_remaining())
+        return call
+
+
+async def test_aio_unary_returns_the_call(server: GrpcServer, sync_channel: Any) -> None:
+    observer = AioObserver()
+    cb = breaker()
+    interceptors = [observer, *vrg.aio_interceptors("grpc", "call", breaker=cb, limiter=None)]
+    async with grpc.aio.insecure_channel(server.target, interceptors=interceptors) as channel:
+        call = unary(channel)(b"meta=m1", timeout=20)
+        assert await call == b"ok:meta=m1"
+        assert await call.code() is S.OK and await call.details() == ""
+        assert ("initial", "m1") in list(await call.initial_metadata())
+        assert ("trailing", "m1") in list(await call.trailing_metadata())
+        assert call.done() and not call.cancelled()
+        assert observer.time_remaining and 0 < observer.time_remaining[0] <= 20
+
+        failed = unary(channel)(b"meta=m2;code=NOT_FOUND")
+        with pytest.raises(vr.NotFoundError):
+            await failed
+        assert await failed.code() is S.NOT_FOUND
+        assert ("initial", "m2") in list(await failed.initial_metadata())
+        assert ("trailing", "m2") in list(await failed.trailing_metadata())
+    assert cb.successes == 2  # NOT_FOUND is the provider's answer
+    response, sync_call = unary(sync_channel("call", breaker=cb)).with_call(b"meta=m3")
+    assert response == b"ok:meta=m3" and sync_call.code() is S.OK
+    assert ("trailing", "m3") in sync_call.trailing_metadata()
+
+
+async def test_an_unawaited_call_is_still_settled(server: GrpcServer, aio_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    call = unary(aio_channel("unawaited", breaker=cb))(b"code=UNAVAILABLE")
+    assert await call.code() is S.UNAVAILABLE  # the status alone, the response never awaited
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.OPEN
+
+
+# -- deadlines of waits and streams --------------------------------------------------------------
+
+
+class AioRecorder(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor inside ours: records the deadline that goes on the wire
+    (``stream`` is its unary-stream twin: grpc.aio files an interceptor under
+    one kind only)."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+        self.stream = AioStreamRecorder(self.timeouts)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return await continuation(details, request)
+
+
+class AioStreamRecorder(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    def __init__(self, timeouts: list[float | None]) -> None:
+        self.timeouts = timeouts
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return await continuation(details, request)
+
+
+class SyncRecorder(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+                   grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """:class:`AioRecorder` for sync channels."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.timeouts.append(details.timeout)
+        return continuation(details, request)
+
+
+def recorded_aio(server: GrpcServer, recorder: AioRecorder, provider_label: str,
+                 **options: Any) -> Any:
+    options.setdefault("limiter", None)
+    return grpc.aio.insecure_channel(
+        server.target,
+        interceptors=[*vrg.aio_interceptors("grpc", provider_label, **options), recorder,
+                      recorder.stream])
+
+
+def recorded_sync(server: GrpcServer, recorder: SyncRecorder, provider_label: str,
+                  **options: Any) -> tuple[Any, Any]:
+    options.setdefault("limiter", None)
+    raw = grpc.insecure_channel(server.target)
+    return raw, vrg.intercept_channel(grpc.intercept_channel(raw, recorder), "grpc",
+                                      provider_label, **options)
+
+
+async def test_a_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
+    """wait=True: the wait is part of the call's budget, not added to it."""
+    recorder = AioRecorder()
+    bucket = vr.TokenBucket(qps=2, burst=1)
+    async with recorded_aio(server, recorder, "wait-deadline", breaker=None, limiter=bucket,
+                            wait=True) as channel:
+        call = unary(channel)
+        assert await call(b"spend") == b"ok:spend"
+        hits = server.hits
+        with pytest.raises(vr.RateLimitError) as info:  # needs ~0.5 s, has 0.05 s
+            await call(b"late", timeout=0.05)
+        assert info.value.retry_after > 0.05
+        assert server.hits == hits  # refused at once, not sent after waiting
+        assert never_sent(info.value)
+        await asyncio.sleep(0.6)  # a token again
+        assert await call(b"spend") == b"ok:spend"
+        start = time.monotonic()
+        assert await call(b"waits", timeout=5) == b"ok:waits"
+        waited = time.monotonic() - start
+        policy = vr.PolicyBuilder("grpc-wait").with_timeout(0.1).build()
+        hits = server.hits
+        with pytest.raises(vr.RateLimitError):  # an enclosing policy's time left bounds it too
+            await policy.execute_async(call, b"late")
+        assert server.hits == hits  # refused at once, not sent after waiting
+    sent = recorder.timeouts[-1]
+    assert sent is not None and waited >= 0.3
+    assert sent <= 5 - 0.3  # what was left after the wait, not the whole 5 s
+
+
+def test_a_sync_token_wait_ends_by_the_callers_deadline(server: GrpcServer) -> None:
+    recorder = SyncRecorder()
+    bucket = vr.TokenBucket(qps=2, burst=1)
+    raw, channel = recorded_sync(server, recorder, "sync-wait-deadline", breaker=None,
+                                 limiter=bucket, wait=True)
+    try:
+        call = unary(channel)
+        assert call(b"spend") == b"ok:spend"
+        hits = server.hits
+        with pytest.raises(vr.RateLimitError):
+            call(b"late", timeout=0.05)
+        assert server.hits == hits  # refused at once, not sent after waiting
+        time.sleep(0.6)
+        assert call(b"spend") == b"ok:spend"
+        start = time.monotonic()
+        assert call(b"waits", timeout=5) == b"ok:waits"
+        waited = time.monotonic() - start
+    finally:
+        raw.close()
+    sent = recorder.timeouts[-1]
+    assert sent is not None and waited >= 0.3 and sent <= 5 - 0.3
+
+
+async def test_a_watch_gets_no_deadline_unless_named(server: GrpcServer,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    recorder = AioRecorder()
+    with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
+        async with recorded_aio(server, recorder, "watch", breaker=None) as channel:
+            assert await collect(stream(channel, "WatchTasks")(b"n=1")) == [b"item0"]
+        async with recorded_aio(server, recorder, "watch", breaker=None,
+                                timeouts={"WatchTasks": 60}) as channel:
+            await collect(stream(channel, "WatchTasks")(b"n=1"))
+            await collect(stream(channel, "WatchTasks")(b"n=1", timeout=5))
+        sync_recorder = SyncRecorder()
+        raw, sync = recorded_sync(server, sync_recorder, "watch", breaker=None)
+        try:
+            assert list(stream(sync, "WatchTasks")(b"n=1")) == [b"item0"]
+        finally:
+            raw.close()
+    assert recorder.timeouts[0] is None and recorder.timeouts[1] == 60
+    assert recorder.timeouts[2] == 5 and sync_recorder.timeouts == [None]
+    assert not [r for r in caplog.records if "WatchTasks" in r.getMessage()]
+
+
+async def test_a_stream_cut_by_our_own_deadline_is_no_breaker_failure(
+        aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    own = {"timeouts": {"WatchTasks": 0.2}, "breaker": cb}
+    with pytest.raises(vr.OperationTimeoutError):
+        await collect(stream(aio_channel("own-deadline", **own))(b"n=100;sleep=0.05"))
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.half_open_calls == 0
+    with pytest.raises(vr.OperationTimeoutError):
+        list(stream(sync_channel("own-deadline", **own))(b"n=100;sleep=0.05"))
+    assert cb.state is vr.BreakerState.HALF_OPEN and cb.failures_total == cb.failure_threshold
+    # the caller's deadline is the caller's verdict: a failure, as for any call
+    with pytest.raises(vr.OperationTimeoutError):
+        await collect(stream(aio_channel("own-deadline", breaker=cb))(b"n=100;sleep=0.05",
+                                                                       timeout=0.2))
+    assert cb.state is vr.BreakerState.OPEN
+
+
+async def test_a_stream_left_with_break_frees_its_slot_when_closed_or_collected(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    cb = breaker()
+    half_open(cb)
+    cancelled = server.cancelled
+    responses = stream(aio_channel("break", breaker=cb))(b"n=100;sleep=0.01")
+    async for _ in responses:
+        break
+    assert cb.half_open_calls == 1
+    await responses.__aiter__().aclose()  # the loop's iterator, closed (contextlib.aclosing)
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+    await wait_for(lambda: server.cancelled > cancelled)  # the call was cancelled too
+    # (grpc.aio holds a running call, and so its iterator, until the call ends:
+    # closing the iterator or cancelling the call is how an aio reader leaves.)
+    for item in stream(sync_channel("break", breaker=cb))(b"n=100;sleep=0.01"):
+        break
+    del item
+    gc.collect()
+    assert cb.half_open_calls == 0 and cb.failures_total == cb.failure_threshold
+    assert cb.state is vr.BreakerState.HALF_OPEN
+
+
+async def wait_for(condition: Any, seconds: float = 5.0) -> None:
+    """Waits (on the loop) until ``condition()`` holds; fails after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+# -- idempotency: a mutating call is retried only while it was never sent ------------------------
+
+
+def retrying(attempts: int = 3) -> vr.Policy:
+    return vr.PolicyBuilder(f"grpc-idempotency-{next(_labels)}").with_retry(
+        vr.RetryConfig(max_attempts=attempts, base_delay=0.001, max_delay=0.002,
+                       jitter=False)).build()
+
+
+class AioCounter(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours: counts the attempts a policy makes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.calls += 1
+        return await continuation(details, request)
+
+
+async def test_a_mutating_call_is_retried_only_while_it_was_never_sent(
+        server: GrpcServer, aio_channel: Any) -> None:
+    cb = breaker()
+    policy = retrying(3)
+    channel = aio_channel("idempotency", breaker=cb)
+    hits = server.hits
+    with pytest.raises(vr.UnavailableError) as info:
+        await policy.execute_async(unary(channel, "Create"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 1  # sent once: the provider may have acted
+    error = info.value
+    assert not vr.is_retryable(error) and not never_sent(error)
+    assert isinstance(error, grpc.aio.AioRpcError) and error.code() is S.UNAVAILABLE
+    assert cb.failures == 1  # the breaker counts it as before
+    with pytest.raises(vr.RateLimitError) as limited:  # the provider's own RESOURCE_EXHAUSTED
+        await policy.execute_async(unary(channel, "Reconfigure"), b"code=RESOURCE_EXHAUSTED")
+    assert server.hits == hits + 2 and not never_sent(limited.value)
+    assert not vr.is_retryable(limited.value)
+    with pytest.raises(vr.RetryableError):  # an unknown unary method may mutate too
+        await policy.execute_async(unary(channel, "Migrate"), b"code=INTERNAL")
+    assert server.hits == hits + 3
+    with pytest.raises(vr.UnavailableError) as read:  # a read is retried
+        await policy.execute_async(unary(channel, "Describe"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 6 and vr.is_retryable(read.value)
+    with pytest.raises(vr.UnavailableError) as watch:  # so is a watch (a stream of reads)
+        await collect(stream(channel, "WatchTasks")(b"n=0;code=UNAVAILABLE"))
+    assert vr.is_retryable(watch.value)
+
+    counter = AioCounter()
+    interceptors = [counter, *vrg.aio_interceptors("grpc", "idempotency", breaker=breaker(),
+                                                   limiter=None)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{closed_port()}",
+                                         interceptors=interceptors) as refused:
+        with pytest.raises(vr.UnavailableError) as unsent:
+            await policy.execute_async(unary(refused, "Create"), b"x", timeout=5)
+    assert counter.calls == 3  # never sent: retried
+    assert never_sent(unsent.value) and vr.is_retryable(unsent.value)
+
+
+async def test_methods_marked_idempotent_are_retried_after_sending(
+        server: GrpcServer, aio_channel: Any, sync_channel: Any) -> None:
+    policy = retrying(3)
+    marked = aio_channel("marked", breaker=None,
+                         idempotent={"Create", "/provider.v1.Provider/Power"})
+    hits = server.hits
+    for method in ("Create", "Power"):
+        with pytest.raises(vr.UnavailableError) as info:
+            await policy.execute_async(unary(marked, method), b"code=UNAVAILABLE")
+        assert vr.is_retryable(info.value)
+    assert server.hits == hits + 6
+    with pytest.raises(vr.UnavailableError):  # not marked
+        await policy.execute_async(unary(marked, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 7
+
+    def only_power(name: str) -> bool:
+        return name.endswith("/Power")
+
+    sync = sync_channel("marked", breaker=None, idempotent=only_power)
+    with pytest.raises(vr.UnavailableError):
+        policy.execute(unary(sync, "Power"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 10
+    with pytest.raises(vr.UnavailableError) as info:
+        policy.execute(unary(sync, "Create"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 11 and not vr.is_retryable(info.value)
+    everything = sync_channel("marked", breaker=None, idempotent=True)
+    with pytest.raises(vr.ConflictError):
+        policy.execute(unary(everything, "Delete"), b"code=ABORTED")  # not retryable anyway
+    with pytest.raises(vr.UnavailableError):
+        policy.execute(unary(everything, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 15
+
+
+async def test_an_idempotent_predicate_must_answer_a_bool(aio_channel: Any) -> None:
+    channel = aio_channel("predicate", breaker=None, idempotent=lambda name: "yes")
+    with pytest.raises(TypeError, match=r"idempotent\('/provider.v1.Provider/Create'\)"):
+        await unary(channel, "Create")(b"x")
+
+
+# -- dropped connections: classified, never raw ------------------------------------------------
+
+KINDS = ["aio unary", "aio stream", "sync unary", "sync stream"]
+
+
+class Cut:
+    """How a test breaks a call once it reached the server: ``reached()``
+    tells when, ``cut()`` breaks it (stops the server, drops the connection)."""
+
+    def __init__(self, server: GrpcServer, cut: Callable[[], None]) -> None:
+        self.hits = server.hits
+        self.server = server
+        self.cut = cut
+
+    def reached(self) -> bool:
+        return self.server.hits > self.hits
+
+
+async def failure_of(kind: str, target: str, cb: vr.CircuitBreaker, method: str,
+                     cut: Cut | None = None) -> BaseException:
+    """The error one call of ``kind`` raises; with ``cut``, broken once it
+    reached the server."""
+    options: dict[str, Any] = {"breaker": cb, "limiter": None}
+    if kind.startswith("aio"):
+        async with grpc.aio.insecure_channel(
+                target, interceptors=vrg.aio_interceptors("grpc", "drops", **options)) as channel:
+            try:
+                if kind == "aio unary":
+                    call = unary(channel, method)(b"sleep=5", timeout=10)
+                    if cut is not None:
+                        await wait_for(cut.reached)
+                        cut.cut()
+                    await call
+                else:
+                    async for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
+                        if cut is not None:
+                            cut.cut()
+            except Exception as exc:
+                return exc
+    else:
+        raw = grpc.insecure_channel(target)
+        channel = vrg.intercept_channel(raw, "grpc", "drops", **options)
+        try:
+            if kind == "sync unary":
+                future = unary(channel, method).future(b"sleep=5", timeout=10)
+                if cut is not None:
+                    while not cut.reached():
+                        time.sleep(0.01)
+                    cut.cut()
+                future.result()
+            else:
+                for _ in stream(channel, method)(b"n=100;sleep=0.05", timeout=10):
+                    if cut is not None:
+                        cut.cut()
+        except Exception as exc:
+            return exc
+        finally:
+            raw.close()
+    raise AssertionError(f"{kind}: the call did not fail")
+
+
+def method_for(kind: str, mutating: bool) -> str:
+    if kind.endswith("stream"):
+        return "WatchTasks"
+    return "Create" if mutating else "Describe"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mutating", [False, True], ids=["read", "mutating"])
+async def test_a_server_stopped_mid_call_is_unavailable(kind: str, mutating: bool) -> None:
+    cb = breaker()
+    srv = GrpcServer().start()
+    try:
+        error = await failure_of(kind, srv.target, cb, method_for(kind, mutating),
+                                 Cut(srv, srv.stop))
+    finally:
+        srv.stop()
+    check_reached_and_dropped(error, cb, kind, mutating)
+
+
+def check_reached_and_dropped(error: BaseException, cb: vr.CircuitBreaker, kind: str,
+                              mutating: bool) -> None:
+    assert isinstance(error, vr.UnavailableError), repr(error)
+    assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
+    assert not never_sent(error) and cb.failures == 1
+    # the call reached the provider: only an idempotent one may be retried
+    assert vr.is_retryable(error) is (not mutating or kind.endswith("stream"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mutating", [False, True], ids=["read", "mutating"])
+async def test_a_connection_dropped_mid_call_is_unavailable(server: GrpcServer, kind: str,
+                                                            mutating: bool) -> None:
+    cb = breaker()
+    proxy = DropProxy(server.port).start()
+    try:
+        error = await failure_of(kind, f"127.0.0.1:{proxy.port}", cb,
+                                 method_for(kind, mutating), Cut(server, proxy.drop))
+    finally:
+        proxy.stop()
+    check_reached_and_dropped(error, cb, kind, mutating)
+
+
+class DropProxy:
+    """A TCP proxy on 127.0.0.1 to ``port``, in a thread of its own;
+    :meth:`drop` aborts every connection through it (a connection lost
+    mid-call, as a crashed host or a cut cable leaves it)."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.port = 0
+        self._transports: list[asyncio.BaseTransport] = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()),
+                                        name="drop-proxy", daemon=True)
+
+    def start(self) -> DropProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the proxy did not start")
+        return self
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._done = asyncio.Event()
+        server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._done.wait()
+        self._abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        self._transports += [writer.transport, up_writer.transport]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+            except OSError:
+                return  # aborted: the other direction ends too
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def _abort(self) -> None:
+        for transport in self._transports:
+            transport.abort()
+
+    def drop(self) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._abort)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._done is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_peer_that_accepts_and_closes_is_unavailable_and_never_sent(kind: str) -> None:
+    cb = breaker()
+    peer = DroppingServer().start()
+    try:
+        error = await failure_of(kind, f"127.0.0.1:{peer.port}", cb, method_for(kind, True))
+    finally:
+        peer.stop()
+    assert peer.accepted >= 1
+    assert isinstance(error, vr.UnavailableError), repr(error)
+    assert isinstance(error, grpc.RpcError) and error.code() is S.UNAVAILABLE
+    assert never_sent(error) and vr.is_retryable(error) and cb.failures == 1
+
+
+class ReadingInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours that reads the stream with ``read()``."""
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+
+        async def responses() -> AsyncIterator[Any]:
+            while (item := await call.read()) is not grpc.aio.EOF:
+                yield item
+
+        return responses()
+
+
+async def test_a_stream_read_with_read_is_guarded_too(server: GrpcServer) -> None:
+    cb = breaker()
+    interceptors = [ReadingInterceptor(),
+                    *vrg.aio_interceptors("grpc", "read", breaker=cb, limiter=None)]
+    async with grpc.aio.insecure_channel(server.target, interceptors=interceptors) as channel:
+        assert await collect(stream(channel)(b"n=2")) == [b"item0", b"item1"]
+        received = []
+        with pytest.raises(vr.UnavailableError):
+            async for item in stream(channel)(b"n=1;code=UNAVAILABLE"):
+                received.append(item)
+    assert received == [b"item0"] and cb.successes == 1 and cb.failures == 1

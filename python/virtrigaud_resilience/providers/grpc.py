@@ -19,49 +19,74 @@ Each call, as Virtrigaud's Go client does it:
    works. Only ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``INTERNAL`` and
    ``UNKNOWN`` count as breaker failures (Go's ``isInfraFailure``; the
    breaker's own ``failure_predicate`` is not consulted); every other
-   status is the provider answering. ``CANCELLED`` records nothing and
-   frees the call's half-open slot.
+   status is the provider answering. ``CANCELLED`` (the caller's or the
+   server's) records nothing and frees the call's half-open slot, and so
+   does a stream that ends because its reader stopped, or by a deadline the
+   interceptor chose itself (the method's timeout, not the caller's).
 2. **rate limiter**: no token raises ``RateLimitError`` (``code()``
    ``RESOURCE_EXHAUSTED``, ``retry_after`` the wait), or waits for one with
-   ``wait=True`` (never past the call's deadline).
+   ``wait=True``: the wait ends by the call's deadline (below), and the
+   deadline sent with the call is what is left of it after the wait.
 3. **deadline**: the method's timeout from the RPC config (Describe 30 s,
    Validate 10 s, TaskStatus 10 s, Create/Delete/Power/Reconfigure 4 min),
    never longer than a ``timeout=`` the caller passed or the time left of an
-   enclosing policy (:func:`~virtrigaud_resilience.remaining`). A method the
-   config does not know gets the mutating timeout, as Go's
-   ``GetRPCTimeout``, and a warning is logged once per method;
-   ``timeouts={"WatchEvents": None}`` sets any method's timeout
-   (None: no deadline of ours).
+   enclosing policy (:func:`~virtrigaud_resilience.remaining`). A unary
+   method the config does not know gets the mutating timeout, as Go's
+   ``GetRPCTimeout``, and a warning is logged once per method; a stream the
+   config does not know (a watch) gets no deadline of ours.
+   ``timeouts={"WatchEvents": 600, "Create": None}`` sets any method's
+   timeout (None: no deadline of ours).
 4. **status -> taxonomy** (:data:`ERROR_TYPES`): every failure is raised as
    a ProviderError subclass that is also an ``AioRpcError`` carrying the
    original code, details and metadata. ``UNAVAILABLE`` because no
-   connection could be made ("failed to connect to all addresses") is marked
-   :func:`~virtrigaud_resilience.providers.never_sent`. ``RESOURCE_EXHAUSTED`` takes
-   ``retry_after`` from the ``retry-after`` trailing metadata (seconds or an
-   HTTP-date; a malformed value is ignored). ``CANCELLED`` is the caller's
-   cancellation: ``asyncio.CancelledError`` on ``grpc.aio``,
-   ``grpc.FutureCancelledError`` on sync channels. An exception that is not
-   a gRPC status (a bug in another interceptor, say) is classified
+   connection could be made ("failed to connect to all addresses": refused,
+   or a peer that closed the connection before the call went out) is marked
+   :func:`~virtrigaud_resilience.providers.never_sent`; every other status
+   came from the provider or the path to it (marked reached), so a
+   ``RESOURCE_EXHAUSTED`` is the provider's rate limit, with ``retry_after``
+   from the ``retry-after`` trailing metadata (seconds or an HTTP-date; a
+   malformed value is ignored). ``CANCELLED`` is the caller's cancellation
+   (``asyncio.CancelledError`` on ``grpc.aio``, ``grpc.FutureCancelledError``
+   on sync channels) only when the caller's task was cancelled or the call
+   was cancelled locally; a ``CANCELLED`` status sent by the server or a
+   proxy is a retryable error like the others. An exception that is not a
+   gRPC status (a bug in another interceptor, say) is classified
    (:func:`~virtrigaud_resilience.classify`), else treated as ``UNKNOWN``.
-5. **metrics**: ``virtrigaud_provider_rpc_requests_total{provider_type,
+5. **idempotency**: a method the RPC config maps to a mutating operation
+   (Create, Delete, Power, Reconfigure, and any unary method it does not
+   know; streams only when so named) may have acted when its call failed
+   after being sent, so its error is raised non-retryable (same type, same
+   breaker accounting): a policy retries it only when the error proves the
+   call never left (:func:`~virtrigaud_resilience.providers.never_sent`).
+   ``idempotent=`` marks methods safe to retry: a set of names (short
+   "Create" or full "/pkg.Service/Create"), a predicate of the full name,
+   or True for all.
+6. **metrics**: ``virtrigaud_provider_rpc_requests_total{provider_type,
    method, code}`` and ``virtrigaud_provider_rpc_latency_seconds`` for every
    call, rejections included (as Virtrigaud's metrics interceptor sits
    outside its breaker interceptor).
+
+The unary-unary interceptor returns the call (:mod:`.grpc_call`), so
+``initial_metadata()``, ``trailing_metadata()``, ``code()`` and
+``details()`` answer as without it. (grpc.aio's intercepted call objects
+themselves raise ``NotImplementedError`` from ``time_remaining()`` whatever
+the interceptor; interceptors outside this one get the call's own.)
 
 The breaker and the bucket are the provider's shared ones
 (:func:`~virtrigaud_resilience.providers.shared_registries`) unless
 ``breaker=`` / ``limiter=`` give others, or None for none.
 
 Cancelling the awaiting task frees everything the call holds: the breaker's
-half-open slot, and tokens reserved while waiting for one.
+half-open slot, and tokens reserved while waiting for one. A stream's slot
+is freed as soon as its reader is closed or collected (a loop left with
+``break``), or its call cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
 try:
@@ -73,8 +98,9 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[grpc]'"
     ) from exc
 
+from .. import _validate
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
-from ..clock import ManualClock
+from ..clock import SYSTEM_CLOCK, ManualClock
 from ..config import Config
 from ..errors import (
     CircuitOpenError,
@@ -94,8 +120,16 @@ from ..errors import (
 )
 from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error, go_code_name
-from .guard import SHARED, CallGuard, Method, Shared
-from .resilient import mark_never_sent
+from ..timeouts import MUTATING_OPERATIONS, deadline_scope
+from .grpc_call import (
+    GuardedAioStreamCall,
+    GuardedAioUnaryCall,
+    GuardedCall,
+    GuardedStream,
+    Settler,
+)
+from .guard import _MAX_CACHED, KNOWN_OPERATIONS, SHARED, CallGuard, Method, Shared
+from .resilient import mark_never_sent, mark_reached, never_sent
 from .retry_after import parse_retry_after
 
 __all__ = [
@@ -104,7 +138,9 @@ __all__ = [
     "SHARED",
     "AioUnaryStreamInterceptor",
     "AioUnaryUnaryInterceptor",
+    "Idempotent",
     "RpcGuard",
+    "RpcMethod",
     "SyncInterceptor",
     "aio_interceptors",
     "error_from_rpc",
@@ -113,7 +149,8 @@ __all__ = [
 
 _S = grpc.StatusCode
 
-#: gRPC status -> taxonomy (``CANCELLED`` is the caller's cancellation, not an error type).
+#: gRPC status -> taxonomy (``CANCELLED`` as a status the server or a proxy
+#: sent; the caller's own cancellation is no error type).
 ERROR_TYPES: Mapping[Any, ErrorType] = {
     _S.NOT_FOUND: ErrorType.NOT_FOUND,
     _S.INVALID_ARGUMENT: ErrorType.INVALID_SPEC,
@@ -130,6 +167,7 @@ ERROR_TYPES: Mapping[Any, ErrorType] = {
     _S.INTERNAL: ErrorType.RETRYABLE,
     _S.UNKNOWN: ErrorType.RETRYABLE,
     _S.DATA_LOSS: ErrorType.RETRYABLE,
+    _S.CANCELLED: ErrorType.RETRYABLE,
 }
 
 #: The statuses that count as breaker failures (Virtrigaud's ``isInfraFailure``).
@@ -137,6 +175,9 @@ INFRA_FAILURES: frozenset[Any] = frozenset(
     {_S.UNAVAILABLE, _S.DEADLINE_EXCEEDED, _S.INTERNAL, _S.UNKNOWN})
 
 _GO_NAMES: dict[Any, str] = {code: go_code_name(code.name) for code in _S}
+
+#: The operations that only read (every other unary method may change something).
+_READS = KNOWN_OPERATIONS - MUTATING_OPERATIONS
 
 # ---------------------------------------------------------------------------
 # Errors that are both taxonomy errors and gRPC errors.
@@ -217,25 +258,24 @@ def _metadata_value(metadata: Any, key: str) -> Any:
     return None
 
 
-def error_from_rpc(error: BaseException, method: str = "", *,
-                   aio: bool = True) -> BaseException:
-    """The taxonomy error for a failed RPC (the table of the module docstring).
+
+
+def error_from_rpc(error: BaseException, method: str = "") -> ProviderError:
+    """The taxonomy error for a failed RPC's status (the module docstring's table).
 
     ``error`` is a ``grpc.RpcError`` (anything with ``code()``); the result
     is a ProviderError subclass that is also an ``AioRpcError`` with the same
-    code, details and metadata, chained from ``error``. ``CANCELLED`` gives
-    ``asyncio.CancelledError`` (``aio``) or ``grpc.FutureCancelledError``.
-    A code outside the table (``OK``, or none at all) gives a Retryable
-    error with code ``UNKNOWN``. ``method`` prefixes the message.
+    code, details and metadata, chained from ``error``. ``CANCELLED`` is a
+    status like the others here (a Retryable error): telling the caller's
+    own cancellation apart is the interceptors' work. A code outside the
+    table (``OK``, or none at all) gives a Retryable error with code
+    ``UNKNOWN``. ``method`` prefixes the message. The result is marked
+    :func:`~virtrigaud_resilience.providers.never_sent` when no connection
+    could be made, else :func:`~virtrigaud_resilience.providers.mark_reached`.
     """
     code, details, initial, trailing, debug = _status_of(error)
     where = f"{method}: " if method else ""
     text = details or (code.name if code is not None else type(error).__name__)
-    if code is _S.CANCELLED:
-        cancelled: BaseException = (asyncio.CancelledError(f"{where}{text}") if aio
-                                    else grpc.FutureCancelledError(f"{where}{text}"))
-        cancelled.__cause__ = error
-        return cancelled
     kind = ERROR_TYPES.get(code)
     if kind is None:
         kind, code = ErrorType.RETRYABLE, _S.UNKNOWN
@@ -245,17 +285,38 @@ def error_from_rpc(error: BaseException, method: str = "", *,
     result = _RPC_CLASSES[kind](f"{where}{text}", error, retry_after=retry_after)
     _set_status(result, code, details, initial, trailing, debug)
     if code is _S.UNAVAILABLE and details and _NO_CONNECTION in details:
-        mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
-    return result
+        return mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
+    return mark_reached(result)
 
 
 #: What gRPC core says when no connection could be made (the RPC was never sent).
 _NO_CONNECTION = "failed to connect to all addresses"
 
 
+def _unretryable_once_sent(error: BaseException) -> None:
+    """A non-idempotent call's error: retryable only while it proves the
+    call never left (the type and the breaker accounting stay)."""
+    if isinstance(error, ProviderError) and error.retryable and not never_sent(error):
+        error.retryable = False
+
+
 # ---------------------------------------------------------------------------
 # The guard: what each interceptor does before and after a call.
 # ---------------------------------------------------------------------------
+
+#: ``idempotent=``: None (reads only), True/False (every method is / none
+#: is), a collection of method names, or a predicate of the full method name.
+Idempotent = Union[None, bool, Iterable[str], Callable[[str], bool]]
+
+
+class RpcMethod(Method):
+    """A gRPC method, resolved once per guard and arity: whether it is idempotent too."""
+
+    __slots__ = ("idempotent",)
+
+    def __init__(self, method: Method, idempotent: bool) -> None:
+        super().__init__(method.name, method.timeout, method.stats)
+        self.idempotent = idempotent
 
 
 class RpcGuard(CallGuard[Union[str, bytes]]):
@@ -264,16 +325,65 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
 
     owner = "RpcGuard"
 
-    def _resolve(self, key: str | bytes) -> Method:
-        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-        name = text.rsplit("/", 1)[-1] or text
-        return self._method_named(name, name)
+    def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
+                 idempotent: Idempotent = None, **options: Any) -> None:
+        super().__init__(provider_type, provider, config, **options)
+        self._idempotent = _idempotent_marks(self.owner, idempotent)
+        self._streams: dict[str | bytes, RpcMethod] = {}
+
+    # -- methods -------------------------------------------------------------------
+
+    def _resolve(self, key: str | bytes) -> RpcMethod:  # what method() returns and caches
+        full, name = _names(key)
+        return RpcMethod(self._method_named(name, name),
+                         name in _READS or self._marked_idempotent(full, name))
+
+    def stream_method(self, key: str | bytes) -> RpcMethod:
+        """The unary-stream method ``key``, resolved once: its timeout only
+        where the RPC config or ``timeouts=`` names the method (a watch runs
+        as long as it is read), mutating only when it is named so."""
+        found = self._streams.get(key)
+        if found is None:
+            full, name = _names(key)
+            method = self._method_named(name, name, warn=False)
+            if name not in KNOWN_OPERATIONS and name not in self._overrides:
+                method = Method(method.name, None, method.stats)
+            found = RpcMethod(method, name not in MUTATING_OPERATIONS
+                              or self._marked_idempotent(full, name))
+            with self._lock:
+                if len(self._streams) < _MAX_CACHED:
+                    self._streams[key] = found
+        return found
+
+    def _marked_idempotent(self, full: str, name: str) -> bool:
+        marks = self._idempotent
+        if marks is None or isinstance(marks, bool):
+            return bool(marks)
+        if isinstance(marks, frozenset):
+            return full in marks or name in marks
+        answer = marks(full)
+        if not isinstance(answer, bool):
+            raise TypeError(f"{self.owner} idempotent({full!r}) must return a bool, got "
+                            f"{type(answer).__name__} {answer!r}")
+        return answer
 
     def timeout_for(self, method: str, caller_timeout: float | None = None) -> float | None:
         """The deadline (seconds) a call of ``method`` ("/pkg.Service/Describe")
         gets: its timeout, capped by ``caller_timeout`` and the time left of
         an enclosing policy."""
         return self.deadline(self.method(method), caller_timeout)
+
+    # -- admission -------------------------------------------------------------------
+
+    def until(self, budget: float) -> Any:
+        """The scope in which a token wait ends by ``budget`` seconds from now
+        (the guard's wait is bounded by the innermost deadline)."""
+        return deadline_scope(SYSTEM_CLOCK, SYSTEM_CLOCK.now() + budget)
+
+    @staticmethod
+    def left(budget: float, start: float) -> float:
+        """What is left of ``budget`` seconds since ``start`` (``time.perf_counter()``)."""
+        return max(0.0, budget - (time.perf_counter() - start))
 
     def open_error(self, method: Method, breaker: CircuitBreaker,
                    retry_after: float | None) -> CircuitOpenError:
@@ -288,43 +398,71 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
         assert isinstance(error, RateLimitError)
         return error
 
-    def outcome_of(self, method: Method, exc: BaseException,
-                   aio: bool) -> tuple[BaseException, str, bool | None]:
-        """``(error to raise, metrics code, breaker outcome)`` of a failed call.
+    # -- outcomes --------------------------------------------------------------------
+
+    @staticmethod
+    def status_outcome(status: Any, own_deadline: bool = False) -> tuple[str, bool | None]:
+        """``(metrics code, breaker outcome)`` of a call that ended with ``status``.
 
         The outcome is True for a breaker failure (an infrastructure status),
-        False for the provider's answer, None for a cancellation.
+        False for the provider's answer, None for no outcome: ``CANCELLED``,
+        and ``DEADLINE_EXCEEDED`` of a deadline the interceptor chose itself
+        (``own_deadline``, a stream's).
         """
+        if status is _S.OK:
+            return "OK", False
+        code = _GO_NAMES.get(status, "Unknown")
+        if status is _S.CANCELLED or (own_deadline and status is _S.DEADLINE_EXCEEDED):
+            return code, None
+        return code, status in INFRA_FAILURES or status not in ERROR_TYPES
+
+    def outcome_of(self, method: Method, exc: BaseException,
+                   own_deadline: bool = False) -> tuple[BaseException, str, bool | None]:
+        """``(error to raise, metrics code, breaker outcome)`` of a failed call
+        (:meth:`status_outcome`); a non-idempotent method's error is
+        retryable only while it proves the call never left."""
         code = getattr(exc, "code", None)
         if isinstance(exc, grpc.RpcError) and callable(code):
-            error = error_from_rpc(exc, method.name, aio=aio)
-            status = getattr(error, "_code", _S.CANCELLED)
-            if status is _S.CANCELLED:
-                return error, "Canceled", None
-            return error, _GO_NAMES[status], status in INFRA_FAILURES
-        error = classify(exc)
-        if not isinstance(error, ProviderError):  # not a status: gRPC's UNKNOWN
-            error = _RPC_CLASSES[ErrorType.RETRYABLE](f"{method.name}: {exc!r}", exc)
-            _set_status(error, _S.UNKNOWN, str(exc))
-        return error, code_for_error(error), default_failure_predicate(error)
+            error: BaseException = error_from_rpc(exc, method.name)
+            metrics_code, outcome = self.status_outcome(getattr(error, "_code"), own_deadline)
+        else:
+            error = classify(exc)
+            if not isinstance(error, ProviderError):  # not a status: gRPC's UNKNOWN
+                error = _RPC_CLASSES[ErrorType.RETRYABLE](f"{method.name}: {exc!r}", exc)
+                _set_status(error, _S.UNKNOWN, str(exc))
+            metrics_code, outcome = code_for_error(error), default_failure_predicate(error)
+        if isinstance(method, RpcMethod) and not method.idempotent:
+            _unretryable_once_sent(error)
+        return error, metrics_code, outcome
 
     def failed(self, permit: Permit | None, method: Method, start: float,
-               exc: BaseException, aio: bool) -> BaseException:
-        """Reports a failed call; returns the error to raise (the module docstring's table)."""
-        error, code, outcome = self.outcome_of(method, exc, aio)
+               exc: BaseException) -> BaseException:
+        """Reports a call that failed before it had a call object; returns the error to raise."""
+        error, code, outcome = self.outcome_of(method, exc)
         self.settle(permit, method, start, code, outcome)
         return error
 
-    def settle_status(self, permit: Permit | None, method: Method, start: float,
-                      status: Any) -> None:
-        """Reports a call by its final status alone."""
-        if status is _S.OK:
-            self.settle(permit, method, start, "OK", False)
-        elif status is _S.CANCELLED:
-            self.cancelled(permit, method, start)
-        else:
-            self.settle(permit, method, start, _GO_NAMES.get(status, "Unknown"),
-                        status in INFRA_FAILURES or status not in ERROR_TYPES)
+
+def _names(key: str | bytes) -> tuple[str, str]:
+    """(full, short) name of a method key: b"/pkg.Service/Create" ->
+    ("/pkg.Service/Create", "Create")."""
+    full = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    return full, full.rsplit("/", 1)[-1] or full
+
+
+#: ``idempotent=`` as checked: None, a bool, a frozenset of names, or a predicate.
+_Marks = Union[None, bool, frozenset[str], Callable[[str], bool]]
+
+
+def _idempotent_marks(owner: str, marks: Idempotent) -> _Marks:
+    """``idempotent=`` checked: None, a bool, a predicate, or a frozenset of names."""
+    if marks is None or isinstance(marks, bool) or callable(marks):
+        return marks
+    if isinstance(marks, (str, bytes)) or not isinstance(marks, Iterable):
+        raise TypeError(f"{owner} idempotent must be a collection of method names, a predicate "
+                        f"of the full method name, a bool or None, got {type(marks).__name__} "
+                        f"{marks!r}")
+    return frozenset(_validate.string(owner, "idempotent item", name) for name in marks)
 
 
 def _with_timeout(details: Any, timeout: float | None) -> Any:
@@ -339,8 +477,20 @@ def _with_timeout(details: Any, timeout: float | None) -> Any:
 # ---------------------------------------------------------------------------
 
 
+async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
+                         budget: float | None) -> tuple[Permit | None, float | None]:
+    """With ``wait=True``: the permit, and the deadline to send (``budget``
+    less the token wait, which ends by it)."""
+    if budget is None or guard.limiter is None:
+        return await guard.admit_async(method, start), budget
+    with guard.until(budget):
+        permit = await guard.admit_async(method, start)
+    return permit, guard.left(budget, start)
+
+
 class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-unary calls."""
+    """The guard around ``grpc.aio`` unary-unary calls; returns the call
+    (:class:`~.grpc_call.GuardedAioUnaryCall`)."""
 
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
@@ -350,27 +500,27 @@ class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
         guard = self.guard
         method = guard.method(details.method)
         start = time.perf_counter()
-        permit = await guard.admit_async(method, start)
+        timeout = guard.deadline(method, details.timeout)
+        if guard.wait:
+            permit, timeout = await _admit_waiting(guard, method, start, timeout)
+        else:
+            permit = await guard.admit_async(method, start)
         try:
-            call = await continuation(_with_timeout(details, guard.deadline(method, details.timeout)),
-                                      request)
-            response = await call
+            call = await continuation(_with_timeout(details, timeout), request)
         except asyncio.CancelledError:
             guard.cancelled(permit, method, start)
             raise
         except Exception as exc:
-            raise guard.failed(permit, method, start, exc, aio=True) from exc
-        guard.settle(permit, method, start, "OK", False)
-        return response
+            raise guard.failed(permit, method, start, exc) from exc
+        return GuardedAioUnaryCall(call, Settler(guard, permit, method, start))
 
 
 class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """The guard around ``grpc.aio`` unary-stream calls: admitted when the call
     starts, settled when the call is done, whether or not the stream is read
-    to its end: ``call.cancel()`` (grpc.aio's way to stop a stream early) or a
-    cancelled reader frees the breaker slot at once. A stream merely dropped
-    unread is not cancelled by grpc.aio once interceptors are installed; its
-    slot is freed when the call ends, at the latest at its deadline."""
+    to its end. The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`)
+    cancels the call and frees the breaker slot as soon as it is closed or
+    collected unfinished (a loop left with ``break``), or its task cancelled."""
 
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
@@ -378,35 +528,28 @@ class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type:
     async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                      request: Any) -> Any:
         guard = self.guard
-        method = guard.method(details.method)
+        method = guard.stream_method(details.method)
         start = time.perf_counter()
-        permit = await guard.admit_async(method, start)
+        budget = guard.deadline(method, details.timeout)
+        if guard.wait:
+            permit, timeout = await _admit_waiting(guard, method, start, budget)
+        else:
+            permit, timeout = await guard.admit_async(method, start), budget
         try:
-            call = await continuation(_with_timeout(details, guard.deadline(method, details.timeout)),
-                                      request)
+            call = await continuation(_with_timeout(details, timeout), request)
         except asyncio.CancelledError:
             guard.cancelled(permit, method, start)
             raise
         except Exception as exc:
-            raise guard.failed(permit, method, start, exc, aio=True) from exc
-        settler = _Settler(guard, permit, method, start, aio=True)
-        call.add_done_callback(settler.on_aio_done)
-        return self._responses(call, settler)
+            raise guard.failed(permit, method, start, exc) from exc
+        own = _own_deadline(method, budget)
+        return GuardedAioStreamCall(call, Settler(guard, permit, method, start, own))
 
-    @staticmethod
-    async def _responses(call: Any, settler: _Settler) -> AsyncIterator[Any]:
-        try:
-            async for response in call:
-                yield response
-        except (asyncio.CancelledError, GeneratorExit):
-            call.cancel()
-            settler.settle(None, cancelled=True)
-            raise
-        except Exception as exc:
-            error = settler.settle(exc)
-            assert error is not None
-            raise error from exc
-        settler.settle(None)
+
+def _own_deadline(method: Method, budget: float | None) -> bool:
+    """Whether a call's deadline is the method's timeout (the interceptor's
+    choice), not the caller's or an enclosing policy's."""
+    return budget is not None and budget == method.timeout
 
 
 def aio_interceptors(
@@ -418,6 +561,7 @@ def aio_interceptors(
     limiter: TokenBucket | None | Shared = SHARED,
     wait: bool = False,
     timeouts: Mapping[str, float | None] | None = None,
+    idempotent: Idempotent = None,
     clock: ManualClock | None = None,
     metrics: bool = True,
 ) -> list[Any]:
@@ -433,211 +577,26 @@ def aio_interceptors(
             raising ``RateLimitError``.
         timeouts: per method name (short or full), seconds or None (no
             deadline of ours); overrides the RPC config.
+        idempotent: the methods safe to retry after they were sent, beyond
+            the reads (Describe, Validate, TaskStatus): a collection of
+            names (short or full), a predicate of the full name
+            ("/pkg.Service/Create") returning a bool, True for every method,
+            or None. Evaluated once per method.
         clock: a ManualClock for the shared breaker and bucket (tests).
         metrics: record the per-call RPC metrics.
 
     Returns a unary-unary and a unary-stream interceptor sharing one guard.
+    Raises TypeError / ValueError naming a bad argument.
     """
     guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, clock=clock, metrics=metrics)
+                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
+                     metrics=metrics)
     return [AioUnaryUnaryInterceptor(guard), AioUnaryStreamInterceptor(guard)]
 
 
 # ---------------------------------------------------------------------------
 # sync interceptors
 # ---------------------------------------------------------------------------
-
-
-class _Settler:
-    """Settles one call exactly once (records its outcome), and maps its errors.
-
-    Whichever learns the outcome first (the caller reading the result, or a
-    done callback) records it; the error is mapped for every reader.
-    """
-
-    __slots__ = ("_guard", "_permit", "_method", "_start", "_aio", "_lock", "_done", "_task")
-
-    def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method, start: float,
-                 aio: bool) -> None:
-        self._guard = guard
-        self._permit = permit
-        self._method = method
-        self._start = start
-        self._aio = aio
-        self._lock = threading.Lock()
-        self._done = False
-        self._task: asyncio.Future[None] | None = None
-
-    def _first(self) -> bool:
-        with self._lock:
-            first, self._done = not self._done, True
-            return first
-
-    def settle(self, failure: BaseException | None, *,
-               cancelled: bool = False) -> BaseException | None:
-        """Records the outcome the first time; returns the error to raise (None: success)."""
-        guard, method = self._guard, self._method
-        if cancelled:
-            if self._first():
-                guard.cancelled(self._permit, method, self._start)
-            return (asyncio.CancelledError(f"{method.name}: cancelled") if self._aio
-                    else grpc.FutureCancelledError(f"{method.name}: cancelled"))
-        if failure is None:
-            if self._first():
-                guard.settle(self._permit, method, self._start, "OK", False)
-            return None
-        error, code, outcome = guard.outcome_of(method, failure, self._aio)
-        if self._first():
-            guard.settle(self._permit, method, self._start, code, outcome)
-        return error
-
-    def settle_future(self, future: Any) -> BaseException | None:
-        """Settles from a finished grpc future (or outcome)."""
-        try:
-            if future.cancelled():
-                return self.settle(None, cancelled=True)
-            failure = future.exception()
-        except grpc.FutureCancelledError:
-            return self.settle(None, cancelled=True)
-        return self.settle(failure)
-
-    def on_aio_done(self, call: Any) -> None:
-        """Done callback of a grpc.aio call: settles even if nobody reads the stream."""
-        if self._done:
-            return
-        if call.cancelled():
-            self.settle(None, cancelled=True)
-            return
-        self._task = asyncio.ensure_future(self._settle_status(call))  # code() must be awaited
-
-    async def _settle_status(self, call: Any) -> None:
-        status = await call.code()
-        if self._first():
-            self._guard.settle_status(self._permit, self._method, self._start, status)
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-
-class _DelegatedCall(grpc.Call):  # type: ignore[misc]
-    """grpc.Call's status methods, answered by the wrapped call (``_inner``)."""
-
-    _inner: Any
-
-    def code(self) -> Any:
-        return self._inner.code()
-
-    def details(self) -> Any:
-        return self._inner.details()
-
-    def initial_metadata(self) -> Any:
-        return self._inner.initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._inner.trailing_metadata()
-
-    def is_active(self) -> bool:
-        return bool(self._inner.is_active())
-
-    def time_remaining(self) -> Any:
-        return self._inner.time_remaining()
-
-    def add_callback(self, callback: Callable[[], object]) -> Any:
-        return self._inner.add_callback(callback)
-
-
-class _GuardedCall(_DelegatedCall, grpc.Future):  # type: ignore[misc]
-    """A sync unary call's outcome, with its error mapped to the taxonomy.
-
-    Blocking calls see the mapped error from ``result()``; ``.future()``
-    calls keep their semantics (nothing here blocks until asked).
-    """
-
-    def __init__(self, inner: Any, settler: _Settler) -> None:
-        self._inner = inner
-        self._settler = settler
-        inner.add_done_callback(settler.settle_future)
-
-    def result(self, timeout: float | None = None) -> Any:
-        try:
-            return self._inner.result(timeout)
-        except grpc.FutureTimeoutError:
-            raise  # waiting for the result timed out; the call goes on
-        except grpc.FutureCancelledError:
-            self._settler.settle(None, cancelled=True)
-            raise
-        except Exception as exc:
-            error = self._settler.settle_future(self._inner) or exc
-            if error is exc:
-                raise
-            raise error from exc
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        failure = self._inner.exception(timeout)
-        return None if failure is None else (self._settler.settle_future(self._inner) or failure)
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        error = self.exception(timeout)
-        return None if error is None else error.__traceback__
-
-    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
-        self._inner.add_done_callback(lambda _: fn(self))
-
-    def cancel(self) -> bool:
-        return bool(self._inner.cancel())
-
-    def cancelled(self) -> bool:
-        return bool(self._inner.cancelled())
-
-    def running(self) -> bool:
-        return bool(self._inner.running())
-
-    def done(self) -> bool:
-        return bool(self._inner.done())
-
-
-class _GuardedStream(_DelegatedCall):
-    """A sync unary-stream call: an iterator of responses whose error is
-    mapped; settled when the stream ends, is cancelled, or is dropped."""
-
-    def __init__(self, inner: Any, settler: _Settler) -> None:
-        self._inner = inner
-        self._settler = settler
-
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return next(self._inner)
-        except StopIteration:
-            self._settler.settle(None)
-            raise
-        except Exception as exc:
-            code = getattr(exc, "code", None)
-            if callable(code) and code() is _S.CANCELLED:
-                error = self._settler.settle(None, cancelled=True)
-            else:
-                error = self._settler.settle(exc)
-            assert error is not None
-            raise error from exc
-
-    def cancel(self) -> bool:
-        cancelled = bool(self._inner.cancel())
-        self._settler.settle(None, cancelled=True)
-        return cancelled
-
-    def __del__(self) -> None:
-        settler = getattr(self, "_settler", None)
-        if settler is not None and not settler.done:  # abandoned mid-stream: free the slot
-            try:
-                self._inner.cancel()
-            finally:
-                settler.settle(None, cancelled=True)
-
-    def __getattr__(self, name: str) -> Any:  # the rest of the Future API
-        return getattr(self._inner, name)
 
 
 class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
@@ -651,34 +610,36 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
 
-    def _start(self, details: Any) -> tuple[Method, float, Permit | None, Any]:
+    def _start(self, method: Method, details: Any, stream: bool) -> tuple[Settler, Any]:
         guard = self.guard
-        method = guard.method(details.method)
         start = time.perf_counter()
-        permit = guard.admit(method, start)
-        return method, start, permit, _with_timeout(details, guard.deadline(method, details.timeout))
+        budget = timeout = guard.deadline(method, details.timeout)
+        if guard.wait and budget is not None and guard.limiter is not None:
+            with guard.until(budget):
+                permit = guard.admit(method, start)
+            timeout = guard.left(budget, start)
+        else:
+            permit = guard.admit(method, start)
+        own = stream and _own_deadline(method, budget)
+        return Settler(guard, permit, method, start, own), _with_timeout(details, timeout)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
-        method, start, permit, details = self._start(details)
-        settler = _Settler(self.guard, permit, method, start, aio=False)
+        settler, details = self._start(self.guard.method(details.method), details, False)
         try:
             outcome = continuation(details, request)
-        except BaseException as exc:
-            error = settler.settle(exc)
-            raise (error or exc) from exc
-        return _GuardedCall(outcome, settler)
+        except Exception as exc:
+            raise settler.failed(exc) from exc
+        return GuardedCall(outcome, settler)
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
-        method, start, permit, details = self._start(details)
-        settler = _Settler(self.guard, permit, method, start, aio=False)
+        settler, details = self._start(self.guard.stream_method(details.method), details, True)
         try:
             responses = continuation(details, request)
-        except BaseException as exc:
-            error = settler.settle(exc)
-            raise (error or exc) from exc
-        return _GuardedStream(responses, settler)
+        except Exception as exc:
+            raise settler.failed(exc) from exc
+        return GuardedStream(responses, settler)
 
 
 def intercept_channel(
@@ -691,11 +652,13 @@ def intercept_channel(
     limiter: TokenBucket | None | Shared = SHARED,
     wait: bool = False,
     timeouts: Mapping[str, float | None] | None = None,
+    idempotent: Idempotent = None,
     clock: ManualClock | None = None,
     metrics: bool = True,
 ) -> Any:
     """``grpc.intercept_channel(channel, ...)`` with the guard (the arguments
     as :func:`aio_interceptors`); returns the intercepted ``grpc.Channel``."""
     guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, clock=clock, metrics=metrics)
+                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
+                     metrics=metrics)
     return grpc.intercept_channel(channel, SyncInterceptor(guard))
