@@ -451,6 +451,27 @@ async def test_a_stream_holds_its_probe_until_closed(server: HttpServer) -> None
         assert cb.state is vr.BreakerState.CLOSED and cb.half_open_calls == 0
 
 
+async def test_a_reader_cancelled_mid_body_records_nothing(broken: BrokenServer) -> None:
+    cb = vr.CircuitBreaker("http-conventions", "http", "cancel-body",
+                           vr.BreakerConfig(failure_threshold=1, reset_timeout=0.01,
+                                            half_open_max_calls=1))
+    permit = cb.try_acquire()
+    assert permit is not None
+    permit.failure()
+    await asyncio.sleep(0.02)
+    async with vrh.AsyncResilientClient("http", "cancel-body", base_url=broken.url,
+                                        **options(breaker=cb)) as client:
+        task = asyncio.ensure_future(client.get("/stall/200"))  # the body never completes
+        while cb.half_open_calls == 0 and not task.done():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)  # the headers are in, the body stalls
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.HALF_OPEN
+    assert cb.failures_total == 1  # only the failure that opened it
+
+
 # -- idempotency --------------------------------------------------------------------------------
 
 
