@@ -611,10 +611,12 @@ class HttpGuard(CallGuard[tuple[str, str]]):
 
     def open_error(self, method: Method, breaker: CircuitBreaker,
                    retry_after: float | None) -> CircuitOpenError:
+        """The open breaker's rejection, also an ``httpx.TransportError``."""
         return HTTPCircuitOpenError(breaker.name, breaker.provider_type, breaker.provider,
                                     retry_after)
 
     def rate_limited_error(self, message: str, retry_after: float) -> RateLimitError:
+        """The limiter's rejection, also an ``httpx.TransportError``."""
         error = _transport_error(RateLimitError, httpx.TransportError, message,
                                  retry_after=retry_after)
         assert isinstance(error, RateLimitError)
