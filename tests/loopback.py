@@ -170,9 +170,9 @@ def asgi_app(state: HttpState) -> Any:
 
 
 class HttpServer:
-    """uvicorn serving :func:`asgi_app` on 127.0.0.1, in a thread."""
+    """uvicorn serving :func:`asgi_app` (or ``app(state)``) on 127.0.0.1, in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any = None) -> None:
         import uvicorn
 
         self.state = HttpState()
@@ -184,7 +184,7 @@ class HttpServer:
         self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._socket.bind(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        config = uvicorn.Config(asgi_app(self.state), log_level="warning", lifespan="off",
+        config = uvicorn.Config((app or asgi_app)(self.state), log_level="warning", lifespan="off",
                                 access_log=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run,
