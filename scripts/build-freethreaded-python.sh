@@ -75,7 +75,7 @@ Suites: $release
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-  apt-get update -qq
+  apt-get update -qq >&2
 }
 
 work="$(realpath -m build/cpython-src)"
@@ -83,7 +83,7 @@ start=$SECONDS
 if ! ls "$work"/python3.13_*.orig.tar.* >/dev/null 2>&1; then
   add_source_release
   mkdir -p "$work"
-  (cd "$work" && apt-get source --download-only -qq "python3.13/$release")
+  (cd "$work" && apt-get source --download-only -qq "python3.13/$release" >&2)
 fi
 tarball="$(ls "$work"/python3.13_*.orig.tar.* | head -n1)"
 src="$work/src"
@@ -92,17 +92,21 @@ tar -xf "$tarball" -C "$src" --strip-components=1
 echo "source: $(basename "$tarball") ($((SECONDS - start)) s)" >&2
 
 objdir="$work/obj"
+log="$work/build.log"
 rm -rf "$objdir" && mkdir -p "$objdir"
 cd "$objdir"
+# Quiet unless it fails: then the log's tail says why.
+logged() { "$@" >>"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "failed: $* (log: $log)" >&2; exit 1; }; }
+: >"$log"
 # No PGO/LTO: the build must stay within minutes on two cores; the bench
 # compares 1 and 2 threads on the same interpreter, so its ratios do not
 # depend on those optimisations.
-"$src/configure" --disable-gil --prefix="$prefix" --with-ensurepip=install \
-  --disable-test-modules -q >/dev/null
+logged "$src/configure" --disable-gil --prefix="$prefix" --with-ensurepip=install \
+  --disable-test-modules
 echo "configured ($((SECONDS - start)) s)" >&2
-make -s -j"$jobs" >/dev/null
+logged make -j"$jobs"
 echo "built ($((SECONDS - start)) s)" >&2
-make -s install >/dev/null
+logged make install
 echo "installed ($((SECONDS - start)) s)" >&2
 cd / && rm -rf "$objdir" "$src"
 "$python" -c 'import sys; assert not sys._is_gil_enabled(), "GIL is enabled"'
