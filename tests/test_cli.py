@@ -127,7 +127,15 @@ OURS = {
     ("retry drop-ins async", "bare await"),
     ("retry drop-ins async", "virtrigaud compat.tenacity async @retry"),
     ("retry drop-ins async", "virtrigaud compat.backoff async @on_exception"),
-}
+} | {("threads", f"{workload}, {threads}")
+     for workload in ["bare call", "plain object's method, shared"] + [
+         f"virtrigaud {call}, {sharing}"
+         for call in ("CircuitBreaker.call(noop)", "Policy.execute(noop)",
+                      "TokenBucket.try_acquire()")
+         for sharing in ("one per thread", "shared")]
+     for threads in ("1 thread", "2 threads")}
+#: Whether the GIL is enabled (the threads section's targets are judged only without it).
+GIL = getattr(sys, "_is_gil_enabled", lambda: True)()
 #: Each peer's rows and the module they need.
 PEERS = {
     "limits": {("rate limiter", "limits FixedWindow.hit()")},
@@ -188,7 +196,8 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert rows[("call", "bare call")]["vs_bare"] == 1.0
     # Every target is listed, measurable where its peers are installed.
     whats = [t["what"] for t in bench_json["targets"]]
-    assert len(whats) == 15 and len(set(whats)) == 15  # 9 core, 3 + 3 of the drop-ins
+    expected_targets = 15 if GIL else 21  # 9 core, 3 + 3 of the drop-ins, 6 of threads
+    assert len(whats) == expected_targets and len(set(whats)) == expected_targets
     assert len(bench_json["timings"]) == 2
     # A peer that is missing is listed as skipped, with the pip command that installs it.
     for module in set(PEERS) - installed:
@@ -197,7 +206,30 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
 
 
 def test_bench_sections_are_registered() -> None:
-    assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins"]
+    assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins", "threads"]
+
+
+def test_bench_threads_section_measures_one_and_two_threads() -> None:
+    """Each workload with 1 and 2 threads; targets judged on a free-threaded build only."""
+    from virtrigaud_resilience.bench import build_suite, measure
+    from virtrigaud_resilience.bench.report import target_results
+
+    suite, targets = build_suite(["threads"], repeats=1)
+    measure(suite, rounds=1, n=200)
+    names = {c.name for c in suite.cases if c.group == "threads"}
+    for workload in ("bare call", "plain object's method, shared",
+                     "virtrigaud CircuitBreaker.call(noop), shared",
+                     "virtrigaud TokenBucket.try_acquire(), one per thread",
+                     "virtrigaud Policy.execute(noop), one per thread"):
+        assert {workload + ", 1 thread", workload + ", 2 threads"} <= names
+    assert all(c.best_ns > 0 for c in suite.cases if c.group == "threads")
+    scaling = [r for r in target_results(suite, targets) if "scales" in r["what"]]
+    if GIL:
+        assert scaling == []
+        assert any(s.what == "threads targets" for s in suite.skipped)
+    else:
+        assert len(scaling) == 6
+        assert all(r["ratio"] > 0 and "2 threads vs 1" in r["detail"] for r in scaling)
 
 
 def test_bench_lists_a_missing_peer_with_its_pip_command() -> None:

@@ -903,22 +903,44 @@ def test_retry_refuses_an_async_function() -> None:
 # --------------------------------------------------- one Retrier per config --
 
 
-def test_retry_reuses_one_retrier_per_config() -> None:
+def test_retry_reuses_one_retrier_per_config(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
     retry_module = importlib.import_module("virtrigaud_resilience.retry")
-
+    # Every Retrier registers itself as it is built: count constructions (a
+    # Retrier built per call and dropped at once leaves the census as it was,
+    # so its size cannot tell).
+    built: list[object] = []
+    track = retry_module.RETRIERS.track
+    monkeypatch.setattr(retry_module.RETRIERS, "track",
+                        lambda obj: (built.append(obj), track(obj)))
     config = vr.RetryConfig(max_attempts=2, base_delay=0.0, max_delay=0.0)
     assert vr.retry(config, int, "7") == 7
-    first = retry_module._RETRIERS_BY_CONFIG[config]
-    tracked = len(retry_module.RETRIERS)
     for _ in range(100):
-        vr.retry(config, int, "7")
-    assert retry_module._RETRIERS_BY_CONFIG[config] is first
-    assert len(retry_module.RETRIERS) == tracked  # no Retrier built per call
+        assert vr.retry(config, int, "7") == 7
+    assert len(built) == 1  # one Retrier for the config, none per call
+    assert retry_module._retrier_for(config) is built[0]
     assert vr.retry(None, int, "1") == 1  # None: the default config, cached too
+    assert vr.retry(None, int, "1") == 1
+    assert len(built) <= 2
     with pytest.raises(TypeError, match="config"):
         vr.retry({"max_attempts": 3}, int, "1")  # type: ignore[arg-type]
+
+
+def test_retry_cache_stays_bounded_and_evicts_the_oldest(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    retry_module = importlib.import_module("virtrigaud_resilience.retry")
+    monkeypatch.setattr(retry_module, "_RETRIERS_BY_CONFIG", {})
+    configs = [vr.RetryConfig(max_attempts=1 + i, base_delay=0.0, max_delay=0.0)
+               for i in range(retry_module._RETRIERS_CACHE_SIZE + 1)]
+    first = retry_module._retrier_for(configs[0])
+    for config in configs[1:]:
+        assert vr.retry(config, int, "3") == 3
+    assert len(retry_module._RETRIERS_BY_CONFIG) == retry_module._RETRIERS_CACHE_SIZE
+    assert configs[0] not in retry_module._RETRIERS_BY_CONFIG  # the oldest went
+    assert retry_module._retrier_for(configs[0]) is not first  # built again
+    assert retry_module._retrier_for(configs[-1]) is retry_module._retrier_for(configs[-1])
 
 
 # ------------------------------------- a deadline that coincides with a cancel --

@@ -1,7 +1,10 @@
-"""Python threads hammering one bucket and one breaker: what the design guarantees.
+"""Python threads hammering one bucket, breaker, policy, bulkhead, reservation,
+permit and the ``vr.retry`` cache: what the design guarantees.
 
 The clock is a frozen ManualClock, so the outcome does not depend on timing.
-A tiny switch interval makes the interpreter interleave the threads often.
+A tiny switch interval makes the interpreter interleave the threads often;
+on a free-threaded build (``.ci/run`` runs this file on one) the threads run
+truly in parallel. Selected with ``-m threads``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ THREADS = 4
 CALLS = 20_000  # per thread
 TOTAL = THREADS * CALLS
 T = TypeVar("T")
+
+pytestmark = pytest.mark.threads
 
 
 @pytest.fixture(autouse=True)
@@ -237,3 +242,186 @@ def test_half_open_admits_exactly_max_probes(clock: vr.ManualClock, half_open: i
 
 def _raise_boom() -> None:
     raise Boom
+
+
+# -------------------------------------------------------------------- policy --
+
+
+def test_shared_policy_counts_every_call_on_every_layer(clock: vr.ManualClock) -> None:
+    cb = vr.CircuitBreaker("t", config=vr.BreakerConfig(failure_threshold=1), clock=clock)
+    tb = vr.TokenBucket(qps=10, burst=TOTAL, clock=clock)
+    bh = vr.Bulkhead(THREADS)
+    policy = vr.Policy("t", breaker=cb, limiter=tb, bulkhead=bh, clock=clock)
+
+    def work() -> int:
+        execute = policy.execute
+        return sum(execute(int, 1) for _ in range(CALLS))
+
+    assert sum(hammer(work)) == TOTAL
+    assert cb.successes == TOTAL
+    assert (tb.admitted, tb.rejected, tb.tokens) == (TOTAL, 0, 0)
+    assert (bh.admitted, bh.rejected, bh.in_flight) == (TOTAL, 0, 0)
+    assert cb.state is BreakerState.CLOSED
+
+
+def test_separate_objects_in_each_thread_count_exactly(clock: vr.ManualClock) -> None:
+    def work() -> tuple[int, int, int]:
+        cb = vr.CircuitBreaker("t", clock=clock)
+        tb = vr.TokenBucket(qps=10, burst=CALLS // 2, clock=clock)
+        policy = vr.Policy("t", breaker=cb, clock=clock)
+        for i in range(CALLS):
+            policy.execute(int, i)
+            tb.try_acquire()
+        return cb.successes, tb.admitted, tb.rejected
+
+    assert hammer(work) == [(CALLS, CALLS // 2, CALLS - CALLS // 2)] * THREADS
+
+
+# ------------------------------------------------------------------ bulkhead --
+
+
+def test_bulkhead_never_exceeds_its_limit_and_frees_every_slot() -> None:
+    limit = 2
+    bh = vr.Bulkhead(limit)
+    inside = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def work() -> int:
+        entered = 0
+        for _ in range(CALLS // 4):
+            if not bh.try_enter():
+                continue
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            with lock:
+                inside[0] -= 1
+            bh.exit()
+            entered += 1
+        return entered
+
+    entered = sum(hammer(work))
+    assert peak[0] <= limit
+    assert bh.admitted == entered
+    assert bh.admitted + bh.rejected == THREADS * (CALLS // 4)
+    assert bh.in_flight == 0
+    with pytest.raises(RuntimeError):
+        bh.exit()  # every slot was given back exactly once: none is left to free
+
+
+# ------------------------------------------------------ one-shot release tokens --
+
+
+ROUNDS = 300
+
+
+def race_in_rounds(prepare: Callable[[], T], act: Callable[[T], int],
+                   check: Callable[[T, list[int]], None]) -> None:
+    """ROUNDS times: `prepare` one object, then THREADS threads `act` on it at
+    once; `check` sees the object and every thread's result."""
+    barrier = threading.Barrier(THREADS + 1)
+    current: list[T] = []
+    results: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            rounds()
+        except threading.BrokenBarrierError:
+            pass  # the main thread failed a check and gave up
+
+    def rounds() -> None:
+        for _ in range(ROUNDS):
+            barrier.wait()  # the round's object is ready
+            try:
+                result = act(current[0])
+            except BaseException as exc:  # noqa: BLE001 - surfaced below
+                with lock:
+                    errors.append(exc)
+            else:
+                with lock:
+                    results.append(result)
+            barrier.wait()  # every thread acted
+
+    workers = [threading.Thread(target=run) for _ in range(THREADS)]
+    for w in workers:
+        w.start()
+    try:
+        for _ in range(ROUNDS):
+            current[:] = [prepare()]
+            results.clear()
+            barrier.wait()
+            barrier.wait()
+            assert errors == []
+            check(current[0], list(results))
+    except BaseException:
+        barrier.abort()  # frees the workers; their BrokenBarrierError is moot
+        raise
+    finally:
+        for w in workers:
+            w.join()
+
+
+def test_reservation_cancelled_by_many_threads_refunds_once(clock: vr.ManualClock) -> None:
+    tb = vr.TokenBucket(qps=10, burst=10, clock=clock)
+    assert tb.try_acquire(10)  # drained: every reservation waits, so its refund shows
+
+    def check(r: vr.Reservation, restored: list[int]) -> None:
+        assert sorted(restored) == [0] * (THREADS - 1) + [2]
+        assert tb.tokens == 0  # exactly the two reserved tokens came back
+
+    race_in_rounds(lambda: tb.reserve(2), lambda r: r.cancel(), check)
+
+
+def test_permit_reported_by_many_threads_counts_once(clock: vr.ManualClock) -> None:
+    cb = vr.CircuitBreaker("t", clock=clock)
+    before = [0]
+
+    def prepare() -> vr.Permit:
+        before[0] = cb.successes
+        permit = cb.try_acquire()
+        assert permit is not None
+        return permit
+
+    def report(permit: vr.Permit) -> int:
+        try:
+            permit.success()
+        except RuntimeError:  # already reported
+            return 0
+        return 1
+
+    def check(permit: vr.Permit, reported: list[int]) -> None:
+        assert sum(reported) == 1
+        assert cb.successes == before[0] + 1
+
+    race_in_rounds(prepare, report, check)
+    assert cb.released == 0
+
+
+# --------------------------------------------------------- the vr.retry cache --
+
+
+def test_retry_cache_under_threads_builds_one_retrier_per_config(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    retry_module = importlib.import_module("virtrigaud_resilience.retry")
+    monkeypatch.setattr(retry_module, "_RETRIERS_BY_CONFIG", {})
+    size = retry_module._RETRIERS_CACHE_SIZE
+    # More configs than the cache holds: threads read while others evict.
+    configs = [vr.RetryConfig(max_attempts=1 + i % 5, base_delay=i * 1e-3, max_delay=1.0)
+               for i in range(size + 16)]
+
+    def work() -> int:
+        done = 0
+        for i in range(CALLS // 10):
+            config = configs[i % len(configs)]
+            assert vr.retry(config, int, "5") == 5
+            assert retry_module._retrier_for(config).config is config
+            done += 1
+        return done
+
+    assert sum(hammer(work)) == THREADS * (CALLS // 10)
+    assert len(retry_module._RETRIERS_BY_CONFIG) <= size

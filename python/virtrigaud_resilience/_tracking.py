@@ -58,6 +58,16 @@ def provider_labels(owner: str, provider_type: Any, provider: Any) -> tuple[str,
             _validate.string(owner, "provider", provider))
 
 
+def add_counters(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int]) -> None:
+    """Adds ``counters`` element-wise to ``sums[labels]`` (created on first use)."""
+    total = sums.get(labels)
+    if total is None:
+        sums[labels] = list(counters)
+    else:
+        for i, value in enumerate(counters):
+            total[i] += value
+
+
 class Census(Generic[T]):
     """The live objects of one kind and the summed final counters of dropped ones.
 
@@ -65,6 +75,12 @@ class Census(Generic[T]):
         final: ``obj -> (labels, counters)``, read from an object as it is
             dropped; counters are summed per labels.
     """
+
+    # retire() runs from __del__, possibly at interpreter exit after this
+    # module's globals were cleared (set to None): it and what it calls read
+    # only these class attributes, never a module global.
+    _fold_at = _FOLD_AT
+    _add_counters = staticmethod(add_counters)
 
     def __init__(self, final: Callable[[T], tuple[Labels, Counters]]) -> None:
         self._final = final
@@ -103,7 +119,7 @@ class Census(Generic[T]):
                 # __del__ never reached us): nothing to count.
                 return
             self._dropped.append(final)
-            if len(self._dropped) >= _FOLD_AT and not self._folding:
+            if len(self._dropped) >= self._fold_at and not self._folding:
                 self._fold()
 
     def snapshot(self) -> tuple[list[T], dict[Labels, Counters]]:
@@ -147,16 +163,7 @@ class Census(Generic[T]):
         try:
             while self._dropped:
                 labels, counters = self._dropped.popleft()
-                add_counters(self._totals, labels, counters)
+                self._add_counters(self._totals, labels, counters)
         finally:
             self._folding = False
 
-
-def add_counters(sums: dict[Labels, list[int]], labels: Labels, counters: Iterable[int]) -> None:
-    """Adds ``counters`` element-wise to ``sums[labels]`` (created on first use)."""
-    total = sums.get(labels)
-    if total is None:
-        sums[labels] = list(counters)
-    else:
-        for i, value in enumerate(counters):
-            total[i] += value

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
 from ._decorate import guarded
+from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
 from .durations import Seconds
@@ -203,6 +204,8 @@ class CircuitBreaker(_core.CircuitBreaker):
         *,
         clock: ManualClock | None = None,
     ) -> None:
+        if type(self) is not CircuitBreaker:
+            _HOT_METHODS.follow(type(self))  # a base method patched since?
         for field, value in (("name", name), ("provider_type", provider_type),
                              ("provider", provider)):
             _validate.string("CircuitBreaker", field, value)
@@ -536,4 +539,5 @@ _core._install_hooks(_reject, _on_transition)
 atexit.register(_core._install_hooks, None, None)
 
 
-_core._specialise(CircuitBreaker)
+#: The native hot methods of CircuitBreaker and its subclasses (see _specialised.py).
+_HOT_METHODS = HotMethods(CircuitBreaker)

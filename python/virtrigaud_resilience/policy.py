@@ -38,6 +38,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import _core, _validate
 from ._decorate import guarded
+from ._specialised import HotMethods
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
@@ -104,6 +105,8 @@ class Policy(_core.Policy):
         clock: ManualClock | None = None,
         on_retry: OnRetry | None = None,
     ) -> None:
+        if type(self) is not Policy:
+            _HOT_METHODS.follow(type(self))  # a base method patched since?
         _validate.optional_instance("Policy", "breaker", breaker, CircuitBreaker)
         _validate.optional_instance("Policy", "limiter", limiter, TokenBucket)
         _validate.optional_instance("Policy", "bulkhead", bulkhead, Bulkhead)
@@ -379,7 +382,8 @@ def _optional_budget(field: str, value: Seconds | None) -> float | None:
     return None if value is None else _validate.seconds("Policy", field, value, allow_zero=False)
 
 
-_core._specialise(Policy)
+#: The native hot methods of Policy and its subclasses (see _specialised.py).
+_HOT_METHODS = HotMethods(Policy)
 
 
 class PolicyBuilder:

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from . import _core, _validate
+from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
@@ -231,6 +232,8 @@ class TokenBucket(_core.TokenBucket, ProviderLabelled):
 
     def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None,
                  *, provider_type: str = "", provider: str = "") -> None:
+        if type(self) is not TokenBucket:
+            _HOT_METHODS.follow(type(self))  # a base method patched since?
         interval, burst = _check_rate(qps, burst)
         clock = check_clock("TokenBucket", clock)
         self._provider_type, self._provider = provider_labels("TokenBucket", provider_type,
@@ -419,4 +422,5 @@ class RateLimiterRegistry:
         return f"RateLimiterRegistry(qps={self.qps!r}, burst={self.burst!r}, buckets={len(self)})"
 
 
-_core._specialise(TokenBucket)
+#: The native hot methods of TokenBucket and its subclasses (see _specialised.py).
+_HOT_METHODS = HotMethods(TokenBucket)

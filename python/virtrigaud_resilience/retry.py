@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -424,7 +423,10 @@ def refuse_coroutine(result: T, entry: str, instead: str) -> T:
 
 #: The Retrier behind retry() / retry_async() for each config (a few at most
 #: in a program; bounded anyway). A Retrier is stateless between calls.
-_RETRIERS_BY_CONFIG: OrderedDict[RetryConfig | None, Retrier] = OrderedDict()
+#: Copy-on-write: a published dict is never mutated, so a read needs no lock
+#: (nor the GIL, on a free-threaded build); a miss builds the next dict under
+#: the lock and rebinds the name (oldest entry evicted past the bound).
+_RETRIERS_BY_CONFIG: dict[RetryConfig | None, Retrier] = {}
 _RETRIERS_CACHE_SIZE = 64
 _RETRIERS_LOCK = threading.Lock()
 
@@ -434,11 +436,22 @@ def _retrier_for(config: RetryConfig | None) -> Retrier:
         return Retrier(config)  # raises the TypeError naming the value
     retrier = _RETRIERS_BY_CONFIG.get(config)
     if retrier is None:
-        retrier = Retrier(config)  # validates config (TypeError for a non-RetryConfig)
-        with _RETRIERS_LOCK:
-            retrier = _RETRIERS_BY_CONFIG.setdefault(config, retrier)
-            if len(_RETRIERS_BY_CONFIG) > _RETRIERS_CACHE_SIZE:
-                _RETRIERS_BY_CONFIG.popitem(last=False)
+        retrier = _cache_retrier(config)
+    return retrier
+
+
+def _cache_retrier(config: RetryConfig | None) -> Retrier:
+    """The cached Retrier for ``config`` (built and published on a miss)."""
+    global _RETRIERS_BY_CONFIG
+    with _RETRIERS_LOCK:
+        retrier = _RETRIERS_BY_CONFIG.get(config)
+        if retrier is None:
+            retrier = Retrier(config)
+            cache = dict(_RETRIERS_BY_CONFIG)
+            cache[config] = retrier
+            if len(cache) > _RETRIERS_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            _RETRIERS_BY_CONFIG = cache
     return retrier
 
 

@@ -60,7 +60,8 @@ def target_results(suite: Suite, targets: list[Target]) -> list[dict[str, Any]]:
     for t in targets:
         ratio = t.ratio(suite)
         results.append({"what": t.what, "ratio": ratio, "bound": t.bound,
-                        "held": None if ratio is None else ratio <= t.bound})
+                        "held": None if ratio is None else ratio <= t.bound,
+                        "detail": t.detail(suite) if ratio is not None else ""})
     return results
 
 
@@ -103,7 +104,9 @@ def print_report(suite: Suite, targets: list[Target], title: str,
             print(f"  n/a   {result['what']} (peer not measured)", file=stream)
             continue
         shown = f"{ratio:.2f}x" if bound >= 1 else f"{1 / ratio:.1f}x faster"
-        print(f"  {'ok  ' if result['held'] else 'MISS'}  {result['what']}: {shown}", file=stream)
+        detail = f" ({result['detail']})" if result["detail"] else ""
+        print(f"  {'ok  ' if result['held'] else 'MISS'}  {result['what']}: {shown}{detail}",
+              file=stream)
     for what, ms, bound in suite.timings:
         print(f"  {'ok  ' if ms <= bound else 'MISS'}  {what}: {ms:.1f} ms "
               f"(target <= {bound:g} ms)", file=stream)

@@ -11,13 +11,15 @@ call, the token bucket, the breaker, the backoff, and their peers) always run.
 from __future__ import annotations
 
 import gc
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import virtrigaud_resilience as vr
 
-from .suite import BARE, BARE_AWAIT, Suite, Target, noop, noop_async
+from .suite import BARE, BARE_AWAIT, Case, Skipped, Suite, Target, _compile_loop, noop, noop_async
+from .threads import ONE, TWO
 
 __all__ = ["SECTIONS", "TARGETS", "build_suite", "composed", "primitive_cases", "section"]
 
@@ -378,3 +380,61 @@ def retry_dropin_cases(suite: Suite) -> list[Target]:
         Target("compat.backoff @on_exception >= 10x faster than backoff's",
                (_RETRY_SYNC, ours["backoff"]), (_RETRY_SYNC, "backoff @on_exception"), 1 / 10),
     ]
+
+
+THREADS = "threads"
+
+
+@section(THREADS)
+def threads_cases(suite: Suite) -> list[Target]:
+    """Total calls/s of two threads against one: separate objects per thread,
+    and one object shared by both, beside a bare call and a plain Python
+    object's method shared by both threads (the interpreter's own limit: on
+    a free-threaded 3.13 every call of a shared object writes its reference
+    count from both threads). Targets only on a free-threaded build (with the
+    GIL, two threads take turns and nothing scales)."""
+    from .threads import Crew, ScalingTarget, one_thread, two_threads  # only when asked for
+
+    crew = Crew()
+    plain = "plain object's method, shared"
+
+    def add(name: str, stmt: str, make: Callable[[], dict[str, Any]], shared: bool,
+            role: str) -> None:
+        first = make()
+        loops = (_compile_loop(stmt, first, is_async=False),
+                 _compile_loop(stmt, first if shared else make(), is_async=False))
+        suite.cases.append(Case(THREADS, name + ONE, one_thread(crew, loops[0]), role=role))
+        suite.cases.append(Case(THREADS, name + TWO, two_threads(crew, loops), role=role))
+
+    add(BARE, "noop()", lambda: {"noop": noop}, True, "baseline")
+    add(plain, "obj.method()", lambda: {"obj": _Plain()}, True, "reference")
+    workloads: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        "CircuitBreaker.call(noop)": ("breaker.call(noop)", lambda: {
+            "breaker": vr.CircuitBreaker("bench-threads"), "noop": noop}),
+        "Policy.execute(noop)": ("policy.execute(noop)", lambda: {
+            "policy": vr.Policy("bench-threads", retry=vr.RetryConfig.default(),
+                                breaker=vr.CircuitBreaker("bench-threads")), "noop": noop}),
+        "TokenBucket.try_acquire()": ("bucket.try_acquire()", lambda: {
+            "bucket": vr.TokenBucket(qps=1e9, burst=1_000_000)}),
+    }
+    targets: list[Target] = []
+    for what, (stmt, make) in workloads.items():
+        separate, shared = f"virtrigaud {what}, one per thread", f"virtrigaud {what}, shared"
+        add(separate, stmt, make, False, "ours")
+        add(shared, stmt, make, True, "ours")
+        targets.append(ScalingTarget(f"{what}, one per thread: scales >= 0.93x a bare call's",
+                                     (THREADS, separate), (THREADS, BARE), 1 / 0.93))
+        targets.append(ScalingTarget(f"{what}, one shared: scales >= 0.9x a plain shared "
+                                     "object's", (THREADS, shared), (THREADS, plain), 1 / 0.9))
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        suite.skipped.append(Skipped("threads targets", "the GIL is enabled: two threads "
+                                     "take turns, so nothing scales (measured, not judged)"))
+        return []
+    return targets
+
+
+class _Plain:
+    """A plain Python object: the reference for a method call on a shared object."""
+
+    def method(self) -> None:
+        pass

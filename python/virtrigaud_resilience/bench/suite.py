@@ -172,3 +172,7 @@ class Target:
             return suite.get(*self.case).best_ns / suite.get(*self.against).best_ns
         except StopIteration:
             return None
+
+    def detail(self, suite: Suite) -> str:
+        """What the report shows beside the ratio (nothing, unless a subclass says)."""
+        return ""
