@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds a free-threaded CPython 3.13 (configure --disable-gil) from Debian's
-# python3.13 source package and installs it under build/python3.13t; prints the
-# interpreter's path. Cached: when the installed interpreter runs and reports
-# the GIL disabled, a second run only prints the path.
+# python3.13 source package and installs it under a cache folder outside the
+# checkout (VIRTRIGAUD_CACHE_DIR, default ~/.cache/virtrigaud-resilience), so a
+# fresh clone on the same machine (CI) reuses it; prints the interpreter's path.
+# Cached: when the installed interpreter runs and reports the GIL disabled, a
+# second run only prints the path.
 #
 # Debian 12 (bookworm) has no python3.13, so a deb-src line for the release
 # that has it (trixie) is added under /etc/apt/sources.list.d/ (needs root).
@@ -13,11 +15,13 @@
 # patches adapt CPython to Debian's /usr layout and are left out, so the
 # interpreter behaves like any other built from source under its own prefix).
 #
-# Usage: bash scripts/build-freethreaded-python.sh [prefix]   (default build/python3.13t)
+# Usage: bash scripts/build-freethreaded-python.sh [prefix]
+#   (default $VIRTRIGAUD_CACHE_DIR/python3.13t)
 # Environment: MAKE_JOBS (default 2), SOURCE_RELEASE (default trixie).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prefix="$(realpath -m "${1:-build/python3.13t}")"
+cache="${VIRTRIGAUD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/virtrigaud-resilience}"
+prefix="$(realpath -m "${1:-$cache/python3.13t}")"
 python="$prefix/bin/python3.13t"
 release="${SOURCE_RELEASE:-trixie}"
 jobs="${MAKE_JOBS:-2}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The package on a free-threaded CPython 3.13 (GIL disabled): builds the
-# interpreter (cached under build/), the cp313t wheel for it, installs the
+# interpreter (cached outside the checkout), the cp313t wheel for it, installs the
 # wheel with the few test dependencies that have free-threaded wheels, checks
 # that importing it leaves the GIL disabled, and runs the thread-stress tests
 # (marker `threads`) and the core test files. The adapters' tests (grpcio,
