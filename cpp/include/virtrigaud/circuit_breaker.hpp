@@ -707,8 +707,9 @@ private:
 };
 
 static_assert(sizeof(std::atomic<uint64_t>) == 8, "lock-free 64-bit atomics required");
-// The hot fields fill the first 64-byte line; the lease and the cold counters
-// take the next two.
+// The hot fields fill the first 64-byte line (admission only reads it while
+// closed); the lease, the success counter and the stripes' pointer take the
+// second, the cold counters the third.
 static_assert(sizeof(CircuitBreaker) == 192, "CircuitBreaker hot state must fit one cache line");
 
 }  // namespace virtrigaud
