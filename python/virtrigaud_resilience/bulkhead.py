@@ -259,7 +259,9 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
             waiter.resolve()
 
     def __enter__(self) -> Bulkhead:
-        self.enter()
+        if not self._try_take():  # enter(), inlined: the sync context manager is the common use
+            raise self._reject()
+        self._hold()
         return self
 
     def __exit__(self, *exc: object) -> None:
