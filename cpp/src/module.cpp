@@ -101,6 +101,9 @@ PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObj
     constexpr size_t kInlineArgs = 8;
     const size_t n = static_cast<size_t>(PyVectorcall_NARGS(nargsf)) +
                      (kwnames != nullptr ? static_cast<size_t>(PyTuple_Size(kwnames)) : 0);
+    if (n == 0) {
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy or to offer
+    }
     PyObject* inline_args[kInlineArgs + 1];
     std::unique_ptr<PyObject*[]> heap;
     PyObject** copy = inline_args;

@@ -62,6 +62,12 @@
 #include "atomic_pair.hpp"
 #include "clock.hpp"
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VIRTRIGAUD_NOINLINE __declspec(noinline)
+#else
+#define VIRTRIGAUD_NOINLINE __attribute__((noinline))
+#endif
+
 namespace virtrigaud {
 
 enum class BreakerState : uint8_t { kClosed = 0, kHalfOpen = 1, kOpen = 2, kHeldOpen = 3 };
@@ -608,18 +614,26 @@ private:
     /// each thread adds to its own padded stripe: no line is written by two
     /// threads, and the admission line is only read.
     void count_success() noexcept {
-        SuccessStripes* stripes = stripes_.load(std::memory_order_acquire);
-        if (stripes == nullptr) {
-            uint64_t n = successes_.load(std::memory_order_relaxed);
-            if (successes_.compare_exchange_strong(n, n + 1, std::memory_order_relaxed)) {
-                return;
-            }
-            stripes = add_stripes();
-            if (stripes == nullptr) {
-                successes_.fetch_add(1, std::memory_order_relaxed);  // out of memory
-                return;
-            }
+        if (SuccessStripes* stripes = stripes_.load(std::memory_order_acquire)) {
+            count_striped(stripes);
+            return;
         }
+        uint64_t n = successes_.load(std::memory_order_relaxed);
+        if (!successes_.compare_exchange_strong(n, n + 1, std::memory_order_relaxed)) {
+            count_contended();
+        }
+    }
+    // Out of line, so that the uncontended path above stays small enough to
+    // inline into record_success().
+    VIRTRIGAUD_NOINLINE void count_contended() noexcept {
+        SuccessStripes* stripes = add_stripes();
+        if (stripes == nullptr) {
+            successes_.fetch_add(1, std::memory_order_relaxed);  // out of memory
+            return;
+        }
+        count_striped(stripes);
+    }
+    VIRTRIGAUD_NOINLINE static void count_striped(SuccessStripes* stripes) noexcept {
         stripes->stripe[stripe_of_this_thread() % kSuccessStripes].count.fetch_add(
             1, std::memory_order_relaxed);
     }
