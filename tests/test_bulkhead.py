@@ -190,10 +190,10 @@ async def test_async_slot_returned_on_exception() -> None:
     await settle()
     assert bh.waiting == 1
     bh.exit()
-    await asyncio.wait_for(waiter, 2.0)
+    slot = await asyncio.wait_for(waiter, 2.0)
     assert bh.in_flight == 1
     assert bh.waiting == 0
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_enter_async_timeout_leaves_nothing_held() -> None:
@@ -215,9 +215,9 @@ async def test_enter_async_timeout_leaves_nothing_held() -> None:
     waiter = asyncio.create_task(bh.enter_async(timeout=1.0))
     await settle()
     bh.exit()
-    await asyncio.wait_for(waiter, 2.0)
+    slot = await asyncio.wait_for(waiter, 2.0)
     assert bh.in_flight == 1
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_enter_async_timeout_not_needed_when_free() -> None:
@@ -257,9 +257,9 @@ async def test_cancelling_a_queued_waiter() -> None:
     await settle()
     assert bh.waiting == 1
     bh.exit()
-    await asyncio.wait_for(second, 2.0)
+    slot = await asyncio.wait_for(second, 2.0)
     assert bh.in_flight == 1
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_cancelling_the_first_of_two_waiters_keeps_the_second() -> None:
@@ -274,11 +274,11 @@ async def test_cancelling_the_first_of_two_waiters_keeps_the_second() -> None:
     await settle()
     assert bh.waiting == 1
     bh.exit()
-    await asyncio.wait_for(second, 2.0)
+    slot = await asyncio.wait_for(second, 2.0)
     assert first.cancelled()
     assert bh.in_flight == 1
     assert bh.waiting == 0
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_cancelled_woken_waiter_passes_the_wakeup_on() -> None:
@@ -290,26 +290,26 @@ async def test_cancelled_woken_waiter_passes_the_wakeup_on() -> None:
     await settle()
     bh.exit()       # wakes `first` ...
     first.cancel()  # ... which is cancelled before it runs: it passes the wake-up on
-    await asyncio.wait_for(second, 2.0)
+    slot = await asyncio.wait_for(second, 2.0)
     assert first.cancelled()
     assert (bh.in_flight, bh.waiting, bh.rejected) == (1, 0, 0)
-    bh.exit()
+    bh.exit(slot)
 
 
 
 async def test_exit_from_another_thread_wakes_a_waiter() -> None:
     bh = vr.Bulkhead(1, max_queue=1)
-    bh.enter()
+    held = bh.enter()
     waiter = asyncio.create_task(bh.enter_async())
     await settle()
     assert bh.waiting == 1
-    t = threading.Thread(target=bh.exit)
+    t = threading.Thread(target=bh.exit, args=(held,))
     t.start()
     t.join()
-    await asyncio.wait_for(waiter, 2.0)
+    slot = await asyncio.wait_for(waiter, 2.0)
     assert bh.in_flight == 1
     assert bh.waiting == 0
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_native_policy_fast_path_frees_a_slot_for_an_asyncio_waiter() -> None:
@@ -333,14 +333,14 @@ async def test_native_policy_fast_path_frees_a_slot_for_an_asyncio_waiter() -> N
         await settle()
         assert bh.waiting == 1
         release.set()  # the native fast path exits the bulkhead from the other thread
-        await asyncio.wait_for(waiter, 2.0)
+        slot = await asyncio.wait_for(waiter, 2.0)
     finally:
         release.set()
         t.join()
     assert result == [42]
     assert bh.in_flight == 1
     assert bh.waiting == 0
-    bh.exit()
+    bh.exit(slot)
 
 
 async def test_native_policy_fast_path_failure_also_wakes_a_waiter() -> None:
@@ -357,9 +357,9 @@ async def test_native_policy_fast_path_failure_also_wakes_a_waiter() -> None:
 
     with pytest.raises(vr.NotFoundError):
         await loop.run_in_executor(None, policy.execute, failing)
-    await asyncio.wait_for(waiter_task[0], 2.0)
+    slot = await asyncio.wait_for(waiter_task[0], 2.0)
     assert bh.in_flight == 1
-    bh.exit()
+    bh.exit(slot)
 
 
 async def _queue(bh: vr.Bulkhead, out: list) -> None:
@@ -420,10 +420,11 @@ async def test_counters_queued_then_admitted_is_not_a_rejection() -> None:
     waiters = [asyncio.create_task(bh.enter_async()) for _ in range(2)]
     await settle()
     assert bh.waiting == 2
+    held = None  # this task's own slot first, then each waiter's in turn
     for w in waiters:
-        bh.exit()
-        await asyncio.wait_for(w, 2.0)
-    bh.exit()
+        bh.exit(held)
+        held = await asyncio.wait_for(w, 2.0)
+    bh.exit(held)
     assert bh.admitted == 3
     assert bh.rejected == 0
 
@@ -477,9 +478,9 @@ async def test_a_newcomer_cannot_barge_past_a_queued_waiter() -> None:
         bh.enter()
     with pytest.raises(vr.RateLimitError):
         policy.execute(lambda: "barged")
-    await waiter
+    slot = await waiter
     assert bh.in_flight == 1
-    bh.exit()
+    bh.exit(slot)
     assert bh.in_flight == 0
     assert policy.execute(lambda: "fair") == "fair"
 
@@ -494,24 +495,23 @@ async def test_a_slot_handed_to_a_cancelled_waiter_passes_on() -> None:
     first.cancel()   # ...which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):
         await first
-    await second     # the slot went on to `second`
+    slot = await second  # the slot went on to `second`
     assert (bh.in_flight, bh.waiting) == (1, 0)
-    bh.exit()
+    bh.exit(slot)
     assert bh.in_flight == 0
 
 
 async def test_a_slot_handed_over_from_another_thread() -> None:
     bh = vr.Bulkhead(1, max_queue=1)
-    bh.enter()
+    held = bh.enter()
     waiter = asyncio.create_task(bh.enter_async())
     await settle()
-    exiting = threading.Thread(target=bh.exit)
+    exiting = threading.Thread(target=bh.exit, args=(held,))
     exiting.start()
     exiting.join()
     assert bh.in_flight == 1  # handed over, never back in the pool
     assert not bh.try_enter()
-    await asyncio.wait_for(waiter, 5.0)
-    bh.exit()
+    bh.exit(await asyncio.wait_for(waiter, 5.0))
     assert (bh.in_flight, bh.admitted) == (0, 2)
 
 

@@ -25,7 +25,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
+#include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "virtrigaud/atomic_pair.hpp"
@@ -84,11 +87,36 @@ PyObject* type_name_of(PyObject* value) {
 #endif
 }
 
-// Replaces the reference held in `slot` by `value` (a new reference).
-void replace_ref(PyObject*& slot, PyObject* value) {
-    PyObject* old = slot;
-    slot = value;
-    Py_XDECREF(old);
+// fn(*args, **kwargs) with the caller's arguments (args/nargsf/kwnames as
+// fn is to get them). PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee write
+// args[-1] for the length of the call (a bound method puts its self there);
+// where the caller did not grant it, the slot before args is someone else's
+// (for `breaker.call(*t)` it is an item of the tuple t, which another thread
+// may be unpacking), so the arguments are copied behind a spare slot of our
+// own: on the stack up to kInlineArgs, on the heap beyond.
+PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0) {
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    }
+    constexpr size_t kInlineArgs = 8;
+    const size_t n = static_cast<size_t>(PyVectorcall_NARGS(nargsf)) +
+                     (kwnames != nullptr ? static_cast<size_t>(PyTuple_Size(kwnames)) : 0);
+    if (n == 0) {
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy or to offer
+    }
+    PyObject* inline_args[kInlineArgs + 1];
+    std::unique_ptr<PyObject*[]> heap;
+    PyObject** copy = inline_args;
+    if (n > kInlineArgs) {
+        heap.reset(new (std::nothrow) PyObject*[n + 1]);
+        if (heap == nullptr) {
+            return PyErr_NoMemory();
+        }
+        copy = heap.get();
+    }
+    copy[0] = nullptr;  // the spare slot
+    std::copy(args, args + n, copy + 1);
+    return PyObject_Vectorcall(fn, copy + 1, nargsf | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
 }
 
 // fn(arg), through vectorcall.
@@ -274,51 +302,94 @@ T* ready_instance(PyObject* self, const char* type_name) {
 
 // ----------------------------------------------------------------- hooks --
 
+// A Python callable held by the module, called by any thread and replaced
+// (or removed) by another at any time. A caller takes its own reference with
+// get(), so a hook replaced meanwhile stays alive until that call is done.
+// The window between loading the pointer and taking the reference is
+// covered by `readers_`: set() swaps the pointer, then waits until no reader
+// is inside that window before dropping the old reference (sequentially
+// consistent on both sides: a reader either loaded the new pointer, or
+// counted itself before set() looked). Readers hold nothing while they
+// call, and the window is a load and an increment: set() never waits long.
+// Under the GIL nobody is ever inside it when set() runs.
+class Hook {
+public:
+    /// Whether a hook is installed (a hint: it may change at once).
+    bool installed() const noexcept { return fn_.load(std::memory_order_relaxed) != nullptr; }
+
+    /// The hook as a new reference, or nullptr if none is installed.
+    PyObject* get() noexcept {
+        readers_.fetch_add(1, std::memory_order_seq_cst);
+        PyObject* fn = fn_.load(std::memory_order_seq_cst);
+        Py_XINCREF(fn);
+        readers_.fetch_sub(1, std::memory_order_seq_cst);
+        return fn;
+    }
+
+    /// Installs `fn` (a new reference, stolen; nullptr removes the hook).
+    void set(PyObject* fn) noexcept {
+        PyObject* old = fn_.exchange(fn, std::memory_order_seq_cst);
+        if (old == nullptr) {
+            return;
+        }
+        while (readers_.load(std::memory_order_seq_cst) != 0) {
+            std::this_thread::yield();
+        }
+        Py_DECREF(old);  // may run Python code: after the swap, never under a reader
+    }
+
+private:
+    std::atomic<PyObject*> fn_{nullptr};
+    std::atomic<int64_t> readers_{0};
+};
+
 // Python callables installed once by the package at import:
 //   reject(breaker) -> exception instance   (an open breaker's error)
 //   on_transition(breaker, old: int, new: int) -> None
-// They are module-lifetime references.
-PyObject* g_reject = nullptr;
-PyObject* g_on_transition = nullptr;
+Hook g_reject;
+Hook g_on_transition;
 
 // Both None uninstalls them (at interpreter exit, so nothing outlives it).
 void install_hooks(nb::handle reject, nb::handle on_transition) {
     if (reject.is_none() && on_transition.is_none()) {
-        Py_CLEAR(g_reject);
-        Py_CLEAR(g_on_transition);
+        g_reject.set(nullptr);
+        g_on_transition.set(nullptr);
         return;
     }
     if (!PyCallable_Check(reject.ptr()) || !PyCallable_Check(on_transition.ptr())) {
         throw nb::type_error("_install_hooks() takes two callables (or two Nones)");
     }
-    replace_ref(g_reject, Py_NewRef(reject.ptr()));
-    replace_ref(g_on_transition, Py_NewRef(on_transition.ptr()));
+    g_reject.set(Py_NewRef(reject.ptr()));
+    g_on_transition.set(Py_NewRef(on_transition.ptr()));
 }
 
 // Called with (bucket, n) when a bucket refuses n tokens; installed only while
 // someone listens (events.on_rate_limited), so a refusal costs nothing extra
 // otherwise.
-PyObject* g_on_rate_limited = nullptr;
+Hook g_on_rate_limited;
 
 void set_rate_limited_hook(nb::handle hook) {
     if (hook.is_none()) {
-        Py_CLEAR(g_on_rate_limited);
+        g_on_rate_limited.set(nullptr);
         return;
     }
     if (!PyCallable_Check(hook.ptr())) {
         throw nb::type_error("_set_rate_limited_hook() takes a callable or None");
     }
-    replace_ref(g_on_rate_limited, Py_NewRef(hook.ptr()));
+    g_on_rate_limited.set(Py_NewRef(hook.ptr()));
 }
 
 // Tells Python that `bucket` refused n tokens. Call it with no Python error
 // set (the hook is Python code). Returns false iff the hook let a
 // KeyboardInterrupt or SystemExit through (left set); see absorb_hook_error.
 bool notify_rate_limited(PyObject* bucket, int64_t n) {
-    if (g_on_rate_limited == nullptr) {
+    if (!g_on_rate_limited.installed()) {
         return true;
     }
-    PyObject* hook = Py_NewRef(g_on_rate_limited);  // the hook may uninstall itself
+    PyObject* hook = g_on_rate_limited.get();  // ours: the hook may uninstall itself
+    if (hook == nullptr) {
+        return true;
+    }
     PyObject* r = PyObject_CallFunction(hook, "OL", bucket, static_cast<long long>(n));
     const bool ok = r != nullptr || absorb_hook_error(hook);
     Py_XDECREF(r);
@@ -442,10 +513,10 @@ bool notify(PyObject* breaker, const vr::Transition& t) {
         Py_XDECREF(r);
         return r != nullptr;
     }
-    if (g_on_transition == nullptr) {
+    PyObject* hook = g_on_transition.get();  // ours: the hook may be uninstalled meanwhile
+    if (hook == nullptr) {
         return true;
     }
-    PyObject* hook = Py_NewRef(g_on_transition);  // the hook may be uninstalled meanwhile
     PyObject* r = PyObject_CallFunction(hook, "Oii", breaker, from, to);
     const bool ok = r != nullptr || absorb_hook_error(hook);
     Py_XDECREF(r);
@@ -473,11 +544,13 @@ bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int o
 
 // Raises the open breaker's error. Always returns nullptr.
 PyObject* raise_rejected(PyObject* self) {
-    if (g_reject == nullptr) {
+    PyObject* reject = g_reject.get();
+    if (reject == nullptr) {
         PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
         return nullptr;
     }
-    PyObject* exc = call_one(g_reject, self);
+    PyObject* exc = call_one(reject, self);
+    Py_DECREF(reject);
     if (exc != nullptr) {
         PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
         Py_DECREF(exc);
@@ -612,7 +685,7 @@ PyObject* guarded_call(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
         b->core.release(ticket);
         return nullptr;
     }
-    PyObject* result = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    PyObject* result = forward_call(fn, args, nargsf, kwnames);
     if (result == nullptr) {
         if ((hooks & kHookError) != 0) {
             return hand_error_to_python(self, ticket);
@@ -661,10 +734,10 @@ PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
         PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
         return nullptr;
     }
-    // args[0] (fn) becomes the scratch slot PY_VECTORCALL_ARGUMENTS_OFFSET
-    // allows the callee to use, exactly as CPython's own vectorcall_unbound.
-    return guarded_call(self, b, args[0], args + 1,
-                        static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+    // fn's slot, args[0], is the caller's (an item of the tuple of
+    // `breaker.call(*t)`): no PY_VECTORCALL_ARGUMENTS_OFFSET over it, so the
+    // call copies the arguments behind a slot of its own (forward_call).
+    return guarded_call(self, b, args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
 }
 
 PyMethodDef breaker_call_def = {
@@ -877,6 +950,65 @@ vr::BreakerState state_from_code(int code) {
     return static_cast<vr::BreakerState>(code);
 }
 
+
+// ---------------------------------------------------------------- OneShot --
+//
+// A flag set once, by whichever thread gets there first: the base of the
+// Python objects that give something back exactly once (a Reservation's
+// tokens, a Permit's outcome, a Bulkhead slot). Check-then-set in Python
+// lets two threads both see "not yet" and refund twice (with the GIL, a
+// switch between the test and the store is enough); one atomic exchange
+// cannot. A plain C type so that Python subclasses add their __slots__.
+
+struct OneShotObject {
+    PyObject_HEAD
+    std::atomic<uint8_t> done;  // zeroed by tp_alloc: not yet
+};
+
+PyObject* g_one_shot_type = nullptr;
+
+// True for exactly one caller per object.
+bool claim(PyObject* self) {
+    return reinterpret_cast<OneShotObject*>(self)->done.exchange(1, std::memory_order_acq_rel) ==
+           0;
+}
+
+PyObject* one_shot_claim(PyObject* self, PyObject*) { return PyBool_FromLong(claim(self)); }
+
+PyObject* one_shot_claimed(PyObject* self, void*) {
+    return PyBool_FromLong(
+        reinterpret_cast<OneShotObject*>(self)->done.load(std::memory_order_acquire) != 0);
+}
+
+void one_shot_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+PyMethodDef one_shot_methods[] = {
+    {"_claim", one_shot_claim, METH_NOARGS,
+     "_claim(self, /)\n--\n\n"
+     "True for the first call on this object (any thread), False for every later one."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef one_shot_getset[] = {
+    {"_claimed", one_shot_claimed, nullptr, "Whether _claim() was called.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyType_Slot one_shot_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(PyType_GenericNew)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(one_shot_dealloc)},
+    {Py_tp_methods, one_shot_methods},
+    {Py_tp_getset, one_shot_getset},
+    {Py_tp_doc, const_cast<char*>(
+                    "OneShot(): a flag that _claim() sets once, atomically (the base of objects\n"
+                    "that give something back exactly once).")},
+    {0, nullptr}};
+
+PyType_Spec one_shot_spec = {"virtrigaud_resilience._core.OneShot", sizeof(OneShotObject), 0,
+                             Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE, one_shot_slots};
 
 // --------------------------------------------------------------- Bulkhead --
 
@@ -1102,9 +1234,8 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     if (stage != kCalled) {
         return resume(self, stage, nullptr, args, nargs, kwnames);
     }
-    PyObject* result = PyObject_Vectorcall(
-        args[0], args + 1, static_cast<size_t>(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
-        kwnames);
+    // Not args[0] as the callee's spare slot: it is the caller's (see forward_call).
+    PyObject* result = forward_call(args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
     if (result != nullptr) {
         if (is_coroutine(result)) {
             if (!p->exit_unrun(ticket)) {
@@ -1794,6 +1925,16 @@ NB_MODULE(_core, m) {
         type.attr("__module__") = m.attr("__name__");  // as nanobind's classes (stubgen reads it)
         m.attr("RetryCall") = type;
     }
+    {
+        PyObject* one_shot_type = PyType_FromSpec(&one_shot_spec);
+        if (one_shot_type == nullptr) {
+            throw nb::python_error();
+        }
+        nb::object type = nb::steal(one_shot_type);
+        type.attr("__module__") = m.attr("__name__");
+        m.attr("OneShot") = type;
+        g_one_shot_type = type.inc_ref().ptr();  // module lifetime
+    }
 
     nb::class_<vr::ManualClock>(m, "ManualClock",
                                 "A clock that moves only when told to (native part).")
@@ -2145,15 +2286,33 @@ NB_MODULE(_core, m) {
              "Takes a free slot whoever is queued: for the waiter at the head.")
         .def("_count_rejection", [](PyBulkhead& b) { b.core.count_rejection(); })
         .def(
-            "exit",
+            "_give_back",
+            [](nb::pointer_and_handle<PyBulkhead> self, nb::handle slot) {
+                if (!PyObject_TypeCheck(slot.ptr(),
+                                        reinterpret_cast<PyTypeObject*>(g_one_shot_type))) {
+                    throw nb::type_error("Bulkhead slot must be the token its enter returned");
+                }
+                if (!claim(slot.ptr())) {
+                    return false;  // given back already (by this thread or another)
+                }
+                if (!bulkhead_exit(self.h.ptr(), self.p)) {
+                    throw nb::python_error();
+                }
+                return true;
+            },
+            nb::sig("def _give_back(self, slot: OneShot) -> bool"),
+            "Gives back the slot `slot` (a OneShot) stands for, once: False, changing\n"
+            "nothing, when it was given back already (by any thread).")
+        .def(
+            "_free",
             [](nb::pointer_and_handle<PyBulkhead> self) {
                 if (!bulkhead_exit(self.h.ptr(), self.p)) {
                     throw nb::python_error();
                 }
             },
-            "Gives a slot back (exactly once per slot taken): to the longest waiter if\n"
-            "one is queued, else to the pool. Raises RuntimeError, changing nothing,\n"
-            "when no call is in flight.")
+            "Gives a slot back without a token (a slot handed to a waiter that left):\n"
+            "to the longest waiter if one is queued, else to the pool. Raises\n"
+            "RuntimeError, changing nothing, when no call is in flight.")
         .def("_add_waiter", [](PyBulkhead& b, int64_t delta) { b.core.add_waiter(delta); },
              "delta"_a)
         .def_prop_ro("max_concurrent", [](const PyBulkhead& b) { return b.core.max_concurrent(); })

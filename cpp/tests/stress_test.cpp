@@ -539,6 +539,65 @@ void test_bucket_refund() {
     CHECK_EQ(solo.tokens(), 3.0);
 }
 
+void test_bucket_set_rate_no_wrong_refusal() {
+    // Rate changes racing acquisitions on a bucket that holds enough tokens
+    // for every call under either rate (time stands still: no refill, so
+    // no acquirer judges a newer state by an older clock): every call must
+    // be admitted. A refusal decided on a torn read (the tat of 256 ns per
+    // token beside the configuration of 1 ns per token: 256 times the debt)
+    // refused calls that either rate admits; refusals are validated against
+    // one consistent pair now.
+    ManualClock clock(1'000'000'000);
+    const int64_t burst = TokenBucket::kMaxBurst;
+    TokenBucket bucket(1, burst, &clock);
+    const int64_t calls = std::min<int64_t>(60'000 * g_scale, burst / 2 / kThreads);
+    std::atomic<int> running{kThreads};
+    std::vector<int64_t> refused(kThreads);
+    run_threads(
+        kThreads,
+        [&](int i) {
+            int64_t no = 0;
+            for (int64_t k = 0; k < calls; ++k) {
+                no += bucket.try_acquire(1) ? 0 : 1;
+            }
+            refused[static_cast<size_t>(i)] = no;
+            running.fetch_sub(1, std::memory_order_release);
+        },
+        [&] {
+            bool slow = false;
+            while (running.load(std::memory_order_acquire) > 0) {
+                slow = !slow;
+                bucket.set_rate(slow ? 256 : 1, burst);
+            }
+        });
+    int64_t no = 0;
+    for (const int64_t n : refused) {
+        no += n;
+    }
+    CHECK_EQ(no, int64_t{0});
+    CHECK_EQ(bucket.rejected(), uint64_t{0});
+    CHECK_EQ(bucket.admitted(), static_cast<uint64_t>(calls * kThreads));
+    CHECK_EQ(bucket.tokens(), static_cast<double>(burst - calls * kThreads));
+}
+
+void test_bucket_debt_after_saturating_refunds() {
+    // Refunds of tokens nothing took push tat back until it saturates at
+    // INT64_MIN; debt_ns() then computed tat - now, a signed overflow
+    // (UBSan) that read as ~2^63 ns of debt. A full bucket has none.
+    ManualClock clock(1'000'000'000);
+    const int64_t interval = TokenBucket::kMaxIntervalNs;
+    const int64_t burst = TokenBucket::kMaxTauNs / interval;
+    TokenBucket bucket(interval, burst, &clock);
+    const int64_t far_future = int64_t{1} << 62;
+    for (int k = 0; k < 64; ++k) {
+        bucket.refund(burst, far_future, bucket.config());
+    }
+    CHECK_EQ(bucket.debt_ns(-1), int64_t{0});
+    CHECK_EQ(bucket.debt_ns(TokenBucket::kMaxDebtNs), int64_t{0});
+    CHECK_EQ(bucket.tokens(), static_cast<double>(burst));
+    CHECK(bucket.try_acquire(burst));
+}
+
 void test_bucket_set_rate_race() {
     // Rate changes racing acquisitions: no data race, counters add up, and
     // the bucket never holds more than the larger burst.
@@ -1196,6 +1255,53 @@ void test_bucket_cost_ns() {
         bad += taken.load() + largest_refused.load() <= tau;  // a refusal means it did not fit
     }
     CHECK_EQ(bad, 0L);
+}
+
+void test_breaker_striped_successes() {
+    // Four threads succeed (and now and then fail, below the threshold) on
+    // one closed breaker: successes are counted in per-thread stripes once
+    // two threads collide, and the totals are exact, whenever the stripes
+    // were allocated (racing allocations keep one).
+    CircuitBreaker breaker(1'000'000, 60'000'000'000, 3);
+    const int64_t calls = 20'000 * g_scale;
+    std::vector<int64_t> ok(kThreads), failed(kThreads);
+    run_threads(kThreads, [&](int i) {
+        Rng rng(static_cast<uint64_t>(i) + 101);
+        int64_t s = 0;
+        int64_t f = 0;
+        for (int64_t k = 0; k < calls; ++k) {
+            const Ticket t = breaker.acquire();
+            if (!t.admitted) {
+                continue;
+            }
+            if (rng.below(64) == 0) {
+                breaker.record_failure(t);
+                ++f;
+            } else {
+                breaker.record_success(t);
+                ++s;
+            }
+        }
+        ok[static_cast<size_t>(i)] = s;
+        failed[static_cast<size_t>(i)] = f;
+    });
+    int64_t s = 0;
+    int64_t f = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        s += ok[i];
+        f += failed[i];
+    }
+    CHECK_EQ(s + f, calls * kThreads);  // never opened: every call admitted
+    CHECK_EQ(breaker.successes(), static_cast<uint64_t>(s));
+    CHECK_EQ(breaker.failures_total(), static_cast<uint64_t>(f));
+    CHECK_EQ(state_int(breaker.state()), state_int(BreakerState::kClosed));
+    // A breaker only one thread uses never allocates stripes.
+    CircuitBreaker alone(3, 1'000'000, 1);
+    for (int k = 0; k < 1000; ++k) {
+        alone.record_success(alone.acquire());
+    }
+    CHECK_EQ(alone.successes(), uint64_t{1000});
+    CHECK(!alone.successes_striped());
 }
 
 void test_breaker_single_trip() {
@@ -3213,12 +3319,15 @@ int main(int argc, char** argv) {
         {"bucket_reservations", test_bucket_reservations, 50},
         {"bucket_refund", test_bucket_refund, 50},
         {"bucket_set_rate_race", test_bucket_set_rate_race, 1},
+        {"bucket_set_rate_no_wrong_refusal", test_bucket_set_rate_no_wrong_refusal, 2},
+        {"bucket_debt_after_saturating_refunds", test_bucket_debt_after_saturating_refunds, 1},
         {"bucket_set_rate_lower_bound", test_bucket_set_rate_lower_bound, 1},
         {"bucket_set_rate_upper_bound", test_bucket_set_rate_upper_bound, 2},
         {"bucket_set_rate_overflow", test_bucket_set_rate_overflow, 1},
         {"bucket_set_rate_cap", test_bucket_set_rate_cap, 2},
         {"bucket_refund_after_set_rate", test_bucket_refund_after_set_rate, 3},
         {"bucket_cost_ns", test_bucket_cost_ns, 1},
+        {"breaker_striped_successes", test_breaker_striped_successes, 10},
         {"breaker_single_trip", test_breaker_single_trip, 300},
         {"breaker_half_open_race", test_breaker_half_open_race, 5},
         {"breaker_half_open_churn", test_breaker_half_open_churn, 4},

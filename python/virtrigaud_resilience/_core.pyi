@@ -58,6 +58,17 @@ class RetryCall:
     def _fn(self) -> Callable[..., Any]: ...
     def __getattr__(self, name: str) -> Any: ...
 
+class OneShot:
+    """
+    OneShot(): a flag that _claim() sets once, atomically (the base of objects
+    that give something back exactly once).
+    """
+    def _claim(self) -> bool:
+        """True for the first call on this object (any thread), False for every later one."""
+    @property
+    def _claimed(self) -> bool:
+        """Whether _claim() was called."""
+
 class ManualClock:
     """A clock that moves only when told to (native part)."""
 
@@ -357,11 +368,17 @@ class Bulkhead:
 
     def _count_rejection(self) -> None: ...
 
-    def exit(self) -> None:
+    def _give_back(self, slot: OneShot) -> bool:
         """
-        Gives a slot back (exactly once per slot taken): to the longest waiter if
-        one is queued, else to the pool. Raises RuntimeError, changing nothing,
-        when no call is in flight.
+        Gives back the slot `slot` (a OneShot) stands for, once: False, changing
+        nothing, when it was given back already (by any thread).
+        """
+
+    def _free(self) -> None:
+        """
+        Gives a slot back without a token (a slot handed to a waiter that left):
+        to the longest waiter if one is queued, else to the pool. Raises
+        RuntimeError, changing nothing, when no call is in flight.
         """
 
     def _add_waiter(self, delta: int) -> None: ...

@@ -39,7 +39,7 @@ from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
 from .durations import Seconds
-from .errors import CircuitOpenError, ErrorType, ProviderError
+from .errors import MAX_RETRY_AFTER, CircuitOpenError, ErrorType, ProviderError
 from .timeouts import record_outcome
 
 __all__ = [
@@ -216,7 +216,9 @@ class CircuitBreaker(_core.CircuitBreaker):
         super().__init__(
             name, provider_type, provider, config.failure_threshold,
             round(config.reset_timeout * 1e9), config.half_open_max_calls, clock,
-            _classifier(config.failure_predicate), 0 if lease is None else round(lease * 1e9),
+            # A lease under half a nanosecond is still a lease (0 means none).
+            _classifier(config.failure_predicate),
+            0 if lease is None else max(1, round(lease * 1e9)),
         )
         self.config = config
         self._listeners: list[StateListener] = []
@@ -301,7 +303,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         )
 
 
-class Permit:
+class Permit(_core.OneShot):
     """One admitted call of :meth:`CircuitBreaker.try_acquire`; report it once.
 
     Report with :meth:`success`, :meth:`failure`, :meth:`record` or
@@ -310,15 +312,15 @@ class Permit:
     :meth:`CircuitBreaker.call` would. A permit dropped unreported gives its
     half-open slot back and warns (``ResourceWarning``); a permit lost for
     good (a thread that died holding it) is reclaimed after the breaker's
-    ``half_open_lease``.
+    ``half_open_lease``. The outcome is reported at most once, whichever
+    threads report it (a native atomic flag decides which one counts).
     """
 
-    __slots__ = ("_breaker", "_ticket", "_done")
+    __slots__ = ("_breaker", "_ticket")
 
     def __init__(self, breaker: CircuitBreaker, ticket: int) -> None:
         self._breaker = breaker
         self._ticket = ticket
-        self._done = False
 
     def success(self) -> None:
         """The call succeeded."""
@@ -343,14 +345,14 @@ class Permit:
     @property
     def reported(self) -> bool:
         """Whether the outcome was reported (or the permit released)."""
-        return self._done
+        return self._claimed
 
     def __enter__(self) -> Permit:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if not self._done:
+        if not self._claimed:
             self.record(exc)
 
     async def __aenter__(self) -> Permit:
@@ -358,7 +360,7 @@ class Permit:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        if self._done:
+        if self._claimed:
             return
         if exc is None:
             self._report(_SUCCESS)
@@ -368,8 +370,7 @@ class Permit:
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Bound at definition: module globals may be gone at interpreter exit.
-        if not self._done:
-            self._done = True
+        if self._claim():
             self._breaker._record(self._ticket, _RELEASE)  # first: the warning may raise
             _warn(f"Permit of circuit breaker {self._breaker.name!r} dropped without an "
                   "outcome: its slot is released", ResourceWarning, source=self)
@@ -379,9 +380,8 @@ class Permit:
         self._breaker._record(self._ticket, outcome)
 
     def _use(self) -> None:
-        if self._done:
+        if not self._claim():
             raise RuntimeError("this Permit's outcome was already reported")
-        self._done = True
 
 
 class Guard:
@@ -453,7 +453,10 @@ def _reject(breaker: CircuitBreaker) -> CircuitOpenError:
     if breaker.held_open:
         retry_after = None
     else:
-        retry_after = breaker.remaining_open or None
+        # Clamped: an opening timed from elsewhere (_trip, _restore) may end
+        # later than an error's retry_after may say, and the rejection must
+        # stay a CircuitOpenError rather than fail validation.
+        retry_after = min(breaker.remaining_open, MAX_RETRY_AFTER) or None
     return CircuitOpenError(breaker.name, breaker.provider_type, breaker.provider, retry_after)
 
 

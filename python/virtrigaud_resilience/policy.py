@@ -305,7 +305,7 @@ class Policy(_core.Policy):
             if self._limiter is not None:
                 token = self._take_token()
             if self._bulkhead is not None:
-                self._bulkhead.enter()
+                self._bulkhead._take()  # its slot goes back through the native exit
         except BaseException:
             self._release(ticket, token)
             raise
@@ -318,7 +318,7 @@ class Policy(_core.Policy):
             if self._limiter is not None:
                 token = await self._take_token_async()
             if self._bulkhead is not None:
-                await self._bulkhead.enter_async()
+                await self._bulkhead._take_async()
         except BaseException:
             self._release(ticket, token)
             raise

@@ -76,14 +76,15 @@ def _check_rate(qps: float, burst: int) -> tuple[int, int]:
     return _interval_ns(number), burst
 
 
-class Reservation:
+class Reservation(_core.OneShot):
     """Tokens reserved for use after :attr:`delay` seconds (x/time/rate's Reservation).
 
-    Act after the delay, or :meth:`cancel` to give the tokens back.
+    Act after the delay, or :meth:`cancel` to give the tokens back. The
+    tokens come back at most once, whichever threads cancel (a native
+    atomic flag decides which call refunds).
     """
 
-    __slots__ = ("_bucket", "_n", "_tat_after", "_time_to_act_ns", "_config", "delay",
-                 "_cancelled")
+    __slots__ = ("_bucket", "_n", "_tat_after", "_time_to_act_ns", "_config", "delay")
 
     #: Seconds to wait, from the moment of reserving, before using the tokens.
     delay: float
@@ -96,7 +97,6 @@ class Reservation:
         self._time_to_act_ns = time_to_act_ns
         self._config = config  # the rate it was made under: a refund needs the same
         self.delay = delay_ns / 1e9
-        self._cancelled = False
 
     @property
     def tokens(self) -> int:
@@ -122,9 +122,8 @@ class Reservation:
         (its arrival time belongs to the old rate). Idempotent. Returns the
         tokens restored.
         """
-        if self._cancelled:
+        if not self._claim():
             return 0
-        self._cancelled = True
         restored: int = self._bucket._cancel(self._n, self._tat_after, self._time_to_act_ns,
                                              self._config)
         return restored
@@ -156,9 +155,8 @@ class Reservation:
     def _refund(self) -> int:
         """Gives the tokens back even if their time has come: the call they
         were taken for never ran (a policy's bulkhead refused it)."""
-        if self._cancelled:
+        if not self._claim():
             return 0
-        self._cancelled = True
         refunded: int = self._bucket._refund(self._n, self._tat_after, self._config)
         return refunded
 

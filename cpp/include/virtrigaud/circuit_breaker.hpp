@@ -57,9 +57,16 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "atomic_pair.hpp"
 #include "clock.hpp"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define VIRTRIGAUD_NOINLINE __declspec(noinline)
+#else
+#define VIRTRIGAUD_NOINLINE __attribute__((noinline))
+#endif
 
 namespace virtrigaud {
 
@@ -113,6 +120,10 @@ public:
     /// half_open_lease_ns in [0, kMaxTimeoutNs] where 0 means no lease (the
     /// binding validates; out-of-range values are clamped, never undefined
     /// behaviour).
+    CircuitBreaker(const CircuitBreaker&) = delete;
+    CircuitBreaker& operator=(const CircuitBreaker&) = delete;
+    ~CircuitBreaker() { delete stripes_.load(std::memory_order_acquire); }
+
     CircuitBreaker(uint32_t failure_threshold, int64_t reset_timeout_ns,
                    uint32_t half_open_max_calls, const ManualClock* clock = nullptr,
                    int64_t half_open_lease_ns = 0) noexcept
@@ -188,7 +199,7 @@ public:
     /// successful probes (this one included) with a value kept elsewhere (a
     /// storage shared by processes); < 0 counts here.
     Transition record_success(const Ticket& ticket, int64_t synced_successes = -1) noexcept {
-        successes_.fetch_add(1, std::memory_order_relaxed);
+        count_success();
         AtomicPair::Value s;
         if (!read_for(ticket, s)) {
             return {};  // stale
@@ -432,7 +443,20 @@ public:
     const ManualClock* clock() const noexcept { return clock_; }
 
     // Counters (relaxed). Outcomes are counted even when stale.
-    uint64_t successes() const noexcept { return successes_.load(std::memory_order_relaxed); }
+    /// Summed over the stripes (exact once the writers are done).
+    uint64_t successes() const noexcept {
+        uint64_t total = successes_.load(std::memory_order_relaxed);
+        if (const SuccessStripes* stripes = stripes_.load(std::memory_order_acquire)) {
+            for (const auto& stripe : stripes->stripe) {
+                total += stripe.count.load(std::memory_order_relaxed);
+            }
+        }
+        return total;
+    }
+    /// Whether successes are counted in per-thread stripes (after contention).
+    bool successes_striped() const noexcept {
+        return stripes_.load(std::memory_order_acquire) != nullptr;
+    }
     uint64_t failures_total() const noexcept {
         return failures_total_.load(std::memory_order_relaxed);
     }
@@ -450,6 +474,18 @@ public:
     }
 
 private:
+    // Four stripes (256 bytes) allocated only for a breaker on which two
+    // threads succeeded at once: the other breakers carry one pointer.
+    // Four covers the cores that plausibly share one breaker's success path;
+    // more threads share stripes (still none shares the admission line).
+    static constexpr size_t kSuccessStripes = 4;
+    struct alignas(64) SuccessStripe {
+        std::atomic<uint64_t> count{0};
+    };
+    struct SuccessStripes {
+        SuccessStripe stripe[kSuccessStripes];
+    };
+
     static constexpr uint64_t kStateMask = 0x3;
     static constexpr int kFailuresShift = 2;
     static constexpr uint64_t kFailureOne = uint64_t{1} << kFailuresShift;
@@ -571,6 +607,53 @@ private:
         return half_open_lease_ns_ > 0 &&
                now - cold_.last_probe_at.load(std::memory_order_relaxed) >= half_open_lease_ns_;
     }
+    /// Counts a success without writing the admission line. Uncontended, one
+    /// compare-and-swap of successes_ (on the second line). The first time
+    /// it fails (another thread counted in between: two threads succeed on
+    /// this breaker at once), the stripes are allocated, and from then on
+    /// each thread adds to its own padded stripe: no line is written by two
+    /// threads, and the admission line is only read.
+    void count_success() noexcept {
+        if (SuccessStripes* stripes = stripes_.load(std::memory_order_acquire)) {
+            count_striped(stripes);
+            return;
+        }
+        uint64_t n = successes_.load(std::memory_order_relaxed);
+        if (!successes_.compare_exchange_strong(n, n + 1, std::memory_order_relaxed)) {
+            count_contended();
+        }
+    }
+    // Out of line, so that the uncontended path above stays small enough to
+    // inline into record_success().
+    VIRTRIGAUD_NOINLINE void count_contended() noexcept {
+        SuccessStripes* stripes = add_stripes();
+        if (stripes == nullptr) {
+            successes_.fetch_add(1, std::memory_order_relaxed);  // out of memory
+            return;
+        }
+        count_striped(stripes);
+    }
+    VIRTRIGAUD_NOINLINE static void count_striped(SuccessStripes* stripes) noexcept {
+        stripes->stripe[stripe_of_this_thread() % kSuccessStripes].count.fetch_add(
+            1, std::memory_order_relaxed);
+    }
+    SuccessStripes* add_stripes() noexcept {
+        auto* fresh = new (std::nothrow) SuccessStripes();
+        SuccessStripes* expected = nullptr;
+        if (fresh == nullptr ||
+            stripes_.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel)) {
+            return fresh;
+        }
+        delete fresh;  // another thread's won
+        return expected;
+    }
+    /// A small number per thread, handed out in order of first use, so that
+    /// the first kSuccessStripes threads to count get a stripe each.
+    static unsigned stripe_of_this_thread() noexcept {
+        static std::atomic<unsigned> next{0};
+        thread_local const unsigned mine = next.fetch_add(1, std::memory_order_relaxed);
+        return mine;
+    }
     Ticket reject() noexcept {
         cold_.rejected.fetch_add(1, std::memory_order_relaxed);
         return Ticket{};
@@ -617,12 +700,16 @@ private:
     std::atomic<int64_t> reset_timeout_ns_;
     std::atomic<uint32_t> threshold_;
     const uint32_t half_open_max_;
-    std::atomic<uint64_t> successes_{0};
     std::atomic<uint64_t> failures_total_{0};
 
-    // Cold: written on rejections, transitions, probes and cancellations.
+    // Second line: read by half-open calls, written by successes until the
+    // first contention, then only read (see count_success()).
     const int64_t half_open_lease_ns_;
     std::atomic<uint32_t> success_threshold_{0};  // read by half-open successes only
+    std::atomic<uint64_t> successes_{0};
+    std::atomic<SuccessStripes*> stripes_{nullptr};
+
+    // Cold: written on rejections, transitions, probes and cancellations.
     struct alignas(64) Cold {
         std::atomic<uint64_t> rejected{0};
         std::atomic<uint64_t> transitions[3] = {};
@@ -634,8 +721,9 @@ private:
 };
 
 static_assert(sizeof(std::atomic<uint64_t>) == 8, "lock-free 64-bit atomics required");
-// The hot fields fill the first 64-byte line; the lease and the cold counters
-// take the next two.
+// The hot fields fill the first 64-byte line (admission only reads it while
+// closed); the lease, the success counter and the stripes' pointer take the
+// second, the cold counters the third.
 static_assert(sizeof(CircuitBreaker) == 192, "CircuitBreaker hot state must fit one cache line");
 
 }  // namespace virtrigaud

@@ -91,6 +91,9 @@ public:
             const int64_t interval = interval_of(cfg);
             const int64_t next = std::max(tat_of(s), now) + n * interval;
             if (next - now > burst_of(cfg) * interval) {
+                if (!refusal_stands(s)) {
+                    continue;  // a torn read: decide again on the pair as it is
+                }
                 if (count_refusal) {
                     rejected_.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -121,6 +124,9 @@ public:
             const int64_t next = std::max(tat_of(s), now) + n * interval;
             const int64_t delay = std::max<int64_t>(0, next - burst_of(cfg) * interval - now);
             if (delay > max_wait_ns) {
+                if (!refusal_stands(s)) {
+                    continue;
+                }
                 rejected_.fetch_add(1, std::memory_order_relaxed);
                 return Reservation{false, delay, 0, 0, cfg};
             }
@@ -243,6 +249,9 @@ public:
             }
             const int64_t next = std::max(tat_of(s), now) + cost_ns;
             if (next - now > tau) {
+                if (!refusal_stands(s)) {
+                    continue;
+                }
                 if (count_refusal) {
                     rejected_.fetch_add(1, std::memory_order_relaxed);
                 }
@@ -262,8 +271,11 @@ public:
         if (now < 0) {
             now = now_ns(clock_);
         }
+        now = std::min(now, kMaxClockNs);
         const AtomicPair::Value s = state_.load_consistent();
-        return std::max<int64_t>(tat_of(s) - std::min(now, kMaxClockNs), 0);
+        // max first: refunds saturate tat at INT64_MIN, and tat - now would
+        // overflow (undefined) before any max could clamp it.
+        return std::max(tat_of(s), now) - now;
     }
 
     /// Tokens available now; negative while reservations wait for tokens.
@@ -306,6 +318,18 @@ private:
     static int64_t tat_of(const AtomicPair::Value& s) noexcept {
         return static_cast<int64_t>(s.first);
     }
+
+    /// Whether a refusal decided on `s` stands. `s` came from two plain loads
+    /// and may be torn: the tat of one rate beside the configuration of
+    /// another (racing set_rate(), a tat ahead by 4 tokens at 1 ms per token
+    /// read at 1 us per token is 4,000 tokens of debt), which refuses calls
+    /// that either rate admits. A compare-and-swap of `s` with itself
+    /// succeeds only if `s` is the bucket's pair at one instant; otherwise
+    /// it loads the current pair into `s` for the caller to decide again.
+    /// Admissions need no such check (their own CAS validates the pair), and
+    /// a refusal already writes this line (the counter), so the cost is one
+    /// locked instruction on the refusal path only.
+    bool refusal_stands(AtomicPair::Value& s) noexcept { return state_.compare_exchange(s, s); }
 
     // The hot fields share one cache line; nothing else is written per call.
     alignas(64) mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()

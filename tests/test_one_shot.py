@@ -1,0 +1,233 @@
+"""What goes back exactly once: a Reservation's tokens, a Permit's outcome, a Bulkhead slot.
+
+Each is a native atomic flag (``_core.OneShot``): of any number of threads
+that give the same thing back, one does. The hammer tests interleave Python
+threads as often as the interpreter allows (on a free-threaded build they
+run truly at once); the bulkhead tests are deterministic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+import virtrigaud_resilience as vr
+from virtrigaud_resilience.bulkhead import BulkheadSlot
+
+THREADS = 4
+
+
+@pytest.fixture(autouse=True)
+def frequent_switches() -> Iterator[None]:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+def run_together(work: Callable[[], None], threads: int = THREADS) -> None:
+    """Runs `work` in `threads` threads released together; re-raises the first error."""
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        barrier.wait()
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    pool = [threading.Thread(target=body) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+# ------------------------------------------------------------ Reservation --
+
+
+def test_a_reservation_refunds_once_whichever_threads_cancel_it() -> None:
+    clock = vr.ManualClock()
+    bucket = vr.TokenBucket(1.0, burst=1, clock=clock)
+    reservations = [bucket.reserve(1) for _ in range(400)]  # 399 waiting
+    restored = [0] * THREADS
+    index = iter(range(THREADS))
+    lock = threading.Lock()
+
+    def cancel_all() -> None:
+        with lock:
+            me = next(index)
+        for r in reversed(reservations):  # latest first: each gives its token back
+            restored[me] += r.cancel()
+
+    run_together(cancel_all)
+    # One refund per waiting reservation, never two; the first one's time had come.
+    assert sum(restored) == 399
+    assert bucket.cancelled == 399
+    assert bucket.tokens == 0.0
+
+
+def test_cancel_then_refund_gives_back_once() -> None:
+    bucket = vr.TokenBucket(1.0, burst=1, clock=vr.ManualClock())
+    bucket.reserve(1)
+    r = bucket.reserve(1)  # waits a second
+    assert r.cancel() == 1
+    assert r._refund() == 0
+    assert r.cancel() == 0
+    assert bucket.tokens == 0.0
+
+
+# ----------------------------------------------------------------- Permit --
+
+
+def test_a_permit_is_reported_once_whichever_threads_report_it() -> None:
+    breaker = vr.CircuitBreaker("once", clock=vr.ManualClock())
+    permits = [breaker.try_acquire() for _ in range(2000)]
+    refused = [0]
+    lock = threading.Lock()
+
+    def release_all() -> None:
+        for p in permits:
+            assert p is not None
+            try:
+                p.release()
+            except RuntimeError:
+                with lock:
+                    refused[0] += 1
+
+    run_together(release_all)
+    assert breaker.released == 2000
+    assert refused[0] == 2000 * (THREADS - 1)
+    assert all(p is not None and p.reported for p in permits)
+
+
+# --------------------------------------------------------------- Bulkhead --
+
+
+def test_an_unmatched_exit_cannot_let_a_third_call_in() -> None:
+    # Two threads hold the two slots; a third thread's exit() without an enter
+    # used to free one of theirs, and a third call ran against a limit of 2.
+    bh = vr.Bulkhead(2)
+    entered = threading.Barrier(3)
+    done = threading.Event()
+
+    def hold() -> None:
+        with bh:
+            entered.wait()
+            assert done.wait(5.0)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    entered.wait()
+    try:
+        with pytest.raises(RuntimeError, match="without a matching enter"):
+            bh.exit()
+        assert bh.in_flight == 2
+        with pytest.raises(vr.RateLimitError):
+            bh.enter()
+        assert not bh.try_enter()
+    finally:
+        done.set()
+        for t in holders:
+            t.join()
+    assert bh.in_flight == 0
+
+
+def test_enter_returns_a_token_that_goes_back_once() -> None:
+    bh = vr.Bulkhead(2)
+    slot = bh.enter()
+    assert isinstance(slot, BulkheadSlot)
+    assert slot.bulkhead is bh and not slot.released
+    bh.exit(slot)
+    assert slot.released and bh.in_flight == 0
+    with pytest.raises(RuntimeError, match="already given back"):
+        bh.exit(slot)
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        bh.exit()  # the token went back: this thread holds nothing
+    assert bh.in_flight == 0
+
+
+def test_a_token_of_another_bulkhead_is_refused() -> None:
+    a, b = vr.Bulkhead(1), vr.Bulkhead(1)
+    slot = a.enter()
+    with pytest.raises(RuntimeError, match="another bulkhead"):
+        b.exit(slot)
+    assert (a.in_flight, b.in_flight, slot.released) == (1, 0, False)
+    a.exit()
+
+
+def test_a_token_given_back_by_many_threads_frees_one_slot() -> None:
+    bh = vr.Bulkhead(3)
+    slots = [bh.enter() for _ in range(3)]
+    given = [0]
+    lock = threading.Lock()
+
+    def give_back_all() -> None:
+        for s in slots:
+            try:
+                bh.exit(s)
+            except RuntimeError:
+                continue
+            with lock:
+                given[0] += 1
+
+    run_together(give_back_all)
+    assert given[0] == 3
+    assert bh.in_flight == 0
+
+
+def test_tokenless_exits_give_back_this_threads_slots_latest_first() -> None:
+    bh = vr.Bulkhead(3)
+    first = bh.enter()
+    assert bh.try_enter()
+    second_token = bh.enter()
+    bh.exit(first)  # out of order, by its token
+    bh.exit()  # the latest: second_token
+    assert second_token.released
+    bh.exit()  # the one try_enter() took
+    assert bh.in_flight == 0
+    with pytest.raises(RuntimeError):
+        bh.exit()
+
+
+def test_a_slot_taken_in_another_thread_needs_its_token() -> None:
+    bh = vr.Bulkhead(1)
+    taken: list[BulkheadSlot] = []
+    t = threading.Thread(target=lambda: taken.append(bh.enter()))
+    t.start()
+    t.join()
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        bh.exit()
+    assert bh.in_flight == 1
+    bh.exit(taken[0])
+    assert bh.in_flight == 0
+
+
+async def test_tasks_give_back_their_own_slots() -> None:
+    bh = vr.Bulkhead(2, max_queue=2)
+
+    async def hold(release: asyncio.Event) -> None:
+        async with bh:
+            await release.wait()
+
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(hold(release)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert bh.in_flight == 2
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        bh.exit()  # this task holds none of them
+    release.set()
+    await asyncio.gather(*tasks)
+    assert bh.in_flight == 0
+    slot = await bh.enter_async()
+    bh.exit(slot)
+    assert (bh.in_flight, bh.admitted) == (0, 3)
