@@ -61,11 +61,18 @@ def test_a_reservation_refunds_once_whichever_threads_cancel_it() -> None:
     restored = [0] * THREADS
     index = iter(range(THREADS))
     lock = threading.Lock()
+    # A round per reservation, latest first, every thread cancelling the same
+    # one at once. The barrier keeps rounds apart: x/time/rate's Cancel gives
+    # back nothing while a later reservation still holds its tokens, so a
+    # thread running ahead into the next reservation would see a refund
+    # legitimately withheld, not a double or a lost one-shot.
+    rounds = threading.Barrier(THREADS)
 
     def cancel_all() -> None:
         with lock:
             me = next(index)
-        for r in reversed(reservations):  # latest first: each gives its token back
+        for r in reversed(reservations):
+            rounds.wait()
             restored[me] += r.cancel()
 
     run_together(cancel_all)
