@@ -15,10 +15,10 @@
 // current pair, single-copy atomic on every platform (so load_consistent()
 // is too). On AArch64 without LSE that takes care: an LDXP pair is atomic
 // only if the STXP after it succeeds, so a CAS that finds other values stores
-// them back and retries until that store succeeds. Compilers' own 16-byte
-// CAS did not (GCC before 12.4/13.3, bug 111404: the failure path returned
-// the LDXP pair unchecked), and Clang before 18 does not advertise one on
-// AArch64 (__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16), hence the assembly below.
+// them back and retries until that store succeeds. GCC 12's own 16-byte CAS
+// does not (inline, and libgcc's __aarch64_cas16_* without LSE, return the
+// LDXP pair unchecked on failure), and Clang before 18 does not advertise one
+// on AArch64 (__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16), hence the assembly below.
 // Readers that need a consistent pair without writing use a word that only
 // ever grows (see CircuitBreaker::snapshot()).
 #pragma once
