@@ -125,42 +125,7 @@ private:
         expected = Value{static_cast<uint64_t>(comparand[0]), static_cast<uint64_t>(comparand[1])};
         return ok;
     }
-#elif defined(__x86_64__) && defined(__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16)
-    // GCC and Clang with -mcx16 inline this as cmpxchg16b (whose failure
-    // result is atomic), and ThreadSanitizer instruments it as a 16-byte atomic.
-    bool cas16(Value& expected, Value desired) noexcept {
-        using u128 = unsigned __int128;
-        const u128 want = (static_cast<u128>(expected.second) << 64) | expected.first;
-        const u128 put = (static_cast<u128>(desired.second) << 64) | desired.first;
-        const u128 was = __sync_val_compare_and_swap(reinterpret_cast<u128*>(words_), want, put);
-        expected = Value{static_cast<uint64_t>(was), static_cast<uint64_t>(was >> 64)};
-        return was == want;
-    }
-#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    // x86-64 compiled without -mcx16: the instruction itself.
-    bool cas16(Value& expected, Value desired) noexcept {
-        bool ok;
-        __asm__ __volatile__("lock cmpxchg16b %1"
-                             : "=@ccz"(ok), "+m"(words_), "+a"(expected.first),
-                               "+d"(expected.second)
-                             : "b"(desired.first), "c"(desired.second)
-                             : "memory");
-        return ok;
-    }
-#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)) && defined(VIRTRIGAUD_TSAN)
-    // Under ThreadSanitizer, the builtin it instruments (Clang and GCC 9+
-    // have it on AArch64 whatever they advertise). Its failure result may be
-    // torn without LSE on older compilers (see the file comment): sanitizer
-    // builds only.
-    bool cas16(Value& expected, Value desired) noexcept {
-        using u128 = unsigned __int128;
-        const u128 want = (static_cast<u128>(expected.second) << 64) | expected.first;
-        const u128 put = (static_cast<u128>(desired.second) << 64) | desired.first;
-        const u128 was = __sync_val_compare_and_swap(reinterpret_cast<u128*>(words_), want, put);
-        expected = Value{static_cast<uint64_t>(was), static_cast<uint64_t>(was >> 64)};
-        return was == want;
-    }
-#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(VIRTRIGAUD_TSAN)
     bool cas16(Value& expected, Value desired) noexcept {
 #if defined(__ARM_FEATURE_ATOMICS)
         return caspal(expected, desired);
@@ -217,6 +182,32 @@ private:
             : "cc", "memory");
         const bool ok = lo == expected.first && hi == expected.second;
         expected = Value{lo, hi};
+        return ok;
+    }
+#elif defined(__SIZEOF_INT128__) && \
+    (defined(__GCC_HAVE_SYNC_COMPARE_AND_SWAP_16) || defined(__aarch64__))
+    // The compiler's builtin: x86-64 with -mcx16 (cmpxchg16b, whose failure
+    // result is atomic), AArch64 under ThreadSanitizer only (Clang and GCC 9+
+    // have it there whatever they advertise; its failure result may be torn
+    // without LSE, see the file comment), and other CPUs that advertise it.
+    // ThreadSanitizer instruments it as a 16-byte atomic.
+    bool cas16(Value& expected, Value desired) noexcept {
+        using u128 = unsigned __int128;
+        const u128 want = (static_cast<u128>(expected.second) << 64) | expected.first;
+        const u128 put = (static_cast<u128>(desired.second) << 64) | desired.first;
+        const u128 was = __sync_val_compare_and_swap(reinterpret_cast<u128*>(words_), want, put);
+        expected = Value{static_cast<uint64_t>(was), static_cast<uint64_t>(was >> 64)};
+        return was == want;
+    }
+#elif defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    // x86-64 compiled without -mcx16: the instruction itself.
+    bool cas16(Value& expected, Value desired) noexcept {
+        bool ok;
+        __asm__ __volatile__("lock cmpxchg16b %1"
+                             : "=@ccz"(ok), "+m"(words_), "+a"(expected.first),
+                               "+d"(expected.second)
+                             : "b"(desired.first), "c"(desired.second)
+                             : "memory");
         return ok;
     }
 #else
