@@ -196,12 +196,12 @@ class RedisBreakerSync:
         self._listener.start()
 
     @classmethod
-    def from_url(cls, url: str, registry: BreakerRegistry, *,
+    def from_url(cls, url: str, registry: BreakerRegistry, *, cluster: bool = False,
                  socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
                  **options: Any) -> RedisBreakerSync:
         """A sync on a new fail-fast client (see
         :func:`~virtrigaud_resilience.distributed.connect`)."""
-        client = connect(url, socket_timeout=socket_timeout, check=check)
+        client = connect(url, cluster=cluster, socket_timeout=socket_timeout, check=check)
         return cls(cast(SyncClient, client), registry, **options)
 
     @property
@@ -404,22 +404,32 @@ class RedisBreakerSync:
     # ---------------------------------------------------------- listener --
 
     def _listen(self) -> None:
+        """The pub/sub loop. It survives any exception: a lost subscription
+        (any of REDIS_FAILURES) is made again after a probe interval;
+        anything else is logged too, once per type of error."""
+        logged: set[type[BaseException]] = set()
         while not self._closed.is_set():
-            pubsub = cast(Any, self.client).pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                pubsub = cast(Any, self.client).pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.key)
                 self._inbox.put(("resync",))  # subscribed first: nothing is missed
                 while not self._closed.is_set():
                     message = pubsub.get_message(timeout=0.05)
                     if message is not None and message.get("type") == "message":
                         self._inbox.put(("remote", message["data"]))
-            except REDIS_FAILURES:
+            except Exception as exc:
+                if not isinstance(exc, REDIS_FAILURES) and type(exc) not in logged:
+                    logged.add(type(exc))
+                    logger.error("breaker sync %r: the pub/sub listener failed unexpectedly; "
+                                 "it subscribes again", self.key, exc_info=exc)
                 self._closed.wait(self._guard.probe_interval)
             finally:
                 try:
-                    pubsub.close()
-                except REDIS_FAILURES:
-                    pass
+                    if pubsub is not None:
+                        pubsub.close()
+                except Exception:
+                    pass  # a broken connection: it is dropped with the pubsub
 
     def __repr__(self) -> str:
         return f"RedisBreakerSync({self.key!r}, member={self.member!r}, breakers={len(self.registry)})"

@@ -84,7 +84,7 @@ def describe(client: Client) -> str:
     return type(client).__name__
 
 
-def connect(url: str, *, asynchronous: bool = False,
+def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
             socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
             check: bool = True, **kwargs: Any) -> Client:
     """A fail-fast redis-py client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
@@ -92,6 +92,11 @@ def connect(url: str, *, asynchronous: bool = False,
     Args:
         url: the server's URL, as redis-py's ``from_url`` takes it.
         asynchronous: a ``redis.asyncio.Redis`` rather than a ``redis.Redis``.
+        cluster: a Redis Cluster client (``redis.RedisCluster``, or
+            ``redis.asyncio.RedisCluster``) with ``url`` one of its nodes
+            (not ``unix://``). Its retries are off too: redis-py's default
+            cluster client retries a lost node for 1-2 s (and a paused one
+            for 10 s per attempt) before it raises.
         socket_timeout: seconds, > 0 and <= 60: the connect, write and read
             timeout, and so the longest a decision can stall on Redis.
         check: PING the server once now (a synchronous round trip within
@@ -104,44 +109,65 @@ def connect(url: str, *, asynchronous: bool = False,
         ValueError: a malformed URL (the message shows it without its password).
         TypeError: a URL that is not a str.
         UnavailableError: ``check`` found the server unreachable (the
-            redis-py error is its cause).
+            redis-py error is its cause); a sync cluster client is always
+            checked (redis-py reads the cluster's slots when it is built).
     """
     url = _check_url("connect", url)
     socket_timeout = _validate.positive("connect", "socket_timeout", socket_timeout,
                                         maximum=60.0)
     _validate.boolean("connect", "asynchronous", asynchronous)
+    _validate.boolean("connect", "cluster", cluster)
     _validate.boolean("connect", "check", check)
+    if cluster and url.startswith("unix:"):
+        raise ValueError(f"connect url of a cluster must be redis:// or rediss://, "
+                         f"got {_safe(url)!r}")
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
         **kwargs,
     }
     retries = options.pop("retry", None)
+    factory: Any = _FACTORIES[(asynchronous, cluster)]
     try:
-        if asynchronous:
-            client: Client = redis.asyncio.Redis.from_url(
-                url, retry=retries or _no_retries(async_=True), **options)
-        else:
-            client = redis.Redis.from_url(url, retry=retries or _no_retries(async_=False),
+        client: Client = factory.from_url(url, retry=retries or _no_retries(async_=asynchronous),
                                           **options)
     except ValueError as exc:
         raise ValueError(f"connect url is not a valid Redis URL ({exc}), got {_safe(url)!r}") \
             from None
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        # A sync cluster client reads the slots now: the cluster is unreachable.
+        raise _unreachable(url, exc) from exc
     if check:
-        ping(url, options)
+        ping(url, options, cluster=cluster)
     return client
 
 
-def ping(url: str, options: dict[str, Any]) -> None:
+#: (asynchronous, cluster) -> the redis-py class connect() builds.
+_FACTORIES: dict[tuple[bool, bool], Any] = {
+    (False, False): redis.Redis,
+    (True, False): redis.asyncio.Redis,
+    (False, True): redis.cluster.RedisCluster,
+    (True, True): redis.asyncio.cluster.RedisCluster,
+}
+
+
+def ping(url: str, options: dict[str, Any], *, cluster: bool = False) -> None:
     """One PING with a throwaway sync client; UnavailableError if it fails."""
-    probe = redis.Redis.from_url(url, retry=_no_retries(async_=False), **options)
+    factory: Any = redis.cluster.RedisCluster if cluster else redis.Redis
+    probe = None
     try:
+        probe = factory.from_url(url, retry=_no_retries(async_=False), **options)
         probe.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise UnavailableError(
-            f"Redis at {_safe(url)} is unreachable: {type(exc).__name__}: {exc}", exc) from exc
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        raise _unreachable(url, exc) from exc
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
+
+
+def _unreachable(url: str, exc: BaseException) -> UnavailableError:
+    return UnavailableError(
+        f"Redis at {_safe(url)} is unreachable: {type(exc).__name__}: {exc}", exc)
 
 
 def _no_retries(*, async_: bool) -> Any:

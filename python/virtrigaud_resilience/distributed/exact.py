@@ -188,7 +188,8 @@ class RedisTokenBucket(ProviderLabelled):
 
     @classmethod
     def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
-                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 cluster: bool = False, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+                 check: bool = True,
                  **options: Any) -> RedisTokenBucket:
         """A bucket on a new fail-fast client (see :func:`~.clients.connect`):
         ``socket_timeout`` bounds a decision, and the client never retries.
@@ -199,8 +200,8 @@ class RedisTokenBucket(ProviderLabelled):
         """
         check_key("RedisTokenBucket", key)
         validate_rate("RedisTokenBucket", qps, burst)
-        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
-                         check=check)
+        client = connect(url, asynchronous=asynchronous, cluster=cluster,
+                         socket_timeout=socket_timeout, check=check)
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # ------------------------------------------------------------- labels --

@@ -2,13 +2,16 @@
 
 Every distributed primitive asks Redis through the :class:`RedisGuard` of
 its client (one per client, shared). The first failed command (a refused
-connection, a timeout, an error reply such as ``OOM`` or ``READONLY``) opens
+connection, a timeout, an error reply such as ``OOM`` or ``READONLY``, a
+cluster client that reaches no node: any of ``REDIS_FAILURES``) opens
 the guard's breaker: from then on no decision goes to Redis, each is made by
 its primitive's fallback at local speed, and a background probe (a thread
 for a sync client, a task on the client's event loop for an asyncio one)
 PINGs every ``probe_interval`` seconds. The probe that gets an answer closes
 the breaker and shared accounting resumes. Callers never probe, so while
-Redis is down no decision waits on it.
+Redis is down no decision waits on it. The probe survives any exception: one
+that is no Redis failure we know is logged (once per type) and the probe
+backs off (doubling, up to ``PROBE_BACKOFF_CAP``) and goes on.
 
 Each transition is logged once (WARNING when Redis is lost, with the error;
 INFO when it is back), and counted: the guard's breaker is a
@@ -49,9 +52,18 @@ DEFAULT_PROBE_INTERVAL = 0.5
 GUARD_NAME = "redis-guard"
 GUARD_PROVIDER_TYPE = "redis"
 
-#: What a failed command raises: redis-py's errors (connection, timeout,
-#: error replies) and the OS's (a socket torn down under us).
-REDIS_FAILURES = (redis.RedisError, OSError)
+#: What a failed command raises: every family of redis-py's errors
+#: (``RedisError``: connection, timeout, error replies; and
+#: ``RedisClusterException``, which is not a RedisError: a cluster client
+#: that found no reachable node or no owner for a slot), the OS's (a socket
+#: torn down under us) and a timeout of asyncio's.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (
+    redis.RedisError, redis.exceptions.RedisClusterException, OSError, TimeoutError,
+    asyncio.TimeoutError)
+#: The longest a probe waits after an error that is none of REDIS_FAILURES
+#: (a bug, an unexpected error of a client): it backs off, doubling from the
+#: probe interval up to this many seconds, and keeps probing.
+PROBE_BACKOFF_CAP = 30.0
 
 _SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
 
@@ -98,6 +110,7 @@ class RedisGuard:
         self._probe_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
         self._on_recovery: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._probe_errors_logged: set[type[BaseException]] = set()
 
     @classmethod
     def of(cls, client: Client) -> RedisGuard:
@@ -198,16 +211,20 @@ class RedisGuard:
                 self._probing = False
 
     def _probe(self) -> None:
+        """The sync probe loop: PINGs until Redis answers. It survives any
+        exception (logged, then a longer wait); it ends once the breaker is
+        closed or the client is garbage."""
         try:
+            delay = self.probe_interval
             while self.breaker.state is not BreakerState.CLOSED:
-                time.sleep(self.probe_interval)
+                time.sleep(delay)
                 client = self._client()
                 if client is None:
                     return
                 try:
                     cast(Any, client).ping()
-                except REDIS_FAILURES as exc:
-                    self.last_error = exc
+                except Exception as exc:
+                    delay = self._probe_failed(exc, delay)
                     continue
                 finally:
                     del client
@@ -217,16 +234,18 @@ class RedisGuard:
                 self._probing = False
 
     async def _probe_async(self) -> None:
+        """The asyncio form of :meth:`_probe` (a cancellation ends it)."""
         try:
+            delay = self.probe_interval
             while self.breaker.state is not BreakerState.CLOSED:
-                await asyncio.sleep(self.probe_interval)
+                await asyncio.sleep(delay)
                 client = self._client()
                 if client is None:
                     return
                 try:
                     await cast(Any, client).ping()
-                except REDIS_FAILURES as exc:
-                    self.last_error = exc
+                except Exception as exc:
+                    delay = self._probe_failed(exc, delay)
                     continue
                 finally:
                     del client
@@ -235,6 +254,26 @@ class RedisGuard:
             with self._lock:
                 self._probing = False
                 self._probe_task = None
+
+    def _probe_failed(self, exc: Exception, delay: float) -> float:
+        """Records a failed probe; returns the wait before the next one.
+
+        Redis still unreachable (one of REDIS_FAILURES): the probe interval,
+        so Redis back is seen within one. Anything else is not an outage we
+        know: logged with its traceback (once per type of error), and the
+        wait doubles up to PROBE_BACKOFF_CAP so a persistent one does not
+        spin; the probe goes on either way.
+        """
+        self.last_error = exc
+        if isinstance(exc, REDIS_FAILURES):
+            return self.probe_interval
+        if type(exc) not in self._probe_errors_logged:
+            self._probe_errors_logged.add(type(exc))
+            logger.error("Redis %s: the guard's probe failed unexpectedly; it backs off and "
+                         "keeps probing", self.name, exc_info=exc,
+                         extra={"redis": self.name, "redis_state": "probe_error"})
+        return min(max(delay * 2, self.probe_interval), max(PROBE_BACKOFF_CAP,
+                                                           self.probe_interval))
 
     def _notify_recovery(self) -> None:
         with self._lock:

@@ -48,6 +48,8 @@ expires (its share of the bound), then its fallback decides.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import os
@@ -206,7 +208,7 @@ class LeasedTokenBucket(TokenBucket):
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
-                 "_thread", "_task")
+                 "_thread", "_task", "_on_clock", "_refresh_errors")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -250,6 +252,8 @@ class LeasedTokenBucket(TokenBucket):
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: Any = None
+        self._on_clock = False  # the lease clock watches this bucket's expiry
+        self._refresh_errors: set[type[BaseException]] = set()
         guard.on_recovery(self._on_recovery)
         FALLBACKS.track(self)
         if kind == "sync":
@@ -265,15 +269,16 @@ class LeasedTokenBucket(TokenBucket):
 
     @classmethod
     def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
-                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 cluster: bool = False, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+                 check: bool = True,
                  **options: Any) -> LeasedTokenBucket:
         """A leased bucket on a new fail-fast client (see
         :func:`~virtrigaud_resilience.distributed.connect`); the client is
         ``bucket.client``."""
         check_key("LeasedTokenBucket", key)
         validate_rate("LeasedTokenBucket", qps, burst)
-        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
-                         check=check)
+        client = connect(url, asynchronous=asynchronous, cluster=cluster,
+                         socket_timeout=socket_timeout, check=check)
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # -------------------------------------------------------------- state --
@@ -413,10 +418,9 @@ class LeasedTokenBucket(TokenBucket):
             args = self._lease_args(now)
             try:
                 reply = self._guard.run(LEASE.run, cast(SyncClient, self.client), self.key, *args)
-            except RedisUnavailable:
-                pass
-            else:
                 self._apply(reply, now)
+            except Exception as exc:
+                self._refresh_failed(exc)
         return self._after_tick()
 
     async def _tick_async(self) -> float:
@@ -427,11 +431,21 @@ class LeasedTokenBucket(TokenBucket):
             try:
                 reply = await self._guard.run_async(LEASE.run_async, cast(AsyncClient, self.client),
                                                     self.key, *args)
-            except RedisUnavailable:
-                pass
-            else:
                 self._apply(reply, now)
+            except Exception as exc:
+                self._refresh_failed(exc)
         return self._after_tick()
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        """A refresh that brought no lease: the bucket keeps the one it has
+        until it expires (then its fallback decides). Redis unreachable is
+        the guard's to log; anything else is logged here, once per type."""
+        if isinstance(exc, RedisUnavailable) or type(exc) in self._refresh_errors:
+            return
+        self._refresh_errors.add(type(exc))
+        logger.error("leased rate limit %r: a refresh failed; the bucket keeps its lease until "
+                     "it expires, then its fallback decides", self.key, exc_info=exc,
+                     extra={"rate_limit": self.key, "redis_state": "refresh_error"})
 
     def _refresh_due(self, now: float) -> bool:
         if self._mode == _CLOSED or not (now >= self._next_refresh or self._refresh_now):
@@ -471,17 +485,32 @@ class LeasedTokenBucket(TokenBucket):
     def _apply(self, reply: Any, sent: float) -> None:
         """Sets the bucket from a lease granted to a request sent at ``sent``."""
         rate, burst, members = float(reply[0]), int(reply[1]), int(reply[2])
+        # Used until before the server counts it expired (it measured from later).
+        expires = sent + self.lease - (0.001 + 0.001 * self.lease)
         with self._lock:
-            if self._mode == _CLOSED:
-                return
+            if self._mode == _CLOSED or time.monotonic() >= expires:
+                return  # closed meanwhile, or a reply so late that its lease is over
             fresh = self._mode != _SHARED
             if self._mode == _FALLBACK:
                 self._leave_fallback()
             self._set_share(rate, burst, empty=fresh)
             self._mode = _SHARED
             self._members = members
-            # Used until before the server counts it expired (it measured from later).
-            self._expires = sent + self.lease - (0.001 + 0.001 * self.lease)
+            self._expires = expires
+            if not self._on_clock:
+                self._on_clock = True
+                _LEASE_CLOCK.watch(self, expires)
+
+    def _expire_if_due(self, now: float) -> float | None:
+        """The lease clock's check: falls back if the lease is over at
+        ``now``; returns the expiry to check next (None: nothing to watch)."""
+        with self._lock:
+            if self._mode == _SHARED and now < self._expires:
+                return self._expires
+            self._on_clock = False
+            if self._mode == _SHARED:
+                self._enter_fallback("its lease expired")
+            return None
 
     def _set_share(self, rate: float, burst: int, *, empty: bool) -> None:
         """The bucket's rate for a share of ``rate`` tokens/s and ``burst``;
@@ -600,6 +629,74 @@ def _denying_class(cls: type[LeasedTokenBucket]) -> type[LeasedTokenBucket]:
             "__doc__": cls.__doc__, "_denying": True, "try_acquire": try_acquire})
         denying = _DENYING.setdefault(cls, denying)
     return denying
+
+
+class _LeaseClock:
+    """Ends leases on time: one daemon thread per process watches the expiry
+    of every leased bucket's lease and puts a bucket whose lease ran out in
+    its fallback at that moment.
+
+    A bucket's refresh loop does so too when it wakes, but it may be stuck
+    in a Redis call (a paused server and a client with a long socket timeout
+    or retries: seconds); a lease must never be used past its expiry, which
+    the fleet's bound counts on. One heap entry per bucket holding a lease
+    (checked when due, then pushed again with its renewed expiry).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, weakref.ref[LeasedTokenBucket]]] = []
+        self._seq = itertools.count()
+        self._changed = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def watch(self, bucket: LeasedTokenBucket, expires: float) -> None:
+        """Checks ``bucket`` at ``expires`` (monotonic seconds)."""
+        with self._changed:
+            heapq.heappush(self._heap, (expires, next(self._seq), weakref.ref(bucket)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="leased-bucket clock",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][0] == expires:
+                self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            due = self._next_due()
+            for ref in due:
+                bucket = ref()
+                if bucket is None:
+                    continue
+                try:
+                    expires = bucket._expire_if_due(time.monotonic())
+                    if expires is not None:
+                        self.watch(bucket, expires)
+                except Exception:
+                    logger.exception("leased rate limit %r: the lease clock failed", bucket.key)
+                del bucket
+
+    def _next_due(self) -> list[weakref.ref[LeasedTokenBucket]]:
+        """Waits for the earliest expiry; returns the buckets due then."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    due = []
+                    while self._heap and self._heap[0][0] <= now:
+                        due.append(heapq.heappop(self._heap)[2])
+                    return due
+                self._changed.wait(None if not self._heap else self._heap[0][0] - now)
+
+    def _forget(self) -> None:
+        # In a forked child: the parent's thread is not there, nor its buckets' refreshes.
+        self._heap = []
+        self._changed = threading.Condition(threading.Lock())
+        self._thread = None
+
+
+_LEASE_CLOCK = _LeaseClock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LEASE_CLOCK._forget)
 
 
 def _refresh_thread(ref: weakref.ref[LeasedTokenBucket]) -> None:
