@@ -170,8 +170,12 @@ class RedisTokenBucket(ProviderLabelled):
             local_qps, local_burst = local_rate(owner, self.qps, self.burst, self.local_share)
             self._local = TokenBucket(local_qps, local_burst, provider_type=self._provider_type,
                                       provider=self._provider)
-        self._pipe = (Pipe(cast(Any, client)) if self._kind == "sync"
+        self._pipe = (Pipe.of(cast(Any, client)) if self._kind == "sync"
                       and Pipe.usable(cast(SyncClient, client)) else None)
+        if self._pipe is not None:
+            # Redis lost: the held connection may be dead without having
+            # failed yet (another command found out); never reuse it after.
+            self._guard.on_loss(self._pipe.drop_connection)
         self._packed: dict[int, bytes] = {}
         self._tally = [0, 0, 0, 0, 0]
         self._tally_lock = threading.Lock()

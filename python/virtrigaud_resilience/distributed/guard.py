@@ -39,7 +39,7 @@ from ..breaker import MAX_RESET_TIMEOUT, BreakerConfig, BreakerState, CircuitBre
 from ..errors import CircuitOpenError
 from .clients import Client, client_kind, describe
 
-__all__ = ["RedisGuard", "RedisUnavailable", "DEFAULT_PROBE_INTERVAL", "GUARD_NAME"]
+__all__ = ["RedisGuard", "RedisUnavailable", "RedisBusy", "DEFAULT_PROBE_INTERVAL", "GUARD_NAME"]
 
 T = TypeVar("T")
 
@@ -73,6 +73,21 @@ class RedisUnavailable(Exception):
 
     Never reaches a user: each primitive catches it and asks its fallback.
     """
+
+
+class RedisBusy(RedisUnavailable):
+    """Internal: the client's connection pool had no connection to give.
+
+    A limit of this process, not an outage: the decision falls back, the
+    guard stays closed.
+    """
+
+
+def _pool_exhausted(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's pool refusing a connection (its size
+    reached; a BlockingConnectionPool that waited in vain)."""
+    return isinstance(exc, redis.exceptions.MaxConnectionsError) or (
+        isinstance(exc, redis.ConnectionError) and str(exc) == "No connection available.")
 
 
 class RedisGuard:
@@ -109,7 +124,11 @@ class RedisGuard:
         self._probing = False
         self._probe_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
-        self._on_recovery: list[weakref.WeakMethod[Callable[[], None]]] = []
+        # Insertion-ordered sets of weak callbacks (a dict: adding is O(1)
+        # however many buckets share the guard).
+        self._on_recovery: dict[weakref.WeakMethod[Callable[[], None]], None] = {}
+        self._on_loss: dict[weakref.WeakMethod[Callable[[], None]], None] = {}
+        self._prune_at = 64
         self._probe_errors_logged: set[type[BaseException]] = set()
 
     @classmethod
@@ -131,17 +150,19 @@ class RedisGuard:
         """``fn(*args)`` (a Redis command) through the breaker.
 
         Raises RedisUnavailable, at once while the breaker is open, or when
-        ``fn`` raises a redis-py or OS error (which opens it).
+        ``fn`` raises one of REDIS_FAILURES (which opens it); RedisBusy
+        (a RedisUnavailable) when the client's pool had no connection to
+        give (which does not open it: Redis is not at fault). Any other
+        exception propagates as it is.
         """
         ticket = self._admit()
         try:
             result = fn(*args)
-        except REDIS_FAILURES as exc:
-            self._failed(ticket, exc)
-            raise RedisUnavailable(str(exc)) from exc
-        except BaseException:
-            self.breaker._record(ticket, _RELEASE)
-            raise
+        except BaseException as exc:
+            unavailable = self._failed(ticket, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         self.breaker._record(ticket, _SUCCESS)
         return result
 
@@ -150,19 +171,36 @@ class RedisGuard:
         ticket = self._admit()
         try:
             result = await fn(*args)
-        except REDIS_FAILURES as exc:
-            self._failed(ticket, exc)
-            raise RedisUnavailable(str(exc)) from exc
-        except BaseException:
-            self.breaker._record(ticket, _RELEASE)
-            raise
+        except BaseException as exc:
+            unavailable = self._failed(ticket, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         self.breaker._record(ticket, _SUCCESS)
         return result
 
     def on_recovery(self, callback: Callable[[], None]) -> None:
         """Calls the bound method ``callback()`` (held weakly) each time Redis is back."""
+        self._add_callback(self._on_recovery, callback)
+
+    def on_loss(self, callback: Callable[[], None]) -> None:
+        """Calls the bound method ``callback()`` (held weakly) each time Redis
+        is lost, in the thread whose command failed: it must not block."""
+        self._add_callback(self._on_loss, callback)
+
+    def _add_callback(self, callbacks: dict[weakref.WeakMethod[Callable[[], None]], None],
+                      callback: Callable[[], None]) -> None:
+        ref = weakref.WeakMethod(callback)
         with self._lock:
-            self._on_recovery.append(weakref.WeakMethod(callback))
+            if len(callbacks) >= self._prune_at:  # the dead (dropped buckets) go
+                self._prune(callbacks)
+                self._prune_at = max(64, 2 * len(callbacks))
+            callbacks[ref] = None  # once: the same method of the same object (a shared pipe)
+
+    @staticmethod
+    def _prune(callbacks: dict[weakref.WeakMethod[Callable[[], None]], None]) -> None:
+        for ref in [ref for ref in callbacks if ref() is None]:
+            del callbacks[ref]
 
     def _admit(self) -> int:
         breaker = self.breaker
@@ -173,9 +211,18 @@ class RedisGuard:
         except CircuitOpenError:  # opened since the line above
             raise RedisUnavailable("the Redis guard is open") from None
 
-    def _failed(self, ticket: int, exc: BaseException) -> None:
+    def _failed(self, ticket: int, exc: BaseException) -> RedisUnavailable | None:
+        """Records a command that raised ``exc``; returns what to raise
+        instead (None: ``exc`` itself, not Redis's failure)."""
+        if not isinstance(exc, REDIS_FAILURES):
+            self.breaker._record(ticket, _RELEASE)
+            return None
+        if _pool_exhausted(exc):
+            self.breaker._record(ticket, _RELEASE)
+            return RedisBusy(str(exc))
         self.last_error = exc
         self.breaker._record(ticket, _FAILURE)
+        return RedisUnavailable(str(exc))
 
     def _on_transition(self, breaker: CircuitBreaker, old: BreakerState,
                        new: BreakerState) -> None:
@@ -189,11 +236,12 @@ class RedisGuard:
                 self.name, _describe_error(error), self.probe_interval,
                 extra={"redis": self.name, "redis_state": "lost"})
             self._start_probe()
+            self._notify(self._on_loss)
         elif new is BreakerState.CLOSED:
             logger.info("Redis %s is back after %.2f s: shared accounting resumes", self.name,
                         time.monotonic() - self._lost_at,
                         extra={"redis": self.name, "redis_state": "back"})
-            self._notify_recovery()
+            self._notify(self._on_recovery)
 
     def _start_probe(self) -> None:
         with self._lock:
@@ -275,16 +323,16 @@ class RedisGuard:
         return min(max(delay * 2, self.probe_interval), max(PROBE_BACKOFF_CAP,
                                                            self.probe_interval))
 
-    def _notify_recovery(self) -> None:
+    def _notify(self, refs: dict[weakref.WeakMethod[Callable[[], None]], None]) -> None:
         with self._lock:
-            self._on_recovery = [ref for ref in self._on_recovery if ref() is not None]
-            callbacks = [ref() for ref in self._on_recovery]
+            self._prune(refs)
+            callbacks = [ref() for ref in refs]
         for callback in callbacks:
             if callback is not None:
                 try:
                     callback()
                 except Exception:
-                    logger.exception("Redis recovery callback %r failed", callback)
+                    logger.exception("Redis %s: callback %r failed", self.name, callback)
 
     def __repr__(self) -> str:
         return f"RedisGuard({self.name!r}, up={self.up})"

@@ -53,6 +53,7 @@ import itertools
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -76,7 +77,7 @@ from ..ratelimit import (
 from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
 from .exact import _check_guard
 from .fallback import Fallback, check_fallback, check_share, local_rate
-from .guard import RedisGuard, RedisUnavailable
+from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 
 __all__ = ["LeasedTokenBucket", "DEFAULT_LEASE"]
@@ -420,7 +421,7 @@ class LeasedTokenBucket(TokenBucket):
                 reply = self._guard.run(LEASE.run, cast(SyncClient, self.client), self.key, *args)
                 self._apply(reply, now)
             except Exception as exc:
-                self._refresh_failed(exc)
+                self._refresh_failed(exc, now)
         return self._after_tick()
 
     async def _tick_async(self) -> float:
@@ -433,13 +434,19 @@ class LeasedTokenBucket(TokenBucket):
                                                     self.key, *args)
                 self._apply(reply, now)
             except Exception as exc:
-                self._refresh_failed(exc)
+                self._refresh_failed(exc, now)
         return self._after_tick()
 
-    def _refresh_failed(self, exc: Exception) -> None:
+    def _refresh_failed(self, exc: Exception, now: float) -> None:
         """A refresh that brought no lease: the bucket keeps the one it has
         until it expires (then its fallback decides). Redis unreachable is
-        the guard's to log; anything else is logged here, once per type."""
+        the guard's to log; anything else is logged here, once per type.
+        The client's pool out of connections (many buckets refreshing at
+        once, as after a recovery): tried again within a tenth of a
+        refresh, at a random moment, so the crowd spreads out."""
+        if isinstance(exc, RedisBusy):
+            self._next_refresh = now + random.uniform(0.01, 0.1) * self.refresh
+            return
         if isinstance(exc, RedisUnavailable) or type(exc) in self._refresh_errors:
             return
         self._refresh_errors.add(type(exc))

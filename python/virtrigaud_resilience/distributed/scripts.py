@@ -15,6 +15,10 @@ and sent over one pooled connection the pipe keeps checked out (another
 thread finding it busy borrows from the pool as usual), which skips
 redis-py's per-command bookkeeping (pool checkout, retry wrapper,
 instrumentation) but keeps its connection, parser and socket timeouts.
+There is one pipe per client (:meth:`Pipe.of`), shared by every bucket on
+it: a client's buckets hold one connection of its pool between them, however
+many there are, and it is dropped when the guard finds Redis lost, so a
+restarted server costs one failed command, not one per bucket.
 """
 
 from __future__ import annotations
@@ -107,6 +111,9 @@ def pack_command(*args: object) -> bytes:
 
 #: Every live Pipe, to forget their connections in a forked child.
 _PIPES: weakref.WeakSet[Pipe] = weakref.WeakSet()
+#: The pipe of each client (Pipe.of).
+_SHARED: weakref.WeakKeyDictionary[Any, Pipe] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 class Pipe:
@@ -118,13 +125,44 @@ class Pipe:
     ever read by the wrong command; the next command reconnects it.
     """
 
-    __slots__ = ("_pool", "_lock", "_conn", "__weakref__")
+    __slots__ = ("_pool", "_lock", "_conn", "_drop", "__weakref__")
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._drop = False
         _PIPES.add(self)
+
+    @classmethod
+    def of(cls, client: redis.Redis) -> Pipe:
+        """The pipe shared by every user of ``client`` (made on first use;
+        it lives as long as the client)."""
+        with _SHARED_LOCK:
+            pipe = _SHARED.get(client)
+            if pipe is None:
+                pipe = _SHARED[client] = cls(client)
+            return pipe
+
+    def drop_connection(self) -> None:
+        """Gives the held connection back to the pool, disconnected (the
+        server it talked to may be gone); the next command takes another.
+        Never blocks: a command using it at this moment drops it when done."""
+        self._drop = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop_if_asked()
+            finally:
+                self._lock.release()
+
+    def _drop_if_asked(self) -> None:
+        # Under self._lock.
+        if self._drop:
+            self._drop = False
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.disconnect()
+                self._pool.release(conn)
 
     @staticmethod
     def usable(client: SyncClient) -> bool:
@@ -149,6 +187,8 @@ class Pipe:
                     conn = self._conn = self._pool.get_connection()
                 return _round_trip(conn, packed)
             finally:
+                if self._drop:
+                    self._drop_if_asked()
                 self._lock.release()
         conn = self._pool.get_connection()
         try:
@@ -161,6 +201,7 @@ class Pipe:
         # the parent; redis-py's pool resets itself in the child likewise.
         self._lock = threading.Lock()
         self._conn = None
+        self._drop = False
 
 
 def _round_trip(conn: Any, packed: bytes) -> Any:
