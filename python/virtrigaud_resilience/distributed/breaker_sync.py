@@ -54,7 +54,8 @@ from .. import _validate, events
 from ..breaker import BreakerRegistry, BreakerState, CircuitBreaker
 from .clients import DEFAULT_SOCKET_TIMEOUT, SyncClient, client_kind, connect
 from .exact import _check_guard
-from .guard import REDIS_FAILURES, RedisGuard, RedisUnavailable
+from .failures import REDIS_FAILURES
+from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 
 __all__ = ["RedisBreakerSync", "DEFAULT_KEY"]
@@ -201,7 +202,8 @@ class RedisBreakerSync:
                  **options: Any) -> RedisBreakerSync:
         """A sync on a new fail-fast client (see
         :func:`~virtrigaud_resilience.distributed.connect`)."""
-        client = connect(url, cluster=cluster, socket_timeout=socket_timeout, check=check)
+        client = connect(url, cluster=cluster, socket_timeout=socket_timeout, check=check,
+                         key=check_key("RedisBreakerSync", options.get("key", DEFAULT_KEY)))
         return cls(cast(SyncClient, client), registry, **options)
 
     @property

@@ -28,7 +28,7 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import UnavailableError
+from ..errors import UnauthorizedError, UnavailableError
 from .. import _validate
 
 __all__ = [
@@ -86,7 +86,7 @@ def describe(client: Client) -> str:
 
 def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
             socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-            check: bool = True, **kwargs: Any) -> Client:
+            check: bool = True, key: str | None = None, **kwargs: Any) -> Client:
     """A fail-fast redis-py client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
     Args:
@@ -99,9 +99,14 @@ def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
             for 10 s per attempt) before it raises.
         socket_timeout: seconds, > 0 and <= 60: the connect, write and read
             timeout, and so the longest a decision can stall on Redis.
-        check: PING the server once now (a synchronous round trip within
-            ``socket_timeout``), so that a wrong or unreachable URL fails at
-            start-up rather than silently running on the fallback.
+        check: PING the server once now, then load a no-op script (SCRIPT
+            LOAD) and run it (EVALSHA, on ``key`` if given): a few
+            synchronous round trips within ``socket_timeout`` each, so that
+            a wrong or unreachable URL, or a user who may not run our
+            scripts (an ACL without +@scripting, or without the key), fails
+            at start-up rather than silently running on the fallback.
+        key: the key the client is for (the primitives' ``from_url`` pass
+            theirs), checked by ``check``.
         **kwargs: more ``from_url`` options (``max_connections``, ``ssl_*``,
             ``password``...); ``retry`` defaults to no retries at all.
 
@@ -111,6 +116,8 @@ def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
         UnavailableError: ``check`` found the server unreachable (the
             redis-py error is its cause); a sync cluster client is always
             checked (redis-py reads the cluster's slots when it is built).
+        UnauthorizedError: ``check`` found that the user may not run the
+            scripts (the message names the permission Redis refused).
     """
     url = _check_url("connect", url)
     socket_timeout = _validate.positive("connect", "socket_timeout", socket_timeout,
@@ -138,7 +145,7 @@ def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
         # A sync cluster client reads the slots now: the cluster is unreachable.
         raise _unreachable(url, exc) from exc
     if check:
-        ping(url, options, cluster=cluster)
+        ping(url, options, cluster=cluster, key=key)
     return client
 
 
@@ -151,13 +158,29 @@ _FACTORIES: dict[tuple[bool, bool], Any] = {
 }
 
 
-def ping(url: str, options: dict[str, Any], *, cluster: bool = False) -> None:
-    """One PING with a throwaway sync client; UnavailableError if it fails."""
+#: The script connect(check=True) loads and runs: it does nothing.
+NOOP_SCRIPT = "return 0 -- virtrigaud-resilience: can this user run scripts?"
+
+
+def ping(url: str, options: dict[str, Any], *, cluster: bool = False,
+         key: str | None = None) -> None:
+    """PING, SCRIPT LOAD and a no-op EVALSHA (on ``key`` if given) with a
+    throwaway sync client: UnavailableError if Redis is unreachable,
+    UnauthorizedError if it refuses the scripts."""
     factory: Any = redis.cluster.RedisCluster if cluster else redis.Redis
     probe = None
     try:
         probe = factory.from_url(url, retry=_no_retries(async_=False), **options)
         probe.ping()
+        sha = probe.script_load(NOOP_SCRIPT)
+        keys = () if key is None else (key,)
+        probe.evalsha(sha, len(keys), *keys)
+    except redis.exceptions.NoPermissionError as exc:
+        user = urllib.parse.urlsplit(url).username or options.get("username") or "default"
+        raise UnauthorizedError(
+            f"Redis at {_safe(url)} refuses the scripts of the distributed primitives to "
+            f"user {user!r} (they need EVALSHA and SCRIPT LOAD, +@scripting, and access to "
+            f"their keys{'' if key is None else f': {key!r}'})", exc) from exc
     except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
         raise _unreachable(url, exc) from exc
     finally:

@@ -3,7 +3,8 @@
 Every distributed primitive asks Redis through the :class:`RedisGuard` of
 its client (one per client, shared). The first failed command (a refused
 connection, a timeout, an error reply such as ``OOM`` or ``READONLY``, a
-cluster client that reaches no node: any of ``REDIS_FAILURES``) opens
+cluster client that reaches no node: an outage, as
+:mod:`~virtrigaud_resilience.distributed.failures` sorts them) opens
 the guard's breaker: from then on no decision goes to Redis, each is made by
 its primitive's fallback at local speed, and a background probe (a thread
 for a sync client, a task on the client's event loop for an asyncio one)
@@ -36,8 +37,9 @@ import redis
 
 from .. import _validate
 from ..breaker import MAX_RESET_TIMEOUT, BreakerConfig, BreakerState, CircuitBreaker
-from ..errors import CircuitOpenError
+from ..errors import CircuitOpenError, UnauthorizedError
 from .clients import Client, client_kind, describe
+from .failures import REDIS_FAILURES, pool_exhausted
 
 __all__ = ["RedisGuard", "RedisUnavailable", "RedisBusy", "DEFAULT_PROBE_INTERVAL", "GUARD_NAME"]
 
@@ -52,14 +54,6 @@ DEFAULT_PROBE_INTERVAL = 0.5
 GUARD_NAME = "redis-guard"
 GUARD_PROVIDER_TYPE = "redis"
 
-#: What a failed command raises: every family of redis-py's errors
-#: (``RedisError``: connection, timeout, error replies; and
-#: ``RedisClusterException``, which is not a RedisError: a cluster client
-#: that found no reachable node or no owner for a slot), the OS's (a socket
-#: torn down under us) and a timeout of asyncio's.
-REDIS_FAILURES: tuple[type[BaseException], ...] = (
-    redis.RedisError, redis.exceptions.RedisClusterException, OSError, TimeoutError,
-    asyncio.TimeoutError)
 #: The longest a probe waits after an error that is none of REDIS_FAILURES
 #: (a bug, an unexpected error of a client): it backs off, doubling from the
 #: probe interval up to this many seconds, and keeps probing.
@@ -81,13 +75,6 @@ class RedisBusy(RedisUnavailable):
     A limit of this process, not an outage: the decision falls back, the
     guard stays closed.
     """
-
-
-def _pool_exhausted(exc: BaseException) -> bool:
-    """Whether ``exc`` is redis-py's pool refusing a connection (its size
-    reached; a BlockingConnectionPool that waited in vain)."""
-    return isinstance(exc, redis.exceptions.MaxConnectionsError) or (
-        isinstance(exc, redis.ConnectionError) and str(exc) == "No connection available.")
 
 
 class RedisGuard:
@@ -130,6 +117,7 @@ class RedisGuard:
         self._on_loss: dict[weakref.WeakMethod[Callable[[], None]], None] = {}
         self._prune_at = 64
         self._probe_errors_logged: set[type[BaseException]] = set()
+        self._refusals_logged: set[str] = set()
 
     @classmethod
     def of(cls, client: Client) -> RedisGuard:
@@ -152,8 +140,9 @@ class RedisGuard:
         Raises RedisUnavailable, at once while the breaker is open, or when
         ``fn`` raises one of REDIS_FAILURES (which opens it); RedisBusy
         (a RedisUnavailable) when the client's pool had no connection to
-        give (which does not open it: Redis is not at fault). Any other
-        exception propagates as it is.
+        give, and UnauthorizedError for a permission Redis refused (``NOPERM``,
+        logged once): neither opens it, Redis is not down. Any other
+        exception (a RedisKeyError of one key) propagates as it is.
         """
         ticket = self._admit()
         try:
@@ -211,18 +200,33 @@ class RedisGuard:
         except CircuitOpenError:  # opened since the line above
             raise RedisUnavailable("the Redis guard is open") from None
 
-    def _failed(self, ticket: int, exc: BaseException) -> RedisUnavailable | None:
+    def _failed(self, ticket: int, exc: BaseException) -> BaseException | None:
         """Records a command that raised ``exc``; returns what to raise
         instead (None: ``exc`` itself, not Redis's failure)."""
         if not isinstance(exc, REDIS_FAILURES):
             self.breaker._record(ticket, _RELEASE)
             return None
-        if _pool_exhausted(exc):
+        if pool_exhausted(exc):
             self.breaker._record(ticket, _RELEASE)
             return RedisBusy(str(exc))
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            self.breaker._record(ticket, _RELEASE)
+            return self._refused(exc)
         self.last_error = exc
         self.breaker._record(ticket, _FAILURE)
         return RedisUnavailable(str(exc))
+
+    def _refused(self, exc: redis.exceptions.NoPermissionError) -> UnauthorizedError:
+        """A permission Redis refused: an UnauthorizedError naming it, logged once."""
+        error = UnauthorizedError(
+            f"Redis {self.name} refused a command of the distributed primitives (their user "
+            "needs EVALSHA and SCRIPT LOAD, +@scripting, and access to their keys)", exc)
+        with self._lock:
+            first = str(exc) not in self._refusals_logged
+            self._refusals_logged.add(str(exc))
+        if first:
+            logger.error("%s", error, extra={"redis": self.name, "redis_state": "refused"})
+        return error
 
     def _on_transition(self, breaker: CircuitBreaker, old: BreakerState,
                        new: BreakerState) -> None:

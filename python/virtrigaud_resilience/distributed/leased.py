@@ -76,6 +76,7 @@ from ..ratelimit import (
 )
 from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
 from .exact import _check_guard
+from .failures import RedisKeyError
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
@@ -102,10 +103,23 @@ local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
 local raw = redis.call('HGETALL', key)
 local demands = {{demand}}
 local others_rate, others_burst, mine = 0, 0, nil
-for i = 1, #raw, 2 do
+-- a member's lease: seven finite numbers >= 0, its expiries within the
+-- longest lease (a day) of now; else nil (not a lease: dropped, its share free)
+local function parse(text)
   local f = {{}}
-  for x in string.gmatch(raw[i + 1], '%S+') do f[#f + 1] = tonumber(x) end
-  if raw[i] == me then
+  for x in string.gmatch(text, '%S+') do
+    local v = tonumber(x)
+    if not v or not (v >= 0 and v < 1e300) then return nil end
+    f[#f + 1] = v
+  end
+  if #f ~= 7 or f[4] > now + 86400e6 or f[7] > now + 86400e6 then return nil end
+  return f
+end
+for i = 1, #raw, 2 do
+  local f = parse(raw[i + 1])
+  if not f then
+    redis.call('HDEL', key, raw[i])
+  elseif raw[i] == me then
     mine = f
   elseif f[4] <= now then
     redis.call('HDEL', key, raw[i])  -- its lease ran out: its share is free again
@@ -279,7 +293,7 @@ class LeasedTokenBucket(TokenBucket):
         check_key("LeasedTokenBucket", key)
         validate_rate("LeasedTokenBucket", qps, burst)
         client = connect(url, asynchronous=asynchronous, cluster=cluster,
-                         socket_timeout=socket_timeout, check=check)
+                         socket_timeout=socket_timeout, check=check, key=key)
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # -------------------------------------------------------------- state --
@@ -371,8 +385,8 @@ class LeasedTokenBucket(TokenBucket):
         try:
             await self._guard.run_async(LEASE.run_async, self.client, self.key, "release",
                                         self.member)
-        except RedisUnavailable:
-            pass  # the lease will expire
+        except (RedisUnavailable, RedisKeyError):
+            pass  # the lease will expire (or the table is not ours: there is none to give)
 
     async def __aenter__(self) -> LeasedTokenBucket:
         return await self.start()
@@ -400,8 +414,8 @@ class LeasedTokenBucket(TokenBucket):
             thread.join(timeout=5.0)
         try:
             self._guard.run(LEASE.run, self.client, self.key, "release", self.member)
-        except RedisUnavailable:
-            pass  # the lease will expire
+        except (RedisUnavailable, RedisKeyError):
+            pass  # the lease will expire (or the table is not ours: there is none to give)
 
     def __enter__(self) -> LeasedTokenBucket:
         return self
@@ -447,6 +461,10 @@ class LeasedTokenBucket(TokenBucket):
         if isinstance(exc, RedisBusy):
             self._next_refresh = now + random.uniform(0.01, 0.1) * self.refresh
             return
+        if isinstance(exc, RedisKeyError):
+            with self._lock:
+                if self._mode == _STARTING:  # no lease to keep: the fallback decides now
+                    self._enter_fallback(f"its lease table is unusable ({exc.reason})")
         if isinstance(exc, RedisUnavailable) or type(exc) in self._refresh_errors:
             return
         self._refresh_errors.add(type(exc))
@@ -549,9 +567,11 @@ class LeasedTokenBucket(TokenBucket):
             self._set_share(0.0, 0, empty=True)
             self._deny_natively(True)
         logger.warning(
-            "leased rate limit %r (%s/%s): %s (Redis %s unreachable): fallback=%r at %g/s, "
+            "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
-            self.provider, why, self._guard.name, self.fallback, self.qps, self.burst,
+            self.provider, why, self._guard.name,
+            "is up" if self._guard.up else "is unreachable", self.fallback, self.qps,
+            self.burst,
             extra={"rate_limit": self.key, "provider_type": self.provider_type,
                    "provider": self.provider, "redis_state": "fallback"})
         # Last: whoever sees the mode sees the fallback's rate, class and log.

@@ -33,7 +33,8 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from .. import _validate
-from .clients import AsyncClient, SyncClient
+from .clients import AsyncClient, SyncClient, describe
+from .failures import key_error
 
 __all__ = ["Script", "Pipe", "pack_command", "check_key", "EPOCH_LUA"]
 
@@ -68,22 +69,35 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def run(self, client: SyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on a sync client (any redis-py error propagates)."""
+        """EVALSHA on a sync client. An error reply that is the key's problem
+        raises RedisKeyError naming it; any other redis-py error propagates."""
         redis_client = cast(Any, client)  # redis-py's own annotations are partial
         try:
-            return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
-        except NoScriptError:
-            redis_client.script_load(self.source)
-            return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            try:
+                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            except NoScriptError:
+                redis_client.script_load(self.source)
+                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+        except ResponseError as exc:
+            error = key_error(exc, key, describe(client))
+            if error is None:
+                raise
+            raise error from exc
 
     async def run_async(self, client: AsyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on an asyncio client (any redis-py error propagates)."""
+        """EVALSHA on an asyncio client (errors as :meth:`run`)."""
         redis_client = cast(Any, client)
         try:
-            return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
-        except NoScriptError:
-            await redis_client.script_load(self.source)
-            return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            try:
+                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            except NoScriptError:
+                await redis_client.script_load(self.source)
+                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+        except ResponseError as exc:
+            error = key_error(exc, key, describe(client))
+            if error is None:
+                raise
+            raise error from exc
 
     def pack(self, key: str, *args: object) -> bytes:
         """This script's EVALSHA, encoded once (for :meth:`Pipe.call`)."""
@@ -125,10 +139,11 @@ class Pipe:
     ever read by the wrong command; the next command reconnects it.
     """
 
-    __slots__ = ("_pool", "_lock", "_conn", "_drop", "__weakref__")
+    __slots__ = ("_pool", "_lock", "_conn", "_drop", "_name", "__weakref__")
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
+        self._name = describe(client)
         self._lock = threading.Lock()
         self._conn: Any = None
         self._drop = False
@@ -172,12 +187,19 @@ class Pipe:
 
     def call(self, script: Script, packed: bytes, key: str, *args: object) -> Any:
         """Sends ``packed`` (``script``'s EVALSHA of ``key`` and ``args``) and
-        returns the reply; on NOSCRIPT loads the script and runs it again."""
+        returns the reply; on NOSCRIPT loads the script and runs it again.
+        Errors as :meth:`Script.run`."""
         try:
-            return self._send(packed)
-        except NoScriptError:
-            self._send(pack_command("SCRIPT", "LOAD", script.source))
-            return self._send(packed)
+            try:
+                return self._send(packed)
+            except NoScriptError:
+                self._send(pack_command("SCRIPT", "LOAD", script.source))
+                return self._send(packed)
+        except ResponseError as exc:
+            error = key_error(exc, key, self._name)
+            if error is None:
+                raise
+            raise error from exc
 
     def _send(self, packed: bytes) -> Any:
         if self._lock.acquire(blocking=False):
