@@ -192,11 +192,13 @@ class LeasedTokenBucket(TokenBucket):
     renewed (Redis unreachable), ``fallback`` decides: ``"local"`` (default)
     sets the bucket to ``local_share`` of the fleet's rate and burst
     (default: the last fair share, 1/members); ``"allow"`` to the highest
-    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``,
-    ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
-    ``UnavailableError`` (its ``retry_after`` is the guard's probe interval),
-    and a policy using the bucket raises it too. The next lease brings it
-    back, emptied. Build it in
+    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
+    refuses (returns False: it stays the native method in every mode, and
+    the bucket never changes class), while ``acquire``, ``acquire_async``,
+    ``reserve`` and ``retry_after`` raise ``UnavailableError`` (its
+    ``retry_after`` is the guard's probe interval), so a policy using the
+    bucket raises it too (a refusal asks the bucket for its retry_after).
+    The next lease brings it back, emptied. Build it in
     the process that uses it: its refresh thread does not survive a ``fork()``.
 
     Args:
@@ -347,6 +349,8 @@ class LeasedTokenBucket(TokenBucket):
         return super().retry_after(n)
 
     def _refuse_if_denied(self) -> None:
+        """UnavailableError in "deny" fallback: every waiting method, and
+        retry_after (which a policy asks when try_acquire refused)."""
         if self._mode == _FALLBACK and self.fallback == "deny":
             raise UnavailableError(
                 f"leased rate limit {self.key!r}: no lease (Redis {self._guard.name} is "
@@ -563,9 +567,8 @@ class LeasedTokenBucket(TokenBucket):
         elif self.fallback == "allow":
             self._set_rate(1, MAX_BURST)
             self._share = (1, MAX_BURST)
-        else:
+        else:  # "deny": no share (the native try_acquire refuses); the others raise
             self._set_share(0.0, 0, empty=True)
-            self._deny_natively(True)
         logger.warning(
             "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
@@ -574,20 +577,11 @@ class LeasedTokenBucket(TokenBucket):
             self.burst,
             extra={"rate_limit": self.key, "provider_type": self.provider_type,
                    "provider": self.provider, "redis_state": "fallback"})
-        # Last: whoever sees the mode sees the fallback's rate, class and log.
+        # Last: whoever sees the mode sees the fallback's rate and log.
         self._mode = _FALLBACK
-
-    def _deny_natively(self, deny: bool) -> None:
-        """Gives the bucket a class whose ``try_acquire`` raises (``deny``), or
-        its own back. The native method has no error to raise, and checking
-        the mode in Python on every call would cost the shared mode its speed;
-        a class change costs nothing until the mode changes. Under self._lock."""
-        own = _own_class(type(self))
-        self.__class__ = _denying_class(own) if deny else own
 
     def _leave_fallback(self) -> None:
         # Under self._lock.
-        self._deny_natively(False)
         self._close_fallback_counts()
         self._moves[1] += 1
         logger.info("leased rate limit %r (%s/%s): lease taken again, shared accounting resumes",
@@ -598,7 +592,6 @@ class LeasedTokenBucket(TokenBucket):
     def _close_locally(self) -> None:
         with self._lock:
             if self._mode == _FALLBACK:
-                self._deny_natively(False)  # closed: refuses every token, raising nothing
                 self._close_fallback_counts()
             self._mode = _CLOSED
             self._set_share(0.0, 0, empty=True)
@@ -632,30 +625,6 @@ class LeasedTokenBucket(TokenBucket):
         return (f"LeasedTokenBucket({self.key!r}, fleet qps={self.fleet_qps!r}, "
                 f"burst={self.fleet_burst!r}, share qps={self.qps:.6g}, burst={self.burst}, "
                 f"mode={self._mode!r}, members={self._members})")
-
-
-#: The class a bucket of each LeasedTokenBucket class has in "deny" fallback.
-_DENYING: dict[type[LeasedTokenBucket], type[LeasedTokenBucket]] = {}
-
-
-def _own_class(cls: type[LeasedTokenBucket]) -> type[LeasedTokenBucket]:
-    return cls.__bases__[0] if cls.__dict__.get("_denying") else cls
-
-
-def _denying_class(cls: type[LeasedTokenBucket]) -> type[LeasedTokenBucket]:
-    """A subclass of ``cls`` (same layout) whose ``try_acquire`` raises
-    UnavailableError while the bucket is in "deny" fallback."""
-    denying = _DENYING.get(cls)
-    if denying is None:
-        def try_acquire(self: LeasedTokenBucket, n: int = 1) -> bool:
-            self._refuse_if_denied()
-            return cls.try_acquire(self, n)  # the lease came back meanwhile
-
-        denying = type(cls.__name__, (cls,), {
-            "__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__, "_denying": True, "try_acquire": try_acquire})
-        denying = _DENYING.setdefault(cls, denying)
-    return denying
 
 
 class _LeaseClock:
