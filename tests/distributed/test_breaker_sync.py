@@ -140,9 +140,11 @@ def test_a_failed_probe_reopens_the_fleet(fleet: Fleet) -> None:
             break
         time.sleep(0.002)
     assert prober is not None and prober.state is vr.BreakerState.OPEN
-    eventually(lambda: fleet.all_in(vr.BreakerState.OPEN))
-    left = [r.get(*VM).remaining_open for r in fleet.registries]  # type: ignore[union-attr]
-    assert min(left) > 0.1  # a full reset timeout again, everywhere
+    # A full reset timeout again, everywhere (once the reopening reached each:
+    # until then a peer's breaker is kept open a probe lead at a time).
+    eventually(lambda: fleet.all_in(vr.BreakerState.OPEN) and min(
+        r.get(*VM).remaining_open for r in fleet.registries) > 0.1,  # type: ignore[union-attr]
+        within=1.0)
 
 
 def permit_holder(client: redis.Redis, key: str) -> str:

@@ -89,10 +89,14 @@ logger = logging.getLogger("virtrigaud_resilience")
 DEFAULT_LEASE = 3.0
 
 LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, one key
--- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires"
+-- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires",
+--          and '~epoch' -> "epoch rebuilt_at": the table's identity, and when the leases
+--          granted before it was made (a lost table) have all expired
 -- ARGV[1]: "lease" or "release"; ARGV[2]: the member
 -- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
---          ARGV[6]: the lease (us); returns {{rate, burst, members}}
+--          ARGV[6]: the lease (us), ARGV[7]: the epoch it knows ('' at first),
+--          ARGV[8]: the members it knows (0 at first);
+--          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone)}}
 -- release: gives the member's lease back
 {EPOCH_LUA}
 local key, me = KEYS[1], ARGV[2]
@@ -100,8 +104,10 @@ if ARGV[1] == 'release' then return redis.call('HDEL', key, me) end
 if ARGV[1] ~= 'lease' then return redis.error_reply('virtrigaud lease: unknown operation') end
 local demand, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
+local known, known_members = ARGV[7] or '', tonumber(ARGV[8]) or 0
 local raw = redis.call('HGETALL', key)
 local demands = {{demand}}
+local epoch, rebuilt_at = nil, 0
 local others_rate, others_burst, mine = 0, 0, nil
 -- a member's lease: seven finite numbers >= 0, its expiries within the
 -- longest lease (a day) of now; else nil (not a lease: dropped, its share free)
@@ -116,8 +122,11 @@ local function parse(text)
   return f
 end
 for i = 1, #raw, 2 do
-  local f = parse(raw[i + 1])
-  if not f then
+  local f = raw[i] ~= '~epoch' and parse(raw[i + 1]) or nil
+  if raw[i] == '~epoch' then
+    local id, at = string.match(raw[i + 1], '^(%d+) (%d+)$')
+    epoch, rebuilt_at = id, tonumber(at)
+  elseif not f then
     redis.call('HDEL', key, raw[i])
   elseif raw[i] == me then
     mine = f
@@ -132,6 +141,15 @@ for i = 1, #raw, 2 do
     others_rate, others_burst = others_rate + rate, others_burst + burst
   end
 end
+-- A new table: the first, or one lost (DEL, FLUSHDB, a restart without
+-- persistence, a failover that missed writes). Leases granted before it may
+-- be in force for up to a lease, and it cannot count them: until then each
+-- member is granted at most an even share among the members it knew.
+if not epoch then
+  epoch, rebuilt_at = string.format('%d', now), now + lease
+  redis.call('HSET', key, '~epoch', epoch .. ' ' .. string.format('%d', rebuilt_at))
+end
+local lost = (known ~= '' and known ~= epoch) and 1 or 0
 -- max-min fair share (water-filling); what no member wants is split evenly
 table.sort(demands)
 local n, left, level = #demands, capacity, nil
@@ -142,6 +160,7 @@ for i = 1, n do
 end
 local target = demand + left / n
 if level then target = math.min(demand, level) end
+if now < rebuilt_at then target = math.min(target, capacity / math.max(n, known_members)) end
 -- granted only out of what the others' unexpired leases leave free
 local rate = math.max(0, math.min(target, capacity - others_rate))
 local burst = math.min(math.max(1, math.floor(burst_cap * rate / capacity)),
@@ -163,7 +182,7 @@ end
 redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
            burst, now + lease, held_rate, held_burst, held_expires))
 redis.call('PEXPIRE', key, math.floor(2 * lease / 1000) + 1)
-return {{string.format('%.17g', rate), burst, n}}
+return {{string.format('%.17g', rate), burst, n, epoch, lost}}
 """)
 
 _MAX_INTERVAL_NS: int = _core.TOKEN_BUCKET_MAX_INTERVAL_NS
@@ -225,7 +244,7 @@ class LeasedTokenBucket(TokenBucket):
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
-                 "_thread", "_task", "_on_clock", "_refresh_errors")
+                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -270,6 +289,7 @@ class LeasedTokenBucket(TokenBucket):
         self._task: asyncio.Task[None] | None = None
         self._wake: Any = None
         self._on_clock = False  # the lease clock watches this bucket's expiry
+        self._epoch = ""  # the lease table's identity at the last lease
         self._refresh_errors: set[type[BaseException]] = set()
         guard.on_recovery(self._on_recovery)
         FALLBACKS.track(self)
@@ -509,17 +529,25 @@ class LeasedTokenBucket(TokenBucket):
             self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
         return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
-                round(self.lease * 1e6))
+                round(self.lease * 1e6), self._epoch, self._members)
 
     def _apply(self, reply: Any, sent: float) -> None:
         """Sets the bucket from a lease granted to a request sent at ``sent``."""
         rate, burst, members = float(reply[0]), int(reply[1]), int(reply[2])
+        epoch, lost = _text(reply[3]), int(reply[4]) == 1
         # Used until before the server counts it expired (it measured from later).
         expires = sent + self.lease - (0.001 + 0.001 * self.lease)
         with self._lock:
             if self._mode == _CLOSED or time.monotonic() >= expires:
                 return  # closed meanwhile, or a reply so late that its lease is over
-            fresh = self._mode != _SHARED
+            fresh = self._mode != _SHARED or lost  # a lost table: its lease is dropped now
+            if lost:
+                logger.warning(
+                    "leased rate limit %r: the lease table was lost (Redis %s: deleted, "
+                    "flushed, restarted or failed over): the lease is dropped, and shares "
+                    "are conservative for one lease while the table is rebuilt", self.key,
+                    self._guard.name, extra={"rate_limit": self.key, "redis_state": "lost_table"})
+            self._epoch = epoch
             if self._mode == _FALLBACK:
                 self._leave_fallback()
             self._set_share(rate, burst, empty=fresh)
@@ -731,6 +759,10 @@ async def _refresh_task(ref: weakref.ref[LeasedTokenBucket]) -> None:
         except asyncio.TimeoutError:
             pass
         wake.clear()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _check_member(owner: str, member: object) -> str:
