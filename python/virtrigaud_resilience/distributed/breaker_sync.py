@@ -389,17 +389,19 @@ class RedisBreakerSync:
     def _ask_permit(self, key: BreakerKey, epoch: int) -> None:
         """Asks for the probe permit if a call of this process wants it (the
         breaker refused a call since the last ask); else keeps the breaker
-        open and looks again in ``probe_lead``. A process whose calls never
+        open and looks again in half a lead. A process whose calls never
         reach this provider never takes the permit from one whose calls do."""
         breaker = self.registry.get(*key)
         if breaker is None or breaker.state is BreakerState.CLOSED:
             return
         rejected = breaker.rejected
         if rejected == self._demand.get(key, 0) and breaker.state is BreakerState.OPEN:
-            # No call wants a probe: stay open (never half-open unpermitted), look again.
-            self._open(key, round(max(breaker.remaining_open, 2 * self.probe_lead) * 1e6),
-                       False)
-            self._schedule(self.probe_lead, "probe", key, epoch)
+            # No call wants a probe: stay open (never half-open unpermitted) at
+            # least a lead more, and look again in half of it. The time left is
+            # kept as the fleet's until then: peers show the same due moment.
+            if breaker.remaining_open < self.probe_lead:
+                self._open(key, round(self.probe_lead * 1e6), False)
+            self._schedule(self.probe_lead / 2, "probe", key, epoch)
             return
         lead_us = round(self.probe_lead * 1e6)
         # The permit lapses a lead after it is due unless a call uses it.
