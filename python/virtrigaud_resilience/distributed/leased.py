@@ -90,8 +90,10 @@ DEFAULT_LEASE = 3.0
 
 LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, one key
 -- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires",
---          and '~epoch' -> "epoch rebuilt_at": the table's identity, and when the leases
---          granted before it was made (a lost table) have all expired
+--          and '~epoch' -> "0 0 0 9e15 rebuilt_at epoch 0": the table's identity, and when
+--          the leases granted before it was made (a lost table) have all expired (written
+--          as a member that wants nothing and never expires, so that a member of an older
+--          version, which has no epoch, reads it as such during a rolling upgrade)
 -- ARGV[1]: "lease" or "release"; ARGV[2]: the member
 -- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
 --          ARGV[6]: the lease (us), ARGV[7]: the epoch it knows ('' at first),
@@ -124,8 +126,9 @@ end
 for i = 1, #raw, 2 do
   local f = raw[i] ~= '~epoch' and parse(raw[i + 1]) or nil
   if raw[i] == '~epoch' then
-    local id, at = string.match(raw[i + 1], '^(%d+) (%d+)$')
-    epoch, rebuilt_at = id, tonumber(at)
+    local e = {{}}
+    for x in string.gmatch(raw[i + 1], '%S+') do e[#e + 1] = x end
+    epoch, rebuilt_at = e[6], tonumber(e[5]) or 0
   elseif not f then
     redis.call('HDEL', key, raw[i])
   elseif raw[i] == me then
@@ -147,7 +150,7 @@ end
 -- member is granted at most an even share among the members it knew.
 if not epoch then
   epoch, rebuilt_at = string.format('%d', now), now + lease
-  redis.call('HSET', key, '~epoch', epoch .. ' ' .. string.format('%d', rebuilt_at))
+  redis.call('HSET', key, '~epoch', string.format('0 0 0 9e15 %d %s 0', rebuilt_at, epoch))
 end
 local lost = (known ~= '' and known ~= epoch) and 1 or 0
 -- max-min fair share (water-filling); what no member wants is split evenly
