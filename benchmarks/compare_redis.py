@@ -102,7 +102,10 @@ def build(suite: Suite, url: str, tasks: int, cleanup: list[Any]) -> list[Target
 
     async def get_concurrently(n: int) -> None:
         if "client" not in state:
-            state["client"] = connect(url, asynchronous=True, max_connections=tasks)
+            # A reference, not a decision: a generous timeout, so that a loaded
+            # machine's burst of connects does not fail it.
+            state["client"] = connect(url, asynchronous=True, max_connections=tasks,
+                                      socket_timeout=5.0)
         client = state["client"]
 
         async def worker(count: int) -> None:
@@ -163,6 +166,32 @@ def _peers(suite: Suite, url: str, prefix: str, cleanup: list[Any]) -> None:
         suite.skip("pyrate-limiter", exc)
 
 
+def _decisions(bucket: Any, count: int = 2000) -> tuple[float, float, float]:
+    """(first, 99th percentile of the rest, slowest of the rest), in seconds."""
+    import time
+
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        bucket.try_acquire()
+        times.append(time.perf_counter() - started)
+    rest = sorted(times[1:])
+    return times[0], rest[int(len(rest) * 0.99)], rest[-1]
+
+def _until_shared(*buckets: Any) -> list[float]:
+    """Seconds until each bucket decides by Redis again, all watched at once."""
+    import time
+
+    started = time.perf_counter()
+    back: dict[int, float] = {}
+    while len(back) < len(buckets):
+        for i, bucket in enumerate(buckets):
+            if i not in back and bucket.shared:
+                back[i] = time.perf_counter() - started
+        time.sleep(0.001)
+    return [back[i] for i in range(len(buckets))]
+
+
 def outage() -> tuple[list[str], bool]:
     """Redis killed, then paused, then back, under an exact and a leased bucket
     on fail-fast clients (defaults: 0.25 s socket timeout, probes every 0.5 s,
@@ -172,27 +201,6 @@ def outage() -> tuple[list[str], bool]:
 
     from virtrigaud_resilience.distributed import LeasedTokenBucket, RedisTokenBucket, connect
     from virtrigaud_resilience.distributed.testing import RedisServer
-
-    def decisions(bucket: Any, count: int = 2000) -> tuple[float, float, float]:
-        """(first, 99th percentile of the rest, slowest of the rest), in seconds."""
-        times = []
-        for _ in range(count):
-            started = time.perf_counter()
-            bucket.try_acquire()
-            times.append(time.perf_counter() - started)
-        rest = sorted(times[1:])
-        return times[0], rest[int(len(rest) * 0.99)], rest[-1]
-
-    def until_shared(*buckets: Any) -> list[float]:
-        """Seconds until each bucket decides by Redis again, all watched at once."""
-        started = time.perf_counter()
-        back: dict[int, float] = {}
-        while len(back) < len(buckets):
-            for i, bucket in enumerate(buckets):
-                if i not in back and bucket.shared:
-                    back[i] = time.perf_counter() - started
-            time.sleep(0.001)
-        return [back[i] for i in range(len(buckets))]
 
     lines, ok = [], True
     with RedisServer() as redis_server:
@@ -205,7 +213,7 @@ def outage() -> tuple[list[str], bool]:
                                        redis_server.resume)):
                 exact.try_acquire()
                 lose()
-                first, p99, rest = decisions(exact)
+                first, p99, rest = _decisions(exact)
                 held = first <= 1.0 and rest <= 0.001
                 ok &= held
                 lines.append(f"  {'ok  ' if held else 'MISS'}  Redis {how}: first decision "
@@ -216,7 +224,7 @@ def outage() -> tuple[list[str], bool]:
                     leased.try_acquire()
                 kept = time.perf_counter() - lost
                 regain()
-                back_exact, back_leased = until_shared(exact, leased)
+                back_exact, back_leased = _until_shared(exact, leased)
                 held = back_exact <= exact.guard.probe_interval + 0.05 and \
                     back_leased <= leased.refresh
                 ok &= held
@@ -228,6 +236,66 @@ def outage() -> tuple[list[str], bool]:
         finally:
             leased.close()
     return lines, ok
+
+
+def cluster_outage() -> tuple[list[str], bool]:
+    """A one-node Redis Cluster killed, then paused, under an exact bucket on
+    a fail-fast cluster client (``connect(cluster=True)``): the decision that
+    meets it, the slowest of the next, and the time until shared again."""
+    from virtrigaud_resilience.distributed import RedisTokenBucket, connect
+    from virtrigaud_resilience.distributed.testing import RedisServer
+
+    lines, ok = [], True
+    with RedisServer(cluster=True) as node:
+        exact = RedisTokenBucket(connect(node.url, cluster=True), "{outage}:exact", qps=1000,
+                                 burst=100)
+        for how, lose, regain in (("killed", node.kill, node.start),
+                                  ("paused (SIGSTOP)", node.pause, node.resume)):
+            exact.try_acquire()
+            lose()
+            first, p99, rest = _decisions(exact)
+            regain()
+            (back,) = _until_shared(exact)
+            held = first <= 1.0 and rest <= 0.001 and back <= exact.guard.probe_interval + 0.05
+            ok &= held
+            lines.append(f"  {'ok  ' if held else 'MISS'}  cluster node {how}: first decision "
+                         f"{first * 1e3:.1f} ms, the next 1,999: 99% within {p99 * 1e6:.0f} us, "
+                         f"the slowest {rest * 1e6:.0f} us; shared again "
+                         f"{back * 1e3:.0f} ms after the node was ready")
+    return lines, ok
+
+
+def many_buckets() -> tuple[list[str], bool]:
+    """10,000 exact buckets on one client (redis-py's default pool, 100
+    connections): connections in use, and the time until all decide on Redis
+    again after a restart (one probe interval, whatever their number)."""
+    import time
+
+    from virtrigaud_resilience.distributed import RedisTokenBucket, connect
+    from virtrigaud_resilience.distributed.testing import RedisServer
+
+    with RedisServer() as redis_server:
+        client = connect(redis_server.url)
+        buckets = [RedisTokenBucket(client, f"many:{i}", qps=1000, burst=100)
+                   for i in range(10_000)]
+        shared = sum(b.try_acquire() for b in buckets)
+        in_use = len(client.connection_pool._in_use_connections)
+        redis_server.kill()
+        buckets[0].try_acquire()
+        redis_server.start()
+        started = time.perf_counter()
+        while not buckets[0].guard.up:
+            time.sleep(0.001)
+        back = time.perf_counter() - started
+        again = sum(b.try_acquire() for b in buckets)
+        opened = buckets[0].guard.breaker.transitions[2]
+        client.close()
+    held = shared == again == 10_000 and in_use <= 1 and opened == 1 and \
+        back <= buckets[0].guard.probe_interval + 0.05
+    return [f"  {'ok  ' if held else 'MISS'}  10,000 buckets on one client: {shared:,} decided "
+            f"on Redis holding {in_use} connection(s); after a restart the guard closed in "
+            f"{back * 1e3:.0f} ms (probe every {buckets[0].guard.probe_interval:g} s) and "
+            f"{again:,} decided on Redis again, the guard opened {opened} time(s)"], held
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds, calls = (3, 1000) if args.quick else (args.rounds, args.calls)
 
     outage_lines, outage_held = ([], True) if args.no_outage else outage()
+    if not args.no_outage:
+        for more in (cluster_outage, many_buckets):
+            lines, held = more()
+            outage_lines += lines
+            outage_held &= held
     with server(args.url) as url:
         suite = Suite()
         cleanup: list[Any] = []

@@ -58,6 +58,12 @@ def own_server() -> Iterator[Any]:
     yield from _server()
 
 
+@pytest.fixture
+def own_cluster() -> Iterator[Any]:
+    """A one-node Redis Cluster of the test's own, to kill, pause and restart."""
+    yield from _server(cluster=True)
+
+
 @pytest.fixture(scope="session")
 def _cluster_starting() -> Iterator[Future[Any]]:
     """A one-node cluster, started in the background with the session's

@@ -15,6 +15,10 @@ virtrigaud_resilience``.
 - :class:`RedisGuard`: the breaker of ours in front of each Redis client;
   while Redis is unreachable every primitive decides by its fallback.
 - :func:`connect`: fail-fast clients (short socket timeouts, no retries).
+- :class:`RedisKeyError`: the data at one key is not the primitive's (that
+  key's decisions raise it; nothing else falls back). See
+  :mod:`~virtrigaud_resilience.distributed.failures` for how every failure
+  is sorted.
 - :mod:`~virtrigaud_resilience.distributed.testing`: ``RedisServer``, a
   throwaway redis-server on a free loopback port, for your tests.
 """
@@ -32,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 from .breaker_sync import DEFAULT_KEY, RedisBreakerSync
 from .clients import DEFAULT_SOCKET_TIMEOUT, client_kind, connect, describe
 from .exact import RedisReservation, RedisTokenBucket
+from .failures import RedisKeyError
 from .fallback import FALLBACKS, Fallback
 from .guard import DEFAULT_PROBE_INTERVAL, RedisGuard
 from .leased import DEFAULT_LEASE, LeasedTokenBucket
@@ -46,6 +51,7 @@ __all__ = [
     "Fallback",
     "RedisBreakerSync",
     "RedisGuard",
+    "RedisKeyError",
     "RedisReservation",
     "RedisTokenBucket",
     "client_kind",

@@ -28,7 +28,7 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..errors import UnavailableError
+from ..errors import UnauthorizedError, UnavailableError
 from .. import _validate
 
 __all__ = [
@@ -84,19 +84,29 @@ def describe(client: Client) -> str:
     return type(client).__name__
 
 
-def connect(url: str, *, asynchronous: bool = False,
+def connect(url: str, *, asynchronous: bool = False, cluster: bool = False,
             socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
-            check: bool = True, **kwargs: Any) -> Client:
+            check: bool = True, key: str | None = None, **kwargs: Any) -> Client:
     """A fail-fast redis-py client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
     Args:
         url: the server's URL, as redis-py's ``from_url`` takes it.
         asynchronous: a ``redis.asyncio.Redis`` rather than a ``redis.Redis``.
+        cluster: a Redis Cluster client (``redis.RedisCluster``, or
+            ``redis.asyncio.RedisCluster``) with ``url`` one of its nodes
+            (not ``unix://``). Its retries are off too: redis-py's default
+            cluster client retries a lost node for 1-2 s (and a paused one
+            for 10 s per attempt) before it raises.
         socket_timeout: seconds, > 0 and <= 60: the connect, write and read
             timeout, and so the longest a decision can stall on Redis.
-        check: PING the server once now (a synchronous round trip within
-            ``socket_timeout``), so that a wrong or unreachable URL fails at
-            start-up rather than silently running on the fallback.
+        check: PING the server once now, then load a no-op script (SCRIPT
+            LOAD) and run it (EVALSHA, on ``key`` if given): a few
+            synchronous round trips within ``socket_timeout`` each, so that
+            a wrong or unreachable URL, or a user who may not run our
+            scripts (an ACL without +@scripting, or without the key), fails
+            at start-up rather than silently running on the fallback.
+        key: the key the client is for (the primitives' ``from_url`` pass
+            theirs), checked by ``check``.
         **kwargs: more ``from_url`` options (``max_connections``, ``ssl_*``,
             ``password``...); ``retry`` defaults to no retries at all.
 
@@ -104,44 +114,83 @@ def connect(url: str, *, asynchronous: bool = False,
         ValueError: a malformed URL (the message shows it without its password).
         TypeError: a URL that is not a str.
         UnavailableError: ``check`` found the server unreachable (the
-            redis-py error is its cause).
+            redis-py error is its cause); a sync cluster client is always
+            checked (redis-py reads the cluster's slots when it is built).
+        UnauthorizedError: ``check`` found that the user may not run the
+            scripts (the message names the permission Redis refused).
     """
     url = _check_url("connect", url)
     socket_timeout = _validate.positive("connect", "socket_timeout", socket_timeout,
                                         maximum=60.0)
     _validate.boolean("connect", "asynchronous", asynchronous)
+    _validate.boolean("connect", "cluster", cluster)
     _validate.boolean("connect", "check", check)
+    if cluster and url.startswith("unix:"):
+        raise ValueError(f"connect url of a cluster must be redis:// or rediss://, "
+                         f"got {_safe(url)!r}")
     options: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": socket_timeout,
         **kwargs,
     }
     retries = options.pop("retry", None)
+    factory: Any = _FACTORIES[(asynchronous, cluster)]
     try:
-        if asynchronous:
-            client: Client = redis.asyncio.Redis.from_url(
-                url, retry=retries or _no_retries(async_=True), **options)
-        else:
-            client = redis.Redis.from_url(url, retry=retries or _no_retries(async_=False),
+        client: Client = factory.from_url(url, retry=retries or _no_retries(async_=asynchronous),
                                           **options)
     except ValueError as exc:
         raise ValueError(f"connect url is not a valid Redis URL ({exc}), got {_safe(url)!r}") \
             from None
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        # A sync cluster client reads the slots now: the cluster is unreachable.
+        raise _unreachable(url, exc) from exc
     if check:
-        ping(url, options)
+        ping(url, options, cluster=cluster, key=key)
     return client
 
 
-def ping(url: str, options: dict[str, Any]) -> None:
-    """One PING with a throwaway sync client; UnavailableError if it fails."""
-    probe = redis.Redis.from_url(url, retry=_no_retries(async_=False), **options)
+#: (asynchronous, cluster) -> the redis-py class connect() builds.
+_FACTORIES: dict[tuple[bool, bool], Any] = {
+    (False, False): redis.Redis,
+    (True, False): redis.asyncio.Redis,
+    (False, True): redis.cluster.RedisCluster,
+    (True, True): redis.asyncio.cluster.RedisCluster,
+}
+
+
+#: The script connect(check=True) loads and runs: it does nothing.
+NOOP_SCRIPT = "return 0 -- virtrigaud-resilience: can this user run scripts?"
+
+
+def ping(url: str, options: dict[str, Any], *, cluster: bool = False,
+         key: str | None = None) -> None:
+    """PING, SCRIPT LOAD and a no-op EVALSHA (on ``key`` if given) with a
+    throwaway sync client: UnavailableError if Redis is unreachable,
+    UnauthorizedError if it refuses the scripts."""
+    factory: Any = redis.cluster.RedisCluster if cluster else redis.Redis
+    probe = None
     try:
+        probe = factory.from_url(url, retry=_no_retries(async_=False), **options)
         probe.ping()
-    except (redis.RedisError, OSError) as exc:
-        raise UnavailableError(
-            f"Redis at {_safe(url)} is unreachable: {type(exc).__name__}: {exc}", exc) from exc
+        sha = probe.script_load(NOOP_SCRIPT)
+        keys = () if key is None else (key,)
+        probe.evalsha(sha, len(keys), *keys)
+    except redis.exceptions.NoPermissionError as exc:
+        user = urllib.parse.urlsplit(url).username or options.get("username") or "default"
+        raise UnauthorizedError(
+            f"Redis at {_safe(url)} refuses the scripts of the distributed primitives to "
+            f"user {user!r} (they need EVALSHA and SCRIPT LOAD, +@scripting, and access to "
+            f"their keys{'' if key is None else f': {key!r}'})", exc) from exc
+    except (redis.RedisError, redis.exceptions.RedisClusterException, OSError) as exc:
+        raise _unreachable(url, exc) from exc
     finally:
-        probe.close()
+        if probe is not None:
+            probe.close()
+
+
+def _unreachable(url: str, exc: BaseException) -> UnavailableError:
+    return UnavailableError(
+        f"Redis at {_safe(url)} is unreachable: {type(exc).__name__}: {exc}", exc)
 
 
 def _no_retries(*, async_: bool) -> Any:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
 
-from .. import _validate
+from .. import _core, _validate
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
@@ -46,7 +46,16 @@ GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 {EPOCH_LUA}
 local interval = tonumber(ARGV[2])
 local tau = interval * tonumber(ARGV[3])
-local stored = tonumber(redis.call('GET', KEYS[1]))
+local raw = redis.call('GET', KEYS[1])
+local stored = tonumber(raw)
+if raw and not stored then
+  -- not a number: not ours; refused rather than overwritten
+  return redis.error_reply('VRKEY the value is not a GCRA time: ' .. string.sub(raw, 1, 40))
+end
+if stored and not (stored >= 0 and stored <= now + tau + 9007199254740992) then
+  -- ours, but impossible (nan, inf, 1e300, negative): as if absent; the next grant repairs it
+  stored = nil
+end
 local tat = stored or now
 if tat < now then tat = now end
 local op = ARGV[1]
@@ -92,8 +101,9 @@ end
 return redis.error_reply('virtrigaud GCRA: unknown operation ' .. tostring(op))
 """)
 
-#: The longest wait a reservation may be granted, in microseconds (~31 years).
-_UNLIMITED_WAIT_US = 10**15
+#: The longest wait a reservation may be granted, in microseconds: the local
+#: TokenBucket's (~9 years); reserve() past it raises as the local one does.
+_UNLIMITED_WAIT_US: int = _core.TOKEN_BUCKET_MAX_WAIT_NS // 1000
 #: Decisions per script call at most (a batch of an asyncio client).
 _MAX_BATCH = 512
 #: try_acquire(n) keeps its encoded command for n up to this.
@@ -170,8 +180,12 @@ class RedisTokenBucket(ProviderLabelled):
             local_qps, local_burst = local_rate(owner, self.qps, self.burst, self.local_share)
             self._local = TokenBucket(local_qps, local_burst, provider_type=self._provider_type,
                                       provider=self._provider)
-        self._pipe = (Pipe(cast(Any, client)) if self._kind == "sync"
+        self._pipe = (Pipe.of(cast(Any, client)) if self._kind == "sync"
                       and Pipe.usable(cast(SyncClient, client)) else None)
+        if self._pipe is not None:
+            # Redis lost: the held connection may be dead without having
+            # failed yet (another command found out); never reuse it after.
+            self._guard.on_loss(self._pipe.drop_connection)
         self._packed: dict[int, bytes] = {}
         self._tally = [0, 0, 0, 0, 0]
         self._tally_lock = threading.Lock()
@@ -188,19 +202,22 @@ class RedisTokenBucket(ProviderLabelled):
 
     @classmethod
     def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
-                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 cluster: bool = False, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+                 check: bool = True,
                  **options: Any) -> RedisTokenBucket:
         """A bucket on a new fail-fast client (see :func:`~.clients.connect`):
         ``socket_timeout`` bounds a decision, and the client never retries.
 
-        The arguments are validated first; then, with ``check``, one PING
-        (UnavailableError if the server is unreachable). The client is
+        The arguments are validated first; then, with ``check``, a PING and a
+        no-op script on ``key`` (UnavailableError if the server is
+        unreachable; UnauthorizedError, naming the permission, if the user
+        may not run the scripts or touch the key). The client is
         ``bucket.client``; close it when done.
         """
         check_key("RedisTokenBucket", key)
         validate_rate("RedisTokenBucket", qps, burst)
-        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
-                         check=check)
+        client = connect(url, asynchronous=asynchronous, cluster=cluster,
+                         socket_timeout=socket_timeout, check=check, key=key)
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # ------------------------------------------------------------- labels --
@@ -236,8 +253,9 @@ class RedisTokenBucket(ProviderLabelled):
 
     def reserve(self, n: int = 1) -> RedisReservation:
         """Reserves n tokens of the fleet's bucket and says how long to wait
-        (``reservation.delay``); always succeeds. Waiters across the fleet
-        queue in the order Redis saw them."""
+        (``reservation.delay``). Waiters across the fleet queue in the order
+        Redis saw them. ValueError, as a local TokenBucket's, if the wait
+        would exceed its limit (~9 years)."""
         if self._kind != "sync":
             raise self._wrong_client("reserve", "await bucket.reserve_async()")
         n = self._check_n(n)
@@ -245,7 +263,7 @@ class RedisTokenBucket(ProviderLabelled):
             reply = self._guard.run(self._call, None, "take", n, _UNLIMITED_WAIT_US)
         except RedisUnavailable:
             return self._fallback_reserve(n)
-        return self._reservation(n, reply[0], reply[1])
+        return self._reservation(n, *self._reserved(n, reply))
 
     def acquire(self, n: int = 1, timeout: Seconds | None = None) -> bool:
         """Waits until n tokens are the caller's and takes them (WaitN).
@@ -323,7 +341,7 @@ class RedisTokenBucket(ProviderLabelled):
         decided = await batch.decide(n, _UNLIMITED_WAIT_US)
         if decided is None:
             return self._fallback_reserve(n)
-        return self._reservation(n, *decided)
+        return self._reservation(n, *self._reserved(n, decided))
 
     async def acquire_async(self, n: int = 1, timeout: Seconds | None = None) -> bool:
         """The asyncio form of :meth:`acquire`; cancelling the waiting task
@@ -415,6 +433,15 @@ class RedisTokenBucket(ProviderLabelled):
             "fallback='deny'", self._guard.last_error, retry_after=self._guard.probe_interval)
 
     # ------------------------------------------------------------ helpers --
+
+    def _reserved(self, n: int, reply: Any) -> tuple[int, int]:
+        """(wait_us, tat_after) of a reservation Redis granted; ValueError,
+        as a local TokenBucket's reserve(), if the wait would exceed limits."""
+        if reply[0] < 0:
+            self._count(_REJECTED)
+            raise ValueError(f"RedisTokenBucket {self.key!r} cannot reserve {n} tokens: the "
+                             "wait would exceed limits")
+        return int(reply[0]), int(reply[1])
 
     def _took(self, admitted: bool) -> bool:
         self._count(_ADMITTED if admitted else _REJECTED)

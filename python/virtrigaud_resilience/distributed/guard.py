@@ -2,13 +2,17 @@
 
 Every distributed primitive asks Redis through the :class:`RedisGuard` of
 its client (one per client, shared). The first failed command (a refused
-connection, a timeout, an error reply such as ``OOM`` or ``READONLY``) opens
+connection, a timeout, an error reply such as ``OOM`` or ``READONLY``, a
+cluster client that reaches no node: an outage, as
+:mod:`~virtrigaud_resilience.distributed.failures` sorts them) opens
 the guard's breaker: from then on no decision goes to Redis, each is made by
 its primitive's fallback at local speed, and a background probe (a thread
 for a sync client, a task on the client's event loop for an asyncio one)
 PINGs every ``probe_interval`` seconds. The probe that gets an answer closes
 the breaker and shared accounting resumes. Callers never probe, so while
-Redis is down no decision waits on it.
+Redis is down no decision waits on it. The probe survives any exception: one
+that is no Redis failure we know is logged (once per type) and the probe
+backs off (doubling, up to ``PROBE_BACKOFF_CAP``) and goes on.
 
 Each transition is logged once (WARNING when Redis is lost, with the error;
 INFO when it is back), and counted: the guard's breaker is a
@@ -33,10 +37,11 @@ import redis
 
 from .. import _validate
 from ..breaker import MAX_RESET_TIMEOUT, BreakerConfig, BreakerState, CircuitBreaker
-from ..errors import CircuitOpenError
+from ..errors import CircuitOpenError, UnauthorizedError
 from .clients import Client, client_kind, describe
+from .failures import REDIS_FAILURES, pool_exhausted
 
-__all__ = ["RedisGuard", "RedisUnavailable", "DEFAULT_PROBE_INTERVAL", "GUARD_NAME"]
+__all__ = ["RedisGuard", "RedisUnavailable", "RedisBusy", "DEFAULT_PROBE_INTERVAL", "GUARD_NAME"]
 
 T = TypeVar("T")
 
@@ -49,9 +54,10 @@ DEFAULT_PROBE_INTERVAL = 0.5
 GUARD_NAME = "redis-guard"
 GUARD_PROVIDER_TYPE = "redis"
 
-#: What a failed command raises: redis-py's errors (connection, timeout,
-#: error replies) and the OS's (a socket torn down under us).
-REDIS_FAILURES = (redis.RedisError, OSError)
+#: The longest a probe waits after an error that is none of REDIS_FAILURES
+#: (a bug, an unexpected error of a client): it backs off, doubling from the
+#: probe interval up to this many seconds, and keeps probing.
+PROBE_BACKOFF_CAP = 30.0
 
 _SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
 
@@ -60,6 +66,14 @@ class RedisUnavailable(Exception):
     """Internal: Redis did not decide (the guard is open, or the command failed).
 
     Never reaches a user: each primitive catches it and asks its fallback.
+    """
+
+
+class RedisBusy(RedisUnavailable):
+    """Internal: the client's connection pool had no connection to give.
+
+    A limit of this process, not an outage: the decision falls back, the
+    guard stays closed.
     """
 
 
@@ -97,7 +111,13 @@ class RedisGuard:
         self._probing = False
         self._probe_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
-        self._on_recovery: list[weakref.WeakMethod[Callable[[], None]]] = []
+        # Insertion-ordered sets of weak callbacks (a dict: adding is O(1)
+        # however many buckets share the guard).
+        self._on_recovery: dict[weakref.WeakMethod[Callable[[], None]], None] = {}
+        self._on_loss: dict[weakref.WeakMethod[Callable[[], None]], None] = {}
+        self._prune_at = 64
+        self._probe_errors_logged: set[type[BaseException]] = set()
+        self._refusals_logged: set[str] = set()
 
     @classmethod
     def of(cls, client: Client) -> RedisGuard:
@@ -118,17 +138,20 @@ class RedisGuard:
         """``fn(*args)`` (a Redis command) through the breaker.
 
         Raises RedisUnavailable, at once while the breaker is open, or when
-        ``fn`` raises a redis-py or OS error (which opens it).
+        ``fn`` raises one of REDIS_FAILURES (which opens it); RedisBusy
+        (a RedisUnavailable) when the client's pool had no connection to
+        give, and UnauthorizedError for a permission Redis refused (``NOPERM``,
+        logged once): neither opens it, Redis is not down. Any other
+        exception (a RedisKeyError of one key) propagates as it is.
         """
         ticket = self._admit()
         try:
             result = fn(*args)
-        except REDIS_FAILURES as exc:
-            self._failed(ticket, exc)
-            raise RedisUnavailable(str(exc)) from exc
-        except BaseException:
-            self.breaker._record(ticket, _RELEASE)
-            raise
+        except BaseException as exc:
+            unavailable = self._failed(ticket, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         self.breaker._record(ticket, _SUCCESS)
         return result
 
@@ -137,19 +160,36 @@ class RedisGuard:
         ticket = self._admit()
         try:
             result = await fn(*args)
-        except REDIS_FAILURES as exc:
-            self._failed(ticket, exc)
-            raise RedisUnavailable(str(exc)) from exc
-        except BaseException:
-            self.breaker._record(ticket, _RELEASE)
-            raise
+        except BaseException as exc:
+            unavailable = self._failed(ticket, exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         self.breaker._record(ticket, _SUCCESS)
         return result
 
     def on_recovery(self, callback: Callable[[], None]) -> None:
         """Calls the bound method ``callback()`` (held weakly) each time Redis is back."""
+        self._add_callback(self._on_recovery, callback)
+
+    def on_loss(self, callback: Callable[[], None]) -> None:
+        """Calls the bound method ``callback()`` (held weakly) each time Redis
+        is lost, in the thread whose command failed: it must not block."""
+        self._add_callback(self._on_loss, callback)
+
+    def _add_callback(self, callbacks: dict[weakref.WeakMethod[Callable[[], None]], None],
+                      callback: Callable[[], None]) -> None:
+        ref = weakref.WeakMethod(callback)
         with self._lock:
-            self._on_recovery.append(weakref.WeakMethod(callback))
+            if len(callbacks) >= self._prune_at:  # the dead (dropped buckets) go
+                self._prune(callbacks)
+                self._prune_at = max(64, 2 * len(callbacks))
+            callbacks[ref] = None  # once: the same method of the same object (a shared pipe)
+
+    @staticmethod
+    def _prune(callbacks: dict[weakref.WeakMethod[Callable[[], None]], None]) -> None:
+        for ref in [ref for ref in callbacks if ref() is None]:
+            del callbacks[ref]
 
     def _admit(self) -> int:
         breaker = self.breaker
@@ -160,9 +200,33 @@ class RedisGuard:
         except CircuitOpenError:  # opened since the line above
             raise RedisUnavailable("the Redis guard is open") from None
 
-    def _failed(self, ticket: int, exc: BaseException) -> None:
+    def _failed(self, ticket: int, exc: BaseException) -> BaseException | None:
+        """Records a command that raised ``exc``; returns what to raise
+        instead (None: ``exc`` itself, not Redis's failure)."""
+        if not isinstance(exc, REDIS_FAILURES):
+            self.breaker._record(ticket, _RELEASE)
+            return None
+        if pool_exhausted(exc):
+            self.breaker._record(ticket, _RELEASE)
+            return RedisBusy(str(exc))
+        if isinstance(exc, redis.exceptions.NoPermissionError):
+            self.breaker._record(ticket, _RELEASE)
+            return self._refused(exc)
         self.last_error = exc
         self.breaker._record(ticket, _FAILURE)
+        return RedisUnavailable(str(exc))
+
+    def _refused(self, exc: redis.exceptions.NoPermissionError) -> UnauthorizedError:
+        """A permission Redis refused: an UnauthorizedError naming it, logged once."""
+        error = UnauthorizedError(
+            f"Redis {self.name} refused a command of the distributed primitives (their user "
+            "needs EVALSHA and SCRIPT LOAD, +@scripting, and access to their keys)", exc)
+        with self._lock:
+            first = str(exc) not in self._refusals_logged
+            self._refusals_logged.add(str(exc))
+        if first:
+            logger.error("%s", error, extra={"redis": self.name, "redis_state": "refused"})
+        return error
 
     def _on_transition(self, breaker: CircuitBreaker, old: BreakerState,
                        new: BreakerState) -> None:
@@ -176,11 +240,12 @@ class RedisGuard:
                 self.name, _describe_error(error), self.probe_interval,
                 extra={"redis": self.name, "redis_state": "lost"})
             self._start_probe()
+            self._notify(self._on_loss)
         elif new is BreakerState.CLOSED:
             logger.info("Redis %s is back after %.2f s: shared accounting resumes", self.name,
                         time.monotonic() - self._lost_at,
                         extra={"redis": self.name, "redis_state": "back"})
-            self._notify_recovery()
+            self._notify(self._on_recovery)
 
     def _start_probe(self) -> None:
         with self._lock:
@@ -198,16 +263,20 @@ class RedisGuard:
                 self._probing = False
 
     def _probe(self) -> None:
+        """The sync probe loop: PINGs until Redis answers. It survives any
+        exception (logged, then a longer wait); it ends once the breaker is
+        closed or the client is garbage."""
         try:
+            delay = self.probe_interval
             while self.breaker.state is not BreakerState.CLOSED:
-                time.sleep(self.probe_interval)
+                time.sleep(delay)
                 client = self._client()
                 if client is None:
                     return
                 try:
                     cast(Any, client).ping()
-                except REDIS_FAILURES as exc:
-                    self.last_error = exc
+                except Exception as exc:
+                    delay = self._probe_failed(exc, delay)
                     continue
                 finally:
                     del client
@@ -217,16 +286,18 @@ class RedisGuard:
                 self._probing = False
 
     async def _probe_async(self) -> None:
+        """The asyncio form of :meth:`_probe` (a cancellation ends it)."""
         try:
+            delay = self.probe_interval
             while self.breaker.state is not BreakerState.CLOSED:
-                await asyncio.sleep(self.probe_interval)
+                await asyncio.sleep(delay)
                 client = self._client()
                 if client is None:
                     return
                 try:
                     await cast(Any, client).ping()
-                except REDIS_FAILURES as exc:
-                    self.last_error = exc
+                except Exception as exc:
+                    delay = self._probe_failed(exc, delay)
                     continue
                 finally:
                     del client
@@ -236,16 +307,36 @@ class RedisGuard:
                 self._probing = False
                 self._probe_task = None
 
-    def _notify_recovery(self) -> None:
+    def _probe_failed(self, exc: Exception, delay: float) -> float:
+        """Records a failed probe; returns the wait before the next one.
+
+        Redis still unreachable (one of REDIS_FAILURES): the probe interval,
+        so Redis back is seen within one. Anything else is not an outage we
+        know: logged with its traceback (once per type of error), and the
+        wait doubles up to PROBE_BACKOFF_CAP so a persistent one does not
+        spin; the probe goes on either way.
+        """
+        self.last_error = exc
+        if isinstance(exc, REDIS_FAILURES):
+            return self.probe_interval
+        if type(exc) not in self._probe_errors_logged:
+            self._probe_errors_logged.add(type(exc))
+            logger.error("Redis %s: the guard's probe failed unexpectedly; it backs off and "
+                         "keeps probing", self.name, exc_info=exc,
+                         extra={"redis": self.name, "redis_state": "probe_error"})
+        return min(max(delay * 2, self.probe_interval), max(PROBE_BACKOFF_CAP,
+                                                           self.probe_interval))
+
+    def _notify(self, refs: dict[weakref.WeakMethod[Callable[[], None]], None]) -> None:
         with self._lock:
-            self._on_recovery = [ref for ref in self._on_recovery if ref() is not None]
-            callbacks = [ref() for ref in self._on_recovery]
+            self._prune(refs)
+            callbacks = [ref() for ref in refs]
         for callback in callbacks:
             if callback is not None:
                 try:
                     callback()
                 except Exception:
-                    logger.exception("Redis recovery callback %r failed", callback)
+                    logger.exception("Redis %s: callback %r failed", self.name, callback)
 
     def __repr__(self) -> str:
         return f"RedisGuard({self.name!r}, up={self.up})"

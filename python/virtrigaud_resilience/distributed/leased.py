@@ -48,9 +48,12 @@ expires (its share of the bound), then its fallback decides.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -73,8 +76,9 @@ from ..ratelimit import (
 )
 from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
 from .exact import _check_guard
+from .failures import RedisKeyError
 from .fallback import Fallback, check_fallback, check_share, local_rate
-from .guard import RedisGuard, RedisUnavailable
+from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 
 __all__ = ["LeasedTokenBucket", "DEFAULT_LEASE"]
@@ -85,10 +89,16 @@ logger = logging.getLogger("virtrigaud_resilience")
 DEFAULT_LEASE = 3.0
 
 LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, one key
--- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires"
+-- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires",
+--          and '~epoch' -> "0 0 0 9e15 rebuilt_at epoch 0": the table's identity, and when
+--          the leases granted before it was made (a lost table) have all expired (written
+--          as a member that wants nothing and never expires, so that a member of an older
+--          version, which has no epoch, reads it as such during a rolling upgrade)
 -- ARGV[1]: "lease" or "release"; ARGV[2]: the member
 -- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
---          ARGV[6]: the lease (us); returns {{rate, burst, members}}
+--          ARGV[6]: the lease (us), ARGV[7]: the epoch it knows ('' at first),
+--          ARGV[8]: the members it knows (0 at first);
+--          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone)}}
 -- release: gives the member's lease back
 {EPOCH_LUA}
 local key, me = KEYS[1], ARGV[2]
@@ -96,13 +106,32 @@ if ARGV[1] == 'release' then return redis.call('HDEL', key, me) end
 if ARGV[1] ~= 'lease' then return redis.error_reply('virtrigaud lease: unknown operation') end
 local demand, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
+local known, known_members = ARGV[7] or '', tonumber(ARGV[8]) or 0
 local raw = redis.call('HGETALL', key)
 local demands = {{demand}}
+local epoch, rebuilt_at = nil, 0
 local others_rate, others_burst, mine = 0, 0, nil
-for i = 1, #raw, 2 do
+-- a member's lease: seven finite numbers >= 0, its expiries within the
+-- longest lease (a day) of now; else nil (not a lease: dropped, its share free)
+local function parse(text)
   local f = {{}}
-  for x in string.gmatch(raw[i + 1], '%S+') do f[#f + 1] = tonumber(x) end
-  if raw[i] == me then
+  for x in string.gmatch(text, '%S+') do
+    local v = tonumber(x)
+    if not v or not (v >= 0 and v < 1e300) then return nil end
+    f[#f + 1] = v
+  end
+  if #f ~= 7 or f[4] > now + 86400e6 or f[7] > now + 86400e6 then return nil end
+  return f
+end
+for i = 1, #raw, 2 do
+  local f = raw[i] ~= '~epoch' and parse(raw[i + 1]) or nil
+  if raw[i] == '~epoch' then
+    local e = {{}}
+    for x in string.gmatch(raw[i + 1], '%S+') do e[#e + 1] = x end
+    epoch, rebuilt_at = e[6], tonumber(e[5]) or 0
+  elseif not f then
+    redis.call('HDEL', key, raw[i])
+  elseif raw[i] == me then
     mine = f
   elseif f[4] <= now then
     redis.call('HDEL', key, raw[i])  -- its lease ran out: its share is free again
@@ -115,6 +144,15 @@ for i = 1, #raw, 2 do
     others_rate, others_burst = others_rate + rate, others_burst + burst
   end
 end
+-- A new table: the first, or one lost (DEL, FLUSHDB, a restart without
+-- persistence, a failover that missed writes). Leases granted before it may
+-- be in force for up to a lease, and it cannot count them: until then each
+-- member is granted at most an even share among the members it knew.
+if not epoch then
+  epoch, rebuilt_at = string.format('%d', now), now + lease
+  redis.call('HSET', key, '~epoch', string.format('0 0 0 9e15 %d %s 0', rebuilt_at, epoch))
+end
+local lost = (known ~= '' and known ~= epoch) and 1 or 0
 -- max-min fair share (water-filling); what no member wants is split evenly
 table.sort(demands)
 local n, left, level = #demands, capacity, nil
@@ -125,6 +163,7 @@ for i = 1, n do
 end
 local target = demand + left / n
 if level then target = math.min(demand, level) end
+if now < rebuilt_at then target = math.min(target, capacity / math.max(n, known_members)) end
 -- granted only out of what the others' unexpired leases leave free
 local rate = math.max(0, math.min(target, capacity - others_rate))
 local burst = math.min(math.max(1, math.floor(burst_cap * rate / capacity)),
@@ -146,7 +185,7 @@ end
 redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
            burst, now + lease, held_rate, held_burst, held_expires))
 redis.call('PEXPIRE', key, math.floor(2 * lease / 1000) + 1)
-return {{string.format('%.17g', rate), burst, n}}
+return {{string.format('%.17g', rate), burst, n, epoch, lost}}
 """)
 
 _MAX_INTERVAL_NS: int = _core.TOKEN_BUCKET_MAX_INTERVAL_NS
@@ -175,11 +214,13 @@ class LeasedTokenBucket(TokenBucket):
     renewed (Redis unreachable), ``fallback`` decides: ``"local"`` (default)
     sets the bucket to ``local_share`` of the fleet's rate and burst
     (default: the last fair share, 1/members); ``"allow"`` to the highest
-    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``,
-    ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
-    ``UnavailableError`` (its ``retry_after`` is the guard's probe interval),
-    and a policy using the bucket raises it too. The next lease brings it
-    back, emptied. Build it in
+    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
+    refuses (returns False: it stays the native method in every mode, and
+    the bucket never changes class), while ``acquire``, ``acquire_async``,
+    ``reserve`` and ``retry_after`` raise ``UnavailableError`` (its
+    ``retry_after`` is the guard's probe interval), so a policy using the
+    bucket raises it too (a refusal asks the bucket for its retry_after).
+    The next lease brings it back, emptied. Build it in
     the process that uses it: its refresh thread does not survive a ``fork()``.
 
     Args:
@@ -206,7 +247,7 @@ class LeasedTokenBucket(TokenBucket):
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
-                 "_thread", "_task")
+                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -250,6 +291,9 @@ class LeasedTokenBucket(TokenBucket):
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake: Any = None
+        self._on_clock = False  # the lease clock watches this bucket's expiry
+        self._epoch = ""  # the lease table's identity at the last lease
+        self._refresh_errors: set[type[BaseException]] = set()
         guard.on_recovery(self._on_recovery)
         FALLBACKS.track(self)
         if kind == "sync":
@@ -265,15 +309,16 @@ class LeasedTokenBucket(TokenBucket):
 
     @classmethod
     def from_url(cls, url: str, key: str, *, qps: float, burst: int, asynchronous: bool = False,
-                 socket_timeout: float = DEFAULT_SOCKET_TIMEOUT, check: bool = True,
+                 cluster: bool = False, socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+                 check: bool = True,
                  **options: Any) -> LeasedTokenBucket:
         """A leased bucket on a new fail-fast client (see
         :func:`~virtrigaud_resilience.distributed.connect`); the client is
         ``bucket.client``."""
         check_key("LeasedTokenBucket", key)
         validate_rate("LeasedTokenBucket", qps, burst)
-        client = connect(url, asynchronous=asynchronous, socket_timeout=socket_timeout,
-                         check=check)
+        client = connect(url, asynchronous=asynchronous, cluster=cluster,
+                         socket_timeout=socket_timeout, check=check, key=key)
         return cls(client, key, qps=qps, burst=burst, **options)
 
     # -------------------------------------------------------------- state --
@@ -327,6 +372,8 @@ class LeasedTokenBucket(TokenBucket):
         return super().retry_after(n)
 
     def _refuse_if_denied(self) -> None:
+        """UnavailableError in "deny" fallback: every waiting method, and
+        retry_after (which a policy asks when try_acquire refused)."""
         if self._mode == _FALLBACK and self.fallback == "deny":
             raise UnavailableError(
                 f"leased rate limit {self.key!r}: no lease (Redis {self._guard.name} is "
@@ -365,8 +412,8 @@ class LeasedTokenBucket(TokenBucket):
         try:
             await self._guard.run_async(LEASE.run_async, self.client, self.key, "release",
                                         self.member)
-        except RedisUnavailable:
-            pass  # the lease will expire
+        except (RedisUnavailable, RedisKeyError):
+            pass  # the lease will expire (or the table is not ours: there is none to give)
 
     async def __aenter__(self) -> LeasedTokenBucket:
         return await self.start()
@@ -394,8 +441,8 @@ class LeasedTokenBucket(TokenBucket):
             thread.join(timeout=5.0)
         try:
             self._guard.run(LEASE.run, self.client, self.key, "release", self.member)
-        except RedisUnavailable:
-            pass  # the lease will expire
+        except (RedisUnavailable, RedisKeyError):
+            pass  # the lease will expire (or the table is not ours: there is none to give)
 
     def __enter__(self) -> LeasedTokenBucket:
         return self
@@ -413,10 +460,9 @@ class LeasedTokenBucket(TokenBucket):
             args = self._lease_args(now)
             try:
                 reply = self._guard.run(LEASE.run, cast(SyncClient, self.client), self.key, *args)
-            except RedisUnavailable:
-                pass
-            else:
                 self._apply(reply, now)
+            except Exception as exc:
+                self._refresh_failed(exc, now)
         return self._after_tick()
 
     async def _tick_async(self) -> float:
@@ -427,11 +473,31 @@ class LeasedTokenBucket(TokenBucket):
             try:
                 reply = await self._guard.run_async(LEASE.run_async, cast(AsyncClient, self.client),
                                                     self.key, *args)
-            except RedisUnavailable:
-                pass
-            else:
                 self._apply(reply, now)
+            except Exception as exc:
+                self._refresh_failed(exc, now)
         return self._after_tick()
+
+    def _refresh_failed(self, exc: Exception, now: float) -> None:
+        """A refresh that brought no lease: the bucket keeps the one it has
+        until it expires (then its fallback decides). Redis unreachable is
+        the guard's to log; anything else is logged here, once per type.
+        The client's pool out of connections (many buckets refreshing at
+        once, as after a recovery): tried again within a tenth of a
+        refresh, at a random moment, so the crowd spreads out."""
+        if isinstance(exc, RedisBusy):
+            self._next_refresh = now + random.uniform(0.01, 0.1) * self.refresh
+            return
+        if isinstance(exc, RedisKeyError):
+            with self._lock:
+                if self._mode == _STARTING:  # no lease to keep: the fallback decides now
+                    self._enter_fallback(f"its lease table is unusable ({exc.reason})")
+        if isinstance(exc, RedisUnavailable) or type(exc) in self._refresh_errors:
+            return
+        self._refresh_errors.add(type(exc))
+        logger.error("leased rate limit %r: a refresh failed; the bucket keeps its lease until "
+                     "it expires, then its fallback decides", self.key, exc_info=exc,
+                     extra={"rate_limit": self.key, "redis_state": "refresh_error"})
 
     def _refresh_due(self, now: float) -> bool:
         if self._mode == _CLOSED or not (now >= self._next_refresh or self._refresh_now):
@@ -466,22 +532,45 @@ class LeasedTokenBucket(TokenBucket):
             self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
         return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
-                round(self.lease * 1e6))
+                round(self.lease * 1e6), self._epoch, self._members)
 
     def _apply(self, reply: Any, sent: float) -> None:
         """Sets the bucket from a lease granted to a request sent at ``sent``."""
         rate, burst, members = float(reply[0]), int(reply[1]), int(reply[2])
+        epoch, lost = _text(reply[3]), int(reply[4]) == 1
+        # Used until before the server counts it expired (it measured from later).
+        expires = sent + self.lease - (0.001 + 0.001 * self.lease)
         with self._lock:
-            if self._mode == _CLOSED:
-                return
-            fresh = self._mode != _SHARED
+            if self._mode == _CLOSED or time.monotonic() >= expires:
+                return  # closed meanwhile, or a reply so late that its lease is over
+            fresh = self._mode != _SHARED or lost  # a lost table: its lease is dropped now
+            if lost:
+                logger.warning(
+                    "leased rate limit %r: the lease table was lost (Redis %s: deleted, "
+                    "flushed, restarted or failed over): the lease is dropped, and shares "
+                    "are conservative for one lease while the table is rebuilt", self.key,
+                    self._guard.name, extra={"rate_limit": self.key, "redis_state": "lost_table"})
+            self._epoch = epoch
             if self._mode == _FALLBACK:
                 self._leave_fallback()
             self._set_share(rate, burst, empty=fresh)
             self._mode = _SHARED
             self._members = members
-            # Used until before the server counts it expired (it measured from later).
-            self._expires = sent + self.lease - (0.001 + 0.001 * self.lease)
+            self._expires = expires
+            if not self._on_clock:
+                self._on_clock = True
+                _LEASE_CLOCK.watch(self, expires)
+
+    def _expire_if_due(self, now: float) -> float | None:
+        """The lease clock's check: falls back if the lease is over at
+        ``now``; returns the expiry to check next (None: nothing to watch)."""
+        with self._lock:
+            if self._mode == _SHARED and now < self._expires:
+                return self._expires
+            self._on_clock = False
+            if self._mode == _SHARED:
+                self._enter_fallback("its lease expired")
+            return None
 
     def _set_share(self, rate: float, burst: int, *, empty: bool) -> None:
         """The bucket's rate for a share of ``rate`` tokens/s and ``burst``;
@@ -509,29 +598,21 @@ class LeasedTokenBucket(TokenBucket):
         elif self.fallback == "allow":
             self._set_rate(1, MAX_BURST)
             self._share = (1, MAX_BURST)
-        else:
+        else:  # "deny": no share (the native try_acquire refuses); the others raise
             self._set_share(0.0, 0, empty=True)
-            self._deny_natively(True)
         logger.warning(
-            "leased rate limit %r (%s/%s): %s (Redis %s unreachable): fallback=%r at %g/s, "
+            "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
-            self.provider, why, self._guard.name, self.fallback, self.qps, self.burst,
+            self.provider, why, self._guard.name,
+            "is up" if self._guard.up else "is unreachable", self.fallback, self.qps,
+            self.burst,
             extra={"rate_limit": self.key, "provider_type": self.provider_type,
                    "provider": self.provider, "redis_state": "fallback"})
-        # Last: whoever sees the mode sees the fallback's rate, class and log.
+        # Last: whoever sees the mode sees the fallback's rate and log.
         self._mode = _FALLBACK
-
-    def _deny_natively(self, deny: bool) -> None:
-        """Gives the bucket a class whose ``try_acquire`` raises (``deny``), or
-        its own back. The native method has no error to raise, and checking
-        the mode in Python on every call would cost the shared mode its speed;
-        a class change costs nothing until the mode changes. Under self._lock."""
-        own = _own_class(type(self))
-        self.__class__ = _denying_class(own) if deny else own
 
     def _leave_fallback(self) -> None:
         # Under self._lock.
-        self._deny_natively(False)
         self._close_fallback_counts()
         self._moves[1] += 1
         logger.info("leased rate limit %r (%s/%s): lease taken again, shared accounting resumes",
@@ -542,7 +623,6 @@ class LeasedTokenBucket(TokenBucket):
     def _close_locally(self) -> None:
         with self._lock:
             if self._mode == _FALLBACK:
-                self._deny_natively(False)  # closed: refuses every token, raising nothing
                 self._close_fallback_counts()
             self._mode = _CLOSED
             self._set_share(0.0, 0, empty=True)
@@ -578,28 +658,72 @@ class LeasedTokenBucket(TokenBucket):
                 f"mode={self._mode!r}, members={self._members})")
 
 
-#: The class a bucket of each LeasedTokenBucket class has in "deny" fallback.
-_DENYING: dict[type[LeasedTokenBucket], type[LeasedTokenBucket]] = {}
+class _LeaseClock:
+    """Ends leases on time: one daemon thread per process watches the expiry
+    of every leased bucket's lease and puts a bucket whose lease ran out in
+    its fallback at that moment.
+
+    A bucket's refresh loop does so too when it wakes, but it may be stuck
+    in a Redis call (a paused server and a client with a long socket timeout
+    or retries: seconds); a lease must never be used past its expiry, which
+    the fleet's bound counts on. One heap entry per bucket holding a lease
+    (checked when due, then pushed again with its renewed expiry).
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, weakref.ref[LeasedTokenBucket]]] = []
+        self._seq = itertools.count()
+        self._changed = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def watch(self, bucket: LeasedTokenBucket, expires: float) -> None:
+        """Checks ``bucket`` at ``expires`` (monotonic seconds)."""
+        with self._changed:
+            heapq.heappush(self._heap, (expires, next(self._seq), weakref.ref(bucket)))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="leased-bucket clock",
+                                                daemon=True)
+                self._thread.start()
+            elif self._heap[0][0] == expires:
+                self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            due = self._next_due()
+            for ref in due:
+                bucket = ref()
+                if bucket is None:
+                    continue
+                try:
+                    expires = bucket._expire_if_due(time.monotonic())
+                    if expires is not None:
+                        self.watch(bucket, expires)
+                except Exception:
+                    logger.exception("leased rate limit %r: the lease clock failed", bucket.key)
+                del bucket
+
+    def _next_due(self) -> list[weakref.ref[LeasedTokenBucket]]:
+        """Waits for the earliest expiry; returns the buckets due then."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    due = []
+                    while self._heap and self._heap[0][0] <= now:
+                        due.append(heapq.heappop(self._heap)[2])
+                    return due
+                self._changed.wait(None if not self._heap else self._heap[0][0] - now)
+
+    def _forget(self) -> None:
+        # In a forked child: the parent's thread is not there, nor its buckets' refreshes.
+        self._heap = []
+        self._changed = threading.Condition(threading.Lock())
+        self._thread = None
 
 
-def _own_class(cls: type[LeasedTokenBucket]) -> type[LeasedTokenBucket]:
-    return cls.__bases__[0] if cls.__dict__.get("_denying") else cls
-
-
-def _denying_class(cls: type[LeasedTokenBucket]) -> type[LeasedTokenBucket]:
-    """A subclass of ``cls`` (same layout) whose ``try_acquire`` raises
-    UnavailableError while the bucket is in "deny" fallback."""
-    denying = _DENYING.get(cls)
-    if denying is None:
-        def try_acquire(self: LeasedTokenBucket, n: int = 1) -> bool:
-            self._refuse_if_denied()
-            return cls.try_acquire(self, n)  # the lease came back meanwhile
-
-        denying = type(cls.__name__, (cls,), {
-            "__slots__": (), "__module__": cls.__module__, "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__, "_denying": True, "try_acquire": try_acquire})
-        denying = _DENYING.setdefault(cls, denying)
-    return denying
+_LEASE_CLOCK = _LeaseClock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_LEASE_CLOCK._forget)
 
 
 def _refresh_thread(ref: weakref.ref[LeasedTokenBucket]) -> None:
@@ -638,6 +762,10 @@ async def _refresh_task(ref: weakref.ref[LeasedTokenBucket]) -> None:
         except asyncio.TimeoutError:
             pass
         wake.clear()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _check_member(owner: str, member: object) -> str:

@@ -15,6 +15,10 @@ and sent over one pooled connection the pipe keeps checked out (another
 thread finding it busy borrows from the pool as usual), which skips
 redis-py's per-command bookkeeping (pool checkout, retry wrapper,
 instrumentation) but keeps its connection, parser and socket timeouts.
+There is one pipe per client (:meth:`Pipe.of`), shared by every bucket on
+it: a client's buckets hold one connection of its pool between them, however
+many there are, and it is dropped when the guard finds Redis lost, so a
+restarted server costs one failed command, not one per bucket.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from .. import _validate
-from .clients import AsyncClient, SyncClient
+from .clients import AsyncClient, SyncClient, describe
+from .failures import key_error
 
 __all__ = ["Script", "Pipe", "pack_command", "check_key", "EPOCH_LUA"]
 
@@ -64,22 +69,35 @@ class Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
     def run(self, client: SyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on a sync client (any redis-py error propagates)."""
+        """EVALSHA on a sync client. An error reply that is the key's problem
+        raises RedisKeyError naming it; any other redis-py error propagates."""
         redis_client = cast(Any, client)  # redis-py's own annotations are partial
         try:
-            return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
-        except NoScriptError:
-            redis_client.script_load(self.source)
-            return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            try:
+                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            except NoScriptError:
+                redis_client.script_load(self.source)
+                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+        except ResponseError as exc:
+            error = key_error(exc, key, describe(client))
+            if error is None:
+                raise
+            raise error from exc
 
     async def run_async(self, client: AsyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on an asyncio client (any redis-py error propagates)."""
+        """EVALSHA on an asyncio client (errors as :meth:`run`)."""
         redis_client = cast(Any, client)
         try:
-            return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
-        except NoScriptError:
-            await redis_client.script_load(self.source)
-            return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            try:
+                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+            except NoScriptError:
+                await redis_client.script_load(self.source)
+                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+        except ResponseError as exc:
+            error = key_error(exc, key, describe(client))
+            if error is None:
+                raise
+            raise error from exc
 
     def pack(self, key: str, *args: object) -> bytes:
         """This script's EVALSHA, encoded once (for :meth:`Pipe.call`)."""
@@ -107,6 +125,9 @@ def pack_command(*args: object) -> bytes:
 
 #: Every live Pipe, to forget their connections in a forked child.
 _PIPES: weakref.WeakSet[Pipe] = weakref.WeakSet()
+#: The pipe of each client (Pipe.of).
+_SHARED: weakref.WeakKeyDictionary[Any, Pipe] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 class Pipe:
@@ -118,13 +139,45 @@ class Pipe:
     ever read by the wrong command; the next command reconnects it.
     """
 
-    __slots__ = ("_pool", "_lock", "_conn", "__weakref__")
+    __slots__ = ("_pool", "_lock", "_conn", "_drop", "_name", "__weakref__")
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
+        self._name = describe(client)
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._drop = False
         _PIPES.add(self)
+
+    @classmethod
+    def of(cls, client: redis.Redis) -> Pipe:
+        """The pipe shared by every user of ``client`` (made on first use;
+        it lives as long as the client)."""
+        with _SHARED_LOCK:
+            pipe = _SHARED.get(client)
+            if pipe is None:
+                pipe = _SHARED[client] = cls(client)
+            return pipe
+
+    def drop_connection(self) -> None:
+        """Gives the held connection back to the pool, disconnected (the
+        server it talked to may be gone); the next command takes another.
+        Never blocks: a command using it at this moment drops it when done."""
+        self._drop = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop_if_asked()
+            finally:
+                self._lock.release()
+
+    def _drop_if_asked(self) -> None:
+        # Under self._lock.
+        if self._drop:
+            self._drop = False
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.disconnect()
+                self._pool.release(conn)
 
     @staticmethod
     def usable(client: SyncClient) -> bool:
@@ -134,12 +187,19 @@ class Pipe:
 
     def call(self, script: Script, packed: bytes, key: str, *args: object) -> Any:
         """Sends ``packed`` (``script``'s EVALSHA of ``key`` and ``args``) and
-        returns the reply; on NOSCRIPT loads the script and runs it again."""
+        returns the reply; on NOSCRIPT loads the script and runs it again.
+        Errors as :meth:`Script.run`."""
         try:
-            return self._send(packed)
-        except NoScriptError:
-            self._send(pack_command("SCRIPT", "LOAD", script.source))
-            return self._send(packed)
+            try:
+                return self._send(packed)
+            except NoScriptError:
+                self._send(pack_command("SCRIPT", "LOAD", script.source))
+                return self._send(packed)
+        except ResponseError as exc:
+            error = key_error(exc, key, self._name)
+            if error is None:
+                raise
+            raise error from exc
 
     def _send(self, packed: bytes) -> Any:
         if self._lock.acquire(blocking=False):
@@ -149,6 +209,8 @@ class Pipe:
                     conn = self._conn = self._pool.get_connection()
                 return _round_trip(conn, packed)
             finally:
+                if self._drop:
+                    self._drop_if_asked()
                 self._lock.release()
         conn = self._pool.get_connection()
         try:
@@ -161,6 +223,7 @@ class Pipe:
         # the parent; redis-py's pool resets itself in the child likewise.
         self._lock = threading.Lock()
         self._conn = None
+        self._drop = False
 
 
 def _round_trip(conn: Any, packed: bytes) -> Any:
