@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
+from ._admission import hold
 from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
@@ -242,11 +243,15 @@ class CircuitBreaker(_core.CircuitBreaker):
         and frees its half-open slot.
         """
         ticket = self._admit()
+        held = hold(self, None)  # an adapter inside does not admit again
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(ticket, attempt_outcome(exc, self.name))
             raise
+        finally:
+            if held is not None:
+                held.end()
         self._record(ticket, _SUCCESS)
         return result
 

@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
-from . import _core, _validate
+from . import _admission, _core, _validate
+from ._admission import hold
 from ._decorate import guarded
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
@@ -187,6 +188,7 @@ class Policy(_core.Policy):
         """
         ticket = self._enter()  # native: admit everywhere, or say why not
         if ticket >= 0:
+            held = hold(self._breaker, self._limiter) if _admission.nesting else None
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -195,6 +197,9 @@ class Policy(_core.Policy):
             else:
                 self._exit(ticket)
                 return result
+            finally:
+                if held is not None:
+                    held.end()
             if not isinstance(error, Exception):
                 raise error  # a cancellation: never retried
             # Retry outside the except block, so later errors keep their own __context__.
@@ -258,6 +263,7 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit_attempt()
+        held = hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
                 result = fn(*args, **kwargs)
@@ -271,6 +277,9 @@ class Policy(_core.Policy):
         except BaseException as exc:
             self._exit_exception(ticket, exc)
             raise
+        finally:
+            if held is not None:
+                held.end()
         if type(result) is CoroutineType:
             self._exit_unrun(ticket)
             refuse_coroutine(result, "Policy.execute()", "'await policy.execute_async(fn, ...)'")
@@ -280,6 +289,7 @@ class Policy(_core.Policy):
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = await self._admit_attempt_async()
+        held = hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
                 result = await fn(*args, **kwargs)
@@ -290,6 +300,9 @@ class Policy(_core.Policy):
         except BaseException as exc:
             self._exit_exception(ticket, attempt_outcome(exc, self._name))
             raise
+        finally:
+            if held is not None:
+                held.end()
         self._exit(ticket)
         return result
 
