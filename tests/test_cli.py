@@ -197,7 +197,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
 
 
 def test_bench_sections_are_registered() -> None:
-    assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins"]
+    assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins", "adapters"]
 
 
 def test_bench_lists_a_missing_peer_with_its_pip_command() -> None:

@@ -28,15 +28,17 @@ struct Frame {
 // the behaviour without this mechanism, never a wrong skip).
 constexpr int kMaxDepth = 32;
 
+// Trivial, so the thread_local is zero-initialised with no guard or wrapper
+// on each access (a member initialiser would add both).
 struct Stack {
     Frame frames[kMaxDepth];
-    int depth = 0;
+    int depth;
 };
 
-inline Stack& stack() noexcept {
-    static thread_local Stack s;
-    return s;
-}
+// Internal linkage: this header belongs to the one translation unit module.cpp.
+static thread_local Stack t_stack;
+
+inline Stack& stack() noexcept { return t_stack; }
 
 // Held for the duration of one attempt's user call.
 class Scope {

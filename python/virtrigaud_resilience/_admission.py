@@ -18,9 +18,10 @@ Two records, as the attempts run:
   timeouts.py). A :class:`Held` is dead once its attempt ended, so a task
   that outlives the attempt that started it admits its own calls again.
 
-The ContextVar costs a set and a reset per attempt, so it is set only once
-some adapter guards a breaker or bucket (:func:`enable`): a program without
-adapters pays nothing for it.
+The ContextVar costs a set and a reset per attempt, so it is set only for
+a breaker or bucket some adapter guards (:func:`enable`): a program without
+adapters, and a policy whose breaker and bucket no adapter guards, pay one
+flag test for it.
 """
 
 from __future__ import annotations
@@ -60,18 +61,26 @@ _HELD: Final[ContextVar[Held | None]] = ContextVar("virtrigaud_resilience_held",
 #: Set once an adapter guards a breaker or bucket; until then no attempt records itself.
 nesting = False
 
+#: ids of the breakers and buckets some adapter guards (an id reused after
+#: its object died only costs an unneeded record, never a wrong answer).
+_GUARDED: set[int] = set()
 
-def enable() -> None:
-    """From now on, attempts run in Python record what they hold (an adapter exists)."""
+
+def enable(breaker: object, limiter: object) -> None:
+    """From now on, attempts run in Python that hold ``breaker`` or
+    ``limiter`` (either None) record it: an adapter guards them."""
     global nesting
-    nesting = True
+    for guarded in (breaker, limiter):
+        if guarded is not None:
+            _GUARDED.add(id(guarded))
+            nesting = True
 
 
 def hold(breaker: object, limiter: object) -> Held | None:
     """Records an attempt holding ``breaker``'s permit and a token of
-    ``limiter`` (either None) until :meth:`Held.end`; None when nothing needs
-    to know (no adapter exists, or the attempt holds neither)."""
-    if not nesting or (breaker is None and limiter is None):
+    ``limiter`` (either None) until :meth:`Held.end`; None when no adapter
+    guards either, so none can ask."""
+    if id(breaker) not in _GUARDED and id(limiter) not in _GUARDED:
         return None
     record = Held(breaker, limiter, _HELD.get())
     record._token = _HELD.set(record)

@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
+from . import _admission
 from ._admission import hold
 from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
@@ -243,14 +244,14 @@ class CircuitBreaker(_core.CircuitBreaker):
         and frees its half-open slot.
         """
         ticket = self._admit()
-        held = hold(self, None)  # an adapter inside does not admit again
+        held = _admission.nesting and hold(self, None)  # an adapter inside admits not again
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(ticket, attempt_outcome(exc, self.name))
             raise
         finally:
-            if held is not None:
+            if held:
                 held.end()
         self._record(ticket, _SUCCESS)
         return result

@@ -188,7 +188,7 @@ class Policy(_core.Policy):
         """
         ticket = self._enter()  # native: admit everywhere, or say why not
         if ticket >= 0:
-            held = hold(self._breaker, self._limiter) if _admission.nesting else None
+            held = _admission.nesting and hold(self._breaker, self._limiter)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
@@ -198,7 +198,7 @@ class Policy(_core.Policy):
                 self._exit(ticket)
                 return result
             finally:
-                if held is not None:
+                if held:
                     held.end()
             if not isinstance(error, Exception):
                 raise error  # a cancellation: never retried
@@ -263,7 +263,7 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit_attempt()
-        held = hold(self._breaker, self._limiter)
+        held = _admission.nesting and hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
                 result = fn(*args, **kwargs)
@@ -278,7 +278,7 @@ class Policy(_core.Policy):
             self._exit_exception(ticket, exc)
             raise
         finally:
-            if held is not None:
+            if held:
                 held.end()
         if type(result) is CoroutineType:
             self._exit_unrun(ticket)
@@ -289,7 +289,7 @@ class Policy(_core.Policy):
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = await self._admit_attempt_async()
-        held = hold(self._breaker, self._limiter)
+        held = _admission.nesting and hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
                 result = await fn(*args, **kwargs)
@@ -301,7 +301,7 @@ class Policy(_core.Policy):
             self._exit_exception(ticket, attempt_outcome(exc, self._name))
             raise
         finally:
-            if held is not None:
+            if held:
                 held.end()
         self._exit(ticket)
         return result

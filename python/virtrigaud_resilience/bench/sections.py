@@ -378,3 +378,16 @@ def retry_dropin_cases(suite: Suite) -> list[Target]:
         Target("compat.backoff @on_exception >= 10x faster than backoff's",
                (_RETRY_SYNC, ours["backoff"]), (_RETRY_SYNC, "backoff @on_exception"), 1 / 10),
     ]
+
+
+# -------------------------------------------------------------- adapters --
+
+
+@section("adapters")
+def adapters_section(suite: Suite) -> list[Target]:
+    """Loopback grpc.aio, sync grpc and httpx calls, bare and through our
+    adapters, interleaved; medians end to end, and our own work per call
+    (see :mod:`.adapters`). Needs grpcio and httpx (skipped without)."""
+    from .adapters import adapter_cases
+
+    return adapter_cases(suite)

@@ -113,8 +113,7 @@ class CallGuard(Generic[K]):
         self.limiter = (shared_limiter(config, provider_type, provider, clock)
                         if isinstance(limiter, str) and limiter == SHARED
                         else _validate.optional_instance(owner, "limiter", limiter, TokenBucket))
-        if self.breaker is not None or self.limiter is not None:
-            enable()  # attempts around this guard's calls say what they hold
+        enable(self.breaker, self.limiter)  # attempts holding them say so, for held()
         self.wait = _validate.boolean(owner, "wait", wait)
         self.metrics = _validate.boolean(owner, "metrics", metrics)
         self._overrides = _timeouts(owner, timeouts)
