@@ -15,11 +15,21 @@ ConfigMap, :meth:`Config.production`):
   taxonomy (:func:`~virtrigaud_resilience.classify`) before the breaker and
   the retry see them.
 
+The recommended composition: a ResilientProvider over a provider client
+whose channel uses ``aio_interceptors`` (or whose httpx client uses
+``AsyncResilientTransport``), built from the same ``Config``. Each attempt is
+admitted once, here: the adapter inside it sees that the attempt already
+holds the shared breaker's permit and a token of the shared bucket
+(:meth:`~virtrigaud_resilience.providers.guard.CallGuard.admit`), takes
+neither again and leaves the outcome to this layer, so a call costs one
+token, a failed attempt counts once, and a half-open probe reaches the
+provider. A breaker or bucket of the adapter's own still applies.
+
 Mutating operations are retried like the others, as the guide's controller
 does (Create is idempotent by name in the contract). ``idempotent={"create":
 False}`` restricts an operation's retries to errors that prove the call never
-reached the provider (:func:`never_sent`): an open breaker, a token refused
-before sending, a refused connection.
+reached the provider (:func:`never_sent`, which answers for the whole call):
+an open breaker, a token refused before sending, a refused connection.
 
 Metrics (read at scrape time, see :mod:`virtrigaud_resilience.rpcstats`):
 ``virtrigaud_vm_operations_total{operation,provider_type,provider,outcome}``
