@@ -346,3 +346,37 @@ def test_policy_execute_over_the_sync_interceptor(sync_grpc: Callable[..., Any])
     # Outside any attempt the interceptor admits on its own again.
     assert describe(b"vm-1") == b"ok:vm-1"
     assert limiter.tokens == pytest.approx(tokens - 2)
+
+
+def test_breaker_guard_around_the_sync_interceptor_counts_once(
+        sync_grpc: Callable[..., Any]) -> None:
+    clock = vr.ManualClock()
+    name = f"guard-{next(_names)}"
+    cb = shared_breaker(CONFIG, "vsphere", name, clock)
+    describe = sync_grpc(name, clock, limiter=None)
+    with pytest.raises(vr.UnavailableError), cb.guard():
+        describe(b"code=UNAVAILABLE")
+    assert cb.failures == 1  # the guard's; the interceptor inside did not count it again
+    with cb.guard():
+        assert describe(b"vm-1") == b"ok:vm-1"
+    assert cb.successes == 1
+
+
+async def test_breaker_guard_around_the_aio_interceptor_counts_once(
+        grpc_server: GrpcServer) -> None:
+    clock = vr.ManualClock()
+    name = f"aguard-{next(_names)}"
+    cb = shared_breaker(CONFIG, "vsphere", name, clock)
+    async with grpc.aio.insecure_channel(grpc_server.target, interceptors=vrg.aio_interceptors(
+            "vsphere", name, CONFIG, clock=clock, limiter=None)) as channel:
+        describe = channel.unary_unary("/provider.v1.Provider/Describe",
+                                       request_serializer=identity, response_deserializer=identity)
+        with pytest.raises(vr.UnavailableError):
+            async with cb.guard():
+                await describe(b"code=UNAVAILABLE")
+        assert cb.failures == 1
+        async with cb.guard():
+            await describe(b"vm-1")
+        # After the guard, the interceptor admits on its own again.
+        await describe(b"vm-1")
+    assert cb.successes == 2

@@ -15,6 +15,7 @@
 
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 
 namespace virtrigaud_held {
@@ -40,21 +41,35 @@ static thread_local Stack t_stack;
 
 inline Stack& stack() noexcept { return t_stack; }
 
+// Set (for good) once an adapter exists (`_core._track_held()`): until then
+// a Scope costs one relaxed load and a branch, not a thread_local access
+// (a __tls_get_addr call in a shared object). A call already running when it
+// is set is not recorded: an adapter inside it admits on its own, as before.
+inline std::atomic<bool> g_tracking{false};
+
 // Held for the duration of one attempt's user call.
 class Scope {
    public:
-    Scope(const void* breaker, const void* bucket) noexcept : s_(stack()) {
-        if (s_.depth < kMaxDepth) {
-            s_.frames[s_.depth] = Frame{breaker, bucket};
+    Scope(const void* breaker, const void* bucket) noexcept
+        : s_(g_tracking.load(std::memory_order_relaxed) ? &stack() : nullptr) {
+        if (s_ == nullptr) {
+            return;
         }
-        ++s_.depth;
+        if (s_->depth < kMaxDepth) {
+            s_->frames[s_->depth] = Frame{breaker, bucket};
+        }
+        ++s_->depth;
     }
-    ~Scope() { --s_.depth; }
+    ~Scope() {
+        if (s_ != nullptr) {
+            --s_->depth;
+        }
+    }
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
 
    private:
-    Stack& s_;
+    Stack* s_;
 };
 
 // Bit 1: an enclosing attempt holds `breaker`; bit 2: one holds `bucket`.

@@ -2214,6 +2214,11 @@ NB_MODULE(_core, m) {
         "Whether a native sync attempt of this thread (Policy.execute's first,\n"
         "CircuitBreaker.call) is running inside its call and holds `breaker`\n"
         "(bit 1) or a token of `bucket` (bit 2).");
+    m.def(
+        "_track_held",
+        [] { virtrigaud_held::g_tracking.store(true, std::memory_order_relaxed); },
+        "From now on native sync attempts record what they hold, for _held()\n"
+        "(an adapter exists).");
     m.def("_specialise", &specialise, "cls"_a,
           "Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.");
 

@@ -11,7 +11,8 @@ Two records, as the attempts run:
 
 - sync attempts run natively (``Policy.execute``'s first attempt,
   ``CircuitBreaker.call``) push ``(breaker, bucket)`` on a C++ thread-local
-  stack around the user's call (``_core._held`` reads it; a few ns);
+  stack around the user's call (``_core._held`` reads it), once
+  ``_core._track_held()`` said an adapter exists (before: one flag test);
 - attempts run in Python (``execute_async``, ``call_async``, the sync retry
   and timeout path) set :data:`_HELD` (a ContextVar: it follows the task
   across awaits and into the tasks it starts, as the deadline does in
@@ -73,7 +74,9 @@ def enable(breaker: object, limiter: object) -> None:
     for guarded in (breaker, limiter):
         if guarded is not None:
             _GUARDED.add(id(guarded))
-            nesting = True
+            if not nesting:
+                _core._track_held()
+                nesting = True
 
 
 def hold(breaker: object, limiter: object) -> Held | None:

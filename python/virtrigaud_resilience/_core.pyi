@@ -424,6 +424,12 @@ def _held(breaker: object | None, bucket: object | None) -> int:
     (bit 1) or a token of `bucket` (bit 2).
     """
 
+def _track_held() -> None:
+    """
+    From now on native sync attempts record what they hold, for _held()
+    (an adapter exists).
+    """
+
 def _specialise(cls: object) -> None:
     """
     Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
 from . import _admission
-from ._admission import hold
+from ._admission import Held, hold
 from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
@@ -384,14 +384,16 @@ class Permit:
 class Guard:
     """The context manager of :meth:`CircuitBreaker.guard`."""
 
-    __slots__ = ("_breaker", "_ticket")
+    __slots__ = ("_breaker", "_ticket", "_held")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._ticket = -1
+        self._held: Held | None = None
 
     def __enter__(self) -> Guard:
         self._ticket = self._breaker._admit()
+        self._held = hold(self._breaker, None) if _admission.nesting else None  # for adapters
         return self
 
     def __exit__(
@@ -400,6 +402,9 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.end()
         if exc is None:
             self._breaker._record(self._ticket, _SUCCESS)
         else:
