@@ -380,3 +380,23 @@ async def test_breaker_guard_around_the_aio_interceptor_counts_once(
         # After the guard, the interceptor admits on its own again.
         await describe(b"vm-1")
     assert cb.successes == 2
+
+
+async def test_execute_async_and_call_async_over_the_aio_interceptor(
+        grpc_server: GrpcServer) -> None:
+    """The native first attempt of execute_async (no timeout) and call_async."""
+    clock = vr.ManualClock()
+    name = f"fast-{next(_names)}"
+    policy = policy_for(name, clock)
+    cb, limiter = policy.breaker, policy.limiter
+    assert cb is not None and limiter is not None
+    async with grpc.aio.insecure_channel(grpc_server.target, interceptors=vrg.aio_interceptors(
+            "vsphere", name, CONFIG, clock=clock)) as channel:
+        describe = channel.unary_unary("/provider.v1.Provider/Describe",
+                                       request_serializer=identity, response_deserializer=identity)
+        tokens = limiter.tokens
+        assert await policy.execute_async(describe, b"vm-1") == b"ok:vm-1"
+        assert limiter.tokens == pytest.approx(tokens - 1) and cb.successes == 1
+        with pytest.raises(vr.UnavailableError):
+            await cb.call_async(describe, b"code=UNAVAILABLE")
+        assert cb.failures == 1  # counted by call_async alone

@@ -27,12 +27,15 @@ flag test for it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar, Token
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from . import _core
 
-__all__ = ["Held", "enable", "held", "hold"]
+__all__ = ["Held", "enable", "held", "hold", "holding"]
+
+T = TypeVar("T")
 
 
 class Held:
@@ -103,3 +106,17 @@ def held(breaker: object, limiter: object) -> tuple[bool, bool]:
                 mask |= 2
         record = record.outer
     return bool(mask & 1), bool(mask & 2)
+
+
+async def holding(breaker: object, limiter: object, fn: Callable[..., Awaitable[T]],
+                  args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """Awaits ``fn(*args, **kwargs)`` recorded as an attempt holding
+    ``breaker`` and ``limiter`` (:func:`hold`). The async policies await
+    this instead of ``fn`` only once :data:`nesting` is set, so without an
+    adapter their path is one flag test longer, not a frame."""
+    record = hold(breaker, limiter)
+    try:
+        return await fn(*args, **kwargs)
+    finally:
+        if record is not None:
+            record.end()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
 from . import _admission
-from ._admission import Held, hold
+from ._admission import Held, hold, holding
 from ._decorate import guarded
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
@@ -244,15 +244,14 @@ class CircuitBreaker(_core.CircuitBreaker):
         and frees its half-open slot.
         """
         ticket = self._admit()
-        held = _admission.nesting and hold(self, None)  # an adapter inside admits not again
         try:
-            result = await fn(*args, **kwargs)
+            if _admission.nesting:  # an adapter exists: it may ask what this call holds
+                result = await holding(self, None, fn, args, kwargs)
+            else:
+                result = await fn(*args, **kwargs)
         except BaseException as exc:
             self._record_exception(ticket, attempt_outcome(exc, self.name))
             raise
-        finally:
-            if held:
-                held.end()
         self._record(ticket, _SUCCESS)
         return result
 

@@ -37,7 +37,7 @@ from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
 from . import _admission, _core, _validate
-from ._admission import hold
+from ._admission import hold, holding
 from ._decorate import guarded
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
@@ -188,18 +188,17 @@ class Policy(_core.Policy):
         """
         ticket = self._enter()  # native: admit everywhere, or say why not
         if ticket >= 0:
-            held = _admission.nesting and hold(self._breaker, self._limiter)
             try:
-                result = await fn(*args, **kwargs)
+                if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
+                    result = await holding(self._breaker, self._limiter, fn, args, kwargs)
+                else:
+                    result = await fn(*args, **kwargs)
             except BaseException as exc:
                 self._exit_exception(ticket, attempt_outcome(exc, self._name))
                 error = exc
             else:
                 self._exit(ticket)
                 return result
-            finally:
-                if held:
-                    held.end()
             if not isinstance(error, Exception):
                 raise error  # a cancellation: never retried
             # Retry outside the except block, so later errors keep their own __context__.
@@ -289,7 +288,8 @@ class Policy(_core.Policy):
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = await self._admit_attempt_async()
-        held = _admission.nesting and hold(self._breaker, self._limiter)
+        if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
+            fn, args, kwargs = holding, (self._breaker, self._limiter, fn, args, kwargs), {}
         try:
             if self._attempt_timeout is None:
                 result = await fn(*args, **kwargs)
@@ -300,9 +300,6 @@ class Policy(_core.Policy):
         except BaseException as exc:
             self._exit_exception(ticket, attempt_outcome(exc, self._name))
             raise
-        finally:
-            if held:
-                held.end()
         self._exit(ticket)
         return result
 
