@@ -301,3 +301,61 @@ def test_kopf_operator_rides_out_an_outage_end_to_end(cluster: Cluster,
                for c in p.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
     assert reasons[0] == "ProviderUnavailable" and reasons[-1] == "VMReady", reasons
     assert "failed temporarily" in runner.output and "delay" in runner.output
+
+
+# -- the requeue delay is capped; messages are bounded and carry no secrets ------------------
+
+
+def test_the_requeue_delay_is_capped() -> None:
+    days = vr.RateLimitError("provider says come back tomorrow", retry_after=86_400)
+    assert to_kopf_error(days).delay == 3600.0  # the default cap: one hour
+    assert to_kopf_error(days, max_delay=10).delay == 10.0
+    assert temporary_delay(days, max_delay="1m") == 60.0
+    short = vr.RateLimitError("soon", retry_after=2)
+    assert to_kopf_error(short, max_delay=10).delay == 2.0  # a cap, not a floor
+    with pytest.raises(ValueError, match="max_delay"):
+        to_kopf_error(days, max_delay=0)
+    with pytest.raises(TypeError, match="max_delay"):
+        resilient_handler(max_delay=[60])  # type: ignore[arg-type]
+
+
+async def test_the_handler_caps_an_open_breakers_delay() -> None:
+    clock = vr.ManualClock()
+    cb = vr.CircuitBreaker("long", config=vr.BreakerConfig(failure_threshold=1,
+                                                            reset_timeout=7200), clock=clock)
+    permit = cb.try_acquire()
+    assert permit is not None
+    permit.failure()
+
+    @resilient_handler(breaker=cb, max_delay=300)
+    async def handler(**_: Any) -> None:
+        raise vr.UnavailableError("down")
+
+    with pytest.raises(kopf.TemporaryError) as info:
+        await handler(**kwargs())
+    assert info.value.delay == 300.0
+
+    @resilient_handler(breaker=cb)
+    async def default(**_: Any) -> None:
+        raise vr.UnavailableError("down")
+
+    with pytest.raises(kopf.TemporaryError) as info:
+        await default(**kwargs())
+    assert info.value.delay == 3600.0  # not the breaker's two hours
+
+
+async def test_condition_and_kopf_messages_are_bounded_without_query_strings() -> None:
+    url = "https://admin:hunter2@vcenter.local/sdk/vm?token=SECRET&sig=abc#frag"
+
+    @resilient_handler
+    async def handler(**_: Any) -> None:
+        raise vr.UnavailableError(f"GET {url} failed: " + "x" * 5000)
+
+    kw = kwargs()
+    with pytest.raises(kopf.TemporaryError) as info:
+        await handler(**kw)
+    message = ready_of(kw["patch"])["message"]
+    for text in (message, str(info.value)):
+        assert len(text) <= 256 and text.endswith("...")
+        assert "SECRET" not in text and "hunter2" not in text and "?" not in text
+        assert "https://vcenter.local/sdk/vm" in text

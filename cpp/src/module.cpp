@@ -38,6 +38,8 @@
 #include "virtrigaud/clock.hpp"
 #include "virtrigaud/token_bucket.hpp"
 
+#include "held_attempts.hpp"
+
 namespace nb = nanobind;
 using namespace nb::literals;
 namespace vr = virtrigaud;
@@ -685,7 +687,11 @@ PyObject* guarded_call(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
         b->core.release(ticket);
         return nullptr;
     }
-    PyObject* result = forward_call(fn, args, nargsf, kwnames);
+    PyObject* result;
+    {
+        const virtrigaud_held::Scope held(self, nullptr);  // adapters inside: admitted
+        result = forward_call(fn, args, nargsf, kwnames);
+    }
     if (result == nullptr) {
         if ((hooks & kHookError) != 0) {
             return hand_error_to_python(self, ticket);
@@ -1234,8 +1240,12 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     if (stage != kCalled) {
         return resume(self, stage, nullptr, args, nargs, kwnames);
     }
-    // Not args[0] as the callee's spare slot: it is the caller's (see forward_call).
-    PyObject* result = forward_call(args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
+    PyObject* result;
+    {
+        const virtrigaud_held::Scope held(p->breaker_obj.ptr(), p->bucket_obj.ptr());
+        // Not args[0] as the callee's spare slot: it is the caller's (see forward_call).
+        result = forward_call(args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
+    }
     if (result != nullptr) {
         if (is_coroutine(result)) {
             if (!p->exit_unrun(ticket)) {
@@ -2353,6 +2363,21 @@ NB_MODULE(_core, m) {
     add_fastcall_method(policy, &policy_enter_def);
     add_fastcall_method(policy, &policy_exit_def);
 
+    m.def(
+        "_held",
+        [](nb::handle breaker, nb::handle bucket) {
+            return virtrigaud_held::held(breaker.is_none() ? nullptr : breaker.ptr(),
+                                         bucket.is_none() ? nullptr : bucket.ptr());
+        },
+        "breaker"_a.none(), "bucket"_a.none(),
+        "Whether a native sync attempt of this thread (Policy.execute's first,\n"
+        "CircuitBreaker.call) is running inside its call and holds `breaker`\n"
+        "(bit 1) or a token of `bucket` (bit 2).");
+    m.def(
+        "_track_held",
+        [] { virtrigaud_held::g_tracking.store(true, std::memory_order_relaxed); },
+        "From now on native sync attempts record what they hold, for _held()\n"
+        "(an adapter exists).");
     m.def("_specialise", &specialise, "cls"_a,
           "Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.");
 

@@ -434,6 +434,19 @@ class Policy:
     def _exit(self, ticket: int, /) -> None:
         """The attempt succeeded: record it and free its slot."""
 
+def _held(breaker: object | None, bucket: object | None) -> int:
+    """
+    Whether a native sync attempt of this thread (Policy.execute's first,
+    CircuitBreaker.call) is running inside its call and holds `breaker`
+    (bit 1) or a token of `bucket` (bit 2).
+    """
+
+def _track_held() -> None:
+    """
+    From now on native sync attempts record what they hold, for _held()
+    (an adapter exists).
+    """
+
 def _specialise(cls: object) -> None:
     """
     Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.

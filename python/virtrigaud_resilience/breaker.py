@@ -34,6 +34,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
+from . import _admission
+from ._admission import Held, hold, holding
 from ._decorate import guarded
 from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels
@@ -249,7 +251,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         """
         ticket = self._admit()
         try:
-            result = await fn(*args, **kwargs)
+            if _admission.nesting:  # an adapter exists: it may ask what this call holds
+                result = await holding(self, None, fn, args, kwargs)
+            else:
+                result = await fn(*args, **kwargs)
         except BaseException as exc:
             record_outcome(self._record_exception, ticket, exc, self.name)
             raise
@@ -387,14 +392,16 @@ class Permit(_core.OneShot):
 class Guard:
     """The context manager of :meth:`CircuitBreaker.guard`."""
 
-    __slots__ = ("_breaker", "_ticket")
+    __slots__ = ("_breaker", "_ticket", "_held")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._ticket = -1
+        self._held: Held | None = None
 
     def __enter__(self) -> Guard:
         self._ticket = self._breaker._admit()
+        self._held = hold(self._breaker, None) if _admission.nesting else None  # for adapters
         return self
 
     def __exit__(
@@ -403,6 +410,9 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.end()
         if exc is None:
             self._breaker._record(self._ticket, _SUCCESS)
         else:

@@ -328,14 +328,27 @@ def classify(exc: BaseException) -> BaseException:
     ``ConnectionError`` (and subclasses)          ``UnavailableError``
     ``PermissionError``                           ``UnauthorizedError``
     ``NotImplementedError``                       ``NotSupportedError``
+    an ``httpx.HTTPError``                        as the httpx transport maps it
+    a ``grpc.RpcError``                           as the gRPC interceptors map it
     anything else                                 returned unchanged
     ============================================  =========================
+
+    httpx: ``ConnectError`` Unavailable (never sent), ``TimeoutException``
+    Timeout, other network and protocol errors Unavailable,
+    ``HTTPStatusError`` by its status (404 NotFound, 429 RateLimit, 503
+    Unavailable, ...: ``providers.http.ERROR_TYPES``). gRPC: by ``code()``
+    (``providers.grpc.ERROR_TYPES``; a ``CANCELLED`` status, or none, is
+    Retryable). httpx and grpc are never imported here: their errors are
+    recognised only once the application has loaded them.
 
     A new error keeps the original as its ``cause`` (and ``__cause__``).
     Unmapped exceptions stay unchanged and so stay non-retryable.
     """
     if isinstance(exc, ProviderError):
         return exc
+    transport = _classify_transport_error(exc)
+    if transport is not None:
+        return transport
     # The cause's text is appended by __str__, so the message names only its kind.
     message = type(exc).__name__
     if _is_timeout(exc):
@@ -347,6 +360,44 @@ def classify(exc: BaseException) -> BaseException:
     if isinstance(exc, NotImplementedError):
         return NotSupportedError(message, exc)
     return exc
+
+
+def _classify_transport_error(exc: BaseException) -> ProviderError | None:
+    """A raw httpx or grpc error mapped as the adapters map them, or None.
+
+    The adapters' mappings are the single source (providers/http.py,
+    providers/grpc.py); they are imported only for an error of a package the
+    application already loaded, so nothing optional is imported here.
+    """
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.HTTPError):
+        from .providers import http
+
+        if isinstance(exc, httpx.HTTPStatusError):
+            # raise_for_status() raises for 1xx and 3xx too: those are no failure of ours to name.
+            status = exc.response.status_code
+            return http.error_from_response(exc.response) if status >= 400 else None
+        error = http.error_from_exception(exc)[0]
+        return error if isinstance(error, ProviderError) else None
+    grpc = sys.modules.get("grpc")
+    if grpc is not None and isinstance(exc, grpc.RpcError):
+        from .providers import grpc as rpc
+
+        error = rpc.error_from_rpc(exc)
+        if isinstance(error, ProviderError):
+            return error
+        # CANCELLED: raw, nobody here cancelled anything; the server or a proxy did.
+        return RetryableError(f"{type(exc).__name__}: CANCELLED", exc)
+    return None
+
+
+def refused_retry(exc: BaseException) -> bool:
+    """True iff ``exc`` says it must not be retried although its type is
+    retryable: a ``ProviderError`` of a retryable type built (or marked) with
+    ``retryable=False``, such as the adapters' error for a non-idempotent
+    request that was sent. No retry loop retries it, ``retry_on`` included."""
+    return (isinstance(exc, ProviderError) and not exc.retryable
+            and exc.type in RETRYABLE_TYPES)
 
 
 class CircuitOpenError(UnavailableError):

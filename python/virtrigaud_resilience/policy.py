@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar
 
-from . import _core, _validate
+from . import _admission, _core, _validate
+from ._admission import hold, holding
 from ._decorate import guarded
 from ._specialised import HotMethods
 from .breaker import _RELEASE, CircuitBreaker, _reject
@@ -192,7 +193,10 @@ class Policy(_core.Policy):
         ticket = self._enter()  # native: admit everywhere, or say why not
         if ticket >= 0:
             try:
-                result = await fn(*args, **kwargs)
+                if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
+                    result = await holding(self._breaker, self._limiter, fn, args, kwargs)
+                else:
+                    result = await fn(*args, **kwargs)
             except BaseException as exc:
                 record_outcome(self._exit_exception, ticket, exc, self._name)
                 error = exc
@@ -262,6 +266,7 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit_attempt()
+        held = _admission.nesting and hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
                 result = fn(*args, **kwargs)
@@ -275,6 +280,9 @@ class Policy(_core.Policy):
         except BaseException as exc:
             self._exit_exception(ticket, exc)
             raise
+        finally:
+            if held:
+                held.end()
         if type(result) is CoroutineType:
             self._exit_unrun(ticket)
             refuse_coroutine(result, "Policy.execute()", "'await policy.execute_async(fn, ...)'")
@@ -284,6 +292,8 @@ class Policy(_core.Policy):
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = await self._admit_attempt_async()
+        if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
+            fn, args, kwargs = holding, (self._breaker, self._limiter, fn, args, kwargs), {}
         try:
             if self._attempt_timeout is None:
                 result = await fn(*args, **kwargs)

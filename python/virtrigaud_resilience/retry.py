@@ -35,7 +35,8 @@ from ._tracking import Census, Counters, Labels
 from .backoff import STRATEGIES, Backoff
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
-from .errors import is_retryable
+from ._sent import mark_call_reached, never_sent
+from .errors import is_retryable, refused_retry
 from .timeouts import (
     call_until,
     cancel_requests,
@@ -158,6 +159,8 @@ class RetryConfig:
             return False
         if is_retryable(error):
             return True
+        if refused_retry(error):
+            return False  # e.g. a sent non-idempotent request: retry_on cannot override it
         retry_on = self.retry_on
         if retry_on is None:
             return False
@@ -311,10 +314,12 @@ class Retrier:
         failed, the last with ``error`` (how a policy continues after its
         native first attempt)."""
         previous = 0.0
+        reached = False
         while True:
             if done:
                 assert error is not None
-                previous = self._before_retry(done, error, previous, deadline)
+                reached = reached or not never_sent(error)
+                previous = self._next_delay(done, error, previous, deadline, reached)
                 self._clock.sleep(previous)
             elif deadline is not None and self._clock.now() >= deadline:
                 raise deadline_exceeded(self.name)
@@ -338,15 +343,17 @@ class Retrier:
     ) -> T:
         """The asyncio form of :meth:`run`."""
         previous = 0.0
+        reached = False
         cancels_before = cancel_requests()
         while True:
             if done:
                 assert error is not None
+                reached = reached or not never_sent(error)
                 if cancel_requests() > cancels_before:
                     # The task was cancelled and an attempt turned that into
                     # an error: a cancelled task stops, it is not retried.
-                    raise error
-                previous = self._before_retry(done, error, previous, deadline)
+                    raise mark_call_reached(error) if reached else error
+                previous = self._next_delay(done, error, previous, deadline, reached)
                 await self._clock.sleep_async(previous)
             elif deadline is not None and self._clock.now() >= deadline:
                 raise deadline_exceeded(self.name)
@@ -358,6 +365,19 @@ class Retrier:
             finally:
                 _ATTEMPT.reset(token)
             done += 1
+
+    def _next_delay(self, done: int, error: BaseException, previous: float,
+                    deadline: float | None, reached: bool) -> float:
+        """:meth:`_before_retry`; the error that ends the call is marked
+        :func:`~virtrigaud_resilience.providers.mark_call_reached` when an
+        attempt of it (``reached``) got to the provider: ``never_sent`` of it
+        answers for the whole call, not only its last attempt."""
+        if not reached:
+            return self._before_retry(done, error, previous, deadline)
+        try:
+            return self._before_retry(done, error, previous, deadline)
+        except Exception as final:
+            raise mark_call_reached(final)  # the traceback stays _before_retry's
 
     def _before_retry(
         self, done: int, error: BaseException, previous: float, deadline: float | None

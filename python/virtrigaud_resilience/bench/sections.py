@@ -438,3 +438,16 @@ class _Plain:
 
     def method(self) -> None:
         pass
+
+
+# -------------------------------------------------------------- adapters --
+
+
+@section("adapters")
+def adapters_section(suite: Suite) -> list[Target]:
+    """Loopback grpc.aio, sync grpc and httpx calls, bare and through our
+    adapters, interleaved; medians end to end, and our own work per call
+    (see :mod:`.adapters`). Needs grpcio and httpx (skipped without)."""
+    from .adapters import adapter_cases
+
+    return adapter_cases(suite)

@@ -28,6 +28,7 @@ from .fake import FaultInjectingProvider, Latency, Outage, Quota
 from .resilient import (
     BREAKER_NAME,
     ResilientProvider,
+    mark_call_reached,
     mark_never_sent,
     mark_reached,
     never_sent,
@@ -52,6 +53,7 @@ __all__ = [
     "Quota",
     "ResilientProvider",
     "TaskStatus",
+    "mark_call_reached",
     "mark_never_sent",
     "mark_reached",
     "never_sent",

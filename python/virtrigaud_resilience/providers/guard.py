@@ -8,7 +8,9 @@ and its error mapping. Per call:
    timeout from the RPC config or ``timeouts=``, its metrics);
 2. :meth:`CallGuard.admit` / :meth:`CallGuard.admit_async` take the
    breaker's permit and a token, or raise the adapter's rejection (marked
-   :func:`~virtrigaud_resilience.providers.never_sent`, nothing held);
+   :func:`~virtrigaud_resilience.providers.never_sent`, nothing held); a
+   breaker or bucket the enclosing attempt (a policy around the call) already
+   holds is not taken twice: that layer admits and records the attempt;
 3. :meth:`CallGuard.deadline` is the call's budget: the method's timeout,
    capped by the caller's and by what an enclosing policy has left;
 4. the adapter runs the call and reports it with :meth:`CallGuard.settle`
@@ -25,6 +27,7 @@ from collections.abc import Mapping
 from typing import Final, Generic, Literal, TypeVar
 
 from .. import _validate
+from .._admission import enable, held
 from .._tracking import provider_labels
 from ..breaker import CircuitBreaker, Permit
 from ..clock import ManualClock
@@ -110,6 +113,7 @@ class CallGuard(Generic[K]):
         self.limiter = (shared_limiter(config, provider_type, provider, clock)
                         if isinstance(limiter, str) and limiter == SHARED
                         else _validate.optional_instance(owner, "limiter", limiter, TokenBucket))
+        enable(self.breaker, self.limiter)  # attempts holding them say so, for held()
         self.wait = _validate.boolean(owner, "wait", wait)
         self.metrics = _validate.boolean(owner, "metrics", metrics)
         self._overrides = _timeouts(owner, timeouts)
@@ -165,9 +169,19 @@ class CallGuard(Generic[K]):
 
     def admit(self, method: Method, start: float) -> Permit | None:
         """The breaker's permit and a token (waited for with ``wait``), or the
-        adapter's rejection is raised with nothing held."""
-        permit = self._admit_breaker(method, start)
-        limiter = self.limiter
+        adapter's rejection is raised with nothing held.
+
+        Inside an attempt that already holds this guard's breaker or a token
+        of its bucket (a :class:`~virtrigaud_resilience.Policy`, a
+        ``ResilientProvider`` or ``breaker.call`` around the call with the same
+        one), that one is not taken again: the attempt is admitted and counted
+        once, by the enclosing layer, which also records its outcome (what the
+        call raises or returns to it). The permit is then None. A breaker or
+        bucket of its own (per endpoint inside per provider) still applies.
+        """
+        breaker_held, limiter_held = held(self.breaker, self.limiter)
+        permit = None if breaker_held else self._admit_breaker(method, start)
+        limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
             if not self.wait:
                 raise self._rate_limited(permit, method, start)
@@ -182,8 +196,9 @@ class CallGuard(Generic[K]):
 
     async def admit_async(self, method: Method, start: float) -> Permit | None:
         """:meth:`admit` for asyncio: a cancelled wait gives its tokens back."""
-        permit = self._admit_breaker(method, start)
-        limiter = self.limiter
+        breaker_held, limiter_held = held(self.breaker, self.limiter)
+        permit = None if breaker_held else self._admit_breaker(method, start)
+        limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
             if not self.wait:
                 raise self._rate_limited(permit, method, start)

@@ -15,11 +15,21 @@ ConfigMap, :meth:`Config.production`):
   taxonomy (:func:`~virtrigaud_resilience.classify`) before the breaker and
   the retry see them.
 
+The recommended composition: a ResilientProvider over a provider client
+whose channel uses ``aio_interceptors`` (or whose httpx client uses
+``AsyncResilientTransport``), built from the same ``Config``. Each attempt is
+admitted once, here: the adapter inside it sees that the attempt already
+holds the shared breaker's permit and a token of the shared bucket
+(:meth:`~virtrigaud_resilience.providers.guard.CallGuard.admit`), takes
+neither again and leaves the outcome to this layer, so a call costs one
+token, a failed attempt counts once, and a half-open probe reaches the
+provider. A breaker or bucket of the adapter's own still applies.
+
 Mutating operations are retried like the others, as the guide's controller
 does (Create is idempotent by name in the contract). ``idempotent={"create":
 False}`` restricts an operation's retries to errors that prove the call never
-reached the provider (:func:`never_sent`): an open breaker, a token refused
-before sending, a refused connection.
+reached the provider (:func:`never_sent`, which answers for the whole call):
+an open breaker, a token refused before sending, a refused connection.
 
 Metrics (read at scrape time, see :mod:`virtrigaud_resilience.rpcstats`):
 ``virtrigaud_vm_operations_total{operation,provider_type,provider,outcome}``
@@ -36,16 +46,17 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from .._decorate import is_async_callable
 from ..breaker import BreakerRegistry, CircuitBreaker
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..config import Config
-from ..errors import CircuitOpenError, RateLimitError, classify
+from ..errors import classify
 from ..policy import Policy, PolicyBuilder
 from ..ratelimit import RateLimiterRegistry, TokenBucket
 from ..retry import RetryConfig
+from .._sent import mark_call_reached, mark_never_sent, mark_reached, never_sent
 from ..rpcstats import RPCStats, code_for_error, operation_stats, rpc_stats
 from ..timeouts import attempt_outcome
 from .contract import (
@@ -62,6 +73,7 @@ from .contract import (
 __all__ = [
     "BREAKER_NAME",
     "ResilientProvider",
+    "mark_call_reached",
     "mark_never_sent",
     "mark_reached",
     "never_sent",
@@ -69,8 +81,6 @@ __all__ = [
     "shared_limiter",
     "shared_registries",
 ]
-
-E = TypeVar("E", bound=BaseException)
 
 #: The breaker name of the guide's controller: ``GetOrCreate("vm-operations", type, name)``.
 BREAKER_NAME = "vm-operations"
@@ -120,53 +130,8 @@ def shared_limiter(config: Config, provider_type: str, provider: str,
 
 
 # ---------------------------------------------------------------------------
-# Did a failed call reach the provider?
+# Did a failed call reach the provider? (_sent.py: the retry loops ask too)
 # ---------------------------------------------------------------------------
-
-_UNSENT = "_virtrigaud_unsent"
-_REACHED = "_virtrigaud_reached"
-
-
-def mark_never_sent(exc: E) -> E:
-    """Marks ``exc`` as proof that its call never reached the provider (the
-    adapters mark their breaker and limiter rejections and refused
-    connections); returns ``exc``."""
-    setattr(exc, _UNSENT, True)
-    return exc
-
-
-def mark_reached(exc: E) -> E:
-    """Marks ``exc`` as the provider's own answer (unless it is marked never
-    sent): a ``RateLimitError`` so marked is the provider's rate limit, not
-    ours. ResilientProvider marks every error its provider raises; returns ``exc``."""
-    if not getattr(exc, _UNSENT, False):
-        setattr(exc, _REACHED, True)
-    return exc
-
-
-def never_sent(exc: BaseException) -> bool:
-    """True iff ``exc`` proves its call never reached the provider.
-
-    That is: an open breaker (:class:`CircuitOpenError`), a rate limit or full
-    bulkhead of our own before sending (a ``RateLimitError`` that did not
-    come from the provider), an error marked by :func:`mark_never_sent`
-    (the adapters' rejections and refused connections), or a
-    ``ConnectionRefusedError`` anywhere in its cause chain. A timeout, a
-    dropped connection or any answer of the provider is no such proof: the
-    provider may have acted.
-    """
-    if isinstance(exc, CircuitOpenError) or getattr(exc, _UNSENT, False):
-        return True
-    if isinstance(exc, RateLimitError) and not getattr(exc, _REACHED, False):
-        return True
-    seen = 0
-    link: BaseException | None = exc
-    while link is not None and seen < 32:  # a bounded walk: chains can be cyclic
-        if isinstance(link, ConnectionRefusedError) or getattr(link, _UNSENT, False):
-            return True
-        link = link.__cause__ or link.__context__
-        seen += 1
-    return False
 
 
 @dataclass(frozen=True)

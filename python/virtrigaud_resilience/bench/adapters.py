@@ -1,0 +1,318 @@
+"""The ``adapters`` bench section: real loopback calls, bare and guarded.
+
+Pairs, each a bare call and the same call through our adapter (breaker,
+token bucket, deadline, status mapping, metrics):
+
+- a ``grpc.aio`` unary call through ``aio_interceptors``;
+- a sync ``grpc`` unary call through ``intercept_channel``;
+- an ``httpx.AsyncClient`` GET through ``AsyncResilientTransport``;
+- an ``httpx.Client`` GET through ``ResilientTransport``.
+
+Every pair runs interleaved round by round (each round times every case
+once) against servers in a child process (:mod:`.loopback`), and a case's
+figure is its **median** round: the end-to-end ratio guarded / bare, target
+<= :data:`MAX_END_TO_END`. A loopback call's own noise on a shared machine
+is of the order of what the adapters add, so our own work is measured apart
+too, as now: the interceptor or transport around a stub that answers at
+once, minus the stub called directly, as a share of the loopback call
+(target <= :data:`MAX_OWN_SHARE`).
+
+Reported through ``suite.timings`` (what, milliseconds, bound), since these
+cases are calls over a network, timed in rounds of their own, not the
+suite's tight loops of no-op calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import multiprocessing
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .loopback import METHOD, serve
+from .suite import Suite, Target
+
+__all__ = ["MAX_END_TO_END", "MAX_OWN_SHARE", "adapter_cases"]
+
+#: Target: a guarded loopback call takes at most this many times a bare one (medians).
+MAX_END_TO_END = 1.10
+#: Target: our own work per call is at most this share of a loopback call.
+MAX_OWN_SHARE = 0.10
+
+#: (rounds, loopback calls per round and case, stub calls per round and case)
+#: by the suite's ``repeats`` (5 in a full run, 1 with --quick).
+_FULL, _QUICK = (9, 200, 2000), (5, 50, 500)
+
+Run = Callable[[int], Any]
+
+
+@dataclass
+class _Pair:
+    """A bare case and the guarded one, and their per-call times (ns) per round."""
+
+    label: str
+    bare: Run
+    guarded: Run
+    is_async: bool
+    alone: tuple[Run, Run] | None = None  # stub, guard around the stub: our work
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+
+def adapter_cases(suite: Suite) -> list[Target]:
+    """Measures the pairs now and appends their figures to ``suite.timings``."""
+    try:
+        import grpc  # noqa: F401
+        import httpx  # noqa: F401
+    except ImportError as exc:
+        suite.skip("adapters (grpcio, httpx)", exc)
+        return []
+    rounds, calls, stub_calls = _FULL if suite.repeats > 1 else _QUICK
+    context = multiprocessing.get_context("spawn")  # grpc does not survive a fork
+    ports, stop = context.Queue(), context.Event()
+    child = context.Process(target=serve, args=(ports, stop), daemon=True)
+    child.start()
+    loop = asyncio.new_event_loop()
+    closers: list[Callable[[], Any]] = []
+    try:
+        grpc_port, http_port = ports.get(timeout=60)
+        pairs = _pairs(loop, grpc_port, http_port, closers)
+        _measure(pairs, loop, rounds, calls, stub_calls)
+    finally:
+        for close in closers:
+            result = close()
+            if asyncio.iscoroutine(result):
+                loop.run_until_complete(result)
+        loop.close()
+        stop.set()
+        child.join(10)
+    for pair in pairs:
+        _report(suite, pair, rounds, calls)
+    return []
+
+
+def _report(suite: Suite, pair: _Pair, rounds: int, calls: int) -> None:
+    bare = statistics.median(pair.times["bare"])
+    guarded = statistics.median(pair.times["guarded"])
+    suite.timings.append((
+        f"{pair.label}: end to end {guarded / bare:.3f}x bare (medians of {rounds} "
+        f"interleaved rounds of {calls} calls; bare {bare / 1e3:.0f} us)",
+        guarded / 1e6, bare * MAX_END_TO_END / 1e6))
+    if pair.alone is not None:
+        work = statistics.median(pair.times["alone guarded"]) - statistics.median(
+            pair.times["alone bare"])
+        suite.timings.append((
+            f"{pair.label}: our own work {work / 1e3:.1f} us per call = "
+            f"{work / bare * 100:.2f}% of the loopback call",
+            work / 1e6, bare * MAX_OWN_SHARE / 1e6))
+
+
+def _time(run: Run, is_async: bool, n: int, loop: asyncio.AbstractEventLoop) -> float:
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        if is_async:
+            loop.run_until_complete(run(n))
+        else:
+            run(n)
+        return (time.perf_counter_ns() - start) / n
+    finally:
+        gc.enable()
+
+
+def _measure(pairs: list[_Pair], loop: asyncio.AbstractEventLoop, rounds: int, calls: int,
+             stub_calls: int) -> None:
+    cases: list[tuple[_Pair, str, Run, int]] = []
+    for pair in pairs:
+        cases += [(pair, "bare", pair.bare, calls), (pair, "guarded", pair.guarded, calls)]
+        if pair.alone is not None:
+            cases += [(pair, "alone bare", pair.alone[0], stub_calls),
+                      (pair, "alone guarded", pair.alone[1], stub_calls)]
+    for pair, _, run, n in cases:  # warm up: connections, caches, specialised bytecode
+        _time(run, pair.is_async, max(n // 4, 10), loop)
+    for _ in range(rounds):
+        for pair, name, run, n in cases:
+            pair.times.setdefault(name, []).append(_time(run, pair.is_async, n, loop))
+
+
+def _guard_parts(label: str) -> dict[str, Any]:
+    """The whole guard: a breaker and a bucket that never refuse."""
+    import virtrigaud_resilience as vr
+
+    return {"breaker": vr.CircuitBreaker(f"bench-{label}", "bench", label),
+            "limiter": vr.TokenBucket(qps=1e9, burst=1_000_000)}
+
+
+def _loop_async(call: Callable[[], Awaitable[Any]]) -> Run:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await call()
+    return run
+
+
+def _loop_sync(call: Callable[[], Any]) -> Run:
+    def run(n: int) -> None:
+        for _ in range(n):
+            call()
+    return run
+
+
+def _pairs(loop: asyncio.AbstractEventLoop, grpc_port: int, http_port: int,
+           closers: list[Callable[[], Any]]) -> list[_Pair]:
+    import grpc
+    import grpc.aio
+    import httpx
+
+    from ..providers import grpc as vrg
+    from ..providers import http as vrh
+
+    target, base = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}"
+
+    async def open_async() -> tuple[Any, Any, Any, Any]:
+        return (grpc.aio.insecure_channel(target),
+                grpc.aio.insecure_channel(target, interceptors=vrg.aio_interceptors(
+                    "bench", "aio", **_guard_parts("aio"))),
+                httpx.AsyncClient(base_url=base),
+                httpx.AsyncClient(base_url=base, transport=vrh.AsyncResilientTransport(
+                    "bench", "async-http", **_guard_parts("async-http"))))
+
+    bare_aio, guarded_aio, bare_ahttp, guarded_ahttp = loop.run_until_complete(open_async())
+    bare_sync = grpc.insecure_channel(target)
+    guarded_sync = vrg.intercept_channel(grpc.insecure_channel(target), "bench", "sync",
+                                         **_guard_parts("sync"))
+    bare_http = httpx.Client(base_url=base)
+    guarded_http = httpx.Client(base_url=base, transport=vrh.ResilientTransport(
+        "bench", "sync-http", **_guard_parts("sync-http")))
+    closers += [bare_aio.close, guarded_aio.close, bare_ahttp.aclose, guarded_ahttp.aclose,
+                bare_sync.close, guarded_sync.close, bare_http.close, guarded_http.close]
+
+    def unary(channel: Any) -> Any:
+        return channel.unary_unary(METHOD, request_serializer=_same,
+                                   response_deserializer=_same)
+
+    aio_bare, aio_guarded = unary(bare_aio), unary(guarded_aio)
+    sync_bare, sync_guarded = unary(bare_sync), unary(guarded_sync)
+    return [
+        _Pair("grpc.aio unary via aio_interceptors", _loop_async(lambda: aio_bare(b"x")),
+              _loop_async(lambda: aio_guarded(b"x")), True, _aio_interceptor_alone()),
+        _Pair("sync grpc unary via intercept_channel", _loop_sync(lambda: sync_bare(b"x")),
+              _loop_sync(lambda: sync_guarded(b"x")), False, _sync_interceptor_alone()),
+        _Pair("httpx.AsyncClient GET via AsyncResilientTransport",
+              _loop_async(lambda: bare_ahttp.get("/vms/1")),
+              _loop_async(lambda: guarded_ahttp.get("/vms/1")), True, _async_transport_alone()),
+        _Pair("httpx.Client GET via ResilientTransport", _loop_sync(lambda: bare_http.get("/vms/1")),
+              _loop_sync(lambda: guarded_http.get("/vms/1")), False, _sync_transport_alone()),
+    ]
+
+
+def _same(data: bytes) -> bytes:
+    return data
+
+
+# -- our work alone: each adapter around a stub that answers at once ----------------------
+
+
+def _aio_interceptor_alone() -> tuple[Run, Run]:
+    import grpc.aio
+
+    from ..providers import grpc as vrg
+
+    class Done:
+        """A finished grpc.aio call: awaiting it gives the response."""
+
+        def __await__(self) -> Any:
+            return b"ok"
+            yield  # pragma: no cover - makes this a generator
+
+    async def continuation(details: Any, request: Any) -> Any:
+        return Done()
+
+    interceptor = vrg.aio_interceptors("bench", "alone-aio", **_guard_parts("alone-aio"))[0]
+    details = grpc.aio.ClientCallDetails(METHOD.encode(), None, None, None, None)
+
+    async def stub() -> Any:
+        return await (await continuation(details, b"x"))
+
+    async def guarded() -> Any:
+        answer = await interceptor.intercept_unary_unary(continuation, details, b"x")
+        # The response itself, or the call (as grpc.aio's own interceptors return) to await.
+        return await answer if isinstance(answer, Done) else answer
+
+    return _loop_async(stub), _loop_async(guarded)
+
+
+def _sync_interceptor_alone() -> tuple[Run, Run]:
+    import grpc
+
+    from ..providers import grpc as vrg
+
+    class Outcome:
+        """A finished sync grpc call, as grpc's continuation returns it."""
+
+        def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+            fn(self)
+
+        def cancelled(self) -> bool:
+            return False
+
+        def exception(self, timeout: float | None = None) -> None:
+            return None
+
+        def result(self, timeout: float | None = None) -> bytes:
+            return b"ok"
+
+    outcome = Outcome()
+
+    class Details(collections.namedtuple(  # what grpc's own interceptors pass: a namedtuple
+            "Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                        "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
+        pass
+
+    details = Details(METHOD, None, None, None, None, None)
+
+    def continuation(details: Any, request: Any) -> Any:
+        return outcome
+
+    interceptor = vrg.SyncInterceptor(vrg.RpcGuard("bench", "alone-sync",
+                                                   **_guard_parts("alone-sync")))
+    return (_loop_sync(lambda: continuation(details, b"x").result()),
+            _loop_sync(lambda: interceptor.intercept_unary_unary(continuation, details,
+                                                                 b"x").result()))
+
+
+def _async_transport_alone() -> tuple[Run, Run]:
+    import httpx
+
+    from ..providers import http as vrh
+
+    class Stub(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=b"ok")
+
+    stub = Stub()
+    transport = vrh.AsyncResilientTransport("bench", "alone-async-http", transport=stub,
+                                            **_guard_parts("alone-async-http"))
+    request = httpx.Request("GET", "http://127.0.0.1/vms/1")
+    return (_loop_async(lambda: stub.handle_async_request(request)),
+            _loop_async(lambda: transport.handle_async_request(request)))
+
+
+def _sync_transport_alone() -> tuple[Run, Run]:
+    import httpx
+
+    from ..providers import http as vrh
+
+    class Stub(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, content=b"ok")
+
+    stub = Stub()
+    transport = vrh.ResilientTransport("bench", "alone-sync-http", transport=stub,
+                                       **_guard_parts("alone-sync-http"))
+    request = httpx.Request("GET", "http://127.0.0.1/vms/1")
+    return (_loop_sync(lambda: stub.handle_request(request)),
+            _loop_sync(lambda: transport.handle_request(request)))
