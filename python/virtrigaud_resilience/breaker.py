@@ -410,9 +410,7 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.end()
+        self._end_held()
         if exc is None:
             self._breaker._record(self._ticket, _SUCCESS)
         else:
@@ -427,10 +425,17 @@ class Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._end_held()
         if exc is None:
             self._breaker._record(self._ticket, _SUCCESS)
         else:
             record_outcome(self._breaker._record_exception, self._ticket, exc, self._breaker.name)
+
+    def _end_held(self) -> None:
+        """Adapters inside the block no longer find the breaker held."""
+        held, self._held = self._held, None
+        if held is not None:
+            held.end()
 
 
 _LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}

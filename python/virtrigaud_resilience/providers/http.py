@@ -361,7 +361,9 @@ def _classified(exc: BaseException, operation: str) -> tuple[BaseException, str,
         return _transport_error(NotSupportedError, kind, message, exc), "Unimplemented", None
     if isinstance(exc, (httpx.LocalProtocolError, httpx.TooManyRedirects)):
         return _transport_error(InvalidSpecError, kind, message, exc), "InvalidArgument", None
-    found = classify(exc)  # a ProviderError (another layer's) stays as it is
+    # Any other httpx error (a body that fails to decode, ...) is ours to name
+    # here: classify() maps raw httpx errors by calling this very function.
+    found = exc if isinstance(exc, httpx.HTTPError) else classify(exc)
     if isinstance(found, ProviderError) and found is exc:
         return found, code_for_error(found), default_failure_predicate(found)
     if isinstance(found, ProviderError):
