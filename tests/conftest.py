@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+
 import pytest
 import virtrigaud_resilience as vr
 
@@ -26,3 +29,15 @@ def deadline_with_outside_cancel(monkeypatch: pytest.MonkeyPatch) -> None:
         self._task.cancel()
 
     monkeypatch.setattr(TimeoutScope, "_fire", fire_with_outside_cancel)
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """Threads switch every microsecond (the GIL's interval) for the test:
+    the hammer tests interleave as often as the interpreter allows."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)

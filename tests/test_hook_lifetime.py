@@ -9,7 +9,6 @@ this for real.)
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,14 +18,7 @@ import virtrigaud_resilience as vr
 from virtrigaud_resilience import _core, events
 
 
-@pytest.fixture(autouse=True)
-def frequent_switches() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("frequent_switches")
 
 
 @pytest.fixture

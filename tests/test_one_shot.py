@@ -9,9 +9,8 @@ run truly at once); the bulkhead tests are deterministic.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import virtrigaud_resilience as vr
@@ -20,14 +19,7 @@ from virtrigaud_resilience.bulkhead import BulkheadSlot
 THREADS = 4
 
 
-@pytest.fixture(autouse=True)
-def frequent_switches() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+pytestmark = pytest.mark.usefixtures("frequent_switches")
 
 
 def run_together(work: Callable[[], None], threads: int = THREADS) -> None:

@@ -9,9 +9,8 @@ truly in parallel. Selected with ``-m threads``.
 
 from __future__ import annotations
 
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -23,17 +22,7 @@ CALLS = 20_000  # per thread
 TOTAL = THREADS * CALLS
 T = TypeVar("T")
 
-pytestmark = pytest.mark.threads
-
-
-@pytest.fixture(autouse=True)
-def frequent_switches() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
+pytestmark = [pytest.mark.threads, pytest.mark.usefixtures("frequent_switches")]
 
 
 def hammer(work: Callable[[], T], threads: int = THREADS) -> list[T]:
