@@ -222,9 +222,24 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
     from ..providers import grpc as vrg
 
     class Done:
-        """A finished grpc.aio call: awaiting it gives the response."""
+        """A grpc.aio call as the continuation returns it (still running: the
+        interceptor adds its done callback), whose await gives the response
+        at once, the done callbacks run as it finishes."""
+
+        __slots__ = ("_callback",)
+
+        def __init__(self) -> None:
+            self._callback: Callable[[Any], object] | None = None
+
+        def done(self) -> bool:
+            return False
+
+        def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+            self._callback = callback
 
         def __await__(self) -> Any:
+            if self._callback is not None:
+                self._callback(self)
             return b"ok"
             yield  # pragma: no cover - makes this a generator
 
@@ -239,8 +254,7 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
 
     async def guarded() -> Any:
         answer = await interceptor.intercept_unary_unary(continuation, details, b"x")
-        # The response itself, or the call (as grpc.aio's own interceptors return) to await.
-        return await answer if isinstance(answer, Done) else answer
+        return await answer  # the call, as grpc.aio's own interceptors return it
 
     return _loop_async(stub), _loop_async(guarded)
 
