@@ -130,20 +130,22 @@ def _time_pair(cases: tuple[tuple[str, Run, int], tuple[str, Run, int]], is_asyn
     turns leading), after a few untimed calls of each."""
     for _, run, _ in cases:
         _call(run, is_async, _WARM_CALLS, loop)
+    calls = cases[0][2]  # both cases of a pair make as many calls
+    blocks = min(_BLOCKS, calls)
+    per_block = calls // blocks
     spent = [0, 0]
     order = (first, 1 - first)
     gc.disable()
     try:
-        for block in range(_BLOCKS):
+        for block in range(blocks):
             for index in (order if block % 2 == 0 else order[::-1]):
-                run, n = cases[index][1], cases[index][2]
+                run = cases[index][1]
                 start = time.perf_counter_ns()
-                _call(run, is_async, max(n // _BLOCKS, 1), loop)
+                _call(run, is_async, per_block, loop)
                 spent[index] += time.perf_counter_ns() - start
     finally:
         gc.enable()
-    return {name: spent[index] / (max(n // _BLOCKS, 1) * _BLOCKS)
-            for index, (name, _, n) in enumerate(cases)}
+    return {case[0]: spent[index] / (per_block * blocks) for index, case in enumerate(cases)}
 
 
 def _call(run: Run, is_async: bool, n: int, loop: asyncio.AbstractEventLoop) -> None:
