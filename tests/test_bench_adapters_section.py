@@ -1,5 +1,5 @@
 """The bench's ``adapters`` section: real loopback calls in a child process,
-bare and guarded, reported as medians end to end and our own work per call."""
+bare and guarded, reported as the median of per-round ratios end to end and our own work per call."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_the_adapters_section_measures_every_pair(monkeypatch: pytest.MonkeyPatc
     for pair in PAIRS:
         end_to_end = next(t for t in suite.timings if t[0].startswith(f"{pair}: end to end"))
         _, guarded_ms, bound_ms = end_to_end
-        assert "medians of 3 interleaved rounds of 5 calls" in end_to_end[0]
+        assert "median of 3 interleaved rounds of 5 calls, quartiles " in end_to_end[0]
         assert guarded_ms > 0 and bound_ms > 0
         own = next(t for t in suite.timings if t[0].startswith(f"{pair}: our own work"))
         assert "% of the loopback call" in own[0] and own[2] > 0

@@ -8,14 +8,17 @@ token bucket, deadline, status mapping, metrics):
 - an ``httpx.AsyncClient`` GET through ``AsyncResilientTransport``;
 - an ``httpx.Client`` GET through ``ResilientTransport``.
 
-Every pair runs interleaved round by round (each round times every case
-once) against servers in a child process (:mod:`.loopback`), and a case's
-figure is its **median** round: the end-to-end ratio guarded / bare, target
-<= :data:`MAX_END_TO_END`. A loopback call's own noise on a shared machine
-is of the order of what the adapters add, so our own work is measured apart
-too, as now: the interceptor or transport around a stub that answers at
-once, minus the stub called directly, as a share of the loopback call
-(target <= :data:`MAX_OWN_SHARE`).
+Every pair runs interleaved against servers in a child process
+(:mod:`.loopback`): each round times every pair once, its bare and guarded
+calls in alternating blocks (:data:`_BLOCKS` of each; which case leads
+alternates too), after a few untimed calls of each, with the garbage
+collector paused, so both cases of a pair see the same load to within
+milliseconds. The end-to-end figure is the **median over rounds of the
+ratio** guarded / bare of the same round, target <= :data:`MAX_END_TO_END`;
+its quartiles say how noisy the machine was. Our own work is measured
+apart too: the interceptor or transport around a stub that answers at
+once, minus the stub called directly (medians), as a share of the loopback
+call (target <= :data:`MAX_OWN_SHARE`).
 
 Reported through ``suite.timings`` (what, milliseconds, bound), since these
 cases are calls over a network, timed in rounds of their own, not the
@@ -39,14 +42,21 @@ from .suite import Suite, Target
 
 __all__ = ["MAX_END_TO_END", "MAX_OWN_SHARE", "adapter_cases"]
 
-#: Target: a guarded loopback call takes at most this many times a bare one (medians).
+#: Target: a guarded loopback call takes at most this many times a bare one
+#: (the median over interleaved rounds of the per-round ratio).
 MAX_END_TO_END = 1.10
 #: Target: our own work per call is at most this share of a loopback call.
 MAX_OWN_SHARE = 0.10
 
 #: (rounds, loopback calls per round and case, stub calls per round and case)
 #: by the suite's ``repeats`` (5 in a full run, 1 with --quick).
-_FULL, _QUICK = (9, 200, 2000), (5, 50, 500)
+_FULL, _QUICK = (15, 200, 2000), (5, 50, 500)
+#: Untimed calls of each case before a pair's round.
+_WARM_CALLS = 10
+#: A pair's calls per round run in this many blocks, the two cases' blocks
+#: alternating, so that both see the same load (a shared machine's load moves
+#: within a second; blocks of 20 loopback calls last milliseconds).
+_BLOCKS = 10
 
 Run = Callable[[int], Any]
 
@@ -96,12 +106,14 @@ def adapter_cases(suite: Suite) -> list[Target]:
 
 
 def _report(suite: Suite, pair: _Pair, rounds: int, calls: int) -> None:
-    bare = statistics.median(pair.times["bare"])
-    guarded = statistics.median(pair.times["guarded"])
+    bare_times = pair.times["bare"]
+    ratios = [guarded / bare for guarded, bare in zip(pair.times["guarded"], bare_times)]
+    low, ratio, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    bare = statistics.median(bare_times)
     suite.timings.append((
-        f"{pair.label}: end to end {guarded / bare:.3f}x bare (medians of {rounds} "
-        f"interleaved rounds of {calls} calls; bare {bare / 1e3:.0f} us)",
-        guarded / 1e6, bare * MAX_END_TO_END / 1e6))
+        f"{pair.label}: end to end {ratio:.3f}x bare (median of {rounds} interleaved rounds "
+        f"of {calls} calls, quartiles {low:.3f}-{high:.3f}; bare {bare / 1e3:.0f} us)",
+        ratio * bare / 1e6, bare * MAX_END_TO_END / 1e6))
     if pair.alone is not None:
         work = statistics.median(pair.times["alone guarded"]) - statistics.median(
             pair.times["alone bare"])
@@ -111,32 +123,54 @@ def _report(suite: Suite, pair: _Pair, rounds: int, calls: int) -> None:
             work / 1e6, bare * MAX_OWN_SHARE / 1e6))
 
 
-def _time(run: Run, is_async: bool, n: int, loop: asyncio.AbstractEventLoop) -> float:
+def _time_pair(cases: tuple[tuple[str, Run, int], tuple[str, Run, int]], is_async: bool,
+               first: int, loop: asyncio.AbstractEventLoop) -> dict[str, float]:
+    """Per-call nanoseconds of each of a pair's two cases: their calls in
+    :data:`_BLOCKS` alternating blocks (case ``first`` leads, then they take
+    turns leading), after a few untimed calls of each."""
+    for _, run, _ in cases:
+        _call(run, is_async, _WARM_CALLS, loop)
+    calls = cases[0][2]  # both cases of a pair make as many calls
+    blocks = min(_BLOCKS, calls)
+    per_block = calls // blocks
+    spent = [0, 0]
+    order = (first, 1 - first)
     gc.disable()
     try:
-        start = time.perf_counter_ns()
-        if is_async:
-            loop.run_until_complete(run(n))
-        else:
-            run(n)
-        return (time.perf_counter_ns() - start) / n
+        for block in range(blocks):
+            for index in (order if block % 2 == 0 else order[::-1]):
+                run = cases[index][1]
+                start = time.perf_counter_ns()
+                _call(run, is_async, per_block, loop)
+                spent[index] += time.perf_counter_ns() - start
     finally:
         gc.enable()
+    return {case[0]: spent[index] / (per_block * blocks) for index, case in enumerate(cases)}
+
+
+def _call(run: Run, is_async: bool, n: int, loop: asyncio.AbstractEventLoop) -> None:
+    if is_async:
+        loop.run_until_complete(run(n))
+    else:
+        run(n)
 
 
 def _measure(pairs: list[_Pair], loop: asyncio.AbstractEventLoop, rounds: int, calls: int,
              stub_calls: int) -> None:
-    cases: list[tuple[_Pair, str, Run, int]] = []
+    """Times every pair once per round (see the module)."""
+    pairings: list[tuple[_Pair, tuple[tuple[str, Run, int], tuple[str, Run, int]]]] = []
     for pair in pairs:
-        cases += [(pair, "bare", pair.bare, calls), (pair, "guarded", pair.guarded, calls)]
+        pairings.append((pair, (("bare", pair.bare, calls), ("guarded", pair.guarded, calls))))
         if pair.alone is not None:
-            cases += [(pair, "alone bare", pair.alone[0], stub_calls),
-                      (pair, "alone guarded", pair.alone[1], stub_calls)]
-    for pair, _, run, n in cases:  # warm up: connections, caches, specialised bytecode
-        _time(run, pair.is_async, max(n // 4, 10), loop)
-    for _ in range(rounds):
-        for pair, name, run, n in cases:
-            pair.times.setdefault(name, []).append(_time(run, pair.is_async, n, loop))
+            pairings.append((pair, (("alone bare", pair.alone[0], stub_calls),
+                                    ("alone guarded", pair.alone[1], stub_calls))))
+    for pair, cases in pairings:  # warm up: connections, caches, specialised bytecode
+        for _, run, n in cases:
+            _call(run, pair.is_async, max(n // 4, 10), loop)
+    for round_ in range(rounds):
+        for pair, cases in pairings:
+            for name, per_call in _time_pair(cases, pair.is_async, round_ % 2, loop).items():
+                pair.times.setdefault(name, []).append(per_call)
 
 
 def _guard_parts(label: str) -> dict[str, Any]:
@@ -222,9 +256,24 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
     from ..providers import grpc as vrg
 
     class Done:
-        """A finished grpc.aio call: awaiting it gives the response."""
+        """A grpc.aio call as the continuation returns it (still running: the
+        interceptor adds its done callback), whose await gives the response
+        at once, the done callbacks run as it finishes."""
+
+        __slots__ = ("_callback",)
+
+        def __init__(self) -> None:
+            self._callback: Callable[[Any], object] | None = None
+
+        def done(self) -> bool:
+            return False
+
+        def add_done_callback(self, callback: Callable[[Any], object]) -> None:
+            self._callback = callback
 
         def __await__(self) -> Any:
+            if self._callback is not None:
+                self._callback(self)
             return b"ok"
             yield  # pragma: no cover - makes this a generator
 
@@ -239,8 +288,7 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
 
     async def guarded() -> Any:
         answer = await interceptor.intercept_unary_unary(continuation, details, b"x")
-        # The response itself, or the call (as grpc.aio's own interceptors return) to await.
-        return await answer if isinstance(answer, Done) else answer
+        return await answer  # the call, as grpc.aio's own interceptors return it
 
     return _loop_async(stub), _loop_async(guarded)
 

@@ -361,9 +361,12 @@ def _classified(exc: BaseException, operation: str) -> tuple[BaseException, str,
         return _transport_error(NotSupportedError, kind, message, exc), "Unimplemented", None
     if isinstance(exc, (httpx.LocalProtocolError, httpx.TooManyRedirects)):
         return _transport_error(InvalidSpecError, kind, message, exc), "InvalidArgument", None
-    # Any other httpx error (a body that fails to decode, ...) is ours to name
-    # here: classify() maps raw httpx errors by calling this very function.
-    found = exc if isinstance(exc, httpx.HTTPError) else classify(exc)
+    if isinstance(exc, httpx.HTTPError) and not isinstance(exc, ProviderError):
+        # Any other httpx error (a body that cannot be decoded, ...): classify()
+        # would hand it straight back here, so it is mapped here.
+        error = _transport_error(RetryableError, kind, message, exc)
+        return error, code_for_error(error), default_failure_predicate(error)
+    found = classify(exc)  # a ProviderError (another layer's) stays as it is
     if isinstance(found, ProviderError) and found is exc:
         return found, code_for_error(found), default_failure_predicate(found)
     if isinstance(found, ProviderError):
@@ -434,17 +437,17 @@ class _Exchange:
     """One response's pending outcome: reported once, when its body ends, is
     closed, fails (a breaker failure) or its reader is cancelled (none)."""
 
-    __slots__ = ("guard", "permit", "method", "start", "status", "operation", "idempotent",
+    __slots__ = ("guard", "permit", "method", "start", "status", "request", "idempotent",
                  "pending")
 
     def __init__(self, guard: HttpGuard, permit: Permit | None, method: Method, start: float,
-                 status: int, operation: str, idempotent: bool) -> None:
+                 status: int, request: httpx.Request, idempotent: bool) -> None:
         self.guard = guard
         self.permit = permit
         self.method = method
         self.start = start
         self.status = status
-        self.operation = operation
+        self.request = request
         self.idempotent = idempotent
         self.pending = True
 
@@ -458,8 +461,8 @@ class _Exchange:
 
     def failed(self, exc: BaseException) -> BaseException:
         """The body could not be read: returns the classified error to raise."""
-        error, code, failure = error_from_exception(exc, self.operation,
-                                                    idempotent=self.idempotent)
+        operation = self.guard.operation_label(self.method, self.request)
+        error, code, failure = error_from_exception(exc, operation, idempotent=self.idempotent)
         if self.pending:
             self.pending = False
             self.guard.settle(self.permit, self.method, self.start, code, failure)
@@ -503,25 +506,20 @@ class _GuardedStream(httpx.SyncByteStream):
 
 
 class _AsyncGuardedStream(httpx.AsyncByteStream):
-    """:class:`_GuardedStream` for an async body."""
+    """:class:`_GuardedStream` for an async body.
+
+    Its iterator is a plain object (:class:`_AsyncGuardedChunks`), not an
+    async generator: one response's body costs no generator frame and no
+    trip through the event loop's async-generator hooks (a weak set entry
+    per body), which a loopback call measurably pays.
+    """
 
     def __init__(self, stream: httpx.AsyncByteStream, exchange: _Exchange) -> None:
         self._stream = stream
         self._exchange = exchange
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        exchange = self._exchange
-        try:
-            async for chunk in self._stream:
-                yield chunk
-        except Exception as exc:
-            raise exchange.failed(exc) from exc
-        except GeneratorExit:
-            raise
-        except BaseException:
-            exchange.cancelled()
-            raise
-        exchange.finished()
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _AsyncGuardedChunks(self._stream.__aiter__(), self._exchange)
 
     async def aclose(self) -> None:
         try:
@@ -530,6 +528,35 @@ class _AsyncGuardedStream(httpx.AsyncByteStream):
             raise self._exchange.failed(exc) from exc
         finally:
             self._exchange.finished()
+
+
+class _AsyncGuardedChunks:
+    """The chunks of a guarded async body: its end reports the status, a
+    failure is classified, a cancelled read reports no outcome. A reader that
+    stops early reports nothing here: closing the body does."""
+
+    __slots__ = ("_chunks", "_exchange")
+
+    def __init__(self, chunks: AsyncIterator[bytes], exchange: _Exchange) -> None:
+        self._chunks = chunks
+        self._exchange = exchange
+
+    def __aiter__(self) -> _AsyncGuardedChunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._exchange.finished()
+            raise
+        except Exception as exc:
+            raise self._exchange.failed(exc) from exc
+        except GeneratorExit:
+            raise  # this read was dropped unfinished: closing the body reports
+        except BaseException:
+            self._exchange.cancelled()
+            raise
 
 
 # ---------------------------------------------------------------------------
@@ -573,10 +600,13 @@ class HttpGuard(CallGuard[tuple[str, str]]):
         """Caps the request's httpx timeouts at its deadline; returns the deadline."""
         deadline = self.deadline(method)
         if deadline is not None:
-            timeouts = request.extensions.get("timeout")
-            capped = {phase: deadline if limit is None else min(limit, deadline)
-                      for phase, limit in (timeouts or _NO_TIMEOUTS).items()}
-            request.extensions = {**request.extensions, "timeout": capped}
+            timeouts = request.extensions.get("timeout") or _NO_TIMEOUTS
+            for limit in timeouts.values():
+                if limit is None or limit > deadline:  # else (the common case) nothing to cap
+                    capped = {phase: deadline if limit is None else min(limit, deadline)
+                              for phase, limit in timeouts.items()}
+                    request.extensions = {**request.extensions, "timeout": capped}
+                    break
         return deadline
 
     def answered(self, permit: Permit | None, method: Method, start: float,
@@ -586,8 +616,8 @@ class HttpGuard(CallGuard[tuple[str, str]]):
         ``body``) report the outcome when read or closed: a breaker failure
         for 5xx but 501, and 408, or for a body that fails."""
         response.request = request
-        exchange = _Exchange(self, permit, method, start, response.status_code,
-                             self.operation_label(method, request), idempotent)
+        exchange = _Exchange(self, permit, method, start, response.status_code, request,
+                             idempotent)
         if response.is_stream_consumed or response.is_closed:
             exchange.finished()  # an in-memory body, read already: nothing can fail
         else:
