@@ -214,10 +214,11 @@ class LeasedTokenBucket(TokenBucket):
     renewed (Redis unreachable), ``fallback`` decides: ``"local"`` (default)
     sets the bucket to ``local_share`` of the fleet's rate and burst
     (default: the last fair share, 1/members); ``"allow"`` to the highest
-    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
-    refuses (returns False: it stays the native method in every mode, and
-    the bucket never changes class), while ``acquire``, ``acquire_async``,
-    ``reserve`` and ``retry_after`` raise ``UnavailableError`` (its
+    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``,
+    ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
+    ``UnavailableError`` (``try_acquire`` stays the native method in every
+    mode and the bucket never changes class: a native per-object flag, read
+    only when the native method refuses, makes the refusal raise; its
     ``retry_after`` is the guard's probe interval), so a policy using the
     bucket raises it too (a refusal asks the bucket for its retry_after).
     The next lease brings it back, emptied. Build it in
@@ -370,6 +371,15 @@ class LeasedTokenBucket(TokenBucket):
         """As TokenBucket.retry_after; UnavailableError in "deny" fallback."""
         self._refuse_if_denied()
         return super().retry_after(n)
+
+    def _refused(self, n: int) -> bool:
+        """What the native try_acquire does with a refusal in "deny" fallback
+        (it calls this only then, and only on a refusal: an admission and the
+        shared mode never reach Python): raises UnavailableError, counted as
+        a rejection as any refusal is. Returns False if the fallback ended
+        meanwhile (a lease was taken, or the bucket closed)."""
+        self._refuse_if_denied()
+        return False
 
     def _refuse_if_denied(self) -> None:
         """UnavailableError in "deny" fallback: every waiting method, and
@@ -598,8 +608,9 @@ class LeasedTokenBucket(TokenBucket):
         elif self.fallback == "allow":
             self._set_rate(1, MAX_BURST)
             self._share = (1, MAX_BURST)
-        else:  # "deny": no share (the native try_acquire refuses); the others raise
+        else:  # "deny": no share, and the native try_acquire's refusal calls _refused
             self._set_share(0.0, 0, empty=True)
+            self._set_refusal_calls_python(True)
         logger.warning(
             "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
@@ -613,6 +624,7 @@ class LeasedTokenBucket(TokenBucket):
 
     def _leave_fallback(self) -> None:
         # Under self._lock.
+        self._set_refusal_calls_python(False)
         self._close_fallback_counts()
         self._moves[1] += 1
         logger.info("leased rate limit %r (%s/%s): lease taken again, shared accounting resumes",
@@ -625,6 +637,7 @@ class LeasedTokenBucket(TokenBucket):
             if self._mode == _FALLBACK:
                 self._close_fallback_counts()
             self._mode = _CLOSED
+            self._set_refusal_calls_python(False)  # closed: refuses, raises nothing
             self._set_share(0.0, 0, empty=True)
 
     def _close_fallback_counts(self) -> None:
