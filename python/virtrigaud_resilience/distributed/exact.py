@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -31,7 +32,7 @@ from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_r
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisGuard, RedisUnavailable
-from .scripts import EPOCH_LUA, Pipe, Script, check_key
+from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
 
 __all__ = ["RedisTokenBucket", "RedisReservation"]
 
@@ -43,7 +44,21 @@ GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 --         wait_us < 0 refused (-1 - the wait it would have needed)
 -- refund: ARGV[4]: n, ARGV[5]: tat_after of the grant; returns the tokens given back
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
+-- With a second key, the call also registers a member (a bucket does about
+-- once a second, on a decision it makes anyway): KEYS[2] the fleet's members
+-- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 1] the member,
+-- ARGV[#ARGV] how long it counts (us); take's reply then ends with the
+-- number of members, which sizes each one's fair share during an outage.
 {EPOCH_LUA}
+local last, members = #ARGV, nil
+if #KEYS == 2 then
+  local ttl = tonumber(ARGV[last])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[last - 1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1)
+  members = redis.call('ZCARD', KEYS[2])
+  last = last - 2
+end
 local interval = tonumber(ARGV[2])
 local tau = interval * tonumber(ARGV[3])
 local raw = redis.call('GET', KEYS[1])
@@ -61,7 +76,7 @@ if tat < now then tat = now end
 local op = ARGV[1]
 if op == 'take' then
   local out, start = {{}}, tat
-  for i = 4, #ARGV, 2 do
+  for i = 4, last, 2 do
     local after = tat + tonumber(ARGV[i]) * interval
     local wait = after - tau - now
     if wait <= tonumber(ARGV[i + 1]) then
@@ -78,6 +93,7 @@ if op == 'take' then
     -- the key lives until the bucket is full again: then it means nothing
     redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
   end
+  if members then out[#out + 1] = members end
   return out
 elseif op == 'refund' then
   if not stored then return 0 end
@@ -108,6 +124,11 @@ _UNLIMITED_WAIT_US: int = _core.TOKEN_BUCKET_MAX_WAIT_NS // 1000
 _MAX_BATCH = 512
 #: try_acquire(n) keeps its encoded command for n up to this.
 _PACKED_SIZES = 16
+
+#: Seconds between a bucket's registrations as a member of the fleet (each
+#: rides on a decision it makes anyway), and how long one counts (us).
+_REGISTER_EVERY = 1.0
+_MEMBER_TTL_US = 3_000_000
 
 # Indexes of the bucket's own tallies.
 _ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
@@ -145,9 +166,20 @@ class RedisTokenBucket(ProviderLabelled):
             ``local_share`` of the rate and burst decides; ``"allow"``: every
             token is granted; ``"deny"``: every decision raises
             ``UnavailableError`` (``retry_after`` the probe interval).
-        local_share: the local bucket's share, in (0, 1]. The default, 1.0,
-            lets each process alone reach the fleet's rate during an outage;
-            ``1 / replicas`` keeps the fleet near its limit.
+        local_share: the local bucket's share, in (0, 1], or None (default):
+            a fair share, 1 / the fleet's last known membership, so the
+            fleet keeps about its rate while Redis is down. Each bucket
+            registers as a member about once a second, on a decision it
+            makes anyway (no extra round trip), in a sorted set next to the
+            key (``key + ":members"``; on Redis Cluster ``"{key}:members"``
+            unless the key has a hash tag: the key's slot; the client's user
+            needs access to it as to the key); a member counts for 3 s
+            after its last registration, so the membership is that of the
+            buckets that decided in the last seconds before the outage
+            (1 before any decision). ``1.0`` lets each process alone reach
+            the fleet's rate during an outage. On Cluster, a key with a
+            ``}`` but no hash tag has no members set: its fair share is the
+            whole rate.
         provider_type, provider: metric labels (the local fallback bucket
             gets them too).
         guard: the :class:`RedisGuard` to use; default the client's shared one.
@@ -161,7 +193,7 @@ class RedisTokenBucket(ProviderLabelled):
     """
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
-                 fallback: Fallback = "local", local_share: float = 1.0,
+                 fallback: Fallback = "local", local_share: float | None = None,
                  provider_type: str = "", provider: str = "",
                  guard: RedisGuard | None = None) -> None:
         owner = "RedisTokenBucket"
@@ -169,15 +201,21 @@ class RedisTokenBucket(ProviderLabelled):
         self.key = check_key(owner, key)
         self.qps, self.burst = validate_rate(owner, qps, burst)
         self.fallback = check_fallback(owner, fallback)
-        self.local_share = check_share(owner, local_share)
+        self.local_share = None if local_share is None else check_share(owner, local_share)
         self._provider_type, self._provider = provider_labels(owner, provider_type,
                                                               provider)
         self._guard = _check_guard(owner, guard, client)
         self.client = client
         self._interval_us = 1e6 / self.qps
         self._local: TokenBucket | None = None
+        self._members = 1
+        self._members_key = companion_key(self.key, ":members",
+                                          cluster="Cluster" in type(client).__name__)
+        self._member = uuid.uuid4().hex
+        self._register_at = 0.0  # monotonic: the first decision registers
         if self.fallback == "local":
-            local_qps, local_burst = local_rate(owner, self.qps, self.burst, self.local_share)
+            local_qps, local_burst = local_rate(owner, self.qps, self.burst,
+                                                self.local_share or 1.0)
             self._local = TokenBucket(local_qps, local_burst, provider_type=self._provider_type,
                                       provider=self._provider)
         self._pipe = (Pipe.of(cast(Any, client)) if self._kind == "sync"
@@ -226,6 +264,11 @@ class RedisTokenBucket(ProviderLabelled):
     def guard(self) -> RedisGuard:
         """The guard in front of this bucket's client."""
         return self._guard
+
+    @property
+    def members(self) -> int:
+        """The fleet's membership as last learnt (1 before any decision)."""
+        return self._members
 
     @property
     def shared(self) -> bool:
@@ -304,11 +347,37 @@ class RedisTokenBucket(ProviderLabelled):
 
     def _call(self, packed: bytes | None, op: str, *args: object) -> list[int]:
         args = (op, self._interval_us, self.burst, *args)
+        keys: str | tuple[str, ...] = self.key
+        registration = self._registration() if op == "take" else None
+        if registration is not None:
+            keys, args, packed = registration[0], args + registration[1], None
         if self._pipe is not None:
-            reply = self._pipe.call(GCRA, packed or GCRA.pack(self.key, *args), self.key, *args)
+            reply = self._pipe.call(GCRA, packed or GCRA.pack(keys, *args), self.key, *args)
         else:
-            reply = GCRA.run(cast(SyncClient, self.client), self.key, *args)
-        return cast("list[int]", reply)
+            reply = GCRA.run(cast(SyncClient, self.client), keys, *args)
+        return self._learnt(cast("list[int]", reply), registration is not None)
+
+    def _registration(self) -> tuple[tuple[str, str], tuple[object, ...]] | None:
+        """(keys, extra args) of a take that registers this bucket as a
+        member, when one is due (about once a second); else None."""
+        members_key = self._members_key
+        if members_key is None or time.monotonic() < self._register_at:
+            return None
+        self._register_at = time.monotonic() + _REGISTER_EVERY
+        return (self.key, members_key), (self._member, _MEMBER_TTL_US)
+
+    def _learnt(self, reply: list[int], registered: bool) -> list[int]:
+        """A take's reply without the membership a registration appended,
+        which resizes the fair share of the local fallback."""
+        if not registered:
+            return reply
+        members = max(1, int(reply[-1]))
+        if members != self._members:
+            self._members = members
+            if self._local is not None and self.local_share is None:
+                self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst,
+                                                 1.0 / members))
+        return reply[:-1]
 
     def _peek(self, n: int) -> int:
         return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
@@ -639,13 +708,17 @@ class _Batch:
             while self._queue:
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
-                args: list[int] = []
+                args: list[object] = ["take", bucket._interval_us, bucket.burst]
                 for n, max_wait, _ in batch:
                     args += (n, max_wait)
+                keys: str | tuple[str, ...] = bucket.key
+                registration = bucket._registration()
+                if registration is not None:
+                    keys = registration[0]
+                    args += registration[1]
                 try:
-                    reply = await bucket._guard.run_async(
-                        GCRA.run_async, bucket.client, bucket.key, "take", bucket._interval_us,
-                        bucket.burst, *args)
+                    reply = bucket._learnt(await bucket._guard.run_async(
+                        GCRA.run_async, bucket.client, keys, *args), registration is not None)
                 except RedisUnavailable:
                     for _, _, future in batch:
                         if not future.done():
