@@ -33,6 +33,7 @@ from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, co
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
+from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
 __all__ = ["RedisTokenBucket", "RedisReservation"]
 
@@ -46,18 +47,27 @@ GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
 -- With a second key, the call also registers a member (a bucket does about
 -- once a second, on a decision it makes anyway): KEYS[2] the fleet's members
--- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 1] the member,
--- ARGV[#ARGV] how long it counts (us); take's reply then ends with the
--- number of members, which sizes each one's fair share during an outage.
+-- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 2] the member,
+-- ARGV[#ARGV - 1] how long it counts (us), ARGV[#ARGV] the server time it
+-- expects now (us; '' at first); take's reply then ends with the number of
+-- members (which sizes each one's fair share during an outage) and the
+-- server's time. A registration that finds the clock stepped back (TIME
+-- behind what the member expects by more than the tolerance) caps the
+-- bucket at empty-now: a step never blocks it longer than one emission
+-- interval past the registration that finds it.
 {EPOCH_LUA}
-local last, members = #ARGV, nil
+local last, members, stepped_back = #ARGV, nil, false
 if #KEYS == 2 then
-  local ttl = tonumber(ARGV[last])
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[last - 1])
+  -- a test's simulated step (server_clock's test hook): a member scored 9e15 + offset
+  local hook = tonumber(redis.call('ZSCORE', KEYS[2], '{TEST_TIME_OFFSET}'))
+  if hook then now = now + hook - 9e15 end
+  local ttl, expected = tonumber(ARGV[last - 1]), tonumber(ARGV[last])
+  redis.call('ZADD', KEYS[2], now + ttl, ARGV[last - 2])
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1)
-  members = redis.call('ZCARD', KEYS[2])
-  last = last - 2
+  members = redis.call('ZCARD', KEYS[2]) - (hook and 1 or 0)
+  stepped_back = expected ~= nil and expected - now > {STEP_TOLERANCE_US}
+  last = last - 3
 end
 local interval = tonumber(ARGV[2])
 local tau = interval * tonumber(ARGV[3])
@@ -73,6 +83,10 @@ if stored and not (stored >= 0 and stored <= now + tau + 9007199254740992) then
 end
 local tat = stored or now
 if tat < now then tat = now end
+if stepped_back and tat > now + tau then
+  tat = now + tau
+  redis.call('SET', KEYS[1], tat, 'PX', math.floor(tau / 1000) + 1)
+end
 local op = ARGV[1]
 if op == 'take' then
   local out, start = {{}}, tat
@@ -93,7 +107,10 @@ if op == 'take' then
     -- the key lives until the bucket is full again: then it means nothing
     redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
   end
-  if members then out[#out + 1] = members end
+  if members then
+    out[#out + 1] = members
+    out[#out + 1] = math.floor(now)
+  end
   return out
 elseif op == 'refund' then
   if not stored then return 0 end
@@ -129,6 +146,9 @@ _PACKED_SIZES = 16
 #: rides on a decision it makes anyway), and how long one counts (us).
 _REGISTER_EVERY = 1.0
 _MEMBER_TTL_US = 3_000_000
+
+#: A registration: the keys, the extra arguments, and when it was sent (monotonic).
+_Registration = tuple[tuple[str, str], tuple[object, ...], float]
 
 # Indexes of the bucket's own tallies.
 _ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
@@ -213,6 +233,7 @@ class RedisTokenBucket(ProviderLabelled):
                                           cluster="Cluster" in type(client).__name__)
         self._member = uuid.uuid4().hex
         self._register_at = 0.0  # monotonic: the first decision registers
+        self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
         if self.fallback == "local":
             local_qps, local_burst = local_rate(owner, self.qps, self.burst,
                                                 self.local_share or 1.0)
@@ -355,29 +376,33 @@ class RedisTokenBucket(ProviderLabelled):
             reply = self._pipe.call(GCRA, packed or GCRA.pack(keys, *args), self.key, *args)
         else:
             reply = GCRA.run(cast(SyncClient, self.client), keys, *args)
-        return self._learnt(cast("list[int]", reply), registration is not None)
+        return self._learnt(cast("list[int]", reply), registration)
 
-    def _registration(self) -> tuple[tuple[str, str], tuple[object, ...]] | None:
-        """(keys, extra args) of a take that registers this bucket as a
-        member, when one is due (about once a second); else None."""
+    def _registration(self) -> _Registration | None:
+        """(keys, extra args, when sent) of a take that registers this
+        bucket as a member, when one is due (about once a second); else None."""
         members_key = self._members_key
-        if members_key is None or time.monotonic() < self._register_at:
+        now = time.monotonic()
+        if members_key is None or now < self._register_at:
             return None
-        self._register_at = time.monotonic() + _REGISTER_EVERY
-        return (self.key, members_key), (self._member, _MEMBER_TTL_US)
+        self._register_at = now + _REGISTER_EVERY
+        return ((self.key, members_key), (self._member, _MEMBER_TTL_US,
+                                          self._clock.expected_us()), now)
 
-    def _learnt(self, reply: list[int], registered: bool) -> list[int]:
-        """A take's reply without the membership a registration appended,
-        which resizes the fair share of the local fallback."""
-        if not registered:
+    def _learnt(self, reply: list[int], registration: _Registration | None) -> list[int]:
+        """A take's reply without what a registration appended: the
+        membership, which resizes the fair share of the local fallback, and
+        the server's time."""
+        if registration is None:
             return reply
-        members = max(1, int(reply[-1]))
+        self._clock.learn(reply[-1], registration[2])
+        members = max(1, int(reply[-2]))
         if members != self._members:
             self._members = members
             if self._local is not None and self.local_share is None:
                 self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst,
                                                  1.0 / members))
-        return reply[:-1]
+        return reply[:-2]
 
     def _peek(self, n: int) -> int:
         return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
@@ -718,7 +743,7 @@ class _Batch:
                     args += registration[1]
                 try:
                     reply = bucket._learnt(await bucket._guard.run_async(
-                        GCRA.run_async, bucket.client, keys, *args), registration is not None)
+                        GCRA.run_async, bucket.client, keys, *args), registration)
                 except RedisUnavailable:
                     for _, _, future in batch:
                         if not future.done():
