@@ -17,6 +17,7 @@ them in arrival order: one round trip serves a whole batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -28,7 +29,7 @@ from .. import _core, _validate
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
+from ..ratelimit import BUCKETS, FALLBACKS, MAX_BURST, Reservation, TokenBucket, validate_rate
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisGuard, RedisUnavailable
@@ -36,6 +37,8 @@ from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
 from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
 __all__ = ["RedisTokenBucket", "RedisReservation"]
+
+logger = logging.getLogger("virtrigaud_resilience")
 
 GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- KEYS[1]: the bucket's theoretical arrival time (tat), in microseconds
@@ -47,27 +50,46 @@ GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
 -- With a second key, the call also registers a member (a bucket does about
 -- once a second, on a decision it makes anyway): KEYS[2] the fleet's members
--- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 2] the member,
--- ARGV[#ARGV - 1] how long it counts (us), ARGV[#ARGV] the server time it
--- expects now (us; '' at first); take's reply then ends with the number of
--- members (which sizes each one's fair share during an outage) and the
--- server's time. A registration that finds the clock stepped back (TIME
+-- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 3] the member
+-- ("id interval_us burst born": the config it was built with, and the server
+-- time of its first registration, '?' until then), ARGV[#ARGV - 2] how long
+-- it counts (us), ARGV[#ARGV - 1] the server time it expects now (us; ''
+-- at first), ARGV[#ARGV] its id; take's reply then ends with the number of
+-- members (which sizes each one's fair share during an outage), the
+-- server's time, its born time, and the newest config among the members
+-- (the interval and burst of the latest born): every member decides with
+-- it, so a rolling config change converges within a registration. A registration that finds the clock stepped back (TIME
 -- behind what the member expects by more than the tolerance) caps the
 -- bucket at empty-now: a step never blocks it longer than one emission
 -- interval past the registration that finds it.
 {EPOCH_LUA}
 local last, members, stepped_back = #ARGV, nil, false
+local registered_name, newest_config = nil, nil
 if #KEYS == 2 then
   -- a test's simulated step (server_clock's test hook): a member scored 9e15 + offset
   local hook = tonumber(redis.call('ZSCORE', KEYS[2], '{TEST_TIME_OFFSET}'))
   if hook then now = now + hook - 9e15 end
-  local ttl, expected = tonumber(ARGV[last - 1]), tonumber(ARGV[last])
-  redis.call('ZADD', KEYS[2], now + ttl, ARGV[last - 2])
+  local ttl, expected = tonumber(ARGV[last - 2]), tonumber(ARGV[last - 1])
+  local name = ARGV[last - 3]
+  if string.sub(name, -2) == ' ?' then
+    -- its first registration: born now (and registered under that name from now on)
+    registered_name = string.sub(name, 1, -2) .. string.format('%d', now)
+    name = registered_name
+  end
+  redis.call('ZADD', KEYS[2], now + ttl, name)
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
   redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1)
   members = redis.call('ZCARD', KEYS[2]) - (hook and 1 or 0)
   stepped_back = expected ~= nil and expected - now > {STEP_TOLERANCE_US}
-  last = last - 3
+  local newest = -1
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local _, mi, mb, born = string.match(m, '^(%S+) (%S+) (%S+) (%S+)$')
+    born = tonumber(born)
+    if born and born > newest and tonumber(mi) and tonumber(mb) then
+      newest, newest_config = born, {{mi, mb}}
+    end
+  end
+  last = last - 4
 end
 local interval = tonumber(ARGV[2])
 local tau = interval * tonumber(ARGV[3])
@@ -110,6 +132,9 @@ if op == 'take' then
   if members then
     out[#out + 1] = members
     out[#out + 1] = math.floor(now)
+    out[#out + 1] = registered_name or ''
+    out[#out + 1] = newest_config and newest_config[1] or ''
+    out[#out + 1] = newest_config and newest_config[2] or ''
   end
   return out
 elseif op == 'refund' then
@@ -234,6 +259,11 @@ class RedisTokenBucket(ProviderLabelled):
         self._member = uuid.uuid4().hex
         self._register_at = 0.0  # monotonic: the first decision registers
         self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
+        # Its name in the members set: its id, the config it was built with,
+        # and when it first registered ('?': not yet; the server says).
+        self._built_with = (self.qps, self.burst)
+        self._registered_as = f"{self._member} {self._interval_us!r} {self.burst} ?"
+        self._config_changes = 0
         if self.fallback == "local":
             local_qps, local_burst = local_rate(owner, self.qps, self.burst,
                                                 self.local_share or 1.0)
@@ -386,8 +416,8 @@ class RedisTokenBucket(ProviderLabelled):
         if members_key is None or now < self._register_at:
             return None
         self._register_at = now + _REGISTER_EVERY
-        return ((self.key, members_key), (self._member, _MEMBER_TTL_US,
-                                          self._clock.expected_us()), now)
+        return ((self.key, members_key), (self._registered_as, _MEMBER_TTL_US,
+                                          self._clock.expected_us(), self._member), now)
 
     def _learnt(self, reply: list[int], registration: _Registration | None) -> list[int]:
         """A take's reply without what a registration appended: the
@@ -395,14 +425,44 @@ class RedisTokenBucket(ProviderLabelled):
         the server's time."""
         if registration is None:
             return reply
-        self._clock.learn(reply[-1], registration[2])
-        members = max(1, int(reply[-2]))
+        reply, (members_text, server_now, born, interval, burst) = reply[:-5], reply[-5:]
+        self._clock.learn(server_now, registration[2])
+        if born:
+            self._registered_as = _str(born)
+        if interval and burst:
+            self._follow_config(float(_str(interval)), int(_str(burst)))
+        members = max(1, int(members_text))
         if members != self._members:
             self._members = members
             if self._local is not None and self.local_share is None:
                 self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst,
                                                  1.0 / members))
-        return reply[:-2]
+        return reply
+
+    def _follow_config(self, interval_us: float, burst: int) -> None:
+        """Decides with the fleet's newest config (that of the member built
+        last): a config that differs from this bucket's is logged once per
+        pair with both values and counted (``config_changes``)."""
+        if (interval_us, burst) == (self._interval_us, self.burst):
+            return
+        if not (interval_us > 0 and 1 <= burst <= MAX_BURST):
+            return  # not a config a bucket could have been built with: ignored
+        logger.warning(
+            "rate limit %r: the fleet's newest config is qps=%g, burst=%d; this process "
+            "has qps=%g, burst=%d (built with qps=%g, burst=%d): it now decides with the "
+            "newest", self.key, 1e6 / interval_us, burst, self.qps, self.burst,
+            *self._built_with, extra={"rate_limit": self.key, "redis_state": "config_mismatch"})
+        self._config_changes += 1
+        self._interval_us, self.burst, self.qps = interval_us, burst, 1e6 / interval_us
+        self._packed = {}  # encoded with the old config
+        if self._local is not None:
+            share = self.local_share or 1.0 / max(self._members, 1)
+            self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst, share))
+
+    @property
+    def config_changes(self) -> int:
+        """How many times this bucket took the fleet's newer config."""
+        return self._config_changes
 
     def _peek(self, n: int) -> int:
         return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
@@ -772,6 +832,10 @@ class _Batch:
         task = asyncio.get_running_loop().create_task(self._bucket._refund_async(n, tat_after))
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _check_guard(owner: str, guard: RedisGuard | None, client: Client) -> RedisGuard:
