@@ -45,6 +45,13 @@ def test_the_fleet_converges_to_the_newest_config(redis_url: str, key: str,
     mismatches = [r for r in caplog.records
                   if getattr(r, "redis_state", None) == "config_mismatch"]
     assert len(mismatches) == 1 and old.config_changes == 1
+    prometheus_client = pytest.importorskip("prometheus_client")
+    registry = prometheus_client.CollectorRegistry()
+    import virtrigaud_resilience as vr
+
+    vr.metrics.register(registry)
+    assert registry.get_sample_value("virtrigaud_distributed_transitions_total", {
+        "provider_type": "", "provider": "", "to": "newer_config"}) >= 1
     message = mismatches[0].getMessage()
     assert "newest config is qps=400, burst=40" in message
     assert "built with qps=100, burst=10" in message
