@@ -405,6 +405,11 @@ bool notify(PyObject* breaker, const vr::Transition& t);
 
 struct PyTokenBucket {
     vr::TokenBucket core;
+    // Set by an owner for whom a refusal is an error, not a "no" (a leased
+    // bucket denied by its fallback): try_acquire then returns what
+    // self._refused(n) returns, or raises what it raises. Read only after
+    // the core refused, so an admitted call never looks at it.
+    std::atomic<bool> refusal_calls_python{false};
     PyTokenBucket(int64_t interval_ns, int64_t burst, const vr::ManualClock* clock)
         : core(interval_ns, burst, clock) {}
 };
@@ -437,6 +442,9 @@ PyObject* bucket_try_acquire(PyObject* self, PyObject* const* args, Py_ssize_t n
     }
     if (b->core.try_acquire(n)) {
         Py_RETURN_TRUE;
+    }
+    if (b->refusal_calls_python.load(std::memory_order_relaxed)) {
+        return PyObject_CallMethod(self, "_refused", "L", static_cast<long long>(n));
     }
     if (!notify_rate_limited(self, n)) {
         return nullptr;
@@ -1996,6 +2004,14 @@ NB_MODULE(_core, m) {
             "interval_ns"_a, "burst"_a, "max_tokens"_a = vr::TokenBucket::kMaxBurst,
             "Changes the rate; the tokens available now are kept, at most the new burst\n"
             "and at most max_tokens (0 empties the bucket).")
+        .def(
+            "_set_refusal_calls_python",
+            [](PyTokenBucket& b, bool on) {
+                b.refusal_calls_python.store(on, std::memory_order_relaxed);
+            },
+            "on"_a,
+            "While on, a refusal by try_acquire returns (or raises) what\n"
+            "self._refused(n) does; an admission never looks at the flag.")
         .def("_now_ns", [](const PyTokenBucket& b) { return vr::now_ns(b.core.clock()); })
         .def(
             "_try_acquire_ns",

@@ -116,6 +116,12 @@ class TokenBucket:
         and at most max_tokens (0 empties the bucket).
         """
 
+    def _set_refusal_calls_python(self, on: bool) -> None:
+        """
+        While on, a refusal by try_acquire returns (or raises) what
+        self._refused(n) does; an admission never looks at the flag.
+        """
+
     def _now_ns(self) -> int: ...
 
     def _try_acquire_ns(self, cost_ns: int, now_ns: int = -1) -> bool:

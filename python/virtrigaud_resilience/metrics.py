@@ -30,7 +30,9 @@ series                                                    type     value
 ``virtrigaud_distributed_fallback_total{outcome}``        counter  decisions by a distributed bucket's
                                                                    fallback: ``admitted``, ``rejected``
 ``virtrigaud_distributed_transitions_total{to}``          counter  ``fallback`` (shared store lost),
-                                                                   ``shared`` (back to shared accounting)
+                                                                   ``shared`` (back to shared accounting),
+                                                                   ``newer_config`` (an exact bucket took
+                                                                   the fleet's newer qps/burst)
 ========================================================  =======  ==========================================
 
 and Virtrigaud's per-call series, which the adapters (``providers/``) record
@@ -96,7 +98,7 @@ _BREAKER_OUTCOMES = ("success", "failure", "rejected")
 _STATES = ("closed", "half_open", "open")
 _BUCKET_OUTCOMES = ("admitted", "rejected", "waited")
 _FALLBACK_OUTCOMES = ("admitted", "rejected")
-_SHARED_STATES = ("fallback", "shared")
+_SHARED_STATES = ("fallback", "shared", "newer_config")
 
 
 class ResilienceCollector(Collector):
@@ -276,8 +278,10 @@ class ResilienceCollector(Collector):
         sums: dict[Labels, list[int]] = {}
         limiters, dropped = FALLBACKS.snapshot()
         for limiter in limiters:
+            # A live limiter's config changes (0 where it has none) come
+            # last: a dropped one's totals, without them, add to the rest.
             add_counters(sums, (limiter.provider_type, limiter.provider),
-                         limiter._fallback_counters())
+                         (*limiter._fallback_counters(), getattr(limiter, "config_changes", 0)))
         _add_all(sums, dropped)
         for labels, (admitted, rejected, *moves) in sums.items():
             base = _provider(*labels)

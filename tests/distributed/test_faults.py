@@ -170,11 +170,13 @@ def test_leased_deny_raises_once_its_lease_expires_and_never_changes_class(
         assert not isinstance(native, types.FunctionType)  # the native method, not Python
         own_server.kill()
         eventually(lambda: b.mode == "fallback", within=2.0)
-        assert b.try_acquire() is False  # the native method refuses: no share at all
+        assert type(b) is own_class and type(b).try_acquire is native
         with pytest.raises(vr.UnavailableError, match="fallback='deny'") as info:
-            b.retry_after()
+            b.try_acquire()  # the native method, whose refusal raises while denied
         assert info.value.retry_after == 0.05  # the probe interval
-        for call in (b.reserve, b.acquire):
+        with pytest.raises(vr.UnavailableError, match="fallback='deny'"):
+            b.try_acquire(1)
+        for call in (b.reserve, b.acquire, b.retry_after):
             with pytest.raises(vr.UnavailableError):
                 call()
         with pytest.raises(vr.UnavailableError):  # the policy asks retry_after on a refusal
@@ -185,6 +187,10 @@ def test_leased_deny_raises_once_its_lease_expires_and_never_changes_class(
         assert type(b) is own_class and type(b).try_acquire is native
         eventually(lambda: b.tokens >= 1, within=1.0)  # emptied; refilling at its share
         assert policy.execute(lambda: 7) == 7
+        eventually(lambda: b.try_acquire() is True, within=1.0)
+        while b.try_acquire():  # shared again: a refusal is a plain False
+            pass
+        assert b.try_acquire() is False
     finally:
         b.close()
     assert b.try_acquire() is False  # closed: refuses, raises nothing

@@ -17,8 +17,10 @@ them in arrival order: one round trip serves a whole batch.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, cast
@@ -27,13 +29,16 @@ from .. import _core, _validate
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
+from ..ratelimit import BUCKETS, FALLBACKS, MAX_BURST, Reservation, TokenBucket, validate_rate
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisGuard, RedisUnavailable
-from .scripts import EPOCH_LUA, Pipe, Script, check_key
+from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
+from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
 __all__ = ["RedisTokenBucket", "RedisReservation"]
+
+logger = logging.getLogger("virtrigaud_resilience")
 
 GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- KEYS[1]: the bucket's theoretical arrival time (tat), in microseconds
@@ -43,7 +48,49 @@ GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 --         wait_us < 0 refused (-1 - the wait it would have needed)
 -- refund: ARGV[4]: n, ARGV[5]: tat_after of the grant; returns the tokens given back
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
+-- With a second key, the call also registers a member (a bucket does about
+-- once a second, on a decision it makes anyway): KEYS[2] the fleet's members
+-- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 3] the member
+-- ("id interval_us burst born": the config it was built with, and the server
+-- time of its first registration, '?' until then), ARGV[#ARGV - 2] how long
+-- it counts (us), ARGV[#ARGV - 1] the server time it expects now (us; ''
+-- at first), ARGV[#ARGV] its id; take's reply then ends with the number of
+-- members (which sizes each one's fair share during an outage), the
+-- server's time, its born time, and the newest config among the members
+-- (the interval and burst of the latest born): every member decides with
+-- it, so a rolling config change converges within a registration. A registration that finds the clock stepped back (TIME
+-- behind what the member expects by more than the tolerance) caps the
+-- bucket at empty-now: a step never blocks it longer than one emission
+-- interval past the registration that finds it.
 {EPOCH_LUA}
+local last, members, stepped_back = #ARGV, nil, false
+local registered_name, newest_config = nil, nil
+if #KEYS == 2 then
+  -- a test's simulated step (server_clock's test hook): a member scored 9e15 + offset
+  local hook = tonumber(redis.call('ZSCORE', KEYS[2], '{TEST_TIME_OFFSET}'))
+  if hook then now = now + hook - 9e15 end
+  local ttl, expected = tonumber(ARGV[last - 2]), tonumber(ARGV[last - 1])
+  local name = ARGV[last - 3]
+  if string.sub(name, -2) == ' ?' then
+    -- its first registration: born now (and registered under that name from now on)
+    registered_name = string.sub(name, 1, -2) .. string.format('%d', now)
+    name = registered_name
+  end
+  redis.call('ZADD', KEYS[2], now + ttl, name)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1)
+  members = redis.call('ZCARD', KEYS[2]) - (hook and 1 or 0)
+  stepped_back = expected ~= nil and expected - now > {STEP_TOLERANCE_US}
+  local newest = -1
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local _, mi, mb, born = string.match(m, '^(%S+) (%S+) (%S+) (%S+)$')
+    born = tonumber(born)
+    if born and born > newest and tonumber(mi) and tonumber(mb) then
+      newest, newest_config = born, {{mi, mb}}
+    end
+  end
+  last = last - 4
+end
 local interval = tonumber(ARGV[2])
 local tau = interval * tonumber(ARGV[3])
 local raw = redis.call('GET', KEYS[1])
@@ -58,10 +105,14 @@ if stored and not (stored >= 0 and stored <= now + tau + 9007199254740992) then
 end
 local tat = stored or now
 if tat < now then tat = now end
+if stepped_back and tat > now + tau then
+  tat = now + tau
+  redis.call('SET', KEYS[1], tat, 'PX', math.floor(tau / 1000) + 1)
+end
 local op = ARGV[1]
 if op == 'take' then
   local out, start = {{}}, tat
-  for i = 4, #ARGV, 2 do
+  for i = 4, last, 2 do
     local after = tat + tonumber(ARGV[i]) * interval
     local wait = after - tau - now
     if wait <= tonumber(ARGV[i + 1]) then
@@ -77,6 +128,13 @@ if op == 'take' then
   if tat > start then
     -- the key lives until the bucket is full again: then it means nothing
     redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
+  end
+  if members then
+    out[#out + 1] = members
+    out[#out + 1] = math.floor(now)
+    out[#out + 1] = registered_name or ''
+    out[#out + 1] = newest_config and newest_config[1] or ''
+    out[#out + 1] = newest_config and newest_config[2] or ''
   end
   return out
 elseif op == 'refund' then
@@ -108,6 +166,14 @@ _UNLIMITED_WAIT_US: int = _core.TOKEN_BUCKET_MAX_WAIT_NS // 1000
 _MAX_BATCH = 512
 #: try_acquire(n) keeps its encoded command for n up to this.
 _PACKED_SIZES = 16
+
+#: Seconds between a bucket's registrations as a member of the fleet (each
+#: rides on a decision it makes anyway), and how long one counts (us).
+_REGISTER_EVERY = 1.0
+_MEMBER_TTL_US = 3_000_000
+
+#: A registration: the keys, the extra arguments, and when it was sent (monotonic).
+_Registration = tuple[tuple[str, str], tuple[object, ...], float]
 
 # Indexes of the bucket's own tallies.
 _ADMITTED, _REJECTED, _WAITED, _FALLBACK_ADMITTED, _FALLBACK_REJECTED = range(5)
@@ -145,9 +211,20 @@ class RedisTokenBucket(ProviderLabelled):
             ``local_share`` of the rate and burst decides; ``"allow"``: every
             token is granted; ``"deny"``: every decision raises
             ``UnavailableError`` (``retry_after`` the probe interval).
-        local_share: the local bucket's share, in (0, 1]. The default, 1.0,
-            lets each process alone reach the fleet's rate during an outage;
-            ``1 / replicas`` keeps the fleet near its limit.
+        local_share: the local bucket's share, in (0, 1], or None (default):
+            a fair share, 1 / the fleet's last known membership, so the
+            fleet keeps about its rate while Redis is down. Each bucket
+            registers as a member about once a second, on a decision it
+            makes anyway (no extra round trip), in a sorted set next to the
+            key (``key + ":members"``; on Redis Cluster ``"{key}:members"``
+            unless the key has a hash tag: the key's slot; the client's user
+            needs access to it as to the key); a member counts for 3 s
+            after its last registration, so the membership is that of the
+            buckets that decided in the last seconds before the outage
+            (1 before any decision). ``1.0`` lets each process alone reach
+            the fleet's rate during an outage. On Cluster, a key with a
+            ``}`` but no hash tag has no members set: its fair share is the
+            whole rate.
         provider_type, provider: metric labels (the local fallback bucket
             gets them too).
         guard: the :class:`RedisGuard` to use; default the client's shared one.
@@ -161,7 +238,7 @@ class RedisTokenBucket(ProviderLabelled):
     """
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
-                 fallback: Fallback = "local", local_share: float = 1.0,
+                 fallback: Fallback = "local", local_share: float | None = None,
                  provider_type: str = "", provider: str = "",
                  guard: RedisGuard | None = None) -> None:
         owner = "RedisTokenBucket"
@@ -169,15 +246,27 @@ class RedisTokenBucket(ProviderLabelled):
         self.key = check_key(owner, key)
         self.qps, self.burst = validate_rate(owner, qps, burst)
         self.fallback = check_fallback(owner, fallback)
-        self.local_share = check_share(owner, local_share)
+        self.local_share = None if local_share is None else check_share(owner, local_share)
         self._provider_type, self._provider = provider_labels(owner, provider_type,
                                                               provider)
         self._guard = _check_guard(owner, guard, client)
         self.client = client
         self._interval_us = 1e6 / self.qps
         self._local: TokenBucket | None = None
+        self._members = 1
+        self._members_key = companion_key(self.key, ":members",
+                                          cluster="Cluster" in type(client).__name__)
+        self._member = uuid.uuid4().hex
+        self._register_at = 0.0  # monotonic: the first decision registers
+        self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
+        # Its name in the members set: its id, the config it was built with,
+        # and when it first registered ('?': not yet; the server says).
+        self._built_with = (self.qps, self.burst)
+        self._registered_as = f"{self._member} {self._interval_us!r} {self.burst} ?"
+        self._config_changes = 0
         if self.fallback == "local":
-            local_qps, local_burst = local_rate(owner, self.qps, self.burst, self.local_share)
+            local_qps, local_burst = local_rate(owner, self.qps, self.burst,
+                                                self.local_share or 1.0)
             self._local = TokenBucket(local_qps, local_burst, provider_type=self._provider_type,
                                       provider=self._provider)
         self._pipe = (Pipe.of(cast(Any, client)) if self._kind == "sync"
@@ -226,6 +315,11 @@ class RedisTokenBucket(ProviderLabelled):
     def guard(self) -> RedisGuard:
         """The guard in front of this bucket's client."""
         return self._guard
+
+    @property
+    def members(self) -> int:
+        """The fleet's membership as last learnt (1 before any decision)."""
+        return self._members
 
     @property
     def shared(self) -> bool:
@@ -304,11 +398,71 @@ class RedisTokenBucket(ProviderLabelled):
 
     def _call(self, packed: bytes | None, op: str, *args: object) -> list[int]:
         args = (op, self._interval_us, self.burst, *args)
+        keys: str | tuple[str, ...] = self.key
+        registration = self._registration() if op == "take" else None
+        if registration is not None:
+            keys, args, packed = registration[0], args + registration[1], None
         if self._pipe is not None:
-            reply = self._pipe.call(GCRA, packed or GCRA.pack(self.key, *args), self.key, *args)
+            reply = self._pipe.call(GCRA, packed or GCRA.pack(keys, *args), self.key, *args)
         else:
-            reply = GCRA.run(cast(SyncClient, self.client), self.key, *args)
-        return cast("list[int]", reply)
+            reply = GCRA.run(cast(SyncClient, self.client), keys, *args)
+        return self._learnt(cast("list[int]", reply), registration)
+
+    def _registration(self) -> _Registration | None:
+        """(keys, extra args, when sent) of a take that registers this
+        bucket as a member, when one is due (about once a second); else None."""
+        members_key = self._members_key
+        now = time.monotonic()
+        if members_key is None or now < self._register_at:
+            return None
+        self._register_at = now + _REGISTER_EVERY
+        return ((self.key, members_key), (self._registered_as, _MEMBER_TTL_US,
+                                          self._clock.expected_us(), self._member), now)
+
+    def _learnt(self, reply: list[int], registration: _Registration | None) -> list[int]:
+        """A take's reply without what a registration appended: the
+        membership, which resizes the fair share of the local fallback, and
+        the server's time."""
+        if registration is None:
+            return reply
+        reply, (members_text, server_now, born, interval, burst) = reply[:-5], reply[-5:]
+        self._clock.learn(server_now, registration[2])
+        if born:
+            self._registered_as = _str(born)
+        if interval and burst:
+            self._follow_config(float(_str(interval)), int(_str(burst)))
+        members = max(1, int(members_text))
+        if members != self._members:
+            self._members = members
+            if self._local is not None and self.local_share is None:
+                self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst,
+                                                 1.0 / members))
+        return reply
+
+    def _follow_config(self, interval_us: float, burst: int) -> None:
+        """Decides with the fleet's newest config (that of the member built
+        last): a config that differs from this bucket's is logged once per
+        pair with both values and counted (``config_changes``)."""
+        if (interval_us, burst) == (self._interval_us, self.burst):
+            return
+        if not (interval_us > 0 and 1 <= burst <= MAX_BURST):
+            return  # not a config a bucket could have been built with: ignored
+        logger.warning(
+            "rate limit %r: the fleet's newest config is qps=%g, burst=%d; this process "
+            "has qps=%g, burst=%d (built with qps=%g, burst=%d): it now decides with the "
+            "newest", self.key, 1e6 / interval_us, burst, self.qps, self.burst,
+            *self._built_with, extra={"rate_limit": self.key, "redis_state": "config_mismatch"})
+        self._config_changes += 1
+        self._interval_us, self.burst, self.qps = interval_us, burst, 1e6 / interval_us
+        self._packed = {}  # encoded with the old config
+        if self._local is not None:
+            share = self.local_share or 1.0 / max(self._members, 1)
+            self._local.set_rate(*local_rate("RedisTokenBucket", self.qps, self.burst, share))
+
+    @property
+    def config_changes(self) -> int:
+        """How many times this bucket took the fleet's newer config."""
+        return self._config_changes
 
     def _peek(self, n: int) -> int:
         return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
@@ -639,13 +793,17 @@ class _Batch:
             while self._queue:
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
-                args: list[int] = []
+                args: list[object] = ["take", bucket._interval_us, bucket.burst]
                 for n, max_wait, _ in batch:
                     args += (n, max_wait)
+                keys: str | tuple[str, ...] = bucket.key
+                registration = bucket._registration()
+                if registration is not None:
+                    keys = registration[0]
+                    args += registration[1]
                 try:
-                    reply = await bucket._guard.run_async(
-                        GCRA.run_async, bucket.client, bucket.key, "take", bucket._interval_us,
-                        bucket.burst, *args)
+                    reply = bucket._learnt(await bucket._guard.run_async(
+                        GCRA.run_async, bucket.client, keys, *args), registration)
                 except RedisUnavailable:
                     for _, _, future in batch:
                         if not future.done():
@@ -674,6 +832,10 @@ class _Batch:
         task = asyncio.get_running_loop().create_task(self._bucket._refund_async(n, tat_after))
         self._refunds.add(task)
         task.add_done_callback(self._refunds.discard)
+
+
+def _str(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _check_guard(owner: str, guard: RedisGuard | None, client: Client) -> RedisGuard:

@@ -11,8 +11,8 @@ fallback   a decision while Redis is unreachable
 =========  =================================================================
 
 A local share of ``1 / replicas`` keeps the fleet near its limit during an
-outage; the default share (1.0 for an exact bucket, the last known fair
-share for a leased one) is documented where it applies.
+outage; the default share of both buckets is that, learnt: 1 / the fleet's
+last known membership (documented where each learns it).
 """
 
 from __future__ import annotations

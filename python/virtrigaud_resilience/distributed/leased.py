@@ -80,6 +80,7 @@ from .failures import RedisKeyError
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
+from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
 __all__ = ["LeasedTokenBucket", "DEFAULT_LEASE"]
 
@@ -90,15 +91,17 @@ DEFAULT_LEASE = 3.0
 
 LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, one key
 -- KEYS[1]: a hash, member -> "demand rate burst expires held_rate held_burst held_expires",
---          and '~epoch' -> "0 0 0 9e15 rebuilt_at epoch 0": the table's identity, and when
---          the leases granted before it was made (a lost table) have all expired (written
+--          and '~epoch' -> "0 0 0 9e15 rebuilt_at epoch stepped_at": the table's identity,
+--          when the leases granted before it was made (a lost table) have all expired, and
+--          when its expiries last moved with a step of the server's clock (written
 --          as a member that wants nothing and never expires, so that a member of an older
 --          version, which has no epoch, reads it as such during a rolling upgrade)
 -- ARGV[1]: "lease" or "release"; ARGV[2]: the member
 -- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
 --          ARGV[6]: the lease (us), ARGV[7]: the epoch it knows ('' at first),
---          ARGV[8]: the members it knows (0 at first);
---          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone)}}
+--          ARGV[8]: the members it knows (0 at first), ARGV[9]: the server time (us) it
+--          expects now, ARGV[10]: the server time of its last reply ('' at first for both);
+--          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone), now}}
 -- release: gives the member's lease back
 {EPOCH_LUA}
 local key, me = KEYS[1], ARGV[2]
@@ -107,7 +110,45 @@ if ARGV[1] ~= 'lease' then return redis.error_reply('virtrigaud lease: unknown o
 local demand, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
 local known, known_members = ARGV[7] or '', tonumber(ARGV[8]) or 0
+local expected, seen = tonumber(ARGV[9] or ''), tonumber(ARGV[10] or '')
+local shift = tonumber(redis.call('HGET', key, '{TEST_TIME_OFFSET}'))
+if shift then now = now + shift end  -- a test's simulated step (server_clock's test hook)
 local raw = redis.call('HGETALL', key)
+-- A step of the server's clock: the member's expectation of TIME is off by
+-- more than the tolerance. The expiries move with it, once per step (not
+-- again for a member whose last reply came before the move), so each lease
+-- is counted exactly as long as its member uses it: a forward step frees no
+-- share still in use, a backward one holds none longer.
+local skew = expected and (now - expected) or 0
+local function fields(text)
+  local f = {{}}
+  for x in string.gmatch(text, '%S+') do f[#f + 1] = x end
+  return f
+end
+if math.abs(skew) > {STEP_TOLERANCE_US} then
+  local at = nil
+  for i = 1, #raw, 2 do if raw[i] == '~epoch' then at = i end end
+  local e = at and fields(raw[at + 1]) or {{}}
+  local stepped_at = tonumber(e[7]) or 0
+  if at and #e == 7 and not (seen and seen < stepped_at - skew) then
+    for i = 1, #raw, 2 do
+      local f = fields(raw[i + 1])
+      if raw[i] ~= '~epoch' and #f == 7 then
+        for _, j in ipairs({{4, 7}}) do
+          local v = tonumber(f[j])
+          if v and v > 0 then f[j] = string.format('%.17g', math.max(0, v + skew)) end
+        end
+        raw[i + 1] = table.concat(f, ' ')
+        redis.call('HSET', key, raw[i], raw[i + 1])
+      end
+    end
+    local rebuilt = tonumber(e[5]) or 0
+    if rebuilt > 0 then e[5] = string.format('%d', math.max(0, rebuilt + skew)) end
+    e[7] = string.format('%d', now)
+    raw[at + 1] = table.concat(e, ' ')
+    redis.call('HSET', key, '~epoch', raw[at + 1])
+  end
+end
 local demands = {{demand}}
 local epoch, rebuilt_at = nil, 0
 local others_rate, others_burst, mine = 0, 0, nil
@@ -129,6 +170,8 @@ for i = 1, #raw, 2 do
     local e = {{}}
     for x in string.gmatch(raw[i + 1], '%S+') do e[#e + 1] = x end
     epoch, rebuilt_at = e[6], tonumber(e[5]) or 0
+  elseif raw[i] == '{TEST_TIME_OFFSET}' then
+    -- the test hook: not a lease
   elseif not f then
     redis.call('HDEL', key, raw[i])
   elseif raw[i] == me then
@@ -185,7 +228,7 @@ end
 redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
            burst, now + lease, held_rate, held_burst, held_expires))
 redis.call('PEXPIRE', key, math.floor(2 * lease / 1000) + 1)
-return {{string.format('%.17g', rate), burst, n, epoch, lost}}
+return {{string.format('%.17g', rate), burst, n, epoch, lost, string.format('%d', now)}}
 """)
 
 _MAX_INTERVAL_NS: int = _core.TOKEN_BUCKET_MAX_INTERVAL_NS
@@ -214,10 +257,11 @@ class LeasedTokenBucket(TokenBucket):
     renewed (Redis unreachable), ``fallback`` decides: ``"local"`` (default)
     sets the bucket to ``local_share`` of the fleet's rate and burst
     (default: the last fair share, 1/members); ``"allow"`` to the highest
-    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``
-    refuses (returns False: it stays the native method in every mode, and
-    the bucket never changes class), while ``acquire``, ``acquire_async``,
-    ``reserve`` and ``retry_after`` raise ``UnavailableError`` (its
+    rate (every token granted); ``"deny"`` to no share at all: ``try_acquire``,
+    ``acquire``, ``acquire_async``, ``reserve`` and ``retry_after`` raise
+    ``UnavailableError`` (``try_acquire`` stays the native method in every
+    mode and the bucket never changes class: a native per-object flag, read
+    only when the native method refuses, makes the refusal raise; its
     ``retry_after`` is the guard's probe interval), so a policy using the
     bucket raises it too (a refusal asks the bucket for its retry_after).
     The next lease brings it back, emptied. Build it in
@@ -247,7 +291,7 @@ class LeasedTokenBucket(TokenBucket):
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
-                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch")
+                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch", "_clock")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -293,6 +337,7 @@ class LeasedTokenBucket(TokenBucket):
         self._wake: Any = None
         self._on_clock = False  # the lease clock watches this bucket's expiry
         self._epoch = ""  # the lease table's identity at the last lease
+        self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
         self._refresh_errors: set[type[BaseException]] = set()
         guard.on_recovery(self._on_recovery)
         FALLBACKS.track(self)
@@ -370,6 +415,15 @@ class LeasedTokenBucket(TokenBucket):
         """As TokenBucket.retry_after; UnavailableError in "deny" fallback."""
         self._refuse_if_denied()
         return super().retry_after(n)
+
+    def _refused(self, n: int) -> bool:
+        """What the native try_acquire does with a refusal in "deny" fallback
+        (it calls this only then, and only on a refusal: an admission and the
+        shared mode never reach Python): raises UnavailableError, counted as
+        a rejection as any refusal is. Returns False if the fallback ended
+        meanwhile (a lease was taken, or the bucket closed)."""
+        self._refuse_if_denied()
+        return False
 
     def _refuse_if_denied(self) -> None:
         """UnavailableError in "deny" fallback: every waiting method, and
@@ -532,12 +586,15 @@ class LeasedTokenBucket(TokenBucket):
             self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
         return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
-                round(self.lease * 1e6), self._epoch, self._members)
+                round(self.lease * 1e6), self._epoch, self._members, self._clock.expected_us(),
+                self._clock.last_us())
 
     def _apply(self, reply: Any, sent: float) -> None:
         """Sets the bucket from a lease granted to a request sent at ``sent``."""
         rate, burst, members = float(reply[0]), int(reply[1]), int(reply[2])
         epoch, lost = _text(reply[3]), int(reply[4]) == 1
+        if len(reply) > 5:
+            self._clock.learn(reply[5], sent)
         # Used until before the server counts it expired (it measured from later).
         expires = sent + self.lease - (0.001 + 0.001 * self.lease)
         with self._lock:
@@ -598,8 +655,9 @@ class LeasedTokenBucket(TokenBucket):
         elif self.fallback == "allow":
             self._set_rate(1, MAX_BURST)
             self._share = (1, MAX_BURST)
-        else:  # "deny": no share (the native try_acquire refuses); the others raise
+        else:  # "deny": no share, and the native try_acquire's refusal calls _refused
             self._set_share(0.0, 0, empty=True)
+            self._set_refusal_calls_python(True)
         logger.warning(
             "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
@@ -613,6 +671,7 @@ class LeasedTokenBucket(TokenBucket):
 
     def _leave_fallback(self) -> None:
         # Under self._lock.
+        self._set_refusal_calls_python(False)
         self._close_fallback_counts()
         self._moves[1] += 1
         logger.info("leased rate limit %r (%s/%s): lease taken again, shared accounting resumes",
@@ -625,6 +684,7 @@ class LeasedTokenBucket(TokenBucket):
             if self._mode == _FALLBACK:
                 self._close_fallback_counts()
             self._mode = _CLOSED
+            self._set_refusal_calls_python(False)  # closed: refuses, raises nothing
             self._set_share(0.0, 0, empty=True)
 
     def _close_fallback_counts(self) -> None:

@@ -36,7 +36,7 @@ from .. import _validate
 from .clients import AsyncClient, SyncClient, describe
 from .failures import key_error
 
-__all__ = ["Script", "Pipe", "pack_command", "check_key", "EPOCH_LUA"]
+__all__ = ["Script", "Pipe", "pack_command", "check_key", "companion_key", "EPOCH_LUA"]
 
 #: Lua lines that set `now` to the server's time in microseconds since
 #: 2020-09-13 (Unix time 1.6e9 s): small enough for a Lua double to hold it
@@ -68,40 +68,67 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    def run(self, client: SyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on a sync client. An error reply that is the key's problem
-        raises RedisKeyError naming it; any other redis-py error propagates."""
+    def run(self, client: SyncClient, key: str | tuple[str, ...], *args: object) -> Any:
+        """EVALSHA on a sync client (``key``: the key, or the keys, all of one
+        slot). An error reply that is the key's problem raises RedisKeyError
+        naming it; any other redis-py error propagates."""
         redis_client = cast(Any, client)  # redis-py's own annotations are partial
+        keys = _keys(key)
         try:
             try:
-                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+                return redis_client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 redis_client.script_load(self.source)
-                return redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+                return redis_client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except ResponseError as exc:
-            error = key_error(exc, key, describe(client))
+            error = key_error(exc, keys[0], describe(client))
             if error is None:
                 raise
             raise error from exc
 
-    async def run_async(self, client: AsyncClient, key: str, *args: object) -> Any:
-        """EVALSHA on an asyncio client (errors as :meth:`run`)."""
+    async def run_async(self, client: AsyncClient, key: str | tuple[str, ...],
+                        *args: object) -> Any:
+        """EVALSHA on an asyncio client (keys and errors as :meth:`run`)."""
         redis_client = cast(Any, client)
+        keys = _keys(key)
         try:
             try:
-                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+                return await redis_client.execute_command("EVALSHA", self.sha, len(keys), *keys,
+                                                          *args)
             except NoScriptError:
                 await redis_client.script_load(self.source)
-                return await redis_client.execute_command("EVALSHA", self.sha, 1, key, *args)
+                return await redis_client.execute_command("EVALSHA", self.sha, len(keys), *keys,
+                                                          *args)
         except ResponseError as exc:
-            error = key_error(exc, key, describe(client))
+            error = key_error(exc, keys[0], describe(client))
             if error is None:
                 raise
             raise error from exc
 
-    def pack(self, key: str, *args: object) -> bytes:
+    def pack(self, key: str | tuple[str, ...], *args: object) -> bytes:
         """This script's EVALSHA, encoded once (for :meth:`Pipe.call`)."""
-        return pack_command("EVALSHA", self.sha, 1, key, *args)
+        keys = _keys(key)
+        return pack_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def _keys(key: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else key
+
+
+def companion_key(key: str, suffix: str, *, cluster: bool) -> str | None:
+    """A second key named after ``key``: ``key + suffix``, so an ACL key
+    pattern that covers the key (``~allowed:*``) covers it too. On Redis
+    Cluster (``cluster``) it must share the key's slot: a key with a hash tag
+    keeps it (``key + suffix``); any other key becomes the hash tag of its
+    companion, ``"rate"`` -> ``"{rate}" + suffix``, whose slot is
+    CRC16("rate"), the key's own; None if none can be named so (a key with a
+    ``}`` but no hash tag of its own)."""
+    start = key.find("{")
+    if not cluster or (start >= 0 and key.find("}", start + 1) > start + 1):
+        return key + suffix  # untouched, or tagged: the same tag decides both slots
+    if "}" in key:
+        return None
+    return "{" + key + "}" + suffix
 
 
 def pack_command(*args: object) -> bytes:
