@@ -23,8 +23,8 @@ gRPC-style name where no response came (``Unavailable``, ``DeadlineExceeded``,
 A histogram has to be recorded per call (a counter could be read from
 elsewhere, a distribution cannot): :meth:`RPCStats.record` is one binary
 search over the 16 bounds and three additions under an uncontended lock,
-about a third of a microsecond (``benchmarks/adapters.py`` measures it
-against the call it records). Stats objects are created once per label set
+about a third of a microsecond, part of the adapters' own work per call
+that ``virtrigaud-resilience bench --sections adapters`` reports. Stats objects are created once per label set
 and live for the life of the process, so their counters never go backwards.
 """
 
