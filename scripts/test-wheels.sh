@@ -5,8 +5,11 @@
 # 3.13), with the compiler made unavailable (CC=false CXX=false), so an
 # accidental source build fails instead of passing unnoticed. Then, against
 # the installed wheel:
-#   - `import virtrigaud_resilience` must take under IMPORT_LIMIT_MS (50 ms;
-#     the best of 7 fresh interpreters, reported);
+#   - `import virtrigaud_resilience` must take under IMPORT_LIMIT_RATIO (2.5)
+#     times the import of the stdlib modules it needs anyway (logging,
+#     dataclasses, typing), each the best of 7 fresh interpreters, measured
+#     back to back and reported: a ratio, because this machine's absolute
+#     import times swing 2x from run to run (asyncio alone adds about 1.2x);
 #   - the whole test suite on FULL_SUITE_ON (3.12: the abi3 wheel; CI runs it
 #     on 3.11 through scripts/test.sh already), a smoke subset elsewhere.
 # Usage: bash scripts/test-wheels.sh
@@ -15,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 dist="${DIST:-dist}"
 full="${FULL_SUITE_ON:-3.12}"
-limit_ms="${IMPORT_LIMIT_MS:-50}"
+limit_ratio="${IMPORT_LIMIT_RATIO:-2.5}"
 smoke=(tests/test_import.py tests/test_token_bucket.py tests/test_breaker.py
        tests/test_policy.py tests/test_bulkhead.py tests/test_bad_input.py)
 
@@ -28,12 +31,12 @@ serves() {
   esac
 }
 
-# Best of 7 fresh interpreters, in ms (one decimal).
+# Best of 7 fresh interpreters ($1) importing $2, in ms (one decimal).
 import_ms() {
   local best="" t
   for _ in 1 2 3 4 5 6 7; do
-    t=$("$1" -c 'import time; t = time.perf_counter(); import virtrigaud_resilience
-print(f"{(time.perf_counter() - t) * 1000:.1f}")')
+    t=$("$1" -c "import time; t = time.perf_counter(); import $2
+print(f'{(time.perf_counter() - t) * 1000:.1f}')")
     best=$(printf '%s\n%s\n' "$t" "${best:-$t}" | sort -g | head -1)
   done
   echo "$best"
@@ -61,10 +64,14 @@ for wheel in "${wheels[@]}"; do
     extras=test
     [ "$version" = "$full" ] && extras=test,bench
     CC=false CXX=false "$venv/bin/python" -m pip install -q "${wheel}[$extras]"
-    ms=$(import_ms "$venv/bin/python")
-    echo "import virtrigaud_resilience: $ms ms (limit $limit_ms ms)"
-    if ! awk -v ms="$ms" -v limit="$limit_ms" 'BEGIN { exit !(ms < limit) }'; then
-      echo "test-wheels.sh: importing took $ms ms on CPython $version (limit $limit_ms ms)" >&2
+    ms=$(import_ms "$venv/bin/python" virtrigaud_resilience)
+    stdlib_ms=$(import_ms "$venv/bin/python" "logging, dataclasses, typing")
+    ratio=$(awk -v ms="$ms" -v ref="$stdlib_ms" 'BEGIN { printf "%.2f", ms / ref }')
+    echo "import virtrigaud_resilience: $ms ms, ${ratio}x the stdlib modules it needs" \
+      "($stdlib_ms ms; limit ${limit_ratio}x)"
+    if ! awk -v r="$ratio" -v limit="$limit_ratio" 'BEGIN { exit !(r < limit) }'; then
+      echo "test-wheels.sh: importing took ${ratio}x the stdlib modules it needs on" \
+        "CPython $version (limit ${limit_ratio}x)" >&2
       exit 1
     fi
     if [ "$version" = "$full" ]; then
