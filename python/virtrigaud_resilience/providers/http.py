@@ -81,7 +81,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 try:
     import httpx
@@ -833,17 +833,18 @@ def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return guard, client
 
 
-def _client_error(exc: httpx.HTTPError, guard: HttpGuard,
-                  request: httpx.Request) -> BaseException | None:
-    """The taxonomy error for an httpx error that reached the client
-    unclassified (a hook's ``raise_for_status()``, too many redirects, a body
-    that cannot be decoded); None for one that is classified already."""
+def _raise_classified(exc: httpx.HTTPError, guard: HttpGuard,
+                      request: httpx.Request) -> NoReturn:
+    """Raises ``exc`` if it is classified already, else its taxonomy error
+    from it: an httpx error that reached the client unclassified (a hook's
+    ``raise_for_status()``, too many redirects, a body that cannot be
+    decoded). Called while handling ``exc``."""
     if isinstance(exc, ProviderError):
-        return None
+        raise exc
     if isinstance(exc, httpx.HTTPStatusError):
-        return error_from_response(exc.response, guard.label_of(exc.request))
-    return _bound(error_from_exception(exc, guard.label_of(request),
-                                       idempotent=is_idempotent(request))[0], request)
+        raise error_from_response(exc.response, guard.label_of(exc.request)) from exc
+    raise _bound(error_from_exception(exc, guard.label_of(request),
+                                      idempotent=is_idempotent(request))[0], request) from exc
 
 
 class ResilientClient(httpx.Client):
@@ -882,10 +883,7 @@ class ResilientClient(httpx.Client):
         try:
             response = super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            error = _client_error(exc, guard, request)
-            if error is None:
-                raise
-            raise error from exc
+            _raise_classified(exc, guard, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 read_error_body(response)
@@ -894,10 +892,7 @@ class ResilientClient(httpx.Client):
                 response.read()
         except httpx.HTTPError as exc:
             response.close()
-            error = _client_error(exc, guard, request)
-            if error is None:
-                raise
-            raise error from exc
+            _raise_classified(exc, guard, request)
         except BaseException:
             response.close()
             raise
@@ -926,10 +921,7 @@ class AsyncResilientClient(httpx.AsyncClient):
         try:
             response = await super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            error = _client_error(exc, guard, request)
-            if error is None:
-                raise
-            raise error from exc
+            _raise_classified(exc, guard, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 await aread_error_body(response)
@@ -938,10 +930,7 @@ class AsyncResilientClient(httpx.AsyncClient):
                 await response.aread()
         except httpx.HTTPError as exc:
             await response.aclose()
-            error = _client_error(exc, guard, request)
-            if error is None:
-                raise
-            raise error from exc
+            _raise_classified(exc, guard, request)
         except BaseException:
             await response.aclose()
             raise
