@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import virtrigaud_resilience as vr
+from fresh_interpreter import pytest_collection_modifyitems, pytest_configure  # noqa: F401
 
 
 @pytest.fixture

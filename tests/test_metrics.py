@@ -3,6 +3,8 @@
 The collector reports every breaker, bucket, bulkhead and retrier alive in the
 process, so each test gives its objects unique labels (:func:`unique`) and
 looks only at those. Time moves only through a ManualClock; nothing sleeps.
+Since every scrape renders the whole process, the module runs in an
+interpreter of its own in a longer session (tests/fresh_interpreter.py).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import os
-import re
 import subprocess
 import sys
 import threading
@@ -24,6 +24,8 @@ import pytest
 import virtrigaud_resilience as vr
 from prometheus_client.parser import text_string_to_metric_families
 from virtrigaud_resilience import breaker as breaker_module
+
+pytestmark = pytest.mark.fresh_interpreter
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -787,35 +789,10 @@ def test_http_scrape(registry: prometheus_client.CollectorRegistry, clock: vr.Ma
 # ------------------------------------------------------------------ threads --
 
 
-FRESH_RUN = "VR_TEST_FRESH_RUN"
-
-
-def rerun_in_fresh_interpreter(request: pytest.FixtureRequest) -> bool:
-    """Runs the calling test again in a new interpreter and returns True once
-    it passed there; returns False inside that run (go on with the test).
-
-    For thread tests that switch the GIL every 100 µs: in a long suite,
-    threads that earlier tests' libraries keep for the process (grpc.aio's
-    poller) join every switch, and the test ran 50x slower (157 s, 3 s alone).
-    """
-    nodeid = request.node.nodeid
-    if os.environ.get(FRESH_RUN) == nodeid:
-        return False
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", nodeid],
-        cwd=request.config.rootpath, env={**os.environ, FRESH_RUN: nodeid},
-        capture_output=True, text=True, timeout=600, check=False)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert re.search(r"^1 passed", result.stdout, re.MULTILINE), result.stdout[-3000:]
-    return True
-
-
 def test_concurrent_calls_churn_and_scrapes(
-    request: pytest.FixtureRequest, registry: prometheus_client.CollectorRegistry,
+    registry: prometheus_client.CollectorRegistry,
 ) -> None:
     """4 threads call, take tokens and create/drop breakers while the main thread scrapes."""
-    if rerun_in_fresh_interpreter(request):
-        return
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-4)  # interleave the threads finely
     prov = unique("threads")
