@@ -17,7 +17,7 @@ import time
 import pytest
 from test_fair_share import learn
 from test_faults import eventually
-from test_lost_table import TIMESTAMP_SLACK, most_in_a_window
+from test_fleet_faults import TIMESTAMP_SLACK, most_in_a_window
 
 from virtrigaud_resilience.distributed import LeasedTokenBucket, RedisTokenBucket, connect
 from virtrigaud_resilience.distributed import exact as exact_module
