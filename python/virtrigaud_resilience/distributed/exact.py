@@ -43,10 +43,13 @@ logger = logging.getLogger("virtrigaud_resilience")
 
 GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- KEYS[1]: the bucket's theoretical arrival time (tat), in microseconds
--- ARGV[1]: "take", "refund" or "peek"; ARGV[2]: microseconds per token; ARGV[3]: burst
+-- ARGV[1]: "take", "takes", "refund" or "peek"; ARGV[2]: microseconds per token; ARGV[3]: burst
 -- take:   ARGV[4..]: pairs (n, max_wait_us) decided in order; returns, per pair,
 --         (wait_us, tat_after): wait_us >= 0 granted after that wait (0: now),
 --         wait_us < 0 refused (-1 - the wait it would have needed)
+-- takes:  the same for a batch, the pairs in one argument (ARGV[4], "n max_wait_us
+--         n max_wait_us ...") and the reply's pairs in one string (its first element):
+--         a client parses one string, not two integers per decision
 -- refund: ARGV[4]: n, ARGV[5]: tat_after of the grant; returns the tokens given back
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
 -- With a second key, the call also registers a member (a bucket does about
@@ -104,12 +107,20 @@ if stepped_back and tat > now + tau then
   redis.call('SET', KEYS[1], tat, 'PX', math.floor(tau / 1000) + 1)
 end
 local op = ARGV[1]
-if op == 'take' then
+if op == 'take' or op == 'takes' then
+  local asks, first = ARGV, 4
+  if op == 'takes' then
+    asks, first, last = {{}}, 1, 0
+    for x in string.gmatch(ARGV[4], '%S+') do
+      last = last + 1
+      asks[last] = x
+    end
+  end
   local out, start = {{}}, tat
-  for i = 4, last, 2 do
-    local after = tat + tonumber(ARGV[i]) * interval
+  for i = first, last, 2 do
+    local after = tat + tonumber(asks[i]) * interval
     local wait = after - tau - now
-    if wait <= tonumber(ARGV[i + 1]) then
+    if wait <= tonumber(asks[i + 1]) then
       tat = after
       if wait < 0 then wait = 0 end
       out[#out + 1] = math.ceil(wait)
@@ -122,6 +133,11 @@ if op == 'take' then
   if tat > start then
     -- the key lives until the bucket is full again: then it means nothing
     redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
+  end
+  if op == 'takes' then
+    -- whole numbers as such ('%d': Lua's own tostring keeps 14 digits)
+    for i = 1, #out do out[i] = string.format('%d', out[i]) end
+    out = {{table.concat(out, ' ')}}
   end
   if members then
     out[#out + 1] = members
@@ -779,9 +795,10 @@ class _Batch:
             while self._queue:
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
-                args: list[object] = ["take", bucket._interval_us, bucket.burst]
-                for n, max_wait, _ in batch:
-                    args += (n, max_wait)
+                # One argument for the batch's pairs, one string back: redis-py
+                # encodes and parses two values per decision otherwise.
+                args: list[object] = ["takes", bucket._interval_us, bucket.burst,
+                                      " ".join([f"{n} {max_wait}" for n, max_wait, _ in batch])]
                 keys: str | tuple[str, ...] = bucket.key
                 registration = bucket._registration()
                 if registration is not None:
@@ -804,8 +821,9 @@ class _Batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                decided = [int(x) for x in reply[0].split()]
                 for i, (n, _, future) in enumerate(batch):
-                    wait_us, tat_after = reply[2 * i], reply[2 * i + 1]
+                    wait_us, tat_after = decided[2 * i], decided[2 * i + 1]
                     if not future.done():
                         future.set_result((wait_us, tat_after))
                     elif wait_us >= 0:  # granted to a caller cancelled meanwhile
