@@ -821,7 +821,7 @@ class _Batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                decided = [int(x) for x in reply[0].split()]
+                decided = [int(x) for x in cast("bytes | str", reply[0]).split()]
                 for i, (n, _, future) in enumerate(batch):
                     wait_us, tat_after = decided[2 * i], decided[2 * i + 1]
                     if not future.done():
