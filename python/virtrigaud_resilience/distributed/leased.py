@@ -301,7 +301,9 @@ class LeasedTokenBucket(TokenBucket):
         fallback, local_share: see above.
         provider_type, provider: metric labels.
         member: this process's name in the lease table (default
-            ``host:pid:random``; unique per bucket).
+            ``host:pid:random``; unique per bucket, no spaces); its field
+            there is ``"member qps burst born"`` (the config it was built
+            with, and the server time of its first lease).
         guard: the :class:`RedisGuard` to use; default the client's shared one.
 
     Raises:
