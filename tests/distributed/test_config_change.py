@@ -153,3 +153,24 @@ def test_a_leased_fleet_converges_to_the_newest_config(
         for b in buckets:
             b.close()
         client.close()
+
+
+def test_a_leased_member_with_an_impossible_config_is_ignored(redis_url: str, key: str) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_url)
+    seconds, micros = admin.time()
+    now_us = (seconds - 1_600_000_000) * 1_000_000 + micros  # the scripts' clock
+    # A member holding a lease that wants nothing, whose config is the newest
+    # but none a bucket could have (qps above 1e9; then a fractional burst).
+    for forged in ("forged 1e12 5 99999999999999", "forged 100 2.5 99999999999999"):
+        admin.hset(key, forged, f"0 0 0 {now_us + 60_000_000} 0 0 0")
+        b = LeasedTokenBucket(connect(redis_url), key, qps=100, burst=10)
+        try:
+            assert b.shared and (b.fleet_qps, b.fleet_burst) == (100, 10)
+            assert b.qps == pytest.approx(100 / 2) and b.config_changes == 0  # two members
+        finally:
+            b.close()
+            b.client.close()
+        admin.delete(key)
+    admin.close()
