@@ -1,13 +1,13 @@
 """Members of a leased fleet, each its own process, for tests/distributed/test_fleet_faults.py.
 
 Usage: ``python fleet_member.py``; then one scenario after another, each
-told on stdin as one JSON line: ``id``, ``url``, ``key``, ``role`` and
-``config`` (``qps``, ``burst``, ``lease``, ``refresh``, ``members``). The
+told on stdin as one JSON line: ``id``, ``url``, ``key``, ``role``,
+``delay`` and ``config`` (``qps``, ``burst``, ``lease``, ``refresh``, ``members``). The
 process is started once for many scenarios (its imports take a second or
 more on a loaded machine). Every time is ``time.monotonic()``, which on
 Linux is one clock for every process.
 
-- ``member``: takes its lease at once, prints ``{"id": ID, "ready": true}``
+- ``member``: takes its lease after ``delay`` seconds, prints ``{"id": ID, "ready": true}``
   once it has seen ``members`` members in the table and holds half an even
   share at least, then reads ``START
   END`` from stdin and tries to acquire from then until END.
@@ -88,7 +88,11 @@ def scenario(command: dict[str, Any], lost: LostTables, shares: list[list[float]
                                  burst=config["burst"], lease=config["lease"],
                                  refresh=config["refresh"], guard=guard)
 
-    bucket = join() if command["role"] == "member" else None
+    if command["role"] == "member":
+        time.sleep(command["delay"])
+        bucket: LeasedTokenBucket | None = join()
+    else:
+        bucket = None
     deadline = time.monotonic() + 20.0
     while bucket is not None and not settled(bucket, config):
         if time.monotonic() > deadline:

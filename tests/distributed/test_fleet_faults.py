@@ -7,7 +7,8 @@ share's changes. The fleet (qps 200, burst 20) must stay within
 ``qps * w + burst`` over every window ``w`` of 0.5, 1 and 2 s (plus
 TIMESTAMP_SLACK tokens: a process can be descheduled between a decision and
 its timestamp, which moves the admission into a later window), and the
-shares in force must never add up to more than the rate, through:
+shares in force must never add up to more than the rate (but for overlaps
+worth a few tokens: a clock step is measured against a round trip), through:
 
 - a lost lease table (DEL, FLUSHDB, a restart without persistence): the
   table carries an epoch; a member that finds a table it does not know drops
@@ -55,15 +56,18 @@ def most_in_a_window(times: list[float], width: float) -> int:
                default=0)
 
 
-def most_shared(results: list[dict[str, Any]]) -> float:
-    """The most the members' shares in force ever added up to (tokens/s)."""
+def tokens_over_the_rate(results: list[dict[str, Any]]) -> float:
+    """The tokens the members' shares in force allowed beyond the rate:
+    the time integral of (the sum of the shares - the rate), where positive,
+    from the first change of a share to the last admission."""
     changes = sorted((t, i, qps) for i, r in enumerate(results) for t, qps in r["shares"])
+    end = max((t for r in results for t in r["admissions"]), default=0.0)
     current = [0.0] * len(results)
-    most = 0.0
-    for _, i, qps in changes:
+    over = 0.0
+    for (t, i, qps), until in zip(changes, [c[0] for c in changes[1:]] + [end]):
         current[i] = qps
-        most = max(most, sum(current))
-    return most
+        over += max(0.0, sum(current) - QPS) * max(0.0, until - t)
+    return over
 
 
 class Members:
@@ -94,9 +98,13 @@ class Members:
         ident = next(self._ids)
         try:
             processes = self.started()[:len(roles)]
-            for process, role in zip(processes, roles):
+            for i, (process, role) in enumerate(zip(processes, roles)):
+                # Joins a third of a refresh apart: their refreshes stay that
+                # far apart, as in a fleet, not all at once (which would hide
+                # what a fault does between one member's refresh and the next's).
                 self.send(process, json.dumps({"id": ident, "url": url, "key": key,
-                                               "role": role, "config": CONFIG}))
+                                               "role": role, "config": CONFIG,
+                                               "delay": i * REFRESH / 3}))
             for process in processes:
                 self.reply(process, ident)
             yield Scenario(self, ident, processes, roles)
@@ -157,13 +165,16 @@ def sleep_until(moment: float) -> None:
 
 
 def assert_the_fleets_bound(results: list[dict[str, Any]]) -> list[float]:
-    """Every window within qps*w + burst, and the shares within the rate;
-    returns every admission."""
+    """Every window within qps*w + burst, and the shares within the rate
+    (a few tokens' worth of overlap at most); returns every admission."""
     every = [t for r in results for t in r["admissions"]]
     for width in (0.5, 1.0, 2.0):
         most = most_in_a_window(every, width)
         assert most <= QPS * width + BURST + TIMESTAMP_SLACK, (width, most)
-    assert most_shared(results) <= QPS * 1.0001  # (rates: whole ns per token)
+    # A step is measured against a round trip, so the expiries it moves may
+    # be off by one (milliseconds; more on a loaded machine): shares may
+    # overlap that long, worth a few tokens, never more than that slack.
+    assert tokens_over_the_rate(results) <= TIMESTAMP_SLACK
     return every
 
 
@@ -230,6 +241,6 @@ def test_the_bound_checks_catch_a_fleet_over_its_rate() -> None:
     with pytest.raises(AssertionError):
         assert_the_fleets_bound([{"admissions": burst_of, "shares": []}])
     overlapping = [{"admissions": [], "shares": [[0.0, QPS], [2.0, QPS / 2]]},
-                   {"admissions": [], "shares": [[1.0, QPS / 2]]}]
+                   {"admissions": [3.0], "shares": [[1.0, QPS / 2]]}]  # 1 s at 1.5x
     with pytest.raises(AssertionError):
         assert_the_fleets_bound(overlapping)
