@@ -31,8 +31,9 @@ series                                                    type     value
                                                                    fallback: ``admitted``, ``rejected``
 ``virtrigaud_distributed_transitions_total{to}``          counter  ``fallback`` (shared store lost),
                                                                    ``shared`` (back to shared accounting),
-                                                                   ``newer_config`` (an exact bucket took
-                                                                   the fleet's newer qps/burst)
+                                                                   ``newer_config`` (an exact or leased
+                                                                   bucket took the fleet's newer
+                                                                   qps/burst)
 ========================================================  =======  ==========================================
 
 and Virtrigaud's per-call series, which the adapters (``providers/``) record

@@ -130,7 +130,7 @@ def test_malformed_lease_fields_are_dropped(redis_url: str, key: str) -> None:
     b = LeasedTokenBucket(client, key, qps=100, burst=10)
     try:
         assert b.shared and b.qps == pytest.approx(100) and b.burst == 10 and b.members == 1
-        assert set(client.hkeys(key)) == {b.member.encode(), b"~epoch"}
+        assert set(client.hkeys(key)) == {b._registered_as.encode(), b"~epoch"}
     finally:
         b.close()
     client.close()

@@ -29,9 +29,10 @@ from .. import _core, _validate
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from ..ratelimit import BUCKETS, FALLBACKS, MAX_BURST, Reservation, TokenBucket, validate_rate
+from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
+from .fleet_config import NEWEST_CONFIG_LUA, FleetConfig, member_name
 from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
 from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
@@ -42,29 +43,32 @@ logger = logging.getLogger("virtrigaud_resilience")
 
 GCRA = Script(f"""-- virtrigaud-resilience: exact token bucket (GCRA), one key
 -- KEYS[1]: the bucket's theoretical arrival time (tat), in microseconds
--- ARGV[1]: "take", "refund" or "peek"; ARGV[2]: microseconds per token; ARGV[3]: burst
+-- ARGV[1]: "take", "takes", "refund" or "peek"; ARGV[2]: microseconds per token; ARGV[3]: burst
 -- take:   ARGV[4..]: pairs (n, max_wait_us) decided in order; returns, per pair,
 --         (wait_us, tat_after): wait_us >= 0 granted after that wait (0: now),
 --         wait_us < 0 refused (-1 - the wait it would have needed)
+-- takes:  the same for a batch, the pairs in one argument (ARGV[4], "n max_wait_us
+--         n max_wait_us ...") and the reply's pairs in one string (its first element):
+--         a client parses one string, not two integers per decision
 -- refund: ARGV[4]: n, ARGV[5]: tat_after of the grant; returns the tokens given back
 -- peek:   ARGV[4]: n; returns the wait for n tokens (us), taking nothing
 -- With a second key, the call also registers a member (a bucket does about
 -- once a second, on a decision it makes anyway): KEYS[2] the fleet's members
 -- (a sorted set by expiry, in KEYS[1]'s slot), ARGV[#ARGV - 3] the member
--- ("id interval_us burst born": the config it was built with, and the server
--- time of its first registration, '?' until then), ARGV[#ARGV - 2] how long
+-- ("id qps burst born": the config it was built with, and the server
+-- time of its first registration, '?' until then; see fleet_config), ARGV[#ARGV - 2] how long
 -- it counts (us), ARGV[#ARGV - 1] the server time it expects now (us; ''
 -- at first), ARGV[#ARGV] its id; take's reply then ends with the number of
 -- members (which sizes each one's fair share during an outage), the
 -- server's time, its born time, and the newest config among the members
--- (the interval and burst of the latest born): every member decides with
+-- (the qps and burst of the latest born): every member decides with
 -- it, so a rolling config change converges within a registration. A registration that finds the clock stepped back (TIME
 -- behind what the member expects by more than the tolerance) caps the
 -- bucket at empty-now: a step never blocks it longer than one emission
 -- interval past the registration that finds it.
-{EPOCH_LUA}
+{EPOCH_LUA}{NEWEST_CONFIG_LUA}
 local last, members, stepped_back = #ARGV, nil, false
-local registered_name, newest_config = nil, nil
+local registered_name = nil
 if #KEYS == 2 then
   -- a test's simulated step (server_clock's test hook): a member scored 9e15 + offset
   local hook = tonumber(redis.call('ZSCORE', KEYS[2], '{TEST_TIME_OFFSET}'))
@@ -81,14 +85,7 @@ if #KEYS == 2 then
   redis.call('PEXPIRE', KEYS[2], math.floor(ttl / 1000) + 1)
   members = redis.call('ZCARD', KEYS[2]) - (hook and 1 or 0)
   stepped_back = expected ~= nil and expected - now > {STEP_TOLERANCE_US}
-  local newest = -1
-  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local _, mi, mb, born = string.match(m, '^(%S+) (%S+) (%S+) (%S+)$')
-    born = tonumber(born)
-    if born and born > newest and tonumber(mi) and tonumber(mb) then
-      newest, newest_config = born, {{mi, mb}}
-    end
-  end
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do consider(m) end
   last = last - 4
 end
 local interval = tonumber(ARGV[2])
@@ -110,12 +107,20 @@ if stepped_back and tat > now + tau then
   redis.call('SET', KEYS[1], tat, 'PX', math.floor(tau / 1000) + 1)
 end
 local op = ARGV[1]
-if op == 'take' then
+if op == 'take' or op == 'takes' then
+  local asks, first = ARGV, 4
+  if op == 'takes' then
+    asks, first, last = {{}}, 1, 0
+    for x in string.gmatch(ARGV[4], '%S+') do
+      last = last + 1
+      asks[last] = x
+    end
+  end
   local out, start = {{}}, tat
-  for i = 4, last, 2 do
-    local after = tat + tonumber(ARGV[i]) * interval
+  for i = first, last, 2 do
+    local after = tat + tonumber(asks[i]) * interval
     local wait = after - tau - now
-    if wait <= tonumber(ARGV[i + 1]) then
+    if wait <= tonumber(asks[i + 1]) then
       tat = after
       if wait < 0 then wait = 0 end
       out[#out + 1] = math.ceil(wait)
@@ -128,6 +133,11 @@ if op == 'take' then
   if tat > start then
     -- the key lives until the bucket is full again: then it means nothing
     redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1)
+  end
+  if op == 'takes' then
+    -- whole numbers as such ('%d': Lua's own tostring keeps 14 digits)
+    for i = 1, #out do out[i] = string.format('%d', out[i]) end
+    out = {{table.concat(out, ' ')}}
   end
   if members then
     out[#out + 1] = members
@@ -203,8 +213,10 @@ class RedisTokenBucket(ProviderLabelled):
     Args:
         client: ``redis.Redis`` / ``redis.RedisCluster`` (sync methods) or
             their ``redis.asyncio`` forms (async methods).
-        key: the Redis key of the bucket (non-empty str). Every process must
-            use the same ``qps`` and ``burst`` with it.
+        key: the Redis key of the bucket (non-empty str). Processes built
+            with different ``qps`` and ``burst`` (a rolling deploy) decide
+            with the newest config among the fleet's members (see
+            :mod:`~.fleet_config`), within a registration (about a second).
         qps, burst: the fleet's rate (tokens per second) and capacity, as
             :class:`TokenBucket` validates them.
         fallback: ``"local"`` (default): a local native bucket at
@@ -261,9 +273,8 @@ class RedisTokenBucket(ProviderLabelled):
         self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
         # Its name in the members set: its id, the config it was built with,
         # and when it first registered ('?': not yet; the server says).
-        self._built_with = (self.qps, self.burst)
-        self._registered_as = f"{self._member} {self._interval_us!r} {self.burst} ?"
-        self._config_changes = 0
+        self._config = FleetConfig("rate limit", self.key, self.qps, self.burst)
+        self._registered_as = member_name(self._member, self.qps, self.burst)
         if self.fallback == "local":
             local_qps, local_burst = local_rate(owner, self.qps, self.burst,
                                                 self.local_share or 1.0)
@@ -425,12 +436,12 @@ class RedisTokenBucket(ProviderLabelled):
         the server's time."""
         if registration is None:
             return reply
-        reply, (members_text, server_now, born, interval, burst) = reply[:-5], reply[-5:]
+        reply, (members_text, server_now, born, qps, burst) = reply[:-5], reply[-5:]
         self._clock.learn(server_now, registration[2])
         if born:
             self._registered_as = _str(born)
-        if interval and burst:
-            self._follow_config(float(_str(interval)), int(_str(burst)))
+        if self._config.adopt(qps, burst):
+            self._follow_config()
         members = max(1, int(members_text))
         if members != self._members:
             self._members = members
@@ -439,21 +450,12 @@ class RedisTokenBucket(ProviderLabelled):
                                                  1.0 / members))
         return reply
 
-    def _follow_config(self, interval_us: float, burst: int) -> None:
-        """Decides with the fleet's newest config (that of the member built
-        last): a config that differs from this bucket's is logged once per
-        pair with both values and counted (``config_changes``)."""
-        if (interval_us, burst) == (self._interval_us, self.burst):
-            return
-        if not (interval_us > 0 and 1 <= burst <= MAX_BURST):
-            return  # not a config a bucket could have been built with: ignored
-        logger.warning(
-            "rate limit %r: the fleet's newest config is qps=%g, burst=%d; this process "
-            "has qps=%g, burst=%d (built with qps=%g, burst=%d): it now decides with the "
-            "newest", self.key, 1e6 / interval_us, burst, self.qps, self.burst,
-            *self._built_with, extra={"rate_limit": self.key, "redis_state": "config_mismatch"})
-        self._config_changes += 1
-        self._interval_us, self.burst, self.qps = interval_us, burst, 1e6 / interval_us
+    def _follow_config(self) -> None:
+        """Decides with the fleet's newest config, which self._config just
+        adopted (see fleet_config): re-encodes the commands, resizes the
+        local fallback."""
+        self.qps, self.burst = self._config.qps, self._config.burst
+        self._interval_us = 1e6 / self.qps
         self._packed = {}  # encoded with the old config
         if self._local is not None:
             share = self.local_share or 1.0 / max(self._members, 1)
@@ -462,7 +464,7 @@ class RedisTokenBucket(ProviderLabelled):
     @property
     def config_changes(self) -> int:
         """How many times this bucket took the fleet's newer config."""
-        return self._config_changes
+        return self._config.changes
 
     def _peek(self, n: int) -> int:
         return cast(int, GCRA.run(cast(SyncClient, self.client), self.key, "peek",
@@ -793,9 +795,10 @@ class _Batch:
             while self._queue:
                 batch = self._queue[:_MAX_BATCH]
                 del self._queue[:_MAX_BATCH]
-                args: list[object] = ["take", bucket._interval_us, bucket.burst]
-                for n, max_wait, _ in batch:
-                    args += (n, max_wait)
+                # One argument for the batch's pairs, one string back: redis-py
+                # encodes and parses two values per decision otherwise.
+                args: list[object] = ["takes", bucket._interval_us, bucket.burst,
+                                      " ".join([f"{n} {max_wait}" for n, max_wait, _ in batch])]
                 keys: str | tuple[str, ...] = bucket.key
                 registration = bucket._registration()
                 if registration is not None:
@@ -818,8 +821,9 @@ class _Batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
+                decided = [int(x) for x in cast("bytes | str", reply[0]).split()]
                 for i, (n, _, future) in enumerate(batch):
-                    wait_us, tat_after = reply[2 * i], reply[2 * i + 1]
+                    wait_us, tat_after = decided[2 * i], decided[2 * i + 1]
                     if not future.done():
                         future.set_result((wait_us, tat_after))
                     elif wait_us >= 0:  # granted to a caller cancelled meanwhile

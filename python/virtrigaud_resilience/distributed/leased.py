@@ -78,6 +78,7 @@ from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, cl
 from .exact import _check_guard
 from .failures import RedisKeyError
 from .fallback import Fallback, check_fallback, check_share, local_rate
+from .fleet_config import NEWEST_CONFIG_LUA, FleetConfig, member_name
 from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
@@ -96,16 +97,24 @@ LEASE = Script(f"""-- virtrigaud-resilience: leased shares of a fleet's rate, on
 --          when its expiries last moved with a step of the server's clock (written
 --          as a member that wants nothing and never expires, so that a member of an older
 --          version, which has no epoch, reads it as such during a rolling upgrade)
--- ARGV[1]: "lease" or "release"; ARGV[2]: the member
--- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst,
+-- ARGV[1]: "lease" or "release"; ARGV[2]: the member: its field, "id qps burst born" (the
+--          config it was built with and the server time of its first lease, '?' until
+--          then: see fleet_config), or any name without spaces (no config registered)
+-- lease:   ARGV[3]: its demand (tokens/s), ARGV[4]: the fleet's qps, ARGV[5]: its burst
+--          (what the script decides with if no member registered a config; else the
+--          newest config registered by a member holding a lease decides),
 --          ARGV[6]: the lease (us), ARGV[7]: the epoch it knows ('' at first),
 --          ARGV[8]: the members it knows (0 at first), ARGV[9]: the server time (us) it
 --          expects now, ARGV[10]: the server time of its last reply ('' at first for both);
---          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone), now}}
+--          returns {{rate, burst, members, epoch, lost (1: the table it knew is gone), now,
+--          its field (born filled in), the newest config's qps, its burst ('' for none)}}
 -- release: gives the member's lease back
-{EPOCH_LUA}
+{EPOCH_LUA}{NEWEST_CONFIG_LUA}
 local key, me = KEYS[1], ARGV[2]
 if ARGV[1] == 'release' then return redis.call('HDEL', key, me) end
+if string.sub(me, -2) == ' ?' then
+  me = string.sub(me, 1, -2) .. string.format('%d', now)  -- its first lease: born now
+end
 if ARGV[1] ~= 'lease' then return redis.error_reply('virtrigaud lease: unknown operation') end
 local demand, capacity = tonumber(ARGV[3]), tonumber(ARGV[4])
 local burst_cap, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -179,6 +188,7 @@ for i = 1, #raw, 2 do
   elseif f[4] <= now then
     redis.call('HDEL', key, raw[i])  -- its lease ran out: its share is free again
   else
+    consider(raw[i])
     demands[#demands + 1] = f[1]
     local rate, burst = f[2], f[3]
     if f[7] > now then  -- lowered: the lease it replaced still counts until it expires
@@ -196,6 +206,11 @@ if not epoch then
   redis.call('HSET', key, '~epoch', string.format('0 0 0 9e15 %d %s 0', rebuilt_at, epoch))
 end
 local lost = (known ~= '' and known ~= epoch) and 1 or 0
+-- the newest config among the members holding a lease and this one decides
+consider(me)
+if newest_config then
+  capacity, burst_cap = tonumber(newest_config[1]), tonumber(newest_config[2])
+end
 -- max-min fair share (water-filling); what no member wants is split evenly
 table.sort(demands)
 local n, left, level = #demands, capacity, nil
@@ -228,7 +243,8 @@ end
 redis.call('HSET', key, me, string.format('%.17g %.17g %d %.17g %.17g %d %.17g', demand, rate,
            burst, now + lease, held_rate, held_burst, held_expires))
 redis.call('PEXPIRE', key, math.floor(2 * lease / 1000) + 1)
-return {{string.format('%.17g', rate), burst, n, epoch, lost, string.format('%d', now)}}
+return {{string.format('%.17g', rate), burst, n, epoch, lost, string.format('%d', now), me,
+        newest_config and newest_config[1] or '', newest_config and newest_config[2] or ''}}
 """)
 
 _MAX_INTERVAL_NS: int = _core.TOKEN_BUCKET_MAX_INTERVAL_NS
@@ -269,9 +285,14 @@ class LeasedTokenBucket(TokenBucket):
 
     Args:
         client: a sync or asyncio redis-py client.
-        key: the Redis key of the fleet's lease table (non-empty str); every
-            member must use the same ``qps`` and ``burst`` with it.
+        key: the Redis key of the fleet's lease table (non-empty str).
         qps, burst: the fleet's rate and capacity, validated as TokenBucket's.
+            Members built with different ones (a rolling deploy) all take
+            the newest config among the members holding a lease (that of
+            the latest to join: see :mod:`~.fleet_config`) at their next
+            lease, which the script already grants by it; ``fleet_qps`` and
+            ``fleet_burst`` are the config in use, ``config_changes`` counts
+            the changes (each logged once).
         lease: seconds a lease lasts, > 0 (default 3); a member's share
             returns to the others at most this long after it stops.
         refresh: seconds between refreshes, > 0 and < ``lease`` (default
@@ -280,7 +301,9 @@ class LeasedTokenBucket(TokenBucket):
         fallback, local_share: see above.
         provider_type, provider: metric labels.
         member: this process's name in the lease table (default
-            ``host:pid:random``; unique per bucket).
+            ``host:pid:random``; unique per bucket, no spaces); its field
+            there is ``"member qps burst born"`` (the config it was built
+            with, and the server time of its first lease).
         guard: the :class:`RedisGuard` to use; default the client's shared one.
 
     Raises:
@@ -291,7 +314,8 @@ class LeasedTokenBucket(TokenBucket):
                  "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
-                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch", "_clock")
+                 "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch", "_clock", "_config",
+                 "_registered_as")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -338,6 +362,10 @@ class LeasedTokenBucket(TokenBucket):
         self._on_clock = False  # the lease clock watches this bucket's expiry
         self._epoch = ""  # the lease table's identity at the last lease
         self._clock = ServerClock()  # the server's TIME as last seen: its steps are found
+        # Its field in the lease table: its name, the config it was built
+        # with, and when it first got a lease ('?': not yet; the server says).
+        self._config = FleetConfig("leased rate limit", key, fleet_qps, fleet_burst)
+        self._registered_as = member_name(member, fleet_qps, fleet_burst)
         self._refresh_errors: set[type[BaseException]] = set()
         guard.on_recovery(self._on_recovery)
         FALLBACKS.track(self)
@@ -388,6 +416,12 @@ class LeasedTokenBucket(TokenBucket):
     def guard(self) -> RedisGuard:
         """The guard in front of this bucket's client."""
         return self._guard
+
+    @property
+    def config_changes(self) -> int:
+        """How many times this bucket took the fleet's newer qps and burst
+        (``fleet_qps`` and ``fleet_burst`` are the current ones)."""
+        return self._config.changes
 
     def set_rate(self, qps: float, burst: int | None = None) -> None:
         """Refused: the lease sets a leased bucket's rate (TypeError)."""
@@ -465,7 +499,7 @@ class LeasedTokenBucket(TokenBucket):
         self._close_locally()
         try:
             await self._guard.run_async(LEASE.run_async, self.client, self.key, "release",
-                                        self.member)
+                                        self._registered_as)
         except (RedisUnavailable, RedisKeyError):
             pass  # the lease will expire (or the table is not ours: there is none to give)
 
@@ -494,7 +528,7 @@ class LeasedTokenBucket(TokenBucket):
             self._wake.set()
             thread.join(timeout=5.0)
         try:
-            self._guard.run(LEASE.run, self.client, self.key, "release", self.member)
+            self._guard.run(LEASE.run, self.client, self.key, "release", self._registered_as)
         except (RedisUnavailable, RedisKeyError):
             pass  # the lease will expire (or the table is not ours: there is none to give)
 
@@ -585,7 +619,7 @@ class LeasedTokenBucket(TokenBucket):
             rate = (count - self._demand_count) / elapsed
             self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
-        return ("lease", self.member, repr(self._demand), self.fleet_qps, self.fleet_burst,
+        return ("lease", self._registered_as, repr(self._demand), self.fleet_qps, self.fleet_burst,
                 round(self.lease * 1e6), self._epoch, self._members, self._clock.expected_us(),
                 self._clock.last_us())
 
@@ -595,6 +629,8 @@ class LeasedTokenBucket(TokenBucket):
         epoch, lost = _text(reply[3]), int(reply[4]) == 1
         if len(reply) > 5:
             self._clock.learn(reply[5], sent)
+        if len(reply) > 8:
+            self._registered_as = _text(reply[6])
         # Used until before the server counts it expired (it measured from later).
         expires = sent + self.lease - (0.001 + 0.001 * self.lease)
         with self._lock:
@@ -608,6 +644,10 @@ class LeasedTokenBucket(TokenBucket):
                     "are conservative for one lease while the table is rebuilt", self.key,
                     self._guard.name, extra={"rate_limit": self.key, "redis_state": "lost_table"})
             self._epoch = epoch
+            if len(reply) > 8 and self._config.adopt(reply[7], reply[8]):
+                # The fleet's newest config: the fallback's share and the next
+                # leases' fleet rate follow it (the script decided with it already).
+                self.fleet_qps, self.fleet_burst = self._config.qps, self._config.burst
             if self._mode == _FALLBACK:
                 self._leave_fallback()
             self._set_share(rate, burst, empty=fresh)
