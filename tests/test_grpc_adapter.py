@@ -710,6 +710,38 @@ def test_sync_blocking_unary_hands_back_grpcs_own_outcome(server: GrpcServer) ->
         raw.close()
 
 
+def test_a_sync_interceptor_outside_ours_gets_a_failed_calls_outcome(server: GrpcServer) -> None:
+    """grpc.intercept_channel hands an interceptor outside ours the error
+    raised inside as the call's outcome, and asks it for ``result()``: the
+    taxonomy error is such an outcome, as grpc's own errors are (it had no
+    ``result()``: the caller got an AttributeError)."""
+    seen = SyncSeen()
+    cb = breaker()
+    raw = grpc.insecure_channel(server.target)
+    try:
+        channel = grpc.intercept_channel(
+            vrg.intercept_channel(raw, "grpc", "outer-failed", breaker=cb, limiter=None), seen)
+        with pytest.raises(vr.NotFoundError) as info:
+            unary(channel)(b"meta=m7;code=NOT_FOUND")
+        assert info.value.code() is S.NOT_FOUND and cb.failures == 0 and cb.successes == 1
+        outcome = seen.outcomes[0]
+        assert outcome is info.value and outcome.done() and not outcome.running()
+        assert outcome.exception() is outcome and not outcome.cancel()
+        assert not outcome.cancelled() and not outcome.is_active()
+        assert ("trailing", "m7") in outcome.trailing_metadata()
+        called: list[Any] = []
+        outcome.add_done_callback(called.append)
+        assert called == [outcome]
+        with pytest.raises(vr.NotFoundError):
+            outcome.result()
+        future = unary(channel).future(b"code=UNAVAILABLE")
+        with pytest.raises(vr.UnavailableError):
+            future.result(timeout=10)
+        assert cb.failures == 1
+    finally:
+        raw.close()
+
+
 # -- deadlines of waits and streams --------------------------------------------------------------
 
 

@@ -205,6 +205,45 @@ class _RpcStatus(grpc.aio.AioRpcError):  # type: ignore[misc]
         self._trailing_metadata = None
         self._debug_error_string = None
 
+    # A finished sync call's outcome too, as grpc's own sync errors are: a
+    # sync interceptor chain passes an error raised inside it on as the
+    # call's outcome (grpc.intercept_channel's continuation returns it), and
+    # an interceptor outside ours asks that for ``result()``.
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Raises this error (the outcome of the call that failed with it)."""
+        raise self
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        fn(self)  # already done
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], object]) -> bool:
+        return False
+
 
 _BASES: dict[ErrorType, type[ProviderError]] = {
     ErrorType.NOT_FOUND: NotFoundError,
