@@ -633,6 +633,115 @@ async def test_an_unawaited_call_is_still_settled(server: GrpcServer, aio_channe
     assert cb.half_open_calls == 0 and cb.state is vr.BreakerState.OPEN
 
 
+class AioSeen(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """An interceptor outside ours: the type of the call it gets, and whether
+    that call had finished, per call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[type, bool]] = []
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(details, request)
+        self.calls.append((type(call), call.done()))
+        return call
+
+
+async def test_aio_unary_hands_back_grpcs_own_call_finished(server: GrpcServer) -> None:
+    """The outcome is recorded inline, the call awaited before it is returned
+    (no done callback, no wrapper on the way out of a call that succeeded):
+    an interceptor outside ours gets the call grpc makes without ours, done;
+    a failed call is still a call, whose await raises the taxonomy error."""
+    bare, guarded = AioSeen(), AioSeen()
+    cb = breaker()
+    async with grpc.aio.insecure_channel(server.target, interceptors=[bare]) as plain, \
+            grpc.aio.insecure_channel(server.target, interceptors=[
+                guarded, *vrg.aio_interceptors("grpc", "own-call", breaker=cb,
+                                               limiter=None)]) as channel:
+        assert await unary(plain)(b"x") == b"ok:x"
+        call = unary(channel)(b"meta=m4")
+        assert await call == b"ok:meta=m4" and await call == b"ok:meta=m4"
+        assert guarded.calls == [(bare.calls[0][0], True)]
+        assert cb.successes == 1 and rpcstats.rpc_stats("grpc", "Describe").requests("OK") >= 1
+
+        failed = unary(channel)(b"meta=m5;code=ALREADY_EXISTS")
+        for _ in range(2):  # each await raises the mapped error, recorded once
+            with pytest.raises(vr.ConflictError) as info:
+                await failed
+            assert info.value.code() is S.ALREADY_EXISTS
+            assert isinstance(info.value.__cause__, grpc.aio.AioRpcError)
+        kind, done = guarded.calls[1]
+        assert done and issubclass(kind, grpc.aio.UnaryUnaryCall)
+        assert await failed.code() is S.ALREADY_EXISTS and failed.done()
+        assert ("trailing", "m5") in list(await failed.trailing_metadata())
+        assert not failed.cancel() and not failed.cancelled()
+    assert cb.successes == 2 and cb.failures == 0  # ALREADY_EXISTS is the provider's answer
+
+
+class SyncSeen(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """:class:`AioSeen` for sync channels: each call's outcome, as it comes."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Any] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        outcome = continuation(details, request)
+        self.outcomes.append(outcome)
+        return outcome
+
+
+def test_sync_blocking_unary_hands_back_grpcs_own_outcome(server: GrpcServer) -> None:
+    """A blocking call's outcome has finished when the continuation returns:
+    settled there, it goes out as grpc made it (the call ``with_call``
+    returns is the one an interceptor that adds nothing returns); a
+    ``.future()`` call keeps its guarded wrapper."""
+    cb = breaker()
+    raw = grpc.insecure_channel(server.target)
+    try:
+        _, plain_call = unary(grpc.intercept_channel(raw, SyncSeen())).with_call(b"x")
+        channel = vrg.intercept_channel(raw, "grpc", "own-outcome", breaker=cb, limiter=None)
+        response, call = unary(channel).with_call(b"meta=m6")
+        assert response == b"ok:meta=m6" and call.code() is S.OK
+        assert ("trailing", "m6") in call.trailing_metadata()
+        assert type(call) is type(plain_call) and cb.successes == 1
+        future = unary(channel).future(b"sleep=0.05")
+        assert future.result(timeout=10) == b"ok:sleep=0.05" and future.code() is S.OK
+        assert cb.successes == 2
+    finally:
+        raw.close()
+
+
+def test_a_sync_interceptor_outside_ours_gets_a_failed_calls_outcome(server: GrpcServer) -> None:
+    """grpc.intercept_channel hands an interceptor outside ours the error
+    raised inside as the call's outcome, and asks it for ``result()``: the
+    taxonomy error is such an outcome, as grpc's own errors are (it had no
+    ``result()``: the caller got an AttributeError)."""
+    seen = SyncSeen()
+    cb = breaker()
+    raw = grpc.insecure_channel(server.target)
+    try:
+        channel = grpc.intercept_channel(
+            vrg.intercept_channel(raw, "grpc", "outer-failed", breaker=cb, limiter=None), seen)
+        with pytest.raises(vr.NotFoundError) as info:
+            unary(channel)(b"meta=m7;code=NOT_FOUND")
+        assert info.value.code() is S.NOT_FOUND and cb.failures == 0 and cb.successes == 1
+        outcome = seen.outcomes[0]
+        assert outcome is info.value and outcome.done() and not outcome.running()
+        assert outcome.exception() is outcome and not outcome.cancel()
+        assert not outcome.cancelled() and not outcome.is_active()
+        assert ("trailing", "m7") in outcome.trailing_metadata()
+        called: list[Any] = []
+        outcome.add_done_callback(called.append)
+        assert called == [outcome]
+        with pytest.raises(vr.NotFoundError):
+            outcome.result()
+        future = unary(channel).future(b"code=UNAVAILABLE")
+        with pytest.raises(vr.UnavailableError):
+            future.result(timeout=10)
+        assert cb.failures == 1
+    finally:
+        raw.close()
+
+
 # -- deadlines of waits and streams --------------------------------------------------------------
 
 

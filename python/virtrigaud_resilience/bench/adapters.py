@@ -256,24 +256,13 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
     from ..providers import grpc as vrg
 
     class Done:
-        """A grpc.aio call as the continuation returns it (still running: the
-        interceptor adds its done callback), whose await gives the response
-        at once, the done callbacks run as it finishes."""
+        """A grpc.aio call as the continuation returns it, whose await gives
+        the response at once (the interceptor awaits it, then grpc awaits
+        the finished call again)."""
 
-        __slots__ = ("_callback",)
-
-        def __init__(self) -> None:
-            self._callback: Callable[[Any], object] | None = None
-
-        def done(self) -> bool:
-            return False
-
-        def add_done_callback(self, callback: Callable[[Any], object]) -> None:
-            self._callback = callback
+        __slots__ = ()
 
         def __await__(self) -> Any:
-            if self._callback is not None:
-                self._callback(self)
             return b"ok"
             yield  # pragma: no cover - makes this a generator
 
@@ -295,11 +284,15 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
 
 def _sync_interceptor_alone() -> tuple[Run, Run]:
     import grpc
+    import grpc._interceptor
 
     from ..providers import grpc as vrg
 
     class Outcome:
         """A finished sync grpc call, as grpc's continuation returns it."""
+
+        def done(self) -> bool:
+            return True
 
         def add_done_callback(self, fn: Callable[[Any], object]) -> None:
             fn(self)
@@ -320,7 +313,9 @@ def _sync_interceptor_alone() -> tuple[Run, Run]:
                         "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
         pass
 
-    details = Details(METHOD, None, None, None, None, None)
+    # grpc's own (private) class where there is one: the interceptor rebuilds it directly
+    details = getattr(grpc._interceptor, "_ClientCallDetails", Details)(
+        METHOD, None, None, None, None, None)
 
     def continuation(details: Any, request: Any) -> Any:
         return outcome

@@ -66,9 +66,14 @@ Each call, as Virtrigaud's Go client does it:
    call, rejections included (as Virtrigaud's metrics interceptor sits
    outside its breaker interceptor).
 
-The unary-unary interceptor returns the call (:mod:`.grpc_call`), so
-``initial_metadata()``, ``trailing_metadata()``, ``code()`` and
-``details()`` answer as without it. (grpc.aio's intercepted call objects
+The unary-unary interceptors return the call, so ``initial_metadata()``,
+``trailing_metadata()``, ``code()`` and ``details()`` answer as without
+them: grpc's own call when it succeeded, a wrapper whose result is the
+taxonomy error when it failed (:mod:`.grpc_call`). The ``grpc.aio`` one
+awaits the call before it returns it (the outcome is recorded there, with
+no done callback or wrapper on a call that succeeded), so interceptors
+outside it get a finished call, and the caller's ``initial_metadata()``
+answers once the call has ended. (grpc.aio's intercepted call objects
 themselves raise ``NotImplementedError`` from ``time_remaining()`` whatever
 the interceptor; interceptors outside this one get the call's own.)
 
@@ -91,6 +96,7 @@ from typing import Any, Union
 
 try:
     import grpc
+    import grpc._interceptor
     import grpc.aio
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
     raise ImportError(
@@ -122,8 +128,8 @@ from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error, go_code_name
 from ..timeouts import MUTATING_OPERATIONS, deadline_scope
 from .grpc_call import (
+    FailedAioUnaryCall,
     GuardedAioStreamCall,
-    GuardedAioUnaryCall,
     GuardedCall,
     GuardedStream,
     Settler,
@@ -198,6 +204,45 @@ class _RpcStatus(grpc.aio.AioRpcError):  # type: ignore[misc]
         self._initial_metadata = None
         self._trailing_metadata = None
         self._debug_error_string = None
+
+    # A finished sync call's outcome too, as grpc's own sync errors are: a
+    # sync interceptor chain passes an error raised inside it on as the
+    # call's outcome (grpc.intercept_channel's continuation returns it), and
+    # an interceptor outside ours asks that for ``result()``.
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Raises this error (the outcome of the call that failed with it)."""
+        raise self
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
+        fn(self)  # already done
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], object]) -> bool:
+        return False
 
 
 _BASES: dict[ErrorType, type[ProviderError]] = {
@@ -465,10 +510,20 @@ def _idempotent_marks(owner: str, marks: Idempotent) -> _Marks:
     return frozenset(_validate.string(owner, "idempotent item", name) for name in marks)
 
 
+#: The call details grpc hands its interceptors, plain namedtuples of
+#: (method, timeout, ...): grpc.aio's and the sync channel's (private there).
+_GRPC_DETAILS = frozenset(kind for kind in (
+    grpc.aio.ClientCallDetails, getattr(grpc._interceptor, "_ClientCallDetails", None))
+    if kind is not None)
+
+
 def _with_timeout(details: Any, timeout: float | None) -> Any:
     """``details`` with its timeout replaced (ClientCallDetails are namedtuples)."""
     if timeout == details.timeout:
         return details
+    kind = type(details)
+    if kind in _GRPC_DETAILS:  # rebuilt directly: half the cost of _replace
+        return tuple.__new__(kind, (details[0], timeout, *details[2:]))
     return details._replace(timeout=timeout)
 
 
@@ -489,8 +544,12 @@ async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
 
 
 class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-unary calls; returns the call
-    (:class:`~.grpc_call.GuardedAioUnaryCall`)."""
+    """The guard around ``grpc.aio`` unary-unary calls.
+
+    Awaits the call and records its outcome inline (no done callback, no
+    wrapper on the way out), then returns it finished: grpc's own call when
+    it succeeded, else a :class:`~.grpc_call.FailedAioUnaryCall` around it
+    whose await raises the taxonomy error."""
 
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
@@ -503,16 +562,22 @@ class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
         timeout = guard.deadline(method, details.timeout)
         if guard.wait:
             permit, timeout = await _admit_waiting(guard, method, start, timeout)
-        else:
-            permit = await guard.admit_async(method, start)
+        else:  # never waits: admitted without a coroutine of its own
+            permit = guard.admit(method, start)
+        call = None
         try:
             call = await continuation(_with_timeout(details, timeout), request)
-        except asyncio.CancelledError:
+            await call  # the outcome, recorded here: grpc's own await of it then returns at once
+        except Exception as exc:
+            error = guard.failed(permit, method, start, exc)
+            if call is None:  # no call to return (another interceptor raised)
+                raise error from exc
+            return FailedAioUnaryCall(call, error, exc)
+        except BaseException:  # the caller's task, a local cancel(), or the task closed
             guard.cancelled(permit, method, start)
             raise
-        except Exception as exc:
-            raise guard.failed(permit, method, start, exc) from exc
-        return GuardedAioUnaryCall(call, Settler(guard, permit, method, start))
+        guard.settle(permit, method, start, "OK", False)
+        return call
 
 
 class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
@@ -534,7 +599,7 @@ class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type:
         if guard.wait:
             permit, timeout = await _admit_waiting(guard, method, start, budget)
         else:
-            permit, timeout = await guard.admit_async(method, start), budget
+            permit, timeout = guard.admit(method, start), budget
         try:
             call = await continuation(_with_timeout(details, timeout), request)
         except asyncio.CancelledError:
@@ -630,6 +695,9 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
             outcome = continuation(details, request)
         except Exception as exc:
             raise settler.failed(exc) from exc
+        if _finished_ok(outcome):  # a blocking call's answer: grpc's own outcome, settled here
+            settler.succeeded()
+            return outcome
         return GuardedCall(outcome, settler)
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
@@ -640,6 +708,15 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
         except Exception as exc:
             raise settler.failed(exc) from exc
         return GuardedStream(responses, settler)
+
+
+def _finished_ok(outcome: Any) -> bool:
+    """Whether a sync call's outcome has already finished with a response (a
+    blocking call's has; a ``.future()`` call's usually has not)."""
+    try:
+        return bool(outcome.done()) and not outcome.cancelled() and outcome.exception() is None
+    except Exception:  # an outcome that cannot say: the guarded call will ask again
+        return False
 
 
 def intercept_channel(

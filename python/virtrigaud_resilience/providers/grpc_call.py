@@ -1,8 +1,11 @@
 """The call objects the gRPC interceptors hand back, and the settling of each call.
 
-Every guarded call is settled exactly once (:class:`Settler`): its breaker
-permit gets one outcome and the metrics one count, whichever learns the
-outcome first (grpc's done callback, or the caller reading the result).
+Every guarded call is settled exactly once: its breaker permit gets one
+outcome and the metrics one count. A unary call that succeeded is settled
+by its interceptor and handed back as grpc made it; a stream, a failed
+call and a sync ``.future()`` call are wrapped, and settled by
+:class:`Settler`, by whichever learns the outcome first (grpc's done
+callback, or the caller reading the result).
 The wrappers keep grpc's call semantics: a ``grpc.aio`` call answers
 ``code()``, ``details()``, the metadata and ``time_remaining()`` from the
 call itself (grpc.aio's own intercepted call, the object a stub returns,
@@ -32,7 +35,7 @@ from .guard import Method
 if TYPE_CHECKING:
     from .grpc import RpcGuard
 
-__all__ = ["GuardedAioStreamCall", "GuardedAioUnaryCall", "GuardedCall", "GuardedStream",
+__all__ = ["FailedAioUnaryCall", "GuardedAioStreamCall", "GuardedCall", "GuardedStream",
            "Settler"]
 
 
@@ -49,8 +52,7 @@ class Settler:
     Thread-safe: sync grpc runs done callbacks on its own threads.
     """
 
-    __slots__ = ("_guard", "_permit", "_method", "_start", "_own_deadline", "_done", "_task",
-                 "awaited")
+    __slots__ = ("_guard", "_permit", "_method", "_start", "_own_deadline", "_done", "_task")
 
     def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method, start: float,
                  own_deadline: bool = False) -> None:
@@ -61,9 +63,6 @@ class Settler:
         self._own_deadline = own_deadline
         self._done = False
         self._task: asyncio.Future[None] | None = None
-        #: A reader is awaiting the outcome and will settle it (every way out
-        #: of the await does): the done callback has nothing to do.
-        self.awaited = False
 
     @property
     def done(self) -> bool:
@@ -133,8 +132,8 @@ class Settler:
 
     def on_aio_done(self, call: Any) -> None:
         """Done callback of a grpc.aio call: records its status, unless a
-        reader is about to (reading the status costs more than the rest)."""
-        if self._done or self.awaited:
+        reader already has."""
+        if self._done:
             return
         status = _status_now(call)
         if status is not None:
@@ -179,7 +178,6 @@ class _AioDelegate:
 
     __slots__ = ()
     _inner: Any
-    _settler: Settler
 
     def cancelled(self) -> bool:
         return bool(self._inner.cancelled())
@@ -192,12 +190,6 @@ class _AioDelegate:
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         self._inner.add_done_callback(lambda _: callback(self))
-
-    def cancel(self) -> bool:
-        if self._inner.cancel():
-            self._settler.cancelled()
-            return True
-        return False
 
     async def initial_metadata(self) -> Any:
         return await self._inner.initial_metadata()
@@ -218,34 +210,27 @@ class _AioDelegate:
         await self._inner.wait_for_connection()
 
 
-class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
-    """A guarded ``grpc.aio`` unary-unary call: awaiting it gives the response
-    or raises the taxonomy error; everything else is the call's own."""
+class FailedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
+    """A ``grpc.aio`` unary-unary call that failed, already settled: awaiting
+    it raises the taxonomy error (from grpc's); everything else is the call's own.
 
-    __slots__ = ("_inner", "_settler")
+    The unary interceptor returns it instead of raising, so that
+    interceptors outside ours still get a call, as from grpc.
+    """
 
-    def __init__(self, inner: Any, settler: Settler) -> None:
+    __slots__ = ("_inner", "_error", "_cause")
+
+    def __init__(self, inner: Any, error: BaseException, cause: BaseException) -> None:
         self._inner = inner
-        self._settler = settler
-        settler.watch(inner)
+        self._error = error
+        self._cause = cause
+
+    def cancel(self) -> bool:
+        return bool(self._inner.cancel())  # finished: nothing to cancel, nothing to free
 
     def __await__(self) -> Generator[Any, None, Any]:
-        settler = self._settler
-        settler.awaited = True
-        try:
-            response = yield from self._inner.__await__()
-        except asyncio.CancelledError:  # the caller's task, or a local cancel()
-            settler.cancelled()
-            raise
-        except Exception as exc:
-            raise settler.failed(exc) from exc
-        except BaseException:  # the awaiter itself was closed: the done callback settles
-            settler.awaited = False
-            if self._inner.done():
-                settler.on_aio_done(self._inner)
-            raise
-        settler.succeeded()
-        return response
+        raise self._error from self._cause
+        yield  # pragma: no cover - makes this a generator, as grpc's __await__
 
 
 class GuardedAioStreamCall(_AioDelegate, grpc.aio.UnaryStreamCall):  # type: ignore[misc]
@@ -265,6 +250,12 @@ class GuardedAioStreamCall(_AioDelegate, grpc.aio.UnaryStreamCall):  # type: ign
         self._settler = settler
         self._reader: _Responses | None = None
         settler.watch(inner)
+
+    def cancel(self) -> bool:
+        if self._inner.cancel():
+            self._settler.cancelled()
+            return True
+        return False
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return _Responses(self._inner, self._settler)
