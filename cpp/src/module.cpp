@@ -89,22 +89,21 @@ PyObject* type_name_of(PyObject* value) {
 #endif
 }
 
-// fn(*args, **kwargs) with the caller's arguments (args/nargsf/kwnames as
-// fn is to get them). PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee write
-// args[-1] for the length of the call (a bound method puts its self there);
-// where the caller did not grant it, the slot before args is someone else's
-// (for `breaker.call(*t)` it is an item of the tuple t, which another thread
-// may be unpacking), so the arguments are copied behind a spare slot of our
-// own: on the stack up to kInlineArgs, on the heap beyond.
-PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-    if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0) {
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
-    }
+// types.MethodType, set at import (PyMethod_Type is not in the stable ABI).
+PyObject* g_method_type = nullptr;
+
+// forward_call() for a bound method (a Python method object): its call puts
+// its self in args[-1] when allowed to, or copies the arguments itself. The
+// slot before args is not ours to offer (see forward_call), so the arguments
+// are copied behind a spare slot of our own: on the stack up to kInlineArgs,
+// on the heap beyond. Out of line: the other callees never pay its frame.
+VIRTRIGAUD_NOINLINE PyObject* forward_call_with_slot(PyObject* fn, PyObject* const* args,
+                                                     size_t nargsf, PyObject* kwnames) {
     constexpr size_t kInlineArgs = 8;
     const size_t n = static_cast<size_t>(PyVectorcall_NARGS(nargsf)) +
                      (kwnames != nullptr ? static_cast<size_t>(PyTuple_Size(kwnames)) : 0);
     if (n == 0) {
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy or to offer
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy
     }
     PyObject* inline_args[kInlineArgs + 1];
     std::unique_ptr<PyObject*[]> heap;
@@ -119,6 +118,24 @@ PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObj
     copy[0] = nullptr;  // the spare slot
     std::copy(args, args + n, copy + 1);
     return PyObject_Vectorcall(fn, copy + 1, nargsf | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+}
+
+// fn(*args, **kwargs) with the caller's arguments (args/nargsf/kwnames as
+// fn is to get them). PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee write
+// args[-1] for the length of the call (a bound method puts its self there);
+// where the caller did not grant it, the slot before args is someone else's
+// (for `breaker.call(*t)` it is an item of the tuple t, which another thread
+// may be unpacking), so it is never offered. Only a bound method gains from
+// a spare slot (it would copy the arguments itself otherwise): it gets one
+// of ours (forward_call_with_slot). Every other callee gets the caller's
+// array as it is, without the flag: nothing is copied, nothing written.
+inline PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf,
+                              PyObject* kwnames) {
+    if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0 ||
+        reinterpret_cast<PyObject*>(Py_TYPE(fn)) != g_method_type) {
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    }
+    return forward_call_with_slot(fn, args, nargsf, kwnames);
 }
 
 // fn(arg), through vectorcall.
@@ -772,7 +789,6 @@ PyMethodDef breaker_call_def = {
 // method does (a descriptor like a function), and has a __dict__ for
 // functools.update_wrapper's __name__, __doc__, __wrapped__.
 
-PyObject* g_method_type = nullptr;  // types.MethodType
 
 struct GuardedObject {
     PyObject_HEAD
