@@ -1435,7 +1435,7 @@ PyObject* bulkhead_exit_method(PyObject* self, PyObject* const* args, Py_ssize_t
 
 // __exit__(exc_type, exc, tb): the slot its __enter__ took goes back
 // whatever the block raised (never suppressed).
-PyObject* bulkhead_dunder_exit(PyObject* self, PyObject* const*, Py_ssize_t, PyObject*) {
+PyObject* bulkhead_dunder_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
     auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
     if (b == nullptr || !exit_latest(self, b)) {
         return nullptr;
