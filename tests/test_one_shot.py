@@ -230,3 +230,65 @@ async def test_tasks_give_back_their_own_slots() -> None:
     slot = await bh.enter_async()
     bh.exit(slot)
     assert (bh.in_flight, bh.admitted) == (0, 3)
+
+
+# ------------------------------------------ native with-bookkeeping (bhcost) --
+
+
+def test_with_blocks_in_threads_give_back_their_own_slots() -> None:
+    # Each thread nests `with bh:` twice while the others do the same; a thread's
+    # tokenless exit() inside its blocks gives back nothing of another thread's.
+    bh = vr.Bulkhead(8)
+    inside = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def nest() -> None:
+        try:
+            with bh:
+                with bh:
+                    inside.wait(5.0)
+                    assert bh.in_flight == 8
+                    inside.wait(5.0)
+            with pytest.raises(RuntimeError, match="without a matching enter"):
+                bh.exit()  # both blocks gave theirs back: this thread holds nothing
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=nest) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert bh.in_flight == 0
+
+
+def test_exit_refuses_what_is_not_a_slot_and_slots_are_not_constructible() -> None:
+    bh = vr.Bulkhead(1)
+    bh.enter()
+    with pytest.raises(TypeError, match="BulkheadSlot"):
+        bh.exit(object())  # type: ignore[arg-type]
+    assert bh.in_flight == 1
+    with pytest.raises(TypeError):
+        BulkheadSlot()  # type: ignore[call-arg]
+    bh.exit()
+    assert bh.in_flight == 0
+
+
+def test_a_long_chain_of_held_slots_is_freed_without_recursion() -> None:
+    # A thread that takes 200,000 slots and never gives them back leaves a chain
+    # that long in its context; freeing it when the thread ends must not recurse
+    # 200,000 deep (a crash), and the slots stay counted as in flight.
+    n = 200_000
+    bh = vr.Bulkhead(n)
+
+    def take_all() -> None:
+        for _ in range(n):
+            assert bh.try_enter()
+
+    t = threading.Thread(target=take_all)
+    t.start()
+    t.join()
+    assert bh.in_flight == n
+    with pytest.raises(RuntimeError, match="without a matching enter"):
+        bh.exit()  # those were the other thread's

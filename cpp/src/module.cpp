@@ -89,22 +89,21 @@ PyObject* type_name_of(PyObject* value) {
 #endif
 }
 
-// fn(*args, **kwargs) with the caller's arguments (args/nargsf/kwnames as
-// fn is to get them). PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee write
-// args[-1] for the length of the call (a bound method puts its self there);
-// where the caller did not grant it, the slot before args is someone else's
-// (for `breaker.call(*t)` it is an item of the tuple t, which another thread
-// may be unpacking), so the arguments are copied behind a spare slot of our
-// own: on the stack up to kInlineArgs, on the heap beyond.
-PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-    if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0) {
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
-    }
+// types.MethodType, set at import (PyMethod_Type is not in the stable ABI).
+PyObject* g_method_type = nullptr;
+
+// forward_call() for a bound method (a Python method object): its call puts
+// its self in args[-1] when allowed to, or copies the arguments itself. The
+// slot before args is not ours to offer (see forward_call), so the arguments
+// are copied behind a spare slot of our own: on the stack up to kInlineArgs,
+// on the heap beyond. Out of line: the other callees never pay its frame.
+VIRTRIGAUD_NOINLINE PyObject* forward_call_with_slot(PyObject* fn, PyObject* const* args,
+                                                     size_t nargsf, PyObject* kwnames) {
     constexpr size_t kInlineArgs = 8;
     const size_t n = static_cast<size_t>(PyVectorcall_NARGS(nargsf)) +
                      (kwnames != nullptr ? static_cast<size_t>(PyTuple_Size(kwnames)) : 0);
     if (n == 0) {
-        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy or to offer
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);  // nothing to copy
     }
     PyObject* inline_args[kInlineArgs + 1];
     std::unique_ptr<PyObject*[]> heap;
@@ -119,6 +118,24 @@ PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf, PyObj
     copy[0] = nullptr;  // the spare slot
     std::copy(args, args + n, copy + 1);
     return PyObject_Vectorcall(fn, copy + 1, nargsf | PY_VECTORCALL_ARGUMENTS_OFFSET, kwnames);
+}
+
+// fn(*args, **kwargs) with the caller's arguments (args/nargsf/kwnames as
+// fn is to get them). PY_VECTORCALL_ARGUMENTS_OFFSET lets the callee write
+// args[-1] for the length of the call (a bound method puts its self there);
+// where the caller did not grant it, the slot before args is someone else's
+// (for `breaker.call(*t)` it is an item of the tuple t, which another thread
+// may be unpacking), so it is never offered. Only a bound method gains from
+// a spare slot (it would copy the arguments itself otherwise): it gets one
+// of ours (forward_call_with_slot). Every other callee gets the caller's
+// array as it is, without the flag: nothing is copied, nothing written.
+inline PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf,
+                              PyObject* kwnames) {
+    if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0 ||
+        reinterpret_cast<PyObject*>(Py_TYPE(fn)) != g_method_type) {
+        return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    }
+    return forward_call_with_slot(fn, args, nargsf, kwnames);
 }
 
 // fn(arg), through vectorcall.
@@ -772,7 +789,6 @@ PyMethodDef breaker_call_def = {
 // method does (a descriptor like a function), and has a __dict__ for
 // functools.update_wrapper's __name__, __doc__, __wrapped__.
 
-PyObject* g_method_type = nullptr;  // types.MethodType
 
 struct GuardedObject {
     PyObject_HEAD
@@ -1026,9 +1042,72 @@ PyType_Spec one_shot_spec = {"virtrigaud_resilience._core.OneShot", sizeof(OneSh
 
 // --------------------------------------------------------------- Bulkhead --
 
+// ContextVar access for the slots a thread or task holds (below). The C API
+// where the build has it; the stable ABI (abi3 wheels) has no contextvars
+// functions, so those builds call the var's methods instead (a method lookup
+// more per access).
+PyObject* g_context_var_type = nullptr;  // contextvars.ContextVar
+PyObject* g_str_get = nullptr;
+PyObject* g_str_set = nullptr;
+
+#if defined(Py_LIMITED_API) || defined(VIRTRIGAUD_CONTEXTVAR_BY_METHOD)
+#define VIRTRIGAUD_CONTEXTVAR_METHODS 1
+#endif
+
+// The var's value in the current context as a new reference, nullptr when
+// it is unset or None. Returns false with an error set.
+bool context_var_get(PyObject* var, PyObject*& value) {
+#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
+    PyObject* args[2] = {var, Py_None};
+    value = PyObject_VectorcallMethod(g_str_get, args, 2, nullptr);
+    if (value == nullptr) {
+        return false;
+    }
+#else
+    if (PyContextVar_Get(var, nullptr, &value) != 0) {
+        return false;
+    }
+    if (value == nullptr) {
+        return true;
+    }
+#endif
+    if (value == Py_None) {
+        Py_DECREF(value);
+        value = nullptr;
+    }
+    return true;
+}
+
+// Sets the var to `value` (nullptr: None) in the current context. Returns
+// false with an error set.
+bool context_var_set(PyObject* var, PyObject* value) {
+    if (value == nullptr) {
+        value = Py_None;
+    }
+#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
+    PyObject* args[2] = {var, value};
+    PyObject* token = PyObject_VectorcallMethod(g_str_set, args, 2, nullptr);
+#else
+    PyObject* token = PyContextVar_Set(var, value);
+#endif
+    Py_XDECREF(token);
+    return token != nullptr;
+}
+
 struct PyBulkhead {
     vr::Bulkhead core;
-    explicit PyBulkhead(int64_t max_concurrent) : core(max_concurrent) {}
+    // The slots the current thread or task holds, latest first (each links
+    // to the one below it): what a tokenless exit() gives back. One var per
+    // bulkhead, so a context's chain holds this bulkhead's slots only.
+    nb::object held_var;
+    explicit PyBulkhead(int64_t max_concurrent)
+        : core(max_concurrent),
+          held_var(nb::steal(PyObject_CallFunction(g_context_var_type, "s",
+                                                   "virtrigaud_bulkhead_slots"))) {
+        if (!held_var.is_valid()) {
+            throw nb::python_error();
+        }
+    }
 };
 
 // Calls a bulkhead's queue method (Python: the waiters live there). Returns
@@ -1069,6 +1148,343 @@ bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
     }
     return true;
 }
+
+// ----------------------------------------------------------- BulkheadSlot --
+//
+// One slot of a bulkhead, taken by enter(), try_enter(), enter_async() or
+// `with bulkhead:`: a OneShot (the flag decides which of several exits gives
+// it back) that names its bulkhead and the slot its context held before it.
+// The context's latest slot is in the bulkhead's ContextVar; a tokenless
+// exit() gives back the latest one not given back yet. All of it native:
+// `with bulkhead:` is two native calls, with no Python frame or object.
+
+struct BulkheadSlotObject {
+    OneShotObject flag;   // first: claim() and OneShot's methods work on it
+    PyObject* bulkhead;   // strong; set at creation, never changed
+    PyObject* below;      // strong or nullptr; set at creation, never changed
+};
+
+PyObject* g_bulkhead_slot_type = nullptr;
+
+BulkheadSlotObject* as_slot(PyObject* obj) { return reinterpret_cast<BulkheadSlotObject*>(obj); }
+
+bool slot_claimed(PyObject* slot) {
+    return as_slot(slot)->flag.done.load(std::memory_order_acquire) != 0;
+}
+
+int bulkhead_slot_traverse(PyObject* self, visitproc visit, void* arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(as_slot(self)->bulkhead);
+    Py_VISIT(as_slot(self)->below);
+    return 0;
+}
+
+int bulkhead_slot_clear(PyObject* self) {
+    Py_CLEAR(as_slot(self)->bulkhead);
+    Py_CLEAR(as_slot(self)->below);
+    return 0;
+}
+
+void bulkhead_slot_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    // A long chain (a context that entered many times and never exited)
+    // is unlinked iteratively: recursive deallocation could overflow the
+    // C stack. A slot only we reference gives up its `below` to us first.
+    PyObject* below = as_slot(self)->below;
+    as_slot(self)->below = nullptr;
+    while (below != nullptr && Py_TYPE(below) == type && Py_REFCNT(below) == 1) {
+        PyObject* next = as_slot(below)->below;
+        as_slot(below)->below = nullptr;
+        Py_DECREF(below);
+        below = next;
+    }
+    Py_XDECREF(below);
+    Py_CLEAR(as_slot(self)->bulkhead);
+    PyObject_GC_Del(self);
+    Py_DECREF(type);
+}
+
+PyObject* bulkhead_slot_get_bulkhead(PyObject* self, void*) {
+    return Py_NewRef(as_slot(self)->bulkhead);
+}
+
+PyObject* bulkhead_slot_get_below(PyObject* self, void*) {
+    PyObject* below = as_slot(self)->below;
+    return Py_NewRef(below != nullptr ? below : Py_None);
+}
+
+PyObject* bulkhead_slot_get_released(PyObject* self, void*) {
+    return PyBool_FromLong(slot_claimed(self));
+}
+
+PyObject* bulkhead_slot_repr(PyObject* self) {
+    return PyUnicode_FromFormat("BulkheadSlot(released=%s)",
+                                slot_claimed(self) ? "True" : "False");
+}
+
+PyObject* bulkhead_slot_new(PyTypeObject*, PyObject*, PyObject*) {
+    PyErr_SetString(PyExc_TypeError,
+                    "BulkheadSlot cannot be created: enter() and enter_async() return them");
+    return nullptr;
+}
+
+PyGetSetDef bulkhead_slot_getset[] = {
+    {"bulkhead", bulkhead_slot_get_bulkhead, nullptr, "The Bulkhead this is a slot of.",
+     nullptr},
+    {"released", bulkhead_slot_get_released, nullptr, "Whether the slot was given back.",
+     nullptr},
+    {"_below", bulkhead_slot_get_below, nullptr,
+     "The slot its context held before this one (None if none).", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyType_Slot bulkhead_slot_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(bulkhead_slot_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(bulkhead_slot_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(bulkhead_slot_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(bulkhead_slot_clear)},
+    {Py_tp_free, reinterpret_cast<void*>(PyObject_GC_Del)},
+    {Py_tp_repr, reinterpret_cast<void*>(bulkhead_slot_repr)},
+    {Py_tp_getset, bulkhead_slot_getset},
+    {Py_tp_doc, const_cast<char*>(
+                    "One slot of a Bulkhead, taken by enter() / enter_async(): give it back with\n"
+                    "bulkhead.exit(slot), exactly once (a native atomic flag decides which of\n"
+                    "several exits counts).")},
+    {0, nullptr}};
+
+PyType_Spec bulkhead_slot_spec = {"virtrigaud_resilience._core.BulkheadSlot",
+                                  sizeof(BulkheadSlotObject), 0,
+                                  Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, bulkhead_slot_slots};
+
+// Raises the full bulkhead's error, counted: self._reject() builds it (labels,
+// in-flight count). Always returns nullptr.
+PyObject* raise_bulkhead_full(PyObject* self) {
+    PyObject* exc = PyObject_CallMethod(self, "_reject", nullptr);
+    if (exc != nullptr) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+        Py_DECREF(exc);
+    }
+    return nullptr;
+}
+
+// Records a slot just taken as the current context's latest and returns its
+// token (new reference). On failure (out of memory) the slot goes back and
+// nullptr is returned with the error set: nothing is held that nobody knows.
+PyObject* hold_slot(PyObject* self, PyBulkhead* b) {
+    PyObject* below = nullptr;
+    PyObject* slot = nullptr;
+    if (context_var_get(b->held_var.ptr(), below)) {
+        while (below != nullptr && slot_claimed(below)) {  // given back through its token
+            PyObject* next = Py_XNewRef(as_slot(below)->below);
+            Py_DECREF(below);
+            below = next;
+        }
+        slot = PyType_GenericAlloc(reinterpret_cast<PyTypeObject*>(g_bulkhead_slot_type), 0);
+        if (slot != nullptr) {
+            as_slot(slot)->bulkhead = Py_NewRef(self);
+            as_slot(slot)->below = below;  // ours now
+            below = nullptr;
+            if (context_var_set(b->held_var.ptr(), slot)) {
+                return slot;
+            }
+            Py_CLEAR(slot);
+        }
+    }
+    Py_XDECREF(below);
+    PyObject* exc = fetch_exception();
+    HookError error;
+    if (!bulkhead_exit(self, b)) {
+        error.take();
+    }
+    if (!error.raise(exc)) {
+        restore_exception(exc);
+    }
+    return nullptr;
+}
+
+// Takes a slot for a newcomer and records it, or raises RateLimitError.
+PyObject* take_and_hold(PyObject* self, PyBulkhead* b) {
+    if (!b->core.try_enter()) {
+        return raise_bulkhead_full(self);
+    }
+    return hold_slot(self, b);
+}
+
+// Gives back the latest slot the current context holds and has not given
+// back; RuntimeError, changing nothing, when there is none.
+bool exit_latest(PyObject* self, PyBulkhead* b) {
+    PyObject* latest = nullptr;
+    if (!context_var_get(b->held_var.ptr(), latest)) {
+        return false;
+    }
+    if (latest == nullptr) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Bulkhead.exit() without a matching enter: this thread or task holds "
+                        "no slot");
+        return false;
+    }
+    PyObject* found = latest;  // `latest` keeps the whole chain alive
+    while (found != nullptr && !claim(found)) {
+        found = as_slot(found)->below;  // given back already, through its token
+    }
+    // The context now holds what lies below the slot given back (nothing,
+    // if none was left: the chain of spent slots is dropped).
+    HookError error;
+    if (!context_var_set(b->held_var.ptr(), found != nullptr ? as_slot(found)->below : nullptr)) {
+        error.take();
+    }
+    Py_DECREF(latest);
+    if (found == nullptr) {
+        if (error.raise()) {
+            return false;
+        }
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Bulkhead.exit() without a matching enter: this thread or task holds "
+                        "no slot");
+        return false;
+    }
+    if (!bulkhead_exit(self, b)) {
+        error.take();
+    }
+    return !error.raise();
+}
+
+// Gives back the slot `slot` stands for (its token), once.
+bool exit_token(PyObject* self, PyBulkhead* b, PyObject* slot) {
+    if (!PyObject_TypeCheck(slot, reinterpret_cast<PyTypeObject*>(g_bulkhead_slot_type))) {
+        PyObject* name = type_name_of(slot);
+        PyErr_Format(PyExc_TypeError,
+                     "Bulkhead.exit() slot must be the BulkheadSlot its enter returned, got %S",
+                     name != nullptr ? name : Py_None);
+        Py_XDECREF(name);
+        return false;
+    }
+    if (as_slot(slot)->bulkhead != self) {
+        PyErr_SetString(PyExc_RuntimeError, "Bulkhead.exit() got the slot of another bulkhead");
+        return false;
+    }
+    if (!claim(slot)) {
+        PyErr_SetString(PyExc_RuntimeError, "Bulkhead.exit(): this slot was already given back");
+        return false;
+    }
+    HookError error;
+    if (!bulkhead_exit(self, b)) {
+        error.take();
+    }
+    PyObject* latest = nullptr;
+    if (!context_var_get(b->held_var.ptr(), latest)) {
+        error.take();
+    } else if (latest == slot && !context_var_set(b->held_var.ptr(), as_slot(slot)->below)) {
+        error.take();
+    }
+    Py_XDECREF(latest);
+    return !error.raise();
+}
+
+PyObject* bulkhead_enter(PyObject* self, PyObject*) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    return b != nullptr ? take_and_hold(self, b) : nullptr;
+}
+
+PyObject* bulkhead_dunder_enter(PyObject* self, PyObject*) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    PyObject* slot = b != nullptr ? take_and_hold(self, b) : nullptr;
+    if (slot == nullptr) {
+        return nullptr;
+    }
+    Py_DECREF(slot);  // the context holds it
+    return Py_NewRef(self);
+}
+
+PyObject* bulkhead_try_enter(PyObject* self, PyObject*) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    if (!b->core.try_enter()) {
+        b->core.count_rejection();
+        Py_RETURN_FALSE;
+    }
+    PyObject* slot = hold_slot(self, b);
+    if (slot == nullptr) {
+        return nullptr;
+    }
+    Py_DECREF(slot);
+    Py_RETURN_TRUE;
+}
+
+PyObject* bulkhead_hold(PyObject* self, PyObject*) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    return b != nullptr ? hold_slot(self, b) : nullptr;
+}
+
+PyObject* bulkhead_exit_method(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                               PyObject* kwnames) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    PyObject* slot = nullptr;
+    if (b == nullptr || !one_optional_arg("Bulkhead.exit", "slot", args, nargs, kwnames, slot)) {
+        return nullptr;
+    }
+    const bool ok = slot == nullptr || slot == Py_None ? exit_latest(self, b)
+                                                       : exit_token(self, b, slot);
+    if (!ok) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+// __exit__(exc_type, exc, tb): the slot its __enter__ took goes back
+// whatever the block raised (never suppressed).
+PyObject* bulkhead_dunder_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
+    auto* b = ready_instance<PyBulkhead>(self, "Bulkhead");
+    if (b == nullptr || !exit_latest(self, b)) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef bulkhead_enter_def = {
+    "enter", bulkhead_enter, METH_NOARGS,
+    "enter(self, /)\n--\n\n"
+    "Takes a slot or raises RateLimitError; never waits (and never barges past\n"
+    "queued asyncio waiters). Returns its token (a BulkheadSlot), for exit(),\n"
+    "which also finds it without being passed it."};
+
+PyMethodDef bulkhead_try_enter_def = {
+    "try_enter", bulkhead_try_enter, METH_NOARGS,
+    "try_enter(self, /)\n--\n\n"
+    "Takes a slot if one is free and nobody is queued for one, and returns True;\n"
+    "otherwise counts a rejection and returns False. Never waits. The slot goes\n"
+    "back with exit() from this thread or task."};
+
+PyMethodDef bulkhead_hold_def = {
+    "_hold", bulkhead_hold, METH_NOARGS,
+    "_hold(self, /)\n--\n\n"
+    "Records a slot just taken (by a waiter) as the current thread's or task's\n"
+    "latest, and returns its token. Out of memory, the slot goes back."};
+
+PyMethodDef bulkhead_exit_def = {
+    "exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(bulkhead_exit_method)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "exit(self, slot=None)\n--\n\n"
+    "Gives a slot back: to the longest asyncio waiter if one is queued, else to\n"
+    "the pool. `slot` is the token enter() or enter_async() returned; None gives\n"
+    "back the latest slot the calling thread or task took and still holds. Each\n"
+    "token goes back once, whichever threads try.\n\n"
+    "Raises RuntimeError, changing nothing, when there is nothing to give back\n"
+    "(no slot held here, or the token was given back already, or is another\n"
+    "bulkhead's); TypeError when `slot` is not a BulkheadSlot."};
+
+PyMethodDef bulkhead_dunder_enter_def = {
+    "__enter__", bulkhead_dunder_enter, METH_NOARGS,
+    "__enter__(self, /)\n--\n\n"
+    "enter(), returning the bulkhead: `with bulkhead:` rejects when full."};
+
+PyMethodDef bulkhead_dunder_exit_def = {
+    "__exit__", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(bulkhead_dunder_exit)),
+    METH_FASTCALL,
+    "__exit__(self, /, *exc_info)\n--\n\n"
+    "exit(): gives back the latest slot this thread or task holds."};
 
 // ----------------------------------------------------------------- Policy --
 //
@@ -1953,6 +2369,23 @@ NB_MODULE(_core, m) {
         m.attr("OneShot") = type;
         g_one_shot_type = type.inc_ref().ptr();  // module lifetime
     }
+    {
+        PyObject* bases = PyTuple_Pack(1, g_one_shot_type);
+        PyObject* slot_type =
+            bases != nullptr ? PyType_FromSpecWithBases(&bulkhead_slot_spec, bases) : nullptr;
+        Py_XDECREF(bases);
+        if (slot_type == nullptr) {
+            throw nb::python_error();
+        }
+        nb::object type = nb::steal(slot_type);
+        type.attr("__module__") = m.attr("__name__");
+        m.attr("BulkheadSlot") = type;
+        g_bulkhead_slot_type = type.inc_ref().ptr();  // module lifetime
+        g_context_var_type =
+            nb::module_::import_("contextvars").attr("ContextVar").inc_ref().ptr();
+        g_str_get = PyUnicode_InternFromString("get");
+        g_str_set = PyUnicode_InternFromString("set");
+    }
 
     nb::class_<vr::ManualClock>(m, "ManualClock",
                                 "A clock that moves only when told to (native part).")
@@ -2293,42 +2726,14 @@ NB_MODULE(_core, m) {
     }
 
 
-    nb::class_<PyBulkhead>(m, "Bulkhead", "Bounded concurrency counter (native part).")
+    nb::class_<PyBulkhead> bulkhead(m, "Bulkhead", "Bounded concurrency counter (native part).");
+    bulkhead
         .def(nb::init<int64_t>(), "max_concurrent"_a)
-        .def(
-            "try_enter",
-            [](PyBulkhead& b) {
-                if (b.core.try_enter()) {
-                    return true;
-                }
-                b.core.count_rejection();
-                return false;
-            },
-            "Takes a slot if one is free and nobody is queued for one, and returns\n"
-            "True; otherwise counts a rejection and returns False. Never waits.")
         .def("_try_take", [](PyBulkhead& b) { return b.core.try_enter(); },
              "try_enter() without counting a refusal (the caller may queue).")
         .def("_take_as_waiter", [](PyBulkhead& b) { return b.core.take(); },
              "Takes a free slot whoever is queued: for the waiter at the head.")
         .def("_count_rejection", [](PyBulkhead& b) { b.core.count_rejection(); })
-        .def(
-            "_give_back",
-            [](nb::pointer_and_handle<PyBulkhead> self, nb::handle slot) {
-                if (!PyObject_TypeCheck(slot.ptr(),
-                                        reinterpret_cast<PyTypeObject*>(g_one_shot_type))) {
-                    throw nb::type_error("Bulkhead slot must be the token its enter returned");
-                }
-                if (!claim(slot.ptr())) {
-                    return false;  // given back already (by this thread or another)
-                }
-                if (!bulkhead_exit(self.h.ptr(), self.p)) {
-                    throw nb::python_error();
-                }
-                return true;
-            },
-            nb::sig("def _give_back(self, slot: OneShot) -> bool"),
-            "Gives back the slot `slot` (a OneShot) stands for, once: False, changing\n"
-            "nothing, when it was given back already (by any thread).")
         .def(
             "_free",
             [](nb::pointer_and_handle<PyBulkhead> self) {
@@ -2351,6 +2756,11 @@ NB_MODULE(_core, m) {
         .def_prop_ro("rejected", [](const PyBulkhead& b) { return b.core.rejected(); },
                      "Attempts turned away: try_enter() False, a full bulkhead raised, or a\n"
                      "queued wait that timed out. A waiter admitted later is not one.");
+    for (PyMethodDef* def : {&bulkhead_enter_def, &bulkhead_try_enter_def, &bulkhead_hold_def,
+                             &bulkhead_exit_def, &bulkhead_dunder_enter_def,
+                             &bulkhead_dunder_exit_def}) {
+        add_fastcall_method(bulkhead, def);
+    }
 
     nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
                                 nb::type_slots(policy_slots));

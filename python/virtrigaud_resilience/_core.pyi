@@ -3,6 +3,7 @@
 
 
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
+from typing_extensions import Self
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
@@ -68,6 +69,22 @@ class OneShot:
     @property
     def _claimed(self) -> bool:
         """Whether _claim() was called."""
+
+class BulkheadSlot(OneShot):
+    """
+    One slot of a Bulkhead, taken by enter() / enter_async(): give it back with
+    bulkhead.exit(slot), exactly once (a native atomic flag decides which of
+    several exits counts).
+    """
+    @property
+    def bulkhead(self) -> Bulkhead:
+        """The Bulkhead this is a slot of."""
+    @property
+    def released(self) -> bool:
+        """Whether the slot was given back."""
+    @property
+    def _below(self) -> BulkheadSlot | None:
+        """The slot its context held before this one (None if none)."""
 
 class ManualClock:
     """A clock that moves only when told to (native part)."""
@@ -360,12 +377,6 @@ class Bulkhead:
 
     def __init__(self, max_concurrent: int) -> None: ...
 
-    def try_enter(self) -> bool:
-        """
-        Takes a slot if one is free and nobody is queued for one, and returns
-        True; otherwise counts a rejection and returns False. Never waits.
-        """
-
     def _try_take(self) -> bool:
         """try_enter() without counting a refusal (the caller may queue)."""
 
@@ -373,12 +384,6 @@ class Bulkhead:
         """Takes a free slot whoever is queued: for the waiter at the head."""
 
     def _count_rejection(self) -> None: ...
-
-    def _give_back(self, slot: OneShot) -> bool:
-        """
-        Gives back the slot `slot` (a OneShot) stands for, once: False, changing
-        nothing, when it was given back already (by any thread).
-        """
 
     def _free(self) -> None:
         """
@@ -410,6 +415,44 @@ class Bulkhead:
         Attempts turned away: try_enter() False, a full bulkhead raised, or a
         queued wait that timed out. A waiter admitted later is not one.
         """
+
+    def enter(self) -> BulkheadSlot:
+        """
+        Takes a slot or raises RateLimitError; never waits (and never barges past
+        queued asyncio waiters). Returns its token (a BulkheadSlot), for exit(),
+        which also finds it without being passed it.
+        """
+
+    def try_enter(self) -> bool:
+        """
+        Takes a slot if one is free and nobody is queued for one, and returns True;
+        otherwise counts a rejection and returns False. Never waits. The slot goes
+        back with exit() from this thread or task.
+        """
+
+    def _hold(self) -> BulkheadSlot:
+        """
+        Records a slot just taken (by a waiter) as the current thread's or task's
+        latest, and returns its token. Out of memory, the slot goes back.
+        """
+
+    def exit(self, slot: BulkheadSlot | None = None) -> None:
+        """
+        Gives a slot back: to the longest asyncio waiter if one is queued, else to
+        the pool. `slot` is the token enter() or enter_async() returned; None gives
+        back the latest slot the calling thread or task took and still holds. Each
+        token goes back once, whichever threads try.
+
+        Raises RuntimeError, changing nothing, when there is nothing to give back
+        (no slot held here, or the token was given back already, or is another
+        bulkhead's); TypeError when `slot` is not a BulkheadSlot.
+        """
+
+    def __enter__(self) -> Self:
+        """enter(), returning the bulkhead: `with bulkhead:` rejects when full."""
+
+    def __exit__(self, *exc_info: object) -> None:
+        """exit(): gives back the latest slot this thread or task holds."""
 
 class Policy:
     """Composed policy (native part)."""

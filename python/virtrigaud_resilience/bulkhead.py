@@ -16,13 +16,13 @@ once: :meth:`Bulkhead.exit` gives back the token it is passed, or the
 latest one the calling thread or asyncio task took and still holds, and
 raises RuntimeError, changing nothing, when there is none. An exit that no
 enter matched can therefore never free another caller's slot and let one
-call too many in.
+call too many in. The bookkeeping is native (``_core``): ``with bulkhead:``
+is two native calls, with no Python frame.
 """
 
 from __future__ import annotations
 
 import collections
-import contextvars
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -70,8 +70,7 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
     enter raises RuntimeError and changes nothing.
     """
 
-    __slots__ = ("max_queue", "_provider_type", "_provider", "_waiters", "_lock", "_held",
-                 "__weakref__")
+    __slots__ = ("max_queue", "_provider_type", "_provider", "_waiters", "_lock", "__weakref__")
 
     def __init__(
         self, max_concurrent: int, max_queue: int = 0, *, provider_type: str = "",
@@ -89,10 +88,6 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
         # order (a TaskGroup's) would otherwise take quadratic time.
         self._waiters: collections.OrderedDict[_Waiter, None] = collections.OrderedDict()
         self._lock = threading.Lock()
-        # The slots the current thread or task holds, latest first (each
-        # links to the one below it): what a tokenless exit() gives back.
-        self._held: contextvars.ContextVar[BulkheadSlot | None] = contextvars.ContextVar(
-            "virtrigaud_bulkhead_slots", default=None)
         BULKHEADS.track(self)
 
     def __del__(self, _retire: Callable[[Bulkhead], None] = BULKHEADS.retire) -> None:
@@ -117,60 +112,8 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
             f"{f' to {self.provider_type}/{self.provider}' if self.provider_type else ''}"
         )
 
-    def enter(self) -> BulkheadSlot:
-        """Takes a slot or raises RateLimitError; never waits (and never
-        barges past queued asyncio waiters). Returns its token, for
-        :meth:`exit` (which also finds it without being passed it)."""
-        self._take()
-        return self._hold()
-
-    def try_enter(self) -> bool:
-        """Takes a slot if one is free and nobody is queued for one, and
-        returns True; otherwise counts a rejection and returns False. Never
-        waits. The slot goes back with :meth:`exit` from this thread or task."""
-        if not super().try_enter():
-            return False
-        self._hold()
-        return True
-
-    def exit(self, slot: BulkheadSlot | None = None) -> None:
-        """Gives a slot back: to the longest asyncio waiter if one is queued,
-        else to the pool.
-
-        ``slot`` is the token :meth:`enter` or :meth:`enter_async` returned;
-        None gives back the latest slot the calling thread or task took and
-        still holds. Each token goes back once, whichever threads try.
-
-        Raises:
-            RuntimeError: nothing to give back (no slot held here, or the
-                token was given back already, or is another bulkhead's);
-                nothing changes.
-        """
-        if slot is not None:
-            if slot.bulkhead is not self:
-                raise RuntimeError("Bulkhead.exit() got the slot of another bulkhead")
-            if not self._give_back(slot):
-                raise RuntimeError("Bulkhead.exit(): this slot was already given back")
-            if self._held.get() is slot:
-                self._held.set(slot._below)
-            return
-        held = self._held.get()
-        while held is not None:
-            self._held.set(held._below)
-            if self._give_back(held):
-                return
-            held = held._below  # given back already, through its token
-        raise RuntimeError(
-            "Bulkhead.exit() without a matching enter: this thread or task holds no slot")
-
-    def _hold(self) -> BulkheadSlot:
-        """The token of a slot just taken, held by the current thread or task."""
-        below = self._held.get()
-        while below is not None and below._claimed:
-            below = below._below  # given back through its token elsewhere
-        slot = BulkheadSlot(self, below)
-        self._held.set(slot)
-        return slot
+    # enter(), try_enter(), exit() and the context manager are native
+    # (_core.Bulkhead): each slot a BulkheadSlot in a per-bulkhead ContextVar.
 
     def _take(self) -> None:
         """enter() without a token: a policy's attempt, whose slot its native
@@ -188,7 +131,7 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
         coincides with the timeout stays a ``CancelledError``.
         """
         await self._take_async(timeout)
-        return self._hold()
+        return self._hold()  # native: records the slot as this task's latest
 
     async def _take_async(self, timeout: Seconds | None = None) -> None:
         """enter_async() without a token (see :meth:`_take`)."""
@@ -262,17 +205,10 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
         if waiter is not None:
             waiter.resolve()
 
-    def __enter__(self) -> Bulkhead:
-        if not self._try_take():  # enter(), inlined: the sync context manager is the common use
-            raise self._reject()
-        self._hold()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.exit()
-
     async def __aenter__(self) -> Bulkhead:
-        await self.enter_async()
+        if not self._try_take():  # a free slot: no wait, no second coroutine
+            await self._take_async()
+        self._hold()
         return self
 
     async def __aexit__(
@@ -288,24 +224,11 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
                 f"in_flight={self.in_flight}, waiting={self.waiting})")
 
 
-class BulkheadSlot(_core.OneShot):
-    """One slot of a :class:`Bulkhead`, taken by ``enter`` / ``enter_async``:
-    give it back with ``bulkhead.exit(slot)`` (exactly once; a native atomic
-    flag decides which of several exits counts)."""
-
-    __slots__ = ("bulkhead", "_below")
-
-    def __init__(self, bulkhead: Bulkhead, below: BulkheadSlot | None) -> None:
-        self.bulkhead = bulkhead
-        self._below = below  # the slot this context held before this one
-
-    @property
-    def released(self) -> bool:
-        """Whether the slot was given back."""
-        return self._claimed
-
-    def __repr__(self) -> str:
-        return f"BulkheadSlot(released={self._claimed})"
+#: One slot of a :class:`Bulkhead`, taken by ``enter`` / ``enter_async``:
+#: give it back with ``bulkhead.exit(slot)`` (exactly once; a native atomic
+#: flag decides which of several exits counts). ``slot.bulkhead`` is its
+#: bulkhead, ``slot.released`` whether it went back.
+BulkheadSlot = _core.BulkheadSlot
 
 
 class _Waiter:

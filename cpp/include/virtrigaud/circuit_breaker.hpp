@@ -201,9 +201,22 @@ public:
     Transition record_success(const Ticket& ticket, int64_t synced_successes = -1) noexcept {
         count_success();
         AtomicPair::Value s;
-        if (!read_for(ticket, s)) {
+        if (!read_for(ticket, s) || !current(s, ticket)) {
             return {};  // stale
         }
+        if (state_of(s.first) == BreakerState::kClosed && failures_of(s.first) == 0) {
+            return {};  // the common case: nothing to write
+        }
+        return record_success_changing(ticket, s, synced_successes);
+    }
+
+private:
+    // record_success() past its common case (a streak to reset, a probe to
+    // count): out of line, so that the common case inlines into every
+    // caller's success path, the policy's as well as the breaker's.
+    VIRTRIGAUD_NOINLINE Transition record_success_changing(const Ticket& ticket,
+                                                           AtomicPair::Value s,
+                                                           int64_t synced_successes) noexcept {
         for (;;) {
             const uint64_t w = s.first;
             if (!current(s, ticket)) {
@@ -250,6 +263,7 @@ public:
         }
     }
 
+public:
     /// The admitted call failed in a way that counts. `synced_streak` >= 0
     /// replaces the failure streak this failure makes (this one included)
     /// with a value kept elsewhere (a storage shared by processes); < 0
