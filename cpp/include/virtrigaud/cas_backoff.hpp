@@ -25,7 +25,7 @@ namespace virtrigaud {
 /// One spin-wait hint: tells the CPU this thread is waiting on memory
 /// another thread writes (x86 PAUSE: yields the core's resources to its
 /// sibling hyperthread and avoids the memory-order flush on exit from the
-/// loop; AArch64 ISB: a short stall, the hint Rust's spin_loop and .NET use
+/// loop; AArch64 ISB: a short stall, what Rust's spin_loop() emits
 /// there, since YIELD is a no-op on most cores). Nothing on other CPUs.
 inline void cpu_pause() noexcept {
 #if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
