@@ -3,10 +3,10 @@
 Under the GIL another thread can only run between two bytecodes, so a race
 of two calls on one object is described completely by where, inside the
 first call, the second one runs. :func:`each_switch_point` runs the first
-call once per bytecode it executes in the package's Python code and, at the
-k-th, runs the whole second call there (as a thread switched in at that
-point would), then checks the outcome; a last run puts the second call after
-the first. Native code (the C++ core) runs without a switch under the GIL,
+call once per bytecode (and line) it executes in the package's Python
+code and, at the k-th, runs the whole second call there (as a thread
+switched in at that point would), then checks the outcome; a last run puts
+the second call after the first. Native code (the C++ core) runs without a switch under the GIL,
 so one native call is one step here: what it makes atomic, this sees as
 atomic. A check-then-set written in Python is caught deterministically, at
 the bytecode between the check and the set, on any interpreter, where a
@@ -50,7 +50,10 @@ def each_switch_point(prepare: Callable[[], S], first: Callable[[S], R1],
 
         def on_opcode(frame: FrameType, event: str, arg: object) -> Any:
             nonlocal executed, second_result
-            if event == "opcode":
+            # 3.13 reports opcodes only if asked again from here, not from
+            # the call event alone; each line is a switch point as well.
+            frame.f_trace_opcodes = True
+            if event in ("opcode", "line"):
                 if executed == point:
                     second_result = second(subject)
                 executed += 1
