@@ -3,7 +3,9 @@
 Each is a native atomic flag (``_core.OneShot``): of any number of threads
 that give the same thing back, one does. The hammer tests interleave Python
 threads as often as the interpreter allows (on a free-threaded build they
-run truly at once); the bulkhead tests are deterministic.
+run truly at once); the switch-point tests put a second call at every
+bytecode of the first (switch_points.py), which finds a check-then-set in
+Python under the GIL every time; the bulkhead tests are deterministic.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 import pytest
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.bulkhead import BulkheadSlot
+
+from switch_points import each_switch_point
 
 THREADS = 4
 
@@ -84,6 +88,30 @@ def test_cancel_then_refund_gives_back_once() -> None:
     assert bucket.tokens == 0.0
 
 
+def _waiting_reservation() -> tuple[vr.TokenBucket, vr.Reservation]:
+    bucket = vr.TokenBucket(1.0, burst=1, clock=vr.ManualClock())
+    bucket.reserve(1)  # the one token
+    return bucket, bucket.reserve(1)  # waits a second: its tokens can come back
+
+
+@pytest.mark.parametrize(("first", "second"), [("cancel", "cancel"), ("cancel", "_refund"),
+                                               ("_refund", "cancel"), ("_refund", "_refund")])
+def test_a_reservation_given_back_twice_at_any_switch_point_refunds_once(
+        first: str, second: str) -> None:
+    # The old check-then-set (`if self._cancelled: return 0` then
+    # `self._cancelled = True`) refunded twice when the second call came
+    # between the two: 2 tokens back for 1 taken.
+    def check(subject: tuple[vr.TokenBucket, vr.Reservation], a: int, b: int) -> None:
+        bucket, _ = subject
+        assert sorted([a, b]) == [0, 1]
+        assert bucket.tokens == 0.0  # the reserved token came back, once
+
+    tried = each_switch_point(_waiting_reservation,
+                              lambda s: int(getattr(s[1], first)()),
+                              lambda s: int(getattr(s[1], second)()), check)
+    assert tried > 3  # the Python part of the first call was stepped through
+
+
 # ----------------------------------------------------------------- Permit --
 
 
@@ -106,6 +134,42 @@ def test_a_permit_is_reported_once_whichever_threads_report_it() -> None:
     assert breaker.released == 2000
     assert refused[0] == 2000 * (THREADS - 1)
     assert all(p is not None and p.reported for p in permits)
+
+
+def _reporter(how: str) -> Callable[[vr.Permit], int]:
+    """Reports a permit as `how` says; 1 if that counted, 0 if it was already reported."""
+    def report(permit: vr.Permit) -> int:
+        try:
+            if how == "record":
+                permit.record(None)
+            else:
+                getattr(permit, how)()
+        except RuntimeError:
+            return 0
+        return 1
+    return report
+
+
+@pytest.mark.parametrize(("first", "second"), [("success", "release"), ("failure", "success"),
+                                               ("release", "failure"), ("record", "release")])
+def test_a_permit_reported_twice_at_any_switch_point_counts_once(first: str, second: str) -> None:
+    # The old check-then-set (`if self._done: raise` then `self._done = True`)
+    # counted both reports when the second came between the two.
+    def prepare() -> tuple[vr.CircuitBreaker, vr.Permit]:
+        breaker = vr.CircuitBreaker("switch-points", clock=vr.ManualClock())
+        permit = breaker.try_acquire()
+        assert permit is not None
+        return breaker, permit
+
+    def check(subject: tuple[vr.CircuitBreaker, vr.Permit], a: int, b: int) -> None:
+        breaker, permit = subject
+        assert a + b == 1
+        assert breaker.successes + breaker.failures + breaker.released == 1
+        assert permit.reported
+
+    tried = each_switch_point(prepare, lambda s: _reporter(first)(s[1]),
+                              lambda s: _reporter(second)(s[1]), check)
+    assert tried > 3
 
 
 # --------------------------------------------------------------- Bulkhead --
@@ -182,6 +246,28 @@ def test_a_token_given_back_by_many_threads_frees_one_slot() -> None:
     run_together(give_back_all)
     assert given[0] == 3
     assert bh.in_flight == 0
+
+
+def test_a_slot_given_back_twice_at_any_switch_point_frees_once() -> None:
+    def prepare() -> tuple[vr.Bulkhead, BulkheadSlot]:
+        bh = vr.Bulkhead(2)
+        bh.enter()  # held by someone else throughout: must stay held
+        return bh, bh.enter()
+
+    def give_back(subject: tuple[vr.Bulkhead, BulkheadSlot]) -> int:
+        bh, slot = subject
+        try:
+            bh.exit(slot)
+        except RuntimeError:
+            return 0
+        return 1
+
+    def check(subject: tuple[vr.Bulkhead, BulkheadSlot], a: int, b: int) -> None:
+        bh, slot = subject
+        assert a + b == 1
+        assert bh.in_flight == 1 and slot.released
+
+    assert each_switch_point(prepare, give_back, give_back, check) > 3
 
 
 def test_tokenless_exits_give_back_this_threads_slots_latest_first() -> None:

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "atomic_pair.hpp"
+#include "cas_backoff.hpp"
 #include "clock.hpp"
 
 namespace virtrigaud {
@@ -82,6 +83,7 @@ public:
     bool try_acquire(int64_t n = 1, bool count_refusal = true) noexcept {
         const int64_t now = now_ns(clock_);
         AtomicPair::Value s = state_.load();
+        CasBackoff backoff;
         for (;;) {
             const uint64_t cfg = s.second;
             if (n < 1 || n > burst_of(cfg)) {
@@ -103,6 +105,7 @@ public:
                 admitted_.fetch_add(1, std::memory_order_relaxed);
                 return true;
             }
+            lost_race(s, backoff);
         }
     }
 
@@ -114,6 +117,7 @@ public:
         const int64_t now = now_ns(clock_);
         max_wait_ns = clamp64(max_wait_ns, 0, kMaxWaitNs);
         AtomicPair::Value s = state_.load();
+        CasBackoff backoff;
         for (;;) {
             const uint64_t cfg = s.second;
             if (n < 1 || n > burst_of(cfg)) {
@@ -134,6 +138,7 @@ public:
                 (delay > 0 ? reserved_ : admitted_).fetch_add(1, std::memory_order_relaxed);
                 return Reservation{true, delay, next, now + delay, cfg};
             }
+            lost_race(s, backoff);
         }
     }
 
@@ -155,6 +160,7 @@ public:
     /// less than was taken is the safe side.
     int64_t refund(int64_t n, int64_t tat_after, uint64_t config) noexcept {
         AtomicPair::Value s = state_.load();
+        CasBackoff backoff;
         for (;;) {
             const uint64_t cfg = s.second;
             if (cfg != config || n < 1 || n > burst_of(cfg)) {
@@ -177,6 +183,7 @@ public:
                 cancelled_.fetch_add(1, std::memory_order_relaxed);
                 return restore / interval;
             }
+            lost_race(s, backoff);
         }
     }
 
@@ -194,6 +201,7 @@ public:
         // At most max_tokens available = at least this much debt (<= tau).
         const int64_t min_debt = (new_burst - clamp64(max_tokens, 0, new_burst)) * new_interval;
         AtomicPair::Value s = state_.load();
+        CasBackoff backoff;
         for (;;) {
             // The clock is read after the state, on every attempt: each
             // acquirer whose tat we see read its clock before we read ours,
@@ -225,6 +233,7 @@ public:
             if (state_.compare_exchange(s, next)) {
                 return;
             }
+            lost_race(s, backoff);
         }
     }
 
@@ -240,6 +249,7 @@ public:
         }
         now = std::min(now, kMaxClockNs);
         AtomicPair::Value s = state_.load();
+        CasBackoff backoff;
         for (;;) {
             const uint64_t cfg = s.second;
             const int64_t tau = burst_of(cfg) * interval_of(cfg);
@@ -261,6 +271,7 @@ public:
                 admitted_.fetch_add(1, std::memory_order_relaxed);
                 return true;
             }
+            lost_race(s, backoff);
         }
     }
 
@@ -330,6 +341,21 @@ private:
     /// a refusal already writes this line (the counter), so the cost is one
     /// locked instruction on the refusal path only.
     bool refusal_stands(AtomicPair::Value& s) noexcept { return state_.compare_exchange(s, s); }
+
+    /// After a mutation's CAS failed: another thread changed the pair since
+    /// `s` was read. Retrying at once would take the cache line back from a
+    /// winner that is about to write it again (two threads hammering one
+    /// bucket then get less done than one), so wait a little, longer each
+    /// time (cas_backoff.hpp), then read the pair as it is by now: the one
+    /// the failed CAS handed back is likely stale after the wait. Only the
+    /// timing of the retry changes; it still decides on the pair it commits.
+    /// (refusal_stands() is not followed by this: its CAS stores what it
+    /// read, so it fails only on a real change, and the pair it hands back is
+    /// the newest there is.)
+    void lost_race(AtomicPair::Value& s, CasBackoff& backoff) const noexcept {
+        backoff.pause();
+        s = state_.load();
+    }
 
     // The hot fields share one cache line; nothing else is written per call.
     alignas(64) mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()
