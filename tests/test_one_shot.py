@@ -268,7 +268,7 @@ def test_a_slot_given_back_twice_at_any_switch_point_frees_once() -> None:
         assert bh.in_flight == 1 and slot.released
 
     # Bulkhead.exit is one native call, so under the GIL it has no switch
-    # point of its own: the orders tried are "before" and "after". The native
+    # point of its own: the one order tried is one call after the other. The native
     # claim itself races on the free-threaded build (the test above).
     assert each_switch_point(prepare, give_back, give_back, check) >= 1
 
