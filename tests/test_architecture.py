@@ -36,7 +36,7 @@ def lint_imports(source_root: Path) -> subprocess.CompletedProcess[str]:
     # lint_imports puts the working directory first on sys.path: the package
     # analysed is the one under source_root, whatever else is installed.
     code = ("import sys\nfrom importlinter.cli import lint_imports\n"
-            f"sys.exit(lint_imports(config_filename={str(CONFIG)!r}, no_cache=True, no_logo=True))")
+            f"sys.exit(lint_imports(config_filename={str(CONFIG)!r}, no_cache=True))")
     return subprocess.run([sys.executable, "-c", code], cwd=source_root, capture_output=True,
                           text=True, timeout=300, check=False)
 
