@@ -51,6 +51,8 @@ def test_the_contracts_hold() -> None:
 VIOLATIONS = [
     pytest.param("breaker.py", "from .providers import fake", "Layers",
                  id="a primitive imports a subpackage"),
+    pytest.param("metrics.py", "from .distributed import exact", "Layers",
+                 id="the metrics collector imports a subpackage"),
     pytest.param("events.py", "from .breaker import CircuitBreaker", "Layers",
                  id="the events <-> breaker cycle"),
     pytest.param("ratelimit.py", "from .cli import _console", "Layers",
@@ -87,6 +89,17 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line:
     assert result.returncode == 1, result.stdout + result.stderr
     broken = [row for row in result.stdout.splitlines() if " BROKEN" in row]
     assert any(contract in row for row in broken), result.stdout
+
+
+def test_a_new_module_must_be_placed_in_a_layer(tmp_path: Path) -> None:
+    """The layers contract is exhaustive: a module of the top level that no
+    layer names breaks it, so a new module is placed on purpose."""
+    copy = tmp_path / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    (copy / "unplaced.py").write_text('"""A module no layer names."""\n', encoding="utf-8")
+    result = lint_imports(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "unplaced" in result.stdout
 
 
 def imports_of_the_root(source: str, depth: int) -> list[tuple[int, str]]:
