@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 
-from virtrigaud_resilience.bench import main
+from virtrigaud_resilience.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -164,7 +164,7 @@ class BreakerConfig:
             )
 
 
-StateListener = events.StateListener
+StateListener = events.StateListener["CircuitBreaker", BreakerState]
 
 
 def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:

@@ -21,14 +21,9 @@ import atexit
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from . import _core
-
-if TYPE_CHECKING:
-    from .breaker import BreakerState, CircuitBreaker
-    from .ratelimit import TokenBucket
-    from .retry import Retrier
 
 __all__ = [
     "RateLimitListener",
@@ -42,22 +37,34 @@ __all__ = [
 
 logger = logging.getLogger("virtrigaud_resilience")
 
-#: ``listener(breaker, old_state, new_state)``, after each breaker transition.
-StateListener = Callable[["CircuitBreaker", "BreakerState", "BreakerState"], object]
+# The listener types are generic in the object that emits (and in the
+# breaker's state type): breaker.py, ratelimit.py and retry.py import this
+# module to emit, so it names none of them, not even for typing (that was an
+# events <-> breaker/retry import cycle). breaker.StateListener is
+# StateListener[CircuitBreaker, BreakerState].
+_Emitter = TypeVar("_Emitter")
+_State = TypeVar("_State")
+
+#: ``listener(breaker, old_state, new_state)``, after each breaker transition
+#: (a :class:`~virtrigaud_resilience.breaker.CircuitBreaker` and two
+#: :class:`~virtrigaud_resilience.breaker.BreakerState`).
+StateListener = Callable[[_Emitter, _State, _State], object]
 #: ``listener(bucket, n)``, after a bucket refused ``n`` tokens (``try_acquire``
 #: returned False, a policy's attempt found no token, or a wait would exceed
-#: its limit). The bucket's ``provider_type`` / ``provider`` say whose it is.
-RateLimitListener = Callable[["TokenBucket", int], object]
-#: ``listener(retrier, attempt, error, delay)``, before a retrier sleeps
-#: ``delay`` seconds after ``attempt`` attempts failed, the last with
-#: ``error``. ``retrier.name`` is the policy's name for a policy's retries.
-RetryListener = Callable[["Retrier", int, BaseException, float], object]
+#: its limit). The bucket (a :class:`~virtrigaud_resilience.ratelimit.TokenBucket`)
+#: has ``provider_type`` / ``provider`` to say whose it is.
+RateLimitListener = Callable[[_Emitter, int], object]
+#: ``listener(retrier, attempt, error, delay)``, before a retrier (a
+#: :class:`~virtrigaud_resilience.retry.Retrier`) sleeps ``delay`` seconds
+#: after ``attempt`` attempts failed, the last with ``error``.
+#: ``retrier.name`` is the policy's name for a policy's retries.
+RetryListener = Callable[[_Emitter, int, BaseException, float], object]
 
 L = TypeVar("L", bound=Callable[..., object])
 
-_state_listeners: list[StateListener] = []
-_rate_limit_listeners: list[RateLimitListener] = []
-_retry_listeners: list[RetryListener] = []
+_state_listeners: list[StateListener[Any, Any]] = []
+_rate_limit_listeners: list[RateLimitListener[Any]] = []
+_retry_listeners: list[RetryListener[Any]] = []
 # Serialises changes to the rate-limit listeners with installing or removing
 # the native hook, so the hook is installed exactly while someone listens.
 _rate_limit_lock = threading.Lock()
@@ -113,16 +120,16 @@ def emit(listeners: Any, description: str, *args: Any) -> None:
             logger.exception("%s listener %r failed", description, listener)
 
 
-def _emit_state_change(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+def _emit_state_change(breaker: object, old: object, new: object) -> None:
     if _state_listeners:
         emit(_state_listeners, "circuit breaker state", breaker, old, new)
 
 
-def _emit_rate_limited(bucket: TokenBucket, n: int) -> None:
+def _emit_rate_limited(bucket: object, n: int) -> None:
     emit(_rate_limit_listeners, "rate limit", bucket, n)
 
 
-def _emit_retry(retrier: Retrier, attempt: int, error: BaseException, delay: float) -> None:
+def _emit_retry(retrier: object, attempt: int, error: BaseException, delay: float) -> None:
     if _retry_listeners:
         emit(_retry_listeners, "retry", retrier, attempt, error, delay)
 

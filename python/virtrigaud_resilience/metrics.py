@@ -82,10 +82,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[prometheus]'"
     ) from exc
 
+from ._fallbacks import FALLBACKS
 from ._tracking import Counters, Labels, add_counters
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
-from .ratelimit import BUCKETS, FALLBACKS
+from .ratelimit import BUCKETS
 from .retry import RETRIERS
 from .rpcstats import LATENCY_BUCKETS, all_operation_stats, all_rpc_stats
 

@@ -178,33 +178,13 @@ class CountedLimiter(Protocol):
     def _counters(self) -> tuple[int, int, int]: ...
 
 
-class FallbackCounted(Protocol):
-    """A limiter that decides by a fallback while a shared store is lost:
-    ``_fallback_counters()`` is (admitted by the fallback, rejected by the
-    fallback, times it fell back, times it recovered)."""
-
-    @property
-    def provider_type(self) -> str: ...
-
-    @property
-    def provider(self) -> str: ...
-
-    def _fallback_counters(self) -> tuple[int, int, int, int]: ...
-
-
 def _final_counters(bucket: CountedLimiter) -> tuple[Labels, Counters]:
     """A dropped bucket's labels and (admitted, rejected, reserved)."""
     return (bucket.provider_type, bucket.provider), bucket._counters()
 
 
-def _final_fallback_counters(limiter: FallbackCounted) -> tuple[Labels, Counters]:
-    return (limiter.provider_type, limiter.provider), limiter._fallback_counters()
-
-
 #: Every live bucket, for the metrics collector (see _tracking.py).
 BUCKETS: Census[CountedLimiter] = Census(_final_counters)
-#: Every live limiter with a fallback (the distributed buckets), likewise.
-FALLBACKS: Census[FallbackCounted] = Census(_final_fallback_counters)
 
 
 class TokenBucket(_core.TokenBucket, ProviderLabelled):

@@ -23,8 +23,8 @@ import argparse
 import json
 import sys
 
-from .._args import bounded_int, check_writable, require_module
-from .._console import is_terminal
+from ..cli._args import bounded_int, check_writable, require_module
+from ..cli._console import is_terminal
 from .sections import SECTIONS, TARGETS, build_suite, composed, section
 from .suite import BARE, BARE_AWAIT, Case, Skipped, Suite, Target, measure, noop, noop_async
 
@@ -92,10 +92,3 @@ def _progress(done: int, total: int) -> None:
     end = "\n" if done == total else ""
     print(f"\rmeasuring: round {done}/{total}", end=end, file=sys.stderr, flush=True)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``virtrigaud-resilience bench`` with ``argv`` (the command line of
-    ``benchmarks/compare.py``)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .._console import Cell, print_table
+from ..cli._console import Cell, print_table
 from .suite import BARE, BARE_AWAIT, Case, Suite, Target
 
 __all__ = ["Row", "print_report", "plot", "rows", "target_results", "to_json"]
@@ -116,7 +116,7 @@ def print_report(suite: Suite, targets: list[Target], title: str,
 
 def plot(suite: Suite, path: str | Path, title: str) -> None:
     """A horizontal bar per case, ns/call on a log scale, ours highlighted."""
-    from .._plotting import pyplot, save_png
+    from ..cli._plotting import pyplot, save_png
 
     plt = pyplot()
     data = rows(suite)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .._args import bounded_int, check_writable, positive_seconds, require_module
+from ..cli._args import bounded_int, check_writable, positive_seconds, require_module
 from ..config import Config
 from .fleet import Fleet
 from .simloop import SimClock, SimulatedLoop
@@ -185,7 +185,7 @@ def _interrupt_cancels(loop: asyncio.AbstractEventLoop,
 
 
 def _view(fleet: Fleet, title: str) -> Any:
-    from .._console import have_rich, is_terminal
+    from ..cli._console import have_rich, is_terminal
     from .view import LiveView, PlainView
 
     if is_terminal():

@@ -80,7 +80,7 @@ class Timeline:
 
 def plot(timeline: Timeline, path: str | Path, title: str) -> None:
     """Writes the timeline as a PNG at ``path``."""
-    from .._plotting import pyplot, save_png
+    from ..cli._plotting import pyplot, save_png
     from matplotlib.patches import Patch
 
     plt = pyplot()

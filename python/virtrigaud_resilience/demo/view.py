@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from .._console import Cell, print_table
+from ..cli._console import Cell, print_table
 from .fleet import Fleet
 
 __all__ = ["LiveView", "PlainView", "print_summary", "provider_rows"]
@@ -148,7 +148,7 @@ class LiveView:
         from rich.table import Table
         from rich.text import Text
 
-        from .._console import rich_table
+        from ..cli._console import rich_table
 
         fleet = self._fleet
         now = fleet.clock.now()

@@ -29,7 +29,8 @@ from .. import _core, _validate
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from ..ratelimit import BUCKETS, FALLBACKS, Reservation, TokenBucket, validate_rate
+from .._fallbacks import FALLBACKS
+from ..ratelimit import BUCKETS, Reservation, TokenBucket, validate_rate
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .fleet_config import NEWEST_CONFIG_LUA, FleetConfig, member_name

@@ -66,8 +66,8 @@ from .. import _core, _validate
 from .._tracking import provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
+from .._fallbacks import FALLBACKS
 from ..ratelimit import (
-    FALLBACKS,
     MAX_BURST,
     MIN_QPS,
     Reservation,

@@ -6,6 +6,11 @@ fleet of VMs across three faulty providers, live. ``bench``
 and policies against a bare call and the pure-Python peers.
 
 A bad argument is one line on stderr and exit status 2, never a traceback.
+
+This package is the top layer (docs/architecture.md): the command and the
+helpers its commands share (``_args``: argument checks, ``_console``: tables,
+``_plotting``: charts). ``demo`` and ``bench`` import those helpers; nothing
+below the CLI layer imports anything from here.
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from . import bench, demo
+    # Imported per call, not at the top: demo and bench import this package's
+    # helpers (cli._args, ...), so importing them here at import time would
+    # run them inside this package's own initialisation; and `import
+    # virtrigaud_resilience.cli` stays cheap (the demo loads asyncio).
+    from .. import bench, demo
 
     parser = _Parser(prog="virtrigaud-resilience",
                      description="See the resilience policies work, and what they cost.")
@@ -51,7 +60,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (and keep Python from failing again when it flushes stdout at exit).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
