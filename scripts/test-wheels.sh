@@ -11,7 +11,8 @@
 #     back to back and reported: a ratio, because this machine's absolute
 #     import times swing 2x from run to run (asyncio alone adds about 1.2x);
 #   - the whole test suite on FULL_SUITE_ON (3.12: the abi3 wheel; CI runs it
-#     on 3.11 through scripts/test.sh already), a smoke subset elsewhere.
+#     on 3.11 through scripts/test.sh already), on two xdist workers; a smoke
+#     subset elsewhere, with only the test runner's packages installed.
 # Usage: bash scripts/test-wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ full="${FULL_SUITE_ON:-3.12}"
 limit_ratio="${IMPORT_LIMIT_RATIO:-2.5}"
 smoke=(tests/test_import.py tests/test_token_bucket.py tests/test_breaker.py
        tests/test_policy.py tests/test_bulkhead.py tests/test_bad_input.py)
+smoke_deps=(pytest pytest-asyncio pytest-benchmark hypothesis prometheus-client pyyaml)
 
 # The CPython versions a wheel serves, from its tags.
 serves() {
@@ -70,10 +72,13 @@ for wheel in "${wheels[@]}"; do
     venv="build/wheel-test/$version"
     "$python" -m venv --clear "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    # The whole suite compares the drop-ins with the real peers: the bench extra.
-    extras=test
-    [ "$version" = "$full" ] && extras=test,bench
-    CC=false CXX=false "$venv/bin/python" -m pip install -q "${wheel}[$extras]"
+    # The whole suite compares the drop-ins with the real peers (the bench
+    # extra); the smoke files need only the test runner's own packages.
+    if [ "$version" = "$full" ]; then
+      CC=false CXX=false "$venv/bin/python" -m pip install -q "${wheel}[test,bench]"
+    else
+      CC=false CXX=false "$venv/bin/python" -m pip install -q "$wheel" "${smoke_deps[@]}"
+    fi
     read -r ms stdlib_ms < <(import_ms_pair "$venv/bin/python")
     ratio=$(awk -v ms="$ms" -v ref="$stdlib_ms" 'BEGIN { printf "%.2f", ms / ref }')
     echo "import virtrigaud_resilience: $ms ms, ${ratio}x the stdlib modules it needs" \
@@ -84,7 +89,7 @@ for wheel in "${wheels[@]}"; do
       exit 1
     fi
     if [ "$version" = "$full" ]; then
-      "$venv/bin/python" -m pytest -q -p no:cacheprovider
+      "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile
     else
       "$venv/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}"
     fi

@@ -14,4 +14,8 @@ CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
   "$venv/bin/python" -m pip wheel -q --no-deps -Cbuild-dir="build/wheel-{wheel_tag}" -w dist .
 wheel=$(ls dist/virtrigaud_resilience-*.whl)
 "$venv/bin/python" -m pip install -q "${wheel}[test,bench]"
-exec "$venv/bin/python" -m pytest -q "$@"
+# Two workers, a test file each at a time (module fixtures such as a
+# redis-server or a fleet of processes start once): the suite waits on
+# servers and timers for a third of its time, so this halves it on 2 cores.
+# PYTEST_WORKERS=0 runs it in one process.
+exec "$venv/bin/python" -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
