@@ -178,10 +178,9 @@ def assert_the_fleets_bound(results: list[dict[str, Any]]) -> list[float]:
     return every
 
 
-@pytest.mark.parametrize("fault", ["del", "flushdb", "restart"])
-def test_the_fleet_keeps_its_bound_when_the_lease_table_is_lost(members: Members,
-                                                                own_server: Any,
-                                                                fault: str) -> None:
+@pytest.mark.parametrize("fault", ["del", "flushdb", "restart", "client-kill"])
+def test_the_fleet_keeps_its_bound_when_the_lease_table_or_connections_are_lost(
+        members: Members, own_server: Any, fault: str) -> None:
     key = "fleet:leases"
     with members.scenario(own_server.url, key, ["member"] * 3) as fleet:
         start = time.monotonic()
@@ -193,6 +192,11 @@ def test_the_fleet_keeps_its_bound_when_the_lease_table_is_lost(members: Members
             own_server.kill()
             time.sleep(0.3)
             own_server.start()
+        elif fault == "client-kill":  # every member's connections (and their pub/sub) dropped
+            admin = redis.Redis.from_url(own_server.url)
+            assert admin.client_kill_filter(_type="normal", skipme=True) >= 3
+            admin.client_kill_filter(_type="pubsub")
+            admin.close()
         else:
             admin = redis.Redis.from_url(own_server.url)
             admin.delete(key) if fault == "del" else admin.flushdb()
@@ -204,7 +208,7 @@ def test_the_fleet_keeps_its_bound_when_the_lease_table_is_lost(members: Members
     last = max(every)
     assert sum(1 for t in every if t > last - 1.0) >= 0.6 * QPS
     assert all(r["members"] == 3 for r in results)
-    if fault != "restart":  # (a restart may find every member in its fallback first)
+    if fault in ("del", "flushdb"):  # (a restart may find every member in its fallback first)
         assert sum(r["lost_tables"] for r in results) >= 1
 
 
