@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
-from fractions import Fraction
 from typing import TypeAlias
 
 __all__ = [
@@ -209,9 +208,12 @@ def format_duration(seconds: float) -> str:
         )
     if isinstance(seconds, float) and not math.isfinite(seconds):
         raise ValueError(f"cannot format {seconds!r} as a duration")
-    # Fraction is exact, so the rounding to nanoseconds is the only error.
     if not MIN_DURATION <= seconds <= MAX_DURATION:
         raise ValueError(f"{seconds!r} seconds is outside Go's time.Duration range")
+    # Imported here: fractions pulls in decimal, a tenth of the package's
+    # import time, for formatting alone.
+    from fractions import Fraction
+
     # Fraction is exact, so the rounding to nanoseconds is the only error.
     # MAX_DURATION / MIN_DURATION are the floats nearest the int64 limits and
     # round just past them; clamp so that the limits themselves format.
