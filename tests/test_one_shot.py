@@ -321,7 +321,7 @@ async def test_tasks_give_back_their_own_slots() -> None:
     assert (bh.in_flight, bh.admitted) == (0, 3)
 
 
-# ------------------------------------------ native with-bookkeeping (bhcost) --
+# ------------------------------------------------- native with-bookkeeping --
 
 
 def test_with_blocks_in_threads_give_back_their_own_slots() -> None:
@@ -329,26 +329,17 @@ def test_with_blocks_in_threads_give_back_their_own_slots() -> None:
     # tokenless exit() inside its blocks gives back nothing of another thread's.
     bh = vr.Bulkhead(8)
     inside = threading.Barrier(4)
-    errors: list[BaseException] = []
 
     def nest() -> None:
-        try:
+        with bh:
             with bh:
-                with bh:
-                    inside.wait(5.0)
-                    assert bh.in_flight == 8
-                    inside.wait(5.0)
-            with pytest.raises(RuntimeError, match="without a matching enter"):
-                bh.exit()  # both blocks gave theirs back: this thread holds nothing
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+                inside.wait(5.0)
+                assert bh.in_flight == 8
+                inside.wait(5.0)
+        with pytest.raises(RuntimeError, match="without a matching enter"):
+            bh.exit()  # both blocks gave theirs back: this thread holds nothing
 
-    threads = [threading.Thread(target=nest) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_together(nest, threads=4)
     assert bh.in_flight == 0
 
 
