@@ -25,6 +25,7 @@
 #include <cstdlib>
 #include <limits>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <utility>
@@ -114,6 +115,11 @@ void run_threads(int n, Body body, MainSide main_side) {
 template <class Body>
 void run_threads(int n, Body body) {
     run_threads(n, body, [] {});
+}
+
+/// The sum of per-thread counts.
+int64_t sum(const std::vector<int64_t>& per_thread) {
+    return std::accumulate(per_thread.begin(), per_thread.end(), int64_t{0});
 }
 
 /// A small per-thread PRNG for the tests' own choices.
@@ -339,14 +345,9 @@ void test_bucket_frozen_clock_exact_burst() {
             oks[static_cast<size_t>(i)] = ok;
             calls[static_cast<size_t>(i)] = n_calls;
         });
-        int64_t tok = 0;
-        int64_t ok = 0;
-        int64_t n_calls = 0;
-        for (size_t i = 0; i < kThreads; ++i) {
-            tok += tokens[i];
-            ok += oks[i];
-            n_calls += calls[i];
-        }
+        const int64_t tok = sum(tokens);
+        const int64_t ok = sum(oks);
+        const int64_t n_calls = sum(calls);
         CHECK_EQ(tok, burst);
         CHECK_EQ(bucket.admitted(), static_cast<uint64_t>(ok));
         CHECK_EQ(bucket.admitted() + bucket.rejected(), static_cast<uint64_t>(n_calls));
@@ -397,14 +398,9 @@ void contended_conservation_run(int64_t interval, int64_t burst, std::chrono::mi
         });
     const int64_t t0 = *std::min_element(first.begin(), first.end());
     const int64_t t1 = *std::max_element(last.begin(), last.end());
-    int64_t tok = 0;
-    int64_t ok = 0;
-    int64_t n_calls = 0;
-    for (size_t i = 0; i < kContenders; ++i) {
-        tok += tokens[i];
-        ok += oks[i];
-        n_calls += calls[i];
-    }
+    const int64_t tok = sum(tokens);
+    const int64_t ok = sum(oks);
+    const int64_t n_calls = sum(calls);
     std::printf("  contended bucket (%lld ns per token, burst %lld, %d threads): %lld tokens in "
                 "%lld of %lld calls over %.3f s, bound %lld\n",
                 static_cast<long long>(interval), static_cast<long long>(burst), kContenders,
