@@ -12,7 +12,7 @@ from virtrigaud_resilience.bench import SECTIONS  # noqa: E402
 from virtrigaud_resilience.bench import adapters as section  # noqa: E402
 from virtrigaud_resilience.bench.suite import Suite  # noqa: E402
 
-PAIRS = ("grpc.aio unary via aio_interceptors", "sync grpc unary via intercept_channel",
+PAIRS = ("grpc.aio unary via aio_channel", "sync grpc unary via intercept_channel",
          "httpx.AsyncClient GET via AsyncResilientTransport",
          "httpx.Client GET via ResilientTransport")
 

@@ -103,14 +103,20 @@ def stream(channel: Any, method: str = "WatchTasks") -> Any:
                                 response_deserializer=identity)
 
 
-@pytest.fixture
-async def aio_channel(server: GrpcServer) -> AsyncIterator[Any]:
+@pytest.fixture(params=["channel", "interceptors"])
+async def aio_channel(server: GrpcServer, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """Opens guarded grpc.aio channels both ways users do: ``aio_channel``
+    (unary calls guarded without grpc's interceptors) and ``aio_interceptors``."""
     channels: list[Any] = []
 
     def make(provider_label: str, **options: Any) -> Any:
         options.setdefault("limiter", None)
-        channel = grpc.aio.insecure_channel(
-            server.target, interceptors=vrg.aio_interceptors("grpc", provider_label, **options))
+        if request.param == "channel":
+            channel = vrg.aio_channel(server.target, "grpc", provider_label, **options)
+        else:
+            channel = grpc.aio.insecure_channel(
+                server.target, interceptors=vrg.aio_interceptors("grpc", provider_label,
+                                                                 **options))
         channels.append(channel)
         return channel
 
@@ -119,15 +125,22 @@ async def aio_channel(server: GrpcServer) -> AsyncIterator[Any]:
         await channel.close()
 
 
-@pytest.fixture
-def sync_channel(server: GrpcServer) -> Iterator[Any]:
+@pytest.fixture(params=["channel", "interceptor"])
+def sync_channel(server: GrpcServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Guarded sync channels both ways: ``intercept_channel`` (calls guarded
+    without grpc's interceptors) and ``grpc.intercept_channel`` with our
+    ``SyncInterceptor``."""
     channels: list[Any] = []
 
     def make(provider_label: str, **options: Any) -> Any:
         options.setdefault("limiter", None)
         raw = grpc.insecure_channel(server.target)
         channels.append(raw)
-        return vrg.intercept_channel(raw, "grpc", provider_label, **options)
+        if request.param == "channel":
+            return vrg.intercept_channel(raw, "grpc", provider_label, **options)
+        idempotent = options.pop("idempotent", None)
+        return grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcGuard(
+            "grpc", provider_label, idempotent=idempotent, **options)))
 
     yield make
     for channel in channels:
@@ -689,16 +702,24 @@ class SyncSeen(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return outcome
 
 
-def test_sync_blocking_unary_hands_back_grpcs_own_outcome(server: GrpcServer) -> None:
-    """A blocking call's outcome has finished when the continuation returns:
-    settled there, it goes out as grpc made it (the call ``with_call``
-    returns is the one an interceptor that adds nothing returns); a
-    ``.future()`` call keeps its guarded wrapper."""
+@pytest.mark.parametrize("guarded", ["channel", "interceptor"])
+def test_sync_blocking_unary_hands_back_grpcs_own_outcome(server: GrpcServer,
+                                                          guarded: str) -> None:
+    """A blocking call's outcome is settled when it has finished and goes
+    out as grpc made it: through the guarded channel, the call ``with_call``
+    returns is the bare channel's own; through the interceptor, the one an
+    interceptor that adds nothing returns. A ``.future()`` call keeps its
+    guarded wrapper."""
     cb = breaker()
     raw = grpc.insecure_channel(server.target)
     try:
-        _, plain_call = unary(grpc.intercept_channel(raw, SyncSeen())).with_call(b"x")
-        channel = vrg.intercept_channel(raw, "grpc", "own-outcome", breaker=cb, limiter=None)
+        if guarded == "channel":
+            _, plain_call = unary(raw).with_call(b"x")
+            channel = vrg.intercept_channel(raw, "grpc", "own-outcome", breaker=cb, limiter=None)
+        else:
+            _, plain_call = unary(grpc.intercept_channel(raw, SyncSeen())).with_call(b"x")
+            channel = grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcGuard(
+                "grpc", "own-outcome", breaker=cb, limiter=None)))
         response, call = unary(channel).with_call(b"meta=m6")
         assert response == b"ok:meta=m6" and call.code() is S.OK
         assert ("trailing", "m6") in call.trailing_metadata()

@@ -3,7 +3,7 @@
 Pairs, each a bare call and the same call through our adapter (breaker,
 token bucket, deadline, status mapping, metrics):
 
-- a ``grpc.aio`` unary call through ``aio_interceptors``;
+- a ``grpc.aio`` unary call through ``aio_channel``;
 - a sync ``grpc`` unary call through ``intercept_channel``;
 - an ``httpx.AsyncClient`` GET through ``AsyncResilientTransport``;
 - an ``httpx.Client`` GET through ``ResilientTransport``.
@@ -16,7 +16,7 @@ collector paused, so both cases of a pair see the same load to within
 milliseconds. The end-to-end figure is the **median over rounds of the
 ratio** guarded / bare of the same round, target <= :data:`MAX_END_TO_END`;
 its quartiles say how noisy the machine was. Our own work is measured
-apart too: the interceptor or transport around a stub that answers at
+apart too: the guarded channel or transport around a stub that answers at
 once, minus the stub called directly (medians), as a share of the loopback
 call (target <= :data:`MAX_OWN_SHARE`).
 
@@ -28,7 +28,6 @@ suite's tight loops of no-op calls.
 from __future__ import annotations
 
 import asyncio
-import collections
 import gc
 import multiprocessing
 import statistics
@@ -208,8 +207,7 @@ def _pairs(loop: asyncio.AbstractEventLoop, grpc_port: int, http_port: int,
 
     async def open_async() -> tuple[Any, Any, Any, Any]:
         return (grpc.aio.insecure_channel(target),
-                grpc.aio.insecure_channel(target, interceptors=vrg.aio_interceptors(
-                    "bench", "aio", **_guard_parts("aio"))),
+                vrg.aio_channel(target, "bench", "aio", **_guard_parts("aio")),
                 httpx.AsyncClient(base_url=base),
                 httpx.AsyncClient(base_url=base, transport=vrh.AsyncResilientTransport(
                     "bench", "async-http", **_guard_parts("async-http"))))
@@ -231,10 +229,10 @@ def _pairs(loop: asyncio.AbstractEventLoop, grpc_port: int, http_port: int,
     aio_bare, aio_guarded = unary(bare_aio), unary(guarded_aio)
     sync_bare, sync_guarded = unary(bare_sync), unary(guarded_sync)
     return [
-        _Pair("grpc.aio unary via aio_interceptors", _loop_async(lambda: aio_bare(b"x")),
-              _loop_async(lambda: aio_guarded(b"x")), True, _aio_interceptor_alone()),
+        _Pair("grpc.aio unary via aio_channel", _loop_async(lambda: aio_bare(b"x")),
+              _loop_async(lambda: aio_guarded(b"x")), True, _aio_channel_alone()),
         _Pair("sync grpc unary via intercept_channel", _loop_sync(lambda: sync_bare(b"x")),
-              _loop_sync(lambda: sync_guarded(b"x")), False, _sync_interceptor_alone()),
+              _loop_sync(lambda: sync_guarded(b"x")), False, _sync_channel_alone()),
         _Pair("httpx.AsyncClient GET via AsyncResilientTransport",
               _loop_async(lambda: bare_ahttp.get("/vms/1")),
               _loop_async(lambda: guarded_ahttp.get("/vms/1")), True, _async_transport_alone()),
@@ -250,15 +248,23 @@ def _same(data: bytes) -> bytes:
 # -- our work alone: each adapter around a stub that answers at once ----------------------
 
 
-def _aio_interceptor_alone() -> tuple[Run, Run]:
-    import grpc.aio
+class _StubChannel:
+    """A channel whose unary-unary multi-callable is ``answer``: what the
+    guarded channels wrap, minus the network."""
 
+    def __init__(self, answer: Callable[..., Any]) -> None:
+        self._answer = answer
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Callable[..., Any]:
+        return self._answer
+
+
+def _aio_channel_alone() -> tuple[Run, Run]:
     from ..providers import grpc as vrg
+    from ..providers.grpc_channel import GuardedAioChannel
 
     class Done:
-        """A grpc.aio call as the continuation returns it, whose await gives
-        the response at once (the interceptor awaits it, then grpc awaits
-        the finished call again)."""
+        """A grpc.aio call whose await gives the response at once."""
 
         __slots__ = ()
 
@@ -266,65 +272,31 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
             return b"ok"
             yield  # pragma: no cover - makes this a generator
 
-    async def continuation(details: Any, request: Any) -> Any:
+    def answer(request: Any, **_: Any) -> Done:
         return Done()
 
-    interceptor = vrg.aio_interceptors("bench", "alone-aio", **_guard_parts("alone-aio"))[0]
-    details = grpc.aio.ClientCallDetails(METHOD.encode(), None, None, None, None)
+    guard = vrg.RpcGuard("bench", "alone-aio", **_guard_parts("alone-aio"))
+    guarded = GuardedAioChannel(_StubChannel(answer), guard).unary_unary(METHOD)
 
     async def stub() -> Any:
-        return await (await continuation(details, b"x"))
+        return await answer(b"x")
 
-    async def guarded() -> Any:
-        answer = await interceptor.intercept_unary_unary(continuation, details, b"x")
-        return await answer  # the call, as grpc.aio's own interceptors return it
+    async def through_guard() -> Any:
+        return await guarded(b"x")
 
-    return _loop_async(stub), _loop_async(guarded)
+    return _loop_async(stub), _loop_async(through_guard)
 
 
-def _sync_interceptor_alone() -> tuple[Run, Run]:
-    import grpc
-    import grpc._interceptor
-
+def _sync_channel_alone() -> tuple[Run, Run]:
     from ..providers import grpc as vrg
+    from ..providers.grpc_channel import GuardedChannel
 
-    class Outcome:
-        """A finished sync grpc call, as grpc's continuation returns it."""
+    def answer(request: Any, *_: Any) -> bytes:
+        return b"ok"
 
-        def done(self) -> bool:
-            return True
-
-        def add_done_callback(self, fn: Callable[[Any], object]) -> None:
-            fn(self)
-
-        def cancelled(self) -> bool:
-            return False
-
-        def exception(self, timeout: float | None = None) -> None:
-            return None
-
-        def result(self, timeout: float | None = None) -> bytes:
-            return b"ok"
-
-    outcome = Outcome()
-
-    class Details(collections.namedtuple(  # what grpc's own interceptors pass: a namedtuple
-            "Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                        "compression")), grpc.ClientCallDetails):  # type: ignore[misc]
-        pass
-
-    # grpc's own (private) class where there is one: the interceptor rebuilds it directly
-    details = getattr(grpc._interceptor, "_ClientCallDetails", Details)(
-        METHOD, None, None, None, None, None)
-
-    def continuation(details: Any, request: Any) -> Any:
-        return outcome
-
-    interceptor = vrg.SyncInterceptor(vrg.RpcGuard("bench", "alone-sync",
-                                                   **_guard_parts("alone-sync")))
-    return (_loop_sync(lambda: continuation(details, b"x").result()),
-            _loop_sync(lambda: interceptor.intercept_unary_unary(continuation, details,
-                                                                 b"x").result()))
+    guard = vrg.RpcGuard("bench", "alone-sync", **_guard_parts("alone-sync"))
+    guarded = GuardedChannel(_StubChannel(answer), guard).unary_unary(METHOD)
+    return _loop_sync(lambda: answer(b"x")), _loop_sync(lambda: guarded(b"x"))
 
 
 def _async_transport_alone() -> tuple[Run, Run]:
