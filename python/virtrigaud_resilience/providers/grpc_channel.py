@@ -35,7 +35,8 @@ import grpc
 import grpc.aio
 
 from ..breaker import Permit
-from .grpc import RpcGuard, RpcMethod, SyncInterceptor
+from .grpc import RpcGuard, SyncInterceptor
+from .guard import Method
 from .grpc_call import GuardedCall, GuardedStream, Settler, _AioDelegate, _status_now
 
 __all__ = ["GuardedAioChannel", "GuardedAioUnaryCall", "GuardedChannel", "RejectedAioUnaryCall"]
@@ -140,7 +141,7 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
     __slots__ = ("_inner", "_guard", "_permit", "_method", "_start", "_settled", "_error",
                  "_cause")
 
-    def __init__(self, inner: Any, guard: RpcGuard, permit: Permit | None, method: RpcMethod,
+    def __init__(self, inner: Any, guard: RpcGuard, permit: Permit | None, method: Method,
                  start: float) -> None:
         self._inner = inner
         self._guard = guard
@@ -325,7 +326,7 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
 
 
 #: SyncInterceptor.start: (method, caller's timeout, stream) -> (settler, timeout to send)
-_Start = Callable[[RpcMethod, "float | None", bool], "tuple[Settler, float | None]"]
+_Start = Callable[[Method, "float | None", bool], "tuple[Settler, float | None]"]
 
 
 class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
