@@ -1,7 +1,7 @@
 """The adapters composed as the README recommends: one admission per attempt.
 
 A ResilientProvider (or a Policy, or ``breaker.call``) around a provider
-client whose transport is guarded too (``aio_interceptors``,
+client whose transport is guarded too (``aio_channel``, ``aio_interceptors``,
 ``AsyncResilientTransport``, the sync interceptor and transport), with the
 same Config and so the same shared breaker and bucket, against real loopback
 servers on a ManualClock with the production settings (breaker 15 / 120 s,
@@ -111,12 +111,31 @@ Composed = tuple[ResilientProvider, Client, Callable[[], int]]
 
 @pytest.fixture
 async def over_grpc(grpc_server: GrpcServer) -> AsyncIterator[Callable[..., Composed]]:
+    async for make in grpc_composed(grpc_server, interceptors=True):
+        yield make
+
+
+@pytest.fixture
+async def over_grpc_channel(grpc_server: GrpcServer) -> AsyncIterator[Callable[..., Composed]]:
+    async for make in grpc_composed(grpc_server, interceptors=False):
+        yield make
+
+
+async def grpc_composed(grpc_server: GrpcServer,
+                        interceptors: bool) -> AsyncIterator[Callable[..., Composed]]:
+    """ResilientProvider over a client of a guarded grpc.aio channel:
+    ``aio_interceptors``, or ``aio_channel``."""
     channels: list[Any] = []
 
     def make(clock: vr.ManualClock, name: str, **options: Any) -> Composed:
-        channel = grpc.aio.insecure_channel(
-            grpc_server.target,
-            interceptors=vrg.aio_interceptors("vsphere", name, CONFIG, clock=clock, **options))
+        if interceptors:
+            channel = grpc.aio.insecure_channel(
+                grpc_server.target,
+                interceptors=vrg.aio_interceptors("vsphere", name, CONFIG, clock=clock,
+                                                  **options))
+        else:
+            channel = vrg.aio_channel(grpc_server.target, "vsphere", name, CONFIG, clock=clock,
+                                      **options)
         channels.append(channel)
         describe = channel.unary_unary("/provider.v1.Provider/Describe",
                                        request_serializer=identity,
@@ -157,9 +176,11 @@ async def over_http(http_server: HttpServer) -> AsyncIterator[Callable[..., Comp
         await http.aclose()
 
 
-@pytest.fixture(params=["grpc.aio", "httpx"])
-def composed(request: Any, over_grpc: Any, over_http: Any) -> Callable[..., Composed]:
-    return over_grpc if request.param == "grpc.aio" else over_http
+@pytest.fixture(params=["grpc.aio channel", "grpc.aio interceptors", "httpx"])
+def composed(request: Any) -> Callable[..., Composed]:
+    fixture = {"grpc.aio channel": "over_grpc_channel", "grpc.aio interceptors": "over_grpc",
+               "httpx": "over_http"}[request.param]
+    return request.getfixturevalue(fixture)  # type: ignore[no-any-return]
 
 
 async def test_a_steady_call_takes_one_token(composed: Callable[..., Composed]) -> None:
