@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 # sys.modules, so its local import is a dictionary lookup.
 
 from . import _foreign_deadlines, _validate
+from ._loop_deadlines import LoopDeadlines, deadlines_of
 from .clock import Sleeper
 from .durations import MAX_DURATION, Seconds
 from .errors import OperationTimeoutError
@@ -228,7 +229,8 @@ class TimeoutScope:
         else:
             self._timeout = (None if timeout is None
                              else _validate.seconds(owner, "timeout", timeout))
-        self._handle: asyncio.TimerHandle | None = None
+        self._deadlines: LoopDeadlines | None = None  # the loop's deadlines, and our entry:
+        self._deadline: list[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._token: Token[tuple[TimeoutScope, ...]] | None = None
@@ -259,7 +261,8 @@ class TimeoutScope:
             self._task = task
             self._cancelling = _cancelling(task)
             self._token = _SCOPES.set((*_SCOPES.get(), self))
-            self._handle = asyncio.get_running_loop().call_later(self._timeout, self._fire)
+            self._deadlines = deadlines = deadlines_of(task.get_loop())
+            self._deadline = deadlines.add(self._timeout, self)
 
     def _fire(self) -> None:
         assert self._task is not None
@@ -272,8 +275,8 @@ class TimeoutScope:
         import asyncio
 
         self._exited = True
-        if self._handle is not None:
-            self._handle.cancel()
+        if self._deadlines is not None:
+            self._deadlines.end(self._deadline)  # type: ignore[arg-type]
         if self._token is not None:
             _SCOPES.reset(self._token)
         if not self.fired or self._task is None:
