@@ -178,8 +178,6 @@ async def call_until(
     time for the seconds left on ``clock``. A cancellation from outside that
     coincides with the deadline stays a ``CancelledError``.
     """
-    import asyncio
-
     if deadline is None:
         return await fn(*args, **kwargs)
     left = deadline - clock.now()
@@ -198,8 +196,11 @@ async def call_until(
             raise
         scope._stop(None, None)
         return result
-    except asyncio.TimeoutError as exc:
-        if not scope.fired:  # a TimeoutError of the call's own (or an inner deadline's)
+    except Exception as exc:
+        import asyncio  # loaded: only here, so the success path needs no import
+
+        # A TimeoutError of the call's own (or an inner deadline's) stays as it is.
+        if not scope.fired or not isinstance(exc, asyncio.TimeoutError):
             raise
         raise deadline_exceeded(what, exc) from exc
     finally:
@@ -222,6 +223,9 @@ class TimeoutScope:
     outside, the ``CancelledError`` stays (a cancelled task must stop, not
     see a timeout it might retry).
     """
+
+    __slots__ = ("_timeout", "_deadlines", "_deadline", "_task", "_cancelling", "_token",
+                 "fired", "_exited")
 
     def __init__(self, timeout: Seconds | None, owner: str = "timeout") -> None:
         if type(timeout) is float and 0.0 <= timeout < _INFINITY:
@@ -252,14 +256,14 @@ class TimeoutScope:
         self._stop(exc_type, exc)
 
     def _start(self) -> None:
-        import asyncio
-
         if self._timeout is not None:
-            task = asyncio.current_task()
+            task = _current_task()
             if task is None:
                 raise RuntimeError("TimeoutScope must be used inside an asyncio task")
             self._task = task
-            self._cancelling = _cancelling(task)
+            cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+            if cancelling is not None:
+                self._cancelling = cancelling()
             self._token = _SCOPES.set((*_SCOPES.get(), self))
             self._deadlines = deadlines = deadlines_of(task.get_loop())
             self._deadline = deadlines.add(self._timeout, self)
@@ -272,8 +276,6 @@ class TimeoutScope:
     def _stop(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
         """Leaves the scope; raises TimeoutError from ``exc`` if the
         cancellation ending it was this deadline's."""
-        import asyncio
-
         self._exited = True
         if self._deadlines is not None:
             self._deadlines.end(self._deadline)  # type: ignore[arg-type]
@@ -281,10 +283,22 @@ class TimeoutScope:
             _SCOPES.reset(self._token)
         if not self.fired or self._task is None:
             return
+        import asyncio
+
         uncancel = getattr(self._task, "uncancel", None)
         outside = uncancel() > self._cancelling if uncancel is not None else False
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and not outside:
             raise asyncio.TimeoutError from exc
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    """``asyncio.current_task()``, bound on first use (asyncio is loaded by
+    then: this runs inside a task)."""
+    global _current_task
+    import asyncio
+
+    _current_task = asyncio.current_task
+    return _current_task()
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> int:
