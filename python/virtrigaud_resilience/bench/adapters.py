@@ -69,7 +69,7 @@ class _Pair:
     bare: Run
     guarded: Run
     is_async: bool
-    alone: tuple[Run, Run] | None = None  # stub, guard around the stub: our work
+    alone: tuple[Run, Run] | None = None  # the stub bare and guarded: our work
     times: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -173,8 +173,8 @@ def _measure(pairs: list[_Pair], loop: asyncio.AbstractEventLoop, rounds: int, c
                 pair.times.setdefault(name, []).append(per_call)
 
 
-def _guard_parts(label: str) -> dict[str, Any]:
-    """The whole guard: a breaker and a bucket that never refuse."""
+def _never_refusing(label: str) -> dict[str, Any]:
+    """An adapter's primitives: a breaker and a bucket that never refuse."""
     import virtrigaud_resilience as vr
 
     return {"breaker": vr.CircuitBreaker(f"bench-{label}", "bench", label),
@@ -209,18 +209,18 @@ def _pairs(loop: asyncio.AbstractEventLoop, grpc_port: int, http_port: int,
     async def open_async() -> tuple[Any, Any, Any, Any]:
         return (grpc.aio.insecure_channel(target),
                 grpc.aio.insecure_channel(target, interceptors=vrg.aio_interceptors(
-                    "bench", "aio", **_guard_parts("aio"))),
+                    "bench", "aio", **_never_refusing("aio"))),
                 httpx.AsyncClient(base_url=base),
                 httpx.AsyncClient(base_url=base, transport=vrh.AsyncResilientTransport(
-                    "bench", "async-http", **_guard_parts("async-http"))))
+                    "bench", "async-http", **_never_refusing("async-http"))))
 
     bare_aio, guarded_aio, bare_ahttp, guarded_ahttp = loop.run_until_complete(open_async())
     bare_sync = grpc.insecure_channel(target)
     guarded_sync = vrg.intercept_channel(grpc.insecure_channel(target), "bench", "sync",
-                                         **_guard_parts("sync"))
+                                         **_never_refusing("sync"))
     bare_http = httpx.Client(base_url=base)
     guarded_http = httpx.Client(base_url=base, transport=vrh.ResilientTransport(
-        "bench", "sync-http", **_guard_parts("sync-http")))
+        "bench", "sync-http", **_never_refusing("sync-http")))
     closers += [bare_aio.close, guarded_aio.close, bare_ahttp.aclose, guarded_ahttp.aclose,
                 bare_sync.close, guarded_sync.close, bare_http.close, guarded_http.close]
 
@@ -269,7 +269,7 @@ def _aio_interceptor_alone() -> tuple[Run, Run]:
     async def continuation(details: Any, request: Any) -> Any:
         return Done()
 
-    interceptor = vrg.aio_interceptors("bench", "alone-aio", **_guard_parts("alone-aio"))[0]
+    interceptor = vrg.aio_interceptors("bench", "alone-aio", **_never_refusing("alone-aio"))[0]
     details = grpc.aio.ClientCallDetails(METHOD.encode(), None, None, None, None)
 
     async def stub() -> Any:
@@ -321,7 +321,7 @@ def _sync_interceptor_alone() -> tuple[Run, Run]:
         return outcome
 
     interceptor = vrg.SyncInterceptor(vrg.RpcGuard("bench", "alone-sync",
-                                                   **_guard_parts("alone-sync")))
+                                                   **_never_refusing("alone-sync")))
     return (_loop_sync(lambda: continuation(details, b"x").result()),
             _loop_sync(lambda: interceptor.intercept_unary_unary(continuation, details,
                                                                  b"x").result()))
@@ -338,7 +338,7 @@ def _async_transport_alone() -> tuple[Run, Run]:
 
     stub = Stub()
     transport = vrh.AsyncResilientTransport("bench", "alone-async-http", transport=stub,
-                                            **_guard_parts("alone-async-http"))
+                                            **_never_refusing("alone-async-http"))
     request = httpx.Request("GET", "http://127.0.0.1/vms/1")
     return (_loop_async(lambda: stub.handle_async_request(request)),
             _loop_async(lambda: transport.handle_async_request(request)))
@@ -355,7 +355,7 @@ def _sync_transport_alone() -> tuple[Run, Run]:
 
     stub = Stub()
     transport = vrh.ResilientTransport("bench", "alone-sync-http", transport=stub,
-                                       **_guard_parts("alone-sync-http"))
+                                       **_never_refusing("alone-sync-http"))
     request = httpx.Request("GET", "http://127.0.0.1/vms/1")
     return (_loop_sync(lambda: stub.handle_request(request)),
             _loop_sync(lambda: transport.handle_request(request)))
