@@ -225,12 +225,12 @@ def outage() -> tuple[list[str], bool]:
                 kept = time.perf_counter() - lost
                 regain()
                 back_exact, back_leased = _until_shared(exact, leased)
-                held = back_exact <= exact.guard.probe_interval + 0.05 and \
+                held = back_exact <= exact.client_breaker.probe_interval + 0.05 and \
                     back_leased <= leased.refresh
                 ok &= held
                 lines.append(f"  {'ok  ' if held else 'MISS'}  back: exact bucket shared again "
                              f"after {back_exact * 1e3:.0f} ms (probe every "
-                             f"{exact.guard.probe_interval:g} s), leased after "
+                             f"{exact.client_breaker.probe_interval:g} s), leased after "
                              f"{back_leased * 1e3:.0f} ms (refresh {leased.refresh:g} s; it "
                              f"had kept its lease {kept:.2f} s of {leased.lease:g})")
         finally:
@@ -256,7 +256,8 @@ def cluster_outage() -> tuple[list[str], bool]:
             first, p99, rest = _decisions(exact)
             regain()
             (back,) = _until_shared(exact)
-            held = first <= 1.0 and rest <= 0.001 and back <= exact.guard.probe_interval + 0.05
+            held = (first <= 1.0 and rest <= 0.001
+                    and back <= exact.client_breaker.probe_interval + 0.05)
             ok &= held
             lines.append(f"  {'ok  ' if held else 'MISS'}  cluster node {how}: first decision "
                          f"{first * 1e3:.1f} ms, the next 1,999: 99% within {p99 * 1e6:.0f} us, "
@@ -284,18 +285,19 @@ def many_buckets() -> tuple[list[str], bool]:
         buckets[0].try_acquire()
         redis_server.start()
         started = time.perf_counter()
-        while not buckets[0].guard.up:
+        while not buckets[0].client_breaker.up:
             time.sleep(0.001)
         back = time.perf_counter() - started
         again = sum(b.try_acquire() for b in buckets)
-        opened = buckets[0].guard.breaker.transitions[2]
+        opened = buckets[0].client_breaker.breaker.transitions[2]
         client.close()
     held = shared == again == 10_000 and in_use <= 1 and opened == 1 and \
-        back <= buckets[0].guard.probe_interval + 0.05
+        back <= buckets[0].client_breaker.probe_interval + 0.05
     return [f"  {'ok  ' if held else 'MISS'}  10,000 buckets on one client: {shared:,} decided "
-            f"on Redis holding {in_use} connection(s); after a restart the guard closed in "
-            f"{back * 1e3:.0f} ms (probe every {buckets[0].guard.probe_interval:g} s) and "
-            f"{again:,} decided on Redis again, the guard opened {opened} time(s)"], held
+            f"on Redis holding {in_use} connection(s); after a restart the client breaker "
+            f"closed in {back * 1e3:.0f} ms (probe every "
+            f"{buckets[0].client_breaker.probe_interval:g} s) and "
+            f"{again:,} decided on Redis again, the client breaker opened {opened} time(s)"], held
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ from virtrigaud_resilience.providers import http as vrh  # noqa: E402
 METHOD = "/provider.v1.Provider/Describe"
 
 
-def guard_parts(label: str) -> dict[str, Any]:
+def never_refusing(label: str) -> dict[str, Any]:
     return {"breaker": vr.CircuitBreaker(f"bench-{label}", "bench", label),
             "limiter": vr.TokenBucket(qps=1e9, burst=1_000_000)}
 
@@ -62,7 +62,7 @@ def test_grpc_bare(benchmark: Any, grpc_target: str) -> None:
 @pytest.mark.benchmark(group="grpc sync unary")
 def test_grpc_intercepted(benchmark: Any, grpc_target: str) -> None:
     with grpc.insecure_channel(grpc_target) as raw:
-        channel = vrg.intercept_channel(raw, "bench", "pytest-sync", **guard_parts("grpc"))
+        channel = vrg.intercept_channel(raw, "bench", "pytest-sync", **never_refusing("grpc"))
         assert benchmark(unary(channel), b"x") == b"ok:x"
 
 
@@ -74,7 +74,7 @@ def test_httpx_bare(benchmark: Any, http_url: str) -> None:
 
 @pytest.mark.benchmark(group="httpx sync GET")
 def test_httpx_transport(benchmark: Any, http_url: str) -> None:
-    transport = vrh.ResilientTransport("bench", "pytest-http", **guard_parts("http"))
+    transport = vrh.ResilientTransport("bench", "pytest-http", **never_refusing("http"))
     with httpx.Client(base_url=http_url, transport=transport) as client:
         assert benchmark(client.get, "/vms/1").status_code == 200
 

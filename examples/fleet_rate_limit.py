@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.distributed import (
     RedisBreakerSync,
-    RedisGuard,
+    RedisClientBreaker,
     RedisTokenBucket,
     connect,
 )
@@ -48,7 +48,7 @@ def replica_bucket(url: str, key: str) -> RedisTokenBucket:
     client = connect(url)
     # Probe a lost Redis every 50 ms (the default is 0.5 s), to keep the example short.
     return RedisTokenBucket(client, key, qps=QPS, burst=BURST, local_share=1 / REPLICAS,
-                            guard=RedisGuard(client, probe_interval=0.05))
+                            client_breaker=RedisClientBreaker(client, probe_interval=0.05))
 
 
 def hammer(buckets: list[RedisTokenBucket], seconds: float) -> list[int]:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import errors, events
+from . import _deprecated, errors, events
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
     BreakerRegistry,
+    BreakerScope,
     BreakerState,
     CircuitBreaker,
-    Guard,
     Permit,
     default_failure_predicate,
 )
@@ -71,6 +71,7 @@ __all__ = [
     "Backoff",
     "BreakerConfig",
     "BreakerRegistry",
+    "BreakerScope",
     "Bulkhead",
     "Condition",
     "ConditionStatus",
@@ -103,7 +104,6 @@ __all__ = [
     "CircuitOpenError",
     "ConflictError",
     "ErrorType",
-    "Guard",
     "InvalidSpecError",
     "ManualClock",
     "NotFoundError",
@@ -136,12 +136,19 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import metrics  # noqa: F401  (not in __all__: it needs prometheus-client)
+    from .breaker import Guard  # noqa: F401  (deprecated: BreakerScope)
 
 
-def __getattr__(name: str) -> Any:
+def _lazy(name: str) -> Any:
     # metrics needs prometheus-client (an optional extra): import it on first use.
     if name == "metrics":
         import importlib
 
         return importlib.import_module(".metrics", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: The lazy names, and the old public names, served (with a DeprecationWarning) until 0.3.0.
+__getattr__ = _deprecated.module_getattr(__name__, {
+    "Guard": f"{__name__}.BreakerScope",
+}, otherwise=_lazy)

@@ -11,7 +11,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def guarded(fn: Callable[P, T], call: Callable[..., Any],
+def route_calls(fn: Callable[P, T], call: Callable[..., Any],
             call_async: Callable[..., Awaitable[Any]]) -> Callable[P, T]:
     """``fn`` wrapped so each call runs as ``call(fn, *args, **kwargs)``, or, for a
     coroutine function (or a callable object whose ``__call__`` is one), as

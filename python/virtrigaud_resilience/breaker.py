@@ -34,9 +34,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _core, _validate, events
-from . import _admission
+from . import _admission, _deprecated
 from ._admission import Held, hold, holding
-from ._decorate import guarded
+from ._decorate import route_calls
 from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
@@ -48,6 +48,7 @@ __all__ = [
     "BreakerState",
     "BreakerConfig",
     "CircuitBreaker",
+    "BreakerScope",
     "Permit",
     "default_failure_predicate",
     "StateListener",
@@ -261,13 +262,13 @@ class CircuitBreaker(_core.CircuitBreaker):
         self._record(ticket, _SUCCESS)
         return result
 
-    def guard(self) -> Guard:
-        """A context manager (``with`` or ``async with``) guarding its body.
+    def guard(self) -> BreakerScope:
+        """A :class:`BreakerScope` (``with`` or ``async with``) guarding its body.
 
         Entering admits or raises CircuitOpenError; leaving records the
         outcome of the body (an exception is classified as in :meth:`call`).
         """
-        return Guard(self)
+        return BreakerScope(self)
 
     def try_acquire(self) -> Permit | None:
         """The two-step form (gobreaker's TwoStepCircuitBreaker): a
@@ -282,7 +283,7 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function so every call goes through the breaker."""
-        return guarded(fn, self.call, self.call_async)
+        return route_calls(fn, self.call, self.call_async)
 
     def add_listener(self, listener: StateListener) -> None:
         """Calls ``listener(breaker, old, new)`` after each state change of this breaker.
@@ -389,8 +390,12 @@ class Permit(_core.OneShot):
             raise RuntimeError("this Permit's outcome was already reported")
 
 
-class Guard:
-    """The context manager of :meth:`CircuitBreaker.guard`."""
+class BreakerScope:
+    """One block run through a breaker: the context manager of :meth:`CircuitBreaker.guard`.
+
+    Entering admits (or raises CircuitOpenError); leaving records the
+    block's outcome, as :meth:`CircuitBreaker.call` records a call's.
+    """
 
     __slots__ = ("_breaker", "_ticket", "_held")
 
@@ -399,7 +404,7 @@ class Guard:
         self._ticket = -1
         self._held: Held | None = None
 
-    def __enter__(self) -> Guard:
+    def __enter__(self) -> BreakerScope:
         self._ticket = self._breaker._admit()
         self._held = hold(self._breaker, None) if _admission.nesting else None  # for adapters
         return self
@@ -416,7 +421,7 @@ class Guard:
         else:
             self._breaker._record_exception(self._ticket, exc)
 
-    async def __aenter__(self) -> Guard:
+    async def __aenter__(self) -> BreakerScope:
         return self.__enter__()
 
     async def __aexit__(
@@ -559,3 +564,10 @@ atexit.register(_core._install_hooks, None, None)
 
 #: The native hot methods of CircuitBreaker and its subclasses (see _specialised.py).
 _HOT_METHODS = HotMethods(CircuitBreaker)
+
+if TYPE_CHECKING:
+    Guard = BreakerScope  # the old name, until 0.3.0 (at run time it warns: below)
+else:
+    __getattr__ = _deprecated.module_getattr(__name__, {
+        "Guard": f"{__name__}.BreakerScope",
+    })

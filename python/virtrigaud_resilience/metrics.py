@@ -82,7 +82,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[prometheus]'"
     ) from exc
 
-from ._fallbacks import FALLBACKS
+from ._fallback_census import FALLBACK_LIMITERS
 from ._tracking import Counters, Labels, add_counters
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
@@ -278,7 +278,7 @@ class ResilienceCollector(Collector):
 
     def _collect_fallbacks(self, decisions: Any, transitions: Any) -> None:
         sums: dict[Labels, list[int]] = {}
-        limiters, dropped = FALLBACKS.snapshot()
+        limiters, dropped = FALLBACK_LIMITERS.snapshot()
         for limiter in limiters:
             # A live limiter's config changes (0 where it has none) come
             # last: a dropped one's totals, without them, add to the rest.

@@ -38,7 +38,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import _admission, _core, _validate
 from ._admission import hold, holding
-from ._decorate import guarded
+from ._decorate import route_calls
 from ._specialised import HotMethods
 from .breaker import _RELEASE, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
@@ -212,7 +212,7 @@ class Policy(_core.Policy):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function; its name and signature are kept."""
-        return guarded(fn, self.execute, self.execute_async)
+        return route_calls(fn, self.execute, self.execute_async)
 
     # -- the Python continuation of the native first attempt ------------------
 

@@ -29,7 +29,7 @@ import sys
 import time
 from typing import Any
 
-from virtrigaud_resilience.distributed import LeasedTokenBucket, RedisGuard, connect
+from virtrigaud_resilience.distributed import LeasedTokenBucket, RedisClientBreaker, connect
 
 
 class LostTables(logging.Handler):
@@ -81,12 +81,12 @@ def scenario(command: dict[str, Any], lost: LostTables, shares: list[list[float]
     lost.count = 0
     shares.clear()
     client = connect(command["url"])
-    guard = RedisGuard(client, probe_interval=0.05)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
 
     def join() -> LeasedTokenBucket:
         return LeasedTokenBucket(client, command["key"], qps=config["qps"],
                                  burst=config["burst"], lease=config["lease"],
-                                 refresh=config["refresh"], guard=guard)
+                                 refresh=config["refresh"], client_breaker=client_breaker)
 
     if command["role"] == "member":
         time.sleep(command["delay"])

@@ -17,7 +17,7 @@ import redis
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.distributed import (
     LeasedTokenBucket,
-    RedisGuard,
+    RedisClientBreaker,
     RedisTokenBucket,
     connect,
 )
@@ -66,7 +66,7 @@ COMMON: list[tuple[str, Any, type[Exception], str]] = [
     ("local_share", 1.5, ValueError, "1.5"),
     ("local_share", NAN, ValueError, "nan"),
     ("provider", 7, TypeError, "7"),
-    ("guard", "g", TypeError, "'g'"),
+    ("client_breaker", "g", TypeError, "'g'"),
 ]
 LEASED_ONLY: list[tuple[str, Any, type[Exception], str]] = [
     ("lease", 0, ValueError, "0"),
@@ -113,15 +113,15 @@ def test_a_wrong_client_type_says_which_clients_work(client: Any) -> None:
         with pytest.raises(TypeError, match=r"client must be a redis\.Redis.*redis\.asyncio"
                                             r"\.Redis.*got"):
             make(client=client if client is not None else 0.5)
-    with pytest.raises(TypeError, match="RedisGuard client must be"):
-        RedisGuard(client)
+    with pytest.raises(TypeError, match="RedisClientBreaker client must be"):
+        RedisClientBreaker(client)
 
 
 def test_a_guard_of_another_client_is_refused() -> None:
-    with pytest.raises(ValueError, match="guard must guard the bucket's client"):
-        exact(guard=RedisGuard(nowhere()))
+    with pytest.raises(ValueError, match="client_breaker must be the breaker of its own client"):
+        exact(client_breaker=RedisClientBreaker(nowhere()))
     with pytest.raises(ValueError, match="probe_interval must be > 0, got 0"):
-        RedisGuard(nowhere(), probe_interval=0)
+        RedisClientBreaker(nowhere(), probe_interval=0)
 
 
 @pytest.mark.parametrize(("n", "error"), [(0, ValueError), (6, ValueError), (-1, ValueError),
@@ -131,7 +131,7 @@ def test_decisions_refuse_a_bad_n_before_any_round_trip(n: Any, error: type[Exce
     for call in (b.try_acquire, b.reserve, b.acquire, b.retry_after):
         with pytest.raises(error, match=rf"RedisTokenBucket n must .*got .*{re.escape(repr(n))}"):
             call(n)
-    assert b.guard.up  # nothing was sent
+    assert b.client_breaker.up  # nothing was sent
 
 
 @pytest.mark.parametrize("timeout", [-1, NAN, "forever"])

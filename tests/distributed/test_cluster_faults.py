@@ -1,8 +1,8 @@
-"""Redis Cluster dies, hangs and comes back: every client family is handled by the guard.
+"""Redis Cluster dies, hangs and comes back: every client family is handled by the client breaker.
 
 A cluster client raises ``RedisClusterException`` and its subclasses (not
 ``redis.RedisError``) when no node answers: those, like every error of
-redis-py, the OS's and timeouts, open the guard; decisions keep the bounds
+redis-py, the OS's and timeouts, open the client breaker; decisions keep the bounds
 of test_faults.py (the one that meets the failure within ``BUDGET``, every
 later one local), and shared accounting resumes within a probe interval
 (exact) or a refresh (leased) of the node's return. Each test runs its own
@@ -23,7 +23,7 @@ from test_faults import BUDGET, LOCAL, decide_many, eventually, redis_log, timed
 
 from virtrigaud_resilience.distributed import (
     LeasedTokenBucket,
-    RedisGuard,
+    RedisClientBreaker,
     RedisTokenBucket,
     connect,
 )
@@ -34,8 +34,9 @@ KEY = "{fleet}:cluster-faults"
 def fail_fast_bucket(url: str, **options: Any) -> RedisTokenBucket:
     client = connect(url, cluster=True)
     assert isinstance(client, RedisCluster)
-    guard = RedisGuard(client, probe_interval=0.05)
-    return RedisTokenBucket(client, KEY, qps=1000, burst=50, guard=guard, **options)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
+    return RedisTokenBucket(client, KEY, qps=1000, burst=50, client_breaker=client_breaker,
+                            **options)
 
 
 def test_exact_bucket_on_a_cluster_killed_paused_restarted(
@@ -68,8 +69,9 @@ def test_exact_bucket_on_a_cluster_killed_paused_restarted(
 
 async def test_async_exact_bucket_on_a_cluster_killed_and_restarted(own_cluster: Any) -> None:
     client = connect(own_cluster.url, asynchronous=True, cluster=True)
-    guard = RedisGuard(client, probe_interval=0.05)
-    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, guard=guard, local_share=0.5)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
+    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, client_breaker=client_breaker,
+                         local_share=0.5)
     assert all(await asyncio.gather(*(b.try_acquire_async() for _ in range(10))))
     own_cluster.kill()
     started = time.monotonic()
@@ -92,19 +94,20 @@ async def test_async_exact_bucket_on_a_cluster_killed_and_restarted(own_cluster:
 def test_a_cluster_client_with_its_own_retries_never_raises_raw(own_cluster: Any) -> None:
     # redis-py's defaults: it retries the lost node itself (1-2 s) before it
     # raises RedisClusterUnreachableError; that stall is the client's, but
-    # what it raises is the guard's to handle, and every later decision is local.
+    # what it raises is the client breaker's to handle, and every later decision is local.
     client = RedisCluster.from_url(own_cluster.url)
-    guard = RedisGuard(client, probe_interval=0.05)
-    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, guard=guard, fallback="allow")
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
+    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, client_breaker=client_breaker,
+                         fallback="allow")
     assert b.try_acquire() is True
     own_cluster.kill()
     assert b.try_acquire() is True  # the fallback's: nothing raw escaped
-    assert isinstance(guard.last_error, redis.exceptions.RedisClusterException)
-    assert not guard.up
+    assert isinstance(client_breaker.last_error, redis.exceptions.RedisClusterException)
+    assert not client_breaker.up
     times = decide_many(b, 50)
     assert max(times) < LOCAL
     own_cluster.start()
-    eventually(lambda: guard.up, within=5.0)
+    eventually(lambda: client_breaker.up, within=5.0)
     client.close()
 
 
@@ -126,13 +129,13 @@ def test_the_probe_survives_any_exception(own_server: Any,
     client.failures = [redis.exceptions.RedisClusterUnreachableError("no node"),
                        RuntimeError("a bug"), RuntimeError("a bug again"),
                        redis.exceptions.SlotNotCoveredError("slot 7")]
-    guard = RedisGuard(client, probe_interval=0.05)
-    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, guard=guard)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
+    b = RedisTokenBucket(client, KEY, qps=1000, burst=50, client_breaker=client_breaker)
     own_server.kill()
-    assert isinstance(b.try_acquire(), bool) and not guard.up
+    assert isinstance(b.try_acquire(), bool) and not client_breaker.up
     own_server.start()
     # Four failed probes (the RuntimeErrors back off: 0.1 s, then 0.2 s), then back.
-    eventually(lambda: guard.up, within=5.0)
+    eventually(lambda: client_breaker.up, within=5.0)
     assert client.failures == []
     unexpected = redis_log(caplog, "probe_error")
     assert len(unexpected) == 1 and "RuntimeError" in str(unexpected[0].exc_info)
@@ -141,9 +144,9 @@ def test_the_probe_survives_any_exception(own_server: Any,
 
 def test_leased_bucket_on_a_cluster_killed_and_restarted(own_cluster: Any) -> None:
     client = connect(own_cluster.url, cluster=True)
-    guard = RedisGuard(client, probe_interval=0.05)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
     b = LeasedTokenBucket(client, KEY, qps=100, burst=10, lease=0.6, refresh=0.2,
-                          local_share=0.5, guard=guard)
+                          local_share=0.5, client_breaker=client_breaker)
     try:
         assert b.shared
         own_cluster.kill()
@@ -165,7 +168,8 @@ def test_a_leased_refresh_stuck_on_a_paused_cluster_falls_back_on_time(
     # when the node stops hangs for seconds; the lease still ends when it expires.
     client = RedisCluster.from_url(own_cluster.url, socket_timeout=5)
     b = LeasedTokenBucket(client, KEY, qps=100, burst=10, lease=0.6, refresh=0.2,
-                          local_share=0.5, guard=RedisGuard(client, probe_interval=0.05))
+                          local_share=0.5,
+                          client_breaker=RedisClientBreaker(client, probe_interval=0.05))
     try:
         eventually(lambda: b.shared, within=2.0)
         own_cluster.pause()

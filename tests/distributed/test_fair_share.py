@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from virtrigaud_resilience.distributed import RedisGuard, RedisTokenBucket, connect
+from virtrigaud_resilience.distributed import RedisClientBreaker, RedisTokenBucket, connect
 from virtrigaud_resilience.distributed import exact as exact_module
 from virtrigaud_resilience.distributed.scripts import companion_key
 
@@ -31,7 +31,8 @@ def _register_often(monkeypatch: pytest.MonkeyPatch) -> None:
 def bucket(url: str, key: str, **options: Any) -> RedisTokenBucket:
     client = connect(url)
     return RedisTokenBucket(client, key, qps=QPS, burst=BURST,
-                            guard=RedisGuard(client, probe_interval=0.05), **options)
+                            client_breaker=RedisClientBreaker(client, probe_interval=0.05),
+                            **options)
 
 
 def learn(buckets: list[RedisTokenBucket], members: int) -> None:
@@ -57,7 +58,7 @@ def test_the_outage_fallback_is_a_fair_share_of_the_last_known_fleet(
 
     own_server.kill()
     for b in fleet:
-        b.try_acquire()  # meets the failure: the guard opens
+        b.try_acquire()  # meets the failure: the client breaker opens
     assert not any(b.shared for b in fleet)
     started = time.monotonic()
     admitted = 0

@@ -23,7 +23,7 @@ import virtrigaud_resilience as vr
 from virtrigaud_resilience.distributed import (
     LeasedTokenBucket,
     RedisBreakerSync,
-    RedisGuard,
+    RedisClientBreaker,
     RedisTokenBucket,
     connect,
 )
@@ -62,7 +62,7 @@ def redis_log(caplog: pytest.LogCaptureFixture, state: str) -> list[logging.LogR
 
 def exact(url: str, key: str, **options: Any) -> RedisTokenBucket:
     client = connect(url)
-    options.setdefault("guard", RedisGuard(client, probe_interval=0.05))
+    options.setdefault("client_breaker", RedisClientBreaker(client, probe_interval=0.05))
     return RedisTokenBucket(client, key, qps=options.pop("qps", 1000),
                             burst=options.pop("burst", 50), **options)
 
@@ -85,7 +85,7 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     caplog.set_level(logging.INFO, logger="virtrigaud_resilience")
     b = exact(own_server.url, key, local_share=0.5, provider_type="vsphere", provider=key)
     labels = {"provider_type": "vsphere", "provider": key}
-    guard_labels = {"provider_type": "redis", "provider": b.guard.name}
+    breaker_labels = {"provider_type": "redis", "provider": b.client_breaker.name}
     assert all(b.try_acquire() for _ in range(10)) and b.shared
     shared_before = sum(b._counters())
 
@@ -103,7 +103,7 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     assert 25 <= admitted <= refilled_since(killed, qps=500) + 24 and admitted + rejected == 200
     assert (fell_back, recovered) == (1, 0)
     assert sum(b._counters()) == shared_before  # decisions of Redis: none meanwhile
-    # Scraped: the fallback's decisions and the transition; the guard's breaker is open.
+    # Scraped: the fallback's decisions and the transition; the client's breaker is open.
     value = registry.get_sample_value
     assert value("virtrigaud_distributed_fallback_total",
                  {**labels, "outcome": "admitted"}) == admitted
@@ -112,7 +112,7 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     assert value("virtrigaud_distributed_transitions_total", {**labels, "to": "fallback"}) == 1
     assert value("virtrigaud_rate_limiter_requests_total",
                  {**labels, "outcome": "admitted"}) == 10 + admitted
-    assert value("virtrigaud_circuit_breaker_state", guard_labels) == 2
+    assert value("virtrigaud_circuit_breaker_state", breaker_labels) == 2
 
     # Restarted: back to shared accounting within a probe or two (and logged so).
     own_server.start()
@@ -132,16 +132,16 @@ def test_killed_paused_restarted_exact_bucket(own_server: Any, key: str,
     assert b._fallback_counters()[2:] == (2, 2)
     assert len(redis_log(caplog, "lost")) == 2
     assert value("virtrigaud_distributed_transitions_total", {**labels, "to": "shared"}) == 2
-    assert value("virtrigaud_circuit_breaker_state", guard_labels) == 0
-    # The guard's transitions are logged once, by the guard (with the error), not twice.
-    assert not [r for r in caplog.records if getattr(r, "breaker", None) == "redis-guard"]
+    assert value("virtrigaud_circuit_breaker_state", breaker_labels) == 0
+    # The client breaker's transitions are logged once, by itself (with the error), not twice.
+    assert not [r for r in caplog.records if getattr(r, "breaker", None) == "redis-client"]
     vr.metrics.unregister(registry)
 
 
 def test_fallback_allow_and_deny(own_server: Any, key: str) -> None:
     allow = exact(own_server.url, key, fallback="allow")
     deny = RedisTokenBucket(allow.client, key, qps=1000, burst=50, fallback="deny",
-                            guard=allow.guard)
+                            client_breaker=allow.client_breaker)
     own_server.kill()
     assert all(allow.try_acquire() for _ in range(100))  # more than the burst: all granted
     assert allow.reserve(5).delay == 0
@@ -161,9 +161,9 @@ def test_fallback_allow_and_deny(own_server: Any, key: str) -> None:
 def test_leased_deny_raises_once_its_lease_expires_and_never_changes_class(
         own_server: Any, key: str) -> None:
     client = connect(own_server.url)
-    guard = RedisGuard(client, probe_interval=0.05)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
     b = LeasedTokenBucket(client, key, qps=1000, burst=50, lease=0.3, refresh=0.1,
-                          fallback="deny", guard=guard)
+                          fallback="deny", client_breaker=client_breaker)
     policy = vr.PolicyBuilder("leased-deny").with_rate_limiter(b).build()
     try:
         own_class, native = type(b), type(b).try_acquire
@@ -230,8 +230,9 @@ def test_many_threads_when_redis_dies(own_server: Any, key: str) -> None:
 
 async def test_async_exact_bucket_when_redis_dies(own_server: Any, key: str) -> None:
     client = connect(own_server.url, asynchronous=True)
-    guard = RedisGuard(client, probe_interval=0.05)
-    b = RedisTokenBucket(client, key, qps=1000, burst=100, guard=guard, local_share=0.1)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
+    b = RedisTokenBucket(client, key, qps=1000, burst=100, client_breaker=client_breaker,
+                         local_share=0.1)
     assert all(await asyncio.gather(*(b.try_acquire_async() for _ in range(50))))
     own_server.kill()
     started = time.monotonic()
@@ -258,10 +259,10 @@ def test_leased_bucket_keeps_its_share_until_the_lease_expires(
         own_server: Any, key: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="virtrigaud_resilience")
     client = connect(own_server.url)
-    guard = RedisGuard(client, probe_interval=0.05)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
     granted = time.monotonic()
     b = LeasedTokenBucket(client, key, qps=100, burst=10, lease=0.6, refresh=0.2,
-                          local_share=0.5, guard=guard)
+                          local_share=0.5, client_breaker=client_breaker)
     try:
         assert b.shared and b.qps == pytest.approx(100, rel=1e-6) and b.burst == 10
         assert b.tokens <= refilled_since(granted, qps=100)  # a first lease starts empty
@@ -270,7 +271,7 @@ def test_leased_bucket_keeps_its_share_until_the_lease_expires(
         # Decisions stay native (nothing waits on Redis), at the leased share...
         _, seconds = timed(lambda: [b.try_acquire() for _ in range(1000)])
         assert seconds < LOCAL
-        eventually(lambda: not guard.up, within=1.0)
+        eventually(lambda: not client_breaker.up, within=1.0)
         assert b.shared and b.qps == pytest.approx(100, rel=1e-6)
         # ...until the lease runs out (0.6 s from its last refresh, which was at
         # most a refresh interval, 0.2 s, before Redis died): then the fallback's.
@@ -302,10 +303,10 @@ def test_breakers_work_alone_while_redis_is_down(own_server: Any, key: str) -> N
     config = vr.BreakerConfig(failure_threshold=1, reset_timeout=0.3, half_open_max_calls=1)
     a, b = vr.BreakerRegistry(config), vr.BreakerRegistry(config)
     client_a, client_b = connect(own_server.url), connect(own_server.url)
-    guard_a = RedisGuard(client_a, probe_interval=0.05)
-    guard_b = RedisGuard(client_b, probe_interval=0.05)
-    with RedisBreakerSync(client_a, a, key=key, guard=guard_a), \
-            RedisBreakerSync(client_b, b, key=key, guard=guard_b):
+    breaker_a = RedisClientBreaker(client_a, probe_interval=0.05)
+    breaker_b = RedisClientBreaker(client_b, probe_interval=0.05)
+    with RedisBreakerSync(client_a, a, key=key, client_breaker=breaker_a), \
+            RedisBreakerSync(client_b, b, key=key, client_breaker=breaker_b):
         time.sleep(0.2)
         own_server.kill()
         breaker = a.get_or_create("vm", "vsphere", "prod")
@@ -316,7 +317,7 @@ def test_breakers_work_alone_while_redis_is_down(own_server: Any, key: str) -> N
         _, seconds = timed(lambda: pytest.raises(vr.UnavailableError, breaker.call, fail))
         assert seconds < LOCAL  # the transition is shared in the background
         assert breaker.state is vr.BreakerState.OPEN
-        eventually(lambda: not guard_a.up, within=1.0)
+        eventually(lambda: not breaker_a.up, within=1.0)
         assert b.get("vm", "vsphere", "prod") is None  # nothing could be shared
         # Redis back: the open breaker is published, and the other process opens it.
         own_server.start()

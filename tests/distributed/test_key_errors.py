@@ -1,7 +1,7 @@
 """One key's problem stays with its key; a permission is reported as one.
 
 A key holding another type, or a value that is not ours, raises
-RedisKeyError naming the key for that key's decisions only: the guard stays
+RedisKeyError naming the key for that key's decisions only: the client breaker stays
 closed and every other key decides on Redis. A key holding our format with
 impossible values (nan, inf, 1e300, a negative time) is repaired. An ACL user
 without scripting fails at ``from_url(check=True)``, naming the permission,
@@ -23,7 +23,7 @@ from test_faults import eventually
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.distributed import (
     LeasedTokenBucket,
-    RedisGuard,
+    RedisClientBreaker,
     RedisKeyError,
     RedisTokenBucket,
     connect,
@@ -31,8 +31,8 @@ from virtrigaud_resilience.distributed import (
 from virtrigaud_resilience.ratelimit import MIN_QPS
 
 
-def opened(guard: RedisGuard) -> int:
-    return guard.breaker.transitions[2]
+def opened(client_breaker: RedisClientBreaker) -> int:
+    return client_breaker.breaker.transitions[2]
 
 
 def test_a_key_of_another_type_is_that_keys_error(redis_url: str, key: str) -> None:
@@ -45,7 +45,8 @@ def test_a_key_of_another_type_is_that_keys_error(redis_url: str, key: str) -> N
             call()
         assert "WRONGTYPE" in info.value.reason and info.value.key == key
     assert good.try_acquire() is True and good.shared
-    assert bad.guard.up and opened(bad.guard) == 0  # no outage, no fallback, no flapping
+    # No outage, no fallback, no flapping:
+    assert bad.client_breaker.up and opened(bad.client_breaker) == 0
     assert client.hget(key, "owner") == b"someone else"  # left as it was
     client.close()
 
@@ -60,7 +61,7 @@ async def test_a_key_of_another_type_async(redis_url: str, key: str) -> None:
     assert isinstance(results[0], RedisKeyError) and results[1] is True
     with pytest.raises(RedisKeyError):
         await bad.retry_after_async()
-    assert bad.guard.up and opened(bad.guard) == 0
+    assert bad.client_breaker.up and opened(bad.client_breaker) == 0
     await client.aclose()
 
 
@@ -70,7 +71,7 @@ def test_a_value_that_is_not_ours_is_refused_not_overwritten(redis_url: str, key
     b = RedisTokenBucket(client, key, qps=10, burst=5)
     with pytest.raises(RedisKeyError, match="not a GCRA time: hello"):
         b.try_acquire()
-    assert client.get(key) == b"hello" and b.guard.up
+    assert client.get(key) == b"hello" and b.client_breaker.up
     client.close()
 
 
@@ -111,7 +112,7 @@ def test_a_lease_table_of_another_type_falls_back_that_bucket_only(
     good = LeasedTokenBucket(client, key + ":other", qps=100, burst=10)
     try:
         assert bad.mode == "fallback" and bad.qps == pytest.approx(50)
-        assert good.shared and good.guard.up
+        assert good.shared and good.client_breaker.up
         errors = [r for r in caplog.records if getattr(r, "redis_state", None) == "refresh_error"]
         assert len(errors) == 1 and key in errors[0].getMessage()
         assert "WRONGTYPE" in str(errors[0].exc_info[1])
@@ -171,25 +172,26 @@ def test_a_permission_error_is_reported_as_one_once(
         with pytest.raises(vr.UnauthorizedError, match="evalsha") as info:
             b.try_acquire()
         assert isinstance(info.value.cause, redis.exceptions.NoPermissionError)
-    assert b.guard.up and opened(b.guard) == 0 and b._fallback_counters()[:2] == (0, 0)
+    assert b.client_breaker.up and opened(b.client_breaker) == 0
+    assert b._fallback_counters()[:2] == (0, 0)
     refused = [r for r in caplog.records if getattr(r, "redis_state", None) == "refused"]
     assert len(refused) == 1
     b.client.close()
 
 
 def test_a_key_error_does_not_wedge_a_healthy_probe(own_server: Any, key: str) -> None:
-    # The guard closed again after an outage: the bad key still raises its own error.
+    # The client breaker closed again after an outage: the bad key still raises its own error.
     client = connect(own_server.url)
-    guard = RedisGuard(client, probe_interval=0.05)
+    client_breaker = RedisClientBreaker(client, probe_interval=0.05)
     client.hset(key, "x", "y")
-    bad = RedisTokenBucket(client, key, qps=10, burst=5, guard=guard)
-    good = RedisTokenBucket(client, key + ":ok", qps=10, burst=5, guard=guard)
+    bad = RedisTokenBucket(client, key, qps=10, burst=5, client_breaker=client_breaker)
+    good = RedisTokenBucket(client, key + ":ok", qps=10, burst=5, client_breaker=client_breaker)
     own_server.kill()
-    assert good.try_acquire() is True and not guard.up  # the fallback's
+    assert good.try_acquire() is True and not client_breaker.up  # the fallback's
     own_server.start()
-    eventually(lambda: guard.up, within=3.0)
+    eventually(lambda: client_breaker.up, within=3.0)
     client.hset(key, "x", "y")  # the restarted server is empty: the foreign hash again
     with pytest.raises(RedisKeyError):
         bad.try_acquire()
-    assert good.try_acquire() is True and guard.up and opened(guard) == 1
+    assert good.try_acquire() is True and client_breaker.up and opened(client_breaker) == 1
     client.close()

@@ -68,7 +68,7 @@ class _Pair:
     bare: Run
     guarded: Run
     is_async: bool
-    alone: tuple[Run, Run] | None = None  # stub, guard around the stub: our work
+    alone: tuple[Run, Run] | None = None  # the stub bare and guarded: our work
     times: dict[str, list[float]] = field(default_factory=dict)
 
 
@@ -172,8 +172,8 @@ def _measure(pairs: list[_Pair], loop: asyncio.AbstractEventLoop, rounds: int, c
                 pair.times.setdefault(name, []).append(per_call)
 
 
-def _guard_parts(label: str) -> dict[str, Any]:
-    """The whole guard: a breaker and a bucket that never refuse."""
+def _never_refusing(label: str) -> dict[str, Any]:
+    """An adapter's primitives: a breaker and a bucket that never refuse."""
     import virtrigaud_resilience as vr
 
     return {"breaker": vr.CircuitBreaker(f"bench-{label}", "bench", label),
@@ -207,18 +207,18 @@ def _pairs(loop: asyncio.AbstractEventLoop, grpc_port: int, http_port: int,
 
     async def open_async() -> tuple[Any, Any, Any, Any]:
         return (grpc.aio.insecure_channel(target),
-                vrg.aio_channel(target, "bench", "aio", **_guard_parts("aio")),
+                vrg.aio_channel(target, "bench", "aio", **_never_refusing("aio")),
                 httpx.AsyncClient(base_url=base),
                 httpx.AsyncClient(base_url=base, transport=vrh.AsyncResilientTransport(
-                    "bench", "async-http", **_guard_parts("async-http"))))
+                    "bench", "async-http", **_never_refusing("async-http"))))
 
     bare_aio, guarded_aio, bare_ahttp, guarded_ahttp = loop.run_until_complete(open_async())
     bare_sync = grpc.insecure_channel(target)
     guarded_sync = vrg.intercept_channel(grpc.insecure_channel(target), "bench", "sync",
-                                         **_guard_parts("sync"))
+                                         **_never_refusing("sync"))
     bare_http = httpx.Client(base_url=base)
     guarded_http = httpx.Client(base_url=base, transport=vrh.ResilientTransport(
-        "bench", "sync-http", **_guard_parts("sync-http")))
+        "bench", "sync-http", **_never_refusing("sync-http")))
     closers += [bare_aio.close, guarded_aio.close, bare_ahttp.aclose, guarded_ahttp.aclose,
                 bare_sync.close, guarded_sync.close, bare_http.close, guarded_http.close]
 
@@ -275,7 +275,7 @@ def _aio_channel_alone() -> tuple[Run, Run]:
     def answer(request: Any, **_: Any) -> Done:
         return Done()
 
-    guard = vrg.RpcGuard("bench", "alone-aio", **_guard_parts("alone-aio"))
+    guard = vrg.RpcGuard("bench", "alone-aio", **_never_refusing("alone-aio"))
     guarded = GuardedAioChannel(_StubChannel(answer), guard).unary_unary(METHOD)
 
     async def stub() -> Any:
@@ -294,7 +294,7 @@ def _sync_channel_alone() -> tuple[Run, Run]:
     def answer(request: Any, *_: Any) -> bytes:
         return b"ok"
 
-    guard = vrg.RpcGuard("bench", "alone-sync", **_guard_parts("alone-sync"))
+    guard = vrg.RpcGuard("bench", "alone-sync", **_never_refusing("alone-sync"))
     guarded = GuardedChannel(_StubChannel(answer), guard).unary_unary(METHOD)
     return _loop_sync(lambda: answer(b"x")), _loop_sync(lambda: guarded(b"x"))
 
@@ -310,7 +310,7 @@ def _async_transport_alone() -> tuple[Run, Run]:
 
     stub = Stub()
     transport = vrh.AsyncResilientTransport("bench", "alone-async-http", transport=stub,
-                                            **_guard_parts("alone-async-http"))
+                                            **_never_refusing("alone-async-http"))
     request = httpx.Request("GET", "http://127.0.0.1/vms/1")
     return (_loop_async(lambda: stub.handle_async_request(request)),
             _loop_async(lambda: transport.handle_async_request(request)))
@@ -327,7 +327,7 @@ def _sync_transport_alone() -> tuple[Run, Run]:
 
     stub = Stub()
     transport = vrh.ResilientTransport("bench", "alone-sync-http", transport=stub,
-                                       **_guard_parts("alone-sync-http"))
+                                       **_never_refusing("alone-sync-http"))
     request = httpx.Request("GET", "http://127.0.0.1/vms/1")
     return (_loop_sync(lambda: stub.handle_request(request)),
             _loop_sync(lambda: transport.handle_request(request)))

@@ -28,7 +28,7 @@ PIP_NAMES = {"pyrate_limiter": "pyrate-limiter", "prometheus_client": "prometheu
 
 
 def noop() -> None:
-    """The user's function: does nothing, so only the guard's cost shows."""
+    """The user's function: does nothing, so only the cost of guarding it shows."""
 
 
 async def noop_async() -> None:

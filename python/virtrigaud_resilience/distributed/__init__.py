@@ -12,8 +12,8 @@ virtrigaud_resilience``.
   TokenBucket.
 - :class:`RedisBreakerSync`: the breakers of a BreakerRegistry, joined across
   processes (an open in one opens all; half-open probes limited fleet-wide).
-- :class:`RedisGuard`: the breaker of ours in front of each Redis client;
-  while Redis is unreachable every primitive decides by its fallback.
+- :class:`RedisClientBreaker`: the breaker of ours in front of each Redis
+  client; while Redis is unreachable every primitive decides by its fallback.
 - :func:`connect`: fail-fast clients (short socket timeouts, no retries).
 - :class:`RedisKeyError`: the data at one key is not the primitive's (that
   key's decisions raise it; nothing else falls back). See
@@ -25,6 +25,8 @@ virtrigaud_resilience``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 try:
     import redis  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
@@ -33,12 +35,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[redis]'"
     ) from exc
 
+from .. import _deprecated
 from .breaker_sync import DEFAULT_KEY, RedisBreakerSync
+from .client_breaker import DEFAULT_PROBE_INTERVAL, RedisClientBreaker
 from .clients import DEFAULT_SOCKET_TIMEOUT, client_kind, connect, describe
 from .exact import RedisReservation, RedisTokenBucket
 from .failures import RedisKeyError
 from .fallback import FALLBACKS, Fallback
-from .guard import DEFAULT_PROBE_INTERVAL, RedisGuard
 from .leased import DEFAULT_LEASE, LeasedTokenBucket
 
 __all__ = [
@@ -50,7 +53,7 @@ __all__ = [
     "FALLBACKS",
     "Fallback",
     "RedisBreakerSync",
-    "RedisGuard",
+    "RedisClientBreaker",
     "RedisKeyError",
     "RedisReservation",
     "RedisTokenBucket",
@@ -58,3 +61,11 @@ __all__ = [
     "connect",
     "describe",
 ]
+
+if TYPE_CHECKING:
+    from .client_breaker import RedisClientBreaker as RedisGuard  # noqa: F401  (deprecated)
+else:
+    # Old public names, served (with a DeprecationWarning) until 0.3.0.
+    __getattr__ = _deprecated.module_getattr(__name__, {
+        "RedisGuard": f"{__name__}.client_breaker.RedisClientBreaker",
+    })

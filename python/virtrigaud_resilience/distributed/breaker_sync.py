@@ -39,7 +39,7 @@ own breaker half-open without the permit; the permit holder's outcome
 still decides the fleet).
 
 While Redis is unreachable each process's breakers work alone (the client's
-:class:`RedisGuard` opens; nothing blocks); when it is back, the process
+:class:`RedisClientBreaker` opens; nothing blocks); when it is back, the process
 reads the fleet's state again and publishes what it opened meanwhile (a
 breaker open here that the fleet's hash does not hold open).
 
@@ -67,11 +67,11 @@ from typing import Any, cast
 import redis
 
 from .. import _validate, events
+from .._deprecated import RenamedAttribute, renamed_keyword
 from ..breaker import BreakerRegistry, BreakerState, CircuitBreaker
+from .client_breaker import RedisClientBreaker, RedisUnavailable, check_client_breaker
 from .clients import DEFAULT_SOCKET_TIMEOUT, SyncClient, client_kind, connect
-from .exact import _check_guard
 from .failures import REDIS_FAILURES
-from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 
 __all__ = ["RedisBreakerSync", "DEFAULT_KEY"]
@@ -176,7 +176,8 @@ class RedisBreakerSync:
             <= 3600 (default 2; renewed every third of it while probing). A
             permit no call used lapses ``probe_lead`` after it was due.
         member: this process's name (default ``host:pid:random``).
-        guard: the :class:`RedisGuard` to use; default the client's shared one.
+        client_breaker: the :class:`RedisClientBreaker` to use; default the
+            client's shared one. ``guard=``, its old name, is deprecated.
 
     Starts its threads at once; :meth:`close` (or ``with``) stops them.
     Build it in the process that uses it: threads do not survive a ``fork()``.
@@ -187,7 +188,8 @@ class RedisBreakerSync:
 
     def __init__(self, client: SyncClient, registry: BreakerRegistry, *, key: str = DEFAULT_KEY,
                  probe_lead: float = 0.1, permit_ttl: float = 2.0, member: str | None = None,
-                 guard: RedisGuard | None = None) -> None:
+                 client_breaker: RedisClientBreaker | None = None,
+                 guard: RedisClientBreaker | None = None) -> None:
         owner = "RedisBreakerSync"
         if client_kind(owner, client) != "sync":
             raise TypeError(
@@ -204,7 +206,8 @@ class RedisBreakerSync:
         self.permit_ttl = _validate.positive(owner, "permit_ttl", permit_ttl, maximum=3600.0)
         self.member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
                        if member is None else _validate.string(owner, "member", member))
-        self._guard = _check_guard(owner, guard, client)
+        self._client_breaker = check_client_breaker(owner, renamed_keyword(
+            owner, "guard", guard, "client_breaker", client_breaker), client)
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._timers: list[tuple[float, int, str, BreakerKey, int]] = []
         self._seq = itertools.count()
@@ -215,7 +218,7 @@ class RedisBreakerSync:
         self._applying = threading.local()
         self._closed = threading.Event()
         events.on_state_change(self._on_state_change)
-        self._guard.on_recovery(self._on_recovery)
+        self._client_breaker.on_recovery(self._on_recovery)
         self._inbox.put(("resync",))
         self._worker = threading.Thread(target=self._work, name=f"breaker-sync {key}",
                                         daemon=True)
@@ -235,9 +238,12 @@ class RedisBreakerSync:
         return cls(cast(SyncClient, client), registry, **options)
 
     @property
-    def guard(self) -> RedisGuard:
-        """The guard in front of the client."""
-        return self._guard
+    def client_breaker(self) -> RedisClientBreaker:
+        """The breaker in front of the client."""
+        return self._client_breaker
+
+    #: Deprecated: :attr:`client_breaker` (until 0.3.0).
+    guard: RenamedAttribute[RedisClientBreaker] = RenamedAttribute("client_breaker")
 
     def close(self) -> None:
         """Stops sharing (idempotent): the breakers stay as they are, local again."""
@@ -287,7 +293,7 @@ class RedisBreakerSync:
                 if item is not None:
                     self._handle(item)
             except RedisUnavailable:
-                pass  # the guard logged it; the breakers work alone meanwhile
+                pass  # the client breaker logged it; the breakers work alone meanwhile
             except Exception:
                 logger.exception("breaker sync %r failed to handle %r", self.key, item)
 
@@ -476,14 +482,15 @@ class RedisBreakerSync:
         heapq.heappush(self._timers, (due, next(self._seq), what, key, epoch))
 
     def _script(self, op: str, *args: object) -> Any:
-        return self._guard.run(BREAKERS_LUA.run, self.client, self.key, op, self.key, *args)
+        return self._client_breaker.run(BREAKERS_LUA.run, self.client, self.key, op, self.key,
+                                        *args)
 
     # ---------------------------------------------------------- listener --
 
     def _listen(self) -> None:
         """The pub/sub loop. It survives any exception: a lost subscription
         is made again at once, then after jittered waits that double up to
-        the guard's probe interval while it keeps failing; each
+        the client breaker's probe interval while it keeps failing; each
         (re)subscription is followed by a resync from the hash, so nothing
         published meanwhile is missed. A subscription that stops answering
         its health check (a PING every HEALTH_INTERVAL seconds, answered
@@ -505,7 +512,7 @@ class RedisBreakerSync:
                     logger.error("breaker sync %r: the pub/sub listener failed unexpectedly; "
                                  "it subscribes again", self.key, exc_info=exc)
                 if failures:
-                    cap = self._guard.probe_interval
+                    cap = self._client_breaker.probe_interval
                     self._closed.wait(min(cap, 0.01 * 2 ** failures) * random.uniform(0.5, 1.0))
                 failures += 1
             finally:

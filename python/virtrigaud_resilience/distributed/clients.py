@@ -3,8 +3,8 @@
 A decision must never wait long on Redis, so the clients built here
 (:func:`connect`, and every ``from_url`` constructor) have short socket
 timeouts and make no retries of their own: a failed command fails at once,
-the :class:`~virtrigaud_resilience.distributed.RedisGuard` in front of the
-client switches decisions to their fallback, and a background probe (not a
+the :class:`~virtrigaud_resilience.distributed.RedisClientBreaker` in front
+of the client switches decisions to their fallback, and a background probe (not a
 caller) finds Redis back.
 
 A client you build yourself works too; its settings then bound a decision:

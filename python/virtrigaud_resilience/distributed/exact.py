@@ -26,15 +26,16 @@ from types import TracebackType
 from typing import Any, cast
 
 from .. import _core, _validate
+from .._deprecated import RenamedAttribute, renamed_keyword
 from .._tracking import ProviderLabelled, provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from .._fallbacks import FALLBACKS
+from .._fallback_census import FALLBACK_LIMITERS
 from ..ratelimit import BUCKETS, Reservation, TokenBucket, validate_rate
+from .client_breaker import RedisClientBreaker, RedisUnavailable, check_client_breaker
 from .clients import DEFAULT_SOCKET_TIMEOUT, Client, SyncClient, client_kind, connect
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .fleet_config import NEWEST_CONFIG_LUA, FleetConfig, member_name
-from .guard import RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Pipe, Script, check_key, companion_key
 from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
@@ -205,9 +206,9 @@ class RedisTokenBucket(ProviderLabelled):
     Each decision is one round trip (an EVALSHA; the script is loaded once,
     and again if the server lost it). While Redis is unreachable (down,
     paused, refusing), decisions never wait on it and never raise a redis-py
-    error: the client's :class:`RedisGuard` opens at the first failure and
+    error: the client's :class:`RedisClientBreaker` opens at the first failure and
     the ``fallback`` decides at local speed until a background probe finds
-    Redis back (see :mod:`~virtrigaud_resilience.distributed.guard`). A
+    Redis back (see :mod:`~virtrigaud_resilience.distributed.client_breaker`). A
     decision that is under way when Redis dies waits at most the client's
     socket timeout (``from_url`` sets 0.25 s and no retries).
 
@@ -240,7 +241,8 @@ class RedisTokenBucket(ProviderLabelled):
             whole rate.
         provider_type, provider: metric labels (the local fallback bucket
             gets them too).
-        guard: the :class:`RedisGuard` to use; default the client's shared one.
+        client_breaker: the :class:`RedisClientBreaker` to use; default the
+            client's shared one. ``guard=``, its old name, is deprecated.
 
     Raises:
         TypeError, ValueError: a bad argument, naming it and its value.
@@ -253,7 +255,8 @@ class RedisTokenBucket(ProviderLabelled):
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  fallback: Fallback = "local", local_share: float | None = None,
                  provider_type: str = "", provider: str = "",
-                 guard: RedisGuard | None = None) -> None:
+                 client_breaker: RedisClientBreaker | None = None,
+                 guard: RedisClientBreaker | None = None) -> None:
         owner = "RedisTokenBucket"
         self._kind = client_kind(owner, client)
         self.key = check_key(owner, key)
@@ -262,7 +265,8 @@ class RedisTokenBucket(ProviderLabelled):
         self.local_share = None if local_share is None else check_share(owner, local_share)
         self._provider_type, self._provider = provider_labels(owner, provider_type,
                                                               provider)
-        self._guard = _check_guard(owner, guard, client)
+        self._client_breaker = check_client_breaker(owner, renamed_keyword(
+            owner, "guard", guard, "client_breaker", client_breaker), client)
         self.client = client
         self._interval_us = 1e6 / self.qps
         self._local: TokenBucket | None = None
@@ -286,18 +290,18 @@ class RedisTokenBucket(ProviderLabelled):
         if self._pipe is not None:
             # Redis lost: the held connection may be dead without having
             # failed yet (another command found out); never reuse it after.
-            self._guard.on_loss(self._pipe.drop_connection)
+            self._client_breaker.on_loss(self._pipe.drop_connection)
         self._packed: dict[int, bytes] = {}
         self._tally = [0, 0, 0, 0, 0]
         self._tally_lock = threading.Lock()
-        moves = self._guard.breaker.transitions
-        self._moves_base = (moves[2], moves[0])  # (to open, to closed) of the guard
+        moves = self._client_breaker.breaker.transitions
+        self._moves_base = (moves[2], moves[0])  # (to open, to closed) of the client's breaker
         self._batch: _Batch | None = _Batch(self) if self._kind == "async" else None
         BUCKETS.track(self)
-        FALLBACKS.track(self)
+        FALLBACK_LIMITERS.track(self)
 
     def __del__(self, _retire: Callable[[Any], None] = BUCKETS.retire,
-                _retire_fallback: Callable[[Any], None] = FALLBACKS.retire) -> None:
+                _retire_fallback: Callable[[Any], None] = FALLBACK_LIMITERS.retire) -> None:
         _retire(self)
         _retire_fallback(self)
 
@@ -324,9 +328,12 @@ class RedisTokenBucket(ProviderLabelled):
     # ------------------------------------------------------------- labels --
 
     @property
-    def guard(self) -> RedisGuard:
-        """The guard in front of this bucket's client."""
-        return self._guard
+    def client_breaker(self) -> RedisClientBreaker:
+        """The breaker in front of this bucket's client."""
+        return self._client_breaker
+
+    #: Deprecated: :attr:`client_breaker` (until 0.3.0).
+    guard: RenamedAttribute[RedisClientBreaker] = RenamedAttribute("client_breaker")
 
     @property
     def members(self) -> int:
@@ -336,7 +343,7 @@ class RedisTokenBucket(ProviderLabelled):
     @property
     def shared(self) -> bool:
         """True while decisions go to Redis (False: the fallback decides)."""
-        return self._guard.up
+        return self._client_breaker.up
 
     # --------------------------------------------------------------- sync --
 
@@ -352,7 +359,7 @@ class RedisTokenBucket(ProviderLabelled):
             if n <= _PACKED_SIZES:
                 self._packed[n] = packed
         try:
-            reply = self._guard.run(self._call, packed, "take", n, 0)
+            reply = self._client_breaker.run(self._call, packed, "take", n, 0)
         except RedisUnavailable:
             return self._fallback_try(n)
         return self._took(reply[0] >= 0)
@@ -366,7 +373,7 @@ class RedisTokenBucket(ProviderLabelled):
             raise self._wrong_client("reserve", "await bucket.reserve_async()")
         n = self._check_n(n)
         try:
-            reply = self._guard.run(self._call, None, "take", n, _UNLIMITED_WAIT_US)
+            reply = self._client_breaker.run(self._call, None, "take", n, _UNLIMITED_WAIT_US)
         except RedisUnavailable:
             return self._fallback_reserve(n)
         return self._reservation(n, *self._reserved(n, reply))
@@ -383,7 +390,7 @@ class RedisTokenBucket(ProviderLabelled):
         n = self._check_n(n)
         max_wait = self._max_wait_us(timeout)
         try:
-            reply = self._guard.run(self._call, None, "take", n, max_wait)
+            reply = self._client_breaker.run(self._call, None, "take", n, max_wait)
         except RedisUnavailable:
             reservation = self._fallback_reserve_within(n, timeout)
         else:
@@ -403,7 +410,7 @@ class RedisTokenBucket(ProviderLabelled):
             raise self._wrong_client("retry_after", "await bucket.retry_after_async()")
         n = self._check_n(n)
         try:
-            wait_us = self._guard.run(self._peek, n)
+            wait_us = self._client_breaker.run(self._peek, n)
         except RedisUnavailable:
             return self._fallback_retry_after(n)
         return int(wait_us) / 1e6
@@ -473,7 +480,7 @@ class RedisTokenBucket(ProviderLabelled):
 
     def _refund(self, n: int, tat_after: int) -> int:
         try:
-            return cast(int, self._guard.run(GCRA.run, self.client, self.key, "refund",
+            return cast(int, self._client_breaker.run(GCRA.run, self.client, self.key, "refund",
                                              self._interval_us, self.burst, n, tat_after))
         except RedisUnavailable:
             return 0
@@ -523,7 +530,7 @@ class RedisTokenBucket(ProviderLabelled):
         self._require_async("retry_after_async", "bucket.retry_after()")
         n = self._check_n(n)
         try:
-            wait_us = await self._guard.run_async(
+            wait_us = await self._client_breaker.run_async(
                 GCRA.run_async, self.client, self.key, "peek", self._interval_us, self.burst, n)
         except RedisUnavailable:
             return self._fallback_retry_after(n)
@@ -540,7 +547,7 @@ class RedisTokenBucket(ProviderLabelled):
 
     async def _refund_async(self, n: int, tat_after: int) -> int:
         try:
-            return cast(int, await self._guard.run_async(
+            return cast(int, await self._client_breaker.run_async(
                 GCRA.run_async, self.client, self.key, "refund", self._interval_us, self.burst,
                 n, tat_after))
         except RedisUnavailable:
@@ -586,8 +593,9 @@ class RedisTokenBucket(ProviderLabelled):
     def _denied(self) -> UnavailableError:
         self._count(_FALLBACK_REJECTED)
         return UnavailableError(
-            f"rate limit {self.key!r}: Redis {self._guard.name} is unreachable and "
-            "fallback='deny'", self._guard.last_error, retry_after=self._guard.probe_interval)
+            f"rate limit {self.key!r}: Redis {self._client_breaker.name} is unreachable and "
+            "fallback='deny'", self._client_breaker.last_error,
+            retry_after=self._client_breaker.probe_interval)
 
     # ------------------------------------------------------------ helpers --
 
@@ -652,7 +660,7 @@ class RedisTokenBucket(ProviderLabelled):
             local_admitted, local_rejected, local_waited = self._local._counters()
             admitted += local_admitted + local_waited
             rejected += local_rejected
-        moves = self._guard.breaker.transitions
+        moves = self._client_breaker.breaker.transitions
         return admitted, rejected, moves[2] - self._moves_base[0], moves[0] - self._moves_base[1]
 
     def __repr__(self) -> str:
@@ -806,7 +814,7 @@ class _Batch:
                     keys = registration[0]
                     args += registration[1]
                 try:
-                    reply = bucket._learnt(await bucket._guard.run_async(
+                    reply = bucket._learnt(await bucket._client_breaker.run_async(
                         GCRA.run_async, bucket.client, keys, *args), registration)
                 except RedisUnavailable:
                     for _, _, future in batch:
@@ -843,12 +851,3 @@ def _str(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _check_guard(owner: str, guard: RedisGuard | None, client: Client) -> RedisGuard:
-    if guard is None:
-        return RedisGuard.of(client)
-    if not isinstance(guard, RedisGuard):
-        raise TypeError(f"{owner} guard must be a RedisGuard or None, "
-                        f"got {type(guard).__name__} {guard!r}")
-    if guard._client() is not client:
-        raise ValueError(f"{owner} guard must guard the bucket's client, got {guard!r}")
-    return guard

@@ -1,7 +1,7 @@
 """What a Redis command's failure means: an outage, a full pool, one key's problem, or a permission.
 
-- **An outage** (the guard opens; every primitive on the client falls
-  back): any error of redis-py's families that is not one of the others:
+- **An outage** (the client's breaker opens; every primitive on the
+  client falls back): any error of redis-py's families that is not one of the others:
   connection errors and timeouts, ``RedisClusterException`` (no node
   reachable, no owner for a slot), the OS's socket errors, and the error
   replies of a server that cannot serve anyone now (``READONLY`` after a
@@ -9,15 +9,16 @@
   ``TRYAGAIN``, ``MISCONF``...).
 - **A full pool** (``MaxConnectionsError``, a BlockingConnectionPool that
   waited in vain): a limit of this process; that decision falls back, the
-  guard stays closed.
+  client's breaker stays closed.
 - **One key's problem** (:class:`RedisKeyError`, a ValueError naming the
   key): any other error reply to one of our scripts: ``WRONGTYPE`` (the key
   holds another type), a value at the key that is not ours (our scripts
   refuse it rather than overwrite it), a script error. Only that key's
-  decisions raise it; the guard stays closed.
+  decisions raise it; the client's breaker stays closed.
 - **A permission** (``NOPERM``: an ACL user without scripting or without
   access to the key): raised as :class:`~virtrigaud_resilience.UnauthorizedError`
-  naming what is missing, logged once by the guard; the guard stays closed.
+  naming what is missing, logged once by the client's breaker, which stays
+  closed.
 """
 
 from __future__ import annotations
@@ -64,8 +65,8 @@ class RedisKeyError(ValueError):
         key: the key.
         reason: what Redis (or our script) said.
 
-    Only that key's decisions raise it; other keys and the guard are
-    unaffected. Delete or rename the key (or give the primitive another).
+    Only that key's decisions raise it; other keys and the client's
+    breaker are unaffected. Delete or rename the key (or give the primitive another).
     """
 
     def __init__(self, key: str, reason: str, where: str = "") -> None:

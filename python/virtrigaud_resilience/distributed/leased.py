@@ -63,10 +63,11 @@ from types import TracebackType
 from typing import Any, cast
 
 from .. import _core, _validate
+from .._deprecated import RenamedAttribute, renamed_keyword
 from .._tracking import provider_labels
 from ..durations import Seconds
 from ..errors import UnavailableError
-from .._fallbacks import FALLBACKS
+from .._fallback_census import FALLBACK_LIMITERS
 from ..ratelimit import (
     MAX_BURST,
     MIN_QPS,
@@ -74,12 +75,16 @@ from ..ratelimit import (
     TokenBucket,
     validate_rate,
 )
+from .client_breaker import (
+    RedisBusy,
+    RedisClientBreaker,
+    RedisUnavailable,
+    check_client_breaker,
+)
 from .clients import DEFAULT_SOCKET_TIMEOUT, AsyncClient, Client, SyncClient, client_kind, connect
-from .exact import _check_guard
 from .failures import RedisKeyError
 from .fallback import Fallback, check_fallback, check_share, local_rate
 from .fleet_config import NEWEST_CONFIG_LUA, FleetConfig, member_name
-from .guard import RedisBusy, RedisGuard, RedisUnavailable
 from .scripts import EPOCH_LUA, Script, check_key
 from .server_clock import STEP_TOLERANCE_US, TEST_TIME_OFFSET, ServerClock
 
@@ -278,7 +283,7 @@ class LeasedTokenBucket(TokenBucket):
     ``UnavailableError`` (``try_acquire`` stays the native method in every
     mode and the bucket never changes class: a native per-object flag, read
     only when the native method refuses, makes the refusal raise; its
-    ``retry_after`` is the guard's probe interval), so a policy using the
+    ``retry_after`` is the client breaker's probe interval), so a policy using the
     bucket raises it too (a refusal asks the bucket for its retry_after).
     The next lease brings it back, emptied. Build it in
     the process that uses it: its refresh thread does not survive a ``fork()``.
@@ -304,14 +309,15 @@ class LeasedTokenBucket(TokenBucket):
             ``host:pid:random``; unique per bucket, no spaces); its field
             there is ``"member qps burst born"`` (the config it was built
             with, and the server time of its first lease).
-        guard: the :class:`RedisGuard` to use; default the client's shared one.
+        client_breaker: the :class:`RedisClientBreaker` to use; default the
+            client's shared one. ``guard=``, its old name, is deprecated.
 
     Raises:
         TypeError, ValueError: a bad argument, naming it and its value.
     """
 
     __slots__ = ("client", "key", "fleet_qps", "fleet_burst", "lease", "refresh", "fallback",
-                 "local_share", "member", "_kind", "_guard", "_mode", "_lock", "_expires",
+                 "local_share", "member", "_kind", "_client_breaker", "_mode", "_lock", "_expires",
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
                  "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch", "_clock", "_config",
@@ -321,7 +327,8 @@ class LeasedTokenBucket(TokenBucket):
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
                  fallback: Fallback = "local", local_share: float | None = None,
                  provider_type: str = "", provider: str = "", member: str | None = None,
-                 guard: RedisGuard | None = None) -> None:
+                 client_breaker: RedisClientBreaker | None = None,
+                 guard: RedisClientBreaker | None = None) -> None:
         owner = "LeasedTokenBucket"
         kind = client_kind(owner, client)
         key = check_key(owner, key)
@@ -335,11 +342,13 @@ class LeasedTokenBucket(TokenBucket):
         share = None if local_share is None else check_share(owner, local_share)
         member = (f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
                   if member is None else _check_member(owner, member))
-        guard = _check_guard(owner, guard, client)
+        client_breaker = check_client_breaker(owner, renamed_keyword(
+            owner, "guard", guard, "client_breaker", client_breaker), client)
         provider_labels(owner, provider_type, provider)  # errors name this class, not TokenBucket
         super().__init__(MIN_QPS, 1, provider_type=provider_type, provider=provider)
         self._set_rate(_MAX_INTERVAL_NS, 1, 0)  # no share, and no token, before a lease
-        self.client, self.key, self._kind, self._guard = client, key, kind, guard
+        self.client, self.key, self._kind = client, key, kind
+        self._client_breaker = client_breaker
         self.fleet_qps, self.fleet_burst = fleet_qps, fleet_burst
         self.lease, self.refresh = lease_s, refresh_s
         self.fallback, self.local_share, self.member = fallback, share, member
@@ -367,8 +376,8 @@ class LeasedTokenBucket(TokenBucket):
         self._config = FleetConfig("leased rate limit", key, fleet_qps, fleet_burst)
         self._registered_as = member_name(member, fleet_qps, fleet_burst)
         self._refresh_errors: set[type[BaseException]] = set()
-        guard.on_recovery(self._on_recovery)
-        FALLBACKS.track(self)
+        client_breaker.on_recovery(self._on_recovery)
+        FALLBACK_LIMITERS.track(self)
         if kind == "sync":
             self._wake = threading.Event()
             self._tick_sync()
@@ -376,7 +385,7 @@ class LeasedTokenBucket(TokenBucket):
                                             name=f"leased-bucket {key}", daemon=True)
             self._thread.start()
 
-    def __del__(self, _retire: Any = FALLBACKS.retire) -> None:
+    def __del__(self, _retire: Any = FALLBACK_LIMITERS.retire) -> None:
         _retire(self)
         super().__del__()
 
@@ -413,9 +422,12 @@ class LeasedTokenBucket(TokenBucket):
         return self._members
 
     @property
-    def guard(self) -> RedisGuard:
-        """The guard in front of this bucket's client."""
-        return self._guard
+    def client_breaker(self) -> RedisClientBreaker:
+        """The breaker in front of this bucket's client."""
+        return self._client_breaker
+
+    #: Deprecated: :attr:`client_breaker` (until 0.3.0).
+    guard: RenamedAttribute[RedisClientBreaker] = RenamedAttribute("client_breaker")
 
     @property
     def config_changes(self) -> int:
@@ -464,9 +476,9 @@ class LeasedTokenBucket(TokenBucket):
         retry_after (which a policy asks when try_acquire refused)."""
         if self._mode == _FALLBACK and self.fallback == "deny":
             raise UnavailableError(
-                f"leased rate limit {self.key!r}: no lease (Redis {self._guard.name} is "
-                "unreachable) and fallback='deny'", self._guard.last_error,
-                retry_after=self._guard.probe_interval)
+                f"leased rate limit {self.key!r}: no lease (Redis {self._client_breaker.name} is "
+                "unreachable) and fallback='deny'", self._client_breaker.last_error,
+                retry_after=self._client_breaker.probe_interval)
 
     # -------------------------------------------------------------- async --
 
@@ -498,7 +510,7 @@ class LeasedTokenBucket(TokenBucket):
             return
         self._close_locally()
         try:
-            await self._guard.run_async(LEASE.run_async, self.client, self.key, "release",
+            await self._client_breaker.run_async(LEASE.run_async, self.client, self.key, "release",
                                         self._registered_as)
         except (RedisUnavailable, RedisKeyError):
             pass  # the lease will expire (or the table is not ours: there is none to give)
@@ -528,7 +540,8 @@ class LeasedTokenBucket(TokenBucket):
             self._wake.set()
             thread.join(timeout=5.0)
         try:
-            self._guard.run(LEASE.run, self.client, self.key, "release", self._registered_as)
+            self._client_breaker.run(LEASE.run, self.client, self.key, "release",
+                                     self._registered_as)
         except (RedisUnavailable, RedisKeyError):
             pass  # the lease will expire (or the table is not ours: there is none to give)
 
@@ -547,7 +560,8 @@ class LeasedTokenBucket(TokenBucket):
         if self._refresh_due(now):
             args = self._lease_args(now)
             try:
-                reply = self._guard.run(LEASE.run, cast(SyncClient, self.client), self.key, *args)
+                reply = self._client_breaker.run(LEASE.run, cast(SyncClient, self.client),
+                                                 self.key, *args)
                 self._apply(reply, now)
             except Exception as exc:
                 self._refresh_failed(exc, now)
@@ -559,8 +573,8 @@ class LeasedTokenBucket(TokenBucket):
         if self._refresh_due(now):
             args = self._lease_args(now)
             try:
-                reply = await self._guard.run_async(LEASE.run_async, cast(AsyncClient, self.client),
-                                                    self.key, *args)
+                reply = await self._client_breaker.run_async(
+                    LEASE.run_async, cast(AsyncClient, self.client), self.key, *args)
                 self._apply(reply, now)
             except Exception as exc:
                 self._refresh_failed(exc, now)
@@ -569,7 +583,7 @@ class LeasedTokenBucket(TokenBucket):
     def _refresh_failed(self, exc: Exception, now: float) -> None:
         """A refresh that brought no lease: the bucket keeps the one it has
         until it expires (then its fallback decides). Redis unreachable is
-        the guard's to log; anything else is logged here, once per type.
+        the client breaker's to log; anything else is logged here, once per type.
         The client's pool out of connections (many buckets refreshing at
         once, as after a recovery): tried again within a tenth of a
         refresh, at a random moment, so the crowd spreads out."""
@@ -592,14 +606,14 @@ class LeasedTokenBucket(TokenBucket):
             return False
         self._refresh_now = False
         self._next_refresh = now + self.refresh
-        return self._guard.up
+        return self._client_breaker.up
 
     def _after_tick(self) -> float:
         now = time.monotonic()
         with self._lock:
             if self._mode == _SHARED and now >= self._expires:
                 self._enter_fallback("its lease expired")
-            elif self._mode == _STARTING and not self._guard.up:
+            elif self._mode == _STARTING and not self._client_breaker.up:
                 self._enter_fallback("no lease could be taken")
         wake = self._next_refresh
         if self._mode == _SHARED:
@@ -642,7 +656,8 @@ class LeasedTokenBucket(TokenBucket):
                     "leased rate limit %r: the lease table was lost (Redis %s: deleted, "
                     "flushed, restarted or failed over): the lease is dropped, and shares "
                     "are conservative for one lease while the table is rebuilt", self.key,
-                    self._guard.name, extra={"rate_limit": self.key, "redis_state": "lost_table"})
+                    self._client_breaker.name,
+                    extra={"rate_limit": self.key, "redis_state": "lost_table"})
             self._epoch = epoch
             if len(reply) > 8 and self._config.adopt(reply[7], reply[8]):
                 # The fleet's newest config: the fallback's share and the next
@@ -701,8 +716,8 @@ class LeasedTokenBucket(TokenBucket):
         logger.warning(
             "leased rate limit %r (%s/%s): %s (Redis %s %s): fallback=%r at %g/s, "
             "burst %d, until a lease is taken again", self.key, self.provider_type,
-            self.provider, why, self._guard.name,
-            "is up" if self._guard.up else "is unreachable", self.fallback, self.qps,
+            self.provider, why, self._client_breaker.name,
+            "is up" if self._client_breaker.up else "is unreachable", self.fallback, self.qps,
             self.burst,
             extra={"rate_limit": self.key, "provider_type": self.provider_type,
                    "provider": self.provider, "redis_state": "fallback"})

@@ -17,7 +17,7 @@ redis-py's per-command bookkeeping (pool checkout, retry wrapper,
 instrumentation) but keeps its connection, parser and socket timeouts.
 There is one pipe per client (:meth:`Pipe.of`), shared by every bucket on
 it: a client's buckets hold one connection of its pool between them, however
-many there are, and it is dropped when the guard finds Redis lost, so a
+many there are, and it is dropped when the client's breaker finds Redis lost, so a
 restarted server costs one failed command, not one per bucket.
 """
 

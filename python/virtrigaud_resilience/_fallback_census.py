@@ -36,4 +36,4 @@ def _final_fallback_counters(limiter: FallbackCounted) -> tuple[Labels, Counters
 
 #: Every live limiter with a fallback (the distributed buckets), for the
 #: metrics collector (see _tracking.py).
-FALLBACKS: Census[FallbackCounted] = Census(_final_fallback_counters)
+FALLBACK_LIMITERS: Census[FallbackCounted] = Census(_final_fallback_counters)
