@@ -94,7 +94,7 @@ def markdown_of(docstring: str) -> str:
     return "\n".join(_with_markdown_tables(_without_literal_markers(lines)))
 
 
-class SphinxRolesAsCode(Extension):
+class RestAsMarkdown(Extension):
     """Rewrites each object's docstring with :func:`markdown_of` once loaded."""
 
     def on_object(self, *, obj: Object, **kwargs: Any) -> None:
