@@ -11,7 +11,10 @@ Public means: no part of the dotted name starts with ``_`` (so ``_core``,
 the compiled extension, and the private helpers are left out; their
 public methods appear on the classes built over them), and not the CLI
 layer (``cli``, ``bench``, ``demo``), which the guide's pages document as
-commands.
+commands. The drop-ins (``compat``) are the peers' APIs, documented by the
+peers: each gets its module docstring (what it replaces, how it differs;
+docs/migrating.md has every difference), not its members, and the modules
+inside a drop-in package (``compat.tenacity.wait``...) no page.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mkdocs.structure.files import File, Files
 PACKAGE = "virtrigaud_resilience"
 SOURCE_ROOT = Path(__file__).resolve().parents[2] / "python"
 CLI_LAYER = {"cli", "bench", "demo"}
+DROP_INS = "compat"
 SECTION = "API reference"
 PAGES_DIR = "reference"
 
@@ -40,6 +44,8 @@ def public_modules() -> list[str]:
             continue
         if len(parts) > 1 and parts[1] in CLI_LAYER:
             continue
+        if _is_drop_in(parts) and len(parts) > 3:
+            continue
         names.append(".".join(parts))
     return sorted(names, key=lambda name: (name != PACKAGE, name))
 
@@ -49,11 +55,16 @@ def page_path(module: str) -> str:
 
 
 def page_text(module: str) -> str:
-    if module == PACKAGE:
-        # The package re-exports the public names of the modules below, each
-        # documented on its module's page: its own page is its docstring.
+    # The package re-exports the public names of the modules below, each
+    # documented on its module's page, and a drop-in's members are its
+    # peer's API: their pages are their docstrings.
+    if module == PACKAGE or _is_drop_in(module.split(".")):
         return f"# `{module}`\n\n::: {module}\n    options:\n      members: false\n"
     return f"# `{module}`\n\n::: {module}\n"
+
+
+def _is_drop_in(parts: list[str]) -> bool:
+    return len(parts) > 1 and parts[1] == DROP_INS
 
 
 def navigation(modules: list[str]) -> list[Any]:
