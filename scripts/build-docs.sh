@@ -16,7 +16,9 @@ mapfile -t requirements < <("$venv/bin/python" -c '
 import tomllib
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["docs"]))')
-"$venv/bin/python" -m pip install -q --disable-pip-version-check "${requirements[@]}"
+# --no-compile: byte-compiling every installed module (Pygments' lexers alone
+# are hundreds) is work the build mostly never uses; it compiles what it imports.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-compile "${requirements[@]}"
 
 site="${SITE_DIR:-}"
 if [ -z "$site" ]; then
