@@ -11,7 +11,7 @@
 #
 # Usage: bash scripts/build-wheels.sh        (PYTHONS="3.11 3.12" to choose)
 # The manylinux policy is the oldest one this machine's toolchain allows
-# (see README "Install"); a public CI builds wider ones in manylinux images
+# (see docs/getting-started.md, "Install"); a public CI builds wider ones in manylinux images
 # (.github/workflows/wheels.yml).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""The adapters composed as the README recommends: one admission per attempt.
+"""The adapters composed as docs/controllers.md recommends: one admission per attempt.
 
 A ResilientProvider (or a Policy, or ``breaker.call``) around a provider
 client whose transport is guarded too (``aio_channel``, ``aio_interceptors``,

@@ -33,7 +33,7 @@ actually entered, whatever the depth of the await chain.
 
 The wrapper is installed without importing asyncio (``import
 virtrigaud_resilience`` stays light, see ``install()``). What stays
-invisible is listed in the README ("Timeouts and cancellation").
+invisible is listed in docs/policies.md ("Timeouts and cancellation").
 """
 
 from __future__ import annotations

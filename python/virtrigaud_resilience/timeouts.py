@@ -350,7 +350,7 @@ def deadline_expired() -> bool:
     of its own from outside), an ``asyncio.timeout`` entered before
     virtrigaud_resilience was imported, a task created before the timeout
     and only awaited inside it (``wait_for(gather(...))``), and other
-    libraries' timeouts (see the README). Call it while handling a
+    libraries' timeouts (docs/policies.md). Call it while handling a
     ``CancelledError``; it reads only the deadlines registered in the
     context (never an object the frames hold), so it runs no code of
     objects it does not know.

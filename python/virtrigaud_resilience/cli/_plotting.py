@@ -3,7 +3,7 @@
 :func:`pyplot` selects the Agg backend (no display needed) before pyplot is
 imported; :func:`save_png` writes a figure as a PNG of at most 256 colours
 (the charts are flat colours and text, so nothing visible is lost, and the
-file is a fraction of the size: what the README's images are made of).
+file is a fraction of the size: what the docs' images are made of).
 matplotlib and Pillow (a matplotlib dependency) are imported here only.
 """
 
