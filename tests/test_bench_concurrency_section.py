@@ -15,7 +15,7 @@ import pytest
 
 from virtrigaud_resilience.bench import add_arguments, build_suite, measure, run
 from virtrigaud_resilience.bench import concurrency as section
-from virtrigaud_resilience.bench.report import target_results
+from virtrigaud_resilience.bench.report import rows, target_results
 from virtrigaud_resilience.bench.sections import THREADS
 
 PEERS_INSTALLED = all(importlib.util.find_spec(m) is not None
@@ -43,7 +43,7 @@ def test_each_fleet_runs_its_tasks_and_calls(monkeypatch: pytest.MonkeyPatch) ->
     results = {r["what"]: r for r in target_results(suite, targets)}
     within = results["async policy, 7 tasks x 3 calls: within 1.2x of bare awaits"]
     assert within["bound"] == 1.2 and within["ratio"] > 0
-    assert "calls/s against" in within["detail"] and "(bare await)" in within["detail"]
+    assert " calls/s; bare await: " in within["detail"]
     assert within["figures"]["calls_per_s"] == pytest.approx(
         1e9 / suite.get(section.GROUP, section.OURS).best_ns)
     peers = results["async policy, 7 tasks x 3 calls: >= 20x the throughput of "
@@ -71,6 +71,21 @@ async def test_a_fleet_run_makes_every_call_in_its_own_tasks() -> None:
     assert len(seen) == 20 and len(set(seen)) == 4
 
 
+def test_a_fleet_is_compared_with_the_fleet_of_bare_awaits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """"vs bare" of a fleet is against the fleet of bare awaits, not the
+    policy section's single-task bare await (which comes first in the suite)."""
+    monkeypatch.setattr(section, "QUICK_FLEET", (4, 2))
+    suite, _ = build_suite(["policy", "concurrency"], repeats=1)
+    measure(suite, rounds=1, n=50)
+    table = {(r.group, r.name): r for r in rows(suite)}
+    fleet_bare = suite.get(section.GROUP, "bare await").best_ns
+    assert table[(section.GROUP, "bare await")].vs_bare == 1.0
+    assert table[(section.GROUP, section.OURS)].vs_bare == pytest.approx(
+        suite.get(section.GROUP, section.OURS).best_ns / fleet_bare)
+    assert table[("policy async", "bare await")].vs_bare == 1.0
+
+
 @pytest.mark.parametrize("order", [["concurrency"], ["threads", "concurrency"],
                                    ["concurrency", "threads"]])
 def test_the_thread_cases_are_included_once(order: list[str]) -> None:
@@ -91,7 +106,8 @@ def test_the_cli_prints_and_carries_the_section(tmp_path: Path, monkeypatch: pyt
     printed = capsys.readouterr().out
     assert status == 0  # a missed target fails only --check
     assert "async policy, 10 tasks x 5 calls: within 1.2x of bare awaits: " in printed
-    assert "calls/s against" in printed
+    assert " calls/s; bare await: " in printed
+    assert (f" calls/s; {section.PEERS}: " in printed) is PEERS_INSTALLED
     data = json.loads(out.read_text())
     rows = {c["name"]: c for c in data["cases"] if c["group"] == section.GROUP}
     assert set(rows) == FLEET_NAMES

@@ -54,7 +54,7 @@ async def provider() -> None:
 
 def fleet_cases(suite: Suite) -> list[Target]:
     """Adds the three fleets to ``suite`` (the peers' skipped if absent); returns the targets."""
-    from .sections import composed  # the sections module registers this one
+    from .sections import composed  # here: sections imports this module when asked for it
 
     tasks, calls = QUICK_FLEET if suite.repeats == 1 else FLEET
     shape = f"{tasks} tasks x {calls} calls"
@@ -117,8 +117,7 @@ class ThroughputTarget(Target):
 
     def detail(self, suite: Suite) -> str:
         ours, against = (suite.get(*self.case), suite.get(*self.against))
-        return (f"{_per_s(ours):,.0f} calls/s against {_per_s(against):,.0f} calls/s "
-                f"({against.name})")
+        return f"{_per_s(ours):,.0f} calls/s; {against.name}: {_per_s(against):,.0f} calls/s"
 
     def figures(self, suite: Suite) -> dict[str, float]:
         return {"calls_per_s": _per_s(suite.get(*self.case)),
