@@ -4,7 +4,7 @@ The machinery is the package's (``virtrigaud_resilience.bench``), so this
 script and ``virtrigaud-resilience bench`` are one implementation with the
 same flags:
 
-    python benchmarks/compare.py              # full run (about a minute)
+    python benchmarks/compare.py              # full run (minutes: the fleets of tasks)
     python benchmarks/compare.py --quick      # fewer rounds, for a smoke test
     python benchmarks/compare.py --json out.json
     python benchmarks/compare.py --sections metrics   # only the primitives + one section

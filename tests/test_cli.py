@@ -171,8 +171,8 @@ def cli(*argv: str, missing: str | None = None) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def bench_json() -> dict[str, Any]:
     """``bench --quick --json`` with a tiny round count, run once for the module
-    (the adapters section, loopback calls, has a test of its own)."""
-    sections = [name for name in SECTIONS if name != "adapters"]
+    (the adapters, concurrency and memory sections have tests of their own)."""
+    sections = [name for name in SECTIONS if name not in ("adapters", "concurrency", "memory")]
     result = cli("bench", "--quick", "--rounds", "1", "--calls", "200", "--json",
                  "--sections", *sections)
     assert result.returncode == 0, result.stderr
@@ -190,6 +190,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert bench_json["rounds"] == 1 and bench_json["calls"] == 200
     for (group, name), row in rows.items():
         assert math.isfinite(row["ns"]) and row["ns"] > 0, name
+        assert row["calls_per_s"] == pytest.approx(1e9 / row["ns"]), name
         assert row["vs_bare"] > 0, name
         assert row["role"] in ("ours", "peer", "baseline", "reference")
         if row["role"] == "peer":
@@ -201,7 +202,12 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     whats = [t["what"] for t in bench_json["targets"]]
     expected_targets = 15 if GIL else 21  # 9 core, 3 + 3 of the drop-ins, 6 of threads
     assert len(whats) == expected_targets and len(set(whats)) == expected_targets
-    assert len(bench_json["timings"]) == 2
+    for target in bench_json["targets"]:
+        assert (target["shown"] != "") is (target["ratio"] is not None), target["what"]
+        assert isinstance(target["figures"], dict), target["what"]
+    # Two scrapes, 100 and 10,000 label sets, and our collect() alone over 10,000.
+    assert [t["what"].split(" of ")[0] for t in bench_json["timings"]] == [
+        "scrape", "scrape", "our collect()"]
     # A peer that is missing is listed as skipped, with the pip command that installs it.
     for module in set(PEERS) - installed:
         pip = PIP_NAMES.get(module, module)
@@ -210,7 +216,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
 
 def test_bench_sections_are_registered() -> None:
     assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins", "threads",
-                             "adapters"]
+                             "adapters", "concurrency", "memory"]
 
 
 def test_bench_threads_section_measures_one_and_two_threads() -> None:

@@ -5,7 +5,7 @@ round times every case once; a case's figure is its best round), so the
 ratios compare like with like on a noisy machine. Absolute ns/call vary from
 machine to machine; the ratios are the result.
 
-    virtrigaud-resilience bench              # full run (about a minute)
+    virtrigaud-resilience bench              # full run (minutes: the fleets of tasks)
     virtrigaud-resilience bench --quick      # fewer rounds, for a smoke test
     virtrigaud-resilience bench --json       # the results as JSON on stdout
     virtrigaud-resilience bench --plot bench.png --sections policy

@@ -34,13 +34,14 @@ class Row:
 
 def rows(suite: Suite) -> list[Row]:
     """The table's rows: by group (in the order groups first appear), each
-    group's cases in the order they were added."""
-    bare = _find(suite, BARE)
-    bare_await = _find(suite, BARE_AWAIT)
+    group's cases in the order they were added. "vs bare" is against the
+    group's own bare call (or await) where it has one (a fleet of tasks is
+    compared with a fleet of bare awaits), else the first in the suite."""
     order = {group: i for i, group in reversed(list(enumerate(c.group for c in suite.cases)))}
     result = []
     for case in sorted(suite.cases, key=lambda c: order[c.group]):
-        baseline = bare_await if case.is_async else bare
+        bare_name = BARE_AWAIT if case.is_async else BARE
+        baseline = _find(suite, bare_name, case.group) or _find(suite, bare_name)
         ours = next((c for c in suite.cases if c.group == case.group and c.role == "ours"),
                     None)
         result.append(Row(
@@ -50,18 +51,23 @@ def rows(suite: Suite) -> list[Row]:
     return result
 
 
-def _find(suite: Suite, name: str) -> Case | None:
-    return next((c for c in suite.cases if c.name == name), None)
+def _find(suite: Suite, name: str, group: str | None = None) -> Case | None:
+    return next((c for c in suite.cases
+                 if c.name == name and group in (None, c.group)), None)
 
 
 def target_results(suite: Suite, targets: list[Target]) -> list[dict[str, Any]]:
     """Each target's measured ratio and whether it held (None: not measurable)."""
-    results = []
+    results: list[dict[str, Any]] = []
     for t in targets:
         ratio = t.ratio(suite)
+        if ratio is None:
+            results.append({"what": t.what, "ratio": None, "bound": t.bound, "held": None,
+                            "shown": "", "detail": "", "figures": {}})
+            continue
         results.append({"what": t.what, "ratio": ratio, "bound": t.bound,
-                        "held": None if ratio is None else ratio <= t.bound,
-                        "detail": t.detail(suite) if ratio is not None else ""})
+                        "held": ratio <= t.bound, "shown": t.shown(ratio),
+                        "detail": t.detail(suite), "figures": t.figures(suite)})
     return results
 
 
@@ -76,7 +82,8 @@ def to_json(suite: Suite, targets: list[Target], header: dict[str, Any]) -> dict
     return {
         **header,
         "cases": [{"group": r.group, "name": r.name, "role": r.role, "ns": r.ns,
-                   "vs_bare": r.vs_bare, "ours_faster_by": r.ours_faster_by}
+                   "calls_per_s": 1e9 / r.ns, "vs_bare": r.vs_bare,
+                   "ours_faster_by": r.ours_faster_by}
                   for r in rows(suite)],
         "targets": target_results(suite, targets),
         "timings": [{"what": w, "ms": ms, "bound_ms": b} for w, ms, b in suite.timings],
@@ -99,14 +106,12 @@ def print_report(suite: Suite, targets: list[Target], title: str,
                 (False, False, True, True, True), stream)
     print(file=stream)
     for result in target_results(suite, targets):
-        ratio, bound = result["ratio"], result["bound"]
-        if ratio is None:
+        if result["ratio"] is None:
             print(f"  n/a   {result['what']} (peer not measured)", file=stream)
             continue
-        shown = f"{ratio:.2f}x" if bound >= 1 else f"{1 / ratio:.1f}x faster"
         detail = f" ({result['detail']})" if result["detail"] else ""
-        print(f"  {'ok  ' if result['held'] else 'MISS'}  {result['what']}: {shown}{detail}",
-              file=stream)
+        print(f"  {'ok  ' if result['held'] else 'MISS'}  {result['what']}: "
+              f"{result['shown']}{detail}", file=stream)
     for what, ms, bound in suite.timings:
         print(f"  {'ok  ' if ms <= bound else 'MISS'}  {what}: {ms:.1f} ms "
               f"(target <= {bound:g} ms)", file=stream)

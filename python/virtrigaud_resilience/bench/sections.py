@@ -217,13 +217,16 @@ def policy_cases(suite: Suite) -> list[Target]:
 
 
 SCRAPE_BREAKERS = 10_000
+#: Targets in ms: a whole scrape (prometheus_client's exposition included),
+#: and our collector's collect() alone over 10,000 label sets (issue 21).
+SCRAPE_MS, COLLECT_MS = 100.0, 50.0
 
 
 @section("metrics")
 def metrics_cases(suite: Suite) -> list[Target]:
     """The composed policy with the Prometheus collector registered and not,
     interleaved (registered only during its own rounds), and the time of one
-    scrape of 10,000 breakers."""
+    scrape of 10,000 breakers, and of our collect() alone."""
     try:
         import prometheus_client
 
@@ -245,33 +248,43 @@ def metrics_cases(suite: Suite) -> list[Target]:
     suite.add("metrics", unregistered, "policy.execute(noop)", policy=policy, noop=noop,
               role="reference")
     for providers in (100, SCRAPE_BREAKERS):
-        what = (f"scrape of {SCRAPE_BREAKERS:,} breakers over {providers:,} "
-                "label sets (collect + exposition)")
-        suite.timings.append((what, _scrape_ms(metrics, providers, suite.repeats), 100.0))
+        collect_ms, scrape_ms = _scrape_ms(metrics, providers, suite.repeats)
+        over = f"{SCRAPE_BREAKERS:,} breakers over {providers:,} label sets"
+        suite.timings.append((f"scrape of {over} (collect + exposition)", scrape_ms, SCRAPE_MS))
+        if providers == SCRAPE_BREAKERS:
+            suite.timings.append((f"our collect() of {over}", collect_ms, COLLECT_MS))
     return [Target("registering metrics changes the policy success path by <= 5%",
                    ("metrics", registered), ("metrics", unregistered), 1.05)]
 
 
-def _scrape_ms(metrics: Any, providers: int, repeats: int) -> float:
-    """Best of ``repeats`` scrapes (generate_latest) of a registry over 10,000 live breakers."""
+def _scrape_ms(metrics: Any, providers: int, repeats: int) -> tuple[float, float]:
+    """Best of ``repeats`` of our collector's collect() (every family
+    listed) and of a whole scrape (generate_latest) of a registry, over
+    10,000 live breakers, in ms."""
     import prometheus_client
 
     registry = prometheus_client.CollectorRegistry()
-    metrics.register(registry)
+    collector = metrics.register(registry)
     config = vr.BreakerConfig(failure_threshold=1)
     breakers = [vr.CircuitBreaker(f"vm-{i}", "bench-scrape", f"p{i % providers}", config)
                 for i in range(SCRAPE_BREAKERS)]
     for breaker in breakers[::7]:  # some open, so the worst-state logic has work
         breaker.force_open()
-    best = float("inf")
+    best_collect = best_scrape = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        prometheus_client.generate_latest(registry)
-        best = min(best, time.perf_counter() - start)
+        best_collect = min(best_collect, _seconds(lambda: list(collector.collect())))
+        best_scrape = min(best_scrape, _seconds(lambda: prometheus_client.generate_latest(
+            registry)))
     metrics.unregister(registry)
     del breakers
     gc.collect()
-    return best * 1e3
+    return best_collect * 1e3, best_scrape * 1e3
+
+
+def _seconds(work: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 # -------------------------------------------------------------- drop-ins --
@@ -392,8 +405,12 @@ def threads_cases(suite: Suite) -> list[Target]:
     object's method shared by both threads (the interpreter's own limit: on
     a free-threaded 3.13 every call of a shared object writes its reference
     count from both threads). Targets only on a free-threaded build (with the
-    GIL, two threads take turns and nothing scales)."""
+    GIL, two threads take turns and nothing scales). Added once: ``concurrency``
+    includes this section when it is not chosen."""
     from .threads import Crew, ScalingTarget, one_thread, two_threads  # only when asked for
+
+    if any(case.group == THREADS for case in suite.cases):
+        return []
 
     crew = Crew()
     plain = "plain object's method, shared"
@@ -451,3 +468,27 @@ def adapters_section(suite: Suite) -> list[Target]:
     from .adapters import adapter_cases
 
     return adapter_cases(suite)
+
+
+# ----------------------------------------------------------------- fleets --
+
+
+@section("concurrency")
+def concurrency_section(suite: Suite) -> list[Target]:
+    """500 asyncio tasks x 200 calls of a provider that yields once: bare,
+    through our policy, through tenacity + aiolimiter + aiobreaker (see
+    :mod:`.concurrency`); and two threads on separate and shared objects
+    (the ``threads`` section, included when not chosen)."""
+    from .concurrency import fleet_cases
+
+    return fleet_cases(suite) + threads_cases(suite)
+
+
+@section("memory")
+def memory_section(suite: Suite) -> list[Target]:
+    """RSS growth (and tracemalloc's) per object over 100,000 breakers and
+    buckets, ours against pybreaker and aiolimiter, each kind in a fresh
+    process (see :mod:`.memory`)."""
+    from .memory import memory_targets
+
+    return memory_targets(suite)

@@ -53,6 +53,9 @@ class Case:
     setup: Callable[[], Any] | None = None
     teardown: Callable[[], Any] | None = None
     role: str = "peer"
+    #: A case whose every run performs this many calls whatever ``n`` (a fleet
+    #: of tasks, see :mod:`.concurrency`): timed per run, divided by this.
+    calls: int | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,7 @@ def _compile_loop(stmt: str, names: dict[str, Any], is_async: bool) -> Callable[
 
 
 def _time_once(case: Case, n: int, loop: asyncio.AbstractEventLoop) -> float:
+    n = case.calls or n
     if case.setup is not None:
         case.setup()
     gc.disable()
@@ -176,3 +180,11 @@ class Target:
     def detail(self, suite: Suite) -> str:
         """What the report shows beside the ratio (nothing, unless a subclass says)."""
         return ""
+
+    def shown(self, ratio: float) -> str:
+        """The measured ratio as the report prints it."""
+        return f"{ratio:.2f}x" if self.bound >= 1 else f"{1 / ratio:.1f}x faster"
+
+    def figures(self, suite: Suite) -> dict[str, float]:
+        """The measured figures behind the ratio, for ``--json`` (none, unless a subclass says)."""
+        return {}
