@@ -23,7 +23,7 @@ import grpc.aio  # noqa: E402
 
 import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience import rpcstats  # noqa: E402
-from virtrigaud_resilience.providers import never_sent  # noqa: E402
+from virtrigaud_resilience.providers import AdapterOptions, never_sent  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 
 from loopback import DroppingServer, GrpcServer, closed_port, identity  # noqa: E402
@@ -1011,6 +1011,15 @@ async def test_methods_marked_idempotent_are_retried_after_sending(
     with pytest.raises(vr.UnavailableError):
         policy.execute(unary(everything, "Delete"), b"code=UNAVAILABLE")
     assert server.hits == hits + 15
+    # a mapping sets each named method either way: a read made unsafe, a write made safe
+    mapped = aio_channel("marked", breaker=None, options=AdapterOptions(
+        idempotent={"Describe": False, "/provider.v1.Provider/Delete": True}))
+    with pytest.raises(vr.UnavailableError) as info:
+        await policy.execute_async(unary(mapped, "Describe"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 16 and not vr.is_retryable(info.value)
+    with pytest.raises(vr.UnavailableError):
+        await policy.execute_async(unary(mapped, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 19
 
 
 async def test_an_idempotent_predicate_must_answer_a_bool(aio_channel: Any) -> None:

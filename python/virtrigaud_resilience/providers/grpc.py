@@ -91,8 +91,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Union
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 try:
     import grpc
@@ -104,9 +104,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[grpc]'"
     ) from exc
 
-from .. import _validate
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
-from ..clock import SYSTEM_CLOCK, ManualClock
+from ..clock import SYSTEM_CLOCK
 from ..config import Config
 from ..errors import (
     CircuitOpenError,
@@ -124,7 +123,6 @@ from ..errors import (
     UnavailableError,
     classify,
 )
-from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error, go_code_name
 from ..timeouts import MUTATING_OPERATIONS, deadline_scope
 from .grpc_call import (
@@ -134,9 +132,13 @@ from .grpc_call import (
     GuardedStream,
     Settler,
 )
-from .guard import _MAX_CACHED, KNOWN_OPERATIONS, SHARED, CallGuard, Method, Shared
+from .guard import _MAX_CACHED, KNOWN_OPERATIONS, CallGuard, Method
+from .options import SHARED, AdapterOptions, Idempotent, OptionKeywords
 from .resilient import mark_never_sent, mark_reached, never_sent
 from .retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ERROR_TYPES",
@@ -349,11 +351,6 @@ def _unretryable_once_sent(error: BaseException) -> None:
 # The guard: what each interceptor does before and after a call.
 # ---------------------------------------------------------------------------
 
-#: ``idempotent=``: None (reads only), True/False (every method is / none
-#: is), a collection of method names, or a predicate of the full method name.
-Idempotent = Union[None, bool, Iterable[str], Callable[[str], bool]]
-
-
 class RpcMethod(Method):
     """A gRPC method, resolved once per guard and arity: whether it is idempotent too."""
 
@@ -371,17 +368,18 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
     owner = "RpcGuard"
 
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
-                 idempotent: Idempotent = None, **options: Any) -> None:
-        super().__init__(provider_type, provider, config, **options)
-        self._idempotent = _idempotent_marks(self.owner, idempotent)
+                 options: AdapterOptions | None = None,
+                 **overrides: Unpack[OptionKeywords]) -> None:
+        super().__init__(provider_type, provider, config, options=options, **overrides)
         self._streams: dict[str | bytes, RpcMethod] = {}
 
     # -- methods -------------------------------------------------------------------
 
     def _resolve(self, key: str | bytes) -> RpcMethod:  # what method() returns and caches
         full, name = _names(key)
+        mark = self.options.idempotent_mark(full, name)
         return RpcMethod(self._method_named(name, name),
-                         name in _READS or self._marked_idempotent(full, name))
+                         name in _READS if mark is None else mark)
 
     def stream_method(self, key: str | bytes) -> RpcMethod:
         """The unary-stream method ``key``, resolved once: its timeout only
@@ -393,24 +391,12 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
             method = self._method_named(name, name, warn=False)
             if name not in KNOWN_OPERATIONS and name not in self._overrides:
                 method = Method(method.name, None, method.stats)
-            found = RpcMethod(method, name not in MUTATING_OPERATIONS
-                              or self._marked_idempotent(full, name))
+            mark = self.options.idempotent_mark(full, name)
+            found = RpcMethod(method, name not in MUTATING_OPERATIONS if mark is None else mark)
             with self._lock:
                 if len(self._streams) < _MAX_CACHED:
                     self._streams[key] = found
         return found
-
-    def _marked_idempotent(self, full: str, name: str) -> bool:
-        marks = self._idempotent
-        if marks is None or isinstance(marks, bool):
-            return bool(marks)
-        if isinstance(marks, frozenset):
-            return full in marks or name in marks
-        answer = marks(full)
-        if not isinstance(answer, bool):
-            raise TypeError(f"{self.owner} idempotent({full!r}) must return a bool, got "
-                            f"{type(answer).__name__} {answer!r}")
-        return answer
 
     def timeout_for(self, method: str, caller_timeout: float | None = None) -> float | None:
         """The deadline (seconds) a call of ``method`` ("/pkg.Service/Describe")
@@ -493,21 +479,6 @@ def _names(key: str | bytes) -> tuple[str, str]:
     ("/pkg.Service/Create", "Create")."""
     full = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
     return full, full.rsplit("/", 1)[-1] or full
-
-
-#: ``idempotent=`` as checked: None, a bool, a frozenset of names, or a predicate.
-_Marks = Union[None, bool, frozenset[str], Callable[[str], bool]]
-
-
-def _idempotent_marks(owner: str, marks: Idempotent) -> _Marks:
-    """``idempotent=`` checked: None, a bool, a predicate, or a frozenset of names."""
-    if marks is None or isinstance(marks, bool) or callable(marks):
-        return marks
-    if isinstance(marks, (str, bytes)) or not isinstance(marks, Iterable):
-        raise TypeError(f"{owner} idempotent must be a collection of method names, a predicate "
-                        f"of the full method name, a bool or None, got {type(marks).__name__} "
-                        f"{marks!r}")
-    return frozenset(_validate.string(owner, "idempotent item", name) for name in marks)
 
 
 #: The call details grpc hands its interceptors, plain namedtuples of
@@ -622,40 +593,27 @@ def aio_interceptors(
     provider: str,
     config: Config | None = None,
     *,
-    breaker: CircuitBreaker | None | Shared = SHARED,
-    limiter: TokenBucket | None | Shared = SHARED,
-    wait: bool = False,
-    timeouts: Mapping[str, float | None] | None = None,
-    idempotent: Idempotent = None,
-    clock: ManualClock | None = None,
-    metrics: bool = True,
+    options: AdapterOptions | None = None,
+    **overrides: Unpack[OptionKeywords],
 ) -> list[Any]:
     """The interceptors for ``grpc.aio.insecure_channel(..., interceptors=...)``.
 
     Args:
         provider_type, provider: the provider's labels (metrics, the shared breaker).
         config: the settings (RPC timeouts; the shared breaker's and bucket's
-            configuration); None for :meth:`Config.production`.
-        breaker, limiter: the shared ones by default; an object to use that
-            one; None for none.
-        wait: wait for a token (up to the call's deadline) instead of
-            raising ``RateLimitError``.
-        timeouts: per method name (short or full), seconds or None (no
-            deadline of ours); overrides the RPC config.
-        idempotent: the methods safe to retry after they were sent, beyond
-            the reads (Describe, Validate, TaskStatus): a collection of
-            names (short or full), a predicate of the full name
-            ("/pkg.Service/Create") returning a bool, True for every method,
-            or None. Evaluated once per method.
-        clock: a ManualClock for the shared breaker and bucket (tests).
-        metrics: record the per-call RPC metrics.
+            configuration); overrides ``options.config`` unless None.
+        options: an :class:`~.options.AdapterOptions` (None: the defaults):
+            the breaker and limiter, ``wait``, ``timeouts`` (per method name,
+            short or full), ``idempotent`` (the methods safe to retry after
+            they were sent, beyond the reads Describe, Validate and
+            TaskStatus; evaluated once per method), ``clock``, ``metrics``.
+        **overrides: any AdapterOptions field as a keyword
+            (``wait=True``), overriding that field of ``options``.
 
     Returns a unary-unary and a unary-stream interceptor sharing one guard.
     Raises TypeError / ValueError naming a bad argument.
     """
-    guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
-                     metrics=metrics)
+    guard = RpcGuard(provider_type, provider, config, options=options, **overrides)
     return [AioUnaryUnaryInterceptor(guard), AioUnaryStreamInterceptor(guard)]
 
 
@@ -725,17 +683,10 @@ def intercept_channel(
     provider: str,
     config: Config | None = None,
     *,
-    breaker: CircuitBreaker | None | Shared = SHARED,
-    limiter: TokenBucket | None | Shared = SHARED,
-    wait: bool = False,
-    timeouts: Mapping[str, float | None] | None = None,
-    idempotent: Idempotent = None,
-    clock: ManualClock | None = None,
-    metrics: bool = True,
+    options: AdapterOptions | None = None,
+    **overrides: Unpack[OptionKeywords],
 ) -> Any:
     """``grpc.intercept_channel(channel, ...)`` with the guard (the arguments
     as :func:`aio_interceptors`); returns the intercepted ``grpc.Channel``."""
-    guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
-                     metrics=metrics)
+    guard = RpcGuard(provider_type, provider, config, options=options, **overrides)
     return grpc.intercept_channel(channel, SyncInterceptor(guard))

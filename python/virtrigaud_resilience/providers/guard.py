@@ -23,29 +23,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
-from typing import Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from .. import _validate
 from .._admission import enable, held
 from .._tracking import provider_labels
 from ..breaker import CircuitBreaker, Permit
-from ..clock import ManualClock
 from ..config import Config
 from ..errors import CircuitOpenError, RateLimitError
 from ..ratelimit import TokenBucket
 from ..rpcstats import RPCStats, rpc_stats
 from ..timeouts import MUTATING_OPERATIONS, remaining
+from .options import SHARED, AdapterOptions, OptionKeywords, Shared
 from .resilient import mark_never_sent, shared_breaker, shared_limiter
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SHARED", "CallGuard", "Method", "Shared"]
 
 _LOG = logging.getLogger("virtrigaud_resilience")
-
-#: ``breaker=`` / ``limiter=`` default: the provider's shared one
-#: (:func:`~virtrigaud_resilience.providers.shared_registries`).
-SHARED: Final = "shared"
-Shared = Literal["shared"]
 
 #: The operations whose timeout the RPC config names (anything else: mutating).
 KNOWN_OPERATIONS = frozenset({"Describe", "Validate", "TaskStatus", *MUTATING_OPERATIONS})
@@ -75,16 +71,12 @@ class CallGuard(Generic[K]):
 
     Args:
         provider_type, provider: the provider's labels (metrics, the shared breaker).
-        config: RPC timeouts and the shared breaker's and bucket's settings;
-            None for :meth:`Config.production`.
-        breaker, limiter: :data:`SHARED` (default) for the provider's shared
-            ones, an object to use that one, None for none.
-        wait: wait for a token (up to the call's deadline) instead of
-            raising ``RateLimitError``.
-        timeouts: per method or operation name, seconds (> 0) or None (no
-            deadline of ours); overrides the RPC config.
-        clock: a ManualClock for the shared breaker and bucket (tests).
-        metrics: record the per-call RPC metrics.
+        config: as the :class:`~.options.AdapterOptions` field (given
+            positionally, it overrides ``options.config`` unless None).
+        options: the adapter's settings (:class:`~.options.AdapterOptions`;
+            None: the defaults).
+        **overrides: any AdapterOptions field as a keyword; it overrides
+            that field of ``options``. A keyword that is no field is a TypeError.
     """
 
     owner = "CallGuard"
@@ -95,28 +87,24 @@ class CallGuard(Generic[K]):
         provider: str,
         config: Config | None = None,
         *,
-        breaker: CircuitBreaker | None | Shared = SHARED,
-        limiter: TokenBucket | None | Shared = SHARED,
-        wait: bool = False,
-        timeouts: Mapping[str, float | None] | None = None,
-        clock: ManualClock | None = None,
-        metrics: bool = True,
+        options: AdapterOptions | None = None,
+        **overrides: Unpack[OptionKeywords],
     ) -> None:
         owner = self.owner
         self.provider_type, self.provider = provider_labels(owner, provider_type, provider)
-        config = _validate.optional_instance(owner, "config", config, Config) or Config.production()
-        self.config = config
+        self.options = options = AdapterOptions.of(
+            owner, options, overrides if config is None else {**overrides, "config": config})
+        self.config = config = options.resolved_config
+        clock = options.clock
+        breaker, limiter = options.breaker, options.limiter
         self.breaker = (shared_breaker(config, provider_type, provider, clock)
-                        if isinstance(breaker, str) and breaker == SHARED
-                        else _validate.optional_instance(owner, "breaker", breaker,
-                                                         CircuitBreaker))
+                        if isinstance(breaker, str) else breaker)
         self.limiter = (shared_limiter(config, provider_type, provider, clock)
-                        if isinstance(limiter, str) and limiter == SHARED
-                        else _validate.optional_instance(owner, "limiter", limiter, TokenBucket))
+                        if isinstance(limiter, str) else limiter)
         enable(self.breaker, self.limiter)  # attempts holding them say so, for held()
-        self.wait = _validate.boolean(owner, "wait", wait)
-        self.metrics = _validate.boolean(owner, "metrics", metrics)
-        self._overrides = _timeouts(owner, timeouts)
+        self.wait = options.wait
+        self.metrics = options.metrics
+        self._overrides = options.timeouts
         self._methods: dict[K, Method] = {}
         self._lock = threading.Lock()
 
@@ -278,18 +266,3 @@ class CallGuard(Generic[K]):
         return (f"{type(self).__name__}({self.provider_type!r}, {self.provider!r}, "
                 f"breaker={self.breaker!r}, limiter={self.limiter!r})")
 
-
-def _timeouts(owner: str, timeouts: Mapping[str, float | None] | None) -> dict[str, float | None]:
-    if timeouts is None:
-        return {}
-    if not isinstance(timeouts, Mapping):
-        raise TypeError(f"{owner} timeouts must be a mapping of method name to seconds or None, "
-                        f"got {type(timeouts).__name__} {timeouts!r}")
-    result: dict[str, float | None] = {}
-    for name, seconds in timeouts.items():
-        _validate.string(owner, "timeouts key", name)
-        short = name.rsplit("/", 1)[-1]
-        result[short] = (None if seconds is None else
-                         _validate.seconds(owner, f"timeouts[{name!r}]", seconds,
-                                           allow_zero=False))
-    return result
