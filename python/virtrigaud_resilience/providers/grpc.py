@@ -89,9 +89,8 @@ is freed as soon as its reader is closed or collected (a loop left with
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Union
 
 try:
@@ -107,23 +106,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
 from ..clock import SYSTEM_CLOCK
 from ..config import Config
-from ..errors import (
-    CircuitOpenError,
-    ConflictError,
-    ErrorType,
-    InvalidSpecError,
-    NotFoundError,
-    NotSupportedError,
-    OperationTimeoutError,
-    ProviderError,
-    QuotaExceededError,
-    RateLimitError,
-    RetryableError,
-    UnauthorizedError,
-    UnavailableError,
-    classify,
-)
-from ..rpcstats import code_for_error, go_code_name
+from ..errors import CircuitOpenError, ErrorType, ProviderError, RateLimitError, classify
+from ..rpcstats import code_for_error
 from ..timeouts import MUTATING_OPERATIONS, deadline_scope
 from .grpc_call import (
     FailedAioUnaryCall,
@@ -134,8 +118,18 @@ from .grpc_call import (
 )
 from .guard import _MAX_CACHED, KNOWN_OPERATIONS, CallGuard, Method
 from .options import SHARED, AdapterOptions, Idempotent, OptionKeywords
-from .resilient import mark_never_sent, mark_reached, never_sent
-from .retry_after import parse_retry_after
+from .grpc_errors import (
+    _GO_NAMES,
+    _RPC_CLASSES,
+    ERROR_TYPES,
+    INFRA_FAILURES,
+    RpcCircuitOpenError,
+    _set_status,
+    error_from_rpc,
+)
+from .resilient import never_sent
+
+_S = grpc.StatusCode
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -144,10 +138,12 @@ __all__ = [
     "ERROR_TYPES",
     "INFRA_FAILURES",
     "SHARED",
+    "AdapterOptions",
     "AioUnaryStreamInterceptor",
     "AioUnaryUnaryInterceptor",
     "Idempotent",
     "RpcGuard",
+    "RpcCircuitOpenError",
     "RpcMethod",
     "SyncInterceptor",
     "aio_interceptors",
@@ -155,189 +151,8 @@ __all__ = [
     "intercept_channel",
 ]
 
-_S = grpc.StatusCode
-
-#: gRPC status -> taxonomy (``CANCELLED`` as a status the server or a proxy
-#: sent; the caller's own cancellation is no error type).
-ERROR_TYPES: Mapping[Any, ErrorType] = {
-    _S.NOT_FOUND: ErrorType.NOT_FOUND,
-    _S.INVALID_ARGUMENT: ErrorType.INVALID_SPEC,
-    _S.OUT_OF_RANGE: ErrorType.INVALID_SPEC,
-    _S.UNAUTHENTICATED: ErrorType.UNAUTHORIZED,
-    _S.PERMISSION_DENIED: ErrorType.UNAUTHORIZED,
-    _S.UNIMPLEMENTED: ErrorType.NOT_SUPPORTED,
-    _S.UNAVAILABLE: ErrorType.UNAVAILABLE,
-    _S.DEADLINE_EXCEEDED: ErrorType.TIMEOUT,
-    _S.RESOURCE_EXHAUSTED: ErrorType.RATE_LIMIT,
-    _S.ALREADY_EXISTS: ErrorType.CONFLICT,
-    _S.ABORTED: ErrorType.CONFLICT,
-    _S.FAILED_PRECONDITION: ErrorType.CONFLICT,
-    _S.INTERNAL: ErrorType.RETRYABLE,
-    _S.UNKNOWN: ErrorType.RETRYABLE,
-    _S.DATA_LOSS: ErrorType.RETRYABLE,
-    _S.CANCELLED: ErrorType.RETRYABLE,
-}
-
-#: The statuses that count as breaker failures (Virtrigaud's ``isInfraFailure``).
-INFRA_FAILURES: frozenset[Any] = frozenset(
-    {_S.UNAVAILABLE, _S.DEADLINE_EXCEEDED, _S.INTERNAL, _S.UNKNOWN})
-
-_GO_NAMES: dict[Any, str] = {code: go_code_name(code.name) for code in _S}
-
 #: The operations that only read (every other unary method may change something).
 _READS = KNOWN_OPERATIONS - MUTATING_OPERATIONS
-
-# ---------------------------------------------------------------------------
-# Errors that are both taxonomy errors and gRPC errors.
-# ---------------------------------------------------------------------------
-
-
-class _RpcStatus(grpc.aio.AioRpcError):  # type: ignore[misc]
-    """The gRPC side of a taxonomy error: ``code()``, ``details()``, the metadata.
-
-    Sits after ProviderError in the MRO: ProviderError's ``__init__`` reaches
-    this one with the message, and the status is filled in afterwards.
-    """
-
-    def __init__(self, message: str = "", *_: object, **__: object) -> None:
-        Exception.__init__(self, message)
-        self._code = _S.UNKNOWN
-        self._details = message
-        self._initial_metadata = None
-        self._trailing_metadata = None
-        self._debug_error_string = None
-
-    # A finished sync call's outcome too, as grpc's own sync errors are: a
-    # sync interceptor chain passes an error raised inside it on as the
-    # call's outcome (grpc.intercept_channel's continuation returns it), and
-    # an interceptor outside ours asks that for ``result()``.
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Raises this error (the outcome of the call that failed with it)."""
-        raise self
-
-    def exception(self, timeout: float | None = None) -> BaseException:
-        return self
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        return self.__traceback__
-
-    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
-        fn(self)  # already done
-
-    def done(self) -> bool:
-        return True
-
-    def cancel(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def running(self) -> bool:
-        return False
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def add_callback(self, callback: Callable[[], object]) -> bool:
-        return False
-
-
-_BASES: dict[ErrorType, type[ProviderError]] = {
-    ErrorType.NOT_FOUND: NotFoundError,
-    ErrorType.INVALID_SPEC: InvalidSpecError,
-    ErrorType.UNAUTHORIZED: UnauthorizedError,
-    ErrorType.NOT_SUPPORTED: NotSupportedError,
-    ErrorType.RETRYABLE: RetryableError,
-    ErrorType.UNAVAILABLE: UnavailableError,
-    ErrorType.RATE_LIMIT: RateLimitError,
-    ErrorType.TIMEOUT: OperationTimeoutError,
-    ErrorType.QUOTA_EXCEEDED: QuotaExceededError,
-    ErrorType.CONFLICT: ConflictError,
-}
-
-#: The class raised for each type: e.g. ``RpcNotFoundError(NotFoundError, AioRpcError)``.
-_RPC_CLASSES: dict[ErrorType, Callable[..., ProviderError]] = {
-    kind: type(f"Rpc{base.__name__}", (base, _RpcStatus), {"__module__": __name__})
-    for kind, base in _BASES.items()
-}
-
-
-class RpcCircuitOpenError(CircuitOpenError, _RpcStatus):
-    """An open breaker's rejection, also an ``AioRpcError`` with code ``UNAVAILABLE``."""
-
-
-def _set_status(error: BaseException, code: Any, details: str | None,
-                initial: Any = None, trailing: Any = None, debug: str | None = None) -> None:
-    error._code = code  # type: ignore[attr-defined]
-    error._details = details  # type: ignore[attr-defined]
-    error._initial_metadata = initial  # type: ignore[attr-defined]
-    error._trailing_metadata = trailing  # type: ignore[attr-defined]
-    error._debug_error_string = debug  # type: ignore[attr-defined]
-
-
-def _status_of(error: BaseException) -> tuple[Any, str | None, Any, Any, str | None]:
-    """(code, details, initial metadata, trailing metadata, debug string) of a gRPC error."""
-    def read(name: str) -> Any:
-        method = getattr(error, name, None)
-        try:
-            return method() if callable(method) else None
-        except Exception:  # an inactive call may refuse a question; no answer then
-            return None
-    return (read("code"), read("details"), read("initial_metadata"),
-            read("trailing_metadata"), read("debug_error_string"))
-
-
-def _metadata_value(metadata: Any, key: str) -> Any:
-    """The first value of ``key`` in gRPC metadata (pairs, or grpc.aio.Metadata)."""
-    if not metadata:
-        return None
-    try:
-        for item_key, value in metadata:
-            if item_key == key:
-                return value
-    except (TypeError, ValueError):
-        return None
-    return None
-
-
-
-
-def error_from_rpc(error: BaseException, method: str = "") -> ProviderError:
-    """The taxonomy error for a failed RPC's status (the module docstring's table).
-
-    ``error`` is a ``grpc.RpcError`` (anything with ``code()``); the result
-    is a ProviderError subclass that is also an ``AioRpcError`` with the same
-    code, details and metadata, chained from ``error``. ``CANCELLED`` is a
-    status like the others here (a Retryable error): telling the caller's
-    own cancellation apart is the interceptors' work. A code outside the
-    table (``OK``, or none at all) gives a Retryable error with code
-    ``UNKNOWN``. ``method`` prefixes the message. The result is marked
-    :func:`~virtrigaud_resilience.providers.never_sent` when no connection
-    could be made, else :func:`~virtrigaud_resilience.providers.mark_reached`.
-    """
-    code, details, initial, trailing, debug = _status_of(error)
-    where = f"{method}: " if method else ""
-    text = details or (code.name if code is not None else type(error).__name__)
-    kind = ERROR_TYPES.get(code)
-    if kind is None:
-        kind, code = ErrorType.RETRYABLE, _S.UNKNOWN
-    retry_after = None
-    if kind is ErrorType.RATE_LIMIT:
-        retry_after = parse_retry_after(_metadata_value(trailing, "retry-after"))
-    result = _RPC_CLASSES[kind](f"{where}{text}", error, retry_after=retry_after)
-    _set_status(result, code, details, initial, trailing, debug)
-    if code is _S.UNAVAILABLE and details and _NO_CONNECTION in details:
-        return mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
-    return mark_reached(result)
-
-
-#: What gRPC core says when no connection could be made (the RPC was never sent).
-_NO_CONNECTION = "failed to connect to all addresses"
 
 
 def _unretryable_once_sent(error: BaseException) -> None:
@@ -514,31 +329,42 @@ async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
     return permit, guard.left(budget, start)
 
 
-class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-unary calls.
+class _AioInterceptor:
+    """The guard around one ``grpc.aio`` call: one body serves both arities.
 
-    Awaits the call and records its outcome inline (no done callback, no
-    wrapper on the way out), then returns it finished: grpc's own call when
-    it succeeded, else a :class:`~.grpc_call.FailedAioUnaryCall` around it
-    whose await raises the taxonomy error."""
+    A unary-unary call is awaited and its outcome recorded inline (no done
+    callback, no wrapper on the way out), then returned finished: grpc's own
+    call when it succeeded, else a :class:`~.grpc_call.FailedAioUnaryCall`
+    around it whose await raises the taxonomy error. A unary-stream call is
+    admitted when it starts and handed back as a
+    :class:`~.grpc_call.GuardedAioStreamCall`, settled when the call is done
+    whether or not the stream is read to its end.
+
+    The subclasses bind :meth:`_intercept` as grpc's method of their arity
+    (no frame in between), and choose ``_unary``.
+    """
+
+    _unary: bool
 
     def __init__(self, guard: RpcGuard) -> None:
         self.guard = guard
+        self._resolve = guard.method if self._unary else guard.stream_method
 
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
-                                    request: Any) -> Any:
+    async def _intercept(self, continuation: Callable[..., Any], details: Any,
+                         request: Any) -> Any:
         guard = self.guard
-        method = guard.method(details.method)
+        method = self._resolve(details.method)
         start = time.perf_counter()
-        timeout = guard.deadline(method, details.timeout)
+        budget = guard.deadline(method, details.timeout)
         if guard.wait:
-            permit, timeout = await _admit_waiting(guard, method, start, timeout)
+            permit, timeout = await _admit_waiting(guard, method, start, budget)
         else:  # never waits: admitted without a coroutine of its own
-            permit = guard.admit(method, start)
+            permit, timeout = guard.admit(method, start), budget
         call = None
         try:
             call = await continuation(_with_timeout(details, timeout), request)
-            await call  # the outcome, recorded here: grpc's own await of it then returns at once
+            if self._unary:
+                await call  # the outcome, recorded here: grpc's own await then returns at once
         except Exception as exc:
             error = guard.failed(permit, method, start, exc)
             if call is None:  # no call to return (another interceptor raised)
@@ -547,39 +373,30 @@ class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: i
         except BaseException:  # the caller's task, a local cancel(), or the task closed
             guard.cancelled(permit, method, start)
             raise
-        guard.settle(permit, method, start, "OK", False)
-        return call
+        if self._unary:
+            guard.settle(permit, method, start, "OK", False)
+            return call
+        return GuardedAioStreamCall(call, Settler(guard, permit, method, start,
+                                                  _own_deadline(method, budget)))
 
 
-class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-stream calls: admitted when the call
-    starts, settled when the call is done, whether or not the stream is read
-    to its end. The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`)
-    cancels the call and frees the breaker slot as soon as it is closed or
-    collected unfinished (a loop left with ``break``), or its task cancelled."""
+class AioUnaryUnaryInterceptor(_AioInterceptor,
+                               grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """The guard around ``grpc.aio`` unary-unary calls (see :class:`_AioInterceptor`)."""
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
+    _unary = True
+    intercept_unary_unary = _AioInterceptor._intercept
 
-    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
-                                     request: Any) -> Any:
-        guard = self.guard
-        method = guard.stream_method(details.method)
-        start = time.perf_counter()
-        budget = guard.deadline(method, details.timeout)
-        if guard.wait:
-            permit, timeout = await _admit_waiting(guard, method, start, budget)
-        else:
-            permit, timeout = guard.admit(method, start), budget
-        try:
-            call = await continuation(_with_timeout(details, timeout), request)
-        except asyncio.CancelledError:
-            guard.cancelled(permit, method, start)
-            raise
-        except Exception as exc:
-            raise guard.failed(permit, method, start, exc) from exc
-        own = _own_deadline(method, budget)
-        return GuardedAioStreamCall(call, Settler(guard, permit, method, start, own))
+
+class AioUnaryStreamInterceptor(_AioInterceptor,
+                                grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The guard around ``grpc.aio`` unary-stream calls (see :class:`_AioInterceptor`).
+    The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`) cancels the
+    call and frees the breaker slot as soon as it is closed or collected
+    unfinished (a loop left with ``break``), or its task cancelled."""
+
+    _unary = False
+    intercept_unary_stream = _AioInterceptor._intercept
 
 
 def _own_deadline(method: Method, budget: float | None) -> bool:

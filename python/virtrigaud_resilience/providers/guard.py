@@ -30,7 +30,6 @@ from .._tracking import provider_labels
 from ..breaker import CircuitBreaker, Permit
 from ..config import Config
 from ..errors import CircuitOpenError, RateLimitError
-from ..ratelimit import TokenBucket
 from ..rpcstats import RPCStats, rpc_stats
 from ..timeouts import MUTATING_OPERATIONS, remaining
 from .options import SHARED, AdapterOptions, OptionKeywords, Shared
