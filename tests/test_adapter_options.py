@@ -28,7 +28,7 @@ from virtrigaud_resilience.providers import (  # noqa: E402
 )
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
-from virtrigaud_resilience.providers.guard import CallGuard  # noqa: E402
+from virtrigaud_resilience.providers.call_step import CallStep  # noqa: E402
 
 _labels = itertools.count()
 
@@ -38,29 +38,29 @@ def _sync_guard(options: AdapterOptions | None = None, **keywords: Any) -> Any:
     try:
         intercepted = vrg.intercept_channel(channel, "opts", f"p{next(_labels)}",
                                             options=options, **keywords)
-        return intercepted._interceptor.guard  # grpc's intercepted channel keeps its interceptor
+        return intercepted._interceptor.step  # grpc's intercepted channel keeps its interceptor
     finally:
         channel.close()
 
 
 #: adapter -> (the name its messages use, make(options, **keywords) -> its guard)
 GUARDS: dict[str, tuple[str, Callable[..., Any]]] = {
-    "CallGuard": ("CallGuard", lambda options=None, **kw: CallGuard(
+    "CallStep": ("CallStep", lambda options=None, **kw: CallStep(
         "opts", f"p{next(_labels)}", options=options, **kw)),
-    "aio_interceptors": ("RpcGuard", lambda options=None, **kw: vrg.aio_interceptors(
-        "opts", f"p{next(_labels)}", options=options, **kw)[0].guard),
-    "intercept_channel": ("RpcGuard", _sync_guard),
+    "aio_interceptors": ("RpcCallStep", lambda options=None, **kw: vrg.aio_interceptors(
+        "opts", f"p{next(_labels)}", options=options, **kw)[0].step),
+    "intercept_channel": ("RpcCallStep", _sync_guard),
     "ResilientTransport": ("ResilientTransport", lambda options=None, **kw: vrh.ResilientTransport(
-        "opts", f"p{next(_labels)}", options=options, **kw).guard),
+        "opts", f"p{next(_labels)}", options=options, **kw).step),
     "AsyncResilientTransport": ("AsyncResilientTransport",
                                 lambda options=None, **kw: vrh.AsyncResilientTransport(
-                                    "opts", f"p{next(_labels)}", options=options, **kw).guard),
+                                    "opts", f"p{next(_labels)}", options=options, **kw).step),
     "ResilientClient": ("ResilientTransport", lambda options=None, **kw: vrh.ResilientClient(
-        "opts", f"p{next(_labels)}", options=options, **kw).resilient_transport.guard),
+        "opts", f"p{next(_labels)}", options=options, **kw).resilient_transport.step),
     "AsyncResilientClient": ("AsyncResilientTransport",
                              lambda options=None, **kw: vrh.AsyncResilientClient(
                                  "opts", f"p{next(_labels)}", options=options,
-                                 **kw).resilient_transport.guard),
+                                 **kw).resilient_transport.step),
 }
 
 
@@ -215,7 +215,7 @@ def test_one_options_value_serves_the_composed_setup() -> None:
     """The same options for the provider and its channel: one shared breaker and bucket."""
     options = AdapterOptions(config=vr.Config.development(), clock=vr.ManualClock())
     rp = ResilientProvider(FaultInjectingProvider(), "opts", "composed", options=options)
-    guard = vrg.aio_interceptors("opts", "composed", options=options)[0].guard
+    guard = vrg.aio_interceptors("opts", "composed", options=options)[0].step
     assert guard.breaker is rp.breaker and guard.limiter is rp.limiter
 
 
@@ -233,10 +233,13 @@ def test_resilient_provider_needs_a_breaker_and_a_bucket() -> None:
 ])
 def test_resilient_provider_old_keywords_warn(old: str, new: str,
                                               read: Callable[[ResilientProvider], bool]) -> None:
-    with pytest.warns(DeprecationWarning, match=rf"ResilientProvider {old}= is deprecated: "
-                                                rf"use {new}="):
+    with pytest.warns(DeprecationWarning, match=rf"ResilientProvider\({old}=...\) is "
+                                                rf"deprecated: use ResilientProvider\({new}=...\)"):
         rp = _provider(**{old: not getattr(AdapterOptions(), new)})
     assert read(rp) is not getattr(AdapterOptions(), new)
+    with pytest.raises(TypeError, match=rf"ResilientProvider got both {new}= and its deprecated "
+                                        rf"name {old}="):
+        _provider(**{old: True, new: True})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _provider(**{new: True})  # the new name is quiet
@@ -247,7 +250,7 @@ def test_resilient_provider_old_keywords_warn(old: str, new: str,
 
 def test_http_idempotent_marks_operations() -> None:
     guard = vrh.ResilientTransport("opts", "marks", breaker=None, limiter=None,
-                                   idempotent={"Create": True, "GET": False}).guard
+                                   idempotent={"Create": True, "GET": False}).step
     create = httpx.Request("POST", "http://h/vms",
                            extensions={vrh.OPERATION_EXTENSION: "Create"})
     plain_post = httpx.Request("POST", "http://h/vms")
@@ -255,5 +258,46 @@ def test_http_idempotent_marks_operations() -> None:
     forced = httpx.Request("GET", "http://h/vms", extensions={vrh.IDEMPOTENT_EXTENSION: True})
     assert [guard.idempotent(r) for r in (create, plain_post, get, forced)] == [
         True, False, False, True]  # the request's own extension still decides first
-    default = vrh.ResilientTransport("opts", "marks", breaker=None, limiter=None).guard
+    default = vrh.ResilientTransport("opts", "marks", breaker=None, limiter=None).step
     assert [default.idempotent(r) for r in (create, plain_post, get)] == [False, False, True]
+
+
+# -- the old "guard" names: one minor release, each warning with its new name ------------------
+
+
+@pytest.mark.parametrize(("module", "old", "new"), [
+    ("virtrigaud_resilience.providers.guard", "CallGuard",
+     "virtrigaud_resilience.providers.call_step.CallStep"),
+    ("virtrigaud_resilience.providers.guard", "Method",
+     "virtrigaud_resilience.providers.call_step.Method"),
+    ("virtrigaud_resilience.providers.guard", "SHARED",
+     "virtrigaud_resilience.providers.options.SHARED"),
+    ("virtrigaud_resilience.providers.grpc", "RpcGuard",
+     "virtrigaud_resilience.providers.grpc.RpcCallStep"),
+    ("virtrigaud_resilience.providers.http", "HttpGuard",
+     "virtrigaud_resilience.providers.http.HttpCallStep"),
+])
+def test_old_names_warn_and_serve_the_new_ones(module: str, old: str, new: str) -> None:
+    import importlib
+
+    where, _, name = new.rpartition(".")
+    with pytest.warns(DeprecationWarning, match=rf"{module}.{old} is deprecated: use {new}"):
+        value = getattr(importlib.import_module(module), old)
+    assert value is getattr(importlib.import_module(where), name)
+
+
+def test_old_guard_attributes_warn_and_serve_the_step() -> None:
+    transport = vrh.AsyncResilientTransport("opts", "renamed", breaker=None, limiter=None)
+    interceptors = vrg.aio_interceptors("opts", "renamed", breaker=None, limiter=None)
+    sync = vrg.SyncInterceptor(interceptors[0].step)
+    for owner, holder in (("AsyncResilientTransport", transport),
+                          ("AioUnaryUnaryInterceptor", interceptors[0]),
+                          ("AioUnaryStreamInterceptor", interceptors[1]),
+                          ("SyncInterceptor", sync)):
+        with pytest.warns(DeprecationWarning, match=rf"{owner}.guard is deprecated: use "
+                                                    rf"{owner}.step"):
+            assert holder.guard is holder.step
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(transport.step, vrh.HttpCallStep)  # the new names are quiet
+        assert isinstance(interceptors[1].step, vrg.RpcCallStep)

@@ -357,7 +357,7 @@ async def test_an_enclosing_policy_deadline_bounds_the_request(server: HttpServe
 
 
 def test_operation_timeouts(caplog: pytest.LogCaptureFixture) -> None:
-    guard = vrh.ResilientTransport("http", "timeouts", breaker=None, limiter=None).guard
+    guard = vrh.ResilientTransport("http", "timeouts", breaker=None, limiter=None).step
     get = httpx.Request("GET", "http://x/vms/1")
     post = httpx.Request("POST", "http://x/vms")
     validate = httpx.Request("GET", "http://x/", extensions={vrh.OPERATION_EXTENSION: "Validate"})

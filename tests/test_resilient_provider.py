@@ -366,6 +366,7 @@ class SyncOps(FaultInjectingProvider):
     (lambda: fresh(breakers={}), TypeError, "breakers"),
     (lambda: fresh(clock=object()), TypeError, "clock"),
 ])
+@pytest.mark.filterwarnings("ignore:ResilientProvider\\(wait_for_token=:DeprecationWarning")
 def test_bad_construction_is_named(make: Any, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
         make()

@@ -60,7 +60,8 @@ Each call, as Virtrigaud's Go client does it:
    call never left (:func:`~virtrigaud_resilience.providers.never_sent`).
    ``idempotent=`` marks methods safe to retry: a set of names (short
    "Create" or full "/pkg.Service/Create"), a predicate of the full name,
-   or True for all.
+   True for all, False for none, or a mapping of name to bool that sets
+   each named method either way (``{"Describe": False}``).
 6. **metrics**: ``virtrigaud_provider_rpc_requests_total{provider_type,
    method, code}`` and ``virtrigaud_provider_rpc_latency_seconds`` for every
    call, rejections included (as Virtrigaud's metrics interceptor sits
@@ -79,7 +80,10 @@ the interceptor; interceptors outside this one get the call's own.)
 
 The breaker and the bucket are the provider's shared ones
 (:func:`~virtrigaud_resilience.providers.shared_registries`) unless
-``breaker=`` / ``limiter=`` give others, or None for none.
+``breaker=`` / ``limiter=`` give others, or None for none. Every setting
+is a field of :class:`~virtrigaud_resilience.providers.AdapterOptions`:
+pass one ``options=`` value (shared with the provider's ``ResilientProvider``,
+say) or the fields as keywords, a keyword overriding its field.
 
 Cancelling the awaiting task frees everything the call holds: the breaker's
 half-open slot, and tokens reserved while waiting for one. A stream's slot
@@ -103,6 +107,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[grpc]'"
     ) from exc
 
+from .._deprecated import RenamedAttribute, module_getattr
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
 from ..clock import SYSTEM_CLOCK
 from ..config import Config
@@ -116,7 +121,7 @@ from .grpc_call import (
     GuardedStream,
     Settler,
 )
-from .guard import _MAX_CACHED, KNOWN_OPERATIONS, CallGuard, Method
+from .call_step import _MAX_CACHED, KNOWN_OPERATIONS, CallStep, Method
 from .options import SHARED, AdapterOptions, Idempotent, OptionKeywords
 from .grpc_errors import (
     _GO_NAMES,
@@ -131,6 +136,10 @@ from .resilient import never_sent
 
 _S = grpc.StatusCode
 
+#: Old names (before 0.2.0), served with a DeprecationWarning naming the new one.
+__getattr__ = module_getattr(__name__, {
+    "RpcGuard": "virtrigaud_resilience.providers.grpc.RpcCallStep"})
+
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
@@ -142,7 +151,7 @@ __all__ = [
     "AioUnaryStreamInterceptor",
     "AioUnaryUnaryInterceptor",
     "Idempotent",
-    "RpcGuard",
+    "RpcCallStep",
     "RpcCircuitOpenError",
     "RpcMethod",
     "SyncInterceptor",
@@ -163,11 +172,11 @@ def _unretryable_once_sent(error: BaseException) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The guard: what each interceptor does before and after a call.
+# The call step: what each interceptor does before and after a call.
 # ---------------------------------------------------------------------------
 
 class RpcMethod(Method):
-    """A gRPC method, resolved once per guard and arity: whether it is idempotent too."""
+    """A gRPC method, resolved once per call step and arity: whether it is idempotent too."""
 
     __slots__ = ("idempotent",)
 
@@ -176,11 +185,11 @@ class RpcMethod(Method):
         self.idempotent = idempotent
 
 
-class RpcGuard(CallGuard[Union[str, bytes]]):
+class RpcCallStep(CallStep[Union[str, bytes]]):
     """The breaker, limiter, deadlines and metrics the interceptors share
-    (the arguments as :func:`aio_interceptors`; see :class:`CallGuard`)."""
+    (the arguments as :func:`aio_interceptors`; see :class:`CallStep`)."""
 
-    owner = "RpcGuard"
+    owner = "RpcCallStep"
 
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  options: AdapterOptions | None = None,
@@ -223,7 +232,7 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
 
     def until(self, budget: float) -> Any:
         """The scope in which a token wait ends by ``budget`` seconds from now
-        (the guard's wait is bounded by the innermost deadline)."""
+        (the call step's wait is bounded by the innermost deadline)."""
         return deadline_scope(SYSTEM_CLOCK, SYSTEM_CLOCK.now() + budget)
 
     @staticmethod
@@ -318,19 +327,19 @@ def _with_timeout(details: Any, timeout: float | None) -> Any:
 # ---------------------------------------------------------------------------
 
 
-async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
+async def _admit_waiting(step: RpcCallStep, method: Method, start: float,
                          budget: float | None) -> tuple[Permit | None, float | None]:
     """With ``wait=True``: the permit, and the deadline to send (``budget``
     less the token wait, which ends by it)."""
-    if budget is None or guard.limiter is None:
-        return await guard.admit_async(method, start), budget
-    with guard.until(budget):
-        permit = await guard.admit_async(method, start)
-    return permit, guard.left(budget, start)
+    if budget is None or step.limiter is None:
+        return await step.admit_async(method, start), budget
+    with step.until(budget):
+        permit = await step.admit_async(method, start)
+    return permit, step.left(budget, start)
 
 
 class _AioInterceptor:
-    """The guard around one ``grpc.aio`` call: one body serves both arities.
+    """The interceptor of one ``grpc.aio`` call: one body serves both arities.
 
     A unary-unary call is awaited and its outcome recorded inline (no done
     callback, no wrapper on the way out), then returned finished: grpc's own
@@ -346,57 +355,61 @@ class _AioInterceptor:
 
     _unary: bool
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
-        self._resolve = guard.method if self._unary else guard.stream_method
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
+        self._resolve = step.method if self._unary else step.stream_method
 
     async def _intercept(self, continuation: Callable[..., Any], details: Any,
                          request: Any) -> Any:
-        guard = self.guard
+        step = self.step
         method = self._resolve(details.method)
         start = time.perf_counter()
-        budget = guard.deadline(method, details.timeout)
-        if guard.wait:
-            permit, timeout = await _admit_waiting(guard, method, start, budget)
+        budget = step.deadline(method, details.timeout)
+        if step.wait:
+            permit, timeout = await _admit_waiting(step, method, start, budget)
         else:  # never waits: admitted without a coroutine of its own
-            permit, timeout = guard.admit(method, start), budget
+            permit, timeout = step.admit(method, start), budget
         call = None
         try:
             call = await continuation(_with_timeout(details, timeout), request)
             if self._unary:
                 await call  # the outcome, recorded here: grpc's own await then returns at once
         except Exception as exc:
-            error = guard.failed(permit, method, start, exc)
+            error = step.failed(permit, method, start, exc)
             if call is None:  # no call to return (another interceptor raised)
                 raise error from exc
             return FailedAioUnaryCall(call, error, exc)
         except BaseException:  # the caller's task, a local cancel(), or the task closed
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
         if self._unary:
-            guard.settle(permit, method, start, "OK", False)
+            step.settle(permit, method, start, "OK", False)
             return call
-        return GuardedAioStreamCall(call, Settler(guard, permit, method, start,
+        return GuardedAioStreamCall(call, Settler(step, permit, method, start,
                                                   _own_deadline(method, budget)))
 
 
 class AioUnaryUnaryInterceptor(_AioInterceptor,
                                grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-unary calls (see :class:`_AioInterceptor`)."""
+    """The interceptor of ``grpc.aio`` unary-unary calls (see :class:`_AioInterceptor`)."""
 
     _unary = True
     intercept_unary_unary = _AioInterceptor._intercept
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
 
 
 class AioUnaryStreamInterceptor(_AioInterceptor,
                                 grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-stream calls (see :class:`_AioInterceptor`).
+    """The interceptor of ``grpc.aio`` unary-stream calls (see :class:`_AioInterceptor`).
     The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`) cancels the
     call and frees the breaker slot as soon as it is closed or collected
     unfinished (a loop left with ``break``), or its task cancelled."""
 
     _unary = False
     intercept_unary_stream = _AioInterceptor._intercept
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
 
 
 def _own_deadline(method: Method, budget: float | None) -> bool:
@@ -427,11 +440,11 @@ def aio_interceptors(
         **overrides: any AdapterOptions field as a keyword
             (``wait=True``), overriding that field of ``options``.
 
-    Returns a unary-unary and a unary-stream interceptor sharing one guard.
+    Returns a unary-unary and a unary-stream interceptor sharing one call step.
     Raises TypeError / ValueError naming a bad argument.
     """
-    guard = RpcGuard(provider_type, provider, config, options=options, **overrides)
-    return [AioUnaryUnaryInterceptor(guard), AioUnaryStreamInterceptor(guard)]
+    step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
+    return [AioUnaryUnaryInterceptor(step), AioUnaryStreamInterceptor(step)]
 
 
 # ---------------------------------------------------------------------------
@@ -441,31 +454,34 @@ def aio_interceptors(
 
 class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
                       grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The guard around sync ``grpc`` unary-unary and unary-stream calls.
+    """The interceptor of sync ``grpc`` unary-unary and unary-stream calls.
 
     A blocking call cannot be interrupted from Python: its deadline is what
     gRPC enforces (the method's timeout, capped as documented).
     """
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
+
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
 
     def _start(self, method: Method, details: Any, stream: bool) -> tuple[Settler, Any]:
-        guard = self.guard
+        step = self.step
         start = time.perf_counter()
-        budget = timeout = guard.deadline(method, details.timeout)
-        if guard.wait and budget is not None and guard.limiter is not None:
-            with guard.until(budget):
-                permit = guard.admit(method, start)
-            timeout = guard.left(budget, start)
+        budget = timeout = step.deadline(method, details.timeout)
+        if step.wait and budget is not None and step.limiter is not None:
+            with step.until(budget):
+                permit = step.admit(method, start)
+            timeout = step.left(budget, start)
         else:
-            permit = guard.admit(method, start)
+            permit = step.admit(method, start)
         own = stream and _own_deadline(method, budget)
-        return Settler(guard, permit, method, start, own), _with_timeout(details, timeout)
+        return Settler(step, permit, method, start, own), _with_timeout(details, timeout)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
-        settler, details = self._start(self.guard.method(details.method), details, False)
+        settler, details = self._start(self.step.method(details.method), details, False)
         try:
             outcome = continuation(details, request)
         except Exception as exc:
@@ -477,7 +493,7 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
-        settler, details = self._start(self.guard.stream_method(details.method), details, True)
+        settler, details = self._start(self.step.stream_method(details.method), details, True)
         try:
             responses = continuation(details, request)
         except Exception as exc:
@@ -503,7 +519,7 @@ def intercept_channel(
     options: AdapterOptions | None = None,
     **overrides: Unpack[OptionKeywords],
 ) -> Any:
-    """``grpc.intercept_channel(channel, ...)`` with the guard (the arguments
+    """``grpc.intercept_channel(channel, ...)`` guarded by an :class:`RpcCallStep` (the arguments
     as :func:`aio_interceptors`); returns the intercepted ``grpc.Channel``."""
-    guard = RpcGuard(provider_type, provider, config, options=options, **overrides)
-    return grpc.intercept_channel(channel, SyncInterceptor(guard))
+    step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
+    return grpc.intercept_channel(channel, SyncInterceptor(step))

@@ -9,7 +9,7 @@
 
 (``ResilientClient`` for ``httpx.Client``.) The clients take every
 ``httpx.Client`` argument besides their own (``auth=``, ``event_hooks=``,
-``headers=``, ...; ``transport=`` is the transport they guard), and put a
+``headers=``, ...; ``transport=`` is the transport they step), and put a
 :class:`ResilientTransport` (:class:`AsyncResilientTransport`) under them.
 
 The transport, per request on the wire:
@@ -93,6 +93,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     ) from exc
 
 from .. import _validate
+from .._deprecated import RenamedAttribute, module_getattr
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
 from ..config import Config
 from ..errors import (
@@ -112,13 +113,17 @@ from ..errors import (
 )
 from ..rpcstats import code_for_error
 from ..timeouts import TimeoutScope
-from .guard import CallGuard, Method
+from .call_step import CallStep, Method
 from .options import SHARED, AdapterOptions, OptionKeywords
 from .resilient import mark_never_sent, never_sent
 from .retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+#: Old names (before 0.2.0), served with a DeprecationWarning naming the new one.
+__getattr__ = module_getattr(__name__, {
+    "HttpGuard": "virtrigaud_resilience.providers.http.HttpCallStep"})
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -129,7 +134,7 @@ __all__ = [
     "AsyncResilientClient",
     "AsyncResilientTransport",
     "HTTPCircuitOpenError",
-    "HttpGuard",
+    "HttpCallStep",
     "ResilientClient",
     "ResilientTransport",
     "aread_error_body",
@@ -446,12 +451,12 @@ class _Exchange:
     """One response's pending outcome: reported once, when its body ends, is
     closed, fails (a breaker failure) or its reader is cancelled (none)."""
 
-    __slots__ = ("guard", "permit", "method", "start", "status", "request", "idempotent",
+    __slots__ = ("step", "permit", "method", "start", "status", "request", "idempotent",
                  "pending")
 
-    def __init__(self, guard: HttpGuard, permit: Permit | None, method: Method, start: float,
+    def __init__(self, step: HttpCallStep, permit: Permit | None, method: Method, start: float,
                  status: int, request: httpx.Request, idempotent: bool) -> None:
-        self.guard = guard
+        self.step = step
         self.permit = permit
         self.method = method
         self.start = start
@@ -465,23 +470,23 @@ class _Exchange:
         if self.pending:
             self.pending = False
             status = self.status
-            self.guard.settle(self.permit, self.method, self.start, str(status),
+            self.step.settle(self.permit, self.method, self.start, str(status),
                               is_breaker_failure(status))
 
     def failed(self, exc: BaseException) -> BaseException:
         """The body could not be read: returns the classified error to raise."""
-        operation = self.guard.operation_label(self.method, self.request)
+        operation = self.step.operation_label(self.method, self.request)
         error, code, failure = error_from_exception(exc, operation, idempotent=self.idempotent)
         if self.pending:
             self.pending = False
-            self.guard.settle(self.permit, self.method, self.start, code, failure)
+            self.step.settle(self.permit, self.method, self.start, code, failure)
         return error
 
     def cancelled(self) -> None:
         """The reader was cancelled: no outcome."""
         if self.pending:
             self.pending = False
-            self.guard.cancelled(self.permit, self.method, self.start)
+            self.step.cancelled(self.permit, self.method, self.start)
 
 
 class _GuardedStream(httpx.SyncByteStream):
@@ -569,7 +574,7 @@ class _AsyncGuardedChunks:
 
 
 # ---------------------------------------------------------------------------
-# The guard and the transports.
+# The call step and the transports.
 # ---------------------------------------------------------------------------
 
 
@@ -584,9 +589,9 @@ class HttpMethod(Method):
         self.marked = marked
 
 
-class HttpGuard(CallGuard[tuple[str, str]]):
+class HttpCallStep(CallStep[tuple[str, str]]):
     """The breaker, limiter, deadlines and metrics of the transports (the
-    arguments as :class:`ResilientTransport`; see :class:`CallGuard`)."""
+    arguments as :class:`ResilientTransport`; see :class:`CallStep`)."""
 
     owner = "ResilientTransport"
 
@@ -698,13 +703,13 @@ _NO_TIMEOUTS: dict[str, float | None] = {"connect": None, "read": None, "write":
                                          "pool": None}
 
 
-def _guard(owner: str, provider_type: str, provider: str, config: Config | None,
+def _step(owner: str, provider_type: str, provider: str, config: Config | None,
            transport: object, expected: type, raise_for_status: bool,
-           options: AdapterOptions | None, overrides: OptionKeywords) -> HttpGuard:
+           options: AdapterOptions | None, overrides: OptionKeywords) -> HttpCallStep:
     if not isinstance(transport, expected):
         raise TypeError(f"{owner} transport must be an {expected.__module__}."
                         f"{expected.__name__}, got {type(transport).__name__} {transport!r}")
-    return HttpGuard(provider_type, provider, config, owner=owner,
+    return HttpCallStep(provider_type, provider, config, owner=owner,
                      raise_for_status=raise_for_status, options=options, **overrides)
 
 
@@ -733,6 +738,9 @@ class ResilientTransport(httpx.BaseTransport):
     each of httpx's timeouts (each network wait), not the whole exchange.
     """
 
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["HttpCallStep"]("step")
+
     def __init__(
         self,
         provider_type: str,
@@ -745,31 +753,31 @@ class ResilientTransport(httpx.BaseTransport):
         **overrides: Unpack[OptionKeywords],
     ) -> None:
         inner = httpx.HTTPTransport() if transport is None else transport
-        self.guard = _guard("ResilientTransport", provider_type, provider, config, inner,
+        self.step = _step("ResilientTransport", provider_type, provider, config, inner,
                             httpx.BaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        guard = self.guard
-        method = guard.method_of(request)
-        idempotent = guard.idempotent(request, method)
+        step = self.step
+        method = step.method_of(request)
+        idempotent = step.idempotent(request, method)
         start = time.perf_counter()
         try:
-            permit = guard.admit(method, start)
+            permit = step.admit(method, start)
         except httpx.RequestError as exc:
             raise _bound(exc, request)  # noqa: B904 - our own rejection, raised as it is
         try:
-            guard.prepare(request, method)
+            step.prepare(request, method)
             response = self.transport.handle_request(request)
         except Exception as exc:
-            raise guard.no_response(permit, method, start, exc, request, idempotent) from exc
+            raise step.no_response(permit, method, start, exc, request, idempotent) from exc
         except BaseException:
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
-        guard.answered(permit, method, start, request, response, idempotent, _GuardedStream)
-        if guard.raise_for_status and response.status_code >= 400:
+        step.answered(permit, method, start, request, response, idempotent, _GuardedStream)
+        if step.raise_for_status and response.status_code >= 400:
             read_error_body(response)
-            raise error_from_response(response, guard.operation_label(method, request),
+            raise error_from_response(response, step.operation_label(method, request),
                                       idempotent=idempotent)
         return response
 
@@ -788,6 +796,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     the breaker's half-open slot and gives back tokens reserved while waiting.
     """
 
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["HttpCallStep"]("step")
+
     def __init__(
         self,
         provider_type: str,
@@ -800,22 +811,22 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         **overrides: Unpack[OptionKeywords],
     ) -> None:
         inner = httpx.AsyncHTTPTransport() if transport is None else transport
-        self.guard = _guard("AsyncResilientTransport", provider_type, provider, config, inner,
+        self.step = _step("AsyncResilientTransport", provider_type, provider, config, inner,
                             httpx.AsyncBaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        guard = self.guard
-        method = guard.method_of(request)
-        idempotent = guard.idempotent(request, method)
+        step = self.step
+        method = step.method_of(request)
+        idempotent = step.idempotent(request, method)
         start = time.perf_counter()
         try:
-            permit = await guard.admit_async(method, start)
+            permit = await step.admit_async(method, start)
         except httpx.RequestError as exc:
             raise _bound(exc, request)  # noqa: B904 - our own rejection, raised as it is
         scope = None
         try:
-            deadline = guard.prepare(request, method)
+            deadline = step.prepare(request, method)
             if deadline is None:
                 response = await self.transport.handle_async_request(request)
             else:
@@ -823,20 +834,20 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 async with scope:
                     response = await self.transport.handle_async_request(request)
         except asyncio.CancelledError:
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
         except Exception as exc:
             if scope is not None and scope.fired and isinstance(exc, asyncio.TimeoutError):
                 error = _transport_error(OperationTimeoutError, httpx.TimeoutException,
                                          f"{method.name}: deadline of {deadline:g}s exceeded",
                                          exc)
-                guard.settle(permit, method, start, "DeadlineExceeded", True)
+                step.settle(permit, method, start, "DeadlineExceeded", True)
                 raise _bound(_once_sent(error, idempotent), request) from exc
-            raise guard.no_response(permit, method, start, exc, request, idempotent) from exc
-        guard.answered(permit, method, start, request, response, idempotent, _AsyncGuardedStream)
-        if guard.raise_for_status and response.status_code >= 400:
+            raise step.no_response(permit, method, start, exc, request, idempotent) from exc
+        step.answered(permit, method, start, request, response, idempotent, _AsyncGuardedStream)
+        if step.raise_for_status and response.status_code >= 400:
             await aread_error_body(response)
-            raise error_from_response(response, guard.operation_label(method, request),
+            raise error_from_response(response, step.operation_label(method, request),
                                       idempotent=idempotent)
         return response
 
@@ -854,12 +865,12 @@ _GUARD_OPTIONS = frozenset({"options", *(f.name for f in dataclasses.fields(Adap
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The clients' keyword arguments: (the transport's, httpx's)."""
-    guard = {name: value for name, value in options.items() if name in _GUARD_OPTIONS}
+    step = {name: value for name, value in options.items() if name in _GUARD_OPTIONS}
     client = {name: value for name, value in options.items() if name not in _GUARD_OPTIONS}
-    return guard, client
+    return step, client
 
 
-def _raise_classified(exc: httpx.HTTPError, guard: HttpGuard,
+def _raise_classified(exc: httpx.HTTPError, step: HttpCallStep,
                       request: httpx.Request) -> NoReturn:
     """Raises ``exc`` if it is classified already, else its taxonomy error
     from it: an httpx error that reached the client unclassified (a hook's
@@ -868,10 +879,10 @@ def _raise_classified(exc: httpx.HTTPError, guard: HttpGuard,
     if isinstance(exc, ProviderError):
         raise exc
     if isinstance(exc, httpx.HTTPStatusError):
-        raise error_from_response(exc.response, guard.label_of(exc.request),
-                                  idempotent=guard.idempotent(exc.request)) from exc
-    raise _bound(error_from_exception(exc, guard.label_of(request),
-                                      idempotent=guard.idempotent(request))[0], request) from exc
+        raise error_from_response(exc.response, step.label_of(exc.request),
+                                  idempotent=step.idempotent(exc.request)) from exc
+    raise _bound(error_from_exception(exc, step.label_of(request),
+                                      idempotent=step.idempotent(request))[0], request) from exc
 
 
 class ResilientClient(httpx.Client):
@@ -896,31 +907,31 @@ class ResilientClient(httpx.Client):
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  transport: httpx.BaseTransport | None = None, raise_for_status: bool = True,
                  **options: Any) -> None:
-        guard_options, client_options = _split(options)
+        step_options, client_options = _split(options)
         self.resilient_transport = ResilientTransport(
             provider_type, provider, config, transport=transport, raise_for_status=False,
-            **guard_options)
+            **step_options)
         self._raise_status = _validate.boolean("ResilientClient", "raise_for_status",
                                                raise_for_status)
         super().__init__(transport=self.resilient_transport, **client_options)
 
     def send(self, request: httpx.Request, *, stream: bool = False,
              **options: Any) -> httpx.Response:
-        guard = self.resilient_transport.guard
+        step = self.resilient_transport.step
         try:
             response = super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 read_error_body(response)
-                raise error_from_response(response, guard.label_of(response.request),
-                                          idempotent=guard.idempotent(response.request))
+                raise error_from_response(response, step.label_of(response.request),
+                                          idempotent=step.idempotent(response.request))
             if not stream:
                 response.read()
         except httpx.HTTPError as exc:
             response.close()
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         except BaseException:
             response.close()
             raise
@@ -935,31 +946,31 @@ class AsyncResilientClient(httpx.AsyncClient):
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  raise_for_status: bool = True, **options: Any) -> None:
-        guard_options, client_options = _split(options)
+        step_options, client_options = _split(options)
         self.resilient_transport = AsyncResilientTransport(
             provider_type, provider, config, transport=transport, raise_for_status=False,
-            **guard_options)
+            **step_options)
         self._raise_status = _validate.boolean("AsyncResilientClient", "raise_for_status",
                                                raise_for_status)
         super().__init__(transport=self.resilient_transport, **client_options)
 
     async def send(self, request: httpx.Request, *, stream: bool = False,
                    **options: Any) -> httpx.Response:
-        guard = self.resilient_transport.guard
+        step = self.resilient_transport.step
         try:
             response = await super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 await aread_error_body(response)
-                raise error_from_response(response, guard.label_of(response.request),
-                                          idempotent=guard.idempotent(response.request))
+                raise error_from_response(response, step.label_of(response.request),
+                                          idempotent=step.idempotent(response.request))
             if not stream:
                 await response.aread()
         except httpx.HTTPError as exc:
             await response.aclose()
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         except BaseException:
             await response.aclose()
             raise

@@ -20,7 +20,7 @@ whose channel uses ``aio_interceptors`` (or whose httpx client uses
 ``AsyncResilientTransport``), built from the same ``Config``. Each attempt is
 admitted once, here: the adapter inside it sees that the attempt already
 holds the shared breaker's permit and a token of the shared bucket
-(:meth:`~virtrigaud_resilience.providers.guard.CallGuard.admit`), takes
+(:meth:`~virtrigaud_resilience.providers.call_step.CallStep.admit`), takes
 neither again and leaves the outcome to this layer, so a call costs one
 token, a failed attempt counts once, and a half-open probe reaches the
 provider. A breaker or bucket of the adapter's own still applies.
@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._decorate import is_async_callable
+from .._deprecated import renamed_keyword
 from ..breaker import BreakerRegistry, CircuitBreaker
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..config import Config
@@ -230,10 +230,10 @@ class ResilientProvider:
         renamed: tuple[tuple[str, str, bool | None], ...] = (
             ("wait_for_token", "wait", wait_for_token), ("rpc_metrics", "metrics", rpc_metrics))
         for old, new, flag in renamed:
-            if flag is not None:
-                warnings.warn(f"{owner} {old}= is deprecated: use {new}=", DeprecationWarning,
-                              stacklevel=2)
-                merged[new] = flag
+            given = cast("bool | None", merged.get(new))
+            chosen = renamed_keyword(owner, old, flag, new, given)
+            if chosen is not None:
+                merged[new] = chosen
         if config is not None:
             merged["config"] = config
         options = AdapterOptions.of(owner, options, merged)
