@@ -760,7 +760,7 @@ class ResilientTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         step = self.step
         method = step.method_of(request)
-        idempotent = step.idempotent(request, method)
+        idempotent = is_idempotent(request, method.marked)
         start = time.perf_counter()
         try:
             permit = step.admit(method, start)
@@ -818,7 +818,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         step = self.step
         method = step.method_of(request)
-        idempotent = step.idempotent(request, method)
+        idempotent = is_idempotent(request, method.marked)
         start = time.perf_counter()
         try:
             permit = await step.admit_async(method, start)
