@@ -403,19 +403,19 @@ def test_a_sync_policy_deadline_becomes_the_grpc_deadline(sync_channel: Any) -> 
 
 
 def test_method_timeouts_follow_the_rpc_config(caplog: pytest.LogCaptureFixture) -> None:
-    guard = vrg.RpcCallStep("grpc", "timeouts", breaker=None, limiter=None)
-    assert guard.timeout_for(f"{SERVICE}/Describe") == 30.0
-    assert guard.timeout_for(f"{SERVICE}/Create") == 240.0
-    assert guard.timeout_for(f"{SERVICE}/Validate") == 10.0
-    assert guard.timeout_for(f"{SERVICE}/TaskStatus") == 10.0
-    assert guard.timeout_for(f"{SERVICE}/Describe", 2.0) == 2.0
+    step = vrg.RpcCallStep("grpc", "timeouts", breaker=None, limiter=None)
+    assert step.timeout_for(f"{SERVICE}/Describe") == 30.0
+    assert step.timeout_for(f"{SERVICE}/Create") == 240.0
+    assert step.timeout_for(f"{SERVICE}/Validate") == 10.0
+    assert step.timeout_for(f"{SERVICE}/TaskStatus") == 10.0
+    assert step.timeout_for(f"{SERVICE}/Describe", 2.0) == 2.0
     with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
-        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
-        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+        assert step.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+        assert step.timeout_for(f"{SERVICE}/ListHosts") == 240.0
     warnings = [r for r in caplog.records if "ListHosts" in r.getMessage()]
     assert len(warnings) == 1 and "mutating timeout" in warnings[0].getMessage()
     dev = vrg.RpcCallStep("grpc", "dev", vr.Config.development(), breaker=None, limiter=None,
-                       timeouts={"WatchTasks": None})
+                          timeouts={"WatchTasks": None})
     assert dev.timeout_for(f"{SERVICE}/Create") == 600.0
     assert dev.timeout_for(f"{SERVICE}/WatchTasks") is None
 

@@ -519,7 +519,8 @@ def intercept_channel(
     options: AdapterOptions | None = None,
     **overrides: Unpack[OptionKeywords],
 ) -> Any:
-    """``grpc.intercept_channel(channel, ...)`` guarded by an :class:`RpcCallStep` (the arguments
-    as :func:`aio_interceptors`); returns the intercepted ``grpc.Channel``."""
+    """``grpc.intercept_channel(channel, ...)``, each call guarded by an
+    :class:`RpcCallStep` (the arguments as :func:`aio_interceptors`);
+    returns the intercepted ``grpc.Channel``."""
     step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
     return grpc.intercept_channel(channel, SyncInterceptor(step))

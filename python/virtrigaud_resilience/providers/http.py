@@ -471,7 +471,7 @@ class _Exchange:
             self.pending = False
             status = self.status
             self.step.settle(self.permit, self.method, self.start, str(status),
-                              is_breaker_failure(status))
+                             is_breaker_failure(status))
 
     def failed(self, exc: BaseException) -> BaseException:
         """The body could not be read: returns the classified error to raise."""
@@ -704,13 +704,13 @@ _NO_TIMEOUTS: dict[str, float | None] = {"connect": None, "read": None, "write":
 
 
 def _step(owner: str, provider_type: str, provider: str, config: Config | None,
-           transport: object, expected: type, raise_for_status: bool,
-           options: AdapterOptions | None, overrides: OptionKeywords) -> HttpCallStep:
+          transport: object, expected: type, raise_for_status: bool,
+          options: AdapterOptions | None, overrides: OptionKeywords) -> HttpCallStep:
     if not isinstance(transport, expected):
         raise TypeError(f"{owner} transport must be an {expected.__module__}."
                         f"{expected.__name__}, got {type(transport).__name__} {transport!r}")
     return HttpCallStep(provider_type, provider, config, owner=owner,
-                     raise_for_status=raise_for_status, options=options, **overrides)
+                        raise_for_status=raise_for_status, options=options, **overrides)
 
 
 class ResilientTransport(httpx.BaseTransport):
@@ -754,7 +754,7 @@ class ResilientTransport(httpx.BaseTransport):
     ) -> None:
         inner = httpx.HTTPTransport() if transport is None else transport
         self.step = _step("ResilientTransport", provider_type, provider, config, inner,
-                            httpx.BaseTransport, raise_for_status, options, overrides)
+                          httpx.BaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -812,7 +812,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     ) -> None:
         inner = httpx.AsyncHTTPTransport() if transport is None else transport
         self.step = _step("AsyncResilientTransport", provider_type, provider, config, inner,
-                            httpx.AsyncBaseTransport, raise_for_status, options, overrides)
+                          httpx.AsyncBaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
