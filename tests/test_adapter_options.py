@@ -93,6 +93,9 @@ def test_frozen_and_normalised() -> None:
     with pytest.raises(TypeError):
         mapped.idempotent["Describe"] = True  # type: ignore[index]
     assert AdapterOptions(wait=True) == AdapterOptions(wait=True) != AdapterOptions()
+    assert hash(options) == hash(AdapterOptions(timeouts={"Describe": 5, "Create": None},
+                                                idempotent={"/pkg.Service/Create", "Power"}))
+    assert len({mapped, AdapterOptions(idempotent={"Describe": False}), AdapterOptions()}) == 2
 
 
 @pytest.mark.parametrize(("fields", "error", "message"), [

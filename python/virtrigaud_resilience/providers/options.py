@@ -52,7 +52,7 @@ def _no_timeouts() -> Mapping[str, float | None]:
 
 @dataclass(frozen=True)
 class AdapterOptions:
-    """How an adapter guards the calls of one provider (frozen; compare with ``==``).
+    """How an adapter guards the calls of one provider (frozen, hashable, compared by value).
 
     Attributes:
         config: the settings the adapter reads: the RPC timeouts per
@@ -181,6 +181,10 @@ class AdapterOptions:
         store("idempotent", _idempotent(owner, self.idempotent))
         store("clock", check_clock(owner, self.clock))
         store("metrics", _validate.boolean(owner, "metrics", self.metrics))
+
+    def __hash__(self) -> int:  # the read-only mappings hash by their items
+        return hash(tuple(frozenset(value.items()) if isinstance(value, Mapping) else value
+                          for value in (getattr(self, name) for name in _FIELDS)))
 
     @property
     def resolved_config(self) -> Config:
