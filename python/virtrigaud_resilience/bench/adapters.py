@@ -321,7 +321,7 @@ def _sync_interceptor_alone() -> tuple[Run, Run]:
         return outcome
 
     interceptor = vrg.SyncInterceptor(vrg.RpcCallStep("bench", "alone-sync",
-                                                   **_guard_parts("alone-sync")))
+                                                      **_guard_parts("alone-sync")))
     return (_loop_sync(lambda: continuation(details, b"x").result()),
             _loop_sync(lambda: interceptor.intercept_unary_unary(continuation, details,
                                                                  b"x").result()))

@@ -94,7 +94,7 @@ is freed as soon as its reader is closed or collected (a loop left with
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Union
 
 try:
@@ -338,78 +338,88 @@ async def _admit_waiting(step: RpcCallStep, method: Method, start: float,
     return permit, step.left(budget, start)
 
 
-class _AioInterceptor:
-    """The interceptor of one ``grpc.aio`` call: one body serves both arities.
+async def _guarded_aio_call(step: RpcCallStep, method: Method, unary: bool,
+                            continuation: Callable[..., Any], details: Any,
+                            request: Any) -> Any:
+    """One ``grpc.aio`` call through ``step``: the body both interceptors share.
 
-    A unary-unary call is awaited and its outcome recorded inline (no done
-    callback, no wrapper on the way out), then returned finished: grpc's own
-    call when it succeeded, else a :class:`~.grpc_call.FailedAioUnaryCall`
-    around it whose await raises the taxonomy error. A unary-stream call is
-    admitted when it starts and handed back as a
-    :class:`~.grpc_call.GuardedAioStreamCall`, settled when the call is done
-    whether or not the stream is read to its end.
+    A unary-unary call (``unary``) is awaited and its outcome recorded
+    inline (no done callback, no wrapper on the way out), then returned
+    finished: grpc's own call when it succeeded, else a
+    :class:`~.grpc_call.FailedAioUnaryCall` around it whose await raises the
+    taxonomy error. A unary-stream call is admitted when it starts and handed
+    back as a :class:`~.grpc_call.GuardedAioStreamCall`, settled when the call
+    is done whether or not the stream is read to its end.
 
-    The subclasses bind :meth:`_intercept` as grpc's method of their arity
-    (no frame in between), and choose ``_unary``.
+    A function, not a method of a base class both interceptors share: its
+    attribute reads then always see the same types, so the interpreter's
+    specialisations of them hold whichever arity runs.
     """
-
-    _unary: bool
-
-    def __init__(self, step: RpcCallStep) -> None:
-        self.step = step
-        self._resolve = step.method if self._unary else step.stream_method
-
-    async def _intercept(self, continuation: Callable[..., Any], details: Any,
-                         request: Any) -> Any:
-        step = self.step
-        method = self._resolve(details.method)
-        start = time.perf_counter()
-        budget = step.deadline(method, details.timeout)
-        if step.wait:
-            permit, timeout = await _admit_waiting(step, method, start, budget)
-        else:  # never waits: admitted without a coroutine of its own
-            permit, timeout = step.admit(method, start), budget
-        call = None
-        try:
-            call = await continuation(_with_timeout(details, timeout), request)
-            if self._unary:
-                await call  # the outcome, recorded here: grpc's own await then returns at once
-        except Exception as exc:
-            error = step.failed(permit, method, start, exc)
-            if call is None:  # no call to return (another interceptor raised)
-                raise error from exc
-            return FailedAioUnaryCall(call, error, exc)
-        except BaseException:  # the caller's task, a local cancel(), or the task closed
-            step.cancelled(permit, method, start)
-            raise
-        if self._unary:
-            step.settle(permit, method, start, "OK", False)
-            return call
-        return GuardedAioStreamCall(call, Settler(step, permit, method, start,
-                                                  _own_deadline(method, budget)))
+    start = time.perf_counter()
+    budget = step.deadline(method, details.timeout)
+    if step.wait:
+        permit, timeout = await _admit_waiting(step, method, start, budget)
+    else:  # never waits: admitted without a coroutine of its own
+        permit = step.admit(method, start)
+        timeout = budget
+    call = None
+    try:
+        call = await continuation(_with_timeout(details, timeout), request)
+        if unary:
+            await call  # the outcome, recorded here: grpc's own await then returns at once
+    except Exception as exc:
+        error = step.failed(permit, method, start, exc)
+        if call is None:  # no call to return (another interceptor raised)
+            raise error from exc
+        return FailedAioUnaryCall(call, error, exc)
+    except BaseException:  # the caller's task, a local cancel(), or the task closed
+        step.cancelled(permit, method, start)
+        raise
+    if unary:
+        step.settle(permit, method, start, "OK", False)
+        return call
+    return GuardedAioStreamCall(call, Settler(step, permit, method, start,
+                                              _own_deadline(method, budget)))
 
 
-class AioUnaryUnaryInterceptor(_AioInterceptor,
-                               grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The interceptor of ``grpc.aio`` unary-unary calls (see :class:`_AioInterceptor`)."""
+class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """The call step around ``grpc.aio`` unary-unary calls (see :func:`_guarded_aio_call`).
 
-    _unary = True
-    intercept_unary_unary = _AioInterceptor._intercept
+    ``intercept_unary_unary`` returns the call's coroutine, which grpc
+    awaits (no coroutine of its own in between)."""
+
     #: Named ``guard`` before 0.2.0 (the old name warns).
     guard = RenamedAttribute["RpcCallStep"]("step")
 
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
 
-class AioUnaryStreamInterceptor(_AioInterceptor,
-                                grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The interceptor of ``grpc.aio`` unary-stream calls (see :class:`_AioInterceptor`).
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
+                              request: Any) -> Coroutine[Any, Any, Any]:
+        step = self.step
+        # The step's cache read inline (the call of method() only on a miss):
+        # what the frame of this wrapper costs, the frame it saves gives back.
+        method = step._methods.get(details.method) or step.method(details.method)
+        return _guarded_aio_call(step, method, True, continuation, details, request)
+
+
+class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The call step around ``grpc.aio`` unary-stream calls (see :func:`_guarded_aio_call`).
     The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`) cancels the
     call and frees the breaker slot as soon as it is closed or collected
     unfinished (a loop left with ``break``), or its task cancelled."""
 
-    _unary = False
-    intercept_unary_stream = _AioInterceptor._intercept
     #: Named ``guard`` before 0.2.0 (the old name warns).
     guard = RenamedAttribute["RpcCallStep"]("step")
+
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
+                               request: Any) -> Coroutine[Any, Any, Any]:
+        step = self.step
+        method = step._streams.get(details.method) or step.stream_method(details.method)
+        return _guarded_aio_call(step, method, False, continuation, details, request)
 
 
 def _own_deadline(method: Method, budget: float | None) -> bool:
