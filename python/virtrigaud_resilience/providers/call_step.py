@@ -2,8 +2,8 @@
 
 :class:`CallStep` admits a call before it is sent and records its outcome
 after (it is what "the adapter guards the call" means). It is the part the
-gRPC interceptors and the httpx transport share; each adapter subclasses it for its method names, its rejection errors
-and its error mapping. Per call:
+gRPC interceptors and the httpx transport share; each adapter subclasses it
+for its method names, its rejection errors and its error mapping. Per call:
 
 1. :meth:`CallStep.method` resolves the call's method once (its name, its
    timeout from the RPC config or ``timeouts=``, its metrics);

@@ -19,21 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from ..errors import (
-    CircuitOpenError,
-    ConflictError,
-    ErrorType,
-    InvalidSpecError,
-    NotFoundError,
-    NotSupportedError,
-    OperationTimeoutError,
-    ProviderError,
-    QuotaExceededError,
-    RateLimitError,
-    RetryableError,
-    UnauthorizedError,
-    UnavailableError,
-)
+from ..errors import CircuitOpenError, ErrorType, ProviderError, error_classes
 from ..rpcstats import go_code_name
 from .resilient import mark_never_sent, mark_reached
 from .retry_after import parse_retry_after
@@ -125,24 +111,8 @@ class _RpcStatus(grpc.aio.AioRpcError):  # type: ignore[misc]
         return False
 
 
-_BASES: dict[ErrorType, type[ProviderError]] = {
-    ErrorType.NOT_FOUND: NotFoundError,
-    ErrorType.INVALID_SPEC: InvalidSpecError,
-    ErrorType.UNAUTHORIZED: UnauthorizedError,
-    ErrorType.NOT_SUPPORTED: NotSupportedError,
-    ErrorType.RETRYABLE: RetryableError,
-    ErrorType.UNAVAILABLE: UnavailableError,
-    ErrorType.RATE_LIMIT: RateLimitError,
-    ErrorType.TIMEOUT: OperationTimeoutError,
-    ErrorType.QUOTA_EXCEEDED: QuotaExceededError,
-    ErrorType.CONFLICT: ConflictError,
-}
-
 #: The class raised for each type: e.g. ``RpcNotFoundError(NotFoundError, AioRpcError)``.
-_RPC_CLASSES: dict[ErrorType, Callable[..., ProviderError]] = {
-    kind: type(f"Rpc{base.__name__}", (base, _RpcStatus), {"__module__": __name__})
-    for kind, base in _BASES.items()
-}
+_RPC_CLASSES = error_classes("Rpc", _RpcStatus, __name__)
 
 
 class RpcCircuitOpenError(CircuitOpenError, _RpcStatus):
@@ -210,7 +180,8 @@ def error_from_rpc(error: BaseException, method: str = "") -> ProviderError:
     result = _RPC_CLASSES[kind](f"{where}{text}", error, retry_after=retry_after)
     _set_status(result, code, details, initial, trailing, debug)
     if code is _S.UNAVAILABLE and details and _NO_CONNECTION in details:
-        return mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
+        # gRPC core found no address to connect to: nothing was sent
+        return mark_never_sent(result)
     return mark_reached(result)
 
 

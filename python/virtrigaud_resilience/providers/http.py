@@ -98,18 +98,16 @@ from ..breaker import CircuitBreaker, Permit, default_failure_predicate
 from ..config import Config
 from ..errors import (
     CircuitOpenError,
-    ConflictError,
     ErrorType,
     InvalidSpecError,
-    NotFoundError,
     NotSupportedError,
     OperationTimeoutError,
     ProviderError,
     RateLimitError,
     RetryableError,
-    UnauthorizedError,
     UnavailableError,
     classify,
+    error_classes,
 )
 from ..rpcstats import code_for_error
 from ..timeouts import TimeoutScope
@@ -248,23 +246,8 @@ class _HTTPStatus(httpx.HTTPStatusError):
         self.response = None  # type: ignore[assignment]
 
 
-_BASES: dict[ErrorType, type[ProviderError]] = {
-    ErrorType.NOT_FOUND: NotFoundError,
-    ErrorType.INVALID_SPEC: InvalidSpecError,
-    ErrorType.UNAUTHORIZED: UnauthorizedError,
-    ErrorType.NOT_SUPPORTED: NotSupportedError,
-    ErrorType.RETRYABLE: RetryableError,
-    ErrorType.UNAVAILABLE: UnavailableError,
-    ErrorType.RATE_LIMIT: RateLimitError,
-    ErrorType.TIMEOUT: OperationTimeoutError,
-    ErrorType.CONFLICT: ConflictError,
-}
-
 #: The class raised per type: e.g. ``HTTPNotFoundError(NotFoundError, httpx.HTTPStatusError)``.
-_HTTP_CLASSES: dict[ErrorType, Callable[..., ProviderError]] = {
-    kind: type(f"HTTP{base.__name__}", (base, _HTTPStatus), {"__module__": __name__})
-    for kind, base in _BASES.items()
-}
+_HTTP_CLASSES = error_classes("HTTP", _HTTPStatus, __name__)
 
 
 class HTTPCircuitOpenError(CircuitOpenError, httpx.TransportError):
