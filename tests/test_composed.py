@@ -146,7 +146,7 @@ async def grpc_composed(grpc_server: GrpcServer,
 
         client = Client(send)
         return (ResilientProvider(client, "vsphere", name, CONFIG, clock=clock,
-                                  rpc_metrics=False), client, lambda: grpc_server.hits)
+                                  metrics=False), client, lambda: grpc_server.hits)
 
     yield make
     for channel in channels:
@@ -169,7 +169,7 @@ async def over_http(http_server: HttpServer) -> AsyncIterator[Callable[..., Comp
 
         client = Client(send)
         return (ResilientProvider(client, "vsphere", name, CONFIG, clock=clock,
-                                  rpc_metrics=False), client, lambda: http_server.hits)
+                                  metrics=False), client, lambda: http_server.hits)
 
     yield make
     for http in clients:

@@ -29,7 +29,7 @@ from virtrigaud_resilience import Policy, _admission  # noqa: E402
 from virtrigaud_resilience.compat import aiolimiter, circuitbreaker, pybreaker  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
-from virtrigaud_resilience.providers.guard import CallGuard  # noqa: E402
+from virtrigaud_resilience.providers.call_step import CallStep  # noqa: E402
 
 DROP_IN_BREAKERS: dict[str, Callable[[], Any]] = {
     "circuitbreaker": circuitbreaker.CircuitBreaker,
@@ -46,7 +46,7 @@ def _sync_channel(**guarded: Any) -> Any:
 
 
 ADAPTERS: dict[str, tuple[str, Callable[..., Any]]] = {
-    "CallGuard": ("CallGuard", lambda **guarded: CallGuard("t", "p", **guarded)),
+    "CallStep": ("CallStep", lambda **guarded: CallStep("t", "p", **guarded)),
     "ResilientTransport": ("ResilientTransport",
                            lambda **guarded: vrh.ResilientTransport("t", "p", **guarded)),
     "AsyncResilientTransport": ("AsyncResilientTransport",
@@ -54,8 +54,8 @@ ADAPTERS: dict[str, tuple[str, Callable[..., Any]]] = {
                                                                               **guarded)),
     "ResilientClient": ("ResilientTransport",
                         lambda **guarded: vrh.ResilientClient("t", "p", **guarded)),
-    "aio_interceptors": ("RpcGuard", lambda **guarded: vrg.aio_interceptors("t", "p", **guarded)),
-    "intercept_channel": ("RpcGuard", _sync_channel),
+    "aio_interceptors": ("RpcCallStep", lambda **guarded: vrg.aio_interceptors("t", "p", **guarded)),
+    "intercept_channel": ("RpcCallStep", _sync_channel),
 }
 
 

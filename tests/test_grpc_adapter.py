@@ -23,7 +23,7 @@ import grpc.aio  # noqa: E402
 
 import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience import rpcstats  # noqa: E402
-from virtrigaud_resilience.providers import never_sent  # noqa: E402
+from virtrigaud_resilience.providers import AdapterOptions, never_sent  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 
 from loopback import DroppingServer, GrpcServer, closed_port, identity  # noqa: E402
@@ -138,9 +138,8 @@ def sync_channel(server: GrpcServer, request: pytest.FixtureRequest) -> Iterator
         channels.append(raw)
         if request.param == "channel":
             return vrg.intercept_channel(raw, "grpc", provider_label, **options)
-        idempotent = options.pop("idempotent", None)
-        return grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcGuard(
-            "grpc", provider_label, idempotent=idempotent, **options)))
+        return grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcCallStep(
+            "grpc", provider_label, **options)))
 
     yield make
     for channel in channels:
@@ -416,19 +415,19 @@ def test_a_sync_policy_deadline_becomes_the_grpc_deadline(sync_channel: Any) -> 
 
 
 def test_method_timeouts_follow_the_rpc_config(caplog: pytest.LogCaptureFixture) -> None:
-    guard = vrg.RpcGuard("grpc", "timeouts", breaker=None, limiter=None)
-    assert guard.timeout_for(f"{SERVICE}/Describe") == 30.0
-    assert guard.timeout_for(f"{SERVICE}/Create") == 240.0
-    assert guard.timeout_for(f"{SERVICE}/Validate") == 10.0
-    assert guard.timeout_for(f"{SERVICE}/TaskStatus") == 10.0
-    assert guard.timeout_for(f"{SERVICE}/Describe", 2.0) == 2.0
+    step = vrg.RpcCallStep("grpc", "timeouts", breaker=None, limiter=None)
+    assert step.timeout_for(f"{SERVICE}/Describe") == 30.0
+    assert step.timeout_for(f"{SERVICE}/Create") == 240.0
+    assert step.timeout_for(f"{SERVICE}/Validate") == 10.0
+    assert step.timeout_for(f"{SERVICE}/TaskStatus") == 10.0
+    assert step.timeout_for(f"{SERVICE}/Describe", 2.0) == 2.0
     with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
-        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
-        assert guard.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+        assert step.timeout_for(f"{SERVICE}/ListHosts") == 240.0
+        assert step.timeout_for(f"{SERVICE}/ListHosts") == 240.0
     warnings = [r for r in caplog.records if "ListHosts" in r.getMessage()]
     assert len(warnings) == 1 and "mutating timeout" in warnings[0].getMessage()
-    dev = vrg.RpcGuard("grpc", "dev", vr.Config.development(), breaker=None, limiter=None,
-                       timeouts={"WatchTasks": None})
+    dev = vrg.RpcCallStep("grpc", "dev", vr.Config.development(), breaker=None, limiter=None,
+                          timeouts={"WatchTasks": None})
     assert dev.timeout_for(f"{SERVICE}/Create") == 600.0
     assert dev.timeout_for(f"{SERVICE}/WatchTasks") is None
 
@@ -718,7 +717,7 @@ def test_sync_blocking_unary_hands_back_grpcs_own_outcome(server: GrpcServer,
             channel = vrg.intercept_channel(raw, "grpc", "own-outcome", breaker=cb, limiter=None)
         else:
             _, plain_call = unary(grpc.intercept_channel(raw, SyncSeen())).with_call(b"x")
-            channel = grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcGuard(
+            channel = grpc.intercept_channel(raw, vrg.SyncInterceptor(vrg.RpcCallStep(
                 "grpc", "own-outcome", breaker=cb, limiter=None)))
         response, call = unary(channel).with_call(b"meta=m6")
         assert response == b"ok:meta=m6" and call.code() is S.OK
@@ -1032,6 +1031,15 @@ async def test_methods_marked_idempotent_are_retried_after_sending(
     with pytest.raises(vr.UnavailableError):
         policy.execute(unary(everything, "Delete"), b"code=UNAVAILABLE")
     assert server.hits == hits + 15
+    # a mapping sets each named method either way: a read made unsafe, a write made safe
+    mapped = aio_channel("marked", breaker=None, options=AdapterOptions(
+        idempotent={"Describe": False, "/provider.v1.Provider/Delete": True}))
+    with pytest.raises(vr.UnavailableError) as info:
+        await policy.execute_async(unary(mapped, "Describe"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 16 and not vr.is_retryable(info.value)
+    with pytest.raises(vr.UnavailableError):
+        await policy.execute_async(unary(mapped, "Delete"), b"code=UNAVAILABLE")
+    assert server.hits == hits + 19
 
 
 async def test_an_idempotent_predicate_must_answer_a_bool(aio_channel: Any) -> None:

@@ -233,3 +233,19 @@ def test_the_guarded_sync_channel_is_the_channel_otherwise(server: GrpcServer) -
 async def test_bad_arguments_name_themselves(argument: str, value: Any, message: str) -> None:
     with pytest.raises(TypeError, match=message):
         vrg.aio_channel("127.0.0.1:1", "grpc", "bad", **{argument: value})
+
+
+async def test_options_and_keywords_as_every_adapter_takes_them() -> None:
+    cb = breaker()
+    options = vrg.AdapterOptions(metrics=False, timeouts={"Describe": 3})
+    channel = vrg.aio_channel("127.0.0.1:1", "grpc", "options", options=options, breaker=cb,
+                              limiter=None)
+    try:
+        assert isinstance(channel, GuardedAioChannel)
+        step = channel.step
+        assert (step.breaker, step.limiter, step.metrics) == (cb, None, False)
+        assert step.timeout_for(DESCRIBE) == 3
+    finally:
+        await channel.close()
+    with pytest.raises(TypeError, match="colour"):
+        vrg.aio_channel("127.0.0.1:1", "grpc", "options", colour="red")

@@ -357,27 +357,27 @@ async def test_an_enclosing_policy_deadline_bounds_the_request(server: HttpServe
 
 
 def test_operation_timeouts(caplog: pytest.LogCaptureFixture) -> None:
-    guard = vrh.ResilientTransport("http", "timeouts", breaker=None, limiter=None).guard
+    step = vrh.ResilientTransport("http", "timeouts", breaker=None, limiter=None).step
     get = httpx.Request("GET", "http://x/vms/1")
     post = httpx.Request("POST", "http://x/vms")
     validate = httpx.Request("GET", "http://x/", extensions={vrh.OPERATION_EXTENSION: "Validate"})
     odd = httpx.Request("GET", "http://x/", extensions={vrh.OPERATION_EXTENSION: "Rebalance"})
-    assert guard.method_of(get).timeout == 30.0 and guard.method_of(get).name == "GET"
-    assert guard.method_of(post).timeout == 240.0
-    assert guard.method_of(validate).timeout == 10.0
+    assert step.method_of(get).timeout == 30.0 and step.method_of(get).name == "GET"
+    assert step.method_of(post).timeout == 240.0
+    assert step.method_of(validate).timeout == 10.0
     with caplog.at_level(logging.WARNING, "virtrigaud_resilience"):
-        assert guard.method_of(odd).timeout == 240.0
-        guard.method_of(odd)
+        assert step.method_of(odd).timeout == 240.0
+        step.method_of(odd)
     assert sum("Rebalance" in r.getMessage() for r in caplog.records) == 1
     prepared = httpx.Request("GET", "http://x/", extensions={
         vrh.OPERATION_EXTENSION: "Validate",
         "timeout": {"connect": 5.0, "read": 60.0, "write": None, "pool": 1.0}})
-    assert guard.prepare(prepared, guard.method_of(prepared)) == 10.0
+    assert step.prepare(prepared, step.method_of(prepared)) == 10.0
     assert prepared.extensions["timeout"] == {"connect": 5.0, "read": 10.0, "write": 10.0,
                                               "pool": 1.0}
     bad = httpx.Request("GET", "http://x/", extensions={vrh.OPERATION_EXTENSION: 5})
     with pytest.raises(TypeError, match="virtrigaud.operation"):
-        guard.method_of(bad)
+        step.method_of(bad)
 
 
 # -- cancellation ------------------------------------------------------------------------------

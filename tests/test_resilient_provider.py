@@ -329,7 +329,7 @@ async def test_operations_and_attempts_are_counted() -> None:
     assert registry.get_sample_value("virtrigaud_provider_rpc_latency_seconds_bucket",
                                      {"provider_type": "fake", "method": "Power",
                                       "le": "0.004"}) >= 1
-    quiet = fresh(rpc_metrics=False, config=vr.Config.from_env({}))
+    quiet = fresh(metrics=False, config=vr.Config.from_env({}))
     before = rpcstats.rpc_stats("fake", "Validate").requests()
     await quiet.validate()
     assert rpcstats.rpc_stats("fake", "Validate").requests() == before
@@ -355,11 +355,18 @@ class SyncOps(FaultInjectingProvider):
     (lambda: ResilientProvider(FaultInjectingProvider(), "t", "n", {}), TypeError, "config"),  # type: ignore[arg-type]
     (lambda: fresh(idempotent={"launch": False}), ValueError, "launch"),
     (lambda: fresh(idempotent={"create": "no"}), TypeError, "idempotent"),
-    (lambda: fresh(idempotent=["create"]), TypeError, "idempotent"),
-    (lambda: fresh(wait_for_token=1), TypeError, "wait_for_token"),
+    (lambda: fresh(idempotent=["launch"]), ValueError, "launch"),
+    (lambda: fresh(idempotent=42), TypeError, "ResilientProvider idempotent must be"),
+    (lambda: fresh(wait=1), TypeError, "ResilientProvider wait must be a bool, got int 1"),
+    (lambda: fresh(wait_for_token=1), TypeError, "ResilientProvider wait must be a bool"),
+    (lambda: fresh(retries=3), TypeError, "ResilientProvider got an unexpected keyword "
+                                          "argument 'retries'"),
+    (lambda: fresh(options={}), TypeError, "ResilientProvider options must be an "
+                                           "AdapterOptions"),
     (lambda: fresh(breakers={}), TypeError, "breakers"),
     (lambda: fresh(clock=object()), TypeError, "clock"),
 ])
+@pytest.mark.filterwarnings("ignore:ResilientProvider\\(wait_for_token=:DeprecationWarning")
 def test_bad_construction_is_named(make: Any, error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
         make()

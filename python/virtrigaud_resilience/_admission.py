@@ -2,7 +2,7 @@
 
 A policy admits each attempt once: a breaker permit and a token. A transport
 adapter called inside that attempt (the gRPC interceptors, the httpx
-transports: :class:`~virtrigaud_resilience.providers.guard.CallGuard`) that
+transports: :class:`~virtrigaud_resilience.providers.call_step.CallStep`) that
 guards the *same* breaker or bucket must not admit the attempt again: two
 tokens per call, failures counted twice, and in half-open the inner call
 refused because the outer one holds the probe slot. It asks :func:`held`.

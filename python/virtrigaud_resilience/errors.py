@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -271,6 +272,16 @@ _CLASS_BY_TYPE: dict[ErrorType, type[_TypedError]] = {
         ConflictError,
     )
 }
+
+
+def error_classes(prefix: str, mixin: type,
+                  module: str) -> dict[ErrorType, Callable[..., ProviderError]]:
+    """Per taxonomy type, a class that is both its error class and ``mixin``,
+    named ``prefix`` + that class's name, of ``module``: a transport adapter's
+    errors that are also the transport's (``RpcNotFoundError(NotFoundError,
+    AioRpcError)``). The error class comes first in the MRO."""
+    return {kind: type(f"{prefix}{base.__name__}", (base, mixin), {"__module__": module})
+            for kind, base in _CLASS_BY_TYPE.items()}
 
 
 def new_error(

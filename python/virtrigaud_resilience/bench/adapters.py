@@ -275,8 +275,8 @@ def _aio_channel_alone() -> tuple[Run, Run]:
     def answer(request: Any, **_: Any) -> Done:
         return Done()
 
-    guard = vrg.RpcGuard("bench", "alone-aio", **_never_refusing("alone-aio"))
-    guarded = GuardedAioChannel(_StubChannel(answer), guard).unary_unary(METHOD)
+    step = vrg.RpcCallStep("bench", "alone-aio", **_never_refusing("alone-aio"))
+    guarded = GuardedAioChannel(_StubChannel(answer), step).unary_unary(METHOD)
 
     async def stub() -> Any:
         return await answer(b"x")
@@ -294,8 +294,8 @@ def _sync_channel_alone() -> tuple[Run, Run]:
     def answer(request: Any, *_: Any) -> bytes:
         return b"ok"
 
-    guard = vrg.RpcGuard("bench", "alone-sync", **_never_refusing("alone-sync"))
-    guarded = GuardedChannel(_StubChannel(answer), guard).unary_unary(METHOD)
+    step = vrg.RpcCallStep("bench", "alone-sync", **_never_refusing("alone-sync"))
+    guarded = GuardedChannel(_StubChannel(answer), step).unary_unary(METHOD)
     return _loop_sync(lambda: answer(b"x")), _loop_sync(lambda: guarded(b"x"))
 
 

@@ -134,7 +134,7 @@ class ProviderRun:
         self.resilient = ResilientProvider(
             self.fake, plan.provider_type, plan.name, config, clock=clock,
             breakers=config.breaker_registry(clock), limiters=config.rate_limiter_registry(clock),
-            wait_for_token=True)
+            wait=True)
         self.breaker: CircuitBreaker = self.resilient.breaker
         self._retriers = [self.resilient.policy(op).retrier for op in OPERATIONS]
         #: (simulated time, state entered), in order.

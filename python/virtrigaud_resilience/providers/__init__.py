@@ -2,6 +2,7 @@
 
 - :class:`Provider` (the contract's async operations) and its dataclasses;
 - :class:`ResilientProvider`: each operation under the guide's policy;
+- :class:`AdapterOptions`: the settings every adapter takes (``options=``);
 - :class:`~virtrigaud_resilience.providers.fake.FaultInjectingProvider`: a
   deterministic provider that fails on purpose (tests, demos);
 - ``providers.grpc`` (the ``grpc`` extra): client interceptors for
@@ -25,6 +26,7 @@ from .contract import (
     TaskStatus,
 )
 from .fake import FaultInjectingProvider, Latency, Outage, Quota
+from .options import SHARED, AdapterOptions
 from .resilient import (
     BREAKER_NAME,
     ResilientProvider,
@@ -41,6 +43,8 @@ from .retry_after import parse_retry_after
 __all__ = [
     "BREAKER_NAME",
     "OPERATIONS",
+    "SHARED",
+    "AdapterOptions",
     "Capabilities",
     "CreateRequest",
     "CreateResponse",

@@ -7,7 +7,7 @@ For ``grpc.aio`` (unary-unary and unary-stream calls)::
 
     channel = aio_channel(target, "vsphere", "prod")
 
-or, for a channel you build yourself, the same guard as interceptors (one
+or, for a channel you build yourself, the same call step as interceptors (one
 event-loop turn more per unary call: grpc.aio runs intercepted calls in a
 task of their own)::
 
@@ -67,7 +67,8 @@ Each call, as Virtrigaud's Go client does it:
    call never left (:func:`~virtrigaud_resilience.providers.never_sent`).
    ``idempotent=`` marks methods safe to retry: a set of names (short
    "Create" or full "/pkg.Service/Create"), a predicate of the full name,
-   or True for all.
+   True for all, False for none, or a mapping of name to bool that sets
+   each named method either way (``{"Describe": False}``).
 6. **metrics**: ``virtrigaud_provider_rpc_requests_total{provider_type,
    method, code}`` and ``virtrigaud_provider_rpc_latency_seconds`` for every
    call, rejections included (as Virtrigaud's metrics interceptor sits
@@ -86,7 +87,10 @@ the interceptor; interceptors outside this one get the call's own.)
 
 The breaker and the bucket are the provider's shared ones
 (:func:`~virtrigaud_resilience.providers.shared_registries`) unless
-``breaker=`` / ``limiter=`` give others, or None for none.
+``breaker=`` / ``limiter=`` give others, or None for none. Every setting
+is a field of :class:`~virtrigaud_resilience.providers.AdapterOptions`:
+pass one ``options=`` value (shared with the provider's ``ResilientProvider``,
+say) or the fields as keywords, a keyword overriding its field.
 
 Cancelling the awaiting task frees everything the call holds: the breaker's
 half-open slot, and tokens reserved while waiting for one. A stream's slot
@@ -96,10 +100,9 @@ is freed as soon as its reader is closed or collected (a loop left with
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 try:
     import grpc
@@ -111,28 +114,12 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[grpc]'"
     ) from exc
 
-from .. import _validate
+from .._deprecated import RenamedAttribute, module_getattr
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
-from ..clock import SYSTEM_CLOCK, ManualClock
+from ..clock import SYSTEM_CLOCK
 from ..config import Config
-from ..errors import (
-    CircuitOpenError,
-    ConflictError,
-    ErrorType,
-    InvalidSpecError,
-    NotFoundError,
-    NotSupportedError,
-    OperationTimeoutError,
-    ProviderError,
-    QuotaExceededError,
-    RateLimitError,
-    RetryableError,
-    UnauthorizedError,
-    UnavailableError,
-    classify,
-)
-from ..ratelimit import TokenBucket
-from ..rpcstats import code_for_error, go_code_name
+from ..errors import CircuitOpenError, ErrorType, ProviderError, RateLimitError, classify
+from ..rpcstats import code_for_error
 from ..timeouts import MUTATING_OPERATIONS, deadline_scope
 from .grpc_call import (
     FailedAioUnaryCall,
@@ -141,18 +128,38 @@ from .grpc_call import (
     GuardedStream,
     Settler,
 )
-from .guard import _MAX_CACHED, KNOWN_OPERATIONS, SHARED, CallGuard, Method, Shared
-from .resilient import mark_never_sent, mark_reached, never_sent
-from .retry_after import parse_retry_after
+from .call_step import _MAX_CACHED, KNOWN_OPERATIONS, CallStep, Method
+from .options import SHARED, AdapterOptions, Idempotent, OptionKeywords
+from .grpc_errors import (
+    _GO_NAMES,
+    _RPC_CLASSES,
+    ERROR_TYPES,
+    INFRA_FAILURES,
+    RpcCircuitOpenError,
+    _set_status,
+    error_from_rpc,
+)
+from .resilient import never_sent
+
+_S = grpc.StatusCode
+
+#: Old names (before 0.2.0), served with a DeprecationWarning naming the new one.
+__getattr__ = module_getattr(__name__, {
+    "RpcGuard": "virtrigaud_resilience.providers.grpc.RpcCallStep"})
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "ERROR_TYPES",
     "INFRA_FAILURES",
     "SHARED",
+    "AdapterOptions",
     "AioUnaryStreamInterceptor",
     "AioUnaryUnaryInterceptor",
     "Idempotent",
-    "RpcGuard",
+    "RpcCallStep",
+    "RpcCircuitOpenError",
     "RpcMethod",
     "SyncInterceptor",
     "aio_channel",
@@ -161,189 +168,8 @@ __all__ = [
     "intercept_channel",
 ]
 
-_S = grpc.StatusCode
-
-#: gRPC status -> taxonomy (``CANCELLED`` as a status the server or a proxy
-#: sent; the caller's own cancellation is no error type).
-ERROR_TYPES: Mapping[Any, ErrorType] = {
-    _S.NOT_FOUND: ErrorType.NOT_FOUND,
-    _S.INVALID_ARGUMENT: ErrorType.INVALID_SPEC,
-    _S.OUT_OF_RANGE: ErrorType.INVALID_SPEC,
-    _S.UNAUTHENTICATED: ErrorType.UNAUTHORIZED,
-    _S.PERMISSION_DENIED: ErrorType.UNAUTHORIZED,
-    _S.UNIMPLEMENTED: ErrorType.NOT_SUPPORTED,
-    _S.UNAVAILABLE: ErrorType.UNAVAILABLE,
-    _S.DEADLINE_EXCEEDED: ErrorType.TIMEOUT,
-    _S.RESOURCE_EXHAUSTED: ErrorType.RATE_LIMIT,
-    _S.ALREADY_EXISTS: ErrorType.CONFLICT,
-    _S.ABORTED: ErrorType.CONFLICT,
-    _S.FAILED_PRECONDITION: ErrorType.CONFLICT,
-    _S.INTERNAL: ErrorType.RETRYABLE,
-    _S.UNKNOWN: ErrorType.RETRYABLE,
-    _S.DATA_LOSS: ErrorType.RETRYABLE,
-    _S.CANCELLED: ErrorType.RETRYABLE,
-}
-
-#: The statuses that count as breaker failures (Virtrigaud's ``isInfraFailure``).
-INFRA_FAILURES: frozenset[Any] = frozenset(
-    {_S.UNAVAILABLE, _S.DEADLINE_EXCEEDED, _S.INTERNAL, _S.UNKNOWN})
-
-_GO_NAMES: dict[Any, str] = {code: go_code_name(code.name) for code in _S}
-
 #: The operations that only read (every other unary method may change something).
 _READS = KNOWN_OPERATIONS - MUTATING_OPERATIONS
-
-# ---------------------------------------------------------------------------
-# Errors that are both taxonomy errors and gRPC errors.
-# ---------------------------------------------------------------------------
-
-
-class _RpcStatus(grpc.aio.AioRpcError):  # type: ignore[misc]
-    """The gRPC side of a taxonomy error: ``code()``, ``details()``, the metadata.
-
-    Sits after ProviderError in the MRO: ProviderError's ``__init__`` reaches
-    this one with the message, and the status is filled in afterwards.
-    """
-
-    def __init__(self, message: str = "", *_: object, **__: object) -> None:
-        Exception.__init__(self, message)
-        self._code = _S.UNKNOWN
-        self._details = message
-        self._initial_metadata = None
-        self._trailing_metadata = None
-        self._debug_error_string = None
-
-    # A finished sync call's outcome too, as grpc's own sync errors are: a
-    # sync interceptor chain passes an error raised inside it on as the
-    # call's outcome (grpc.intercept_channel's continuation returns it), and
-    # an interceptor outside ours asks that for ``result()``.
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Raises this error (the outcome of the call that failed with it)."""
-        raise self
-
-    def exception(self, timeout: float | None = None) -> BaseException:
-        return self
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        return self.__traceback__
-
-    def add_done_callback(self, fn: Callable[[Any], object]) -> None:
-        fn(self)  # already done
-
-    def done(self) -> bool:
-        return True
-
-    def cancel(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def running(self) -> bool:
-        return False
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:
-        return None
-
-    def add_callback(self, callback: Callable[[], object]) -> bool:
-        return False
-
-
-_BASES: dict[ErrorType, type[ProviderError]] = {
-    ErrorType.NOT_FOUND: NotFoundError,
-    ErrorType.INVALID_SPEC: InvalidSpecError,
-    ErrorType.UNAUTHORIZED: UnauthorizedError,
-    ErrorType.NOT_SUPPORTED: NotSupportedError,
-    ErrorType.RETRYABLE: RetryableError,
-    ErrorType.UNAVAILABLE: UnavailableError,
-    ErrorType.RATE_LIMIT: RateLimitError,
-    ErrorType.TIMEOUT: OperationTimeoutError,
-    ErrorType.QUOTA_EXCEEDED: QuotaExceededError,
-    ErrorType.CONFLICT: ConflictError,
-}
-
-#: The class raised for each type: e.g. ``RpcNotFoundError(NotFoundError, AioRpcError)``.
-_RPC_CLASSES: dict[ErrorType, Callable[..., ProviderError]] = {
-    kind: type(f"Rpc{base.__name__}", (base, _RpcStatus), {"__module__": __name__})
-    for kind, base in _BASES.items()
-}
-
-
-class RpcCircuitOpenError(CircuitOpenError, _RpcStatus):
-    """An open breaker's rejection, also an ``AioRpcError`` with code ``UNAVAILABLE``."""
-
-
-def _set_status(error: BaseException, code: Any, details: str | None,
-                initial: Any = None, trailing: Any = None, debug: str | None = None) -> None:
-    error._code = code  # type: ignore[attr-defined]
-    error._details = details  # type: ignore[attr-defined]
-    error._initial_metadata = initial  # type: ignore[attr-defined]
-    error._trailing_metadata = trailing  # type: ignore[attr-defined]
-    error._debug_error_string = debug  # type: ignore[attr-defined]
-
-
-def _status_of(error: BaseException) -> tuple[Any, str | None, Any, Any, str | None]:
-    """(code, details, initial metadata, trailing metadata, debug string) of a gRPC error."""
-    def read(name: str) -> Any:
-        method = getattr(error, name, None)
-        try:
-            return method() if callable(method) else None
-        except Exception:  # an inactive call may refuse a question; no answer then
-            return None
-    return (read("code"), read("details"), read("initial_metadata"),
-            read("trailing_metadata"), read("debug_error_string"))
-
-
-def _metadata_value(metadata: Any, key: str) -> Any:
-    """The first value of ``key`` in gRPC metadata (pairs, or grpc.aio.Metadata)."""
-    if not metadata:
-        return None
-    try:
-        for item_key, value in metadata:
-            if item_key == key:
-                return value
-    except (TypeError, ValueError):
-        return None
-    return None
-
-
-
-
-def error_from_rpc(error: BaseException, method: str = "") -> ProviderError:
-    """The taxonomy error for a failed RPC's status (the module docstring's table).
-
-    ``error`` is a ``grpc.RpcError`` (anything with ``code()``); the result
-    is a ProviderError subclass that is also an ``AioRpcError`` with the same
-    code, details and metadata, chained from ``error``. ``CANCELLED`` is a
-    status like the others here (a Retryable error): telling the caller's
-    own cancellation apart is the interceptors' work. A code outside the
-    table (``OK``, or none at all) gives a Retryable error with code
-    ``UNKNOWN``. ``method`` prefixes the message. The result is marked
-    :func:`~virtrigaud_resilience.providers.never_sent` when no connection
-    could be made, else :func:`~virtrigaud_resilience.providers.mark_reached`.
-    """
-    code, details, initial, trailing, debug = _status_of(error)
-    where = f"{method}: " if method else ""
-    text = details or (code.name if code is not None else type(error).__name__)
-    kind = ERROR_TYPES.get(code)
-    if kind is None:
-        kind, code = ErrorType.RETRYABLE, _S.UNKNOWN
-    retry_after = None
-    if kind is ErrorType.RATE_LIMIT:
-        retry_after = parse_retry_after(_metadata_value(trailing, "retry-after"))
-    result = _RPC_CLASSES[kind](f"{where}{text}", error, retry_after=retry_after)
-    _set_status(result, code, details, initial, trailing, debug)
-    if code is _S.UNAVAILABLE and details and _NO_CONNECTION in details:
-        return mark_never_sent(result)  # gRPC core found no address to connect to: nothing was sent
-    return mark_reached(result)
-
-
-#: What gRPC core says when no connection could be made (the RPC was never sent).
-_NO_CONNECTION = "failed to connect to all addresses"
 
 
 def _unretryable_once_sent(error: BaseException) -> None:
@@ -354,16 +180,11 @@ def _unretryable_once_sent(error: BaseException) -> None:
 
 
 # ---------------------------------------------------------------------------
-# The guard: what each interceptor does before and after a call.
+# The call step: what each interceptor does before and after a call.
 # ---------------------------------------------------------------------------
 
-#: ``idempotent=``: None (reads only), True/False (every method is / none
-#: is), a collection of method names, or a predicate of the full method name.
-Idempotent = Union[None, bool, Iterable[str], Callable[[str], bool]]
-
-
 class RpcMethod(Method):
-    """A gRPC method, resolved once per guard and arity: whether it is idempotent too."""
+    """A gRPC method, resolved once per call step and arity: whether it is idempotent too."""
 
     __slots__ = ("idempotent",)
 
@@ -372,24 +193,25 @@ class RpcMethod(Method):
         self.idempotent = idempotent
 
 
-class RpcGuard(CallGuard[Union[str, bytes]]):
+class RpcCallStep(CallStep[Union[str, bytes]]):
     """The breaker, limiter, deadlines and metrics the interceptors share
-    (the arguments as :func:`aio_interceptors`; see :class:`CallGuard`)."""
+    (the arguments as :func:`aio_interceptors`; see :class:`CallStep`)."""
 
-    owner = "RpcGuard"
+    owner = "RpcCallStep"
 
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
-                 idempotent: Idempotent = None, **options: Any) -> None:
-        super().__init__(provider_type, provider, config, **options)
-        self._idempotent = _idempotent_marks(self.owner, idempotent)
+                 options: AdapterOptions | None = None,
+                 **overrides: Unpack[OptionKeywords]) -> None:
+        super().__init__(provider_type, provider, config, options=options, **overrides)
         self._streams: dict[str | bytes, RpcMethod] = {}
 
     # -- methods -------------------------------------------------------------------
 
     def _resolve(self, key: str | bytes) -> RpcMethod:  # what method() returns and caches
         full, name = _names(key)
+        mark = self.options.idempotent_mark(full, name)
         return RpcMethod(self._method_named(name, name),
-                         name in _READS or self._marked_idempotent(full, name))
+                         name in _READS if mark is None else mark)
 
     def stream_method(self, key: str | bytes) -> RpcMethod:
         """The unary-stream method ``key``, resolved once: its timeout only
@@ -401,24 +223,12 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
             method = self._method_named(name, name, warn=False)
             if name not in KNOWN_OPERATIONS and name not in self._overrides:
                 method = Method(method.name, None, method.stats)
-            found = RpcMethod(method, name not in MUTATING_OPERATIONS
-                              or self._marked_idempotent(full, name))
+            mark = self.options.idempotent_mark(full, name)
+            found = RpcMethod(method, name not in MUTATING_OPERATIONS if mark is None else mark)
             with self._lock:
                 if len(self._streams) < _MAX_CACHED:
                     self._streams[key] = found
         return found
-
-    def _marked_idempotent(self, full: str, name: str) -> bool:
-        marks = self._idempotent
-        if marks is None or isinstance(marks, bool):
-            return bool(marks)
-        if isinstance(marks, frozenset):
-            return full in marks or name in marks
-        answer = marks(full)
-        if not isinstance(answer, bool):
-            raise TypeError(f"{self.owner} idempotent({full!r}) must return a bool, got "
-                            f"{type(answer).__name__} {answer!r}")
-        return answer
 
     def timeout_for(self, method: str, caller_timeout: float | None = None) -> float | None:
         """The deadline (seconds) a call of ``method`` ("/pkg.Service/Describe")
@@ -430,7 +240,7 @@ class RpcGuard(CallGuard[Union[str, bytes]]):
 
     def until(self, budget: float) -> Any:
         """The scope in which a token wait ends by ``budget`` seconds from now
-        (the guard's wait is bounded by the innermost deadline)."""
+        (the call step's wait is bounded by the innermost deadline)."""
         return deadline_scope(SYSTEM_CLOCK, SYSTEM_CLOCK.now() + budget)
 
     @staticmethod
@@ -503,21 +313,6 @@ def _names(key: str | bytes) -> tuple[str, str]:
     return full, full.rsplit("/", 1)[-1] or full
 
 
-#: ``idempotent=`` as checked: None, a bool, a frozenset of names, or a predicate.
-_Marks = Union[None, bool, frozenset[str], Callable[[str], bool]]
-
-
-def _idempotent_marks(owner: str, marks: Idempotent) -> _Marks:
-    """``idempotent=`` checked: None, a bool, a predicate, or a frozenset of names."""
-    if marks is None or isinstance(marks, bool) or callable(marks):
-        return marks
-    if isinstance(marks, (str, bytes)) or not isinstance(marks, Iterable):
-        raise TypeError(f"{owner} idempotent must be a collection of method names, a predicate "
-                        f"of the full method name, a bool or None, got {type(marks).__name__} "
-                        f"{marks!r}")
-    return frozenset(_validate.string(owner, "idempotent item", name) for name in marks)
-
-
 #: The call details grpc hands its interceptors, plain namedtuples of
 #: (method, timeout, ...): grpc.aio's and the sync channel's (private there).
 _GRPC_DETAILS = frozenset(kind for kind in (
@@ -540,83 +335,99 @@ def _with_timeout(details: Any, timeout: float | None) -> Any:
 # ---------------------------------------------------------------------------
 
 
-async def _admit_waiting(guard: RpcGuard, method: Method, start: float,
+async def _admit_waiting(step: RpcCallStep, method: Method, start: float,
                          budget: float | None) -> tuple[Permit | None, float | None]:
     """With ``wait=True``: the permit, and the deadline to send (``budget``
     less the token wait, which ends by it)."""
-    if budget is None or guard.limiter is None:
-        return await guard.admit_async(method, start), budget
-    with guard.until(budget):
-        permit = await guard.admit_async(method, start)
-    return permit, guard.left(budget, start)
+    if budget is None or step.limiter is None:
+        return await step.admit_async(method, start), budget
+    with step.until(budget):
+        permit = await step.admit_async(method, start)
+    return permit, step.left(budget, start)
+
+
+async def _guarded_aio_call(step: RpcCallStep, method: Method, unary: bool,
+                            continuation: Callable[..., Any], details: Any,
+                            request: Any) -> Any:
+    """One ``grpc.aio`` call through ``step``: the body both interceptors share.
+
+    A unary-unary call (``unary``) is awaited and its outcome recorded
+    inline (no done callback, no wrapper on the way out), then returned
+    finished: grpc's own call when it succeeded, else a
+    :class:`~.grpc_call.FailedAioUnaryCall` around it whose await raises the
+    taxonomy error. A unary-stream call is admitted when it starts and handed
+    back as a :class:`~.grpc_call.GuardedAioStreamCall`, settled when the call
+    is done whether or not the stream is read to its end.
+
+    A function, not a method of a base class both interceptors share: its
+    attribute reads then always see the same types, so the interpreter's
+    specialisations of them hold whichever arity runs.
+    """
+    start = time.perf_counter()
+    budget = step.deadline(method, details.timeout)
+    if step.wait:
+        permit, timeout = await _admit_waiting(step, method, start, budget)
+    else:  # never waits: admitted without a coroutine of its own
+        permit = step.admit(method, start)
+        timeout = budget
+    call = None
+    try:
+        call = await continuation(_with_timeout(details, timeout), request)
+        if unary:
+            await call  # the outcome, recorded here: grpc's own await then returns at once
+    except Exception as exc:
+        error = step.failed(permit, method, start, exc)
+        if call is None:  # no call to return (another interceptor raised)
+            raise error from exc
+        return FailedAioUnaryCall(call, error, exc)
+    except BaseException:  # the caller's task, a local cancel(), or the task closed
+        step.cancelled(permit, method, start)
+        raise
+    if unary:
+        step.settle(permit, method, start, "OK", False)
+        return call
+    return GuardedAioStreamCall(call, Settler(step, permit, method, start,
+                                              _own_deadline(method, budget)))
 
 
 class AioUnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-unary calls.
+    """The call step around ``grpc.aio`` unary-unary calls (see :func:`_guarded_aio_call`).
 
-    Awaits the call and records its outcome inline (no done callback, no
-    wrapper on the way out), then returns it finished: grpc's own call when
-    it succeeded, else a :class:`~.grpc_call.FailedAioUnaryCall` around it
-    whose await raises the taxonomy error."""
+    ``intercept_unary_unary`` returns the call's coroutine, which grpc
+    awaits (no coroutine of its own in between)."""
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
 
-    async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
-                                    request: Any) -> Any:
-        guard = self.guard
-        method = guard.method(details.method)
-        start = time.perf_counter()
-        timeout = guard.deadline(method, details.timeout)
-        if guard.wait:
-            permit, timeout = await _admit_waiting(guard, method, start, timeout)
-        else:  # never waits: admitted without a coroutine of its own
-            permit = guard.admit(method, start)
-        call = None
-        try:
-            call = await continuation(_with_timeout(details, timeout), request)
-            await call  # the outcome, recorded here: grpc's own await of it then returns at once
-        except Exception as exc:
-            error = guard.failed(permit, method, start, exc)
-            if call is None:  # no call to return (another interceptor raised)
-                raise error from exc
-            return FailedAioUnaryCall(call, error, exc)
-        except BaseException:  # the caller's task, a local cancel(), or the task closed
-            guard.cancelled(permit, method, start)
-            raise
-        guard.settle(permit, method, start, "OK", False)
-        return call
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
+                              request: Any) -> Coroutine[Any, Any, Any]:
+        step = self.step
+        # The step's cache read inline (the call of method() only on a miss):
+        # what the frame of this wrapper costs, the frame it saves gives back.
+        method = step._methods.get(details.method) or step.method(details.method)
+        return _guarded_aio_call(step, method, True, continuation, details, request)
 
 
 class AioUnaryStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The guard around ``grpc.aio`` unary-stream calls: admitted when the call
-    starts, settled when the call is done, whether or not the stream is read
-    to its end. The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`)
-    cancels the call and frees the breaker slot as soon as it is closed or
-    collected unfinished (a loop left with ``break``), or its task cancelled."""
+    """The call step around ``grpc.aio`` unary-stream calls (see :func:`_guarded_aio_call`).
+    The call's reader (:class:`~.grpc_call.GuardedAioStreamCall`) cancels the
+    call and frees the breaker slot as soon as it is closed or collected
+    unfinished (a loop left with ``break``), or its task cancelled."""
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
 
-    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
-                                     request: Any) -> Any:
-        guard = self.guard
-        method = guard.stream_method(details.method)
-        start = time.perf_counter()
-        budget = guard.deadline(method, details.timeout)
-        if guard.wait:
-            permit, timeout = await _admit_waiting(guard, method, start, budget)
-        else:
-            permit, timeout = guard.admit(method, start), budget
-        try:
-            call = await continuation(_with_timeout(details, timeout), request)
-        except asyncio.CancelledError:
-            guard.cancelled(permit, method, start)
-            raise
-        except Exception as exc:
-            raise guard.failed(permit, method, start, exc) from exc
-        own = _own_deadline(method, budget)
-        return GuardedAioStreamCall(call, Settler(guard, permit, method, start, own))
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
+                               request: Any) -> Coroutine[Any, Any, Any]:
+        step = self.step
+        method = step._streams.get(details.method) or step.stream_method(details.method)
+        return _guarded_aio_call(step, method, False, continuation, details, request)
 
 
 def _own_deadline(method: Method, budget: float | None) -> bool:
@@ -630,41 +441,28 @@ def aio_interceptors(
     provider: str,
     config: Config | None = None,
     *,
-    breaker: CircuitBreaker | None | Shared = SHARED,
-    limiter: TokenBucket | None | Shared = SHARED,
-    wait: bool = False,
-    timeouts: Mapping[str, float | None] | None = None,
-    idempotent: Idempotent = None,
-    clock: ManualClock | None = None,
-    metrics: bool = True,
+    options: AdapterOptions | None = None,
+    **overrides: Unpack[OptionKeywords],
 ) -> list[Any]:
     """The interceptors for ``grpc.aio.insecure_channel(..., interceptors=...)``.
 
     Args:
         provider_type, provider: the provider's labels (metrics, the shared breaker).
         config: the settings (RPC timeouts; the shared breaker's and bucket's
-            configuration); None for :meth:`Config.production`.
-        breaker, limiter: the shared ones by default; an object to use that
-            one; None for none.
-        wait: wait for a token (up to the call's deadline) instead of
-            raising ``RateLimitError``.
-        timeouts: per method name (short or full), seconds or None (no
-            deadline of ours); overrides the RPC config.
-        idempotent: the methods safe to retry after they were sent, beyond
-            the reads (Describe, Validate, TaskStatus): a collection of
-            names (short or full), a predicate of the full name
-            ("/pkg.Service/Create") returning a bool, True for every method,
-            or None. Evaluated once per method.
-        clock: a ManualClock for the shared breaker and bucket (tests).
-        metrics: record the per-call RPC metrics.
+            configuration); overrides ``options.config`` unless None.
+        options: an :class:`~.options.AdapterOptions` (None: the defaults):
+            the breaker and limiter, ``wait``, ``timeouts`` (per method name,
+            short or full), ``idempotent`` (the methods safe to retry after
+            they were sent, beyond the reads Describe, Validate and
+            TaskStatus; evaluated once per method), ``clock``, ``metrics``.
+        **overrides: any AdapterOptions field as a keyword
+            (``wait=True``), overriding that field of ``options``.
 
-    Returns a unary-unary and a unary-stream interceptor sharing one guard.
+    Returns a unary-unary and a unary-stream interceptor sharing one call step.
     Raises TypeError / ValueError naming a bad argument.
     """
-    guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
-                     metrics=metrics)
-    return [AioUnaryUnaryInterceptor(guard), AioUnaryStreamInterceptor(guard)]
+    step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
+    return [AioUnaryUnaryInterceptor(step), AioUnaryStreamInterceptor(step)]
 
 
 def aio_channel(
@@ -677,42 +475,35 @@ def aio_channel(
     channel_options: Sequence[tuple[str, Any]] | None = None,
     compression: grpc.Compression | None = None,
     interceptors: Sequence[Any] | None = None,
-    breaker: CircuitBreaker | None | Shared = SHARED,
-    limiter: TokenBucket | None | Shared = SHARED,
-    wait: bool = False,
-    timeouts: Mapping[str, float | None] | None = None,
-    idempotent: Idempotent = None,
-    clock: ManualClock | None = None,
-    metrics: bool = True,
+    options: AdapterOptions | None = None,
+    **overrides: Unpack[OptionKeywords],
 ) -> Any:
     """A guarded ``grpc.aio`` channel to ``target``: the recommended way to
-    guard grpc.aio calls (the same guard as :func:`aio_interceptors`,
+    guard grpc.aio calls (the same call step as :func:`aio_interceptors`,
     at a lower cost per call).
 
     ``credentials`` (a secure channel when given), ``channel_options``
     (grpc's channel arguments), ``compression`` and ``interceptors`` are
-    grpc's own; the caller's interceptors run outside ours. The guard's
-    arguments are :func:`aio_interceptors`'. Unary-unary calls are
-    guarded without grpc's interceptor machinery unless ``wait=True`` or
-    ``interceptors`` are given (see :mod:`.grpc_channel`). Call it inside a
-    running event loop, as ``grpc.aio.insecure_channel``. Raises TypeError /
-    ValueError naming a bad argument.
+    grpc's own; the caller's interceptors run outside ours. ``config``,
+    ``options`` and the keywords are :func:`aio_interceptors`'. Unary-unary
+    calls are guarded without grpc's interceptor machinery unless
+    ``wait=True`` or ``interceptors`` are given (see :mod:`.grpc_channel`).
+    Call it inside a running event loop, as ``grpc.aio.insecure_channel``.
+    Raises TypeError / ValueError naming a bad argument.
     """
     from .grpc_channel import GuardedAioChannel  # it builds on this module
 
-    guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
-                     metrics=metrics)
+    step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
     own = list(interceptors or ())
-    stream = AioUnaryStreamInterceptor(guard)
-    direct = not own and not guard.wait
-    chain = [*own, stream] if direct else [*own, AioUnaryUnaryInterceptor(guard), stream]
+    stream = AioUnaryStreamInterceptor(step)
+    direct = not own and not step.wait
+    chain = [*own, stream] if direct else [*own, AioUnaryUnaryInterceptor(step), stream]
     if credentials is None:
         channel = grpc.aio.insecure_channel(target, channel_options, compression, chain)
     else:
         channel = grpc.aio.secure_channel(target, credentials, channel_options, compression,
                                           chain)
-    return GuardedAioChannel(channel, guard) if direct else channel
+    return GuardedAioChannel(channel, step) if direct else channel
 
 
 # ---------------------------------------------------------------------------
@@ -722,30 +513,33 @@ def aio_channel(
 
 class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
                       grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """The guard around sync ``grpc`` unary-unary and unary-stream calls.
+    """The interceptor of sync ``grpc`` unary-unary and unary-stream calls.
 
     A blocking call cannot be interrupted from Python: its deadline is what
     gRPC enforces (the method's timeout, capped as documented).
     """
 
-    def __init__(self, guard: RpcGuard) -> None:
-        self.guard = guard
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["RpcCallStep"]("step")
+
+    def __init__(self, step: RpcCallStep) -> None:
+        self.step = step
 
     def start(self, method: Method, caller_timeout: float | None,
               stream: bool) -> tuple[Settler, float | None]:
         """Admits a call of ``method`` (a token waited for by the deadline
         with ``wait``); returns its settler and the deadline to send."""
-        guard = self.guard
+        step = self.step
         start = time.perf_counter()
-        budget = timeout = guard.deadline(method, caller_timeout)
-        if guard.wait and budget is not None and guard.limiter is not None:
-            with guard.until(budget):
-                permit = guard.admit(method, start)
-            timeout = guard.left(budget, start)
+        budget = timeout = step.deadline(method, caller_timeout)
+        if step.wait and budget is not None and step.limiter is not None:
+            with step.until(budget):
+                permit = step.admit(method, start)
+            timeout = step.left(budget, start)
         else:
-            permit = guard.admit(method, start)
+            permit = step.admit(method, start)
         own = stream and _own_deadline(method, budget)
-        return Settler(guard, permit, method, start, own), timeout
+        return Settler(step, permit, method, start, own), timeout
 
     def _start(self, method: Method, details: Any, stream: bool) -> tuple[Settler, Any]:
         settler, timeout = self.start(method, details.timeout, stream)
@@ -753,7 +547,7 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,
                               request: Any) -> Any:
-        settler, details = self._start(self.guard.method(details.method), details, False)
+        settler, details = self._start(self.step.method(details.method), details, False)
         try:
             outcome = continuation(details, request)
         except Exception as exc:
@@ -765,7 +559,7 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
 
     def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any,
                                request: Any) -> Any:
-        settler, details = self._start(self.guard.stream_method(details.method), details, True)
+        settler, details = self._start(self.step.stream_method(details.method), details, True)
         try:
             responses = continuation(details, request)
         except Exception as exc:
@@ -788,22 +582,16 @@ def intercept_channel(
     provider: str,
     config: Config | None = None,
     *,
-    breaker: CircuitBreaker | None | Shared = SHARED,
-    limiter: TokenBucket | None | Shared = SHARED,
-    wait: bool = False,
-    timeouts: Mapping[str, float | None] | None = None,
-    idempotent: Idempotent = None,
-    clock: ManualClock | None = None,
-    metrics: bool = True,
+    options: AdapterOptions | None = None,
+    **overrides: Unpack[OptionKeywords],
 ) -> Any:
-    """``channel`` guarded (the arguments as :func:`aio_interceptors`): a
-    ``grpc.Channel`` whose unary-unary and unary-stream calls go through the
-    guard directly (:class:`~.grpc_channel.GuardedChannel`), the same as
-    ``grpc.intercept_channel(channel, SyncInterceptor(guard))`` at a lower
+    """``channel`` guarded, each call by an :class:`RpcCallStep` (the
+    arguments as :func:`aio_interceptors`): a ``grpc.Channel`` whose
+    unary-unary and unary-stream calls go through the step directly
+    (:class:`~.grpc_channel.GuardedChannel`), the same as
+    ``grpc.intercept_channel(channel, SyncInterceptor(step))`` at a lower
     cost per call."""
     from .grpc_channel import GuardedChannel  # it builds on this module
 
-    guard = RpcGuard(provider_type, provider, config, breaker=breaker, limiter=limiter,
-                     wait=wait, timeouts=timeouts, idempotent=idempotent, clock=clock,
-                     metrics=metrics)
-    return GuardedChannel(channel, guard)
+    step = RpcCallStep(provider_type, provider, config, options=options, **overrides)
+    return GuardedChannel(channel, step)

@@ -30,10 +30,10 @@ import grpc
 import grpc.aio
 
 from ..breaker import Permit
-from .guard import Method
+from .call_step import Method
 
 if TYPE_CHECKING:
-    from .grpc import RpcGuard
+    from .grpc import RpcCallStep
 
 __all__ = ["FailedAioUnaryCall", "GuardedAioStreamCall", "GuardedCall", "GuardedStream",
            "Settler"]
@@ -52,11 +52,11 @@ class Settler:
     Thread-safe: sync grpc runs done callbacks on its own threads.
     """
 
-    __slots__ = ("_guard", "_permit", "_method", "_start", "_own_deadline", "_done", "_task")
+    __slots__ = ("_step", "_permit", "_method", "_start", "_own_deadline", "_done", "_task")
 
-    def __init__(self, guard: RpcGuard, permit: Permit | None, method: Method, start: float,
+    def __init__(self, step: RpcCallStep, permit: Permit | None, method: Method, start: float,
                  own_deadline: bool = False) -> None:
-        self._guard = guard
+        self._step = step
         self._permit = permit
         self._method = method
         self._start = start
@@ -83,25 +83,25 @@ class Settler:
     def succeeded(self) -> None:
         """The call ended OK."""
         if self._first():
-            self._guard.settle(self._permit, self._method, self._start, "OK", False)
+            self._step.settle(self._permit, self._method, self._start, "OK", False)
 
     def cancelled(self) -> None:
         """The caller gave up: no breaker outcome, the slot is freed."""
         if self._first():
-            self._guard.cancelled(self._permit, self._method, self._start)
+            self._step.cancelled(self._permit, self._method, self._start)
 
     def failed(self, failure: BaseException) -> BaseException:
         """Records a failure (the first time); returns the error to raise for it."""
-        error, code, outcome = self._guard.outcome_of(self._method, failure, self._own_deadline)
+        error, code, outcome = self._step.outcome_of(self._method, failure, self._own_deadline)
         if self._first():
-            self._guard.settle(self._permit, self._method, self._start, code, outcome)
+            self._step.settle(self._permit, self._method, self._start, code, outcome)
         return error
 
     def status(self, status: Any) -> None:
         """Records the call by its final status code alone."""
         if self._first():
-            code, outcome = self._guard.status_outcome(status, self._own_deadline)
-            self._guard.settle(self._permit, self._method, self._start, code, outcome)
+            code, outcome = self._step.status_outcome(status, self._own_deadline)
+            self._step.settle(self._permit, self._method, self._start, code, outcome)
 
     # -- sync futures ------------------------------------------------------------------
 

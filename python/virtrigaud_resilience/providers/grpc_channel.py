@@ -1,12 +1,12 @@
-"""Guarded gRPC channels: the guard around each unary call without grpc's
+"""Guarded gRPC channels: each unary call guarded without grpc's
 interceptor machinery.
 
-grpc's interceptors cost a call more than our guard does: grpc.aio runs
+grpc's interceptors cost a call more than our call step does: grpc.aio runs
 each intercepted call in a task of its own behind an intercepted-call
 object (one more event-loop turn per call), and the sync channel builds
 call details and outcome objects around each one. A channel here hands out
 multi-callables that admit, start grpc's own call and settle its outcome
-inline, with the same guard (:class:`~.grpc.RpcGuard`) and so the same
+inline, with the same call step (:class:`~.grpc.RpcCallStep`) and so the same
 semantics as the interceptors: deadlines, one admission per attempt,
 idempotency, the status mapping, the metrics.
 
@@ -35,8 +35,8 @@ import grpc
 import grpc.aio
 
 from ..breaker import Permit
-from .grpc import RpcGuard, SyncInterceptor
-from .guard import Method
+from .grpc import RpcCallStep, SyncInterceptor
+from .call_step import Method
 from .grpc_call import GuardedCall, GuardedStream, Settler, _AioDelegate, _status_now
 
 __all__ = ["GuardedAioChannel", "GuardedAioUnaryCall", "GuardedChannel", "RejectedAioUnaryCall"]
@@ -51,12 +51,12 @@ class GuardedAioChannel(grpc.aio.Channel):  # type: ignore[misc]
     """A ``grpc.aio`` channel whose unary-unary multi-callables are guarded
     (:class:`GuardedAioUnaryCall`); everything else is the channel's own."""
 
-    def __init__(self, channel: Any, guard: RpcGuard) -> None:
+    def __init__(self, channel: Any, step: RpcCallStep) -> None:
         self._channel = channel
-        self.guard = guard
+        self.step = step
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _AioUnaryUnary(self.guard, method, self._channel.unary_unary(method, *args,
+        return _AioUnaryUnary(self.step, method, self._channel.unary_unary(method, *args,
                                                                             **kwargs))
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -88,28 +88,28 @@ class GuardedAioChannel(grpc.aio.Channel):  # type: ignore[misc]
         await self._channel.channel_ready()
 
     def __repr__(self) -> str:
-        return f"GuardedAioChannel({self._channel!r}, {self.guard!r})"
+        return f"GuardedAioChannel({self._channel!r}, {self.step!r})"
 
 
 class _AioUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
     """A guarded unary-unary multi-callable: admits (never waits), starts
     grpc's call, returns it as a :class:`GuardedAioUnaryCall`."""
 
-    __slots__ = ("_guard", "_method", "_call")
+    __slots__ = ("_step", "_method", "_call")
 
-    def __init__(self, guard: RpcGuard, key: str, call: Any) -> None:
-        self._guard = guard
-        self._method = guard.method(key)  # resolved once: the key is fixed
+    def __init__(self, step: RpcCallStep, key: str, call: Any) -> None:
+        self._step = step
+        self._method = step.method(key)  # resolved once: the key is fixed
         self._call = call
 
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None,
                  credentials: Any = None, wait_for_ready: bool | None = None,
                  compression: Any = None) -> Any:
-        guard, method = self._guard, self._method
+        step, method = self._step, self._method
         start = time.perf_counter()
-        timeout = guard.deadline(method, timeout)
+        timeout = step.deadline(method, timeout)
         try:
-            permit = guard.admit(method, start)
+            permit = step.admit(method, start)
         except Exception as rejection:  # raised when awaited, as grpc raises its errors
             return RejectedAioUnaryCall(rejection)
         try:
@@ -117,11 +117,11 @@ class _AioUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[misc]
                               credentials=credentials, wait_for_ready=wait_for_ready,
                               compression=compression)
         except Exception as exc:  # grpc refused to start it (a closed channel)
-            raise guard.failed(permit, method, start, exc) from exc
+            raise step.failed(permit, method, start, exc) from exc
         except BaseException:
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
-        return GuardedAioUnaryCall(call, guard, permit, method, start)
+        return GuardedAioUnaryCall(call, step, permit, method, start)
 
 
 class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
@@ -138,13 +138,13 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
     Everything else (metadata, ``time_remaining()``) is grpc's.
     """
 
-    __slots__ = ("_inner", "_guard", "_permit", "_method", "_start", "_settled", "_error",
+    __slots__ = ("_inner", "_step", "_permit", "_method", "_start", "_settled", "_error",
                  "_cause")
 
-    def __init__(self, inner: Any, guard: RpcGuard, permit: Permit | None, method: Method,
+    def __init__(self, inner: Any, step: RpcCallStep, permit: Permit | None, method: Method,
                  start: float) -> None:
         self._inner = inner
-        self._guard = guard
+        self._step = step
         self._permit = permit
         self._method = method
         self._start = start
@@ -161,15 +161,15 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
             response = yield from self._inner.__await__()
         except Exception as exc:
             self._settled = True
-            guard = self._guard
-            self._error = error = guard.failed(self._permit, self._method, self._start, exc)
+            step = self._step
+            self._error = error = step.failed(self._permit, self._method, self._start, exc)
             self._cause = exc
             raise error from exc
         except BaseException:  # the caller's task was cancelled, or cancel() was called
             self._release()
             raise
         self._settled = True
-        self._guard.settle(self._permit, self._method, self._start, "OK", False)
+        self._step.settle(self._permit, self._method, self._start, "OK", False)
         return response
 
     def cancel(self) -> bool:
@@ -205,24 +205,24 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
     def _settle(self, status: Any) -> None:
         if not self._settled and status is not None:
             self._settled = True
-            code, outcome = self._guard.status_outcome(status)
-            self._guard.settle(self._permit, self._method, self._start, code, outcome)
+            code, outcome = self._step.status_outcome(status)
+            self._step.settle(self._permit, self._method, self._start, code, outcome)
 
     def _release(self) -> None:
         if not self._settled:
             self._settled = True
-            self._guard.cancelled(self._permit, self._method, self._start)
+            self._step.cancelled(self._permit, self._method, self._start)
 
     def __del__(self) -> None:
         # Dropped before it was awaited: the call goes on in grpc; its end
         # settles it (no slot is held past the call, no outcome is lost).
         if not getattr(self, "_settled", True):
             self._settled = True
-            Settler(self._guard, self._permit, self._method, self._start).watch(self._inner)
+            Settler(self._step, self._permit, self._method, self._start).watch(self._inner)
 
 
 class RejectedAioUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
-    """A unary-unary call the guard refused (open breaker, no token): never
+    """A unary-unary call the step refused (open breaker, no token): never
     sent; awaiting it raises the rejection, an ``AioRpcError`` whose status
     the call's methods answer."""
 
@@ -286,17 +286,17 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
     gRPC enforces (the method's timeout, capped as documented).
     """
 
-    def __init__(self, channel: Any, guard: RpcGuard) -> None:
+    def __init__(self, channel: Any, step: RpcCallStep) -> None:
         self._channel = channel
-        self.guard = guard
-        self._start = SyncInterceptor(guard).start
+        self.step = step
+        self._start = SyncInterceptor(step).start
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnaryUnary(self.guard, self._start, method,
+        return _UnaryUnary(self.step, self._start, method,
                            self._channel.unary_unary(method, *args, **kwargs))
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnaryStream(self.guard, self._start, method,
+        return _UnaryStream(self.step, self._start, method,
                             self._channel.unary_stream(method, *args, **kwargs))
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -322,7 +322,7 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
         return self._channel.__exit__(*exc_info)
 
     def __repr__(self) -> str:
-        return f"GuardedChannel({self._channel!r}, {self.guard!r})"
+        return f"GuardedChannel({self._channel!r}, {self.step!r})"
 
 
 #: SyncInterceptor.start: (method, caller's timeout, stream) -> (settler, timeout to send)
@@ -332,11 +332,11 @@ _Start = Callable[[Method, "float | None", bool], "tuple[Settler, float | None]"
 class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
     """A guarded sync unary-unary multi-callable."""
 
-    __slots__ = ("_guard", "_method", "_call", "_start")
+    __slots__ = ("_step", "_method", "_call", "_start")
 
-    def __init__(self, guard: RpcGuard, start: _Start, key: str, call: Any) -> None:
-        self._guard = guard
-        self._method = guard.method(key)
+    def __init__(self, step: RpcCallStep, start: _Start, key: str, call: Any) -> None:
+        self._step = step
+        self._method = step.method(key)
         self._call = call
         self._start = start
 
@@ -385,11 +385,11 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
 class _UnaryStream(grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
     """A guarded sync unary-stream multi-callable (:class:`~.grpc_call.GuardedStream`)."""
 
-    __slots__ = ("_guard", "_method", "_call", "_start")
+    __slots__ = ("_step", "_method", "_call", "_start")
 
-    def __init__(self, guard: RpcGuard, start: _Start, key: str, call: Any) -> None:
-        self._guard = guard
-        self._method = guard.stream_method(key)
+    def __init__(self, step: RpcCallStep, start: _Start, key: str, call: Any) -> None:
+        self._step = step
+        self._method = step.stream_method(key)
         self._call = call
         self._start = start
 

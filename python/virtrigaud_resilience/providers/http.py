@@ -9,7 +9,7 @@
 
 (``ResilientClient`` for ``httpx.Client``.) The clients take every
 ``httpx.Client`` argument besides their own (``auth=``, ``event_hooks=``,
-``headers=``, ...; ``transport=`` is the transport they guard), and put a
+``headers=``, ...; ``transport=`` is the transport they step), and put a
 :class:`ResilientTransport` (:class:`AsyncResilientTransport`) under them.
 
 The transport, per request on the wire:
@@ -79,9 +79,10 @@ errors keep their taxonomy type and their breaker accounting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 try:
     import httpx
@@ -92,30 +93,35 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     ) from exc
 
 from .. import _validate
+from .._deprecated import RenamedAttribute, module_getattr
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate
-from ..clock import ManualClock
 from ..config import Config
 from ..errors import (
     CircuitOpenError,
-    ConflictError,
     ErrorType,
     InvalidSpecError,
-    NotFoundError,
     NotSupportedError,
     OperationTimeoutError,
     ProviderError,
     RateLimitError,
     RetryableError,
-    UnauthorizedError,
     UnavailableError,
     classify,
+    error_classes,
 )
-from ..ratelimit import TokenBucket
 from ..rpcstats import code_for_error
 from ..timeouts import TimeoutScope
-from .guard import SHARED, CallGuard, Method, Shared
+from .call_step import CallStep, Method
+from .options import SHARED, AdapterOptions, OptionKeywords
 from .resilient import mark_never_sent, never_sent
 from .retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+#: Old names (before 0.2.0), served with a DeprecationWarning naming the new one.
+__getattr__ = module_getattr(__name__, {
+    "HttpGuard": "virtrigaud_resilience.providers.http.HttpCallStep"})
 
 __all__ = [
     "ERROR_BODY_LIMIT",
@@ -126,7 +132,7 @@ __all__ = [
     "AsyncResilientClient",
     "AsyncResilientTransport",
     "HTTPCircuitOpenError",
-    "HttpGuard",
+    "HttpCallStep",
     "ResilientClient",
     "ResilientTransport",
     "aread_error_body",
@@ -192,19 +198,23 @@ def is_breaker_failure(status: int) -> bool:
     return (status >= 500 and status != 501) or status == 408
 
 
-def is_idempotent(request: httpx.Request) -> bool:
+def is_idempotent(request: httpx.Request, marked: bool | None = None) -> bool:
     """Whether a policy may repeat ``request`` after it reached the provider.
 
-    Its ``virtrigaud.idempotent`` extension (a bool) when set; else True for
-    RFC 9110's idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE)
-    and for a request with an ``Idempotency-Key`` header. Raises TypeError
-    for an extension that is not a bool.
+    Its ``virtrigaud.idempotent`` extension (a bool) when set; else
+    ``marked`` when not None (what the adapter's ``idempotent=`` option says
+    of the request's operation); else True for RFC 9110's idempotent methods
+    (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and for a request with an
+    ``Idempotency-Key`` header. Raises TypeError for an extension that is
+    not a bool.
     """
-    marked = request.extensions.get(IDEMPOTENT_EXTENSION)
-    if marked is not None:
-        if not isinstance(marked, bool):
+    extension = request.extensions.get(IDEMPOTENT_EXTENSION)
+    if extension is not None:
+        if not isinstance(extension, bool):
             raise TypeError(f"request extension {IDEMPOTENT_EXTENSION!r} must be a bool, got "
-                            f"{type(marked).__name__} {marked!r}")
+                            f"{type(extension).__name__} {extension!r}")
+        return extension
+    if marked is not None:
         return marked
     return request.method in _IDEMPOTENT_METHODS or "idempotency-key" in request.headers
 
@@ -236,23 +246,8 @@ class _HTTPStatus(httpx.HTTPStatusError):
         self.response = None  # type: ignore[assignment]
 
 
-_BASES: dict[ErrorType, type[ProviderError]] = {
-    ErrorType.NOT_FOUND: NotFoundError,
-    ErrorType.INVALID_SPEC: InvalidSpecError,
-    ErrorType.UNAUTHORIZED: UnauthorizedError,
-    ErrorType.NOT_SUPPORTED: NotSupportedError,
-    ErrorType.RETRYABLE: RetryableError,
-    ErrorType.UNAVAILABLE: UnavailableError,
-    ErrorType.RATE_LIMIT: RateLimitError,
-    ErrorType.TIMEOUT: OperationTimeoutError,
-    ErrorType.CONFLICT: ConflictError,
-}
-
 #: The class raised per type: e.g. ``HTTPNotFoundError(NotFoundError, httpx.HTTPStatusError)``.
-_HTTP_CLASSES: dict[ErrorType, Callable[..., ProviderError]] = {
-    kind: type(f"HTTP{base.__name__}", (base, _HTTPStatus), {"__module__": __name__})
-    for kind, base in _BASES.items()
-}
+_HTTP_CLASSES = error_classes("HTTP", _HTTPStatus, __name__)
 
 
 class HTTPCircuitOpenError(CircuitOpenError, httpx.TransportError):
@@ -288,14 +283,16 @@ def _transport_error(base: type[ProviderError], kind: type[httpx.HTTPError], mes
     return error
 
 
-def error_from_response(response: httpx.Response, operation: str = "") -> ProviderError:
+def error_from_response(response: httpx.Response, operation: str = "", *,
+                        idempotent: bool | None = None) -> ProviderError:
     """The taxonomy error for an error response (status >= 400; see the table).
 
     The error is also an ``httpx.HTTPStatusError`` with ``.request`` and
     ``.response`` (the response must know its request, as a client's do);
     read the body first (:func:`read_error_body`) for the message to quote
-    it. Not retryable when the request was not idempotent
-    (:func:`is_idempotent`). Raises ValueError for a status below 400.
+    it. Not retryable when the request was not idempotent (``idempotent``;
+    None: :func:`is_idempotent` of the request). Raises ValueError for a
+    status below 400.
     """
     status = response.status_code
     kind = status_type(status)
@@ -313,7 +310,7 @@ def error_from_response(response: httpx.Response, operation: str = "") -> Provid
     error = _HTTP_CLASSES[kind](text, retry_after=retry_after)
     error.request = request  # type: ignore[attr-defined]
     error.response = response  # type: ignore[attr-defined]
-    _once_sent(error, is_idempotent(request))
+    _once_sent(error, is_idempotent(request) if idempotent is None else idempotent)
     return error
 
 
@@ -437,12 +434,12 @@ class _Exchange:
     """One response's pending outcome: reported once, when its body ends, is
     closed, fails (a breaker failure) or its reader is cancelled (none)."""
 
-    __slots__ = ("guard", "permit", "method", "start", "status", "request", "idempotent",
+    __slots__ = ("step", "permit", "method", "start", "status", "request", "idempotent",
                  "pending")
 
-    def __init__(self, guard: HttpGuard, permit: Permit | None, method: Method, start: float,
+    def __init__(self, step: HttpCallStep, permit: Permit | None, method: Method, start: float,
                  status: int, request: httpx.Request, idempotent: bool) -> None:
-        self.guard = guard
+        self.step = step
         self.permit = permit
         self.method = method
         self.start = start
@@ -456,23 +453,23 @@ class _Exchange:
         if self.pending:
             self.pending = False
             status = self.status
-            self.guard.settle(self.permit, self.method, self.start, str(status),
-                              is_breaker_failure(status))
+            self.step.settle(self.permit, self.method, self.start, str(status),
+                             is_breaker_failure(status))
 
     def failed(self, exc: BaseException) -> BaseException:
         """The body could not be read: returns the classified error to raise."""
-        operation = self.guard.operation_label(self.method, self.request)
+        operation = self.step.operation_label(self.method, self.request)
         error, code, failure = error_from_exception(exc, operation, idempotent=self.idempotent)
         if self.pending:
             self.pending = False
-            self.guard.settle(self.permit, self.method, self.start, code, failure)
+            self.step.settle(self.permit, self.method, self.start, code, failure)
         return error
 
     def cancelled(self) -> None:
         """The reader was cancelled: no outcome."""
         if self.pending:
             self.pending = False
-            self.guard.cancelled(self.permit, self.method, self.start)
+            self.step.cancelled(self.permit, self.method, self.start)
 
 
 class _GuardedStream(httpx.SyncByteStream):
@@ -560,41 +557,64 @@ class _AsyncGuardedChunks:
 
 
 # ---------------------------------------------------------------------------
-# The guard and the transports.
+# The call step and the transports.
 # ---------------------------------------------------------------------------
 
 
-class HttpGuard(CallGuard[tuple[str, str]]):
+class HttpMethod(Method):
+    """An operation (or HTTP method) of the transports, resolved once: what
+    ``idempotent=`` says of it too (None: the request decides)."""
+
+    __slots__ = ("marked",)
+
+    def __init__(self, method: Method, marked: bool | None) -> None:
+        super().__init__(method.name, method.timeout, method.stats)
+        self.marked = marked
+
+
+class HttpCallStep(CallStep[tuple[str, str]]):
     """The breaker, limiter, deadlines and metrics of the transports (the
-    arguments as :class:`ResilientTransport`; see :class:`CallGuard`)."""
+    arguments as :class:`ResilientTransport`; see :class:`CallStep`)."""
 
     owner = "ResilientTransport"
 
-    def __init__(self, *args: Any, raise_for_status: bool = True,
-                 owner: str = "ResilientTransport", **kwargs: Any) -> None:
+    def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
+                 raise_for_status: bool = True, owner: str = "ResilientTransport",
+                 options: AdapterOptions | None = None,
+                 **overrides: Unpack[OptionKeywords]) -> None:
         self.owner = owner  # names the transport in every message below
-        super().__init__(*args, **kwargs)
+        super().__init__(provider_type, provider, config, options=options, **overrides)
         self.raise_for_status = _validate.boolean(self.owner, "raise_for_status",
                                                   raise_for_status)
 
-    def method_of(self, request: httpx.Request) -> Method:
+    def idempotent(self, request: httpx.Request, method: HttpMethod | None = None) -> bool:
+        """:func:`is_idempotent` of ``request``, with what ``idempotent=``
+        says of its operation (``method``, looked up when None)."""
+        if method is None:
+            method = self.method_of(request)
+        return is_idempotent(request, method.marked)
+
+    def method_of(self, request: httpx.Request) -> HttpMethod:
         """The request's operation: its ``virtrigaud.operation`` extension, or its HTTP method."""
         operation = request.extensions.get(OPERATION_EXTENSION)
         if operation is None:
-            return self.method(("", request.method))
+            return self.method(("", request.method))  # type: ignore[return-value]
         if not isinstance(operation, str) or not operation:
             raise TypeError(f"request extension {OPERATION_EXTENSION!r} must be a non-empty str, "
                             f"got {type(operation).__name__} {operation!r}")
-        return self.method((operation, request.method))
+        return self.method((operation, request.method))  # type: ignore[return-value]
 
-    def _resolve(self, key: tuple[str, str]) -> Method:
+    def _resolve(self, key: tuple[str, str]) -> HttpMethod:
         operation, http_method = key
         if operation:
-            return self._method_named(operation, operation)
-        # No operation named: the HTTP method is the label, and a read gets
-        # Describe's timeout, a write the mutating one (no warning: documented).
-        return self._method_named(http_method,
-                                  "Describe" if http_method in _READS else "Create", warn=False)
+            method = self._method_named(operation, operation)
+        else:
+            # No operation named: the HTTP method is the label, and a read gets
+            # Describe's timeout, a write the mutating one (no warning: documented).
+            method = self._method_named(http_method,
+                                        "Describe" if http_method in _READS else "Create",
+                                        warn=False)
+        return HttpMethod(method, self.options.idempotent_mark(method.name, method.name))
 
     def prepare(self, request: httpx.Request, method: Method) -> float | None:
         """Caps the request's httpx timeouts at its deadline; returns the deadline."""
@@ -666,12 +686,14 @@ _NO_TIMEOUTS: dict[str, float | None] = {"connect": None, "read": None, "write":
                                          "pool": None}
 
 
-def _guard(owner: str, provider_type: str, provider: str, config: Config | None,
-           transport: object, expected: type, **options: Any) -> HttpGuard:
+def _step(owner: str, provider_type: str, provider: str, config: Config | None,
+          transport: object, expected: type, raise_for_status: bool,
+          options: AdapterOptions | None, overrides: OptionKeywords) -> HttpCallStep:
     if not isinstance(transport, expected):
         raise TypeError(f"{owner} transport must be an {expected.__module__}."
                         f"{expected.__name__}, got {type(transport).__name__} {transport!r}")
-    return HttpGuard(provider_type, provider, config, owner=owner, **options)
+    return HttpCallStep(provider_type, provider, config, owner=owner,
+                        raise_for_status=raise_for_status, options=options, **overrides)
 
 
 class ResilientTransport(httpx.BaseTransport):
@@ -680,22 +702,27 @@ class ResilientTransport(httpx.BaseTransport):
     Args:
         provider_type, provider: the provider's labels.
         config: RPC timeouts and the shared breaker's and bucket's settings;
-            None for :meth:`Config.production`.
+            overrides ``options.config`` unless None.
         transport: the transport to send through (default ``httpx.HTTPTransport()``).
-        breaker, limiter: the provider's shared ones by default; an object,
-            or None for none.
-        wait: wait for a token (up to the deadline) instead of raising.
         raise_for_status: raise the taxonomy error for a status >= 400 from
             the transport (default; auth flows and response hooks then never
             see such a response: :class:`ResilientClient` raises after
             them); False passes every response through.
-        timeouts: per operation, seconds or None; overrides the RPC config.
-        clock: a ManualClock for the shared breaker and bucket (tests).
-        metrics: record the per-call RPC metrics.
+        options: an :class:`~.options.AdapterOptions` (None: the defaults):
+            the breaker and limiter, ``wait`` (up to the deadline),
+            ``timeouts`` (per operation), ``idempotent`` (per operation, or
+            per HTTP method for a request naming none; a request's
+            ``virtrigaud.idempotent`` extension still decides first),
+            ``clock``, ``metrics``.
+        **overrides: any AdapterOptions field as a keyword, overriding that
+            field of ``options``.
 
     A blocking request cannot be interrupted from Python: its deadline caps
     each of httpx's timeouts (each network wait), not the whole exchange.
     """
+
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["HttpCallStep"]("step")
 
     def __init__(
         self,
@@ -704,42 +731,37 @@ class ResilientTransport(httpx.BaseTransport):
         config: Config | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
-        breaker: CircuitBreaker | None | Shared = SHARED,
-        limiter: TokenBucket | None | Shared = SHARED,
-        wait: bool = False,
         raise_for_status: bool = True,
-        timeouts: Mapping[str, float | None] | None = None,
-        clock: ManualClock | None = None,
-        metrics: bool = True,
+        options: AdapterOptions | None = None,
+        **overrides: Unpack[OptionKeywords],
     ) -> None:
         inner = httpx.HTTPTransport() if transport is None else transport
-        self.guard = _guard("ResilientTransport", provider_type, provider, config, inner,
-                            httpx.BaseTransport, breaker=breaker, limiter=limiter, wait=wait,
-                            raise_for_status=raise_for_status, timeouts=timeouts, clock=clock,
-                            metrics=metrics)
+        self.step = _step("ResilientTransport", provider_type, provider, config, inner,
+                          httpx.BaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        guard = self.guard
-        method = guard.method_of(request)
-        idempotent = is_idempotent(request)
+        step = self.step
+        method = step.method_of(request)
+        idempotent = is_idempotent(request, method.marked)
         start = time.perf_counter()
         try:
-            permit = guard.admit(method, start)
+            permit = step.admit(method, start)
         except httpx.RequestError as exc:
             raise _bound(exc, request)  # noqa: B904 - our own rejection, raised as it is
         try:
-            guard.prepare(request, method)
+            step.prepare(request, method)
             response = self.transport.handle_request(request)
         except Exception as exc:
-            raise guard.no_response(permit, method, start, exc, request, idempotent) from exc
+            raise step.no_response(permit, method, start, exc, request, idempotent) from exc
         except BaseException:
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
-        guard.answered(permit, method, start, request, response, idempotent, _GuardedStream)
-        if guard.raise_for_status and response.status_code >= 400:
+        step.answered(permit, method, start, request, response, idempotent, _GuardedStream)
+        if step.raise_for_status and response.status_code >= 400:
             read_error_body(response)
-            raise error_from_response(response, guard.operation_label(method, request))
+            raise error_from_response(response, step.operation_label(method, request),
+                                      idempotent=idempotent)
         return response
 
     def close(self) -> None:
@@ -757,6 +779,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     the breaker's half-open slot and gives back tokens reserved while waiting.
     """
 
+    #: Named ``guard`` before 0.2.0 (the old name warns).
+    guard = RenamedAttribute["HttpCallStep"]("step")
+
     def __init__(
         self,
         provider_type: str,
@@ -764,33 +789,27 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         config: Config | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
-        breaker: CircuitBreaker | None | Shared = SHARED,
-        limiter: TokenBucket | None | Shared = SHARED,
-        wait: bool = False,
         raise_for_status: bool = True,
-        timeouts: Mapping[str, float | None] | None = None,
-        clock: ManualClock | None = None,
-        metrics: bool = True,
+        options: AdapterOptions | None = None,
+        **overrides: Unpack[OptionKeywords],
     ) -> None:
         inner = httpx.AsyncHTTPTransport() if transport is None else transport
-        self.guard = _guard("AsyncResilientTransport", provider_type, provider, config, inner,
-                            httpx.AsyncBaseTransport, breaker=breaker, limiter=limiter,
-                            wait=wait, raise_for_status=raise_for_status, timeouts=timeouts,
-                            clock=clock, metrics=metrics)
+        self.step = _step("AsyncResilientTransport", provider_type, provider, config, inner,
+                          httpx.AsyncBaseTransport, raise_for_status, options, overrides)
         self.transport = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        guard = self.guard
-        method = guard.method_of(request)
-        idempotent = is_idempotent(request)
+        step = self.step
+        method = step.method_of(request)
+        idempotent = is_idempotent(request, method.marked)
         start = time.perf_counter()
         try:
-            permit = await guard.admit_async(method, start)
+            permit = await step.admit_async(method, start)
         except httpx.RequestError as exc:
             raise _bound(exc, request)  # noqa: B904 - our own rejection, raised as it is
         scope = None
         try:
-            deadline = guard.prepare(request, method)
+            deadline = step.prepare(request, method)
             if deadline is None:
                 response = await self.transport.handle_async_request(request)
             else:
@@ -798,20 +817,21 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 async with scope:
                     response = await self.transport.handle_async_request(request)
         except asyncio.CancelledError:
-            guard.cancelled(permit, method, start)
+            step.cancelled(permit, method, start)
             raise
         except Exception as exc:
             if scope is not None and scope.fired and isinstance(exc, asyncio.TimeoutError):
                 error = _transport_error(OperationTimeoutError, httpx.TimeoutException,
                                          f"{method.name}: deadline of {deadline:g}s exceeded",
                                          exc)
-                guard.settle(permit, method, start, "DeadlineExceeded", True)
+                step.settle(permit, method, start, "DeadlineExceeded", True)
                 raise _bound(_once_sent(error, idempotent), request) from exc
-            raise guard.no_response(permit, method, start, exc, request, idempotent) from exc
-        guard.answered(permit, method, start, request, response, idempotent, _AsyncGuardedStream)
-        if guard.raise_for_status and response.status_code >= 400:
+            raise step.no_response(permit, method, start, exc, request, idempotent) from exc
+        step.answered(permit, method, start, request, response, idempotent, _AsyncGuardedStream)
+        if step.raise_for_status and response.status_code >= 400:
             await aread_error_body(response)
-            raise error_from_response(response, guard.operation_label(method, request))
+            raise error_from_response(response, step.operation_label(method, request),
+                                      idempotent=idempotent)
         return response
 
     async def aclose(self) -> None:
@@ -823,17 +843,17 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 # ---------------------------------------------------------------------------
 
 #: The keyword arguments of the clients that go to their transport.
-_GUARD_OPTIONS = frozenset({"breaker", "limiter", "wait", "timeouts", "clock", "metrics"})
+_GUARD_OPTIONS = frozenset({"options", *(f.name for f in dataclasses.fields(AdapterOptions))})
 
 
 def _split(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The clients' keyword arguments: (the transport's, httpx's)."""
-    guard = {name: value for name, value in options.items() if name in _GUARD_OPTIONS}
+    step = {name: value for name, value in options.items() if name in _GUARD_OPTIONS}
     client = {name: value for name, value in options.items() if name not in _GUARD_OPTIONS}
-    return guard, client
+    return step, client
 
 
-def _raise_classified(exc: httpx.HTTPError, guard: HttpGuard,
+def _raise_classified(exc: httpx.HTTPError, step: HttpCallStep,
                       request: httpx.Request) -> NoReturn:
     """Raises ``exc`` if it is classified already, else its taxonomy error
     from it: an httpx error that reached the client unclassified (a hook's
@@ -842,9 +862,10 @@ def _raise_classified(exc: httpx.HTTPError, guard: HttpGuard,
     if isinstance(exc, ProviderError):
         raise exc
     if isinstance(exc, httpx.HTTPStatusError):
-        raise error_from_response(exc.response, guard.label_of(exc.request)) from exc
-    raise _bound(error_from_exception(exc, guard.label_of(request),
-                                      idempotent=is_idempotent(request))[0], request) from exc
+        raise error_from_response(exc.response, step.label_of(exc.request),
+                                  idempotent=step.idempotent(exc.request)) from exc
+    raise _bound(error_from_exception(exc, step.label_of(request),
+                                      idempotent=step.idempotent(request))[0], request) from exc
 
 
 class ResilientClient(httpx.Client):
@@ -857,7 +878,7 @@ class ResilientClient(httpx.Client):
             ``httpx.HTTPStatusError``) for a final response >= 400, after
             the auth flow and the response event hooks saw it (default);
             False returns every response.
-        breaker, limiter, wait, timeouts, clock, metrics: the transport's.
+        options, and each AdapterOptions field as a keyword: the transport's.
         **options: any other ``httpx.Client`` argument (``base_url``,
             ``auth``, ``event_hooks``, ``headers``, ``timeout``, ...). Requests
             through ``mounts`` are not guarded.
@@ -869,30 +890,31 @@ class ResilientClient(httpx.Client):
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  transport: httpx.BaseTransport | None = None, raise_for_status: bool = True,
                  **options: Any) -> None:
-        guard_options, client_options = _split(options)
+        step_options, client_options = _split(options)
         self.resilient_transport = ResilientTransport(
             provider_type, provider, config, transport=transport, raise_for_status=False,
-            **guard_options)
+            **step_options)
         self._raise_status = _validate.boolean("ResilientClient", "raise_for_status",
                                                raise_for_status)
         super().__init__(transport=self.resilient_transport, **client_options)
 
     def send(self, request: httpx.Request, *, stream: bool = False,
              **options: Any) -> httpx.Response:
-        guard = self.resilient_transport.guard
+        step = self.resilient_transport.step
         try:
             response = super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 read_error_body(response)
-                raise error_from_response(response, guard.label_of(response.request))
+                raise error_from_response(response, step.label_of(response.request),
+                                          idempotent=step.idempotent(response.request))
             if not stream:
                 response.read()
         except httpx.HTTPError as exc:
             response.close()
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         except BaseException:
             response.close()
             raise
@@ -907,30 +929,31 @@ class AsyncResilientClient(httpx.AsyncClient):
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  transport: httpx.AsyncBaseTransport | None = None,
                  raise_for_status: bool = True, **options: Any) -> None:
-        guard_options, client_options = _split(options)
+        step_options, client_options = _split(options)
         self.resilient_transport = AsyncResilientTransport(
             provider_type, provider, config, transport=transport, raise_for_status=False,
-            **guard_options)
+            **step_options)
         self._raise_status = _validate.boolean("AsyncResilientClient", "raise_for_status",
                                                raise_for_status)
         super().__init__(transport=self.resilient_transport, **client_options)
 
     async def send(self, request: httpx.Request, *, stream: bool = False,
                    **options: Any) -> httpx.Response:
-        guard = self.resilient_transport.guard
+        step = self.resilient_transport.step
         try:
             response = await super().send(request, stream=True, **options)
         except httpx.HTTPError as exc:
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         try:
             if self._raise_status and response.status_code >= 400:
                 await aread_error_body(response)
-                raise error_from_response(response, guard.label_of(response.request))
+                raise error_from_response(response, step.label_of(response.request),
+                                          idempotent=step.idempotent(response.request))
             if not stream:
                 await response.aread()
         except httpx.HTTPError as exc:
             await response.aclose()
-            _raise_classified(exc, guard, request)
+            _raise_classified(exc, step, request)
         except BaseException:
             await response.aclose()
             raise

@@ -20,7 +20,7 @@ whose channel uses ``aio_interceptors`` (or whose httpx client uses
 ``AsyncResilientTransport``), built from the same ``Config``. Each attempt is
 admitted once, here: the adapter inside it sees that the attempt already
 holds the shared breaker's permit and a token of the shared bucket
-(:meth:`~virtrigaud_resilience.providers.guard.CallGuard.admit`), takes
+(:meth:`~virtrigaud_resilience.providers.call_step.CallStep.admit`), takes
 neither again and leaves the outcome to this layer, so a call costs one
 token, a failed attempt counts once, and a half-open probe reaches the
 provider. A breaker or bucket of the adapter's own still applies.
@@ -46,9 +46,10 @@ import asyncio
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._decorate import is_async_callable
+from .._deprecated import renamed_keyword
 from ..breaker import BreakerRegistry, CircuitBreaker
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..config import Config
@@ -59,6 +60,7 @@ from ..retry import RetryConfig
 from .._sent import mark_call_reached, mark_never_sent, mark_reached, never_sent
 from ..rpcstats import RPCStats, code_for_error, operation_stats, rpc_stats
 from ..timeouts import attempt_outcome
+from .options import SHARED, AdapterOptions, OptionKeywords
 from .contract import (
     OPERATIONS,
     Capabilities,
@@ -69,6 +71,9 @@ from .contract import (
     Provider,
     TaskStatus,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "BREAKER_NAME",
@@ -81,6 +86,8 @@ __all__ = [
     "shared_limiter",
     "shared_registries",
 ]
+
+T = TypeVar("T")
 
 #: The breaker name of the guide's controller: ``GetOrCreate("vm-operations", type, name)``.
 BREAKER_NAME = "vm-operations"
@@ -171,18 +178,29 @@ class ResilientProvider:
             async methods (a missing or non-async one is a TypeError naming it).
         provider_type: the provider type label (``"vsphere"``); a str.
         name: the provider instance label (``"prod"``); a str.
-        config: the settings; None for :meth:`Config.production` (the guide's
-            production ConfigMap: 3 attempts from 1 s, breaker 15 / 120 s,
-            20 qps burst 50).
-        idempotent: per operation (``"create"`` or ``"Create"``), False to
-            retry it only on errors that prove the call was never sent
-            (:func:`never_sent`); every operation is idempotent by default.
-        breakers, limiters: registries to take the breaker and bucket from;
-            None for the shared ones (:func:`shared_registries`).
-        clock: a ManualClock for the policies and the shared registries (tests).
-        wait_for_token: wait for a token (up to the attempt's budget) instead
-            of raising RateLimitError (retryable, with ``retry_after``).
-        rpc_metrics: record the per-attempt RPC series (see the module docstring).
+        config: the settings; None for ``options.config``, whose None is
+            :meth:`Config.production` (the guide's production ConfigMap:
+            3 attempts from 1 s, breaker 15 / 120 s, 20 qps burst 50).
+        options: an :class:`~.options.AdapterOptions` (None: the defaults),
+            the same value the provider's transport adapters can take:
+            ``breaker`` / ``limiter`` (:data:`~.options.SHARED`: from
+            ``breakers`` / ``limiters``, or the shared registries; or an
+            object; None is a ValueError here), ``wait`` (wait for a token up to the
+            attempt's budget instead of raising RateLimitError, retryable
+            with ``retry_after``), ``timeouts`` (per operation's Go name,
+            the attempt's budget in seconds or None for none, instead of
+            the RPC config's), ``idempotent`` (the operations retried on
+            any retryable error, by name ``"create"`` or ``"Create"``; the
+            others only on errors that prove the call was never sent,
+            :func:`never_sent`; every operation by default), ``clock`` (a
+            ManualClock for the policies and the shared registries),
+            ``metrics`` (the per-attempt RPC series, see the module docstring).
+        breakers, limiters: registries to take the shared breaker and bucket
+            from; None for the shared ones (:func:`shared_registries`).
+        wait_for_token, rpc_metrics: deprecated names of ``wait`` and
+            ``metrics`` (a DeprecationWarning; removed in the next minor release).
+        **overrides: any AdapterOptions field as a keyword, overriding that
+            field of ``options``.
 
     Every operation validates its arguments (TypeError / ValueError naming
     them), and a provider returning the wrong type raises TypeError. A
@@ -196,30 +214,33 @@ class ResilientProvider:
         name: str,
         config: Config | None = None,
         *,
-        idempotent: Mapping[str, bool] | None = None,
+        options: AdapterOptions | None = None,
         breakers: BreakerRegistry | None = None,
         limiters: RateLimiterRegistry | None = None,
-        clock: ManualClock | None = None,
-        wait_for_token: bool = False,
-        rpc_metrics: bool = True,
+        wait_for_token: bool | None = None,
+        rpc_metrics: bool | None = None,
+        **overrides: Unpack[OptionKeywords],
     ) -> None:
         owner = "ResilientProvider"
         for field, value in (("provider_type", provider_type), ("name", name)):
             if not isinstance(value, str):
                 raise TypeError(f"{owner} {field} must be a str, got {type(value).__name__} "
                                 f"{value!r}")
-        if config is None:
-            config = Config.production()
-        elif not isinstance(config, Config):
-            raise TypeError(f"{owner} config must be a Config or None, got "
-                            f"{type(config).__name__} {config!r}")
-        for field, flag in (("wait_for_token", wait_for_token), ("rpc_metrics", rpc_metrics)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{owner} {field} must be a bool, got {type(flag).__name__} "
-                                f"{flag!r}")
-        clock = check_clock(owner, clock)
+        merged: dict[str, object] = {**overrides}
+        renamed: tuple[tuple[str, str, bool | None], ...] = (
+            ("wait_for_token", "wait", wait_for_token), ("rpc_metrics", "metrics", rpc_metrics))
+        for old, new, flag in renamed:
+            given = cast("bool | None", merged.get(new))
+            chosen = renamed_keyword(owner, old, flag, new, given)
+            if chosen is not None:
+                merged[new] = chosen
+        if config is not None:
+            merged["config"] = config
+        options = AdapterOptions.of(owner, options, merged)
+        config = options.resolved_config
+        clock = options.clock
         self._methods = _provider_methods(provider)
-        self._idempotent = _idempotency(idempotent)
+        self._idempotent = _idempotency(options)
         if breakers is not None and not isinstance(breakers, BreakerRegistry):
             raise TypeError(f"{owner} breakers must be a BreakerRegistry or None, got "
                             f"{type(breakers).__name__} {breakers!r}")
@@ -234,28 +255,34 @@ class ResilientProvider:
         self.provider_type = provider_type
         self.name = name
         self.config = config
-        self.breaker = breakers.get_or_create(BREAKER_NAME, provider_type, name)
-        self.limiter = limiters.get(provider_type, name)
+        self.options = options
+        self.breaker: CircuitBreaker = _present(owner, "breaker", options.breaker) or \
+            breakers.get_or_create(BREAKER_NAME, provider_type, name)
+        self.limiter: TokenBucket = _present(owner, "limiter", options.limiter) or \
+            limiters.get(provider_type, name)
         self._clock = sleeper_for(clock)
-        self._policies = {op: self._build_policy(op, clock, wait_for_token) for op in OPERATIONS}
+        self._policies = {op: self._build_policy(op, clock, options.wait) for op in OPERATIONS}
         self._rpc: dict[str, RPCStats | None] = {
-            op: rpc_stats(provider_type, go) if rpc_metrics else None
+            op: rpc_stats(provider_type, go) if options.metrics else None
             for op, go in OPERATIONS.items()}
         self._outcomes = {op: operation_stats(go, provider_type, name)
                           for op, go in OPERATIONS.items()}
 
     def _build_policy(self, op: str, clock: ManualClock | None, wait: bool) -> Policy:
         retry = self.config.retry
-        if not self._idempotent.get(op, True):
+        if not self._idempotent[op]:
             retry = _unsent_only(retry)
         go = OPERATIONS[op]
-        return (PolicyBuilder(f"{self.provider_type}/{self.name}:{go}")
-                .with_retry(retry)
-                .with_circuit_breaker(self.breaker)
-                .with_rate_limiter(self.limiter, wait=wait)
-                .with_rpc_timeout(self.config.rpc, go)
-                .with_clock(clock)
-                .build())
+        builder = (PolicyBuilder(f"{self.provider_type}/{self.name}:{go}")
+                   .with_retry(retry)
+                   .with_circuit_breaker(self.breaker)
+                   .with_rate_limiter(self.limiter, wait=wait))
+        timeouts = self.options.timeouts
+        if go in timeouts:
+            builder.with_timeout(per_attempt=timeouts[go])
+        else:
+            builder.with_rpc_timeout(self.config.rpc, go)
+        return builder.with_clock(clock).build()
 
     def policy(self, operation: str) -> Policy:
         """The policy of ``operation`` (``"describe"`` or ``"Describe"``)."""
@@ -263,7 +290,7 @@ class ResilientProvider:
 
     def is_idempotent(self, operation: str) -> bool:
         """Whether ``operation`` is retried on any retryable error."""
-        return self._idempotent.get(_operation("ResilientProvider.is_idempotent", operation), True)
+        return self._idempotent[_operation("ResilientProvider.is_idempotent", operation)]
 
     # -- the contract --------------------------------------------------------
 
@@ -390,19 +417,27 @@ def _operation(owner: str, name: object) -> str:
     return op
 
 
-def _idempotency(idempotent: Mapping[str, bool] | None) -> dict[str, bool]:
-    if idempotent is None:
-        return {}
-    if not isinstance(idempotent, Mapping):
-        raise TypeError(f"ResilientProvider idempotent must be a mapping of operation to bool, "
-                        f"got {type(idempotent).__name__} {idempotent!r}")
+def _present(owner: str, field: str, value: T | None | str) -> T | None:
+    """An AdapterOptions breaker or limiter for a ResilientProvider: the
+    object, or None for the shared one; None (no breaker, no bucket) is a
+    ValueError: the guide's policy always has both."""
+    if value is None:
+        raise ValueError(f"{owner} {field} must be a {field} object or {SHARED!r} (every "
+                         f"operation runs under the provider's {field}), got None")
+    return None if isinstance(value, str) else value
+
+
+def _idempotency(options: AdapterOptions) -> dict[str, bool]:
+    """Whether each operation is idempotent, per ``options.idempotent``
+    (every one by default); ValueError for a name that is no operation."""
+    marks = options.idempotent
+    if isinstance(marks, (frozenset, Mapping)):
+        for name in marks:
+            _operation("ResilientProvider idempotent", name)
     result = {}
-    for name, flag in idempotent.items():
-        op = _operation("ResilientProvider idempotent", name)
-        if not isinstance(flag, bool):
-            raise TypeError(f"ResilientProvider idempotent[{name!r}] must be a bool, got "
-                            f"{type(flag).__name__} {flag!r}")
-        result[op] = flag
+    for op, go in OPERATIONS.items():
+        mark = options.idempotent_mark(go, op)
+        result[op] = True if mark is None else mark
     return result
 
 
