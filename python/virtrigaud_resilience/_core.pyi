@@ -23,20 +23,6 @@ def _set_rate_limited_hook(hook: object | None) -> None:
     Installs hook(bucket, n), called when a bucket refuses n tokens (None removes it).
     """
 
-TOKEN_BUCKET_MAX_BURST: int = 1048575
-
-TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
-
-TOKEN_BUCKET_MAX_TAU_NS: int = 288230376151711744
-
-TOKEN_BUCKET_MAX_WAIT_NS: int = 288230376151711744
-
-BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
-
-BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
-
-BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
-
 MAX_CLOCK_NS: int = 4611686018427387904
 
 class RetryCall:
@@ -107,6 +93,14 @@ class ManualClock:
         Sets the time (clamped to [0, MAX_CLOCK_NS]) if it is not in the past;
         returns whether it moved.
         """
+
+TOKEN_BUCKET_MAX_BURST: int = 1048575
+
+TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
+
+TOKEN_BUCKET_MAX_TAU_NS: int = 288230376151711744
+
+TOKEN_BUCKET_MAX_WAIT_NS: int = 288230376151711744
 
 class TokenBucket:
     """GCRA token bucket (native part)."""
@@ -195,6 +189,14 @@ class TokenBucket:
         Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns
         True; otherwise takes nothing and returns False. Never waits.
         """
+
+BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
+
+BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
+
+BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
+
+BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
 
 class CircuitBreaker:
     """Lock-free circuit breaker (native part)."""
@@ -369,8 +371,6 @@ class CircuitBreaker:
         An exception from fn is recorded (failure, success or nothing, as the
         breaker's failure predicate says) and re-raised unchanged.
         """
-
-BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
 
 class Bulkhead:
     """Bounded concurrency counter (native part)."""
