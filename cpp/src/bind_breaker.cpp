@@ -1,6 +1,6 @@
 // CircuitBreaker: the lock-free breaker (vr::CircuitBreaker), its raw hot
 // method call(), the hooks a drop-in hands parts of the call path to, and
-// Guarded, a function bound to a breaker.
+// BreakerCall, a function bound to a breaker.
 
 #include "binding.hpp"
 
@@ -100,9 +100,9 @@ PyObject* hand_error_to_python(PyObject* self, const vr::Ticket& ticket) {
     return nullptr;
 }
 
-// The guarded call: admit, fn(*args, **kwargs) (args/nargsf/kwnames exactly
-// as fn gets them), record. Shared by CircuitBreaker.call and Guarded.
-PyObject* guarded_call(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
+// A call through the breaker: admit, fn(*args, **kwargs) (args/nargsf/kwnames
+// exactly as fn gets them), record. Shared by CircuitBreaker.call and BreakerCall.
+PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
                        size_t nargsf, PyObject* kwnames) {
     const uint32_t hooks = b->hooks.load(std::memory_order_relaxed);
     if ((hooks & kDelegate) != 0) {
@@ -161,8 +161,8 @@ bool admit_quietly_rejected(PyObject* self, PyCircuitBreaker* b, vr::Ticket& tic
     return true;
 }
 
-PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
-                       PyObject* kwnames) {
+PyObject* circuit_breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                               PyObject* kwnames) {
     auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
     if (b == nullptr) {
         return nullptr;
@@ -175,11 +175,11 @@ PyObject* breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
     // fn's slot, args[0], is the caller's (an item of the tuple of
     // `breaker.call(*t)`): no PY_VECTORCALL_ARGUMENTS_OFFSET over it, so the
     // call copies the arguments behind a slot of its own (forward_call).
-    return guarded_call(self, b, args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
+    return call_through(self, b, args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
 }
 
-PyMethodDef breaker_call_def = {
-    "call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(breaker_call)),
+PyMethodDef circuit_breaker_call_def = {
+    "call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(circuit_breaker_call)),
     METH_FASTCALL | METH_KEYWORDS,
     "call(self, fn, /, *args, **kwargs)\n--\n\n"
     "Calls fn(*args, **kwargs) through the breaker and returns its result.\n"
@@ -187,17 +187,17 @@ PyMethodDef breaker_call_def = {
     "An exception from fn is recorded (failure, success or nothing, as the\n"
     "breaker's failure predicate says) and re-raised unchanged."};
 
-
-// ---------------------------------------------------------------- Guarded --
+// ------------------------------------------------------------ BreakerCall --
 //
 // fn bound to a breaker: calling it is breaker.call(fn, ...) in one native
 // crossing, with no Python wrapper frame and no *args packing (the
-// decorators of the drop-ins return it for plain functions). It binds as a
-// method does (a descriptor like a function), and has a __dict__ for
-// functools.update_wrapper's __name__, __doc__, __wrapped__.
+// decorators of the drop-ins return it for plain functions, as the retry
+// decorators return a RetryCall). It binds as a method does (a descriptor
+// like a function), and has a __dict__ for functools.update_wrapper's
+// __name__, __doc__, __wrapped__. It was called Guarded: _core.Guarded stays
+// an alias of it for one minor release.
 
-
-struct GuardedObject {
+struct BreakerCallObject {
     PyObject_HEAD
     PyObject* breaker;
     PyObject* fn;
@@ -206,36 +206,36 @@ struct GuardedObject {
     vectorcallfunc vectorcall;
 };
 
-PyObject* guarded_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
+PyObject* breaker_call_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
                              PyObject* kwnames) {
-    auto* g = reinterpret_cast<GuardedObject*>(self);
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
     auto* b = ready_instance<PyCircuitBreaker>(g->breaker, "CircuitBreaker");
     if (b == nullptr) {
         return nullptr;
     }
-    return guarded_call(g->breaker, b, g->fn, args, nargsf, kwnames);
+    return call_through(g->breaker, b, g->fn, args, nargsf, kwnames);
 }
 
-PyObject* guarded_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+PyObject* breaker_call_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     PyObject* breaker = nullptr;
     PyObject* fn = nullptr;
     if ((kwargs != nullptr && PyDict_Size(kwargs) != 0) ||
-        !PyArg_UnpackTuple(args, "Guarded", 2, 2, &breaker, &fn)) {
+        !PyArg_UnpackTuple(args, "BreakerCall", 2, 2, &breaker, &fn)) {
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "Guarded(breaker, fn) takes two positional arguments");
+            PyErr_SetString(PyExc_TypeError, "BreakerCall(breaker, fn) takes two positional arguments");
         }
         return nullptr;
     }
     if (!nb::isinstance<PyCircuitBreaker>(breaker)) {
-        PyErr_SetString(PyExc_TypeError, "Guarded breaker must be a CircuitBreaker");
+        PyErr_SetString(PyExc_TypeError, "BreakerCall breaker must be a CircuitBreaker");
         return nullptr;
     }
     if (!PyCallable_Check(fn)) {
-        PyErr_SetString(PyExc_TypeError, "Guarded fn must be callable");
+        PyErr_SetString(PyExc_TypeError, "BreakerCall fn must be callable");
         return nullptr;
     }
     auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
-    auto* g = reinterpret_cast<GuardedObject*>(alloc(type, 0));
+    auto* g = reinterpret_cast<BreakerCallObject*>(alloc(type, 0));
     if (g == nullptr) {
         return nullptr;
     }
@@ -243,12 +243,12 @@ PyObject* guarded_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     g->fn = Py_NewRef(fn);
     g->dict = nullptr;
     g->weaklist = nullptr;
-    g->vectorcall = guarded_vectorcall;
+    g->vectorcall = breaker_call_vectorcall;
     return reinterpret_cast<PyObject*>(g);
 }
 
-int guarded_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* g = reinterpret_cast<GuardedObject*>(self);
+int breaker_call_traverse(PyObject* self, visitproc visit, void* arg) {
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(g->breaker);
     Py_VISIT(g->fn);
@@ -256,86 +256,86 @@ int guarded_traverse(PyObject* self, visitproc visit, void* arg) {
     return 0;
 }
 
-int guarded_clear(PyObject* self) {
-    auto* g = reinterpret_cast<GuardedObject*>(self);
+int breaker_call_clear(PyObject* self) {
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
     Py_CLEAR(g->breaker);
     Py_CLEAR(g->fn);
     Py_CLEAR(g->dict);
     return 0;
 }
 
-void guarded_dealloc(PyObject* self) {
+void breaker_call_dealloc(PyObject* self) {
     PyTypeObject* type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    if (reinterpret_cast<GuardedObject*>(self)->weaklist != nullptr) {
+    if (reinterpret_cast<BreakerCallObject*>(self)->weaklist != nullptr) {
         PyObject_ClearWeakRefs(self);
     }
-    guarded_clear(self);
+    breaker_call_clear(self);
     auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
     free_fn(self);
     Py_DECREF(type);
 }
 
 // As a function: bound to an instance when looked up through one.
-PyObject* guarded_descr_get(PyObject* self, PyObject* obj, PyObject*) {
+PyObject* breaker_call_descr_get(PyObject* self, PyObject* obj, PyObject*) {
     if (obj == nullptr || obj == Py_None) {
         return Py_NewRef(self);
     }
     return PyObject_CallFunctionObjArgs(g_method_type, self, obj, nullptr);
 }
 
-PyObject* guarded_get_breaker(PyObject* self, void*) {
-    return Py_NewRef(reinterpret_cast<GuardedObject*>(self)->breaker);
+PyObject* breaker_call_get_breaker(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->breaker);
 }
 
-PyObject* guarded_get_fn(PyObject* self, void*) {
-    return Py_NewRef(reinterpret_cast<GuardedObject*>(self)->fn);
+PyObject* breaker_call_get_fn(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->fn);
 }
 
 // Pickled by reference, as the function it stands for (functools.wraps gave
 // it the function's __qualname__ and __module__): pickle looks the name up.
-PyObject* guarded_reduce(PyObject* self, PyObject*) {
+PyObject* breaker_call_reduce(PyObject* self, PyObject*) {
     return PyObject_GetAttrString(self, "__qualname__");
 }
 
-PyMethodDef guarded_methods[] = {
-    {"__reduce__", guarded_reduce, METH_NOARGS, "Pickled by its qualified name."},
+PyMethodDef breaker_call_methods[] = {
+    {"__reduce__", breaker_call_reduce, METH_NOARGS, "Pickled by its qualified name."},
     {nullptr, nullptr, 0, nullptr}};
 
-PyMemberDef guarded_members[] = {
-    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(GuardedObject, vectorcall), VR_READONLY,
+PyMemberDef breaker_call_members[] = {
+    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, vectorcall), VR_READONLY,
      nullptr},
-    {"__dictoffset__", VR_T_PYSSIZET, offsetof(GuardedObject, dict), VR_READONLY, nullptr},
-    {"__weaklistoffset__", VR_T_PYSSIZET, offsetof(GuardedObject, weaklist), VR_READONLY, nullptr},
+    {"__dictoffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, dict), VR_READONLY, nullptr},
+    {"__weaklistoffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, weaklist), VR_READONLY, nullptr},
     {nullptr, 0, 0, 0, nullptr}};
 
-PyGetSetDef guarded_getset[] = {
-    {"breaker", guarded_get_breaker, nullptr, "The CircuitBreaker every call goes through.",
+PyGetSetDef breaker_call_getset[] = {
+    {"breaker", breaker_call_get_breaker, nullptr, "The CircuitBreaker every call goes through.",
      nullptr},
-    {"fn", guarded_get_fn, nullptr, "The guarded callable.", nullptr},
+    {"fn", breaker_call_get_fn, nullptr, "The callable every call runs.", nullptr},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
-PyType_Slot guarded_type_slots[] = {
-    {Py_tp_new, reinterpret_cast<void*>(guarded_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(guarded_dealloc)},
-    {Py_tp_traverse, reinterpret_cast<void*>(guarded_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(guarded_clear)},
+PyType_Slot breaker_call_type_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(breaker_call_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(breaker_call_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(breaker_call_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(breaker_call_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
-    {Py_tp_descr_get, reinterpret_cast<void*>(guarded_descr_get)},
-    {Py_tp_members, guarded_members},
-    {Py_tp_methods, guarded_methods},
-    {Py_tp_getset, guarded_getset},
+    {Py_tp_descr_get, reinterpret_cast<void*>(breaker_call_descr_get)},
+    {Py_tp_members, breaker_call_members},
+    {Py_tp_methods, breaker_call_methods},
+    {Py_tp_getset, breaker_call_getset},
     {Py_tp_doc, const_cast<char*>(
-                    "Guarded(breaker, fn): fn whose every call is breaker.call(fn, ...), in one\n"
+                    "BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one\n"
                     "native call; binds as a method when it is a class attribute.")},
     {0, nullptr}};
 
-PyType_Spec guarded_spec = {
-    "virtrigaud_resilience._core.Guarded", sizeof(GuardedObject), 0,
+PyType_Spec breaker_call_spec = {
+    "virtrigaud_resilience._core.BreakerCall", sizeof(BreakerCallObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
         Py_TPFLAGS_METHOD_DESCRIPTOR,
-    guarded_type_slots};
+    breaker_call_type_slots};
 
 int breaker_traverse(PyObject* self, visitproc visit, void* arg) {
 #if PY_VERSION_HEX >= 0x03090000
@@ -387,7 +387,7 @@ bool specialise_breaker(nb::handle cls) {
     if (!is_subclass(cls, nb::type<PyCircuitBreaker>())) {
         return false;
     }
-    specialise_method(cls, &breaker_call_def);
+    specialise_method(cls, &circuit_breaker_call_def);
     return true;
 }
 
@@ -453,7 +453,7 @@ void bind_breaker(nb::module_& m) {
             },
             "Opens the breaker and holds it open until reset() (manual override).")
         .def(
-            "_trip",
+            "_open_for_ns",
             [](Self self, int64_t open_for_ns) {
                 if (!notify(self.h.ptr(), self.p->core.trip_for(open_for_ns))) {
                     throw nb::python_error();
@@ -470,7 +470,7 @@ void bind_breaker(nb::module_& m) {
                 b.hooks.store(hooks, std::memory_order_relaxed);
             },
             "hooks"_a,
-            "Hands parts of the call path to Python methods (see Hooks in module.cpp):\n"
+            "Hands parts of the call path to Python methods (see enum Hooks in cpp/src):\n"
             "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
             "16 coroutine results are values, 32 call() is _call_python().")
         .def(
@@ -484,25 +484,27 @@ void bind_breaker(nb::module_& m) {
             },
             "Admits a call: its ticket, or -1 when the breaker refuses it (nothing raised).")
         .def(
-            "_record_quiet",
-            [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t synced) {
+            "_record_undispatched",
+            [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t storage_count) {
                 const vr::Ticket t = vr::Ticket::decode(ticket);
                 switch (outcome) {
                     case 0:
-                        return transition_tuple(b.core.record_success(t, synced));
+                        return transition_tuple(b.core.record_success(t, storage_count));
                     case 1:
-                        return transition_tuple(b.core.record_failure(t, synced));
+                        return transition_tuple(b.core.record_failure(t, storage_count));
                     default:
                         b.core.release(t);
                         return MaybeTransition();
                 }
             },
-            "ticket"_a, "outcome"_a, "synced"_a = -1,
-            "Records a ticket's outcome (0 success, 1 failure, 2 release) without telling\n"
-            "anyone; returns the transition (old, new) or None. `synced` >= 0 is the\n"
-            "storage's count after this outcome (successful probes, or the failure streak).")
+            "ticket"_a, "outcome"_a, "storage_count"_a = -1,
+            "Records a ticket's outcome (0 success, 1 failure, 2 release) without\n"
+            "dispatching the transition it makes: returns it (old, new) or None, for the\n"
+            "caller (a drop-in) to dispatch in its own order. `storage_count` >= 0 is a\n"
+            "shared store's count after this outcome (successful probes, or the failure\n"
+            "streak), which the breaker adopts.")
         .def(
-            "_move",
+            "_set_state_undispatched",
             [](PyCircuitBreaker& b, int kind) {
                 switch (kind) {
                     case 0:
@@ -514,15 +516,17 @@ void bind_breaker(nb::module_& m) {
                     case 3:
                         return transition_tuple(b.core.trip(true));
                     default:
-                        throw nb::value_error("_move kind must be 0 close, 1 half-open, 2 open, 3 open + failure");
+                        throw nb::value_error(
+                            "_set_state_undispatched kind must be 0 close, 1 half-open, 2 open, "
+                            "3 open + failure");
                 }
             },
             "kind"_a,
-            "A manual transition without telling anyone: 0 close, 1 half-open (slots\n"
+            "A manual transition, not dispatched: 0 close, 1 half-open (slots\n"
             "free), 2 open (times out as a trip does), 3 open counting one failure.\n"
             "Returns the visible transition (old, new) or None.")
         .def(
-            "_restore",
+            "_restore_undispatched",
             [](PyCircuitBreaker& b, int state, int64_t streak, int64_t successes,
                int64_t opened_at_ns) {
                 return transition_tuple(
@@ -530,7 +534,7 @@ void bind_breaker(nb::module_& m) {
             },
             "state"_a, "streak"_a, "successes"_a, "opened_at_ns"_a,
             "Sets state, failure streak, half-open successes and the opening stamp at\n"
-            "once (quiet); returns the visible transition (old, new) or None.")
+            "once, not dispatched; returns the visible transition (old, new) or None.")
         .def(
             "_configure",
             [](PyCircuitBreaker& b, uint32_t failure_threshold, int64_t reset_timeout_ns,
@@ -624,13 +628,14 @@ void bind_breaker(nb::module_& m) {
             },
             "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
             "in one call, for the metrics collector.");
-    add_fastcall_method(breaker, &breaker_call_def);
+    add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
-        PyObject* guarded_type = PyType_FromSpec(&guarded_spec);
-        if (guarded_type == nullptr) {
+        PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);
+        if (breaker_call_type == nullptr) {
             throw nb::python_error();
         }
-        m.attr("Guarded") = nb::steal(guarded_type);
+        m.attr("BreakerCall") = nb::steal(breaker_call_type);
+        m.attr("Guarded") = m.attr("BreakerCall");  // its former name (deprecated alias)
     }
 }
 
