@@ -276,14 +276,6 @@ void breaker_call_dealloc(PyObject* self) {
     Py_DECREF(type);
 }
 
-// As a function: bound to an instance when looked up through one.
-PyObject* breaker_call_descr_get(PyObject* self, PyObject* obj, PyObject*) {
-    if (obj == nullptr || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-    return PyObject_CallFunctionObjArgs(g_method_type, self, obj, nullptr);
-}
-
 PyObject* breaker_call_get_breaker(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->breaker);
 }
@@ -292,14 +284,8 @@ PyObject* breaker_call_get_fn(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->fn);
 }
 
-// Pickled by reference, as the function it stands for (functools.wraps gave
-// it the function's __qualname__ and __module__): pickle looks the name up.
-PyObject* breaker_call_reduce(PyObject* self, PyObject*) {
-    return PyObject_GetAttrString(self, "__qualname__");
-}
-
 PyMethodDef breaker_call_methods[] = {
-    {"__reduce__", breaker_call_reduce, METH_NOARGS, "Pickled by its qualified name."},
+    {"__reduce__", reduce_by_qualname, METH_NOARGS, "Pickled by its qualified name."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyMemberDef breaker_call_members[] = {
@@ -322,7 +308,7 @@ PyType_Slot breaker_call_type_slots[] = {
     {Py_tp_traverse, reinterpret_cast<void*>(breaker_call_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(breaker_call_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
-    {Py_tp_descr_get, reinterpret_cast<void*>(breaker_call_descr_get)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
     {Py_tp_members, breaker_call_members},
     {Py_tp_methods, breaker_call_methods},
     {Py_tp_getset, breaker_call_getset},

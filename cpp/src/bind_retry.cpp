@@ -346,19 +346,6 @@ void retry_call_dealloc(PyObject* self) {
     Py_DECREF(type);
 }
 
-// Binds as a method, as a Python function does.
-PyObject* retry_call_get(PyObject* self, PyObject* obj, PyObject*) {
-    if (obj == nullptr || obj == Py_None) {
-        return Py_NewRef(self);
-    }
-#ifdef Py_LIMITED_API
-    PyObject* call_args[2] = {self, obj};
-    return PyObject_Vectorcall(g_method_type, call_args, 2, nullptr);
-#else
-    return PyMethod_New(self, obj);
-#endif
-}
-
 // <function qualname at 0x...>, as a function's repr.
 PyObject* retry_call_repr(PyObject* self) {
     PyObject* name = PyObject_GetAttrString(self, "__qualname__");
@@ -392,11 +379,6 @@ PyObject* retry_call_begin_method(PyObject* self, PyObject*) {
     return PyFloat_FromDouble(t0);
 }
 
-// Pickled by reference, as a module-level function is.
-PyObject* retry_call_reduce(PyObject* self, PyObject*) {
-    return PyObject_GetAttrString(self, "__qualname__");
-}
-
 PyObject* retry_call_mode(PyObject* self, void*) {
     RetryCallPlan plan;
     read_plan(reinterpret_cast<RetryCallObject*>(self), plan);
@@ -421,7 +403,7 @@ PyMethodDef retry_call_methods[] = {
     {"_begin", retry_call_begin_method, METH_NOARGS,
      "_begin(self, /)\n--\n\n"
      "Resets the statistics as a native call does; returns the monotonic time."},
-    {"__reduce__", retry_call_reduce, METH_NOARGS,
+    {"__reduce__", reduce_by_qualname, METH_NOARGS,
      "__reduce__(self, /)\n--\n\nPickled by reference (its __qualname__)."},
     {nullptr, nullptr, 0, nullptr}};
 
@@ -451,7 +433,7 @@ PyType_Slot retry_call_type_slots[] = {
     {Py_tp_traverse, reinterpret_cast<void*>(retry_call_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(retry_call_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
-    {Py_tp_descr_get, reinterpret_cast<void*>(retry_call_get)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
     {Py_tp_repr, reinterpret_cast<void*>(retry_call_repr)},
     {Py_tp_methods, retry_call_methods},
     {Py_tp_getset, retry_call_getset},

@@ -662,6 +662,30 @@ inline nb::object type_from_spec(nb::module_& m, PyType_Spec* spec, PyObject* ba
     return result;
 }
 
+// The plain C types that stand for a function (BreakerCall, RetryCall) share
+// a function's __get__ and its pickling.
+
+// tp_descr_get: bound to an instance as a method when looked up through one,
+// as a Python function is.
+inline PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
+    if (obj == nullptr || obj == Py_None) {
+        return Py_NewRef(self);
+    }
+#ifdef Py_LIMITED_API
+    PyObject* call_args[2] = {self, obj};
+    return PyObject_Vectorcall(g_method_type, call_args, 2, nullptr);
+#else
+    return PyMethod_New(self, obj);
+#endif
+}
+
+// __reduce__: pickled by reference, as the function it stands for
+// (functools.wraps gave it the function's __qualname__ and __module__):
+// pickle looks the name up.
+inline PyObject* reduce_by_qualname(PyObject* self, PyObject*) {
+    return PyObject_GetAttrString(self, "__qualname__");
+}
+
 // Whether cls is base or a subclass of it.
 inline bool is_subclass(nb::handle cls, nb::handle base) {
     return PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()),
