@@ -15,9 +15,13 @@
 // layer clamps whatever it receives so no input can cause undefined
 // behaviour, and validates the arguments of the raw hot methods itself.
 //
-// Everything here is inline: a helper on a hot path is inlined into the
-// binding that calls it (link-time optimisation is on besides), and each
-// global (an `inline` variable) exists once across the translation units.
+// The functions here are static: each translation unit has its own copy,
+// which the compiler inlines into the hot paths by the rules it applied when
+// all the bindings were one file (link-time optimisation is on besides).
+// Declared `inline` instead, they changed those rules: the cold helpers were
+// inlined everywhere, and Policy.execute lost the inlining of its admission
+// and of the breaker's record_success (+23 instructions per call, callgrind).
+// The globals are `inline` variables: one of each across the files.
 
 #pragma once
 
@@ -54,6 +58,12 @@ namespace nb = nanobind;
 using namespace nb::literals;
 namespace vr = virtrigaud;
 
+// A translation unit uses some of the static functions below, not all.
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+
 namespace virtrigaud_bind {
 
 inline constexpr double kNsPerSecond = 1e9;
@@ -61,7 +71,7 @@ inline constexpr double kNsPerSecond = 1e9;
 // ---------------------------------------------------------------- errors --
 
 // The raised exception, normalised, as a new reference; clears the indicator.
-inline PyObject* fetch_exception() {
+static PyObject* fetch_exception() {
 #if PY_VERSION_HEX >= 0x030C0000
     return PyErr_GetRaisedException();
 #else
@@ -78,7 +88,7 @@ inline PyObject* fetch_exception() {
 }
 
 // Raises `exc` again (steals the reference).
-inline void restore_exception(PyObject* exc) {
+static void restore_exception(PyObject* exc) {
 #if PY_VERSION_HEX >= 0x030C0000
     PyErr_SetRaisedException(exc);
 #else
@@ -91,7 +101,7 @@ inline void restore_exception(PyObject* exc) {
 // conveniences; these stand in for them in every build.
 
 // The short name of value's type, as a new reference.
-inline PyObject* type_name_of(PyObject* value) {
+static PyObject* type_name_of(PyObject* value) {
 #if PY_VERSION_HEX >= 0x030B0000
     return PyType_GetName(Py_TYPE(value));
 #else
@@ -107,7 +117,7 @@ inline PyObject* g_method_type = nullptr;
 // slot before args is not ours to offer (see forward_call), so the arguments
 // are copied behind a spare slot of our own: on the stack up to kInlineArgs,
 // on the heap beyond. Out of line: the other callees never pay its frame.
-VIRTRIGAUD_NOINLINE inline PyObject* forward_call_with_slot(PyObject* fn, PyObject* const* args,
+VIRTRIGAUD_NOINLINE static PyObject* forward_call_with_slot(PyObject* fn, PyObject* const* args,
                                                      size_t nargsf, PyObject* kwnames) {
     constexpr size_t kInlineArgs = 8;
     const size_t n = static_cast<size_t>(PyVectorcall_NARGS(nargsf)) +
@@ -139,7 +149,7 @@ VIRTRIGAUD_NOINLINE inline PyObject* forward_call_with_slot(PyObject* fn, PyObje
 // a spare slot (it would copy the arguments itself otherwise): it gets one
 // of ours (forward_call_with_slot). Every other callee gets the caller's
 // array as it is, without the flag: nothing is copied, nothing written.
-inline PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf,
+static PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf,
                               PyObject* kwnames) {
     if ((nargsf & PY_VECTORCALL_ARGUMENTS_OFFSET) != 0 ||
         reinterpret_cast<PyObject*>(Py_TYPE(fn)) != g_method_type) {
@@ -149,7 +159,7 @@ inline PyObject* forward_call(PyObject* fn, PyObject* const* args, size_t nargsf
 }
 
 // fn(arg), through vectorcall.
-inline PyObject* call_one(PyObject* fn, PyObject* arg) {
+static PyObject* call_one(PyObject* fn, PyObject* arg) {
     PyObject* args[2] = {nullptr, arg};
     return PyObject_Vectorcall(fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
@@ -159,7 +169,7 @@ inline PyObject* call_one(PyObject* fn, PyObject* arg) {
 // call; a BaseException that is not an Exception (KeyboardInterrupt,
 // SystemExit) stays set for the caller to propagate, as Python code would.
 // Returns false iff one stays set.
-inline bool absorb_hook_error(PyObject* hook) {
+static bool absorb_hook_error(PyObject* hook) {
     if (PyErr_ExceptionMatches(PyExc_Exception)) {
         PyErr_WriteUnraisable(hook);
         return true;
@@ -199,21 +209,21 @@ struct HookError {
 // The type of coroutine objects (types.CoroutineType), set at import.
 inline PyObject* g_coroutine_type = nullptr;
 
-inline bool is_coroutine(PyObject* value) {
+static bool is_coroutine(PyObject* value) {
     return reinterpret_cast<PyObject*>(Py_TYPE(value)) == g_coroutine_type;
 }
 
 // types.GeneratorType, set at import (PyGen_Check is not in the stable ABI).
 inline PyObject* g_generator_type = nullptr;
 
-inline bool is_generator(PyObject* value) {
+static bool is_generator(PyObject* value) {
     return reinterpret_cast<PyObject*>(Py_TYPE(value)) == g_generator_type;
 }
 
 // A sync entry point got a coroutine back: the function is async. Closes the
 // coroutine (its body never ran) and raises a TypeError that names the
 // function and the async method to use. Steals `coro`; returns nullptr.
-inline PyObject* refuse_coroutine(PyObject* coro, const char* entry, const char* instead) {
+static PyObject* refuse_coroutine(PyObject* coro, const char* entry, const char* instead) {
     PyObject* name = PyObject_GetAttrString(coro, "__qualname__");
     PyErr_Clear();
     PyObject* closed = PyObject_CallMethod(coro, "close", nullptr);
@@ -233,7 +243,7 @@ inline PyObject* refuse_coroutine(PyObject* coro, const char* entry, const char*
 
 // Reads a Python int (not bool) into `out`, saturating at int64's range.
 // Returns false with TypeError set for any other type.
-inline bool int_arg(PyObject* value, const char* owner, const char* field, int64_t& out) {
+static bool int_arg(PyObject* value, const char* owner, const char* field, int64_t& out) {
     if (!PyLong_Check(value) || PyBool_Check(value)) {
         PyObject* type_name = type_name_of(value);
         if (type_name != nullptr) {
@@ -259,7 +269,7 @@ inline bool int_arg(PyObject* value, const char* owner, const char* field, int64
 
 // Finds the single optional argument `name` of a fastcall method that takes
 // at most one. Returns false with TypeError set on a bad call.
-inline bool one_optional_arg(const char* method, const char* name, PyObject* const* args,
+static bool one_optional_arg(const char* method, const char* name, PyObject* const* args,
                       Py_ssize_t nargs, PyObject* kwnames, PyObject*& out) {
     const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
     if (nargs + nkw > 1) {
@@ -287,7 +297,7 @@ inline bool one_optional_arg(const char* method, const char* name, PyObject* con
 inline std::vector<PyObject*> g_fast_descriptors;
 
 // Installs a raw fastcall function as a method of a nanobind class.
-inline void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
+static void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
     PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(cls.ptr()), def);
     if (descr == nullptr || PyObject_SetAttrString(cls.ptr(), def->ml_name, descr) != 0) {
         Py_XDECREF(descr);
@@ -298,7 +308,7 @@ inline void add_fastcall_method(nb::handle cls, PyMethodDef* def) {
 
 // True iff `cls.<name>` resolves to one of our native hot methods, i.e. no
 // class between it and the native base defines its own.
-inline bool resolves_to_native(nb::handle cls, const char* name) {
+static bool resolves_to_native(nb::handle cls, const char* name) {
     PyObject* attr = PyObject_GetAttrString(cls.ptr(), name);
     if (attr == nullptr) {
         PyErr_Clear();
@@ -312,14 +322,14 @@ inline bool resolves_to_native(nb::handle cls, const char* name) {
 
 // Installs `def` on a subclass unless the subclass (or a class between it
 // and the native base) overrides it.
-inline void specialise_method(nb::handle cls, PyMethodDef* def) {
+static void specialise_method(nb::handle cls, PyMethodDef* def) {
     if (resolves_to_native(cls, def->ml_name)) {
         add_fastcall_method(cls, def);
     }
 }
 
 template <typename T>
-T* ready_instance(PyObject* self, const char* type_name) {
+static T* ready_instance(PyObject* self, const char* type_name) {
     if (!nb::inst_ready(self)) {
         PyErr_Format(PyExc_RuntimeError,
                      "%s instance is not initialised (did a subclass skip super().__init__()?)",
@@ -386,7 +396,7 @@ inline Hook g_on_rate_limited;
 // Tells Python that `bucket` refused n tokens. Call it with no Python error
 // set (the hook is Python code). Returns false iff the hook let a
 // KeyboardInterrupt or SystemExit through (left set); see absorb_hook_error.
-inline bool notify_rate_limited(PyObject* bucket, int64_t n) {
+static bool notify_rate_limited(PyObject* bucket, int64_t n) {
     if (!g_on_rate_limited.installed()) {
         return true;
     }
@@ -480,7 +490,7 @@ struct PyCircuitBreaker {
           classify(std::move(classify_)) {}
 };
 
-inline int state_code(vr::BreakerState s) {
+static int state_code(vr::BreakerState s) {
     return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
 }
 
@@ -488,7 +498,7 @@ inline int state_code(vr::BreakerState s) {
 // listeners, swallowing what they raise (as absorb_hook_error does), or the
 // breaker's own _transition() (kHookTransition), whose exceptions propagate.
 // Returns false iff an exception was left set.
-inline bool notify(PyObject* breaker, const vr::Transition& t) {
+static bool notify(PyObject* breaker, const vr::Transition& t) {
     if (!t.changed) {
         return true;
     }
@@ -513,7 +523,7 @@ inline bool notify(PyObject* breaker, const vr::Transition& t) {
 
 // Records `outcome` for `ticket` and tells Python about any transition.
 // Returns false iff a state listener let a BaseException through (left set).
-inline bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
+static bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
     switch (outcome) {
         case kSuccess:
             return notify(self, b->core.record_success(ticket));
@@ -529,7 +539,7 @@ inline bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket
 // Exception is reported as unraisable and the error counts as a failure; one
 // that raises a KeyboardInterrupt or SystemExit returns kRaisedOutcome with
 // it set.
-inline int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
+static int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
     PyObject* r = call_one(b->classify.ptr(), exc);
     long code = r != nullptr ? PyLong_AsLong(r) : -1;
     Py_XDECREF(r);
@@ -544,7 +554,7 @@ inline int outcome_of(PyCircuitBreaker* b, PyObject* exc) {
 
 // Classifies `exc` and records the ticket's outcome; a BaseException from a
 // hook lands in `error`. No Python error may be set when this runs.
-inline void record_exception(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket,
+static void record_exception(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket,
                       PyObject* exc, HookError& error) {
     int outcome = outcome_of(b, exc);
     if (outcome == kRaisedOutcome) {
@@ -573,7 +583,7 @@ struct OneShotObject {
 inline PyObject* g_one_shot_type = nullptr;
 
 // True for exactly one caller per object.
-inline bool claim(PyObject* self) {
+static bool claim(PyObject* self) {
     return reinterpret_cast<OneShotObject*>(self)->done.exchange(1, std::memory_order_acq_rel) ==
            0;
 }
@@ -601,7 +611,7 @@ struct PyBulkhead {
 // Calls a bulkhead's queue method (Python: the waiters live there). Returns
 // its result as a bool; false with an error set iff it let a BaseException
 // through (see absorb_hook_error).
-inline bool call_queue(PyObject* obj, const char* method, bool& result) {
+static bool call_queue(PyObject* obj, const char* method, bool& result) {
     PyObject* r = PyObject_CallMethod(obj, method, nullptr);
     result = r == Py_True;
     Py_XDECREF(r);
@@ -613,7 +623,7 @@ inline bool call_queue(PyObject* obj, const char* method, bool& result) {
 // otherwise to the pool, waking the first waiter if one registered
 // meanwhile. An exit with nothing in flight raises RuntimeError and changes
 // nothing. Returns false with an error set.
-inline bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
+static bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
     bool done = false;
     if (b->core.waiters() > 0 && b->core.in_flight() > 0) {
         if (!call_queue(obj, "_hand_off", done)) {
@@ -651,7 +661,7 @@ inline bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
 // A type made from a spec, with the module's name as its __module__ (as
 // nanobind's classes: stubgen reads it), as a new reference; throws when
 // the interpreter refuses it. `bases` may be null.
-inline nb::object type_from_spec(nb::module_& m, PyType_Spec* spec, PyObject* bases = nullptr) {
+static nb::object type_from_spec(nb::module_& m, PyType_Spec* spec, PyObject* bases = nullptr) {
     PyObject* type = bases != nullptr ? PyType_FromSpecWithBases(spec, bases)
                                       : PyType_FromSpec(spec);
     if (type == nullptr) {
@@ -667,7 +677,7 @@ inline nb::object type_from_spec(nb::module_& m, PyType_Spec* spec, PyObject* ba
 
 // tp_descr_get: bound to an instance as a method when looked up through one,
 // as a Python function is.
-inline PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
+static PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
     if (obj == nullptr || obj == Py_None) {
         return Py_NewRef(self);
     }
@@ -682,12 +692,12 @@ inline PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
 // __reduce__: pickled by reference, as the function it stands for
 // (functools.wraps gave it the function's __qualname__ and __module__):
 // pickle looks the name up.
-inline PyObject* reduce_by_qualname(PyObject* self, PyObject*) {
+static PyObject* reduce_by_qualname(PyObject* self, PyObject*) {
     return PyObject_GetAttrString(self, "__qualname__");
 }
 
 // Whether cls is base or a subclass of it.
-inline bool is_subclass(nb::handle cls, nb::handle base) {
+static bool is_subclass(nb::handle cls, nb::handle base) {
     return PyType_IsSubtype(reinterpret_cast<PyTypeObject*>(cls.ptr()),
                             reinterpret_cast<PyTypeObject*>(base.ptr())) != 0;
 }
@@ -711,3 +721,7 @@ bool specialise_breaker(nb::handle cls);
 bool specialise_policy(nb::handle cls);
 
 }  // namespace virtrigaud_bind
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
