@@ -30,7 +30,7 @@ class Target:
 def _entry_points() -> list[tuple[str, Callable[..., Any]]]:
     breaker = vr.CircuitBreaker("forwarding", clock=vr.ManualClock())
     policy = vr.PolicyBuilder("forwarding").with_circuit_breaker(breaker).build()
-    guarded = breaker(Target.first_item_seen)  # plain function: a native Guarded
+    guarded = breaker(Target.first_item_seen)  # plain function: a native BreakerCall
     return [("breaker.call", breaker.call), ("policy.execute", policy.execute),
             ("guarded", lambda fn, *a, **k: guarded(fn.__self__, *a, **k))]
 

@@ -124,7 +124,16 @@ def test_a_decorated_plain_function_is_native_and_binds_as_a_method(cb: Any) -> 
     assert Client().add(2) == 3 and Client.add(Client(), 3) == 4
     assert (Client.add.__name__, Client.add.__doc__) == ("add", "Adds.")
     if cb is ours:
-        assert isinstance(Client.__dict__["add"], _core.Guarded)
+        assert isinstance(Client.__dict__["add"], _core.BreakerCall)
+
+
+def test_the_native_bound_call_keeps_its_former_name_as_an_alias() -> None:
+    # _core.Guarded was renamed BreakerCall ("guard" now means one thing);
+    # code written against the old name keeps working for one minor release.
+    assert _core.Guarded is _core.BreakerCall
+    assert _core.BreakerCall.__name__ == "BreakerCall"
+    bound = _core.Guarded(ours.CircuitBreaker(name="alias"), lambda x: x + 1)
+    assert type(bound) is _core.BreakerCall and bound(1) == 2
 
 
 @BOTH
@@ -234,7 +243,7 @@ def test_an_overridden_opened_is_honoured() -> None:
     for _ in range(3):
         with pytest.raises(Boom):
             always()  # runs while open: the subclass says it never is
-    assert len(calls) == 3 and not isinstance(always, _core.Guarded)
+    assert len(calls) == 3 and not isinstance(always, _core.BreakerCall)
 
 
 @BOTH

@@ -34,10 +34,10 @@ def test_a_lease_reclaims_a_lost_probe_even_when_tiny() -> None:
 @pytest.mark.parametrize("open_for_ns", [2**60, int(1.5e18)])
 def test_an_opening_beyond_the_largest_retry_after_still_rejects_with_circuit_open(
         open_for_ns: int) -> None:
-    # An opening timed from elsewhere (a peer's, through _trip) may end more than
+    # An opening timed from elsewhere (a peer's, through _open_for_ns) may end more than
     # 1e9 s from now; the rejection raised ValueError from retry_after's validation.
     breaker = vr.CircuitBreaker("long-open", clock=vr.ManualClock())
-    breaker._trip(open_for_ns)
+    breaker._open_for_ns(open_for_ns)
     with pytest.raises(vr.CircuitOpenError) as info:
         breaker.call(lambda: None)
     assert info.value.retry_after == MAX_RETRY_AFTER

@@ -36,8 +36,9 @@ struct Stack {
     int depth;
 };
 
-// Internal linkage: this header belongs to the one translation unit module.cpp.
-static thread_local Stack t_stack;
+// One stack per thread across the translation units that include this (an
+// inline variable): CircuitBreaker.call and Policy.execute push, _held reads.
+inline thread_local Stack t_stack;
 
 inline Stack& stack() noexcept { return t_stack; }
 

@@ -23,20 +23,6 @@ def _set_rate_limited_hook(hook: object | None) -> None:
     Installs hook(bucket, n), called when a bucket refuses n tokens (None removes it).
     """
 
-TOKEN_BUCKET_MAX_BURST: int = 1048575
-
-TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
-
-TOKEN_BUCKET_MAX_TAU_NS: int = 288230376151711744
-
-TOKEN_BUCKET_MAX_WAIT_NS: int = 288230376151711744
-
-BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
-
-BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
-
-BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
-
 MAX_CLOCK_NS: int = 4611686018427387904
 
 class RetryCall:
@@ -107,6 +93,14 @@ class ManualClock:
         Sets the time (clamped to [0, MAX_CLOCK_NS]) if it is not in the past;
         returns whether it moved.
         """
+
+TOKEN_BUCKET_MAX_BURST: int = 1048575
+
+TOKEN_BUCKET_MAX_INTERVAL_NS: int = 4398046511103
+
+TOKEN_BUCKET_MAX_TAU_NS: int = 288230376151711744
+
+TOKEN_BUCKET_MAX_WAIT_NS: int = 288230376151711744
 
 class TokenBucket:
     """GCRA token bucket (native part)."""
@@ -196,6 +190,14 @@ class TokenBucket:
         True; otherwise takes nothing and returns False. Never waits.
         """
 
+BREAKER_MAX_FAILURE_THRESHOLD: int = 4194303
+
+BREAKER_MAX_HALF_OPEN_CALLS: int = 65535
+
+BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
+
+BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
+
 class CircuitBreaker:
     """Lock-free circuit breaker (native part)."""
 
@@ -220,7 +222,7 @@ class CircuitBreaker:
     def force_open(self) -> None:
         """Opens the breaker and holds it open until reset() (manual override)."""
 
-    def _trip(self, open_for_ns: int) -> None:
+    def _open_for_ns(self, open_for_ns: int) -> None:
         """
         Opens the breaker (or re-times an open one) to admit its next probe
         open_for_ns from now; a held-open breaker stays held.
@@ -231,7 +233,7 @@ class CircuitBreaker:
 
     def _set_hooks(self, hooks: int) -> None:
         """
-        Hands parts of the call path to Python methods (see Hooks in module.cpp):
+        Hands parts of the call path to Python methods (see enum Hooks in cpp/src):
         1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,
         16 coroutine results are values, 32 call() is _call_python().
         """
@@ -241,24 +243,26 @@ class CircuitBreaker:
         Admits a call: its ticket, or -1 when the breaker refuses it (nothing raised).
         """
 
-    def _record_quiet(self, ticket: int, outcome: int, synced: int = -1) -> tuple[int, int] | None:
+    def _record_undispatched(self, ticket: int, outcome: int, storage_count: int = -1) -> tuple[int, int] | None:
         """
-        Records a ticket's outcome (0 success, 1 failure, 2 release) without telling
-        anyone; returns the transition (old, new) or None. `synced` >= 0 is the
-        storage's count after this outcome (successful probes, or the failure streak).
+        Records a ticket's outcome (0 success, 1 failure, 2 release) without
+        dispatching the transition it makes: returns it (old, new) or None, for the
+        caller (a drop-in) to dispatch in its own order. `storage_count` >= 0 is a
+        shared store's count after this outcome (successful probes, or the failure
+        streak), which the breaker adopts.
         """
 
-    def _move(self, kind: int) -> tuple[int, int] | None:
+    def _set_state_undispatched(self, kind: int) -> tuple[int, int] | None:
         """
-        A manual transition without telling anyone: 0 close, 1 half-open (slots
+        A manual transition, not dispatched: 0 close, 1 half-open (slots
         free), 2 open (times out as a trip does), 3 open counting one failure.
         Returns the visible transition (old, new) or None.
         """
 
-    def _restore(self, state: int, streak: int, successes: int, opened_at_ns: int) -> tuple[int, int] | None:
+    def _restore_undispatched(self, state: int, streak: int, successes: int, opened_at_ns: int) -> tuple[int, int] | None:
         """
         Sets state, failure streak, half-open successes and the opening stamp at
-        once (quiet); returns the visible transition (old, new) or None.
+        once, not dispatched; returns the visible transition (old, new) or None.
         """
 
     def _configure(self, failure_threshold: int, reset_timeout_ns: int, success_threshold: int) -> None:
@@ -369,8 +373,6 @@ class CircuitBreaker:
         An exception from fn is recorded (failure, success or nothing, as the
         breaker's failure predicate says) and re-raised unchanged.
         """
-
-BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
 
 class Bulkhead:
     """Bounded concurrency counter (native part)."""
@@ -516,9 +518,9 @@ class Backoff:
     def uniform(self) -> float:
         """One draw in [0, 1) from this calculator's generator."""
 
-class Guarded(Generic[_P, _T]):
+class BreakerCall(Generic[_P, _T]):
     """
-    Guarded(breaker, fn): fn whose every call is breaker.call(fn, ...), in one
+    BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one
     native call; binds as a method when it is a class attribute.
     """
 
@@ -530,4 +532,6 @@ class Guarded(Generic[_P, _T]):
         """The CircuitBreaker every call goes through."""
     @property
     def fn(self) -> Callable[_P, _T]:
-        """The guarded callable."""
+        """The callable every call runs."""
+
+Guarded = BreakerCall

@@ -16,7 +16,7 @@ HOOK_GENERATOR = 8
 ACCEPT_COROUTINE = 16
 DELEGATE = 32
 
-# Native state codes (as _core reports them) and _record_quiet outcomes.
+# Native state codes (as _core reports them) and _record_undispatched outcomes.
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 SUCCESS, FAILURE, RELEASE = 0, 1, 2
 #: _core's move kinds.

@@ -20,7 +20,7 @@ result) without running; once ``recovery_timeout`` seconds have passed since
 it opened, calls run again: the first success closes it, a failure opens it
 for another timeout. Any other exception counts as a success.
 
-A decorated plain function is a native ``Guarded`` callable: the closed path
+A decorated plain function is a native ``BreakerCall`` callable: the closed path
 is one native call. What still differs from circuitbreaker is listed in
 docs/migrating.md.
 """
@@ -147,7 +147,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         self._entered: ContextVar[tuple[int, ...]] = ContextVar("circuitbreaker_tickets",
                                                                 default=())
         # Counted as opened at creation (circuitbreaker's open_remaining counts from it).
-        self._restore(CLOSED, 0, 0, self._now_ns())
+        self._restore_undispatched(CLOSED, 0, 0, self._now_ns())
         self._set_hooks(_HOOKS)
 
     # -- decorating ----------------------------------------------------------------
@@ -181,7 +181,7 @@ class CircuitBreaker(_core.CircuitBreaker):
 
             return gen_wrapper
         if self._native_decorator():
-            return wraps(function)(_core.Guarded(self, function))
+            return wraps(function)(_core.BreakerCall(self, function))
 
         @wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -292,23 +292,23 @@ class CircuitBreaker(_core.CircuitBreaker):
         try:
             failed = exc is not None and self.is_failure(type(exc), exc)
         except BaseException:
-            self._record_quiet(ticket, RELEASE)  # the predicate raised: no outcome
+            self._record_undispatched(ticket, RELEASE)  # the predicate raised: no outcome
             raise
         if failed:
             self._last_failure = exc
             self._last_failure_mark = self.successes
             if ticket >= 0:
-                self._record_quiet(ticket, FAILURE)
+                self._record_undispatched(ticket, FAILURE)
             else:
-                self._move(_native.MOVE_OPEN_COUNTED)
+                self._set_state_undispatched(_native.MOVE_OPEN_COUNTED)
         elif isinstance(exc, CANCELLED):
-            self._record_quiet(ticket, RELEASE)
+            self._record_undispatched(ticket, RELEASE)
         elif ticket >= 0:
-            self._record_quiet(ticket, SUCCESS)
+            self._record_undispatched(ticket, SUCCESS)
         else:
             self.reset()
 
-    # Native hooks (the Guarded path).
+    # Native hooks (the BreakerCall path).
 
     def _on_reject(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.fallback_function:
@@ -321,7 +321,7 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     def reset(self) -> None:
         """Closes the circuit and forgets failures."""
-        self._move(_native.MOVE_CLOSE)
+        self._set_state_undispatched(_native.MOVE_CLOSE)
         self._last_failure = None
 
     # -- state -----------------------------------------------------------------------
@@ -454,7 +454,7 @@ def circuit(failure_threshold: Any = None, recovery_timeout: float | None = None
 
 _core._specialise(CircuitBreaker)
 
-# What the decorator's wrapper consults: the Guarded path stands for it only
+# What the decorator's wrapper consults: the BreakerCall path stands for it only
 # while these are the ones defined here (a subclass, or a test, may replace them).
 _DECORATOR_READS = {attr: CircuitBreaker.__dict__[attr]
                     for attr in ("opened", "call", "fallback_function", "state", "open_remaining")}

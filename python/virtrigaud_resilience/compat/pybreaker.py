@@ -227,7 +227,7 @@ class CircuitBreaker(_core.CircuitBreaker):
             if self._external:
                 self._adopt(self._state_storage, state_str)
             elif self._native_state() != state_str:
-                self._move(_MOVE_TO[state_str])
+                self._set_state_undispatched(_MOVE_TO[state_str])
             self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
 
     def _create_new_state(self, new_state: str, prev_state: CircuitBreakerState | None = None,
@@ -262,7 +262,7 @@ class CircuitBreaker(_core.CircuitBreaker):
     def _manual(self, name: str) -> None:
         # A manual transition always tells the listeners, even to the same state.
         with self._lock:
-            self._move(_MOVE_TO[name])
+            self._set_state_undispatched(_MOVE_TO[name])
             if self._external:
                 self._write_through(name)
             self._state = self._create_new_state(name, prev_state=self._state, notify=True)
@@ -415,7 +415,7 @@ class CircuitBreaker(_core.CircuitBreaker):
                     return self.call(func, *args, **kwargs)
 
                 return wrapper
-            return wraps(func)(_core.Guarded(self, func))
+            return wraps(func)(_core.BreakerCall(self, func))
 
         if call_args:
             return decorate(*call_args)
@@ -437,7 +437,7 @@ class CircuitBreaker(_core.CircuitBreaker):
                     for listener in self._listeners:
                         listener.before_call(self, func, *args, **kwargs)
         except BaseException:
-            self._record_quiet(ticket, RELEASE)
+            self._record_undispatched(ticket, RELEASE)
             raise
         return ticket
 
@@ -457,13 +457,13 @@ class CircuitBreaker(_core.CircuitBreaker):
         try:
             counted = self.is_system_error(exc)
         except BaseException:
-            self._record_quiet(ticket, RELEASE)  # an exclusion predicate raised: no outcome
+            self._record_undispatched(ticket, RELEASE)  # an exclusion predicate raised: no outcome
             raise
         if not counted:
             self._on_success(ticket)
             return exc
         if isinstance(exc, CANCELLED):
-            self._record_quiet(ticket, RELEASE)
+            self._record_undispatched(ticket, RELEASE)
             return exc
         with self._lock:
             change = self._record_failure(ticket)
@@ -492,7 +492,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         if _native.is_half_open_probe(ticket):
             # A trial generator dropped before its first next() never runs its
             # body: give its slot back when it is collected (unless it reported).
-            finalizers.append(weakref.finalize(guarded, self._record_quiet, ticket, RELEASE))
+            finalizers.append(weakref.finalize(guarded, self._record_undispatched, ticket, RELEASE))
         return guarded
 
     def _guard_generator(self, ticket: int, generator: Generator[Any, Any, Any],
@@ -513,20 +513,20 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     def _record_success(self, ticket: int) -> tuple[int, int] | None:
         if not self._external:
-            return self._record_quiet(ticket, SUCCESS)
+            return self._record_undispatched(ticket, SUCCESS)
         storage = self._state_storage
         storage.reset_counter()
-        synced = -1
+        storage_count = -1
         if _native.is_half_open_probe(ticket):
             storage.increment_success_counter()
-            synced = storage.success_counter
-        return self._record_quiet(ticket, SUCCESS, synced)
+            storage_count = storage.success_counter
+        return self._record_undispatched(ticket, SUCCESS, storage_count)
 
     def _record_failure(self, ticket: int) -> tuple[int, int] | None:
         if not self._external:
-            return self._record_quiet(ticket, FAILURE)
+            return self._record_undispatched(ticket, FAILURE)
         self._inc_counter()
-        return self._record_quiet(ticket, FAILURE, self._state_storage.counter)
+        return self._record_undispatched(ticket, FAILURE, self._state_storage.counter)
 
     def _inc_counter(self) -> None:
         """Increments the storage's failure counter (external storages)."""
@@ -572,7 +572,7 @@ class CircuitBreaker(_core.CircuitBreaker):
             stamp = self._now_ns() - _ns(self._reset_timeout) - 1
         else:
             stamp = _native.stamp_of(self, opened_at)
-        self._restore(code, storage.counter, storage.success_counter, stamp)
+        self._restore_undispatched(code, storage.counter, storage.success_counter, stamp)
 
     def _write_through(self, name: str) -> None:
         storage = self._state_storage
@@ -769,7 +769,7 @@ class CircuitMemoryStorage(CircuitBreakerStorage):
         state = state if state is not None else breaker._native_state()
         if state not in _CODE_OF:
             breaker._create_new_state(state)  # raises
-        breaker._restore(_CODE_OF[state], breaker.failure_streak if counter is None else counter,
+        breaker._restore_undispatched(_CODE_OF[state], breaker.failure_streak if counter is None else counter,
                          breaker.half_open_successes if successes is None else successes,
                          breaker.opened_at_ns if stamp is None else stamp)
 

@@ -463,7 +463,7 @@ class RedisBreakerSync:
             if held:
                 breaker.force_open()
             else:
-                breaker._trip(left_us * 1000)
+                breaker._open_for_ns(left_us * 1000)
         finally:
             self._applying.active = False
 

@@ -1,0 +1,628 @@
+// CircuitBreaker: the lock-free breaker (vr::CircuitBreaker), its raw hot
+// method call(), the hooks a drop-in hands parts of the call path to, and
+// BreakerCall, a function bound to a breaker.
+
+#include "binding.hpp"
+
+namespace virtrigaud_bind {
+namespace {
+
+// Raises the open breaker's error. Always returns nullptr.
+PyObject* raise_rejected(PyObject* self) {
+    PyObject* reject = g_reject.get();
+    if (reject == nullptr) {
+        PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
+        return nullptr;
+    }
+    PyObject* exc = call_one(reject, self);
+    Py_DECREF(reject);
+    if (exc != nullptr) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+        Py_DECREF(exc);
+    }
+    return nullptr;
+}
+
+// The call raised: classify, record, and raise the same exception again (or
+// a hook's KeyboardInterrupt / SystemExit, chained to it).
+PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket) {
+    PyObject* exc = fetch_exception();
+    HookError error;
+    record_exception(self, b, ticket, exc, error);
+    if (!error.raise(exc)) {
+        restore_exception(exc);
+    }
+    return nullptr;
+}
+
+// Admits or raises; reports an open -> half-open transition. A listener's
+// BaseException gives the slot back and is raised.
+bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
+    ticket = b->core.acquire();
+    if (!ticket.admitted) {
+        raise_rejected(self);
+        return false;
+    }
+    if (!notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return false;
+    }
+    return true;
+}
+
+// self.<method>(fn, *args, **kwargs) for a hook that takes the call's own
+// arguments (args/nargsf/kwnames as the caller passed them to fn).
+PyObject* call_hook_with_args(PyObject* self, const char* method, PyObject* fn,
+                              PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    std::vector<PyObject*> all(static_cast<size_t>(nargs + nkw + 2));
+    all[0] = self;
+    all[1] = fn;
+    std::copy(args, args + nargs + nkw, all.begin() + 2);
+    PyObject* name = PyUnicode_FromString(method);
+    if (name == nullptr) {
+        return nullptr;
+    }
+    PyObject* r = PyObject_VectorcallMethod(name, all.data(), static_cast<size_t>(nargs + 2),
+                                            kwnames);
+    Py_DECREF(name);
+    return r;
+}
+
+// fn raised (set): self._on_error(ticket, exc) records it and returns the
+// exception to raise; another one than exc is chained to it, as a `raise`
+// in an except block would.
+PyObject* hand_error_to_python(PyObject* self, const vr::Ticket& ticket) {
+    PyObject* exc = fetch_exception();
+    PyObject* raised = PyObject_CallMethod(self, "_on_error", "LO",
+                                           static_cast<long long>(ticket.encode()), exc);
+    if (raised == nullptr) {
+        PyObject* hook_exc = fetch_exception();
+        if (hook_exc != exc) {
+            PyException_SetContext(hook_exc, Py_NewRef(exc));
+        }
+        restore_exception(hook_exc);
+        Py_DECREF(exc);
+        return nullptr;
+    }
+    if (!PyExceptionInstance_Check(raised)) {
+        Py_DECREF(raised);
+        restore_exception(exc);
+        return nullptr;
+    }
+    if (raised != exc) {
+        PyException_SetContext(raised, exc);  // steals exc
+    } else {
+        Py_DECREF(exc);
+    }
+    restore_exception(raised);
+    return nullptr;
+}
+
+// A call through the breaker: admit, fn(*args, **kwargs) (args/nargsf/kwnames
+// exactly as fn gets them), record. Shared by CircuitBreaker.call and BreakerCall.
+PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
+                       size_t nargsf, PyObject* kwnames) {
+    const uint32_t hooks = b->hooks.load(std::memory_order_relaxed);
+    if ((hooks & kDelegate) != 0) {
+        return call_hook_with_args(self, "_call_python", fn, args, nargsf, kwnames);
+    }
+    vr::Ticket ticket = b->core.acquire();
+    if (!ticket.admitted) {
+        if ((hooks & kHookReject) != 0) {
+            return call_hook_with_args(self, "_on_reject", fn, args, nargsf, kwnames);
+        }
+        return raise_rejected(self);
+    }
+    if (!notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return nullptr;
+    }
+    PyObject* result;
+    {
+        const virtrigaud_held::Scope held(self, nullptr);  // adapters inside: admitted
+        result = forward_call(fn, args, nargsf, kwnames);
+    }
+    if (result == nullptr) {
+        if ((hooks & kHookError) != 0) {
+            return hand_error_to_python(self, ticket);
+        }
+        return record_raised(self, b, ticket);
+    }
+    if ((hooks & kHookGenerator) != 0 && is_generator(result)) {
+        PyObject* r = PyObject_CallMethod(self, "_on_generator", "LO",
+                                          static_cast<long long>(ticket.encode()), result);
+        Py_DECREF(result);
+        if (r == nullptr) {
+            b->core.release(ticket);  // nothing will report it
+        }
+        return r;
+    }
+    if (is_coroutine(result) && (hooks & kAcceptCoroutine) == 0) {
+        b->core.release(ticket);  // nothing ran: no outcome
+        return refuse_coroutine(result, "CircuitBreaker.call()",
+                                "'await breaker.call_async(fn, ...)'");
+    }
+    if (!notify(self, b->core.record_success(ticket))) {
+        Py_DECREF(result);
+        return nullptr;
+    }
+    return result;
+}
+
+// admit() that leaves a rejection as a ticket that is not admitted.
+bool admit_quietly_rejected(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
+    ticket = b->core.acquire();
+    if (ticket.admitted && !notify(self, ticket.transition)) {
+        b->core.release(ticket);
+        return false;
+    }
+    return true;
+}
+
+PyObject* circuit_breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                               PyObject* kwnames) {
+    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
+        return nullptr;
+    }
+    // fn's slot, args[0], is the caller's (an item of the tuple of
+    // `breaker.call(*t)`): no PY_VECTORCALL_ARGUMENTS_OFFSET over it, so the
+    // call copies the arguments behind a slot of its own (forward_call).
+    return call_through(self, b, args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
+}
+
+PyMethodDef circuit_breaker_call_def = {
+    "call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(circuit_breaker_call)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "call(self, fn, /, *args, **kwargs)\n--\n\n"
+    "Calls fn(*args, **kwargs) through the breaker and returns its result.\n"
+    "Raises UnavailableError without calling fn while the breaker is open.\n"
+    "An exception from fn is recorded (failure, success or nothing, as the\n"
+    "breaker's failure predicate says) and re-raised unchanged."};
+
+// ------------------------------------------------------------ BreakerCall --
+//
+// fn bound to a breaker: calling it is breaker.call(fn, ...) in one native
+// crossing, with no Python wrapper frame and no *args packing (the
+// decorators of the drop-ins return it for plain functions, as the retry
+// decorators return a RetryCall). It binds as a method does (a descriptor
+// like a function), and has a __dict__ for functools.update_wrapper's
+// __name__, __doc__, __wrapped__. It was called Guarded: _core.Guarded stays
+// an alias of it for one minor release.
+
+struct BreakerCallObject {
+    PyObject_HEAD
+    PyObject* breaker;
+    PyObject* fn;
+    PyObject* dict;
+    PyObject* weaklist;
+    vectorcallfunc vectorcall;
+};
+
+PyObject* breaker_call_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
+                             PyObject* kwnames) {
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
+    auto* b = ready_instance<PyCircuitBreaker>(g->breaker, "CircuitBreaker");
+    if (b == nullptr) {
+        return nullptr;
+    }
+    return call_through(g->breaker, b, g->fn, args, nargsf, kwnames);
+}
+
+PyObject* breaker_call_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    PyObject* breaker = nullptr;
+    PyObject* fn = nullptr;
+    if ((kwargs != nullptr && PyDict_Size(kwargs) != 0) ||
+        !PyArg_UnpackTuple(args, "BreakerCall", 2, 2, &breaker, &fn)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "BreakerCall(breaker, fn) takes two positional arguments");
+        }
+        return nullptr;
+    }
+    if (!nb::isinstance<PyCircuitBreaker>(breaker)) {
+        PyErr_SetString(PyExc_TypeError, "BreakerCall breaker must be a CircuitBreaker");
+        return nullptr;
+    }
+    if (!PyCallable_Check(fn)) {
+        PyErr_SetString(PyExc_TypeError, "BreakerCall fn must be callable");
+        return nullptr;
+    }
+    auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
+    auto* g = reinterpret_cast<BreakerCallObject*>(alloc(type, 0));
+    if (g == nullptr) {
+        return nullptr;
+    }
+    g->breaker = Py_NewRef(breaker);
+    g->fn = Py_NewRef(fn);
+    g->dict = nullptr;
+    g->weaklist = nullptr;
+    g->vectorcall = breaker_call_vectorcall;
+    return reinterpret_cast<PyObject*>(g);
+}
+
+int breaker_call_traverse(PyObject* self, visitproc visit, void* arg) {
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(g->breaker);
+    Py_VISIT(g->fn);
+    Py_VISIT(g->dict);
+    return 0;
+}
+
+int breaker_call_clear(PyObject* self) {
+    auto* g = reinterpret_cast<BreakerCallObject*>(self);
+    Py_CLEAR(g->breaker);
+    Py_CLEAR(g->fn);
+    Py_CLEAR(g->dict);
+    return 0;
+}
+
+void breaker_call_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (reinterpret_cast<BreakerCallObject*>(self)->weaklist != nullptr) {
+        PyObject_ClearWeakRefs(self);
+    }
+    breaker_call_clear(self);
+    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+PyObject* breaker_call_get_breaker(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->breaker);
+}
+
+PyObject* breaker_call_get_fn(PyObject* self, void*) {
+    return Py_NewRef(reinterpret_cast<BreakerCallObject*>(self)->fn);
+}
+
+PyMethodDef breaker_call_methods[] = {
+    {"__reduce__", reduce_by_qualname, METH_NOARGS, "Pickled by its qualified name."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyMemberDef breaker_call_members[] = {
+    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, vectorcall), VR_READONLY,
+     nullptr},
+    {"__dictoffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, dict), VR_READONLY, nullptr},
+    {"__weaklistoffset__", VR_T_PYSSIZET, offsetof(BreakerCallObject, weaklist), VR_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
+PyGetSetDef breaker_call_getset[] = {
+    {"breaker", breaker_call_get_breaker, nullptr, "The CircuitBreaker every call goes through.",
+     nullptr},
+    {"fn", breaker_call_get_fn, nullptr, "The callable every call runs.", nullptr},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyType_Slot breaker_call_type_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(breaker_call_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(breaker_call_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(breaker_call_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(breaker_call_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
+    {Py_tp_members, breaker_call_members},
+    {Py_tp_methods, breaker_call_methods},
+    {Py_tp_getset, breaker_call_getset},
+    {Py_tp_doc, const_cast<char*>(
+                    "BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one\n"
+                    "native call; binds as a method when it is a class attribute.")},
+    {0, nullptr}};
+
+PyType_Spec breaker_call_spec = {
+    "virtrigaud_resilience._core.BreakerCall", sizeof(BreakerCallObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+        Py_TPFLAGS_METHOD_DESCRIPTOR,
+    breaker_call_type_slots};
+
+int breaker_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+    Py_VISIT(Py_TYPE(self));
+#endif
+    if (!nb::inst_ready(self)) {
+        return 0;
+    }
+    auto* b = nb::inst_ptr<PyCircuitBreaker>(self);
+    Py_VISIT(b->classify.ptr());
+    return 0;
+}
+
+int breaker_clear(PyObject* self) {
+    if (nb::inst_ready(self)) {
+        nb::inst_ptr<PyCircuitBreaker>(self)->classify = nb::none();
+    }
+    return 0;
+}
+
+PyType_Slot breaker_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(breaker_traverse)},
+                               {Py_tp_clear, reinterpret_cast<void*>(breaker_clear)},
+                               {0, nullptr}};
+
+// A method's self as both the C++ object and the Python instance (for hooks).
+using Self = nb::pointer_and_handle<PyCircuitBreaker>;
+
+// A transition as (old, new) state codes, or None: for the quiet methods,
+// whose caller (a drop-in) dispatches the change itself, in its own order.
+using MaybeTransition = std::optional<std::tuple<int, int>>;
+
+MaybeTransition transition_tuple(const vr::Transition& t) {
+    if (!t.changed) {
+        return std::nullopt;
+    }
+    return std::make_tuple(state_code(t.from), state_code(t.to));
+}
+
+vr::BreakerState state_from_code(int code) {
+    if (code < 0 || code > 3) {
+        throw nb::value_error("breaker state code must be 0 closed, 1 half-open, 2 open or 3 held open");
+    }
+    return static_cast<vr::BreakerState>(code);
+}
+
+}  // namespace
+
+bool specialise_breaker(nb::handle cls) {
+    if (!is_subclass(cls, nb::type<PyCircuitBreaker>())) {
+        return false;
+    }
+    specialise_method(cls, &circuit_breaker_call_def);
+    return true;
+}
+
+void bind_breaker(nb::module_& m) {
+    m.attr("BREAKER_MAX_FAILURE_THRESHOLD") = vr::CircuitBreaker::kMaxFailureThreshold;
+    m.attr("BREAKER_MAX_HALF_OPEN_CALLS") = vr::CircuitBreaker::kMaxHalfOpenCalls;
+    m.attr("BREAKER_MAX_TIMEOUT_NS") = vr::CircuitBreaker::kMaxTimeoutNs;
+    m.attr("BREAKER_MAX_SUCCESS_THRESHOLD") = vr::CircuitBreaker::kMaxSuccessThreshold;
+
+    nb::class_<PyCircuitBreaker> breaker(m, "CircuitBreaker",
+                                         "Lock-free circuit breaker (native part).",
+                                         nb::type_slots(breaker_slots));
+    breaker
+        .def(nb::init<std::string, std::string, std::string, uint32_t, int64_t, uint32_t,
+                      const vr::ManualClock*, nb::object, int64_t>(),
+             "name"_a, "provider_type"_a, "provider"_a, "failure_threshold"_a,
+             "reset_timeout_ns"_a, "half_open_max_calls"_a, "clock"_a.none(), "classify"_a,
+             "half_open_lease_ns"_a = 0, nb::keep_alive<1, 8>())
+        .def(
+            "_admit",
+            [](Self self) {
+                vr::Ticket ticket;
+                if (!admit(self.h.ptr(), self.p, ticket)) {
+                    throw nb::python_error();
+                }
+                return ticket.encode();
+            },
+            "Admits a call and returns its ticket, or raises the open breaker's error.")
+        .def(
+            "_record",
+            [](Self self, int64_t ticket, int outcome) {
+                if (!record(self.h.ptr(), self.p, vr::Ticket::decode(ticket), outcome)) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "outcome"_a,
+            "Records a ticket's outcome: 0 success, 1 failure, 2 release (cancelled).")
+        .def(
+            "_record_exception",
+            [](Self self, int64_t ticket, nb::handle exc) {
+                HookError error;
+                record_exception(self.h.ptr(), self.p, vr::Ticket::decode(ticket), exc.ptr(),
+                                 error);
+                if (error.raise()) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "exc"_a, "Records a ticket whose call raised exc, as classify says.")
+        .def(
+            "reset",
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.reset())) {
+                    throw nb::python_error();
+                }
+            },
+            "Closes the breaker and forgets its failures (manual override).")
+        .def(
+            "force_open",
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.force_open())) {
+                    throw nb::python_error();
+                }
+            },
+            "Opens the breaker and holds it open until reset() (manual override).")
+        .def(
+            "_open_for_ns",
+            [](Self self, int64_t open_for_ns) {
+                if (!notify(self.h.ptr(), self.p->core.trip_for(open_for_ns))) {
+                    throw nb::python_error();
+                }
+            },
+            "open_for_ns"_a,
+            "Opens the breaker (or re-times an open one) to admit its next probe\n"
+            "open_for_ns from now; a held-open breaker stays held.")
+        .def_prop_ro("_state_code",
+                     [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
+        .def(
+            "_set_hooks",
+            [](PyCircuitBreaker& b, uint32_t hooks) {
+                b.hooks.store(hooks, std::memory_order_relaxed);
+            },
+            "hooks"_a,
+            "Hands parts of the call path to Python methods (see enum Hooks in cpp/src):\n"
+            "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
+            "16 coroutine results are values, 32 call() is _call_python().")
+        .def(
+            "_try_admit",
+            [](Self self) -> int64_t {
+                vr::Ticket ticket;
+                if (!admit_quietly_rejected(self.h.ptr(), self.p, ticket)) {
+                    throw nb::python_error();
+                }
+                return ticket.encode();
+            },
+            "Admits a call: its ticket, or -1 when the breaker refuses it (nothing raised).")
+        .def(
+            "_record_undispatched",
+            [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t storage_count) {
+                const vr::Ticket t = vr::Ticket::decode(ticket);
+                switch (outcome) {
+                    case 0:
+                        return transition_tuple(b.core.record_success(t, storage_count));
+                    case 1:
+                        return transition_tuple(b.core.record_failure(t, storage_count));
+                    default:
+                        b.core.release(t);
+                        return MaybeTransition();
+                }
+            },
+            "ticket"_a, "outcome"_a, "storage_count"_a = -1,
+            "Records a ticket's outcome (0 success, 1 failure, 2 release) without\n"
+            "dispatching the transition it makes: returns it (old, new) or None, for the\n"
+            "caller (a drop-in) to dispatch in its own order. `storage_count` >= 0 is a\n"
+            "shared store's count after this outcome (successful probes, or the failure\n"
+            "streak), which the breaker adopts.")
+        .def(
+            "_set_state_undispatched",
+            [](PyCircuitBreaker& b, int kind) {
+                switch (kind) {
+                    case 0:
+                        return transition_tuple(b.core.reset());
+                    case 1:
+                        return transition_tuple(b.core.to_half_open());
+                    case 2:
+                        return transition_tuple(b.core.trip(false));
+                    case 3:
+                        return transition_tuple(b.core.trip(true));
+                    default:
+                        throw nb::value_error(
+                            "_set_state_undispatched kind must be 0 close, 1 half-open, 2 open, "
+                            "3 open + failure");
+                }
+            },
+            "kind"_a,
+            "A manual transition, not dispatched: 0 close, 1 half-open (slots\n"
+            "free), 2 open (times out as a trip does), 3 open counting one failure.\n"
+            "Returns the visible transition (old, new) or None.")
+        .def(
+            "_restore_undispatched",
+            [](PyCircuitBreaker& b, int state, int64_t streak, int64_t successes,
+               int64_t opened_at_ns) {
+                return transition_tuple(
+                    b.core.restore(state_from_code(state), streak, successes, opened_at_ns));
+            },
+            "state"_a, "streak"_a, "successes"_a, "opened_at_ns"_a,
+            "Sets state, failure streak, half-open successes and the opening stamp at\n"
+            "once, not dispatched; returns the visible transition (old, new) or None.")
+        .def(
+            "_configure",
+            [](PyCircuitBreaker& b, uint32_t failure_threshold, int64_t reset_timeout_ns,
+               uint32_t success_threshold) {
+                b.core.set_failure_threshold(failure_threshold);
+                b.core.set_reset_timeout_ns(reset_timeout_ns);
+                b.core.set_success_threshold(success_threshold);
+            },
+            "failure_threshold"_a, "reset_timeout_ns"_a, "success_threshold"_a,
+            "Changes the thresholds at run time (clamped; the caller validates).")
+        .def_prop_ro("failure_streak", [](const PyCircuitBreaker& b) { return b.core.failure_streak(); },
+                     "Counted failures since the last success or close, across opening.")
+        .def_prop_ro("half_open_successes",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_successes(); },
+                     "Successful probes of the current half-open round.")
+        .def_prop_ro("success_threshold",
+                     [](const PyCircuitBreaker& b) { return b.core.success_threshold(); },
+                     "0: the guide's half-open rule; S: the S-th successful probe closes.")
+        .def_prop_ro("opened_at_ns", [](const PyCircuitBreaker& b) { return b.core.opened_at_ns(); },
+                     "Clock time (ns) of the last opening; 0 if none.")
+        .def("_now_ns", [](const PyCircuitBreaker& b) { return b.core.now(); },
+             "The breaker's clock, in ns.")
+        .def_prop_ro("held_open", [](const PyCircuitBreaker& b) {
+            return b.core.state() == vr::BreakerState::kHeldOpen;
+        }, "True while force_open() holds the breaker open.")
+        .def_prop_ro("failures",
+                     [](const PyCircuitBreaker& b) { return b.core.consecutive_failures(); },
+                     "Consecutive counted failures while closed.")
+        .def_prop_ro("half_open_calls",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_calls(); },
+                     "Half-open probe calls admitted and not released.")
+        .def_prop_ro("generation", [](const PyCircuitBreaker& b) { return b.core.generation(); },
+                     "Bumped by every transition (64 bits: it never wraps in practice).")
+        .def_prop_ro(
+            "remaining_open",
+            [](const PyCircuitBreaker& b) {
+                return static_cast<double>(b.core.remaining_open_ns()) / kNsPerSecond;
+            },
+            "Seconds until an open breaker admits a probe; 0 when not open.")
+        .def_ro("name", &PyCircuitBreaker::name)
+        .def_ro("provider_type", &PyCircuitBreaker::provider_type)
+        .def_ro("provider", &PyCircuitBreaker::provider)
+        .def_prop_ro("failure_threshold",
+                     [](const PyCircuitBreaker& b) { return b.core.failure_threshold(); })
+        .def_prop_ro("half_open_max_calls",
+                     [](const PyCircuitBreaker& b) { return b.core.half_open_max_calls(); })
+        .def_prop_ro("reset_timeout",
+                     [](const PyCircuitBreaker& b) {
+                         return static_cast<double>(b.core.reset_timeout_ns()) / kNsPerSecond;
+                     })
+        .def_prop_ro("successes", [](const PyCircuitBreaker& b) { return b.core.successes(); },
+                     "Outcomes recorded as success (stale ones included).")
+        .def_prop_ro("failures_total",
+                     [](const PyCircuitBreaker& b) { return b.core.failures_total(); },
+                     "Outcomes recorded as failure (stale ones included).")
+        .def_prop_ro("rejected", [](const PyCircuitBreaker& b) { return b.core.rejected(); },
+                     "Calls refused without running.")
+        .def_prop_ro("released", [](const PyCircuitBreaker& b) { return b.core.released(); },
+                     "Admitted calls that ended without an outcome (cancelled).")
+        .def_prop_ro("reclaimed", [](const PyCircuitBreaker& b) { return b.core.reclaimed(); },
+                     "Half-open rounds restarted because every probe outlived its lease.")
+        .def_prop_ro(
+            "half_open_lease",
+            [](const PyCircuitBreaker& b) -> std::optional<double> {
+                if (b.core.half_open_lease_ns() == 0) {
+                    return std::nullopt;
+                }
+                return static_cast<double>(b.core.half_open_lease_ns()) / kNsPerSecond;
+            },
+            "Seconds a half-open probe may go unreported before its slot is reclaimed;\n"
+            "None for no lease.")
+        .def_prop_ro(
+            "transitions",
+            [](const PyCircuitBreaker& b) {
+                return std::make_tuple(b.core.transitions_to(vr::BreakerState::kClosed),
+                                       b.core.transitions_to(vr::BreakerState::kHalfOpen),
+                                       b.core.transitions_to(vr::BreakerState::kOpen));
+            },
+            "Transitions into (closed, half-open, open).")
+        .def_prop_ro("last_transition_ns",
+                     [](const PyCircuitBreaker& b) { return b.core.last_transition_ns(); },
+                     "Clock time of the last transition in ns, 0 if none.")
+        .def(
+            "_counters",
+            [](const PyCircuitBreaker& b) {
+                const auto& c = b.core;
+                return std::make_tuple(state_code(c.state()), c.successes(), c.failures_total(),
+                                       c.rejected(), c.transitions_to(vr::BreakerState::kClosed),
+                                       c.transitions_to(vr::BreakerState::kHalfOpen),
+                                       c.transitions_to(vr::BreakerState::kOpen));
+            },
+            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
+            "in one call, for the metrics collector.");
+    add_fastcall_method(breaker, &circuit_breaker_call_def);
+    {
+        PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);
+        if (breaker_call_type == nullptr) {
+            throw nb::python_error();
+        }
+        m.attr("BreakerCall") = nb::steal(breaker_call_type);
+        m.attr("Guarded") = m.attr("BreakerCall");  // its former name (deprecated alias)
+    }
+}
+
+}  // namespace virtrigaud_bind

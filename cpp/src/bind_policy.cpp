@@ -1,0 +1,342 @@
+// Policy: the sync success path of a composed policy in one native crossing:
+// breaker admit -> token bucket -> bulkhead -> call -> record. Anything else
+// (a rejection, an exception to retry, a timeout to enforce) is handed to the
+// Python method `_resume(stage, exc, fn, args, kwargs)`, which owns the retry
+// loop, waiting and error construction.
+
+#include "binding.hpp"
+
+namespace virtrigaud_bind {
+namespace {
+
+struct PyPolicy {
+    nb::object breaker_obj, bucket_obj, bulkhead_obj;
+    PyCircuitBreaker* breaker = nullptr;
+    PyTokenBucket* bucket = nullptr;
+    PyBulkhead* bulkhead = nullptr;
+    bool fast = true;
+    bool waits = false;  // a refused token is waited for in Python: not a refusal yet
+
+    PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_,
+             bool waits_)
+        : fast(fast_), waits(waits_) {
+        if (!breaker_.is_none()) {
+            breaker = nb::inst_ptr<PyCircuitBreaker>(checked<PyCircuitBreaker>(breaker_, "breaker"));
+            breaker_obj = nb::borrow(breaker_);
+        }
+        if (!bucket_.is_none()) {
+            bucket = nb::inst_ptr<PyTokenBucket>(checked<PyTokenBucket>(bucket_, "bucket"));
+            bucket_obj = nb::borrow(bucket_);
+        }
+        if (!bulkhead_.is_none()) {
+            bulkhead = nb::inst_ptr<PyBulkhead>(checked<PyBulkhead>(bulkhead_, "bulkhead"));
+            bulkhead_obj = nb::borrow(bulkhead_);
+        }
+    }
+
+    template <typename T>
+    static nb::handle checked(nb::handle h, const char* field) {
+        if (!nb::isinstance<T>(h) || !nb::inst_ready(h)) {
+            throw nb::type_error(
+                (std::string("Policy ") + field + " has the wrong type").c_str());
+        }
+        return h;
+    }
+
+    // Admits attempt 0 everywhere or undoes what it took; returns the Stage.
+    // The bulkhead is asked before the bucket (the layers' effect is the
+    // same: all must admit) so that a refused slot never costs a token: a
+    // slot is cheap to give back, a token is not.
+    int enter(vr::Ticket& ticket) {
+        if (breaker != nullptr) {
+            ticket = breaker->core.acquire();
+            if (!ticket.admitted) {
+                return kBreakerOpen;
+            }
+            if (!notify(breaker_obj.ptr(), ticket.transition)) {
+                release(ticket);
+                return kRaised;
+            }
+        }
+        if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
+            release(ticket);
+            return kBulkheadFull;
+        }
+        if (bucket != nullptr && !bucket->core.try_acquire(1, !waits)) {
+            HookError error;
+            if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
+                error.take();
+            }
+            // A waiting policy continues in Python with the same call: no
+            // cancellation, nothing to count (as for the token refusal).
+            release(ticket, !waits);
+            if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
+                error.take();
+            }
+            return error.raise() ? kRaised : kRateLimited;
+        }
+        return kCalled;
+    }
+
+    void release(const vr::Ticket& ticket, bool counted = true) {
+        if (breaker != nullptr) {
+            breaker->core.release(ticket, counted);
+        }
+    }
+
+    // The attempt ran and returned: record a success, free the slot. Returns
+    // false with an error set (a hook's BaseException).
+    bool exit_success(const vr::Ticket& ticket) {
+        HookError error;
+        if (breaker != nullptr && !notify(breaker_obj.ptr(), breaker->core.record_success(ticket))) {
+            error.take();
+        }
+        free_slot(error);
+        return !error.raise();
+    }
+
+    // The attempt raised exc: record it as classified, free the slot. No
+    // Python error may be set when this runs (it calls hooks); a hook's
+    // BaseException lands in `error`.
+    void exit_raised(const vr::Ticket& ticket, PyObject* exc, HookError& error) {
+        if (breaker != nullptr) {
+            record_exception(breaker_obj.ptr(), breaker, ticket, exc, error);
+        }
+        free_slot(error);
+    }
+
+    // The attempt did not run after all (it was async): no outcome.
+    bool exit_unrun(const vr::Ticket& ticket) {
+        HookError error;
+        release(ticket);
+        free_slot(error);
+        return !error.raise();
+    }
+
+    void free_slot(HookError& error) {
+        if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
+            error.take();
+        }
+    }
+};
+
+// Calls self._resume(stage, exc, fn, args, kwargs) with the forwarded arguments.
+PyObject* resume(PyObject* self, int stage, PyObject* exc, PyObject* const* args,
+                 Py_ssize_t nargs, PyObject* kwnames) {
+    PyObject* tuple = PyTuple_New(nargs - 1);
+    PyObject* kwargs = PyDict_New();
+    if (tuple == nullptr || kwargs == nullptr) {
+        Py_XDECREF(tuple);
+        Py_XDECREF(kwargs);
+        return nullptr;
+    }
+    for (Py_ssize_t i = 1; i < nargs; ++i) {
+        PyTuple_SetItem(tuple, i - 1, Py_NewRef(args[i]));
+    }
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; ++i) {
+        if (PyDict_SetItem(kwargs, PyTuple_GetItem(kwnames, i), args[nargs + i]) != 0) {
+            Py_DECREF(tuple);
+            Py_DECREF(kwargs);
+            return nullptr;
+        }
+    }
+    PyObject* r = PyObject_CallMethod(self, "_resume", "iOOOO", stage, exc ? exc : Py_None,
+                                      args[0], tuple, kwargs);
+    Py_DECREF(tuple);
+    Py_DECREF(kwargs);
+    return r;
+}
+
+PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                         PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "Policy.execute() missing required argument 'fn'");
+        return nullptr;
+    }
+    if (!p->fast) {
+        return resume(self, kPythonPath, nullptr, args, nargs, kwnames);
+    }
+    vr::Ticket ticket;
+    const int stage = p->enter(ticket);
+    if (stage == kRaised) {
+        return nullptr;
+    }
+    if (stage != kCalled) {
+        return resume(self, stage, nullptr, args, nargs, kwnames);
+    }
+    PyObject* result;
+    {
+        const virtrigaud_held::Scope held(p->breaker_obj.ptr(), p->bucket_obj.ptr());
+        // Not args[0] as the callee's spare slot: it is the caller's (see forward_call).
+        result = forward_call(args[0], args + 1, static_cast<size_t>(nargs - 1), kwnames);
+    }
+    if (result != nullptr) {
+        if (is_coroutine(result)) {
+            if (!p->exit_unrun(ticket)) {
+                Py_DECREF(result);
+                return nullptr;
+            }
+            return refuse_coroutine(result, "Policy.execute()",
+                                    "'await policy.execute_async(fn, ...)'");
+        }
+        if (!p->exit_success(ticket)) {
+            Py_DECREF(result);
+            return nullptr;
+        }
+        return result;
+    }
+    PyObject* exc = fetch_exception();
+    HookError error;
+    p->exit_raised(ticket, exc, error);
+    if (error.raise(exc)) {
+        return nullptr;
+    }
+    result = resume(self, kCalled, exc, args, nargs, kwnames);
+    Py_DECREF(exc);
+    return result;
+}
+
+// The async path's two crossings, raw for the same reason as execute().
+PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 0 || kwnames != nullptr) {
+        PyErr_SetString(PyExc_TypeError, "Policy._enter() takes no arguments");
+        return nullptr;
+    }
+    if (!p->fast) {
+        return PyLong_FromLong(-100);  // the Python path (see policy.py)
+    }
+    vr::Ticket ticket;
+    const int stage = p->enter(ticket);
+    if (stage == kRaised) {
+        return nullptr;
+    }
+    if (stage != kCalled) {
+        return PyLong_FromLong(-stage);
+    }
+    return PyLong_FromLongLong(p->breaker != nullptr ? ticket.encode() : 0);
+}
+
+PyObject* policy_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                      PyObject* kwnames) {
+    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    if (p == nullptr) {
+        return nullptr;
+    }
+    int64_t ticket = 0;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != nullptr ||
+        !int_arg(args[0], "Policy", "ticket", ticket)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Policy._exit() takes one ticket");
+        }
+        return nullptr;
+    }
+    if (!p->exit_success(vr::Ticket::decode(ticket))) {
+        return nullptr;
+    }
+    Py_RETURN_NONE;
+}
+
+PyMethodDef policy_enter_def = {
+    "_enter", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_enter)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "_enter(self, /)\n--\n\n"
+    "Admits an attempt: a ticket >= 0; or -1 breaker open, -2 rate limited,\n"
+    "-3 bulkhead full (nothing held); or -100 when every call needs Python."};
+
+PyMethodDef policy_exit_def = {
+    "_exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_exit)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "_exit(self, ticket, /)\n--\n\n"
+    "The attempt succeeded: record it and free its slot."};
+
+PyMethodDef policy_execute_def = {
+    "execute", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_execute)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "execute(self, fn, /, *args, **kwargs)\n--\n\n"
+    "Runs fn(*args, **kwargs) under the policy and returns its result. The\n"
+    "first attempt's admit -> call -> record runs natively; rejections,\n"
+    "retries and timeouts continue in Policy._resume."};
+
+int policy_traverse(PyObject* self, visitproc visit, void* arg) {
+#if PY_VERSION_HEX >= 0x03090000
+    Py_VISIT(Py_TYPE(self));
+#endif
+    if (!nb::inst_ready(self)) {
+        return 0;
+    }
+    auto* p = nb::inst_ptr<PyPolicy>(self);
+    Py_VISIT(p->breaker_obj.ptr());
+    Py_VISIT(p->bucket_obj.ptr());
+    Py_VISIT(p->bulkhead_obj.ptr());
+    return 0;
+}
+
+int policy_clear(PyObject* self) {
+    if (nb::inst_ready(self)) {
+        auto* p = nb::inst_ptr<PyPolicy>(self);
+        p->breaker = nullptr;
+        p->bucket = nullptr;
+        p->bulkhead = nullptr;
+        p->breaker_obj = nb::object();
+        p->bucket_obj = nb::object();
+        p->bulkhead_obj = nb::object();
+    }
+    return 0;
+}
+
+PyType_Slot policy_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(policy_traverse)},
+                              {Py_tp_clear, reinterpret_cast<void*>(policy_clear)},
+                              {0, nullptr}};
+
+}  // namespace
+
+bool specialise_policy(nb::handle cls) {
+    if (!is_subclass(cls, nb::type<PyPolicy>())) {
+        return false;
+    }
+    specialise_method(cls, &policy_execute_def);
+    specialise_method(cls, &policy_enter_def);
+    specialise_method(cls, &policy_exit_def);
+    return true;
+}
+
+void bind_policy(nb::module_& m) {
+    nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
+                                nb::type_slots(policy_slots));
+    policy
+        .def(nb::init<nb::handle, nb::handle, nb::handle, bool, bool>(), "breaker"_a.none(),
+             "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a, "waits"_a)
+        .def(
+            "_exit_exception",
+            [](PyPolicy& p, int64_t ticket, nb::handle exc) {
+                HookError error;
+                p.exit_raised(vr::Ticket::decode(ticket), exc.ptr(), error);
+                if (error.raise()) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.")
+        .def(
+            "_exit_unrun",
+            [](PyPolicy& p, int64_t ticket) {
+                if (!p.exit_unrun(vr::Ticket::decode(ticket))) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "The attempt did not run after all: give its slots back, record nothing.");
+    add_fastcall_method(policy, &policy_execute_def);
+    add_fastcall_method(policy, &policy_enter_def);
+    add_fastcall_method(policy, &policy_exit_def);
+}
+
+}  // namespace virtrigaud_bind
