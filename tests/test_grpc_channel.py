@@ -66,9 +66,29 @@ class CountingLoop(asyncio.SelectorEventLoop):
         super()._run_once()  # type: ignore[misc]
 
 
-def turns_per_call(target: str, open_channel: Any, calls: int = 80) -> float:
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[str]:
+    """The bench's echo server in a child process (the turns a call takes
+    then depend on neither the server's thread nor its share of our GIL)."""
+    import multiprocessing
+
+    from virtrigaud_resilience.bench.loopback import serve
+
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    process = context.Process(target=serve, args=(ports, stop), daemon=True)
+    process.start()
+    try:
+        grpc_port, _ = ports.get(timeout=60)
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        stop.set()
+        process.join(10)
+
+
+def turns_per_call(target: str, open_channel: Any, calls: int = 100) -> float:
     """Event-loop turns per unary call on a channel ``open_channel(target)``
-    makes, after a few warm-up calls."""
+    makes, after a few warm-up calls: the fewest of three runs."""
     loop = CountingLoop()
 
     async def run() -> float:
@@ -77,10 +97,13 @@ def turns_per_call(target: str, open_channel: Any, calls: int = 80) -> float:
             call = unary(channel)
             for _ in range(5):
                 await call(b"x")
-            before = loop.turns
-            for _ in range(calls):
-                assert await call(b"x") == b"ok:x"
-            return (loop.turns - before) / calls
+            fewest = float("inf")
+            for _ in range(3):
+                before = loop.turns
+                for _ in range(calls):
+                    assert await call(b"x") == b"x"
+                fewest = min(fewest, (loop.turns - before) / calls)
+            return fewest
         finally:
             await channel.close()
 
@@ -91,19 +114,18 @@ def turns_per_call(target: str, open_channel: Any, calls: int = 80) -> float:
 
 
 def test_a_guarded_aio_call_takes_no_event_loop_turn_more_than_a_bare_one(
-        server: GrpcServer) -> None:
+        echo_server: str) -> None:
     """The guard runs in the caller's task: no task, no turn of its own
     (grpc.aio's interceptors cost a turn per call, the reason aio_channel exists)."""
-    bare = turns_per_call(server.target, grpc.aio.insecure_channel)
-    guarded = turns_per_call(server.target, lambda target: vrg.aio_channel(
+    bare = turns_per_call(echo_server, grpc.aio.insecure_channel)
+    guarded = turns_per_call(echo_server, lambda target: vrg.aio_channel(
         target, "grpc", "turns", breaker=breaker(), limiter=vr.TokenBucket(1e6, 1000)))
-    intercepted = turns_per_call(server.target, lambda target: grpc.aio.insecure_channel(
+    intercepted = turns_per_call(echo_server, lambda target: grpc.aio.insecure_channel(
         target, interceptors=vrg.aio_interceptors("grpc", "turns-i", breaker=breaker(),
                                                   limiter=None)))
-    # Turns per call vary by a fraction with the server thread's timing;
-    # a task of the guard's own would add a whole one (the interceptors add 1-2).
+    # A task of the guard's own would add a whole turn (the interceptors add one or two).
     assert guarded < bare + 0.5
-    assert intercepted > bare + 1
+    assert intercepted >= bare + 0.9
 
 
 async def test_a_rejected_call_is_never_sent_and_answers_as_a_status(

@@ -361,7 +361,7 @@ MaybeTransition transition_tuple(const vr::Transition& t) {
 }
 
 vr::BreakerState state_from_code(int code) {
-    if (code < 0 || code > 3) {
+    if (code < kStateClosed || code > kStateHeldOpen) {
         throw nb::value_error("breaker state code must be 0 closed, 1 half-open, 2 open or 3 held open");
     }
     return static_cast<vr::BreakerState>(code);
@@ -456,9 +456,9 @@ void bind_breaker(nb::module_& m) {
                 b.hooks.store(hooks, std::memory_order_relaxed);
             },
             "hooks"_a,
-            "Hands parts of the call path to Python methods (see enum Hooks in cpp/src):\n"
-            "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
-            "16 coroutine results are values, 32 call() is _call_python().")
+            "Hands parts of the call path to Python methods (Hooks flags): TRANSITION\n"
+            "_transition, REJECT _on_reject, ERROR _on_error, GENERATOR _on_generator,\n"
+            "ACCEPT_COROUTINE coroutine results are values, DELEGATE call() is _call_python().")
         .def(
             "_try_admit",
             [](Self self) -> int64_t {
@@ -474,9 +474,9 @@ void bind_breaker(nb::module_& m) {
             [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t storage_count) {
                 const vr::Ticket t = vr::Ticket::decode(ticket);
                 switch (outcome) {
-                    case 0:
+                    case kSuccess:
                         return transition_tuple(b.core.record_success(t, storage_count));
-                    case 1:
+                    case kFailure:
                         return transition_tuple(b.core.record_failure(t, storage_count));
                     default:
                         b.core.release(t);
@@ -493,13 +493,13 @@ void bind_breaker(nb::module_& m) {
             "_set_state_undispatched",
             [](PyCircuitBreaker& b, int kind) {
                 switch (kind) {
-                    case 0:
+                    case kMoveClose:
                         return transition_tuple(b.core.reset());
-                    case 1:
+                    case kMoveHalfOpen:
                         return transition_tuple(b.core.to_half_open());
-                    case 2:
+                    case kMoveOpen:
                         return transition_tuple(b.core.trip(false));
-                    case 3:
+                    case kMoveOpenCounted:
                         return transition_tuple(b.core.trip(true));
                     default:
                         throw nb::value_error(

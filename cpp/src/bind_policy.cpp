@@ -213,7 +213,7 @@ PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyOb
         return nullptr;
     }
     if (!p->fast) {
-        return PyLong_FromLong(-100);  // the Python path (see policy.py)
+        return PyLong_FromLong(kEnterPythonPath);
     }
     vr::Ticket ticket;
     const int stage = p->enter(ticket);

@@ -52,6 +52,7 @@
 #include "virtrigaud/clock.hpp"
 #include "virtrigaud/token_bucket.hpp"
 
+#include "contract.hpp"
 #include "held_attempts.hpp"
 
 namespace nb = nanobind;
@@ -411,50 +412,9 @@ static bool notify_rate_limited(PyObject* bucket, int64_t n) {
     return ok;
 }
 
-// ------------------------------------------------------ contract enums --
 // The codes and flags the Python layer passes to and reads from these
-// bindings (breaker hooks, outcomes, policy stages, RetryCall modes and
-// outcomes), kept in one block.
-
-// contract enums
-// What a breaker's owner (a drop-in module) takes over from the native call
-// path, set with _set_hooks(). Each hook is a method of the breaker looked up
-// by name when used; none is consulted on the success path of a closed
-// breaker except the two flag tests.
-enum Hooks : uint32_t {
-    // transitions go to self._transition(old, new) instead of the global
-    // dispatcher, and what it raises (any exception) propagates to the caller
-    kHookTransition = 1,
-    // a rejected call returns self._on_reject(fn, *args, **kwargs)
-    kHookReject = 2,
-    // when fn raises: exc2 = self._on_error(ticket, exc) records the outcome
-    // and returns the exception to raise (exc itself, or another chained to it)
-    kHookError = 4,
-    // a generator result is handed to self._on_generator(ticket, gen), whose
-    // return value is the call's: the outcome comes when the generator ends
-    kHookGenerator = 8,
-    // a coroutine result is a plain value (recorded as a success), as the
-    // pure-Python breakers treat it, instead of a TypeError
-    kAcceptCoroutine = 16,
-    // call() is self._call_python(fn, *args, **kwargs) altogether
-    kDelegate = 32,
-};
-
-// kRaisedOutcome: the classifier let a KeyboardInterrupt or SystemExit
-// through (left set); the call is recorded as a failure.
-enum Outcome : int { kRaisedOutcome = -1, kSuccess = 0, kFailure = 1, kRelease = 2 };
-
-enum Stage : int {
-    kPythonPath = -1,   // the policy needs Python for every call (e.g. a timeout)
-    kCalled = 0,        // attempt 0 ran and raised `exc` (already recorded)
-    kBreakerOpen = 1,   // the breaker refused attempt 0
-    kRateLimited = 2,   // the bucket had no token for attempt 0
-    kBulkheadFull = 3,  // no bulkhead slot for attempt 0
-    kRaised = 4,        // a hook raised KeyboardInterrupt / SystemExit (set); nothing held
-};
-
-enum RetryCallMode : int { kModePython = 0, kModeNative = 1, kModePassthrough = 2 };
-enum RetryCallOutcome : int { kNotRun = 0, kResumeRaised = 1, kRejected = 2 };
+// bindings (Hooks, Outcome, Stage, ...): contract.hpp, exported by bind_contract().
+using namespace virtrigaud_contract;
 
 // ------------------------------------------------------------ TokenBucket --
 
@@ -491,7 +451,7 @@ struct PyCircuitBreaker {
 };
 
 static int state_code(vr::BreakerState s) {
-    return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
+    return s == vr::BreakerState::kHeldOpen ? kStateOpen : static_cast<int>(s);
 }
 
 // Tells Python about a state change: the dispatcher logs and runs the

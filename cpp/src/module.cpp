@@ -66,6 +66,7 @@ NB_MODULE(_core, m) {
     // legitimately alive when nanobind checks for leaks at shutdown; its
     // warning would be noise in every user's program.
     nb::set_leak_warnings(false);
+    bind_contract(m);
 
     m.def("monotonic_ns", &vr::steady_now_ns,
           "Nanoseconds of the monotonic clock every primitive uses when it has no ManualClock.");
@@ -95,7 +96,7 @@ NB_MODULE(_core, m) {
         "breaker"_a.none(), "bucket"_a.none(),
         "Whether a native sync attempt of this thread (Policy.execute's first,\n"
         "CircuitBreaker.call) is running inside its call and holds `breaker`\n"
-        "(bit 1) or a token of `bucket` (bit 2).");
+        "(Held.BREAKER) or a token of `bucket` (Held.BUCKET).");
     m.def(
         "_track_held",
         [] { virtrigaud_held::g_tracking.store(true, std::memory_order_relaxed); },
