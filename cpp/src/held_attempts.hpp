@@ -18,6 +18,8 @@
 #include <atomic>
 #include <cstddef>
 
+#include "contract.hpp"
+
 namespace virtrigaud_held {
 
 struct Frame {
@@ -72,8 +74,8 @@ class Scope {
     Stack* s_;
 };
 
-// Bit 1: an enclosing attempt holds `breaker`; bit 2: one holds `bucket`.
-// A null argument is never held.
+// kHeldBreaker: an enclosing attempt holds `breaker`; kHeldBucket: one
+// holds `bucket` (Held in contract.hpp). A null argument is never held.
 inline int held(const void* breaker, const void* bucket) noexcept {
     const Stack& s = stack();
     const int depth = s.depth < kMaxDepth ? s.depth : kMaxDepth;
@@ -81,10 +83,10 @@ inline int held(const void* breaker, const void* bucket) noexcept {
     for (int i = 0; i < depth; ++i) {
         const Frame& f = s.frames[i];
         if (breaker != nullptr && f.breaker == breaker) {
-            mask |= 1;
+            mask |= virtrigaud_contract::kHeldBreaker;
         }
         if (bucket != nullptr && f.bucket == bucket) {
-            mask |= 2;
+            mask |= virtrigaud_contract::kHeldBucket;
         }
     }
     return mask;

@@ -38,11 +38,13 @@
 #include "virtrigaud/clock.hpp"
 #include "virtrigaud/token_bucket.hpp"
 
+#include "contract.hpp"
 #include "held_attempts.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 namespace vr = virtrigaud;
+using namespace virtrigaud_contract;  // the codes shared with Python (contract.hpp)
 
 namespace {
 
@@ -478,28 +480,7 @@ PyMethodDef bucket_try_acquire_def = {
 
 // --------------------------------------------------------- CircuitBreaker --
 
-// What a breaker's owner (a drop-in module) takes over from the native call
-// path, set with _set_hooks(). Each hook is a method of the breaker looked up
-// by name when used; none is consulted on the success path of a closed
-// breaker except the two flag tests.
-enum Hooks : uint32_t {
-    // transitions go to self._transition(old, new) instead of the global
-    // dispatcher, and what it raises (any exception) propagates to the caller
-    kHookTransition = 1,
-    // a rejected call returns self._on_reject(fn, *args, **kwargs)
-    kHookReject = 2,
-    // when fn raises: exc2 = self._on_error(ticket, exc) records the outcome
-    // and returns the exception to raise (exc itself, or another chained to it)
-    kHookError = 4,
-    // a generator result is handed to self._on_generator(ticket, gen), whose
-    // return value is the call's: the outcome comes when the generator ends
-    kHookGenerator = 8,
-    // a coroutine result is a plain value (recorded as a success), as the
-    // pure-Python breakers treat it, instead of a TypeError
-    kAcceptCoroutine = 16,
-    // call() is self._call_python(fn, *args, **kwargs) altogether
-    kDelegate = 32,
-};
+// The hooks a drop-in sets with _set_hooks(): Hooks in contract.hpp.
 
 struct PyCircuitBreaker {
     vr::CircuitBreaker core;
@@ -521,7 +502,7 @@ struct PyCircuitBreaker {
 };
 
 int state_code(vr::BreakerState s) {
-    return s == vr::BreakerState::kHeldOpen ? 2 : static_cast<int>(s);
+    return s == vr::BreakerState::kHeldOpen ? kStateOpen : static_cast<int>(s);
 }
 
 // Tells Python about a state change: the dispatcher logs and runs the
@@ -550,10 +531,6 @@ bool notify(PyObject* breaker, const vr::Transition& t) {
     Py_DECREF(hook);
     return ok;
 }
-
-// kRaisedOutcome: the classifier let a KeyboardInterrupt or SystemExit
-// through (left set); the call is recorded as a failure.
-enum Outcome : int { kRaisedOutcome = -1, kSuccess = 0, kFailure = 1, kRelease = 2 };
 
 // Records `outcome` for `ticket` and tells Python about any transition.
 // Returns false iff a state listener let a BaseException through (left set).
@@ -974,7 +951,7 @@ MaybeTransition transition_tuple(const vr::Transition& t) {
 }
 
 vr::BreakerState state_from_code(int code) {
-    if (code < 0 || code > 3) {
+    if (code < kStateClosed || code > kStateHeldOpen) {
         throw nb::value_error("breaker state code must be 0 closed, 1 half-open, 2 open or 3 held open");
     }
     return static_cast<vr::BreakerState>(code);
@@ -1494,14 +1471,7 @@ PyMethodDef bulkhead_dunder_exit_def = {
 // Python method `_resume(stage, exc, fn, args, kwargs)`, which owns the retry
 // loop, waiting and error construction.
 
-enum Stage : int {
-    kPythonPath = -1,   // the policy needs Python for every call (e.g. a timeout)
-    kCalled = 0,        // attempt 0 ran and raised `exc` (already recorded)
-    kBreakerOpen = 1,   // the breaker refused attempt 0
-    kRateLimited = 2,   // the bucket had no token for attempt 0
-    kBulkheadFull = 3,  // no bulkhead slot for attempt 0
-    kRaised = 4,        // a hook raised KeyboardInterrupt / SystemExit (set); nothing held
-};
+// The stages: Stage in contract.hpp.
 
 struct PyPolicy {
     nb::object breaker_obj, bucket_obj, bulkhead_obj;
@@ -1707,7 +1677,7 @@ PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyOb
         return nullptr;
     }
     if (!p->fast) {
-        return PyLong_FromLong(-100);  // the Python path (see policy.py)
+        return PyLong_FromLong(kEnterPythonPath);
     }
     vr::Ticket ticket;
     const int stage = p->enter(ticket);
@@ -1815,8 +1785,7 @@ PyType_Slot policy_slots[] = {{Py_tp_traverse, reinterpret_cast<void*>(policy_tr
 // The statistics reset (tenacity's begin()): d = self.__dict__[stats_key];
 // d.clear(); d[clock_key] = t0; d.update(template); local.statistics = d.
 
-enum RetryCallMode : int { kModePython = 0, kModeNative = 1, kModePassthrough = 2 };
-enum RetryCallOutcome : int { kNotRun = 0, kResumeRaised = 1, kRejected = 2 };
+// The modes and outcomes: RetryCallMode and RetryCallOutcome in contract.hpp.
 
 #if PY_VERSION_HEX < 0x030D0000
 #ifndef Py_BEGIN_CRITICAL_SECTION
@@ -2328,6 +2297,7 @@ NB_MODULE(_core, m) {
     // legitimately alive when nanobind checks for leaks at shutdown; its
     // warning would be noise in every user's program.
     nb::set_leak_warnings(false);
+    bind_contract(m);
 
     m.def("monotonic_ns", &vr::steady_now_ns,
           "Nanoseconds of the monotonic clock every primitive uses when it has no ManualClock.");
@@ -2561,9 +2531,9 @@ NB_MODULE(_core, m) {
                 b.hooks.store(hooks, std::memory_order_relaxed);
             },
             "hooks"_a,
-            "Hands parts of the call path to Python methods (see Hooks in module.cpp):\n"
-            "1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,\n"
-            "16 coroutine results are values, 32 call() is _call_python().")
+            "Hands parts of the call path to Python methods (Hooks flags): TRANSITION\n"
+            "_transition, REJECT _on_reject, ERROR _on_error, GENERATOR _on_generator,\n"
+            "ACCEPT_COROUTINE coroutine results are values, DELEGATE call() is _call_python().")
         .def(
             "_try_admit",
             [](Self self) -> int64_t {
@@ -2579,9 +2549,9 @@ NB_MODULE(_core, m) {
             [](PyCircuitBreaker& b, int64_t ticket, int outcome, int64_t synced) {
                 const vr::Ticket t = vr::Ticket::decode(ticket);
                 switch (outcome) {
-                    case 0:
+                    case kSuccess:
                         return transition_tuple(b.core.record_success(t, synced));
-                    case 1:
+                    case kFailure:
                         return transition_tuple(b.core.record_failure(t, synced));
                     default:
                         b.core.release(t);
@@ -2596,13 +2566,13 @@ NB_MODULE(_core, m) {
             "_move",
             [](PyCircuitBreaker& b, int kind) {
                 switch (kind) {
-                    case 0:
+                    case kMoveClose:
                         return transition_tuple(b.core.reset());
-                    case 1:
+                    case kMoveHalfOpen:
                         return transition_tuple(b.core.to_half_open());
-                    case 2:
+                    case kMoveOpen:
                         return transition_tuple(b.core.trip(false));
-                    case 3:
+                    case kMoveOpenCounted:
                         return transition_tuple(b.core.trip(true));
                     default:
                         throw nb::value_error("_move kind must be 0 close, 1 half-open, 2 open, 3 open + failure");
@@ -2798,7 +2768,7 @@ NB_MODULE(_core, m) {
         "breaker"_a.none(), "bucket"_a.none(),
         "Whether a native sync attempt of this thread (Policy.execute's first,\n"
         "CircuitBreaker.call) is running inside its call and holds `breaker`\n"
-        "(bit 1) or a token of `bucket` (bit 2).");
+        "(Held.BREAKER) or a token of `bucket` (Held.BUCKET).");
     m.def(
         "_track_held",
         [] { virtrigaud_held::g_tracking.store(true, std::memory_order_relaxed); },

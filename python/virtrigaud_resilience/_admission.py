@@ -32,10 +32,12 @@ from contextvars import ContextVar, Token
 from typing import Any, Final, TypeVar
 
 from . import _core
+from ._native import HELD_BREAKER, HELD_BUCKET
 
 __all__ = ["Held", "enable", "held", "hold", "holding"]
 
 T = TypeVar("T")
+_HELD_BOTH: Final = HELD_BREAKER | HELD_BUCKET
 
 
 class Held:
@@ -98,14 +100,14 @@ def held(breaker: object, limiter: object) -> tuple[bool, bool]:
     (a permit) and ``limiter`` (a token); None is never held."""
     mask = _core._held(breaker, limiter)
     record = _HELD.get()
-    while record is not None and mask != 3:
+    while record is not None and mask != _HELD_BOTH:
         if record.live:
             if breaker is not None and record.breaker is breaker:
-                mask |= 1
+                mask |= HELD_BREAKER
             if limiter is not None and record.limiter is limiter:
-                mask |= 2
+                mask |= HELD_BUCKET
         record = record.outer
-    return bool(mask & 1), bool(mask & 2)
+    return bool(mask & HELD_BREAKER), bool(mask & HELD_BUCKET)
 
 
 async def holding(breaker: object, limiter: object, fn: Callable[..., Awaitable[T]],

@@ -1,11 +1,133 @@
 """Lock-free circuit breaker, GCRA token bucket and backoff (C++ core)."""
 
+import enum
 
 
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
 from typing_extensions import Self
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
+
+class Hooks(enum.IntFlag):
+    """
+    CircuitBreaker._set_hooks() flags: the parts of the call path that go
+    to the breaker's own Python methods.
+    """
+
+    TRANSITION = 1
+    """self._transition(old, new) gets every transition."""
+
+    REJECT = 2
+    """A rejected call returns self._on_reject(fn, *args, **kwargs)."""
+
+    ERROR = 4
+    """A raised call returns or raises self._on_error(ticket, exc)."""
+
+    GENERATOR = 8
+    """
+    A generator result is self._on_generator(ticket, gen), the outcome when it ends.
+    """
+
+    ACCEPT_COROUTINE = 16
+    """A coroutine result is a value (a success), not a TypeError."""
+
+    DELEGATE = 32
+    """call() is self._call_python(fn, *args, **kwargs)."""
+
+class Outcome(enum.IntEnum):
+    """A call's outcome: what classify(exc) returns and _record takes."""
+
+    SUCCESS = 0
+    """Counts as a success."""
+
+    FAILURE = 1
+    """Counts toward opening."""
+
+    RELEASE = 2
+    """No outcome (cancelled): the slot is given back."""
+
+class Stage(enum.IntEnum):
+    """Why Policy's native first attempt calls self._resume(stage, ...)."""
+
+    PYTHON_PATH = -1
+    """Every call of this policy runs in Python."""
+
+    CALLED = 0
+    """Attempt 0 ran and raised exc (already recorded)."""
+
+    BREAKER_OPEN = 1
+    """The breaker refused attempt 0."""
+
+    RATE_LIMITED = 2
+    """The bucket had no token for attempt 0."""
+
+    BULKHEAD_FULL = 3
+    """No bulkhead slot for attempt 0."""
+
+POLICY_ENTER_PYTHON_PATH: int = -100
+
+class RetryCallMode(enum.IntEnum):
+    """How a RetryCall runs a call (RetryCall._configure)."""
+
+    PYTHON = 0
+    """resume(NOT_RUN, ...) does it all."""
+
+    NATIVE = 1
+    """The first attempt runs natively."""
+
+    PASSTHROUGH = 2
+    """fn(*args, **kwargs), nothing else."""
+
+class RetryCallOutcome(enum.IntEnum):
+    """Why a RetryCall calls resume(outcome, value, args, kwargs, t0)."""
+
+    NOT_RUN = 0
+    """Nothing ran yet."""
+
+    RAISED = 1
+    """The first attempt raised value."""
+
+    REJECTED = 2
+    """The first attempt's result value was rejected."""
+
+class StateCode(enum.IntEnum):
+    """
+    A breaker's state as _state_code, transitions and _counters report it
+    (OPEN for a held-open breaker too) and as _restore takes it.
+    """
+
+    CLOSED = 0
+
+    HALF_OPEN = 1
+
+    OPEN = 2
+
+    HELD_OPEN = 3
+    """Open until reset(): taken by _restore only."""
+
+class MoveKind(enum.IntEnum):
+    """The manual transitions of CircuitBreaker._move(kind)."""
+
+    CLOSE = 0
+    """Close (forget the failures)."""
+
+    HALF_OPEN = 1
+    """Half-open with every probe slot free."""
+
+    OPEN = 2
+    """Open, timing out as a trip does."""
+
+    OPEN_COUNTED = 3
+    """Open, counting one failure."""
+
+class Held(enum.IntFlag):
+    """The bits of _held(breaker, bucket)."""
+
+    BREAKER = 1
+    """An enclosing native attempt holds the breaker."""
+
+    BUCKET = 2
+    """An enclosing native attempt holds a token of the bucket."""
 
 def monotonic_ns() -> int:
     """
@@ -231,9 +353,9 @@ class CircuitBreaker:
 
     def _set_hooks(self, hooks: int) -> None:
         """
-        Hands parts of the call path to Python methods (see Hooks in module.cpp):
-        1 _transition, 2 _on_reject, 4 _on_error, 8 _on_generator,
-        16 coroutine results are values, 32 call() is _call_python().
+        Hands parts of the call path to Python methods (Hooks flags): TRANSITION
+        _transition, REJECT _on_reject, ERROR _on_error, GENERATOR _on_generator,
+        ACCEPT_COROUTINE coroutine results are values, DELEGATE call() is _call_python().
         """
 
     def _try_admit(self) -> int:
@@ -487,7 +609,7 @@ def _held(breaker: object | None, bucket: object | None) -> int:
     """
     Whether a native sync attempt of this thread (Policy.execute's first,
     CircuitBreaker.call) is running inside its call and holds `breaker`
-    (bit 1) or a token of `bucket` (bit 2).
+    (Held.BREAKER) or a token of `bucket` (Held.BUCKET).
     """
 
 def _track_held() -> None:

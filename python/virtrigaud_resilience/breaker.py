@@ -33,10 +33,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from . import _core, _validate, events
+from . import _core, _native, _validate, events
 from . import _admission
 from ._admission import Held, hold, holding
 from ._decorate import guarded
+from ._native import FAILURE as _FAILURE
+from ._native import RELEASE as _RELEASE
+from ._native import SUCCESS as _SUCCESS
 from ._specialised import HotMethods
 from ._tracking import Census, Counters, Labels
 from .clock import ManualClock, check_clock
@@ -67,16 +70,15 @@ MAX_RESET_TIMEOUT = 1e9
 #: RPC timeout (4 minutes for mutating operations).
 DEFAULT_HALF_OPEN_LEASE = 300.0
 
-_SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
 _INFRASTRUCTURE = frozenset({ErrorType.RETRYABLE, ErrorType.UNAVAILABLE, ErrorType.TIMEOUT})
 
 
 class BreakerState(enum.IntEnum):
     """The breaker's state; the value is the metric's (0 closed, 1 half-open, 2 open)."""
 
-    CLOSED = 0
-    HALF_OPEN = 1
-    OPEN = 2
+    CLOSED = _native.CLOSED
+    HALF_OPEN = _native.HALF_OPEN
+    OPEN = _native.OPEN
 
 
 def default_failure_predicate(exc: BaseException) -> bool:

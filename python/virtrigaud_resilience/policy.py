@@ -39,8 +39,17 @@ from typing import Any, ParamSpec, TypeVar
 from . import _admission, _core, _validate
 from ._admission import hold, holding
 from ._decorate import guarded
+from ._native import (
+    ENTER_PYTHON_PATH,
+    RELEASE,
+    STAGE_BREAKER_OPEN,
+    STAGE_BULKHEAD_FULL,
+    STAGE_CALLED,
+    STAGE_PYTHON_PATH,
+    STAGE_RATE_LIMITED,
+)
 from ._specialised import HotMethods
-from .breaker import _RELEASE, CircuitBreaker, _reject
+from .breaker import CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
@@ -60,10 +69,6 @@ __all__ = ["Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-# Stages reported by the native first attempt (see cpp/src/module.cpp).
-_PYTHON_PATH, _CALLED, _BREAKER_OPEN, _RATE_LIMITED, _BULKHEAD_FULL = -1, 0, 1, 2, 3
-_ENTER_PYTHON_PATH = -100  # what native _enter() returns when every call needs Python
 
 
 class Policy(_core.Policy):
@@ -206,8 +211,8 @@ class Policy(_core.Policy):
             if not isinstance(error, Exception):
                 raise error  # a cancellation: never retried
             # Retry outside the except block, so later errors keep their own __context__.
-            return await self._resume_async(_CALLED, error, fn, args, kwargs)
-        stage = _PYTHON_PATH if ticket == _ENTER_PYTHON_PATH else -ticket
+            return await self._resume_async(STAGE_CALLED, error, fn, args, kwargs)
+        stage = STAGE_PYTHON_PATH if ticket == ENTER_PYTHON_PATH else -ticket
         return await self._resume_async(stage, None, fn, args, kwargs)
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
@@ -222,7 +227,7 @@ class Policy(_core.Policy):
         def attempt() -> T:
             return self._attempt(fn, args, kwargs)
 
-        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self._wait):
+        if stage == STAGE_PYTHON_PATH or (stage == STAGE_RATE_LIMITED and self._wait):
             deadline = deadline_for(self._clock, self._timeout)
             with deadline_scope(self._clock, deadline):
                 return self._retrier.run(attempt, deadline)
@@ -235,21 +240,21 @@ class Policy(_core.Policy):
             return self._attempt_async(fn, args, kwargs)
 
         bulkhead = self._bulkhead
-        queued = stage == _BULKHEAD_FULL and bulkhead is not None and bulkhead.max_queue
-        if stage == _PYTHON_PATH or (stage == _RATE_LIMITED and self._wait) or queued:
+        queued = stage == STAGE_BULKHEAD_FULL and bulkhead is not None and bulkhead.max_queue
+        if stage == STAGE_PYTHON_PATH or (stage == STAGE_RATE_LIMITED and self._wait) or queued:
             deadline = deadline_for(self._clock, self._timeout)
             return await call_until(self._clock, deadline, self._name,
                                     self._retrier.run_async, (attempt, deadline), {})
         return await self._retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
 
     def _first_error(self, stage: int, exc: BaseException | None) -> BaseException:
-        if stage == _CALLED:
+        if stage == STAGE_CALLED:
             assert exc is not None
             return exc
-        if stage == _BREAKER_OPEN:
+        if stage == STAGE_BREAKER_OPEN:
             assert self._breaker is not None
             return _reject(self._breaker)
-        if stage == _RATE_LIMITED:
+        if stage == STAGE_RATE_LIMITED:
             return self._rate_limited()
         assert self._bulkhead is not None
         return self._bulkhead._reject()
@@ -342,7 +347,7 @@ class Policy(_core.Policy):
         if token is not None:
             token._refund()
         if self._breaker is not None:
-            self._breaker._record(ticket, _RELEASE)
+            self._breaker._record(ticket, RELEASE)
 
     def _take_token(self) -> Reservation:
         """The attempt's token, waited for when ``wait``; else RateLimitError."""

@@ -35,9 +35,10 @@ from datetime import datetime, timedelta, timezone
 from functools import wraps
 from typing import Any, AnyStr, ClassVar, Literal
 
-from .. import _core, _validate
-from . import _native
-from ._native import CANCELLED, CLOSED, FAILURE, HALF_OPEN, OPEN, RELEASE, SUCCESS
+from .. import _core, _native, _validate
+from .._native import CLOSED, FAILURE, HALF_OPEN, OPEN, RELEASE, SUCCESS
+from . import _shared
+from ._shared import CANCELLED
 
 __all__ = [
     "STATE_CLOSED",
@@ -126,9 +127,9 @@ class CircuitBreaker(_core.CircuitBreaker):
         owner = type(self).__name__
         threshold = _validate.integer(owner, "failure_threshold",
                                       failure_threshold or self.FAILURE_THRESHOLD, 1,
-                                      _native.MAX_FAILURE_THRESHOLD)
+                                      _shared.MAX_FAILURE_THRESHOLD)
         recovery = recovery_timeout or self.RECOVERY_TIMEOUT
-        _validate.non_negative(owner, "recovery_timeout", recovery, maximum=_native.MAX_TIMEOUT)
+        _validate.non_negative(owner, "recovery_timeout", recovery, maximum=_shared.MAX_TIMEOUT)
         if not expected_exception:
             # This very class's attribute (a function there must not become a
             # method), else the base class's.

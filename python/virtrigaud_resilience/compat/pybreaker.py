@@ -40,9 +40,10 @@ from datetime import datetime, timezone
 from functools import wraps
 from typing import Any, TypeVar
 
-from .. import _core, _validate
-from . import _native
-from ._native import CANCELLED, CLOSED, FAILURE, HALF_OPEN, OPEN, RELEASE, SUCCESS
+from .. import _core, _native, _validate
+from .._native import CLOSED, FAILURE, HALF_OPEN, OPEN, RELEASE, SUCCESS
+from . import _shared
+from ._shared import CANCELLED
 
 __all__ = (
     "CircuitBreaker",
@@ -571,13 +572,13 @@ class CircuitBreaker(_core.CircuitBreaker):
             # Never opened: an open circuit lets the next call through (as pybreaker).
             stamp = self._now_ns() - _ns(self._reset_timeout) - 1
         else:
-            stamp = _native.stamp_of(self, opened_at)
+            stamp = _shared.stamp_of(self, opened_at)
         self._restore(code, storage.counter, storage.success_counter, stamp)
 
     def _write_through(self, name: str) -> None:
         storage = self._state_storage
         if name == STATE_OPEN:
-            storage.opened_at = _native.wall_of(self, self.opened_at_ns)
+            storage.opened_at = _shared.wall_of(self, self.opened_at_ns)
         elif name == STATE_CLOSED:
             storage.reset_success_counter()
         storage.state = name
@@ -603,10 +604,10 @@ def _ns(seconds: float) -> int:
 
 def _check_config(fail_max: Any, reset_timeout: Any, success_threshold: Any) -> tuple[int, Any, int]:
     owner = "CircuitBreaker"
-    fail_max = _validate.integer(owner, "fail_max", fail_max, 1, _native.MAX_FAILURE_THRESHOLD)
-    _validate.non_negative(owner, "reset_timeout", reset_timeout, maximum=_native.MAX_TIMEOUT)
+    fail_max = _validate.integer(owner, "fail_max", fail_max, 1, _shared.MAX_FAILURE_THRESHOLD)
+    _validate.non_negative(owner, "reset_timeout", reset_timeout, maximum=_shared.MAX_TIMEOUT)
     success_threshold = _validate.integer(owner, "success_threshold", success_threshold, 1,
-                                          _native.MAX_SUCCESS_THRESHOLD)
+                                          _shared.MAX_SUCCESS_THRESHOLD)
     return fail_max, reset_timeout, success_threshold
 
 
@@ -827,7 +828,7 @@ class CircuitMemoryStorage(CircuitBreakerStorage):
         breaker = self._breaker
         if breaker is None or breaker.opened_at_ns == self._opened_at_stamp:
             return self._opened_at
-        self._opened_at = _native.wall_of(breaker, breaker.opened_at_ns)
+        self._opened_at = _shared.wall_of(breaker, breaker.opened_at_ns)
         self._opened_at_stamp = breaker.opened_at_ns
         return self._opened_at
 
@@ -835,7 +836,7 @@ class CircuitMemoryStorage(CircuitBreakerStorage):
     def opened_at(self, datetime: datetime) -> None:
         self._opened_at = datetime
         if self._breaker is not None:
-            stamp = _native.stamp_of(self._breaker, datetime)
+            stamp = _shared.stamp_of(self._breaker, datetime)
             self._set(stamp=stamp)
             self._opened_at_stamp = stamp
 

@@ -36,6 +36,10 @@ from typing import Any, TypeVar, cast
 import redis
 
 from .. import _validate
+from .._native import CLOSED
+from .._native import FAILURE as _FAILURE
+from .._native import RELEASE as _RELEASE
+from .._native import SUCCESS as _SUCCESS
 from ..breaker import MAX_RESET_TIMEOUT, BreakerConfig, BreakerState, CircuitBreaker
 from ..errors import CircuitOpenError, UnauthorizedError
 from .clients import Client, client_kind, describe
@@ -58,8 +62,6 @@ GUARD_PROVIDER_TYPE = "redis"
 #: (a bug, an unexpected error of a client): it backs off, doubling from the
 #: probe interval up to this many seconds, and keeps probing.
 PROBE_BACKOFF_CAP = 30.0
-
-_SUCCESS, _FAILURE, _RELEASE = 0, 1, 2
 
 
 class RedisUnavailable(Exception):
@@ -132,7 +134,7 @@ class RedisGuard:
     @property
     def up(self) -> bool:
         """True while decisions go to Redis (the breaker is closed)."""
-        return self.breaker._state_code == 0
+        return self.breaker._state_code == CLOSED
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` (a Redis command) through the breaker.
@@ -193,7 +195,7 @@ class RedisGuard:
 
     def _admit(self) -> int:
         breaker = self.breaker
-        if breaker._state_code:
+        if breaker._state_code != CLOSED:
             raise RedisUnavailable("the Redis guard is open")
         try:
             return breaker._admit()

@@ -23,9 +23,6 @@ _logger = logging.getLogger("backoff")
 _logger.addHandler(logging.NullHandler())
 _logger.setLevel(logging.INFO)
 
-#: The outcomes a RetryCall reports to its resume callback.
-NOT_RUN, RAISED, REJECTED = 0, 1, 2
-
 
 def _maybe_call(f: Any, *args: Any, **kwargs: Any) -> Any:
     """``f(*args, **kwargs)`` for a callable that accepts that call, else ``f``

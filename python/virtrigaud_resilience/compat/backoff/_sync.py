@@ -14,12 +14,12 @@ import time
 from typing import Any
 
 from ... import _core
+from ..._native import MODE_NATIVE, MODE_PYTHON, RESUME_NOT_RUN
 from . import _wait_gen
-from ._common import NOT_RUN, Settings, _next_wait, details_of, elapsed_since
+from ._common import Settings, _next_wait, details_of, elapsed_since
 
 _BUILTIN_GENERATORS = (_wait_gen.expo, _wait_gen.fibo, _wait_gen.constant, _wait_gen.runtime,
                        _wait_gen.decay)
-_NATIVE, _PYTHON = 1, 0
 _NOTHING = object()
 
 
@@ -33,7 +33,7 @@ def retry_exception(settings: Settings) -> Any:
 
     def resume(outcome: int, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                started: float) -> Any:
-        if outcome == NOT_RUN:
+        if outcome == RESUME_NOT_RUN:
             return _exception_loop(settings, args, kwargs, None, None)
         return _exception_loop(settings, args, kwargs, value, started)
 
@@ -45,7 +45,7 @@ def retry_predicate(settings: Settings) -> Any:
 
     def resume(outcome: int, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
                started: float) -> Any:
-        if outcome == NOT_RUN:
+        if outcome == RESUME_NOT_RUN:
             return _predicate_loop(settings, args, kwargs, _NOTHING, None)
         return _predicate_loop(settings, args, kwargs, value, started)
 
@@ -57,7 +57,7 @@ def _decorated(settings: Settings, resume: Any, retry_on: Any, check: Any) -> An
     wrapped = _core.RetryCall(settings.target, resume, clock=True)
     functools.update_wrapper(wrapped, settings.target)
     native = settings.native_first_try(_BUILTIN_GENERATORS)
-    wrapped._configure(_NATIVE if native else _PYTHON, retry_on, check)
+    wrapped._configure(MODE_NATIVE if native else MODE_PYTHON, retry_on, check)
     return wrapped
 
 

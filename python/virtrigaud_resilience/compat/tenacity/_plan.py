@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import typing
 
+from ..._native import MODE_NATIVE, MODE_PASSTHROUGH, MODE_PYTHON
 from .before import before_nothing
 from .retry import (
     _retry_never,
@@ -32,9 +33,6 @@ from .retry import (
 
 if typing.TYPE_CHECKING:
     from ._retrying import BaseRetrying
-
-#: RetryCall modes.
-PYTHON, NATIVE, PASSTHROUGH = 0, 1, 2
 
 #: Strategies that answer False on a result without calling anything
 #: (exact types: a subclass may override __call__).
@@ -109,11 +107,11 @@ def native_plan(controller: BaseRetrying, base: type | None = None, kinds: Kinds
     from ._retrying import Retrying, TryAgain
 
     if not controller.enabled:
-        return PASSTHROUGH, None
+        return MODE_PASSTHROUGH, None
     if not stands_in(controller, base or Retrying):
-        return PYTHON, None
+        return MODE_PYTHON, None
     if controller.before is not None and controller.before is not before_nothing:
-        return PYTHON, None
+        return MODE_PYTHON, None
     if not result_blind(controller.retry, kinds):
-        return PYTHON, None
-    return NATIVE, exceptions_retried(controller.retry, TryAgain)
+        return MODE_PYTHON, None
+    return MODE_NATIVE, exceptions_retried(controller.retry, TryAgain)

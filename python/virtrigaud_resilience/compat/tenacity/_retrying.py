@@ -41,6 +41,7 @@ from collections.abc import Callable, Generator
 from concurrent import futures
 
 from ... import _core
+from ..._native import RESUME_NOT_RUN
 from . import _plan, _utils
 from .after import after_nothing
 from .before import before_nothing
@@ -65,9 +66,6 @@ WRAPPER_ASSIGNMENTS = functools.WRAPPER_ASSIGNMENTS + ("__defaults__", "__kwdefa
 
 #: tenacity's statistics after begin(), besides "start_time" (the monotonic clock).
 _BEGIN_STATISTICS = (("attempt_number", 1), ("idle_for", 0), ("delay_since_first_attempt", 0))
-
-# The outcomes a RetryCall reports to its resume callback.
-_NOT_RUN, _RAISED = 0, 1
 
 
 @dataclasses.dataclass(slots=True)
@@ -469,15 +467,15 @@ class BaseRetrying(ABC):
     def _resume(self, wrapped: typing.Any, f: Callable[..., typing.Any], outcome: int,
                 value: typing.Any, args: tuple[typing.Any, ...], kwargs: dict[str, typing.Any],
                 started: float) -> typing.Any:
-        """The Python side of a decorated call: all of it (``_NOT_RUN``), or
+        """The Python side of a decorated call: all of it (``RESUME_NOT_RUN``), or
         from a first attempt that raised ``value``."""
-        if outcome == _NOT_RUN and not self.enabled:
+        if outcome == RESUME_NOT_RUN and not self.enabled:
             return f(*args, **kwargs)
         # A copy per call, so nested and concurrent calls keep their own state.
         copy = self.copy()
         stats = wrapped.statistics
         copy._local.statistics = stats
-        if outcome == _NOT_RUN:
+        if outcome == RESUME_NOT_RUN:
             stats.clear()
             self._local.statistics = stats
             return copy(f, *args, **kwargs)

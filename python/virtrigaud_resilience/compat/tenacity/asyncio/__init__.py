@@ -16,6 +16,7 @@ import time
 import typing
 from collections.abc import Awaitable, Callable
 
+from ...._native import MODE_NATIVE, MODE_PASSTHROUGH, MODE_PYTHON
 from .. import _plan, _utils
 from .._retrying import (
     _BEGIN_STATISTICS,
@@ -66,7 +67,7 @@ class _Plan:
     __slots__ = ("mode", "retry_on", "__weakref__")
 
     def __init__(self) -> None:
-        self.mode = _plan.PYTHON
+        self.mode = MODE_PYTHON
         self.retry_on: tuple[type[BaseException], ...] | None = None
 
     def _configure(self, mode: int, retry_on: tuple[type[BaseException], ...] | None,
@@ -199,10 +200,10 @@ class AsyncRetrying(BaseRetrying):
         @functools.wraps(fn, WRAPPER_ASSIGNMENTS)
         async def async_wrapped(*args: typing.Any, **kwargs: typing.Any) -> typing.Any:
             mode = plan.mode
-            if mode == _plan.PASSTHROUGH:
+            if mode == MODE_PASSTHROUGH:
                 return await fn(*args, **kwargs)
             stats = async_wrapped.statistics  # type: ignore[attr-defined]
-            if mode == _plan.NATIVE:
+            if mode == MODE_NATIVE:
                 started = self._begin_in_place(stats)
                 try:
                     if is_async:

@@ -1,5 +1,6 @@
-"""What the drop-ins share: the native breaker's hook flags and state codes,
-cancellation, and time conversions between a breaker's clock and the wall clock."""
+"""What the drop-ins share besides the native contract (which is
+virtrigaud_resilience._native): cancellation, the native breaker's limits,
+and time conversions between a breaker's clock and the wall clock."""
 
 from __future__ import annotations
 
@@ -7,20 +8,6 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 from .. import _core
-
-# _core.CircuitBreaker._set_hooks() flags (Hooks in cpp/src/module.cpp).
-HOOK_TRANSITION = 1
-HOOK_REJECT = 2
-HOOK_ERROR = 4
-HOOK_GENERATOR = 8
-ACCEPT_COROUTINE = 16
-DELEGATE = 32
-
-# Native state codes (as _core reports them) and _record_quiet outcomes.
-CLOSED, HALF_OPEN, OPEN = 0, 1, 2
-SUCCESS, FAILURE, RELEASE = 0, 1, 2
-#: _core's move kinds.
-MOVE_CLOSE, MOVE_HALF_OPEN, MOVE_OPEN, MOVE_OPEN_COUNTED = 0, 1, 2, 3
 
 #: Exceptions that end a call without an outcome: the call gave up its slot,
 #: it did not fail (the pure-Python peers count some of them; see docs/migrating.md).
@@ -31,11 +18,6 @@ MAX_SUCCESS_THRESHOLD: int = _core.BREAKER_MAX_SUCCESS_THRESHOLD
 MAX_FAILURE_THRESHOLD: int = _core.BREAKER_MAX_FAILURE_THRESHOLD
 #: Longest reset / recovery timeout in seconds (about 31 years).
 MAX_TIMEOUT = 1e9
-
-
-def is_half_open_probe(ticket: int) -> bool:
-    """Whether a ticket holds a half-open slot (Ticket::encode's low bit)."""
-    return ticket >= 0 and ticket & 1 == 1
 
 
 def wall_of(breaker: _core.CircuitBreaker, stamp_ns: int) -> datetime:
