@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ... import _core
-from ..._native import MODE_NATIVE, MODE_PYTHON, RESUME_NOT_RUN
+from ..._native import MODE_NATIVE, MODE_PYTHON, RESUME_NOT_RUN, RetryResume
 from . import _wait_gen
 from ._common import Settings, _next_wait, details_of, elapsed_since
 
@@ -53,7 +53,7 @@ def retry_predicate(settings: Settings) -> Any:
     return _decorated(settings, resume, (), settings.predicate)
 
 
-def _decorated(settings: Settings, resume: Any, retry_on: Any, check: Any) -> Any:
+def _decorated(settings: Settings, resume: RetryResume, retry_on: Any, check: Any) -> Any:
     wrapped = _core.RetryCall(settings.target, resume, clock=True)
     functools.update_wrapper(wrapped, settings.target)
     native = settings.native_first_try(_BUILTIN_GENERATORS)
