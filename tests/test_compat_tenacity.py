@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from virtrigaud_resilience import _core
+from virtrigaud_resilience._native import MODE_NATIVE
 from virtrigaud_resilience.compat import tenacity as compat
 
 real = pytest.importorskip("tenacity")
@@ -907,11 +908,11 @@ def test_retry_call_refuses_bad_construction() -> None:
     with pytest.raises(ValueError, match="mode"):
         call._configure(7, None, None)
     with pytest.raises(TypeError, match="retry_on"):
-        call._configure(1, "OSError", None)
+        call._configure(MODE_NATIVE, "OSError", None)
     with pytest.raises(TypeError, match="check"):
-        call._configure(1, None, 3)
+        call._configure(MODE_NATIVE, None, 3)
     stats = _core.RetryCall(len, lambda *a: None, stats_key="statistics")
-    stats._configure(1, None, None)
+    stats._configure(MODE_NATIVE, None, None)
     with pytest.raises(AttributeError, match="statistics"):
         stats("abc")  # no statistics dict: an error, never a crash
 
@@ -931,18 +932,18 @@ def test_the_native_call_leaks_nothing() -> None:
                             clock_key="start_time", template=(("attempt_number", 1),),
                             local=local)
     stats.statistics = {}
-    stats._configure(1, None, None)
+    stats._configure(MODE_NATIVE, None, None)
     def raise_(error: type[Exception]) -> Any:
         def fails(*args: Any, **kwargs: Any) -> None:
             raise error("x")  # a new one each time: a re-raised one grows its traceback
         return fails
 
     raising = _core.RetryCall(raise_(KeyError), resume)
-    raising._configure(1, (OSError,), None)
+    raising._configure(MODE_NATIVE, (OSError,), None)
     resumed = _core.RetryCall(raise_(OSError), resume, clock=True)
-    resumed._configure(1, (OSError,), None)
+    resumed._configure(MODE_NATIVE, (OSError,), None)
     rejected = _core.RetryCall(lambda x: x, resume)
-    rejected._configure(1, (), lambda value: value > 0)
+    rejected._configure(MODE_NATIVE, (), lambda value: value > 0)
 
     def run(n: int) -> None:
         for i in range(n):

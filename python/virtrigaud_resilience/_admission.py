@@ -37,7 +37,6 @@ from ._native import HELD_BREAKER, HELD_BUCKET
 __all__ = ["Held", "enable", "held", "hold", "holding"]
 
 T = TypeVar("T")
-_HELD_BOTH: Final = HELD_BREAKER | HELD_BUCKET
 
 
 class Held:
@@ -98,16 +97,18 @@ def hold(breaker: object, limiter: object) -> Held | None:
 def held(breaker: object, limiter: object) -> tuple[bool, bool]:
     """Whether an enclosing attempt of this thread or task holds ``breaker``
     (a permit) and ``limiter`` (a token); None is never held."""
-    mask = _core._held(breaker, limiter)
-    record = _HELD.get()
-    while record is not None and mask != _HELD_BOTH:
+    mask = _core._held(breaker, limiter)  # the native sync attempts
+    holds_breaker = (mask & HELD_BREAKER) != 0
+    holds_limiter = (mask & HELD_BUCKET) != 0
+    record = _HELD.get()  # the Python ones
+    while record is not None and not (holds_breaker and holds_limiter):
         if record.live:
             if breaker is not None and record.breaker is breaker:
-                mask |= HELD_BREAKER
+                holds_breaker = True
             if limiter is not None and record.limiter is limiter:
-                mask |= HELD_BUCKET
+                holds_limiter = True
         record = record.outer
-    return bool(mask & HELD_BREAKER), bool(mask & HELD_BUCKET)
+    return holds_breaker, holds_limiter
 
 
 async def holding(breaker: object, limiter: object, fn: Callable[..., Awaitable[T]],
