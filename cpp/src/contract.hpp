@@ -58,7 +58,8 @@ enum Stage : int {
     kBreakerOpen = 1,   // the breaker refused attempt 0
     kRateLimited = 2,   // the bucket had no token for attempt 0
     kBulkheadFull = 3,  // no bulkhead slot for attempt 0
-    kRaised = 4,        // (C++ only) a hook raised KeyboardInterrupt / SystemExit (set); nothing held
+    kRaised = 4,        // (C++ only) a hook raised KeyboardInterrupt / SystemExit (set);
+                        // nothing held
 };
 
 // What Policy._enter() returns when every call needs Python (kPythonPath):
@@ -106,7 +107,8 @@ inline void bind_contract(nanobind::module_& m) {
                      "CircuitBreaker._set_hooks() flags: the parts of the call path that go\n"
                      "to the breaker's own Python methods.")
         .value("TRANSITION", kHookTransition, "self._transition(old, new) gets every transition.")
-        .value("REJECT", kHookReject, "A rejected call returns self._on_reject(fn, *args, **kwargs).")
+        .value("REJECT", kHookReject,
+               "A rejected call returns self._on_reject(fn, *args, **kwargs).")
         .value("ERROR", kHookError, "A raised call returns or raises self._on_error(ticket, exc).")
         .value("GENERATOR", kHookGenerator,
                "A generator result is self._on_generator(ticket, gen), the outcome when it ends.")
