@@ -25,7 +25,8 @@ import collections
 import socket
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import grpc
@@ -287,3 +288,22 @@ def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _Startable(Protocol):
+    def start(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+_Server = TypeVar("_Server", bound=_Startable)
+
+
+def serving(server: _Server) -> Iterator[_Server]:
+    """A fixture's body: ``server`` started, yielded, and stopped however the
+    tests using it end (``yield from serving(HttpServer())``)."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -40,7 +40,7 @@ from virtrigaud_resilience.providers import (  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
 
-from loopback import GrpcServer, HttpServer, identity  # noqa: E402
+from loopback import GrpcServer, HttpServer, identity, serving  # noqa: E402
 
 CONFIG = vr.Config.production()
 PROBES = CONFIG.breaker.half_open_max_calls
@@ -51,16 +51,12 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def grpc_server() -> Iterator[GrpcServer]:
-    srv = GrpcServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(GrpcServer())
 
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[HttpServer]:
-    srv = HttpServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(HttpServer())
 
 
 class Client:

@@ -26,7 +26,7 @@ from virtrigaud_resilience import rpcstats  # noqa: E402
 from virtrigaud_resilience.providers import AdapterOptions, never_sent  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 
-from loopback import DroppingServer, GrpcServer, closed_port, identity  # noqa: E402
+from loopback import DroppingServer, GrpcServer, closed_port, identity, serving  # noqa: E402
 
 S = grpc.StatusCode
 SERVICE = "/provider.v1.Provider"
@@ -65,9 +65,7 @@ _labels = itertools.count()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GrpcServer]:
-    srv = GrpcServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(GrpcServer())
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from virtrigaud_resilience.providers.grpc_channel import (  # noqa: E402
     GuardedChannel,
 )
 
-from loopback import GrpcServer, identity  # noqa: E402
+from loopback import GrpcServer, identity, serving  # noqa: E402
 
 S = grpc.StatusCode
 DESCRIBE = "/provider.v1.Provider/Describe"
@@ -33,9 +33,7 @@ _labels = itertools.count()
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[GrpcServer]:
-    srv = GrpcServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(GrpcServer())
 
 
 def breaker(threshold: int = 100) -> vr.CircuitBreaker:
@@ -240,6 +238,11 @@ def test_the_guarded_sync_channel_is_the_channel_otherwise(server: GrpcServer) -
         channel.subscribe(states.append, try_to_connect=True)
         assert unary(channel)(b"x") == b"ok:x"
         assert unary(channel).future(b"x").result(timeout=10) == b"ok:x"
+        # grpc's own threads deliver the state and settle the future: wait for them
+        deadline = time.monotonic() + 10
+        while (grpc.ChannelConnectivity.READY not in states or cb.successes < 2) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
         channel.unsubscribe(states.append)
     assert grpc.ChannelConnectivity.READY in states
     assert cb.successes == 2

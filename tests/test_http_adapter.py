@@ -25,7 +25,7 @@ from virtrigaud_resilience import rpcstats  # noqa: E402
 from virtrigaud_resilience.providers import never_sent  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
 
-from loopback import DroppingServer, HttpServer, closed_port  # noqa: E402
+from loopback import DroppingServer, HttpServer, closed_port, serving  # noqa: E402
 
 #: status -> (taxonomy class, retryable, counts as a breaker failure)
 TABLE: dict[int, tuple[type[vr.ProviderError], bool, bool]] = {
@@ -58,16 +58,12 @@ READ_ONLY = httpx.Timeout(5.0, read=0.05)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[HttpServer]:
-    srv = HttpServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(HttpServer())
 
 
 @pytest.fixture(scope="module")
 def dropping() -> Iterator[DroppingServer]:
-    srv = DroppingServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(DroppingServer())
 
 
 def breaker(threshold: int = 100) -> vr.CircuitBreaker:

@@ -34,7 +34,14 @@ import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience.providers import never_sent  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
 
-from loopback import DroppingServer, HttpServer, HttpState, asgi_app, closed_port  # noqa: E402
+from loopback import (  # noqa: E402
+    DroppingServer,
+    HttpServer,
+    HttpState,
+    asgi_app,
+    closed_port,
+    serving,
+)
 
 _labels = itertools.count()
 
@@ -224,9 +231,7 @@ def server() -> Iterator[HttpServer]:
 
 @pytest.fixture(scope="module")
 def broken() -> Iterator[BrokenServer]:
-    srv = BrokenServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(BrokenServer())
 
 
 # -- helpers -------------------------------------------------------------------------------------

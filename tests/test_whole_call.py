@@ -30,21 +30,17 @@ from virtrigaud_resilience.providers import (  # noqa: E402
 from virtrigaud_resilience.providers import grpc as vrg  # noqa: E402
 from virtrigaud_resilience.providers import http as vrh  # noqa: E402
 
-from loopback import GrpcServer, HttpServer, closed_port, identity  # noqa: E402
+from loopback import GrpcServer, HttpServer, closed_port, identity, serving  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[HttpServer]:
-    srv = HttpServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(HttpServer())
 
 
 @pytest.fixture(scope="module")
 def grpc_server() -> Iterator[GrpcServer]:
-    srv = GrpcServer().start()
-    yield srv
-    srv.stop()
+    yield from serving(GrpcServer())
 
 
 def raw_http_error(url: str, timeout: float = 5.0) -> BaseException:

@@ -292,11 +292,11 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
         self._start = SyncInterceptor(step).start
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnaryUnary(self.step, self._start, method,
+        return _UnaryUnary(self.step.method(method), self._start,
                            self._channel.unary_unary(method, *args, **kwargs))
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return _UnaryStream(self.step, self._start, method,
+        return _UnaryStream(self.step.stream_method(method), self._start,
                             self._channel.unary_stream(method, *args, **kwargs))
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -329,16 +329,23 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
 _Start = Callable[[Method, "float | None", bool], "tuple[Settler, float | None]"]
 
 
-class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
+class _SyncMultiCallable:
+    """What a guarded sync multi-callable holds: its method (resolved once),
+    how a call of it starts (:meth:`~.grpc.SyncInterceptor.start`) and
+    grpc's own multi-callable."""
+
+    __slots__ = ("_method", "_start", "_call")
+
+    def __init__(self, method: Method, start: _Start, call: Any) -> None:
+        self._method = method
+        self._start = start
+        self._call = call
+
+
+class _UnaryUnary(_SyncMultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
     """A guarded sync unary-unary multi-callable."""
 
-    __slots__ = ("_step", "_method", "_call", "_start")
-
-    def __init__(self, step: RpcCallStep, start: _Start, key: str, call: Any) -> None:
-        self._step = step
-        self._method = step.method(key)
-        self._call = call
-        self._start = start
+    __slots__ = ()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None,
                  credentials: Any = None, wait_for_ready: bool | None = None,
@@ -382,16 +389,10 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
         return GuardedCall(future, settler)
 
 
-class _UnaryStream(grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
+class _UnaryStream(_SyncMultiCallable, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
     """A guarded sync unary-stream multi-callable (:class:`~.grpc_call.GuardedStream`)."""
 
-    __slots__ = ("_step", "_method", "_call", "_start")
-
-    def __init__(self, step: RpcCallStep, start: _Start, key: str, call: Any) -> None:
-        self._step = step
-        self._method = step.stream_method(key)
-        self._call = call
-        self._start = start
+    __slots__ = ()
 
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None,
                  credentials: Any = None, wait_for_ready: bool | None = None,
