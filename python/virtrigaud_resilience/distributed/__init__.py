@@ -27,15 +27,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-try:
-    import redis  # noqa: F401
-except ImportError as exc:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "virtrigaud_resilience.distributed needs redis-py: "
-        "pip install 'virtrigaud-resilience[redis]'"
-    ) from exc
+from .._extras import require
 
-from .. import _deprecated
+require("redis", "redis-py", "redis", __name__)
+
+from .. import _deprecated  # noqa: E402
 from .breaker_sync import DEFAULT_KEY, RedisBreakerSync
 from .client_breaker import DEFAULT_PROBE_INTERVAL, RedisClientBreaker
 from .clients import DEFAULT_SOCKET_TIMEOUT, client_kind, connect, describe

@@ -55,13 +55,10 @@ import threading
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, ParamSpec, TypeVar, Union
 
-try:
-    import kopf
-except ImportError as exc:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "virtrigaud_resilience.integrations.kopf needs kopf: "
-        "pip install 'virtrigaud-resilience[kopf]'"
-    ) from exc
+from .._extras import require
+
+require("kopf", "kopf", "kopf", __name__)
+import kopf  # noqa: E402
 
 from .. import _validate
 from .._decorate import is_async_callable

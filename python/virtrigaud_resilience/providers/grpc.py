@@ -104,15 +104,12 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-try:
-    import grpc
-    import grpc._interceptor
-    import grpc.aio
-except ImportError as exc:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "virtrigaud_resilience.providers.grpc needs grpcio: "
-        "pip install 'virtrigaud-resilience[grpc]'"
-    ) from exc
+from .._extras import require
+
+require("grpc.aio", "grpcio", "grpc", __name__)
+import grpc  # noqa: E402
+import grpc._interceptor  # noqa: E402
+import grpc.aio  # noqa: E402
 
 from .._deprecated import RenamedAttribute, module_getattr
 from ..breaker import CircuitBreaker, Permit, default_failure_predicate

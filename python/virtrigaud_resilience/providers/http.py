@@ -84,13 +84,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
-try:
-    import httpx
-except ImportError as exc:  # pragma: no cover - exercised without the extra only
-    raise ImportError(
-        "virtrigaud_resilience.providers.http needs httpx: "
-        "pip install 'virtrigaud-resilience[http]'"
-    ) from exc
+from .._extras import require
+
+require("httpx", "httpx", "http", __name__)
+import httpx  # noqa: E402
 
 from .. import _validate
 from .._deprecated import RenamedAttribute, module_getattr
