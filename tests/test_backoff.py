@@ -131,15 +131,21 @@ def test_exponential_jitter_bounds(config: tuple[float, float, float, int, int])
 @settings(max_examples=300, deadline=None)
 @given(delays_config, st.booleans())
 def test_full_jitter_bounds(config: tuple[float, float, float, int, int], jitter: bool) -> None:
-    base, extra, mult, attempt, seed = config
-    cap = min(base + extra, 86_400.0)
-    d = capped(base, mult, cap, attempt)
-    bo = vr.Backoff(base, cap, mult, jitter=jitter, strategy="full_jitter", seed=seed)
-    for _ in range(5):
-        x = bo.delay(attempt)
-        assert math.isfinite(x)
+    d, delays = jittered(config, jitter, "full_jitter")
+    for x in delays:
         assert 0.0 <= x <= d
         assert x < d or d == 0.0
+
+
+def jittered(config: tuple[float, float, float, int, int], jitter: bool,
+             strategy: str) -> tuple[float, list[float]]:
+    """The capped delay of ``config``'s attempt and five finite draws of ``strategy``."""
+    base, extra, mult, attempt, seed = config
+    cap = min(base + extra, 86_400.0)
+    bo = vr.Backoff(base, cap, mult, jitter=jitter, strategy=strategy, seed=seed)
+    delays = [bo.delay(attempt) for _ in range(5)]
+    assert all(math.isfinite(x) for x in delays)
+    return capped(base, mult, cap, attempt), delays
 
 
 def test_full_jitter_stays_below_a_subnormal_delay() -> None:
@@ -152,14 +158,8 @@ def test_full_jitter_stays_below_a_subnormal_delay() -> None:
 @settings(max_examples=300, deadline=None)
 @given(delays_config, st.booleans())
 def test_equal_jitter_bounds(config: tuple[float, float, float, int, int], jitter: bool) -> None:
-    base, extra, mult, attempt, seed = config
-    cap = min(base + extra, 86_400.0)
-    d = capped(base, mult, cap, attempt)
-    bo = vr.Backoff(base, cap, mult, jitter=jitter, strategy="equal_jitter", seed=seed)
-    for _ in range(5):
-        x = bo.delay(attempt)
-        assert math.isfinite(x)
-        assert d / 2 <= x <= d
+    d, delays = jittered(config, jitter, "equal_jitter")
+    assert all(d / 2 <= x <= d for x in delays)
 
 
 @settings(max_examples=300, deadline=None)

@@ -105,6 +105,15 @@ class Client:
 Composed = tuple[ResilientProvider, Client, Callable[[], int]]
 
 
+def provider_over(send: Callable[[bool], Awaitable[None]], clock: vr.ManualClock, name: str,
+                  hits: Callable[[], int]) -> Composed:
+    """A ResilientProvider over a client whose operations ``send(down)``
+    through a guarded transport; ``hits()`` counts the server's requests."""
+    client = Client(send)
+    return (ResilientProvider(client, "vsphere", name, CONFIG, clock=clock, metrics=False),
+            client, hits)
+
+
 @pytest.fixture
 async def over_grpc(grpc_server: GrpcServer) -> AsyncIterator[Callable[..., Composed]]:
     async for make in grpc_composed(grpc_server, interceptors=True):
@@ -140,9 +149,7 @@ async def grpc_composed(grpc_server: GrpcServer,
         async def send(down: bool) -> None:
             await describe(b"code=UNAVAILABLE" if down else b"vm-1")
 
-        client = Client(send)
-        return (ResilientProvider(client, "vsphere", name, CONFIG, clock=clock,
-                                  metrics=False), client, lambda: grpc_server.hits)
+        return provider_over(send, clock, name, lambda: grpc_server.hits)
 
     yield make
     for channel in channels:
@@ -163,9 +170,7 @@ async def over_http(http_server: HttpServer) -> AsyncIterator[Callable[..., Comp
         async def send(down: bool) -> None:
             await http.get("/status/503" if down else "/vms/vm-1")
 
-        client = Client(send)
-        return (ResilientProvider(client, "vsphere", name, CONFIG, clock=clock,
-                                  metrics=False), client, lambda: http_server.hits)
+        return provider_over(send, clock, name, lambda: http_server.hits)
 
     yield make
     for http in clients:

@@ -440,14 +440,20 @@ def test_a_bare_transport_reads_at_most_64_kib_too(broken: BrokenServer) -> None
     assert len(info.value.response.content) == vrh.ERROR_BODY_LIMIT
 
 
-async def test_a_stream_holds_its_probe_until_closed(server: HttpServer) -> None:
-    cb = vr.CircuitBreaker("http-conventions", "http", "probe",
+async def half_open(name: str) -> vr.CircuitBreaker:
+    """A breaker whose reset timeout has passed: the next call is its one probe."""
+    cb = vr.CircuitBreaker("http-conventions", "http", name,
                            vr.BreakerConfig(failure_threshold=1, reset_timeout=0.01,
                                             half_open_max_calls=1))
     permit = cb.try_acquire()
     assert permit is not None
     permit.failure()
     await asyncio.sleep(0.02)
+    return cb
+
+
+async def test_a_stream_holds_its_probe_until_closed(server: HttpServer) -> None:
+    cb = await half_open("probe")
     async with vrh.AsyncResilientClient("http", "stream", base_url=server.url,
                                         **options(breaker=cb)) as client:
         async with client.stream("GET", "/vms/1") as response:
@@ -457,13 +463,7 @@ async def test_a_stream_holds_its_probe_until_closed(server: HttpServer) -> None
 
 
 async def test_a_reader_cancelled_mid_body_records_nothing(broken: BrokenServer) -> None:
-    cb = vr.CircuitBreaker("http-conventions", "http", "cancel-body",
-                           vr.BreakerConfig(failure_threshold=1, reset_timeout=0.01,
-                                            half_open_max_calls=1))
-    permit = cb.try_acquire()
-    assert permit is not None
-    permit.failure()
-    await asyncio.sleep(0.02)
+    cb = await half_open("cancel-body")
     async with vrh.AsyncResilientClient("http", "cancel-body", base_url=broken.url,
                                         **options(breaker=cb)) as client:
         task = asyncio.ensure_future(client.get("/stall/200"))  # the body never completes
