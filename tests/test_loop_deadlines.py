@@ -142,3 +142,21 @@ def test_each_loop_has_its_own_deadlines_and_a_closed_loop_is_let_go() -> None:
     assert fired == {"t0": True, "t1": True}
     gc.collect()
     assert len(loops) == 2 and [ref() for ref in loops] == [None, None]
+
+
+async def test_a_deadline_whose_fire_raises_does_not_stop_the_later_ones() -> None:
+    deadlines = deadlines_of(asyncio.get_running_loop())
+    log: list[Any] = []
+
+    class Raising:
+        def _fire(self) -> None:
+            raise RuntimeError("a broken scope")
+
+    handler_errors: list[Any] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _, context: handler_errors.append(
+        context.get("exception")))
+    deadlines.add(0.01, Raising())
+    deadlines.add(0.03, Recorder(log, "later"))
+    await asyncio.sleep(0.1)
+    assert [name for name, _ in log] == ["later"]
+    assert any(isinstance(error, RuntimeError) for error in handler_errors)

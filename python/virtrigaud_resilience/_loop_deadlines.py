@@ -96,18 +96,21 @@ class LoopDeadlines:
         heapq.heappop(self._timers)  # this handle's time: the earliest pending
         heap = self._heap
         due = loop.time() + getattr(loop, "_clock_resolution", 0.0)
-        while heap and heap[0][0] <= due:
-            entry = heapq.heappop(heap)
-            scope = entry[2]
-            if scope is None:
-                self._ended -= 1
-            else:
-                entry[2] = None
-                scope._fire()
-        self._drop_ended_heads()
-        timers = self._timers
-        if heap and (not timers or heap[0][0] < timers[0]):
-            self._schedule(loop, heap[0][0])
+        try:
+            while heap and heap[0][0] <= due:
+                entry = heapq.heappop(heap)
+                scope = entry[2]
+                if scope is None:
+                    self._ended -= 1
+                else:
+                    entry[2] = None
+                    scope._fire()
+        finally:  # whatever a scope's _fire raised, the deadlines after it still fire
+            self._drop_ended_heads()
+            heap = self._heap
+            timers = self._timers
+            if heap and (not timers or heap[0][0] < timers[0]):
+                self._schedule(loop, heap[0][0])
 
     def _drop_ended_heads(self) -> None:
         heap = self._heap
