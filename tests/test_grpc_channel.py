@@ -274,3 +274,12 @@ async def test_options_and_keywords_as_every_adapter_takes_them() -> None:
         await channel.close()
     with pytest.raises(TypeError, match="colour"):
         vrg.aio_channel("127.0.0.1:1", "grpc", "options", colour="red")
+
+
+def test_a_guarded_aio_channel_refuses_a_step_that_waits() -> None:
+    """Its admission runs in the caller's task without awaiting: a token
+    wait there would block the event loop."""
+    step = vrg.RpcCallStep("grpc", "waits", breaker=None, limiter=vr.TokenBucket(1, 1),
+                           wait=True)
+    with pytest.raises(ValueError, match="wait=True"):
+        GuardedAioChannel(object(), step)

@@ -52,6 +52,11 @@ class GuardedAioChannel(grpc.aio.Channel):  # type: ignore[misc]
     (:class:`GuardedAioUnaryCall`); everything else is the channel's own."""
 
     def __init__(self, channel: Any, step: RpcCallStep) -> None:
+        if step.wait:
+            raise ValueError("GuardedAioChannel step must not wait for tokens (wait=False), "
+                             "got wait=True: a token wait needs a task of its own; "
+                             "aio_channel(..., wait=True) puts such calls through the "
+                             "interceptors")
         self._channel = channel
         self.step = step
 
