@@ -261,9 +261,7 @@ class TimeoutScope:
             if task is None:
                 raise RuntimeError("TimeoutScope must be used inside an asyncio task")
             self._task = task
-            cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-            if cancelling is not None:
-                self._cancelling = cancelling()
+            self._cancelling = _cancelling(task)
             self._token = _SCOPES.set((*_SCOPES.get(), self))
             self._deadlines = deadlines = deadlines_of(task.get_loop())
             self._deadline = deadlines.add(self._timeout, self)
