@@ -143,6 +143,9 @@ class GuardedAioUnaryCall(_AioDelegate, grpc.aio.UnaryUnaryCall):  # type: ignor
     Everything else (metadata, ``time_remaining()``) is grpc's.
     """
 
+    # Settles itself, as grpc_call.Settler does for the wrappers, without a
+    # Settler per call: Settler's lock serves sync grpc's callback threads,
+    # and this call is only ever settled on its event loop's thread.
     __slots__ = ("_inner", "_step", "_permit", "_method", "_start", "_settled", "_error",
                  "_cause")
 
