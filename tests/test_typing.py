@@ -7,6 +7,7 @@ cleanly; one with mistakes in those places must be caught, line by line.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -19,12 +20,23 @@ HERE = Path(__file__).parent / "typing"
 pytest.importorskip("mypy")
 
 
+def _absolute_pythonpath() -> dict[str, str]:
+    """The environment with PYTHONPATH's entries made absolute: mypy runs in
+    ``tmp_path``, where a relative entry (``PYTHONPATH=python``) finds nothing."""
+    env = dict(os.environ)
+    if entries := env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(Path(entry).resolve()) for entry in entries.split(os.pathsep) if entry)
+    return env
+
+
 def run_mypy(script: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
          "--cache-dir", str(tmp_path / "mypy-cache"), "--config-file", "/dev/null",
          "--show-error-codes", str(script)],
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=_absolute_pythonpath(),
     )
 
 
