@@ -508,6 +508,25 @@ def aio_channel(
 # ---------------------------------------------------------------------------
 
 
+def start_sync_call(step: RpcCallStep, method: Method, caller_timeout: float | None,
+                    stream: bool) -> tuple[Settler, float | None]:
+    """Admits a sync call of ``method`` through ``step`` (a token waited for
+    by the deadline with ``wait``); returns its settler and the timeout to
+    send, in seconds or None. Raises the step's rejection when it is not
+    admitted. The sync interceptor and the guarded sync channel both start
+    their calls here."""
+    start = time.perf_counter()
+    budget = timeout = step.deadline(method, caller_timeout)
+    if step.wait and budget is not None and step.limiter is not None:
+        with step.until(budget):
+            permit = step.admit(method, start)
+        timeout = step.left(budget, start)
+    else:
+        permit = step.admit(method, start)
+    own = stream and _own_deadline(method, budget)
+    return Settler(step, permit, method, start, own), timeout
+
+
 class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
                       grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
     """The interceptor of sync ``grpc`` unary-unary and unary-stream calls.
@@ -524,22 +543,11 @@ class SyncInterceptor(grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
 
     def start(self, method: Method, caller_timeout: float | None,
               stream: bool) -> tuple[Settler, float | None]:
-        """Admits a call of ``method`` (a token waited for by the deadline
-        with ``wait``); returns its settler and the deadline to send."""
-        step = self.step
-        start = time.perf_counter()
-        budget = timeout = step.deadline(method, caller_timeout)
-        if step.wait and budget is not None and step.limiter is not None:
-            with step.until(budget):
-                permit = step.admit(method, start)
-            timeout = step.left(budget, start)
-        else:
-            permit = step.admit(method, start)
-        own = stream and _own_deadline(method, budget)
-        return Settler(step, permit, method, start, own), timeout
+        """:func:`start_sync_call` through this interceptor's step."""
+        return start_sync_call(self.step, method, caller_timeout, stream)
 
     def _start(self, method: Method, details: Any, stream: bool) -> tuple[Settler, Any]:
-        settler, timeout = self.start(method, details.timeout, stream)
+        settler, timeout = start_sync_call(self.step, method, details.timeout, stream)
         return settler, _with_timeout(details, timeout)
 
     def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any,

@@ -27,6 +27,7 @@ interceptors.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -35,7 +36,7 @@ import grpc
 import grpc.aio
 
 from ..breaker import Permit
-from .grpc import RpcCallStep, SyncInterceptor
+from .grpc import RpcCallStep, start_sync_call
 from .call_step import Method
 from .grpc_call import GuardedCall, GuardedStream, Settler, _AioDelegate, _status_now
 
@@ -297,7 +298,7 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
     def __init__(self, channel: Any, step: RpcCallStep) -> None:
         self._channel = channel
         self.step = step
-        self._start = SyncInterceptor(step).start
+        self._start = functools.partial(start_sync_call, step)
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return _UnaryUnary(self.step.method(method), self._start,
@@ -333,13 +334,13 @@ class GuardedChannel(grpc.Channel):  # type: ignore[misc]
         return f"GuardedChannel({self._channel!r}, {self.step!r})"
 
 
-#: SyncInterceptor.start: (method, caller's timeout, stream) -> (settler, timeout to send)
+#: start_sync_call bound to a step: (method, caller's timeout, stream) -> (settler, timeout to send)
 _Start = Callable[[Method, "float | None", bool], "tuple[Settler, float | None]"]
 
 
 class _SyncMultiCallable:
     """What a guarded sync multi-callable holds: its method (resolved once),
-    how a call of it starts (:meth:`~.grpc.SyncInterceptor.start`) and
+    how a call of it starts (:func:`~.grpc.start_sync_call`) and
     grpc's own multi-callable."""
 
     __slots__ = ("_method", "_start", "_call")
