@@ -54,6 +54,7 @@ from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
 from .durations import Seconds
 from .errors import RateLimitError
+from .fallback import Fallback, FallbackOn
 from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
 from .timeouts import (
@@ -65,7 +66,7 @@ from .timeouts import (
     remaining,
 )
 
-__all__ = ["Policy", "PolicyBuilder"]
+__all__ = ["FallbackPolicy", "Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -414,6 +415,7 @@ class PolicyBuilder:
         self._name = _validate.string("PolicyBuilder", "name", name)
         self._bulkhead_size: tuple[int, int] | None = None
         self._options: dict[str, Any] = {}
+        self._fallback_options: dict[str, Any] = {}
 
     def with_retry(self, config: RetryConfig | None = None,
                    on_retry: OnRetry | None = None,
@@ -506,4 +508,74 @@ class PolicyBuilder:
                 *self._bulkhead_size,
                 provider_type=breaker.provider_type if isinstance(breaker, CircuitBreaker) else "",
                 provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
+        if "fallback" in self._fallback_options:
+            return FallbackPolicy(self._name, **self._fallback_options, **options)
         return Policy(self._name, **options)
+
+    # -- fallback (fallback.py) -------------------------------------------------
+
+    def with_fallback(self, fn_or_value: Any, *, on: FallbackOn | None = None) -> PolicyBuilder:
+        """Answers with ``fn_or_value`` instead of raising the call's final error.
+
+        ``fn_or_value``: a callable, called with the final error (an
+        ``Exception``) once retries are over, whose result (awaited, for an
+        async function under ``execute_async``) is the call's; or a value,
+        returned as is. ``on`` picks the errors that fall back: None (every
+        ``Exception``), :class:`ErrorType` members, ``Exception`` subclasses,
+        a tuple of them, or a predicate ``error -> bool``. Breaker, limiter
+        and bulkhead rejections fall back when ``on`` includes them
+        (``CircuitOpenError`` is ``Unavailable``, the others ``RateLimit``).
+        An exception from the fallback propagates with the final error as
+        its ``__context__``; a cancellation never falls back. Each fallback
+        counts in ``virtrigaud_fallback_total{policy, reason}``. The
+        success path costs what it costs without a fallback.
+        """
+        Fallback("PolicyBuilder", fn_or_value, on)  # validated here, where the mistake is
+        self._fallback_options = {"fallback": fn_or_value, "fallback_on": on}
+        return self
+
+
+class FallbackPolicy(Policy):
+    """A :class:`Policy` that answers with a fallback instead of its final
+    error (built by :meth:`PolicyBuilder.with_fallback`; see fallback.py).
+
+    The native first attempt is the Policy's own: the fallback is consulted
+    in the Python continuation that every failed or rejected call enters,
+    so a successful call runs exactly as in a plain Policy.
+    """
+
+    __slots__ = ("_fallback",)
+
+    def __init__(self, name: str, *, fallback: Any, fallback_on: FallbackOn | None = None,
+                 **options: Any) -> None:
+        self._fallback = Fallback("Policy", fallback, fallback_on)
+        super().__init__(name, **options)
+
+    @property
+    def fallback(self) -> Fallback:
+        """The :class:`Fallback` answering for this policy's final errors."""
+        return self._fallback
+
+    def _resume(self, stage: int, exc: BaseException | None, fn: Callable[..., T],
+                args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        try:
+            return super()._resume(stage, exc, fn, args, kwargs)
+        except Exception as error:
+            if not self._fallback.handles(error):
+                raise
+            result: T = self._fallback.recover(self._name, error)
+            return result
+
+    async def _resume_async(self, stage: int, exc: BaseException | None,
+                            fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> T:
+        try:
+            return await super()._resume_async(stage, exc, fn, args, kwargs)
+        except Exception as error:
+            if not self._fallback.handles(error):
+                raise
+            result: T = await self._fallback.recover_async(self._name, error)
+            return result
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, fallback={self._fallback.answer!r})"
