@@ -52,6 +52,7 @@ from ._specialised import HotMethods
 from .breaker import CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
+from .describe import describe, summary
 from .durations import Seconds
 from .errors import RateLimitError
 from .fallback import Fallback, FallbackOn
@@ -379,19 +380,13 @@ class Policy(_core.Policy):
         super().__init_subclass__(**kwargs)
         _core._specialise(cls)
 
+    def describe(self) -> dict[str, Any]:
+        """The stages, outermost first, with their settings and live state
+        (breaker state, bucket tokens, bulkhead occupancy): a plain dict, see describe.py."""
+        return describe(self)
+
     def __repr__(self) -> str:
-        layers = [f"retry={self._retrier.config.max_attempts}"]
-        if self._timeout is not None:
-            layers.insert(0, f"timeout={self._timeout:g}")
-        if self._attempt_timeout is not None:
-            layers.append(f"attempt_timeout={self._attempt_timeout:g}")
-        if self._breaker is not None:
-            layers.append(f"breaker={self._breaker.name!r}")
-        if self._limiter is not None:
-            layers.append(f"limiter={self._limiter.qps:g}/s{' wait' if self._wait else ''}")
-        if self._bulkhead is not None:
-            layers.append(f"bulkhead={self._bulkhead.max_concurrent}")
-        return f"Policy({self._name!r}, {', '.join(layers)})"
+        return summary(self)  # one line: the stages of describe()
 
 
 def _optional_budget(field: str, value: Seconds | None) -> float | None:
@@ -576,6 +571,3 @@ class FallbackPolicy(Policy):
                 raise
             result: T = await self._fallback.recover_async(self._name, error)
             return result
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, fallback={self._fallback.answer!r})"
