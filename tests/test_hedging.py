@@ -359,3 +359,37 @@ def test_the_histogram_under_threads_keeps_exact_counts() -> None:
     for _ in range(64):  # one writer's window: every earlier sample evicted exactly once
         histogram.record(1.0)
     assert histogram.percentile(1) == pytest.approx(1.0, rel=0.07)
+
+
+# -- ResilientProvider(hedged=...) ---------------------------------------------------
+
+def resilient(clock: SimClock, **kwargs: Any) -> Any:
+    from virtrigaud_resilience.providers import FaultInjectingProvider, Latency, ResilientProvider
+
+    fake = FaultInjectingProvider(1, clock=clock, latency=Latency(0.06, 0.5), errors={})
+    return ResilientProvider(fake, "proxmox", "edge", clock=clock,
+                             breakers=vr.BreakerRegistry(clock=clock),
+                             limiters=vr.RateLimiterRegistry(clock=clock), **kwargs)
+
+
+def test_a_resilient_provider_hedges_the_operations_it_names() -> None:
+    clock = SimClock()
+    provider = resilient(clock, hedged={"Describe": "p95"})
+    assert isinstance(provider.policy("describe"), HedgedPolicy)
+    assert not isinstance(provider.policy("create"), HedgedPolicy)
+
+
+def test_a_resilient_provider_refuses_to_hedge_what_is_not_idempotent() -> None:
+    with pytest.raises(ValueError, match="hedged names 'create', which is not idempotent"):
+        resilient(SimClock(), hedged={"create": "p95"}, idempotent={"create": False})
+
+
+@pytest.mark.parametrize(("hedged", "error", "match"), [
+    ({"describe": "p0"}, ValueError, r"hedged 'describe' delay's percentile"),
+    ({"explode": "p95"}, ValueError, "hedged operation must be one of"),
+    (["describe"], TypeError, "hedged must be a mapping"),
+])
+def test_a_resilient_providers_bad_hedged_names_the_field(hedged: Any, error: type[Exception],
+                                                          match: str) -> None:
+    with pytest.raises(error, match=f"ResilientProvider {match}"):
+        resilient(SimClock(), hedged=hedged)
