@@ -534,7 +534,6 @@ class PolicyBuilder:
         self._fallback_options = {"fallback": fn_or_value, "fallback_on": on}
         return self
 
-
     # -- hedging (hedging.py) ---------------------------------------------------
 
     def with_hedging(self, max_hedges: int = 1, delay: str | Seconds = "p95", *,
@@ -555,6 +554,7 @@ class PolicyBuilder:
         Hedging("PolicyBuilder", **options)  # validated here, where the mistake is
         self._hedging_options = options
         return self
+
 
 class FallbackPolicy(Policy):
     """A :class:`Policy` that answers with a fallback instead of its final
