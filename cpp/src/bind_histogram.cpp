@@ -1,6 +1,8 @@
 // LatencyHistogram: the last `window` latencies, lock-free (vr::LatencyHistogram),
 // for hedging's "pNN" delay (hedging.py). Seconds in and out; nanoseconds inside.
 
+#include <cstdio>
+
 #include "binding.hpp"
 #include "virtrigaud/latency_histogram.hpp"
 
@@ -30,8 +32,10 @@ void record_seconds(Histogram& h, double seconds) {
 
 double percentile_seconds(const Histogram& h, double percent, int64_t min_samples) {
     if (!(percent > 0 && percent < 100)) {
+        char shown[40];
+        std::snprintf(shown, sizeof shown, "%.17g", percent);
         throw nb::value_error(
-            ("LatencyHistogram percentile must be in (0, 100), got " + std::to_string(percent))
+            (std::string("LatencyHistogram percentile must be in (0, 100), got ") + shown)
                 .c_str());
     }
     const double ns = h.quantile(percent / 100.0, min_samples < 1 ? 1 : min_samples);
