@@ -236,3 +236,20 @@ def test_the_plugin_is_an_entry_point() -> None:
     entry_points = tomllib.loads(pyproject.read_text())["project"]["entry-points"]
     assert entry_points["pytest11"]["virtrigaud_resilience"] == \
         "virtrigaud_resilience.integrations.pytest_plugin"
+
+
+def test_an_adapter_made_before_the_switch_makes_one_attempt() -> None:
+    from virtrigaud_resilience.providers import FaultInjectingProvider, Latency, ResilientProvider
+
+    fake = FaultInjectingProvider(1, latency=Latency(0.001, 0.002),
+                                  errors={vr.ErrorType.UNAVAILABLE: 1.0})
+    config = vr.Config.production()  # 3 attempts, 1 s apart and more
+    provider = ResilientProvider(fake, "fake", "switch", config,
+                                 breakers=vr.BreakerRegistry(config.breaker_config()),
+                                 limiters=vr.RateLimiterRegistry(1000, 1000))
+    with vr.testing.set(attempts=1):
+        start = time.monotonic()
+        with pytest.raises(vr.UnavailableError):
+            asyncio.run(provider.describe("vm-1"))
+        took = time.monotonic() - start
+    assert fake.calls["describe"] == 1 and took < config.retry.base_delay
