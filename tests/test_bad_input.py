@@ -560,6 +560,24 @@ NATIVE_SNIPPETS = {
         expect(TypeError, _core.Backoff, 1.0, 1.0, 1.0, True, 0, True, 2**64)
         expect(TypeError, _core.Backoff, 1.0, 1.0, 1.0, True, 0, True, -1)
     """,
+    "histogram_extremes": """
+        h = _core.LatencyHistogram(3)
+        for seconds in (float("nan"), float("inf"), -1.0, 1e308, -1e308, 0.0, 5e-10):
+            h.record(seconds)                         # NaN and negatives as 0, huge ones clamped
+        assert h.count == 3 and h.recorded == 7
+        for percent in (1e-300, 50.0, 100 - 1e-12):
+            assert 0 <= h.percentile(percent) < 1e-8
+        assert h.percentile(50, -5) >= 0 and h.percentile(50, 2**62) != h.percentile(50, 2**62)
+        for percent in (float("nan"), 0.0, 100.0, -1.0, float("inf")):
+            expect(ValueError, h.percentile, percent)
+        for window in (0, -1, 10**6 + 1):
+            expect(ValueError, _core.LatencyHistogram, window)
+        expect(TypeError, _core.LatencyHistogram, 2**70)
+        expect(TypeError, h.record, "1")
+        big = _core.LatencyHistogram(10**6)
+        big.record(1.0)
+        assert big.percentile(50) > 0.9
+    """,
 }
 
 

@@ -226,3 +226,19 @@ def test_ctrl_c_stops_with_a_summary_not_a_traceback() -> None:
     assert process.returncode == 130, err
     assert "Traceback" not in err + out
     assert "interrupted at" in out and "VMs by Ready condition reason" in out
+
+
+def test_proxmox_describes_are_hedged_and_compared_with_a_replay(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    summary = run_demo(capsys, *SMALL)["summary"]
+    (hedging,) = summary["hedging"]
+    proxmox = provider(summary, "proxmox/edge")
+    assert hedging["provider"] == "proxmox/edge" and hedging["hedged"] == {"describe": "p95"}
+    assert hedging["hedges"] == proxmox["hedges"] > 0
+    assert hedging["describes"] == proxmox["describes"] > hedging["hedges"]
+    assert hedging["describe_p99_ms"] == proxmox["describe_p99_ms"]
+    assert 0 < hedging["describe_p99_ms"] < hedging["unhedged_describe_p99_ms"]
+    assert all(provider(summary, label)["hedges"] == 0
+               for label in ("vsphere/prod", "libvirt/lab"))
+    assert main(["demo", "--virtual-time", *SMALL]) == 0
+    assert "proxmox/edge hedges its describes at p95: describe p99 " in capsys.readouterr().out

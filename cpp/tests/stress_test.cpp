@@ -14,6 +14,7 @@
 #include <virtrigaud/bulkhead.hpp>
 #include <virtrigaud/circuit_breaker.hpp>
 #include <virtrigaud/clock.hpp>
+#include <virtrigaud/latency_histogram.hpp>
 #include <virtrigaud/token_bucket.hpp>
 
 #include <algorithm>
@@ -3515,6 +3516,58 @@ void test_edges() {
     CHECK_EQ(bad, 0L);
 }
 
+// LatencyHistogram: writers racing on a small window (each slot overwritten
+// about a thousand times by different threads) leave exact counts once they
+// stop: a window of one value afterwards puts every quantile in that value's
+// bucket, which a lost or doubled decrement would shift (a stale count below
+// or above it), and the held count is the window.
+void test_histogram_concurrent_record() {
+    using virtrigaud::LatencyHistogram;
+    constexpr int64_t kWindow = 64;
+    LatencyHistogram h(kWindow);
+    const int per_thread = 20'000 * g_scale;
+    run_threads(kThreads, [&](int t) {
+        Rng rng(static_cast<uint64_t>(t) + 1);
+        for (int i = 0; i < per_thread; ++i) {
+            h.record(rng.below(uint64_t{1} << (10 + 6 * t)));  // a different spread per thread
+        }
+    }, [&] {
+        for (int i = 0; i < 1'000 * g_scale; ++i) {  // queries during the race stay in range
+            const double q = h.quantile(0.5, 1);
+            CHECK(q >= -1.0 && q <= static_cast<double>(LatencyHistogram::kMaxValue) * 2);
+        }
+    });
+    CHECK_EQ(h.recorded(), static_cast<uint64_t>(kThreads) * static_cast<uint64_t>(per_thread));
+    CHECK_EQ(h.count(), kWindow);
+    const uint64_t value = 1'000'000;  // 1 ms
+    for (int64_t i = 0; i < kWindow; ++i) {
+        h.record(value);
+    }
+    const int bucket = LatencyHistogram::bucket_of(value);
+    const double low = static_cast<double>(LatencyHistogram::lower_bound(bucket));
+    const double high = static_cast<double>(LatencyHistogram::lower_bound(bucket + 1));
+    for (double q : {0.001, 0.5, 0.999}) {
+        const double at = h.quantile(q, kWindow);
+        CHECK(at >= low && at <= high);
+    }
+    CHECK(h.quantile(0.5, kWindow + 1) < 0);  // fewer samples than asked: none
+}
+
+// LatencyHistogram's buckets: contiguous, increasing, each value in its own.
+void test_histogram_buckets() {
+    using virtrigaud::LatencyHistogram;
+    for (int i = 0; i + 1 < LatencyHistogram::kBuckets; ++i) {
+        CHECK(LatencyHistogram::lower_bound(i) < LatencyHistogram::lower_bound(i + 1));
+    }
+    for (uint64_t v : {uint64_t{0}, uint64_t{15}, uint64_t{16}, uint64_t{17}, uint64_t{1000},
+                       uint64_t{123'456'789}, LatencyHistogram::kMaxValue}) {
+        const int b = LatencyHistogram::bucket_of(v);
+        CHECK(LatencyHistogram::lower_bound(b) <= v && v < LatencyHistogram::lower_bound(b + 1));
+    }
+    CHECK_EQ(LatencyHistogram::bucket_of(~uint64_t{0}),
+             LatencyHistogram::bucket_of(LatencyHistogram::kMaxValue));  // clamped
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -3570,6 +3623,8 @@ int main(int argc, char** argv) {
         {"backoff_seeded_shared", test_backoff_seeded_shared, 2},
         {"backoff_fork_reseed", test_backoff_fork_reseed, 3},
         {"edges", test_edges, 1},
+        {"histogram_concurrent_record", test_histogram_concurrent_record, 3},
+        {"histogram_buckets", test_histogram_buckets, 1},
     };
     for (const Case& c : cases) {
         if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _deprecated, errors, events
+from . import _deprecated, errors, events, testing
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
@@ -132,6 +132,7 @@ __all__ = [
     "monotonic",
     "new_error",
     "events",
+    "testing",
 ]
 
 if TYPE_CHECKING:

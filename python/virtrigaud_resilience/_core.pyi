@@ -643,6 +643,35 @@ class Backoff:
     def uniform(self) -> float:
         """One draw in [0, 1) from this calculator's generator."""
 
+class LatencyHistogram:
+    """
+    The last `window` latencies in log-linear buckets (16 per power of
+    two, at most 6.25% wide), lock-free: for a percentile per call.
+    """
+
+    def __init__(self, window: int) -> None: ...
+
+    @property
+    def window(self) -> int:
+        """Samples kept (the newest)."""
+
+    @property
+    def count(self) -> int:
+        """Samples held now (up to window)."""
+
+    @property
+    def recorded(self) -> int:
+        """Samples recorded since construction."""
+
+    def record(self, seconds: float) -> None:
+        """Adds one latency in seconds (the oldest of a full window goes)."""
+
+    def percentile(self, percent: float, min_samples: int = 1) -> float:
+        """
+        The `percent` percentile (in (0, 100)) of the samples held, in seconds,
+        linear within its bucket; NaN while fewer than `min_samples` are held.
+        """
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

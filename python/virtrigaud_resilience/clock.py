@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from . import _core, _validate
+from . import _core, _testing_switch, _validate
 
-__all__ = ["ManualClock", "SystemClock", "SYSTEM_CLOCK", "Sleeper", "sleeper_for", "monotonic"]
+__all__ = ["ManualClock", "SystemClock", "SYSTEM_CLOCK", "Sleeper", "sleeper_for", "monotonic",
+           "pause", "pause_async"]
 
 #: About 146 years in seconds: time beyond 2**62 ns is refused, so no sum overflows.
 MAX_CLOCK_SECONDS = float(2**62) / 1e9
@@ -133,3 +134,21 @@ def check_clock(owner: str, clock: object) -> ManualClock | None:
 
 def _to_ns(seconds: float) -> int:
     return round(seconds * 1e9)
+
+
+# -- backoff sleeps and token waits (vr.testing's seam) -------------------------
+
+def pause(sleeper: Sleeper, seconds: float) -> None:
+    """A backoff sleep or a token wait of ``seconds`` on ``sleeper``: on the
+    system clock it returns at once while ``vr.testing.set(sleep=False)``
+    holds; a ManualClock advances as always (its waits are virtual)."""
+    if sleeper is SYSTEM_CLOCK:
+        seconds = _testing_switch.waited(seconds)
+    sleeper.sleep(seconds)
+
+
+async def pause_async(sleeper: Sleeper, seconds: float) -> None:
+    """The asyncio form of :func:`pause` (a skipped wait still yields to the loop once)."""
+    if sleeper is SYSTEM_CLOCK:
+        seconds = _testing_switch.waited(seconds)
+    await sleeper.sleep_async(seconds)

@@ -34,6 +34,9 @@ series                                                    type     value
                                                                    ``newer_config`` (an exact or leased
                                                                    bucket took the fleet's newer
                                                                    qps/burst)
+``virtrigaud_fallback_total{policy, reason}``             counter  calls a policy's fallback answered,
+                                                                   by the final error's reason
+                                                                   (fallback.py)
 ========================================================  =======  ==========================================
 
 and Virtrigaud's per-call series, which the adapters (``providers/``) record
@@ -83,6 +86,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     ) from exc
 
 from ._fallback_census import FALLBACK_LIMITERS
+from .fallback import fallback_counts
 from ._tracking import Counters, Labels, add_counters
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
@@ -131,6 +135,7 @@ class ResilienceCollector(Collector):
             self._collect_bulkheads(families[7], families[8])
             self._collect_calls(*families[9:12])
             self._collect_fallbacks(families[12], families[13])
+            self._collect_policy_fallbacks(families[14])
         return iter(families)
 
     @staticmethod
@@ -192,6 +197,10 @@ class ResilienceCollector(Collector):
                 "virtrigaud_distributed_transitions",
                 "Distributed rate limiters falling back (to=fallback) and recovering "
                 "(to=shared).", labels=(*_PROVIDER, "to")),
+            CounterMetricFamily(
+                "virtrigaud_fallback",
+                "Calls a policy's fallback answered instead of raising, by policy and the "
+                "final error's reason.", labels=("policy", "reason")),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -291,6 +300,11 @@ class ResilienceCollector(Collector):
                 self._counter(decisions, (*labels, outcome), {**base, "outcome": outcome}, value)
             for to, value in zip(_SHARED_STATES, moves):
                 self._counter(transitions, (*labels, to), {**base, "to": to}, value)
+
+    def _collect_policy_fallbacks(self, served: Any) -> None:
+        # Process-wide counts by label pair (fallback.py): they never go backwards.
+        for (policy, reason), value in fallback_counts().items():
+            self._counter(served, (policy, reason), {"policy": policy, "reason": reason}, value)
 
     def _counter(self, family: Any, key: Labels, labels: dict[str, str], value: int) -> int:
         """Appends a counter sample, never below what this collector reported

@@ -49,11 +49,14 @@ from ._native import (
     STAGE_RATE_LIMITED,
 )
 from ._specialised import HotMethods
-from .breaker import CircuitBreaker, _reject
+from .breaker import BreakerState, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
+from .describe import describe, summary
 from .durations import Seconds
 from .errors import RateLimitError
+from .fallback import Fallback, FallbackOn
+from .hedging import Hedging
 from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
 from .timeouts import (
@@ -65,7 +68,7 @@ from .timeouts import (
     remaining,
 )
 
-__all__ = ["Policy", "PolicyBuilder"]
+__all__ = ["FallbackPolicy", "HedgedPolicy", "Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -378,19 +381,13 @@ class Policy(_core.Policy):
         super().__init_subclass__(**kwargs)
         _core._specialise(cls)
 
+    def describe(self) -> dict[str, Any]:
+        """The stages, outermost first, with their settings and live state
+        (breaker state, bucket tokens, bulkhead occupancy): a plain dict, see describe.py."""
+        return describe(self)
+
     def __repr__(self) -> str:
-        layers = [f"retry={self._retrier.config.max_attempts}"]
-        if self._timeout is not None:
-            layers.insert(0, f"timeout={self._timeout:g}")
-        if self._attempt_timeout is not None:
-            layers.append(f"attempt_timeout={self._attempt_timeout:g}")
-        if self._breaker is not None:
-            layers.append(f"breaker={self._breaker.name!r}")
-        if self._limiter is not None:
-            layers.append(f"limiter={self._limiter.qps:g}/s{' wait' if self._wait else ''}")
-        if self._bulkhead is not None:
-            layers.append(f"bulkhead={self._bulkhead.max_concurrent}")
-        return f"Policy({self._name!r}, {', '.join(layers)})"
+        return summary(self)  # one line: the stages of describe()
 
 
 def _optional_budget(field: str, value: Seconds | None) -> float | None:
@@ -414,6 +411,8 @@ class PolicyBuilder:
         self._name = _validate.string("PolicyBuilder", "name", name)
         self._bulkhead_size: tuple[int, int] | None = None
         self._options: dict[str, Any] = {}
+        self._fallback_options: dict[str, Any] = {}
+        self._hedging_options: dict[str, Any] = {}
 
     def with_retry(self, config: RetryConfig | None = None,
                    on_retry: OnRetry | None = None,
@@ -506,4 +505,163 @@ class PolicyBuilder:
                 *self._bulkhead_size,
                 provider_type=breaker.provider_type if isinstance(breaker, CircuitBreaker) else "",
                 provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
+        if self._hedging_options:
+            hedging = Hedging("Policy", **self._hedging_options)
+            return HedgedPolicy(self._name, hedging=hedging, **self._fallback_options, **options)
+        if "fallback" in self._fallback_options:
+            return FallbackPolicy(self._name, **self._fallback_options, **options)
         return Policy(self._name, **options)
+
+    # -- fallback (fallback.py) -------------------------------------------------
+
+    def with_fallback(self, fn_or_value: Any, *, on: FallbackOn | None = None) -> PolicyBuilder:
+        """Answers with ``fn_or_value`` instead of raising the call's final error.
+
+        ``fn_or_value``: a callable, called with the final error (an
+        ``Exception``) once retries are over, whose result (awaited, for an
+        async function under ``execute_async``) is the call's; or a value,
+        returned as is. ``on`` picks the errors that fall back: None (every
+        ``Exception``), :class:`ErrorType` members, ``Exception`` subclasses,
+        a tuple of them, or a predicate ``error -> bool``. Breaker, limiter
+        and bulkhead rejections fall back when ``on`` includes them
+        (``CircuitOpenError`` is ``Unavailable``, the others ``RateLimit``).
+        An exception from the fallback propagates with the final error as
+        its ``__context__``; a cancellation never falls back. Each fallback
+        counts in ``virtrigaud_fallback_total{policy, reason}``. The
+        success path costs what it costs without a fallback.
+        """
+        Fallback("PolicyBuilder", fn_or_value, on)  # validated here, where the mistake is
+        self._fallback_options = {"fallback": fn_or_value, "fallback_on": on}
+        return self
+
+    # -- hedging (hedging.py) ---------------------------------------------------
+
+    def with_hedging(self, max_hedges: int = 1, delay: str | Seconds = "p95", *,
+                     window: int = 1000, floor: Seconds | None = None) -> PolicyBuilder:
+        """Sends up to ``max_hedges`` (an int in [1, 10]) more requests for a
+        call that has not answered after ``delay``, one per further ``delay``;
+        the first success wins and the others are cancelled (their permits,
+        tokens and slots come back). ``delay``: ``"pNN"`` (NN in (0, 100)),
+        that percentile of the last ``window`` successful calls' latencies
+        (``floor`` seconds, or no hedge when None, until 20 are known), or
+        seconds. Async only: the policy's ``execute`` raises TypeError. No
+        hedge while the breaker is not closed, the limiter has no token to
+        spare, or the provider pushed back. For idempotent operations only
+        (see hedging.py).
+        """
+        options: dict[str, Any] = {"max_hedges": max_hedges, "delay": delay, "window": window,
+                                   "floor": floor}
+        Hedging("PolicyBuilder", **options)  # validated here, where the mistake is
+        self._hedging_options = options
+        return self
+
+
+class FallbackPolicy(Policy):
+    """A :class:`Policy` that answers with a fallback instead of its final
+    error (built by :meth:`PolicyBuilder.with_fallback`; see fallback.py).
+
+    The native first attempt is the Policy's own: the fallback is consulted
+    in the Python continuation that every failed or rejected call enters,
+    so a successful call runs exactly as in a plain Policy.
+    """
+
+    __slots__ = ("_fallback",)
+
+    def __init__(self, name: str, *, fallback: Any, fallback_on: FallbackOn | None = None,
+                 **options: Any) -> None:
+        self._fallback = Fallback("Policy", fallback, fallback_on)
+        super().__init__(name, **options)
+
+    @property
+    def fallback(self) -> Fallback:
+        """The :class:`Fallback` answering for this policy's final errors."""
+        return self._fallback
+
+    def _resume(self, stage: int, exc: BaseException | None, fn: Callable[..., T],
+                args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        try:
+            return super()._resume(stage, exc, fn, args, kwargs)
+        except Exception as error:
+            if not self._fallback.handles(error):
+                raise
+            result: T = self._fallback.recover(self._name, error)
+            return result
+
+    async def _resume_async(self, stage: int, exc: BaseException | None,
+                            fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> T:
+        try:
+            return await super()._resume_async(stage, exc, fn, args, kwargs)
+        except Exception as error:
+            if not self._fallback.handles(error):
+                raise
+            result: T = await self._fallback.recover_async(self._name, error)
+            return result
+
+
+class HedgedPolicy(Policy):
+    """A :class:`Policy` whose async calls are hedged (built by
+    :meth:`PolicyBuilder.with_hedging`; see hedging.py), with an optional
+    fallback over the whole race.
+
+    Each request of a call is a whole execution of the Policy (breaker,
+    limiter, bulkhead, retries, timeouts). ``execute`` raises TypeError:
+    hedging is async only.
+    """
+
+    __slots__ = ("_hedging", "_fallback")
+
+    def __init__(self, name: str, *, hedging: Hedging, fallback: Any = None,
+                 fallback_on: FallbackOn | None = None, **options: Any) -> None:
+        self._hedging = hedging
+        self._fallback = None if fallback is None else Fallback("Policy", fallback, fallback_on)
+        super().__init__(name, **options)
+
+    @property
+    def hedging(self) -> Hedging:
+        """The :class:`Hedging` deciding this policy's hedges."""
+        return self._hedging
+
+    @property
+    def fallback(self) -> Fallback | None:
+        """The :class:`Fallback` answering for the race's final error, or None."""
+        return self._fallback
+
+    def execute(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Refused: a sync call cannot be abandoned, so it cannot be hedged."""
+        raise TypeError(f"policy {self._name!r} hedges, which only an async call can: "
+                        f"use 'await policy.execute_async(fn, ...)'")
+
+    async def execute_async(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,
+                            **kwargs: P.kwargs) -> T:
+        """Awaits ``fn(*args, **kwargs)`` under the policy, hedged (see hedging.py)."""
+        def start() -> Awaitable[T]:
+            return Policy.execute_async(self, self._observed, fn, args, kwargs)
+
+        try:
+            return await self._hedging.race(start, self._may_hedge)
+        except Exception as error:
+            if self._fallback is None or not self._fallback.handles(error):
+                raise
+            result: T = await self._fallback.recover_async(self._name, error)
+            return result
+
+    async def _observed(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> T:
+        """One attempt's call; a pushback it raises holds the hedges back."""
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as error:
+            self._hedging.note(error, self._clock.now())
+            raise
+
+    def _may_hedge(self) -> bool:
+        """Whether another request may go now: breaker closed, a token to
+        spare, no pushback in force."""
+        breaker = self._breaker
+        if breaker is not None and breaker.state is not BreakerState.CLOSED:
+            return False
+        limiter = self._limiter
+        if limiter is not None and limiter.tokens < 1:
+            return False
+        return not self._hedging.pushed_back(self._clock.now())

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, Union
 from . import _validate, events
 from ._tracking import Census, Counters, Labels
 from .backoff import STRATEGIES, Backoff
-from .clock import ManualClock, check_clock, sleeper_for
+from . import _testing_switch
+from .clock import ManualClock, check_clock, pause, pause_async, sleeper_for
 from .durations import Seconds
 from ._sent import mark_call_reached, never_sent
 from .errors import is_retryable, refused_retry
@@ -320,7 +321,7 @@ class Retrier:
                 assert error is not None
                 reached = reached or not never_sent(error)
                 previous = self._next_delay(done, error, previous, deadline, reached)
-                self._clock.sleep(previous)
+                pause(self._clock, previous)  # vr.testing may skip it
             elif deadline is not None and self._clock.now() >= deadline:
                 raise deadline_exceeded(self.name)
             token = _ATTEMPT.set(done)
@@ -354,7 +355,7 @@ class Retrier:
                     # an error: a cancelled task stops, it is not retried.
                     raise mark_call_reached(error) if reached else error
                 previous = self._next_delay(done, error, previous, deadline, reached)
-                await self._clock.sleep_async(previous)
+                await pause_async(self._clock, previous)
             elif deadline is not None and self._clock.now() >= deadline:
                 raise deadline_exceeded(self.name)
             token = _ATTEMPT.set(done)
@@ -385,7 +386,7 @@ class Retrier:
         """Raises ``error`` if it must not be retried; else returns the delay."""
         if not self.config.should_retry(error):
             raise error
-        if done >= self.config.max_attempts:
+        if done >= _testing_switch.capped(self.config.max_attempts):  # vr.testing may cap it
             self._give_up(error, done, counted=done > 1)  # without retries nothing was exhausted
         delay = self._backoff.delay(done - 1, previous)
         retry_after = getattr(error, "retry_after", None)

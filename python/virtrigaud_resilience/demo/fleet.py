@@ -6,7 +6,8 @@ Each provider is a seeded :class:`~virtrigaud_resilience.providers.fake.FaultInj
 profile's :class:`~virtrigaud_resilience.Config`: the RPC timeouts, one
 breaker and one token bucket per provider, the retries. ``vsphere/prod`` has
 a scripted outage (connections refused), ``libvirt/lab`` a quota of its own
-that answers RateLimit with a Retry-After, ``proxmox/edge`` is slow and flaky.
+that answers RateLimit with a Retry-After, ``proxmox/edge`` is slow and flaky:
+its describes are hedged at their p95 (``ResilientProvider(hedged=...)``).
 
 The controller is one asyncio task per VM, as an operator runs one handler
 per object: create the VM, poll its task, describe it, and set its ``Ready``
@@ -43,6 +44,7 @@ from ..breaker import BreakerState, CircuitBreaker
 from ..conditions import Condition, map_error_to_condition, ready_condition, set_condition
 from ..config import Config
 from ..errors import ErrorType, is_retryable
+from ..policy import HedgedPolicy
 from ..providers import (
     OPERATIONS,
     CreateRequest,
@@ -78,7 +80,8 @@ class ProviderPlan:
     """One provider of the demo and the faults it injects.
 
     ``outage`` is a window as fractions of the run (``(0.3, 0.6)``: from 30%
-    to 60% of the simulated time), connections refused meanwhile.
+    to 60% of the simulated time), connections refused meanwhile. ``hedged``:
+    the operations hedged, by name to delay (``ResilientProvider(hedged=...)``).
     """
 
     provider_type: str
@@ -87,6 +90,7 @@ class ProviderPlan:
     errors: Mapping[ErrorType | str, float]
     outage: tuple[float, float] | None = None
     quota: Quota | None = None
+    hedged: Mapping[str, str] | None = None
 
     @property
     def label(self) -> str:
@@ -110,7 +114,7 @@ PLANS: tuple[ProviderPlan, ...] = (
         ErrorType.UNAVAILABLE: 0.03, ErrorType.TIMEOUT: 0.02, ErrorType.RETRYABLE: 0.03,
         ErrorType.INVALID_SPEC: 0.001, ErrorType.NOT_SUPPORTED: 0.0005,
         ErrorType.NOT_FOUND: 0.001,
-    }),
+    }, hedged={"describe": "p95"}),
 )
 
 
@@ -120,7 +124,7 @@ class ProviderRun:
     retriers when asked, never counted on the way)."""
 
     def __init__(self, plan: ProviderPlan, index: int, clock: SimClock, config: Config,
-                 seed: int, span: float) -> None:
+                 seed: int, span: float, hedging: bool = True) -> None:
         self.plan = plan
         self.label = plan.label
         self.outage = (None if plan.outage is None
@@ -134,7 +138,7 @@ class ProviderRun:
         self.resilient = ResilientProvider(
             self.fake, plan.provider_type, plan.name, config, clock=clock,
             breakers=config.breaker_registry(clock), limiters=config.rate_limiter_registry(clock),
-            wait=True)
+            wait=True, hedged=plan.hedged if hedging else None)
         self.breaker: CircuitBreaker = self.resilient.breaker
         self._retriers = [self.resilient.policy(op).retrier for op in OPERATIONS]
         #: (simulated time, state entered), in order.
@@ -144,6 +148,8 @@ class ProviderRun:
         #: Seconds each successful operation took, as the controller saw it
         #: (token waits, retries and backoff included).
         self.latencies = array("d")
+        #: The same, of the describes alone (the operation the demo hedges).
+        self.describe_latencies = array("d")
         #: VMs whose Ready condition is True now, of ``vms``.
         self.ready = 0
         self.vms = 0
@@ -176,6 +182,17 @@ class ProviderRun:
         """Retries begun by this provider's policies."""
         return sum(retrier.retries for retrier in self._retriers)
 
+    @property
+    def hedges(self) -> int:
+        """Hedges this provider's policies sent (0 when none is hedged)."""
+        return sum(policy.hedging.hedges for policy in map(self.resilient.policy, OPERATIONS)
+                   if isinstance(policy, HedgedPolicy))
+
+    def describe_p99(self) -> float:
+        """The p99 in seconds of the successful describes (0 before the first)."""
+        ordered = sorted(self.describe_latencies)
+        return _quantile(ordered, 0.99) if ordered else 0.0
+
     def latency_quantiles(self, last: int | None = None) -> tuple[float, float] | None:
         """(p50, p99) in seconds of the successful operations (the ``last``
         ones, or all); None before the first."""
@@ -202,6 +219,10 @@ class ProviderRun:
             "injected": {kind.value: n for kind, n in sorted(self.fake.injected.items())},
             "p50_ms": round(quantiles[0] * 1e3, 3),
             "p99_ms": round(quantiles[1] * 1e3, 3),
+            "describe_p99_ms": round(self.describe_p99() * 1e3, 3),
+            "describes": len(self.describe_latencies),
+            "hedged": dict(self.plan.hedged or {}),
+            "hedges": self.hedges,
             "outage": list(self.outage) if self.outage else None,
             "quota_qps": self.plan.quota.qps if self.plan.quota else None,
             "transitions": [{"t": round(t, 3), "to": state.name.lower()}
@@ -242,16 +263,18 @@ class Fleet:
         vms: how many VMs, spread evenly over the providers.
         seed: seeds everything random.
         span: simulated seconds of the run (the drain comes after).
+        hedging: False: the plans' hedged operations are not hedged (the
+            replay that the summary compares the hedged describes with).
     """
 
     def __init__(self, clock: SimClock, config: Config, vms: int, seed: int,
-                 span: float) -> None:
+                 span: float, hedging: bool = True) -> None:
         self.clock = clock
         self.span = span
         self.seed = seed
         config = dataclasses.replace(config, retry=config.retry.replace(seed=seed))
         self.config = config
-        self.providers = [ProviderRun(plan, i, clock, config, seed, span)
+        self.providers = [ProviderRun(plan, i, clock, config, seed, span, hedging)
                           for i, plan in enumerate(PLANS)]
         self.vms = [VM(f"{self.providers[i % len(PLANS)].plan.provider_type}-vm-{i:04d}",
                        self.providers[i % len(PLANS)]) for i in range(vms)]
@@ -322,6 +345,7 @@ class Fleet:
             start = clock.now()
             described = await resilient.describe(vm.id)
             provider.latencies.append(clock.now() - start)
+            provider.describe_latencies.append(clock.now() - start)
             if not described.exists:
                 vm.id = ""  # gone behind our back: create it again
                 return 0.0

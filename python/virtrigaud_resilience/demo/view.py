@@ -202,6 +202,12 @@ def print_summary(result: Mapping[str, Any], stream: IO[str] | None = None) -> N
     reasons = summary["ready_by_reason"]
     print_table("VMs by Ready condition reason", ("reason", "VMs"),
                 [[reason, str(n)] for reason, n in reasons.items()], (False, True), stream)
+    for hedged in summary.get("hedging", []):
+        operations = ", ".join(f"{op}s at {delay}" for op, delay in hedged["hedged"].items())
+        print(f"{hedged['provider']} hedges its {operations}: describe p99 "
+              f"{hedged['describe_p99_ms']:,.0f} ms, {hedged['unhedged_describe_p99_ms']:,.0f} ms "
+              f"without hedging (the same seed, replayed); {hedged['hedges']:,} hedges for "
+              f"{hedged['describes']:,} describes", file=stream)
     print(file=stream)
     rate = measured.get("provider_calls_per_second")
     mode = ("virtual time" if measured["virtual_time"]

@@ -54,6 +54,7 @@ from ..breaker import BreakerRegistry, CircuitBreaker
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..config import Config
 from ..errors import classify
+from ..hedging import Hedging
 from ..policy import Policy, PolicyBuilder
 from ..ratelimit import RateLimiterRegistry, TokenBucket
 from ..retry import RetryConfig
@@ -195,6 +196,10 @@ class ResilientProvider:
             :func:`never_sent`; every operation by default), ``clock`` (a
             ManualClock for the policies and the shared registries),
             ``metrics`` (the per-attempt RPC series, see the module docstring).
+        hedged: operations whose calls are hedged (``PolicyBuilder.with_hedging``,
+            one hedge), by name (``"describe"`` or ``"Describe"``) to the
+            delay (``"p95"``, or seconds); each must be idempotent (a
+            ValueError otherwise: a hedge sends the call again). None: none.
         breakers, limiters: registries to take the shared breaker and bucket
             from; None for the shared ones (:func:`shared_registries`).
         wait_for_token, rpc_metrics: deprecated names of ``wait`` and
@@ -219,6 +224,7 @@ class ResilientProvider:
         limiters: RateLimiterRegistry | None = None,
         wait_for_token: bool | None = None,
         rpc_metrics: bool | None = None,
+        hedged: Mapping[str, str | float] | None = None,
         **overrides: Unpack[OptionKeywords],
     ) -> None:
         owner = "ResilientProvider"
@@ -241,6 +247,7 @@ class ResilientProvider:
         clock = options.clock
         self._methods = _provider_methods(provider)
         self._idempotent = _idempotency(options)
+        self._hedged = _hedged_operations(owner, hedged, self._idempotent)
         if breakers is not None and not isinstance(breakers, BreakerRegistry):
             raise TypeError(f"{owner} breakers must be a BreakerRegistry or None, got "
                             f"{type(breakers).__name__} {breakers!r}")
@@ -282,6 +289,8 @@ class ResilientProvider:
             builder.with_timeout(per_attempt=timeouts[go])
         else:
             builder.with_rpc_timeout(self.config.rpc, go)
+        if op in self._hedged:
+            builder.with_hedging(1, self._hedged[op])
         return builder.with_clock(clock).build()
 
     def policy(self, operation: str) -> Policy:
@@ -404,6 +413,26 @@ def _provider_methods(provider: object) -> dict[str, Callable[..., Awaitable[Any
 
 
 _BY_GO_NAME = {go: op for op, go in OPERATIONS.items()}
+
+
+def _hedged_operations(owner: str, hedged: object,
+                       idempotent: Mapping[str, bool]) -> dict[str, str | float]:
+    """``hedged`` (operation name -> hedging delay) by operation, each one
+    idempotent: a hedge sends the call again while the first may still land."""
+    if hedged is None:
+        return {}
+    if not isinstance(hedged, Mapping):
+        raise TypeError(f"{owner} hedged must be a mapping of operation to delay or None, "
+                        f"got {type(hedged).__name__} {hedged!r}")
+    by_op: dict[str, str | float] = {}
+    for name, delay in hedged.items():
+        op = _operation(f"{owner} hedged", name)
+        if not idempotent[op]:
+            raise ValueError(f"{owner} hedged names {name!r}, which is not idempotent "
+                             f"(options.idempotent): a hedge would send it twice")
+        Hedging(f"{owner} hedged {name!r}", 1, delay)  # the delay checked here, named
+        by_op[op] = delay
+    return by_op
 
 
 def _operation(owner: str, name: object) -> str:

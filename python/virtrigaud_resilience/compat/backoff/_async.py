@@ -15,7 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._common import Settings, _next_wait, details_of, elapsed_since, is_coroutine_function
+from ._common import (
+    Settings,
+    _next_wait,
+    details_of,
+    elapsed_since,
+    is_coroutine_function,
+    pause_seconds,
+)
 from ._sync import _BUILTIN_GENERATORS
 
 _NOTHING = object()
@@ -112,7 +119,7 @@ async def _exception_loop(settings: Settings, args: tuple[Any, ...], kwargs: dic
                 await _call(settings.on_giveup, {**details, "exception": e})
                 raise e  # noqa: B904 (backoff's: chained to the StopIteration)
             await _call(settings.on_backoff, {**details, "wait": seconds, "exception": e})
-            await asyncio.sleep(seconds)
+            await asyncio.sleep(pause_seconds(seconds))
         else:
             await _call(settings.on_success, details)
             return result
@@ -144,4 +151,4 @@ async def _predicate_loop(settings: Settings, args: tuple[Any, ...], kwargs: dic
             await _call(settings.on_giveup, {**details, "value": result})
             return result
         await _call(settings.on_backoff, {**details, "value": result, "wait": seconds})
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(pause_seconds(seconds))

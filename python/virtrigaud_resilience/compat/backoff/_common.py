@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
-from ... import _validate
+from ... import _testing_switch, _validate
 from ._typing import Details
 
 # The 'backoff' logger gets a NullHandler and level INFO, as backoff's: its
@@ -151,7 +151,7 @@ class Settings:
         """What a call evaluates before its first try: (max_tries, max_time,
         start, wait generator). ``started``: the monotonic time a native
         first try began (its wall-clock start is reconstructed from it)."""
-        max_tries = _maybe_call(self.max_tries)
+        max_tries = _tries_allowed(_maybe_call(self.max_tries))
         max_time = _maybe_call(self.max_time)
         if started is None:
             start = datetime.datetime.now()
@@ -159,6 +159,19 @@ class Settings:
             start = datetime.datetime.now() - datetime.timedelta(
                 seconds=time.monotonic() - started)
         return max_tries, max_time, start, _init_wait_gen(self.wait_gen, self.wait_gen_kwargs)
+
+
+def _tries_allowed(max_tries: Any) -> Any:
+    """``max_tries``, capped while ``vr.testing`` caps attempts (None or 0:
+    backoff's "no limit", which the cap replaces)."""
+    if _testing_switch.attempts is None:
+        return max_tries
+    return _testing_switch.capped(max_tries) if max_tries else _testing_switch.attempts
+
+
+def pause_seconds(seconds: float) -> float:
+    """A backoff sleep's real length: 0 while ``vr.testing.set(sleep=False)`` holds."""
+    return _testing_switch.waited(seconds)
 
 
 def elapsed_since(start: datetime.datetime) -> float:

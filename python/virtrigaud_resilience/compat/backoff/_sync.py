@@ -16,7 +16,7 @@ from typing import Any
 from ... import _core
 from ..._native import MODE_NATIVE, MODE_PYTHON, RESUME_NOT_RUN, RetryResume
 from . import _wait_gen
-from ._common import Settings, _next_wait, details_of, elapsed_since
+from ._common import Settings, _next_wait, details_of, elapsed_since, pause_seconds
 
 _BUILTIN_GENERATORS = (_wait_gen.expo, _wait_gen.fibo, _wait_gen.constant, _wait_gen.runtime,
                        _wait_gen.decay)
@@ -87,7 +87,7 @@ def _exception_loop(settings: Settings, args: tuple[Any, ...], kwargs: dict[str,
                 _call(settings.on_giveup, {**details, "exception": e})
                 raise e  # noqa: B904 (backoff's: chained to the StopIteration)
             _call(settings.on_backoff, {**details, "wait": seconds, "exception": e})
-            time.sleep(seconds)
+            time.sleep(pause_seconds(seconds))
         else:
             _call(settings.on_success, details)
             return result
@@ -119,4 +119,4 @@ def _predicate_loop(settings: Settings, args: tuple[Any, ...], kwargs: dict[str,
             _call(settings.on_giveup, details)  # backoff's sync loop: no "value" here
             return result
         _call(settings.on_backoff, {**details, "value": result, "wait": seconds})
-        time.sleep(seconds)
+        time.sleep(pause_seconds(seconds))

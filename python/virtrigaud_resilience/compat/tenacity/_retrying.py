@@ -40,7 +40,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from concurrent import futures
 
-from ... import _core
+from ... import _core, _testing_switch
 from ..._native import RESUME_NOT_RUN
 from . import _plan, _utils
 from .after import after_nothing
@@ -523,7 +523,9 @@ class BaseRetrying(ABC):
         retry_state.upcoming_sleep = yield self.wait
         self.statistics["delay_since_first_attempt"] = retry_state.seconds_since_start
         state.actions.append(self.stop)
-        state.stop_run_result = yield self.stop
+        # vr.testing may cap the attempts (its switch is read only here, after a failure).
+        state.stop_run_result = (yield self.stop) or _testing_switch.stops(
+            retry_state.attempt_number)
 
         if state.stop_run_result:
             if self.retry_error_callback:
@@ -542,7 +544,7 @@ class BaseRetrying(ABC):
         if self.before_sleep is not None:
             state.actions.append(self.before_sleep)
             yield self.before_sleep
-        return DoSleep(sleep)
+        return DoSleep(_testing_switch.waited(sleep))  # vr.testing may skip the sleep
 
     def iter(self, retry_state: RetryCallState) -> typing.Any:
         """Decides the next step: DoAttempt, DoSleep, or the final value (or raises)."""
