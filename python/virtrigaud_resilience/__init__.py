@@ -22,6 +22,7 @@ from .breaker import (
 )
 from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
 from .adaptive_limits import AIMD, Gradient2, Vegas
+from .adaptive_rate import AdaptiveRate
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, ManualClock, SystemClock, monotonic
 from .conditions import (
@@ -72,6 +73,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AIMD",
     "AdaptiveBulkhead",
+    "AdaptiveRate",
     "AdaptiveSlot",
     "Gradient2",
     "Vegas",
