@@ -9,14 +9,13 @@ ManualClock: deterministic, no real waiting.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
 import pytest
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.providers import mark_never_sent, mark_reached
-from virtrigaud_resilience.providers.fake import FaultInjectingProvider, Quota
+from virtrigaud_resilience.bench.adaptive import quota_run
 
 
 class ReferenceBotocore:
@@ -217,38 +216,9 @@ async def test_call_async_observes_the_outcome() -> None:
     assert rate.call(lambda: 3) == 3
 
 
-def quota_run(adaptive: bool, seconds: float = 300.0) -> tuple[float, float]:
-    """A greedy caller through a 20/s bucket to a provider whose quota is
-    15/s (burst 20: the demo's libvirt): (share of the calls that reached
-    the provider answered RateLimit, admitted calls/s) after the first minute."""
-    clock = vr.ManualClock()
-    bucket = vr.TokenBucket(20, 20, clock=clock)
-    fake = FaultInjectingProvider(1, clock=clock, quota=Quota(15, 20))
-    rate = vr.AdaptiveRate(bucket) if adaptive else None
-    calls = throttled = 0
-
-    async def loop() -> None:
-        nonlocal calls, throttled
-        while clock.now() < seconds:
-            clock.advance(max(bucket.retry_after(), 1e-6))
-            if not bucket.try_acquire():
-                continue
-            try:
-                await fake.validate()
-                error = None
-            except vr.RateLimitError as exc:
-                error = exc
-            if clock.now() > 60:
-                calls += 1
-                throttled += error is not None
-            if rate is not None:
-                rate.observe(error)
-
-    asyncio.run(loop())
-    return throttled / calls, (calls - throttled) / (seconds - 60)
-
-
 def test_the_demos_quota_is_learned() -> None:
+    """The bench's scenario (bench/adaptive.py): a greedy caller through a
+    20/s bucket to a provider whose quota is 15/s, burst 20."""
     static_share, _ = quota_run(adaptive=False)
     share, admitted = quota_run(adaptive=True)
     assert static_share > 0.2       # today: a quarter of the calls answered RateLimit

@@ -492,3 +492,13 @@ def memory_section(suite: Suite) -> list[Target]:
     from .memory import memory_targets
 
     return memory_targets(suite)
+
+
+@section("adaptive")
+def adaptive_section(suite: Suite) -> list[Target]:
+    """Issue 24's scenarios on virtual time: the adaptive rate against a
+    provider's quota, the adaptive bulkhead against a provider whose
+    capacity changes (see :mod:`.adaptive`)."""
+    from .adaptive import adaptive_targets
+
+    return adaptive_targets(suite)
