@@ -49,6 +49,8 @@ from ._native import (
     STAGE_RATE_LIMITED,
 )
 from ._specialised import HotMethods
+from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
+from .adaptive_rate import AdaptiveRate
 from .breaker import CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
@@ -65,7 +67,7 @@ from .timeouts import (
     remaining,
 )
 
-__all__ = ["Policy", "PolicyBuilder"]
+__all__ = ["AdaptivePolicy", "Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -393,6 +395,10 @@ class Policy(_core.Policy):
         return f"Policy({self._name!r}, {', '.join(layers)})"
 
 
+#: with_adaptive_rate() without a rate: one on the policy's limiter, made at build.
+_ON_THE_LIMITER: Any = object()
+
+
 def _optional_budget(field: str, value: Seconds | None) -> float | None:
     return None if value is None else _validate.seconds("Policy", field, value, allow_zero=False)
 
@@ -506,4 +512,115 @@ class PolicyBuilder:
                 *self._bulkhead_size,
                 provider_type=breaker.provider_type if isinstance(breaker, CircuitBreaker) else "",
                 provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
+        adaptive = {key: options.pop(key) for key in ("adaptive_bulkhead", "adaptive_rate")
+                    if key in options}
+        if adaptive.get("adaptive_rate") is _ON_THE_LIMITER:
+            limiter = options.get("limiter")
+            if not isinstance(limiter, TokenBucket):
+                raise ValueError("PolicyBuilder with_adaptive_rate() needs a rate limiter to "
+                                 "control: call with_rate_limiter() too")
+            adaptive["adaptive_rate"] = AdaptiveRate(limiter)
+        if adaptive:
+            return AdaptivePolicy(self._name, **adaptive, **options)
         return Policy(self._name, **options)
+
+    # -- adaptive limits (issue 24) --------------------------------------------
+
+    def with_adaptive_bulkhead(self, bulkhead: AdaptiveBulkhead) -> PolicyBuilder:
+        """Every attempt also holds a slot of ``bulkhead`` (an
+        :class:`~virtrigaud_resilience.AdaptiveBulkhead`), and its outcome
+        is the slot's sample: the limit learns the provider's capacity."""
+        self._options["adaptive_bulkhead"] = _validate.optional_instance(
+            "PolicyBuilder", "adaptive_bulkhead", bulkhead, AdaptiveBulkhead)
+        return self
+
+    def with_adaptive_rate(self, rate: AdaptiveRate | None = None) -> PolicyBuilder:
+        """Every attempt's outcome is reported to ``rate`` (an
+        :class:`~virtrigaud_resilience.AdaptiveRate`; None: one with its
+        defaults on the policy's rate limiter, made at build), so the
+        limiter's rate learns the provider's quota."""
+        self._options["adaptive_rate"] = _validate.optional_instance(
+            "PolicyBuilder", "adaptive_rate", rate, AdaptiveRate) or _ON_THE_LIMITER
+        return self
+
+
+class AdaptivePolicy(Policy):
+    """A :class:`Policy` whose every attempt also passes the adaptive limits.
+
+    Each attempt (the first and every retry) holds a slot of
+    ``adaptive_bulkhead`` around the call, and its outcome goes to the slot
+    (:meth:`AdaptiveSlot.finish`) and to ``adaptive_rate``
+    (:meth:`AdaptiveRate.observe`). The attempt's call is what they measure:
+    a refusal of the policy's own breaker, limiter or bulkhead is never a
+    sample nor a throttle, and neither is the adaptive bulkhead's own
+    refusal (a ``RateLimitError`` that never reached the provider, retried
+    as any rate limit). Built by :meth:`PolicyBuilder.build` when
+    ``with_adaptive_bulkhead`` or ``with_adaptive_rate`` was used.
+
+    Args:
+        adaptive_bulkhead: an AdaptiveBulkhead, or None.
+        adaptive_rate: an AdaptiveRate (usually on the policy's limiter), or None.
+        The rest: as :class:`Policy`.
+    """
+
+    __slots__ = ("_adaptive_bulkhead", "_adaptive_rate")
+
+    def __init__(self, name: str, *, adaptive_bulkhead: AdaptiveBulkhead | None = None,
+                 adaptive_rate: AdaptiveRate | None = None, **options: Any) -> None:
+        bulkhead = _validate.optional_instance("AdaptivePolicy", "adaptive_bulkhead",
+                                               adaptive_bulkhead, AdaptiveBulkhead)
+        rate = _validate.optional_instance("AdaptivePolicy", "adaptive_rate", adaptive_rate,
+                                           AdaptiveRate)
+        super().__init__(name, **options)
+        self._adaptive_bulkhead = bulkhead
+        self._adaptive_rate = rate
+
+    @property
+    def adaptive_bulkhead(self) -> AdaptiveBulkhead | None:
+        return self._adaptive_bulkhead
+
+    @property
+    def adaptive_rate(self) -> AdaptiveRate | None:
+        return self._adaptive_rate
+
+    def execute(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """As :meth:`Policy.execute`, each attempt inside the adaptive limits."""
+        return super().execute(self._adapted, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def execute_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """As :meth:`Policy.execute_async`, each attempt inside the adaptive limits."""
+        return await super().execute_async(self._adapted_async, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _adapted(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        slot = self._adaptive_bulkhead.acquire() if self._adaptive_bulkhead is not None else None
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._observe(slot, exc)
+            raise
+        if type(result) is CoroutineType:  # refused by execute(): no call was made
+            if slot is not None:
+                slot.ignore()
+            return result
+        self._observe(slot, None)
+        return result
+
+    async def _adapted_async(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                             **kwargs: Any) -> T:
+        bulkhead = self._adaptive_bulkhead
+        slot = await bulkhead.acquire_async() if bulkhead is not None else None
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._observe(slot, exc)
+            raise
+        self._observe(slot, None)
+        return result
+
+    def _observe(self, slot: AdaptiveSlot | None, exc: BaseException | None) -> None:
+        if slot is not None:
+            slot.finish(exc)
+        if self._adaptive_rate is not None:
+            self._adaptive_rate.observe(exc)
