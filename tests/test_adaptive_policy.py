@@ -100,3 +100,45 @@ async def test_async_attempts_queue_for_a_slot() -> None:
     assert await asyncio.gather(*(policy.execute_async(call, i) for i in range(4))) == \
         [0, 1, 2, 3]
     assert max(peak) == 1 and ab.in_flight == 0
+
+
+# ------------------------------------------------ Config and ResilientProvider --
+
+
+def test_rate_limit_adaptive_is_a_bool() -> None:
+    assert vr.Config.from_env({"RATE_LIMIT_ADAPTIVE": "true"}).rate_limit.adaptive is True
+    assert vr.Config().rate_limit.adaptive is False
+    with pytest.raises(TypeError, match="RateLimitConfig adaptive must be a bool"):
+        vr.RateLimitConfig(adaptive=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="RATE_LIMIT_ADAPTIVE must be one of true, false"):
+        vr.Config.from_env({"RATE_LIMIT_ADAPTIVE": "yes"})
+
+
+async def provider_quota_answers(adaptive: bool) -> tuple[int, float, object]:
+    """A ResilientProvider at 20/s over the fake's 15/s quota, called in a
+    loop for 120 virtual seconds: (quota answers, the bucket's rate, the provider)."""
+    from virtrigaud_resilience.providers import ResilientProvider
+    from virtrigaud_resilience.providers.fake import FaultInjectingProvider, Quota
+
+    clock = vr.ManualClock()
+    fake = FaultInjectingProvider(1, clock=clock, latency=0.01, quota=Quota(15, 20))
+    config = vr.Config.from_env({"RATE_LIMIT_QPS": "20", "RATE_LIMIT_BURST": "20",
+                                 "RATE_LIMIT_ADAPTIVE": "true" if adaptive else "false",
+                                 "RETRY_BASE_DELAY": "10ms", "RETRY_MAX_ATTEMPTS": "5"})
+    provider = ResilientProvider(fake, "libvirt", "lab", config, clock=clock, wait=True)
+    while clock.now() < 120:
+        await provider.validate()
+    return fake.injected[vr.ErrorType.RATE_LIMIT], provider.limiter.qps, provider
+
+
+async def test_resilient_provider_learns_the_quota_with_rate_limit_adaptive() -> None:
+    static_answers, static_rate, _ = await provider_quota_answers(adaptive=False)
+    answers, rate, provider = await provider_quota_answers(adaptive=True)
+    assert static_rate == 20
+    assert rate < 20
+    assert answers * 5 < static_answers, (answers, static_answers)
+    # Every operation reports to the one controller of the shared bucket.
+    controller = vr.AdaptiveRate.for_bucket(provider.limiter)  # type: ignore[attr-defined]
+    policies = [provider.policy(op) for op in ("validate", "describe", "create")]  # type: ignore[attr-defined]
+    assert all(isinstance(p, AdaptivePolicy) and p.adaptive_rate is controller
+               for p in policies)

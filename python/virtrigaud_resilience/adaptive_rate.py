@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -94,6 +95,18 @@ class AdaptiveRate:
                  "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
                  "throttles", "pauses", "malformed_headers", "_count", "_time_bucket",
                  "_measured", "_next_update_ns", "_paused_until_ns", "_lock")
+
+    @classmethod
+    def for_bucket(cls, bucket: RateControlled) -> AdaptiveRate:
+        """The one controller (defaults) of ``bucket``, made on first use:
+        every policy sharing a bucket (a ResilientProvider's operations,
+        the components built from one ConfigMap) must report to the same
+        controller, or two would fight over its rate."""
+        with _SHARED_LOCK:
+            found = _SHARED.get(bucket)
+            if found is None:
+                found = _SHARED[bucket] = cls(bucket)
+            return found
 
     def __init__(self, bucket: RateControlled, *, floor: float = 0.5, beta: float = 0.7,
                  scale: float = 0.4, update_interval: float = 0.1) -> None:
@@ -278,6 +291,11 @@ class AdaptiveRate:
     def __repr__(self) -> str:
         return (f"AdaptiveRate(rate={self.rate:g}, ceiling={self.ceiling:g}, "
                 f"floor={self.floor:g}, throttles={self.throttles})")
+
+
+#: The controllers of for_bucket(), by bucket (dropped with it).
+_SHARED: weakref.WeakKeyDictionary[Any, AdaptiveRate] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def _parse_number(value: object) -> float | None:
