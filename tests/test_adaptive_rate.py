@@ -224,3 +224,41 @@ def test_the_demos_quota_is_learned() -> None:
     assert static_share > 0.2       # today: a quarter of the calls answered RateLimit
     assert share <= 0.03            # the target
     assert admitted >= 0.9 * 15
+
+
+def test_a_burst_of_throttles_of_calls_sent_together_decreases_once() -> None:
+    clock = vr.ManualClock()
+    bucket = vr.TokenBucket(20, 20, clock=clock)
+    rate = vr.AdaptiveRate(bucket, update_interval=0)
+    for _ in range(20):
+        clock.advance(0.05)
+        rate.on_success()
+    sent = bucket._now_ns()
+    clock.advance(0.05)
+    rate.on_throttle(sent_ns=sent)
+    once = rate.rate
+    for _ in range(5):  # sent before that decrease: it already corrected their rate
+        rate.on_throttle(sent_ns=sent)
+    assert rate.rate == once and rate.throttles == 6
+    clock.advance(0.05)
+    rate.on_throttle(sent_ns=bucket._now_ns())  # sent after it: a new signal
+    assert rate.rate < once
+    clock.advance(0.05)
+    rate.on_throttle()  # no send time: botocore's rule, every throttle decreases
+    assert rate.throttles == 8
+
+
+def test_tokens_reserved_before_a_decrease_count_as_sent_before_it() -> None:
+    clock = vr.ManualClock()
+    bucket = vr.TokenBucket(20, 1, clock=clock)
+    rate = vr.AdaptiveRate(bucket, update_interval=0)
+    for _ in range(20):
+        clock.advance(0.05)
+        rate.on_success()
+    for _ in range(10):  # ten callers queued for tokens: half a second of them
+        bucket.reserve()
+    rate.on_throttle(sent_ns=bucket._now_ns())
+    once = rate.rate
+    clock.advance(0.2)  # one of the reserved calls goes out now, and is throttled
+    rate.on_throttle(sent_ns=bucket._now_ns())
+    assert rate.rate == once

@@ -70,6 +70,8 @@ class RateControlled(Protocol):
     def qps(self) -> float: ...
     @property
     def burst(self) -> int: ...
+    @property
+    def tokens(self) -> float: ...
     def set_rate(self, qps: float, burst: int | None = None) -> None: ...
     def _set_rate(self, interval_ns: int, burst: int, max_tokens: int = ...) -> None: ...
     def _now_ns(self) -> int: ...
@@ -94,7 +96,7 @@ class AdaptiveRate:
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
                  "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
                  "throttles", "pauses", "malformed_headers", "_count", "_time_bucket",
-                 "_measured", "_next_update_ns", "_paused_until_ns", "_lock")
+                 "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock")
 
     @classmethod
     def for_bucket(cls, bucket: RateControlled) -> AdaptiveRate:
@@ -111,7 +113,8 @@ class AdaptiveRate:
     def __init__(self, bucket: RateControlled, *, floor: float = 0.5, beta: float = 0.7,
                  scale: float = 0.4, update_interval: float = 0.1) -> None:
         owner = "AdaptiveRate"
-        if not all(hasattr(bucket, name) for name in ("qps", "burst", "set_rate", "_now_ns")):
+        if not all(hasattr(bucket, name) for name in ("qps", "burst", "tokens", "set_rate",
+                                                       "_now_ns")):
             raise TypeError(f"{owner} bucket must be a TokenBucket, got "
                             f"{type(bucket).__name__} {bucket!r}")
         self.bucket = bucket
@@ -142,6 +145,7 @@ class AdaptiveRate:
         self._measured = 0.0
         self._next_update_ns = now
         self._paused_until_ns = 0
+        self._settled_ns = now
         self._lock = threading.Lock()
 
     # -- signals ---------------------------------------------------------------------
@@ -154,26 +158,40 @@ class AdaptiveRate:
             with self._lock:
                 self._update(now, throttled=False)
 
-    def on_throttle(self, retry_after: float | None = None) -> None:
+    def on_throttle(self, retry_after: float | None = None, sent_ns: int | None = None) -> None:
         """The provider throttled a call; ``retry_after`` (seconds, or None)
-        is when it said to come back: the bucket spends nothing until then."""
+        is when it said to come back: the bucket spends nothing until then.
+
+        ``sent_ns`` (the bucket's clock, ``bucket._now_ns()``, when the call
+        was sent; None: unknown) lets a burst of throttles count once: a call
+        sent before the latest decrease took effect (the decrease, and the
+        tokens reserved before it, which still go out at the old spacing)
+        was sent at the rate that decrease already corrected, so its throttle
+        lowers nothing again (TCP's one reduction per round trip). botocore,
+        which knows no send times, decreases on every throttle; so does this
+        without ``sent_ns``."""
         if retry_after is not None:
             retry_after = _validate.non_negative("AdaptiveRate", "retry_after", retry_after)
         self._count += 1
         now = self.bucket._now_ns()
         with self._lock:
             self.throttles += 1
-            self._update(now, throttled=True)
+            if sent_ns is None or not self.enabled or sent_ns >= self._settled_ns:
+                self._update(now, throttled=True)
+                # Tokens reserved before the decrease still go out at the old
+                # spacing: the new rate governs the calls sent after them.
+                self._settled_ns = now + round(max(0.0, -self.bucket.tokens) / self.rate * 1e9)
             if retry_after is not None and retry_after > 0:
                 self._pause(now, retry_after)
 
-    def observe(self, exc: BaseException | None) -> None:
+    def observe(self, exc: BaseException | None, sent_ns: int | None = None) -> None:
         """A call's outcome: None a success, the provider's rate limit a
-        throttle (with its ``retry_after``); anything else says nothing."""
+        throttle (with its ``retry_after``, and ``sent_ns``: see
+        :meth:`on_throttle`); anything else says nothing."""
         if exc is None:
             self.on_success()
         elif is_provider_rate_limit(exc):
-            self.on_throttle(getattr(exc, "retry_after", None))
+            self.on_throttle(getattr(exc, "retry_after", None), sent_ns)
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Quota headers of a response (names case-insensitive):

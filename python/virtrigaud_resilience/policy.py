@@ -595,32 +595,41 @@ class AdaptivePolicy(Policy):
 
     def _adapted(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         slot = self._adaptive_bulkhead.acquire() if self._adaptive_bulkhead is not None else None
+        sent = self._sent_ns()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._observe(slot, exc)
+            self._observe(slot, exc, sent)
             raise
         if type(result) is CoroutineType:  # refused by execute(): no call was made
             if slot is not None:
                 slot.ignore()
             return result
-        self._observe(slot, None)
+        self._observe(slot, None, sent)
         return result
 
     async def _adapted_async(self, fn: Callable[..., Awaitable[T]], *args: Any,
                              **kwargs: Any) -> T:
         bulkhead = self._adaptive_bulkhead
         slot = await bulkhead.acquire_async() if bulkhead is not None else None
+        sent = self._sent_ns()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._observe(slot, exc)
+            self._observe(slot, exc, sent)
             raise
-        self._observe(slot, None)
+        self._observe(slot, None, sent)
         return result
 
-    def _observe(self, slot: AdaptiveSlot | None, exc: BaseException | None) -> None:
+    def _sent_ns(self) -> int | None:
+        """When the attempt's call is sent, on the rate's clock (a burst of
+        throttles of calls sent together decreases the rate once)."""
+        rate = self._adaptive_rate
+        return rate.bucket._now_ns() if rate is not None else None
+
+    def _observe(self, slot: AdaptiveSlot | None, exc: BaseException | None,
+                 sent_ns: int | None) -> None:
         if slot is not None:
             slot.finish(exc)
         if self._adaptive_rate is not None:
-            self._adaptive_rate.observe(exc)
+            self._adaptive_rate.observe(exc, sent_ns)
