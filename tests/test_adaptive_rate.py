@@ -262,3 +262,29 @@ def test_tokens_reserved_before_a_decrease_count_as_sent_before_it() -> None:
     clock.advance(0.2)  # one of the reserved calls goes out now, and is throttled
     rate.on_throttle(sent_ns=bucket._now_ns())
     assert rate.rate == once
+
+
+def test_the_metrics_show_the_learned_rate_throttles_and_malformed_headers() -> None:
+    pytest.importorskip("prometheus_client")
+    from virtrigaud_resilience.metrics import ResilienceCollector
+
+    clock = vr.ManualClock()
+    bucket = vr.TokenBucket(20, 20, clock=clock, provider_type="libvirt", provider="metrics-t")
+    rate = vr.AdaptiveRate(bucket)
+    bulkhead = vr.AdaptiveBulkhead(vr.AIMD(7), provider_type="libvirt", provider="metrics-t")
+    for _ in range(10):
+        clock.advance(0.05)
+        rate.on_success()
+    rate.on_throttle()
+    rate.observe_headers({"RateLimit-Remaining": "x", "RateLimit-Reset": "1"})
+    labels = {"provider_type": "libvirt", "provider": "metrics-t"}
+    found = {}
+    for family in ResilienceCollector().collect():
+        for sample in family.samples:
+            if sample.labels == labels:
+                found[sample.name] = sample.value
+    assert found["virtrigaud_adaptive_rate_qps"] == pytest.approx(rate.rate)
+    assert found["virtrigaud_adaptive_rate_throttles_total"] == 1
+    assert found["virtrigaud_adaptive_rate_malformed_headers_total"] == 1
+    assert found["virtrigaud_adaptive_bulkhead_limit"] == 7
+    assert bulkhead.limit == 7

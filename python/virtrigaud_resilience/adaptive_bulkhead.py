@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 
 from . import _core, _validate
 from ._fifo_queue import FifoQueue, empty_queue
-from ._tracking import ProviderLabelled, provider_labels
+from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .adaptive_limits import MAX_LIMIT, Gradient2, LimitAlgorithm
 from .clock import ManualClock, check_clock
 from .durations import Seconds
 from .errors import RateLimitError, UnavailableError
 
-__all__ = ["AdaptiveBulkhead", "AdaptiveSlot", "is_drop"]
+__all__ = ["ADAPTIVE_BULKHEADS", "AdaptiveBulkhead", "AdaptiveSlot", "is_drop"]
 
 T = TypeVar("T")
 
@@ -61,6 +61,15 @@ def is_drop(exc: BaseException | None) -> bool:
         return True
     asyncio = sys.modules.get("asyncio")  # 3.10: asyncio.TimeoutError is its own class
     return asyncio is not None and isinstance(exc, asyncio.TimeoutError)
+
+
+def _final_counters(bulkhead: AdaptiveBulkhead) -> tuple[Labels, Counters]:
+    """A dropped adaptive bulkhead's labels and (rejected,)."""
+    return (bulkhead.provider_type, bulkhead.provider), (bulkhead.rejected,)
+
+
+#: Every live AdaptiveBulkhead, for the metrics collector (see _tracking.py).
+ADAPTIVE_BULKHEADS: Census[AdaptiveBulkhead] = Census(_final_counters)
 
 
 class AdaptiveBulkhead(_core.AdaptiveBulkhead, FifoQueue, ProviderLabelled):
@@ -120,6 +129,12 @@ class AdaptiveBulkhead(_core.AdaptiveBulkhead, FifoQueue, ProviderLabelled):
         # The slots `with bulkhead:` took in this thread or task, latest first.
         self._held: ContextVar[AdaptiveSlot | None] = ContextVar(
             "virtrigaud_adaptive_slots", default=None)
+        ADAPTIVE_BULKHEADS.track(self)
+
+    def __del__(self, _retire: Callable[[AdaptiveBulkhead], None] = ADAPTIVE_BULKHEADS.retire,
+                ) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
 
     # -- slots -----------------------------------------------------------------
 

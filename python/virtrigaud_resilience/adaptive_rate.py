@@ -49,8 +49,9 @@ from typing import Any, Protocol, TypeVar
 
 from . import _core, _validate
 from ._sent import is_provider_rate_limit
+from ._tracking import Census, Counters, Labels
 
-__all__ = ["AdaptiveRate", "RateControlled"]
+__all__ = ["RATES", "AdaptiveRate", "RateControlled"]
 
 T = TypeVar("T")
 
@@ -77,6 +78,15 @@ class RateControlled(Protocol):
     def _now_ns(self) -> int: ...
 
 
+def _final_counters(rate: AdaptiveRate) -> tuple[Labels, Counters]:
+    """A dropped controller's labels and (throttles, pauses, malformed_headers)."""
+    return rate.labels, (rate.throttles, rate.pauses, rate.malformed_headers)
+
+
+#: Every live AdaptiveRate, for the metrics collector (see _tracking.py).
+RATES: Census[AdaptiveRate] = Census(_final_counters)
+
+
 class AdaptiveRate:
     """A CUBIC controller on ``bucket``'s rate (see the module).
 
@@ -96,7 +106,8 @@ class AdaptiveRate:
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
                  "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
                  "throttles", "pauses", "malformed_headers", "_count", "_time_bucket",
-                 "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock")
+                 "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
+                 "__weakref__")
 
     @classmethod
     def for_bucket(cls, bucket: RateControlled) -> AdaptiveRate:
@@ -147,6 +158,16 @@ class AdaptiveRate:
         self._paused_until_ns = 0
         self._settled_ns = now
         self._lock = threading.Lock()
+        RATES.track(self)
+
+    def __del__(self, _retire: Callable[[AdaptiveRate], None] = RATES.retire) -> None:
+        # Bound at definition: module globals may be gone at interpreter exit.
+        _retire(self)
+
+    @property
+    def labels(self) -> Labels:
+        """The bucket's (provider_type, provider), for the metrics ("" if it has none)."""
+        return (getattr(self.bucket, "provider_type", ""), getattr(self.bucket, "provider", ""))
 
     # -- signals ---------------------------------------------------------------------
 
