@@ -286,3 +286,25 @@ def test_the_bounds_bound_the_algorithm() -> None:
     assert (ab.algorithm.min_limit, ab.algorithm.max_limit) == (2, 64)
     with pytest.raises(TypeError, match="AdaptiveSlot dropped must be a bool"):
         ab.acquire().release(dropped=1)  # type: ignore[arg-type]
+
+
+def test_an_algorithm_that_raises_leaves_the_windows_working() -> None:
+    class Broken(vr.AIMD):
+        fail = True
+
+        def update(self, rtt_ns: int, in_flight: int, dropped: bool) -> int:
+            if Broken.fail:
+                raise ZeroDivisionError("a bug in a custom algorithm")
+            return super().update(rtt_ns, in_flight, dropped)
+
+    clock = vr.ManualClock()
+    ab = bulkhead(Broken(20), clock, min_window=0.1, max_window=0.1)
+    clock.advance(0.2)
+    slot = ab.acquire()
+    with pytest.raises(ZeroDivisionError):
+        slot.release(dropped=True)
+    assert ab.in_flight == 0  # the slot went back before the window closed
+    Broken.fail = False
+    clock.advance(0.2)
+    ab.acquire().release(dropped=True)
+    assert ab.limit == 18  # the next window closed and backed off

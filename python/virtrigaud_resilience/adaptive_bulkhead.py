@@ -229,14 +229,18 @@ class AdaptiveBulkhead(_core.AdaptiveBulkhead, FifoQueue, ProviderLabelled):
         """Closes a sampling window (native hook, once per window): one
         update of the algorithm, the new limit stored, the next window set."""
         samples, rtt_sum_ns, min_rtt_ns, max_in_flight, drops = self._take_window()
-        if samples == 0:  # taken by a racing close: nothing to learn
-            self._set_window_end(now_ns + self.min_window_ns)
-            return
-        before = self.limit
-        limit = self.algorithm.update(rtt_sum_ns // samples, max_in_flight, drops > 0)
-        self._set_limit(limit)
-        self._set_window_end(
-            now_ns + min(max(2 * min_rtt_ns, self.min_window_ns), self.max_window_ns))
+        # The claim pushed the window's end to the end of time: whatever
+        # happens below, the next window gets a real end.
+        length = self.min_window_ns
+        try:
+            if samples == 0:  # taken by a racing close: nothing to learn
+                return
+            length = min(max(2 * min_rtt_ns, self.min_window_ns), self.max_window_ns)
+            before = self.limit
+            limit = self.algorithm.update(rtt_sum_ns // samples, max_in_flight, drops > 0)
+            self._set_limit(limit)
+        finally:
+            self._set_window_end(now_ns + length)
         if limit > before and self.waiting > 0:
             self._wake()
 
