@@ -92,6 +92,7 @@ EVERY_KEY = [
     ("CB_HALF_OPEN_MAX_CALLS", "5", "breaker.half_open_max_calls", 5),
     ("RATE_LIMIT_QPS", "20", "rate_limit.qps", 20.0),
     ("RATE_LIMIT_BURST", "50", "rate_limit.burst", 50),
+    ("RATE_LIMIT_ADAPTIVE", "true", "rate_limit.adaptive", True),
 ]
 
 
@@ -102,7 +103,7 @@ def _get(config: Config, path: str) -> Any:
 
 def test_every_key_is_covered() -> None:
     assert sorted(key for key, *_ in EVERY_KEY) == sorted(ENV_KEYS)
-    assert len(ENV_KEYS) == 14
+    assert len(ENV_KEYS) == 15
 
 
 @pytest.mark.parametrize(("key", "text", "path", "expected"), EVERY_KEY)
@@ -194,6 +195,7 @@ BAD = {
     "RATE_LIMIT_QPS": [*_GARBAGE, "0", "-1", "0.0", "1e-300", "10/s", "1_0", "-0", "2e9",
                        "1000000001", "0.0002", "1e10"],
     "RATE_LIMIT_BURST": [*_POSITIVE_INT, "1048576", "2000000"],
+    "RATE_LIMIT_ADAPTIVE": [*_GARBAGE, "yes", "on", "2", "adaptive"],
 }
 
 BAD_CASES = [(key, text) for key, texts in BAD.items() for text in texts]
@@ -598,6 +600,7 @@ def test_to_env_of_the_defaults() -> None:
         "CB_HALF_OPEN_MAX_CALLS": "3",
         "RATE_LIMIT_QPS": "10.0",
         "RATE_LIMIT_BURST": "20",
+        "RATE_LIMIT_ADAPTIVE": "false",
     }
 
 

@@ -386,6 +386,10 @@ def test_the_policies_and_bulkheads_have_what_the_core_calls() -> None:
         check_conforms(cls, _native.PolicyResume)
     for cls in bulkheads:
         check_conforms(cls, _native.BulkheadQueue)
+    adaptive = package_subclasses(_core.AdaptiveBulkhead)
+    assert adaptive
+    for cls in adaptive:
+        check_conforms(cls, _native.AdaptiveWindow)
 
 
 @pytest.mark.parametrize("path", REFUSING_BUCKETS)

@@ -674,6 +674,7 @@ void bind_bulkhead(nb::module_& m);    // Bulkhead
 void bind_policy(nb::module_& m);      // Policy
 void bind_backoff(nb::module_& m);     // Backoff
 void bind_histogram(nb::module_& m);   // LatencyHistogram
+void bind_adaptive(nb::module_& m);    // AdaptiveBulkhead
 
 // For _core._specialise(cls): each installs its type's raw hot methods on
 // cls when cls subclasses that type, and says whether it did.

@@ -107,4 +107,5 @@ NB_MODULE(_core, m) {
 
     bind_backoff(m);
     bind_histogram(m);
+    bind_adaptive(m);
 }

@@ -6,6 +6,7 @@
 // compiler barrier so the work cannot be deleted. Contended cases run the
 // same loop on 2 threads against one object and report the time per
 // operation seen by each thread (and the aggregate: wall time / all ops).
+#include <virtrigaud/adaptive_limit.hpp>
 #include <virtrigaud/backoff.hpp>
 #include <virtrigaud/bulkhead.hpp>
 #include <virtrigaud/circuit_breaker.hpp>
@@ -221,6 +222,37 @@ int main() {
               do_not_optimize(bulkhead->exit());
           }));
 
+    // ---- adaptive limit: what AdaptiveBulkhead's acquire + release do
+    // natively (the slot, its start and end times, the sample, the window
+    // check that closes a window once per window, not per call).
+    // The steady clock's two reads dominate where reading it is slow (a VM
+    // without a vDSO clocksource: see steady_now_ns() above), so the case
+    // also runs on a ManualClock: the atomics alone.
+    ManualClock adaptive_clock;
+    auto adaptive_manual = std::make_unique<AdaptiveLimit>(8, &adaptive_clock);
+    adaptive_manual->set_window_end(kMaxClockNs);
+    print("adaptive_limit.acquire+release(manual clock)", "uncontended",
+          bench(kIters, [&](int64_t) {
+              do_not_optimize(adaptive_manual->try_enter());
+              const int64_t start = adaptive_manual->now();
+              const int64_t in_flight = adaptive_manual->in_flight();
+              const int64_t now = adaptive_manual->now();
+              adaptive_manual->record(now - start, in_flight, false);
+              do_not_optimize(adaptive_manual->exit());
+              do_not_optimize(adaptive_manual->claim_window(now, 10));
+          }));
+    auto adaptive = std::make_unique<AdaptiveLimit>(8);
+    adaptive->set_window_end(kMaxClockNs);
+    print("adaptive_limit.acquire+release(steady)", "uncontended", bench(kIters, [&](int64_t) {
+              do_not_optimize(adaptive->try_enter());
+              const int64_t start = adaptive->now();
+              const int64_t in_flight = adaptive->in_flight();
+              const int64_t now = adaptive->now();
+              adaptive->record(now - start, in_flight, false);
+              do_not_optimize(adaptive->exit());
+              do_not_optimize(adaptive->claim_window(now, 10));
+          }));
+
     // ---- backoff
     Backoff seeded(0.5, 30.0, 2.0, true, Strategy::kExponential, true, 42);
     print("backoff.delay(exponential, seeded)", "uncontended", bench(kIters, [&](int64_t i) {
@@ -290,6 +322,17 @@ int main() {
                [&](int, int64_t) {
                    do_not_optimize(bulkhead->try_enter());
                    do_not_optimize(bulkhead->exit());
+               }));
+    print2("adaptive_limit.acquire+release(steady)",
+           bench2(
+               kIters2, [] {},
+               [&](int, int64_t) {
+                   do_not_optimize(adaptive->try_enter());
+                   const int64_t start = adaptive->now();
+                   const int64_t now = adaptive->now();
+                   adaptive->record(now - start, 1, false);
+                   do_not_optimize(adaptive->exit());
+                   do_not_optimize(adaptive->claim_window(now, 10));
                }));
     print2("backoff.delay(exponential, seeded)",
            bench2(

@@ -11,6 +11,7 @@
 // No framework: CHECK prints file:line and the expression, main returns 1 if
 // any failed, and the last line is "N passed, M failed".
 #include <virtrigaud/backoff.hpp>
+#include <virtrigaud/adaptive_limit.hpp>
 #include <virtrigaud/bulkhead.hpp>
 #include <virtrigaud/circuit_breaker.hpp>
 #include <virtrigaud/clock.hpp>
@@ -2736,6 +2737,69 @@ void test_bulkhead_limit() {
     CHECK_EQ(bulkhead.admitted() + bulkhead.rejected(), static_cast<uint64_t>(att));
 }
 
+void test_adaptive_limit_moving() {
+    // Threads take, record and give back slots while one thread moves the
+    // limit between 2 and 6 and closes windows: never more in flight than
+    // the highest limit, every sample counted in exactly one window, nothing
+    // left in flight, every attempt admitted or rejected.
+    AdaptiveLimit limit(4);
+    std::atomic<int> finished{0};
+    std::atomic<int64_t> inside{0};
+    std::atomic<long> over{0};
+    std::atomic<int64_t> recorded{0};
+    int64_t windowed = 0;
+    std::vector<int64_t> entered(kThreads), attempts(kThreads);
+    run_threads(
+        kThreads,
+        [&](int i) {
+            int64_t in = 0;
+            int64_t att = 0;
+            for (int k = 0; k < 30000 * g_scale; ++k) {
+                ++att;
+                if (!limit.try_enter()) {
+                    limit.count_rejection();
+                    continue;
+                }
+                ++in;
+                if (inside.fetch_add(1, std::memory_order_acq_rel) + 1 > 6 ||
+                    limit.in_flight() > 6) {
+                    over.fetch_add(1, std::memory_order_relaxed);
+                }
+                inside.fetch_sub(1, std::memory_order_acq_rel);
+                limit.record(k % 97, in % 7, k % 13 == 0);
+                recorded.fetch_add(1, std::memory_order_relaxed);
+                if (limit.exit() == AdaptiveLimit::Exit::kUnmatched) {
+                    over.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            entered[static_cast<size_t>(i)] = in;
+            attempts[static_cast<size_t>(i)] = att;
+            finished.fetch_add(1, std::memory_order_release);
+        },
+        [&] {
+            for (int64_t k = 0; finished.load(std::memory_order_acquire) < kThreads; ++k) {
+                limit.set_limit(2 + k % 5);
+                if (limit.claim_window(kMaxClockNs, 1)) {
+                    windowed += limit.take_window().samples;
+                    limit.set_window_end(0);
+                }
+                std::this_thread::yield();
+            }
+        });
+    windowed += limit.take_window().samples;
+    int64_t in = 0;
+    int64_t att = 0;
+    for (size_t i = 0; i < kThreads; ++i) {
+        in += entered[i];
+        att += attempts[i];
+    }
+    CHECK_EQ(over.load(), 0L);
+    CHECK_EQ(limit.in_flight(), int64_t{0});
+    CHECK_EQ(windowed, recorded.load());
+    CHECK_EQ(limit.admitted(), static_cast<uint64_t>(in));
+    CHECK_EQ(limit.admitted() + limit.rejected(), static_cast<uint64_t>(att));
+}
+
 void test_bulkhead_unmatched_exit() {
     // Issue item 10: an exit() without its enter used to drive in_flight to
     // -1 and so admit one call past the limit. It is refused now
@@ -3617,6 +3681,7 @@ int main(int argc, char** argv) {
         {"breaker_success_threshold_edges", test_breaker_success_threshold_edges, 1},
         {"breaker_success_threshold_race", test_breaker_success_threshold_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
+        {"adaptive_limit_moving", test_adaptive_limit_moving, 2},
         {"bulkhead_unmatched_exit", test_bulkhead_unmatched_exit, 3},
         {"bulkhead_fifo", test_bulkhead_fifo, 2},
         {"backoff_extremes", test_backoff_extremes, 1},

@@ -20,6 +20,9 @@ from .breaker import (
     Permit,
     default_failure_predicate,
 )
+from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
+from .adaptive_limits import AIMD, Gradient2, Vegas
+from .adaptive_rate import AdaptiveRate
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, ManualClock, SystemClock, monotonic
 from .conditions import (
@@ -68,6 +71,12 @@ from .timeouts import RPCConfig, remaining
 __version__ = "0.1.0"
 
 __all__ = [
+    "AIMD",
+    "AdaptiveBulkhead",
+    "AdaptiveRate",
+    "AdaptiveSlot",
+    "Gradient2",
+    "Vegas",
     "Backoff",
     "BreakerConfig",
     "BreakerRegistry",

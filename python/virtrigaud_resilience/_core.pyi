@@ -672,6 +672,69 @@ class LatencyHistogram:
         linear within its bucket; NaN while fewer than `min_samples` are held.
         """
 
+ADAPTIVE_MAX_LIMIT: int = 1073741824
+
+class AdaptiveBulkhead:
+    """Adaptive concurrency limit (native part)."""
+
+    def __init__(self, limit: int, clock: ManualClock | None = None) -> None: ...
+
+    def _try_take(self) -> bool:
+        """
+        A newcomer's slot if one is free and nobody is queued (a refusal is not counted).
+        """
+
+    def _take_as_waiter(self) -> bool:
+        """Takes a free slot whoever is queued: for the waiter at the head."""
+
+    def _count_rejection(self) -> None: ...
+
+    def _add_waiter(self, delta: int) -> None: ...
+
+    def _free(self) -> None:
+        """
+        Gives a slot back without a sample (a slot handed to a waiter that left).
+        """
+
+    def _release(self, start_ns: int, in_flight: int, dropped: bool, sample: bool) -> None:
+        """
+        Gives a slot back; with `sample`, records (now - start_ns, in_flight,
+        dropped) and, when the window is due, calls self._on_window(now_ns).
+        """
+
+    def _take_window(self) -> tuple[int, int, int, int, int]:
+        """
+        (samples, rtt_sum_ns, min_rtt_ns, max_in_flight, drops) of the window, reset.
+        """
+
+    def _set_window_end(self, end_ns: int) -> None: ...
+
+    def _set_min_samples(self, n: int) -> None: ...
+
+    def _set_limit(self, limit: int) -> None: ...
+
+    def _now_ns(self) -> int: ...
+
+    @property
+    def limit(self) -> int:
+        """The concurrency limit now."""
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding a slot now."""
+
+    @property
+    def waiting(self) -> int:
+        """asyncio tasks queued for a slot."""
+
+    @property
+    def admitted(self) -> int:
+        """Slots granted."""
+
+    @property
+    def rejected(self) -> int:
+        """Attempts turned away (full, queue full, or a queued wait timed out)."""
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

@@ -37,7 +37,7 @@ __all__ = [
     "HELD_BREAKER", "HELD_BUCKET",
     "is_half_open_probe",
     "TransitionHook", "RejectHook", "ErrorHook", "GeneratorHook", "DelegateHook",
-    "HOOK_PROTOCOLS", "RefusalHook", "BulkheadQueue", "PolicyResume",
+    "HOOK_PROTOCOLS", "RefusalHook", "BulkheadQueue", "AdaptiveWindow", "PolicyResume",
     "Classifier", "RejectFactory", "TransitionDispatcher", "RateLimitedHook", "RetryResume",
 ]
 
@@ -172,6 +172,15 @@ class BulkheadQueue(Protocol):
 
     def _reject(self) -> BaseException:
         """Counts one refusal and returns the error it raises."""
+
+
+class AdaptiveWindow(BulkheadQueue, Protocol):
+    """An AdaptiveBulkhead (every subclass of _core.AdaptiveBulkhead): its
+    waiters live in Python as a Bulkhead's do, and the core closes each
+    sampling window here, once per window."""
+
+    def _on_window(self, now_ns: int, /) -> object:
+        """The window ended at ``now_ns``: take it, update the limit."""
 
 
 class PolicyResume(Protocol):

@@ -19,7 +19,8 @@ from typing import TypeVar
 
 from .errors import CircuitOpenError, RateLimitError
 
-__all__ = ["mark_call_reached", "mark_never_sent", "mark_reached", "never_sent"]
+__all__ = ["is_provider_rate_limit", "mark_call_reached", "mark_never_sent", "mark_reached",
+           "never_sent"]
 
 E = TypeVar("E", bound=BaseException)
 
@@ -84,6 +85,17 @@ def never_sent(exc: BaseException) -> bool:
         link = link.__cause__ or link.__context__
         seen += 1
     return False
+
+
+def is_provider_rate_limit(exc: BaseException) -> bool:
+    """Whether ``exc`` is the provider throttling this attempt: a
+    ``RateLimitError`` marked :func:`mark_reached`, or carrying an HTTP 429
+    response or a gRPC ``RESOURCE_EXHAUSTED`` status, and not marked never
+    sent. Our own limiter's and bulkhead's refusals are not (AdaptiveRate's
+    throttle signal: adaptive_rate.py)."""
+    if not isinstance(exc, RateLimitError) or getattr(exc, _UNSENT, False):
+        return False
+    return bool(getattr(exc, _REACHED, False)) or _provider_answered(exc)
 
 
 def _provider_answered(exc: BaseException) -> bool:

@@ -22,20 +22,14 @@ is two native calls, with no Python frame.
 
 from __future__ import annotations
 
-import collections
-import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import asyncio
 
 from . import _core, _validate
+from ._fifo_queue import FifoQueue, _Waiter, empty_queue  # noqa: F401 (_Waiter: for the tests)
 from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .durations import Seconds
 from .errors import RateLimitError
-from .timeouts import TimeoutScope
 
 __all__ = ["Bulkhead", "BulkheadSlot"]
 
@@ -51,7 +45,7 @@ def _final_counters(bulkhead: Bulkhead) -> tuple[Labels, Counters]:
 BULKHEADS: Census[Bulkhead] = Census(_final_counters)
 
 
-class Bulkhead(_core.Bulkhead, ProviderLabelled):
+class Bulkhead(_core.Bulkhead, FifoQueue, ProviderLabelled):
     """At most ``max_concurrent`` calls in flight; up to ``max_queue`` asyncio waiters.
 
     Args:
@@ -80,14 +74,7 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
         self._provider_type, self._provider = provider_labels("Bulkhead", provider_type,
                                                               provider)
         super().__init__(max_concurrent)
-        # The queue is shared by event loops and threads (a sync exit() hands
-        # a slot to an asyncio waiter): every change happens under the lock,
-        # together with the native count of waiters. An OrderedDict (used as
-        # an ordered set) rather than a deque: a cancelled waiter leaves from
-        # anywhere in the queue in O(1); thousands cancelled at once in any
-        # order (a TaskGroup's) would otherwise take quadratic time.
-        self._waiters: collections.OrderedDict[_Waiter, None] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._waiters, self._lock = empty_queue()  # FifoQueue: the asyncio waiters
         BULKHEADS.track(self)
 
     def __del__(self, _retire: Callable[[Bulkhead], None] = BULKHEADS.retire) -> None:
@@ -133,77 +120,7 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
         await self._take_async(timeout)
         return self._hold()  # native: records the slot as this task's latest
 
-    async def _take_async(self, timeout: Seconds | None = None) -> None:
-        """enter_async() without a token (see :meth:`_take`)."""
-        import asyncio  # here, not at import time (see timeouts.py)
-
-        if self._try_take():
-            return
-        if len(self._waiters) >= self.max_queue:
-            raise self._reject()
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop)
-        with self._lock:
-            self._waiters[waiter] = None
-            self._add_waiter(1)
-        try:
-            async with TimeoutScope(timeout, "Bulkhead"):
-                while not self._claim(waiter):
-                    await waiter.future
-                    waiter.future = loop.create_future()  # woken to try again
-        except asyncio.TimeoutError:
-            raise self._reject() from None
-        finally:
-            if not waiter.entered:
-                self._leave(waiter)
-
-    def _claim(self, waiter: _Waiter) -> bool:
-        """The waiter's slot, if it was handed one or heads the queue beside a free one."""
-        with self._lock:
-            if not waiter.granted:
-                if not self._waiters or next(iter(self._waiters)) is not waiter \
-                        or not self._take_as_waiter():
-                    return False
-                del self._waiters[waiter]
-                self._add_waiter(-1)
-            waiter.entered = True
-            return True
-
-    def _leave(self, waiter: _Waiter) -> None:
-        """A waiter gives up (cancelled or timed out): whatever it was given goes on."""
-        with self._lock:
-            if waiter.granted:
-                handed = True
-            else:
-                handed = False
-                del self._waiters[waiter]
-                self._add_waiter(-1)
-        if handed:
-            self._free()  # the slot handed to it goes to the next waiter, or back
-        elif waiter.woken:
-            self._wake()  # it was woken for a free slot: the next head is, instead
-
-    def _hand_off(self) -> bool:
-        """Native hook on exit: gives the exiting caller's slot to the longest
-        waiter (it stays in flight); False when nobody waits."""
-        with self._lock:
-            if not self._waiters:
-                return False
-            waiter = self._waiters.popitem(last=False)[0]
-            self._add_waiter(-1)
-            waiter.granted = True
-        waiter.resolve()
-        return True
-
-    def _wake(self) -> None:
-        """Native hook after a slot went back to the pool while someone was
-        registering: the head of the queue tries to take it (any thread)."""
-        with self._lock:
-            waiter = next(iter(self._waiters)) if self._waiters else None
-            if waiter is not None:
-                waiter.woken = True
-        if waiter is not None:
-            waiter.resolve()
+    # _take_async() and the queue's hooks (_hand_off, _wake) are FifoQueue's.
 
     async def __aenter__(self) -> Bulkhead:
         if not self._try_take():  # a free slot: no wait, no second coroutine
@@ -229,25 +146,3 @@ class Bulkhead(_core.Bulkhead, ProviderLabelled):
 #: flag decides which of several exits counts). ``slot.bulkhead`` is its
 #: bulkhead, ``slot.released`` whether it went back.
 BulkheadSlot = _core.BulkheadSlot
-
-
-class _Waiter:
-    """One task queued for a slot: woken through ``future`` on its own loop."""
-
-    __slots__ = ("loop", "future", "granted", "woken", "entered")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[None] = loop.create_future()
-        self.granted = False  # an exiting caller handed it its slot
-        self.woken = False    # told to try taking a free slot
-        self.entered = False  # it holds a slot and has left the queue
-
-    def resolve(self) -> None:
-        """Wakes the task, from any thread."""
-        self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -24,6 +24,8 @@ RATE_LIMIT_QPS             tokens per second           10
                            (MIN_QPS ~2.27e-4 to 1e9)
 RATE_LIMIT_BURST           bucket size (int)           20
                            (1 to 1048575)
+RATE_LIMIT_ADAPTIVE        learn the provider's quota  false
+                           (true/false/1/0: AdaptiveRate)
 =========================  ==========================  ========================
 
 Durations use Go syntax ("30s", "1m30s", "100ms"); a bare number means
@@ -82,6 +84,9 @@ class RateLimitConfig:
             per ~73 minutes to 1e9 per second); stored as a float.
         burst: bucket size, the most requests admitted at once; an int in
             ``[1, ratelimit.MAX_BURST]`` (1_048_575).
+        adaptive: whether the bucket's rate learns the provider's quota
+            (:class:`~virtrigaud_resilience.AdaptiveRate`: CUBIC on the
+            provider's throttles, never above ``qps``); a bool.
 
     The refill time (``burst`` tokens at ``qps`` rounded to whole nanoseconds
     per token) must be at most ``ratelimit.MAX_REFILL_SECONDS`` (~9 years).
@@ -93,11 +98,15 @@ class RateLimitConfig:
 
     qps: float = 10.0
     burst: int = 20
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         qps, burst = validate_rate("RateLimitConfig", self.qps, self.burst)
         object.__setattr__(self, "qps", qps)
         object.__setattr__(self, "burst", burst)
+        if not isinstance(self.adaptive, bool):
+            raise TypeError(f"RateLimitConfig adaptive must be a bool, got "
+                            f"{type(self.adaptive).__name__} {self.adaptive!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -227,6 +236,7 @@ _KEYS: tuple[_Key, ...] = (
     _Key("CB_HALF_OPEN_MAX_CALLS", "breaker", "half_open_max_calls", _positive_int, str),
     _Key("RATE_LIMIT_QPS", "rate_limit", "qps", _positive_float, _render_float),
     _Key("RATE_LIMIT_BURST", "rate_limit", "burst", _positive_int, str),
+    _Key("RATE_LIMIT_ADAPTIVE", "rate_limit", "adaptive", _bool, _render_bool),
 )
 _BY_NAME: dict[str, _Key] = {key.name: key for key in _KEYS}
 

@@ -88,6 +88,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 from ._fallback_census import FALLBACK_LIMITERS
 from .fallback import fallback_counts
 from ._tracking import Counters, Labels, add_counters
+from .adaptive_bulkhead import ADAPTIVE_BULKHEADS
+from .adaptive_rate import RATES
 from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
 from .ratelimit import BUCKETS
@@ -136,6 +138,7 @@ class ResilienceCollector(Collector):
             self._collect_calls(*families[9:12])
             self._collect_fallbacks(families[12], families[13])
             self._collect_policy_fallbacks(families[14])
+            self._collect_adaptive(*families[15:19])
         return iter(families)
 
     @staticmethod
@@ -201,6 +204,23 @@ class ResilienceCollector(Collector):
                 "virtrigaud_fallback",
                 "Calls a policy's fallback answered instead of raising, by policy and the "
                 "final error's reason.", labels=("policy", "reason")),
+            # The adaptive limits (issue 24): adaptive_rate.py, adaptive_bulkhead.py.
+            GaugeMetricFamily(
+                "virtrigaud_adaptive_rate_qps",
+                "The rate adaptive rate controllers learned, calls/s (summed over the "
+                "controllers sharing the labels).", labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_adaptive_rate_throttles",
+                "Throttles (the provider's own rate limits) adaptive rates observed.",
+                labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_adaptive_rate_malformed_headers",
+                "RateLimit-* / X-RateLimit-* headers adaptive rates could not read (ignored).",
+                labels=_PROVIDER),
+            GaugeMetricFamily(
+                "virtrigaud_adaptive_bulkhead_limit",
+                "The concurrency limit adaptive bulkheads learned (summed over the bulkheads "
+                "sharing the labels).", labels=_PROVIDER),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -305,6 +325,26 @@ class ResilienceCollector(Collector):
         # Process-wide counts by label pair (fallback.py): they never go backwards.
         for (policy, reason), value in fallback_counts().items():
             self._counter(served, (policy, reason), {"policy": policy, "reason": reason}, value)
+    def _collect_adaptive(self, qps: Any, throttles: Any, malformed: Any, limit: Any) -> None:
+        rates: dict[Labels, float] = {}
+        sums: dict[Labels, list[int]] = {}
+        controllers, dropped = RATES.snapshot()
+        for rate in controllers:
+            labels = rate.labels
+            rates[labels] = rates.get(labels, 0.0) + rate.rate
+            add_counters(sums, labels, (rate.throttles, rate.pauses, rate.malformed_headers))
+        _add_all(sums, dropped)
+        for labels, value in rates.items():
+            qps.samples.append(Sample(qps.name, _provider(*labels), value))
+        for labels, (seen, _pauses, bad) in sums.items():
+            self._counter(throttles, labels, _provider(*labels), seen)
+            self._counter(malformed, labels, _provider(*labels), bad)
+        limits: dict[Labels, list[int]] = {}
+        bulkheads, _ = ADAPTIVE_BULKHEADS.snapshot()
+        for bulkhead in bulkheads:
+            add_counters(limits, (bulkhead.provider_type, bulkhead.provider), (bulkhead.limit,))
+        for labels, (value,) in limits.items():
+            limit.samples.append(Sample(limit.name, _provider(*labels), value))
 
     def _counter(self, family: Any, key: Labels, labels: dict[str, str], value: int) -> int:
         """Appends a counter sample, never below what this collector reported

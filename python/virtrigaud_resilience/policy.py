@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TYPE_CHECKING, TypeVar
 
 from . import _admission, _core, _validate
 from ._admission import hold, holding
@@ -49,6 +49,8 @@ from ._native import (
     STAGE_RATE_LIMITED,
 )
 from ._specialised import HotMethods
+from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
+from .adaptive_rate import AdaptiveRate
 from .breaker import BreakerState, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
@@ -68,7 +70,8 @@ from .timeouts import (
     remaining,
 )
 
-__all__ = ["FallbackPolicy", "HedgedPolicy", "Policy", "PolicyBuilder"]
+__all__ = ["AdaptiveFallbackPolicy", "AdaptiveHedgedPolicy", "AdaptivePolicy", "FallbackPolicy",
+           "HedgedPolicy", "Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -97,7 +100,10 @@ class Policy(_core.Policy):
     """
 
     __slots__ = ("_name", "_retrier", "_breaker", "_limiter", "_wait", "_max_wait", "_timeout",
-                 "_attempt_timeout", "_bulkhead", "_clock", "__weakref__")
+                 "_attempt_timeout", "_bulkhead", "_clock", "__weakref__",
+                 # AdaptivePolicy's, here so that it combines with the other
+                 # subclasses (only one base of a class may add slots)
+                 "_adaptive_bulkhead", "_adaptive_rate")
 
     def __init__(
         self,
@@ -121,6 +127,8 @@ class Policy(_core.Policy):
         _validate.optional_instance("Policy", "bulkhead", bulkhead, Bulkhead)
         clock = check_clock("Policy", clock)
         self._name = _validate.string("Policy", "name", name)
+        self._adaptive_bulkhead: AdaptiveBulkhead | None = None  # AdaptivePolicy's
+        self._adaptive_rate: AdaptiveRate | None = None
         self._breaker = breaker
         self._limiter = limiter
         self._wait = _validate.boolean("Policy", "wait", wait)
@@ -390,6 +398,10 @@ class Policy(_core.Policy):
         return summary(self)  # one line: the stages of describe()
 
 
+#: with_adaptive_rate() without a rate: one on the policy's limiter, made at build.
+_ON_THE_LIMITER: Any = object()
+
+
 def _optional_budget(field: str, value: Seconds | None) -> float | None:
     return None if value is None else _validate.seconds("Policy", field, value, allow_zero=False)
 
@@ -505,12 +517,24 @@ class PolicyBuilder:
                 *self._bulkhead_size,
                 provider_type=breaker.provider_type if isinstance(breaker, CircuitBreaker) else "",
                 provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
+        adaptive: dict[str, Any] = {key: options.pop(key)
+                                    for key in ("adaptive_bulkhead", "adaptive_rate")
+                    if key in options}
+        if adaptive.get("adaptive_rate") is _ON_THE_LIMITER:
+            limiter = options.get("limiter")
+            if not isinstance(limiter, TokenBucket):
+                raise ValueError("PolicyBuilder with_adaptive_rate() needs a rate limiter to "
+                                 "control: call with_rate_limiter() too")
+            adaptive["adaptive_rate"] = AdaptiveRate(limiter)
+        options.update(adaptive)
         if self._hedging_options:
             hedging = Hedging("Policy", **self._hedging_options)
-            return HedgedPolicy(self._name, hedging=hedging, **self._fallback_options, **options)
+            hedged = AdaptiveHedgedPolicy if adaptive else HedgedPolicy
+            return hedged(self._name, hedging=hedging, **self._fallback_options, **options)
         if "fallback" in self._fallback_options:
-            return FallbackPolicy(self._name, **self._fallback_options, **options)
-        return Policy(self._name, **options)
+            falling_back = AdaptiveFallbackPolicy if adaptive else FallbackPolicy
+            return falling_back(self._name, **self._fallback_options, **options)
+        return AdaptivePolicy(self._name, **options) if adaptive else Policy(self._name, **options)
 
     # -- fallback (fallback.py) -------------------------------------------------
 
@@ -553,6 +577,25 @@ class PolicyBuilder:
                                    "floor": floor}
         Hedging("PolicyBuilder", **options)  # validated here, where the mistake is
         self._hedging_options = options
+        return self
+
+    # -- adaptive limits (issue 24) --------------------------------------------
+
+    def with_adaptive_bulkhead(self, bulkhead: AdaptiveBulkhead) -> PolicyBuilder:
+        """Every attempt also holds a slot of ``bulkhead`` (an
+        :class:`~virtrigaud_resilience.AdaptiveBulkhead`), and its outcome
+        is the slot's sample: the limit learns the provider's capacity."""
+        self._options["adaptive_bulkhead"] = _validate.optional_instance(
+            "PolicyBuilder", "adaptive_bulkhead", bulkhead, AdaptiveBulkhead)
+        return self
+
+    def with_adaptive_rate(self, rate: AdaptiveRate | None = None) -> PolicyBuilder:
+        """Every attempt's outcome is reported to ``rate`` (an
+        :class:`~virtrigaud_resilience.AdaptiveRate`; None: one with its
+        defaults on the policy's rate limiter, made at build), so the
+        limiter's rate learns the provider's quota."""
+        self._options["adaptive_rate"] = _validate.optional_instance(
+            "PolicyBuilder", "adaptive_rate", rate, AdaptiveRate) or _ON_THE_LIMITER
         return self
 
 
@@ -636,6 +679,7 @@ class HedgedPolicy(Policy):
                             **kwargs: P.kwargs) -> T:
         """Awaits ``fn(*args, **kwargs)`` under the policy, hedged (see hedging.py)."""
         def start() -> Awaitable[T]:
+            # Policy's execution, never this one's: a request is not hedged again.
             return Policy.execute_async(self, self._observed, fn, args, kwargs)
 
         try:
@@ -665,3 +709,122 @@ class HedgedPolicy(Policy):
         if limiter is not None and limiter.tokens < 1:
             return False
         return not self._hedging.pushed_back(self._clock.now())
+
+# The mixin below is a plain class at run time (nanobind refuses a class with
+# two bases derived from _core.Policy); mypy checks it as the Policy it extends.
+if TYPE_CHECKING:
+    _PolicyMixin = Policy
+else:
+    _PolicyMixin = object
+
+
+class _AdaptiveAttempts(_PolicyMixin):
+    """What makes a policy adaptive (see :class:`AdaptivePolicy`), as a mixin
+    put before each policy class it makes adaptive."""
+
+    __slots__ = ()  # Policy holds them: only one base of a class may add slots
+
+    def __init__(self, name: str, *, adaptive_bulkhead: AdaptiveBulkhead | None = None,
+                 adaptive_rate: AdaptiveRate | None = None, **options: Any) -> None:
+        bulkhead = _validate.optional_instance("AdaptivePolicy", "adaptive_bulkhead",
+                                               adaptive_bulkhead, AdaptiveBulkhead)
+        rate = _validate.optional_instance("AdaptivePolicy", "adaptive_rate", adaptive_rate,
+                                           AdaptiveRate)
+        super().__init__(name, **options)
+        self._adaptive_bulkhead = bulkhead
+        self._adaptive_rate = rate
+
+    @property
+    def adaptive_bulkhead(self) -> AdaptiveBulkhead | None:
+        return self._adaptive_bulkhead
+
+    @property
+    def adaptive_rate(self) -> AdaptiveRate | None:
+        return self._adaptive_rate
+
+    def execute(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """As :meth:`Policy.execute`, each attempt inside the adaptive limits."""
+        return super().execute(self._adapted, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def execute_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """As :meth:`Policy.execute_async`, each attempt inside the adaptive limits."""
+        return await super().execute_async(self._adapted_async, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    def _adapted(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        slot = self._adaptive_bulkhead.acquire() if self._adaptive_bulkhead is not None else None
+        sent = self._sent_ns()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._observe(slot, exc, sent)
+            raise
+        if type(result) is CoroutineType:  # refused by execute(): no call was made
+            if slot is not None:
+                slot.ignore()
+            return result
+        self._observe(slot, None, sent)
+        return result
+
+    async def _adapted_async(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                             **kwargs: Any) -> T:
+        bulkhead = self._adaptive_bulkhead
+        slot = await bulkhead.acquire_async() if bulkhead is not None else None
+        sent = self._sent_ns()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            self._observe(slot, exc, sent)
+            raise
+        self._observe(slot, None, sent)
+        return result
+
+    def _sent_ns(self) -> int | None:
+        """When the attempt's call is sent, on the rate's clock (a burst of
+        throttles of calls sent together decreases the rate once)."""
+        rate = self._adaptive_rate
+        return rate.bucket._now_ns() if rate is not None else None
+
+    def _observe(self, slot: AdaptiveSlot | None, exc: BaseException | None,
+                 sent_ns: int | None) -> None:
+        if slot is not None:
+            slot.finish(exc)
+        if self._adaptive_rate is not None:
+            self._adaptive_rate.observe(exc, sent_ns)
+
+
+class AdaptivePolicy(_AdaptiveAttempts, Policy):
+    """A :class:`Policy` whose every attempt also passes the adaptive limits.
+
+    Each attempt (the first and every retry) holds a slot of
+    ``adaptive_bulkhead`` around the call, and its outcome goes to the slot
+    (:meth:`AdaptiveSlot.finish`) and to ``adaptive_rate``
+    (:meth:`AdaptiveRate.observe`). The attempt's call is what they measure:
+    a refusal of the policy's own breaker, limiter or bulkhead is never a
+    sample nor a throttle, and neither is the adaptive bulkhead's own
+    refusal (a ``RateLimitError`` that never reached the provider, retried
+    as any rate limit). Built by :meth:`PolicyBuilder.build` when
+    ``with_adaptive_bulkhead`` or ``with_adaptive_rate`` was used.
+
+    Args:
+        adaptive_bulkhead: an AdaptiveBulkhead, or None.
+        adaptive_rate: an AdaptiveRate (usually on the policy's limiter), or None.
+        The rest: as :class:`Policy`.
+    """
+
+    __slots__ = ()
+
+
+class AdaptiveFallbackPolicy(_AdaptiveAttempts, FallbackPolicy):
+    """An :class:`AdaptivePolicy` with a fallback: each attempt passes the
+    adaptive limits, and the final error goes to the fallback."""
+
+    __slots__ = ()
+
+
+class AdaptiveHedgedPolicy(_AdaptiveAttempts, HedgedPolicy):
+    """A :class:`HedgedPolicy` whose every request's attempts pass the
+    adaptive limits (a hedge holds an adaptive slot of its own)."""
+
+    __slots__ = ()

@@ -502,3 +502,13 @@ def hedging_section(suite: Suite) -> list[Target]:
     from .hedging import hedging_targets
 
     return hedging_targets(suite)
+
+
+@section("adaptive")
+def adaptive_section(suite: Suite) -> list[Target]:
+    """Issue 24's scenarios on virtual time: the adaptive rate against a
+    provider's quota, the adaptive bulkhead against a provider whose
+    capacity changes (see :mod:`.adaptive`)."""
+    from .adaptive import adaptive_targets
+
+    return adaptive_targets(suite)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -42,7 +43,7 @@ from .fleet import Fleet
 from .simloop import SimClock, SimulatedLoop
 from .timeline import Timeline
 
-__all__ = ["INSTALL", "PROFILES", "TIME_SCALE", "add_arguments", "run"]
+__all__ = ["INSTALL", "PROFILES", "TIME_SCALE", "add_arguments", "profile_config", "run"]
 
 #: Simulated seconds per real second in a live run.
 TIME_SCALE = 120.0
@@ -50,6 +51,15 @@ TIME_SCALE = 120.0
 PROFILES = {"production": Config.production, "development": Config.development}
 #: How to get what the demo needs beyond the core.
 INSTALL = "pip install 'virtrigaud-resilience[demo]'"
+
+
+def profile_config(profile: str, *, adaptive: bool = True) -> Config:
+    """The guide's ConfigMap of ``profile`` as the demo runs it: with
+    RATE_LIMIT_ADAPTIVE=true (each provider's rate learns its quota) unless
+    ``adaptive`` is False (``--no-adaptive``: the static rates of before)."""
+    config = PROFILES[profile]()
+    return dataclasses.replace(
+        config, rate_limit=dataclasses.replace(config.rate_limit, adaptive=adaptive))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the timeline (admitted calls/s, breaker states) as a PNG")
     parser.add_argument("--json", nargs="?", const="-", metavar="FILE",
                         help="write the summary as JSON to FILE, or alone to stdout")
+    parser.add_argument("--no-adaptive", action="store_true",
+                        help="a static rate per provider (RATE_LIMIT_ADAPTIVE=false), as "
+                             "before adaptive rates: compare the quota 429s")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -96,10 +109,11 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     scale = None if args.virtual_time else TIME_SCALE
     loop = SimulatedLoop(clock, scale)
     span = args.duration * TIME_SCALE
-    fleet = Fleet(clock, PROFILES[args.profile](), args.vms, args.seed, span)
+    fleet = Fleet(clock, profile_config(args.profile, adaptive=not args.no_adaptive), args.vms,
+                  args.seed, span)
     timeline = Timeline.of(fleet)
     title = (f"virtrigaud-resilience demo: {args.vms} VMs on 3 providers, {args.profile} "
-             f"profile, seed {args.seed}")
+             f"profile, seed {args.seed}{', static rates' if args.no_adaptive else ''}")
     work = loop.create_task(_simulate(fleet, timeline))
     view = None
     interrupted = False

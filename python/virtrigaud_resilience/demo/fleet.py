@@ -214,6 +214,7 @@ class ProviderRun:
             "rejected_by_breaker": self.breaker.rejected,
             "rate_limited": self.rate_limited,
             "quota_rate_limit_answers": self.quota_answers,
+            "rate_qps": round(self.resilient.limiter.qps, 3),
             "retries": self.retries,
             "breaker_failures": self.breaker.failures_total,
             "injected": {kind.value: n for kind, n in sorted(self.fake.injected.items())},

@@ -25,8 +25,8 @@ RECENT = 2_000
 
 _STATE_STYLE = {"closed": "green", "half_open": "bold yellow", "open": "bold red"}
 HEADERS = ("provider", "breaker", "admitted", "rejected", "rate-limited", "quota 429",
-           "retries", "failures", "p50", "p99", "Ready")
-_RIGHT = (False, False, *([True] * 9))
+           "rate/s", "retries", "failures", "p50", "p99", "Ready")
+_RIGHT = (False, False, *([True] * 10))
 
 
 def clock_text(seconds: float) -> str:
@@ -49,6 +49,7 @@ def provider_rows(providers: Sequence[Mapping[str, Any]]) -> list[list[Cell]]:
             p["provider"], (state.replace("_", "-"), _STATE_STYLE[state]),
             f"{p['admitted']:,}", f"{p['rejected_by_breaker']:,}",
             f"{p['rate_limited']:,}", f"{p['quota_rate_limit_answers']:,}",
+            f"{p['rate_qps']:.3g}",
             f"{p['retries']:,}", f"{p['breaker_failures']:,}",
             duration_text(p["p50_ms"] / 1e3), duration_text(p["p99_ms"] / 1e3),
             f"{p['ready']}/{p['vms']}",

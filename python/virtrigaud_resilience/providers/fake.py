@@ -14,6 +14,11 @@ contract over an in-memory inventory of VMs, and misbehaves as told:
   the provider answering with that error after its latency;
 - **a quota**: ``Quota(qps, burst)`` answers calls beyond it with
   ``RateLimitError`` whose ``retry_after`` is the wait for the quota;
+- **a capacity**: ``Capacity(knee, latency_growth)``: beyond ``knee`` calls
+  in flight, each call's latency grows (the provider queues them);
+- **a schedule**: ``Schedule([(t, Quota(...)), (t, Capacity(...)), ...])``
+  replaces the quota or the capacity at ``t`` seconds since the provider was
+  built (on its clock: a ManualClock makes it deterministic);
 - ``fail_next(error_type, times)`` queues failures for the next calls that
   reach the provider (before the random mix).
 
@@ -52,7 +57,7 @@ from .contract import (
     TaskStatus,
 )
 
-__all__ = ["FaultInjectingProvider", "Latency", "Outage", "Quota"]
+__all__ = ["Capacity", "FaultInjectingProvider", "Latency", "Outage", "Quota", "Schedule"]
 
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
@@ -141,6 +146,76 @@ class Quota:
         object.__setattr__(self, "burst", burst)
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How many calls in flight the provider serves at its base latency.
+
+    A call that finds ``n`` calls in flight (itself included) beyond the
+    ``knee`` takes ``base * (1 + latency_growth * (n - knee) / knee)``, its
+    base latency drawn from the provider's :class:`Latency`: with the
+    default growth of 1, twice the knee in flight doubles every call's
+    latency (a saturated server's queue, by Little's law). ``knee`` an int
+    in ``[1, 2**30]``; ``latency_growth`` finite, >= 0.
+    """
+
+    knee: int
+    latency_growth: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "knee", _validate.integer("Capacity", "knee", self.knee, 1,
+                                                           1 << 30))
+        object.__setattr__(self, "latency_growth", _validate.non_negative(
+            "Capacity", "latency_growth", self.latency_growth, maximum=1e6))
+
+    def latency(self, base: float, in_flight: int) -> float:
+        """The latency of a call that found ``in_flight`` calls (itself included)."""
+        beyond = in_flight - self.knee
+        if beyond <= 0:
+            return base
+        return base * (1.0 + self.latency_growth * beyond / self.knee)
+
+
+class Schedule:
+    """Changes of the provider's quota and capacity over time.
+
+    ``Schedule([(30.0, Capacity(16)), (120.0, Quota(30, 30))])``: from 30 s
+    (since the provider was built) the knee is 16, from 120 s the quota is
+    30/s. Times finite, >= 0 and not decreasing; each change a
+    :class:`Quota` or a :class:`Capacity`.
+    """
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: Sequence[tuple[float, Quota | Capacity]]) -> None:
+        if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):
+            raise TypeError(f"Schedule changes must be a sequence of (seconds, Quota or "
+                            f"Capacity), got {type(changes).__name__} {changes!r}")
+        checked: list[tuple[float, Quota | Capacity]] = []
+        for i, change in enumerate(changes):
+            if not isinstance(change, tuple) or len(change) != 2:
+                raise TypeError(f"Schedule changes[{i}] must be a (seconds, Quota or Capacity) "
+                                f"pair, got {type(change).__name__} {change!r}")
+            t = _validate.non_negative("Schedule", f"changes[{i}] time", change[0],
+                                       maximum=_MAX_SECONDS * 365)
+            if checked and t < checked[-1][0]:
+                raise ValueError(f"Schedule changes must be in time order: changes[{i}] at "
+                                 f"{t:g} s comes after {checked[-1][0]:g} s")
+            if not isinstance(change[1], (Quota, Capacity)):
+                raise TypeError(f"Schedule changes[{i}] must change a Quota or a Capacity, got "
+                                f"{type(change[1]).__name__} {change[1]!r}")
+            checked.append((t, change[1]))
+        self.changes: tuple[tuple[float, Quota | Capacity], ...] = tuple(checked)
+
+    def due(self, after: int, t: float) -> int:
+        """The index past the last change due at ``t``, from index ``after``."""
+        while after < len(self.changes) and self.changes[after][0] <= t:
+            after += 1
+        return after
+
+    def __repr__(self) -> str:
+        return f"Schedule({list(self.changes)!r})"
+
+
 def _error_type(owner: str, field_name: str, value: object) -> ErrorType:
     try:
         return ErrorType(value)
@@ -211,6 +286,8 @@ class FaultInjectingProvider:
         errors: probability per call of each error type (adding up to <= 1).
         outages: :class:`Outage` windows.
         quota: the provider's :class:`Quota`, or None for none.
+        capacity: the provider's :class:`Capacity`, or None for unlimited.
+        schedule: a :class:`Schedule` of later quotas and capacities.
         task_duration: seconds a mutating operation's task takes to finish;
             0 finishes at once and returns no task reference.
         capabilities: what ``get_capabilities`` answers.
@@ -229,6 +306,8 @@ class FaultInjectingProvider:
         quota: Quota | None = None,
         task_duration: float = 0.0,
         capabilities: Capabilities | None = None,
+        capacity: Capacity | None = None,
+        schedule: Schedule | None = None,
     ) -> None:
         owner = "FaultInjectingProvider"
         self._rng = random.Random(_validate.integer(owner, "seed", seed, -(2**63), 2**63))
@@ -247,6 +326,12 @@ class FaultInjectingProvider:
         self.quota = _validate.optional_instance(owner, "quota", quota, Quota)
         self._quota_bucket = (None if quota is None
                               else TokenBucket(quota.qps, quota.burst, clock=clock))
+        self._native_clock = clock
+        self.capacity = _validate.optional_instance(owner, "capacity", capacity, Capacity)
+        self.schedule = _validate.optional_instance(owner, "schedule", schedule, Schedule)
+        self._next_change = 0
+        #: Calls inside their latency now (what a Capacity counts).
+        self.in_flight = 0
         self.task_duration = _validate.non_negative(owner, "task_duration", task_duration,
                                                     maximum=_MAX_SECONDS)
         self.capabilities = (_validate.optional_instance(owner, "capabilities", capabilities,
@@ -360,16 +445,43 @@ class FaultInjectingProvider:
             raise UnavailableError(f"{op}: connection refused (outage {outage.start:g}-"
                                    f"{outage.end:g} s)", ConnectionRefusedError(111, "refused"))
         self.served[op] += 1
+        if self.schedule is not None:
+            self._apply_schedule(t)
         bucket = self._quota_bucket
         if bucket is not None and not bucket.try_acquire():
             self.injected[ErrorType.RATE_LIMIT] += 1
             raise mark_reached(RateLimitError(f"{op}: quota exceeded ({bucket.qps:g}/s)",
                                               retry_after=bucket.retry_after()))
-        await self._clock.sleep_async(latency)
+        if self.capacity is not None:
+            latency = self.capacity.latency(latency, self.in_flight + 1)
+        self.in_flight += 1
+        try:
+            await self._clock.sleep_async(latency)
+        finally:
+            self.in_flight -= 1
         kind = outage.error if outage is not None else self._draw_error(roll)
         if kind is not None:
             self.injected[kind] += 1
             raise new_error(kind, f"{op}: injected {kind.value} fault")
+
+    def _apply_schedule(self, t: float) -> None:
+        """The quota and capacity changes due by ``t``, in order. A new quota
+        changes the rate of the provider's bucket (race-free: set_rate)."""
+        schedule = self.schedule
+        if schedule is None:
+            return
+        due = schedule.due(self._next_change, t)
+        for _, change in schedule.changes[self._next_change:due]:
+            if isinstance(change, Capacity):
+                self.capacity = change
+            else:
+                self.quota = change
+                if self._quota_bucket is None:
+                    self._quota_bucket = TokenBucket(change.qps, change.burst,
+                                                     clock=self._native_clock)
+                else:
+                    self._quota_bucket.set_rate(change.qps, change.burst)
+        self._next_change = due
 
     def _draw_error(self, roll: float) -> ErrorType | None:
         if self._queued:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._decorate import is_async_callable
 from .._deprecated import renamed_keyword
+from ..adaptive_rate import AdaptiveRate
 from ..breaker import BreakerRegistry, CircuitBreaker
 from ..clock import ManualClock, check_clock, sleeper_for
 from ..config import Config
@@ -284,6 +285,8 @@ class ResilientProvider:
                    .with_retry(retry)
                    .with_circuit_breaker(self.breaker)
                    .with_rate_limiter(self.limiter, wait=wait))
+        if self.config.rate_limit.adaptive:  # RATE_LIMIT_ADAPTIVE: one controller per bucket
+            builder.with_adaptive_rate(AdaptiveRate.for_bucket(self.limiter))
         timeouts = self.options.timeouts
         if go in timeouts:
             builder.with_timeout(per_attempt=timeouts[go])
