@@ -673,6 +673,7 @@ void bind_breaker(nb::module_& m);     // CircuitBreaker, BreakerCall
 void bind_bulkhead(nb::module_& m);    // Bulkhead
 void bind_policy(nb::module_& m);      // Policy
 void bind_backoff(nb::module_& m);     // Backoff
+void bind_budget(nb::module_& m);      // RetryBudget
 
 // For _core._specialise(cls): each installs its type's raw hot methods on
 // cls when cls subclasses that type, and says whether it did.

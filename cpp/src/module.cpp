@@ -106,4 +106,5 @@ NB_MODULE(_core, m) {
           "Installs the fast hot methods on a subclass of TokenBucket, CircuitBreaker or Policy.");
 
     bind_backoff(m);
+    bind_budget(m);
 }

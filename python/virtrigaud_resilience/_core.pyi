@@ -643,6 +643,53 @@ class Backoff:
     def uniform(self) -> float:
         """One draw in [0, 1) from this calculator's generator."""
 
+class RetryBudget:
+    """A retry budget (native part)."""
+
+    def __init__(self, kind: int, a: int, b: int, c: int, d: int, ttl_ns: int, clock: ManualClock | None = None) -> None: ...
+
+    def deposit(self) -> None:
+        """
+        Credits the budget. ratio: one call; tokens: one success (+token_ratio);
+        quota: one success without retries (+refund). Never blocks.
+        """
+
+    def try_withdraw(self, timeout: bool = False) -> bool:
+        """
+        Whether one retry may be made now, taking its share if so. ratio: 1/percent
+        of a deposit; tokens: records a retryable failure (-1 token) and allows the
+        retry while tokens stay above max_tokens / 2; quota: the retry's cost
+        (timeout_cost when `timeout`). Never blocks.
+        """
+
+    @property
+    def available(self) -> int:
+        """Retries allowed now (an int >= 0), if nothing else happened meanwhile."""
+
+    @property
+    def _kind(self) -> int: ...
+
+    def _balance(self) -> int:
+        """
+        The raw balance: ratio units (window + reserve), milli-tokens, or quota units.
+        """
+
+    def _call_started(self) -> None:
+        """A retry loop's call starts (ratio: a deposit)."""
+
+    def _call_succeeded(self, last_cost: int) -> None:
+        """
+        A call succeeded after a last retry that cost `last_cost` (0: no retries).
+        """
+
+    def _failed_without_retry(self) -> None:
+        """
+        A retryable failure not retried for want of attempts (tokens: -1 token).
+        """
+
+    def _retry_cost(self, timeout: bool) -> int:
+        """What a retry takes (quota), to give back on success; else 0."""
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one
