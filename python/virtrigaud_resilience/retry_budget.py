@@ -33,6 +33,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from . import _core, _validate, events
+from .errors import ErrorType, _is_timeout, is_type
 from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labels
 from .clock import ManualClock, check_clock
 from .durations import Seconds
@@ -279,6 +280,17 @@ class RetryBudget(_core.RetryBudget, ProviderLabelled):
         """The description this budget was built from."""
         return self._spec
 
+    def _allows_retry_of(self, error: BaseException) -> bool:
+        """:meth:`try_withdraw` for a retry of ``error`` (a timeout costs the
+        quota's ``timeout_cost``)."""
+        return self.try_withdraw(self._kind == QUOTA and _is_timeout_error(error))
+
+    def _cost_of(self, error: BaseException | None) -> int:
+        """What the retry of ``error`` took (quota), to give back on success; else 0."""
+        if self._kind != QUOTA or error is None:
+            return 0
+        return self._retry_cost(_is_timeout_error(error))
+
     def _refuse(self, retrier_name: str, error: BaseException, attempts: int) -> None:
         """A retry loop asked and was refused: marks ``error`` (the attempt's
         own, raised next) ``budget_exhausted=True`` with a note, counts the
@@ -305,6 +317,11 @@ class RetryBudget(_core.RetryBudget, ProviderLabelled):
 
     def __repr__(self) -> str:
         return f"RetryBudget.{self._spec.describe()}(available={self.available})"
+
+
+def _is_timeout_error(error: BaseException) -> bool:
+    """A Timeout of the taxonomy, or a builtin / asyncio TimeoutError."""
+    return is_type(error, ErrorType.TIMEOUT) or _is_timeout(error)
 
 
 # Guards the refusal counters and log times: taken only on a refusal.
