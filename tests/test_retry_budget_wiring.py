@@ -195,3 +195,41 @@ def test_bad_budget_values_name_the_field() -> None:
         vr.RetryConfig(budget="ratio:0.2")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="PolicyBuilder budget"):
         vr.PolicyBuilder("p").with_retry_budget(0.2)  # type: ignore[arg-type]
+
+
+def test_metrics_count_refusals_and_show_what_is_available() -> None:
+    """virtrigaud_retry_budget_exhausted_total and _available by provider,
+    summed over budgets sharing the labels; a dropped budget's refusals stay."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = prometheus_client.CollectorRegistry()
+    vr.metrics.register(registry)
+
+    def scrape() -> dict[tuple[str, str], float]:
+        text = prometheus_client.generate_latest(registry).decode()
+        return {(s.name, s.labels.get("provider", "")): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples
+                if s.labels.get("provider_type") == "budget-metrics"}
+
+    try:
+        clock = vr.ManualClock()
+        budgets = [vr.RetryBudget.ratio(0.2, min_per_second=1, ttl=10, clock=clock,
+                                        provider_type="budget-metrics", provider="p")
+                   for _ in range(2)]
+        assert scrape() == {("virtrigaud_retry_budget_exhausted_total", "p"): 0,
+                            ("virtrigaud_retry_budget_available", "p"): 20}
+        for budget in budgets:
+            for _ in range(14):  # 12 retries (10 the reserve, 2.4 deposited), 2 refusals
+                with pytest.raises(vr.UnavailableError):
+                    retrier(budget, clock, attempts=2).call(Failing())
+        samples = scrape()
+        assert samples[("virtrigaud_retry_budget_exhausted_total", "p")] == 2 * 2
+        assert samples[("virtrigaud_retry_budget_available", "p")] == 0
+        del budgets, budget
+        import gc
+
+        gc.collect()
+        assert scrape() == {("virtrigaud_retry_budget_exhausted_total", "p"): 4}
+    finally:
+        vr.metrics.unregister(registry)

@@ -38,7 +38,8 @@ from ._tracking import Census, Counters, Labels, ProviderLabelled, provider_labe
 from .clock import ManualClock, check_clock
 from .durations import Seconds
 
-__all__ = ["RetryBudget", "BudgetSpec", "RATIO", "TOKENS", "QUOTA"]
+__all__ = ["RetryBudget", "BudgetSpec", "RetryBudgetRegistry", "parse_budget", "RATIO", "TOKENS",
+           "QUOTA"]
 
 logger = logging.getLogger("virtrigaud_resilience")
 
@@ -326,3 +327,75 @@ def _is_timeout_error(error: BaseException) -> bool:
 
 # Guards the refusal counters and log times: taken only on a refusal.
 _REFUSED_LOCK = threading.Lock()
+
+
+def parse_budget(text: str, min_per_second: int = 10, ttl: Seconds = 10.0) -> BudgetSpec | None:
+    """A budget from its configuration text (the ``RETRY_BUDGET`` key):
+    ``""`` or ``off`` for none, ``ratio:PERCENT`` (``min_per_second`` and
+    ``ttl`` complete it), ``tokens:MAX_TOKENS[,TOKEN_RATIO]`` (ratio 0.1 by
+    default) or ``quota:CAPACITY[,RETRY_COST,TIMEOUT_COST,REFUND]``.
+
+    Raises:
+        ValueError: malformed text, or a value out of its range (the
+            message names the field).
+    """
+    stripped = text.strip()
+    if stripped.lower() in ("", "off", "none"):
+        return None
+    kind, colon, rest = stripped.partition(":")
+    kind = kind.strip().lower()
+    if not colon or kind not in _PARSERS:
+        raise ValueError("must be 'ratio:PERCENT', 'tokens:MAX_TOKENS[,TOKEN_RATIO]', "
+                         "'quota:CAPACITY[,RETRY_COST,TIMEOUT_COST,REFUND]' or 'off'")
+    parts = [part.strip() for part in rest.split(",")]
+    parser, counts = _PARSERS[kind]
+    if len(parts) not in counts:
+        raise ValueError(f"{kind} takes {' or '.join(map(str, counts))} number(s) after "
+                         f"'{kind}:', got {len(parts)}")
+    numbers = [_number(kind, part) for part in parts]
+    return parser(numbers, min_per_second, ttl)
+
+
+def _number(kind: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{kind}: {text!r} is not a number") from None
+    if math.isnan(value) or math.isinf(value) or "_" in text:
+        raise ValueError(f"{kind}: {text!r} is not a finite number")
+    return value
+
+
+_PARSERS: dict[str, tuple[Callable[[list[float], int, Seconds], BudgetSpec], tuple[int, ...]]] = {
+    "ratio": (lambda n, per_second, ttl: BudgetSpec.ratio(n[0], per_second, ttl), (1,)),
+    "tokens": (lambda n, _, __: BudgetSpec.tokens(*n), (1, 2)),
+    # floats here: BudgetSpec.quota takes 500.0 as 500 and refuses 500.5.
+    "quota": (lambda n, _, __: BudgetSpec.quota(*n), (1, 4)),  # type: ignore[arg-type]
+}
+
+
+class RetryBudgetRegistry:
+    """One budget per (provider_type, provider), created once from ``spec``
+    (the registries' rule: each provider has its own). Thread-safe."""
+
+    def __init__(self, spec: BudgetSpec, *, clock: ManualClock | None = None) -> None:
+        if not isinstance(spec, BudgetSpec):
+            raise TypeError(f"RetryBudgetRegistry spec must be a BudgetSpec, "
+                            f"got {type(spec).__name__} {spec!r}")
+        self.spec = spec
+        self._clock = check_clock("RetryBudgetRegistry", clock)
+        self._budgets: dict[tuple[str, str], RetryBudget] = {}
+        self._lock = threading.Lock()
+
+    def get(self, provider_type: str, provider: str) -> RetryBudget:
+        """The budget for this provider, created on first use."""
+        key = (provider_type, provider)
+        budget = self._budgets.get(key)
+        if budget is None:
+            with self._lock:
+                budget = self._budgets.get(key)
+                if budget is None:
+                    budget = self.spec.build(clock=self._clock, provider_type=provider_type,
+                                             provider=provider)
+                    self._budgets[key] = budget
+        return budget
