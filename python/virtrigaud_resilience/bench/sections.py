@@ -492,3 +492,13 @@ def memory_section(suite: Suite) -> list[Target]:
     from .memory import memory_targets
 
     return memory_targets(suite)
+
+
+@section("amplification")
+def amplification_section(suite: Suite) -> list[Target]:
+    """Attempts per original call, and success rates, with and without each
+    retry budget kind: 2,000 calls/s for 60 simulated s at 100% and 10%
+    failure, 4 attempts (see :mod:`.amplification`)."""
+    from .amplification import amplification_targets
+
+    return amplification_targets(suite)
