@@ -57,6 +57,7 @@ from ..errors import classify
 from ..policy import Policy, PolicyBuilder
 from ..ratelimit import RateLimiterRegistry, TokenBucket
 from ..retry import RetryConfig
+from ..retry_budget import RetryBudget, RetryBudgetRegistry
 from .._sent import mark_call_reached, mark_never_sent, mark_reached, never_sent
 from ..rpcstats import RPCStats, code_for_error, operation_stats, rpc_stats
 from ..timeouts import attempt_outcome
@@ -85,6 +86,7 @@ __all__ = [
     "shared_breaker",
     "shared_limiter",
     "shared_registries",
+    "shared_retry_budget",
 ]
 
 T = TypeVar("T")
@@ -134,6 +136,28 @@ def shared_limiter(config: Config, provider_type: str, provider: str,
                    clock: ManualClock | None = None) -> TokenBucket:
     """The shared token bucket of this provider (see :func:`shared_registries`)."""
     return shared_registries(config, clock)[1].get(provider_type, provider)
+
+
+_BUDGET_REGISTRIES: dict[_Key, RetryBudgetRegistry] = {}
+
+
+def shared_retry_budget(config: Config, provider_type: str, provider: str,
+                        clock: ManualClock | None = None) -> RetryBudget | None:
+    """The shared retry budget of this provider when ``config`` turns one on
+    (``RETRY_BUDGET``), else None: equal ``config.retry_budget`` (and the
+    same clock) give the same budget per provider, as :func:`shared_registries`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__} {config!r}")
+    clock = check_clock("shared_retry_budget", clock)
+    key: _Key = (config.retry_budget, None, clock)
+    registry = _BUDGET_REGISTRIES.get(key)
+    if registry is None:
+        spec = config.retry_budget.spec()
+        if spec is None:
+            return None
+        with _REGISTRIES_LOCK:
+            registry = _BUDGET_REGISTRIES.setdefault(key, RetryBudgetRegistry(spec, clock=clock))
+    return registry.get(provider_type, provider)
 
 
 # ---------------------------------------------------------------------------
@@ -261,6 +285,8 @@ class ResilientProvider:
         self.limiter: TokenBucket = _present(owner, "limiter", options.limiter) or \
             limiters.get(provider_type, name)
         self._clock = sleeper_for(clock)
+        #: The provider's shared retry budget (``RETRY_BUDGET``), or None.
+        self.retry_budget = shared_retry_budget(config, provider_type, name, clock)
         self._policies = {op: self._build_policy(op, clock, options.wait) for op in OPERATIONS}
         self._rpc: dict[str, RPCStats | None] = {
             op: rpc_stats(provider_type, go) if options.metrics else None
@@ -282,7 +308,7 @@ class ResilientProvider:
             builder.with_timeout(per_attempt=timeouts[go])
         else:
             builder.with_rpc_timeout(self.config.rpc, go)
-        return builder.with_clock(clock).build()
+        return builder.with_retry_budget(self.retry_budget).with_clock(clock).build()
 
     def policy(self, operation: str) -> Policy:
         """The policy of ``operation`` (``"describe"`` or ``"Describe"``)."""
