@@ -73,7 +73,15 @@ void bind_budget(nb::module_& m) {
              "A retryable failure not retried for want of attempts (tokens: -1 token).")
         .def("_retry_cost", [](const PyRetryBudget& b, bool timeout) {
                  return b.core.retry_cost(timeout);
-             }, "timeout"_a, "What a retry takes (quota), to give back on success; else 0.");
+             }, "timeout"_a, "What a retry takes (quota), to give back on success; else 0.")
+        .def("_share", [](PyRetryBudget& b) { b.core.share(); },
+             "Counts this process's amounts for _take_unsynced() from now on.")
+        .def("_take_unsynced", [](PyRetryBudget& b) { return b.core.take_unsynced(); },
+             "This process's net amounts (units) added since the last call.")
+        .def("_set_external", [](PyRetryBudget& b, int64_t units) { b.core.set_external(units); },
+             "units"_a, "The rest of the fleet's net amount over the window (units).")
+        .def("_own_window", [](const PyRetryBudget& b) { return b.core.own_window(); },
+             "This process's own net amount over the window (units).");
 }
 
 }  // namespace virtrigaud_bind

@@ -690,6 +690,18 @@ class RetryBudget:
     def _retry_cost(self, timeout: bool) -> int:
         """What a retry takes (quota), to give back on success; else 0."""
 
+    def _share(self) -> None:
+        """Counts this process's amounts for _take_unsynced() from now on."""
+
+    def _take_unsynced(self) -> int:
+        """This process's net amounts (units) added since the last call."""
+
+    def _set_external(self, units: int) -> None:
+        """The rest of the fleet's net amount over the window (units)."""
+
+    def _own_window(self) -> int:
+        """This process's own net amount over the window (units)."""
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

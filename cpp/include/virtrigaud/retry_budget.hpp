@@ -111,6 +111,9 @@ public:
         value_.store(other.value_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         last_slot_.store(other.last_slot_.load(std::memory_order_relaxed),
                          std::memory_order_relaxed);
+        shared_.store(other.shared_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        unsynced_.store(other.unsynced_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        external_.store(other.external_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         for (int i = 0; i < kSlots; ++i) {
             epoch_[i].store(other.epoch_[i].load(std::memory_order_relaxed),
                             std::memory_order_relaxed);
@@ -190,7 +193,7 @@ public:
     /// milli-tokens; quota: capacity units.
     int64_t balance() const noexcept {
         if (kind_ == Kind::kRatio) {
-            return window_sum(slot_now()) + c_;
+            return window_sum(slot_now()) + c_ + external_.load(std::memory_order_acquire);
         }
         return value_.load(std::memory_order_acquire);
     }
@@ -214,6 +217,26 @@ public:
         }
         return 0;
     }
+
+    // -- sharing (a ratio budget of a fleet: distributed.RedisRetryBudget) --
+
+    /// From now on, every amount this process adds to the window is also
+    /// counted for take_unsynced() (one more atomic add per deposit: only
+    /// shared budgets pay it).
+    void share() noexcept { shared_.store(true, std::memory_order_relaxed); }
+
+    /// This process's amounts added since the last call (deposits minus
+    /// withdrawals, units), to send to the fleet.
+    int64_t take_unsynced() noexcept { return unsynced_.exchange(0, std::memory_order_acq_rel); }
+
+    /// The rest of the fleet's net amount over the window, as last heard
+    /// (0: none, or the fleet is unreachable); counted in the balance.
+    void set_external(int64_t units) noexcept {
+        external_.store(units, std::memory_order_release);
+    }
+
+    /// This process's own amounts over the window (no reserve, no fleet).
+    int64_t own_window() const noexcept { return kind_ == Kind::kRatio ? window_sum(slot_now()) : 0; }
 
     // The parameters, in their native units.
     int64_t param_a() const noexcept { return a_; }
@@ -279,6 +302,9 @@ private:
             claim(i, epoch);
         }
         amount_[i].fetch_add(amount, std::memory_order_acq_rel);
+        if (shared_.load(std::memory_order_relaxed)) {
+            unsynced_.fetch_add(amount, std::memory_order_relaxed);
+        }
     }
 
     int64_t window_sum(int64_t now_epoch) const noexcept {
@@ -294,11 +320,12 @@ private:
 
     bool withdraw_from_window(int64_t epoch) noexcept {
         // Cheap refusal first: most refusals never touch a slot.
-        if (window_sum(epoch) + c_ < b_) {
+        const int64_t floor = c_ + external_.load(std::memory_order_acquire);
+        if (window_sum(epoch) + floor < b_) {
             return false;
         }
         add_to_window(-b_, epoch);
-        if (window_sum(epoch) + c_ >= 0) {
+        if (window_sum(epoch) + floor >= 0) {
             return true;
         }
         add_to_window(b_, epoch);  // another withdrawal got there first
@@ -338,7 +365,10 @@ private:
     // quota: capacity, retry cost, timeout cost, refund.
     int64_t a_ = 0, b_ = 0, c_ = 0, d_ = 0;
     std::atomic<int64_t> value_{0};  // tokens: milli-tokens; quota: capacity left
-    mutable std::atomic<int64_t> last_slot_{0};  // ratio: the slot slot_now() found last
+    mutable std::atomic<int64_t> last_slot_{0};
+    std::atomic<bool> shared_{false};
+    std::atomic<int64_t> unsynced_{0};  // shared: own amounts not yet sent
+    std::atomic<int64_t> external_{0};  // shared: the rest of the fleet's window  // ratio: the slot slot_now() found last
     alignas(64) std::atomic<int64_t> epoch_[kSlots];
     std::atomic<int64_t> amount_[kSlots];
 };
