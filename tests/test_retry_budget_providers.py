@@ -79,3 +79,18 @@ def test_kopf_requeue_of_a_refused_retry_waits_for_the_backoff_or_the_breaker() 
     with pytest.raises(vr.UnavailableError):
         breaker.call(down)
     assert to_kopf_error(caught.value, 1, breaker=breaker).delay == 30.0
+
+
+def test_the_demo_turns_a_ratio_budget_on_and_counts_its_refusals(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from virtrigaud_resilience.cli import main
+
+    assert main(["demo", "--virtual-time", "--vms", "60", "--duration", "5", "--json", "-"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    refused = {p["provider"]: p["retries_refused_by_budget"] for p in summary["providers"]}
+    assert refused["libvirt/lab"] > 0  # its quota's RateLimit answers: more retries than 10%
+    assert summary["ready"] == 60  # requeued, every VM still gets Ready
+    assert main(["demo", "--virtual-time", "--vms", "60", "--duration", "5"]) == 0
+    assert "libvirt/lab retry budget refused" in capsys.readouterr().out

@@ -221,6 +221,10 @@ class ResilientProvider:
             ``metrics`` (the per-attempt RPC series, see the module docstring).
         breakers, limiters: registries to take the shared breaker and bucket
             from; None for the shared ones (:func:`shared_registries`).
+        budgets: a :class:`~virtrigaud_resilience.retry_budget.RetryBudgetRegistry`
+            to take the provider's retry budget from; None for the shared one
+            of ``config`` (:func:`shared_retry_budget`: none unless
+            ``RETRY_BUDGET`` turns it on).
         wait_for_token, rpc_metrics: deprecated names of ``wait`` and
             ``metrics`` (a DeprecationWarning; removed in the next minor release).
         **overrides: any AdapterOptions field as a keyword, overriding that
@@ -241,6 +245,7 @@ class ResilientProvider:
         options: AdapterOptions | None = None,
         breakers: BreakerRegistry | None = None,
         limiters: RateLimiterRegistry | None = None,
+        budgets: RetryBudgetRegistry | None = None,
         wait_for_token: bool | None = None,
         rpc_metrics: bool | None = None,
         **overrides: Unpack[OptionKeywords],
@@ -286,7 +291,11 @@ class ResilientProvider:
             limiters.get(provider_type, name)
         self._clock = sleeper_for(clock)
         #: The provider's shared retry budget (``RETRY_BUDGET``), or None.
-        self.retry_budget = shared_retry_budget(config, provider_type, name, clock)
+        if budgets is not None and not isinstance(budgets, RetryBudgetRegistry):
+            raise TypeError(f"{owner} budgets must be a RetryBudgetRegistry or None, got "
+                            f"{type(budgets).__name__} {budgets!r}")
+        self.retry_budget = (budgets.get(provider_type, name) if budgets is not None
+                             else shared_retry_budget(config, provider_type, name, clock))
         self._policies = {op: self._build_policy(op, clock, options.wait) for op in OPERATIONS}
         self._rpc: dict[str, RPCStats | None] = {
             op: rpc_stats(provider_type, go) if options.metrics else None
