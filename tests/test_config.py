@@ -93,6 +93,9 @@ EVERY_KEY = [
     ("RATE_LIMIT_QPS", "20", "rate_limit.qps", 20.0),
     ("RATE_LIMIT_BURST", "50", "rate_limit.burst", 50),
     ("RATE_LIMIT_ADAPTIVE", "true", "rate_limit.adaptive", True),
+    ("RETRY_BUDGET", " ratio:0.5 ", "retry_budget.budget", "ratio:0.5"),
+    ("RETRY_BUDGET_MIN_PER_SECOND", "0", "retry_budget.min_per_second", 0),
+    ("RETRY_BUDGET_TTL", "30s", "retry_budget.ttl", 30.0),
 ]
 
 
@@ -103,7 +106,7 @@ def _get(config: Config, path: str) -> Any:
 
 def test_every_key_is_covered() -> None:
     assert sorted(key for key, *_ in EVERY_KEY) == sorted(ENV_KEYS)
-    assert len(ENV_KEYS) == 15
+    assert len(ENV_KEYS) == 18
 
 
 @pytest.mark.parametrize(("key", "text", "path", "expected"), EVERY_KEY)
@@ -196,6 +199,14 @@ BAD = {
                        "1000000001", "0.0002", "1e10"],
     "RATE_LIMIT_BURST": [*_POSITIVE_INT, "1048576", "2000000"],
     "RATE_LIMIT_ADAPTIVE": [*_GARBAGE, "yes", "on", "2", "adaptive"],
+    # "" and "off" are valid (no budget); each kind's fields as RetryBudget's.
+    "RETRY_BUDGET": ["NaN", "abc", "ratio", "ratio:", "ratio:0", "ratio:11", "ratio:nan",
+                     "ratio:-1", "ratio:inf", "ratio:1_0", "ratio:0.2,1", "tokens:0",
+                     "tokens:1001", "tokens:10,0", "tokens:10,0.0001", "tokens:10,nan",
+                     "quota:-1", "quota:1.5", "quota:500,5", "quota:500,-5,10,1", "bogus:1"],
+    "RETRY_BUDGET_MIN_PER_SECOND": [*_GARBAGE, "-1", "1.5", "1_000", "0x10", "true",
+                                    "1000001", "99999999999999999999999"],
+    "RETRY_BUDGET_TTL": [*_POSITIVE_DURATION, "0.5s", "999ms", "61s", "2m"],
 }
 
 BAD_CASES = [(key, text) for key, texts in BAD.items() for text in texts]
@@ -601,6 +612,9 @@ def test_to_env_of_the_defaults() -> None:
         "RATE_LIMIT_QPS": "10.0",
         "RATE_LIMIT_BURST": "20",
         "RATE_LIMIT_ADAPTIVE": "false",
+        "RETRY_BUDGET": "",
+        "RETRY_BUDGET_MIN_PER_SECOND": "10",
+        "RETRY_BUDGET_TTL": "10s",
     }
 
 
@@ -935,3 +949,21 @@ def test_real_registries_can_be_built() -> None:
     config = Config.development()
     assert isinstance(config.breaker_registry(), breaker_module.BreakerRegistry)
     assert isinstance(config.rate_limiter_registry(), ratelimit_module.RateLimiterRegistry)
+
+
+def test_retry_budget_keys_build_one_budget_per_provider() -> None:
+    config = Config.from_env({"RETRY_BUDGET": "ratio:0.5", "RETRY_BUDGET_MIN_PER_SECOND": "2",
+                              "RETRY_BUDGET_TTL": "20s"})
+    registry = config.retry_budget_registry()
+    assert registry is not None
+    budget = registry.get("vsphere", "prod")
+    assert registry.get("vsphere", "prod") is budget
+    assert registry.get("vsphere", "dev") is not budget
+    assert (budget.kind, budget.provider_type, budget.provider) == ("ratio", "vsphere", "prod")
+    assert budget.available == 2 * 20  # the reserve: 2/s over 20 s
+    assert Config.from_env({"RETRY_BUDGET": "tokens:10"}).retry_budget_registry().get(
+        "a", "b").spec.params == (("max_tokens", 10.0), ("token_ratio", 0.1))
+    assert Config.from_env({"RETRY_BUDGET": "quota:500,5,10,1"}).retry_budget.spec() == (
+        Config.from_env({"RETRY_BUDGET": "quota:500"}).retry_budget.spec())
+    assert Config.from_env({"RETRY_BUDGET": "off"}).retry_budget_registry() is None
+    assert Config().retry_budget_registry() is None

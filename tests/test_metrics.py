@@ -50,6 +50,8 @@ FAMILY_TYPES = {
     "virtrigaud_retry_exhausted": "counter",
     "virtrigaud_bulkhead_in_flight": "gauge",
     "virtrigaud_bulkhead_rejected": "counter",
+    "virtrigaud_retry_budget_exhausted": "counter",
+    "virtrigaud_retry_budget_available": "gauge",
 }
 
 
@@ -160,7 +162,8 @@ def test_help_and_type_lines(registry: prometheus_client.CollectorRegistry) -> N
     # One object of each kind, so every family has at least one sample.
     prov = unique()
     objects = (vr.CircuitBreaker("h", "t", prov), vr.TokenBucket(provider_type="t", provider=prov),
-               vr.Bulkhead(1, provider_type="t", provider=prov), vr.Retrier(name=prov))
+               vr.Bulkhead(1, provider_type="t", provider=prov), vr.Retrier(name=prov),
+               vr.RetryBudget.tokens(provider_type="t", provider=prov))
     text = prometheus_client.generate_latest(registry).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name, kind in FAMILY_TYPES.items():

@@ -675,6 +675,7 @@ void bind_policy(nb::module_& m);      // Policy
 void bind_backoff(nb::module_& m);     // Backoff
 void bind_histogram(nb::module_& m);   // LatencyHistogram
 void bind_adaptive(nb::module_& m);    // AdaptiveBulkhead
+void bind_budget(nb::module_& m);      // RetryBudget
 
 // For _core._specialise(cls): each installs its type's raw hot methods on
 // cls when cls subclasses that type, and says whether it did.

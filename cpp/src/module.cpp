@@ -108,4 +108,5 @@ NB_MODULE(_core, m) {
     bind_backoff(m);
     bind_histogram(m);
     bind_adaptive(m);
+    bind_budget(m);
 }

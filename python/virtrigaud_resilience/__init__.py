@@ -66,6 +66,7 @@ from .errors import (
 from .policy import Policy, PolicyBuilder
 from .ratelimit import RateLimiterRegistry, Reservation, TokenBucket
 from .retry import Retrier, RetryConfig, current_attempt, retry, retry_async
+from .retry_budget import RetryBudget
 from .timeouts import RPCConfig, remaining
 
 __version__ = "0.1.0"
@@ -93,6 +94,7 @@ __all__ = [
     "RateLimiterRegistry",
     "Reason",
     "Retrier",
+    "RetryBudget",
     "current_attempt",
     "find_condition",
     "format_duration",

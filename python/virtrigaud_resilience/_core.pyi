@@ -734,6 +734,64 @@ class AdaptiveBulkhead:
     @property
     def rejected(self) -> int:
         """Attempts turned away (full, queue full, or a queued wait timed out)."""
+class RetryBudget:
+    """A retry budget (native part)."""
+
+    def __init__(self, kind: int, a: int, b: int, c: int, d: int, ttl_ns: int, clock: ManualClock | None = None) -> None: ...
+
+    def deposit(self) -> None:
+        """
+        Credits the budget. ratio: one call; tokens: one success (+token_ratio);
+        quota: one success without retries (+refund). Never blocks.
+        """
+
+    def try_withdraw(self, timeout: bool = False) -> bool:
+        """
+        Whether one retry may be made now, taking its share if so. ratio: 1/percent
+        of a deposit; tokens: records a retryable failure (-1 token) and allows the
+        retry while tokens stay above max_tokens / 2; quota: the retry's cost
+        (timeout_cost when `timeout`). Never blocks.
+        """
+
+    @property
+    def available(self) -> int:
+        """Retries allowed now (an int >= 0), if nothing else happened meanwhile."""
+
+    @property
+    def _kind(self) -> int: ...
+
+    def _balance(self) -> int:
+        """
+        The raw balance: ratio units (window + reserve), milli-tokens, or quota units.
+        """
+
+    def _call_started(self) -> None:
+        """A retry loop's call starts (ratio: a deposit)."""
+
+    def _call_succeeded(self, last_cost: int) -> None:
+        """
+        A call succeeded after a last retry that cost `last_cost` (0: no retries).
+        """
+
+    def _failed_without_retry(self) -> None:
+        """
+        A retryable failure not retried for want of attempts (tokens: -1 token).
+        """
+
+    def _retry_cost(self, timeout: bool) -> int:
+        """What a retry takes (quota), to give back on success; else 0."""
+
+    def _share(self) -> None:
+        """Counts this process's amounts for _take_unsynced() from now on."""
+
+    def _take_unsynced(self) -> int:
+        """This process's net amounts (units) added since the last call."""
+
+    def _set_external(self, units: int) -> None:
+        """The rest of the fleet's net amount over the window (units)."""
+
+    def _own_window(self) -> int:
+        """This process's own net amount over the window (units)."""
 
 class BreakerCall(Generic[_P, _T]):
     """

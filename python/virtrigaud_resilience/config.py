@@ -26,6 +26,11 @@ RATE_LIMIT_BURST           bucket size (int)           20
                            (1 to 1048575)
 RATE_LIMIT_ADAPTIVE        learn the provider's quota  false
                            (true/false/1/0: AdaptiveRate)
+RETRY_BUDGET               one per provider: off,      off
+                           ratio:0.2, tokens:10,0.1,
+                           quota:500 (RetryBudget)
+RETRY_BUDGET_MIN_PER_SECOND  ratio's reserve (int >= 0)  10
+RETRY_BUDGET_TTL           ratio's window (1s to 60s)  10s
 =========================  ==========================  ========================
 
 Durations use Go syntax ("30s", "1m30s", "100ms"); a bare number means
@@ -49,11 +54,13 @@ from .breaker import BreakerConfig
 from .durations import format_duration, parse_duration
 from .ratelimit import validate_rate
 from .retry import RetryConfig
+from .retry_budget import BudgetSpec, parse_budget
 from .timeouts import RPCConfig
 
 if TYPE_CHECKING:
     from .breaker import BreakerRegistry
     from .ratelimit import RateLimiterRegistry
+    from .retry_budget import RetryBudgetRegistry
 
 __all__ = [
     "DEVELOPMENT_CONFIGMAP",
@@ -61,6 +68,7 @@ __all__ = [
     "PRODUCTION_CONFIGMAP",
     "Config",
     "RateLimitConfig",
+    "RetryBudgetConfig",
 ]
 
 _LOG = logging.getLogger("virtrigaud_resilience")
@@ -107,6 +115,48 @@ class RateLimitConfig:
         if not isinstance(self.adaptive, bool):
             raise TypeError(f"RateLimitConfig adaptive must be a bool, got "
                             f"{type(self.adaptive).__name__} {self.adaptive!r}")
+
+
+# ---------------------------------------------------------------------------
+# RetryBudgetConfig
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryBudgetConfig:
+    """The retry budget each provider gets (``RETRY_BUDGET*``; see
+    :class:`~virtrigaud_resilience.RetryBudget`).
+
+    Attributes:
+        budget: ``""`` (none, the default), ``"ratio:PERCENT"``,
+            ``"tokens:MAX_TOKENS[,TOKEN_RATIO]"`` or
+            ``"quota:CAPACITY[,RETRY_COST,TIMEOUT_COST,REFUND]"``
+            (:func:`~virtrigaud_resilience.retry_budget.parse_budget`).
+        min_per_second: the ratio kind's reserve, retries per second; int >= 0.
+        ttl: the ratio kind's window, in seconds within [1, 60].
+
+    A bad value raises ``ValueError`` naming the field and the value.
+    """
+
+    budget: str = ""
+    min_per_second: int = 10
+    ttl: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.spec()  # validates all three together
+
+    def spec(self) -> BudgetSpec | None:
+        """The budget's description, or None when there is none."""
+        if not isinstance(self.budget, str):
+            raise TypeError(f"RetryBudgetConfig budget must be a str, "
+                            f"got {type(self.budget).__name__} {self.budget!r}")
+        try:
+            spec = parse_budget(self.budget, self.min_per_second, self.ttl)
+        except ValueError as exc:
+            raise ValueError(f"RetryBudgetConfig budget={self.budget!r}: {exc}") from None
+        if spec is None:  # the other fields must be valid even when unused
+            BudgetSpec.ratio(0.2, self.min_per_second, self.ttl)
+        return spec
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +216,26 @@ def _positive_int(key: str, text: str) -> int:
     if value < 1:
         raise ValueError(f"{key} must be an integer >= 1, got {text!r}")
     return value
+
+
+def _non_negative_int(key: str, text: str) -> int:
+    stripped = text.strip()
+    if _INT.fullmatch(stripped) and not stripped.lstrip("+-").lstrip("0"):
+        return 0
+    try:
+        return _positive_int(key, text)
+    except ValueError as exc:
+        if "too large" in str(exc):
+            raise
+        raise ValueError(f"{key} must be an integer >= 0, got {text!r}") from None
+
+
+def _budget_text(key: str, text: str) -> str:
+    try:
+        parse_budget(text)
+    except ValueError as exc:
+        raise ValueError(f"{key}={text!r}: {exc}") from None
+    return text.strip()
 
 
 def _finite_float(key: str, text: str, *, positive: bool) -> float:
@@ -237,6 +307,9 @@ _KEYS: tuple[_Key, ...] = (
     _Key("RATE_LIMIT_QPS", "rate_limit", "qps", _positive_float, _render_float),
     _Key("RATE_LIMIT_BURST", "rate_limit", "burst", _positive_int, str),
     _Key("RATE_LIMIT_ADAPTIVE", "rate_limit", "adaptive", _bool, _render_bool),
+    _Key("RETRY_BUDGET", "retry_budget", "budget", _budget_text, str),
+    _Key("RETRY_BUDGET_MIN_PER_SECOND", "retry_budget", "min_per_second", _non_negative_int, str),
+    _Key("RETRY_BUDGET_TTL", "retry_budget", "ttl", _positive_duration, format_duration),
 )
 _BY_NAME: dict[str, _Key] = {key.name: key for key in _KEYS}
 
@@ -248,6 +321,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "retry": RetryConfig,
     "breaker": BreakerConfig,
     "rate_limit": RateLimitConfig,
+    "retry_budget": RetryBudgetConfig,
 }
 
 
@@ -335,6 +409,7 @@ class Config:
         retry: retry and backoff (:class:`RetryConfig`).
         breaker: circuit breaker (:class:`BreakerConfig`).
         rate_limit: per-provider token bucket (:class:`RateLimitConfig`).
+        retry_budget: per-provider retry budget (:class:`RetryBudgetConfig`; none by default).
 
     Build one with :meth:`from_env`, :meth:`from_configmap`,
     :meth:`development`, :meth:`production` or the constructor.
@@ -344,6 +419,7 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+    retry_budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
 
     def __post_init__(self) -> None:
         for name, cls in _SECTIONS.items():
@@ -476,6 +552,17 @@ class Config:
         return RateLimiterRegistry(
             qps=self.rate_limit.qps, burst=self.rate_limit.burst, clock=clock
         )
+
+    def retry_budget_registry(self, clock: Any = None) -> RetryBudgetRegistry | None:
+        """A new registry of one retry budget per provider (:attr:`retry_budget`),
+        or None when ``RETRY_BUDGET`` is off. ``clock`` (a ``ManualClock``)
+        is passed on."""
+        spec = self.retry_budget.spec()
+        if spec is None:
+            return None
+        from .retry_budget import RetryBudgetRegistry
+
+        return RetryBudgetRegistry(spec, clock=clock)
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,8 @@ __all__ = [
     "RateLimitListener",
     "RetryListener",
     "StateListener",
+    "BudgetListener",
+    "on_budget_exhausted",
     "on_rate_limited",
     "on_retry",
     "on_state_change",
@@ -60,11 +62,17 @@ RateLimitListener = Callable[[_Emitter, int], object]
 #: ``retrier.name`` is the policy's name for a policy's retries.
 RetryListener = Callable[[_Emitter, int, BaseException, float], object]
 
+#: ``listener(budget, name, error)``, when a retry budget (a
+#: :class:`~virtrigaud_resilience.retry_budget.RetryBudget`) refused the
+#: retry of ``error`` in the retry loop called ``name`` (a retrier's name).
+BudgetListener = Callable[[_Emitter, str, BaseException], object]
+
 L = TypeVar("L", bound=Callable[..., object])
 
 _state_listeners: list[StateListener[Any, Any]] = []
 _rate_limit_listeners: list[RateLimitListener[Any]] = []
 _retry_listeners: list[RetryListener[Any]] = []
+_budget_listeners: list[BudgetListener[Any]] = []
 # Serialises changes to the rate-limit listeners with installing or removing
 # the native hook, so the hook is installed exactly while someone listens.
 _rate_limit_lock = threading.Lock()
@@ -102,7 +110,8 @@ def remove_listener(listener: Callable[..., object]) -> bool:
     """
     found = False
     with _rate_limit_lock:
-        for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners):
+        for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners,
+                          _budget_listeners):
             while listener in listeners:
                 listeners.remove(listener)
                 found = True
@@ -132,6 +141,18 @@ def _emit_rate_limited(bucket: object, n: int) -> None:
 def _emit_retry(retrier: object, attempt: int, error: BaseException, delay: float) -> None:
     if _retry_listeners:
         emit(_retry_listeners, "retry", retrier, attempt, error, delay)
+
+
+def on_budget_exhausted(listener: L) -> L:
+    """Calls ``listener(budget, name, error)`` whenever a retry budget refuses
+    a retry loop's retry (the loop then raises ``error``)."""
+    _budget_listeners.append(check_listener(listener))
+    return listener
+
+
+def _emit_budget_exhausted(budget: object, name: str, error: BaseException) -> None:
+    if _budget_listeners:
+        emit(_budget_listeners, "retry budget", budget, name, error)
 
 
 def check_listener(listener: L) -> L:

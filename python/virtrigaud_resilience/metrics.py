@@ -25,6 +25,8 @@ series                                                    type     value
 ``virtrigaud_rate_limiter_requests_total{outcome}``       counter  ``admitted``, ``rejected``, ``waited``
 ``virtrigaud_retry_attempts_total{policy}``               counter  retries begun (attempts after the first)
 ``virtrigaud_retry_exhausted_total{policy}``              counter  calls that gave up retrying
+``virtrigaud_retry_budget_exhausted_total``                counter  retries a retry budget refused
+``virtrigaud_retry_budget_available``                     gauge    retries a retry budget allows now
 ``virtrigaud_bulkhead_in_flight``                         gauge    calls holding a slot now
 ``virtrigaud_bulkhead_rejected_total``                    counter  attempts turned away
 ``virtrigaud_distributed_fallback_total{outcome}``        counter  decisions by a distributed bucket's
@@ -94,6 +96,7 @@ from .breaker import BREAKERS
 from .bulkhead import BULKHEADS
 from .ratelimit import BUCKETS
 from .retry import RETRIERS
+from .retry_budget import BUDGETS
 from .rpcstats import LATENCY_BUCKETS, all_operation_stats, all_rpc_stats
 
 if TYPE_CHECKING:
@@ -125,7 +128,7 @@ class ResilienceCollector(Collector):
 
     def describe(self) -> list[Metric]:
         """The families, without samples: lets a registry detect clashing names."""
-        return list(self._families())
+        return [*self._families(), *_budget_families()]
 
     def collect(self) -> Iterator[Metric]:
         """Reads every tracked object now and yields the metric families."""
@@ -139,7 +142,9 @@ class ResilienceCollector(Collector):
             self._collect_fallbacks(families[12], families[13])
             self._collect_policy_fallbacks(families[14])
             self._collect_adaptive(*families[15:19])
-        return iter(families)
+            budget_families = _budget_families()
+            self._collect_budgets(*budget_families)
+        return iter((*families, *budget_families))
 
     @staticmethod
     def _families() -> tuple[Any, ...]:
@@ -325,6 +330,7 @@ class ResilienceCollector(Collector):
         # Process-wide counts by label pair (fallback.py): they never go backwards.
         for (policy, reason), value in fallback_counts().items():
             self._counter(served, (policy, reason), {"policy": policy, "reason": reason}, value)
+
     def _collect_adaptive(self, qps: Any, throttles: Any, malformed: Any, limit: Any) -> None:
         rates: dict[Labels, float] = {}
         sums: dict[Labels, list[int]] = {}
@@ -346,6 +352,20 @@ class ResilienceCollector(Collector):
         for labels, (value,) in limits.items():
             limit.samples.append(Sample(limit.name, _provider(*labels), value))
 
+    def _collect_budgets(self, exhausted: Any, available: Any) -> None:
+        sums: dict[Labels, list[int]] = {}
+        gauges: dict[Labels, list[int]] = {}
+        budgets, dropped = BUDGETS.snapshot()
+        for budget in budgets:
+            labels: Labels = (budget.provider_type, budget.provider)
+            add_counters(sums, labels, (budget.refused,))
+            add_counters(gauges, labels, (budget.available,))
+        _add_all(sums, dropped)
+        for labels, (value,) in sums.items():
+            self._counter(exhausted, labels, _provider(*labels), value)
+        for labels, (value,) in gauges.items():
+            available.samples.append(Sample(available.name, _provider(*labels), value))
+
     def _counter(self, family: Any, key: Labels, labels: dict[str, str], value: int) -> int:
         """Appends a counter sample, never below what this collector reported
         for it before; returns the value reported."""
@@ -357,6 +377,20 @@ class ResilienceCollector(Collector):
             self._reported[series] = value
         family.samples.append(Sample(family.name + "_total", labels, value))
         return value
+
+
+def _budget_families() -> tuple[Any, Any]:
+    """The retry budgets' series (retry_budget.py)."""
+    return (
+        CounterMetricFamily(
+            "virtrigaud_retry_budget_exhausted",
+            "Retries refused by retry budgets (the attempt's own error raised instead).",
+            labels=_PROVIDER),
+        GaugeMetricFamily(
+            "virtrigaud_retry_budget_available",
+            "Retries the retry budgets allow now (summed over budgets sharing the labels).",
+            labels=_PROVIDER),
+    )
 
 
 def _provider(provider_type: str, provider: str) -> dict[str, str]:

@@ -61,6 +61,7 @@ from .fallback import Fallback, FallbackOn
 from .hedging import Hedging
 from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
+from .retry_budget import RetryBudget
 from .timeouts import (
     RPCConfig,
     call_until,
@@ -141,8 +142,10 @@ class Policy(_core.Policy):
         self._retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
                                 name=name)
         self._clock = sleeper_for(clock)
-        # A timeout needs Python around every call (the deadline).
-        fast = self._timeout is None and self._attempt_timeout is None
+        # A timeout needs Python around every call (the deadline), and so
+        # does a retry budget (each call's start and success count in it).
+        fast = (self._timeout is None and self._attempt_timeout is None
+                and self._retrier.config.budget is None)
         super().__init__(breaker, limiter, bulkhead, fast, self._wait)
 
     # The composition is fixed at construction: the native layer holds the
@@ -425,6 +428,7 @@ class PolicyBuilder:
         self._options: dict[str, Any] = {}
         self._fallback_options: dict[str, Any] = {}
         self._hedging_options: dict[str, Any] = {}
+        self._budget: RetryBudget | None = None
 
     def with_retry(self, config: RetryConfig | None = None,
                    on_retry: OnRetry | None = None,
@@ -503,6 +507,19 @@ class PolicyBuilder:
             self._bulkhead_size = Bulkhead.check_size(bulkhead, max_queue)
         return self
 
+    def with_retry_budget(self, budget: RetryBudget | None) -> PolicyBuilder:
+        """Every retry must be allowed by ``budget`` (a :class:`RetryBudget`,
+        shared with whatever else retries against the same provider; None
+        removes it). Applies to the retry configuration given by
+        :meth:`with_retry`, before or after this call (a budget never adds
+        retries: without one it only counts the calls). When the budget
+        refuses, the attempt's own error is raised with
+        ``budget_exhausted=True``. The policy then runs each call's first
+        attempt in Python (the budget counts its start and success)."""
+        self._budget = _validate.optional_instance("PolicyBuilder", "budget", budget,
+                                                   RetryBudget)
+        return self
+
     def with_clock(self, clock: ManualClock | None) -> PolicyBuilder:
         """Sleeps and deadlines on ``clock`` (a ManualClock in tests)."""
         self._options["clock"] = clock
@@ -511,6 +528,9 @@ class PolicyBuilder:
     def build(self) -> Policy:
         """The policy; its composition is fixed from here on."""
         options = dict(self._options)
+        if self._budget is not None:
+            retry = options.get("retry") or RetryConfig.none()
+            options["retry"] = retry.replace(budget=self._budget)
         if "bulkhead" not in options and self._bulkhead_size is not None:
             breaker = options.get("breaker")
             options["bulkhead"] = Bulkhead(
@@ -519,7 +539,7 @@ class PolicyBuilder:
                 provider=breaker.provider if isinstance(breaker, CircuitBreaker) else "")
         adaptive: dict[str, Any] = {key: options.pop(key)
                                     for key in ("adaptive_bulkhead", "adaptive_rate")
-                    if key in options}
+                                    if key in options}
         if adaptive.get("adaptive_rate") is _ON_THE_LIMITER:
             limiter = options.get("limiter")
             if not isinstance(limiter, TokenBucket):

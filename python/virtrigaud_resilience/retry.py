@@ -38,6 +38,7 @@ from .clock import ManualClock, check_clock, pause, pause_async, sleeper_for
 from .durations import Seconds
 from ._sent import mark_call_reached, never_sent
 from .errors import is_retryable, refused_retry
+from .retry_budget import RetryBudget
 from .timeouts import (
     call_until,
     cancel_requests,
@@ -104,6 +105,13 @@ class RetryConfig:
         seed: an int in ``[0, 2**64)`` that makes the jitter reproducible:
             each retrier built from this config draws the same sequence
             (see :class:`Backoff`); None (the default) draws fresh randomness.
+        budget: a :class:`~virtrigaud_resilience.RetryBudget` every retry
+            must be allowed by, shared by all the calls (and retriers) given
+            it; None for none. A call starts (ratio: a deposit), a retryable
+            failure asks ``try_withdraw`` before its retry, a success pays
+            back (tokens, quota). When the budget refuses, no retry is made:
+            the attempt's own error is raised, ``budget_exhausted=True`` on
+            it and a note saying so.
 
     The delay before retry ``n`` (0-based) under ``exponential`` is
     ``min(base_delay * multiplier**n, max_delay)`` plus, with jitter, a uniform
@@ -122,12 +130,13 @@ class RetryConfig:
     strategy: str = "exponential"
     retry_on: RetryOn | None = None
     seed: int | None = None
+    budget: RetryBudget | None = None
 
     if TYPE_CHECKING:  # what the constructor accepts (the fields hold float seconds)
         def __init__(self, max_attempts: int = 5, base_delay: Seconds = 0.5,
                      max_delay: Seconds = 30.0, multiplier: float = 2.0, jitter: bool = True,
                      strategy: str = "exponential", retry_on: RetryOn | None = None,
-                     seed: int | None = None) -> None: ...
+                     seed: int | None = None, budget: RetryBudget | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "RetryConfig"
@@ -152,6 +161,7 @@ class RetryConfig:
         _check_retry_on(owner, self.retry_on)
         if self.seed is not None:
             set_(self, "seed", _validate.integer(owner, "seed", self.seed, 0, 2**64 - 1))
+        _validate.optional_instance(owner, "budget", self.budget, RetryBudget)
 
     def should_retry(self, error: BaseException) -> bool:
         """Whether ``error`` may be retried: an ``Exception`` that is retryable
@@ -316,6 +326,9 @@ class Retrier:
         native first attempt)."""
         previous = 0.0
         reached = False
+        budget = self.config.budget
+        if budget is not None:
+            budget._call_started()
         while True:
             if done:
                 assert error is not None
@@ -330,7 +343,10 @@ class Retrier:
             except Exception as exc:  # BaseExceptions (cancellation) propagate at once
                 error = exc
             else:
-                return refuse_coroutine(result, "retry()", "'await vr.retry_async(...)'")
+                result = refuse_coroutine(result, "retry()", "'await vr.retry_async(...)'")
+                if budget is not None:
+                    budget._call_succeeded(budget._cost_of(error) if done else 0)
+                return result
             finally:
                 _ATTEMPT.reset(token)
             done += 1
@@ -346,6 +362,9 @@ class Retrier:
         previous = 0.0
         reached = False
         cancels_before = cancel_requests()
+        budget = self.config.budget
+        if budget is not None:
+            budget._call_started()
         while True:
             if done:
                 assert error is not None
@@ -360,9 +379,13 @@ class Retrier:
                 raise deadline_exceeded(self.name)
             token = _ATTEMPT.set(done)
             try:
-                return await attempt()
+                result = await attempt()
             except Exception as exc:
                 error = exc
+            else:
+                if budget is not None:
+                    budget._call_succeeded(budget._cost_of(error) if done else 0)
+                return result
             finally:
                 _ATTEMPT.reset(token)
             done += 1
@@ -386,7 +409,10 @@ class Retrier:
         """Raises ``error`` if it must not be retried; else returns the delay."""
         if not self.config.should_retry(error):
             raise error
+        budget = self.config.budget
         if done >= _testing_switch.capped(self.config.max_attempts):  # vr.testing may cap it
+            if budget is not None:
+                budget._failed_without_retry()
             self._give_up(error, done, counted=done > 1)  # without retries nothing was exhausted
         delay = self._backoff.delay(done - 1, previous)
         retry_after = getattr(error, "retry_after", None)
@@ -395,12 +421,21 @@ class Retrier:
                     deadline is not None and self._clock.now() + retry_after >= deadline):
                 # The error says when to come back, and it is later than this
                 # retrier may wait: hand it to the caller to requeue.
+                if budget is not None:
+                    budget._failed_without_retry()
                 self._give_up(error, done)
             delay = max(delay, retry_after)
         if deadline is not None and self._clock.now() + delay >= deadline:
+            if budget is not None:
+                budget._failed_without_retry()
             self._count_exhausted()  # the time budget ran out instead
             _mark_attempts(error, done)
             raise deadline_exceeded(f"{self.name} after {done} attempts", error) from error
+        if budget is not None and not budget._allows_retry_of(error):
+            # The budget says this retry would multiply an outage: the
+            # attempt's own error ends the call (marked, counted, logged).
+            budget._refuse(self.name, error, done)
+            self._give_up(error, done, counted=False)
         if self.on_retry is not None:
             events.emit((self.on_retry,), "on_retry", done, error, delay)
         events._emit_retry(self, done, error, delay)

@@ -512,3 +512,13 @@ def adaptive_section(suite: Suite) -> list[Target]:
     from .adaptive import adaptive_targets
 
     return adaptive_targets(suite)
+
+
+@section("amplification")
+def amplification_section(suite: Suite) -> list[Target]:
+    """Attempts per original call, and success rates, with and without each
+    retry budget kind: 2,000 calls/s for 60 simulated s at 100% and 10%
+    failure, 4 attempts (see :mod:`.amplification`)."""
+    from .amplification import amplification_targets
+
+    return amplification_targets(suite)

@@ -42,7 +42,7 @@ from typing import Any
 from ..backoff import Backoff
 from ..breaker import BreakerState, CircuitBreaker
 from ..conditions import Condition, map_error_to_condition, ready_condition, set_condition
-from ..config import Config
+from ..config import Config, RetryBudgetConfig
 from ..errors import ErrorType, is_retryable
 from ..policy import HedgedPolicy
 from ..providers import (
@@ -73,6 +73,10 @@ RESYNC_FLOOR = 5.0
 SPEC_CHANGE = 0.01
 #: Where simulated time starts for the conditions' lastTransitionTime.
 EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
+#: The demo's ConfigMap turns a retry budget on (``RETRY_BUDGET: ratio:0.1``,
+#: ``RETRY_BUDGET_MIN_PER_SECOND: 1``): each provider's retries stay under a
+#: tenth of its calls plus one a second, and the summary counts those refused.
+DEMO_RETRY_BUDGET = RetryBudgetConfig("ratio:0.1", min_per_second=1)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,8 @@ class ProviderRun:
         self.resilient = ResilientProvider(
             self.fake, plan.provider_type, plan.name, config, clock=clock,
             breakers=config.breaker_registry(clock), limiters=config.rate_limiter_registry(clock),
-            wait=True, hedged=plan.hedged if hedging else None)
+            budgets=config.retry_budget_registry(clock), wait=True,
+            hedged=plan.hedged if hedging else None)
         self.breaker: CircuitBreaker = self.resilient.breaker
         self._retriers = [self.resilient.policy(op).retrier for op in OPERATIONS]
         #: (simulated time, state entered), in order.
@@ -193,6 +198,11 @@ class ProviderRun:
         ordered = sorted(self.describe_latencies)
         return _quantile(ordered, 0.99) if ordered else 0.0
 
+    def retries_refused(self) -> int:
+        """Retries the provider's retry budget refused (0 without one)."""
+        budget = self.resilient.retry_budget
+        return budget.refused if budget is not None else 0
+
     def latency_quantiles(self, last: int | None = None) -> tuple[float, float] | None:
         """(p50, p99) in seconds of the successful operations (the ``last``
         ones, or all); None before the first."""
@@ -216,6 +226,7 @@ class ProviderRun:
             "quota_rate_limit_answers": self.quota_answers,
             "rate_qps": round(self.resilient.limiter.qps, 3),
             "retries": self.retries,
+            "retries_refused_by_budget": self.retries_refused,
             "breaker_failures": self.breaker.failures_total,
             "injected": {kind.value: n for kind, n in sorted(self.fake.injected.items())},
             "p50_ms": round(quantiles[0] * 1e3, 3),
@@ -274,6 +285,8 @@ class Fleet:
         self.span = span
         self.seed = seed
         config = dataclasses.replace(config, retry=config.retry.replace(seed=seed))
+        if config.retry_budget.spec() is None:  # the demo's ConfigMap adds RETRY_BUDGET
+            config = dataclasses.replace(config, retry_budget=DEMO_RETRY_BUDGET)
         self.config = config
         self.providers = [ProviderRun(plan, i, clock, config, seed, span, hedging)
                           for i, plan in enumerate(PLANS)]

@@ -199,6 +199,9 @@ def print_summary(result: Mapping[str, Any], stream: IO[str] | None = None) -> N
             moves = ", ".join(f"{clock_text(t['t'])} {t['to'].replace('_', '-')}"
                               for t in p["transitions"])
             print(f"  {p['provider']} breaker opened {opened}x: {moves}", file=stream)
+        refused = p.get("retries_refused_by_budget", 0)
+        if refused:
+            print(f"  {p['provider']} retry budget refused {refused:,} retries", file=stream)
     print(file=stream)
     reasons = summary["ready_by_reason"]
     print_table("VMs by Ready condition reason", ("reason", "VMs"),

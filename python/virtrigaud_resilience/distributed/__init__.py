@@ -10,6 +10,9 @@ virtrigaud_resilience``.
 - :class:`LeasedTokenBucket`: the fleet-wide limit at local speed: each
   process leases a max-min fair share of the rate and decides with a native
   TokenBucket.
+- :class:`RedisRetryBudget`: a ratio retry budget shared by the fleet:
+  each process decides locally and exchanges its deposits and withdrawals
+  with Redis every ``refresh`` seconds.
 - :class:`RedisBreakerSync`: the breakers of a BreakerRegistry, joined across
   processes (an open in one opens all; half-open probes limited fleet-wide).
 - :class:`RedisClientBreaker`: the breaker of ours in front of each Redis
@@ -39,6 +42,7 @@ from .exact import RedisReservation, RedisTokenBucket
 from .failures import RedisKeyError
 from .fallback import FALLBACKS, Fallback
 from .leased import DEFAULT_LEASE, LeasedTokenBucket
+from .retry_budget import RedisRetryBudget
 
 __all__ = [
     "DEFAULT_KEY",
@@ -52,6 +56,7 @@ __all__ = [
     "RedisClientBreaker",
     "RedisKeyError",
     "RedisReservation",
+    "RedisRetryBudget",
     "RedisTokenBucket",
     "client_kind",
     "connect",

@@ -37,6 +37,7 @@ from .resilient import (
     shared_breaker,
     shared_limiter,
     shared_registries,
+    shared_retry_budget,
 )
 from .retry_after import parse_retry_after
 
@@ -65,4 +66,5 @@ __all__ = [
     "shared_breaker",
     "shared_limiter",
     "shared_registries",
+    "shared_retry_budget",
 ]

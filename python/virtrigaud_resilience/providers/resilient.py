@@ -59,6 +59,7 @@ from ..hedging import Hedging
 from ..policy import Policy, PolicyBuilder
 from ..ratelimit import RateLimiterRegistry, TokenBucket
 from ..retry import RetryConfig
+from ..retry_budget import RetryBudget, RetryBudgetRegistry
 from .._sent import mark_call_reached, mark_never_sent, mark_reached, never_sent
 from ..rpcstats import RPCStats, code_for_error, operation_stats, rpc_stats
 from ..timeouts import attempt_outcome
@@ -87,6 +88,7 @@ __all__ = [
     "shared_breaker",
     "shared_limiter",
     "shared_registries",
+    "shared_retry_budget",
 ]
 
 T = TypeVar("T")
@@ -136,6 +138,28 @@ def shared_limiter(config: Config, provider_type: str, provider: str,
                    clock: ManualClock | None = None) -> TokenBucket:
     """The shared token bucket of this provider (see :func:`shared_registries`)."""
     return shared_registries(config, clock)[1].get(provider_type, provider)
+
+
+_BUDGET_REGISTRIES: dict[_Key, RetryBudgetRegistry] = {}
+
+
+def shared_retry_budget(config: Config, provider_type: str, provider: str,
+                        clock: ManualClock | None = None) -> RetryBudget | None:
+    """The shared retry budget of this provider when ``config`` turns one on
+    (``RETRY_BUDGET``), else None: equal ``config.retry_budget`` (and the
+    same clock) give the same budget per provider, as :func:`shared_registries`."""
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a Config, got {type(config).__name__} {config!r}")
+    clock = check_clock("shared_retry_budget", clock)
+    key: _Key = (config.retry_budget, None, clock)
+    registry = _BUDGET_REGISTRIES.get(key)
+    if registry is None:
+        spec = config.retry_budget.spec()
+        if spec is None:
+            return None
+        with _REGISTRIES_LOCK:
+            registry = _BUDGET_REGISTRIES.setdefault(key, RetryBudgetRegistry(spec, clock=clock))
+    return registry.get(provider_type, provider)
 
 
 # ---------------------------------------------------------------------------
@@ -203,6 +227,10 @@ class ResilientProvider:
             ValueError otherwise: a hedge sends the call again). None: none.
         breakers, limiters: registries to take the shared breaker and bucket
             from; None for the shared ones (:func:`shared_registries`).
+        budgets: a :class:`~virtrigaud_resilience.retry_budget.RetryBudgetRegistry`
+            to take the provider's retry budget from; None for the shared one
+            of ``config`` (:func:`shared_retry_budget`: none unless
+            ``RETRY_BUDGET`` turns it on).
         wait_for_token, rpc_metrics: deprecated names of ``wait`` and
             ``metrics`` (a DeprecationWarning; removed in the next minor release).
         **overrides: any AdapterOptions field as a keyword, overriding that
@@ -223,6 +251,7 @@ class ResilientProvider:
         options: AdapterOptions | None = None,
         breakers: BreakerRegistry | None = None,
         limiters: RateLimiterRegistry | None = None,
+        budgets: RetryBudgetRegistry | None = None,
         wait_for_token: bool | None = None,
         rpc_metrics: bool | None = None,
         hedged: Mapping[str, str | float] | None = None,
@@ -269,6 +298,12 @@ class ResilientProvider:
         self.limiter: TokenBucket = _present(owner, "limiter", options.limiter) or \
             limiters.get(provider_type, name)
         self._clock = sleeper_for(clock)
+        #: The provider's shared retry budget (``RETRY_BUDGET``), or None.
+        if budgets is not None and not isinstance(budgets, RetryBudgetRegistry):
+            raise TypeError(f"{owner} budgets must be a RetryBudgetRegistry or None, got "
+                            f"{type(budgets).__name__} {budgets!r}")
+        self.retry_budget = (budgets.get(provider_type, name) if budgets is not None
+                             else shared_retry_budget(config, provider_type, name, clock))
         self._policies = {op: self._build_policy(op, clock, options.wait) for op in OPERATIONS}
         self._rpc: dict[str, RPCStats | None] = {
             op: rpc_stats(provider_type, go) if options.metrics else None
@@ -294,7 +329,7 @@ class ResilientProvider:
             builder.with_rpc_timeout(self.config.rpc, go)
         if op in self._hedged:
             builder.with_hedging(1, self._hedged[op])
-        return builder.with_clock(clock).build()
+        return builder.with_retry_budget(self.retry_budget).with_clock(clock).build()
 
     def policy(self, operation: str) -> Policy:
         """The policy of ``operation`` (``"describe"`` or ``"Describe"``)."""

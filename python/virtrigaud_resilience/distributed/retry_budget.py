@@ -1,0 +1,195 @@
+"""A retry budget shared by a fleet: Finagle's ratio semantics over every replica.
+
+Each replica decides locally, with a native ratio
+:class:`~virtrigaud_resilience.RetryBudget` (no round trip per call): a
+:class:`RedisRetryBudget` **is** one, so it plugs into
+``RetryConfig(budget=...)`` and ``PolicyBuilder.with_retry_budget``. Every
+``refresh`` seconds a background thread exchanges the replica's deposits and
+withdrawals with Redis in one script: the amounts this replica added since
+the last exchange go into the fleet's window (a hash at ``key``, one field
+per slot of ``ttl / 10`` on the server's clock, fields older than ``ttl``
+deleted), and the fleet's sum over the window comes back. What the rest of
+the fleet deposited and withdrew (that sum less this replica's own window)
+then counts in the local balance, so the fleet's retries stay near
+``percent`` of the fleet's calls, even when the calls and the failures land
+on different replicas.
+
+Each replica keeps its own reserve (``min_per_second``): the fleet's is the
+sum of its replicas'. Between exchanges, replicas may spend the same
+surplus of the others: the overshoot is at most about one refresh's worth
+of the fleet's deposits. On Redis loss a replica keeps its local budget
+(its own deposits and reserve; the rest of the fleet counts as 0) and the
+amounts it adds meanwhile are not sent; the next exchange that succeeds
+rejoins the fleet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from .._validate import seconds as _seconds
+from ..clock import ManualClock
+from ..durations import Seconds
+from ..retry_budget import BudgetSpec, RetryBudget
+
+__all__ = ["DEFAULT_REFRESH", "RedisRetryBudget"]
+
+logger = logging.getLogger("virtrigaud_resilience")
+
+#: Seconds between exchanges with Redis, by default.
+DEFAULT_REFRESH = 0.5
+
+# KEYS[1]: the fleet's window (a hash: slot -> net units); ARGV: this
+# replica's units since its last exchange, the slot's length in ms, slots.
+# Returns the fleet's net units over the window. The slot is the server's
+# (TIME): the replicas' monotonic clocks have nothing in common.
+_EXCHANGE = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slot_ms = tonumber(ARGV[2])
+local slots = tonumber(ARGV[3])
+local slot = math.floor(now_ms / slot_ms)
+local delta = tonumber(ARGV[1])
+if delta ~= 0 then
+  redis.call('HINCRBY', KEYS[1], slot, delta)
+end
+local sum = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local s = tonumber(fields[i])
+  if s == nil or s <= slot - slots then
+    redis.call('HDEL', KEYS[1], fields[i])
+  elseif s <= slot then
+    sum = sum + tonumber(fields[i + 1])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], slot_ms * (slots + 1))
+return sum
+"""
+
+
+class RedisRetryBudget(RetryBudget):
+    """A ratio retry budget (:meth:`RetryBudget.ratio`) shared through Redis.
+
+    Args:
+        client: a synchronous redis-py client (``redis.Redis``;
+            :func:`~virtrigaud_resilience.distributed.connect` makes a
+            fail-fast one).
+        key: the fleet's key (a str); every replica of one budget uses the same.
+        percent, min_per_second, ttl: as :meth:`RetryBudget.ratio`
+            (``min_per_second`` is each replica's reserve).
+        refresh: seconds between exchanges with Redis, in [0.01, ttl / 2].
+        clock: a :class:`ManualClock` for the local window (tests), or None.
+        start: start the background exchanges now (False: call :meth:`sync`).
+        provider_type, provider: labels for metrics and events (str).
+
+    Raises:
+        ValueError, TypeError: naming the field and the value.
+    """
+
+    __slots__ = ("_client", "_key", "_script", "_refresh", "_stop", "_thread", "_reachable",
+                 "_sync_lock")
+
+    def __init__(self, client: Any, key: str, percent: float = 0.2, min_per_second: int = 10,
+                 ttl: Seconds = 10.0, *, refresh: Seconds = DEFAULT_REFRESH,
+                 clock: ManualClock | None = None, start: bool = True,
+                 provider_type: str = "", provider: str = "") -> None:
+        owner = "RedisRetryBudget"
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"{owner} key must be a non-empty str, got {type(key).__name__} "
+                            f"{key!r}")
+        if not callable(getattr(client, "register_script", None)):
+            raise TypeError(f"{owner} client must be a redis-py client (redis.Redis), "
+                            f"got {type(client).__name__} {client!r}")
+        spec = BudgetSpec.ratio(percent, min_per_second, ttl)
+        ttl_seconds = spec.native[4] / 1e9
+        every = _seconds(owner, "refresh", refresh, allow_zero=False)
+        if not 0.01 <= every <= ttl_seconds / 2:
+            raise ValueError(f"{owner} refresh must be in [0.01, ttl / 2 = {ttl_seconds / 2:g}] "
+                             f"seconds, got {refresh!r}")
+        super().__init__(spec, clock=clock, provider_type=provider_type, provider=provider)
+        self._share()
+        self._client = client
+        self._key = key
+        self._script = client.register_script(_EXCHANGE)
+        self._refresh = every
+        self._stop = threading.Event()
+        self._reachable: bool | None = None
+        self._sync_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(target=_exchange_loop,
+                                            args=(weakref.ref(self), self._stop, every),
+                                            name=f"retry-budget {key}", daemon=True)
+            self._thread.start()
+
+    @property
+    def key(self) -> str:
+        """The fleet's key in Redis."""
+        return self._key
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last exchange reached Redis (None before the first)."""
+        return self._reachable
+
+    def sync(self) -> bool:
+        """One exchange with Redis now: sends this replica's amounts since the
+        last, and counts the rest of the fleet's window in the balance.
+        Returns whether Redis answered; when it did not, the rest of the
+        fleet counts as 0 and this replica's amounts meanwhile are dropped."""
+        import redis
+
+        with self._sync_lock:
+            delta = self._take_unsynced()
+            slot_ms = max(1, self._spec.native[4] // 10 // 1_000_000)
+            try:
+                fleet = int(self._script(keys=[self._key], args=[delta, slot_ms, 10]))
+            except (redis.RedisError, OSError) as exc:
+                self._set_external(0)
+                if self._reachable is not False:
+                    logger.warning("retry budget %s: Redis unreachable (%s); deciding with "
+                                   "the local budget alone", self._key, exc)
+                self._reachable = False
+                return False
+            self._set_external(fleet - self._own_window())
+            if self._reachable is False:
+                logger.info("retry budget %s: Redis reachable again; sharing the fleet's "
+                            "window", self._key)
+            self._reachable = True
+            return True
+
+    def close(self) -> None:
+        """Stops the background exchanges (idempotent); the budget goes on locally."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> RedisRetryBudget:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"RedisRetryBudget({self._key!r}, {self._spec.describe()}, "
+                f"available={self.available})")
+
+
+def _exchange_loop(ref: weakref.ref[RedisRetryBudget], stop: threading.Event,
+                   every: float) -> None:
+    """Exchanges every ``every`` seconds until stopped or the budget is
+    gone (the thread holds no strong reference between exchanges)."""
+    while not stop.wait(every):
+        budget = ref()
+        if budget is None:
+            return
+        try:
+            budget.sync()
+        except Exception:  # never let the thread die: the next exchange may work
+            logger.exception("retry budget %s: exchange failed", budget.key)
+        del budget
