@@ -734,6 +734,7 @@ class AdaptiveBulkhead:
     @property
     def rejected(self) -> int:
         """Attempts turned away (full, queue full, or a queued wait timed out)."""
+
 class RetryBudget:
     """A retry budget (native part)."""
 
