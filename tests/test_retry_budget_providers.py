@@ -87,10 +87,13 @@ def test_the_demo_turns_a_ratio_budget_on_and_counts_its_refusals(
 
     from virtrigaud_resilience.cli import main
 
-    assert main(["demo", "--virtual-time", "--vms", "60", "--duration", "5", "--json", "-"]) == 0
+    # A static rate (--no-adaptive), so libvirt's quota answers keep coming:
+    # an adaptive rate learns the quota and leaves the budget little to refuse.
+    args = ["demo", "--virtual-time", "--vms", "60", "--duration", "5", "--no-adaptive"]
+    assert main([*args, "--json", "-"]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]
     refused = {p["provider"]: p["retries_refused_by_budget"] for p in summary["providers"]}
     assert refused["libvirt/lab"] > 0  # its quota's RateLimit answers: more retries than 10%
     assert summary["ready"] == 60  # requeued, every VM still gets Ready
-    assert main(["demo", "--virtual-time", "--vms", "60", "--duration", "5"]) == 0
+    assert main(args) == 0
     assert "libvirt/lab retry budget refused" in capsys.readouterr().out

@@ -198,6 +198,7 @@ class ProviderRun:
         ordered = sorted(self.describe_latencies)
         return _quantile(ordered, 0.99) if ordered else 0.0
 
+    @property
     def retries_refused(self) -> int:
         """Retries the provider's retry budget refused (0 without one)."""
         budget = self.resilient.retry_budget
