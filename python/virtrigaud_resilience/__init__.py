@@ -13,6 +13,7 @@ from . import _deprecated, errors, events
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
+    BreakerMode,
     BreakerRegistry,
     BreakerScope,
     BreakerState,
@@ -64,6 +65,7 @@ from .policy import Policy, PolicyBuilder
 from .ratelimit import RateLimiterRegistry, Reservation, TokenBucket
 from .retry import Retrier, RetryConfig, current_attempt, retry, retry_async
 from .timeouts import RPCConfig, remaining
+from .windows import CountWindow, TimeWindow
 
 __version__ = "0.1.0"
 
@@ -132,6 +134,9 @@ __all__ = [
     "monotonic",
     "new_error",
     "events",
+    "CountWindow",
+    "TimeWindow",
+    "BreakerMode",
 ]
 
 if TYPE_CHECKING:
