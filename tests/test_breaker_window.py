@@ -390,10 +390,16 @@ def test_stale_outcomes_move_nothing() -> None:
 
 
 def test_minimum_calls_defaults_to_100_capped_at_a_count_window() -> None:
-    assert BreakerConfig(window=CountWindow(10)).minimum_calls == 10
-    assert BreakerConfig(window=CountWindow(1000)).minimum_calls == 100
-    assert BreakerConfig(window=TimeWindow(60)).minimum_calls == 100
-    assert BreakerConfig().minimum_calls is None
+    assert BreakerConfig(window=CountWindow(10)).minimum_calls_in_force == 10
+    assert BreakerConfig(window=CountWindow(1000)).minimum_calls_in_force == 100
+    assert BreakerConfig(window=TimeWindow(60)).minimum_calls_in_force == 100
+    assert BreakerConfig(window=TimeWindow(60), minimum_calls=7).minimum_calls_in_force == 7
+    assert BreakerConfig().minimum_calls_in_force is None
+    assert BreakerConfig(window=CountWindow(10)).minimum_calls is None  # as given
+    clock = vr.ManualClock()
+    breaker = window_breaker(clock, window=CountWindow(3))  # minimum 3, not 100
+    run(breaker, "fff")
+    assert breaker.state is BreakerState.OPEN
 
 
 def test_windows() -> None:

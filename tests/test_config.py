@@ -26,6 +26,7 @@ from virtrigaud_resilience.config import (
 from virtrigaud_resilience.ratelimit import MAX_BURST, MAX_QPS, MIN_QPS, TokenBucket
 from virtrigaud_resilience.retry import RetryConfig
 from virtrigaud_resilience.timeouts import RPCConfig
+from virtrigaud_resilience.windows import CountWindow, TimeWindow
 
 # ---------------------------------------------------------------------------
 # Defaults
@@ -92,6 +93,13 @@ EVERY_KEY = [
     ("CB_HALF_OPEN_MAX_CALLS", "5", "breaker.half_open_max_calls", 5),
     ("RATE_LIMIT_QPS", "20", "rate_limit.qps", 20.0),
     ("RATE_LIMIT_BURST", "50", "rate_limit.burst", 50),
+    # window mode (issue 22): the other window keys need a window, which this sets alone
+    ("CIRCUIT_BREAKER_WINDOW", "count:100", "breaker.window", CountWindow(100)),
+    ("CIRCUIT_BREAKER_MINIMUM_CALLS", "none", "breaker.minimum_calls", None),
+    ("CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD", "0.5", "breaker.failure_rate_threshold", 0.5),
+    ("CIRCUIT_BREAKER_SLOW_CALL_DURATION", "None", "breaker.slow_call_duration", None),
+    ("CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD", "1", "breaker.slow_call_rate_threshold", 1.0),
+    ("CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN", "NONE", "breaker.max_wait_in_half_open", None),
 ]
 
 
@@ -102,7 +110,7 @@ def _get(config: Config, path: str) -> Any:
 
 def test_every_key_is_covered() -> None:
     assert sorted(key for key, *_ in EVERY_KEY) == sorted(ENV_KEYS)
-    assert len(ENV_KEYS) == 14
+    assert len(ENV_KEYS) == 20
 
 
 @pytest.mark.parametrize(("key", "text", "path", "expected"), EVERY_KEY)
@@ -194,6 +202,14 @@ BAD = {
     "RATE_LIMIT_QPS": [*_GARBAGE, "0", "-1", "0.0", "1e-300", "10/s", "1_0", "-0", "2e9",
                        "1000000001", "0.0002", "1e10"],
     "RATE_LIMIT_BURST": [*_POSITIVE_INT, "1048576", "2000000"],
+    # window mode (issue 22): the window keys are refused without a window too
+    "CIRCUIT_BREAKER_WINDOW": [*_GARBAGE, "count:0", "count:65536", "time:0s", "time:3601s",
+                               "time:1.5s", "time:-5s", "count:1.5", "rows:5", "count", "100"],
+    "CIRCUIT_BREAKER_MINIMUM_CALLS": [*_POSITIVE_INT, "5"],
+    "CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD": [*_GARBAGE, "0", "-0.5", "1.5", "0.4"],
+    "CIRCUIT_BREAKER_SLOW_CALL_DURATION": [*_NON_NEGATIVE_DURATION, "2s"],
+    "CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD": [*_GARBAGE, "0", "-1", "1.01", "0.5"],
+    "CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN": [*_POSITIVE_DURATION, "10s"],
 }
 
 BAD_CASES = [(key, text) for key, texts in BAD.items() for text in texts]
@@ -598,6 +614,12 @@ def test_to_env_of_the_defaults() -> None:
         "CB_HALF_OPEN_MAX_CALLS": "3",
         "RATE_LIMIT_QPS": "10.0",
         "RATE_LIMIT_BURST": "20",
+        "CIRCUIT_BREAKER_WINDOW": "none",
+        "CIRCUIT_BREAKER_MINIMUM_CALLS": "none",
+        "CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD": "0.5",
+        "CIRCUIT_BREAKER_SLOW_CALL_DURATION": "none",
+        "CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD": "1.0",
+        "CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN": "none",
     }
 
 
@@ -668,6 +690,18 @@ def test_round_trip_property(
     assert set(env) == set(ENV_KEYS)
     assert all(isinstance(v, str) for v in env.values())
     assert Config.from_env(env) == config
+
+
+def test_window_keys_round_trip() -> None:
+    config = Config(breaker=BreakerConfig(
+        window=TimeWindow(90), minimum_calls=20, failure_rate_threshold=0.25,
+        slow_call_duration=1.5, slow_call_rate_threshold=0.75, max_wait_in_half_open=30))
+    env = config.to_env()
+    assert env["CIRCUIT_BREAKER_WINDOW"] == "time:1m30s"
+    assert Config.from_env(env) == config
+    counted = Config(breaker=BreakerConfig(window=CountWindow(50)))
+    assert counted.to_env()["CIRCUIT_BREAKER_WINDOW"] == "count:50"
+    assert Config.from_env(counted.to_env()) == counted
 
 
 def test_to_env_drops_what_has_no_key() -> None:

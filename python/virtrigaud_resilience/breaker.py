@@ -259,16 +259,12 @@ class BreakerConfig:
         if not isinstance(window, (CountWindow, TimeWindow)):
             raise TypeError(f"{owner} window must be a CountWindow, a TimeWindow or None, "
                             f"got {type(window).__name__} {window!r}")
-        counted = isinstance(window, CountWindow)
-        if self.minimum_calls is None:
-            minimum = min(DEFAULT_MINIMUM_CALLS, window.size) if counted else DEFAULT_MINIMUM_CALLS
-        else:
+        if self.minimum_calls is not None:
             minimum = _validate.integer(owner, "minimum_calls", self.minimum_calls, 1,
                                         MAX_MINIMUM_CALLS)
-            if counted and minimum > window.size:
+            if isinstance(window, CountWindow) and minimum > window.size:
                 raise ValueError(f"{owner} minimum_calls must be <= the window's size "
                                  f"({window!r}), got {minimum!r}")
-        set_(self, "minimum_calls", minimum)
         for field in ("failure_rate_threshold", "slow_call_rate_threshold"):
             rate = _validate.number(owner, field, getattr(self, field))
             if not 0 < rate <= 1:
@@ -285,15 +281,27 @@ class BreakerConfig:
             raise TypeError(f"{owner} open_backoff must be a Backoff or None, "
                             f"got {type(self.open_backoff).__name__} {self.open_backoff!r}")
 
-    def _window_settings(self) -> _core.WindowSettings | None:
-        """The native settings of window mode; None in consecutive mode."""
+    @property
+    def minimum_calls_in_force(self) -> int | None:
+        """``minimum_calls``, or its default (100, capped at a count window's
+        size) when None; None in consecutive mode."""
         window = self.window
         if window is None:
             return None
-        assert self.minimum_calls is not None  # normalised by _check_window
+        if self.minimum_calls is not None:
+            return self.minimum_calls
+        if isinstance(window, CountWindow):
+            return min(DEFAULT_MINIMUM_CALLS, window.size)
+        return DEFAULT_MINIMUM_CALLS
+
+    def _window_settings(self) -> _core.WindowSettings | None:
+        """The native settings of window mode; None in consecutive mode."""
+        window, minimum = self.window, self.minimum_calls_in_force
+        if window is None or minimum is None:
+            return None
         backoff = self.open_backoff
         return _core.WindowSettings(
-            window.kind, window.size, self.minimum_calls, self.failure_rate_threshold,
+            window.kind, window.size, minimum, self.failure_rate_threshold,
             -1 if self.slow_call_duration is None else round(self.slow_call_duration * 1e9),
             self.slow_call_rate_threshold,
             0 if self.max_wait_in_half_open is None else max(1, round(

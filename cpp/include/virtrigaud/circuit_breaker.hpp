@@ -580,6 +580,10 @@ public:
     WindowTotals window_totals() const noexcept {
         return window_ != nullptr ? window_->window.totals(now_ns(clock_)) : WindowTotals{};
     }
+    /// The window itself (null in consecutive mode): for tests and audits.
+    const SlidingWindow* window() const noexcept {
+        return window_ != nullptr ? &window_->window : nullptr;
+    }
     /// failures / outcomes in the window, or -1 below minimum_calls (and in
     /// consecutive mode); slow_call_rate() likewise for slow outcomes.
     double failure_rate() const noexcept { return rate_of(&WindowTotals::failures); }
