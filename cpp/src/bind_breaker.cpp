@@ -753,10 +753,23 @@ void bind_breaker(nb::module_& m) {
                 return std::make_tuple(state_code(c.state()), c.successes(), c.failures_total(),
                                        c.rejected(), c.transitions_to(vr::BreakerState::kClosed),
                                        c.transitions_to(vr::BreakerState::kHalfOpen),
-                                       c.transitions_to(vr::BreakerState::kOpen));
+                                       c.transitions_to(vr::BreakerState::kOpen), c.slow_calls(),
+                                       c.ignored());
             },
-            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
-            "in one call, for the metrics collector.");
+            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open,\n"
+            "slow_calls, ignored) in one call, for the metrics collector.");
+    breaker.def(
+        "_window_report",
+        [](const PyCircuitBreaker& b) {
+            const auto& c = b.core;
+            const int mode = c.state() == vr::BreakerState::kHeldOpen ? 3 : static_cast<int>(c.mode());
+            return std::make_tuple(mode, c.windowed(), c.failure_rate(), c.slow_call_rate(),
+                                   c.successes(), c.failures_total(), c.slow_calls(), c.rejected(),
+                                   c.ignored());
+        },
+        "(mode, windowed, failure_rate, slow_call_rate, successes, failures_total, slow_calls,\n"
+        "rejected, ignored) in one call, for the metrics collector (mode as BreakerMode:\n"
+        "3 forced open).");
     add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
         PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);

@@ -565,10 +565,17 @@ class CircuitBreaker:
     def last_transition_ns(self) -> int:
         """Clock time of the last transition in ns, 0 if none."""
 
-    def _counters(self) -> tuple[int, int, int, int, int, int, int]:
+    def _counters(self) -> tuple[int, int, int, int, int, int, int, int, int]:
         """
-        (state, successes, failures_total, rejected, to_closed, to_half_open, to_open)
-        in one call, for the metrics collector.
+        (state, successes, failures_total, rejected, to_closed, to_half_open, to_open,
+        slow_calls, ignored) in one call, for the metrics collector.
+        """
+
+    def _window_report(self) -> tuple[int, bool, float, float, int, int, int, int, int]:
+        """
+        (mode, windowed, failure_rate, slow_call_rate, successes, failures_total, slow_calls,
+        rejected, ignored) in one call, for the metrics collector (mode as BreakerMode:
+        3 forced open).
         """
 
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
