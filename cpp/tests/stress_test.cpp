@@ -3575,6 +3575,11 @@ void test_window_concurrent_counts() {
     CHECK_EQ(int64_t{s.failures}, sum(failed));
     CHECK_EQ(int64_t{s.slow}, sum(slow));
     CHECK_EQ(sum(refused), int64_t{kThreads} * per_thread);
+    // The running sums a record judges by agree with the buckets.
+    CHECK(seconds.record(0, kOutcomeFailed, clock.now()));
+    const WindowTotals judged = seconds.judged_totals(clock.now());
+    CHECK_EQ(int64_t{judged.calls}, int64_t{kThreads} * per_thread + 1);
+    CHECK(same(judged, seconds.totals(clock.now())));
     if (per_thread <= 65'535 / kThreads) {
         CHECK_EQ(int64_t{b.failures}, sum(failed));
         CHECK_EQ(int64_t{b.slow}, sum(slow));

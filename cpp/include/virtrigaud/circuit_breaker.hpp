@@ -643,7 +643,8 @@ private:
                 if (mode == kMetricsOnly) {
                     return {};
                 }
-                if (!bw.settings.exceeded(bw.window.totals(now), bw.settings.minimum_calls)) {
+                if (!bw.settings.exceeded(bw.window.judged_totals(now),
+                                          bw.settings.minimum_calls)) {
                     return {};
                 }
                 return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));

@@ -28,8 +28,12 @@
 // Time window: a ring of `size` per-second buckets, each a 16-byte atomic
 // pair (epoch | second, calls | failures | slow) updated by one
 // compare-and-swap; a bucket of an older second or epoch is rolled (replaced)
-// by the first outcome of its new second. Reads sum the buckets of the
-// window's seconds and skip the others: rolled on read, no timer. A bucket
+// by the first outcome of its new second. Running sums over the buckets up
+// to the latest second recorded let a record judge in O(1): the first record
+// of a new second rolls the buckets of the seconds the window moved past
+// (resilience4j's moveWindowToCurrentEpochSecond). Reads at any other time
+// sum the buckets of the window's seconds and skip the others: rolled on
+// read, no timer. A bucket
 // counts at most kMaxBucketCalls outcomes per second (more are dropped, so
 // rates stay right at that cap).
 #pragma once
@@ -115,6 +119,21 @@ public:
         return kind_ == WindowKind::kCount ? count_totals() : time_totals(now_ns);
     }
 
+    /// The window's contents right after a record() at `now_ns`, in O(1):
+    /// the time window's running sums (they hold the seconds up to the
+    /// latest recorded one, exact then), the count window's totals(). What
+    /// the breaker judges by.
+    WindowTotals judged_totals(int64_t now_ns) const noexcept {
+        if (kind_ == WindowKind::kCount) {
+            return count_totals();
+        }
+        const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
+        if (head_second_.load(std::memory_order_acquire) != second) {
+            return time_totals(now_ns);  // the head is elsewhere: sum the buckets
+        }
+        return running_totals();
+    }
+
     /// The count window's contents counted from its ring (O(size); the
     /// time window's totals): equal to totals() once the writers are done.
     /// For tests and audits.
@@ -142,9 +161,11 @@ public:
             for (uint32_t i = 0; i < size_; ++i) {
                 slots_[i].store(0, std::memory_order_relaxed);
             }
-            failures_.store(0, std::memory_order_relaxed);
-            slow_.store(0, std::memory_order_relaxed);
         }
+        failures_.store(0, std::memory_order_relaxed);
+        slow_.store(0, std::memory_order_relaxed);
+        calls_.store(0, std::memory_order_relaxed);
+        head_second_.store(-1, std::memory_order_relaxed);
         // Time buckets of other epochs are skipped on read and rolled on write.
     }
 
@@ -177,7 +198,7 @@ private:
         add(slow_, ((bits & kOutcomeSlow) - (old & kOutcomeSlow)) / kOutcomeSlow);
         return true;
     }
-    static void add(std::atomic<int32_t>& counter, int delta) noexcept {
+    static void add(std::atomic<int64_t>& counter, int delta) noexcept {
         if (delta != 0) {
             counter.fetch_add(delta, std::memory_order_relaxed);
         }
@@ -190,8 +211,8 @@ private:
         t.slow = clamped(slow_.load(std::memory_order_relaxed), t.calls);
         return t;
     }
-    static uint32_t clamped(int32_t v, uint32_t max) noexcept {
-        return v < 0 ? 0 : std::min(static_cast<uint32_t>(v), max);
+    static uint32_t clamped(int64_t v, uint32_t max) noexcept {
+        return v < 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(v, max));
     }
 
     // ---- time window: key = epoch << 40 | second (40 bits: 34,000 years);
@@ -221,6 +242,7 @@ private:
             return false;
         }
         const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
+        advance_head(e, second);
         const uint64_t key = key_of(e, second);
         const uint64_t one = uint64_t{1} << 42 | static_cast<uint64_t>(bits & kOutcomeFailed) << 21 |
                              uint64_t{(bits & kOutcomeSlow) != 0 ? 1u : 0u};
@@ -245,9 +267,76 @@ private:
                 }
             }
             if (b.pair.compare_exchange(v, next)) {
+                if (v.first != key) {
+                    forget(e, v);  // rolled: the old second leaves the running sums
+                }
+                add_time(static_cast<int64_t>(one >> 42), (bits & kOutcomeFailed) != 0 ? 1 : 0,
+                         (bits & kOutcomeSlow) != 0 ? 1 : 0);
                 return true;
             }
         }
+    }
+
+    // The time window's running sums (calls_, failures_, slow_) hold the
+    // buckets of the seconds up to head_second_: moving the head rolls the
+    // buckets of the seconds it passes (resilience4j's
+    // moveWindowToCurrentEpochSecond), so a record judges in O(1), not by
+    // summing every bucket. Whoever replaces a bucket's key subtracts what
+    // the bucket held (once: only the winning CAS does).
+    void advance_head(uint64_t e, int64_t second) noexcept {
+        int64_t head = head_second_.load(std::memory_order_acquire);
+        if (second <= head ||
+            !head_second_.compare_exchange_strong(head, second, std::memory_order_acq_rel)) {
+            return;  // not later, or another thread moves it
+        }
+        const int64_t from = std::max(head + 1, second - static_cast<int64_t>(size_) + 1);
+        for (int64_t x = from; x <= second; ++x) {
+            roll(e, x);
+        }
+    }
+    /// Gives the bucket of second `x` to `x`, empty, unless it holds `x` or later.
+    void roll(uint64_t e, int64_t x) noexcept {
+        Bucket& b = buckets_[static_cast<uint64_t>(x) % size_];
+        const uint64_t key = key_of(e, x);
+        AtomicPair::Value v = b.pair.load();
+        for (;;) {
+            const uint64_t their_epoch = v.first >> kEpochShift;
+            if (their_epoch == e ? (v.first & kPositionMask) >= (key & kPositionMask)
+                                 : epoch_after(their_epoch, e)) {
+                return;
+            }
+            if (b.pair.compare_exchange(v, {key, 0})) {
+                forget(e, v);
+                return;
+            }
+        }
+    }
+    /// Takes a replaced bucket's counts out of the running sums (only a
+    /// bucket of this epoch is in them: a reset zeroed the sums).
+    void forget(uint64_t e, const AtomicPair::Value& old) noexcept {
+        if ((old.first >> kEpochShift) == e && old.second != 0) {
+            add_time(-static_cast<int64_t>(calls_of(old.second)),
+                     -static_cast<int64_t>(failures_of(old.second)),
+                     -static_cast<int64_t>(slow_of(old.second)));
+        }
+    }
+    void add_time(int64_t calls, int64_t failed, int64_t slow) noexcept {
+        calls_.fetch_add(calls, std::memory_order_relaxed);
+        if (failed != 0) {
+            failures_.fetch_add(failed, std::memory_order_relaxed);
+        }
+        if (slow != 0) {
+            slow_.fetch_add(slow, std::memory_order_relaxed);
+        }
+    }
+    /// The running sums, clamped (exact once the writers are done).
+    WindowTotals running_totals() const noexcept {
+        WindowTotals t;
+        const int64_t calls = calls_.load(std::memory_order_relaxed);
+        t.calls = calls <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(calls, UINT32_MAX));
+        t.failures = clamped(failures_.load(std::memory_order_relaxed), t.calls);
+        t.slow = clamped(slow_.load(std::memory_order_relaxed), t.calls);
+        return t;
     }
     WindowTotals time_totals(int64_t now_ns) const noexcept {
         const uint64_t e = epoch_.load(std::memory_order_acquire);
@@ -288,10 +377,12 @@ private:
     std::atomic<uint64_t> epoch_{0};
     // count window
     std::atomic<uint64_t> head_{0};
-    std::atomic<int32_t> failures_{0};
-    std::atomic<int32_t> slow_{0};
+    std::atomic<int64_t> failures_{0};  // both kinds' running sums
+    std::atomic<int64_t> slow_{0};
     std::unique_ptr<std::atomic<uint8_t>[]> slots_;
     // time window
+    std::atomic<int64_t> calls_{0};
+    std::atomic<int64_t> head_second_{-1};
     std::unique_ptr<Bucket[]> buckets_;
 };
 
