@@ -111,6 +111,20 @@ class WindowMachine(RuleBasedStateMachine):
         if permit is not None and ticket is not None:
             self.calls.append(Call(permit, ticket))
 
+    @rule(calls=st.lists(st.tuples(st.booleans(), ADVANCES), min_size=1, max_size=8))
+    def calls_in_turn(self, calls: list[tuple[bool, int]]) -> None:
+        """Calls one after another (most traffic): admitted ones report at once."""
+        for failed, took in calls:
+            permit = self.breaker.try_acquire()
+            ticket = self.model.acquire(self.now())
+            assert (permit is None) == (ticket is None)
+            if permit is None or ticket is None:
+                continue
+            self.clock._advance_ns(took)
+            (permit.failure if failed else permit.success)()
+            self.model.record(ticket, failed, self.now())
+            self.agree()
+
     @precondition(lambda self: self.calls)
     @rule(data=st.data(), failed=st.booleans(), took=ADVANCES)
     def report(self, data: st.DataObject, failed: bool, took: int) -> None:
