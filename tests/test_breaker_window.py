@@ -469,3 +469,25 @@ def test_bad_window_fields_name_the_field_and_value(
 def test_bad_windows_name_the_field(make: object, error: type[Exception], names: str) -> None:
     with pytest.raises(error, match=names):
         make()  # type: ignore[operator]
+
+
+def test_a_policy_judges_its_window_breaker() -> None:
+    """The policy's native path records into the window and times its calls."""
+    clock = vr.ManualClock()
+    breaker = window_breaker(clock, window=CountWindow(10), minimum_calls=4,
+                             failure_rate_threshold=0.5, slow_call_duration=1.0)
+    policy = vr.PolicyBuilder("window").with_circuit_breaker(breaker).build()
+
+    def slow() -> str:
+        clock._advance_ns(NS)
+        return "ok"
+
+    assert policy.execute(slow) == "ok"
+    assert breaker.slow_calls == 1 and breaker.window_calls == (1, 0, 1)
+    for _ in range(2):
+        with pytest.raises(vr.UnavailableError):
+            policy.execute(fail)
+    assert breaker.state is BreakerState.CLOSED  # 3 outcomes: below minimum_calls
+    with pytest.raises(vr.UnavailableError):
+        policy.execute(fail)
+    assert breaker.state is BreakerState.OPEN  # 3 of 4 failed
