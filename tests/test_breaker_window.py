@@ -6,7 +6,7 @@ The hypothesis machine drives a real breaker and the model with random
 outcomes, call durations (ManualClock advances between admission and
 outcome), clock moves, released probes and the operator's overrides, and
 compares state, mode, half-open slots, the window's contents and rates and
-the counters after every step. It runs 5,000 sequences (derandomized, so CI
+the counters after every step. It runs 5,000 sequences of 12 steps (derandomized, so CI
 explores the same ones each run); ``VR_WINDOW_EXAMPLES=N`` runs N random ones.
 """
 
@@ -39,7 +39,7 @@ from window_model import (
 # ------------------------------------------------------------ the machine --
 
 settings.register_profile(
-    "vr-window-ci", max_examples=5000, stateful_step_count=30, deadline=None,
+    "vr-window-ci", max_examples=5000, stateful_step_count=12, deadline=None,
     derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 settings.register_profile(
