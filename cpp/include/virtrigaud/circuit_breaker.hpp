@@ -57,8 +57,8 @@
 // or time window; once it holds minimum_calls outcomes, a failure rate or a
 // slow-call rate at or above its threshold opens. Half-open: the
 // half_open_max_calls probes are judged together when all have reported
-// (the same thresholds over the probes); above either it opens, else it
-// closes with an empty window. A half-open breaker undecided for
+// (the same thresholds over the probes); at or above either it opens, else
+// it closes with an empty window. A half-open breaker undecided for
 // max_wait_half_open opens (when the next call asks). Each opening lasts the
 // reset timeout, or with an open backoff the backoff's delay for the number of
 // openings since the breaker last closed. Everything window mode needs lives
@@ -247,7 +247,6 @@ private:
     }
 
 public:
-
     /// The admitted call succeeded (or failed in a way that does not count).
     /// `synced_successes` >= 0 replaces a half-open probe's count of
     /// successful probes (this one included) with a value kept elsewhere (a
