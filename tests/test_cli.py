@@ -110,6 +110,8 @@ OURS = {
     ("call", "bare call"),
     ("rate limiter", "virtrigaud TokenBucket.try_acquire()"),
     ("circuit breaker", "virtrigaud CircuitBreaker.call(noop)"),
+    ("circuit breaker", "virtrigaud CircuitBreaker(CountWindow(100)).call(noop)"),
+    ("circuit breaker", "virtrigaud CircuitBreaker(TimeWindow(60)).call(noop)"),
     ("backoff", "virtrigaud Backoff.delay(3)"),
     ("backoff", "pure-Python guide formula"),
     ("policy sync", "virtrigaud Policy.execute(noop)"),
@@ -203,7 +205,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert rows[("call", "bare call")]["vs_bare"] == 1.0
     # Every target is listed, measurable where its peers are installed.
     whats = [t["what"] for t in bench_json["targets"]]
-    expected_targets = 15 if GIL else 21  # 9 core, 3 + 3 of the drop-ins, 6 of threads
+    expected_targets = 16 if GIL else 22  # 10 core, 3 + 3 of the drop-ins, 6 of threads
     assert len(whats) == expected_targets and len(set(whats)) == expected_targets
     for target in bench_json["targets"]:
         assert (target["shown"] != "") is (target["ratio"] is not None), target["what"]

@@ -26,6 +26,7 @@ from virtrigaud_resilience.config import (
 from virtrigaud_resilience.ratelimit import MAX_BURST, MAX_QPS, MIN_QPS, TokenBucket
 from virtrigaud_resilience.retry import RetryConfig
 from virtrigaud_resilience.timeouts import RPCConfig
+from virtrigaud_resilience.windows import CountWindow, TimeWindow
 
 # ---------------------------------------------------------------------------
 # Defaults
@@ -96,6 +97,13 @@ EVERY_KEY = [
     ("RETRY_BUDGET", " ratio:0.5 ", "retry_budget.budget", "ratio:0.5"),
     ("RETRY_BUDGET_MIN_PER_SECOND", "0", "retry_budget.min_per_second", 0),
     ("RETRY_BUDGET_TTL", "30s", "retry_budget.ttl", 30.0),
+    # window mode (issue 22): the other window keys need a window, which this sets alone
+    ("CIRCUIT_BREAKER_WINDOW", "count:100", "breaker.window", CountWindow(100)),
+    ("CIRCUIT_BREAKER_MINIMUM_CALLS", "none", "breaker.minimum_calls", None),
+    ("CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD", "0.5", "breaker.failure_rate_threshold", 0.5),
+    ("CIRCUIT_BREAKER_SLOW_CALL_DURATION", "None", "breaker.slow_call_duration", None),
+    ("CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD", "1", "breaker.slow_call_rate_threshold", 1.0),
+    ("CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN", "NONE", "breaker.max_wait_in_half_open", None),
 ]
 
 
@@ -106,7 +114,7 @@ def _get(config: Config, path: str) -> Any:
 
 def test_every_key_is_covered() -> None:
     assert sorted(key for key, *_ in EVERY_KEY) == sorted(ENV_KEYS)
-    assert len(ENV_KEYS) == 18
+    assert len(ENV_KEYS) == 24
 
 
 @pytest.mark.parametrize(("key", "text", "path", "expected"), EVERY_KEY)
@@ -207,6 +215,14 @@ BAD = {
     "RETRY_BUDGET_MIN_PER_SECOND": [*_GARBAGE, "-1", "1.5", "1_000", "0x10", "true",
                                     "1000001", "99999999999999999999999"],
     "RETRY_BUDGET_TTL": [*_POSITIVE_DURATION, "0.5s", "999ms", "61s", "2m"],
+    # window mode (issue 22): the window keys are refused without a window too
+    "CIRCUIT_BREAKER_WINDOW": [*_GARBAGE, "count:0", "count:65536", "time:0s", "time:3601s",
+                               "time:1.5s", "time:-5s", "count:1.5", "rows:5", "count", "100"],
+    "CIRCUIT_BREAKER_MINIMUM_CALLS": [*_POSITIVE_INT, "5"],
+    "CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD": [*_GARBAGE, "0", "-0.5", "1.5", "0.4"],
+    "CIRCUIT_BREAKER_SLOW_CALL_DURATION": [*_NON_NEGATIVE_DURATION, "2s"],
+    "CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD": [*_GARBAGE, "0", "-1", "1.01", "0.5"],
+    "CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN": [*_POSITIVE_DURATION, "10s"],
 }
 
 BAD_CASES = [(key, text) for key, texts in BAD.items() for text in texts]
@@ -615,6 +631,12 @@ def test_to_env_of_the_defaults() -> None:
         "RETRY_BUDGET": "",
         "RETRY_BUDGET_MIN_PER_SECOND": "10",
         "RETRY_BUDGET_TTL": "10s",
+        "CIRCUIT_BREAKER_WINDOW": "none",
+        "CIRCUIT_BREAKER_MINIMUM_CALLS": "none",
+        "CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD": "0.5",
+        "CIRCUIT_BREAKER_SLOW_CALL_DURATION": "none",
+        "CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD": "1.0",
+        "CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN": "none",
     }
 
 
@@ -685,6 +707,18 @@ def test_round_trip_property(
     assert set(env) == set(ENV_KEYS)
     assert all(isinstance(v, str) for v in env.values())
     assert Config.from_env(env) == config
+
+
+def test_window_keys_round_trip() -> None:
+    config = Config(breaker=BreakerConfig(
+        window=TimeWindow(90), minimum_calls=20, failure_rate_threshold=0.25,
+        slow_call_duration=1.5, slow_call_rate_threshold=0.75, max_wait_in_half_open=30))
+    env = config.to_env()
+    assert env["CIRCUIT_BREAKER_WINDOW"] == "time:1m30s"
+    assert Config.from_env(env) == config
+    counted = Config(breaker=BreakerConfig(window=CountWindow(50)))
+    assert counted.to_env()["CIRCUIT_BREAKER_WINDOW"] == "count:50"
+    assert Config.from_env(counted.to_env()) == counted
 
 
 def test_to_env_drops_what_has_no_key() -> None:

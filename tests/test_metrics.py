@@ -154,8 +154,14 @@ def test_breaker_outage_across_scrapes(
     assert samples[key(CALLS, outcome="rejected", **labels)] == 1
     for to in ("open", "half_open", "closed"):
         assert samples[key(TRANSITIONS, to=to, **labels)] == 1
+    # The mode gauge and the calls by kind (no rate gauges: not in window mode).
+    assert samples[key("virtrigaud_circuit_breaker_mode", **labels)] == 0
+    for kind, value in (("successful", 3), ("failed", 3), ("slow", 0), ("not_permitted", 1),
+                        ("ignored", 0)):
+        assert samples[key("virtrigaud_circuit_breaker_calls_by_kind_total", kind=kind,
+                           **labels)] == value
     # Exactly these series for these labels, no more.
-    assert len(mine(samples, **labels)) == 1 + 1 + 3 + 3
+    assert len(mine(samples, **labels)) == 1 + 1 + 3 + 3 + 1 + 5
 
 
 def test_help_and_type_lines(registry: prometheus_client.CollectorRegistry) -> None:
@@ -453,9 +459,9 @@ def test_dropped_breakers_keep_their_counters(
     after = scrape(registry)
     assert key(STATE, **labels) not in after  # no live breaker, no gauge
     for series, value in mine(before, **labels).items():
-        if series[0] != STATE:
+        if series[0] not in (STATE, "virtrigaud_circuit_breaker_mode"):  # the gauges
             assert after[series] == value, series
-    assert len(mine(after, **labels)) == len(mine(before, **labels)) - 1
+    assert len(mine(after, **labels)) == len(mine(before, **labels)) - 2  # the two gauges
 
     newcomer = vr.CircuitBreaker("vm-new", "vm", prov, breaker_config(threshold=2), clock=clock)
     fail_times(newcomer, 1)
@@ -934,3 +940,42 @@ def test_scrape_of_ten_thousand_breakers(registry: prometheus_client.CollectorRe
     assert len([k for k in samples if k[0] == STATE]) == groups
     del breakers, cb
     gc.collect()
+
+
+def test_window_breakers_rates_mode_and_calls_by_kind(
+    registry: prometheus_client.CollectorRegistry, clock: vr.ManualClock
+) -> None:
+    prov = unique()
+    labels = {"provider_type": "vm", "provider": prov}
+    config = vr.BreakerConfig(window=vr.CountWindow(10), minimum_calls=4,
+                              slow_call_duration=1.0, half_open_lease=None)
+    cb = vr.CircuitBreaker("w", "vm", prov, config, clock=clock)
+
+    def slow() -> None:
+        clock.advance(1.0)
+
+    cb.call(slow)
+    fail_times(cb, 1)
+    samples = scrape(registry)
+    assert samples[key("virtrigaud_circuit_breaker_failure_rate", **labels)] == -1
+    assert samples[key("virtrigaud_circuit_breaker_slow_call_rate", **labels)] == -1
+    cb.call(lambda: None)
+    cb.call(lambda: None)
+    samples = scrape(registry)
+    assert samples[key("virtrigaud_circuit_breaker_failure_rate", **labels)] == 0.25
+    assert samples[key("virtrigaud_circuit_breaker_slow_call_rate", **labels)] == 0.25
+    cb.disable()
+    fail_times(cb, 2)
+    cb.force_open()
+    with pytest.raises(vr.CircuitOpenError):
+        cb.call(lambda: None)
+    samples = scrape(registry)
+    assert samples[key("virtrigaud_circuit_breaker_mode", **labels)] == 3  # forced open
+    for kind, value in (("successful", 3), ("failed", 3), ("slow", 1), ("not_permitted", 1),
+                        ("ignored", 2)):
+        assert samples[key("virtrigaud_circuit_breaker_calls_by_kind_total", kind=kind,
+                           **labels)] == value, kind
+    cb.reset()
+    cb.metrics_only()
+    assert scrape(registry)[key("virtrigaud_circuit_breaker_mode", **labels)] == 2
+

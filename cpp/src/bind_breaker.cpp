@@ -40,7 +40,9 @@ PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& t
 bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
     ticket = b->core.acquire();
     if (!ticket.admitted) {
-        raise_rejected(self);
+        if (notify(self, ticket.transition)) {  // window mode: a half-open wait ran out
+            raise_rejected(self);
+        }
         return false;
     }
     if (!notify(self, ticket.transition)) {
@@ -110,6 +112,9 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
     }
     vr::Ticket ticket = b->core.acquire();
     if (!ticket.admitted) {
+        if (!notify(self, ticket.transition)) {  // window mode: a half-open wait ran out
+            return nullptr;
+        }
         if ((hooks & kHookReject) != 0) {
             return call_hook_with_args(self, "_on_reject", fn, args, nargsf, kwnames);
         }
@@ -154,11 +159,49 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
 // admit() that leaves a rejection as a ticket that is not admitted.
 bool admit_quietly_rejected(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
     ticket = b->core.acquire();
-    if (ticket.admitted && !notify(self, ticket.transition)) {
-        b->core.release(ticket);
+    if (!notify(self, ticket.transition)) {
+        if (ticket.admitted) {
+            b->core.release(ticket);
+        }
         return false;
     }
     return true;
+}
+
+// A ticket from Python with the clock time of its admission (window mode's
+// slow calls; -1: unknown, never slow).
+vr::Ticket timed_ticket(int64_t ticket, int64_t start_ns) {
+    vr::Ticket t = vr::Ticket::decode(ticket);
+    t.start_ns = start_ns;
+    return t;
+}
+
+vr::WindowSettings window_settings(int kind, uint32_t size, uint32_t minimum_calls,
+                                   double failure_rate, int64_t slow_call_ns,
+                                   double slow_call_rate, int64_t max_wait_half_open_ns,
+                                   std::optional<std::tuple<int, double, double, double, bool>>
+                                       open_backoff) {
+    vr::WindowSettings w;
+    if (kind != 0 && kind != 1) {
+        throw nb::value_error("WindowSettings kind must be 0 (count) or 1 (time)");
+    }
+    w.kind = static_cast<vr::WindowKind>(kind);
+    w.size = size;
+    w.minimum_calls = minimum_calls;
+    w.failure_rate = failure_rate;
+    w.slow_call_ns = slow_call_ns;
+    w.slow_call_rate = slow_call_rate;
+    w.max_wait_half_open_ns = max_wait_half_open_ns;
+    if (open_backoff) {
+        const auto& [strategy, base, cap, multiplier, jitter] = *open_backoff;
+        w.open_backoff = true;
+        w.backoff_strategy = static_cast<vr::Strategy>(strategy & 3);
+        w.backoff_base = base;
+        w.backoff_cap = cap;
+        w.backoff_multiplier = multiplier;
+        w.backoff_jitter = jitter;
+    }
+    return w;
 }
 
 PyObject* circuit_breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
@@ -383,15 +426,49 @@ void bind_breaker(nb::module_& m) {
     m.attr("BREAKER_MAX_TIMEOUT_NS") = vr::CircuitBreaker::kMaxTimeoutNs;
     m.attr("BREAKER_MAX_SUCCESS_THRESHOLD") = vr::CircuitBreaker::kMaxSuccessThreshold;
 
+    m.attr("WINDOW_MAX_COUNT") = vr::SlidingWindow::kMaxCountSize;
+    m.attr("WINDOW_MAX_SECONDS") = vr::SlidingWindow::kMaxTimeSize;
+
+    nb::class_<vr::WindowSettings>(m, "WindowSettings",
+                                   "A window-mode breaker's settings (sliding_window.hpp).")
+        .def("__init__",
+             [](vr::WindowSettings* self, int kind, uint32_t size, uint32_t minimum_calls,
+                double failure_rate, int64_t slow_call_ns, double slow_call_rate,
+                int64_t max_wait_half_open_ns,
+                std::optional<std::tuple<int, double, double, double, bool>> open_backoff) {
+                 new (self) vr::WindowSettings(window_settings(
+                     kind, size, minimum_calls, failure_rate, slow_call_ns, slow_call_rate,
+                     max_wait_half_open_ns, open_backoff));
+             },
+             "kind"_a, "size"_a, "minimum_calls"_a, "failure_rate"_a, "slow_call_ns"_a,
+             "slow_call_rate"_a, "max_wait_half_open_ns"_a, "open_backoff"_a.none(),
+             "kind 0 count / 1 time; slow_call_ns < 0 off; max_wait_half_open_ns 0 off;\n"
+             "open_backoff (strategy, base, cap, multiplier, jitter) or None. Unchecked:\n"
+             "the caller (BreakerConfig) validates.")
+        .def_prop_ro("size", [](const vr::WindowSettings& w) { return w.size; })
+        .def_prop_ro("minimum_calls", [](const vr::WindowSettings& w) { return w.minimum_calls; });
+
     nb::class_<PyCircuitBreaker> breaker(m, "CircuitBreaker",
                                          "Lock-free circuit breaker (native part).",
                                          nb::type_slots(breaker_slots));
     breaker
-        .def(nb::init<std::string, std::string, std::string, uint32_t, int64_t, uint32_t,
-                      const vr::ManualClock*, nb::object, int64_t>(),
+        .def("__init__",
+             [](PyCircuitBreaker* self, std::string name, std::string provider_type,
+                std::string provider, uint32_t failure_threshold, int64_t reset_timeout_ns,
+                uint32_t half_open_max_calls, const vr::ManualClock* clock, nb::object classify,
+                int64_t half_open_lease_ns, const vr::WindowSettings* window) {
+                 new (self) PyCircuitBreaker(std::move(name), std::move(provider_type),
+                                             std::move(provider), failure_threshold,
+                                             reset_timeout_ns, half_open_max_calls, clock,
+                                             std::move(classify), half_open_lease_ns, window);
+                 if (self->core.window_failed()) {
+                     self->~PyCircuitBreaker();
+                     throw std::bad_alloc();
+                 }
+             },
              "name"_a, "provider_type"_a, "provider"_a, "failure_threshold"_a,
              "reset_timeout_ns"_a, "half_open_max_calls"_a, "clock"_a.none(), "classify"_a,
-             "half_open_lease_ns"_a = 0, nb::keep_alive<1, 8>())
+             "half_open_lease_ns"_a = 0, "window"_a.none() = nullptr, nb::keep_alive<1, 8>())
         .def(
             "_admit",
             [](Self self) {
@@ -438,6 +515,72 @@ void bind_breaker(nb::module_& m) {
                 }
             },
             "Opens the breaker and holds it open until reset() (manual override).")
+        .def(
+            "disable",
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.disable())) {
+                    throw nb::python_error();
+                }
+            },
+            "Admits every call and judges no outcome until reset() (an operator's override).")
+        .def(
+            "metrics_only",
+            [](Self self) {
+                if (!notify(self.h.ptr(), self.p->core.metrics_only())) {
+                    throw nb::python_error();
+                }
+            },
+            "Admits every call, records outcomes (rates, streak) and never opens, until\n"
+            "reset() (an operator's override).")
+        .def_prop_ro("_mode", [](const PyCircuitBreaker& b) { return static_cast<int>(b.core.mode()); },
+                     "0 normal, 1 disabled, 2 metrics only.")
+        .def(
+            "_record_since",
+            [](Self self, int64_t ticket, int outcome, int64_t start_ns) {
+                if (!record(self.h.ptr(), self.p, timed_ticket(ticket, start_ns), outcome)) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "outcome"_a, "start_ns"_a,
+            "_record() of a call admitted at clock time start_ns (window mode times it).")
+        .def(
+            "_record_exception_since",
+            [](Self self, int64_t ticket, nb::handle exc, int64_t start_ns) {
+                HookError error;
+                record_exception(self.h.ptr(), self.p, timed_ticket(ticket, start_ns), exc.ptr(),
+                                 error);
+                if (error.raise()) {
+                    throw nb::python_error();
+                }
+            },
+            "ticket"_a, "exc"_a, "start_ns"_a,
+            "_record_exception() of a call admitted at clock time start_ns.")
+        .def_prop_ro("windowed", [](const PyCircuitBreaker& b) { return b.core.windowed(); },
+                     "True for a breaker judging rates over a window.")
+        .def_prop_ro("_timed",
+                     [](const PyCircuitBreaker& b) {
+                         const vr::WindowSettings* w = b.core.window_settings();
+                         return w != nullptr && w->slow_call_ns >= 0;
+                     },
+                     "Whether outcomes are timed (window mode with slow calls).")
+        .def_prop_ro("failure_rate", [](const PyCircuitBreaker& b) { return b.core.failure_rate(); },
+                     "Failed / outcomes in the window; -1 below minimum_calls or without one.")
+        .def_prop_ro("slow_call_rate",
+                     [](const PyCircuitBreaker& b) { return b.core.slow_call_rate(); },
+                     "Slow / outcomes in the window; -1 below minimum_calls or without one.")
+        .def_prop_ro("window_calls",
+                     [](const PyCircuitBreaker& b) {
+                         const vr::WindowTotals t = b.core.window_totals();
+                         return std::make_tuple(t.calls, t.failures, t.slow);
+                     },
+                     "(outcomes, failed, slow) in the window now; zeros without one.")
+        .def_prop_ro("slow_calls", [](const PyCircuitBreaker& b) { return b.core.slow_calls(); },
+                     "Outcomes judged slow (window mode).")
+        .def_prop_ro("ignored", [](const PyCircuitBreaker& b) { return b.core.ignored(); },
+                     "Outcomes that moved nothing: reported while disabled, or (window mode)\n"
+                     "stale.")
+        .def_prop_ro("openings", [](const PyCircuitBreaker& b) { return b.core.openings(); },
+                     "Window mode: openings since the breaker last closed.")
         .def(
             "_open_for_ns",
             [](Self self, int64_t open_for_ns) {
@@ -610,10 +753,23 @@ void bind_breaker(nb::module_& m) {
                 return std::make_tuple(state_code(c.state()), c.successes(), c.failures_total(),
                                        c.rejected(), c.transitions_to(vr::BreakerState::kClosed),
                                        c.transitions_to(vr::BreakerState::kHalfOpen),
-                                       c.transitions_to(vr::BreakerState::kOpen));
+                                       c.transitions_to(vr::BreakerState::kOpen), c.slow_calls(),
+                                       c.ignored());
             },
-            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
-            "in one call, for the metrics collector.");
+            "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open,\n"
+            "slow_calls, ignored) in one call, for the metrics collector.");
+    breaker.def(
+        "_window_report",
+        [](const PyCircuitBreaker& b) {
+            const auto& c = b.core;
+            const int mode = c.state() == vr::BreakerState::kHeldOpen ? 3 : static_cast<int>(c.mode());
+            return std::make_tuple(mode, c.windowed(), c.failure_rate(), c.slow_call_rate(),
+                                   c.successes(), c.failures_total(), c.slow_calls(), c.rejected(),
+                                   c.ignored());
+        },
+        "(mode, windowed, failure_rate, slow_call_rate, successes, failures_total, slow_calls,\n"
+        "rejected, ignored) in one call, for the metrics collector (mode as BreakerMode:\n"
+        "3 forced open).");
     add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
         PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);

@@ -442,8 +442,9 @@ struct PyCircuitBreaker {
 
     PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
-                     const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns)
-        : core(threshold, reset_ns, half_open_max, clock, lease_ns),
+                     const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns,
+                     const vr::WindowSettings* window = nullptr)
+        : core(threshold, reset_ns, half_open_max, clock, lease_ns, window),
           name(std::move(name_)),
           provider_type(std::move(provider_type_)),
           provider(std::move(provider_)),

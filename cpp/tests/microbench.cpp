@@ -215,6 +215,47 @@ int main() {
               do_not_optimize(cb_open->acquire().admitted);
           }));
 
+    // ---- window-mode breakers (issue 22): a closed breaker that never
+    // opens (all successes), so each call records into the window and judges it.
+    WindowSettings count_settings;
+    count_settings.kind = WindowKind::kCount;
+    count_settings.size = 100;
+    count_settings.minimum_calls = 100;
+    WindowSettings time_settings = count_settings;
+    time_settings.kind = WindowKind::kTime;
+    time_settings.size = 60;
+    {
+        SlidingWindow count_window(WindowKind::kCount, 100);
+        SlidingWindow time_window(WindowKind::kTime, 60);
+        print("sliding_window.record(count 100)", "uncontended", bench(kIters, [&](int64_t i) {
+                  do_not_optimize(count_window.record(0, static_cast<uint8_t>(i & 1), 0));
+              }));
+        print("sliding_window.record(time 60 s)", "uncontended", bench(kIters, [&](int64_t i) {
+                  do_not_optimize(time_window.record(0, static_cast<uint8_t>(i & 1), i));
+              }));
+        print("sliding_window.totals(time 60 s)", "uncontended", bench(kIters, [&](int64_t i) {
+                  do_not_optimize(time_window.totals(i).calls);
+              }));
+    }
+    auto cb_count = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3, nullptr, 0,
+                                                     &count_settings);
+    print("circuit_breaker(count 100).acquire+record_success", "uncontended",
+          bench(kIters, [&](int64_t) {
+              const Ticket t = cb_count->acquire();
+              do_not_optimize(t.admitted);
+              do_not_optimize(cb_count->record_success(t).changed);
+          }));
+    auto cb_time = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3, nullptr, 0,
+                                                    &time_settings);
+    print("circuit_breaker(time 60 s).acquire+record_success", "uncontended",
+          bench(kIters, [&](int64_t) {
+              const Ticket t = cb_time->acquire();
+              do_not_optimize(t.admitted);
+              do_not_optimize(cb_time->record_success(t).changed);
+          }));
+    std::printf("window memory: CountWindow(100) breaker %zu + %zu + ring %zu bytes\n",
+                sizeof(CircuitBreaker), sizeof(BreakerWindow), cb_count->window()->ring_bytes());
+
     // ---- bulkhead
     auto bulkhead = std::make_unique<Bulkhead>(8);
     print("bulkhead.try_enter+exit", "uncontended", bench(kIters, [&](int64_t) {
@@ -316,6 +357,19 @@ int main() {
     std::printf("one closed breaker, acquire+record_success: 1 thread %.1f M calls/s, "
                 "2 threads %.1f M calls/s in total\n",
                 1e3 / cb_one_thread, 1e3 / cb_two_threads.aggregate);
+    std::unique_ptr<CircuitBreaker> shared_window;
+    const Contended window_two_threads = bench2(
+        5 * kIters2,
+        [&] {
+            shared_window = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3, nullptr, 0,
+                                                             &count_settings);
+        },
+        [&](int, int64_t) {
+            const Ticket t = shared_window->acquire();
+            do_not_optimize(t.admitted);
+            do_not_optimize(shared_window->record_success(t).changed);
+        });
+    print2("circuit_breaker(count 100).acquire+record_success", window_two_threads);
     print2("bulkhead.try_enter+exit",
            bench2(
                kIters2, [] {},

@@ -3634,6 +3634,231 @@ void test_histogram_buckets() {
 
 }  // namespace
 
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Sliding windows (window-mode breakers, issue 22): 4 threads record into a
+// count window and a time window at once; the counts are exact at the end.
+
+bool same(const WindowTotals& a, const WindowTotals& b) {
+    return a.calls == b.calls && a.failures == b.failures && a.slow == b.slow;
+}
+
+void test_window_concurrent_counts() {
+    constexpr int kThreads = 4;
+    const int per_thread = 5'000 * g_scale;
+    SlidingWindow ring(WindowKind::kCount, 64);            // wraps many times
+    SlidingWindow big(WindowKind::kCount, 65'535);         // never full: every outcome kept
+    SlidingWindow seconds(WindowKind::kTime, 3'600);       // the clock moves meanwhile
+    ManualClock clock(5 * int64_t{1'000'000'000});
+    std::vector<int64_t> failed(kThreads, 0), slow(kThreads, 0), refused(kThreads, 0);
+    std::atomic<int> running{kThreads};
+    run_threads(
+        kThreads,
+        [&](int t) {
+            Rng rng(static_cast<uint64_t>(t) + 77);
+            for (int i = 0; i < per_thread; ++i) {
+                const uint8_t bits = static_cast<uint8_t>(rng.below(4));
+                failed[t] += (bits & kOutcomeFailed) != 0;
+                slow[t] += (bits & kOutcomeSlow) != 0;
+                ring.record(0, bits, 0);
+                if (i < 65'535 / kThreads) {
+                    big.record(0, bits, 0);
+                }
+                seconds.record(0, bits, clock.now());
+                refused[t] += !seconds.record(1, bits, clock.now());  // another epoch: stale
+            }
+            running.fetch_sub(1);
+        },
+        [&] {
+            while (running.load() > 0) {  // a second per pass, far below 3,600
+                clock.advance(1'000'000'000);
+                std::this_thread::yield();
+                if (clock.now() > 3'000 * int64_t{1'000'000'000}) {
+                    break;
+                }
+            }
+        });
+    const WindowTotals r = ring.totals(0);
+    CHECK(r.calls == 64);
+    CHECK(same(r, ring.recount(0)));
+    const int64_t kept = std::min(per_thread, 65'535 / kThreads);
+    const WindowTotals b = big.totals(0);
+    CHECK_EQ(int64_t{b.calls}, kThreads * kept);
+    CHECK(same(b, big.recount(0)));
+    const WindowTotals s = seconds.totals(clock.now());
+    CHECK_EQ(int64_t{s.calls}, int64_t{kThreads} * per_thread);
+    CHECK_EQ(int64_t{s.failures}, sum(failed));
+    CHECK_EQ(int64_t{s.slow}, sum(slow));
+    CHECK_EQ(sum(refused), int64_t{kThreads} * per_thread);
+    // The running sums a record judges by agree with the buckets.
+    CHECK(seconds.record(0, kOutcomeFailed, clock.now()));
+    const WindowTotals judged = seconds.judged_totals(clock.now());
+    CHECK_EQ(int64_t{judged.calls}, int64_t{kThreads} * per_thread + 1);
+    CHECK(same(judged, seconds.totals(clock.now())));
+    if (per_thread <= 65'535 / kThreads) {
+        CHECK_EQ(int64_t{b.failures}, sum(failed));
+        CHECK_EQ(int64_t{b.slow}, sum(slow));
+    }
+}
+
+WindowSettings window_of(WindowKind kind, uint32_t size, uint32_t minimum) {
+    WindowSettings w;
+    w.kind = kind;
+    w.size = size;
+    w.minimum_calls = minimum;
+    w.failure_rate = 0.5;
+    w.slow_call_ns = 0;  // every call slow: the slow counts are the call counts
+    w.slow_call_rate = 1.0;
+    return w;
+}
+
+// Metrics-only breakers never open: every outcome lands in the window, exactly.
+void test_window_breaker_metrics_only_exact() {
+    constexpr int kThreads = 4;
+    const int per_thread = 2'000 * g_scale;
+    for (WindowKind kind : {WindowKind::kCount, WindowKind::kTime}) {
+        ManualClock clock(1);
+        const WindowSettings w = window_of(kind, kind == WindowKind::kCount ? 65'535 : 60, 1);
+        CircuitBreaker breaker(1, 1'000'000'000, 1, &clock, 0, &w);
+        breaker.metrics_only();
+        std::vector<int64_t> failed(kThreads, 0);
+        run_threads(kThreads, [&](int t) {
+            Rng rng(static_cast<uint64_t>(t) + 5);
+            for (int i = 0; i < per_thread; ++i) {
+                const Ticket ticket = breaker.acquire();
+                if (rng.below(3) == 0) {
+                    ++failed[t];
+                    breaker.record_failure(ticket);
+                } else {
+                    breaker.record_success(ticket);
+                }
+            }
+        });
+        const WindowTotals got = breaker.window_totals();
+        CHECK(breaker.state() == BreakerState::kClosed);
+        CHECK_EQ(int64_t{got.calls}, int64_t{kThreads} * per_thread);
+        CHECK_EQ(int64_t{got.failures}, sum(failed));
+        CHECK_EQ(int64_t{got.slow}, int64_t{kThreads} * per_thread);
+        CHECK(same(got, breaker.window()->recount(clock.now())));
+        CHECK_EQ(breaker.slow_calls(), uint64_t(kThreads) * per_thread);
+    }
+}
+
+// Four threads failing at once open a window breaker exactly once; its
+// probes, judged together, close it exactly once.
+void test_window_breaker_single_open() {
+    constexpr int kThreads = 4;
+    for (WindowKind kind : {WindowKind::kCount, WindowKind::kTime}) {
+        ManualClock clock(1);
+        WindowSettings w = window_of(kind, 32, 8);
+        w.slow_call_ns = -1;
+        CircuitBreaker breaker(1, 1'000'000'000, 3, &clock, 0, &w);
+        run_threads(kThreads, [&](int) {
+            for (int i = 0; i < 50; ++i) {
+                const Ticket ticket = breaker.acquire();
+                if (ticket.admitted) {
+                    breaker.record_failure(ticket);
+                }
+            }
+        });
+        CHECK(breaker.state() == BreakerState::kOpen);
+        CHECK_EQ(breaker.transitions_to(BreakerState::kOpen), uint64_t{1});
+        clock.advance(1'000'000'000);
+        std::atomic<int> admitted{0};
+        run_threads(kThreads, [&](int) {
+            for (int i = 0; i < 10; ++i) {
+                const Ticket ticket = breaker.acquire();
+                if (ticket.admitted) {
+                    admitted.fetch_add(1);
+                    breaker.record_success(ticket);
+                }
+            }
+        });
+        CHECK(breaker.state() == BreakerState::kClosed);
+        CHECK_EQ(breaker.transitions_to(BreakerState::kClosed), uint64_t{1});
+        CHECK(admitted.load() >= 3);
+    }
+}
+
+// Outcomes, trips, half-open rounds and the operator's overrides all at
+// once (for the sanitizers): every state reached is valid, and afterwards a
+// reset window counts exactly again.
+void test_window_breaker_churn() {
+    constexpr int kThreads = 4;
+    for (WindowKind kind : {WindowKind::kCount, WindowKind::kTime}) {
+        ManualClock clock(1);
+        WindowSettings w = window_of(kind, 8, 4);
+        w.slow_call_ns = 1'000;
+        w.max_wait_half_open_ns = 5'000;
+        w.open_backoff = true;
+        w.backoff_base = 1e-6;
+        w.backoff_cap = 1e-5;
+        w.backoff_multiplier = 2.0;
+        CircuitBreaker breaker(1, 1'000, 2, &clock, 0, &w);
+        std::atomic<bool> stop{false};
+        run_threads(
+            kThreads,
+            [&](int t) {
+                Rng rng(static_cast<uint64_t>(t) + 11);
+                for (int i = 0; i < 3'000 * g_scale; ++i) {
+                    const Ticket ticket = breaker.acquire();
+                    if (!ticket.admitted) {
+                        continue;
+                    }
+                    clock.advance(static_cast<int64_t>(rng.below(2'000)));
+                    switch (rng.below(3)) {
+                        case 0:
+                            breaker.record_failure(ticket);
+                            break;
+                        case 1:
+                            breaker.record_success(ticket);
+                            break;
+                        default:
+                            breaker.release(ticket);
+                    }
+                    const BreakerState s = breaker.state();
+                    CHECK(s == BreakerState::kClosed || s == BreakerState::kOpen ||
+                          s == BreakerState::kHalfOpen || s == BreakerState::kHeldOpen);
+                }
+                if (t == 0) {
+                    stop.store(true);
+                }
+            },
+            [&] {
+                Rng rng(3);
+                while (!stop.load()) {
+                    switch (rng.below(4)) {
+                        case 0:
+                            breaker.reset();
+                            break;
+                        case 1:
+                            breaker.metrics_only();
+                            break;
+                        case 2:
+                            breaker.disable();
+                            break;
+                        default:
+                            breaker.force_open();
+                    }
+                    std::this_thread::yield();
+                }
+            });
+        breaker.reset();
+        CHECK(same(breaker.window_totals(), WindowTotals{}));
+        for (int i = 0; i < 3; ++i) {
+            breaker.record_success(breaker.acquire());
+        }
+        const WindowTotals got = breaker.window_totals();
+        CHECK_EQ(got.calls, 3u);
+        CHECK_EQ(got.failures, 0u);
+        CHECK(same(got, breaker.window()->recount(clock.now())));
+    }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     if (argc > 1) {
         g_scale = std::max(1, std::atoi(argv[1]));
@@ -3690,6 +3915,10 @@ int main(int argc, char** argv) {
         {"edges", test_edges, 1},
         {"histogram_concurrent_record", test_histogram_concurrent_record, 3},
         {"histogram_buckets", test_histogram_buckets, 1},
+        {"window_concurrent_counts", test_window_concurrent_counts, 3},
+        {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
+        {"window_breaker_single_open", test_window_breaker_single_open, 20},
+        {"window_breaker_churn", test_window_breaker_churn, 2},
     };
     for (const Case& c : cases) {
         if (!only.empty() && std::string(c.name).find(only) == std::string::npos) {

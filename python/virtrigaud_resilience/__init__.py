@@ -13,6 +13,7 @@ from . import _deprecated, errors, events, testing
 from .backoff import STRATEGIES, Backoff
 from .breaker import (
     BreakerConfig,
+    BreakerMode,
     BreakerRegistry,
     BreakerScope,
     BreakerState,
@@ -68,6 +69,7 @@ from .ratelimit import RateLimiterRegistry, Reservation, TokenBucket
 from .retry import Retrier, RetryConfig, current_attempt, retry, retry_async
 from .retry_budget import RetryBudget
 from .timeouts import RPCConfig, remaining
+from .windows import CountWindow, TimeWindow
 
 __version__ = "0.1.0"
 
@@ -144,6 +146,9 @@ __all__ = [
     "new_error",
     "events",
     "testing",
+    "CountWindow",
+    "TimeWindow",
+    "BreakerMode",
 ]
 
 if TYPE_CHECKING:

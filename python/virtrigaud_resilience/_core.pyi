@@ -323,10 +323,30 @@ BREAKER_MAX_TIMEOUT_NS: int = 1152921504606846976
 
 BREAKER_MAX_SUCCESS_THRESHOLD: int = 2097151
 
+WINDOW_MAX_COUNT: int = 65535
+
+WINDOW_MAX_SECONDS: int = 3600
+
+class WindowSettings:
+    """A window-mode breaker's settings (sliding_window.hpp)."""
+
+    def __init__(self, kind: int, size: int, minimum_calls: int, failure_rate: float, slow_call_ns: int, slow_call_rate: float, max_wait_half_open_ns: int, open_backoff: tuple[int, float, float, float, bool] | None) -> None:
+        """
+        kind 0 count / 1 time; slow_call_ns < 0 off; max_wait_half_open_ns 0 off;
+        open_backoff (strategy, base, cap, multiplier, jitter) or None. Unchecked:
+        the caller (BreakerConfig) validates.
+        """
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def minimum_calls(self) -> int: ...
+
 class CircuitBreaker:
     """Lock-free circuit breaker (native part)."""
 
-    def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object, half_open_lease_ns: int = 0) -> None: ...
+    def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object, half_open_lease_ns: int = 0, window: WindowSettings | None = None) -> None: ...
 
     def _admit(self) -> int:
         """
@@ -346,6 +366,66 @@ class CircuitBreaker:
 
     def force_open(self) -> None:
         """Opens the breaker and holds it open until reset() (manual override)."""
+
+    def disable(self) -> None:
+        """
+        Admits every call and judges no outcome until reset() (an operator's override).
+        """
+
+    def metrics_only(self) -> None:
+        """
+        Admits every call, records outcomes (rates, streak) and never opens, until
+        reset() (an operator's override).
+        """
+
+    @property
+    def _mode(self) -> int:
+        """0 normal, 1 disabled, 2 metrics only."""
+
+    def _record_since(self, ticket: int, outcome: int, start_ns: int) -> None:
+        """
+        _record() of a call admitted at clock time start_ns (window mode times it).
+        """
+
+    def _record_exception_since(self, ticket: int, exc: object, start_ns: int) -> None:
+        """_record_exception() of a call admitted at clock time start_ns."""
+
+    @property
+    def windowed(self) -> bool:
+        """True for a breaker judging rates over a window."""
+
+    @property
+    def _timed(self) -> bool:
+        """Whether outcomes are timed (window mode with slow calls)."""
+
+    @property
+    def failure_rate(self) -> float:
+        """
+        Failed / outcomes in the window; -1 below minimum_calls or without one.
+        """
+
+    @property
+    def slow_call_rate(self) -> float:
+        """Slow / outcomes in the window; -1 below minimum_calls or without one."""
+
+    @property
+    def window_calls(self) -> tuple[int, int, int]:
+        """(outcomes, failed, slow) in the window now; zeros without one."""
+
+    @property
+    def slow_calls(self) -> int:
+        """Outcomes judged slow (window mode)."""
+
+    @property
+    def ignored(self) -> int:
+        """
+        Outcomes that moved nothing: reported while disabled, or (window mode)
+        stale.
+        """
+
+    @property
+    def openings(self) -> int:
+        """Window mode: openings since the breaker last closed."""
 
     def _open_for_ns(self, open_for_ns: int) -> None:
         """
@@ -485,10 +565,17 @@ class CircuitBreaker:
     def last_transition_ns(self) -> int:
         """Clock time of the last transition in ns, 0 if none."""
 
-    def _counters(self) -> tuple[int, int, int, int, int, int, int]:
+    def _counters(self) -> tuple[int, int, int, int, int, int, int, int, int]:
         """
-        (state, successes, failures_total, rejected, to_closed, to_half_open, to_open)
-        in one call, for the metrics collector.
+        (state, successes, failures_total, rejected, to_closed, to_half_open, to_open,
+        slow_calls, ignored) in one call, for the metrics collector.
+        """
+
+    def _window_report(self) -> tuple[int, bool, float, float, int, int, int, int, int]:
+        """
+        (mode, windowed, failure_rate, slow_call_rate, successes, failures_total, slow_calls,
+        rejected, ignored) in one call, for the metrics collector (mode as BreakerMode:
+        3 forced open).
         """
 
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:

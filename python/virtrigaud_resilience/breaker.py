@@ -46,9 +46,14 @@ from .clock import ManualClock, check_clock
 from .durations import Seconds
 from .errors import MAX_RETRY_AFTER, CircuitOpenError, ErrorType, ProviderError
 from .timeouts import record_outcome
+from .windows import CountWindow, TimeWindow, Window
+
+if TYPE_CHECKING:
+    from .backoff import Backoff
 
 __all__ = [
     "BreakerState",
+    "BreakerMode",
     "BreakerConfig",
     "CircuitBreaker",
     "BreakerScope",
@@ -80,6 +85,30 @@ class BreakerState(enum.IntEnum):
     CLOSED = _native.CLOSED
     HALF_OPEN = _native.HALF_OPEN
     OPEN = _native.OPEN
+
+
+class BreakerMode(enum.IntEnum):
+    """The operator's override in force (resilience4j's special states); the
+    value is the ``virtrigaud_circuit_breaker_mode`` gauge's.
+
+    NORMAL: the breaker judges outcomes. DISABLED (:meth:`CircuitBreaker.disable`):
+    every call admitted, no outcome judged; ``state`` reads CLOSED.
+    METRICS_ONLY (:meth:`CircuitBreaker.metrics_only`): every call admitted,
+    outcomes recorded and rates reported, never opens; ``state`` reads
+    CLOSED. FORCED_OPEN (:meth:`CircuitBreaker.force_open`): every call
+    rejected until :meth:`CircuitBreaker.reset`; ``state`` reads OPEN.
+    The state keeps its three values, so what reads it (the state gauge, the
+    Redis sync, the drop-ins) is unchanged.
+    """
+
+    NORMAL = 0
+    DISABLED = 1
+    METRICS_ONLY = 2
+    FORCED_OPEN = 3
+#: The default minimum_calls (capped at a count window's size).
+DEFAULT_MINIMUM_CALLS = 100
+#: Largest minimum_calls for a time window.
+MAX_MINIMUM_CALLS = 1_000_000_000
 
 
 def default_failure_predicate(exc: BaseException) -> bool:
@@ -131,6 +160,38 @@ class BreakerConfig:
             admitted this long ago, the next call starts a fresh round of
             probes, and the lost ones' outcomes are ignored. ``> 0`` (float,
             timedelta or Go string), or None for no lease. Default 300 s.
+
+    Window mode (resilience4j's rules; ``window`` None keeps the consecutive
+    count above, the default, and the fields below must stay at their
+    defaults):
+
+    Attributes:
+        window: a :class:`~virtrigaud_resilience.windows.CountWindow` (the
+            last N outcomes) or :class:`~virtrigaud_resilience.windows.TimeWindow`
+            (the outcomes of the last N seconds); ``failure_threshold`` is
+            then unused.
+        minimum_calls: outcomes the window must hold before it judges; int
+            ``>= 1``, at most a count window's size; None (default) means
+            100, capped at a count window's size.
+        failure_rate_threshold: opens when failed / outcomes in the window
+            ``>=`` it; in ``(0, 1]``. Default 0.5.
+        slow_call_duration: seconds at or above which a call (success or
+            failure) is slow, timed on the breaker's clock from admission to
+            outcome; ``>= 0``, or None (default) for no slow calls.
+        slow_call_rate_threshold: opens when slow / outcomes ``>=`` it; in
+            ``(0, 1]``. Default 1.0.
+        max_wait_in_half_open: seconds ``> 0`` after which a half-open
+            breaker whose probes have not all reported opens again (when the
+            next call asks); None (default): it waits for them.
+        open_backoff: a :class:`~virtrigaud_resilience.backoff.Backoff`: the
+            k-th opening since the breaker last closed lasts its delay for
+            attempt k-1 instead of ``reset_timeout``; None (default): always
+            ``reset_timeout``.
+
+    In window mode half-open admits ``half_open_max_calls`` probes and judges
+    them together once all have reported: at or above either threshold it
+    opens again, else it closes with an empty window. Bad values raise
+    ValueError (TypeError for a wrong type) naming the field and the value.
     """
 
     failure_threshold: int = 10
@@ -138,12 +199,25 @@ class BreakerConfig:
     half_open_max_calls: int = 3
     failure_predicate: Callable[[BaseException], bool] | None = None
     half_open_lease: float | None = DEFAULT_HALF_OPEN_LEASE
+    window: Window | None = None
+    minimum_calls: int | None = None
+    failure_rate_threshold: float = 0.5
+    slow_call_duration: float | None = None
+    slow_call_rate_threshold: float = 1.0
+    max_wait_in_half_open: float | None = None
+    open_backoff: Backoff | None = None
 
     if TYPE_CHECKING:  # what the constructor accepts (the fields hold float seconds)
         def __init__(self, failure_threshold: int = 10, reset_timeout: Seconds = 60.0,
                      half_open_max_calls: int = 3,
                      failure_predicate: Callable[[BaseException], bool] | None = None,
-                     half_open_lease: Seconds | None = DEFAULT_HALF_OPEN_LEASE) -> None: ...
+                     half_open_lease: Seconds | None = DEFAULT_HALF_OPEN_LEASE,
+                     window: Window | None = None, minimum_calls: int | None = None,
+                     failure_rate_threshold: float = 0.5,
+                     slow_call_duration: Seconds | None = None,
+                     slow_call_rate_threshold: float = 1.0,
+                     max_wait_in_half_open: Seconds | None = None,
+                     open_backoff: Backoff | None = None) -> None: ...
 
     def __post_init__(self) -> None:
         owner = "BreakerConfig"
@@ -165,6 +239,84 @@ class BreakerConfig:
                 f"{owner} failure_predicate must be callable or None, "
                 f"got {type(self.failure_predicate).__name__} {self.failure_predicate!r}"
             )
+        self._check_window()
+
+    def _check_window(self) -> None:
+        """Validates (and normalises) the window-mode fields."""
+        owner = "BreakerConfig"
+        set_ = object.__setattr__
+        window = self.window
+        if window is None:
+            for field, default in (("minimum_calls", None), ("failure_rate_threshold", 0.5),
+                                   ("slow_call_duration", None),
+                                   ("slow_call_rate_threshold", 1.0),
+                                   ("max_wait_in_half_open", None), ("open_backoff", None)):
+                value = getattr(self, field)
+                if value is not default and value != default:
+                    raise ValueError(f"{owner} {field} needs window= (a CountWindow or "
+                                     f"TimeWindow), got {field}={value!r} without one")
+            return
+        if not isinstance(window, (CountWindow, TimeWindow)):
+            raise TypeError(f"{owner} window must be a CountWindow, a TimeWindow or None, "
+                            f"got {type(window).__name__} {window!r}")
+        if self.minimum_calls is not None:
+            minimum = _validate.integer(owner, "minimum_calls", self.minimum_calls, 1,
+                                        MAX_MINIMUM_CALLS)
+            if isinstance(window, CountWindow) and minimum > window.size:
+                raise ValueError(f"{owner} minimum_calls must be <= the window's size "
+                                 f"({window!r}), got {minimum!r}")
+        for field in ("failure_rate_threshold", "slow_call_rate_threshold"):
+            rate = _validate.number(owner, field, getattr(self, field))
+            if not 0 < rate <= 1:
+                raise ValueError(f"{owner} {field} must be in (0, 1], got {getattr(self, field)!r}")
+            set_(self, field, rate)
+        if self.slow_call_duration is not None:
+            set_(self, "slow_call_duration", _validate.seconds(
+                owner, "slow_call_duration", self.slow_call_duration, maximum=MAX_RESET_TIMEOUT))
+        if self.max_wait_in_half_open is not None:
+            set_(self, "max_wait_in_half_open", _validate.seconds(
+                owner, "max_wait_in_half_open", self.max_wait_in_half_open, allow_zero=False,
+                maximum=MAX_RESET_TIMEOUT))
+        if self.open_backoff is not None and not isinstance(self.open_backoff, _core.Backoff):
+            raise TypeError(f"{owner} open_backoff must be a Backoff or None, "
+                            f"got {type(self.open_backoff).__name__} {self.open_backoff!r}")
+
+    @property
+    def minimum_calls_in_force(self) -> int | None:
+        """``minimum_calls``, or its default (100, capped at a count window's
+        size) when None; None in consecutive mode."""
+        window = self.window
+        if window is None:
+            return None
+        if self.minimum_calls is not None:
+            return self.minimum_calls
+        if isinstance(window, CountWindow):
+            return min(DEFAULT_MINIMUM_CALLS, window.size)
+        return DEFAULT_MINIMUM_CALLS
+
+    def _window_settings(self) -> _core.WindowSettings | None:
+        """The native settings of window mode; None in consecutive mode."""
+        window, minimum = self.window, self.minimum_calls_in_force
+        if window is None or minimum is None:
+            return None
+        backoff = self.open_backoff
+        return _core.WindowSettings(
+            window.kind, window.size, minimum, self.failure_rate_threshold,
+            -1 if self.slow_call_duration is None else round(self.slow_call_duration * 1e9),
+            self.slow_call_rate_threshold,
+            0 if self.max_wait_in_half_open is None else max(1, round(
+                self.max_wait_in_half_open * 1e9)),
+            None if backoff is None else (
+                _backoff_strategy(backoff), backoff.base_delay, backoff.max_delay,
+                backoff.multiplier, backoff.jitter),
+        )
+
+
+def _backoff_strategy(backoff: Backoff) -> int:
+    """The native strategy code of a Backoff."""
+    from .backoff import STRATEGIES
+
+    return STRATEGIES.index(backoff.strategy)
 
 
 StateListener = events.StateListener["CircuitBreaker", BreakerState]
@@ -196,7 +348,7 @@ class CircuitBreaker(_core.CircuitBreaker):
         clock: a :class:`ManualClock`, or None for the monotonic clock.
     """
 
-    __slots__ = ("config", "_listeners", "__weakref__")
+    __slots__ = ("config", "_listeners", "_timing", "__weakref__")
 
     config: BreakerConfig
 
@@ -224,8 +376,11 @@ class CircuitBreaker(_core.CircuitBreaker):
             # A lease under half a nanosecond is still a lease (0 means none).
             _classifier(config.failure_predicate),
             0 if lease is None else max(1, round(lease * 1e9)),
+            config._window_settings(),
         )
         self.config = config
+        # Window mode with slow calls: the Python call paths time their calls.
+        self._timing = self._timed
         self._listeners: list[StateListener] = []
         BREAKERS.track(self)
 
@@ -240,6 +395,13 @@ class CircuitBreaker(_core.CircuitBreaker):
         """The current :class:`BreakerState` (held open reads as OPEN)."""
         return BreakerState(self._state_code)
 
+    @property
+    def mode(self) -> BreakerMode:
+        """The operator's override in force (:class:`BreakerMode`)."""
+        if self.held_open:
+            return BreakerMode.FORCED_OPEN
+        return BreakerMode(self._mode)
+
     async def call_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -253,6 +415,8 @@ class CircuitBreaker(_core.CircuitBreaker):
         and frees its half-open slot.
         """
         ticket = self._admit()
+        if self._timing:
+            return await self._call_async_timed(ticket, fn, args, kwargs)
         try:
             if _admission.nesting:  # an adapter exists: it may ask what this call holds
                 result = await holding(self, None, fn, args, kwargs)
@@ -263,6 +427,27 @@ class CircuitBreaker(_core.CircuitBreaker):
             raise
         self._record(ticket, _SUCCESS)
         return result
+
+    async def _call_async_timed(self, ticket: int, fn: Callable[..., Awaitable[T]],
+                                args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        """call_async() of a breaker that times its calls (slow calls)."""
+        start = self._now_ns()
+        try:
+            if _admission.nesting:
+                result = await holding(self, None, fn, args, kwargs)
+            else:
+                result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            record_outcome(self._recorder_since(start), ticket, exc, self.name)
+            raise
+        self._record_since(ticket, _SUCCESS, start)
+        return result
+
+    def _recorder_since(self, start_ns: int) -> Callable[[int, BaseException], None]:
+        """_record_exception for a call admitted at ``start_ns`` (timed)."""
+        def record_exception(ticket: int, exc: BaseException) -> None:
+            self._record_exception_since(ticket, exc, start_ns)
+        return record_exception
 
     def guard(self) -> BreakerScope:
         """A :class:`BreakerScope` (``with`` or ``async with``) guarding its body.
@@ -305,10 +490,14 @@ class CircuitBreaker(_core.CircuitBreaker):
         _core._specialise(cls)
 
     def __repr__(self) -> str:
+        mode = self.mode
         return (
             f"CircuitBreaker({self.name!r}, {self.provider_type!r}, {self.provider!r}, "
-            f"state={self.state.name}, failures={self.failures})"
+            f"state={self.state.name}, failures={self.failures}"
+            + (f", mode={mode.name})" if mode else ")")
         )
+
+    # disable(), metrics_only(), reset() and force_open() are native (_core.pyi).
 
 
 class Permit(_core.OneShot):
@@ -324,11 +513,13 @@ class Permit(_core.OneShot):
     threads report it (a native atomic flag decides which one counts).
     """
 
-    __slots__ = ("_breaker", "_ticket")
+    __slots__ = ("_breaker", "_ticket", "_start")
 
     def __init__(self, breaker: CircuitBreaker, ticket: int) -> None:
         self._breaker = breaker
         self._ticket = ticket
+        # Admission time, for a breaker that times its calls (-1: untimed).
+        self._start = breaker._now_ns() if breaker._timing else -1
 
     def success(self) -> None:
         """The call succeeded."""
@@ -348,7 +539,7 @@ class Permit(_core.OneShot):
             self._report(_SUCCESS)
             return
         self._use()
-        self._breaker._record_exception(self._ticket, exc)
+        _record_exception(self._breaker, self._ticket, exc, self._start)
 
     @property
     def reported(self) -> bool:
@@ -374,7 +565,8 @@ class Permit(_core.OneShot):
             self._report(_SUCCESS)
         else:
             self._use()
-            record_outcome(self._breaker._record_exception, self._ticket, exc, self._breaker.name)
+            record_outcome(_exception_recorder(self._breaker, self._start), self._ticket, exc,
+                           self._breaker.name)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Bound at definition: module globals may be gone at interpreter exit.
@@ -385,7 +577,7 @@ class Permit(_core.OneShot):
 
     def _report(self, outcome: int) -> None:
         self._use()
-        self._breaker._record(self._ticket, outcome)
+        _record(self._breaker, self._ticket, outcome, self._start)
 
     def _use(self) -> None:
         if not self._claim():
@@ -399,15 +591,18 @@ class BreakerScope:
     block's outcome, as :meth:`CircuitBreaker.call` records a call's.
     """
 
-    __slots__ = ("_breaker", "_ticket", "_held")
+    __slots__ = ("_breaker", "_ticket", "_held", "_start")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._ticket = -1
         self._held: Held | None = None
+        self._start = -1
 
     def __enter__(self) -> BreakerScope:
         self._ticket = self._breaker._admit()
+        if self._breaker._timing:
+            self._start = self._breaker._now_ns()
         self._held = hold(self._breaker, None) if _admission.nesting else None  # for adapters
         return self
 
@@ -419,9 +614,9 @@ class BreakerScope:
     ) -> None:
         self._end_held()
         if exc is None:
-            self._breaker._record(self._ticket, _SUCCESS)
+            _record(self._breaker, self._ticket, _SUCCESS, self._start)
         else:
-            self._breaker._record_exception(self._ticket, exc)
+            _record_exception(self._breaker, self._ticket, exc, self._start)
 
     async def __aenter__(self) -> BreakerScope:
         return self.__enter__()
@@ -434,15 +629,41 @@ class BreakerScope:
     ) -> None:
         self._end_held()
         if exc is None:
-            self._breaker._record(self._ticket, _SUCCESS)
+            _record(self._breaker, self._ticket, _SUCCESS, self._start)
         else:
-            record_outcome(self._breaker._record_exception, self._ticket, exc, self._breaker.name)
+            record_outcome(_exception_recorder(self._breaker, self._start), self._ticket, exc,
+                           self._breaker.name)
 
     def _end_held(self) -> None:
         """Adapters inside the block no longer find the breaker held."""
         held, self._held = self._held, None
         if held is not None:
             held.end()
+
+
+def _record(breaker: CircuitBreaker, ticket: int, outcome: int, start_ns: int) -> None:
+    """Records an outcome, timed from ``start_ns`` when that is >= 0."""
+    if start_ns < 0:
+        breaker._record(ticket, outcome)
+    else:
+        breaker._record_since(ticket, outcome, start_ns)
+
+
+def _record_exception(breaker: CircuitBreaker, ticket: int, exc: BaseException,
+                      start_ns: int) -> None:
+    """Records a raised exception, timed from ``start_ns`` when that is >= 0."""
+    if start_ns < 0:
+        breaker._record_exception(ticket, exc)
+    else:
+        breaker._record_exception_since(ticket, exc, start_ns)
+
+
+def _exception_recorder(breaker: CircuitBreaker,
+                        start_ns: int) -> Callable[[int, BaseException], None]:
+    """The ``(ticket, exc)`` recorder for timeouts.record_outcome."""
+    if start_ns < 0:
+        return breaker._record_exception
+    return breaker._recorder_since(start_ns)
 
 
 _LOG_LEVEL = {BreakerState.OPEN: logging.WARNING}

@@ -74,7 +74,7 @@ __all__ = [
 _LOG = logging.getLogger("virtrigaud_resilience")
 
 #: Keys with these prefixes belong to us; an unknown one is probably a typo.
-_PREFIXES = ("RPC_TIMEOUT_", "RETRY_", "CB_", "RATE_LIMIT_")
+_PREFIXES = ("RPC_TIMEOUT_", "RETRY_", "CB_", "RATE_LIMIT_", "CIRCUIT_BREAKER_")
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +279,43 @@ def _render_float(value: Any) -> str:
     return repr(float(value))
 
 
+# ---------------------------------------------------------------------------
+# The window-mode breaker's keys (issue 22): "none" leaves a setting unset.
+# ---------------------------------------------------------------------------
+
+_NONE = "none"
+
+
+def _optional(parse: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """``parse``, with "none" (any case) read as None (the setting unset)."""
+    def parse_optional(key: str, text: str) -> Any:
+        return None if text.strip().lower() == _NONE else parse(key, text)
+    return parse_optional
+
+
+def _window(key: str, text: str) -> Any:
+    from .windows import parse_window
+
+    try:
+        return parse_window(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{key} must be 'count:N', 'time:DURATION' or 'none', got {text!r}: {exc}"
+        ) from None
+
+
+def _render_window(value: Any) -> str:
+    if value is None:
+        return _NONE
+    if hasattr(value, "seconds"):
+        return f"time:{format_duration(float(value.seconds))}"
+    return f"count:{value.size}"
+
+
+def _render_optional(render: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda value: _NONE if value is None else render(value)
+
+
 @dataclass(frozen=True)
 class _Key:
     """One environment key: where its value goes and how it is read and written."""
@@ -310,6 +347,19 @@ _KEYS: tuple[_Key, ...] = (
     _Key("RETRY_BUDGET", "retry_budget", "budget", _budget_text, str),
     _Key("RETRY_BUDGET_MIN_PER_SECOND", "retry_budget", "min_per_second", _non_negative_int, str),
     _Key("RETRY_BUDGET_TTL", "retry_budget", "ttl", _positive_duration, format_duration),
+    # Window mode (issue 22). The ranges are BreakerConfig's; its error is
+    # re-raised naming the key.
+    _Key("CIRCUIT_BREAKER_WINDOW", "breaker", "window", _optional(_window), _render_window),
+    _Key("CIRCUIT_BREAKER_MINIMUM_CALLS", "breaker", "minimum_calls",
+         _optional(_positive_int), _render_optional(str)),
+    _Key("CIRCUIT_BREAKER_FAILURE_RATE_THRESHOLD", "breaker", "failure_rate_threshold",
+         _positive_float, _render_float),
+    _Key("CIRCUIT_BREAKER_SLOW_CALL_DURATION", "breaker", "slow_call_duration",
+         _optional(_non_negative_duration), _render_optional(format_duration)),
+    _Key("CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD", "breaker", "slow_call_rate_threshold",
+         _positive_float, _render_float),
+    _Key("CIRCUIT_BREAKER_MAX_WAIT_IN_HALF_OPEN", "breaker", "max_wait_in_half_open",
+         _optional(_positive_duration), _render_optional(format_duration)),
 )
 _BY_NAME: dict[str, _Key] = {key.name: key for key in _KEYS}
 

@@ -22,6 +22,14 @@ series                                                    type     value
 ``virtrigaud_circuit_breaker_failures_total``             counter  every recorded failure (the guide's series)
 ``virtrigaud_circuit_breaker_calls_total{outcome}``       counter  ``success``, ``failure``, ``rejected``
 ``virtrigaud_circuit_breaker_transitions_total{to}``      counter  ``closed``, ``half_open``, ``open``
+``virtrigaud_circuit_breaker_failure_rate``               gauge    window mode: failed / outcomes in the
+                                                                   window, -1 below minimum_calls
+``virtrigaud_circuit_breaker_slow_call_rate``             gauge    window mode: slow / outcomes, likewise
+``virtrigaud_circuit_breaker_mode``                       gauge    0 normal, 1 disabled, 2 metrics only,
+                                                                   3 forced open (BreakerMode)
+``virtrigaud_circuit_breaker_calls_by_kind_total{kind}``  counter  resilience4j's kinds: ``successful``,
+                                                                   ``failed``, ``slow``, ``not_permitted``,
+                                                                   ``ignored``
 ``virtrigaud_rate_limiter_requests_total{outcome}``       counter  ``admitted``, ``rejected``, ``waited``
 ``virtrigaud_retry_attempts_total{policy}``               counter  retries begun (attempts after the first)
 ``virtrigaud_retry_exhausted_total{policy}``              counter  calls that gave up retrying
@@ -142,6 +150,7 @@ class ResilienceCollector(Collector):
             self._collect_fallbacks(families[12], families[13])
             self._collect_policy_fallbacks(families[14])
             self._collect_adaptive(*families[15:19])
+            self._collect_breaker_windows(*families[19:23])
             budget_families = _budget_families()
             self._collect_budgets(*budget_families)
         return iter((*families, *budget_families))
@@ -226,6 +235,27 @@ class ResilienceCollector(Collector):
                 "virtrigaud_adaptive_bulkhead_limit",
                 "The concurrency limit adaptive bulkheads learned (summed over the bulkheads "
                 "sharing the labels).", labels=_PROVIDER),
+            # Window-mode breakers and the operator's modes (issue 22).
+            GaugeMetricFamily(
+                "virtrigaud_circuit_breaker_failure_rate",
+                "Failed / outcomes in a window-mode breaker's window; -1 below its "
+                "minimum_calls (the highest among breakers sharing the labels).",
+                labels=_PROVIDER),
+            GaugeMetricFamily(
+                "virtrigaud_circuit_breaker_slow_call_rate",
+                "Slow / outcomes in a window-mode breaker's window; -1 below its "
+                "minimum_calls (the highest among breakers sharing the labels).",
+                labels=_PROVIDER),
+            GaugeMetricFamily(
+                "virtrigaud_circuit_breaker_mode",
+                "Operator override: 0 normal, 1 disabled, 2 metrics only, 3 forced open "
+                "(the highest among breakers sharing the labels).", labels=_PROVIDER),
+            CounterMetricFamily(
+                "virtrigaud_circuit_breaker_calls_by_kind",
+                "Calls through circuit breakers by resilience4j's kinds: successful, "
+                "failed, slow (window mode; also successful or failed), not_permitted "
+                "(refused), ignored (judged by no rule: disabled, or stale in window mode).",
+                labels=(*_PROVIDER, "kind")),
         )
 
     # Counters by labels are lists; each _collect_* sums the live objects of
@@ -378,6 +408,35 @@ class ResilienceCollector(Collector):
         family.samples.append(Sample(family.name + "_total", labels, value))
         return value
 
+    def _collect_breaker_windows(self, failure_rate: Any, slow_rate: Any, mode: Any,
+                                 kinds: Any) -> None:
+        """The window-mode rates (windowed breakers only), the operator's mode
+        and the calls by kind (every breaker)."""
+        rates: dict[Labels, list[float]] = {}
+        modes: dict[Labels, int] = {}
+        sums: dict[Labels, list[int]] = {}
+        breakers, dropped = BREAKERS.snapshot()
+        for breaker in breakers:
+            labels: Labels = (breaker.provider_type, breaker.provider)
+            code, windowed, failed, slow, *by_kind = breaker._window_report()
+            if windowed:
+                worst = rates.setdefault(labels, [-1.0, -1.0])
+                worst[0] = max(worst[0], failed)
+                worst[1] = max(worst[1], slow)
+            modes[labels] = max(modes.get(labels, 0), code)
+            add_counters(sums, labels, by_kind)
+        for labels, counters in dropped.items():
+            add_counters(sums, labels, _kinds(counters))
+        for labels, (failed, slow) in rates.items():
+            failure_rate.samples.append(Sample(failure_rate.name, _provider(*labels), failed))
+            slow_rate.samples.append(Sample(slow_rate.name, _provider(*labels), slow))
+        for labels, code in modes.items():
+            mode.samples.append(Sample(mode.name, _provider(*labels), code))
+        for labels, values in sums.items():
+            base = _provider(*labels)
+            for kind, value in zip(_BREAKER_KINDS, values):
+                self._counter(kinds, (*labels, kind), {**base, "kind": kind}, value)
+
 
 def _budget_families() -> tuple[Any, Any]:
     """The retry budgets' series (retry_budget.py)."""
@@ -391,6 +450,16 @@ def _budget_families() -> tuple[Any, Any]:
             "Retries the retry budgets allow now (summed over budgets sharing the labels).",
             labels=_PROVIDER),
     )
+
+
+_BREAKER_KINDS = ("successful", "failed", "slow", "not_permitted", "ignored")
+
+
+def _kinds(counters: Counters) -> Counters:
+    """_BREAKER_KINDS' values from a breaker's _counters() after the state:
+    (successes, failures, rejected, 3 transitions, slow, ignored)."""
+    successes, failures, rejected, _, _, _, slow, ignored = counters
+    return successes, failures, slow, rejected, ignored
 
 
 def _provider(provider_type: str, provider: str) -> dict[str, str]:

@@ -51,6 +51,23 @@
 // successful one ends it, closing resets it.
 // Outcomes carry the generation of their admission (as sony/gobreaker): an
 // outcome from an older generation is counted but moves nothing.
+//
+// Window mode (a WindowSettings at construction; sliding_window.hpp): instead
+// of the streak, resilience4j's rules. Closed: each outcome goes into a count
+// or time window; once it holds minimum_calls outcomes, a failure rate or a
+// slow-call rate at or above its threshold opens. Half-open: the
+// half_open_max_calls probes are judged together when all have reported
+// (the same thresholds over the probes); at or above either it opens, else
+// it closes with an empty window. A half-open breaker undecided for
+// max_wait_half_open opens (when the next call asks). Each opening lasts the
+// reset timeout, or with an open backoff the backoff's delay for the number of
+// openings since the breaker last closed. Everything window mode needs lives
+// behind one pointer, null in consecutive mode.
+//
+// Operator modes (both kinds): disable() admits everything and judges
+// nothing; metrics_only() admits everything, records (the window's rates, the
+// streak) and never opens; reset() returns to normal. Both are a closed
+// state word with the mode beside it; force_open() is held open.
 #pragma once
 
 #include <algorithm>
@@ -61,6 +78,7 @@
 
 #include "atomic_pair.hpp"
 #include "clock.hpp"
+#include "sliding_window.hpp"
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #define VIRTRIGAUD_NOINLINE __declspec(noinline)
@@ -85,6 +103,9 @@ struct Ticket {
     bool half_open = false;  ///< holds one of the half-open slots
     uint64_t generation = 0;
     Transition transition;   ///< open -> half-open happens on admission
+    /// Clock time of admission in window mode with slow calls on (else -1):
+    /// the native call paths time the call with it. Not in encode().
+    int64_t start_ns = -1;
 
     /// One int64 for bindings: -1 rejected, else generation << 1 | half_open
     /// (the generation's low 62 bits: 2^62 transitions, over a century at
@@ -122,21 +143,46 @@ public:
     /// behaviour).
     CircuitBreaker(const CircuitBreaker&) = delete;
     CircuitBreaker& operator=(const CircuitBreaker&) = delete;
-    ~CircuitBreaker() { delete stripes_.load(std::memory_order_acquire); }
+    ~CircuitBreaker() {
+        delete stripes_.load(std::memory_order_acquire);
+        delete window_;
+    }
+
+    /// Operator modes (see the file comment).
+    enum Mode : uint32_t { kNormal = 0, kDisabled = 1, kMetricsOnly = 2 };
 
     CircuitBreaker(uint32_t failure_threshold, int64_t reset_timeout_ns,
                    uint32_t half_open_max_calls, const ManualClock* clock = nullptr,
-                   int64_t half_open_lease_ns = 0) noexcept
+                   int64_t half_open_lease_ns = 0,
+                   const WindowSettings* window = nullptr) noexcept
         : state_(0, 0),
           opened_at_(0),
           clock_(clock),
           reset_timeout_ns_(clamp64(reset_timeout_ns, 0, kMaxTimeoutNs)),
           threshold_(clamp(failure_threshold, kMaxFailureThreshold)),
           half_open_max_(clamp(half_open_max_calls, kMaxHalfOpenCalls)),
-          half_open_lease_ns_(clamp64(half_open_lease_ns, 0, kMaxTimeoutNs)) {}
+          half_open_lease_ns_(clamp64(half_open_lease_ns, 0, kMaxTimeoutNs)) {
+        if (window != nullptr) {
+            window_ = new (std::nothrow) BreakerWindow(*window);
+            if (window_ != nullptr && !window_->window.ok()) {
+                delete window_;
+                window_ = nullptr;
+            }
+            window_failed_ = window_ == nullptr;
+        }
+    }
 
     /// Asks to make a call. Closed: always admitted (two loads, no write).
     Ticket acquire() noexcept {
+        Ticket t = admit();
+        if (window_ != nullptr && t.admitted && window_->timed()) {
+            t.start_ns = now_ns(clock_);
+        }
+        return t;
+    }
+
+private:
+    Ticket admit() noexcept {
         const uint64_t word = state_.first();
         if (state_of(word) == BreakerState::kClosed) {
             const uint64_t gen = state_.second();
@@ -152,6 +198,12 @@ public:
                 case BreakerState::kClosed:
                     return admitted(gen, false);
                 case BreakerState::kHalfOpen: {
+                    if (window_ != nullptr && half_open_overdue()) {
+                        Ticket t = reject();
+                        t.transition = open_from(s, gen, BreakerState::kHalfOpen,
+                                                 now_ns(clock_));
+                        return t;
+                    }
                     if (half_open_of(w) < half_open_max_) {
                         stamp_probe(now_ns(clock_));
                         if (state_.compare_exchange(s, {w + kHalfOpenOne, gen})) {
@@ -175,11 +227,11 @@ public:
                 }
                 case BreakerState::kOpen: {
                     const int64_t now = now_ns(clock_);
-                    if (now - opened_at_.load(std::memory_order_relaxed) <
-                        reset_timeout_ns_.load(std::memory_order_relaxed)) {
+                    if (now - opened_at_.load(std::memory_order_relaxed) < open_timeout_ns()) {
                         return reject();
                     }
                     stamp_probe(now);
+                    stamp_half_open(now);
                     if (state_.compare_exchange(
                             s, make(BreakerState::kHalfOpen, carried(failures_of(w)), 1, gen + 1))) {
                         Ticket t = admitted(gen + 1, true);
@@ -194,12 +246,16 @@ public:
         }
     }
 
+public:
     /// The admitted call succeeded (or failed in a way that does not count).
     /// `synced_successes` >= 0 replaces a half-open probe's count of
     /// successful probes (this one included) with a value kept elsewhere (a
     /// storage shared by processes); < 0 counts here.
     Transition record_success(const Ticket& ticket, int64_t synced_successes = -1) noexcept {
         count_success();
+        if (window_ != nullptr) {
+            return record_windowed(ticket, 0);
+        }
         AtomicPair::Value s;
         if (!read_for(ticket, s) || !current(s, ticket)) {
             return {};  // stale
@@ -270,10 +326,18 @@ public:
     /// counts here.
     Transition record_failure(const Ticket& ticket, int64_t synced_streak = -1) noexcept {
         failures_total_.fetch_add(1, std::memory_order_relaxed);
+        if (window_ != nullptr) {
+            return record_windowed(ticket, kOutcomeFailed);
+        }
         const int64_t now = now_ns(clock_);
         AtomicPair::Value s;
         if (!read_for(ticket, s)) {
             return {};  // stale
+        }
+        const uint32_t mode = mode_.load(std::memory_order_relaxed);
+        if (mode == kDisabled) {
+            ignored_.fetch_add(1, std::memory_order_relaxed);
+            return {};
         }
         for (;;) {
             const uint64_t w = s.first;
@@ -292,7 +356,7 @@ public:
                     ? static_cast<uint32_t>(std::min<int64_t>(synced_streak, kMaxStreak))
                     : std::min<uint32_t>(streak_of(w) + 1, kMaxStreak);
             if (state == BreakerState::kClosed &&
-                streak < threshold_.load(std::memory_order_relaxed)) {
+                (streak < threshold_.load(std::memory_order_relaxed) || mode == kMetricsOnly)) {
                 if (state_.compare_exchange(s, {(w & ~kFailuresMask) | field(streak), s.second})) {
                     return {};
                 }
@@ -328,11 +392,26 @@ public:
         }
     }
 
-    /// Closes the breaker, forgetting failures. Starts a new generation.
-    Transition reset() noexcept { return move_to(BreakerState::kClosed); }
+    /// Closes the breaker, forgetting failures (and emptying the window),
+    /// back in the normal mode. Starts a new generation.
+    Transition reset() noexcept { return move_to(BreakerState::kClosed, 0, kNormal); }
 
     /// Opens the breaker and holds it open until reset() (a manual override).
-    Transition force_open() noexcept { return move_to(BreakerState::kHeldOpen); }
+    Transition force_open() noexcept {
+        return move_to(BreakerState::kHeldOpen, 0, kNormal);
+    }
+
+    /// Closes the breaker in the disabled mode: every call admitted, no
+    /// outcome judged (ignored()), until reset() or another mode.
+    Transition disable() noexcept { return move_to(BreakerState::kClosed, 0, kDisabled); }
+
+    /// Closes the breaker in the metrics-only mode: every call admitted,
+    /// outcomes recorded (streak, window, rates), never opens.
+    Transition metrics_only() noexcept {
+        return move_to(BreakerState::kClosed, 0, kMetricsOnly);
+    }
+
+    Mode mode() const noexcept { return static_cast<Mode>(mode_.load(std::memory_order_relaxed)); }
 
     /// Opens the breaker as a failure would (it half-opens after the reset
     /// timeout, counted from now), keeping the failure streak, plus one when
@@ -364,10 +443,12 @@ public:
         // Clamped so that now - stamp fits int64 (now is in [0, kMaxClockNs]).
         opened_at_.store(clamp64(opened_at_ns, -(kMaxClockNs / 2), kMaxClockNs),
                          std::memory_order_relaxed);
+        const int64_t now = now_ns(clock_);
         AtomicPair::Value s = snapshot();
         for (;;) {
+            prepare_move(state, s.second + 1, now);
             if (state_.compare_exchange(s, make(state, f, 0, s.second + 1))) {
-                return changed(state_of(s.first), state, now_ns(clock_));
+                return changed(state_of(s.first), state, now);
             }
         }
     }
@@ -382,8 +463,7 @@ public:
     /// the time the peer's has left.
     Transition trip_for(int64_t open_for_ns) noexcept {
         const int64_t now = now_ns(clock_);
-        const int64_t stamp = now + clamp64(open_for_ns, 0, kMaxTimeoutNs) -
-                              reset_timeout_ns_.load(std::memory_order_relaxed);
+        const int64_t stamp = now + clamp64(open_for_ns, 0, kMaxTimeoutNs) - open_timeout_ns();
         AtomicPair::Value s = snapshot();
         for (;;) {
             const BreakerState from = state_of(s.first);
@@ -425,8 +505,8 @@ public:
         if (state() != BreakerState::kOpen) {
             return 0;
         }
-        const int64_t left = opened_at_.load(std::memory_order_relaxed) +
-                             reset_timeout_ns_.load(std::memory_order_relaxed) - now_ns(clock_);
+        const int64_t left =
+            opened_at_.load(std::memory_order_relaxed) + open_timeout_ns() - now_ns(clock_);
         return left > 0 ? left : 0;
     }
 
@@ -487,7 +567,238 @@ public:
         return cold_.last_transition_ns.load(std::memory_order_relaxed);
     }
 
+    // Window mode.
+    bool windowed() const noexcept { return window_ != nullptr; }
+    /// True if window mode was asked for and its memory could not be had
+    /// (the breaker then counts consecutive failures; the binding raises).
+    bool window_failed() const noexcept { return window_failed_; }
+    const WindowSettings* window_settings() const noexcept {
+        return window_ != nullptr ? &window_->settings : nullptr;
+    }
+    /// The window's contents now (all zero in consecutive mode).
+    WindowTotals window_totals() const noexcept {
+        return window_ != nullptr ? window_->window.totals(now_ns(clock_)) : WindowTotals{};
+    }
+    /// The window itself (null in consecutive mode): for tests and audits.
+    const SlidingWindow* window() const noexcept {
+        return window_ != nullptr ? &window_->window : nullptr;
+    }
+    /// failures / outcomes in the window, or -1 below minimum_calls (and in
+    /// consecutive mode); slow_call_rate() likewise for slow outcomes.
+    double failure_rate() const noexcept { return rate_of(&WindowTotals::failures); }
+    double slow_call_rate() const noexcept { return rate_of(&WindowTotals::slow); }
+    /// Outcomes judged slow (window mode; stale ones left out).
+    uint64_t slow_calls() const noexcept {
+        return window_ != nullptr ? window_->slow_calls.load(std::memory_order_relaxed) : 0;
+    }
+    /// Outcomes that moved nothing and were counted nowhere: reported while
+    /// disabled, and in window mode stale ones.
+    uint64_t ignored() const noexcept { return ignored_.load(std::memory_order_relaxed); }
+    /// Openings since the breaker last closed (window mode; 0 otherwise).
+    uint32_t openings() const noexcept {
+        return window_ != nullptr ? window_->openings.load(std::memory_order_relaxed) : 0;
+    }
+
 private:
+    double rate_of(uint32_t WindowTotals::*field) const noexcept {
+        if (window_ == nullptr) {
+            return -1.0;
+        }
+        const WindowTotals t = window_->window.totals(now_ns(clock_));
+        if (t.calls == 0 || t.calls < window_->settings.minimum_calls) {
+            return -1.0;
+        }
+        return static_cast<double>(t.*field) / static_cast<double>(t.calls);
+    }
+
+    // ---- window mode (see the file comment) ----
+
+    // One outcome of `ticket` in window mode. Out of line: the consecutive
+    // paths inline into every caller and only test the pointer.
+    VIRTRIGAUD_NOINLINE Transition record_windowed(const Ticket& ticket, uint8_t bits) noexcept {
+        BreakerWindow& bw = *window_;
+        AtomicPair::Value s;
+        const uint32_t mode = mode_.load(std::memory_order_relaxed);
+        if (!read_for(ticket, s) || mode == kDisabled) {
+            ignored_.fetch_add(1, std::memory_order_relaxed);
+            return {};
+        }
+        // The clock only when something needs it: a count window without
+        // slow calls records without reading it.
+        int64_t now = -1;
+        if (bw.timed() || bw.window.kind() == WindowKind::kTime) {
+            now = now_ns(clock_);
+            if (ticket.start_ns >= 0 && bw.timed() &&
+                now - ticket.start_ns >= bw.settings.slow_call_ns) {
+                bits |= kOutcomeSlow;
+            }
+        }
+        switch (state_of(s.first)) {
+            case BreakerState::kClosed: {
+                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, now)) {
+                    break;  // stale: the window moved on
+                }
+                count_slow(bits);
+                if (mode == kMetricsOnly) {
+                    return {};
+                }
+                if (!bw.settings.exceeded(bw.window.judged_totals(now),
+                                          bw.settings.minimum_calls)) {
+                    return {};
+                }
+                return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
+            }
+            case BreakerState::kHalfOpen:
+                if (ticket.half_open) {
+                    count_slow(bits);
+                    return judge_probe(s, bits, now);
+                }
+                break;
+            default:
+                break;
+        }
+        ignored_.fetch_add(1, std::memory_order_relaxed);
+        return {};
+    }
+    void count_slow(uint8_t bits) noexcept {
+        if ((bits & kOutcomeSlow) != 0) {
+            window_->slow_calls.fetch_add(1, std::memory_order_relaxed);
+        }
+    }
+    int64_t read_if_unread(int64_t now) const noexcept { return now >= 0 ? now : now_ns(clock_); }
+
+    /// A probe's outcome: counted in its generation's round; the probe that
+    /// completes the round judges it.
+    Transition judge_probe(AtomicPair::Value s, uint8_t bits, int64_t now) noexcept {
+        BreakerWindow& bw = *window_;
+        const uint64_t epoch = s.second & kRoundEpochMask;
+        uint64_t r = bw.round.load(std::memory_order_acquire);
+        uint64_t next;
+        for (;;) {
+            uint64_t current_round = r;
+            const uint64_t theirs = r >> kRoundEpochShift;
+            if (theirs != epoch) {
+                if (((epoch - theirs) & kRoundEpochMask) >= (kRoundEpochMask + 1) / 2) {
+                    return {};  // a later round's: this probe is stale
+                }
+                current_round = epoch << kRoundEpochShift;  // an earlier round's: start afresh
+            }
+            if (round_field(current_round, 32) >= half_open_max_) {
+                return {};  // the round is complete (judged by its last probe)
+            }
+            next = current_round + (uint64_t{1} << 32) +
+                   ((bits & kOutcomeFailed) != 0 ? uint64_t{1} << 16 : 0) +
+                   ((bits & kOutcomeSlow) != 0 ? 1 : 0);
+            if (bw.round.compare_exchange_weak(r, next, std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+                break;
+            }
+        }
+        WindowTotals t;
+        t.calls = round_field(next, 32);
+        t.failures = round_field(next, 16);
+        t.slow = round_field(next, 0);
+        if (t.calls < half_open_max_) {
+            return {};
+        }
+        now = read_if_unread(now);
+        if (bw.settings.exceeded(t, half_open_max_)) {
+            return open_from(s, s.second, BreakerState::kHalfOpen, now);
+        }
+        return close_half_open(s, now);
+    }
+    static constexpr int kRoundEpochShift = 48;
+    static constexpr uint64_t kRoundEpochMask = 0xFFFF;
+    static uint32_t round_field(uint64_t r, int shift) noexcept {
+        return static_cast<uint32_t>((r >> shift) & 0xFFFF);
+    }
+
+    /// Opens a breaker in state `from` of generation `gen` (seen in `s`);
+    /// nothing if it has moved on.
+    Transition open_from(AtomicPair::Value s, uint64_t gen, BreakerState from,
+                         int64_t now) noexcept {
+        for (;;) {
+            if (s.second != gen || state_of(s.first) != from) {
+                return {};
+            }
+            prepare_open();
+            advance_to(opened_at_, now);  // the stamp first, as for a trip
+            if (state_.compare_exchange(s, make(BreakerState::kOpen, streak_of(s.first), 0,
+                                                gen + 1))) {
+                window_->openings.fetch_add(1, std::memory_order_relaxed);
+                return transitioned(from, BreakerState::kOpen, now);
+            }
+        }
+    }
+    Transition close_half_open(AtomicPair::Value s, int64_t now) noexcept {
+        const uint64_t gen = s.second;
+        for (;;) {
+            if (s.second != gen || state_of(s.first) != BreakerState::kHalfOpen) {
+                return {};
+            }
+            prepare_move(BreakerState::kClosed, gen + 1, now);
+            if (state_.compare_exchange(s, make(BreakerState::kClosed, 0, 0, gen + 1))) {
+                return transitioned(BreakerState::kHalfOpen, BreakerState::kClosed, now);
+            }
+        }
+    }
+    /// Window-mode bookkeeping before a move into `to` as generation
+    /// `next_gen`: closing empties the window (before any outcome of the new
+    /// generation can arrive) and restarts the backoff; half-opening stamps
+    /// the start of the max-wait; opening times the opening.
+    void prepare_move(BreakerState to, uint64_t next_gen, int64_t now) noexcept {
+        if (window_ == nullptr) {
+            return;
+        }
+        switch (to) {
+            case BreakerState::kClosed:
+                window_->window.reset(static_cast<uint32_t>(tag_of(next_gen)));
+                window_->openings.store(0, std::memory_order_relaxed);
+                break;
+            case BreakerState::kHalfOpen:
+                stamp_half_open(now);
+                break;
+            default:
+                prepare_open();
+                break;
+        }
+    }
+    /// With an open backoff: how long the opening about to happen lasts.
+    void prepare_open() noexcept {
+        const WindowSettings& w = window_->settings;
+        if (!w.open_backoff) {
+            return;
+        }
+        const double previous =
+            static_cast<double>(window_->open_for_ns.load(std::memory_order_relaxed)) / 1e9;
+        const double seconds =
+            backoff_delay(w.backoff_strategy, w.backoff_base, w.backoff_cap, w.backoff_multiplier,
+                          w.backoff_jitter, window_->openings.load(std::memory_order_relaxed),
+                          previous, thread_uniform());
+        const double ns = seconds * 1e9;
+        window_->open_for_ns.store(
+            ns >= static_cast<double>(kMaxTimeoutNs) ? kMaxTimeoutNs
+                                                      : (ns > 0 ? static_cast<int64_t>(ns) : 0),
+            std::memory_order_relaxed);
+    }
+    void stamp_half_open(int64_t now) noexcept {
+        if (window_ != nullptr) {
+            window_->half_open_since.store(now, std::memory_order_relaxed);
+        }
+    }
+    bool half_open_overdue() const noexcept {
+        const int64_t wait = window_->settings.max_wait_half_open_ns;
+        return wait > 0 &&
+               now_ns(clock_) - window_->half_open_since.load(std::memory_order_relaxed) >= wait;
+    }
+    /// How long an opening lasts: the reset timeout, or the open backoff's delay.
+    int64_t open_timeout_ns() const noexcept {
+        if (window_ != nullptr && window_->settings.open_backoff) {
+            return window_->open_for_ns.load(std::memory_order_relaxed);
+        }
+        return reset_timeout_ns_.load(std::memory_order_relaxed);
+    }
+
     // Four stripes (256 bytes) allocated only for a breaker on which two
     // threads succeeded at once: the other breakers carry one pointer.
     // Four covers the cores that plausibly share one breaker's success path;
@@ -687,13 +998,18 @@ private:
     }
     /// A manual move to `to` in a new generation with every slot free:
     /// closing forgets the streak, anything else keeps it (+ `add`).
-    Transition move_to(BreakerState to, uint32_t add = 0) noexcept {
+    Transition move_to(BreakerState to, uint32_t add = 0, int mode = -1) noexcept {
         const int64_t now = now_ns(clock_);
         if (to == BreakerState::kOpen || to == BreakerState::kHeldOpen) {
             advance_to(opened_at_, now);
         }
+        if (mode >= 0) {
+            // Before the move, so the new generation's outcomes see it.
+            mode_.store(static_cast<uint32_t>(mode), std::memory_order_relaxed);
+        }
         AtomicPair::Value s = snapshot();
         for (;;) {
+            prepare_move(to, s.second + 1, now);
             uint32_t f = 0;
             if (to != BreakerState::kClosed) {
                 f = std::min<uint32_t>(streak_of(s.first) + add, kMaxStreak);
@@ -715,13 +1031,17 @@ private:
     std::atomic<uint32_t> threshold_;
     const uint32_t half_open_max_;
     std::atomic<uint64_t> failures_total_{0};
+    BreakerWindow* window_ = nullptr;  // window mode only (read by every outcome)
 
     // Second line: read by half-open calls, written by successes until the
     // first contention, then only read (see count_success()).
     const int64_t half_open_lease_ns_;
     std::atomic<uint32_t> success_threshold_{0};  // read by half-open successes only
+    std::atomic<uint32_t> mode_{kNormal};          // read by failures and window outcomes
     std::atomic<uint64_t> successes_{0};
     std::atomic<SuccessStripes*> stripes_{nullptr};
+    std::atomic<uint64_t> ignored_{0};
+    bool window_failed_ = false;
 
     // Cold: written on rejections, transitions, probes and cancellations.
     struct alignas(64) Cold {

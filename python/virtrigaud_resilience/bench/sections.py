@@ -61,10 +61,23 @@ def primitive_cases(suite: Suite) -> None:
     suite.add("circuit breaker", "virtrigaud CircuitBreaker.call(noop)", "breaker.call(noop)",
               breaker=breaker, noop=noop)
     _breaker_peers(suite)
+    _window_breakers(suite)
 
     backoff = vr.Backoff()
     suite.add("backoff", "virtrigaud Backoff.delay(3)", "backoff.delay(3)", backoff=backoff)
     _backoff_peers(suite)
+
+
+def _window_breakers(suite: Suite) -> None:
+    """Window-mode breakers (issue 22): a count and a time window, closed."""
+    for label, window in ((WINDOW_COUNT, vr.CountWindow(100)), (WINDOW_TIME, vr.TimeWindow(60))):
+        breaker = vr.CircuitBreaker("bench-window", "bench", "bench",
+                                    vr.BreakerConfig(window=window))
+        suite.add("circuit breaker", label, "breaker.call(noop)", breaker=breaker, noop=noop)
+
+
+WINDOW_COUNT = "virtrigaud CircuitBreaker(CountWindow(100)).call(noop)"
+WINDOW_TIME = "virtrigaud CircuitBreaker(TimeWindow(60)).call(noop)"
 
 
 def _limits_peers(suite: Suite) -> None:
@@ -137,6 +150,8 @@ TARGETS = [
     Target(">= 20x faster than pybreaker",
            ("circuit breaker", "virtrigaud CircuitBreaker.call(noop)"),
            ("circuit breaker", "pybreaker CircuitBreaker.call(noop)"), 1 / 20),
+    Target("CircuitBreaker(CountWindow(100)).call(noop) <= 2.5x a bare call of noop",
+           ("circuit breaker", WINDOW_COUNT), ("call", BARE), 2.5),
 ]
 
 
