@@ -118,6 +118,7 @@ OURS = {
     ("policy sync", "virtrigaud vr.retry(config, noop)"),
     ("policy async", "bare await"),
     ("policy async", "virtrigaud await Policy.execute_async"),
+    ("policy async", "virtrigaud await under a per-attempt deadline"),
     ("metrics", "virtrigaud Policy.execute(noop), metrics registered"),
     ("metrics", "Policy.execute(noop), metrics not registered"),
     ("drop-in pybreaker", "virtrigaud compat.pybreaker CircuitBreaker.call(noop)"),
@@ -205,7 +206,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert rows[("call", "bare call")]["vs_bare"] == 1.0
     # Every target is listed, measurable where its peers are installed.
     whats = [t["what"] for t in bench_json["targets"]]
-    expected_targets = 16 if GIL else 22  # 10 core, 3 + 3 of the drop-ins, 6 of threads
+    expected_targets = 18 if GIL else 24  # 12 core, 3 + 3 of the drop-ins, 6 of threads
     assert len(whats) == expected_targets and len(set(whats)) == expected_targets
     for target in bench_json["targets"]:
         assert (target["shown"] != "") is (target["ratio"] is not None), target["what"]

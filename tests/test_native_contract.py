@@ -401,11 +401,16 @@ def test_a_refusing_bucket_has_refused(path: str) -> None:
 def test_the_callables_handed_to_the_core_accept_its_call() -> None:
     from virtrigaud_resilience import breaker, events
 
+    retry = importlib.import_module("virtrigaud_resilience.retry")  # vr.retry is the function
+
     handed: list[tuple[Callable[..., Any], type]] = [
         (breaker._classifier(None), _native.Classifier),
         (breaker._reject, _native.RejectFactory),
         (breaker._on_transition, _native.TransitionDispatcher),
         (events._emit_rate_limited, _native.RateLimitedHook),
+        (retry._native_retrier, _native.RetryResolve),
+        (retry._retry_in_python, _native.RetryInPython),
+        (retry._after_first_attempt, _native.RetryAfterFirst),
     ]
     for fn, protocol in handed:
         check_accepts(fn, vars(protocol)["__call__"], method=False, owner=fn.__qualname__)

@@ -158,6 +158,19 @@ def test_vr_retry_and_retry_async_use_the_configs_budget() -> None:
     assert budget.refused == 2
 
 
+def test_vr_retrys_successes_count_in_the_configs_budget() -> None:
+    """A success without retries refunds the quota, also through vr.retry,
+    whose first attempt is otherwise native (and would count nothing)."""
+    budget = vr.RetryBudget.quota(capacity=100, retry_cost=5, refund=1)
+    config = vr.RetryConfig(max_attempts=3, budget=budget, **NO_DELAY)
+    assert vr.retry(config, Failing(successes_after=1)) == "ok"
+    assert budget._balance() == 100 - 5 + 5  # the retry's cost back
+    budget.try_withdraw()  # 95: room for a refund
+    for _ in range(3):
+        assert vr.retry(config, Failing(successes_after=0)) == "ok"
+    assert budget._balance() == 98
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_policy_with_a_retry_budget(mode: str) -> None:
     """The policy's first attempts count (ratio: each call deposits, also a

@@ -6,58 +6,6 @@
 namespace virtrigaud_bind {
 namespace {
 
-// ContextVar access for the slots a thread or task holds (below). The C API
-// where the build has it; the stable ABI (abi3 wheels) has no contextvars
-// functions, so those builds call the var's methods instead (a method lookup
-// more per access). g_context_var_type (contextvars.ContextVar) is in
-// binding.hpp: a PyBulkhead makes its var.
-PyObject* g_str_get = nullptr;
-PyObject* g_str_set = nullptr;
-
-#if defined(Py_LIMITED_API) || defined(VIRTRIGAUD_CONTEXTVAR_BY_METHOD)
-#define VIRTRIGAUD_CONTEXTVAR_METHODS 1
-#endif
-
-// The var's value in the current context as a new reference, nullptr when
-// it is unset or None. Returns false with an error set.
-bool context_var_get(PyObject* var, PyObject*& value) {
-#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
-    PyObject* args[2] = {var, Py_None};
-    value = PyObject_VectorcallMethod(g_str_get, args, 2, nullptr);
-    if (value == nullptr) {
-        return false;
-    }
-#else
-    if (PyContextVar_Get(var, nullptr, &value) != 0) {
-        return false;
-    }
-    if (value == nullptr) {
-        return true;
-    }
-#endif
-    if (value == Py_None) {
-        Py_DECREF(value);
-        value = nullptr;
-    }
-    return true;
-}
-
-// Sets the var to `value` (nullptr: None) in the current context. Returns
-// false with an error set.
-bool context_var_set(PyObject* var, PyObject* value) {
-    if (value == nullptr) {
-        value = Py_None;
-    }
-#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
-    PyObject* args[2] = {var, value};
-    PyObject* token = PyObject_VectorcallMethod(g_str_set, args, 2, nullptr);
-#else
-    PyObject* token = PyContextVar_Set(var, value);
-#endif
-    Py_XDECREF(token);
-    return token != nullptr;
-}
-
 // ----------------------------------------------------------- BulkheadSlot --
 //
 // One slot of a bulkhead, taken by enter(), try_enter(), enter_async() or

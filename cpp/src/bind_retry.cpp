@@ -448,12 +448,344 @@ PyType_Spec retry_call_spec = {
 #endif
     ,
     retry_call_type_slots};
+
+// ------------------------------------------------------------- RetryEntry --
+//
+// vr.retry(config, fn, *args, **kwargs), the guide's resilience.Retry: its
+// first attempt runs as Policy.execute's does, in this one native call, and
+// Python runs only when the call needs it. One call:
+//   1. The config's Retrier, from a small cache keyed by the config object
+//      (a hit compares pointers: no hash of the dataclass); on a miss
+//      resolve(config) gives it, or None for a config whose every call runs
+//      in Python, or raises the TypeError of a config that is no RetryConfig.
+//   2. Every attempt in Python -- python_path(config, fn, *args, **kwargs),
+//      the Python retry() -- when the config says so, when the call lacks
+//      its two arguments (Python's own TypeError), or when the context asks
+//      for more than a call: an enclosing deadline (checked before attempt
+//      0, which then runs inside it) or an enclosing retry loop's attempt
+//      number (current_attempt() must read 0 during this loop's attempt 0).
+//   3. Otherwise fn(*args, **kwargs) here. A result is returned, unless it
+//      is a coroutine: that is closed and refused at once (never retried,
+//      as in the Python loop) with the TypeError naming retry_async. An
+//      Exception continues in Python from attempt 1 with
+//      after_first(retrier, exc, fn, *args, **kwargs); a BaseException that
+//      is no Exception (KeyboardInterrupt, a cancellation) propagates at once.
+//
+// The cache holds strong references to at most kEntrySlots configs and their
+// Retrier (the oldest entry goes first): a program's few configs stay, a
+// config made per call is let go after kEntrySlots others. It is read and
+// changed under the entry's critical section (free-threaded builds; nothing
+// with the GIL).
+
+constexpr int kEntrySlots = 8;
+
+struct RetryEntryObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject* dict;
+    PyObject* weakrefs;
+    // Fixed at construction (null only after tp_clear).
+    PyObject* resolve;       // resolve(config) -> Retrier | None
+    PyObject* python_path;   // python_path(config, fn, *args, **kwargs)
+    PyObject* after_first;   // after_first(retrier, exc, fn, *args, **kwargs)
+    PyObject* attempt_var;   // ContextVar[int]: current_attempt()
+    PyObject* deadline_var;  // ContextVar[tuple | None]: the enclosing deadline
+    // config -> Retrier (Py_None: every call in Python); a null config is a free slot.
+    PyObject* configs[kEntrySlots];
+    PyObject* retriers[kEntrySlots];
+    int next_slot;  // the slot the next miss fills
+};
+
+RetryEntryObject* as_entry(PyObject* self) { return reinterpret_cast<RetryEntryObject*>(self); }
+
+PyObject* retry_entry_cleared_error() {
+    PyErr_SetString(PyExc_RuntimeError, "RetryEntry was cleared");
+    return nullptr;
+}
+
+// The cached Retrier of `config` as a new reference; nullptr on a miss.
+PyObject* entry_lookup(RetryEntryObject* e, PyObject* config) {
+    PyObject* found = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(reinterpret_cast<PyObject*>(e));
+    for (int i = 0; i < kEntrySlots; ++i) {
+        if (e->configs[i] == config) {
+            found = Py_NewRef(e->retriers[i]);
+            break;
+        }
+    }
+    Py_END_CRITICAL_SECTION();
+    return found;
+}
+
+// Caches config -> retrier in the next slot (unless another thread cached
+// the config meanwhile); what the slot held is dropped outside the section.
+void entry_remember(RetryEntryObject* e, PyObject* config, PyObject* retrier) {
+    PyObject* old_config = nullptr;
+    PyObject* old_retrier = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(reinterpret_cast<PyObject*>(e));
+    bool known = false;
+    for (int i = 0; i < kEntrySlots; ++i) {
+        known = known || e->configs[i] == config;
+    }
+    if (!known) {
+        const int slot = e->next_slot;
+        e->next_slot = (slot + 1) % kEntrySlots;
+        old_config = e->configs[slot];
+        old_retrier = e->retriers[slot];
+        e->configs[slot] = Py_NewRef(config);
+        e->retriers[slot] = Py_NewRef(retrier);
+    }
+    Py_END_CRITICAL_SECTION();
+    Py_XDECREF(old_config);
+    Py_XDECREF(old_retrier);
+}
+
+// The Retrier for `config` (new reference): cached, or resolved and cached.
+// nullptr with an error set (a bad config's TypeError).
+PyObject* entry_retrier(RetryEntryObject* e, PyObject* config) {
+    PyObject* retrier = entry_lookup(e, config);
+    if (retrier != nullptr) {
+        return retrier;
+    }
+    retrier = call_one(e->resolve, config);
+    if (retrier != nullptr) {
+        entry_remember(e, config, retrier);
+    }
+    return retrier;
+}
+
+// 1 when the context lets attempt 0 run here: no enclosing deadline, and
+// current_attempt() reads 0 already; 0 when it needs Python; -1 on error.
+int context_allows_native(RetryEntryObject* e) {
+    PyObject* value = nullptr;
+    if (!context_var_get(e->deadline_var, value)) {
+        return -1;
+    }
+    if (value != nullptr) {
+        Py_DECREF(value);
+        return 0;
+    }
+    if (!context_var_get(e->attempt_var, value)) {
+        return -1;
+    }
+    if (value == nullptr) {
+        return 1;
+    }
+    const int zero = PyLong_Check(value) && PyObject_Not(value) == 1;
+    Py_DECREF(value);
+    return zero;
+}
+
+// Attempt 0 raised (the error is set): an Exception continues in Python's
+// loop, after_first(retrier, exc, fn, *args, **kwargs); anything else
+// propagates as it is.
+PyObject* continue_after_first(RetryEntryObject* e, PyObject* retrier, PyObject* const* args,
+                               Py_ssize_t nargs, PyObject* kwnames) {
+    PyObject* exc = fetch_exception();
+    if (exc == nullptr) {
+        return nullptr;
+    }
+    if (!PyErr_GivenExceptionMatches(exc, PyExc_Exception)) {
+        restore_exception(exc);
+        return nullptr;
+    }
+    // [spare, retrier, exc, fn, *args, *kwargs values]: args[1:] behind two.
+    const Py_ssize_t forwarded = nargs - 1 + (kwnames != nullptr ? PyTuple_Size(kwnames) : 0);
+    std::unique_ptr<PyObject*[]> call(new (std::nothrow) PyObject*[forwarded + 3]);
+    if (call == nullptr) {
+        Py_DECREF(exc);
+        return PyErr_NoMemory();
+    }
+    call[0] = nullptr;
+    call[1] = retrier;
+    call[2] = exc;
+    std::copy(args + 1, args + 1 + forwarded, call.get() + 3);
+    PyObject* result =
+        PyObject_Vectorcall(e->after_first, call.get() + 1,
+                            static_cast<size_t>(nargs + 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                            kwnames);
+    Py_DECREF(exc);
+    return result;
+}
+
+PyObject* retry_entry_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
+                                 PyObject* kwnames) {
+    auto* e = as_entry(self);
+    if (e->python_path == nullptr) {
+        return retry_entry_cleared_error();
+    }
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2) {
+        return PyObject_Vectorcall(e->python_path, args, nargsf, kwnames);
+    }
+    PyObject* retrier = entry_retrier(e, args[0]);
+    if (retrier == nullptr) {
+        return nullptr;
+    }
+    const int native = retrier != Py_None ? context_allows_native(e) : 0;
+    if (native <= 0) {
+        Py_DECREF(retrier);
+        return native < 0 ? nullptr : PyObject_Vectorcall(e->python_path, args, nargsf, kwnames);
+    }
+    // The slot before args + 2 is the caller's (args[1]): not offered (forward_call).
+    PyObject* result = forward_call(args[1], args + 2, static_cast<size_t>(nargs - 2), kwnames);
+    if (result == nullptr) {
+        result = continue_after_first(e, retrier, args, nargs, kwnames);
+    } else if (is_coroutine(result)) {
+        // Raised at once, as the Python loop raises it: never retried.
+        result = refuse_coroutine(result, "retry()", "'await vr.retry_async(...)'");
+    }
+    Py_DECREF(retrier);
+    return result;
+}
+
+PyObject* retry_entry_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    PyObject *resolve, *python_path, *after_first, *attempt_var, *deadline_var;
+    if ((kwargs != nullptr && PyDict_Size(kwargs) != 0) ||
+        !PyArg_ParseTuple(args, "OOOOO:RetryEntry", &resolve, &python_path, &after_first,
+                          &attempt_var, &deadline_var)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "RetryEntry() takes positional arguments only");
+        }
+        return nullptr;
+    }
+    if (!PyCallable_Check(resolve) || !PyCallable_Check(python_path) ||
+        !PyCallable_Check(after_first)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "RetryEntry resolve, python_path and after_first must be callable");
+        return nullptr;
+    }
+    for (PyObject* var : {attempt_var, deadline_var}) {
+        if (!PyObject_TypeCheck(var, reinterpret_cast<PyTypeObject*>(g_context_var_type))) {
+            PyErr_SetString(PyExc_TypeError,
+                            "RetryEntry attempt_var and deadline_var must be ContextVars");
+            return nullptr;
+        }
+    }
+    auto* e = reinterpret_cast<RetryEntryObject*>(PyType_GenericAlloc(type, 0));
+    if (e == nullptr) {
+        return nullptr;
+    }
+    e->vectorcall = retry_entry_vectorcall;
+    e->resolve = Py_NewRef(resolve);
+    e->python_path = Py_NewRef(python_path);
+    e->after_first = Py_NewRef(after_first);
+    e->attempt_var = Py_NewRef(attempt_var);
+    e->deadline_var = Py_NewRef(deadline_var);
+    return reinterpret_cast<PyObject*>(e);
+}
+
+int retry_entry_traverse(PyObject* self, visitproc visit, void* arg) {
+    auto* e = as_entry(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(e->dict);
+    Py_VISIT(e->resolve);
+    Py_VISIT(e->python_path);
+    Py_VISIT(e->after_first);
+    Py_VISIT(e->attempt_var);
+    Py_VISIT(e->deadline_var);
+    for (int i = 0; i < kEntrySlots; ++i) {
+        Py_VISIT(e->configs[i]);
+        Py_VISIT(e->retriers[i]);
+    }
+    return 0;
+}
+
+int retry_entry_clear(PyObject* self) {
+    auto* e = as_entry(self);
+    Py_CLEAR(e->dict);
+    Py_CLEAR(e->python_path);  // first: a call after this raises at once
+    Py_CLEAR(e->resolve);
+    Py_CLEAR(e->after_first);
+    Py_CLEAR(e->attempt_var);
+    Py_CLEAR(e->deadline_var);
+    for (int i = 0; i < kEntrySlots; ++i) {
+        Py_CLEAR(e->configs[i]);
+        Py_CLEAR(e->retriers[i]);
+    }
+    return 0;
+}
+
+void retry_entry_dealloc(PyObject* self) {
+    PyObject_GC_UnTrack(self);
+    if (as_entry(self)->weakrefs != nullptr) {
+        PyObject_ClearWeakRefs(self);
+    }
+    retry_entry_clear(self);
+    PyTypeObject* type = Py_TYPE(self);
+    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+// How many configs the cache holds (for tests).
+PyObject* retry_entry_cached(PyObject* self, void*) {
+    auto* e = as_entry(self);
+    long n = 0;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    for (int i = 0; i < kEntrySlots; ++i) {
+        n += e->configs[i] != nullptr ? 1 : 0;
+    }
+    Py_END_CRITICAL_SECTION();
+    return PyLong_FromLong(n);
+}
+
+PyMethodDef retry_entry_methods[] = {
+    {"__reduce__", reduce_by_qualname, METH_NOARGS,
+     "__reduce__(self, /)\n--\n\nPickled by reference (its __qualname__)."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyGetSetDef retry_entry_getset[] = {
+    {"_cached", retry_entry_cached, nullptr,
+     "How many configs the cache holds now (at most _SLOTS).", nullptr},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, nullptr, nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyMemberDef retry_entry_members[] = {
+    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(RetryEntryObject, vectorcall), VR_READONLY,
+     nullptr},
+    {"__dictoffset__", VR_T_PYSSIZET, offsetof(RetryEntryObject, dict), VR_READONLY, nullptr},
+    {"__weaklistoffset__", VR_T_PYSSIZET, offsetof(RetryEntryObject, weakrefs), VR_READONLY,
+     nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
+PyType_Slot retry_entry_type_slots[] = {
+    {Py_tp_doc, const_cast<char*>(
+                    "RetryEntry(resolve, python_path, after_first, attempt_var, deadline_var)\n\n"
+                    "retry(config, fn, *args, **kwargs) with its first attempt in one native\n"
+                    "call: resolve(config) gives the config's Retrier (cached by identity) or\n"
+                    "None (every call in Python); python_path(config, fn, *args, **kwargs)\n"
+                    "runs a call that needs Python (an enclosing deadline, an outer loop's\n"
+                    "attempt number); after_first(retrier, exc, fn, *args, **kwargs)\n"
+                    "continues from attempt 1 after attempt 0 raised an Exception.")},
+    {Py_tp_new, reinterpret_cast<void*>(retry_entry_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(retry_entry_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(retry_entry_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(retry_entry_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
+    {Py_tp_repr, reinterpret_cast<void*>(retry_call_repr)},
+    {Py_tp_methods, retry_entry_methods},
+    {Py_tp_getset, retry_entry_getset},
+    {Py_tp_members, retry_entry_members},
+    {0, nullptr}};
+
+PyType_Spec retry_entry_spec = {
+    "virtrigaud_resilience._core.RetryEntry", sizeof(RetryEntryObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL
+#ifdef Py_TPFLAGS_METHOD_DESCRIPTOR
+        | Py_TPFLAGS_METHOD_DESCRIPTOR
+#endif
+    ,
+    retry_entry_type_slots};
 }  // namespace
 
 void bind_retry(nb::module_& m) {
     g_operator_not = nb::module_::import_("operator").attr("not_").inc_ref().ptr();
     g_statistics_str = PyUnicode_InternFromString("statistics");
     m.attr("RetryCall") = type_from_spec(m, &retry_call_spec);
+    m.attr("RetryEntry") = type_from_spec(m, &retry_entry_spec);
+    m.attr("RetryEntry").attr("_SLOTS") = kEntrySlots;
 }
 
 }  // namespace virtrigaud_bind

@@ -549,6 +549,62 @@ static bool claim(PyObject* self) {
            0;
 }
 
+// ------------------------------------------------------------- ContextVar --
+//
+// ContextVar access (a bulkhead's held slots, the retry entry's reads of the
+// enclosing deadline and attempt). The C API where the build has it; the
+// stable ABI (abi3 wheels) has no contextvars functions, so those builds call
+// the var's methods instead (a method lookup more per access).
+
+inline PyObject* g_str_get = nullptr;  // "get" and "set", interned at import
+inline PyObject* g_str_set = nullptr;  // (bind_bulkhead_slot)
+
+#if defined(Py_LIMITED_API) || defined(VIRTRIGAUD_CONTEXTVAR_BY_METHOD)
+#define VIRTRIGAUD_CONTEXTVAR_METHODS 1
+#endif
+
+// The var's value in the current context as a new reference, nullptr when
+// it is None or unset (a var made with a default may give that instead of
+// nullptr when unset: the C API does, the methods do not). Returns false
+// with an error set.
+static bool context_var_get(PyObject* var, PyObject*& value) {
+#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
+    PyObject* args[2] = {var, Py_None};
+    value = PyObject_VectorcallMethod(g_str_get, args, 2, nullptr);
+    if (value == nullptr) {
+        return false;
+    }
+#else
+    if (PyContextVar_Get(var, nullptr, &value) != 0) {
+        return false;
+    }
+    if (value == nullptr) {
+        return true;
+    }
+#endif
+    if (value == Py_None) {
+        Py_DECREF(value);
+        value = nullptr;
+    }
+    return true;
+}
+
+// Sets the var to `value` (nullptr: None) in the current context. Returns
+// false with an error set.
+static bool context_var_set(PyObject* var, PyObject* value) {
+    if (value == nullptr) {
+        value = Py_None;
+    }
+#ifdef VIRTRIGAUD_CONTEXTVAR_METHODS
+    PyObject* args[2] = {var, value};
+    PyObject* token = PyObject_VectorcallMethod(g_str_set, args, 2, nullptr);
+#else
+    PyObject* token = PyContextVar_Set(var, value);
+#endif
+    Py_XDECREF(token);
+    return token != nullptr;
+}
+
 // --------------------------------------------------------------- Bulkhead --
 
 inline PyObject* g_context_var_type = nullptr;  // contextvars.ContextVar, set at import
@@ -665,7 +721,7 @@ static bool is_subclass(nb::handle cls, nb::handle base) {
 
 // Each adds its type(s) to the module (bind_<file>.cpp); NB_MODULE calls them
 // in this order (a base before its subclass: OneShot before BulkheadSlot).
-void bind_retry(nb::module_& m);       // RetryCall
+void bind_retry(nb::module_& m);       // RetryCall, RetryEntry
 void bind_one_shot(nb::module_& m);    // OneShot
 void bind_bulkhead_slot(nb::module_& m);  // BulkheadSlot
 void bind_clock(nb::module_& m);       // ManualClock

@@ -170,6 +170,25 @@ class RetryCall:
     def _fn(self) -> Callable[..., Any]: ...
     def __getattr__(self, name: str) -> Any: ...
 
+class RetryEntry:
+    """
+    RetryEntry(resolve, python_path, after_first, attempt_var, deadline_var)
+
+    retry(config, fn, *args, **kwargs) with its first attempt in one native
+    call: resolve(config) gives the config's Retrier (cached by identity) or
+    None (every call in Python); python_path(config, fn, *args, **kwargs)
+    runs a call that needs Python (an enclosing deadline, an outer loop's
+    attempt number); after_first(retrier, exc, fn, *args, **kwargs)
+    continues from attempt 1 after attempt 0 raised an Exception.
+    """
+    _SLOTS: int
+    def __init__(self, resolve: Callable[[Any], Any], python_path: Callable[..., Any], after_first: Callable[..., Any], attempt_var: Any, deadline_var: Any, /) -> None: ...
+    def __call__(self, config: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    @property
+    def _cached(self) -> int: ...
+    def __getattr__(self, name: str) -> Any: ...
+
 class OneShot:
     """
     OneShot(): a flag that _claim() sets once, atomically (the base of objects

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -46,7 +48,7 @@ class LoopDeadlines:
     """The pending deadlines of one event loop, behind one ``TimerHandle``
     (two for a moment when a deadline earlier than the pending one comes)."""
 
-    __slots__ = ("_loop", "_heap", "_ended", "_timers", "_order", "__weakref__")
+    __slots__ = ("_loop", "_time", "_heap", "_ended", "_timers", "_order", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the loop holds our TimerHandles, and _BY_LOOP is keyed by
@@ -54,6 +56,7 @@ class LoopDeadlines:
         # holds its loop): a timer earlier than the pending one is added
         # beside it, never moved, and the times of those pending are kept.
         self._loop = weakref.ref(loop)
+        self._time = _clock_of(loop)
         #: [when, order, scope]; scope None once the deadline ended or fired
         self._heap: list[list[Any]] = []
         self._ended = 0  # entries in the heap whose scope is None
@@ -63,13 +66,13 @@ class LoopDeadlines:
     def add(self, delay: float, scope: Deadline) -> list[Any]:
         """Fires ``scope._fire()`` ``delay`` seconds of loop time from now,
         unless :meth:`end` is called with the entry returned first."""
-        loop = self._loop()
-        assert loop is not None  # called on the running loop
-        when = loop.time() + delay
+        when = self._time() + delay
         entry = [when, next(self._order), scope]
         heapq.heappush(self._heap, entry)
         timers = self._timers
         if not timers or when < timers[0]:
+            loop = self._loop()
+            assert loop is not None  # called on the running loop
             self._schedule(loop, when)
         return entry
 
@@ -125,6 +128,24 @@ class LoopDeadlines:
         self._ended = 0
         # A pending handle stays even with nothing live: the next deadline
         # (of the next attempt, usually) is covered by it.
+
+
+def _clock_of(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time`` without its frame: ``time.monotonic`` itself where the
+    loop's time() is asyncio's (which returns just that), else a function
+    that asks the loop (held weakly, as the deadlines hold it)."""
+    import asyncio  # loaded: a loop exists
+
+    if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    loop_ref = weakref.ref(loop)
+
+    def loop_time() -> float:
+        running = loop_ref()
+        assert running is not None  # called on the running loop
+        return running.time()
+
+    return loop_time
 
 
 #: Each running loop's deadlines (a loop's own lifetime: weakly keyed).

@@ -39,6 +39,7 @@ __all__ = [
     "TransitionHook", "RejectHook", "ErrorHook", "GeneratorHook", "DelegateHook",
     "HOOK_PROTOCOLS", "RefusalHook", "BulkheadQueue", "AdaptiveWindow", "PolicyResume",
     "Classifier", "RejectFactory", "TransitionDispatcher", "RateLimitedHook", "RetryResume",
+    "RetryResolve", "RetryInPython", "RetryAfterFirst",
 ]
 
 # -- codes ---------------------------------------------------------------------
@@ -227,3 +228,26 @@ class RetryResume(Protocol):
 
     def __call__(self, outcome: int, value: Any, args: tuple[Any, ...],
                  kwargs: dict[str, Any], started: float, /) -> Any: ...
+
+
+class RetryResolve(Protocol):
+    """A RetryEntry's ``resolve`` (retry.py): the Retrier for ``config`` (the
+    entry caches it), or None to run every call of ``config`` in Python;
+    raises the TypeError of a config that is no RetryConfig."""
+
+    def __call__(self, config: Any, /) -> Any: ...
+
+
+class RetryInPython(Protocol):
+    """A RetryEntry's ``python_path``: the whole call in Python (the call
+    lacks an argument, or its config or context needs Python)."""
+
+    def __call__(self, config: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class RetryAfterFirst(Protocol):
+    """A RetryEntry's ``after_first``: the retry loop from attempt 1, after
+    the native attempt 0 raised ``error`` (an Exception)."""
+
+    def __call__(self, retrier: Any, error: Exception, fn: Callable[..., Any], /, *args: Any,
+                 **kwargs: Any) -> Any: ...

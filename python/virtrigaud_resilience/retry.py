@@ -27,10 +27,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import update_wrapper
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar, Union
 
-from . import _validate, events
+from . import _core, _validate, events
 from ._tracking import Census, Counters, Labels
 from .backoff import STRATEGIES, Backoff
 from . import _testing_switch
@@ -40,6 +41,7 @@ from ._sent import mark_call_reached, never_sent
 from .errors import is_retryable, refused_retry
 from .retry_budget import RetryBudget
 from .timeouts import (
+    _DEADLINE,
     call_until,
     cancel_requests,
     deadline_exceeded,
@@ -522,6 +524,40 @@ def retry(config: RetryConfig | None, fn: Callable[P, T], /, *args: P.args,
     TypeError for an async ``fn`` (use :func:`retry_async`).
     """
     return _retrier_for(config).call(fn, *args, **kwargs)
+
+
+# retry() as defined above runs every attempt in Python. The retry() the
+# package exports is native (_core.RetryEntry, with the docstring, signature
+# and name of the one above): its first attempt is one native call, as
+# Policy.execute's is, and it hands a call to the functions below when the
+# call needs Python.
+
+#: Every attempt in Python: for a call whose config or context needs it.
+_retry_in_python = retry
+
+
+def _native_retrier(config: RetryConfig | None) -> Retrier | None:
+    """The Retrier whose calls may run their first attempt natively; None
+    would make every call of ``config`` run in Python. Raises TypeError for
+    a ``config`` that is neither None nor a RetryConfig. A config with a
+    retry budget runs in Python: every call's start and success count in
+    the budget (a ratio budget's deposits), which a native attempt skips."""
+    retrier = _retrier_for(config)
+    return None if retrier.config.budget is not None else retrier
+
+
+def _after_first_attempt(retrier: Retrier, error: Exception, fn: Callable[..., T], /,
+                         *args: Any, **kwargs: Any) -> T:
+    """The loop from attempt 1, after a native attempt 0 raised ``error``
+    (no deadline encloses such a call: the entry checked)."""
+    return retrier.run(lambda: fn(*args, **kwargs), None, 1, error)
+
+
+if not TYPE_CHECKING:  # to type checkers, retry is the function above
+    retry = update_wrapper(
+        _core.RetryEntry(_native_retrier, _retry_in_python, _after_first_attempt, _ATTEMPT,
+                         _DEADLINE),
+        _retry_in_python)
 
 
 async def retry_async(config: RetryConfig | None, fn: Callable[P, Awaitable[T]], /,

@@ -256,14 +256,18 @@ class TimeoutScope:
         self._stop(exc_type, exc)
 
     def _start(self) -> None:
+        # Runs on every attempt under a deadline: no call here that a
+        # direct one can replace (see _bind_task_lookup).
         if self._timeout is not None:
-            task = _current_task()
+            loop = _running_loop()
+            task = _task_of(loop)
             if task is None:
                 raise RuntimeError("TimeoutScope must be used inside an asyncio task")
             self._task = task
-            self._cancelling = _cancelling(task)
+            self._cancelling = (task.cancelling()  # type: ignore[attr-defined]  # 3.11+
+                                if _TASKS_COUNT_CANCELS else 0)
             self._token = _SCOPES.set((*_SCOPES.get(), self))
-            self._deadlines = deadlines = deadlines_of(task.get_loop())
+            self._deadlines = deadlines = deadlines_of(loop)
             self._deadline = deadlines.add(self._timeout, self)
 
     def _fire(self) -> None:
@@ -289,14 +293,42 @@ class TimeoutScope:
             raise asyncio.TimeoutError from exc
 
 
-def _current_task() -> asyncio.Task[Any] | None:
-    """``asyncio.current_task()``, bound on first use (asyncio is loaded by
-    then: this runs inside a task)."""
-    global _current_task
-    import asyncio
+#: Tasks count their cancellation requests (``Task.cancelling()``, 3.11+):
+#: asyncio.timeout calls it on every task, so may we.
+_TASKS_COUNT_CANCELS = sys.version_info >= (3, 11)
 
-    _current_task = asyncio.current_task
-    return _current_task()
+
+def _bind_task_lookup() -> None:
+    """Binds :func:`_running_loop` and :func:`_task_of` to asyncio's own
+    lookups (asyncio is loaded by then: they run inside a loop).
+    ``asyncio.current_task()`` is a Python function up to 3.11: it asks for
+    the running loop and reads the loop's task from a dict; the scope does
+    the same two steps without its frame (and needs the loop anyway)."""
+    global _running_loop, _task_of
+    import asyncio
+    from asyncio import tasks
+
+    by_loop = getattr(tasks, "_current_tasks", None)
+    python_lookup = getattr(tasks.current_task, "__code__", None) is not None
+    _task_of = by_loop.get if python_lookup and isinstance(by_loop, dict) else (
+        asyncio.current_task)  # native (3.12+): as fast as it gets
+    _running_loop = asyncio.get_running_loop
+
+
+def _first_running_loop() -> asyncio.AbstractEventLoop:
+    _bind_task_lookup()
+    return _running_loop()
+
+
+def _first_task_of(loop: asyncio.AbstractEventLoop) -> asyncio.Task[Any] | None:
+    _bind_task_lookup()
+    return _task_of(loop)
+
+
+#: ``asyncio.get_running_loop()`` (RuntimeError without one), and the
+#: current task of a running loop (None outside a task): bound on first use.
+_running_loop: Callable[[], asyncio.AbstractEventLoop] = _first_running_loop
+_task_of: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = _first_task_of
 
 
 def _cancelling(task: asyncio.Task[Any] | None) -> int:

@@ -18,7 +18,8 @@ from typing import Any
 
 import virtrigaud_resilience as vr
 
-from .suite import BARE, BARE_AWAIT, Case, Skipped, Suite, Target, _compile_loop, noop, noop_async
+from .suite import (BARE, BARE_AWAIT, Case, ExtraTarget, Skipped, Suite, Target, _compile_loop,
+                    noop, noop_async)
 from .threads import ONE, TWO
 
 __all__ = ["SECTIONS", "TARGETS", "build_suite", "composed", "primitive_cases", "section"]
@@ -176,6 +177,7 @@ def policy_cases(suite: Suite) -> list[Target]:
     suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
     suite.add_async("policy async", ours_async, "await policy.execute_async(noop_async)",
                     policy=composed(), noop_async=noop_async)
+    _deadline_case(suite)
     stacked = "tenacity + pybreaker + limits stacked"
     try:
         import pybreaker
@@ -228,7 +230,27 @@ def policy_cases(suite: Suite) -> list[Target]:
                ("policy async", ours_async), ("policy async", BARE_AWAIT), 4.0),
         Target("async composed policy >= 50x faster than tenacity async",
                ("policy async", ours_async), ("policy async", "tenacity async @retry"), 1 / 50),
+        Target("vr.retry(config, noop) <= 3x a bare call",
+               ("policy sync", "virtrigaud vr.retry(config, noop)"), ("call", BARE), 3.0),
+        ExtraTarget("a per-attempt deadline adds <= 2 us to an async attempt",
+                    ("policy async", DEADLINE_CASE), ("policy async", BARE_AWAIT), 2_000.0),
     ]
+
+
+#: An async attempt under a per-attempt deadline (every ResilientProvider
+#: call has one), as a policy's attempt runs it: the await inside call_until.
+DEADLINE_CASE = "virtrigaud await under a per-attempt deadline"
+
+
+def _deadline_case(suite: Suite) -> None:
+    from virtrigaud_resilience.clock import SYSTEM_CLOCK
+    from virtrigaud_resilience.timeouts import call_until, deadline_for
+
+    suite.add_async("policy async", DEADLINE_CASE,
+                    "await call_until(clock, deadline_for(clock, 30.0), 'attempt', "
+                    "noop_async, (), {})",
+                    call_until=call_until, deadline_for=deadline_for, clock=SYSTEM_CLOCK,
+                    noop_async=noop_async)
 
 
 SCRAPE_BREAKERS = 10_000

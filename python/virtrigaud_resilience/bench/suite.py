@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BARE", "BARE_AWAIT", "PIP_NAMES", "Case", "Skipped", "Suite", "Target", "measure",
-           "noop", "noop_async"]
+__all__ = ["BARE", "BARE_AWAIT", "PIP_NAMES", "Case", "ExtraTarget", "Skipped", "Suite", "Target",
+           "measure", "noop", "noop_async"]
 
 BARE = "bare call"
 BARE_AWAIT = "bare await"
@@ -188,3 +188,18 @@ class Target:
     def figures(self, suite: Suite) -> dict[str, float]:
         """The measured figures behind the ratio, for ``--json`` (none, unless a subclass says)."""
         return {}
+
+
+class ExtraTarget(Target):
+    """A bound on what a case costs more than another, in ns per call (its
+    ``bound``), not on their ratio: for a cost added to calls whatever
+    their own cost (a deadline per attempt)."""
+
+    def ratio(self, suite: Suite) -> float | None:
+        try:
+            return suite.get(*self.case).best_ns - suite.get(*self.against).best_ns
+        except StopIteration:
+            return None
+
+    def shown(self, ratio: float) -> str:
+        return f"{ratio:+,.0f} ns"
