@@ -7,22 +7,6 @@
 namespace virtrigaud_bind {
 namespace {
 
-// Raises the open breaker's error. Always returns nullptr.
-PyObject* raise_rejected(PyObject* self) {
-    PyObject* reject = g_reject.get();
-    if (reject == nullptr) {
-        PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
-        return nullptr;
-    }
-    PyObject* exc = call_one(reject, self);
-    Py_DECREF(reject);
-    if (exc != nullptr) {
-        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
-        Py_DECREF(exc);
-    }
-    return nullptr;
-}
-
 // The call raised: classify, record, and raise the same exception again (or
 // a hook's KeyboardInterrupt / SystemExit, chained to it).
 PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket) {
