@@ -58,6 +58,7 @@ struct AsyncCallObject {
     Py_ssize_t nargs;   // fn's positional arguments: call[1 .. nargs]
     uint8_t kind;
     uint8_t state;
+    uint8_t finalized;  // tp_finalize ran (the collector will not run it again)
     std::atomic<uint8_t> running;  // inside a send, throw or close
     // fn, its positional arguments, its keyword values (ob_size of them;
     // cleared once the call no longer needs them).
@@ -77,12 +78,59 @@ AsyncCallObject* as_call(PyObject* self) { return reinterpret_cast<AsyncCallObje
 
 // -------------------------------------------------------------- creating --
 
+// An AsyncCall is allocated and freed once per await. With the full API on a
+// GIL build (the cp310/cp311 wheels), the last few freed ones with room for
+// fn and up to three arguments are kept for the next calls, as CPython keeps
+// freed tuples and floats: no allocator round trip on the hot path.
+#if !defined(Py_LIMITED_API) && !defined(Py_GIL_DISABLED)
+#define VIRTRIGAUD_ASYNC_CALL_REUSE 1
+constexpr Py_ssize_t kReusedItems = 4;
+constexpr int kKeptForReuse = 16;
+AsyncCallObject* g_kept[kKeptForReuse];
+int g_kept_count = 0;
+#endif
+
+// An untracked object for `items` items, with its references unset.
+AsyncCallObject* allocate(Py_ssize_t items) {
+    auto* type = reinterpret_cast<PyTypeObject*>(g_async_call_type);
+#ifdef VIRTRIGAUD_ASYNC_CALL_REUSE
+    if (items <= kReusedItems) {
+        if (g_kept_count > 0) {
+            AsyncCallObject* self = g_kept[--g_kept_count];
+            // A new reference to the type and to self, ob_size = items.
+            PyObject_InitVar(reinterpret_cast<PyVarObject*>(self), type, items);
+            return self;
+        }
+        AsyncCallObject* self = PyObject_GC_NewVar(AsyncCallObject, type, kReusedItems);
+        if (self != nullptr) {
+            Py_SET_SIZE(self, items);
+        }
+        return self;
+    }
+#endif
+    // Not PyType_GenericAlloc: every field is set by the caller, no need to zero them.
+    return PyObject_GC_NewVar(AsyncCallObject, type, items);
+}
+
+// Frees (or keeps for reuse) an untracked object whose references are cleared.
+void release(AsyncCallObject* self) {
+    PyTypeObject* type = Py_TYPE(reinterpret_cast<PyObject*>(self));
+#ifdef VIRTRIGAUD_ASYNC_CALL_REUSE
+    // One the collector finalized keeps the collector's "finalized" mark: freed.
+    if (Py_SIZE(self) <= kReusedItems && !self->finalized && g_kept_count < kKeptForReuse) {
+        g_kept[g_kept_count++] = self;
+        Py_DECREF(type);
+        return;
+    }
+#endif
+    PyObject_GC_Del(self);  // its tp_free (allocated by PyObject_GC_NewVar)
+    Py_DECREF(type);
+}
+
 PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* fn,
                          PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
     const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
-    // Not PyType_GenericAlloc: every field is set here, no need to zero them first.
-    AsyncCallObject* self = PyObject_GC_NewVar(
-        AsyncCallObject, reinterpret_cast<PyTypeObject*>(g_async_call_type), 1 + nargs + nkw);
+    AsyncCallObject* self = allocate(1 + nargs + nkw);
     if (self == nullptr) {
         return nullptr;
     }
@@ -94,6 +142,7 @@ PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* 
     self->nargs = nargs;
     self->kind = kind;
     self->state = kNew;
+    self->finalized = 0;
     new (&self->running) std::atomic<uint8_t>(0);
     self->call[0] = Py_NewRef(fn);
     for (Py_ssize_t i = 0; i < nargs + nkw; ++i) {
@@ -105,7 +154,7 @@ PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* 
 
 // Drops fn and its arguments (the call is over, or a continuation has them).
 void clear_call(AsyncCallObject* self) {
-    for (Py_ssize_t i = 0; i < Py_SIZE(self); ++i) {
+    for (Py_ssize_t i = 0; i < Py_SIZE(reinterpret_cast<PyObject*>(self)); ++i) {
         Py_CLEAR(self->call[i]);
     }
     Py_CLEAR(self->kwnames);
@@ -608,7 +657,10 @@ PyObject* async_call_close(PyObject* self, PyObject*) {
     Py_RETURN_NONE;
 }
 
-void async_call_finalize(PyObject* self) { close_abandoned(as_call(self), self); }
+void async_call_finalize(PyObject* self) {
+    as_call(self)->finalized = 1;
+    close_abandoned(as_call(self), self);
+}
 
 int async_call_traverse(PyObject* self, visitproc visit, void* arg) {
     AsyncCallObject* c = as_call(self);
@@ -639,9 +691,7 @@ void async_call_dealloc(PyObject* self) {
     // an error is reported with the owner, not self (whose repr would revive it).
     close_abandoned(c, c->owner);
     async_call_clear(self);
-    PyTypeObject* type = Py_TYPE(self);
-    PyObject_GC_Del(self);  // its tp_free (allocated by PyObject_GC_NewVar)
-    Py_DECREF(type);
+    release(c);
 }
 
 PyObject* async_call_repr(PyObject* self) {
