@@ -54,7 +54,7 @@ struct PyPolicy {
             if (!ticket.admitted) {
                 return kBreakerOpen;
             }
-            if (!notify(breaker_obj.ptr(), ticket.transition)) {
+            if (!notify_changed(ticket.transition)) {
                 release(ticket);
                 return kRaised;
             }
@@ -79,6 +79,13 @@ struct PyPolicy {
         return kCalled;
     }
 
+    // notify() for the breaker, called only for a change: the test inlines
+    // into the hot paths, which otherwise pay a call per admission and per
+    // record (notify() is not inlined).
+    bool notify_changed(const vr::Transition& t) {
+        return !t.changed || notify(breaker_obj.ptr(), t);
+    }
+
     void release(const vr::Ticket& ticket, bool counted = true) {
         if (breaker != nullptr) {
             breaker->core.release(ticket, counted);
@@ -89,7 +96,7 @@ struct PyPolicy {
     // false with an error set (a hook's BaseException).
     bool exit_success(const vr::Ticket& ticket) {
         HookError error;
-        if (breaker != nullptr && !notify(breaker_obj.ptr(), breaker->core.record_success(ticket))) {
+        if (breaker != nullptr && !notify_changed(breaker->core.record_success(ticket))) {
             error.take();
         }
         free_slot(error);
