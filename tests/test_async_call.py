@@ -477,3 +477,46 @@ def test_the_breakers_have_what_the_awaitable_calls() -> None:
 
     for cls in [vr.CircuitBreaker, *package_subclasses(vr.CircuitBreaker)]:
         check_conforms(cls, _native.AsyncAttemptRaised)
+
+
+# ------------------------------------------------------------- threads --
+
+
+@pytest.mark.threads
+def test_threads_awaiting_one_policy_count_every_call_once(clock: vr.ManualClock) -> None:
+    """Each thread runs its own event loop over one shared policy (free-threaded
+    builds: truly at once): every call is admitted, recorded and given back once."""
+    import threading
+
+    breaker = vr.CircuitBreaker("threads", clock=clock)
+    bulkhead = vr.Bulkhead(1_000)
+    policy = (vr.PolicyBuilder("threads").with_clock(clock).with_circuit_breaker(breaker)
+              .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=10**6, clock=clock))
+              .with_bulkhead(bulkhead).build())
+    threads_n, calls = 4, 2_000
+    start = threading.Barrier(threads_n)
+    results: list[int] = []
+
+    async def work(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async def run() -> int:
+        total = 0
+        for i in range(calls):
+            total += await policy.execute_async(work, i)
+            total += await breaker.call_async(work, i)
+        return total
+
+    def thread() -> None:
+        start.wait()
+        results.append(asyncio.run(run()))
+
+    workers = [threading.Thread(target=thread) for _ in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert results == [2 * sum(range(calls))] * threads_n
+    assert breaker.successes == 2 * threads_n * calls
+    assert (breaker.failures_total, bulkhead.in_flight) == (0, 0)
