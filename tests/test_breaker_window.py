@@ -269,6 +269,24 @@ def test_every_call_path_times_its_calls(path: str) -> None:
     assert breaker.state is BreakerState.OPEN
 
 
+def test_an_async_call_that_fails_slowly_is_slow_too() -> None:
+    """call_async's failures keep their admission time as its successes do
+    (a timed breaker's async calls take the Python path that holds it)."""
+    import asyncio
+
+    clock = vr.ManualClock()
+    breaker = window_breaker(clock, window=CountWindow(2), minimum_calls=1,
+                             slow_call_duration=1.0, failure_rate_threshold=1.0)
+
+    async def fails_slowly() -> None:
+        clock._advance_ns(NS)
+        raise vr.UnavailableError("down, slowly")
+
+    with pytest.raises(vr.UnavailableError):
+        asyncio.run(breaker.call_async(fails_slowly))
+    assert breaker.slow_calls == 1 and breaker.failures_total == 1
+
+
 def test_half_open_probes_are_judged_together_as_a_rate() -> None:
     clock = vr.ManualClock()
     breaker = window_breaker(clock, window=CountWindow(4), minimum_calls=2, reset_timeout=1,

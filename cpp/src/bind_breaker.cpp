@@ -7,22 +7,6 @@
 namespace virtrigaud_bind {
 namespace {
 
-// Raises the open breaker's error. Always returns nullptr.
-PyObject* raise_rejected(PyObject* self) {
-    PyObject* reject = g_reject.get();
-    if (reject == nullptr) {
-        PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
-        return nullptr;
-    }
-    PyObject* exc = call_one(reject, self);
-    Py_DECREF(reject);
-    if (exc != nullptr) {
-        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
-        Py_DECREF(exc);
-    }
-    return nullptr;
-}
-
 // The call raised: classify, record, and raise the same exception again (or
 // a hook's KeyboardInterrupt / SystemExit, chained to it).
 PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket) {
@@ -50,26 +34,6 @@ bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
         return false;
     }
     return true;
-}
-
-// self.<method>(fn, *args, **kwargs) for a hook that takes the call's own
-// arguments (args/nargsf/kwnames as the caller passed them to fn).
-PyObject* call_hook_with_args(PyObject* self, const char* method, PyObject* fn,
-                              PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
-    std::vector<PyObject*> all(static_cast<size_t>(nargs + nkw + 2));
-    all[0] = self;
-    all[1] = fn;
-    std::copy(args, args + nargs + nkw, all.begin() + 2);
-    PyObject* name = PyUnicode_FromString(method);
-    if (name == nullptr) {
-        return nullptr;
-    }
-    PyObject* r = PyObject_VectorcallMethod(name, all.data(), static_cast<size_t>(nargs + 2),
-                                            kwnames);
-    Py_DECREF(name);
-    return r;
 }
 
 // fn raised (set): self._on_error(ticket, exc) records it and returns the

@@ -4,142 +4,18 @@
 // Python method `_resume(stage, exc, fn, args, kwargs)`, which owns the retry
 // loop, waiting and error construction.
 
-#include "binding.hpp"
+#include "policy.hpp"
 
 namespace virtrigaud_bind {
 namespace {
 
-struct PyPolicy {
-    nb::object breaker_obj, bucket_obj, bulkhead_obj;
-    PyCircuitBreaker* breaker = nullptr;
-    PyTokenBucket* bucket = nullptr;
-    PyBulkhead* bulkhead = nullptr;
-    bool fast = true;
-    bool waits = false;  // a refused token is waited for in Python: not a refusal yet
-
-    PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_,
-             bool waits_)
-        : fast(fast_), waits(waits_) {
-        if (!breaker_.is_none()) {
-            breaker = nb::inst_ptr<PyCircuitBreaker>(checked<PyCircuitBreaker>(breaker_, "breaker"));
-            breaker_obj = nb::borrow(breaker_);
-        }
-        if (!bucket_.is_none()) {
-            bucket = nb::inst_ptr<PyTokenBucket>(checked<PyTokenBucket>(bucket_, "bucket"));
-            bucket_obj = nb::borrow(bucket_);
-        }
-        if (!bulkhead_.is_none()) {
-            bulkhead = nb::inst_ptr<PyBulkhead>(checked<PyBulkhead>(bulkhead_, "bulkhead"));
-            bulkhead_obj = nb::borrow(bulkhead_);
-        }
-    }
-
-    template <typename T>
-    static nb::handle checked(nb::handle h, const char* field) {
-        if (!nb::isinstance<T>(h) || !nb::inst_ready(h)) {
-            throw nb::type_error(
-                (std::string("Policy ") + field + " has the wrong type").c_str());
-        }
-        return h;
-    }
-
-    // Admits attempt 0 everywhere or undoes what it took; returns the Stage.
-    // The bulkhead is asked before the bucket (the layers' effect is the
-    // same: all must admit) so that a refused slot never costs a token: a
-    // slot is cheap to give back, a token is not.
-    int enter(vr::Ticket& ticket) {
-        if (breaker != nullptr) {
-            ticket = breaker->core.acquire();
-            if (!ticket.admitted) {
-                return kBreakerOpen;
-            }
-            if (!notify(breaker_obj.ptr(), ticket.transition)) {
-                release(ticket);
-                return kRaised;
-            }
-        }
-        if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
-            release(ticket);
-            return kBulkheadFull;
-        }
-        if (bucket != nullptr && !bucket->core.try_acquire(1, !waits)) {
-            HookError error;
-            if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
-                error.take();
-            }
-            // A waiting policy continues in Python with the same call: no
-            // cancellation, nothing to count (as for the token refusal).
-            release(ticket, !waits);
-            if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
-                error.take();
-            }
-            return error.raise() ? kRaised : kRateLimited;
-        }
-        return kCalled;
-    }
-
-    void release(const vr::Ticket& ticket, bool counted = true) {
-        if (breaker != nullptr) {
-            breaker->core.release(ticket, counted);
-        }
-    }
-
-    // The attempt ran and returned: record a success, free the slot. Returns
-    // false with an error set (a hook's BaseException).
-    bool exit_success(const vr::Ticket& ticket) {
-        HookError error;
-        if (breaker != nullptr && !notify(breaker_obj.ptr(), breaker->core.record_success(ticket))) {
-            error.take();
-        }
-        free_slot(error);
-        return !error.raise();
-    }
-
-    // The attempt raised exc: record it as classified, free the slot. No
-    // Python error may be set when this runs (it calls hooks); a hook's
-    // BaseException lands in `error`.
-    void exit_raised(const vr::Ticket& ticket, PyObject* exc, HookError& error) {
-        if (breaker != nullptr) {
-            record_exception(breaker_obj.ptr(), breaker, ticket, exc, error);
-        }
-        free_slot(error);
-    }
-
-    // The attempt did not run after all (it was async): no outcome.
-    bool exit_unrun(const vr::Ticket& ticket) {
-        HookError error;
-        release(ticket);
-        free_slot(error);
-        return !error.raise();
-    }
-
-    void free_slot(HookError& error) {
-        if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
-            error.take();
-        }
-    }
-};
-
 // Calls self._resume(stage, exc, fn, args, kwargs) with the forwarded arguments.
 PyObject* resume(PyObject* self, int stage, PyObject* exc, PyObject* const* args,
                  Py_ssize_t nargs, PyObject* kwnames) {
-    PyObject* tuple = PyTuple_New(nargs - 1);
-    PyObject* kwargs = PyDict_New();
-    if (tuple == nullptr || kwargs == nullptr) {
-        Py_XDECREF(tuple);
-        Py_XDECREF(kwargs);
+    PyObject* tuple;
+    PyObject* kwargs;
+    if (!pack_arguments(args + 1, nargs - 1, kwnames, tuple, kwargs)) {
         return nullptr;
-    }
-    for (Py_ssize_t i = 1; i < nargs; ++i) {
-        PyTuple_SetItem(tuple, i - 1, Py_NewRef(args[i]));
-    }
-    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
-    for (Py_ssize_t i = 0; i < nkw; ++i) {
-        if (PyDict_SetItem(kwargs, PyTuple_GetItem(kwnames, i), args[nargs + i]) != 0) {
-            Py_DECREF(tuple);
-            Py_DECREF(kwargs);
-            return nullptr;
-        }
     }
     PyObject* r = PyObject_CallMethod(self, "_resume", "iOOOO", stage, exc ? exc : Py_None,
                                       args[0], tuple, kwargs);
@@ -267,6 +143,21 @@ PyMethodDef policy_execute_def = {
     "first attempt's admit -> call -> record runs natively; rejections,\n"
     "retries and timeouts continue in Policy._resume."};
 
+PyMethodDef policy_execute_async_def = {
+    "execute_async",
+    reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_execute_async)),
+    METH_FASTCALL | METH_KEYWORDS,
+    "execute_async(self, fn, /, *args, **kwargs)\n--\n\n"
+    "Awaits fn(*args, **kwargs) under the policy and returns its result (await\n"
+    "the awaitable returned, an AsyncCall). An attempt cut off by a deadline\n"
+    "(the policy's, or one around this call: asyncio.timeout, anyio's\n"
+    "fail_after) counts as a Timeout: a breaker failure. Cancelling the\n"
+    "awaiting task from outside records nothing and gives back the breaker\n"
+    "slot, the bulkhead slot and any tokens reserved while waiting; a\n"
+    "cancelled task is never retried. The first attempt's admit -> await ->\n"
+    "record runs natively; rejections, retries and timeouts continue in\n"
+    "Policy._resume_async."};
+
 int policy_traverse(PyObject* self, visitproc visit, void* arg) {
 #if PY_VERSION_HEX >= 0x03090000
     Py_VISIT(Py_TYPE(self));
@@ -307,6 +198,7 @@ bool specialise_policy(nb::handle cls) {
     specialise_method(cls, &policy_execute_def);
     specialise_method(cls, &policy_enter_def);
     specialise_method(cls, &policy_exit_def);
+    specialise_method(cls, &policy_execute_async_def);
     return true;
 }
 
@@ -337,6 +229,7 @@ void bind_policy(nb::module_& m) {
     add_fastcall_method(policy, &policy_execute_def);
     add_fastcall_method(policy, &policy_enter_def);
     add_fastcall_method(policy, &policy_exit_def);
+    add_fastcall_method(policy, &policy_execute_async_def);
 }
 
 }  // namespace virtrigaud_bind

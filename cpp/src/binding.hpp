@@ -165,6 +165,28 @@ static PyObject* call_one(PyObject* fn, PyObject* arg) {
     return PyObject_Vectorcall(fn, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
 }
 
+// A vectorcall's arguments (args/nargs/kwnames as a callee gets them) as the
+// (tuple, dict) pair a Python continuation takes: new references in `args`
+// and `kwargs`, or false with an error set (and both null).
+static bool pack_arguments(PyObject* const* argv, Py_ssize_t nargs, PyObject* kwnames,
+                           PyObject*& args, PyObject*& kwargs) {
+    args = PyTuple_New(nargs);
+    kwargs = PyDict_New();
+    bool ok = args != nullptr && kwargs != nullptr;
+    for (Py_ssize_t i = 0; ok && i < nargs; ++i) {
+        PyTuple_SetItem(args, i, Py_NewRef(argv[i]));
+    }
+    const Py_ssize_t nkw = ok && kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    for (Py_ssize_t i = 0; ok && i < nkw; ++i) {
+        ok = PyDict_SetItem(kwargs, PyTuple_GetItem(kwnames, i), argv[nargs + i]) == 0;
+    }
+    if (!ok) {
+        Py_CLEAR(args);
+        Py_CLEAR(kwargs);
+    }
+    return ok;
+}
+
 // After a hook (Python code called from here) raised: an Exception is
 // reported as unraisable and swallowed, so a broken listener never breaks a
 // call; a BaseException that is not an Exception (KeyboardInterrupt,
@@ -482,6 +504,43 @@ static bool notify(PyObject* breaker, const vr::Transition& t) {
     return ok;
 }
 
+// self.<method>(fn, *args, **kwargs) for a hook that takes the call's own
+// arguments (args/nargsf/kwnames as the caller passed them to fn).
+static PyObject* call_hook_with_args(PyObject* self, const char* method, PyObject* fn,
+                                     PyObject* const* args, size_t nargsf,
+                                     PyObject* kwnames) {
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
+    std::vector<PyObject*> all(static_cast<size_t>(nargs + nkw + 2));
+    all[0] = self;
+    all[1] = fn;
+    std::copy(args, args + nargs + nkw, all.begin() + 2);
+    PyObject* name = PyUnicode_FromString(method);
+    if (name == nullptr) {
+        return nullptr;
+    }
+    PyObject* r = PyObject_VectorcallMethod(name, all.data(), static_cast<size_t>(nargs + 2),
+                                            kwnames);
+    Py_DECREF(name);
+    return r;
+}
+
+// Raises the open breaker's error. Always returns nullptr.
+static PyObject* raise_rejected(PyObject* self) {
+    PyObject* reject = g_reject.get();
+    if (reject == nullptr) {
+        PyErr_SetString(PyExc_RuntimeError, "circuit breaker is open");
+        return nullptr;
+    }
+    PyObject* exc = call_one(reject, self);
+    Py_DECREF(reject);
+    if (exc != nullptr) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+        Py_DECREF(exc);
+    }
+    return nullptr;
+}
+
 // Records `outcome` for `ticket` and tells Python about any transition.
 // Returns false iff a state listener let a BaseException through (left set).
 static bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
@@ -729,6 +788,7 @@ void bind_bucket(nb::module_& m);      // TokenBucket
 void bind_breaker(nb::module_& m);     // CircuitBreaker, BreakerCall
 void bind_bulkhead(nb::module_& m);    // Bulkhead
 void bind_policy(nb::module_& m);      // Policy
+void bind_awaitable(nb::module_& m);   // AsyncCall, CircuitBreaker.call_async
 void bind_backoff(nb::module_& m);     // Backoff
 void bind_histogram(nb::module_& m);   // LatencyHistogram
 void bind_adaptive(nb::module_& m);    // AdaptiveBulkhead

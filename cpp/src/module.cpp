@@ -86,6 +86,7 @@ NB_MODULE(_core, m) {
     bind_breaker(m);
     bind_bulkhead(m);
     bind_policy(m);
+    bind_awaitable(m);  // after the breaker and the policy: adds call_async to one
 
     m.def(
         "_held",

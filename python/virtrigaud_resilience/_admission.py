@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 from . import _core
 from ._native import HELD_BREAKER, HELD_BUCKET
 
-__all__ = ["Held", "enable", "held", "hold", "holding"]
+__all__ = ["Held", "awaited", "enable", "held", "hold", "holding"]
 
 T = TypeVar("T")
 
@@ -123,3 +123,16 @@ async def holding(breaker: object, limiter: object, fn: Callable[..., Awaitable[
     finally:
         if record is not None:
             record.end()
+
+
+async def awaited(awaitable: Awaitable[T]) -> T:
+    """``await awaitable``: what the native awaitable (``_core.AsyncCall``)
+    drives for an attempt whose result it cannot await itself (no
+    ``__await__`` slot: a generator-based coroutine, or nothing awaitable,
+    for which Python's own TypeError is raised)."""
+    return await awaitable
+
+
+# The native async attempts (Policy.execute_async, CircuitBreaker.call_async)
+# await holding() once an adapter exists, and awaited() for what they cannot.
+_core._install_async_helpers(holding, awaited)

@@ -3,6 +3,7 @@
 import enum
 
 
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
 from typing_extensions import Self
 _T = TypeVar("_T")
@@ -715,6 +716,38 @@ class Policy:
 
     def _exit(self, ticket: int, /) -> None:
         """The attempt succeeded: record it and free its slot."""
+
+    def execute_async(self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any, Any, _T]:
+        """
+        Awaits fn(*args, **kwargs) under the policy and returns its result (await
+        the awaitable returned, an AsyncCall). An attempt cut off by a deadline
+        (the policy's, or one around this call: asyncio.timeout, anyio's
+        fail_after) counts as a Timeout: a breaker failure. Cancelling the
+        awaiting task from outside records nothing and gives back the breaker
+        slot, the bulkhead slot and any tokens reserved while waiting; a
+        cancelled task is never retried. The first attempt's admit -> await ->
+        record runs natively; rejections, retries and timeouts continue in
+        Policy._resume_async.
+        """
+
+class AsyncCall(Coroutine[Any, Any, _T]):
+    """
+    The awaitable of Policy.execute_async() and CircuitBreaker.call_async():
+    a coroutine whose success path runs natively.
+    """
+    def send(self, value: Any, /) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None, /) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> Generator[Any, None, _T]: ...
+    def __next__(self) -> Any: ...
+
+_breaker_call_async: Any
+
+def _install_async_helpers(holding: object, awaited: object) -> None:
+    """
+    Installed once by the package: _admission.holding (an attempt an adapter
+    may ask about) and _admission.awaited (`await` of what has no __await__).
+    """
 
 def _held(breaker: object | None, bucket: object | None) -> int:
     """

@@ -19,7 +19,7 @@ back provides the methods with signatures that accept the core's call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Final, Protocol
 
 from . import _core
@@ -190,6 +190,26 @@ class PolicyResume(Protocol):
 
     def _resume(self, stage: int, exc: BaseException | None, fn: Callable[..., Any],
                 args: tuple[Any, ...], kwargs: dict[str, Any], /) -> Any: ...
+
+    def _resume_async(self, stage: int, exc: None, fn: Callable[..., Any],
+                      args: tuple[Any, ...], kwargs: dict[str, Any], /) -> Awaitable[Any]:
+        """execute_async()'s awaitable was not admitted (``stage``): the
+        coroutine it awaits instead."""
+
+    def _attempt_raised_async(self, ticket: int, exc: BaseException, fn: Callable[..., Any],
+                              args: tuple[Any, ...], kwargs: dict[str, Any],
+                              /) -> Awaitable[Any]:
+        """execute_async()'s native attempt raised ``exc``: record it, then
+        raise or return the coroutine it awaits next (the retries)."""
+
+
+class AsyncAttemptRaised(Protocol):
+    """A subclass of _core.CircuitBreaker: call_async()'s awaitable raised
+    ``exc``; record it and raise it (what returns is awaited instead)."""
+
+    def _attempt_raised_async(self, ticket: int, exc: BaseException, fn: Callable[..., Any],
+                              args: tuple[Any, ...], kwargs: dict[str, Any],
+                              /) -> Awaitable[Any]: ...
 
 
 # -- callables the core was handed and calls by position --------------------------

@@ -28,14 +28,14 @@ import enum
 import logging
 import threading
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from . import _core, _native, _validate, events
 from . import _admission, _deprecated
-from ._admission import Held, hold, holding
+from ._admission import Held, hold
 from ._decorate import route_calls
 from ._native import FAILURE as _FAILURE
 from ._native import RELEASE as _RELEASE
@@ -402,31 +402,42 @@ class CircuitBreaker(_core.CircuitBreaker):
             return BreakerMode.FORCED_OPEN
         return BreakerMode(self._mode)
 
-    async def call_async(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Awaits ``fn(*args, **kwargs)`` through the breaker.
+    if TYPE_CHECKING:
+        def call_async(self, fn: Callable[P, Awaitable[T]], /, *args: P.args,
+                       **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+            """Awaits ``fn(*args, **kwargs)`` through the breaker (native: an AsyncCall).
 
-        Raises CircuitOpenError without calling ``fn`` while open. A call cut
-        off by a deadline (a policy's timeout, ``asyncio.timeout`` at any
-        depth, ``asyncio.wait_for`` on Python 3.12+, anyio's ``fail_after``:
-        see :func:`~virtrigaud_resilience.timeouts.deadline_expired`) is
-        recorded as a Timeout: a failure. Cancelling the awaiting task from outside records nothing
-        and frees its half-open slot.
+            Raises CircuitOpenError without calling ``fn`` while open. A call cut
+            off by a deadline (a policy's timeout, ``asyncio.timeout`` at any
+            depth, ``asyncio.wait_for`` on Python 3.12+, anyio's ``fail_after``:
+            see :func:`~virtrigaud_resilience.timeouts.deadline_expired`) is
+            recorded as a Timeout: a failure. Cancelling the awaiting task from
+            outside records nothing and frees its half-open slot.
+            """
+    else:
+        # Native: admits, awaits and records a success without a Python frame;
+        # an attempt that raised continues in _attempt_raised_async.
+        call_async = _core._breaker_call_async
+
+    def _attempt_raised_async(self, ticket: int, exc: BaseException, fn: object,
+                              args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+        """Native hook: the call's awaitable raised ``exc``; record it and raise it.
+
+        A call cut off by a deadline (a policy's timeout, ``asyncio.timeout``
+        at any depth, ``asyncio.wait_for`` on Python 3.12+, anyio's
+        ``fail_after``: see :func:`~virtrigaud_resilience.timeouts.deadline_expired`)
+        is recorded as a Timeout: a failure. A cancellation from outside
+        records nothing and frees the half-open slot.
         """
-        ticket = self._admit()
-        if self._timing:
-            return await self._call_async_timed(ticket, fn, args, kwargs)
-        try:
-            if _admission.nesting:  # an adapter exists: it may ask what this call holds
-                result = await holding(self, None, fn, args, kwargs)
-            else:
-                result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            record_outcome(self._record_exception, ticket, exc, self.name)
-            raise
-        self._record(ticket, _SUCCESS)
-        return result
+        record_outcome(self._record_exception, ticket, exc, self.name)
+        raise exc
+
+    async def _timed_call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any,
+                                **kwargs: Any) -> T:
+        """call_async() of a breaker that times its calls (window mode with
+        slow calls): the native entry hands such calls here, where the
+        admission's clock time is kept for the outcome, a failure's too."""
+        return await self._call_async_timed(self._admit(), fn, args, kwargs)
 
     async def _call_async_timed(self, ticket: int, fn: Callable[..., Awaitable[T]],
                                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:

@@ -25,9 +25,10 @@ outside records nothing, stays a ``CancelledError`` even when it coincides
 with a deadline, and is never retried.
 
 Speed: the sync success path (admit -> call -> record) of a policy without
-a timeout runs in one native call; the async one costs one coroutine frame
-and two native calls. Everything else (rejections, retries, waits,
-timeouts) continues in Python.
+a timeout runs in one native call; the async one in a native awaitable
+(``_core.AsyncCall``) that drives the coroutine itself, with no Python
+frame. Everything else (rejections, retries, waits, timeouts) continues in
+Python.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from . import _admission, _core, _validate
 from ._admission import hold, holding
 from ._decorate import route_calls
 from ._native import (
-    ENTER_PYTHON_PATH,
     RELEASE,
     STAGE_BREAKER_OPEN,
     STAGE_BULKHEAD_FULL,
@@ -197,37 +197,9 @@ class Policy(_core.Policy):
 
     # execute(fn, /, *args, **kwargs) is native: see _core.pyi.
 
-    async def execute_async(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Awaits ``fn(*args, **kwargs)`` under the policy and returns its result.
-
-        An attempt cut off by a deadline (the policy's, or one around this
-        call: ``asyncio.timeout``, anyio's ``fail_after``, see
-        :func:`~virtrigaud_resilience.timeouts.deadline_expired`) counts as a
-        Timeout: a breaker failure. Cancelling the awaiting task from outside records nothing
-        and gives back the breaker slot, the bulkhead slot and any tokens
-        reserved while waiting; a cancelled task is never retried.
-        """
-        ticket = self._enter()  # native: admit everywhere, or say why not
-        if ticket >= 0:
-            try:
-                if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
-                    result = await holding(self._breaker, self._limiter, fn, args, kwargs)
-                else:
-                    result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                record_outcome(self._exit_exception, ticket, exc, self._name)
-                error = exc
-            else:
-                self._exit(ticket)
-                return result
-            if not isinstance(error, Exception):
-                raise error  # a cancellation: never retried
-            # Retry outside the except block, so later errors keep their own __context__.
-            return await self._resume_async(STAGE_CALLED, error, fn, args, kwargs)
-        stage = STAGE_PYTHON_PATH if ticket == ENTER_PYTHON_PATH else -ticket
-        return await self._resume_async(stage, None, fn, args, kwargs)
+    # execute_async(fn, /, *args, **kwargs) is native too: it returns an
+    # AsyncCall whose first attempt admits, awaits and records natively; what
+    # else happens continues in _resume_async and _attempt_raised_async.
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function; its name and signature are kept."""
@@ -260,6 +232,19 @@ class Policy(_core.Policy):
             return await call_until(self._clock, deadline, self._name,
                                     self._retrier.run_async, (attempt, deadline), {})
         return await self._retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
+
+    def _attempt_raised_async(self, ticket: int, exc: BaseException,
+                              fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                              kwargs: dict[str, Any]) -> Awaitable[T]:
+        """Native hook: the native async attempt 0 raised ``exc``. Records it
+        (a deadline's cancellation as a Timeout, one from outside as nothing)
+        and returns the retry loop's coroutine, which the call awaits next; a
+        BaseException that is no Exception (a cancellation) is raised again,
+        never retried."""
+        record_outcome(self._exit_exception, ticket, exc, self._name)
+        if not isinstance(exc, Exception):
+            raise exc
+        return self._resume_async(STAGE_CALLED, exc, fn, args, kwargs)
 
     def _first_error(self, stage: int, exc: BaseException | None) -> BaseException:
         if stage == STAGE_CALLED:
