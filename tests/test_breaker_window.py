@@ -269,10 +269,17 @@ def test_every_call_path_times_its_calls(path: str) -> None:
     assert breaker.state is BreakerState.OPEN
 
 
-def test_an_async_call_that_fails_slowly_is_slow_too() -> None:
+@pytest.mark.parametrize("nesting", [False, True])
+def test_an_async_call_that_fails_slowly_is_slow_too(nesting: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """call_async's failures keep their admission time as its successes do
-    (a timed breaker's async calls take the Python path that holds it)."""
+    (a timed breaker's async calls take the Python path that holds it), also
+    where an adapter may ask what the call holds (nesting)."""
     import asyncio
+
+    from virtrigaud_resilience import _admission
+
+    monkeypatch.setattr(_admission, "nesting", nesting)
 
     clock = vr.ManualClock()
     breaker = window_breaker(clock, window=CountWindow(2), minimum_calls=1,

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from . import _core, _native, _validate, events
 from . import _admission, _deprecated
-from ._admission import Held, hold
+from ._admission import Held, hold, holding
 from ._decorate import route_calls
 from ._native import FAILURE as _FAILURE
 from ._native import RELEASE as _RELEASE
