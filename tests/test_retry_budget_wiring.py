@@ -171,6 +171,36 @@ def test_vr_retrys_successes_count_in_the_configs_budget() -> None:
     assert budget._balance() == 98
 
 
+def test_a_budgeted_policys_success_runs_natively_and_counts() -> None:
+    """A budget keeps the policy's native first attempt: no Python frame but
+    fn's on success, and the call still counts (a quota's refund)."""
+    import sys
+
+    budget = vr.RetryBudget.quota(capacity=100, retry_cost=5, refund=1)
+    policy = (vr.PolicyBuilder("budgeted-fast").with_retry_budget(budget)
+              .with_retry(vr.RetryConfig(max_attempts=3, **NO_DELAY)).build())
+    budget.try_withdraw()  # 95: room for refunds
+
+    def ok() -> str:
+        return "ok"
+
+    frames: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            frames.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        result = policy.execute(ok)
+    finally:
+        sys.setprofile(None)
+    assert result == "ok" and frames == ["ok"]
+    assert budget._balance() == 96
+    assert asyncio.run(policy.execute_async(asyncio.sleep, 0, "ok")) == "ok"
+    assert budget._balance() == 97
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_policy_with_a_retry_budget(mode: str) -> None:
     """The policy's first attempts count (ratio: each call deposits, also a

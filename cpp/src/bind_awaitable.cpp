@@ -212,7 +212,9 @@ int admit(AsyncCallObject* self) {
 bool record_success(AsyncCallObject* self) {
     const vr::Ticket ticket = vr::Ticket::decode(self->ticket);
     if (self->kind == kOwnerPolicy) {
-        return static_cast<PyPolicy*>(self->native)->exit_success(ticket);
+        auto* p = static_cast<PyPolicy*>(self->native);
+        p->count_first_attempt_success();
+        return p->exit_success(ticket);
     }
     return record(self->owner, static_cast<PyCircuitBreaker*>(self->native), ticket, kSuccess);
 }

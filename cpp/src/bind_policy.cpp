@@ -61,6 +61,7 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
             return refuse_coroutine(result, "Policy.execute()",
                                     "'await policy.execute_async(fn, ...)'");
         }
+        p->count_first_attempt_success();
         if (!p->exit_success(ticket)) {
             Py_DECREF(result);
             return nullptr;
@@ -206,8 +207,9 @@ void bind_policy(nb::module_& m) {
     nb::class_<PyPolicy> policy(m, "Policy", "Composed policy (native part).",
                                 nb::type_slots(policy_slots));
     policy
-        .def(nb::init<nb::handle, nb::handle, nb::handle, bool, bool>(), "breaker"_a.none(),
-             "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a, "waits"_a)
+        .def(nb::init<nb::handle, nb::handle, nb::handle, bool, bool, nb::handle>(),
+             "breaker"_a.none(), "bucket"_a.none(), "bulkhead"_a.none(), "fast"_a, "waits"_a,
+             "budget"_a.none() = nb::none())
         .def(
             "_exit_exception",
             [](PyPolicy& p, int64_t ticket, nb::handle exc) {

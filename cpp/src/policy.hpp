@@ -7,19 +7,21 @@
 #pragma once
 
 #include "binding.hpp"
+#include "budget.hpp"
 
 namespace virtrigaud_bind {
 
 struct PyPolicy {
-    nb::object breaker_obj, bucket_obj, bulkhead_obj;
+    nb::object breaker_obj, bucket_obj, bulkhead_obj, budget_obj;
     PyCircuitBreaker* breaker = nullptr;
     PyTokenBucket* bucket = nullptr;
     PyBulkhead* bulkhead = nullptr;
+    vr::RetryBudget* budget = nullptr;  // the retry config's: a call counts in it
     bool fast = true;
     bool waits = false;  // a refused token is waited for in Python: not a refusal yet
 
     PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_,
-             bool waits_)
+             bool waits_, nb::handle budget_)
         : fast(fast_), waits(waits_) {
         if (!breaker_.is_none()) {
             breaker = nb::inst_ptr<PyCircuitBreaker>(checked<PyCircuitBreaker>(breaker_, "breaker"));
@@ -32,6 +34,10 @@ struct PyPolicy {
         if (!bulkhead_.is_none()) {
             bulkhead = nb::inst_ptr<PyBulkhead>(checked<PyBulkhead>(bulkhead_, "bulkhead"));
             bulkhead_obj = nb::borrow(bulkhead_);
+        }
+        if (!budget_.is_none()) {
+            budget = &nb::inst_ptr<PyRetryBudget>(checked<PyRetryBudget>(budget_, "budget"))->core;
+            budget_obj = nb::borrow(budget_);
         }
     }
 
@@ -89,6 +95,16 @@ struct PyPolicy {
     void release(const vr::Ticket& ticket, bool counted = true) {
         if (breaker != nullptr) {
             breaker->core.release(ticket, counted);
+        }
+    }
+
+    // Attempt 0 succeeded natively: the call counts in the retry budget as the
+    // Retrier counts one (started, then succeeded without a retry). A call
+    // whose attempt 0 did not succeed here is counted by the Retrier's loop.
+    void count_first_attempt_success() noexcept {
+        if (budget != nullptr) {
+            budget->call_started();
+            budget->call_succeeded(0);
         }
     }
 

@@ -691,7 +691,7 @@ class Bulkhead:
 class Policy:
     """Composed policy (native part)."""
 
-    def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool, waits: bool) -> None: ...
+    def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool, waits: bool, budget: object | None = None) -> None: ...
 
     def _exit_exception(self, ticket: int, exc: object) -> None:
         """The attempt raised exc: record it and free its slot."""

@@ -142,11 +142,12 @@ class Policy(_core.Policy):
         self._retrier = Retrier(retry or RetryConfig.none(), clock=clock, on_retry=on_retry,
                                 name=name)
         self._clock = sleeper_for(clock)
-        # A timeout needs Python around every call (the deadline), and so
-        # does a retry budget (each call's start and success count in it).
-        fast = (self._timeout is None and self._attempt_timeout is None
-                and self._retrier.config.budget is None)
-        super().__init__(breaker, limiter, bulkhead, fast, self._wait)
+        # A timeout needs Python around every call (the deadline). A retry
+        # budget does not: a native first attempt that succeeds counts the
+        # call in it, the Retrier's loop counts every other call.
+        fast = self._timeout is None and self._attempt_timeout is None
+        super().__init__(breaker, limiter, bulkhead, fast, self._wait,
+                         self._retrier.config.budget)
 
     # The composition is fixed at construction: the native layer holds the
     # same breaker, bucket and bulkhead, and must never disagree with these.
@@ -499,8 +500,9 @@ class PolicyBuilder:
         :meth:`with_retry`, before or after this call (a budget never adds
         retries: without one it only counts the calls). When the budget
         refuses, the attempt's own error is raised with
-        ``budget_exhausted=True``. The policy then runs each call's first
-        attempt in Python (the budget counts its start and success)."""
+        ``budget_exhausted=True``. A call's first attempt stays native: its
+        success counts in the budget there (a ratio's deposit, a token's
+        share, a quota's refund)."""
         self._budget = _validate.optional_instance("PolicyBuilder", "budget", budget,
                                                    RetryBudget)
         return self
