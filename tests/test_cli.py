@@ -116,6 +116,7 @@ OURS = {
     ("backoff", "pure-Python guide formula"),
     ("policy sync", "virtrigaud Policy.execute(noop)"),
     ("policy sync", "virtrigaud vr.retry(config, noop)"),
+    ("policy sync", "virtrigaud Policy.execute(noop), ratio retry budget"),
     ("policy async", "bare await"),
     ("policy async", "virtrigaud await Policy.execute_async"),
     ("policy async", "virtrigaud await under a per-attempt deadline"),
@@ -206,7 +207,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
     assert rows[("call", "bare call")]["vs_bare"] == 1.0
     # Every target is listed, measurable where its peers are installed.
     whats = [t["what"] for t in bench_json["targets"]]
-    expected_targets = 18 if GIL else 24  # 12 core, 3 + 3 of the drop-ins, 6 of threads
+    expected_targets = 19 if GIL else 25  # 13 core, 3 + 3 of the drop-ins, 6 of threads
     assert len(whats) == expected_targets and len(set(whats)) == expected_targets
     for target in bench_json["targets"]:
         assert (target["shown"] != "") is (target["ratio"] is not None), target["what"]

@@ -159,11 +159,16 @@ TARGETS = [
 # -------------------------------------------------------------- sections --
 
 
-def composed() -> vr.Policy:
-    """The guide's composed policy: retry + breaker + bucket."""
+def composed(budget: vr.RetryBudget | None = None) -> vr.Policy:
+    """The guide's composed policy: retry + breaker + bucket (and ``budget``)."""
     return (vr.PolicyBuilder("bench").with_retry(vr.RetryConfig.default())
             .with_circuit_breaker(vr.CircuitBreaker("bench-policy"))
-            .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)).build())
+            .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000))
+            .with_retry_budget(budget).build())
+
+
+#: The composed policy with a retry budget (ratio): every call deposits.
+BUDGETED_CASE = "virtrigaud Policy.execute(noop), ratio retry budget"
 
 
 @section("policy")
@@ -174,6 +179,9 @@ def policy_cases(suite: Suite) -> list[Target]:
     # vr.retry(config, fn), the guide's Retry(ctx, config, fn): one Retrier per config.
     suite.add("policy sync", "virtrigaud vr.retry(config, noop)", "retry(config, noop)",
               retry=vr.retry, config=vr.RetryConfig.default(), noop=noop)
+    # The same policy counting every call in a ratio retry budget (issue 23).
+    suite.add("policy sync", BUDGETED_CASE, "policy.execute(noop)",
+              policy=composed(vr.RetryBudget.ratio(0.2)), noop=noop)
     suite.add_async("policy async", BARE_AWAIT, "await noop_async()", noop_async=noop_async)
     suite.add_async("policy async", ours_async, "await policy.execute_async(noop_async)",
                     policy=composed(), noop_async=noop_async)
@@ -230,6 +238,8 @@ def policy_cases(suite: Suite) -> list[Target]:
                ("policy async", ours_async), ("policy async", BARE_AWAIT), 2.0),
         Target("async composed policy >= 50x faster than tenacity async",
                ("policy async", ours_async), ("policy async", "tenacity async @retry"), 1 / 50),
+        Target("a retry budget adds <= 10% to the sync composed policy",
+               ("policy sync", BUDGETED_CASE), ("policy sync", ours_sync), 1.10),
         Target("vr.retry(config, noop) <= 3x a bare call",
                ("policy sync", "virtrigaud vr.retry(config, noop)"), ("call", BARE), 3.0),
         ExtraTarget("a per-attempt deadline adds <= 2 us to an async attempt",
