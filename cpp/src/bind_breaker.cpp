@@ -387,7 +387,7 @@ void bind_breaker(nb::module_& m) {
                                          "Lock-free circuit breaker (native part).",
                                          nb::type_slots(breaker_slots));
     breaker
-        .def(nb::init<std::string, std::string, std::string, uint32_t, int64_t, uint32_t,
+        .def(nb::init<nb::str, nb::str, nb::str, uint32_t, int64_t, uint32_t,
                       const vr::ManualClock*, nb::object, int64_t>(),
              "name"_a, "provider_type"_a, "provider"_a, "failure_threshold"_a,
              "reset_timeout_ns"_a, "half_open_max_calls"_a, "clock"_a.none(), "classify"_a,
@@ -614,6 +614,7 @@ void bind_breaker(nb::module_& m) {
             },
             "(state, successes, failures_total, rejected, to_closed, to_half_open, to_open)\n"
             "in one call, for the metrics collector.");
+    bind_census<PyCircuitBreaker>(breaker);
     add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
         PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);

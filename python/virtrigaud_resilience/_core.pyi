@@ -309,6 +309,25 @@ class TokenBucket:
     def _counters(self) -> tuple[int, int, int]:
         """(admitted, rejected, reserved) in one call, for the metrics collector."""
 
+    def _census_link(self) -> bool:
+        """
+        Counts this object among the live ones of its kind (the metrics census).
+        """
+
+    def _census_unlink(self) -> bool:
+        """
+        Takes this object out of the live ones; False if it was not among them
+        (or is not initialised).
+        """
+
+    @staticmethod
+    def _census_live() -> list[TokenBucket]:
+        """The live objects of this kind (those linked), newest first."""
+
+    @staticmethod
+    def _census_size() -> int:
+        """How many objects of this kind are linked."""
+
     def try_acquire(self, n: int = 1) -> bool:
         """
         Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns
@@ -490,6 +509,25 @@ class CircuitBreaker:
         (state, successes, failures_total, rejected, to_closed, to_half_open, to_open)
         in one call, for the metrics collector.
         """
+
+    def _census_link(self) -> bool:
+        """
+        Counts this object among the live ones of its kind (the metrics census).
+        """
+
+    def _census_unlink(self) -> bool:
+        """
+        Takes this object out of the live ones; False if it was not among them
+        (or is not initialised).
+        """
+
+    @staticmethod
+    def _census_live() -> list[CircuitBreaker]:
+        """The live objects of this kind (those linked), newest first."""
+
+    @staticmethod
+    def _census_size() -> int:
+        """How many objects of this kind are linked."""
 
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """

@@ -28,6 +28,7 @@ import enum
 import logging
 import threading
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -93,10 +94,8 @@ def default_failure_predicate(exc: BaseException) -> bool:
     return True
 
 
-def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
-    """The native classify hook: exception -> 0 success, 1 failure, 2 release."""
-    if predicate is None:
-        predicate = default_failure_predicate
+def _make_classifier(predicate: Callable[[BaseException], bool]) -> Callable[[BaseException], int]:
+    """A new native classify hook: exception -> 0 success, 1 failure, 2 release."""
 
     def classify(exc: BaseException) -> int:
         # Not an Exception: a cancellation (asyncio.CancelledError,
@@ -106,6 +105,32 @@ def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[
         return _FAILURE if predicate(exc) else _SUCCESS
 
     return classify
+
+
+#: The hook of the default predicate, shared by every breaker that uses it.
+_DEFAULT_CLASSIFY = _make_classifier(default_failure_predicate)
+#: predicate -> its hook, so that breakers sharing a predicate share one
+#: hook (a closure is ~240 bytes, a fleet's breakers mostly share one);
+#: weak, so that a dropped predicate takes its hook with it.
+_CLASSIFIERS: weakref.WeakKeyDictionary[Any, Callable[[BaseException], int]] = (
+    weakref.WeakKeyDictionary())
+_CLASSIFIERS_LOCK = threading.Lock()
+
+
+def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
+    """The native classify hook for ``predicate`` (None: the default one):
+    exception -> 0 success, 1 failure, 2 release. The same hook for the same
+    predicate while it lives."""
+    if predicate is None or predicate is default_failure_predicate:
+        return _DEFAULT_CLASSIFY
+    try:
+        with _CLASSIFIERS_LOCK:
+            classify = _CLASSIFIERS.get(predicate)
+            if classify is None:
+                classify = _CLASSIFIERS[predicate] = _make_classifier(predicate)
+        return classify
+    except TypeError:  # not weakly referenceable or not hashable: a hook of its own
+        return _make_classifier(predicate)
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,10 @@ class BreakerConfig:
 
 StateListener = events.StateListener["CircuitBreaker", BreakerState]
 
+#: The config of a breaker given none: one frozen instance, shared (a
+#: BreakerConfig with its __dict__ is ~350 bytes).
+_DEFAULT_CONFIG = BreakerConfig()
+
 
 def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
     """A dropped breaker's labels and counters (those after the state in _counters())."""
@@ -176,7 +205,7 @@ def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
 
 
 #: Every live breaker, for the metrics collector (see _tracking.py).
-BREAKERS: Census[CircuitBreaker] = Census(_final_counters)
+BREAKERS: Census[CircuitBreaker] = Census(_final_counters, native=_core.CircuitBreaker)
 
 
 class CircuitBreaker(_core.CircuitBreaker):
@@ -215,7 +244,7 @@ class CircuitBreaker(_core.CircuitBreaker):
                              ("provider", provider)):
             _validate.string("CircuitBreaker", field, value)
         config = (_validate.optional_instance("CircuitBreaker", "config", config, BreakerConfig)
-                  or BreakerConfig())
+                  or _DEFAULT_CONFIG)
         clock = check_clock("CircuitBreaker", clock)
         lease = config.half_open_lease
         super().__init__(
@@ -226,7 +255,8 @@ class CircuitBreaker(_core.CircuitBreaker):
             0 if lease is None else max(1, round(lease * 1e9)),
         )
         self.config = config
-        self._listeners: list[StateListener] = []
+        # Made by the first add_listener(): most breakers never have one.
+        self._listeners: list[StateListener] | None = None
         BREAKERS.track(self)
 
     def __del__(self, _retire: Callable[[CircuitBreaker], None] = BREAKERS.retire) -> None:
@@ -294,10 +324,16 @@ class CircuitBreaker(_core.CircuitBreaker):
         :func:`events.on_state_change`; one that raises is logged and never
         breaks the call.
         """
-        self._listeners.append(events.check_listener(listener))
+        listener = events.check_listener(listener)
+        if self._listeners is None:
+            self._listeners = [listener]
+        else:
+            self._listeners.append(listener)
 
     def remove_listener(self, listener: StateListener) -> None:
         """Removes a listener added with :meth:`add_listener` (ValueError if absent)."""
+        if not self._listeners:
+            raise ValueError(f"{listener!r} is not a listener of circuit breaker {self.name!r}")
         self._listeners.remove(listener)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
