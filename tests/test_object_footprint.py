@@ -193,3 +193,10 @@ def test_a_refusing_bucket_calls_python_after_the_layout_change() -> None:
     assert bucket.try_acquire() == "refused 1"  # type: ignore[comparison-overlap]
     bucket._set_refusal_calls_python(False)
     assert bucket.try_acquire() is False
+
+
+def test_the_census_lists_live_objects_in_the_order_they_were_made() -> None:
+    # As the dict it replaced did: the exposition keeps its order.
+    made = [vr.CircuitBreaker(f"order-{i}") for i in range(5)]
+    mine = [obj for obj in breaker.BREAKERS.live() if any(obj is m for m in made)]
+    assert [obj.name for obj in mine] == [obj.name for obj in made]

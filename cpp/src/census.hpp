@@ -22,6 +22,7 @@
 
 #include <nanobind/nanobind.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <mutex>
 #include <vector>
@@ -78,17 +79,22 @@ public:
         return true;
     }
 
-    /// Strong references to the linked objects not being destroyed, newest
-    /// first. Allocates no Python object while the list is walked.
+    /// Strong references to the linked objects not being destroyed, in the
+    /// order they were linked (as the dict of the Python census lists them:
+    /// the exposition keeps its order). Allocates no Python object while the
+    /// list is walked.
     static std::vector<nanobind::object> live() {
         std::vector<nanobind::object> objects;
-        std::lock_guard<std::mutex> guard(mutex_);
-        objects.reserve(size_);
-        for (PyObject* o = head_; o != nullptr; o = links(o).next) {
-            if (Py_REFCNT(o) > 0) {
-                objects.push_back(nanobind::borrow(o));
+        {
+            std::lock_guard<std::mutex> guard(mutex_);
+            objects.reserve(size_);
+            for (PyObject* o = head_; o != nullptr; o = links(o).next) {
+                if (Py_REFCNT(o) > 0) {
+                    objects.push_back(nanobind::borrow(o));
+                }
             }
         }
+        std::reverse(objects.begin(), objects.end());  // linked at the head: newest first
         return objects;
     }
 
@@ -141,7 +147,7 @@ void bind_census(Class& cls) {
                 }
                 return nb::typed<nb::list, T>(std::move(result));
             },
-            "The live objects of this kind (those linked), newest first.")
+            "The live objects of this kind (those linked), in the order they were linked.")
         .def_static("_census_size", []() { return Census<T>::size(); },
                     "How many objects of this kind are linked.");
 }

@@ -1,6 +1,8 @@
 """Lock-free circuit breaker, GCRA token bucket and backoff (C++ core)."""
 
+from collections.abc import Sequence
 import enum
+from typing import Any
 
 
 from typing import Any, Callable, Generic, ParamSpec, TypeVar
@@ -322,7 +324,9 @@ class TokenBucket:
 
     @staticmethod
     def _census_live() -> list[TokenBucket]:
-        """The live objects of this kind (those linked), newest first."""
+        """
+        The live objects of this kind (those linked), in the order they were linked.
+        """
 
     @staticmethod
     def _census_size() -> int:
@@ -523,11 +527,21 @@ class CircuitBreaker:
 
     @staticmethod
     def _census_live() -> list[CircuitBreaker]:
-        """The live objects of this kind (those linked), newest first."""
+        """
+        The live objects of this kind (those linked), in the order they were linked.
+        """
 
     @staticmethod
     def _census_size() -> int:
         """How many objects of this kind are linked."""
+
+    @staticmethod
+    def _sum_by_labels(breakers: Sequence[CircuitBreaker]) -> dict[tuple[str, ...], list[int]]:
+        """
+        For the metrics collector: these breakers summed by (provider_type,
+        provider): [successes, failures_total, rejected, to_closed,
+        to_half_open, to_open, the highest state code].
+        """
 
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """
@@ -536,6 +550,17 @@ class CircuitBreaker:
         An exception from fn is recorded (failure, success or nothing, as the
         breaker's failure predicate says) and re-raised unchanged.
         """
+
+def _emit_samples(rows: dict[tuple[str, ...], Any], label_names: tuple[str, ...], columns: tuple[tuple[list[object], str, object, object, int, bool], ...], proto: tuple[object, ...], reported: dict[tuple[str, ...], list[Any]] | None) -> None:
+    """
+    For the metrics collector: for each (key, values) of rows and each column
+    (samples, name, extra label or None, its value, index, clamped), appends
+    to samples a sample like proto named name, labelled label_names = key (and
+    the extra label), valued values[index] (none where the row has no such
+    value). With reported (key -> the list of the values reported before, one
+    per column), a clamped column's value never goes below the one reported
+    before, and reported is updated.
+    """
 
 class Bulkhead:
     """Bounded concurrency counter (native part)."""
