@@ -10,6 +10,7 @@ crash; clamping; rows without a column's value).
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from types import FrameType
@@ -33,7 +34,8 @@ def collector() -> Iterator[Any]:
 
 
 def python_calls_during(work: Any) -> int:
-    """How many Python functions run while ``work()`` runs."""
+    """How many Python functions run while ``work()`` runs (with the garbage
+    collector off: finalizers of other tests' garbage are not the work's)."""
     calls = 0
 
     def count(frame: FrameType, event: str, arg: object) -> None:
@@ -41,11 +43,14 @@ def python_calls_during(work: Any) -> int:
         if event == "call":
             calls += 1
 
+    gc.collect()
+    gc.disable()
     sys.setprofile(count)
     try:
         work()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return calls
 
 
@@ -64,7 +69,7 @@ def test_a_scrape_runs_no_python_per_breaker_or_per_label_set(collector: Any) ->
     # The dropped breakers' label sets stay (their counters are kept), so the
     # second scrape covers over 1,000 more. Before: _counter() per sample, 7
     # per label set (over 7,000 more calls).
-    assert calls_with(1_000) - few < 50
+    assert calls_with(1_000) - few < 100
 
 
 def test_sums_by_labels_in_the_order_they_first_appear() -> None:

@@ -13,7 +13,8 @@
 // skipped retire, a bare _core object). live() hands out strong references,
 // skipping an object whose reference count already reached zero: one being
 // destroyed, whose destructor is about to unlink it (with the GIL, only
-// Python code run by its own deallocation can let a scrape in meanwhile).
+// Python code run by its own deallocation can let a scrape in meanwhile;
+// without it, try_new_reference() takes the reference atomically).
 //
 // Every operation holds the list's mutex and calls no Python code under it
 // (free-threaded builds have no GIL to order them; with the GIL it is never
@@ -27,7 +28,32 @@
 #include <mutex>
 #include <vector>
 
+#if defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030E00A5
+// nanobind's own try-incref for free-threaded 3.13 (src/nb_ft.cpp, linked
+// into this module: NB_STATIC), which its instances are made ready for.
+namespace nanobind::detail {
+bool nb_try_inc_ref(PyObject* obj) noexcept;
+}  // namespace nanobind::detail
+#endif
+
 namespace virtrigaud_bind {
+
+/// A new reference to `o` unless it is being destroyed (its reference count
+/// reached zero): then false. Without the GIL, a plain read then increment
+/// could revive an object another thread is freeing.
+inline bool try_new_reference(PyObject* o) noexcept {
+#if !defined(Py_GIL_DISABLED)
+    if (Py_REFCNT(o) > 0) {
+        Py_INCREF(o);
+        return true;
+    }
+    return false;
+#elif PY_VERSION_HEX >= 0x030E00A5
+    return PyUnstable_TryIncRef(o);
+#else
+    return nanobind::detail::nb_try_inc_ref(o);
+#endif
+}
 
 /// An object's neighbours in its kind's list; both null when it is unlinked
 /// or alone (then the head says which).
@@ -89,8 +115,8 @@ public:
             std::lock_guard<std::mutex> guard(mutex_);
             objects.reserve(size_);
             for (PyObject* o = head_; o != nullptr; o = links(o).next) {
-                if (Py_REFCNT(o) > 0) {
-                    objects.push_back(nanobind::borrow(o));
+                if (try_new_reference(o)) {
+                    objects.push_back(nanobind::steal(o));
                 }
             }
         }
