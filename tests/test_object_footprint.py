@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -61,30 +62,45 @@ def test_breakers_given_no_config_share_the_default_one() -> None:
     assert a.config == vr.BreakerConfig()
 
 
-def test_breakers_share_the_classifier_of_a_shared_predicate() -> None:
+def test_breakers_of_one_config_share_its_classifier() -> None:
     def predicate(exc: BaseException) -> bool:
         return isinstance(exc, OSError)
 
     default = breaker._classifier(None)
     assert breaker._classifier(breaker.default_failure_predicate) is default
-    assert breaker._classifier(predicate) is breaker._classifier(predicate)
-    assert breaker._classifier(predicate) is not default
-    # Two configs with the same predicate: one hook for both breakers.
-    a = vr.CircuitBreaker("a", config=vr.BreakerConfig(failure_predicate=predicate))
-    b = vr.CircuitBreaker("b", config=vr.BreakerConfig(3, failure_predicate=predicate))
-    hook = breaker._classifier(predicate)
-    assert hook in gc.get_referents(a) and hook in gc.get_referents(b)
     assert default in gc.get_referents(vr.CircuitBreaker("c"))
+    config = vr.BreakerConfig(failure_predicate=predicate)
+    a, b = vr.CircuitBreaker("a", config=config), vr.CircuitBreaker("b", config=config)
+    hook = breaker._classifier_of(config)
+    assert hook is not default
+    assert hook in gc.get_referents(a) and hook in gc.get_referents(b)
+    # An equal config (the same predicate) gets the same hook.
+    assert breaker._classifier_of(vr.BreakerConfig(failure_predicate=predicate)) is hook
 
 
-def test_a_predicate_that_cannot_be_weakly_referenced_gets_a_hook_of_its_own() -> None:
-    class Slotted:
-        __slots__ = ()
+def test_a_dropped_config_takes_its_classifier_and_predicate_with_it() -> None:
+    def make_predicate() -> Any:
+        return lambda exc: isinstance(exc, OSError)
+
+    predicate = make_predicate()
+    gone = weakref.ref(predicate)
+    cb = vr.CircuitBreaker("dropped", config=vr.BreakerConfig(failure_predicate=predicate))
+    del predicate, cb
+    gc.collect()
+    assert gone() is None
+
+
+def test_an_unhashable_predicate_gets_a_hook_of_its_own() -> None:
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
 
         def __call__(self, exc: BaseException) -> bool:
             return isinstance(exc, KeyError)
 
-    cb = vr.CircuitBreaker("slotted", config=vr.BreakerConfig(1, failure_predicate=Slotted()))
+    config = vr.BreakerConfig(1, failure_predicate=Unhashable())
+    with pytest.raises(TypeError):
+        hash(config)
+    cb = vr.CircuitBreaker("unhashable", config=config)
     with pytest.raises(ValueError):
         cb.call(int, "x")
     assert cb.state is vr.BreakerState.CLOSED  # a ValueError does not count

@@ -109,28 +109,37 @@ def _make_classifier(predicate: Callable[[BaseException], bool]) -> Callable[[Ba
 
 #: The hook of the default predicate, shared by every breaker that uses it.
 _DEFAULT_CLASSIFY = _make_classifier(default_failure_predicate)
-#: predicate -> its hook, so that breakers sharing a predicate share one
-#: hook (a closure is ~240 bytes, a fleet's breakers mostly share one);
-#: weak, so that a dropped predicate takes its hook with it.
-_CLASSIFIERS: weakref.WeakKeyDictionary[Any, Callable[[BaseException], int]] = (
+#: config -> the hook of its predicate, so that the breakers of one config
+#: (a registry's, a fleet's) share one hook: a closure is ~240 bytes. Weak
+#: keys: an entry goes with its config (the hook holds the predicate, never
+#: the config, so a cache keyed by the predicate would keep it forever).
+_CLASSIFIERS: weakref.WeakKeyDictionary[BreakerConfig, Callable[[BaseException], int]] = (
     weakref.WeakKeyDictionary())
 _CLASSIFIERS_LOCK = threading.Lock()
 
 
-def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
-    """The native classify hook for ``predicate`` (None: the default one):
-    exception -> 0 success, 1 failure, 2 release. The same hook for the same
-    predicate while it lives."""
+def _classifier_of(config: BreakerConfig) -> Callable[[BaseException], int]:
+    """The native classify hook of ``config``'s failure predicate (exception
+    -> 0 success, 1 failure, 2 release): the same hook for equal configs
+    while one of them lives."""
+    predicate = config.failure_predicate
     if predicate is None or predicate is default_failure_predicate:
         return _DEFAULT_CLASSIFY
     try:
         with _CLASSIFIERS_LOCK:
-            classify = _CLASSIFIERS.get(predicate)
+            classify = _CLASSIFIERS.get(config)
             if classify is None:
-                classify = _CLASSIFIERS[predicate] = _make_classifier(predicate)
+                classify = _CLASSIFIERS[config] = _make_classifier(predicate)
         return classify
-    except TypeError:  # not weakly referenceable or not hashable: a hook of its own
+    except TypeError:  # an unhashable predicate makes the config unhashable
         return _make_classifier(predicate)
+
+
+def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
+    """A native classify hook for ``predicate`` (None: the default one, shared)."""
+    if predicate is None or predicate is default_failure_predicate:
+        return _DEFAULT_CLASSIFY
+    return _make_classifier(predicate)
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,7 @@ class BreakerConfig:
 StateListener = events.StateListener["CircuitBreaker", BreakerState]
 
 #: The config of a breaker given none: one frozen instance, shared (a
-#: BreakerConfig with its __dict__ is ~350 bytes).
+#: BreakerConfig and its __dict__ are ~110 bytes).
 _DEFAULT_CONFIG = BreakerConfig()
 
 
@@ -251,7 +260,7 @@ class CircuitBreaker(_core.CircuitBreaker):
             name, provider_type, provider, config.failure_threshold,
             round(config.reset_timeout * 1e9), config.half_open_max_calls, clock,
             # A lease under half a nanosecond is still a lease (0 means none).
-            _classifier(config.failure_predicate),
+            _classifier_of(config),
             0 if lease is None else max(1, round(lease * 1e9)),
         )
         self.config = config
