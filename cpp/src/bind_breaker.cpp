@@ -376,7 +376,7 @@ vr::BreakerState state_from_code(int code) {
 using LabelKey = nb::typed<nb::tuple, nb::str, nb::ellipsis>;
 using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
 
-BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
+VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
     constexpr size_t kCounters = 6;
     struct Row {
         nb::object key;
