@@ -3,6 +3,7 @@
 // BreakerCall, a function bound to a breaker.
 
 #include "binding.hpp"
+#include "samples.hpp"
 
 namespace virtrigaud_bind {
 namespace {
@@ -374,6 +375,122 @@ vr::BreakerState state_from_code(int code) {
     return static_cast<vr::BreakerState>(code);
 }
 
+// For the metrics collector: the breakers of `breakers` (a list the caller
+// holds) summed by their labels (provider_type, provider), in the order the
+// labels first appear: [successes, failures_total, rejected, to_closed,
+// to_half_open, to_open, worst state] (the worst state: the highest code,
+// 0 closed, 1 half-open, 2 open).
+using LabelKey = nb::typed<nb::tuple, nb::str, nb::ellipsis>;
+
+// The operator's mode as BreakerMode's value (3: forced open).
+int mode_code(const vr::CircuitBreaker& c) {
+    return c.state() == vr::BreakerState::kHeldOpen ? 3 : static_cast<int>(c.mode());
+}
+using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
+
+VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
+    constexpr size_t kCounters = 8;
+    struct Row {
+        nb::object key;
+        uint64_t counters[kCounters];
+        int worst;
+        int mode;
+    };
+    std::vector<Row> rows;
+    nb::dict position;  // key -> index in rows
+    auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+    for (nb::handle h : breakers) {
+        if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
+            throw nb::type_error("_sum_by_labels() takes a list of initialised CircuitBreakers");
+        }
+        const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
+        nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider.ptr()));
+        if (!key.is_valid()) {
+            throw nb::python_error();
+        }
+        PyObject* at = PyDict_GetItemWithError(position.ptr(), key.ptr());  // borrowed
+        if (at == nullptr && PyErr_Occurred()) {
+            throw nb::python_error();
+        }
+        size_t i;
+        if (at == nullptr) {
+            i = rows.size();
+            nb::object index = nb::steal(PyLong_FromSize_t(i));
+            if (!index.is_valid() || PyDict_SetItem(position.ptr(), key.ptr(), index.ptr()) < 0) {
+                throw nb::python_error();
+            }
+            rows.push_back(Row{std::move(key), {}, 0, 0});
+        } else {
+            i = PyLong_AsSize_t(at);
+        }
+        Row& row = rows[i];
+        const vr::CircuitBreaker& c = b->core;
+        const uint64_t read[kCounters] = {c.successes(),
+                                          c.failures_total(),
+                                          c.rejected(),
+                                          c.transitions_to(vr::BreakerState::kClosed),
+                                          c.transitions_to(vr::BreakerState::kHalfOpen),
+                                          c.transitions_to(vr::BreakerState::kOpen),
+                                          c.slow_calls(),
+                                          c.ignored()};
+        for (size_t k = 0; k < kCounters; ++k) {
+            row.counters[k] += read[k];
+        }
+        row.worst = std::max(row.worst, state_code(c.state()));
+        row.mode = std::max(row.mode, mode_code(c));
+    }
+    nb::dict sums;
+    for (const Row& row : rows) {
+        nb::object values = nb::steal(PyList_New(kCounters + 2));
+        if (!values.is_valid()) {
+            throw nb::python_error();
+        }
+        for (size_t k = 0; k < kCounters; ++k) {
+            PyObject* value = PyLong_FromUnsignedLongLong(row.counters[k]);
+            if (value == nullptr) {
+                throw nb::python_error();
+            }
+            PyList_SetItem(values.ptr(), static_cast<Py_ssize_t>(k), value);
+        }
+        PyList_SetItem(values.ptr(), kCounters, PyLong_FromLong(row.worst));  // small: cached
+        PyList_SetItem(values.ptr(), kCounters + 1, PyLong_FromLong(row.mode));
+        if (PyDict_SetItem(sums.ptr(), row.key.ptr(), values.ptr()) < 0) {
+            throw nb::python_error();
+        }
+    }
+    return BreakerSums(std::move(sums));
+}
+
+using WindowReports = nb::typed<nb::dict, LabelKey, nb::typed<nb::tuple, float, float>>;
+
+// For the metrics collector: by (provider_type, provider), of the breakers
+// that judge a window only (most do not: the loop stays native), (highest
+// failure rate, highest slow-call rate), -1 below minimum_calls.
+VIRTRIGAUD_COLD WindowReports window_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
+    nb::dict reports;
+    auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+    for (nb::handle h : breakers) {
+        if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
+            throw nb::type_error("_window_by_labels() takes a list of initialised CircuitBreakers");
+        }
+        const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
+        const vr::CircuitBreaker& c = b->core;
+        if (!c.windowed()) {
+            continue;
+        }
+        nb::tuple key = nb::make_tuple(b->provider_type, b->provider);
+        double failure = c.failure_rate();
+        double slow = c.slow_call_rate();
+        if (reports.contains(key)) {
+            nb::tuple was = nb::borrow<nb::tuple>(reports[key]);
+            failure = std::max(nb::cast<double>(was[0]), failure);
+            slow = std::max(nb::cast<double>(was[1]), slow);
+        }
+        reports[key] = nb::make_tuple(failure, slow);
+    }
+    return WindowReports(std::move(reports));
+}
+
 }  // namespace
 
 bool specialise_breaker(nb::handle cls) {
@@ -417,8 +534,8 @@ void bind_breaker(nb::module_& m) {
                                          nb::type_slots(breaker_slots));
     breaker
         .def("__init__",
-             [](PyCircuitBreaker* self, std::string name, std::string provider_type,
-                std::string provider, uint32_t failure_threshold, int64_t reset_timeout_ns,
+             [](PyCircuitBreaker* self, nb::str name, nb::str provider_type,
+                nb::str provider, uint32_t failure_threshold, int64_t reset_timeout_ns,
                 uint32_t half_open_max_calls, const vr::ManualClock* clock, nb::object classify,
                 int64_t half_open_lease_ns, const vr::WindowSettings* window) {
                  new (self) PyCircuitBreaker(std::move(name), std::move(provider_type),
@@ -734,6 +851,25 @@ void bind_breaker(nb::module_& m) {
         "(mode, windowed, failure_rate, slow_call_rate, successes, failures_total, slow_calls,\n"
         "rejected, ignored) in one call, for the metrics collector (mode as BreakerMode:\n"
         "3 forced open).");
+    bind_census<PyCircuitBreaker>(breaker);
+    breaker.def_static("_sum_by_labels", &sum_by_labels, "breakers"_a,
+                       "For the metrics collector: these breakers summed by (provider_type,\n"
+                       "provider): [successes, failures_total, rejected, to_closed,\n"
+                       "to_half_open, to_open, slow_calls, ignored, the highest state code,\n"
+                       "the highest mode].");
+    breaker.def_static("_window_by_labels", &window_by_labels, "breakers"_a,
+                       "For the metrics collector: by (provider_type, provider), of the\n"
+                       "breakers judging a window only, (highest failure rate, highest\n"
+                       "slow-call rate), -1 below minimum_calls.");
+    m.def("_emit_samples", &samples::emit, "rows"_a, "label_names"_a, "columns"_a, "proto"_a,
+          "reported"_a.none(),
+          "For the metrics collector: for each (key, values) of rows and each column\n"
+          "(samples, name, extra label or None, its value, index, clamped), appends\n"
+          "to samples a sample like proto named name, labelled label_names = key (and\n"
+          "the extra label), valued values[index] (none where the row has no such\n"
+          "value). With reported (key -> the list of the values reported before, one\n"
+          "per column), a clamped column's value never goes below the one reported\n"
+          "before, and reported is updated.");
     add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
         PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);

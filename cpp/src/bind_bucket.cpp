@@ -35,7 +35,7 @@ PyObject* bucket_try_acquire(PyObject* self, PyObject* const* args, Py_ssize_t n
     if (b->core.try_acquire(n)) {
         Py_RETURN_TRUE;
     }
-    if (b->refusal_calls_python.load(std::memory_order_relaxed)) {
+    if (b->refusal_calls_python().load(std::memory_order_relaxed)) {
         return PyObject_CallMethod(self, "_refused", "L", static_cast<long long>(n));
     }
     if (!notify_rate_limited(self, n)) {
@@ -107,7 +107,7 @@ void bind_bucket(nb::module_& m) {
         .def(
             "_set_refusal_calls_python",
             [](PyTokenBucket& b, bool on) {
-                b.refusal_calls_python.store(on, std::memory_order_relaxed);
+                b.refusal_calls_python().store(on, std::memory_order_relaxed);
             },
             "on"_a,
             "While on, a refusal by try_acquire returns (or raises) what\n"
@@ -153,6 +153,7 @@ void bind_bucket(nb::module_& m) {
                 return std::make_tuple(b.core.admitted(), b.core.rejected(), b.core.reserved());
             },
             "(admitted, rejected, reserved) in one call, for the metrics collector.");
+    bind_census<PyTokenBucket>(bucket);
     add_fastcall_method(bucket, &bucket_try_acquire_def);
 
 }

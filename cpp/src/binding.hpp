@@ -52,6 +52,7 @@
 #include "virtrigaud/clock.hpp"
 #include "virtrigaud/token_bucket.hpp"
 
+#include "census.hpp"
 #include "contract.hpp"
 #include "held_attempts.hpp"
 
@@ -441,28 +442,40 @@ using namespace virtrigaud_contract;
 // ------------------------------------------------------------ TokenBucket --
 
 struct PyTokenBucket {
+    // core.owner_flag, "a refusal calls Python": set by an owner for whom a
+    // refusal is an error, not a "no" (a leased bucket denied by its
+    // fallback): try_acquire then returns what self._refused(n) returns, or
+    // raises what it raises. Read only after the core refused, so an
+    // admitted call never looks at it.
     vr::TokenBucket core;
-    // Set by an owner for whom a refusal is an error, not a "no" (a leased
-    // bucket denied by its fallback): try_acquire then returns what
-    // self._refused(n) returns, or raises what it raises. Read only after
-    // the core refused, so an admitted call never looks at it.
-    std::atomic<bool> refusal_calls_python{false};
+    CensusLinks census;  // its place among the live buckets (census.hpp)
+    std::atomic<bool>& refusal_calls_python() noexcept { return core.owner_flag; }
     PyTokenBucket(int64_t interval_ns, int64_t burst, const vr::ManualClock* clock)
         : core(interval_ns, burst, clock) {}
+    PyTokenBucket(const PyTokenBucket&) = delete;
+    PyTokenBucket& operator=(const PyTokenBucket&) = delete;
+    ~PyTokenBucket() { Census<PyTokenBucket>::unlink(this); }
 };
+// 64 bytes of state (the flag included) and the census links: 80 (a Python
+// object of 160 bytes with the subclass's slots).
+static_assert(sizeof(PyTokenBucket) <= 80, "PyTokenBucket grew");
 
 // --------------------------------------------------------- CircuitBreaker --
 
 struct PyCircuitBreaker {
     vr::CircuitBreaker core;
-    std::string name;
-    std::string provider_type;
-    std::string provider;
+    // The caller's str objects, held (not copied: three std::strings were
+    // 96 bytes, and each read made a new str). Labels shared by a fleet's
+    // breakers are then one object for all of them.
+    nb::str name;
+    nb::str provider_type;
+    nb::str provider;
     nb::object classify;  // classify(exc) -> 0 success, 1 failure, 2 release
+    CensusLinks census;   // its place among the live breakers (census.hpp)
     // Hooks; atomic for free-threaded builds (set rarely, read by every call).
     std::atomic<uint32_t> hooks{0};
 
-    PyCircuitBreaker(std::string name_, std::string provider_type_, std::string provider_,
+    PyCircuitBreaker(nb::str name_, nb::str provider_type_, nb::str provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
                      const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns,
                      const vr::WindowSettings* window = nullptr)
@@ -471,6 +484,9 @@ struct PyCircuitBreaker {
           provider_type(std::move(provider_type_)),
           provider(std::move(provider_)),
           classify(std::move(classify_)) {}
+    PyCircuitBreaker(const PyCircuitBreaker&) = delete;
+    PyCircuitBreaker& operator=(const PyCircuitBreaker&) = delete;
+    ~PyCircuitBreaker() { Census<PyCircuitBreaker>::unlink(this); }
 };
 
 static int state_code(vr::BreakerState s) {

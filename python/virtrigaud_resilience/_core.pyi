@@ -1,6 +1,8 @@
 """Lock-free circuit breaker, GCRA token bucket and backoff (C++ core)."""
 
+from collections.abc import Sequence
 import enum
+from typing import Any
 
 
 from collections.abc import Awaitable, Coroutine, Generator
@@ -329,6 +331,27 @@ class TokenBucket:
     def _counters(self) -> tuple[int, int, int]:
         """(admitted, rejected, reserved) in one call, for the metrics collector."""
 
+    def _census_link(self) -> bool:
+        """
+        Counts this object among the live ones of its kind (the metrics census).
+        """
+
+    def _census_unlink(self) -> bool:
+        """
+        Takes this object out of the live ones; False if it was not among them
+        (or is not initialised).
+        """
+
+    @staticmethod
+    def _census_live() -> list[TokenBucket]:
+        """
+        The live objects of this kind (those linked), in the order they were linked.
+        """
+
+    @staticmethod
+    def _census_size() -> int:
+        """How many objects of this kind are linked."""
+
     def try_acquire(self, n: int = 1) -> bool:
         """
         Takes n tokens (1 <= n <= burst) if the bucket holds them now and returns
@@ -598,6 +621,44 @@ class CircuitBreaker:
         3 forced open).
         """
 
+    def _census_link(self) -> bool:
+        """
+        Counts this object among the live ones of its kind (the metrics census).
+        """
+
+    def _census_unlink(self) -> bool:
+        """
+        Takes this object out of the live ones; False if it was not among them
+        (or is not initialised).
+        """
+
+    @staticmethod
+    def _census_live() -> list[CircuitBreaker]:
+        """
+        The live objects of this kind (those linked), in the order they were linked.
+        """
+
+    @staticmethod
+    def _census_size() -> int:
+        """How many objects of this kind are linked."""
+
+    @staticmethod
+    def _sum_by_labels(breakers: Sequence[CircuitBreaker]) -> dict[tuple[str, ...], list[int]]:
+        """
+        For the metrics collector: these breakers summed by (provider_type,
+        provider): [successes, failures_total, rejected, to_closed,
+        to_half_open, to_open, slow_calls, ignored, the highest state code,
+        the highest mode].
+        """
+
+    @staticmethod
+    def _window_by_labels(breakers: Sequence[CircuitBreaker]) -> dict[tuple[str, ...], tuple[float, float]]:
+        """
+        For the metrics collector: by (provider_type, provider), of the
+        breakers judging a window only, (highest failure rate, highest
+        slow-call rate), -1 below minimum_calls.
+        """
+
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """
         Calls fn(*args, **kwargs) through the breaker and returns its result.
@@ -605,6 +666,17 @@ class CircuitBreaker:
         An exception from fn is recorded (failure, success or nothing, as the
         breaker's failure predicate says) and re-raised unchanged.
         """
+
+def _emit_samples(rows: dict[tuple[str, ...], Any], label_names: tuple[str, ...], columns: tuple[tuple[list[object], str, object, object, int, bool], ...], proto: tuple[object, ...], reported: dict[tuple[str, ...], list[Any]] | None) -> None:
+    """
+    For the metrics collector: for each (key, values) of rows and each column
+    (samples, name, extra label or None, its value, index, clamped), appends
+    to samples a sample like proto named name, labelled label_names = key (and
+    the extra label), valued values[index] (none where the row has no such
+    value). With reported (key -> the list of the values reported before, one
+    per column), a clamped column's value never goes below the one reported
+    before, and reported is updated.
+    """
 
 class Bulkhead:
     """Bounded concurrency counter (native part)."""

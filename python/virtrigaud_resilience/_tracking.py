@@ -74,6 +74,11 @@ class Census(Generic[T]):
     Args:
         final: ``obj -> (labels, counters)``, read from an object as it is
             dropped; counters are summed per labels.
+        native: a ``_core`` type with a native census (``_census_link``,
+            ``_census_unlink``, ``_census_live``: cpp/src/census.hpp), or
+            None. Its instances are kept in its intrusive list (16 bytes an
+            object) instead of this census's dict of weak references (about
+            180); other objects of the kind use the dict.
     """
 
     # retire() runs from __del__, possibly at interpreter exit after this
@@ -82,8 +87,10 @@ class Census(Generic[T]):
     _fold_at = _FOLD_AT
     _add_counters = staticmethod(add_counters)
 
-    def __init__(self, final: Callable[[T], tuple[Labels, Counters]]) -> None:
+    def __init__(self, final: Callable[[T], tuple[Labels, Counters]],
+                 native: type | None = None) -> None:
         self._final = final
+        self._native: Any = native  # its _census_* methods are native
         # id -> weak reference: an entry is removed by retire(), so only
         # objects that finished __init__ (track()) are ever retired.
         self._live: dict[int, weakref.ref[T]] = {}
@@ -98,7 +105,10 @@ class Census(Generic[T]):
 
     def track(self, obj: T) -> None:
         """Counts ``obj`` as live (the last step of its constructor)."""
-        self._live[id(obj)] = weakref.ref(obj)
+        if self._native is not None and isinstance(obj, self._native):
+            obj._census_link()
+        else:
+            self._live[id(obj)] = weakref.ref(obj)
 
     def retire(self, obj: T) -> None:
         """Hands over ``obj``'s final counters (from its ``__del__``).
@@ -106,11 +116,10 @@ class Census(Generic[T]):
         A subclass that overrides ``__del__`` must call ``super().__del__()``.
         """
         with self._lock:
-            ref = self._live.pop(id(obj), None)
-            if ref is None:
-                return  # its constructor failed before track()
-            if ref() is not obj and ref() is not None:
-                self._live[id(obj)] = ref  # not ours: an entry of a live object
+            if self._native is not None and isinstance(obj, self._native):
+                if not obj._census_unlink():
+                    return  # its constructor failed before track()
+            elif not self._forget(obj):
                 return
             try:
                 final = self._final(obj)
@@ -121,6 +130,16 @@ class Census(Generic[T]):
             self._dropped.append(final)
             if len(self._dropped) >= self._fold_at and not self._folding:
                 self._fold()
+
+    def _forget(self, obj: T) -> bool:
+        """Takes ``obj`` out of the dict (under the lock); False if it was not there."""
+        ref = self._live.pop(id(obj), None)
+        if ref is None:
+            return False  # its constructor failed before track()
+        if ref() is not obj and ref() is not None:
+            self._live[id(obj)] = ref  # not ours: an entry of a live object
+            return False
+        return True
 
     def snapshot(self) -> tuple[list[T], dict[Labels, Counters]]:
         """The live objects and the dropped totals, read together.
@@ -137,7 +156,7 @@ class Census(Generic[T]):
 
     def live(self) -> list[T]:
         """Strong references to the live objects (held, they cannot be dropped meanwhile)."""
-        objects = []
+        objects: list[T] = [] if self._native is None else self._native._census_live()
         for ref in list(self._live.values()):
             obj = ref()
             if obj is not None:
@@ -155,7 +174,8 @@ class Census(Generic[T]):
                 self._folding = False
 
     def __len__(self) -> int:
-        return len(self._live)
+        linked: int = 0 if self._native is None else self._native._census_size()
+        return len(self._live) + linked
 
     def _fold(self) -> None:
         """Moves the queued final counters into the totals (under the lock)."""

@@ -28,6 +28,7 @@ import enum
 import logging
 import threading
 import warnings
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
@@ -122,10 +123,8 @@ def default_failure_predicate(exc: BaseException) -> bool:
     return True
 
 
-def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
-    """The native classify hook: exception -> 0 success, 1 failure, 2 release."""
-    if predicate is None:
-        predicate = default_failure_predicate
+def _make_classifier(predicate: Callable[[BaseException], bool]) -> Callable[[BaseException], int]:
+    """A new native classify hook: exception -> 0 success, 1 failure, 2 release."""
 
     def classify(exc: BaseException) -> int:
         # Not an Exception: a cancellation (asyncio.CancelledError,
@@ -135,6 +134,41 @@ def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[
         return _FAILURE if predicate(exc) else _SUCCESS
 
     return classify
+
+
+#: The hook of the default predicate, shared by every breaker that uses it.
+_DEFAULT_CLASSIFY = _make_classifier(default_failure_predicate)
+#: config -> the hook of its predicate, so that the breakers of one config
+#: (a registry's, a fleet's) share one hook: a closure is ~240 bytes. Weak
+#: keys: an entry goes with its config (the hook holds the predicate, never
+#: the config, so a cache keyed by the predicate would keep it forever).
+_CLASSIFIERS: weakref.WeakKeyDictionary[BreakerConfig, Callable[[BaseException], int]] = (
+    weakref.WeakKeyDictionary())
+_CLASSIFIERS_LOCK = threading.Lock()
+
+
+def _classifier_of(config: BreakerConfig) -> Callable[[BaseException], int]:
+    """The native classify hook of ``config``'s failure predicate (exception
+    -> 0 success, 1 failure, 2 release): the same hook for equal configs
+    while one of them lives."""
+    predicate = config.failure_predicate
+    if predicate is None or predicate is default_failure_predicate:
+        return _DEFAULT_CLASSIFY
+    try:
+        with _CLASSIFIERS_LOCK:
+            classify = _CLASSIFIERS.get(config)
+            if classify is None:
+                classify = _CLASSIFIERS[config] = _make_classifier(predicate)
+        return classify
+    except TypeError:  # an unhashable predicate makes the config unhashable
+        return _make_classifier(predicate)
+
+
+def _classifier(predicate: Callable[[BaseException], bool] | None) -> Callable[[BaseException], int]:
+    """A native classify hook for ``predicate`` (None: the default one, shared)."""
+    if predicate is None or predicate is default_failure_predicate:
+        return _DEFAULT_CLASSIFY
+    return _make_classifier(predicate)
 
 
 @dataclass(frozen=True)
@@ -321,6 +355,10 @@ def _backoff_strategy(backoff: Backoff) -> int:
 
 StateListener = events.StateListener["CircuitBreaker", BreakerState]
 
+#: The config of a breaker given none: one frozen instance, shared (a
+#: BreakerConfig and its __dict__ are ~110 bytes).
+_DEFAULT_CONFIG = BreakerConfig()
+
 
 def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
     """A dropped breaker's labels and counters (those after the state in _counters())."""
@@ -328,7 +366,7 @@ def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
 
 
 #: Every live breaker, for the metrics collector (see _tracking.py).
-BREAKERS: Census[CircuitBreaker] = Census(_final_counters)
+BREAKERS: Census[CircuitBreaker] = Census(_final_counters, native=_core.CircuitBreaker)
 
 
 class CircuitBreaker(_core.CircuitBreaker):
@@ -367,21 +405,22 @@ class CircuitBreaker(_core.CircuitBreaker):
                              ("provider", provider)):
             _validate.string("CircuitBreaker", field, value)
         config = (_validate.optional_instance("CircuitBreaker", "config", config, BreakerConfig)
-                  or BreakerConfig())
+                  or _DEFAULT_CONFIG)
         clock = check_clock("CircuitBreaker", clock)
         lease = config.half_open_lease
         super().__init__(
             name, provider_type, provider, config.failure_threshold,
             round(config.reset_timeout * 1e9), config.half_open_max_calls, clock,
             # A lease under half a nanosecond is still a lease (0 means none).
-            _classifier(config.failure_predicate),
+            _classifier_of(config),
             0 if lease is None else max(1, round(lease * 1e9)),
             config._window_settings(),
         )
         self.config = config
         # Window mode with slow calls: the Python call paths time their calls.
         self._timing = self._timed
-        self._listeners: list[StateListener] = []
+        # Made by the first add_listener(): most breakers never have one.
+        self._listeners: list[StateListener] | None = None
         BREAKERS.track(self)
 
     def __del__(self, _retire: Callable[[CircuitBreaker], None] = BREAKERS.retire) -> None:
@@ -490,10 +529,16 @@ class CircuitBreaker(_core.CircuitBreaker):
         :func:`events.on_state_change`; one that raises is logged and never
         breaks the call.
         """
-        self._listeners.append(events.check_listener(listener))
+        listener = events.check_listener(listener)
+        if self._listeners is None:
+            self._listeners = [listener]
+        else:
+            self._listeners.append(listener)
 
     def remove_listener(self, listener: StateListener) -> None:
         """Removes a listener added with :meth:`add_listener` (ValueError if absent)."""
+        if not self._listeners:
+            raise ValueError(f"{listener!r} is not a listener of circuit breaker {self.name!r}")
         self._listeners.remove(listener)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

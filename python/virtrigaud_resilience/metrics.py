@@ -77,7 +77,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 try:
     import prometheus_client
@@ -95,6 +95,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[prometheus]'"
     ) from exc
 
+from . import _core
 from ._fallback_census import FALLBACK_LIMITERS
 from .fallback import fallback_counts
 from ._tracking import Counters, Labels, add_counters
@@ -107,9 +108,6 @@ from .retry import RETRIERS
 from .retry_budget import BUDGETS
 from .rpcstats import LATENCY_BUCKETS, all_operation_stats, all_rpc_stats
 
-if TYPE_CHECKING:
-    from .breaker import CircuitBreaker
-
 __all__ = ["ResilienceCollector", "register", "unregister"]
 
 _PROVIDER = ("provider_type", "provider")
@@ -118,6 +116,8 @@ _STATES = ("closed", "half_open", "open")
 _BUCKET_OUTCOMES = ("admitted", "rejected", "waited")
 _FALLBACK_OUTCOMES = ("admitted", "rejected")
 _SHARED_STATES = ("fallback", "shared", "newer_config")
+#: What the native emitter copies a sample's type and defaults from.
+_SAMPLE = Sample("", {}, 0)
 
 
 class ResilienceCollector(Collector):
@@ -132,6 +132,9 @@ class ResilienceCollector(Collector):
         # reported below what was reported before, even for an object that a
         # garbage-collected cycle hides from one snapshot (see Census).
         self._reported: dict[tuple[str, Labels], int] = {}
+        # The same for the breakers' series, by labels: one list of values,
+        # in the order of _collect_breakers' columns.
+        self._reported_breakers: dict[Labels, list[int]] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -142,7 +145,7 @@ class ResilienceCollector(Collector):
         """Reads every tracked object now and yields the metric families."""
         with self._lock:
             families = self._families()
-            self._collect_breakers(*families[:4])
+            self._collect_breakers(*families[:4], *families[19:23])
             self._collect_buckets(families[4])
             self._collect_retriers(families[5], families[6])
             self._collect_bulkheads(families[7], families[8])
@@ -150,7 +153,6 @@ class ResilienceCollector(Collector):
             self._collect_fallbacks(families[12], families[13])
             self._collect_policy_fallbacks(families[14])
             self._collect_adaptive(*families[15:19])
-            self._collect_breaker_windows(*families[19:23])
             budget_families = _budget_families()
             self._collect_budgets(*budget_families)
         return iter((*families, *budget_families))
@@ -263,27 +265,35 @@ class ResilienceCollector(Collector):
     # are appended directly (not add_metric): a scrape of 10,000 label sets
     # makes ~80,000 of them.
 
-    def _collect_breakers(self, state: Any, failures: Any, calls: Any, transitions: Any) -> None:
-        worst: dict[Labels, int] = {}
-        sums: dict[Labels, list[int]] = {}
+    def _collect_breakers(self, state: Any, failures: Any, calls: Any, transitions: Any,
+                          failure_rate: Any, slow_rate: Any, mode: Any, kinds: Any) -> None:
+        # Natively (samples.hpp): 10,000 breakers make ~80,000 samples.
         breakers, dropped = BREAKERS.snapshot()
-        breaker: CircuitBreaker
-        for breaker in breakers:
-            code, *counters = breaker._counters()
-            labels: Labels = (breaker.provider_type, breaker.provider)
-            if worst.get(labels, -1) < code:
-                worst[labels] = code
-            add_counters(sums, labels, counters)
+        # By labels: [successes, failures_total, rejected, to_closed,
+        # to_half_open, to_open, slow_calls, ignored, worst state, worst
+        # mode]; the labels of dropped breakers only have neither state nor
+        # mode (no live breaker to show).
+        sums = _core.CircuitBreaker._sum_by_labels(breakers)
+        # The few breakers judging a window: (failure rate, slow rate) by labels.
+        windows = _core.CircuitBreaker._window_by_labels(breakers)
+        del breakers  # read: a breaker dropped from now on is in the next snapshot's totals
         _add_all(sums, dropped)
-        for (kind, provider), code in worst.items():
-            state.samples.append(Sample(state.name, _provider(kind, provider), code))
-        for labels, (ok, failed, rejected, *entered) in sums.items():
+        columns = (
+            (state.samples, state.name, None, None, 8, False),
+            (mode.samples, mode.name, None, None, 9, False),
+            (failures.samples, failures.name + "_total", None, None, 1, True),
+            *((calls.samples, calls.name + "_total", "outcome", outcome, index, True)
+              for index, outcome in enumerate(_BREAKER_OUTCOMES)),
+            *((transitions.samples, transitions.name + "_total", "to", to, 3 + index, True)
+              for index, to in enumerate(_STATES)),
+            *((kinds.samples, kinds.name + "_total", "kind", kind, index, True)
+              for kind, index in _BREAKER_KINDS),
+        )
+        _core._emit_samples(sums, _PROVIDER, columns, _SAMPLE, self._reported_breakers)
+        for labels, (worst_failure_rate, worst_slow_rate) in windows.items():
             base = _provider(*labels)
-            failed = self._counter(failures, labels, base, failed)
-            for outcome, value in zip(_BREAKER_OUTCOMES, (ok, failed, rejected)):
-                self._counter(calls, (*labels, outcome), {**base, "outcome": outcome}, value)
-            for to, value in zip(_STATES, entered):
-                self._counter(transitions, (*labels, to), {**base, "to": to}, value)
+            failure_rate.samples.append(Sample(failure_rate.name, base, worst_failure_rate))
+            slow_rate.samples.append(Sample(slow_rate.name, base, worst_slow_rate))
 
     def _collect_buckets(self, requests: Any) -> None:
         sums: dict[Labels, list[int]] = {}
@@ -408,34 +418,6 @@ class ResilienceCollector(Collector):
         family.samples.append(Sample(family.name + "_total", labels, value))
         return value
 
-    def _collect_breaker_windows(self, failure_rate: Any, slow_rate: Any, mode: Any,
-                                 kinds: Any) -> None:
-        """The window-mode rates (windowed breakers only), the operator's mode
-        and the calls by kind (every breaker)."""
-        rates: dict[Labels, list[float]] = {}
-        modes: dict[Labels, int] = {}
-        sums: dict[Labels, list[int]] = {}
-        breakers, dropped = BREAKERS.snapshot()
-        for breaker in breakers:
-            labels: Labels = (breaker.provider_type, breaker.provider)
-            code, windowed, failed, slow, *by_kind = breaker._window_report()
-            if windowed:
-                worst = rates.setdefault(labels, [-1.0, -1.0])
-                worst[0] = max(worst[0], failed)
-                worst[1] = max(worst[1], slow)
-            modes[labels] = max(modes.get(labels, 0), code)
-            add_counters(sums, labels, by_kind)
-        for labels, counters in dropped.items():
-            add_counters(sums, labels, _kinds(counters))
-        for labels, (failed, slow) in rates.items():
-            failure_rate.samples.append(Sample(failure_rate.name, _provider(*labels), failed))
-            slow_rate.samples.append(Sample(slow_rate.name, _provider(*labels), slow))
-        for labels, code in modes.items():
-            mode.samples.append(Sample(mode.name, _provider(*labels), code))
-        for labels, values in sums.items():
-            base = _provider(*labels)
-            for kind, value in zip(_BREAKER_KINDS, values):
-                self._counter(kinds, (*labels, kind), {**base, "kind": kind}, value)
 
 
 def _budget_families() -> tuple[Any, Any]:
@@ -452,14 +434,9 @@ def _budget_families() -> tuple[Any, Any]:
     )
 
 
-_BREAKER_KINDS = ("successful", "failed", "slow", "not_permitted", "ignored")
-
-
-def _kinds(counters: Counters) -> Counters:
-    """_BREAKER_KINDS' values from a breaker's _counters() after the state:
-    (successes, failures, rejected, 3 transitions, slow, ignored)."""
-    successes, failures, rejected, _, _, _, slow, ignored = counters
-    return successes, failures, slow, rejected, ignored
+#: resilience4j's kinds of calls, each a column of the breakers' sums.
+_BREAKER_KINDS = (("successful", 0), ("failed", 1), ("slow", 6), ("not_permitted", 2),
+                  ("ignored", 7))
 
 
 def _provider(provider_type: str, provider: str) -> dict[str, str]:

@@ -184,7 +184,7 @@ def _final_counters(bucket: CountedLimiter) -> tuple[Labels, Counters]:
 
 
 #: Every live bucket, for the metrics collector (see _tracking.py).
-BUCKETS: Census[CountedLimiter] = Census(_final_counters)
+BUCKETS: Census[CountedLimiter] = Census(_final_counters, native=_core.TokenBucket)
 
 
 class TokenBucket(_core.TokenBucket, ProviderLabelled):

@@ -357,15 +357,28 @@ private:
         s = state_.load();
     }
 
-    // The hot fields share one cache line; nothing else is written per call.
-    alignas(64) mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()
+    // The hot fields: 56 bytes, nothing else is written per call. Aligned to
+    // 16 (the pair's compare-and-swap needs it), not to a cache line: a
+    // fleet holds 100,000 buckets, and padding each to a line cost up to
+    // 56 bytes of alignment slack plus the line's tail (issue 21). Other
+    // objects are at least a Python object header away, and a thread calling
+    // a bucket writes that object's header line anyway (its reference count).
+    mutable AtomicPair state_;  // (tat, packed interval and burst); mutable for tokens()
     const ManualClock* clock_;
     std::atomic<uint64_t> admitted_{0};
     std::atomic<uint64_t> rejected_{0};
     std::atomic<uint64_t> reserved_{0};
     std::atomic<uint64_t> cancelled_{0};
+
+public:
+    /// A flag the bucket never reads, for its owner (the Python binding's
+    /// "a refusal calls Python"): it lives in the bytes the pair's
+    /// alignment leaves after the counters, so the owner adds none.
+    std::atomic<bool> owner_flag{false};
 };
 
-static_assert(sizeof(TokenBucket) == 64, "TokenBucket state must fit one cache line");
+static_assert(sizeof(TokenBucket) == 64 && alignof(TokenBucket) == 16,
+              "TokenBucket: 56 bytes of state and the owner's flag, aligned for the pair's "
+              "compare-and-swap");
 
 }  // namespace virtrigaud

@@ -1,0 +1,218 @@
+"""What one breaker and one bucket hold (issue 21: a fleet holds 100,000).
+
+The bytes are counted with tracemalloc, which sees every allocation on
+Python's heap (the native state lives inside the Python object, so it is
+counted too) and nothing else: exact and independent of the machine's load,
+unlike the resident set size the bench judges. The parts a fleet's objects
+can share (the default config, the failure classifier, the label strings)
+are shared, the optional ones (listeners) made on first use, and the census
+of live objects kept in the objects themselves (cpp/src/census.hpp).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import virtrigaud_resilience as vr
+from virtrigaud_resilience import _core, breaker, ratelimit
+
+#: Objects per measurement: enough to average away a dict's or list's growth.
+OBJECTS = 2_000
+#: Bytes on Python's heap per object. Before issue 21: 1,019 and 427.
+BREAKER_TRACED_LIMIT = 400
+BUCKET_TRACED_LIMIT = 192
+
+
+def traced_bytes_per_object(make: Callable[[int], Any]) -> float:
+    """Python-heap bytes each of OBJECTS objects made by ``make(i)`` holds."""
+    held: list[Any] = [None] * OBJECTS
+    make(-1)  # first-use allocations (caches, interned names) are not the object's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        for i in range(OBJECTS):
+            held[i] = make(i)
+        return (tracemalloc.get_traced_memory()[0] - start) / OBJECTS
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_breaker_holds_under_400_bytes_of_pythons_heap() -> None:
+    names = [f"vm-{i}" for i in range(OBJECTS)]
+    size = traced_bytes_per_object(lambda i: vr.CircuitBreaker(names[i], "fleet", "prod"))
+    assert size <= BREAKER_TRACED_LIMIT
+
+
+def test_a_bucket_holds_under_192_bytes_of_pythons_heap() -> None:
+    size = traced_bytes_per_object(lambda i: vr.TokenBucket(qps=10.0, burst=10))
+    assert size <= BUCKET_TRACED_LIMIT
+
+
+def test_breakers_given_no_config_share_the_default_one() -> None:
+    a, b = vr.CircuitBreaker("a"), vr.CircuitBreaker("b")
+    assert a.config is b.config
+    assert a.config == vr.BreakerConfig()
+
+
+def test_breakers_of_one_config_share_its_classifier() -> None:
+    def predicate(exc: BaseException) -> bool:
+        return isinstance(exc, OSError)
+
+    default = breaker._classifier(None)
+    assert breaker._classifier(breaker.default_failure_predicate) is default
+    assert default in gc.get_referents(vr.CircuitBreaker("c"))
+    config = vr.BreakerConfig(failure_predicate=predicate)
+    a, b = vr.CircuitBreaker("a", config=config), vr.CircuitBreaker("b", config=config)
+    hook = breaker._classifier_of(config)
+    assert hook is not default
+    assert hook in gc.get_referents(a) and hook in gc.get_referents(b)
+    # An equal config (the same predicate) gets the same hook.
+    assert breaker._classifier_of(vr.BreakerConfig(failure_predicate=predicate)) is hook
+
+
+def test_a_dropped_config_takes_its_classifier_and_predicate_with_it() -> None:
+    def make_predicate() -> Any:
+        return lambda exc: isinstance(exc, OSError)
+
+    predicate = make_predicate()
+    gone = weakref.ref(predicate)
+    cb = vr.CircuitBreaker("dropped", config=vr.BreakerConfig(failure_predicate=predicate))
+    del predicate, cb
+    gc.collect()
+    assert gone() is None
+
+
+def test_an_unhashable_predicate_gets_a_hook_of_its_own() -> None:
+    class Unhashable:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self, exc: BaseException) -> bool:
+            return isinstance(exc, KeyError)
+
+    config = vr.BreakerConfig(1, failure_predicate=Unhashable())
+    with pytest.raises(TypeError):
+        hash(config)
+    cb = vr.CircuitBreaker("unhashable", config=config)
+    with pytest.raises(ValueError):
+        cb.call(int, "x")
+    assert cb.state is vr.BreakerState.CLOSED  # a ValueError does not count
+    with pytest.raises(KeyError):
+        cb.call({}.__getitem__, "x")
+    assert cb.state is vr.BreakerState.OPEN
+
+
+def test_listeners_are_made_on_first_use() -> None:
+    cb = vr.CircuitBreaker("listened", config=vr.BreakerConfig(1))
+    assert cb._listeners is None
+    seen: list[tuple[str, str]] = []
+
+    def listener(b: vr.CircuitBreaker, old: vr.BreakerState, new: vr.BreakerState) -> None:
+        seen.append((old.name, new.name))
+
+    with pytest.raises(ValueError, match="is not a listener of circuit breaker 'listened'"):
+        cb.remove_listener(listener)
+    cb.add_listener(listener)
+    cb.force_open()
+    cb.remove_listener(listener)
+    cb.reset()
+    assert seen == [("CLOSED", "OPEN")]
+
+
+def test_names_and_labels_are_the_callers_strings() -> None:
+    name, kind, provider = (f"{part}-{id(object())}" for part in ("vm", "vsphere", "prod"))
+    cb = vr.CircuitBreaker(name, kind, provider)
+    assert cb.name is name and cb.provider_type is kind and cb.provider is provider
+
+
+@pytest.mark.parametrize("bad", [b"bytes", 1, None])
+def test_a_native_breaker_refuses_a_name_that_is_not_a_str(bad: object) -> None:
+    with pytest.raises(TypeError):
+        _core.CircuitBreaker(bad, "", "", 1, 0, 1, None, breaker._classifier(None))
+
+
+def tracked(census: Any, obj: object) -> bool:
+    return any(live is obj for live in census.live())
+
+
+@pytest.mark.parametrize(("census", "make"), [
+    (breaker.BREAKERS, lambda: vr.CircuitBreaker("census", "census-test", "x")),
+    (ratelimit.BUCKETS, lambda: vr.TokenBucket(1.0, 1, provider_type="census-test")),
+])
+def test_the_census_holds_a_live_object_until_it_is_dropped(census: Any,
+                                                            make: Callable[[], Any]) -> None:
+    before = len(census)
+    obj = make()
+    assert tracked(census, obj) and len(census) == before + 1
+    assert sys.getrefcount(obj) == 2  # the census holds no reference of its own
+    obj._counters()
+    del obj
+    gc.collect()
+    assert len(census) == before
+    assert census.dropped_totals()[("census-test", "x" if census is breaker.BREAKERS else "")]
+
+
+def test_the_census_forgets_an_object_whose_del_skipped_retire() -> None:
+    class Forgetful(vr.CircuitBreaker):
+        def __del__(self) -> None:  # no super().__del__(): never retired
+            pass
+
+    before = len(breaker.BREAKERS)
+    objects = [Forgetful(f"f{i}") for i in range(3)]
+    middle = objects[1]
+    assert len(breaker.BREAKERS) == before + 3
+    del objects[1]
+    assert sys.getrefcount(middle) == 2
+    del middle  # the native destructor takes it out of the list
+    assert len(breaker.BREAKERS) == before + 2
+    assert all(tracked(breaker.BREAKERS, obj) for obj in objects)
+    objects.clear()
+    assert len(breaker.BREAKERS) == before
+
+
+def test_a_bare_native_object_is_not_in_the_census() -> None:
+    before = len(breaker.BREAKERS), len(ratelimit.BUCKETS)
+    held = (_core.CircuitBreaker("bare", "", "", 1, 0, 1, None, breaker._classifier(None)),
+            _core.TokenBucket(1, 1))
+    assert (len(breaker.BREAKERS), len(ratelimit.BUCKETS)) == before
+    assert not any(tracked(breaker.BREAKERS, obj) for obj in held)
+
+
+def test_linking_twice_and_unlinking_twice_change_nothing() -> None:
+    bucket = vr.TokenBucket(1.0, 1)
+    before = len(ratelimit.BUCKETS)
+    assert bucket._census_link() is False  # already linked by its constructor
+    assert len(ratelimit.BUCKETS) == before
+    assert bucket._census_unlink() is True and bucket._census_unlink() is False
+    assert len(ratelimit.BUCKETS) == before - 1
+    with pytest.raises(TypeError):
+        _core.TokenBucket._census_unlink(vr.CircuitBreaker("not a bucket"))
+
+
+def test_a_refusing_bucket_calls_python_after_the_layout_change() -> None:
+    # The flag now lives in the native bucket's spare bytes (token_bucket.hpp).
+    class Refusing(vr.TokenBucket):
+        def _refused(self, n: int) -> str:
+            return f"refused {n}"
+
+    bucket = Refusing(1.0, 1, clock=vr.ManualClock())
+    assert bucket.try_acquire() is True
+    assert bucket.try_acquire() is False
+    bucket._set_refusal_calls_python(True)
+    assert bucket.try_acquire() == "refused 1"  # type: ignore[comparison-overlap]
+    bucket._set_refusal_calls_python(False)
+    assert bucket.try_acquire() is False
+
+
+def test_the_census_lists_live_objects_in_the_order_they_were_made() -> None:
+    # As the dict it replaced did: the exposition keeps its order.
+    made = [vr.CircuitBreaker(f"order-{i}") for i in range(5)]
+    mine = [obj for obj in breaker.BREAKERS.live() if any(obj is m for m in made)]
+    assert [obj.name for obj in mine] == [obj.name for obj in made]
