@@ -195,6 +195,28 @@ def test_no_hedge_without_a_token_to_spare() -> None:
     assert len(provider.started) == 1
 
 
+@pytest.mark.parametrize("kind", ["ratio", "tokens", "quota"])
+def test_hedges_count_against_the_retry_budget(kind: str) -> None:
+    """A hedge is a retry to the retry budget: none goes while the budget
+    refuses (an empty ratio budget; gRPC A6: none at or below half the
+    tokens), and a quota budget's retry cost is taken for one that goes."""
+    clock = SimClock()
+    if kind == "ratio":
+        budget = vr.RetryBudget.ratio(0.5, min_per_second=0, clock=clock)
+    elif kind == "tokens":
+        budget = vr.RetryBudget.tokens(max_tokens=2, token_ratio=0.1)
+        assert budget.try_withdraw() is False  # a failure's token: 1 left, at half
+    else:
+        budget = vr.RetryBudget.quota(capacity=100, retry_cost=5, refund=0)
+    provider = Provider(clock, 1.0, 1.0, 1.0)
+    policy = hedged(clock, 0.2).with_retry_budget(budget).build()
+    run(clock, lambda: policy.execute_async(provider))
+    if kind == "quota":
+        assert policy.hedging.hedges == 1 and budget._balance() == 95
+    else:
+        assert policy.hedging.hedges == 0 and len(provider.started) == 1
+
+
 def test_no_hedges_while_the_provider_pushes_back() -> None:
     clock = SimClock()
     throttled = vr.RateLimitError("slow down", retry_after=5.0)

@@ -139,10 +139,13 @@ class Hedging:
         """Whether a pushback still holds at ``now``."""
         return now < self._pushback_until
 
-    async def race(self, start: Callable[[], Awaitable[T]], may_hedge: Callable[[], bool]) -> T:
+    async def race(self, start: Callable[[], Awaitable[T]], may_hedge: Callable[[], bool],
+                   spend: Callable[[], bool] | None = None) -> T:
         """Runs ``start()`` and, while ``may_hedge()`` allows, hedges of it;
         returns the first success (the rest cancelled and awaited) or raises
-        the last failure. Times are the running loop's."""
+        the last failure. ``spend()``, when given, is asked last before each
+        hedge is sent, and only then (a retry budget's withdrawal): False
+        sends none. Times are the running loop's."""
         import asyncio
 
         loop = asyncio.get_running_loop()
@@ -154,14 +157,15 @@ class Hedging:
             return result
         running: list[asyncio.Future[T]] = [asyncio.ensure_future(start())]
         try:
-            return await self._first_success(running, start, delay, may_hedge, began, loop)
+            return await self._first_success(running, start, delay, may_hedge, spend, began,
+                                             loop)
         finally:
             await _cancel_all(running)
 
     async def _first_success(self, running: list[asyncio.Future[T]],
                              start: Callable[[], Awaitable[T]], delay: float,
-                             may_hedge: Callable[[], bool], began: float,
-                             loop: asyncio.AbstractEventLoop) -> T:
+                             may_hedge: Callable[[], bool], spend: Callable[[], bool] | None,
+                             began: float, loop: asyncio.AbstractEventLoop) -> T:
         import asyncio
 
         sent = 0
@@ -171,7 +175,7 @@ class Hedging:
             done, _ = await asyncio.wait(running, timeout=timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             if not done:  # the delay passed with nothing back
-                if may_hedge():
+                if may_hedge() and (spend is None or spend()):
                     running.append(asyncio.ensure_future(start()))
                     self._count_hedge()
                     sent += 1

@@ -690,7 +690,7 @@ class HedgedPolicy(Policy):
             return Policy.execute_async(self, self._observed, fn, args, kwargs)
 
         try:
-            return await self._hedging.race(start, self._may_hedge)
+            return await self._hedging.race(start, self._may_hedge, self._spend_on_hedge)
         except Exception as error:
             if self._fallback is None or not self._fallback.handles(error):
                 raise
@@ -716,6 +716,17 @@ class HedgedPolicy(Policy):
         if limiter is not None and limiter.tokens < 1:
             return False
         return not self._hedging.pushed_back(self._clock.now())
+
+    def _spend_on_hedge(self) -> bool:
+        """Whether the retry budget (when the retry config has one) lets a
+        hedge go, as gRPC's retryThrottling throttles hedges: a tokens budget
+        is only asked (A6 sends none at or below half its tokens); ratio and
+        quota budgets give the hedge their share of a retry."""
+        budget = self._retrier.config.budget
+        if budget is None:
+            return True
+        return budget.available > 0 if budget.kind == "tokens" else budget.try_withdraw()
+
 
 # The mixin below is a plain class at run time (nanobind refuses a class with
 # two bases derived from _core.Policy); mypy checks it as the Policy it extends.
