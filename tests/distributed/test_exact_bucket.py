@@ -79,6 +79,18 @@ def test_reserve_waits_in_line_and_cancel_gives_tokens_back(redis_url: str, key:
     assert first.cancel() == 0  # its time had come: spent
 
 
+def test_a_reservations_wait_honours_the_testing_switch(redis_url: str, key: str) -> None:
+    """vr.testing.set(sleep=False): a shared reservation's wait returns at
+    once, sync and async, as the local bucket's token waits do."""
+    b = bucket(redis_url, key, qps=0.5, burst=1)  # a token every 2 s
+    b.reserve()
+    with vr.testing.set(sleep=False):
+        t0 = time.monotonic()
+        b.reserve().wait()
+        asyncio.run(b.reserve().wait_async())
+        assert time.monotonic() - t0 < 1.0  # two waits of 2 s and 4 s skipped
+
+
 def test_cancel_keeps_what_later_reservations_took(redis_url: str, key: str) -> None:
     b = bucket(redis_url, key, qps=5, burst=1)
     t0 = time.monotonic()

@@ -28,6 +28,7 @@ from typing import Any, cast
 from .. import _core, _validate
 from .._deprecated import RenamedAttribute, renamed_keyword
 from .._tracking import ProviderLabelled, provider_labels
+from ..clock import SYSTEM_CLOCK, pause, pause_async
 from ..durations import Seconds
 from ..errors import UnavailableError
 from .._fallback_census import FALLBACK_LIMITERS
@@ -735,7 +736,7 @@ class RedisReservation:
         delay = self.delay_from_now()
         if delay > 0:
             try:
-                time.sleep(delay)
+                pause(SYSTEM_CLOCK, delay)  # vr.testing may skip it
             except BaseException:
                 self.cancel()
                 raise
@@ -746,7 +747,7 @@ class RedisReservation:
         delay = self.delay_from_now()
         if delay > 0:
             try:
-                await asyncio.sleep(delay)
+                await pause_async(SYSTEM_CLOCK, delay)  # vr.testing may skip it
             except BaseException:
                 self._cancel_in_background()
                 raise
