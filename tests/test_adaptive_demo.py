@@ -26,4 +26,6 @@ def test_adaptive_rates_cut_the_quota_answers_tenfold(
     assert static["quota_rate_limit_answers"] >= 10 * adaptive["quota_rate_limit_answers"]
     assert ready == ready_static == 300
     assert static["rate_qps"] == 20.0       # the production ConfigMap's rate, never moved
-    assert adaptive["rate_qps"] < 20.0      # learned, below the configured rate
+    # The adaptive rate's value at the end is not judged: once the fleet is
+    # Ready the calls thin out, and CUBIC may grow back to the configured rate.
+    assert adaptive["rate_qps"] <= 20.0

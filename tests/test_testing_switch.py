@@ -9,6 +9,7 @@ sleep ran. Bounds are from the configured sleeps, never absolute timings.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import time
 import tomllib
 from collections.abc import Iterator
@@ -223,9 +224,12 @@ def test_the_fixture_switches_on_for_its_test_only(pytester: pytest.Pytester) ->
         def test_after():
             assert vr.testing.active() == (None, True)
     """)
-    result = pytester.runpytest_inprocess(
-        "-p", "virtrigaud_resilience.integrations.pytest_plugin", "-p", "no:randomly",
-        "-p", "no:asyncio")
+    # Installed, the package's pytest11 entry point loads the plugin; from a
+    # source tree nothing does, so the run names it (naming it twice fails).
+    installed = any(entry.name == "virtrigaud_resilience"
+                    for entry in importlib.metadata.entry_points(group="pytest11"))
+    plugin = () if installed else ("-p", "virtrigaud_resilience.integrations.pytest_plugin")
+    result = pytester.runpytest_inprocess(*plugin, "-p", "no:randomly", "-p", "no:asyncio")
     result.assert_outcomes(passed=2)
 
 
