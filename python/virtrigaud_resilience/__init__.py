@@ -21,9 +21,6 @@ from .breaker import (
     Permit,
     default_failure_predicate,
 )
-from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
-from .adaptive_limits import AIMD, Gradient2, Vegas
-from .adaptive_rate import AdaptiveRate
 from .bulkhead import Bulkhead
 from .clock import SYSTEM_CLOCK, ManualClock, SystemClock, monotonic
 from .conditions import (
@@ -153,15 +150,29 @@ __all__ = [
 
 if TYPE_CHECKING:
     from . import metrics  # noqa: F401  (not in __all__: it needs prometheus-client)
+    from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
+    from .adaptive_limits import AIMD, Gradient2, Vegas
+    from .adaptive_rate import AdaptiveRate
     from .breaker import Guard  # noqa: F401  (deprecated: BreakerScope)
 
 
+#: Public names imported on first use: the adaptive limits are few callers'
+#: and would lengthen every import of the package (CI bounds its import time).
+_LAZY_NAMES = {"AdaptiveBulkhead": ".adaptive_bulkhead", "AdaptiveSlot": ".adaptive_bulkhead",
+               "AIMD": ".adaptive_limits", "Gradient2": ".adaptive_limits",
+               "Vegas": ".adaptive_limits", "AdaptiveRate": ".adaptive_rate"}
+
+
 def _lazy(name: str) -> Any:
+    import importlib
+
     # metrics needs prometheus-client (an optional extra): import it on first use.
     if name == "metrics":
-        import importlib
-
         return importlib.import_module(".metrics", __name__)
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__), name)
+        globals()[name] = value  # served directly from now on
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -49,16 +49,11 @@ from ._native import (
     STAGE_RATE_LIMITED,
 )
 from ._specialised import HotMethods
-from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
-from .adaptive_rate import AdaptiveRate
 from .breaker import BreakerState, CircuitBreaker, _reject
 from .bulkhead import Bulkhead
 from .clock import ManualClock, check_clock, sleeper_for
-from .describe import describe, summary
 from .durations import Seconds
 from .errors import RateLimitError
-from .fallback import Fallback, FallbackOn
-from .hedging import Hedging
 from .ratelimit import Reservation, TokenBucket
 from .retry import OnRetry, Retrier, RetryConfig, RetryOn, refuse_coroutine
 from .retry_budget import RetryBudget
@@ -70,6 +65,12 @@ from .timeouts import (
     record_outcome,
     remaining,
 )
+
+if TYPE_CHECKING:  # imported where used: the package imports this module, not them
+    from .adaptive_bulkhead import AdaptiveBulkhead, AdaptiveSlot
+    from .adaptive_rate import AdaptiveRate
+    from .fallback import Fallback, FallbackOn
+    from .hedging import Hedging
 
 __all__ = ["AdaptiveFallbackPolicy", "AdaptiveHedgedPolicy", "AdaptivePolicy", "FallbackPolicy",
            "HedgedPolicy", "Policy", "PolicyBuilder"]
@@ -381,9 +382,13 @@ class Policy(_core.Policy):
     def describe(self) -> dict[str, Any]:
         """The stages, outermost first, with their settings and live state
         (breaker state, bucket tokens, bulkhead occupancy): a plain dict, see describe.py."""
+        from .describe import describe
+
         return describe(self)
 
     def __repr__(self) -> str:
+        from .describe import summary
+
         return summary(self)  # one line: the stages of describe()
 
 
@@ -532,9 +537,13 @@ class PolicyBuilder:
             if not isinstance(limiter, TokenBucket):
                 raise ValueError("PolicyBuilder with_adaptive_rate() needs a rate limiter to "
                                  "control: call with_rate_limiter() too")
+            from .adaptive_rate import AdaptiveRate
+
             adaptive["adaptive_rate"] = AdaptiveRate(limiter)
         options.update(adaptive)
         if self._hedging_options:
+            from .hedging import Hedging
+
             hedging = Hedging("Policy", **self._hedging_options)
             hedged = AdaptiveHedgedPolicy if adaptive else HedgedPolicy
             return hedged(self._name, hedging=hedging, **self._fallback_options, **options)
@@ -561,6 +570,8 @@ class PolicyBuilder:
         counts in ``virtrigaud_fallback_total{policy, reason}``. The
         success path costs what it costs without a fallback.
         """
+        from .fallback import Fallback
+
         Fallback("PolicyBuilder", fn_or_value, on)  # validated here, where the mistake is
         self._fallback_options = {"fallback": fn_or_value, "fallback_on": on}
         return self
@@ -582,6 +593,8 @@ class PolicyBuilder:
         """
         options: dict[str, Any] = {"max_hedges": max_hedges, "delay": delay, "window": window,
                                    "floor": floor}
+        from .hedging import Hedging
+
         Hedging("PolicyBuilder", **options)  # validated here, where the mistake is
         self._hedging_options = options
         return self
@@ -592,6 +605,8 @@ class PolicyBuilder:
         """Every attempt also holds a slot of ``bulkhead`` (an
         :class:`~virtrigaud_resilience.AdaptiveBulkhead`), and its outcome
         is the slot's sample: the limit learns the provider's capacity."""
+        from .adaptive_bulkhead import AdaptiveBulkhead
+
         self._options["adaptive_bulkhead"] = _validate.optional_instance(
             "PolicyBuilder", "adaptive_bulkhead", bulkhead, AdaptiveBulkhead)
         return self
@@ -601,6 +616,8 @@ class PolicyBuilder:
         :class:`~virtrigaud_resilience.AdaptiveRate`; None: one with its
         defaults on the policy's rate limiter, made at build), so the
         limiter's rate learns the provider's quota."""
+        from .adaptive_rate import AdaptiveRate
+
         self._options["adaptive_rate"] = _validate.optional_instance(
             "PolicyBuilder", "adaptive_rate", rate, AdaptiveRate) or _ON_THE_LIMITER
         return self
@@ -619,6 +636,8 @@ class FallbackPolicy(Policy):
 
     def __init__(self, name: str, *, fallback: Any, fallback_on: FallbackOn | None = None,
                  **options: Any) -> None:
+        from .fallback import Fallback
+
         self._fallback = Fallback("Policy", fallback, fallback_on)
         super().__init__(name, **options)
 
@@ -664,6 +683,8 @@ class HedgedPolicy(Policy):
     def __init__(self, name: str, *, hedging: Hedging, fallback: Any = None,
                  fallback_on: FallbackOn | None = None, **options: Any) -> None:
         self._hedging = hedging
+        from .fallback import Fallback
+
         self._fallback = None if fallback is None else Fallback("Policy", fallback, fallback_on)
         super().__init__(name, **options)
 
@@ -744,6 +765,9 @@ class _AdaptiveAttempts(_PolicyMixin):
 
     def __init__(self, name: str, *, adaptive_bulkhead: AdaptiveBulkhead | None = None,
                  adaptive_rate: AdaptiveRate | None = None, **options: Any) -> None:
+        from .adaptive_bulkhead import AdaptiveBulkhead
+        from .adaptive_rate import AdaptiveRate
+
         bulkhead = _validate.optional_instance("AdaptivePolicy", "adaptive_bulkhead",
                                                adaptive_bulkhead, AdaptiveBulkhead)
         rate = _validate.optional_instance("AdaptivePolicy", "adaptive_rate", adaptive_rate,
