@@ -30,10 +30,10 @@
 
 #if defined(Py_GIL_DISABLED) && PY_VERSION_HEX < 0x030E00A5
 // nanobind's own try-incref for free-threaded 3.13 (src/nb_ft.cpp, linked
-// into this module: NB_STATIC), which its instances are made ready for.
-namespace nanobind::detail {
+// into this module: NB_STATIC), which its instances are made ready for. It
+// is defined at global scope there (nb_ft.h declares it outside nanobind's
+// namespace), so it is declared here the same way.
 bool nb_try_inc_ref(PyObject* obj) noexcept;
-}  // namespace nanobind::detail
 #endif
 
 namespace virtrigaud_bind {
@@ -51,7 +51,7 @@ inline bool try_new_reference(PyObject* o) noexcept {
 #elif PY_VERSION_HEX >= 0x030E00A5
     return PyUnstable_TryIncRef(o);
 #else
-    return nanobind::detail::nb_try_inc_ref(o);
+    return ::nb_try_inc_ref(o);
 #endif
 }
 
