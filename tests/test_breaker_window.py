@@ -273,8 +273,8 @@ def test_every_call_path_times_its_calls(path: str) -> None:
 def test_an_async_call_that_fails_slowly_is_slow_too(nesting: bool,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """call_async's failures keep their admission time as its successes do
-    (a timed breaker's async calls take the Python path that holds it), also
-    where an adapter may ask what the call holds (nesting)."""
+    (the native awaitable passes it to the Python hook that records a
+    failure), also where an adapter may ask what the call holds (nesting)."""
     import asyncio
 
     from virtrigaud_resilience import _admission

@@ -16,10 +16,11 @@
 //   - a refused admission, or a policy that needs Python for every call (a
 //     timeout): owner._resume_async(stage, None, fn, args, kwargs);
 //   - the attempt raised (fn, its __await__, or the awaitable itself):
-//     owner._attempt_raised_async(ticket, exc, fn, args, kwargs) records the
-//     outcome as the Python path did (a cancellation by a deadline is a
-//     Timeout, one from outside records nothing), then raises a
-//     BaseException again or returns the retry loop's coroutine.
+//     owner._attempt_raised_async(ticket, exc, fn, args, kwargs[, start_ns])
+//     records the outcome as the Python path did (a cancellation by a
+//     deadline is a Timeout, one from outside records nothing; start_ns, the
+//     admission's clock time, is passed for a breaker timing slow calls),
+//     then raises a BaseException again or returns the retry loop's coroutine.
 // So every rule of the async path (cancellation gives back what the attempt
 // held and is never retried, deadlines count as Timeout, one outcome per
 // attempt) stays in the Python code that states it.
@@ -55,6 +56,7 @@ struct AsyncCallObject {
     PyObject* iter;     // what a send drives (see the states), or null
     PyObject* kwnames;  // the call's keyword names, or null
     int64_t ticket;     // the admitted attempt's (Ticket::encode)
+    int64_t start_ns;   // its admission's clock time for a breaker timing slow calls, else -1
     Py_ssize_t nargs;   // fn's positional arguments: call[1 .. nargs]
     uint8_t kind;
     uint8_t state;
@@ -139,6 +141,7 @@ PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* 
     self->iter = nullptr;
     self->kwnames = Py_XNewRef(kwnames);
     self->ticket = 0;
+    self->start_ns = -1;
     self->nargs = nargs;
     self->kind = kind;
     self->state = kNew;
@@ -160,8 +163,10 @@ void clear_call(AsyncCallObject* self) {
     Py_CLEAR(self->kwnames);
 }
 
-// owner.<name>(first, second, fn, args, kwargs): a continuation in Python.
-PyObject* call_owner(AsyncCallObject* self, PyObject* name, PyObject* first, PyObject* second) {
+// owner.<name>(first, second, fn, args, kwargs[, extra]): a continuation in
+// Python (`extra` null: not passed).
+PyObject* call_owner(AsyncCallObject* self, PyObject* name, PyObject* first, PyObject* second,
+                     PyObject* extra = nullptr) {
     if (self->call[0] == nullptr) {
         PyErr_SetString(PyExc_RuntimeError, "AsyncCall lost its call");
         return nullptr;
@@ -171,8 +176,9 @@ PyObject* call_owner(AsyncCallObject* self, PyObject* name, PyObject* first, PyO
     if (!pack_arguments(self->call + 1, self->nargs, self->kwnames, args, kwargs)) {
         return nullptr;
     }
+    // A null `extra` ends the argument list where the sentinel would.
     PyObject* r = PyObject_CallMethodObjArgs(self->owner, name, first, second, self->call[0],
-                                             args, kwargs, nullptr);
+                                             args, kwargs, extra, nullptr);
     Py_DECREF(args);
     Py_DECREF(kwargs);
     return r;
@@ -191,6 +197,7 @@ int admit(AsyncCallObject* self) {
         }
         const int stage = p->enter(ticket);
         self->ticket = p->breaker != nullptr ? ticket.encode() : 0;
+        self->start_ns = ticket.start_ns;
         return stage;
     }
     auto* b = static_cast<PyCircuitBreaker*>(self->native);
@@ -204,13 +211,15 @@ int admit(AsyncCallObject* self) {
         return kRaised;
     }
     self->ticket = ticket.encode();
+    self->start_ns = ticket.start_ns;
     return kCalled;
 }
 
 // The attempt returned: record its success. False with an error set (a
 // state listener's KeyboardInterrupt or SystemExit).
 bool record_success(AsyncCallObject* self) {
-    const vr::Ticket ticket = vr::Ticket::decode(self->ticket);
+    vr::Ticket ticket = vr::Ticket::decode(self->ticket);
+    ticket.start_ns = self->start_ns;  // a slow call is timed from its admission
     if (self->kind == kOwnerPolicy) {
         auto* p = static_cast<PyPolicy*>(self->native);
         p->count_first_attempt_success();
@@ -313,16 +322,19 @@ PySendResult delegated(AsyncCallObject* self, PySendResult status) {
 }
 
 // The attempt raised (the error is set): the owner records it and says how
-// the call continues.
+// the call continues. An attempt timed for slow calls passes its admission's
+// clock time too (start_ns), so that a failure is timed as a success is.
 PySendResult attempt_raised(AsyncCallObject* self, PyObject** out) {
     Py_CLEAR(self->iter);
     PyObject* exc = fetch_exception();
     PyObject* ticket = PyLong_FromLongLong(self->ticket);
+    PyObject* start = self->start_ns >= 0 ? PyLong_FromLongLong(self->start_ns) : nullptr;
     PyObject* continuation = nullptr;
-    if (ticket != nullptr) {
-        continuation = call_owner(self, g_str_attempt_raised_async, ticket, exc);
-        Py_DECREF(ticket);
+    if (ticket != nullptr && (self->start_ns < 0 || start != nullptr)) {
+        continuation = call_owner(self, g_str_attempt_raised_async, ticket, exc, start);
     }
+    Py_XDECREF(ticket);
+    Py_XDECREF(start);
     Py_DECREF(exc);
     return continue_in(self, continuation, out);
 }
@@ -753,13 +765,6 @@ PyObject* breaker_call_async(PyObject* self, PyObject* const* args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError,
                         "CircuitBreaker.call_async() missing required argument 'fn'");
         return nullptr;
-    }
-    const vr::WindowSettings* window = b->core.window_settings();
-    if (window != nullptr && window->slow_call_ns >= 0) {
-        // A breaker that times its calls (slow calls): its Python path keeps
-        // the admission's clock time for the outcome, a failure's too.
-        return call_hook_with_args(self, "_timed_call_async", args[0], args + 1,
-                                   static_cast<size_t>(nargs - 1), kwnames);
     }
     return new_async_call(kOwnerBreaker, self, b, args[0], args + 1, nargs - 1, kwnames);
 }

@@ -109,15 +109,22 @@ PyObject* policy_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
     if (p == nullptr) {
         return nullptr;
     }
+    // _exit(ticket[, start_ns]): start_ns >= 0, the attempt's start on the
+    // breaker's clock, times it for a breaker judging slow calls.
     int64_t ticket = 0;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != nullptr ||
-        !int_arg(args[0], "Policy", "ticket", ticket)) {
+    int64_t start_ns = -1;
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1 || nargs > 2 || kwnames != nullptr ||
+        !int_arg(args[0], "Policy", "ticket", ticket) ||
+        (nargs == 2 && !int_arg(args[1], "Policy", "start_ns", start_ns))) {
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "Policy._exit() takes one ticket");
+            PyErr_SetString(PyExc_TypeError, "Policy._exit() takes a ticket and a start_ns");
         }
         return nullptr;
     }
-    if (!p->exit_success(vr::Ticket::decode(ticket))) {
+    vr::Ticket t = vr::Ticket::decode(ticket);
+    t.start_ns = start_ns;
+    if (!p->exit_success(t)) {
         return nullptr;
     }
     Py_RETURN_NONE;
@@ -133,8 +140,9 @@ PyMethodDef policy_enter_def = {
 PyMethodDef policy_exit_def = {
     "_exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_exit)),
     METH_FASTCALL | METH_KEYWORDS,
-    "_exit(self, ticket, /)\n--\n\n"
-    "The attempt succeeded: record it and free its slot."};
+    "_exit(self, ticket, start_ns=-1, /)\n--\n\n"
+    "The attempt succeeded: record it and free its slot (a breaker timing slow\n"
+    "calls times it from start_ns, the attempt's start on its clock, when >= 0)."};
 
 PyMethodDef policy_execute_def = {
     "execute", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_execute)),
@@ -212,14 +220,18 @@ void bind_policy(nb::module_& m) {
              "budget"_a.none() = nb::none())
         .def(
             "_exit_exception",
-            [](PyPolicy& p, int64_t ticket, nb::handle exc) {
+            [](PyPolicy& p, int64_t ticket, nb::handle exc, int64_t start_ns) {
                 HookError error;
-                p.exit_raised(vr::Ticket::decode(ticket), exc.ptr(), error);
+                vr::Ticket t = vr::Ticket::decode(ticket);
+                t.start_ns = start_ns;
+                p.exit_raised(t, exc.ptr(), error);
                 if (error.raise()) {
                     throw nb::python_error();
                 }
             },
-            "ticket"_a, "exc"_a, "The attempt raised exc: record it and free its slot.")
+            "ticket"_a, "exc"_a, "start_ns"_a = -1,
+            "The attempt raised exc: record it and free its slot (a breaker timing\n"
+            "slow calls times it from start_ns, the admission's clock time, when >= 0).")
         .def(
             "_exit_unrun",
             [](PyPolicy& p, int64_t ticket) {

@@ -765,8 +765,11 @@ class Policy:
 
     def __init__(self, breaker: object | None, bucket: object | None, bulkhead: object | None, fast: bool, waits: bool, budget: object | None = None) -> None: ...
 
-    def _exit_exception(self, ticket: int, exc: object) -> None:
-        """The attempt raised exc: record it and free its slot."""
+    def _exit_exception(self, ticket: int, exc: object, start_ns: int = -1) -> None:
+        """
+        The attempt raised exc: record it and free its slot (a breaker timing
+        slow calls times it from start_ns, the admission's clock time, when >= 0).
+        """
 
     def _exit_unrun(self, ticket: int) -> None:
         """
@@ -786,8 +789,11 @@ class Policy:
         -3 bulkhead full (nothing held); or -100 when every call needs Python.
         """
 
-    def _exit(self, ticket: int, /) -> None:
-        """The attempt succeeded: record it and free its slot."""
+    def _exit(self, ticket: int, start_ns: int = -1, /) -> None:
+        """
+        The attempt succeeded: record it and free its slot (a breaker timing slow
+        calls times it from start_ns, the attempt's start on its clock, when >= 0).
+        """
 
     def execute_async(self, fn: Callable[_P, Awaitable[_T]], /, *args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any, Any, _T]:
         """

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from . import _core, _native, _validate, events
 from . import _admission, _deprecated
-from ._admission import Held, hold, holding
+from ._admission import Held, hold
 from ._decorate import route_calls
 from ._native import FAILURE as _FAILURE
 from ._native import RELEASE as _RELEASE
@@ -459,39 +459,20 @@ class CircuitBreaker(_core.CircuitBreaker):
         call_async = _core._breaker_call_async
 
     def _attempt_raised_async(self, ticket: int, exc: BaseException, fn: object,
-                              args: tuple[Any, ...], kwargs: dict[str, Any]) -> NoReturn:
+                              args: tuple[Any, ...], kwargs: dict[str, Any],
+                              start_ns: int = -1) -> NoReturn:
         """Native hook: the call's awaitable raised ``exc``; record it and raise it.
 
         A call cut off by a deadline (a policy's timeout, ``asyncio.timeout``
         at any depth, ``asyncio.wait_for`` on Python 3.12+, anyio's
         ``fail_after``: see :func:`~virtrigaud_resilience.timeouts.deadline_expired`)
         is recorded as a Timeout: a failure. A cancellation from outside
-        records nothing and frees the half-open slot.
+        records nothing and frees the half-open slot. ``start_ns`` (>= 0 for
+        a breaker timing slow calls, else -1) is the admission's clock time:
+        the failure is timed from it, as a success is natively.
         """
-        record_outcome(self._record_exception, ticket, exc, self.name)
+        record_outcome(_exception_recorder(self, start_ns), ticket, exc, self.name)
         raise exc
-
-    async def _timed_call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any,
-                                **kwargs: Any) -> T:
-        """call_async() of a breaker that times its calls (window mode with
-        slow calls): the native entry hands such calls here, where the
-        admission's clock time is kept for the outcome, a failure's too."""
-        return await self._call_async_timed(self._admit(), fn, args, kwargs)
-
-    async def _call_async_timed(self, ticket: int, fn: Callable[..., Awaitable[T]],
-                                args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        """call_async() of a breaker that times its calls (slow calls)."""
-        start = self._now_ns()
-        try:
-            if _admission.nesting:
-                result = await holding(self, None, fn, args, kwargs)
-            else:
-                result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            record_outcome(self._recorder_since(start), ticket, exc, self.name)
-            raise
-        self._record_since(ticket, _SUCCESS, start)
-        return result
 
     def _recorder_since(self, start_ns: int) -> Callable[[int, BaseException], None]:
         """_record_exception for a call admitted at ``start_ns`` (timed)."""

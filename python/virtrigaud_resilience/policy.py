@@ -237,13 +237,14 @@ class Policy(_core.Policy):
 
     def _attempt_raised_async(self, ticket: int, exc: BaseException,
                               fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
-                              kwargs: dict[str, Any]) -> Awaitable[T]:
+                              kwargs: dict[str, Any], start_ns: int = -1) -> Awaitable[T]:
         """Native hook: the native async attempt 0 raised ``exc``. Records it
         (a deadline's cancellation as a Timeout, one from outside as nothing)
         and returns the retry loop's coroutine, which the call awaits next; a
         BaseException that is no Exception (a cancellation) is raised again,
-        never retried."""
-        record_outcome(self._exit_exception, ticket, exc, self._name)
+        never retried. ``start_ns`` (>= 0 when the breaker times slow calls)
+        is the admission's clock time: the failure is timed from it."""
+        record_outcome(self._exception_exit(start_ns), ticket, exc, self._name)
         if not isinstance(exc, Exception):
             raise exc
         return self._resume_async(STAGE_CALLED, exc, fn, args, kwargs)
@@ -272,6 +273,7 @@ class Policy(_core.Policy):
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> T:
         ticket = self._admit_attempt()
+        start = self._attempt_start()
         held = _admission.nesting and hold(self._breaker, self._limiter)
         try:
             if self._attempt_timeout is None:
@@ -284,7 +286,7 @@ class Policy(_core.Policy):
                 with deadline_scope(self._clock, deadline):
                     result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._exit_exception(ticket, exc)
+            self._exit_exception(ticket, exc, start)
             raise
         finally:
             if held:
@@ -292,12 +294,13 @@ class Policy(_core.Policy):
         if type(result) is CoroutineType:
             self._exit_unrun(ticket)
             refuse_coroutine(result, "Policy.execute()", "'await policy.execute_async(fn, ...)'")
-        self._exit(ticket)
+        self._exit(ticket, start)
         return result
 
     async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> T:
         ticket = await self._admit_attempt_async()
+        start = self._attempt_start()
         if _admission.nesting:  # an adapter exists: it may ask what this attempt holds
             fn, args, kwargs = holding, (self._breaker, self._limiter, fn, args, kwargs), {}
         try:
@@ -308,10 +311,24 @@ class Policy(_core.Policy):
                 result = await call_until(self._clock, deadline, f"{self._name} attempt",
                                           fn, args, kwargs)
         except BaseException as exc:
-            record_outcome(self._exit_exception, ticket, exc, self._name)
+            record_outcome(self._exception_exit(start), ticket, exc, self._name)
             raise
-        self._exit(ticket)
+        self._exit(ticket, start)
         return result
+
+    def _attempt_start(self) -> int:
+        """The breaker's clock now (ns) when it times slow calls, else -1:
+        an attempt of the Python path is timed from its admission (after any
+        wait for a token or a bulkhead slot) to its outcome."""
+        breaker = self._breaker
+        return breaker._now_ns() if breaker is not None and breaker._timing else -1
+
+    def _exception_exit(self, start_ns: int) -> Callable[[int, BaseException], None]:
+        """The ``(ticket, exc)`` recorder for record_outcome: _exit_exception,
+        timed from ``start_ns`` when that is >= 0."""
+        if start_ns < 0:
+            return self._exit_exception
+        return lambda ticket, exc: self._exit_exception(ticket, exc, start_ns)
 
     def _admit_attempt(self) -> int:
         """Breaker, token, bulkhead for one attempt, or raises (nothing held)."""
