@@ -10,7 +10,10 @@ answers beyond its quota with RateLimit and a Retry-After, every provider
 fails now and then across the error taxonomy (see :mod:`.fleet`).
 ``proxmox/edge``'s describes are hedged at their p95: the summary compares
 their p99 with a replay of the same seed without hedging (virtual time,
-after the run) and counts the hedges sent.
+after the run) and counts the hedges sent. ``--slowdown`` adds one provider
+that turns slow without failing (latency x100 for five simulated minutes),
+run twice: behind the profile's consecutive breaker, which never opens, and
+behind a breaker judging slow calls over a window, which does.
 
 Time is simulated (:mod:`.simloop`): by default each real second shows
 :data:`TIME_SCALE` simulated seconds, so the default 15 s show 25 minutes of
@@ -84,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-adaptive", action="store_true",
                         help="a static rate per provider (RATE_LIMIT_ADAPTIVE=false), as "
                              "before adaptive rates: compare the quota 429s")
+    parser.add_argument("--slowdown", action="store_true",
+                        help="add a provider that turns slow without failing (latency x100 "
+                             "for 5 simulated minutes), behind the profile's consecutive "
+                             "breaker and behind a slow-call window breaker: compare them")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -110,10 +117,11 @@ def _run(args: argparse.Namespace, json_only: bool) -> int:
     loop = SimulatedLoop(clock, scale)
     span = args.duration * TIME_SCALE
     fleet = Fleet(clock, profile_config(args.profile, adaptive=not args.no_adaptive), args.vms,
-                  args.seed, span)
+                  args.seed, span, slowdown=args.slowdown)
     timeline = Timeline.of(fleet)
-    title = (f"virtrigaud-resilience demo: {args.vms} VMs on 3 providers, {args.profile} "
-             f"profile, seed {args.seed}{', static rates' if args.no_adaptive else ''}")
+    title = (f"virtrigaud-resilience demo: {args.vms} VMs on {len(fleet.providers)} providers, "
+             f"{args.profile} profile, seed {args.seed}"
+             f"{', static rates' if args.no_adaptive else ''}")
     work = loop.create_task(_simulate(fleet, timeline))
     view = None
     interrupted = False
@@ -173,7 +181,7 @@ def _hedging_against_a_replay(fleet: Fleet, args: argparse.Namespace) -> list[di
     clock = SimClock()
     loop = SimulatedLoop(clock)
     replay = Fleet(clock, PROFILES[args.profile](), args.vms, args.seed, fleet.span,
-                   hedging=False)
+                   hedging=False, slowdown=args.slowdown)
     try:
         loop.run_until_complete(replay.run())
     finally:

@@ -9,6 +9,15 @@ a scripted outage (connections refused), ``libvirt/lab`` a quota of its own
 that answers RateLimit with a Retry-After, ``proxmox/edge`` is slow and flaky:
 its describes are hedged at their p95 (``ResilientProvider(hedged=...)``).
 
+With ``slowdown=True`` (``--slowdown``) two more providers join,
+:data:`SLOW_PLANS`: one provider of the same seed run twice, fast and
+faultless but slow (latency x :data:`SLOWDOWN_FACTOR`) for
+:data:`SLOWDOWN_SECONDS` from 30% of the run, without failing a call. The
+first, ``openstack/slow``, keeps the profile's consecutive-failure breaker:
+it never opens, for nothing fails. The second, ``openstack/slow-window``,
+judges a slow-call rate over a window (:data:`WINDOW_BREAKER`): it opens
+while the calls are slow and sheds them, probing until they are fast again.
+
 The controller is one asyncio task per VM, as an operator runs one handler
 per object: create the VM, poll its task, describe it, and set its ``Ready``
 condition (``VMReady``, or what :func:`~virtrigaud_resilience.map_error_to_condition`
@@ -40,7 +49,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..backoff import Backoff
-from ..breaker import BreakerState, CircuitBreaker
+from ..breaker import BreakerConfig, BreakerState, CircuitBreaker
 from ..conditions import Condition, map_error_to_condition, ready_condition, set_condition
 from ..config import Config, RetryBudgetConfig
 from ..errors import ErrorType, is_retryable
@@ -54,9 +63,13 @@ from ..providers import (
     Quota,
     ResilientProvider,
 )
+from ..providers.fake import Slowdown
+from ..windows import CountWindow
 from .simloop import SimClock
 
-__all__ = ["DRAIN_SECONDS", "PLANS", "Fleet", "ProviderPlan", "ProviderRun", "VM"]
+__all__ = ["DRAIN_SECONDS", "PLANS", "SLOWDOWN_FACTOR", "SLOWDOWN_SECONDS", "SLOW_PLANS",
+           "WINDOW_BREAKER", "Fleet", "ProviderPlan", "ProviderRun", "VM",
+           "window_breaker_config"]
 
 #: After the run's end, VMs whose last reconcile failed are retried for up to
 #: this many simulated seconds (no more resyncs), so the fleet settles.
@@ -77,6 +90,25 @@ EPOCH = datetime(2025, 1, 1, tzinfo=timezone.utc)
 #: ``RETRY_BUDGET_MIN_PER_SECOND: 1``): each provider's retries stay under a
 #: tenth of its calls plus one a second, and the summary counts those refused.
 DEMO_RETRY_BUDGET = RetryBudgetConfig("ratio:0.1", min_per_second=1)
+#: The slow providers' slowdown: every call's latency times this...
+SLOWDOWN_FACTOR = 100.0
+#: ...for this many simulated seconds.
+SLOWDOWN_SECONDS = 300.0
+#: The window breaker of ``openstack/slow-window`` (the profile's breaker
+#: otherwise): the ConfigMap's ``CIRCUIT_BREAKER_WINDOW: count:100``,
+#: ``CIRCUIT_BREAKER_MINIMUM_CALLS: 20``, ``CIRCUIT_BREAKER_SLOW_CALL_DURATION:
+#: 1s`` and ``CIRCUIT_BREAKER_SLOW_CALL_RATE_THRESHOLD: 0.5``: it opens when
+#: half of the last 100 calls (20 at least) took a second or more.
+WINDOW_BREAKER: Mapping[str, Any] = {
+    "window": CountWindow(100), "minimum_calls": 20, "slow_call_duration": 1.0,
+    "slow_call_rate_threshold": 0.5,
+}
+
+
+def window_breaker_config(profile: BreakerConfig) -> BreakerConfig:
+    """``profile``'s breaker settings judging slow calls over a window
+    (:data:`WINDOW_BREAKER`); its reset timeout and half-open probes kept."""
+    return dataclasses.replace(profile, **WINDOW_BREAKER)
 
 
 @dataclass(frozen=True)
@@ -86,6 +118,10 @@ class ProviderPlan:
     ``outage`` is a window as fractions of the run (``(0.3, 0.6)``: from 30%
     to 60% of the simulated time), connections refused meanwhile. ``hedged``:
     the operations hedged, by name to delay (``ResilientProvider(hedged=...)``).
+    ``slowdown_at``: where (a fraction of the run) a slowdown of
+    :data:`SLOWDOWN_SECONDS` begins, each call :data:`SLOWDOWN_FACTOR` times
+    slower. ``windowed``: the breaker judges slow calls over a window
+    (:func:`window_breaker_config`) instead of counting consecutive failures.
     """
 
     provider_type: str
@@ -95,6 +131,8 @@ class ProviderPlan:
     outage: tuple[float, float] | None = None
     quota: Quota | None = None
     hedged: Mapping[str, str] | None = None
+    slowdown_at: float | None = None
+    windowed: bool = False
 
     @property
     def label(self) -> str:
@@ -121,6 +159,15 @@ PLANS: tuple[ProviderPlan, ...] = (
     }, hedged={"describe": "p95"}),
 )
 
+#: ``--slowdown``'s two providers: one provider (the same seed, so the same
+#: latencies) behind the profile's consecutive breaker, and behind a window
+#: breaker judging slow calls. It answers in 20 ms, never fails, and for five
+#: minutes from 30% of the run answers in 2 s.
+SLOW_PLANS: tuple[ProviderPlan, ...] = (
+    ProviderPlan("openstack", "slow", Latency(0.02), {}, slowdown_at=0.3),
+    ProviderPlan("openstack", "slow-window", Latency(0.02), {}, slowdown_at=0.3, windowed=True),
+)
+
 
 class ProviderRun:
     """One provider during a run: the fake, its ResilientProvider, and what
@@ -134,9 +181,19 @@ class ProviderRun:
         self.outage = (None if plan.outage is None
                        else (round(plan.outage[0] * span), round(plan.outage[1] * span)))
         outages = () if self.outage is None else (Outage(*self.outage),)
+        self.slowdown = (None if plan.slowdown_at is None
+                         else (round(plan.slowdown_at * span),
+                               round(plan.slowdown_at * span) + SLOWDOWN_SECONDS))
+        slowdowns = (() if self.slowdown is None
+                     else (Slowdown(*self.slowdown, factor=SLOWDOWN_FACTOR),))
+        if plan.windowed:
+            config = dataclasses.replace(config, breaker=window_breaker_config(config.breaker))
+        # The slow pair is one provider run twice: the same faults' seed.
+        fake_seed = seed * 1_000 + (len(PLANS) if plan.slowdown_at is not None else index)
         self.fake = FaultInjectingProvider(
-            seed * 1_000 + index, clock=clock, latency=plan.latency, errors=plan.errors,
-            outages=outages, quota=plan.quota, task_duration=TASK_SECONDS)
+            fake_seed, clock=clock, latency=plan.latency, errors=plan.errors,
+            outages=outages, quota=plan.quota, task_duration=TASK_SECONDS,
+            slowdowns=slowdowns)
         # Registries of this run (not the process-wide shared ones): a second
         # run in the same process starts from fresh breakers and buckets.
         self.resilient = ResilientProvider(
@@ -237,6 +294,9 @@ class ProviderRun:
             "hedged": dict(self.plan.hedged or {}),
             "hedges": self.hedges,
             "outage": list(self.outage) if self.outage else None,
+            "slowdown": list(self.slowdown) if self.slowdown else None,
+            "breaker_window": self.breaker.windowed,
+            "slow_calls": self.breaker.slow_calls,
             "quota_qps": self.plan.quota.qps if self.plan.quota else None,
             "transitions": [{"t": round(t, 3), "to": state.name.lower()}
                             for t, state in self.transitions],
@@ -278,10 +338,11 @@ class Fleet:
         span: simulated seconds of the run (the drain comes after).
         hedging: False: the plans' hedged operations are not hedged (the
             replay that the summary compares the hedged describes with).
+        slowdown: True: :data:`SLOW_PLANS` join :data:`PLANS`.
     """
 
     def __init__(self, clock: SimClock, config: Config, vms: int, seed: int,
-                 span: float, hedging: bool = True) -> None:
+                 span: float, hedging: bool = True, slowdown: bool = False) -> None:
         self.clock = clock
         self.span = span
         self.seed = seed
@@ -289,10 +350,11 @@ class Fleet:
         if config.retry_budget.spec() is None:  # the demo's ConfigMap adds RETRY_BUDGET
             config = dataclasses.replace(config, retry_budget=DEMO_RETRY_BUDGET)
         self.config = config
+        plans = PLANS + SLOW_PLANS if slowdown else PLANS
         self.providers = [ProviderRun(plan, i, clock, config, seed, span, hedging)
-                          for i, plan in enumerate(PLANS)]
-        self.vms = [VM(f"{self.providers[i % len(PLANS)].plan.provider_type}-vm-{i:04d}",
-                       self.providers[i % len(PLANS)]) for i in range(vms)]
+                          for i, plan in enumerate(plans)]
+        self.vms = [VM(f"{self.providers[i % len(plans)].plan.provider_type}-vm-{i:04d}",
+                       self.providers[i % len(plans)]) for i in range(vms)]
         for vm in self.vms:
             vm.provider.vms += 1
         self._rng = random.Random(seed)

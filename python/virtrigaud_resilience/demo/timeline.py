@@ -4,7 +4,8 @@
 admitted calls every simulated second (a task on the simulated loop, so
 paced and instant runs sample alike). :func:`plot` draws it with matplotlib
 (imported there, never before): admitted calls per second per provider
-above, each breaker's state below, the scripted outage shaded on both.
+above, each breaker's state below, the scripted outage shaded on both (and
+any slowdown, in another colour).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..breaker import BreakerState
-from .fleet import Fleet
+from .fleet import SLOWDOWN_FACTOR, Fleet
 
 __all__ = ["Timeline", "plot"]
 
@@ -41,6 +42,8 @@ class Timeline:
     admitted: list[list[int]] = field(default_factory=list)
     ready: list[list[int]] = field(default_factory=list)
     transitions: list[list[tuple[float, BreakerState]]] = field(default_factory=list)
+    #: (provider, start, end) of each scripted slowdown (``--slowdown``).
+    slowdowns: list[tuple[str, float, float]] = field(default_factory=list)
 
     @classmethod
     def of(cls, fleet: Fleet) -> Timeline:
@@ -49,7 +52,8 @@ class Timeline:
                    [(p.label, *p.outage) for p in fleet.providers if p.outage],
                    fleet.config.rate_limit.qps, [p.vms for p in fleet.providers],
                    admitted=[[] for _ in fleet.providers], ready=[[] for _ in fleet.providers],
-                   transitions=[p.transitions for p in fleet.providers])
+                   transitions=[p.transitions for p in fleet.providers],
+                   slowdowns=[(p.label, *p.slowdown) for p in fleet.providers if p.slowdown])
 
     def sample(self, fleet: Fleet) -> None:
         """Records the providers' admitted calls and Ready VMs now."""
@@ -91,6 +95,9 @@ def plot(timeline: Timeline, path: str | Path, title: str) -> None:
     for axis in (calls, ready, states):
         for _label, start, end in timeline.outages:
             axis.axvspan(start / 60, end / 60, color="#d62728", alpha=0.10, lw=0)
+        # The slow pair shares one slowdown: shaded once.
+        for start, end in sorted({(start, end) for _label, start, end in timeline.slowdowns}):
+            axis.axvspan(start / 60, end / 60, color="#9467bd", alpha=0.10, lw=0)
     for index, label in enumerate(timeline.labels):
         calls.plot(minutes[1:], timeline.calls_per_second(index), lw=1.1, label=label)
         ready.plot(minutes, [100 * r / max(1, timeline.vms[index])
@@ -107,6 +114,10 @@ def plot(timeline: Timeline, path: str | Path, title: str) -> None:
         calls.text((start + end) / 120, timeline.rate_limit * 0.3, f"{label} outage\n"
                    "(connections refused)", ha="center", va="center", fontsize=8,
                    color="#a01010")
+    for start, end in sorted({(start, end) for _label, start, end in timeline.slowdowns}):
+        calls.text((start + end) / 120, timeline.rate_limit * 1.3, "slowdown\n"
+                   f"(latency x{SLOWDOWN_FACTOR:g})", ha="center", va="center", fontsize=8,
+                   color="#5b3a8a")
     ready.set_ylabel("VMs Ready %", fontsize=8)
     ready.set_ylim(-5, 105)
     _state_bands(states, timeline)

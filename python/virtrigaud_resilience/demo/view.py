@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from ..cli._console import Cell, print_table
-from .fleet import Fleet
+from .fleet import SLOWDOWN_FACTOR, Fleet
 
 __all__ = ["LiveView", "PlainView", "print_summary", "provider_rows"]
 
@@ -58,12 +58,16 @@ def provider_rows(providers: Sequence[Mapping[str, Any]]) -> list[list[Cell]]:
 
 
 def scenario_text(fleet: Fleet) -> str:
-    """What is scripted: the outage and the quota."""
+    """What is scripted: the outage, the quota and any slowdown."""
     parts = []
     for p in fleet.providers:
         if p.outage:
             parts.append(f"{p.label} outage {clock_text(p.outage[0])}-{clock_text(p.outage[1])} "
                          "(connections refused)")
+        if p.slowdown:
+            breaker = "window breaker" if p.breaker.windowed else "consecutive breaker"
+            parts.append(f"{p.label} slow {clock_text(p.slowdown[0])}-"
+                         f"{clock_text(p.slowdown[1])} (x{SLOWDOWN_FACTOR:g}, {breaker})")
         if p.plan.quota:
             parts.append(f"{p.label} quota {p.plan.quota.qps:g}/s (RateLimit, Retry-After)")
     return "; ".join(parts)

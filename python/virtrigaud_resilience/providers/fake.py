@@ -12,6 +12,9 @@ contract over an in-memory inventory of VMs, and misbehaves as told:
   connection is refused: the call fails at once and never reaches the
   provider (its cause is a ``ConnectionRefusedError``). Any other type is
   the provider answering with that error after its latency;
+- **scripted slowdowns**: ``Slowdown(start, end, factor)`` windows: each
+  call that starts in one takes ``factor`` times its latency, and answers as
+  it would have (a provider that turns slow without failing);
 - **a quota**: ``Quota(qps, burst)`` answers calls beyond it with
   ``RateLimitError`` whose ``retry_after`` is the wait for the quota;
 - **a capacity**: ``Capacity(knee, latency_growth)``: beyond ``knee`` calls
@@ -57,7 +60,8 @@ from .contract import (
     TaskStatus,
 )
 
-__all__ = ["Capacity", "FaultInjectingProvider", "Latency", "Outage", "Quota", "Schedule"]
+__all__ = ["Capacity", "FaultInjectingProvider", "Latency", "Outage", "Quota", "Schedule",
+           "Slowdown"]
 
 #: z of the 99th percentile of the standard normal distribution.
 _Z99 = 2.3263478740408408
@@ -127,6 +131,36 @@ class Outage:
 
     def covers(self, t: float) -> bool:
         """Whether time ``t`` (seconds since the provider was built) is in the outage."""
+        return self.start <= t < self.end
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """Calls that start between ``start`` and ``end`` (seconds since the
+    provider was built, on its clock; ``start <= t < end``) take ``factor``
+    times the latency drawn for them (``factor`` finite, >= 1), and succeed
+    or fail as they would have: the provider turns slow without failing.
+    """
+
+    start: float
+    end: float
+    factor: float = 100.0
+
+    def __post_init__(self) -> None:
+        start = _validate.non_negative("Slowdown", "start", self.start,
+                                       maximum=_MAX_SECONDS * 365)
+        end = _validate.non_negative("Slowdown", "end", self.end, maximum=_MAX_SECONDS * 365)
+        if end <= start:
+            raise ValueError(f"Slowdown end must be > start ({start:g}), got {self.end!r}")
+        factor = _validate.non_negative("Slowdown", "factor", self.factor, maximum=1e6)
+        if factor < 1.0:
+            raise ValueError(f"Slowdown factor must be >= 1, got {self.factor!r}")
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        object.__setattr__(self, "factor", factor)
+
+    def covers(self, t: float) -> bool:
+        """Whether time ``t`` (seconds since the provider was built) is in the slowdown."""
         return self.start <= t < self.end
 
 
@@ -288,6 +322,7 @@ class FaultInjectingProvider:
         quota: the provider's :class:`Quota`, or None for none.
         capacity: the provider's :class:`Capacity`, or None for unlimited.
         schedule: a :class:`Schedule` of later quotas and capacities.
+        slowdowns: :class:`Slowdown` windows.
         task_duration: seconds a mutating operation's task takes to finish;
             0 finishes at once and returns no task reference.
         capabilities: what ``get_capabilities`` answers.
@@ -308,6 +343,7 @@ class FaultInjectingProvider:
         capabilities: Capabilities | None = None,
         capacity: Capacity | None = None,
         schedule: Schedule | None = None,
+        slowdowns: Sequence[Slowdown] = (),
     ) -> None:
         owner = "FaultInjectingProvider"
         self._rng = random.Random(_validate.integer(owner, "seed", seed, -(2**63), 2**63))
@@ -323,6 +359,12 @@ class FaultInjectingProvider:
         for outage in outages:
             _validate.optional_instance(owner, "outages item", outage, Outage)
         self.outages: tuple[Outage, ...] = tuple(outages)
+        if isinstance(slowdowns, (str, bytes)) or not isinstance(slowdowns, Sequence):
+            raise TypeError(f"{owner} slowdowns must be a sequence of Slowdown, got "
+                            f"{type(slowdowns).__name__} {slowdowns!r}")
+        for slowdown in slowdowns:
+            _validate.optional_instance(owner, "slowdowns item", slowdown, Slowdown)
+        self.slowdowns: tuple[Slowdown, ...] = tuple(slowdowns)
         self.quota = _validate.optional_instance(owner, "quota", quota, Quota)
         self._quota_bucket = (None if quota is None
                               else TokenBucket(quota.qps, quota.burst, clock=clock))
@@ -454,6 +496,9 @@ class FaultInjectingProvider:
                                               retry_after=bucket.retry_after()))
         if self.capacity is not None:
             latency = self.capacity.latency(latency, self.in_flight + 1)
+        for slowdown in self.slowdowns:
+            if slowdown.covers(t):
+                latency *= slowdown.factor
         self.in_flight += 1
         try:
             await self._clock.sleep_async(latency)
