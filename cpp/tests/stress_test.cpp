@@ -3703,6 +3703,32 @@ void test_window_concurrent_counts() {
     }
 }
 
+// The smallest rings wrap on every few outcomes: the writer that takes the
+// position to twice the size brings it back while the others write; the
+// ring's 2-bit outcomes share a word between the threads. The counts equal
+// the ring's contents at the end, and the ring holds its size of outcomes.
+void test_window_small_rings_wrap_exactly() {
+    constexpr int kThreads = 4;
+    const int per_thread = 20'000 * g_scale;
+    for (uint32_t size : {1u, 2u, 3u, 33u, 129u}) {
+        SlidingWindow ring(WindowKind::kCount, size);
+        run_threads(kThreads, [&](int t) {
+            Rng rng(static_cast<uint64_t>(t) * 31 + size);
+            for (int i = 0; i < per_thread; ++i) {
+                CHECK(ring.record(0, static_cast<uint8_t>(rng.below(4)), 0));
+            }
+        });
+        const WindowTotals r = ring.totals(0);
+        CHECK_EQ(int64_t{r.calls}, int64_t{size});
+        CHECK(same(r, ring.recount(0)));
+        // Once quiet, one more outcome of each kind moves the counts exactly.
+        for (uint8_t bits = 0; bits < 4; ++bits) {
+            CHECK(ring.record(0, bits, 0));
+            CHECK(same(ring.totals(0), ring.recount(0)));
+        }
+    }
+}
+
 WindowSettings window_of(WindowKind kind, uint32_t size, uint32_t minimum) {
     WindowSettings w;
     w.kind = kind;
@@ -3916,6 +3942,7 @@ int main(int argc, char** argv) {
         {"histogram_concurrent_record", test_histogram_concurrent_record, 3},
         {"histogram_buckets", test_histogram_buckets, 1},
         {"window_concurrent_counts", test_window_concurrent_counts, 3},
+        {"window_small_rings_wrap_exactly", test_window_small_rings_wrap_exactly, 3},
         {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
         {"window_breaker_single_open", test_window_breaker_single_open, 20},
         {"window_breaker_churn", test_window_breaker_churn, 2},

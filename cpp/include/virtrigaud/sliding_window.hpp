@@ -17,13 +17,17 @@
 // lands its single outcome in the new window. That is tolerated, as the
 // breaker's 24-bit tag is (circuit_breaker.hpp).
 //
-// Count window: a head word (epoch | position) advanced by compare-and-swap
-// hands each outcome a slot of a ring of bytes; the slot is exchanged for the
-// outcome's bits, and the difference from the outcome it replaced goes to
-// the running failure and slow counts (fetch_add). Nothing allocates after
-// construction. With concurrent writers the counts read between two writes
-// may be off by the writes in flight (read clamped to [0, outcomes]); once
-// the writers are done they are exact.
+// Count window: a head word (epoch | position) advanced by one fetch_add
+// (no retry, however many writers) hands each outcome a slot of a ring of
+// 2-bit outcomes, 32 to a 64-bit word (inline for up to 128 outcomes, so a
+// CountWindow(100) allocates no ring); the slot's bits are replaced by a
+// compare-and-swap of its word, and the difference from the outcome replaced
+// goes to the running failure and slow counts (fetch_add). An outcome equal
+// to the one it replaces writes nothing (the common case: a success where a
+// success was), so a steady stream of successes writes only the head.
+// Nothing allocates after construction. With concurrent writers the counts
+// read between two writes may be off by the writes in flight (read clamped
+// to [0, outcomes]); once the writers are done they are exact.
 //
 // Time window: a ring of `size` per-second buckets, each a 16-byte atomic
 // pair (epoch | second, calls | failures | slow) updated by one
@@ -80,12 +84,13 @@ public:
           size_(std::max<uint32_t>(
               1, std::min(size, kind == WindowKind::kCount ? kMaxCountSize : kMaxTimeSize))) {
         if (kind_ == WindowKind::kCount) {
-            slots_.reset(new (std::nothrow) std::atomic<uint8_t>[size_]);
-            if (slots_) {
-                for (uint32_t i = 0; i < size_; ++i) {
-                    slots_[i].store(0, std::memory_order_relaxed);
-                }
+            if (words_of(size_) <= kInlineWords) {
+                words_ = inline_words_;
+            } else {
+                heap_words_.reset(new (std::nothrow) std::atomic<uint64_t>[words_of(size_)]);
+                words_ = heap_words_.get();
             }
+            clear_ring();
         } else {
             buckets_.reset(new (std::nothrow) Bucket[size_]);
         }
@@ -93,16 +98,21 @@ public:
     SlidingWindow(const SlidingWindow&) = delete;
     SlidingWindow& operator=(const SlidingWindow&) = delete;
 
-    bool ok() const noexcept { return kind_ == WindowKind::kCount ? !!slots_ : !!buckets_; }
+    bool ok() const noexcept {
+        return kind_ == WindowKind::kCount ? words_ != nullptr : !!buckets_;
+    }
     WindowKind kind() const noexcept { return kind_; }
     uint32_t size() const noexcept { return size_; }
     uint32_t epoch() const noexcept {
         return static_cast<uint32_t>(epoch_.load(std::memory_order_acquire));
     }
-    /// Bytes this window allocated beside itself.
+    /// Bytes this window allocated beside itself (0 for a count window of
+    /// up to 128 outcomes: its ring is inline).
     size_t ring_bytes() const noexcept {
-        return kind_ == WindowKind::kCount ? size_ * sizeof(std::atomic<uint8_t>)
-                                           : size_ * sizeof(Bucket);
+        if (kind_ == WindowKind::kTime) {
+            return size_ * sizeof(Bucket);
+        }
+        return heap_words_ ? words_of(size_) * sizeof(std::atomic<uint64_t>) : 0;
     }
 
     /// Records one outcome (`bits`: kOutcomeFailed | kOutcomeSlow) of epoch
@@ -127,11 +137,7 @@ public:
         if (kind_ == WindowKind::kCount) {
             return count_totals();
         }
-        const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
-        if (head_second_.load(std::memory_order_acquire) != second) {
-            return time_totals(now_ns);  // the head is elsewhere: sum the buckets
-        }
-        return running_totals();
+        return judged_time_totals(now_ns);
     }
 
     /// The count window's contents counted from its ring (O(size); the
@@ -141,10 +147,12 @@ public:
         if (kind_ == WindowKind::kTime) {
             return time_totals(now_ns);
         }
+        // An empty slot reads as a success that was not slow: it adds nothing.
         WindowTotals t;
+        t.calls = static_cast<uint32_t>(
+            std::min<uint64_t>(head_.load(std::memory_order_acquire) & kPositionMask, size_));
         for (uint32_t i = 0; i < size_; ++i) {
-            const uint8_t v = slots_[i].load(std::memory_order_acquire);
-            t.calls += (v & kFilled) != 0 ? 1 : 0;
+            const unsigned v = slot_bits(i);
             t.failures += (v & kOutcomeFailed) != 0 ? 1 : 0;
             t.slow += (v & kOutcomeSlow) != 0 ? 1 : 0;
         }
@@ -158,9 +166,7 @@ public:
         epoch_.store(e, std::memory_order_release);
         if (kind_ == WindowKind::kCount) {
             head_.store(e << kEpochShift, std::memory_order_release);
-            for (uint32_t i = 0; i < size_; ++i) {
-                slots_[i].store(0, std::memory_order_relaxed);
-            }
+            clear_ring();
         }
         failures_.store(0, std::memory_order_relaxed);
         slow_.store(0, std::memory_order_relaxed);
@@ -172,31 +178,70 @@ public:
 private:
     static constexpr int kEpochShift = 40;
     static constexpr uint64_t kPositionMask = (uint64_t{1} << kEpochShift) - 1;
-    static constexpr uint8_t kFilled = 4;
     static constexpr int64_t kNsPerSecond = 1'000'000'000;
+    /// The count window's ring: 2-bit outcomes, 32 to a word; inline up to
+    /// kInlineWords words (128 outcomes).
+    static constexpr uint32_t kOutcomesPerWord = 32;
+    static constexpr uint32_t kInlineWords = 4;
+    static constexpr uint32_t words_of(uint32_t outcomes) noexcept {
+        return (outcomes + kOutcomesPerWord - 1) / kOutcomesPerWord;
+    }
 
-    // ---- count window: head = epoch << 40 | position. Position runs through
-    // [0, 2 * size): below size the ring is filling (that many outcomes),
-    // from size on it is full and the slot is position - size; it wraps from
-    // 2 * size - 1 back to size.
+    // ---- count window: head = epoch << 40 | position. The position is
+    // congruent to the next slot modulo size: below size the ring is filling
+    // (that many outcomes), from size on it is full. It is kept below
+    // 2 * size: the writer that takes it to 2 * size or beyond subtracts
+    // size (one compare-and-swap; if another writer moved it meanwhile, that
+    // writer is past 2 * size too and subtracts instead). A writer reads the
+    // epoch before taking a position; one preempted between the two across a
+    // reset lands its outcome in the new window (see the file comment).
     bool record_count(uint32_t epoch, uint8_t bits) noexcept {
-        uint64_t h = head_.load(std::memory_order_acquire);
-        uint64_t next;
-        do {
-            if ((h >> kEpochShift) != (epoch & kEpochMask)) {
-                return false;
-            }
-            const uint64_t pos = h & kPositionMask;
-            next = pos + 1 == 2 * uint64_t{size_} ? (h & ~kPositionMask) | size_ : h + 1;
-        } while (!head_.compare_exchange_weak(h, next, std::memory_order_acq_rel,
-                                              std::memory_order_acquire));
+        if (epoch_.load(std::memory_order_acquire) != (epoch & kEpochMask)) {
+            return false;
+        }
+        const uint64_t h = head_.fetch_add(1, std::memory_order_acq_rel);
         const uint64_t pos = h & kPositionMask;
-        const uint32_t slot = static_cast<uint32_t>(pos < size_ ? pos : pos - size_);
-        const uint8_t old = slots_[slot].exchange(static_cast<uint8_t>(bits | kFilled),
-                                                  std::memory_order_acq_rel);
+        if (pos + 1 >= 2 * uint64_t{size_}) {
+            uint64_t expected = h + 1;
+            head_.compare_exchange_strong(expected, expected - size_, std::memory_order_acq_rel,
+                                          std::memory_order_relaxed);
+        }
+        const uint32_t slot = slot_of(pos);
+        std::atomic<uint64_t>& word = words_[slot / kOutcomesPerWord];
+        const unsigned shift = 2 * (slot % kOutcomesPerWord);
+        const uint64_t mask = uint64_t{3} << shift;
+        const uint64_t mine = static_cast<uint64_t>(bits & 3u) << shift;
+        uint64_t w = word.load(std::memory_order_acquire);
+        // Equal bits: nothing to write (this outcome takes the slot as it is;
+        // a writer that replaces it later accounts for what it finds).
+        while ((w & mask) != mine &&
+               !word.compare_exchange_weak(w, (w & ~mask) | mine, std::memory_order_acq_rel,
+                                           std::memory_order_acquire)) {
+        }
+        const int old = static_cast<int>((w & mask) >> shift);
         add(failures_, (bits & kOutcomeFailed) - (old & kOutcomeFailed));
         add(slow_, ((bits & kOutcomeSlow) - (old & kOutcomeSlow)) / kOutcomeSlow);
         return true;
+    }
+    /// The slot of position `pos` (pos modulo size; pos is below 2 * size
+    /// but for the writers in flight while it is brought back).
+    uint32_t slot_of(uint64_t pos) const noexcept {
+        if (pos < size_) {
+            return static_cast<uint32_t>(pos);
+        }
+        pos -= size_;
+        return static_cast<uint32_t>(pos < size_ ? pos : pos % size_);
+    }
+    unsigned slot_bits(uint32_t slot) const noexcept {
+        const uint64_t w = words_[slot / kOutcomesPerWord].load(std::memory_order_acquire);
+        return static_cast<unsigned>(w >> (2 * (slot % kOutcomesPerWord))) & 3u;
+    }
+    void clear_ring() noexcept {
+        if (words_ != nullptr) {
+            for (uint32_t i = 0; i < words_of(size_); ++i) {
+                words_[i].store(0, std::memory_order_relaxed);
+            }
+        }
     }
     static void add(std::atomic<int64_t>& counter, int delta) noexcept {
         if (delta != 0) {
@@ -275,6 +320,21 @@ private:
                 return true;
             }
         }
+    }
+
+    // Out of line: judged_totals() stays small enough to inline into the
+    // breaker's record, so the count window's totals come back in registers.
+#if defined(_MSC_VER)
+    __declspec(noinline)
+#else
+    __attribute__((noinline))
+#endif
+    WindowTotals judged_time_totals(int64_t now_ns) const noexcept {
+        const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
+        if (head_second_.load(std::memory_order_acquire) != second) {
+            return time_totals(now_ns);  // the head is elsewhere: sum the buckets
+        }
+        return running_totals();
     }
 
     // The time window's running sums (calls_, failures_, slow_) hold the
@@ -372,14 +432,18 @@ private:
         return t;
     }
 
-    const WindowKind kind_;
-    const uint32_t size_;
+    // What a record touches first, together: the epoch, the count window's
+    // head, the running sums and its inline ring.
     std::atomic<uint64_t> epoch_{0};
-    // count window
     std::atomic<uint64_t> head_{0};
     std::atomic<int64_t> failures_{0};  // both kinds' running sums
     std::atomic<int64_t> slow_{0};
-    std::unique_ptr<std::atomic<uint8_t>[]> slots_;
+    std::atomic<uint64_t> inline_words_[kInlineWords] = {};
+    const WindowKind kind_;
+    const uint32_t size_;
+    // count window: its ring (inline_words_, or heap_words_ beyond 128 outcomes)
+    std::atomic<uint64_t>* words_ = nullptr;
+    std::unique_ptr<std::atomic<uint64_t>[]> heap_words_;
     // time window
     std::atomic<int64_t> calls_{0};
     std::atomic<int64_t> head_second_{-1};
