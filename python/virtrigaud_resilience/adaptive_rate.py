@@ -117,7 +117,7 @@ class AdaptiveRate:
 
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
                  "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
-                 "throttles", "pauses", "malformed_headers", "_sent_mark", "_time_bucket",
+                 "throttles", "pauses", "malformed_headers", "_learned", "_sent_mark", "_time_bucket",
                  "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
                  "__weakref__")
 
@@ -126,11 +126,12 @@ class AdaptiveRate:
         """The one controller (defaults) of ``bucket``, made on first use:
         every policy sharing a bucket (a ResilientProvider's operations,
         the components built from one ConfigMap) must report to the same
-        controller, or two would fight over its rate."""
+        controller, or two would fight over its rate. Its floor is 0.5/s,
+        or the bucket's rate where that is lower."""
         with _SHARED_LOCK:
             found = _SHARED.get(bucket)
-            if found is None:
-                found = _SHARED[bucket] = cls(bucket)
+            if found is None:  # a bucket slower than the default floor is its own floor
+                found = _SHARED[bucket] = cls(bucket, floor=min(0.5, float(bucket.qps)))
             return found
 
     def __init__(self, bucket: RateControlled, *, floor: float = 0.5, beta: float = 0.7,
@@ -163,6 +164,7 @@ class AdaptiveRate:
         self.throttles = 0
         self.pauses = 0
         self.malformed_headers = 0
+        self._learned = self.ceiling  # the rate CUBIC set last (a pause aside)
         self._sent_mark = _tokens_granted(bucket)
         self._time_bucket = math.floor(now / 1e9 / _TIME_BUCKET_SECONDS) * _TIME_BUCKET_SECONDS
         self._measured = 0.0
@@ -224,7 +226,7 @@ class AdaptiveRate:
                 self._update(now, throttled=True)
                 # Tokens reserved before the decrease still go out at the old
                 # spacing: the new rate governs the calls sent after them.
-                reserved_ns = round(max(0.0, -self.bucket.tokens) / self.rate * 1e9)
+                reserved_ns = round(max(0.0, -self.bucket.tokens) / self._learned * 1e9)
                 self._settled_ns = now + max(_TIME_BUCKET_NS, reserved_ns)
             if retry_after is not None and retry_after > 0:
                 self._pause(now, retry_after)
@@ -319,7 +321,7 @@ class AdaptiveRate:
         measured = self._measure(now_ns)
         self._next_update_ns = now_ns + self.update_interval_ns
         if throttled:
-            rate_to_use = measured if not self.enabled else min(measured, self.rate)
+            rate_to_use = measured if not self.enabled else min(measured, self._learned)
             self.w_max = rate_to_use
             self.k = (self.w_max * (1 - self.beta) / self.scale) ** (1 / 3)
             self.last_throttle_ns = now_ns
@@ -333,9 +335,12 @@ class AdaptiveRate:
             dt = (now_ns - self.last_throttle_ns) / 1e9
             new = self.scale * (dt - self.k) ** 3 + self.w_max
         new = min(new, 2 * measured, self.ceiling)
-        self._apply(max(new, self.floor))
+        self._apply(max(new, self.floor), now_ns)
 
-    def _apply(self, rate: float) -> None:
+    def _apply(self, rate: float, now_ns: int) -> None:
+        self._learned = rate
+        if now_ns < self._paused_until_ns:
+            return  # the pause holds (a throttle within it): the rate applies once it ends
         # botocore's bucket holds one second of its rate; never more than configured.
         burst = max(1, min(self.ceiling_burst, int(rate)))
         if rate != self.bucket.qps or burst != self.bucket.burst or self._paused_until_ns:
