@@ -41,6 +41,11 @@ and the first success after it restores the learned rate.
 
 Every rate change goes through the bucket's race-free ``set_rate``: each
 acquisition is decided wholly under the old rate or wholly under the new one.
+A leased bucket (:class:`~virtrigaud_resilience.distributed.LeasedTokenBucket`),
+whose rate its fleet lease sets, is told the learned rate as its member's
+demand instead (``report_demand``): the fleet's shares then add up to the
+provider's quota. Its ceiling is the fleet's rate, and a pause empties it
+until the reset, then gives it back its share.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ class AdaptiveRate:
     """
 
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
-                 "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
+                 "update_interval_ns", "leased", "enabled", "w_max", "k", "last_throttle_ns",
                  "throttles", "pauses", "malformed_headers", "_learned", "_sent_mark", "_time_bucket",
                  "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
                  "__weakref__")
@@ -131,7 +136,8 @@ class AdaptiveRate:
         with _SHARED_LOCK:
             found = _SHARED.get(bucket)
             if found is None:  # a bucket slower than the default floor is its own floor
-                found = _SHARED[bucket] = cls(bucket, floor=min(0.5, float(bucket.qps)))
+                ceiling = getattr(bucket, "fleet_qps", None) or bucket.qps
+                found = _SHARED[bucket] = cls(bucket, floor=min(0.5, float(ceiling)))
             return found
 
     def __init__(self, bucket: RateControlled, *, floor: float = 0.5, beta: float = 0.7,
@@ -142,8 +148,10 @@ class AdaptiveRate:
             raise TypeError(f"{owner} bucket must be a TokenBucket, got "
                             f"{type(bucket).__name__} {bucket!r}")
         self.bucket = bucket
-        self.ceiling = float(bucket.qps)
-        self.ceiling_burst = int(bucket.burst)
+        #: A leased bucket: its lease sets the rate; the learned one is its demand.
+        self.leased = callable(getattr(bucket, "report_demand", None))
+        self.ceiling = float(getattr(bucket, "fleet_qps") if self.leased else bucket.qps)
+        self.ceiling_burst = int(getattr(bucket, "fleet_burst") if self.leased else bucket.burst)
         self.floor = _validate.positive(owner, "floor", floor)
         if self.floor > self.ceiling:
             raise ValueError(f"{owner} floor must be <= the bucket's rate ({self.ceiling:g}), "
@@ -293,8 +301,9 @@ class AdaptiveRate:
 
     @property
     def rate(self) -> float:
-        """The bucket's rate now (calls/s)."""
-        return float(self.bucket.qps)
+        """The bucket's rate now (calls/s); a leased bucket's: the learned
+        rate it asks its fleet for (its share may be less)."""
+        return self._learned if self.leased else float(self.bucket.qps)
 
     @property
     def measured_rate(self) -> float:
@@ -341,6 +350,9 @@ class AdaptiveRate:
         self._learned = rate
         if now_ns < self._paused_until_ns:
             return  # the pause holds (a throttle within it): the rate applies once it ends
+        if self.leased:
+            self._report(rate)
+            return
         # botocore's bucket holds one second of its rate; never more than configured.
         burst = max(1, min(self.ceiling_burst, int(rate)))
         if rate != self.bucket.qps or burst != self.bucket.burst or self._paused_until_ns:
@@ -359,7 +371,18 @@ class AdaptiveRate:
         self._paused_until_ns = until
         self._next_update_ns = until
         interval = min(max(1, round(seconds * 1e9)), _core.TOKEN_BUCKET_MAX_INTERVAL_NS)
-        self.bucket._set_rate(interval, 1, 0)
+        if self.leased:
+            self.bucket._pause_share(interval)  # type: ignore[attr-defined]
+        else:
+            self.bucket._set_rate(interval, 1, 0)
+
+    def _report(self, rate: float) -> None:
+        """A leased bucket's learned rate: its member's demand (a pause over,
+        back to its share)."""
+        if self._paused_until_ns:
+            self._paused_until_ns = 0
+            self.bucket._resume_share()  # type: ignore[attr-defined]
+        self.bucket.report_demand(rate)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (f"AdaptiveRate(rate={self.rate:g}, ceiling={self.ceiling:g}, "
