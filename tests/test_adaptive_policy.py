@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 import virtrigaud_resilience as vr
-from virtrigaud_resilience.policy import AdaptivePolicy
+from virtrigaud_resilience.policy import AdaptiveBulkheadPolicy, AdaptivePolicy
 from virtrigaud_resilience.providers import mark_reached
 
 NO_WAIT = vr.RetryConfig(max_attempts=3, base_delay=0.0, max_delay=0.0, jitter=False)
@@ -19,7 +19,7 @@ def test_each_attempt_holds_a_slot_and_is_its_sample() -> None:
                              max_window=0.1)
     policy = vr.PolicyBuilder("p").with_retry(NO_WAIT).with_adaptive_bulkhead(ab) \
         .with_clock(clock).build()
-    assert isinstance(policy, AdaptivePolicy) and policy.adaptive_bulkhead is ab
+    assert type(policy) is AdaptiveBulkheadPolicy and policy.adaptive_bulkhead is ab
     seen = []
 
     def call() -> str:
@@ -50,7 +50,7 @@ def test_the_adaptive_rate_learns_from_the_providers_throttles_only() -> None:
     bucket = vr.TokenBucket(20, 1, clock=clock)
     policy = vr.PolicyBuilder("p").with_rate_limiter(bucket).with_adaptive_rate() \
         .with_clock(clock).build()
-    assert isinstance(policy, AdaptivePolicy)
+    assert type(policy) is AdaptivePolicy  # no adaptive bulkhead: the native execute
     rate = policy.adaptive_rate
     assert rate is not None and rate.bucket is bucket
     policy.execute(lambda: None)
@@ -178,19 +178,29 @@ async def test_a_success_never_reaches_the_adaptive_rate(monkeypatch: pytest.Mon
     assert policy.limiter is not None and policy.limiter.admitted == 100  # what it measures
 
 
+def sending_at_20_per_second(clock: vr.ManualClock, retry: vr.RetryConfig | None) -> tuple[
+        vr.Policy, vr.TokenBucket, vr.AdaptiveRate]:
+    """A policy with an adaptive rate on a bucket of 20/s that has sent
+    20 calls/s for 2 s (the measured rate a throttle decreases from)."""
+    bucket = vr.TokenBucket(20, 20, clock=clock)
+    builder = vr.PolicyBuilder("p").with_rate_limiter(bucket).with_adaptive_rate()
+    if retry is not None:
+        builder.with_retry(retry)
+    policy = builder.with_clock(clock).build()
+    rate = policy.adaptive_rate  # type: ignore[attr-defined]
+    assert rate is not None
+    for _ in range(40):
+        clock.advance(0.05)
+        policy.execute(lambda: None)
+    return policy, bucket, rate
+
+
 @pytest.mark.parametrize("use_async", [False, True])
 async def test_every_attempts_throttle_reaches_the_rate_once(use_async: bool) -> None:
     """The first attempt's throttle (the native path's failure) and each
     retry's: one throttle each, never counted twice."""
     clock = vr.ManualClock()
-    bucket = vr.TokenBucket(20, 20, clock=clock)
-    policy = vr.PolicyBuilder("p").with_retry(NO_WAIT).with_rate_limiter(bucket) \
-        .with_adaptive_rate().with_clock(clock).build()
-    rate = policy.adaptive_rate
-    assert rate is not None
-    for _ in range(40):  # 20 calls/s for 2 s: the measured rate
-        clock.advance(0.05)
-        policy.execute(lambda: None)
+    policy, bucket, rate = sending_at_20_per_second(clock, NO_WAIT)
 
     def throttled() -> None:
         clock.advance(1.0)  # apart: each throttle is a new signal
@@ -212,14 +222,7 @@ def test_the_growth_comes_when_the_limiter_binds(monkeypatch: pytest.MonkeyPatch
     refusal of the limiter (the first moment its rate matters), not on a
     success."""
     clock = vr.ManualClock()
-    bucket = vr.TokenBucket(20, 20, clock=clock)
-    policy = vr.PolicyBuilder("p").with_rate_limiter(bucket).with_adaptive_rate() \
-        .with_clock(clock).build()
-    rate = policy.adaptive_rate
-    assert rate is not None
-    for _ in range(40):  # 20 calls/s for 2 s: the measured rate
-        clock.advance(0.05)
-        policy.execute(lambda: None)
+    policy, bucket, rate = sending_at_20_per_second(clock, None)
 
     def throttled() -> None:
         raise mark_reached(vr.RateLimitError("quota", retry_after=0.0))
