@@ -122,8 +122,8 @@ class AdaptiveRate:
 
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
                  "update_interval_ns", "leased", "enabled", "w_max", "k", "last_throttle_ns",
-                 "throttles", "pauses", "malformed_headers", "_learned", "_sent_mark", "_time_bucket",
-                 "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
+                 "throttles", "pauses", "malformed_headers", "_learned", "_sent_mark",
+                 "_time_bucket", "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
                  "__weakref__")
 
     @classmethod

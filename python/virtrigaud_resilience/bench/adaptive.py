@@ -54,8 +54,8 @@ from virtrigaud_resilience.providers.fake import Capacity, FaultInjectingProvide
 
 from .suite import Suite, Target
 
-__all__ = ["GROUP", "CapacityRun", "cost_cases", "ScenarioTarget", "adaptive_targets", "capacity_run",
-           "quota_raise_run", "quota_run"]
+__all__ = ["GROUP", "CapacityRun", "ScenarioTarget", "adaptive_targets", "capacity_run",
+           "cost_cases", "quota_raise_run", "quota_run"]
 
 GROUP = "adaptive"
 #: The concurrency scenarios' provider: base latency, latency growth beyond the knee.
