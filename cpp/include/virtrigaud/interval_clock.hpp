@@ -21,7 +21,9 @@
 
 #include "clock.hpp"
 
-#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+// VIRTRIGAUD_NO_TSC: the steady clock everywhere (what other platforms build).
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(VIRTRIGAUD_NO_TSC)
 #include <x86intrin.h>
 #define VIRTRIGAUD_INTERVAL_TSC 1
 #endif
@@ -59,18 +61,17 @@ private:
         if (!kernel_uses_tsc()) {
             return;
         }
-        // The counter's rate against the steady clock over >= 1 ms: each
-        // end is read between two counter reads, so its error is the ~30 ns
-        // a steady read takes (3e-5 of the span).
-        const uint64_t t0 = __rdtsc();
-        const int64_t s0 = steady_now_ns();
-        int64_t s1 = s0;
-        uint64_t t1 = t0;
-        while (s1 - s0 < 1'000'000) {
-            t1 = __rdtsc();
-            s1 = steady_now_ns();
+        // The counter's rate against the steady clock over >= 1 ms. Each end
+        // is a steady read between two counter reads, the tightest of 16 (a
+        // preemption inside a pair would skew the rate by its length): its
+        // error is the ~30 ns a steady read takes, 3e-5 of the span.
+        const Pair first = paired_read();
+        while (steady_now_ns() - first.ns < 1'000'000) {
         }
-        if (t1 <= t0) {
+        const Pair last = paired_read();
+        const uint64_t t0 = first.tsc, t1 = last.tsc;
+        const int64_t s0 = first.ns, s1 = last.ns;
+        if (t1 <= t0 || s1 <= s0) {
             return;
         }
         const double ns_per_tick = static_cast<double>(s1 - s0) / static_cast<double>(t1 - t0);
@@ -84,6 +85,26 @@ private:
     }
 
 #ifdef VIRTRIGAUD_INTERVAL_TSC
+    struct Pair {
+        uint64_t tsc;  // the middle of the two counter reads around ns
+        int64_t ns;
+    };
+
+    static Pair paired_read() noexcept {
+        Pair best{0, 0};
+        uint64_t width = ~uint64_t{0};
+        for (int i = 0; i < 16; ++i) {
+            const uint64_t before = __rdtsc();
+            const int64_t ns = steady_now_ns();
+            const uint64_t after = __rdtsc();
+            if (after - before < width) {
+                width = after - before;
+                best = Pair{before + (after - before) / 2, ns};
+            }
+        }
+        return best;
+    }
+
     static bool kernel_uses_tsc() noexcept {
         std::FILE* f =
             std::fopen("/sys/devices/system/clocksource/clocksource0/current_clocksource", "r");
@@ -97,8 +118,10 @@ private:
     }
 #endif
 
-    uint64_t tsc0_ = 0;
+#ifdef VIRTRIGAUD_INTERVAL_TSC
+    uint64_t tsc0_ = 0;  // the counter and the steady clock at calibration
     int64_t ns0_ = 0;
+#endif
     uint64_t mult_ = 0;  // ns per tick, times 2^kShift; 0: the steady clock
 };
 
