@@ -155,6 +155,31 @@ def test_a_throttle_after_the_quota_headers_keeps_their_pause(http_server: HttpS
     assert limiter.retry_after() > 25
 
 
+def test_the_adapters_own_refusals_bring_the_growth_up_to_date(http_server: HttpServer) -> None:
+    """Standalone (no policy around it), the adapter's bucket refusing is
+    when the learned rate grows back along CUBIC's curve (the bucket on a
+    ManualClock: 20 calls/s for 2 s, a throttle, then 5 s of calls)."""
+    clock = vr.ManualClock()
+    limiter = vr.TokenBucket(20, 20, clock=clock, provider_type="http",
+                             provider=f"q{next(_labels)}")
+    with http_client(http_server, limiter) as client:
+        rate = client._transport.step.adaptive_rate
+        for _ in range(40):
+            clock.advance(0.05)
+            get(client)
+        with pytest.raises(vr.RateLimitError):
+            get(client, status="429")
+        lowered = rate.rate
+        refused = 0
+        for _ in range(100):
+            clock.advance(0.05)
+            try:
+                get(client)
+            except vr.RateLimitError:
+                refused += 1
+    assert lowered < 20 and refused > 0 and rate.rate > lowered
+
+
 def test_without_rate_limit_adaptive_nothing_is_read(http_server: HttpServer) -> None:
     limiter = bucket()
     with http_client(http_server, limiter, config=vr.Config()) as client:

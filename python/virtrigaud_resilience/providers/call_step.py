@@ -190,6 +190,7 @@ class CallStep(Generic[K]):
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
+            self._rate_binds()
             if not self.wait:
                 raise self._rate_limited(permit, method, start)
             try:
@@ -207,6 +208,7 @@ class CallStep(Generic[K]):
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
+            self._rate_binds()
             if not self.wait:
                 raise self._rate_limited(permit, method, start)
             try:
@@ -217,6 +219,13 @@ class CallStep(Generic[K]):
             if not granted:
                 raise self._rate_limited(permit, method, start)
         return permit
+
+    def _rate_binds(self) -> None:
+        """The bucket refused: its adaptive rate's growth since the last
+        throttle is brought up to date (:meth:`AdaptiveRate.refresh`), as a
+        policy's refusal does; a success never reaches it."""
+        if self.adaptive_rate is not None:
+            self.adaptive_rate.refresh()
 
     def _admit_breaker(self, method: Method, start: float) -> Permit | None:
         breaker = self.breaker
