@@ -4,7 +4,8 @@
   generic handler (bytes in, bytes out: no protoc) for any method of any
   service. Method names starting with ``Watch`` are unary-stream, the rest
   unary-unary. The request is a command: ``"code=NOT_FOUND;retry-after=7"``
-  aborts with that status (and trailing metadata), ``"sleep=0.5"`` answers
+  aborts with that status (and trailing metadata: ``retry-after`` and any
+  ``ratelimit-*`` / ``x-ratelimit-*`` key given), ``"sleep=0.5"`` answers
   late, ``"meta=v"`` sends initial metadata ``initial: v`` and trailing
   ``trailing: v``, ``"n=3"`` streams three items (then ``code=`` aborts),
   anything else is echoed.
@@ -86,8 +87,10 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     @staticmethod
     async def _abort(context: Any, cmd: dict[str, str]) -> None:
-        if "retry-after" in cmd:
-            context.set_trailing_metadata((("retry-after", unquote(cmd["retry-after"])),))
+        quota = tuple((key, unquote(value)) for key, value in cmd.items()
+                      if key == "retry-after" or "ratelimit-" in key)
+        if quota:
+            context.set_trailing_metadata(quota)
         await context.abort(getattr(grpc.StatusCode, cmd["code"]), f"injected {cmd['code']}")
 
 

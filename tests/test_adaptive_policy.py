@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 import virtrigaud_resilience as vr
-from virtrigaud_resilience.policy import AdaptivePolicy
+from virtrigaud_resilience.policy import AdaptiveBulkheadPolicy, AdaptivePolicy
 from virtrigaud_resilience.providers import mark_reached
 
 NO_WAIT = vr.RetryConfig(max_attempts=3, base_delay=0.0, max_delay=0.0, jitter=False)
@@ -19,7 +19,7 @@ def test_each_attempt_holds_a_slot_and_is_its_sample() -> None:
                              max_window=0.1)
     policy = vr.PolicyBuilder("p").with_retry(NO_WAIT).with_adaptive_bulkhead(ab) \
         .with_clock(clock).build()
-    assert isinstance(policy, AdaptivePolicy) and policy.adaptive_bulkhead is ab
+    assert type(policy) is AdaptiveBulkheadPolicy and policy.adaptive_bulkhead is ab
     seen = []
 
     def call() -> str:
@@ -50,7 +50,7 @@ def test_the_adaptive_rate_learns_from_the_providers_throttles_only() -> None:
     bucket = vr.TokenBucket(20, 1, clock=clock)
     policy = vr.PolicyBuilder("p").with_rate_limiter(bucket).with_adaptive_rate() \
         .with_clock(clock).build()
-    assert isinstance(policy, AdaptivePolicy)
+    assert type(policy) is AdaptivePolicy  # no adaptive bulkhead: the native execute
     rate = policy.adaptive_rate
     assert rate is not None and rate.bucket is bucket
     policy.execute(lambda: None)
@@ -142,3 +142,104 @@ async def test_resilient_provider_learns_the_quota_with_rate_limit_adaptive() ->
     policies = [provider.policy(op) for op in ("validate", "describe", "create")]  # type: ignore[attr-defined]
     assert all(isinstance(p, AdaptivePolicy) and p.adaptive_rate is controller
                for p in policies)
+
+
+def _counting_rate(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every call the policies make into any AdaptiveRate, by method name."""
+    calls: list[str] = []
+    for name in ("refresh", "on_success", "observe", "on_throttle"):
+        original = getattr(vr.AdaptiveRate, name)
+
+        def counted(self: vr.AdaptiveRate, *args: object, _name: str = name,
+                    _original: object = original, **kwargs: object) -> object:
+            calls.append(_name)
+            return _original(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(vr.AdaptiveRate, name, counted)
+    return calls
+
+
+async def test_a_success_never_reaches_the_adaptive_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The success path stays native: no Python frame between the policy
+    and the call, and the controller hears nothing of a success."""
+    calls = _counting_rate(monkeypatch)
+    policy = vr.PolicyBuilder("p").with_retry(NO_WAIT) \
+        .with_rate_limiter(vr.TokenBucket(1000, 1000)).with_adaptive_rate().build()
+    assert type(type(policy).__dict__["execute"]).__name__ == "method_descriptor"
+    assert type(type(policy).__dict__["execute_async"]).__name__ == "method_descriptor"
+
+    async def ok_async() -> str:
+        return "ok"
+
+    for _ in range(50):
+        assert policy.execute(lambda: "ok") == "ok"
+        assert await policy.execute_async(ok_async) == "ok"
+    assert calls == []
+    assert policy.limiter is not None and policy.limiter.admitted == 100  # what it measures
+
+
+def sending_at_20_per_second(clock: vr.ManualClock, retry: vr.RetryConfig | None) -> tuple[
+        vr.Policy, vr.TokenBucket, vr.AdaptiveRate]:
+    """A policy with an adaptive rate on a bucket of 20/s that has sent
+    20 calls/s for 2 s (the measured rate a throttle decreases from)."""
+    bucket = vr.TokenBucket(20, 20, clock=clock)
+    builder = vr.PolicyBuilder("p").with_rate_limiter(bucket).with_adaptive_rate()
+    if retry is not None:
+        builder.with_retry(retry)
+    policy = builder.with_clock(clock).build()
+    rate = policy.adaptive_rate  # type: ignore[attr-defined]
+    assert rate is not None
+    for _ in range(40):
+        clock.advance(0.05)
+        policy.execute(lambda: None)
+    return policy, bucket, rate
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+async def test_every_attempts_throttle_reaches_the_rate_once(use_async: bool) -> None:
+    """The first attempt's throttle (the native path's failure) and each
+    retry's: one throttle each, never counted twice."""
+    clock = vr.ManualClock()
+    policy, bucket, rate = sending_at_20_per_second(clock, NO_WAIT)
+
+    def throttled() -> None:
+        clock.advance(1.0)  # apart: each throttle is a new signal
+        raise mark_reached(vr.RateLimitError("quota", retry_after=0.0))
+
+    async def throttled_async() -> None:
+        throttled()
+
+    with pytest.raises(vr.RateLimitError, match="quota"):
+        if use_async:
+            await policy.execute_async(throttled_async)
+        else:
+            policy.execute(throttled)
+    assert rate.throttles == 3 and bucket.qps < 20
+
+
+def test_the_growth_comes_when_the_limiter_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a throttle, the rate grows along CUBIC's curve at the next
+    refusal of the limiter (the first moment its rate matters), not on a
+    success."""
+    clock = vr.ManualClock()
+    policy, bucket, rate = sending_at_20_per_second(clock, None)
+
+    def throttled() -> None:
+        raise mark_reached(vr.RateLimitError("quota", retry_after=0.0))
+
+    with pytest.raises(vr.RateLimitError):
+        policy.execute(throttled)
+    lowered = rate.rate
+    assert lowered < 20
+    refused = changed_on_success = 0
+    for _ in range(100):  # 20 calls/s offered for 5 s
+        clock.advance(0.05)
+        before = rate.rate
+        try:
+            policy.execute(lambda: None)
+        except vr.RateLimitError:
+            refused += 1
+        else:
+            changed_on_success += rate.rate != before
+    assert refused > 0 and changed_on_success == 0
+    assert rate.rate > lowered

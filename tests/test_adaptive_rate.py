@@ -72,6 +72,7 @@ def test_the_rate_follows_botocore_response_by_response() -> None:
     for i in range(6000):
         clock.advance(0.037)
         throttled = i % 600 in (0, 1, 2, 300)
+        bucket.reserve()  # the call's token: the controller counts the bucket's tokens
         if throttled:
             rate.on_throttle()
         else:
@@ -91,10 +92,12 @@ def test_never_above_the_configured_rate_nor_below_floor() -> None:
     rate = vr.AdaptiveRate(bucket, floor=2.0, update_interval=0)
     for _ in range(40):  # throttle after throttle: down to the floor, not below
         clock.advance(0.01)
+        bucket.reserve()
         rate.on_throttle()
     assert rate.rate == pytest.approx(2.0)
     for _ in range(20000):  # a long calm: back up to 20, not beyond
         clock.advance(0.01)
+        bucket.reserve()
         rate.on_success()
     assert rate.rate == pytest.approx(20.0)
 
@@ -116,6 +119,7 @@ def test_retry_after_makes_the_bucket_spend_nothing_until_then() -> None:
     rate = vr.AdaptiveRate(bucket)
     for _ in range(10):
         clock.advance(0.05)
+        bucket.reserve()
         rate.on_success()
     rate.on_throttle(retry_after=2.0)
     assert rate.pauses == 1
@@ -232,6 +236,7 @@ def test_a_burst_of_throttles_of_calls_sent_together_decreases_once() -> None:
     rate = vr.AdaptiveRate(bucket, update_interval=0)
     for _ in range(20):
         clock.advance(0.05)
+        bucket.reserve()
         rate.on_success()
     sent = bucket._now_ns()
     clock.advance(0.05)
@@ -241,11 +246,14 @@ def test_a_burst_of_throttles_of_calls_sent_together_decreases_once() -> None:
         rate.on_throttle(sent_ns=sent)
     assert rate.rate == once and rate.throttles == 6
     clock.advance(0.05)
-    rate.on_throttle(sent_ns=bucket._now_ns())  # sent after it: a new signal
+    rate.on_throttle(sent_ns=bucket._now_ns())  # within its time bucket: not seen yet
+    assert rate.rate == once
+    clock.advance(0.5)
+    rate.on_throttle(sent_ns=bucket._now_ns())  # sent after it took effect: a new signal
     assert rate.rate < once
     clock.advance(0.05)
     rate.on_throttle()  # no send time: botocore's rule, every throttle decreases
-    assert rate.throttles == 8
+    assert rate.throttles == 9
 
 
 def test_tokens_reserved_before_a_decrease_count_as_sent_before_it() -> None:
@@ -254,6 +262,7 @@ def test_tokens_reserved_before_a_decrease_count_as_sent_before_it() -> None:
     rate = vr.AdaptiveRate(bucket, update_interval=0)
     for _ in range(20):
         clock.advance(0.05)
+        bucket.reserve()
         rate.on_success()
     for _ in range(10):  # ten callers queued for tokens: half a second of them
         bucket.reserve()
@@ -274,6 +283,7 @@ def test_the_metrics_show_the_learned_rate_throttles_and_malformed_headers() -> 
     bulkhead = vr.AdaptiveBulkhead(vr.AIMD(7), provider_type="libvirt", provider="metrics-t")
     for _ in range(10):
         clock.advance(0.05)
+        bucket.reserve()
         rate.on_success()
     rate.on_throttle()
     rate.observe_headers({"RateLimit-Remaining": "x", "RateLimit-Reset": "1"})

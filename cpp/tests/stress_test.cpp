@@ -2737,6 +2737,48 @@ void test_bulkhead_limit() {
     CHECK_EQ(bulkhead.admitted() + bulkhead.rejected(), static_cast<uint64_t>(att));
 }
 
+// The adaptive limit's IntervalClock (the TSC where the kernel keeps
+// CLOCK_MONOTONIC on it): never goes back within a thread, reads never
+// behind each other across threads (one thread's read, published, then the
+// other's; by at most the microsecond an unserialised counter read may run
+// ahead of the load before it), and times an interval as the steady clock
+// does (to 1%).
+void test_interval_clock() {
+    const IntervalClock& clock = IntervalClock::instance();
+    int64_t last = clock.now();
+    for (int i = 0; i < 200000 * g_scale; ++i) {
+        const int64_t now = clock.now();
+        CHECK(now >= last);
+        last = now;
+    }
+    std::atomic<int64_t> published{0};
+    std::atomic<bool> stop{false};
+    std::thread writer([&] {
+        while (!stop.load(std::memory_order_relaxed)) {
+            published.store(clock.now(), std::memory_order_release);
+        }
+    });
+    for (int i = 0; i < 100000 * g_scale; ++i) {
+        const int64_t seen = published.load(std::memory_order_acquire);
+        CHECK(clock.now() >= seen - 1000);
+    }
+    stop.store(true);
+    writer.join();
+    // Each interval clock read bracketed by two steady ones: a preemption
+    // between them widens the bracket, never puts the reading outside it.
+    const int64_t before0 = steady_now_ns();
+    const int64_t c0 = clock.now();
+    const int64_t after0 = steady_now_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const int64_t before1 = steady_now_ns();
+    const int64_t c1 = clock.now();
+    const int64_t after1 = steady_now_ns();
+    const double measured = static_cast<double>(c1 - c0);
+    CHECK(measured >= 0.99 * static_cast<double>(before1 - after0) - 1000);
+    CHECK(measured <= 1.01 * static_cast<double>(after1 - before0) + 1000);
+    std::printf("  interval clock reads %s\n", clock.reads_tsc() ? "the TSC" : "the steady clock");
+}
+
 void test_adaptive_limit_moving() {
     // Threads take, record and give back slots while one thread moves the
     // limit between 2 and 6 and closes windows: never more in flight than
@@ -3933,6 +3975,7 @@ int main(int argc, char** argv) {
         {"breaker_success_threshold_race", test_breaker_success_threshold_race, 2},
         {"bulkhead_limit", test_bulkhead_limit, 2},
         {"adaptive_limit_moving", test_adaptive_limit_moving, 2},
+        {"interval_clock", test_interval_clock, 1},
         {"bulkhead_unmatched_exit", test_bulkhead_unmatched_exit, 3},
         {"bulkhead_fifo", test_bulkhead_fifo, 2},
         {"backoff_extremes", test_backoff_extremes, 1},

@@ -16,12 +16,17 @@ the way the AWS SDK's adaptive retry mode does (botocore's
   learns nothing about the quota), never above the bucket's configured rate
   (the ``ceiling``), never below ``floor``.
 
-The measured send rate is botocore's: calls counted in half-second time
-buckets, smoothed ``0.8 * latest + 0.2 * previous``. Where botocore
-recomputes the rate on every response, this does on a throttle and at most
-every ``update_interval`` seconds (100 ms) on success: the curve moves by
-well under one call per second in that time, and a success costs a clock
-read and a compare otherwise.
+The measured send rate is botocore's (calls counted in half-second time
+buckets, smoothed ``0.8 * latest + 0.2 * previous``), read from the bucket's
+own native counters (tokens granted: ``admitted + reserved - cancelled``),
+so a call costs the controller nothing. Where botocore recomputes the rate on
+every response, this does on a throttle and on :meth:`refresh`, at most every
+``update_interval`` seconds (100 ms): CUBIC's curve is a function of the
+time since the last throttle, so the growth a success would have made is
+computed when it is next needed. A policy refreshes when its limiter refuses
+or makes a caller wait (the only times its rate binds; both leave the native
+success path, which never calls the controller); :meth:`on_success` is the
+same refresh, for callers that drive the controller themselves.
 
 What is a throttle: a :class:`~virtrigaud_resilience.RateLimitError` that is
 the provider's own answer (an HTTP 429, a gRPC ``RESOURCE_EXHAUSTED``, the
@@ -36,6 +41,11 @@ and the first success after it restores the learned rate.
 
 Every rate change goes through the bucket's race-free ``set_rate``: each
 acquisition is decided wholly under the old rate or wholly under the new one.
+A leased bucket (:class:`~virtrigaud_resilience.distributed.LeasedTokenBucket`),
+whose rate its fleet lease sets, is told the learned rate as its member's
+demand instead (``report_demand``): the fleet's shares then add up to the
+provider's quota. Its ceiling is the fleet's rate, and a pause empties it
+until the reset, then gives it back its share.
 """
 
 from __future__ import annotations
@@ -58,6 +68,7 @@ T = TypeVar("T")
 #: botocore's RateClocker: time buckets of half a second, smoothing 0.8.
 _TIME_BUCKET_SECONDS = 0.5
 _SMOOTHING = 0.8
+_TIME_BUCKET_NS = round(_TIME_BUCKET_SECONDS * 1e9)
 #: A reset beyond this many seconds is taken as a Unix time (X-RateLimit-Reset's habit).
 _EPOCH_THRESHOLD = 1e9
 #: The longest pause a header may ask for (a day): a typo must not stop a controller for years.
@@ -73,6 +84,12 @@ class RateControlled(Protocol):
     def burst(self) -> int: ...
     @property
     def tokens(self) -> float: ...
+    @property
+    def admitted(self) -> int: ...
+    @property
+    def reserved(self) -> int: ...
+    @property
+    def cancelled(self) -> int: ...
     def set_rate(self, qps: float, burst: int | None = None) -> None: ...
     def _set_rate(self, interval_ns: int, burst: int, max_tokens: int = ...) -> None: ...
     def _now_ns(self) -> int: ...
@@ -104,9 +121,9 @@ class AdaptiveRate:
     """
 
     __slots__ = ("bucket", "ceiling", "ceiling_burst", "floor", "beta", "scale",
-                 "update_interval_ns", "enabled", "w_max", "k", "last_throttle_ns",
-                 "throttles", "pauses", "malformed_headers", "_count", "_time_bucket",
-                 "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
+                 "update_interval_ns", "leased", "enabled", "w_max", "k", "last_throttle_ns",
+                 "throttles", "pauses", "malformed_headers", "_learned", "_sent_mark",
+                 "_time_bucket", "_measured", "_next_update_ns", "_paused_until_ns", "_settled_ns", "_lock",
                  "__weakref__")
 
     @classmethod
@@ -114,11 +131,13 @@ class AdaptiveRate:
         """The one controller (defaults) of ``bucket``, made on first use:
         every policy sharing a bucket (a ResilientProvider's operations,
         the components built from one ConfigMap) must report to the same
-        controller, or two would fight over its rate."""
+        controller, or two would fight over its rate. Its floor is 0.5/s,
+        or the bucket's rate where that is lower."""
         with _SHARED_LOCK:
             found = _SHARED.get(bucket)
-            if found is None:
-                found = _SHARED[bucket] = cls(bucket)
+            if found is None:  # a bucket slower than the default floor is its own floor
+                ceiling = getattr(bucket, "fleet_qps", None) or bucket.qps
+                found = _SHARED[bucket] = cls(bucket, floor=min(0.5, float(ceiling)))
             return found
 
     def __init__(self, bucket: RateControlled, *, floor: float = 0.5, beta: float = 0.7,
@@ -129,8 +148,10 @@ class AdaptiveRate:
             raise TypeError(f"{owner} bucket must be a TokenBucket, got "
                             f"{type(bucket).__name__} {bucket!r}")
         self.bucket = bucket
-        self.ceiling = float(bucket.qps)
-        self.ceiling_burst = int(bucket.burst)
+        #: A leased bucket: its lease sets the rate; the learned one is its demand.
+        self.leased = callable(getattr(bucket, "report_demand", None))
+        self.ceiling = float(getattr(bucket, "fleet_qps") if self.leased else bucket.qps)
+        self.ceiling_burst = int(getattr(bucket, "fleet_burst") if self.leased else bucket.burst)
         self.floor = _validate.positive(owner, "floor", floor)
         if self.floor > self.ceiling:
             raise ValueError(f"{owner} floor must be <= the bucket's rate ({self.ceiling:g}), "
@@ -151,7 +172,8 @@ class AdaptiveRate:
         self.throttles = 0
         self.pauses = 0
         self.malformed_headers = 0
-        self._count = 0
+        self._learned = self.ceiling  # the rate CUBIC set last (a pause aside)
+        self._sent_mark = _tokens_granted(bucket)
         self._time_bucket = math.floor(now / 1e9 / _TIME_BUCKET_SECONDS) * _TIME_BUCKET_SECONDS
         self._measured = 0.0
         self._next_update_ns = now
@@ -171,13 +193,20 @@ class AdaptiveRate:
 
     # -- signals ---------------------------------------------------------------------
 
-    def on_success(self) -> None:
-        """A call the provider answered without throttling."""
-        self._count += 1  # lost increments under threads only blur the estimate
+    def refresh(self) -> None:
+        """Brings the rate up to date: the CUBIC growth since the last
+        throttle, capped at twice the measured send rate. At most once per
+        ``update_interval`` (otherwise a clock read and a compare), nothing
+        before the first throttle nor during a pause."""
         now = self.bucket._now_ns()
-        if now >= self._next_update_ns:
+        if now >= self._next_update_ns and self.enabled:
             with self._lock:
                 self._update(now, throttled=False)
+
+    def on_success(self) -> None:
+        """A call the provider answered without throttling: :meth:`refresh`
+        (the call itself was counted by the bucket when it took its token)."""
+        self.refresh()
 
     def on_throttle(self, retry_after: float | None = None, sent_ns: int | None = None) -> None:
         """The provider throttled a call; ``retry_after`` (seconds, or None)
@@ -188,12 +217,16 @@ class AdaptiveRate:
         sent before the latest decrease took effect (the decrease, and the
         tokens reserved before it, which still go out at the old spacing)
         was sent at the rate that decrease already corrected, so its throttle
-        lowers nothing again (TCP's one reduction per round trip). botocore,
-        which knows no send times, decreases on every throttle; so does this
+        lowers nothing again (TCP's one reduction per round trip). A decrease
+        takes effect one time bucket of the measured rate (0.5 s) after it at
+        the earliest: the measured rate the next decrease is judged on cannot
+        show it sooner. A policy passes the throttle's arrival as its send
+        time (its native path keeps none): the arrivals within that time
+        bucket are the calls the decrease already corrected. botocore, which
+        knows no send times, decreases on every throttle; so does this
         without ``sent_ns``."""
         if retry_after is not None:
             retry_after = _validate.non_negative("AdaptiveRate", "retry_after", retry_after)
-        self._count += 1
         now = self.bucket._now_ns()
         with self._lock:
             self.throttles += 1
@@ -201,7 +234,8 @@ class AdaptiveRate:
                 self._update(now, throttled=True)
                 # Tokens reserved before the decrease still go out at the old
                 # spacing: the new rate governs the calls sent after them.
-                self._settled_ns = now + round(max(0.0, -self.bucket.tokens) / self.rate * 1e9)
+                reserved_ns = round(max(0.0, -self.bucket.tokens) / self._learned * 1e9)
+                self._settled_ns = now + max(_TIME_BUCKET_NS, reserved_ns)
             if retry_after is not None and retry_after > 0:
                 self._pause(now, retry_after)
 
@@ -267,8 +301,9 @@ class AdaptiveRate:
 
     @property
     def rate(self) -> float:
-        """The bucket's rate now (calls/s)."""
-        return float(self.bucket.qps)
+        """The bucket's rate now (calls/s); a leased bucket's: the learned
+        rate it asks its fleet for (its share may be less)."""
+        return self._learned if self.leased else float(self.bucket.qps)
 
     @property
     def measured_rate(self) -> float:
@@ -276,13 +311,18 @@ class AdaptiveRate:
         return self._measured
 
     def _measure(self, now_ns: int) -> float:
-        """botocore's RateClocker.record(): the smoothed calls/s."""
-        t = now_ns / 1e9
-        bucket = math.floor(t / _TIME_BUCKET_SECONDS) * _TIME_BUCKET_SECONDS
+        """botocore's RateClocker.record(): the smoothed calls/s, from the
+        tokens the bucket granted since the last time bucket closed. A gap
+        of n time buckets since then smooths n times at their mean rate
+        (botocore, recording every response, never has n > 1)."""
+        bucket = math.floor(now_ns / 1e9 / _TIME_BUCKET_SECONDS) * _TIME_BUCKET_SECONDS
         if bucket > self._time_bucket:
-            current = self._count / (bucket - self._time_bucket)
-            self._measured = current * _SMOOTHING + self._measured * (1 - _SMOOTHING)
-            self._count = 0
+            sent = _tokens_granted(self.bucket)
+            span = bucket - self._time_bucket
+            current = (sent - self._sent_mark) / span
+            kept = (1 - _SMOOTHING) ** max(1.0, span / _TIME_BUCKET_SECONDS)
+            self._measured = current + (self._measured - current) * kept
+            self._sent_mark = sent
             self._time_bucket = bucket
         return self._measured
 
@@ -290,7 +330,7 @@ class AdaptiveRate:
         measured = self._measure(now_ns)
         self._next_update_ns = now_ns + self.update_interval_ns
         if throttled:
-            rate_to_use = measured if not self.enabled else min(measured, self.rate)
+            rate_to_use = measured if not self.enabled else min(measured, self._learned)
             self.w_max = rate_to_use
             self.k = (self.w_max * (1 - self.beta) / self.scale) ** (1 / 3)
             self.last_throttle_ns = now_ns
@@ -304,9 +344,15 @@ class AdaptiveRate:
             dt = (now_ns - self.last_throttle_ns) / 1e9
             new = self.scale * (dt - self.k) ** 3 + self.w_max
         new = min(new, 2 * measured, self.ceiling)
-        self._apply(max(new, self.floor))
+        self._apply(max(new, self.floor), now_ns)
 
-    def _apply(self, rate: float) -> None:
+    def _apply(self, rate: float, now_ns: int) -> None:
+        self._learned = rate
+        if now_ns < self._paused_until_ns:
+            return  # the pause holds (a throttle within it): the rate applies once it ends
+        if self.leased:
+            self._report(rate)
+            return
         # botocore's bucket holds one second of its rate; never more than configured.
         burst = max(1, min(self.ceiling_burst, int(rate)))
         if rate != self.bucket.qps or burst != self.bucket.burst or self._paused_until_ns:
@@ -325,7 +371,18 @@ class AdaptiveRate:
         self._paused_until_ns = until
         self._next_update_ns = until
         interval = min(max(1, round(seconds * 1e9)), _core.TOKEN_BUCKET_MAX_INTERVAL_NS)
-        self.bucket._set_rate(interval, 1, 0)
+        if self.leased:
+            self.bucket._pause_share(interval)  # type: ignore[attr-defined]
+        else:
+            self.bucket._set_rate(interval, 1, 0)
+
+    def _report(self, rate: float) -> None:
+        """A leased bucket's learned rate: its member's demand (a pause over,
+        back to its share)."""
+        if self._paused_until_ns:
+            self._paused_until_ns = 0
+            self.bucket._resume_share()  # type: ignore[attr-defined]
+        self.bucket.report_demand(rate)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return (f"AdaptiveRate(rate={self.rate:g}, ceiling={self.ceiling:g}, "
@@ -335,6 +392,12 @@ class AdaptiveRate:
 #: The controllers of for_bucket(), by bucket (dropped with it).
 _SHARED: weakref.WeakKeyDictionary[Any, AdaptiveRate] = weakref.WeakKeyDictionary()
 _SHARED_LOCK = threading.Lock()
+
+
+def _tokens_granted(bucket: RateControlled) -> int:
+    """The calls the bucket has let through: its native counters, read
+    without touching its state (tokens taken, plus reserved, less refunded)."""
+    return bucket.admitted + bucket.reserved - bucket.cancelled
 
 
 def _parse_number(value: object) -> float | None:

@@ -72,7 +72,8 @@ if TYPE_CHECKING:  # imported where used: the package imports this module, not t
     from .fallback import Fallback, FallbackOn
     from .hedging import Hedging
 
-__all__ = ["AdaptiveFallbackPolicy", "AdaptiveHedgedPolicy", "AdaptivePolicy", "FallbackPolicy",
+__all__ = ["AdaptiveBulkheadFallbackPolicy", "AdaptiveBulkheadPolicy", "AdaptiveFallbackPolicy",
+           "AdaptiveHedgedPolicy", "AdaptivePolicy", "FallbackPolicy",
            "HedgedPolicy", "Policy", "PolicyBuilder"]
 
 P = ParamSpec("P")
@@ -413,6 +414,16 @@ class Policy(_core.Policy):
 _ON_THE_LIMITER: Any = object()
 
 
+def _adaptive_class(adaptive: dict[str, Any], plain: type[Policy], rate: type[Policy],
+                    slots: type[Policy]) -> type[Policy]:
+    """The class build() makes: ``plain`` without adaptive limits, ``slots``
+    with an adaptive bulkhead (a Python frame per call), ``rate`` with an
+    adaptive rate only (the native success path)."""
+    if not adaptive:
+        return plain
+    return slots if adaptive.get("adaptive_bulkhead") is not None else rate
+
+
 def _optional_budget(field: str, value: Seconds | None) -> float | None:
     return None if value is None else _validate.seconds("Policy", field, value, allow_zero=False)
 
@@ -565,9 +576,11 @@ class PolicyBuilder:
             hedged = AdaptiveHedgedPolicy if adaptive else HedgedPolicy
             return hedged(self._name, hedging=hedging, **self._fallback_options, **options)
         if "fallback" in self._fallback_options:
-            falling_back = AdaptiveFallbackPolicy if adaptive else FallbackPolicy
+            falling_back = _adaptive_class(adaptive, FallbackPolicy, AdaptiveFallbackPolicy,
+                                           AdaptiveBulkheadFallbackPolicy)
             return falling_back(self._name, **self._fallback_options, **options)
-        return AdaptivePolicy(self._name, **options) if adaptive else Policy(self._name, **options)
+        plain = _adaptive_class(adaptive, Policy, AdaptivePolicy, AdaptiveBulkheadPolicy)
+        return plain(self._name, **options)
 
     # -- fallback (fallback.py) -------------------------------------------------
 
@@ -774,9 +787,11 @@ else:
     _PolicyMixin = object
 
 
-class _AdaptiveAttempts(_PolicyMixin):
+class _AdaptiveRateHooks(_PolicyMixin):
     """What makes a policy adaptive (see :class:`AdaptivePolicy`), as a mixin
-    put before each policy class it makes adaptive."""
+    put before each policy class it makes adaptive. It adds nothing to the
+    native success path: it overrides only the Python continuations, which
+    every failed attempt and every refusal or wait of the limiter reach."""
 
     __slots__ = ()  # Policy holds them: only one base of a class may add slots
 
@@ -801,70 +816,129 @@ class _AdaptiveAttempts(_PolicyMixin):
     def adaptive_rate(self) -> AdaptiveRate | None:
         return self._adaptive_rate
 
+    # The native first attempt failed (sync), or the limiter refused it.
+    def _resume(self, stage: int, exc: BaseException | None, fn: Callable[..., T],
+                args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        self._adapt(stage, exc)
+        return super()._resume(stage, exc, fn, args, kwargs)
+
+    async def _resume_async(self, stage: int, exc: BaseException | None,
+                            fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> T:
+        if stage != STAGE_CALLED:  # a STAGE_CALLED here came from _attempt_raised_async
+            self._adapt(stage, None)
+        return await super()._resume_async(stage, exc, fn, args, kwargs)
+
+    # The native first attempt failed (async).
+    def _attempt_raised_async(self, ticket: int, exc: BaseException,
+                              fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                              kwargs: dict[str, Any]) -> Awaitable[T]:
+        self._adapt(STAGE_CALLED, exc)
+        return super()._attempt_raised_async(ticket, exc, fn, args, kwargs)
+
+    # Attempts after the first (retries), and a first one off the native path.
+    def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> T:
+        try:
+            return super()._attempt(fn, args, kwargs)
+        except BaseException as exc:
+            self._adapt(STAGE_CALLED, exc)
+            raise
+
+    async def _attempt_async(self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> T:
+        try:
+            return await super()._attempt_async(fn, args, kwargs)
+        except BaseException as exc:
+            self._adapt(STAGE_CALLED, exc)
+            raise
+
+    def _reserve_token(self) -> Reservation:
+        if self._adaptive_rate is not None:
+            self._adaptive_rate.refresh()  # the rate binds: bring its growth up to date
+        return super()._reserve_token()
+
+    def _adapt(self, stage: int, exc: BaseException | None) -> None:
+        """An attempt's failure ``exc`` (STAGE_CALLED: a throttle of the
+        provider's lowers the rate; our own refusals are never one), or a
+        refusal at ``stage`` (the limiter's: the rate binds, refresh it)."""
+        rate = self._adaptive_rate
+        if rate is None:
+            return
+        if stage == STAGE_CALLED:
+            if exc is not None:
+                # The send time is unknown off the native path's frame: the
+                # throttle's arrival stands for it (see AdaptiveRate.on_throttle).
+                rate.observe(exc, rate.bucket._now_ns())
+        elif stage == STAGE_RATE_LIMITED:
+            rate.refresh()
+
+
+class _AdaptiveSlots(_PolicyMixin):
+    """Each attempt inside an adaptive bulkhead's slot: wraps execute (a
+    Python frame per call; only the policies with an adaptive bulkhead)."""
+
+    __slots__ = ()
+
     def execute(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """As :meth:`Policy.execute`, each attempt inside the adaptive limits."""
+        """As :meth:`Policy.execute`, each attempt inside the adaptive bulkhead."""
         return super().execute(self._adapted, fn, *args, **kwargs)  # type: ignore[arg-type]
 
     async def execute_async(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """As :meth:`Policy.execute_async`, each attempt inside the adaptive limits."""
+        """As :meth:`Policy.execute_async`, each attempt inside the adaptive bulkhead."""
         return await super().execute_async(self._adapted_async, fn, *args, **kwargs)  # type: ignore[arg-type]
 
     def _adapted(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        slot = self._adaptive_bulkhead.acquire() if self._adaptive_bulkhead is not None else None
-        sent = self._sent_ns()
+        bulkhead = self._adaptive_bulkhead
+        slot = bulkhead.acquire() if bulkhead is not None else None
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._observe(slot, exc, sent)
+            _finish(slot, exc)
             raise
         if type(result) is CoroutineType:  # refused by execute(): no call was made
             if slot is not None:
                 slot.ignore()
             return result
-        self._observe(slot, None, sent)
+        _finish(slot, None)
         return result
 
     async def _adapted_async(self, fn: Callable[..., Awaitable[T]], *args: Any,
                              **kwargs: Any) -> T:
         bulkhead = self._adaptive_bulkhead
         slot = await bulkhead.acquire_async() if bulkhead is not None else None
-        sent = self._sent_ns()
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._observe(slot, exc, sent)
+            _finish(slot, exc)
             raise
-        self._observe(slot, None, sent)
+        _finish(slot, None)
         return result
 
-    def _sent_ns(self) -> int | None:
-        """When the attempt's call is sent, on the rate's clock (a burst of
-        throttles of calls sent together decreases the rate once)."""
-        rate = self._adaptive_rate
-        return rate.bucket._now_ns() if rate is not None else None
 
-    def _observe(self, slot: AdaptiveSlot | None, exc: BaseException | None,
-                 sent_ns: int | None) -> None:
-        if slot is not None:
-            slot.finish(exc)
-        if self._adaptive_rate is not None:
-            self._adaptive_rate.observe(exc, sent_ns)
+def _finish(slot: AdaptiveSlot | None, exc: BaseException | None) -> None:
+    if slot is not None:
+        slot.finish(exc)
 
 
-class AdaptivePolicy(_AdaptiveAttempts, Policy):
-    """A :class:`Policy` whose every attempt also passes the adaptive limits.
+class AdaptivePolicy(_AdaptiveRateHooks, Policy):
+    """A :class:`Policy` whose attempts' outcomes also feed the adaptive limits.
 
-    Each attempt (the first and every retry) holds a slot of
-    ``adaptive_bulkhead`` around the call, and its outcome goes to the slot
-    (:meth:`AdaptiveSlot.finish`) and to ``adaptive_rate``
-    (:meth:`AdaptiveRate.observe`). The attempt's call is what they measure:
-    a refusal of the policy's own breaker, limiter or bulkhead is never a
-    sample nor a throttle, and neither is the adaptive bulkhead's own
-    refusal (a ``RateLimitError`` that never reached the provider, retried
-    as any rate limit). Built by :meth:`PolicyBuilder.build` when
-    ``with_adaptive_bulkhead`` or ``with_adaptive_rate`` was used.
+    ``adaptive_rate`` (:class:`AdaptiveRate`) learns from the attempts'
+    failures only: a provider's throttle lowers it (:meth:`AdaptiveRate.observe`),
+    and the limiter's refusals and waits bring its growth up to date
+    (:meth:`AdaptiveRate.refresh`); the native success path stays as it is.
+    With an ``adaptive_bulkhead`` the policy is an :class:`AdaptiveBulkheadPolicy`:
+    each attempt (the first and every retry) holds a slot of it around the
+    call, and its outcome goes to the slot (:meth:`AdaptiveSlot.finish`).
+    The attempt's call is what they measure: a refusal of the policy's own
+    breaker, limiter or bulkhead is never a sample nor a throttle, and
+    neither is the adaptive bulkhead's own refusal (a ``RateLimitError``
+    that never reached the provider, retried as any rate limit). Built by
+    :meth:`PolicyBuilder.build` when ``with_adaptive_bulkhead`` or
+    ``with_adaptive_rate`` was used.
 
     Args:
         adaptive_bulkhead: an AdaptiveBulkhead, or None.
@@ -875,15 +949,29 @@ class AdaptivePolicy(_AdaptiveAttempts, Policy):
     __slots__ = ()
 
 
-class AdaptiveFallbackPolicy(_AdaptiveAttempts, FallbackPolicy):
-    """An :class:`AdaptivePolicy` with a fallback: each attempt passes the
+class AdaptiveBulkheadPolicy(_AdaptiveSlots, AdaptivePolicy):
+    """An :class:`AdaptivePolicy` with an adaptive bulkhead: each attempt holds its slot."""
+
+    __slots__ = ()
+
+
+class AdaptiveFallbackPolicy(_AdaptiveRateHooks, FallbackPolicy):
+    """An :class:`AdaptivePolicy` with a fallback: the attempts feed the
     adaptive limits, and the final error goes to the fallback."""
 
     __slots__ = ()
 
 
-class AdaptiveHedgedPolicy(_AdaptiveAttempts, HedgedPolicy):
-    """A :class:`HedgedPolicy` whose every request's attempts pass the
-    adaptive limits (a hedge holds an adaptive slot of its own)."""
+class AdaptiveBulkheadFallbackPolicy(_AdaptiveSlots, AdaptiveFallbackPolicy):
+    """An :class:`AdaptiveFallbackPolicy` whose attempts hold an adaptive bulkhead's slots."""
+
+    __slots__ = ()
+
+
+class AdaptiveHedgedPolicy(_AdaptiveSlots, _AdaptiveRateHooks, HedgedPolicy):
+    """A :class:`HedgedPolicy` whose every request's attempts feed the
+    adaptive limits (a hedge holds an adaptive slot of its own; its execute
+    runs in Python anyway, so the slot wrapper stays when there is no
+    adaptive bulkhead)."""
 
     __slots__ = ()

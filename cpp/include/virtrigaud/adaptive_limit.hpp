@@ -1,9 +1,9 @@
 // An adaptive concurrency limit: a bulkhead whose maximum moves.
 //
 // The in-flight count, the limit and the count of queued waiters are
-// atomics, as in Bulkhead (bulkhead.hpp): taking a slot is one CAS, giving
-// it back one fetch_sub, and first come, first served holds the same way
-// (while a waiter is registered a newcomer is refused). What differs:
+// atomics, in the SlotPool a Bulkhead is too (slot_pool.hpp): taking a slot
+// is one CAS, giving it back another, and first come, first served holds the
+// same way (while a waiter is registered a newcomer is refused). What differs:
 //
 // * the limit is an atomic a controller stores (set_limit()), so a slot is
 //   free while in_flight < limit. A limit lowered below the calls in flight
@@ -14,6 +14,9 @@
 //   the current sampling window: a few relaxed atomics, no lock. Once per
 //   window the controller takes the window (take_window()) and computes the
 //   next limit; the per-call path never runs a limit algorithm.
+// * its time is an IntervalClock's (interval_clock.hpp) unless a ManualClock
+//   is given: a round trip takes two clock reads, and the steady clock's
+//   cost more than the rest of an acquire and release.
 //
 // The window's fields are read and reset one by one, not as one snapshot: a
 // sample recorded while the window is taken may land half in the old window
@@ -27,20 +30,15 @@
 #include <limits>
 
 #include "clock.hpp"
+#include "interval_clock.hpp"
+#include "slot_pool.hpp"
 
 namespace virtrigaud {
 
-class AdaptiveLimit {
+class AdaptiveLimit : public SlotPool<AdaptiveLimit> {
 public:
     static constexpr int64_t kMaxLimit = int64_t{1} << 30;
     static constexpr int64_t kNoRtt = std::numeric_limits<int64_t>::max();
-
-    /// What exit() did (as Bulkhead::Exit).
-    enum class Exit : uint8_t {
-        kFreed,          ///< the slot went back to the pool
-        kFreedWaiting,   ///< it did, and someone is registered: wake the first waiter
-        kUnmatched,      ///< nothing was in flight: nothing changed
-    };
 
     /// One sampling window's aggregate (take_window()).
     struct Window {
@@ -51,57 +49,21 @@ public:
         int64_t drops;          ///< how many were drops
     };
 
-    /// limit clamped to [1, kMaxLimit]; `clock` null: the steady clock.
+    /// limit clamped to [1, kMaxLimit]; `clock` null: the IntervalClock.
     explicit AdaptiveLimit(int64_t limit, const ManualClock* clock = nullptr) noexcept
-        : clock_(clock), limit_(clamp_limit(limit)) {}
+        : clock_(clock),
+          interval_(clock == nullptr ? &IntervalClock::instance() : nullptr),
+          limit_(clamp_limit(limit)) {}
 
-    /// A newcomer takes a slot if one is free and nobody is queued.
-    bool try_enter() noexcept {
-        if (waiters_.load(std::memory_order_seq_cst) > 0) {
-            return false;
-        }
-        return take();
-    }
-
-    /// Takes a free slot regardless of the queue (the waiter at its head).
-    /// seq_cst for the reason Bulkhead::take() gives.
-    bool take() noexcept {
-        int64_t n = in_flight_.load(std::memory_order_seq_cst);
-        while (n < limit_.load(std::memory_order_relaxed)) {
-            if (in_flight_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_seq_cst)) {
-                admitted_.fetch_add(1, std::memory_order_relaxed);
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /// Gives a slot back to the pool; kUnmatched (nothing changed) when
-    /// nothing is in flight.
-    Exit exit() noexcept {
-        int64_t n = in_flight_.load(std::memory_order_seq_cst);
-        do {
-            if (n <= 0) {
-                return Exit::kUnmatched;
-            }
-        } while (!in_flight_.compare_exchange_weak(n, n - 1, std::memory_order_seq_cst,
-                                                   std::memory_order_seq_cst));
-        return waiters_.load(std::memory_order_seq_cst) > 0 ? Exit::kFreedWaiting : Exit::kFreed;
-    }
+    /// SlotPool's limit: the one the controller stored last.
+    int64_t slot_limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
 
     /// Whether an exiting caller may hand its slot straight to a waiter:
     /// only while the calls in flight (its own included) are within the
     /// limit, so a lowered limit is reached by not handing slots on.
     bool may_hand_over() const noexcept {
-        return in_flight_.load(std::memory_order_seq_cst) <= limit_.load(std::memory_order_relaxed);
+        return in_flight() <= limit_.load(std::memory_order_relaxed);
     }
-
-    /// A slot handed from an exiting caller to a waiter (stays in flight).
-    void hand_over() noexcept { admitted_.fetch_add(1, std::memory_order_relaxed); }
-
-    void add_waiter(int64_t delta) noexcept { waiters_.fetch_add(delta, std::memory_order_seq_cst); }
-    void count_rejection() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
 
     /// Records one finished call into the current window. `rtt_ns` < 0 is
     /// taken as 0; `in_flight` is what the call saw when it started.
@@ -154,11 +116,7 @@ public:
     }
 
     int64_t limit() const noexcept { return limit_.load(std::memory_order_relaxed); }
-    int64_t in_flight() const noexcept { return in_flight_.load(std::memory_order_seq_cst); }
-    int64_t waiters() const noexcept { return waiters_.load(std::memory_order_seq_cst); }
-    uint64_t admitted() const noexcept { return admitted_.load(std::memory_order_relaxed); }
-    uint64_t rejected() const noexcept { return rejected_.load(std::memory_order_relaxed); }
-    int64_t now() const noexcept { return now_ns(clock_); }
+    int64_t now() const noexcept { return clock_ != nullptr ? clock_->now() : interval_->now(); }
     const ManualClock* clock() const noexcept { return clock_; }
 
 private:
@@ -180,11 +138,8 @@ private:
     }
 
     const ManualClock* clock_;
-    std::atomic<int64_t> in_flight_{0};
+    const IntervalClock* interval_;  // when clock_ is null
     std::atomic<int64_t> limit_;
-    std::atomic<int64_t> waiters_{0};
-    std::atomic<uint64_t> admitted_{0};
-    std::atomic<uint64_t> rejected_{0};
     // The sampling window.
     std::atomic<int64_t> window_end_ns_{0};
     std::atomic<int64_t> samples_{0};

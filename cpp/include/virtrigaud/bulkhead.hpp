@@ -1,102 +1,28 @@
-// A bulkhead: at most `max_concurrent` calls in flight, counted in one atomic.
-//
-// First come, first served: callers that queue for a slot (asyncio tasks,
-// kept in a queue by the binding) register as waiters, and while any is
-// registered a newcomer's try_enter() is refused even if a slot is free, so
-// nobody can barge past the queue. The binding hands a freed slot straight
-// to the longest waiter (the count never drops, so nobody can take it in
-// between); only a slot freed when nobody waits goes back to the pool.
+// A bulkhead: at most `max_concurrent` calls in flight, counted in one atomic
+// (slot_pool.hpp: first come, first served, slots handed to waiters).
 #pragma once
 
-#include <atomic>
 #include <cstdint>
+
+#include "slot_pool.hpp"
 
 namespace virtrigaud {
 
-class Bulkhead {
+class Bulkhead : public SlotPool<Bulkhead> {
 public:
     static constexpr int64_t kMaxConcurrent = int64_t{1} << 30;
-
-    /// What exit() did.
-    enum class Exit : uint8_t {
-        kFreed,          ///< the slot went back to the pool
-        kFreedWaiting,   ///< it did, and someone registered meanwhile: wake the first waiter
-        kUnmatched,      ///< nothing was in flight: an exit() without its enter; nothing changed
-    };
 
     /// max_concurrent in [1, kMaxConcurrent] (clamped).
     explicit Bulkhead(int64_t max_concurrent) noexcept
         : max_(max_concurrent < 1 ? 1 : (max_concurrent > kMaxConcurrent ? kMaxConcurrent
                                                                          : max_concurrent)) {}
 
-    /// A newcomer takes a slot if one is free and nobody is queued; never
-    /// waits. A refusal is not counted here: a caller may go on to queue, so
-    /// only it knows when it gives up (count_rejection()).
-    bool try_enter() noexcept {
-        // seq_cst pairs with add_waiter(): a waiter that registered is seen.
-        if (waiters_.load(std::memory_order_seq_cst) > 0) {
-            return false;
-        }
-        return take();
-    }
-
-    /// Takes a free slot regardless of the queue: for the waiter at its head.
-    bool take() noexcept {
-        // seq_cst from the first load: a waiter's add_waiter() then this load
-        // must not be reordered on weak-memory CPUs, or exit() and the waiter
-        // could each miss the other.
-        int64_t n = in_flight_.load(std::memory_order_seq_cst);
-        while (n < max_) {
-            if (in_flight_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
-                                                 std::memory_order_seq_cst)) {
-                admitted_.fetch_add(1, std::memory_order_relaxed);
-                return true;
-            }
-        }
-        return false;
-    }
-
-    /// Counts one attempt turned away (raised "full", or gave up waiting).
-    void count_rejection() noexcept { rejected_.fetch_add(1, std::memory_order_relaxed); }
-
-    /// Gives a slot back to the pool. Refuses (kUnmatched, nothing changed)
-    /// when nothing is in flight. seq_cst pairs with add_waiter(): a waiter
-    /// that registers and then retries take() either gets the freed slot or
-    /// is seen here (kFreedWaiting).
-    Exit exit() noexcept {
-        int64_t n = in_flight_.load(std::memory_order_seq_cst);
-        do {
-            if (n <= 0) {
-                return Exit::kUnmatched;
-            }
-        } while (!in_flight_.compare_exchange_weak(n, n - 1, std::memory_order_seq_cst,
-                                                   std::memory_order_seq_cst));
-        return waiters_.load(std::memory_order_seq_cst) > 0 ? Exit::kFreedWaiting : Exit::kFreed;
-    }
-
-    /// A slot handed from an exiting caller to a waiter: it stays in flight,
-    /// and the waiter leaves the queue. Counts the waiter's admission.
-    void hand_over() noexcept {
-        admitted_.fetch_add(1, std::memory_order_relaxed);
-    }
-
-    /// Waiters register (+1) before their last take() and leave (-1) when
-    /// they get a slot or give up, so that exit() knows to wake them and
-    /// newcomers know to queue behind them.
-    void add_waiter(int64_t delta) noexcept { waiters_.fetch_add(delta, std::memory_order_seq_cst); }
-
     int64_t max_concurrent() const noexcept { return max_; }
-    int64_t in_flight() const noexcept { return in_flight_.load(std::memory_order_seq_cst); }
-    int64_t waiters() const noexcept { return waiters_.load(std::memory_order_seq_cst); }
-    uint64_t admitted() const noexcept { return admitted_.load(std::memory_order_relaxed); }
-    uint64_t rejected() const noexcept { return rejected_.load(std::memory_order_relaxed); }
+    /// SlotPool's limit: fixed.
+    int64_t slot_limit() const noexcept { return max_; }
 
 private:
-    alignas(64) std::atomic<int64_t> in_flight_{0};
-    std::atomic<int64_t> waiters_{0};
     const int64_t max_;
-    std::atomic<uint64_t> admitted_{0};
-    std::atomic<uint64_t> rejected_{0};
 };
 
 }  // namespace virtrigaud

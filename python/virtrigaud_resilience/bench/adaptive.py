@@ -7,8 +7,9 @@ figures. Each figure is shown with its target.
 Adaptive rate (:class:`~virtrigaud_resilience.AdaptiveRate`): a greedy
 caller takes tokens from a TokenBucket and calls a
 :class:`~virtrigaud_resilience.providers.fake.FaultInjectingProvider` with a
-quota (answered ``RateLimitError`` with a ``retry_after``), and the
-controller observes each outcome.
+quota (answered ``RateLimitError`` with a ``retry_after``); as in a policy
+(policy.py's AdaptivePolicy), the controller sees the throttles, and
+refreshes its rate when the bucket makes the caller wait, never on a success.
 
 - the demo's libvirt: quota 15/s (burst 20), configured 20/s. After the
   first minute, the share of the calls that reach the provider answered
@@ -54,7 +55,7 @@ from virtrigaud_resilience.providers.fake import Capacity, FaultInjectingProvide
 from .suite import Suite, Target
 
 __all__ = ["GROUP", "CapacityRun", "ScenarioTarget", "adaptive_targets", "capacity_run",
-           "quota_raise_run", "quota_run"]
+           "cost_cases", "quota_raise_run", "quota_run"]
 
 GROUP = "adaptive"
 #: The concurrency scenarios' provider: base latency, latency growth beyond the knee.
@@ -73,6 +74,8 @@ def _greedy_caller(clock: vr.ManualClock, bucket: vr.TokenBucket, fake: FaultInj
 
     async def loop() -> None:
         while clock.now() < seconds:
+            if rate is not None and bucket.retry_after() > 0:
+                rate.refresh()  # as a policy does when its limiter makes a caller wait
             clock.advance(max(bucket.retry_after(), 1e-6))
             if not bucket.try_acquire():
                 continue
@@ -82,8 +85,8 @@ def _greedy_caller(clock: vr.ManualClock, bucket: vr.TokenBucket, fake: FaultInj
             except vr.RateLimitError as exc:
                 error = exc
             on_call(clock.now(), error is not None)
-            if rate is not None:
-                rate.observe(error)
+            if rate is not None and error is not None:
+                rate.observe(error)  # a success is not observed (a policy's stays native)
 
     asyncio.run(loop())
 
@@ -269,8 +272,44 @@ def _target(what: str, figure: float, limit: float, *, at_least: bool = False,
                           unit, note)
 
 
+#: The cost cases: the composed policy's success path with and without an adaptive rate.
+WITHOUT_ADAPTIVE = "Policy.execute(noop), retry + breaker + bucket"
+WITH_ADAPTIVE = "Policy.execute(noop), the same with an adaptive rate"
+WITH_ADAPTIVE_ASYNC = "await Policy.execute_async(noop), with an adaptive rate"
+WITHOUT_ADAPTIVE_ASYNC = "await Policy.execute_async(noop), retry + breaker + bucket"
+
+
+def _composed(adaptive: bool) -> vr.Policy:
+    """bench.sections' composed policy, with_adaptive_rate() when ``adaptive``."""
+    builder = (vr.PolicyBuilder("bench-adaptive").with_retry(vr.RetryConfig.default())
+               .with_circuit_breaker(vr.CircuitBreaker("bench-adaptive"))
+               .with_rate_limiter(vr.TokenBucket(qps=1e9, burst=1_000_000)))
+    return (builder.with_adaptive_rate() if adaptive else builder).build()
+
+
+def cost_cases(suite: Suite) -> list[Target]:
+    """Times the policy's success path with and without an adaptive rate (in
+    the same run, interleaved) and returns the target: at most 10% more."""
+    def noop() -> None:
+        return None
+
+    async def noop_async() -> None:
+        return None
+
+    for name, adaptive in ((WITHOUT_ADAPTIVE, False), (WITH_ADAPTIVE, True)):
+        suite.add(GROUP, name, "policy.execute(noop)", policy=_composed(adaptive), noop=noop)
+    for name, adaptive in ((WITHOUT_ADAPTIVE_ASYNC, False), (WITH_ADAPTIVE_ASYNC, True)):
+        suite.add_async(GROUP, name, "await policy.execute_async(noop)",
+                        policy=_composed(adaptive), noop=noop_async)
+    return [Target("adaptive rate adds <= 10% to Policy.execute's success path",
+                   (GROUP, WITH_ADAPTIVE), (GROUP, WITHOUT_ADAPTIVE), 1.10),
+            Target("adaptive rate adds <= 10% to Policy.execute_async's success path",
+                   (GROUP, WITH_ADAPTIVE_ASYNC), (GROUP, WITHOUT_ADAPTIVE_ASYNC), 1.10)]
+
+
 def adaptive_targets(suite: Suite) -> list[Target]:
-    """Runs every scenario now and returns its targets."""
+    """Runs every scenario now and returns its targets (the cost ones are
+    timed with the suite's cases)."""
     static_share, _ = quota_run(adaptive=False)
     share, admitted = quota_run(adaptive=True)
     targets: list[Target] = [
@@ -304,4 +343,4 @@ def adaptive_targets(suite: Suite) -> list[Target]:
                 unit="x", note=f"a static bulkhead of 64: {static_p99 / BASE_LATENCY:.2f}x"),
         _target("knee 16 -> 64: limit >= 51 in", judged[2], 10.0, unit=" s"),
     ]
-    return targets
+    return targets + cost_cases(suite)

@@ -8,7 +8,8 @@ whose rate and burst a background refresh sets from the lease.
 
 Every ``refresh`` seconds one small script records the process's demand
 (tokens it asked for per second, granted or not, averaged over about a
-lease) and hands out a
+lease; at most what an AdaptiveRate on the bucket learned the provider
+takes: :meth:`LeasedTokenBucket.report_demand`) and hands out a
 max-min fair share of the fleet's ``qps``: no member gets more than it asks
 for, the rest is split evenly among those who want more, and what nobody
 wants is split evenly too. The burst is shared in proportion (each member
@@ -321,7 +322,7 @@ class LeasedTokenBucket(TokenBucket):
                  "_next_refresh", "_refresh_now", "_members", "_share", "_demand_at",
                  "_demand_count", "_demand", "_fallback_base", "_fallback_sum", "_moves", "_wake",
                  "_thread", "_task", "_on_clock", "_refresh_errors", "_epoch", "_clock", "_config",
-                 "_registered_as")
+                 "_registered_as", "_demand_cap", "_granted")
 
     def __init__(self, client: Client, key: str, *, qps: float, burst: int,
                  lease: Seconds = DEFAULT_LEASE, refresh: Seconds | None = None,
@@ -362,6 +363,8 @@ class LeasedTokenBucket(TokenBucket):
         self._demand_at = time.monotonic()
         self._demand_count = 0
         self._demand = fleet_qps  # nothing measured yet: ask for all, fairness sorts it out
+        self._demand_cap: float | None = None  # report_demand()'s: an AdaptiveRate's learned rate
+        self._granted = (0.0, 0)  # the last lease's (rate, burst), before the cap
         self._fallback_base: tuple[int, int] | None = None
         self._fallback_sum = [0, 0]
         self._moves = [0, 0]  # times it fell back, times it got a lease back
@@ -439,6 +442,40 @@ class LeasedTokenBucket(TokenBucket):
         """Refused: the lease sets a leased bucket's rate (TypeError)."""
         raise TypeError("LeasedTokenBucket.set_rate(): the rate comes from the fleet's lease; "
                         "build the fleet's buckets with the new qps and burst instead")
+
+    # ------------------------------------------------- the adaptive rate --
+
+    def report_demand(self, qps: float | None) -> None:
+        """The most this member uses and asks the fleet for (tokens/s,
+        finite and >= 0; None: no cap): its bucket's rate is the lower of
+        its share and ``qps`` from now on, and its next refresh asks for no
+        more. An :class:`~virtrigaud_resilience.AdaptiveRate` on this bucket
+        reports its learned rate here instead of setting the rate (the lease
+        sets a leased bucket's rate): each member then takes what it learned
+        the provider allows, and asks for no more, so that what it leaves
+        goes to the members that learned they may send more and the fleet's
+        rate adds up to the provider's quota, not to each member's guess of
+        it. Capping only lowers a share: the fleet's bound holds."""
+        if qps is not None:
+            qps = _validate.non_negative("LeasedTokenBucket", "qps", qps)
+        with self._lock:
+            self._demand_cap = qps
+            if self._mode == _SHARED:
+                self._set_share(*self._granted, empty=False)
+
+    def _pause_share(self, interval_ns: int) -> None:
+        """Spends nothing for now: one token per ``interval_ns`` (an
+        AdaptiveRate's pause until a quota's reset), until :meth:`_resume_share`
+        or a lease whose share differs from the current one."""
+        with self._lock:
+            if self._mode == _SHARED:
+                self._set_rate(interval_ns, 1, 0)
+
+    def _resume_share(self) -> None:
+        """Back to the lease's share after :meth:`_pause_share` (its bucket emptied)."""
+        with self._lock:
+            if self._mode == _SHARED:
+                self._set_rate(*self._share, 0)
 
     # ----------------------------------------------------- waiting methods --
 
@@ -633,7 +670,9 @@ class LeasedTokenBucket(TokenBucket):
             rate = (count - self._demand_count) / elapsed
             self._demand += weight * (rate - self._demand)
         self._demand_at, self._demand_count = now, count
-        return ("lease", self._registered_as, repr(self._demand), self.fleet_qps, self.fleet_burst,
+        cap = self._demand_cap
+        demand = self._demand if cap is None else min(self._demand, cap)
+        return ("lease", self._registered_as, repr(demand), self.fleet_qps, self.fleet_burst,
                 round(self.lease * 1e6), self._epoch, self._members, self._clock.expected_us(),
                 self._clock.last_us())
 
@@ -685,8 +724,13 @@ class LeasedTokenBucket(TokenBucket):
             return None
 
     def _set_share(self, rate: float, burst: int, *, empty: bool) -> None:
-        """The bucket's rate for a share of ``rate`` tokens/s and ``burst``;
-        ``empty`` drops every token it holds (a first lease)."""
+        """The bucket's rate for a share of ``rate`` tokens/s and ``burst``
+        (at most report_demand()'s rate); ``empty`` drops every token it
+        holds (a first lease)."""
+        self._granted = (rate, burst)
+        cap = self._demand_cap
+        if cap is not None and cap < rate:
+            rate, burst = cap, max(1, min(burst, math.ceil(cap)))
         if burst < 1 or rate < MIN_QPS:
             interval, burst = _MAX_INTERVAL_NS, 1
             empty = True

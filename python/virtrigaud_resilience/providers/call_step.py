@@ -16,7 +16,13 @@ for its method names, its rejection errors and its error mapping. Per call:
    capped by the caller's and by what an enclosing policy has left;
 4. the adapter runs the call and reports it with :meth:`CallStep.settle`
    (a breaker outcome: ``True`` failure, ``False`` success, ``None`` no
-   outcome) or :meth:`CallStep.cancelled`; both record the metrics.
+   outcome) or :meth:`CallStep.cancelled`; both record the metrics;
+5. with ``RATE_LIMIT_ADAPTIVE`` on (the config's ``rate_limit.adaptive``,
+   the switch that gives the provider's policies an adaptive rate), the
+   provider's answers feed the :class:`~virtrigaud_resilience.AdaptiveRate`
+   of the step's bucket (the one its policies share):
+   :meth:`CallStep.quota_answer` reads the quota headers of every HTTP
+   response and the trailing metadata of a gRPC ``RESOURCE_EXHAUSTED``.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._admission import enable, held
+from .._sent import is_provider_rate_limit
 from .._tracking import provider_labels
+from ..adaptive_rate import AdaptiveRate
 from ..breaker import CircuitBreaker, Permit
 from ..config import Config
 from ..errors import CircuitOpenError, RateLimitError
@@ -35,6 +44,7 @@ from ..rpcstats import RPCStats, rpc_stats
 from ..timeouts import MUTATING_OPERATIONS, remaining
 from .options import SHARED, AdapterOptions, OptionKeywords, Shared
 from .resilient import mark_never_sent, shared_breaker, shared_limiter
+from .retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -45,6 +55,9 @@ _LOG = logging.getLogger("virtrigaud_resilience")
 
 #: The operations whose timeout the RPC config names (anything else: mutating).
 KNOWN_OPERATIONS = frozenset({"Describe", "Validate", "TaskStatus", *MUTATING_OPERATIONS})
+
+#: The quota headers AdaptiveRate.observe_headers reads (their "-reset" pair with them).
+_QUOTA_HEADERS = ("ratelimit-remaining", "x-ratelimit-remaining")
 
 #: Method keys cached per call step; names come from stubs and code, so a few.
 _MAX_CACHED = 4096
@@ -105,6 +118,9 @@ class CallStep(Generic[K]):
         self.limiter = (shared_limiter(config, provider_type, provider, clock)
                         if isinstance(limiter, str) else limiter)
         enable(self.breaker, self.limiter)  # attempts holding them say so, for held()
+        #: The bucket's adaptive rate (RATE_LIMIT_ADAPTIVE), shared with the provider's policies.
+        self.adaptive_rate = (AdaptiveRate.for_bucket(self.limiter)
+                              if self.limiter is not None and config.rate_limit.adaptive else None)
         self.wait = options.wait
         self.metrics = options.metrics
         self._overrides = options.timeouts
@@ -174,6 +190,7 @@ class CallStep(Generic[K]):
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
+            self._rate_binds()
             if not self.wait:
                 raise self._rate_limited(permit, method, start)
             try:
@@ -191,6 +208,7 @@ class CallStep(Generic[K]):
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter
         if limiter is not None and not limiter.try_acquire():
+            self._rate_binds()
             if not self.wait:
                 raise self._rate_limited(permit, method, start)
             try:
@@ -201,6 +219,13 @@ class CallStep(Generic[K]):
             if not granted:
                 raise self._rate_limited(permit, method, start)
         return permit
+
+    def _rate_binds(self) -> None:
+        """The bucket refused: its adaptive rate's growth since the last
+        throttle is brought up to date (:meth:`AdaptiveRate.refresh`), as a
+        policy's refusal does; a success never reaches it."""
+        if self.adaptive_rate is not None:
+            self.adaptive_rate.refresh()
 
     def _admit_breaker(self, method: Method, start: float) -> Permit | None:
         breaker = self.breaker
@@ -264,6 +289,47 @@ class CallStep(Generic[K]):
         stats = method.stats
         if stats is not None:
             stats.record(code, time.perf_counter() - start)
+
+    # -- the provider's quota (issue 24) -------------------------------------------------
+
+    def quota_answer(self, headers: Mapping[str, Any], throttled: bool) -> None:
+        """What an answer of the provider says of its quota, told to
+        :attr:`adaptive_rate` (nothing without one). ``headers``: its HTTP
+        headers or gRPC metadata (lower-case names, or a case-insensitive
+        mapping). Quota headers that say it is spent (``RateLimit-Remaining:
+        0`` with ``RateLimit-Reset``, or the ``X-RateLimit-`` pair) make the
+        bucket spend nothing until the reset (:meth:`AdaptiveRate.observe_headers`);
+        ``throttled`` (the provider's own rate limit: an HTTP 429, a gRPC
+        ``RESOURCE_EXHAUSTED``) is a throttle with its ``retry-after``,
+        unless an enclosing attempt holds this bucket: its policy observes
+        the error it raises (a throttle counted once). A malformed value is
+        ignored and counted in the rate's ``malformed_headers``."""
+        rate = self.adaptive_rate
+        if rate is None:
+            return
+        if _QUOTA_HEADERS[0] in headers or _QUOTA_HEADERS[1] in headers:
+            rate.observe_headers(headers)
+        if not throttled:
+            return
+        raw = headers.get("retry-after")
+        retry_after = parse_retry_after(raw)
+        if raw is not None and retry_after is None:
+            rate.malformed_headers += 1
+        if not held(self.breaker, self.limiter)[1]:
+            rate.on_throttle(retry_after, rate.bucket._now_ns())
+
+    def quota_error(self, error: BaseException, metadata: Any) -> None:
+        """:meth:`quota_answer` for a failed call: ``error`` the taxonomy
+        error raised for it, ``metadata`` its (key, value) pairs (None: none)."""
+        if self.adaptive_rate is None:
+            return
+        pairs: dict[str, Any] = {}
+        try:
+            for key, value in metadata or ():
+                pairs.setdefault(str(key).lower(), value)
+        except (TypeError, ValueError):
+            pass  # metadata of an odd shape: read none of it, the throttle still counts
+        self.quota_answer(pairs, is_provider_rate_limit(error))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.provider_type!r}, {self.provider!r}, "

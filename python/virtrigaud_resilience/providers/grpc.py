@@ -300,7 +300,14 @@ class RpcCallStep(CallStep[Union[str, bytes]]):
         """Reports a call that failed before it had a call object; returns the error to raise."""
         error, code, outcome = self.outcome_of(method, exc)
         self.settle(permit, method, start, code, outcome)
+        self.failed_quota(error)
         return error
+
+    def failed_quota(self, error: BaseException) -> None:
+        """A failed call's word on the quota (:meth:`CallStep.quota_error`):
+        a ``RESOURCE_EXHAUSTED`` and its trailing metadata."""
+        if self.adaptive_rate is not None:
+            self.quota_error(error, getattr(error, "_trailing_metadata", None))
 
 
 def _names(key: str | bytes) -> tuple[str, str]:

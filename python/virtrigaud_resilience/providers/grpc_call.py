@@ -95,6 +95,7 @@ class Settler:
         error, code, outcome = self._step.outcome_of(self._method, failure, self._own_deadline)
         if self._first():
             self._step.settle(self._permit, self._method, self._start, code, outcome)
+            self._step.failed_quota(error)
         return error
 
     def status(self, status: Any) -> None:

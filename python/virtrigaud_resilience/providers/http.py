@@ -633,6 +633,8 @@ class HttpCallStep(CallStep[tuple[str, str]]):
         ``body``) report the outcome when read or closed: a breaker failure
         for 5xx but 501, and 408, or for a body that fails."""
         response.request = request
+        if self.adaptive_rate is not None:
+            self.quota_answer(response.headers, response.status_code == 429)
         exchange = _Exchange(self, permit, method, start, response.status_code, request,
                              idempotent)
         if response.is_stream_consumed or response.is_closed:
