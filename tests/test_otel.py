@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF  # noqa: E402
 
 import virtrigaud_resilience as vr  # noqa: E402
+from virtrigaud_resilience import events as events_module  # noqa: E402
 from virtrigaud_resilience import otel  # noqa: E402
 from virtrigaud_resilience.policy import Policy  # noqa: E402
 
@@ -307,6 +308,7 @@ def test_uninstrument_restores_the_native_methods_and_the_native_path() -> None:
     assert python_calls(partial(policy.execute, ok))[1] != ["ok"]  # the check can fail
     otel.uninstrument()
     assert not otel.is_instrumented() and not otel.traces_calls()
+    assert events_module.request_listeners == []  # the adapters check nothing more
     assert {name: Policy.__dict__[name] for name in NATIVE} == NATIVE
     assert python_calls(partial(policy.execute, ok)) == ("ok", ["ok"])
     assert python_calls(partial(fallback.execute, ok)) == ("ok", ["ok"])

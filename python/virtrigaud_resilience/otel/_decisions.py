@@ -64,7 +64,14 @@ def _state_changed(breaker: Any, old: Any, new: Any) -> None:
                         key.replace(".", "_"): value for key, value in attributes.items()}})
 
 
+def _requested(system: str, method: str) -> None:
+    execution = CURRENT.get()
+    if execution is not None:
+        execution.requested(system, method)
+
+
 _LISTENERS = (
+    (events.on_request, _requested),
     (events.on_retry, _retried),
     (events.on_rate_limited, _rate_limited),
     (events.on_budget_exhausted, _budget_exhausted),

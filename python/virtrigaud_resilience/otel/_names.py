@@ -25,6 +25,11 @@ ATTEMPTS = "virtrigaud.attempt.count"  # on the execution span: attempts made
 ERROR_TYPE = "error.type"
 OUTCOME = "virtrigaud.outcome"  # success | failure
 
+# The adapters' attributes on the attempt span (general conventions).
+HTTP_RESEND_COUNT = "http.request.resend_count"  # set from the second attempt on
+RPC_SYSTEM = "rpc.system"
+RPC_METHOD = "rpc.method"
+
 # Span events.
 RETRY_SCHEDULED = "retry.scheduled"
 RATE_LIMITER_REJECTED = "rate_limiter.rejected"

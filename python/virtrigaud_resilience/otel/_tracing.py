@@ -72,7 +72,8 @@ def _tracer_raised(where: str) -> None:
 class Execution:
     """One policy execution's span and its attempts' bookkeeping."""
 
-    __slots__ = ("policy", "tracing", "span", "number", "spanned", "limited", "started")
+    __slots__ = ("policy", "tracing", "span", "number", "spanned", "limited", "started",
+                 "attempt_span")
 
     def __init__(self, policy: Policy, tracing: Tracing, span: trace.Span) -> None:
         self.policy = policy
@@ -85,6 +86,8 @@ class Execution:
         #: A rate limiter refused this attempt (its listener said so).
         self.limited = False
         self.started = time.perf_counter()
+        #: The running attempt's span (None between attempts).
+        self.attempt_span: trace.Span | None = None
 
     # -- the execution ---------------------------------------------------------
 
@@ -120,10 +123,12 @@ class Execution:
         except Exception:
             _tracer_raised("attempt")
             return number, None
+        self.attempt_span = span
         return number, span
 
     def _end_attempt(self, number: int, span: trace.Span, error: BaseException | None,
                      started: float) -> None:
+        self.attempt_span = None
         if error is not None:
             _failed(span, error)
         span.end()
@@ -167,6 +172,19 @@ class Execution:
             otel_context.detach(token)
         self._end_attempt(number, span, None, started)
         return result
+
+    def requested(self, system: str, method: str) -> None:
+        """An adapter admits a request of the running attempt: its protocol's
+        attributes go on the attempt's span (the instrumentations' HTTP or
+        gRPC client span, if any, is that span's child)."""
+        span = self.attempt_span
+        if span is None:
+            return
+        if system == "http":
+            if self.number:  # the convention: set only on a resent request
+                span.set_attribute(names.HTTP_RESEND_COUNT, self.number)
+        elif system == "grpc":
+            span.set_attributes({names.RPC_SYSTEM: "grpc", names.RPC_METHOD: method})
 
     # -- the decisions between attempts (the listeners call these) -------------
 
