@@ -71,7 +71,10 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
                                trace.get_tracer_provider)
     meter_provider = _checked("meter_provider", meter_provider, metrics.MeterProvider,
                               metrics.get_meter_provider)
-    attempt_duration, execution_duration = _instruments.instruments(meter_provider)
+    # The API's no-op meter records nothing: the traced calls skip timing for it.
+    durations = (None, None) if isinstance(meter_provider, metrics.NoOpMeterProvider) else \
+        _instruments.instruments(meter_provider)
+    attempt_duration, execution_duration = durations
     with _lock:
         _instruments.observing = True
         if _records(tracer_provider):

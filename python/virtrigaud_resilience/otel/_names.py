@@ -21,7 +21,6 @@ ATTEMPT_SPAN = "virtrigaud.attempt"
 
 POLICY_NAME = "virtrigaud.policy.name"
 ATTEMPT_NUMBER = "virtrigaud.attempt.number"  # 0-based
-ATTEMPTS = "virtrigaud.attempt.count"  # on the execution span: attempts made
 ERROR_TYPE = "error.type"
 OUTCOME = "virtrigaud.outcome"  # success | failure
 

@@ -100,7 +100,6 @@ class Execution:
         CURRENT.reset(token)
         otel_context.detach(context_token)  # type: ignore[arg-type]
         span = self.span
-        span.set_attribute(names.ATTEMPTS, self.number + 1)
         if error is not None:
             if self.spanned != self.number:  # the last attempt never reached the function
                 self.rejected(error)
@@ -144,7 +143,7 @@ class Execution:
         if span is None:
             return fn(*args, **kwargs)
         token = otel_context.attach(trace.set_span_in_context(span))
-        started = time.perf_counter()
+        started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -162,7 +161,7 @@ class Execution:
         if span is None:
             return await fn(*args, **kwargs)
         token = otel_context.attach(trace.set_span_in_context(span))
-        started = time.perf_counter()
+        started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
