@@ -7,6 +7,7 @@ InMemorySpanExporter, its spans read back after each call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -314,6 +315,30 @@ def test_uninstrument_restores_the_native_methods_and_the_native_path() -> None:
     spans = len(tracing.spans())
     policy.execute(ok)
     assert len(tracing.spans()) == spans  # nothing traced any more
+
+
+def test_functions_decorated_before_instrument_are_traced_then_native_again() -> None:
+    policy = vr.PolicyBuilder("decorated").build()
+
+    @policy
+    def ok() -> str:
+        return "ok"
+
+    @policy
+    async def ok_async() -> str:
+        return "ok"
+
+    assert python_calls(ok) == ("ok", ["wrapper", "ok"])  # the wrapper and the function
+    tracing = Traced()
+    otel.instrument(tracer_provider=tracing.provider)
+    try:
+        assert ok() == "ok"
+        assert asyncio.run(ok_async()) == "ok"
+    finally:
+        otel.uninstrument()
+    assert [span.name for span in tracing.spans("virtrigaud.policy")] == [
+        "virtrigaud.policy decorated", "virtrigaud.policy decorated"]
+    assert python_calls(ok) == ("ok", ["wrapper", "ok"])
 
 
 @pytest.mark.parametrize("provider", [

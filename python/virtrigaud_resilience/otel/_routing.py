@@ -8,6 +8,10 @@ a call, :func:`route` replaces each such copy with the traced method;
 call runs exactly the native path it ran before: nothing on the hot path
 ever asks whether tracing is on.
 
+Functions decorated with ``@policy`` call the native methods they bound at
+decoration; ``_decorate.policy_calls_routed`` tells them to look the
+methods up instead while routed.
+
 A subclass defined while routed inherits the traced method (its
 ``__init_subclass__`` copies only a base method that is native), and
 :meth:`HotMethods.follow` gives it its native copies back at its next
@@ -21,6 +25,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .. import _decorate
 from ..policy import Policy
 
 #: The native methods that route a policy's calls, by name.
@@ -60,6 +65,7 @@ def route(traced: dict[str, Callable[..., Any]]) -> None:
                     setattr(cls, name, traced[name])
                 elif attr is not None and _is_traced(cls, name):
                     setattr(cls, name, traced[name])
+        _decorate.policy_calls_routed = True  # functions decorated before follow
 
 
 def _is_traced(cls: type, name: str) -> bool:
@@ -69,6 +75,7 @@ def _is_traced(cls: type, name: str) -> bool:
 def restore() -> None:
     """Puts back every native method :func:`route` replaced."""
     with _lock:
+        _decorate.policy_calls_routed = False
         while _replaced:
             cls, name, native = _replaced.pop()
             setattr(cls, name, native)
