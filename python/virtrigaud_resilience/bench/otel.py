@@ -39,6 +39,9 @@ NO_OP = "virtrigaud Policy.execute(noop), instrumented, API without SDK"
 SAMPLED_OUT = "virtrigaud Policy.execute(noop), SDK metrics on, traces sampled out"
 SAMPLED = "virtrigaud Policy.execute(noop), a sampled span per attempt"
 FLOOR = "Policy.execute(noop) + the SDK's own two spans, not instrumented"
+#: Calls per round of the two cases that make spans (tens of microseconds
+#: each: a round of the bench's usual 200,000 would take a minute).
+SPAN_CALLS = 2_000
 
 
 def otel_cases(suite: Suite) -> list[Target]:
@@ -79,6 +82,7 @@ def otel_cases(suite: Suite) -> list[Target]:
               P="virtrigaud.policy bench", K=trace.SpanKind.INTERNAL,
               PA={"virtrigaud.policy.name": "bench"}, A="virtrigaud.attempt",
               AA={"virtrigaud.attempt.number": 0}, role="reference")
+    suite.cases[-1].calls = SPAN_CALLS
     for name, setup in settings.items():
         if name == AFTER:  # instrumented and given back before the round: nothing on
             setup, teardown = _cycle(setup, otel.uninstrument), None
@@ -86,6 +90,8 @@ def otel_cases(suite: Suite) -> list[Target]:
             teardown = otel.uninstrument
         suite.add(GROUP, name, "policy.execute(noop)", policy=policy, noop=noop,
                   setup=setup, teardown=teardown)
+        if name == SAMPLED:
+            suite.cases[-1].calls = SPAN_CALLS
     return [
         Target("otel not instrumented: no change (<= 1.05x never instrumented)",
                (GROUP, AFTER), (GROUP, NEVER), 1.05),
