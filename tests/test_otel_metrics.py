@@ -15,6 +15,7 @@ pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.metrics.view import View  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF  # noqa: E402
 
@@ -25,9 +26,13 @@ RETRY3 = vr.RetryConfig(max_attempts=3, base_delay=1.0, max_delay=10.0, jitter=F
 
 
 class Metered:
-    def __init__(self) -> None:
+    def __init__(self, default_limits: bool = False) -> None:
         self.reader = InMemoryMetricReader()
-        self.provider = MeterProvider(metric_readers=[self.reader])
+        # Every label set the process ever saw is reported (other tests make
+        # thousands): above the SDK's default limit of 2,000 per instrument.
+        views = [] if default_limits else [View(instrument_name="virtrigaud.*",
+                                                aggregation_cardinality_limit=1_000_000)]
+        self.provider = MeterProvider(metric_readers=[self.reader], views=views)
 
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
@@ -108,7 +113,9 @@ def test_rejections_and_transitions_are_counted_by_provider(metered: Metered) ->
 
     assert count("circuit_breaker", "rejected") == 1
     assert count("circuit_breaker", "state_change", to="open") == 1
-    assert count("circuit_breaker", "state_change", to="closed") == 0
+    assert not [point for point in metered.points("virtrigaud.resilience.events")
+                if point.attributes.get("virtrigaud.provider") == provider
+                and point.attributes.get("to") == "closed"]  # a count never above 0: no point
     assert count("rate_limiter", "rejected") == 1
     assert count("bulkhead", "rejected") == 1
     state = metered.value("virtrigaud.circuit_breaker.state", **{"virtrigaud.provider": provider})
@@ -188,3 +195,27 @@ def test_the_prometheus_collector_reads_the_same_counts(metered: Metered) -> Non
     assert registry.get_sample_value("virtrigaud_retry_attempts_total", {"policy": name}) == 2
     assert metered.value("virtrigaud.resilience.events", **{
         "event.name": "retry", "virtrigaud.policy.name": name}) == 2
+
+
+def test_the_retries_come_first_within_the_readers_default_limit() -> None:
+    """With the SDK's default limit (2,000 attribute sets an instrument)
+    and more label sets than that in the process, a policy's retries are
+    still reported: they come first, and zeros take no place."""
+    breakers = [vr.CircuitBreaker("crowd", "crowd", unique("p")) for _ in range(2_100)]
+    for breaker in breakers:
+        breaker.force_open()
+        with pytest.raises(vr.CircuitOpenError):
+            breaker.call(flaky(0))
+    metering = Metered(default_limits=True)
+    otel.instrument(tracer_provider=TracerProvider(), meter_provider=metering.provider)
+    try:
+        name = unique("crowded")
+        policy = vr.PolicyBuilder(name).with_retry(RETRY3).with_clock(vr.ManualClock()).build()
+        assert policy.execute(flaky(1)) == 42
+        assert metering.value("virtrigaud.resilience.events", **{
+            "event.name": "retry", "virtrigaud.policy.name": name}) == 1
+        assert any(point.attributes.get("otel.metric.overflow")  # the limit was reached
+                   for point in metering.points("virtrigaud.resilience.events"))
+    finally:
+        otel.uninstrument()
+        metering.provider.shutdown()

@@ -46,13 +46,16 @@ from . import _names as names
 observing = False
 
 _STATES = ("closed", "half_open", "open")
-#: Columns of _core.CircuitBreaker._sum_by_labels: rejected, then to_<state>.
-_REJECTED, _TO_CLOSED, _WORST_STATE = 2, 3, 8
+#: Where _core.CircuitBreaker._sum_by_labels puts the refusals, the
+#: transitions (to closed, half-open, open) and the worst state in a row.
+_COLUMN = {"rejected": 2, "to_closed": 3, "worst_state": 8}
 
 
 class _Monotonic:
     """Cumulative values never reported below an earlier report (an object
-    a garbage-collected cycle hides from one snapshot would dip them)."""
+    a garbage-collected cycle hides from one snapshot would dip them); a
+    count that was never above 0 is not reported (most label sets never
+    see most events: their zeros would only fill the reader's limit)."""
 
     def __init__(self) -> None:
         self._reported: dict[tuple[tuple[str, Any], ...], int] = {}
@@ -63,7 +66,12 @@ class _Monotonic:
         with self._lock:
             for attributes, value in counts:
                 key = tuple(sorted(attributes.items()))
-                value = max(value, self._reported.get(key, 0))
+                reported = self._reported.get(key)
+                if reported is None:
+                    if not value:
+                        continue
+                elif value < reported:
+                    value = reported
                 self._reported[key] = value
                 out.append(Observation(value, attributes))
         return out
@@ -103,25 +111,29 @@ def _breaker_sums() -> dict[Labels, list[int]]:
 
 
 def _event_counts() -> Iterator[tuple[dict[str, Any], int]]:
-    for labels, values in _breaker_sums().items():
-        yield _provider("circuit_breaker", "rejected", labels), values[_REJECTED]
-        for index, state in enumerate(_STATES):
-            yield ({**_provider("circuit_breaker", "state_change", labels), "to": state},
-                   values[_TO_CLOSED + index])
-    buckets = _summed(BUCKETS, lambda b: ((b.provider_type, b.provider), b._counters()))
-    for labels, values in buckets.items():
-        yield _provider("rate_limiter", "rejected", labels), values[1]
-    bulkheads = _summed(BULKHEADS, lambda b: ((b.provider_type, b.provider), (b.rejected,)))
-    for labels, values in bulkheads.items():
-        yield _provider("bulkhead", "rejected", labels), values[0]
-    budgets = _summed(BUDGETS, lambda b: ((b.provider_type, b.provider), (b.refused,)))
-    for labels, values in budgets.items():
-        yield _provider("retry_budget", "retry_budget_exhausted", labels), values[0]
+    """Every count by attributes, the policies' retries first: a reader
+    keeps a bounded number of attribute sets per instrument (the SDK's
+    default is 2,000) and folds the rest into one overflow set, so the
+    fewest, most read ones come first."""
     retriers = _summed(RETRIERS, lambda r: ((r.name,), (r.retries, r.exhausted)))
     for (policy,), (retries, exhausted) in retriers.items():
         for event, value in (("retry", retries), ("retry_exhausted", exhausted)):
             yield {names.EVENT_NAME: event, names.COMPONENT: "retry",
                    names.POLICY_NAME: policy}, value
+    budgets = _summed(BUDGETS, lambda b: ((b.provider_type, b.provider), (b.refused,)))
+    for labels, values in budgets.items():
+        yield _provider("retry_budget", "retry_budget_exhausted", labels), values[0]
+    bulkheads = _summed(BULKHEADS, lambda b: ((b.provider_type, b.provider), (b.rejected,)))
+    for labels, values in bulkheads.items():
+        yield _provider("bulkhead", "rejected", labels), values[0]
+    buckets = _summed(BUCKETS, lambda b: ((b.provider_type, b.provider), b._counters()))
+    for labels, values in buckets.items():
+        yield _provider("rate_limiter", "rejected", labels), values[1]
+    for labels, values in _breaker_sums().items():
+        yield _provider("circuit_breaker", "rejected", labels), values[_COLUMN["rejected"]]
+        for index, state in enumerate(_STATES):
+            yield ({**_provider("circuit_breaker", "state_change", labels), "to": state},
+                   values[_COLUMN["to_closed"] + index])
 
 
 def observe_events(options: CallbackOptions) -> list[Observation]:
@@ -135,7 +147,7 @@ def observe_states(options: CallbackOptions) -> list[Observation]:
         return []
     live, _ = BREAKERS.snapshot()
     sums = _core.CircuitBreaker._sum_by_labels(live)
-    return [Observation(values[_WORST_STATE],
+    return [Observation(values[_COLUMN["worst_state"]],
                         {names.PROVIDER_TYPE: labels[0], names.PROVIDER: labels[1]})
             for labels, values in sums.items()]
 
