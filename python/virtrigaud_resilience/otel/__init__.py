@@ -65,6 +65,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
 
     Idempotent: a second call replaces the providers, never doubles a span
     or an instrument's reports. Raises TypeError for a provider of another type.
+    For start-up (and :func:`uninstrument` for shut-down), not per request:
+    each swaps methods on the policy classes.
     """
     global _instrumented
     tracer_provider = _checked("tracer_provider", tracer_provider, trace.TracerProvider,
