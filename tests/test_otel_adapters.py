@@ -197,3 +197,25 @@ def open_channel(make: str, server: GrpcServer) -> Any:
         return vrg.aio_channel(server.target, "grpc", label, breaker=None, limiter=None)
     return grpc.aio.insecure_channel(server.target, interceptors=vrg.aio_interceptors(
         "grpc", label, breaker=None, limiter=None))
+
+
+# --------------------------------------------------- the bus the adapters tell --
+
+def test_the_adapters_tell_the_request_listeners_their_protocol(
+        http_server: HttpServer) -> None:
+    from virtrigaud_resilience import events
+
+    heard: list[tuple[str, str]] = []
+
+    def listener(system: str, method: str) -> None:
+        heard.append((system, method))
+
+    events.on_request(listener)
+    try:
+        with vrh.ResilientClient("http", f"otel-{next(_keys)}", breaker=None,
+                                 limiter=None) as client:
+            assert client.get(f"{http_server.url}/ok").status_code == 200
+    finally:
+        assert events.remove_listener(listener)
+    assert heard == [("http", "GET")]
+    assert events.request_listeners == []
