@@ -390,6 +390,14 @@ async def test_a_tracer_that_raises_never_breaks_a_call(caplog: pytest.LogCaptur
         otel.uninstrument()
     (record,) = caplog.records
     assert "logged once" in record.getMessage() and record.exc_info is not None
+    caplog.clear()
+    otel.instrument(tracer_provider=RaisingProvider())  # a new configuration: logged again
+    try:
+        with caplog.at_level(logging.ERROR, logger="virtrigaud_resilience.otel"):
+            assert retrying_policy().execute(flaky(0)) == 42
+    finally:
+        otel.uninstrument()
+    assert len(caplog.records) == 1
 
 
 @pytest.mark.parametrize("field, value", [("tracer_provider", "jaeger"),

@@ -80,9 +80,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     with _lock:
         _instruments.observing = True
         if _records(tracer_provider):
-            _tracing.active = _tracing.Tracing(
-                tracer_provider.get_tracer(SCOPE),
-                attempt_duration, execution_duration)
+            _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
+                                                attempt_duration, execution_duration))
             _routing.route(_tracing.TRACED)
             _decisions.listen()
         else:
@@ -112,7 +111,7 @@ def traces_calls() -> bool:
 
 
 def _stop_tracing() -> None:
-    _tracing.active = None
+    _tracing.configure(None)
     _routing.restore()
     _decisions.stop()
 

@@ -57,6 +57,7 @@ class Tracing:
 #: The active configuration; None once uninstrumented (a call that was
 #: already routed then runs natively).
 active: Tracing | None = None
+#: Whether this configuration's tracer failed already (logged once per instrument()).
 _tracer_failed = False
 
 
@@ -67,6 +68,14 @@ def _tracer_raised(where: str) -> None:
         _tracer_failed = True
         logger.exception("the tracer provider failed to start a %s span; calls run untraced "
                          "where it fails (logged once)", where)
+
+
+def configure(tracing: Tracing | None) -> None:
+    """Makes ``tracing`` the active configuration (None: none), whose first
+    tracer failure is logged again."""
+    global active, _tracer_failed
+    active = tracing
+    _tracer_failed = False
 
 
 class Execution:
