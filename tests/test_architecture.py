@@ -75,6 +75,10 @@ VIOLATIONS = [
                  id="providers import redis"),
     pytest.param("integrations/kopf.py", "import rich", "only in the CLI layer",
                  id="an integration imports rich"),
+    pytest.param("events.py", "import opentelemetry", "no optional dependency",
+                 id="the core imports opentelemetry"),
+    pytest.param("providers/http.py", "import opentelemetry", "opentelemetry only in otel",
+                 id="an adapter imports opentelemetry"),
 ]
 
 

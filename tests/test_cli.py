@@ -175,11 +175,11 @@ def cli(*argv: str, missing: str | None = None) -> subprocess.CompletedProcess[s
 @pytest.fixture(scope="module")
 def bench_json() -> dict[str, Any]:
     """``bench --quick --json`` with a tiny round count, run once for the module
-    (the adapters, concurrency, memory, hedging, adaptive and amplification sections have
-    tests of their own)."""
+    (the adapters, concurrency, memory, hedging, adaptive, amplification and otel sections
+    have tests of their own)."""
     sections = [name for name in SECTIONS
                 if name not in ("adapters", "concurrency", "memory", "hedging", "adaptive",
-                                "amplification")]
+                                "amplification", "otel")]
     result = cli("bench", "--quick", "--rounds", "1", "--calls", "200", "--json",
                  "--sections", *sections)
     assert result.returncode == 0, result.stderr
@@ -224,7 +224,7 @@ def test_bench_json_has_every_row(bench_json: dict[str, Any]) -> None:
 def test_bench_sections_are_registered() -> None:
     assert list(SECTIONS) == ["policy", "metrics", "compat", "retry-dropins", "threads",
                              "adapters", "concurrency", "memory", "hedging", "adaptive",
-                             "amplification"]
+                             "amplification", "otel"]
 
 
 def test_bench_threads_section_measures_one_and_two_threads() -> None:

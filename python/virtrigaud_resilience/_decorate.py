@@ -34,6 +34,40 @@ def route_calls(fn: Callable[P, T], call: Callable[..., Any],
     return wrapper
 
 
+#: Set by ``vr.otel`` while it routes the policies' calls through Python
+#: (otel/_routing.py): decorated functions then look the policy's methods up
+#: at each call instead of calling the native ones bound at decoration.
+policy_calls_routed = False
+
+
+def route_policy_calls(fn: Callable[P, T], policy: Any) -> Callable[P, T]:
+    """:func:`route_calls` for ``@policy``: ``vr.otel.instrument()`` swaps
+    the policies' ``execute`` methods on their classes, and a function
+    decorated before must follow. The bound methods are called while it does
+    not (one global test per call); ``policy.execute`` is looked up while it does."""
+    execute, execute_async = policy.execute, policy.execute_async
+    if is_async_callable(fn):
+        afn: Any = fn
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if policy_calls_routed:
+                return await policy.execute_async(afn, *args, **kwargs)
+            return await execute_async(afn, *args, **kwargs)
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        if policy_calls_routed:
+            routed: T = policy.execute(fn, *args, **kwargs)
+            return routed
+        result: T = execute(fn, *args, **kwargs)
+        return result
+
+    return wrapper
+
+
 def is_async_callable(fn: object) -> bool:
     """True iff calling ``fn`` returns a coroutine: a coroutine function, a
     ``functools.partial`` of one, or an object whose ``__call__`` is one."""

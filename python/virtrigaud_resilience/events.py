@@ -31,6 +31,7 @@ __all__ = [
     "StateListener",
     "BudgetListener",
     "on_budget_exhausted",
+    "on_request",
     "on_rate_limited",
     "on_retry",
     "on_state_change",
@@ -111,7 +112,7 @@ def remove_listener(listener: Callable[..., object]) -> bool:
     found = False
     with _rate_limit_lock:
         for listeners in (_state_listeners, _rate_limit_listeners, _retry_listeners,
-                          _budget_listeners):
+                          _budget_listeners, request_listeners):
             while listener in listeners:
                 listeners.remove(listener)
                 found = True
@@ -153,6 +154,27 @@ def on_budget_exhausted(listener: L) -> L:
 def _emit_budget_exhausted(budget: object, name: str, error: BaseException) -> None:
     if _budget_listeners:
         emit(_budget_listeners, "retry budget", budget, name, error)
+
+
+# -- requests: what vr.otel puts on an attempt's span (issue 26) ---------------
+
+#: ``listener(system, method)``, as an adapter admits a request of its
+#: protocol: ``system`` ``"http"`` (``method`` the operation, else the HTTP
+#: method) or ``"grpc"`` (``method`` the method's short name, ``"Create"``).
+RequestListener = Callable[[str, str], object]
+#: The adapters test this list before emitting (a request pays one check
+#: while nobody listens); mutated in place, never rebound.
+request_listeners: list[RequestListener] = []
+
+
+def on_request(listener: L) -> L:
+    """Calls ``listener(system, method)`` as an adapter admits each request."""
+    request_listeners.append(check_listener(listener))
+    return listener
+
+
+def emit_request(system: str, method: str) -> None:
+    emit(request_listeners, "request", system, method)
 
 
 def check_listener(listener: L) -> L:

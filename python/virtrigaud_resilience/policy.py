@@ -39,7 +39,7 @@ from typing import Any, ParamSpec, TYPE_CHECKING, TypeVar
 
 from . import _admission, _core, _validate
 from ._admission import hold, holding
-from ._decorate import route_calls
+from ._decorate import route_policy_calls
 from ._native import (
     RELEASE,
     STAGE_BREAKER_OPEN,
@@ -206,7 +206,7 @@ class Policy(_core.Policy):
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Decorates a sync or async function; its name and signature are kept."""
-        return route_calls(fn, self.execute, self.execute_async)
+        return route_policy_calls(fn, self)
 
     # -- the Python continuation of the native first attempt ------------------
 

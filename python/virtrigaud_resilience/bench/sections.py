@@ -569,3 +569,13 @@ def amplification_section(suite: Suite) -> list[Target]:
     from .amplification import amplification_targets
 
     return amplification_targets(suite)
+
+
+@section("otel")
+def otel_section(suite: Suite) -> list[Target]:
+    """vr.otel's cost on the composed policy: not instrumented, the API
+    without an SDK, SDK metrics with traces sampled out, every span sampled
+    (see :mod:`.otel`). Needs opentelemetry-sdk (skipped without)."""
+    from .otel import otel_cases
+
+    return otel_cases(suite)

@@ -40,6 +40,7 @@ from ..adaptive_rate import AdaptiveRate
 from ..breaker import CircuitBreaker, Permit
 from ..config import Config
 from ..errors import CircuitOpenError, RateLimitError
+from ..events import emit_request, request_listeners
 from ..rpcstats import RPCStats, rpc_stats
 from ..timeouts import MUTATING_OPERATIONS, remaining
 from .options import SHARED, AdapterOptions, OptionKeywords, Shared
@@ -96,6 +97,8 @@ class CallStep(Generic[K]):
     """
 
     owner = "CallStep"
+    #: The protocol, as the request listeners hear it (events.on_request).
+    system = ""
 
     def __init__(
         self,
@@ -186,6 +189,8 @@ class CallStep(Generic[K]):
         call raises or returns to it). The permit is then None. A breaker or
         bucket of its own (per endpoint inside per provider) still applies.
         """
+        if request_listeners:  # vr.otel: the attempt's span learns the protocol
+            emit_request(self.system, method.name)
         breaker_held, limiter_held = held(self.breaker, self.limiter)
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter
@@ -204,6 +209,8 @@ class CallStep(Generic[K]):
 
     async def admit_async(self, method: Method, start: float) -> Permit | None:
         """:meth:`admit` for asyncio: a cancelled wait gives its tokens back."""
+        if request_listeners:
+            emit_request(self.system, method.name)
         breaker_held, limiter_held = held(self.breaker, self.limiter)
         permit = None if breaker_held else self._admit_breaker(method, start)
         limiter = None if limiter_held else self.limiter

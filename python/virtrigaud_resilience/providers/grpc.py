@@ -195,6 +195,7 @@ class RpcCallStep(CallStep[Union[str, bytes]]):
     (the arguments as :func:`aio_interceptors`; see :class:`CallStep`)."""
 
     owner = "RpcCallStep"
+    system = "grpc"
 
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  options: AdapterOptions | None = None,
@@ -502,11 +503,14 @@ def aio_channel(
     stream = AioUnaryStreamInterceptor(step)
     direct = not own and not step.wait
     chain = [*own, stream] if direct else [*own, AioUnaryUnaryInterceptor(step), stream]
+    # By keyword: an instrumentation that wraps the constructors (OpenTelemetry's
+    # grpc.aio one) adds its interceptors to the keyword.
     if credentials is None:
-        channel = grpc.aio.insecure_channel(target, channel_options, compression, chain)
+        channel = grpc.aio.insecure_channel(target, channel_options, compression,
+                                            interceptors=chain)
     else:
         channel = grpc.aio.secure_channel(target, credentials, channel_options, compression,
-                                          chain)
+                                          interceptors=chain)
     return GuardedAioChannel(channel, step) if direct else channel
 
 

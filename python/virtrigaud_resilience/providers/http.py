@@ -574,6 +574,7 @@ class HttpCallStep(CallStep[tuple[str, str]]):
     arguments as :class:`ResilientTransport`; see :class:`CallStep`)."""
 
     owner = "ResilientTransport"
+    system = "http"
 
     def __init__(self, provider_type: str, provider: str, config: Config | None = None, *,
                  raise_for_status: bool = True, owner: str = "ResilientTransport",
