@@ -378,7 +378,9 @@ def package_subclasses(base: type) -> list[type]:
 
 
 def test_the_policies_and_bulkheads_have_what_the_core_calls() -> None:
-    importlib.import_module("virtrigaud_resilience.policy")
+    # The package loads some of these on first use: import every module that subclasses.
+    for module in ("policy", "adaptive_bulkhead", "adaptive_rate", "fallback", "hedging"):
+        importlib.import_module(f"virtrigaud_resilience.{module}")
     policies = package_subclasses(_core.Policy)
     bulkheads = package_subclasses(_core.Bulkhead)
     assert policies and bulkheads
