@@ -11,8 +11,10 @@
 #     back to back and reported: a ratio, because this machine's absolute
 #     import times swing 2x from run to run (asyncio alone adds about 1.2x);
 #   - the whole test suite on FULL_SUITE_ON (3.12: the abi3 wheel; CI runs it
-#     on 3.11 through scripts/test.sh already), on two xdist workers; a smoke
-#     subset elsewhere, with only the test runner's packages installed.
+#     on 3.11 through scripts/test.sh already), on two xdist workers, less the
+#     tests marked slow (long model and demo runs whose outcome no interpreter
+#     changes: scripts/test.sh ran them); a smoke subset elsewhere, with only
+#     the test runner's packages installed.
 # Usage: bash scripts/test-wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,7 +93,8 @@ for wheel in "${wheels[@]}"; do
       exit 1
     fi
     if [ "$version" = "$full" ]; then
-      "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile
+      "$venv/bin/python" -m pytest -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile \
+        -m "not slow"
     else
       "$venv/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}"
     fi

@@ -19,6 +19,7 @@ def libvirt_and_ready(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[d
     return libvirt, summary["ready"]
 
 
+@pytest.mark.slow
 def test_adaptive_rates_cut_the_quota_answers_tenfold(
         capsys: pytest.CaptureFixture[str]) -> None:
     adaptive, ready = libvirt_and_ready(capsys)

@@ -175,7 +175,7 @@ class WindowMachine(RuleBasedStateMachine):
 
 
 WindowMachine.TestCase.settings = settings.get_profile(PROFILE)
-TestWindowModel = WindowMachine.TestCase
+TestWindowModel = pytest.mark.slow(WindowMachine.TestCase)
 
 
 # ------------------------------------------------------------- scenarios --

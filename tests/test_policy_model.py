@@ -783,7 +783,7 @@ class PolicyMachine(RuleBasedStateMachine):
 
 
 PolicyMachine.TestCase.settings = settings.get_profile(PROFILE)
-TestPolicyModel = PolicyMachine.TestCase
+TestPolicyModel = pytest.mark.slow(PolicyMachine.TestCase)
 
 
 # ---------------------------------------------- disagreements the model found --

@@ -181,6 +181,7 @@ def build(kind: str, params: tuple[Any, ...], clock: ManualClock) -> tuple[Retry
     return RetryBudget.quota(*params), QuotaModel(*params)
 
 
+@pytest.mark.slow
 @settings(max_examples=10_000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(budgets(), OPS, st.integers(0, 10**12))
