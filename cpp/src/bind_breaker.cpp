@@ -405,6 +405,7 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
     std::vector<Row> rows;
     nb::dict position;  // key -> index in rows
     auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
     for (nb::handle h : breakers) {
         if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
             throw nb::type_error("_sum_by_labels() takes a list of initialised CircuitBreakers");
