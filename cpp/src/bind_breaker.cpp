@@ -177,15 +177,12 @@ vr::WindowSettings window_settings(int kind, uint32_t size, uint32_t minimum_cal
 
 PyObject* circuit_breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                PyObject* kwnames) {
-    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    auto* b = fn_method_target<PyCircuitBreaker>(self, nargsf, "CircuitBreaker",
+                                                 "CircuitBreaker.call()");
     if (b == nullptr) {
         return nullptr;
     }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
-        return nullptr;
-    }
     // fn's slot, args[0], is the caller's (an item of the tuple of
     // `breaker.call(*t)`): no PY_VECTORCALL_ARGUMENTS_OFFSET over it, so the
     // call copies the arguments behind a slot of its own (forward_call).
