@@ -520,3 +520,14 @@ def test_threads_awaiting_one_policy_count_every_call_once(clock: vr.ManualClock
     assert results == [2 * sum(range(calls))] * threads_n
     assert breaker.successes == 2 * threads_n * calls
     assert (breaker.failures_total, bulkhead.in_flight) == (0, 0)
+
+
+@pytest.mark.parametrize("method", ["Policy.execute", "Policy.execute_async",
+                                    "CircuitBreaker.call", "CircuitBreaker.call_async"])
+def test_a_call_without_fn_is_a_type_error_naming_the_method(method: str) -> None:
+    # The four raw entry points share their prologue (binding.hpp's
+    # fn_method_target): an initialised instance, then fn.
+    owner = {"Policy": vr.PolicyBuilder("no-fn").with_circuit_breaker(vr.CircuitBreaker("no-fn")).build(),
+             "CircuitBreaker": vr.CircuitBreaker("no-fn")}[method.split(".")[0]]
+    with pytest.raises(TypeError, match=rf"^{method}\(\) missing required argument 'fn'$"):
+        getattr(owner, method.split(".")[1])()

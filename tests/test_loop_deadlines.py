@@ -102,6 +102,25 @@ async def test_ended_deadlines_do_not_pile_up() -> None:
         deadlines.end(entry)
 
 
+async def test_a_deadline_added_last_and_ended_first_leaves_nothing_behind() -> None:
+    """One attempt after another, each under a deadline of the same length:
+    each entry is removed when its scope ends (a removal, not an ended
+    entry waiting for a sweep), around deadlines still live."""
+    deadlines = deadlines_of(asyncio.get_running_loop())
+    live = [deadlines.add(60, Recorder([], "live")) for _ in range(3)]
+    before = len(deadlines._heap)
+    for _ in range(500):
+        async with TimeoutScope(120.0):
+            await asyncio.sleep(0)
+        assert len(deadlines._heap) == before and len(deadlines) == len(live)
+    earlier = deadlines.add(1, Recorder([], "earlier"))  # moved up the heap: ended, kept
+    deadlines.end(earlier)
+    assert len(deadlines) == len(live)
+    for entry in live:
+        deadlines.end(entry)
+    assert len(deadlines) == 0
+
+
 async def test_a_scope_times_out_and_one_that_ends_first_does_not() -> None:
     with pytest.raises(asyncio.TimeoutError):
         async with TimeoutScope(0.02) as scope:

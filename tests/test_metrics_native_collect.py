@@ -159,3 +159,70 @@ def test_bad_input_to_the_emitter_is_an_error_naming_it(
         rows: Any, columns: Any, reported: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         _core._emit_samples(rows, NAMES, columns, PROTO, reported)
+
+
+def collections_during(work: Any) -> int:
+    """How many times the garbage collector runs while ``work()`` runs."""
+    runs = 0
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        nonlocal runs
+        if phase == "start":
+            runs += 1
+
+    gc.callbacks.append(count)
+    try:
+        work()
+    finally:
+        gc.callbacks.remove(count)
+    return runs
+
+
+def test_building_the_samples_runs_the_garbage_collector_at_most_once() -> None:
+    # 10,000 label sets allocate ~130,000 dicts and tuples: the collector
+    # would run on every 700th (none can be in a cycle); paused, it runs at
+    # most once, just after.
+    rows = {("t", f"p{i}"): [i, 0, 1] for i in range(10_000)}
+    lists: list[list[Any]] = [[], [], []]
+    columns = (column(lists[0], 0), column(lists[1], 1, extra=("outcome", "x")),
+               column(lists[2], 2, clamped=False))
+    assert gc.isenabled()
+    assert collections_during(lambda: _core._emit_samples(rows, NAMES, columns, PROTO, {})) <= 1
+    assert gc.isenabled()  # running again
+    assert [len(samples) for samples in lists] == [10_000] * 3
+
+
+def test_summing_the_breakers_runs_the_garbage_collector_at_most_once() -> None:
+    breakers = [vr.CircuitBreaker(f"vm-{i}", "gc-sum", f"p-{uuid4().hex}") for i in range(5_000)]
+    sums: dict[Any, Any] = {}
+    runs = collections_during(lambda: sums.update(_core.CircuitBreaker._sum_by_labels(breakers)))
+    assert runs <= 1 and len(sums) == 5_000 and gc.isenabled()
+
+
+def test_a_collector_disabled_by_the_caller_stays_disabled() -> None:
+    gc.disable()
+    try:
+        _core._emit_samples({("t", "p"): [1]}, NAMES, (column([], 0),), PROTO, None)
+        _core.CircuitBreaker._sum_by_labels([vr.CircuitBreaker("vm", "gc-off", "p")])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_samples_without_an_extra_label_share_their_rows_labels() -> None:
+    state: list[Any] = []
+    failures: list[Any] = []
+    calls: list[Any] = []
+    _core._emit_samples({("t", "p"): [1, 2]}, NAMES,
+                        (column(state, 0, clamped=False), column(failures, 1),
+                         column(calls, 1, extra=("outcome", "failure"))), PROTO, {})
+    assert state[0].labels is failures[0].labels  # one dict, read-only to the exposition
+    assert calls[0].labels == {**state[0].labels, "outcome": "failure"}
+    assert state[0].labels == {"provider_type": "t", "provider": "p"}
+
+
+def test_rows_may_be_any_sequence_of_ints_or_an_int() -> None:
+    out: list[Any] = []
+    _core._emit_samples({("t", "a"): (1, 2), ("t", "b"): range(3, 5), ("t", "c"): 9}, NAMES,
+                        (column(out, 0, clamped=False),), PROTO, None)
+    assert [s.value for s in out] == [1, 3, 9]

@@ -756,16 +756,12 @@ PyType_Spec async_call_spec = {"virtrigaud_resilience._core.AsyncCall",
 
 PyObject* breaker_call_async(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                              PyObject* kwnames) {
-    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    auto* b = fn_method_target<PyCircuitBreaker>(self, nargsf, "CircuitBreaker",
+                                                 "CircuitBreaker.call_async()");
     if (b == nullptr) {
         return nullptr;
     }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError,
-                        "CircuitBreaker.call_async() missing required argument 'fn'");
-        return nullptr;
-    }
     return new_async_call(kOwnerBreaker, self, b, args[0], args + 1, nargs - 1, kwnames);
 }
 
@@ -804,15 +800,11 @@ PyObject* interned(const char* s) {
 
 PyObject* policy_execute_async(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                PyObject* kwnames) {
-    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    auto* p = fn_method_target<PyPolicy>(self, nargsf, "Policy", "Policy.execute_async()");
     if (p == nullptr) {
         return nullptr;
     }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "Policy.execute_async() missing required argument 'fn'");
-        return nullptr;
-    }
     return new_async_call(kOwnerPolicy, self, p, args[0], args + 1, nargs - 1, kwnames);
 }
 

@@ -68,7 +68,12 @@ PyObject* hand_error_to_python(PyObject* self, const vr::Ticket& ticket) {
 }
 
 // A call through the breaker: admit, fn(*args, **kwargs) (args/nargsf/kwnames
-// exactly as fn gets them), record. Shared by CircuitBreaker.call and BreakerCall.
+// exactly as fn gets them), record. Shared by CircuitBreaker.call and
+// BreakerCall, and inlined into each: a call between them cost a frame's
+// prologue and epilogue on every call (~25 instructions of ~150).
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((always_inline)) inline
+#endif
 PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObject* const* args,
                        size_t nargsf, PyObject* kwnames) {
     const uint32_t hooks = b->hooks.load(std::memory_order_relaxed);
@@ -85,7 +90,7 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
         }
         return raise_rejected(self);
     }
-    if (!notify(self, ticket.transition)) {
+    if (ticket.transition.changed && !notify(self, ticket.transition)) {
         b->core.release(ticket);
         return nullptr;
     }
@@ -114,7 +119,8 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
         return refuse_coroutine(result, "CircuitBreaker.call()",
                                 "'await breaker.call_async(fn, ...)'");
     }
-    if (!notify(self, b->core.record_success(ticket))) {
+    const vr::Transition moved = b->core.record_success(ticket);
+    if (moved.changed && !notify(self, moved)) {  // the check inline: none on most calls
         Py_DECREF(result);
         return nullptr;
     }
@@ -171,15 +177,12 @@ vr::WindowSettings window_settings(int kind, uint32_t size, uint32_t minimum_cal
 
 PyObject* circuit_breaker_call(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                PyObject* kwnames) {
-    auto* b = ready_instance<PyCircuitBreaker>(self, "CircuitBreaker");
+    auto* b = fn_method_target<PyCircuitBreaker>(self, nargsf, "CircuitBreaker",
+                                                 "CircuitBreaker.call()");
     if (b == nullptr) {
         return nullptr;
     }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "CircuitBreaker.call() missing required argument 'fn'");
-        return nullptr;
-    }
     // fn's slot, args[0], is the caller's (an item of the tuple of
     // `breaker.call(*t)`): no PY_VECTORCALL_ARGUMENTS_OFFSET over it, so the
     // call copies the arguments behind a slot of its own (forward_call).
@@ -399,6 +402,7 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
     std::vector<Row> rows;
     nb::dict position;  // key -> index in rows
     auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
     for (nb::handle h : breakers) {
         if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
             throw nb::type_error("_sum_by_labels() takes a list of initialised CircuitBreakers");

@@ -26,15 +26,11 @@ PyObject* resume(PyObject* self, int stage, PyObject* exc, PyObject* const* args
 
 PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
-    auto* p = ready_instance<PyPolicy>(self, "Policy");
+    auto* p = fn_method_target<PyPolicy>(self, nargsf, "Policy", "Policy.execute()");
     if (p == nullptr) {
         return nullptr;
     }
     const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "Policy.execute() missing required argument 'fn'");
-        return nullptr;
-    }
     if (!p->fast) {
         return resume(self, kPythonPath, nullptr, args, nargs, kwnames);
     }

@@ -363,6 +363,22 @@ static T* ready_instance(PyObject* self, const char* type_name) {
     return nb::inst_ptr<T>(self);
 }
 
+// The prologue of a raw fastcall method whose first argument is fn
+// (Policy.execute, Policy.execute_async, CircuitBreaker.call and
+// call_async): self's native instance, initialised, and an fn passed.
+// nullptr with the error set otherwise; `method` names the method in the
+// TypeError ("Policy.execute()").
+template <typename T>
+static T* fn_method_target(PyObject* self, Py_ssize_t nargsf, const char* type_name,
+                           const char* method) {
+    T* target = ready_instance<T>(self, type_name);
+    if (target != nullptr && PyVectorcall_NARGS(nargsf) < 1) {
+        PyErr_Format(PyExc_TypeError, "%s missing required argument 'fn'", method);
+        return nullptr;
+    }
+    return target;
+}
+
 // ----------------------------------------------------------------- hooks --
 
 // A Python callable held by the module, called by any thread and replaced

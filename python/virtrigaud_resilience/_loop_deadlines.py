@@ -9,10 +9,12 @@ cancelled handle. Here a deadline is a tuple pushed on this loop's own heap
 (compared in C) and a flag set when it ends; one ``TimerHandle`` is
 scheduled, for the earliest deadline that may still fire, and reused by
 later deadlines: a program whose attempts each get a 30 s deadline
-schedules about one handle every 30 s, not one per attempt. Deadlines that
-ended stay in the heap until they reach its head or outnumber the live ones
-(then the heap is rebuilt), so memory stays within twice the live
-deadlines plus a constant.
+schedules about one handle every 30 s, not one per attempt. A deadline
+that ends while it is the heap's last item (added last and not moved up:
+attempts one after another) is removed at once; others that ended stay in
+the heap until they reach its head or outnumber the live ones (then the
+heap is rebuilt), so memory stays within twice the live deadlines plus a
+constant.
 
 Loop time, as ``call_at``: a deadline fires in the loop turn at or after
 its time (within the loop's clock resolution), in deadline order, each
@@ -80,6 +82,13 @@ class LoopDeadlines:
         """The deadline will not fire (its scope ended first): no-op if it fired."""
         if entry[2] is not None:
             entry[2] = None
+            heap = self._heap
+            if heap[-1] is entry:
+                # Added last and not moved up (the common case: deadlines of
+                # one length, each ended before the next is added): a leaf,
+                # removed now rather than kept as an ended entry.
+                heap.pop()
+                return
             self._ended += 1
             if self._ended > _COMPACT_AT and self._ended * 2 > len(self._heap):
                 self._compact()
