@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[otel]'"
     ) from exc
 
-from . import _decisions, _instruments, _routing, _tracing
+from . import _decisions, _instruments, _routing, _sampling, _tracing
 from ._names import SCOPE, error_type
 
 __all__ = ["error_type", "instrument", "is_instrumented", "traces_calls", "uninstrument"]
@@ -81,7 +81,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
         _instruments.observing = True
         if _records(tracer_provider):
             _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
-                                                attempt_duration, execution_duration))
+                                                attempt_duration, execution_duration,
+                                                _sampling.rule(tracer_provider)))
             _routing.route(_tracing.TRACED)
             _decisions.listen()
         else:
@@ -121,9 +122,7 @@ def _records(provider: Any) -> bool:
     its proxy before an SDK is set), nor an SDK whose sampler drops all."""
     if isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider)):
         return False
-    sampler = getattr(provider, "sampler", None)
-    describe = getattr(sampler, "get_description", None)
-    return not (callable(describe) and describe() == "AlwaysOffSampler")
+    return _sampling.description(provider) != _sampling.ALWAYS_OFF
 
 
 def _checked(field: str, value: Any, kind: type, default: Any) -> Any:
