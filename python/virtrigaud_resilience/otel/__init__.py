@@ -45,13 +45,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[otel]'"
     ) from exc
 
-from . import _decisions, _instruments, _routing, _sampling, _tracing
+from . import _decisions, _global, _instruments, _routing, _sampling, _tracing
 from ._names import SCOPE, error_type
 
 __all__ = ["error_type", "instrument", "is_instrumented", "traces_calls", "uninstrument"]
 
 _lock = threading.Lock()
 _instrumented = False
+#: The (attempt, execution) duration histograms of the meter provider in force.
+_durations: tuple[Any, Any] = (None, None)
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -59,7 +61,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
 
     Args:
         tracer_provider: an ``opentelemetry.trace.TracerProvider``; None, the
-            global one (set it first: a provider set later is not seen).
+            global one (one set later, through ``trace.set_tracer_provider``,
+            is followed: the calls are traced from then on).
         meter_provider: an ``opentelemetry.metrics.MeterProvider``; None, the
             global one (a provider set later is seen: the API delegates).
 
@@ -68,7 +71,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     For start-up (and :func:`uninstrument` for shut-down), not per request:
     each swaps methods on the policy classes.
     """
-    global _instrumented
+    global _instrumented, _durations
+    follows_global = tracer_provider is None
     tracer_provider = _checked("tracer_provider", tracer_provider, trace.TracerProvider,
                                trace.get_tracer_provider)
     meter_provider = _checked("meter_provider", meter_provider, metrics.MeterProvider,
@@ -76,18 +80,36 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     # The API's no-op meter records nothing: the traced calls skip timing for it.
     durations = (None, None) if isinstance(meter_provider, metrics.NoOpMeterProvider) else \
         _instruments.instruments(meter_provider)
-    attempt_duration, execution_duration = durations
     with _lock:
         _instruments.observing = True
-        if _records(tracer_provider):
-            _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
-                                                attempt_duration, execution_duration,
-                                                _sampling.rule(tracer_provider)))
-            _routing.route(_tracing.TRACED)
-            _decisions.listen()
-        else:
-            _stop_tracing()
+        _durations = durations
+        _trace_with(tracer_provider)
         _instrumented = True
+        if follows_global and isinstance(tracer_provider, trace.ProxyTracerProvider):
+            _global.follow(_global_provider_set)
+        else:
+            _global.stop()
+
+
+def _trace_with(tracer_provider: Any) -> None:
+    """Routes the calls through the traced methods for ``tracer_provider``
+    if its spans may record; else the native methods (under _lock)."""
+    if _records(tracer_provider):
+        attempt_duration, execution_duration = _durations
+        _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
+                                            attempt_duration, execution_duration,
+                                            _sampling.rule(tracer_provider)))
+        _routing.route(_tracing.TRACED)
+        _decisions.listen()
+    else:
+        _stop_tracing()
+
+
+def _global_provider_set(tracer_provider: Any) -> None:
+    """The application set the global tracer provider, which instrument() follows."""
+    with _lock:
+        if _instrumented and _global.following():
+            _trace_with(tracer_provider)
 
 
 def uninstrument() -> None:
@@ -95,6 +117,7 @@ def uninstrument() -> None:
     objects), the listeners removed, the observable instruments silent."""
     global _instrumented
     with _lock:
+        _global.stop()
         _stop_tracing()
         _instruments.observing = False
         _instrumented = False
