@@ -64,8 +64,12 @@ def instrumented(request: pytest.FixtureRequest) -> Iterator[Provider]:
 
 def calls_of(call: Any, callers: bool = False) -> tuple[Any, list[str]]:
     """The call's result and the Python functions it ran (sys.setprofile),
-    each as ``"name<-caller's file name"`` with ``callers``."""
+    each as ``"name<-caller's file name"`` with ``callers``, and then the
+    context's attaches and detaches too, however made (``"attach<-file"``:
+    the API's function, or a C call of its runtime ContextVar)."""
     called: list[str] = []
+    runtime = otel_context._RUNTIME_CONTEXT._current_context  # type: ignore[attr-defined]
+    direct = {"set": "attach", "reset": "detach"}
 
     def profile(frame: FrameType, event: str, arg: object) -> None:
         if event == "call":
@@ -73,6 +77,10 @@ def calls_of(call: Any, callers: bool = False) -> tuple[Any, list[str]]:
             if callers and frame.f_back is not None:
                 name += "<-" + Path(frame.f_back.f_code.co_filename).name
             called.append(name)
+        elif callers and event == "c_call" and getattr(arg, "__self__", None) is runtime:
+            name = direct.get(getattr(arg, "__name__", ""), "")
+            if name:
+                called.append(f"{name}<-{Path(frame.f_code.co_filename).name}")
 
     sys.setprofile(profile)
     try:
@@ -156,8 +164,7 @@ def test_an_unsampled_parent_sends_the_call_down_the_native_path(
     # The decision's reads of the current span, then the function: no
     # attempt wrapper, no sampler consulted, no span made.
     decision = called[:called.index("fn")]
-    assert decision == ["<lambda>", "execute", "skips", "drops", "get_value", "get_current",
-                        "get_current", "get_span_context"]
+    assert decision == ["<lambda>", "execute", "drops", "get_span_context"]
     assert not {"attempt", "_begin", "start_span", "should_sample"} & set(called)
     assert instrumented.names() == []
 
@@ -252,3 +259,18 @@ def test_the_decision_reads_the_parent_alike_through_the_tuple_or_the_properties
 def test_no_rule_where_nothing_can_be_decided_ahead(sampler: Any) -> None:
     assert _sampling.rule(TracerProvider(sampler=sampler)) is None
     assert _sampling.rule(trace.NoOpTracerProvider()) is None
+
+
+def test_the_direct_context_operations_are_the_apis_own() -> None:
+    from virtrigaud_resilience.otel import _context
+
+    assert _context.DIRECT  # the API's default runtime context: its ContextVar's methods
+    span = remote_parent(sampled=True)
+    outer = otel_context.get_current()
+    token = _context.attach(otel_context.Context({**_context.current(), _context.SPAN_KEY: span}))
+    try:
+        assert trace.get_current_span() is span  # the API sees what was attached
+        assert otel_context.get_current() == trace.set_span_in_context(span, outer)
+    finally:
+        _context.detach(token)
+    assert otel_context.get_current() is outer

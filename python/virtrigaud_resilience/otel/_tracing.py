@@ -16,11 +16,14 @@ their events land on its span either way). A fallback that answers a
 sync call whose first attempt the breaker refused runs under the caller's
 span.
 
-What is ours per call, on top of the SDK's two spans: building each span's
-parent context, attaching the attempt's (and, after a failure, the
-execution's), the contextvar :data:`CURRENT`, and the Python frames around
-the native call; the span names and attribute dicts are built once per
-policy name and attempt number (the SDK copies what it is given).
+What is ours per call, on top of the SDK's two spans: the sampling rule's
+read of the parent (see _sampling.py), building each span's parent
+context, attaching the attempt's (and, after a failure, the execution's),
+the contextvar :data:`CURRENT`, and the Python frames around the native
+call: eight of ours per sampled call, each about a native call's cost in
+CPython, so they are few (the context operations are C calls, see
+_context.py; the span names and attribute dicts are built once per policy
+name and attempt number: the SDK copies what it is given).
 
 A tracer that raises never breaks a call: the call runs untraced and the
 error is logged once.
@@ -34,15 +37,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _core
 from ..errors import CircuitOpenError, RateLimitError
 from ..policy import Policy
+from . import _context
 from . import _names as names
+from ._context import SPAN_KEY
 from ._sampling import SamplingRule
 
 logger = logging.getLogger("virtrigaud_resilience.otel")
@@ -75,12 +80,6 @@ def _policy_constants(name: str) -> tuple[str, dict[str, Any]]:
     return constants
 
 
-def _attempt_attributes(number: int) -> dict[str, Any]:
-    if number < len(_ATTEMPT_ATTRIBUTES):
-        return _ATTEMPT_ATTRIBUTES[number]
-    return {names.ATTEMPT_NUMBER: number}
-
-
 class Tracing:
     """What the traced methods use: the tracer, the duration histograms
     (None without a meter provider) and the sampler's parent-based rule
@@ -95,11 +94,6 @@ class Tracing:
         self.attempt_duration = attempt_duration
         self.execution_duration = execution_duration
         self.sampling = sampling
-
-    def skips(self) -> bool:
-        """Whether a call now runs natively: its spans would be sampled out."""
-        sampling = self.sampling
-        return sampling is not None and sampling.drops()
 
 
 #: The active configuration; None once uninstrumented (a call that was
@@ -138,7 +132,7 @@ class Execution:
         self.span = span
         #: The caller's context with the execution's span current: each
         #: attempt span's parent, and what is attached between attempts.
-        self.context = trace.set_span_in_context(span)
+        self.context = Context({**_context.current(), SPAN_KEY: span})
         #: The token of the execution's context while attached (None: not).
         self.token: object | None = None
         #: The number (0-based) of the attempt running or next to run.
@@ -156,13 +150,13 @@ class Execution:
     def attach(self) -> None:
         """Makes the execution's span current (until :meth:`exit`), once."""
         if self.token is None:
-            self.token = otel_context.attach(self.context)
+            self.token = _context.attach(self.context)
 
     def exit(self, current: contextvars.Token[Execution | None],
              error: BaseException | None) -> None:
         CURRENT.reset(current)
         if self.token is not None:
-            otel_context.detach(self.token)  # type: ignore[arg-type]
+            _context.detach(self.token)
             self.token = None
         span = self.span
         if error is not None:
@@ -181,9 +175,11 @@ class Execution:
     def _start_attempt(self) -> tuple[int, trace.Span | None]:
         number = self.spanned = self.number
         self.limited = False
+        attributes = _ATTEMPT_ATTRIBUTES[number] if number < len(_ATTEMPT_ATTRIBUTES) else \
+            {names.ATTEMPT_NUMBER: number}
         try:
-            span = self.tracing.tracer.start_span(
-                names.ATTEMPT_SPAN, context=self.context, attributes=_attempt_attributes(number))
+            span = self.tracing.tracer.start_span(names.ATTEMPT_SPAN, context=self.context,
+                                                  attributes=attributes)
         except Exception:
             _tracer_raised("attempt")
             return number, None
@@ -208,16 +204,16 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span, self.context))
+        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            otel_context.detach(token)  # first: the contexts are a stack
+            _context.detach(token)  # first: the contexts are a stack
             self._end_attempt(number, span, exc, started)
             self.attach()
             raise
-        otel_context.detach(token)
+        _context.detach(token)
         self._end_attempt(number, span, None, started)
         return result
 
@@ -227,7 +223,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return await fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span, self.context))
+        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
@@ -235,7 +231,7 @@ class Execution:
             self._end_attempt(number, span, exc, started)
             raise
         finally:
-            otel_context.detach(token)
+            _context.detach(token)
         self._end_attempt(number, span, None, started)
         return result
 
@@ -296,7 +292,8 @@ def _failed(span: trace.Span, error: BaseException) -> None:
 
 
 def _begin(policy: Policy, tracing: Tracing) -> Execution | None:
-    span_name, attributes = _policy_constants(policy.name)
+    name = policy._name  # the property is one more Python call
+    span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
     try:
         span = tracing.tracer.start_span(span_name, kind=SpanKind.INTERNAL,
                                          attributes=attributes)
@@ -309,7 +306,7 @@ def _begin(policy: Policy, tracing: Tracing) -> Execution | None:
 def execute(self: Policy, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """``Policy.execute`` while instrumented: the native execution, traced."""
     tracing = active
-    if tracing is None or tracing.skips():
+    if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
     execution = _begin(self, tracing)
     if execution is None:
@@ -329,7 +326,7 @@ def execute_async(self: Policy, fn: Callable[..., Awaitable[Any]], /, *args: Any
     """``Policy.execute_async`` while instrumented: the native execution,
     traced (decided when called: a call sampled out is the native awaitable)."""
     tracing = active
-    if tracing is None or tracing.skips():
+    if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
         return _NATIVE_EXECUTE_ASYNC(self, fn, *args, **kwargs)  # type: ignore[no-any-return]
     return _execute_async(self, tracing, fn, args, kwargs)
 
