@@ -20,7 +20,7 @@ What is ours per call, on top of the SDK's two spans: the sampling rule's
 read of the parent (see _sampling.py), building each span's parent
 context, attaching the attempt's (and, after a failure, the execution's),
 the contextvar :data:`CURRENT`, and the Python frames around the native
-call: eight of ours per sampled call, each about a native call's cost in
+call: seven of ours per sampled call, each about a native call's cost in
 CPython, so they are few (the context operations are C calls, see
 _context.py; the span names and attribute dicts are built once per policy
 name and attempt number: the SDK copies what it is given).
@@ -126,10 +126,14 @@ class Execution:
     __slots__ = ("policy", "tracing", "span", "context", "token", "number", "spanned",
                  "limited", "started", "attempt_span")
 
-    def __init__(self, policy: Policy, tracing: Tracing, span: trace.Span) -> None:
+    def __init__(self, policy: Policy, tracing: Tracing) -> None:
+        """Starts the execution's span; raises what the tracer raises."""
+        name = policy._name  # the property is one more Python call
+        span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
+        self.span = span = tracing.tracer.start_span(span_name, kind=SpanKind.INTERNAL,
+                                                     attributes=attributes)
         self.policy = policy
         self.tracing = tracing
-        self.span = span
         #: The caller's context with the execution's span current: each
         #: attempt span's parent, and what is attached between attempts.
         self.context = Context({**_context.current(), SPAN_KEY: span})
@@ -291,25 +295,15 @@ def _failed(span: trace.Span, error: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, str(error)))
 
 
-def _begin(policy: Policy, tracing: Tracing) -> Execution | None:
-    name = policy._name  # the property is one more Python call
-    span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
-    try:
-        span = tracing.tracer.start_span(span_name, kind=SpanKind.INTERNAL,
-                                         attributes=attributes)
-    except Exception:
-        _tracer_raised("policy")
-        return None
-    return Execution(policy, tracing, span)
-
-
 def execute(self: Policy, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """``Policy.execute`` while instrumented: the native execution, traced."""
     tracing = active
     if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
-    execution = _begin(self, tracing)
-    if execution is None:
+    try:
+        execution = Execution(self, tracing)
+    except Exception:
+        _tracer_raised("policy")
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
     current = CURRENT.set(execution)
     try:
@@ -333,8 +327,10 @@ def execute_async(self: Policy, fn: Callable[..., Awaitable[Any]], /, *args: Any
 
 async def _execute_async(policy: Policy, tracing: Tracing, fn: Callable[..., Awaitable[Any]],
                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    execution = _begin(policy, tracing)
-    if execution is None:
+    try:
+        execution = Execution(policy, tracing)
+    except Exception:
+        _tracer_raised("policy")
         return await _NATIVE_EXECUTE_ASYNC(policy, fn, *args, **kwargs)
     # Eager here: an attempt may run in a task of its own (a timeout's),
     # whose context changes never reach this one.
