@@ -29,7 +29,10 @@ log record on logger ``virtrigaud_resilience.otel`` when there is none).
 Cost: uninstrumented, or instrumented with a tracer that records nothing
 (the API without an SDK, or an SDK whose sampler is ALWAYS_OFF), the
 native methods run: a call pays nothing. Otherwise each call runs through
-the traced methods (see _tracing.py). Metrics: see _instruments.py.
+the traced methods (see _tracing.py); one a parent-based sampler would
+drop (a parent not sampled) runs the native call after one read of the
+parent's flags (see _sampling.py). A global tracer provider set after
+:func:`instrument` is followed (see _global.py). Metrics: see _instruments.py.
 """
 
 from __future__ import annotations
