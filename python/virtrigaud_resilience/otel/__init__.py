@@ -29,7 +29,10 @@ log record on logger ``virtrigaud_resilience.otel`` when there is none).
 Cost: uninstrumented, or instrumented with a tracer that records nothing
 (the API without an SDK, or an SDK whose sampler is ALWAYS_OFF), the
 native methods run: a call pays nothing. Otherwise each call runs through
-the traced methods (see _tracing.py). Metrics: see _instruments.py.
+the traced methods (see _tracing.py); one a parent-based sampler would
+drop (a parent not sampled) runs the native call after one read of the
+parent's flags (see _sampling.py). A global tracer provider set after
+:func:`instrument` is followed (see _global.py). Metrics: see _instruments.py.
 """
 
 from __future__ import annotations
@@ -45,13 +48,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[otel]'"
     ) from exc
 
-from . import _decisions, _instruments, _routing, _tracing
+from . import _decisions, _global, _instruments, _routing, _sampling, _tracing
 from ._names import SCOPE, error_type
 
 __all__ = ["error_type", "instrument", "is_instrumented", "traces_calls", "uninstrument"]
 
 _lock = threading.Lock()
 _instrumented = False
+#: The (attempt, execution) duration histograms of the meter provider in force.
+_durations: tuple[Any, Any] = (None, None)
 
 
 def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -59,7 +64,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
 
     Args:
         tracer_provider: an ``opentelemetry.trace.TracerProvider``; None, the
-            global one (set it first: a provider set later is not seen).
+            global one (one set later, through ``trace.set_tracer_provider``,
+            is followed: the calls are traced from then on).
         meter_provider: an ``opentelemetry.metrics.MeterProvider``; None, the
             global one (a provider set later is seen: the API delegates).
 
@@ -68,7 +74,8 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     For start-up (and :func:`uninstrument` for shut-down), not per request:
     each swaps methods on the policy classes.
     """
-    global _instrumented
+    global _instrumented, _durations
+    follows_global = tracer_provider is None
     tracer_provider = _checked("tracer_provider", tracer_provider, trace.TracerProvider,
                                trace.get_tracer_provider)
     meter_provider = _checked("meter_provider", meter_provider, metrics.MeterProvider,
@@ -76,17 +83,36 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     # The API's no-op meter records nothing: the traced calls skip timing for it.
     durations = (None, None) if isinstance(meter_provider, metrics.NoOpMeterProvider) else \
         _instruments.instruments(meter_provider)
-    attempt_duration, execution_duration = durations
     with _lock:
         _instruments.observing = True
-        if _records(tracer_provider):
-            _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
-                                                attempt_duration, execution_duration))
-            _routing.route(_tracing.TRACED)
-            _decisions.listen()
-        else:
-            _stop_tracing()
+        _durations = durations
+        _trace_with(tracer_provider)
         _instrumented = True
+        if follows_global and isinstance(tracer_provider, trace.ProxyTracerProvider):
+            _global.follow(_global_provider_set)
+        else:
+            _global.stop()
+
+
+def _trace_with(tracer_provider: Any) -> None:
+    """Routes the calls through the traced methods for ``tracer_provider``
+    if its spans may record; else the native methods (under _lock)."""
+    if _records(tracer_provider):
+        attempt_duration, execution_duration = _durations
+        _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
+                                            attempt_duration, execution_duration,
+                                            _sampling.rule(tracer_provider)))
+        _routing.route(_tracing.TRACED)
+        _decisions.listen()
+    else:
+        _stop_tracing()
+
+
+def _global_provider_set(tracer_provider: Any) -> None:
+    """The application set the global tracer provider, which instrument() follows."""
+    with _lock:
+        if _instrumented and _global.following():
+            _trace_with(tracer_provider)
 
 
 def uninstrument() -> None:
@@ -94,6 +120,7 @@ def uninstrument() -> None:
     objects), the listeners removed, the observable instruments silent."""
     global _instrumented
     with _lock:
+        _global.stop()
         _stop_tracing()
         _instruments.observing = False
         _instrumented = False
@@ -121,9 +148,7 @@ def _records(provider: Any) -> bool:
     its proxy before an SDK is set), nor an SDK whose sampler drops all."""
     if isinstance(provider, (trace.NoOpTracerProvider, trace.ProxyTracerProvider)):
         return False
-    sampler = getattr(provider, "sampler", None)
-    describe = getattr(sampler, "get_description", None)
-    return not (callable(describe) and describe() == "AlwaysOffSampler")
+    return _sampling.description(provider) != _sampling.ALWAYS_OFF
 
 
 def _checked(field: str, value: Any, kind: type, default: Any) -> Any:

@@ -24,6 +24,17 @@ from ._tracing import CURRENT
 logger = logging.getLogger("virtrigaud_resilience.otel")
 
 
+def _span_now() -> trace.Span:
+    """The span a decision made now belongs on: between the attempts of a
+    traced execution, the execution's (which a sync call attaches only
+    after a failed attempt); otherwise the current span (an attempt's, or
+    what the application has open)."""
+    execution = CURRENT.get()
+    if execution is not None and execution.attempt_span is None:
+        return execution.span
+    return trace.get_current_span()
+
+
 def _retried(retrier: Retrier, failed: int, error: BaseException, delay: float) -> None:
     execution = CURRENT.get()
     if execution is not None and execution.policy.retrier is retrier:
@@ -34,7 +45,7 @@ def _rate_limited(bucket: Any, tokens: int) -> None:
     execution = CURRENT.get()
     if execution is not None:
         execution.limited = True
-    span = trace.get_current_span()
+    span = _span_now()
     if span.is_recording():
         span.add_event(names.RATE_LIMITER_REJECTED, {
             names.TOKENS: tokens, names.PROVIDER_TYPE: bucket.provider_type,
@@ -42,7 +53,7 @@ def _rate_limited(bucket: Any, tokens: int) -> None:
 
 
 def _budget_exhausted(budget: Any, name: str, error: BaseException) -> None:
-    span = trace.get_current_span()
+    span = _span_now()
     if span.is_recording():
         span.add_event(names.BUDGET_EXHAUSTED, {
             names.POLICY_NAME: name, names.RETRY_REASON: names.error_type(error),
@@ -54,7 +65,7 @@ def _state_changed(breaker: Any, old: Any, new: Any) -> None:
         names.BREAKER_NAME: breaker.name, names.PROVIDER_TYPE: breaker.provider_type,
         names.PROVIDER: breaker.provider, names.STATE_FROM: old.name.lower(),
         names.STATE_TO: new.name.lower()}
-    span = trace.get_current_span()
+    span = _span_now()
     if span.is_recording():
         span.add_event(names.BREAKER_STATE_CHANGE, attributes)
     else:  # no span to carry it: a log record (an OpenTelemetry log handler exports it)

@@ -1,12 +1,29 @@
 """The traced policy methods: a span per execution and a child span per attempt.
 
 While instrumented (see _routing.py), ``Policy.execute`` is :func:`execute`:
-it opens the execution's span, makes it current, and runs the native
-execute with :meth:`Execution.attempt` wrapped around the caller's function,
-so every attempt that reaches the function (the native first one and each
-retry of the Python continuation) runs inside its own span. Attempts the
-breaker, limiter or bulkhead refused never reach it: they become span
-events on the execution's span (see :meth:`Execution.rejected`).
+it opens the execution's span and runs the native execute with
+:meth:`Execution.attempt` wrapped around the caller's function, so every
+attempt that reaches the function (the native first one and each retry of
+the Python continuation) runs inside its own span, current while it runs.
+Attempts the breaker, limiter or bulkhead refused never reach it: they
+become span events on the execution's span (see :meth:`Execution.rejected`).
+
+What is current between attempts: the execution's span, from the start
+(``execute_async``) or from the first failed attempt on (``execute``: a
+call that succeeds at once never attaches it, one context switch saved;
+the decision listeners find the execution through :data:`CURRENT`, so
+their events land on its span either way). A fallback that answers a
+sync call whose first attempt the breaker refused runs under the caller's
+span.
+
+What is ours per call, on top of the SDK's two spans: the sampling rule's
+read of the parent (see _sampling.py), building each span's parent
+context, attaching the attempt's (and, after a failure, the execution's),
+the contextvar :data:`CURRENT`, and the Python frames around the native
+call: seven of ours per sampled call, each about a native call's cost in
+CPython, so they are few (the context operations are C calls, see
+_context.py; the span names and attribute dicts are built once per policy
+name and attempt number: the SDK copies what it is given).
 
 A tracer that raises never breaks a call: the call runs untraced and the
 error is logged once.
@@ -20,15 +37,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import _core
 from ..errors import CircuitOpenError, RateLimitError
 from ..policy import Policy
+from . import _context
 from . import _names as names
+from ._context import SPAN_KEY
+from ._sampling import SamplingRule
 
 logger = logging.getLogger("virtrigaud_resilience.otel")
 
@@ -41,17 +61,39 @@ CURRENT: contextvars.ContextVar[Execution | None] = contextvars.ContextVar(
     "virtrigaud_otel_execution", default=None)
 
 
-class Tracing:
-    """What the traced methods use: the tracer and the duration histograms
-    (None without a meter provider)."""
+#: A policy's span name and attributes, by policy name (the SDK copies a
+#: span's attributes: one dict serves every span). Bounded: a process that
+#: names a policy per resource rebuilds past the bound instead of growing.
+_POLICY_CONSTANTS: dict[str, tuple[str, dict[str, Any]]] = {}
+_POLICY_CONSTANTS_MAX = 1024
+#: An attempt span's attributes for the first attempt numbers.
+_ATTEMPT_ATTRIBUTES = tuple({names.ATTEMPT_NUMBER: number} for number in range(16))
 
-    __slots__ = ("tracer", "attempt_duration", "execution_duration")
+
+def _policy_constants(name: str) -> tuple[str, dict[str, Any]]:
+    constants = _POLICY_CONSTANTS.get(name)
+    if constants is None:
+        if len(_POLICY_CONSTANTS) >= _POLICY_CONSTANTS_MAX:
+            _POLICY_CONSTANTS.clear()
+        constants = _POLICY_CONSTANTS[name] = (f"{names.POLICY_SPAN} {name}",
+                                               {names.POLICY_NAME: name})
+    return constants
+
+
+class Tracing:
+    """What the traced methods use: the tracer, the duration histograms
+    (None without a meter provider) and the sampler's parent-based rule
+    (None: every call is traced, the SDK's sampler deciding)."""
+
+    __slots__ = ("tracer", "attempt_duration", "execution_duration", "sampling")
 
     def __init__(self, tracer: trace.Tracer, attempt_duration: Histogram | None,
-                 execution_duration: Histogram | None) -> None:
+                 execution_duration: Histogram | None,
+                 sampling: SamplingRule | None = None) -> None:
         self.tracer = tracer
         self.attempt_duration = attempt_duration
         self.execution_duration = execution_duration
+        self.sampling = sampling
 
 
 #: The active configuration; None once uninstrumented (a call that was
@@ -81,33 +123,45 @@ def configure(tracing: Tracing | None) -> None:
 class Execution:
     """One policy execution's span and its attempts' bookkeeping."""
 
-    __slots__ = ("policy", "tracing", "span", "number", "spanned", "limited", "started",
-                 "attempt_span")
+    __slots__ = ("policy", "tracing", "span", "context", "token", "number", "spanned",
+                 "limited", "started", "attempt_span")
 
-    def __init__(self, policy: Policy, tracing: Tracing, span: trace.Span) -> None:
+    def __init__(self, policy: Policy, tracing: Tracing) -> None:
+        """Starts the execution's span; raises what the tracer raises."""
+        name = policy._name  # the property is one more Python call
+        span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
+        self.span = span = tracing.tracer.start_span(span_name, kind=SpanKind.INTERNAL,
+                                                     attributes=attributes)
         self.policy = policy
         self.tracing = tracing
-        self.span = span
+        #: The caller's context with the execution's span current: each
+        #: attempt span's parent, and what is attached between attempts.
+        self.context = Context({**_context.current(), SPAN_KEY: span})
+        #: The token of the execution's context while attached (None: not).
+        self.token: object | None = None
         #: The number (0-based) of the attempt running or next to run.
         self.number = 0
         #: The number of the last attempt that reached the function (-1: none).
         self.spanned = -1
         #: A rate limiter refused this attempt (its listener said so).
         self.limited = False
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if tracing.execution_duration is not None else 0.0
         #: The running attempt's span (None between attempts).
         self.attempt_span: trace.Span | None = None
 
     # -- the execution ---------------------------------------------------------
 
-    def enter(self) -> tuple[object, contextvars.Token[Execution | None]]:
-        return otel_context.attach(trace.set_span_in_context(self.span)), CURRENT.set(self)
+    def attach(self) -> None:
+        """Makes the execution's span current (until :meth:`exit`), once."""
+        if self.token is None:
+            self.token = _context.attach(self.context)
 
-    def exit(self, tokens: tuple[object, contextvars.Token[Execution | None]],
+    def exit(self, current: contextvars.Token[Execution | None],
              error: BaseException | None) -> None:
-        context_token, token = tokens
-        CURRENT.reset(token)
-        otel_context.detach(context_token)  # type: ignore[arg-type]
+        CURRENT.reset(current)
+        if self.token is not None:
+            _context.detach(self.token)
+            self.token = None
         span = self.span
         if error is not None:
             if self.spanned != self.number:  # the last attempt never reached the function
@@ -125,9 +179,11 @@ class Execution:
     def _start_attempt(self) -> tuple[int, trace.Span | None]:
         number = self.spanned = self.number
         self.limited = False
+        attributes = _ATTEMPT_ATTRIBUTES[number] if number < len(_ATTEMPT_ATTRIBUTES) else \
+            {names.ATTEMPT_NUMBER: number}
         try:
-            span = self.tracing.tracer.start_span(
-                names.ATTEMPT_SPAN, attributes={names.ATTEMPT_NUMBER: number})
+            span = self.tracing.tracer.start_span(names.ATTEMPT_SPAN, context=self.context,
+                                                  attributes=attributes)
         except Exception:
             _tracer_raised("attempt")
             return number, None
@@ -147,19 +203,21 @@ class Execution:
                 names.OUTCOME: "success" if error is None else "failure"})
 
     def attempt(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Calls ``fn(*args, **kwargs)`` inside the attempt's span."""
+        """Calls ``fn(*args, **kwargs)`` inside the attempt's span; once one
+        failed, the execution's span is current between attempts."""
         number, span = self._start_attempt()
         if span is None:
             return fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            _context.detach(token)  # first: the contexts are a stack
             self._end_attempt(number, span, exc, started)
+            self.attach()
             raise
-        finally:
-            otel_context.detach(token)
+        _context.detach(token)
         self._end_attempt(number, span, None, started)
         return result
 
@@ -169,7 +227,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return await fn(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
@@ -177,7 +235,7 @@ class Execution:
             self._end_attempt(number, span, exc, started)
             raise
         finally:
-            otel_context.detach(token)
+            _context.detach(token)
         self._end_attempt(number, span, None, started)
         return result
 
@@ -237,54 +295,54 @@ def _failed(span: trace.Span, error: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, str(error)))
 
 
-def _begin(policy: Policy) -> Execution | None:
-    tracing = active
-    if tracing is None:
-        return None
-    try:
-        span = tracing.tracer.start_span(f"{names.POLICY_SPAN} {policy.name}",
-                                         kind=SpanKind.INTERNAL,
-                                         attributes={names.POLICY_NAME: policy.name})
-    except Exception:
-        _tracer_raised("policy")
-        return None
-    return Execution(policy, tracing, span)
-
-
 def execute(self: Policy, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """``Policy.execute`` while instrumented: the native execution, traced."""
-    execution = _begin(self)
-    if execution is None:
+    tracing = active
+    if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
-    tokens = execution.enter()
+    try:
+        execution = Execution(self, tracing)
+    except Exception:
+        _tracer_raised("policy")
+        return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
+    current = CURRENT.set(execution)
     try:
         result = _NATIVE_EXECUTE(self, execution.attempt, fn, *args, **kwargs)
     except BaseException as exc:
-        execution.exit(tokens, exc)
+        execution.exit(current, exc)
         raise
-    execution.exit(tokens, None)
+    execution.exit(current, None)
     return result
 
 
 def execute_async(self: Policy, fn: Callable[..., Awaitable[Any]], /, *args: Any,
                   **kwargs: Any) -> Awaitable[Any]:
-    """``Policy.execute_async`` while instrumented: the native execution, traced."""
-    return _execute_async(self, fn, args, kwargs)
+    """``Policy.execute_async`` while instrumented: the native execution,
+    traced (decided when called: a call sampled out is the native awaitable)."""
+    tracing = active
+    if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
+        return _NATIVE_EXECUTE_ASYNC(self, fn, *args, **kwargs)  # type: ignore[no-any-return]
+    return _execute_async(self, tracing, fn, args, kwargs)
 
 
-async def _execute_async(policy: Policy, fn: Callable[..., Awaitable[Any]],
+async def _execute_async(policy: Policy, tracing: Tracing, fn: Callable[..., Awaitable[Any]],
                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    execution = _begin(policy)
-    if execution is None:
+    try:
+        execution = Execution(policy, tracing)
+    except Exception:
+        _tracer_raised("policy")
         return await _NATIVE_EXECUTE_ASYNC(policy, fn, *args, **kwargs)
-    tokens = execution.enter()
+    # Eager here: an attempt may run in a task of its own (a timeout's),
+    # whose context changes never reach this one.
+    execution.attach()
+    current = CURRENT.set(execution)
     try:
         result = await _NATIVE_EXECUTE_ASYNC(policy, execution.attempt_async, fn, *args,
                                              **kwargs)
     except BaseException as exc:
-        execution.exit(tokens, exc)
+        execution.exit(current, exc)
         raise
-    execution.exit(tokens, None)
+    execution.exit(current, None)
     return result
 
 
