@@ -154,3 +154,18 @@ def test_a_cancelled_slow_attempt_records_nothing() -> None:
 
     asyncio.run(main())
     assert breaker.slow_calls == 0 and breaker.successes == 0 and breaker.failures_total == 0
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["success", "failure"])
+def test_an_adaptive_policy_times_its_native_async_attempts(fails: bool) -> None:
+    """The adaptive rate's hooks sit between the awaitable and the policy: a
+    failure's admission time (the hook's sixth argument) passes through them."""
+    clock = vr.ManualClock()
+    breaker = timed_breaker(clock)
+    p = (vr.PolicyBuilder("timed-adaptive").with_clock(clock).with_circuit_breaker(breaker)
+         .with_rate_limiter(vr.TokenBucket(qps=1000, burst=1000, clock=clock))
+         .with_adaptive_rate().build())
+    outcome = run(p, Call(clock, SLOW, fails, False), is_async=True)
+    assert isinstance(outcome, vr.UnavailableError) if fails else outcome == "ok"
+    assert breaker.slow_calls == 1
+    assert breaker.failures_total == (1 if fails else 0)

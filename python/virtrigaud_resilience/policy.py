@@ -832,9 +832,9 @@ class _AdaptiveRateHooks(_PolicyMixin):
     # The native first attempt failed (async).
     def _attempt_raised_async(self, ticket: int, exc: BaseException,
                               fn: Callable[..., Awaitable[T]], args: tuple[Any, ...],
-                              kwargs: dict[str, Any]) -> Awaitable[T]:
+                              kwargs: dict[str, Any], start_ns: int = -1) -> Awaitable[T]:
         self._adapt(STAGE_CALLED, exc)
-        return super()._attempt_raised_async(ticket, exc, fn, args, kwargs)
+        return super()._attempt_raised_async(ticket, exc, fn, args, kwargs, start_ns)
 
     # Attempts after the first (retries), and a first one off the native path.
     def _attempt(self, fn: Callable[..., T], args: tuple[Any, ...],
