@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -149,19 +150,23 @@ def test_metrics_scraped_during_a_run(capsys: pytest.CaptureFixture[str]) -> Non
 def scrape_until_all_providers(parser: Any, port: int, deadline: float) -> list[Any]:
     """Scrapes /metrics until breakers of all three providers show up (the
     process may hold other breakers too: the collector sees them all)."""
+    last: object = "no answer"
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                 text = r.read().decode()
             samples = [s for family in parser.text_string_to_metric_families(text)
                        for s in family.samples]
-            if {"prod", "lab", "edge"} <= {s.labels.get("provider") for s in samples
-                                           if s.name == "virtrigaud_circuit_breaker_state"}:
+            last = sorted({s.labels.get("provider") for s in samples
+                           if s.name == "virtrigaud_circuit_breaker_state"}, key=str)
+            if {"prod", "lab", "edge"} <= set(last):
                 return samples
-        except OSError:
-            pass  # not listening yet
+        except urllib.error.HTTPError as exc:  # the collector raised: say what it said
+            last = f"{exc}: {exc.read().decode(errors='replace')[-2000:]}"
+        except OSError as exc:
+            last = exc  # not listening yet
         if time.monotonic() > deadline:
-            raise AssertionError("no complete scrape during the run")
+            raise AssertionError(f"no complete scrape during the run; last: {last}")
         time.sleep(0.05)
 
 
