@@ -371,7 +371,10 @@ WINDOW_MAX_COUNT: int = 65535
 WINDOW_MAX_SECONDS: int = 3600
 
 class WindowSettings:
-    """A window-mode breaker's settings (sliding_window.hpp)."""
+    """
+    A window-mode breaker's settings (sliding_window.hpp), shared
+    by the breakers made with it (one per BreakerConfig).
+    """
 
     def __init__(self, kind: int, size: int, minimum_calls: int, failure_rate: float, slow_call_ns: int, slow_call_rate: float, max_wait_half_open_ns: int, open_backoff: tuple[int, float, float, float, bool] | None) -> None:
         """

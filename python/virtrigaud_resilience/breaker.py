@@ -346,6 +346,28 @@ class BreakerConfig:
         )
 
 
+#: config -> its native window settings, so that the breakers of one config
+#: share one settings object (natively reference counted: each breaker holds
+#: a reference, so an entry may go with its config while they live).
+_WINDOW_SETTINGS: weakref.WeakKeyDictionary[BreakerConfig, _core.WindowSettings] = (
+    weakref.WeakKeyDictionary())
+
+
+def _window_settings_of(config: BreakerConfig) -> _core.WindowSettings | None:
+    """``config``'s native window settings (None in consecutive mode): the
+    same object for equal configs while one of them lives."""
+    if config.window is None:
+        return None
+    try:
+        with _CLASSIFIERS_LOCK:
+            settings = _WINDOW_SETTINGS.get(config)
+            if settings is None:
+                settings = _WINDOW_SETTINGS[config] = config._window_settings()
+        return settings
+    except TypeError:  # an unhashable predicate makes the config unhashable
+        return config._window_settings()
+
+
 def _backoff_strategy(backoff: Backoff) -> int:
     """The native strategy code of a Backoff."""
     from .backoff import STRATEGIES
@@ -414,7 +436,7 @@ class CircuitBreaker(_core.CircuitBreaker):
             # A lease under half a nanosecond is still a lease (0 means none).
             _classifier_of(config),
             0 if lease is None else max(1, round(lease * 1e9)),
-            config._window_settings(),
+            _window_settings_of(config),
         )
         self.config = config
         # Window mode with slow calls: the Python call paths time their calls.
