@@ -486,6 +486,10 @@ struct PyCircuitBreaker {
     CensusLinks census;   // its place among the live breakers (census.hpp)
     // Hooks; atomic for free-threaded builds (set rarely, read by every call).
     std::atomic<uint32_t> hooks{0};
+    // breaker.py's listeners (a list, made on first use, or None): here, in
+    // the padding before the next 64 bytes, rather than in a Python slot of
+    // 8 more bytes per breaker (the _listeners property).
+    nb::object listeners = nb::none();
 
     PyCircuitBreaker(nb::str name_, nb::str provider_type_, nb::str provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,

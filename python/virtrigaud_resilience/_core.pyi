@@ -394,6 +394,12 @@ class CircuitBreaker:
 
     def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object, half_open_lease_ns: int = 0, window: WindowSettings | None = None) -> None: ...
 
+    @property
+    def _timing(self) -> bool:
+        """Whether the Python call paths time their calls (window mode with slow calls)."""
+
+    _listeners: list[Any] | None
+
     def _admit(self) -> int:
         """
         Admits a call and returns its ticket, or raises the open breaker's error.

@@ -362,7 +362,9 @@ def _window_settings_of(config: BreakerConfig) -> _core.WindowSettings | None:
         with _CLASSIFIERS_LOCK:
             settings = _WINDOW_SETTINGS.get(config)
             if settings is None:
-                settings = _WINDOW_SETTINGS[config] = config._window_settings()
+                settings = config._window_settings()
+                if settings is not None:
+                    _WINDOW_SETTINGS[config] = settings
         return settings
     except TypeError:  # an unhashable predicate makes the config unhashable
         return config._window_settings()
@@ -408,7 +410,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         clock: a :class:`ManualClock`, or None for the monotonic clock.
     """
 
-    __slots__ = ("config", "_listeners", "_timing", "__weakref__")
+    # _listeners (None until the first add_listener()) and _timing (window
+    # mode with slow calls: the Python call paths time their calls) are
+    # native (_core.pyi): two slots fewer make the object a size class smaller.
+    __slots__ = ("config", "__weakref__")
 
     config: BreakerConfig
 
@@ -439,10 +444,6 @@ class CircuitBreaker(_core.CircuitBreaker):
             _window_settings_of(config),
         )
         self.config = config
-        # Window mode with slow calls: the Python call paths time their calls.
-        self._timing = self._timed
-        # Made by the first add_listener(): most breakers never have one.
-        self._listeners: list[StateListener] | None = None
         BREAKERS.track(self)
 
     def __del__(self, _retire: Callable[[CircuitBreaker], None] = BREAKERS.retire) -> None:

@@ -574,6 +574,8 @@ public:
 
     // Window mode.
     bool windowed() const noexcept { return window_ != nullptr; }
+    /// Whether calls are timed (window mode with slow calls on).
+    bool timed() const noexcept { return window_ != nullptr && window_->timed(); }
     /// True if window mode was asked for and its memory could not be had
     /// (the breaker then counts consecutive failures; the binding raises).
     bool window_failed() const noexcept { return window_failed_; }
