@@ -78,6 +78,7 @@
 
 #include "atomic_pair.hpp"
 #include "clock.hpp"
+#include "interval_clock.hpp"
 #include "sliding_window.hpp"
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -584,7 +585,7 @@ public:
     }
     /// The window's contents now (all zero in consecutive mode).
     WindowTotals window_totals() const noexcept {
-        return window_ != nullptr ? window_->window.totals(now_ns(clock_)) : WindowTotals{};
+        return window_ != nullptr ? window_->window.totals(window_now()) : WindowTotals{};
     }
     /// The window itself (null in consecutive mode): for tests and audits.
     const SlidingWindow* window() const noexcept {
@@ -611,7 +612,7 @@ private:
         if (window_ == nullptr) {
             return -1.0;
         }
-        const WindowTotals t = window_->window.totals(now_ns(clock_));
+        const WindowTotals t = window_->window.totals(window_now());
         if (t.calls == 0 || t.calls < window_->settings().minimum_calls) {
             return -1.0;
         }
@@ -631,18 +632,21 @@ private:
             return {};
         }
         // The clock only when something needs it: a count window without
-        // slow calls records without reading it.
+        // slow calls records without reading it. `now` is the breaker's
+        // clock (-1: unread), `at` the window's (window_now()).
         int64_t now = -1;
-        if (bw.timed() || bw.window.kind() == WindowKind::kTime) {
-            now = now_ns(clock_);
-            if (ticket.start_ns >= 0 && bw.timed() &&
-                now - ticket.start_ns >= bw.settings().slow_call_ns) {
+        int64_t at = -1;
+        if (bw.timed()) {
+            now = at = now_ns(clock_);
+            if (ticket.start_ns >= 0 && now - ticket.start_ns >= bw.settings().slow_call_ns) {
                 bits |= kOutcomeSlow;
             }
+        } else if (bw.window.kind() == WindowKind::kTime) {
+            at = window_now();
         }
         switch (state_of(s.first)) {
             case BreakerState::kClosed: {
-                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, now)) {
+                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at)) {
                     break;  // stale: the window moved on
                 }
                 count_slow(bits);
@@ -650,7 +654,7 @@ private:
                     return {};
                 }
                 const WindowSettings& settings = bw.settings();
-                if (!settings.exceeded(bw.window.judged_totals(now), settings.minimum_calls)) {
+                if (!settings.exceeded(bw.window.judged_totals(at), settings.minimum_calls)) {
                     return {};
                 }
                 return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
@@ -673,6 +677,20 @@ private:
         }
     }
     int64_t read_if_unread(int64_t now) const noexcept { return now >= 0 ? now : now_ns(clock_); }
+
+    /// The time the window's buckets go by: the breaker's clock, but for a
+    /// window on the default clock that does not time calls: the interval
+    /// clock (interval_clock.hpp: the time-stamp counter where the kernel
+    /// keeps the steady clock on it, ~10 ns against a steady read's 20-60).
+    /// Every record and read of such a window uses it, so its seconds are
+    /// one clock's; it runs at the steady clock's rate to about 1e-4, which
+    /// moves a one-second bucket's edge by 0.1 ms. Openings, the reset
+    /// timeout and slow calls keep the breaker's clock (the opening's stamp
+    /// is read from it when the window opens the breaker).
+    int64_t window_now() const noexcept {
+        return clock_ == nullptr && !window_->timed() ? IntervalClock::instance().now()
+                                                      : now_ns(clock_);
+    }
 
     /// A probe's outcome: counted in its generation's round; the probe that
     /// completes the round judges it.
@@ -793,6 +811,9 @@ private:
         BreakerWindow::destroy(window_);
         window_ = settings != nullptr ? BreakerWindow::create(*settings) : nullptr;
         window_failed_ = window_ == nullptr;
+        if (window_ != nullptr && clock_ == nullptr && !window_->timed()) {
+            IntervalClock::instance();  // calibrated here (once, ~1 ms), not on a call
+        }
     }
     void stamp_half_open(int64_t now) noexcept {
         if (window_ != nullptr) {
