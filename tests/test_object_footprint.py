@@ -271,3 +271,21 @@ def test_the_breakers_of_one_window_config_share_its_native_settings() -> None:
     assert cb.window_calls == (0, 0, 0) and cb.windowed
     cb.call(int)
     assert cb.window_calls == (1, 0, 0)
+
+
+def test_a_breaker_whose_listener_holds_it_is_collected() -> None:
+    """The listeners live natively (not in a slot): the collector still sees
+    them, so a cycle through a listener goes (tp_traverse visits the list)."""
+    cb = vr.CircuitBreaker("cycle", config=vr.BreakerConfig(1))
+
+    def listener(b: vr.CircuitBreaker, old: vr.BreakerState, new: vr.BreakerState) -> None:
+        assert cb is b
+
+    cb.add_listener(listener)
+    assert cb._listeners == [listener]
+    with pytest.raises(TypeError, match="_listeners must be a list or None, got tuple"):
+        cb._listeners = ()  # type: ignore[assignment]
+    gone = weakref.ref(cb)
+    del cb, listener
+    gc.collect()
+    assert gone() is None

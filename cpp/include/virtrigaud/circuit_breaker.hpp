@@ -679,7 +679,7 @@ private:
     int64_t read_if_unread(int64_t now) const noexcept { return now >= 0 ? now : now_ns(clock_); }
 
     /// The time the window's buckets go by: the breaker's clock, but for a
-    /// window on the default clock that does not time calls: the interval
+    /// time window on the default clock that does not time calls: the interval
     /// clock (interval_clock.hpp: the time-stamp counter where the kernel
     /// keeps the steady clock on it, ~10 ns against a steady read's 20-60).
     /// Every record and read of such a window uses it, so its seconds are
@@ -688,8 +688,13 @@ private:
     /// timeout and slow calls keep the breaker's clock (the opening's stamp
     /// is read from it when the window opens the breaker).
     int64_t window_now() const noexcept {
-        return clock_ == nullptr && !window_->timed() ? IntervalClock::instance().now()
-                                                      : now_ns(clock_);
+        return on_interval_clock() ? IntervalClock::instance().now() : now_ns(clock_);
+    }
+    /// Whether the window goes by the interval clock (see window_now()); a
+    /// count window needs no time at all.
+    bool on_interval_clock() const noexcept {
+        return clock_ == nullptr && !window_->timed() &&
+               window_->window.kind() == WindowKind::kTime;
     }
 
     /// A probe's outcome: counted in its generation's round; the probe that
@@ -811,7 +816,7 @@ private:
         BreakerWindow::destroy(window_);
         window_ = settings != nullptr ? BreakerWindow::create(*settings) : nullptr;
         window_failed_ = window_ == nullptr;
-        if (window_ != nullptr && clock_ == nullptr && !window_->timed()) {
+        if (window_ != nullptr && on_interval_clock()) {
             IntervalClock::instance();  // calibrated here (once, ~1 ms), not on a call
         }
     }
