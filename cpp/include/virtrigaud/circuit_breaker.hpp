@@ -631,14 +631,18 @@ private:
             ignored_.fetch_add(1, std::memory_order_relaxed);
             return {};
         }
+        // The settings' address is read once, before the window's head is
+        // written: it shares the head's line, which another thread's record
+        // may take away meanwhile (the settings themselves are read-only).
+        const WindowSettings& settings = bw.settings();
         // The clock only when something needs it: a count window without
         // slow calls records without reading it. `now` is the breaker's
         // clock (-1: unread), `at` the window's (window_now()).
         int64_t now = -1;
         int64_t at = -1;
-        if (bw.timed()) {
+        if (settings.slow_call_ns >= 0) {
             now = at = now_ns(clock_);
-            if (ticket.start_ns >= 0 && now - ticket.start_ns >= bw.settings().slow_call_ns) {
+            if (ticket.start_ns >= 0 && now - ticket.start_ns >= settings.slow_call_ns) {
                 bits |= kOutcomeSlow;
             }
         } else if (bw.window.kind() == WindowKind::kTime) {
@@ -653,7 +657,6 @@ private:
                 if (mode == kMetricsOnly) {
                     return {};
                 }
-                const WindowSettings& settings = bw.settings();
                 if (!settings.exceeded(bw.window.judged_totals(at), settings.minimum_calls)) {
                     return {};
                 }
