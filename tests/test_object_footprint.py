@@ -216,3 +216,81 @@ def test_the_census_lists_live_objects_in_the_order_they_were_made() -> None:
     made = [vr.CircuitBreaker(f"order-{i}") for i in range(5)]
     mine = [obj for obj in breaker.BREAKERS.live() if any(obj is m for m in made)]
     assert [obj.name for obj in mine] == [obj.name for obj in made]
+
+
+#: RSS growth per window breaker (issue 22's target, the bench's judge for
+#: the consecutive breaker): the window's memory is native (operator new),
+#: which tracemalloc does not see, so it is measured as the bench measures.
+#: Of the ~512 B, 372 are the Python object's (its pymalloc size class), 80
+#: the window's allocation and ~63 nanobind's table of instances (2^18
+#: entries at 100,000 objects; how many of its pages a run touches varies
+#: by a few bytes per object: 508-513 B measured), hence 1% of tolerance.
+WINDOW_BREAKER_RSS_LIMIT = 512
+WINDOW_BREAKER_RSS_TOLERANCE = 1.01
+_WINDOW_FOOTPRINT_SCRIPT = """
+import gc, sys
+import virtrigaud_resilience as vr
+from virtrigaud_resilience.bench.memory import rss_bytes
+
+objects = int(sys.argv[1])
+config = vr.BreakerConfig(window=vr.CountWindow(100))
+make = lambda name: vr.CircuitBreaker(name, "bench", "memory", config=config)
+warm = [make(f"warm-{i}") for i in range(16)]
+names = [f"vm-{i}" for i in range(objects)]
+held = [None] * objects
+gc.collect()
+before = rss_bytes()
+for i, name in enumerate(names):
+    held[i] = make(name)
+print((rss_bytes() - before) / objects)
+"""
+
+
+def test_a_count_window_breaker_grows_the_rss_by_at_most_512_bytes() -> None:
+    """100,000 breakers with CountWindow(100) in a fresh process (the bench's
+    method): the Python object, its native window (one 72-byte allocation;
+    the settings are shared by the config's breakers) and nanobind's entry.
+    709 B before the window was sized to its ring and the settings shared."""
+    import os
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _WINDOW_FOOTPRINT_SCRIPT, "100000"], capture_output=True,
+        text=True, timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        check=False)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= WINDOW_BREAKER_RSS_LIMIT * WINDOW_BREAKER_RSS_TOLERANCE
+
+
+def test_the_breakers_of_one_window_config_share_its_native_settings() -> None:
+    config = vr.BreakerConfig(window=vr.CountWindow(100))
+    shared = breaker._window_settings_of(config)
+    assert shared is not None and shared.size == 100
+    assert breaker._window_settings_of(config) is shared
+    assert breaker._window_settings_of(vr.BreakerConfig(window=vr.CountWindow(100))) is shared
+    assert breaker._window_settings_of(vr.BreakerConfig()) is None
+    # Each breaker holds the settings natively: they outlive the config's entry.
+    cb = vr.CircuitBreaker("shared", config=config)
+    del config, shared
+    gc.collect()
+    assert cb.window_calls == (0, 0, 0) and cb.windowed
+    cb.call(int)
+    assert cb.window_calls == (1, 0, 0)
+
+
+def test_a_breaker_whose_listener_holds_it_is_collected() -> None:
+    """The listeners live natively (not in a slot): the collector still sees
+    them, so a cycle through a listener goes (tp_traverse visits the list)."""
+    cb = vr.CircuitBreaker("cycle", config=vr.BreakerConfig(1))
+
+    def listener(b: vr.CircuitBreaker, old: vr.BreakerState, new: vr.BreakerState) -> None:
+        assert cb is b
+
+    cb.add_listener(listener)
+    assert cb._listeners == [listener]
+    with pytest.raises(TypeError, match="_listeners must be a list or None, got tuple"):
+        cb._listeners = ()  # type: ignore[assignment]
+    gone = weakref.ref(cb)
+    del cb, listener
+    gc.collect()
+    assert gone() is None

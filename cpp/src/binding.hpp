@@ -478,6 +478,18 @@ static_assert(sizeof(PyTokenBucket) <= 80, "PyTokenBucket grew");
 
 // --------------------------------------------------------- CircuitBreaker --
 
+// A _core.WindowSettings: one reference to settings that the breakers made
+// with it share (each breaker holds a reference of its own).
+struct PyWindowSettings {
+    vr::SharedWindowSettings* shared;
+
+    explicit PyWindowSettings(vr::SharedWindowSettings* s) noexcept : shared(s) {}
+    PyWindowSettings(const PyWindowSettings&) = delete;
+    PyWindowSettings& operator=(const PyWindowSettings&) = delete;
+    ~PyWindowSettings() { shared->release(); }
+    const vr::WindowSettings& get() const noexcept { return shared->get(); }
+};
+
 struct PyCircuitBreaker {
     vr::CircuitBreaker core;
     // The caller's str objects, held (not copied: three std::strings were
@@ -490,16 +502,24 @@ struct PyCircuitBreaker {
     CensusLinks census;   // its place among the live breakers (census.hpp)
     // Hooks; atomic for free-threaded builds (set rarely, read by every call).
     std::atomic<uint32_t> hooks{0};
+    // breaker.py's listeners (a list, made on first use, or None): here, in
+    // the padding before the next 64 bytes, rather than in a Python slot of
+    // 8 more bytes per breaker (the _listeners property).
+    nb::object listeners = nb::none();
 
     PyCircuitBreaker(nb::str name_, nb::str provider_type_, nb::str provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
                      const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns,
-                     const vr::WindowSettings* window = nullptr)
-        : core(threshold, reset_ns, half_open_max, clock, lease_ns, window),
+                     const vr::SharedWindowSettings* window = nullptr)
+        : core(threshold, reset_ns, half_open_max, clock, lease_ns),
           name(std::move(name_)),
           provider_type(std::move(provider_type_)),
           provider(std::move(provider_)),
-          classify(std::move(classify_)) {}
+          classify(std::move(classify_)) {
+        if (window != nullptr) {
+            core.use_window(*window);
+        }
+    }
     PyCircuitBreaker(const PyCircuitBreaker&) = delete;
     PyCircuitBreaker& operator=(const PyCircuitBreaker&) = delete;
     ~PyCircuitBreaker() { Census<PyCircuitBreaker>::unlink(this); }

@@ -225,8 +225,10 @@ int main() {
     time_settings.kind = WindowKind::kTime;
     time_settings.size = 60;
     {
-        SlidingWindow count_window(WindowKind::kCount, 100);
-        SlidingWindow time_window(WindowKind::kTime, 60);
+        const auto count_owned = SlidingWindow::make(WindowKind::kCount, 100);
+        const auto time_owned = SlidingWindow::make(WindowKind::kTime, 60);
+        SlidingWindow& count_window = *count_owned;
+        SlidingWindow& time_window = *time_owned;
         // Alternating outcomes: each finds its own bits in its slot (100 is
         // even), as a steady stream of successes does: only the head is written.
         print("sliding_window.record(count 100)", "uncontended", bench(kIters, [&](int64_t i) {
@@ -263,7 +265,7 @@ int main() {
               do_not_optimize(t.admitted);
               do_not_optimize(cb_time->record_success(t).changed);
           }));
-    std::printf("window memory: CountWindow(100) breaker %zu + %zu + ring %zu bytes\n",
+    std::printf("window memory: CountWindow(100) breaker %zu + window %zu + ring %zu bytes\n",
                 sizeof(CircuitBreaker), sizeof(BreakerWindow), cb_count->window()->ring_bytes());
 
     // ---- bulkhead

@@ -3690,9 +3690,12 @@ bool same(const WindowTotals& a, const WindowTotals& b) {
 void test_window_concurrent_counts() {
     constexpr int kThreads = 4;
     const int per_thread = 5'000 * g_scale;
-    SlidingWindow ring(WindowKind::kCount, 64);            // wraps many times
-    SlidingWindow big(WindowKind::kCount, 65'535);         // never full: every outcome kept
-    SlidingWindow seconds(WindowKind::kTime, 3'600);       // the clock moves meanwhile
+    const auto ring_owned = SlidingWindow::make(WindowKind::kCount, 64);       // wraps many times
+    const auto big_owned = SlidingWindow::make(WindowKind::kCount, 65'535);    // never full
+    const auto seconds_owned = SlidingWindow::make(WindowKind::kTime, 3'600);  // the clock moves
+    SlidingWindow& ring = *ring_owned;
+    SlidingWindow& big = *big_owned;
+    SlidingWindow& seconds = *seconds_owned;
     ManualClock clock(5 * int64_t{1'000'000'000});
     std::vector<int64_t> failed(kThreads, 0), slow(kThreads, 0), refused(kThreads, 0);
     std::atomic<int> running{kThreads};
@@ -3753,7 +3756,8 @@ void test_window_small_rings_wrap_exactly() {
     constexpr int kThreads = 4;
     const int per_thread = 20'000 * g_scale;
     for (uint32_t size : {1u, 2u, 3u, 33u, 129u}) {
-        SlidingWindow ring(WindowKind::kCount, size);
+        const auto owned = SlidingWindow::make(WindowKind::kCount, size);
+        SlidingWindow& ring = *owned;
         run_threads(kThreads, [&](int t) {
             Rng rng(static_cast<uint64_t>(t) * 31 + size);
             for (int i = 0; i < per_thread; ++i) {

@@ -371,7 +371,10 @@ WINDOW_MAX_COUNT: int = 65535
 WINDOW_MAX_SECONDS: int = 3600
 
 class WindowSettings:
-    """A window-mode breaker's settings (sliding_window.hpp)."""
+    """
+    A window-mode breaker's settings (sliding_window.hpp), shared
+    by the breakers made with it (one per BreakerConfig).
+    """
 
     def __init__(self, kind: int, size: int, minimum_calls: int, failure_rate: float, slow_call_ns: int, slow_call_rate: float, max_wait_half_open_ns: int, open_backoff: tuple[int, float, float, float, bool] | None) -> None:
         """
@@ -390,6 +393,12 @@ class CircuitBreaker:
     """Lock-free circuit breaker (native part)."""
 
     def __init__(self, name: str, provider_type: str, provider: str, failure_threshold: int, reset_timeout_ns: int, half_open_max_calls: int, clock: ManualClock | None, classify: object, half_open_lease_ns: int = 0, window: WindowSettings | None = None) -> None: ...
+
+    @property
+    def _timing(self) -> bool:
+        """Whether the Python call paths time their calls (window mode with slow calls)."""
+
+    _listeners: list[Any] | None
 
     def _admit(self) -> int:
         """

@@ -346,6 +346,30 @@ class BreakerConfig:
         )
 
 
+#: config -> its native window settings, so that the breakers of one config
+#: share one settings object (natively reference counted: each breaker holds
+#: a reference, so an entry may go with its config while they live).
+_WINDOW_SETTINGS: weakref.WeakKeyDictionary[BreakerConfig, _core.WindowSettings] = (
+    weakref.WeakKeyDictionary())
+
+
+def _window_settings_of(config: BreakerConfig) -> _core.WindowSettings | None:
+    """``config``'s native window settings (None in consecutive mode): the
+    same object for equal configs while one of them lives."""
+    if config.window is None:
+        return None
+    try:
+        with _CLASSIFIERS_LOCK:
+            settings = _WINDOW_SETTINGS.get(config)
+            if settings is None:
+                settings = config._window_settings()
+                if settings is not None:
+                    _WINDOW_SETTINGS[config] = settings
+        return settings
+    except TypeError:  # an unhashable predicate makes the config unhashable
+        return config._window_settings()
+
+
 def _backoff_strategy(backoff: Backoff) -> int:
     """The native strategy code of a Backoff."""
     from .backoff import STRATEGIES
@@ -386,7 +410,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         clock: a :class:`ManualClock`, or None for the monotonic clock.
     """
 
-    __slots__ = ("config", "_listeners", "_timing", "__weakref__")
+    # _listeners (None until the first add_listener()) and _timing (window
+    # mode with slow calls: the Python call paths time their calls) are
+    # native (_core.pyi): two slots fewer make the object a size class smaller.
+    __slots__ = ("config", "__weakref__")
 
     config: BreakerConfig
 
@@ -414,13 +441,9 @@ class CircuitBreaker(_core.CircuitBreaker):
             # A lease under half a nanosecond is still a lease (0 means none).
             _classifier_of(config),
             0 if lease is None else max(1, round(lease * 1e9)),
-            config._window_settings(),
+            _window_settings_of(config),
         )
         self.config = config
-        # Window mode with slow calls: the Python call paths time their calls.
-        self._timing = self._timed
-        # Made by the first add_listener(): most breakers never have one.
-        self._listeners: list[StateListener] | None = None
         BREAKERS.track(self)
 
     def __del__(self, _retire: Callable[[CircuitBreaker], None] = BREAKERS.retire) -> None:

@@ -78,6 +78,7 @@
 
 #include "atomic_pair.hpp"
 #include "clock.hpp"
+#include "interval_clock.hpp"
 #include "sliding_window.hpp"
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -145,7 +146,7 @@ public:
     CircuitBreaker& operator=(const CircuitBreaker&) = delete;
     ~CircuitBreaker() {
         delete stripes_.load(std::memory_order_acquire);
-        delete window_;
+        BreakerWindow::destroy(window_);
     }
 
     /// Operator modes (see the file comment).
@@ -163,14 +164,19 @@ public:
           half_open_max_(clamp(half_open_max_calls, kMaxHalfOpenCalls)),
           half_open_lease_ns_(clamp64(half_open_lease_ns, 0, kMaxTimeoutNs)) {
         if (window != nullptr) {
-            window_ = new (std::nothrow) BreakerWindow(*window);
-            if (window_ != nullptr && !window_->window.ok()) {
-                delete window_;
-                window_ = nullptr;
+            SharedWindowSettings* own = SharedWindowSettings::create(*window);
+            attach_window(own);
+            if (own != nullptr) {
+                own->release();  // the window holds its own reference
             }
-            window_failed_ = window_ == nullptr;
         }
     }
+
+    /// Puts a breaker just made in consecutive mode into window mode with
+    /// `settings` shared by other breakers (retained while this breaker
+    /// lives: one allocation, the window). Only before the breaker's first
+    /// use; window_failed() if out of memory.
+    void use_window(const SharedWindowSettings& settings) noexcept { attach_window(&settings); }
 
     /// Asks to make a call. Closed: always admitted (two loads, no write).
     /// That case in consecutive mode is one predictable branch inlined into
@@ -585,15 +591,17 @@ public:
 
     // Window mode.
     bool windowed() const noexcept { return window_ != nullptr; }
+    /// Whether calls are timed (window mode with slow calls on).
+    bool timed() const noexcept { return window_ != nullptr && window_->timed(); }
     /// True if window mode was asked for and its memory could not be had
     /// (the breaker then counts consecutive failures; the binding raises).
     bool window_failed() const noexcept { return window_failed_; }
     const WindowSettings* window_settings() const noexcept {
-        return window_ != nullptr ? &window_->settings : nullptr;
+        return window_ != nullptr ? &window_->settings() : nullptr;
     }
     /// The window's contents now (all zero in consecutive mode).
     WindowTotals window_totals() const noexcept {
-        return window_ != nullptr ? window_->window.totals(now_ns(clock_)) : WindowTotals{};
+        return window_ != nullptr ? window_->window.totals(window_now()) : WindowTotals{};
     }
     /// The window itself (null in consecutive mode): for tests and audits.
     const SlidingWindow* window() const noexcept {
@@ -605,14 +613,14 @@ public:
     double slow_call_rate() const noexcept { return rate_of(&WindowTotals::slow); }
     /// Outcomes judged slow (window mode; stale ones left out).
     uint64_t slow_calls() const noexcept {
-        return window_ != nullptr ? window_->slow_calls.load(std::memory_order_relaxed) : 0;
+        return slow_calls_.load(std::memory_order_relaxed);
     }
     /// Outcomes that moved nothing and were counted nowhere: reported while
     /// disabled, and in window mode stale ones.
     uint64_t ignored() const noexcept { return ignored_.load(std::memory_order_relaxed); }
     /// Openings since the breaker last closed (window mode; 0 otherwise).
     uint32_t openings() const noexcept {
-        return window_ != nullptr ? window_->openings.load(std::memory_order_relaxed) : 0;
+        return openings_.load(std::memory_order_relaxed);
     }
 
 private:
@@ -620,8 +628,8 @@ private:
         if (window_ == nullptr) {
             return -1.0;
         }
-        const WindowTotals t = window_->window.totals(now_ns(clock_));
-        if (t.calls == 0 || t.calls < window_->settings.minimum_calls) {
+        const WindowTotals t = window_->window.totals(window_now());
+        if (t.calls == 0 || t.calls < window_->settings().minimum_calls) {
             return -1.0;
         }
         return static_cast<double>(t.*field) / static_cast<double>(t.calls);
@@ -639,27 +647,33 @@ private:
             ignored_.fetch_add(1, std::memory_order_relaxed);
             return {};
         }
+        // The settings' address is read once, before the window's head is
+        // written: it shares the head's line, which another thread's record
+        // may take away meanwhile (the settings themselves are read-only).
+        const WindowSettings& settings = bw.settings();
         // The clock only when something needs it: a count window without
-        // slow calls records without reading it.
+        // slow calls records without reading it. `now` is the breaker's
+        // clock (-1: unread), `at` the window's (window_now()).
         int64_t now = -1;
-        if (bw.timed() || bw.window.kind() == WindowKind::kTime) {
-            now = now_ns(clock_);
-            if (ticket.start_ns >= 0 && bw.timed() &&
-                now - ticket.start_ns >= bw.settings.slow_call_ns) {
+        int64_t at = -1;
+        if (settings.slow_call_ns >= 0) {
+            now = at = now_ns(clock_);
+            if (ticket.start_ns >= 0 && now - ticket.start_ns >= settings.slow_call_ns) {
                 bits |= kOutcomeSlow;
             }
+        } else if (bw.window.kind() == WindowKind::kTime) {
+            at = window_now();
         }
         switch (state_of(s.first)) {
             case BreakerState::kClosed: {
-                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, now)) {
+                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at)) {
                     break;  // stale: the window moved on
                 }
                 count_slow(bits);
                 if (mode == kMetricsOnly) {
                     return {};
                 }
-                if (!bw.settings.exceeded(bw.window.judged_totals(now),
-                                          bw.settings.minimum_calls)) {
+                if (!settings.exceeded(bw.window.judged_totals(at), settings.minimum_calls)) {
                     return {};
                 }
                 return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
@@ -678,10 +692,29 @@ private:
     }
     void count_slow(uint8_t bits) noexcept {
         if ((bits & kOutcomeSlow) != 0) {
-            window_->slow_calls.fetch_add(1, std::memory_order_relaxed);
+            slow_calls_.fetch_add(1, std::memory_order_relaxed);
         }
     }
     int64_t read_if_unread(int64_t now) const noexcept { return now >= 0 ? now : now_ns(clock_); }
+
+    /// The time the window's buckets go by: the breaker's clock, but for a
+    /// time window on the default clock that does not time calls: the interval
+    /// clock (interval_clock.hpp: the time-stamp counter where the kernel
+    /// keeps the steady clock on it, ~10 ns against a steady read's 20-60).
+    /// Every record and read of such a window uses it, so its seconds are
+    /// one clock's; it runs at the steady clock's rate to about 1e-4, which
+    /// moves a one-second bucket's edge by 0.1 ms. Openings, the reset
+    /// timeout and slow calls keep the breaker's clock (the opening's stamp
+    /// is read from it when the window opens the breaker).
+    int64_t window_now() const noexcept {
+        return on_interval_clock() ? IntervalClock::instance().now() : now_ns(clock_);
+    }
+    /// Whether the window goes by the interval clock (see window_now()); a
+    /// count window needs no time at all.
+    bool on_interval_clock() const noexcept {
+        return clock_ == nullptr && !window_->timed() &&
+               window_->window.kind() == WindowKind::kTime;
+    }
 
     /// A probe's outcome: counted in its generation's round; the probe that
     /// completes the round judges it.
@@ -718,7 +751,7 @@ private:
             return {};
         }
         now = read_if_unread(now);
-        if (bw.settings.exceeded(t, half_open_max_)) {
+        if (bw.settings().exceeded(t, half_open_max_)) {
             return open_from(s, s.second, BreakerState::kHalfOpen, now);
         }
         return close_half_open(s, now);
@@ -741,7 +774,7 @@ private:
             advance_to(opened_at_, now);  // the stamp first, as for a trip
             if (state_.compare_exchange(s, make(BreakerState::kOpen, streak_of(s.first), 0,
                                                 gen + 1))) {
-                window_->openings.fetch_add(1, std::memory_order_relaxed);
+                openings_.fetch_add(1, std::memory_order_relaxed);
                 return transitioned(from, BreakerState::kOpen, now);
             }
         }
@@ -769,7 +802,7 @@ private:
         switch (to) {
             case BreakerState::kClosed:
                 window_->window.reset(static_cast<uint32_t>(tag_of(next_gen)));
-                window_->openings.store(0, std::memory_order_relaxed);
+                openings_.store(0, std::memory_order_relaxed);
                 break;
             case BreakerState::kHalfOpen:
                 stamp_half_open(now);
@@ -781,7 +814,7 @@ private:
     }
     /// With an open backoff: how long the opening about to happen lasts.
     void prepare_open() noexcept {
-        const WindowSettings& w = window_->settings;
+        const WindowSettings& w = window_->settings();
         if (!w.open_backoff) {
             return;
         }
@@ -789,7 +822,7 @@ private:
             static_cast<double>(window_->open_for_ns.load(std::memory_order_relaxed)) / 1e9;
         const double seconds =
             backoff_delay(w.backoff_strategy, w.backoff_base, w.backoff_cap, w.backoff_multiplier,
-                          w.backoff_jitter, window_->openings.load(std::memory_order_relaxed),
+                          w.backoff_jitter, openings_.load(std::memory_order_relaxed),
                           previous, thread_uniform());
         const double ns = seconds * 1e9;
         window_->open_for_ns.store(
@@ -797,19 +830,28 @@ private:
                                                       : (ns > 0 ? static_cast<int64_t>(ns) : 0),
             std::memory_order_relaxed);
     }
+    /// Window mode with `settings` (null: out of memory, so window_failed()).
+    void attach_window(const SharedWindowSettings* settings) noexcept {
+        BreakerWindow::destroy(window_);
+        window_ = settings != nullptr ? BreakerWindow::create(*settings) : nullptr;
+        window_failed_ = window_ == nullptr;
+        if (window_ != nullptr && on_interval_clock()) {
+            IntervalClock::instance();  // calibrated here (once, ~1 ms), not on a call
+        }
+    }
     void stamp_half_open(int64_t now) noexcept {
         if (window_ != nullptr) {
-            window_->half_open_since.store(now, std::memory_order_relaxed);
+            half_open_since_.store(now, std::memory_order_relaxed);
         }
     }
     bool half_open_overdue() const noexcept {
-        const int64_t wait = window_->settings.max_wait_half_open_ns;
+        const int64_t wait = window_->settings().max_wait_half_open_ns;
         return wait > 0 &&
-               now_ns(clock_) - window_->half_open_since.load(std::memory_order_relaxed) >= wait;
+               now_ns(clock_) - half_open_since_.load(std::memory_order_relaxed) >= wait;
     }
     /// How long an opening lasts: the reset timeout, or the open backoff's delay.
     int64_t open_timeout_ns() const noexcept {
-        if (window_ != nullptr && window_->settings.open_backoff) {
+        if (window_ != nullptr && window_->settings().open_backoff) {
             return window_->open_for_ns.load(std::memory_order_relaxed);
         }
         return reset_timeout_ns_.load(std::memory_order_relaxed);
@@ -1058,6 +1100,11 @@ private:
     std::atomic<SuccessStripes*> stripes_{nullptr};
     std::atomic<uint64_t> ignored_{0};
     bool window_failed_ = false;
+    // Window mode's own counters, in this line's spare bytes rather than
+    // in the window's allocation (0 in consecutive mode).
+    std::atomic<uint32_t> openings_{0};         // since the breaker last closed
+    std::atomic<uint64_t> slow_calls_{0};       // outcomes judged slow (stale ones left out)
+    std::atomic<int64_t> half_open_since_{0};   // clock time of the last move to half-open
 
     // Cold: written on rejections, transitions, probes and cancellations.
     struct alignas(64) Cold {

@@ -17,19 +17,20 @@
 // lands its single outcome in the new window. That is tolerated, as the
 // breaker's 24-bit tag is (circuit_breaker.hpp).
 //
-// Count window: a head word (epoch | position) advanced by one fetch_add
-// (no retry, however many writers) hands each outcome a slot of a ring of
-// 2-bit outcomes, 32 to a 64-bit word (inline for up to 128 outcomes, so a
-// CountWindow(100) allocates no ring); the slot's bits are replaced by a
-// compare-and-swap of its word, and the difference from the outcome replaced
-// goes to the running failure and slow counts (fetch_add). An outcome equal
+// Count window: a head word (epoch | shape | position) advanced by one
+// fetch_add (no retry, however many writers) hands each outcome a slot of a
+// ring of 2-bit outcomes, 32 to a 64-bit word, right behind the window in
+// its allocation (a breaker's CountWindow(100) is one 72-byte allocation,
+// its settings shared); the slot's bits are replaced by a compare-and-swap
+// of its word, and the difference from the outcome replaced goes to the
+// running failure and slow counts (one fetch_add of one word). An outcome equal
 // to the one it replaces writes nothing (the common case: a success where a
 // success was), so a steady stream of successes writes only the head.
 // Nothing allocates after construction. With concurrent writers the counts
 // read between two writes may be off by the writes in flight (read clamped
 // to [0, outcomes]); once the writers are done they are exact.
 //
-// Time window: a ring of `size` per-second buckets, each a 16-byte atomic
+// Time window: running sums, then a ring of `size` per-second buckets, each a 16-byte atomic
 // pair (epoch | second, calls | failures | slow) updated by one
 // compare-and-swap; a bucket of an older second or epoch is rolled (replaced)
 // by the first outcome of its new second. Running sums over the buckets up
@@ -67,6 +68,9 @@ struct WindowTotals {
 
 enum class WindowKind : uint8_t { kCount = 0, kTime = 1 };
 
+/// A window of outcomes (see the file comment). It lives in one allocation
+/// with its ring (or buckets) right behind it: make() for a window of its
+/// own, BreakerWindow::create() for a breaker's. Not copyable or movable.
 class SlidingWindow {
 public:
     /// Largest count window (outcomes) and time window (seconds).
@@ -76,57 +80,80 @@ public:
     static constexpr uint32_t kMaxBucketCalls = (1u << 21) - 1;
     static constexpr uint64_t kEpochMask = (uint64_t{1} << 24) - 1;
 
-    /// `size` outcomes (count) or seconds (time), clamped to [1, the kind's
-    /// maximum] (the binding validates). Allocates the ring once (nothrow: a
-    /// failed allocation leaves ok() false).
+    /// `size` clamped to [1, the kind's maximum] (the binding validates).
+    static uint32_t clamped_size(WindowKind kind, uint32_t size) noexcept {
+        return std::max<uint32_t>(
+            1, std::min(size, kind == WindowKind::kCount ? kMaxCountSize : kMaxTimeSize));
+    }
+    /// Bytes a window of `kind` and `size` (clamped) needs behind itself:
+    /// the count window's ring (2-bit outcomes, 32 to a word), the time
+    /// window's running sums and buckets (plus room to align them).
+    static size_t bytes_behind(WindowKind kind, uint32_t size) noexcept {
+        size = clamped_size(kind, size);
+        if (kind == WindowKind::kCount) {
+            return words_of(size) * sizeof(std::atomic<uint64_t>);
+        }
+        return sizeof(TimeSums) + alignof(Bucket) + size * sizeof(Bucket);
+    }
+
+    /// Constructs the window at `this`, which must be followed by
+    /// bytes_behind(kind, size) bytes of the same allocation, aligned to 16.
     SlidingWindow(WindowKind kind, uint32_t size) noexcept
-        : kind_(kind),
-          size_(std::max<uint32_t>(
-              1, std::min(size, kind == WindowKind::kCount ? kMaxCountSize : kMaxTimeSize))) {
-        if (kind_ == WindowKind::kCount) {
-            if (words_of(size_) <= kInlineWords) {
-                words_ = inline_words_;
-            } else {
-                heap_words_.reset(new (std::nothrow) std::atomic<uint64_t>[words_of(size_)]);
-                words_ = heap_words_.get();
+        : head_(shape_of(kind, clamped_size(kind, size))) {
+        if (kind == WindowKind::kCount) {
+            for (uint32_t i = 0; i < words_of(this->size()); ++i) {
+                new (&words()[i]) std::atomic<uint64_t>(0);
             }
-            clear_ring();
         } else {
-            buckets_.reset(new (std::nothrow) Bucket[size_]);
+            new (sums()) TimeSums();
+            for (uint32_t i = 0; i < this->size(); ++i) {
+                new (&buckets()[i]) Bucket();
+            }
         }
     }
     SlidingWindow(const SlidingWindow&) = delete;
     SlidingWindow& operator=(const SlidingWindow&) = delete;
 
-    bool ok() const noexcept {
-        return kind_ == WindowKind::kCount ? words_ != nullptr : !!buckets_;
-    }
-    WindowKind kind() const noexcept { return kind_; }
-    uint32_t size() const noexcept { return size_; }
-    uint32_t epoch() const noexcept {
-        return static_cast<uint32_t>(epoch_.load(std::memory_order_acquire));
-    }
-    /// Bytes this window allocated beside itself (0 for a count window of
-    /// up to 128 outcomes: its ring is inline).
-    size_t ring_bytes() const noexcept {
-        if (kind_ == WindowKind::kTime) {
-            return size_ * sizeof(Bucket);
+    struct Free {
+        void operator()(SlidingWindow* w) const noexcept {
+            w->~SlidingWindow();
+            ::operator delete(static_cast<void*>(w));
         }
-        return heap_words_ ? words_of(size_) * sizeof(std::atomic<uint64_t>) : 0;
+    };
+    using Owned = std::unique_ptr<SlidingWindow, Free>;
+    /// A window of its own (tests, benchmarks); null if out of memory.
+    static Owned make(WindowKind kind, uint32_t size) noexcept {
+        static_assert(sizeof(SlidingWindow) % 16 == 0, "what follows must stay aligned");
+        void* p = ::operator new(sizeof(SlidingWindow) + bytes_behind(kind, size), std::nothrow);
+        return Owned(p != nullptr ? new (p) SlidingWindow(kind, size) : nullptr);
     }
+
+    WindowKind kind() const noexcept {
+        return (head_.load(std::memory_order_relaxed) & kTimeBit) != 0 ? WindowKind::kTime
+                                                                        : WindowKind::kCount;
+    }
+    uint32_t size() const noexcept { return size_of(head_.load(std::memory_order_relaxed)); }
+    uint32_t epoch() const noexcept {
+        return static_cast<uint32_t>(head_.load(std::memory_order_acquire) >> kEpochShift);
+    }
+    /// Bytes this window holds behind itself (its ring or buckets).
+    size_t ring_bytes() const noexcept { return bytes_behind(kind(), size()); }
 
     /// Records one outcome (`bits`: kOutcomeFailed | kOutcomeSlow) of epoch
     /// `epoch` at clock time `now_ns` (>= 0; used by the time window).
     /// Returns false, recording nothing, when the epoch is not the window's.
     bool record(uint32_t epoch, uint8_t bits, int64_t now_ns) noexcept {
-        return kind_ == WindowKind::kCount ? record_count(epoch, bits)
-                                           : record_time(epoch, bits, now_ns);
+        const uint64_t head = head_.load(std::memory_order_acquire);
+        if ((head >> kEpochShift) != (epoch & kEpochMask)) {
+            return false;
+        }
+        return (head & kTimeBit) == 0 ? record_count(bits) : record_time(epoch, bits, now_ns);
     }
 
     /// The window's contents at `now_ns` (count: the last outcomes; time:
     /// the buckets of the last size() seconds up to now's).
     WindowTotals totals(int64_t now_ns) const noexcept {
-        return kind_ == WindowKind::kCount ? count_totals() : time_totals(now_ns);
+        return kind() == WindowKind::kCount ? count_totals() : time_totals(now_ns);
     }
 
     /// The window's contents right after a record() at `now_ns`, in O(1):
@@ -134,7 +161,7 @@ public:
     /// latest recorded one, exact then), the count window's totals(). What
     /// the breaker judges by.
     WindowTotals judged_totals(int64_t now_ns) const noexcept {
-        if (kind_ == WindowKind::kCount) {
+        if (kind() == WindowKind::kCount) {
             return count_totals();
         }
         return judged_time_totals(now_ns);
@@ -144,14 +171,14 @@ public:
     /// time window's totals): equal to totals() once the writers are done.
     /// For tests and audits.
     WindowTotals recount(int64_t now_ns) const noexcept {
-        if (kind_ == WindowKind::kTime) {
+        if (kind() == WindowKind::kTime) {
             return time_totals(now_ns);
         }
         // An empty slot reads as a success that was not slow: it adds nothing.
+        const uint64_t head = head_.load(std::memory_order_acquire);
         WindowTotals t;
-        t.calls = static_cast<uint32_t>(
-            std::min<uint64_t>(head_.load(std::memory_order_acquire) & kPositionMask, size_));
-        for (uint32_t i = 0; i < size_; ++i) {
+        t.calls = static_cast<uint32_t>(std::min<uint64_t>(head & kPositionMask, size_of(head)));
+        for (uint32_t i = 0; i < size_of(head); ++i) {
             const unsigned v = slot_bits(i);
             t.failures += (v & kOutcomeFailed) != 0 ? 1 : 0;
             t.slow += (v & kOutcomeSlow) != 0 ? 1 : 0;
@@ -162,52 +189,70 @@ public:
     /// Empties the window and moves it to `epoch` (the caller does this
     /// before the transition that starts the epoch's generation).
     void reset(uint32_t epoch) noexcept {
-        const uint64_t e = epoch & kEpochMask;
-        epoch_.store(e, std::memory_order_release);
-        if (kind_ == WindowKind::kCount) {
-            head_.store(e << kEpochShift, std::memory_order_release);
-            clear_ring();
+        const uint64_t head = head_.load(std::memory_order_relaxed);
+        const uint64_t fresh = (uint64_t{epoch} & kEpochMask) << kEpochShift | (head & kShapeMask);
+        if ((head & kTimeBit) == 0) {
+            head_.store(fresh, std::memory_order_release);
+            for (uint32_t i = 0; i < words_of(size_of(head)); ++i) {
+                words()[i].store(0, std::memory_order_relaxed);
+            }
+            tallies_.store(0, std::memory_order_relaxed);
+            return;
         }
-        failures_.store(0, std::memory_order_relaxed);
-        slow_.store(0, std::memory_order_relaxed);
-        calls_.store(0, std::memory_order_relaxed);
-        head_second_.store(-1, std::memory_order_relaxed);
+        head_.store(fresh, std::memory_order_release);
+        TimeSums& s = *sums();
+        s.failures.store(0, std::memory_order_relaxed);
+        s.slow.store(0, std::memory_order_relaxed);
+        s.calls.store(0, std::memory_order_relaxed);
+        s.head_second.store(-1, std::memory_order_relaxed);
         // Time buckets of other epochs are skipped on read and rolled on write.
     }
 
 private:
+    // head_ = epoch << 40 | kind << 39 | size << 20 | position (the count
+    // window's; 0 in a time window). The position stays below 2 * size plus
+    // the writers in flight (see record_count), far below 2^20, so the
+    // fetch_add that advances it never reaches the shape above it.
     static constexpr int kEpochShift = 40;
-    static constexpr uint64_t kPositionMask = (uint64_t{1} << kEpochShift) - 1;
+    static constexpr uint64_t kTimeBit = uint64_t{1} << 39;
+    static constexpr int kSizeShift = 20;
+    static constexpr uint64_t kPositionMask = (uint64_t{1} << kSizeShift) - 1;
+    static constexpr uint64_t kShapeMask = kTimeBit | (uint64_t{0xFFFF} << kSizeShift);
+    static constexpr uint64_t kSecondMask = (uint64_t{1} << kEpochShift) - 1;
     static constexpr int64_t kNsPerSecond = 1'000'000'000;
-    /// The count window's ring: 2-bit outcomes, 32 to a word; inline up to
-    /// kInlineWords words (128 outcomes).
     static constexpr uint32_t kOutcomesPerWord = 32;
-    static constexpr uint32_t kInlineWords = 4;
     static constexpr uint32_t words_of(uint32_t outcomes) noexcept {
         return (outcomes + kOutcomesPerWord - 1) / kOutcomesPerWord;
     }
+    static uint64_t shape_of(WindowKind kind, uint32_t size) noexcept {
+        return (kind == WindowKind::kTime ? kTimeBit : 0) | uint64_t{size} << kSizeShift;
+    }
+    static uint32_t size_of(uint64_t head) noexcept {
+        return static_cast<uint32_t>((head >> kSizeShift) & 0xFFFF);
+    }
 
-    // ---- count window: head = epoch << 40 | position. The position is
-    // congruent to the next slot modulo size: below size the ring is filling
-    // (that many outcomes), from size on it is full. It is kept below
-    // 2 * size: the writer that takes it to 2 * size or beyond subtracts
-    // size (one compare-and-swap; if another writer moved it meanwhile, that
-    // writer is past 2 * size too and subtracts instead). A writer reads the
-    // epoch before taking a position; one preempted between the two across a
-    // reset lands its outcome in the new window (see the file comment).
-    bool record_count(uint32_t epoch, uint8_t bits) noexcept {
-        if (epoch_.load(std::memory_order_acquire) != (epoch & kEpochMask)) {
-            return false;
-        }
+    // ---- count window. The position is congruent to the next slot modulo
+    // size: below size the ring is filling (that many outcomes), from size on
+    // it is full. It is kept below 2 * size: the writer that takes it to
+    // 2 * size or beyond subtracts size (one compare-and-swap; if another
+    // writer moved it meanwhile, that writer is past 2 * size too and
+    // subtracts instead). A writer reads the epoch before taking a position;
+    // one preempted between the two across a reset lands its outcome in the
+    // new window (see the file comment). The running counts are one word:
+    // failures in the low 32 bits, slow outcomes in the high 32, each moved
+    // by a signed difference in one fetch_add (a count below 0 for a moment
+    // borrows from the other half; decoding undoes it exactly).
+    bool record_count(uint8_t bits) noexcept {
         const uint64_t h = head_.fetch_add(1, std::memory_order_acq_rel);
+        const uint32_t size = size_of(h);
         const uint64_t pos = h & kPositionMask;
-        if (pos + 1 >= 2 * uint64_t{size_}) {
+        if (pos + 1 >= 2 * uint64_t{size}) {
             uint64_t expected = h + 1;
-            head_.compare_exchange_strong(expected, expected - size_, std::memory_order_acq_rel,
+            head_.compare_exchange_strong(expected, expected - size, std::memory_order_acq_rel,
                                           std::memory_order_relaxed);
         }
-        const uint32_t slot = slot_of(pos);
-        std::atomic<uint64_t>& word = words_[slot / kOutcomesPerWord];
+        const uint32_t slot = slot_of(pos, size);
+        std::atomic<uint64_t>& word = words()[slot / kOutcomesPerWord];
         const unsigned shift = 2 * (slot % kOutcomesPerWord);
         const uint64_t mask = uint64_t{3} << shift;
         const uint64_t mine = static_cast<uint64_t>(bits & 3u) << shift;
@@ -219,41 +264,39 @@ private:
                                            std::memory_order_acquire)) {
         }
         const int old = static_cast<int>((w & mask) >> shift);
-        add(failures_, (bits & kOutcomeFailed) - (old & kOutcomeFailed));
-        add(slow_, ((bits & kOutcomeSlow) - (old & kOutcomeSlow)) / kOutcomeSlow);
+        const int64_t failed = (bits & kOutcomeFailed) - (old & kOutcomeFailed);
+        const int64_t slow = ((bits & kOutcomeSlow) - (old & kOutcomeSlow)) / kOutcomeSlow;
+        if ((failed | slow) != 0) {
+            tallies_.fetch_add(static_cast<uint64_t>(failed + slow * (int64_t{1} << 32)),
+                               std::memory_order_relaxed);
+        }
         return true;
     }
     /// The slot of position `pos` (pos modulo size; pos is below 2 * size
     /// but for the writers in flight while it is brought back).
-    uint32_t slot_of(uint64_t pos) const noexcept {
-        if (pos < size_) {
+    static uint32_t slot_of(uint64_t pos, uint32_t size) noexcept {
+        if (pos < size) {
             return static_cast<uint32_t>(pos);
         }
-        pos -= size_;
-        return static_cast<uint32_t>(pos < size_ ? pos : pos % size_);
+        pos -= size;
+        return static_cast<uint32_t>(pos < size ? pos : pos % size);
     }
     unsigned slot_bits(uint32_t slot) const noexcept {
-        const uint64_t w = words_[slot / kOutcomesPerWord].load(std::memory_order_acquire);
+        const uint64_t w = words()[slot / kOutcomesPerWord].load(std::memory_order_acquire);
         return static_cast<unsigned>(w >> (2 * (slot % kOutcomesPerWord))) & 3u;
     }
-    void clear_ring() noexcept {
-        if (words_ != nullptr) {
-            for (uint32_t i = 0; i < words_of(size_); ++i) {
-                words_[i].store(0, std::memory_order_relaxed);
-            }
-        }
-    }
-    static void add(std::atomic<int64_t>& counter, int delta) noexcept {
-        if (delta != 0) {
-            counter.fetch_add(delta, std::memory_order_relaxed);
-        }
-    }
     WindowTotals count_totals() const noexcept {
-        const uint64_t pos = head_.load(std::memory_order_acquire) & kPositionMask;
+        const uint64_t head = head_.load(std::memory_order_acquire);
+        const uint64_t tallies = tallies_.load(std::memory_order_relaxed);
+        // Undo the borrow of a negative low half: failures is the low 32 bits
+        // read as signed, slow what remains above them.
+        const int64_t failures = static_cast<int32_t>(static_cast<uint32_t>(tallies));
+        const int64_t slow =
+            static_cast<int64_t>(tallies - static_cast<uint64_t>(failures)) >> 32;
         WindowTotals t;
-        t.calls = static_cast<uint32_t>(std::min<uint64_t>(pos, size_));
-        t.failures = clamped(failures_.load(std::memory_order_relaxed), t.calls);
-        t.slow = clamped(slow_.load(std::memory_order_relaxed), t.calls);
+        t.calls = static_cast<uint32_t>(std::min<uint64_t>(head & kPositionMask, size_of(head)));
+        t.failures = clamped(failures, t.calls);
+        t.slow = clamped(slow, t.calls);
         return t;
     }
     static uint32_t clamped(int64_t v, uint32_t max) noexcept {
@@ -265,10 +308,29 @@ private:
     struct Bucket {
         AtomicPair pair{0, 0};
     };
+    /// The running sums over the buckets up to head_second (see advance_head).
+    struct TimeSums {
+        std::atomic<int64_t> calls{0};
+        std::atomic<int64_t> failures{0};
+        std::atomic<int64_t> slow{0};
+        std::atomic<int64_t> head_second{-1};
+    };
+    static_assert(alignof(Bucket) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
+                  "operator new must align the buckets");
+    // What lies behind the window: the ring's words, or the sums then the buckets.
+    std::atomic<uint64_t>* words() const noexcept {
+        return reinterpret_cast<std::atomic<uint64_t>*>(const_cast<SlidingWindow*>(this) + 1);
+    }
+    TimeSums* sums() const noexcept { return reinterpret_cast<TimeSums*>(words()); }
+    Bucket* buckets() const noexcept {
+        const uintptr_t after = reinterpret_cast<uintptr_t>(sums() + 1);
+        return reinterpret_cast<Bucket*>((after + alignof(Bucket) - 1) &
+                                         ~uintptr_t{alignof(Bucket) - 1});
+    }
     static constexpr uint64_t kField = (uint64_t{1} << 21) - 1;
     static uint64_t key_of(uint64_t epoch, int64_t second) noexcept {
         return (epoch & kEpochMask) << kEpochShift |
-               (static_cast<uint64_t>(second) & kPositionMask);
+               (static_cast<uint64_t>(second) & kSecondMask);
     }
     static uint32_t calls_of(uint64_t c) noexcept { return static_cast<uint32_t>(c >> 42); }
     static uint32_t failures_of(uint64_t c) noexcept {
@@ -283,15 +345,12 @@ private:
 
     bool record_time(uint32_t epoch, uint8_t bits, int64_t now_ns) noexcept {
         const uint64_t e = epoch & kEpochMask;
-        if (epoch_.load(std::memory_order_acquire) != e) {
-            return false;
-        }
         const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
         advance_head(e, second);
         const uint64_t key = key_of(e, second);
         const uint64_t one = uint64_t{1} << 42 | static_cast<uint64_t>(bits & kOutcomeFailed) << 21 |
                              uint64_t{(bits & kOutcomeSlow) != 0 ? 1u : 0u};
-        Bucket& b = buckets_[static_cast<uint64_t>(second) % size_];
+        Bucket& b = buckets()[static_cast<uint64_t>(second) % size()];
         AtomicPair::Value v = b.pair.load();
         for (;;) {
             AtomicPair::Value next{key, one};
@@ -303,7 +362,7 @@ private:
             } else {
                 const uint64_t their_epoch = v.first >> kEpochShift;
                 const bool older = their_epoch == e
-                                       ? (v.first & kPositionMask) < (key & kPositionMask)
+                                       ? (v.first & kSecondMask) < (key & kSecondMask)
                                        : !epoch_after(their_epoch, e);
                 if (!older) {
                     // A later second (or epoch) holds the bucket: this outcome's
@@ -331,37 +390,38 @@ private:
 #endif
     WindowTotals judged_time_totals(int64_t now_ns) const noexcept {
         const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
-        if (head_second_.load(std::memory_order_acquire) != second) {
+        if (sums()->head_second.load(std::memory_order_acquire) != second) {
             return time_totals(now_ns);  // the head is elsewhere: sum the buckets
         }
         return running_totals();
     }
 
-    // The time window's running sums (calls_, failures_, slow_) hold the
-    // buckets of the seconds up to head_second_: moving the head rolls the
-    // buckets of the seconds it passes (resilience4j's
-    // moveWindowToCurrentEpochSecond), so a record judges in O(1), not by
-    // summing every bucket. Whoever replaces a bucket's key subtracts what
-    // the bucket held (once: only the winning CAS does).
+    // The time window's running sums hold the buckets of the seconds up to
+    // head_second: moving the head rolls the buckets of the seconds it
+    // passes (resilience4j's moveWindowToCurrentEpochSecond), so a record
+    // judges in O(1), not by summing every bucket. Whoever replaces a
+    // bucket's key subtracts what the bucket held (once: only the winning
+    // CAS does).
     void advance_head(uint64_t e, int64_t second) noexcept {
-        int64_t head = head_second_.load(std::memory_order_acquire);
+        std::atomic<int64_t>& head_second = sums()->head_second;
+        int64_t head = head_second.load(std::memory_order_acquire);
         if (second <= head ||
-            !head_second_.compare_exchange_strong(head, second, std::memory_order_acq_rel)) {
+            !head_second.compare_exchange_strong(head, second, std::memory_order_acq_rel)) {
             return;  // not later, or another thread moves it
         }
-        const int64_t from = std::max(head + 1, second - static_cast<int64_t>(size_) + 1);
+        const int64_t from = std::max(head + 1, second - static_cast<int64_t>(size()) + 1);
         for (int64_t x = from; x <= second; ++x) {
             roll(e, x);
         }
     }
     /// Gives the bucket of second `x` to `x`, empty, unless it holds `x` or later.
     void roll(uint64_t e, int64_t x) noexcept {
-        Bucket& b = buckets_[static_cast<uint64_t>(x) % size_];
+        Bucket& b = buckets()[static_cast<uint64_t>(x) % size()];
         const uint64_t key = key_of(e, x);
         AtomicPair::Value v = b.pair.load();
         for (;;) {
             const uint64_t their_epoch = v.first >> kEpochShift;
-            if (their_epoch == e ? (v.first & kPositionMask) >= (key & kPositionMask)
+            if (their_epoch == e ? (v.first & kSecondMask) >= (key & kSecondMask)
                                  : epoch_after(their_epoch, e)) {
                 return;
             }
@@ -381,33 +441,36 @@ private:
         }
     }
     void add_time(int64_t calls, int64_t failed, int64_t slow) noexcept {
-        calls_.fetch_add(calls, std::memory_order_relaxed);
+        TimeSums& s = *sums();
+        s.calls.fetch_add(calls, std::memory_order_relaxed);
         if (failed != 0) {
-            failures_.fetch_add(failed, std::memory_order_relaxed);
+            s.failures.fetch_add(failed, std::memory_order_relaxed);
         }
         if (slow != 0) {
-            slow_.fetch_add(slow, std::memory_order_relaxed);
+            s.slow.fetch_add(slow, std::memory_order_relaxed);
         }
     }
     /// The running sums, clamped (exact once the writers are done).
     WindowTotals running_totals() const noexcept {
+        const TimeSums& s = *sums();
         WindowTotals t;
-        const int64_t calls = calls_.load(std::memory_order_relaxed);
+        const int64_t calls = s.calls.load(std::memory_order_relaxed);
         t.calls = calls <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(calls, UINT32_MAX));
-        t.failures = clamped(failures_.load(std::memory_order_relaxed), t.calls);
-        t.slow = clamped(slow_.load(std::memory_order_relaxed), t.calls);
+        t.failures = clamped(s.failures.load(std::memory_order_relaxed), t.calls);
+        t.slow = clamped(s.slow.load(std::memory_order_relaxed), t.calls);
         return t;
     }
     WindowTotals time_totals(int64_t now_ns) const noexcept {
-        const uint64_t e = epoch_.load(std::memory_order_acquire);
+        const uint64_t e = epoch();
+        const uint32_t size = this->size();
         const int64_t now_second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
-        const int64_t oldest = now_second - static_cast<int64_t>(size_) + 1;
+        const int64_t oldest = now_second - static_cast<int64_t>(size) + 1;
         WindowTotals t;
-        for (uint32_t i = 0; i < size_; ++i) {
+        for (uint32_t i = 0; i < size; ++i) {
             // Both words of one moment: the second word is read again after
             // the key, and the key once more (a bucket only ever changes by a
             // CAS of both, so equal keys around an equal count are one state).
-            const AtomicPair& p = buckets_[i].pair;
+            const AtomicPair& p = buckets()[i].pair;
             uint64_t key = p.first();
             uint64_t counts;
             for (;;) {
@@ -421,7 +484,7 @@ private:
             if ((key >> kEpochShift) != e) {
                 continue;
             }
-            const int64_t second = static_cast<int64_t>(key & kPositionMask);
+            const int64_t second = static_cast<int64_t>(key & kSecondMask);
             if (second < oldest || second > now_second) {
                 continue;
             }
@@ -432,22 +495,9 @@ private:
         return t;
     }
 
-    // What a record touches first, together: the epoch, the count window's
-    // head, the running sums and its inline ring.
-    std::atomic<uint64_t> epoch_{0};
-    std::atomic<uint64_t> head_{0};
-    std::atomic<int64_t> failures_{0};  // both kinds' running sums
-    std::atomic<int64_t> slow_{0};
-    std::atomic<uint64_t> inline_words_[kInlineWords] = {};
-    const WindowKind kind_;
-    const uint32_t size_;
-    // count window: its ring (inline_words_, or heap_words_ beyond 128 outcomes)
-    std::atomic<uint64_t>* words_ = nullptr;
-    std::unique_ptr<std::atomic<uint64_t>[]> heap_words_;
-    // time window
-    std::atomic<int64_t> calls_{0};
-    std::atomic<int64_t> head_second_{-1};
-    std::unique_ptr<Bucket[]> buckets_;
+    // Two words, then the ring or the time window's sums and buckets.
+    std::atomic<uint64_t> head_;
+    std::atomic<uint64_t> tallies_{0};  // the count window's failures and slow outcomes
 };
 
 /// A rate-judging breaker's settings (resilience4j's names in brackets).
@@ -479,28 +529,85 @@ struct WindowSettings {
     }
 };
 
-/// What a breaker in window mode holds beside its state word: allocated
-/// once, only for such a breaker (the consecutive breaker carries a null
-/// pointer).
-struct BreakerWindow {
-    explicit BreakerWindow(const WindowSettings& s) noexcept
-        : settings(s), window(s.kind, s.size) {}
+/// A WindowSettings shared by the breakers made from one configuration
+/// (one per BreakerConfig in Python), reference counted: each breaker holds
+/// one reference, and so does whoever made it. Immutable once made.
+class SharedWindowSettings {
+public:
+    /// Settings with one reference (the caller's), the size clamped to the
+    /// kind's range; null if out of memory.
+    static SharedWindowSettings* create(const WindowSettings& s) noexcept {
+        return new (std::nothrow) SharedWindowSettings(s);
+    }
+    SharedWindowSettings(const SharedWindowSettings&) = delete;
+    SharedWindowSettings& operator=(const SharedWindowSettings&) = delete;
 
-    const WindowSettings settings;
-    SlidingWindow window;
+    const WindowSettings& get() const noexcept { return settings_; }
+    void retain() const noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+    /// Drops a reference; the last one deletes the settings.
+    void release() const noexcept {
+        if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            delete this;
+        }
+    }
+
+private:
+    explicit SharedWindowSettings(const WindowSettings& s) noexcept : settings_(clamped(s)) {}
+    ~SharedWindowSettings() = default;
+    static WindowSettings clamped(WindowSettings s) noexcept {
+        s.size = SlidingWindow::clamped_size(s.kind, s.size);
+        return s;
+    }
+
+    const WindowSettings settings_;
+    mutable std::atomic<uint32_t> refs_{1};
+};
+
+/// What a breaker in window mode holds beside its state word: one
+/// allocation, only for such a breaker (the consecutive breaker carries a
+/// null pointer), sized to its ring: 72 bytes for CountWindow(100). The
+/// settings are shared; what else window mode keeps per breaker (openings,
+/// slow calls, the start of half-open) lives in the breaker's own spare bytes.
+class BreakerWindow {
+    const SharedWindowSettings* shared_;  // first: the window must be last
+
+public:
+    /// A window for `settings` (retained); null if out of memory.
+    static BreakerWindow* create(const SharedWindowSettings& settings) noexcept {
+        const WindowSettings& s = settings.get();
+        void* p = ::operator new(
+            sizeof(BreakerWindow) + SlidingWindow::bytes_behind(s.kind, s.size), std::nothrow);
+        return p != nullptr ? new (p) BreakerWindow(settings) : nullptr;
+    }
+    static void destroy(BreakerWindow* w) noexcept {
+        if (w != nullptr) {
+            w->~BreakerWindow();
+            ::operator delete(static_cast<void*>(w));
+        }
+    }
+    BreakerWindow(const BreakerWindow&) = delete;
+    BreakerWindow& operator=(const BreakerWindow&) = delete;
+
+    const WindowSettings& settings() const noexcept { return shared_->get(); }
+    bool timed() const noexcept { return settings().slow_call_ns >= 0; }
+
     /// The half-open round: epoch (16 bits of the generation) << 48 |
     /// reported << 32 | failed << 16 | slow. A round of another epoch reads
     /// as empty.
     std::atomic<uint64_t> round{0};
-    /// Openings since the breaker last closed (the backoff's attempt).
-    std::atomic<uint32_t> openings{0};
     /// How long the current opening lasts (open_backoff only).
     std::atomic<int64_t> open_for_ns{0};
-    /// Clock time the breaker last moved to half-open.
-    std::atomic<int64_t> half_open_since{0};
-    std::atomic<uint64_t> slow_calls{0};
+    /// Last: its ring or buckets follow it in the same allocation.
+    SlidingWindow window;
 
-    bool timed() const noexcept { return settings.slow_call_ns >= 0; }
+private:
+    explicit BreakerWindow(const SharedWindowSettings& settings) noexcept
+        : shared_(&settings), window(settings.get().kind, settings.get().size) {
+        settings.retain();
+    }
+    ~BreakerWindow() { shared_->release(); }
 };
+static_assert(sizeof(BreakerWindow) == 24 + sizeof(SlidingWindow),
+              "nothing may lie between the window and what follows it");
 
 }  // namespace virtrigaud
