@@ -79,7 +79,9 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
                 if "sleep" in cmd:
                     await asyncio.sleep(float(cmd["sleep"]))
                 yield b"item%d" % i
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # A cancel that finds the handler suspended at its yield closes the
+            # generator (GeneratorExit) instead of cancelling its sleep: both count.
             self._server.cancelled += 1
             raise
         if "code" in cmd:
