@@ -380,8 +380,14 @@ int breaker_set_listeners(PyObject* self, PyObject* value, void*) {
         return -1;
     }
     if (value != nullptr && value != Py_None && !PyList_Check(value)) {
-        PyErr_Format(PyExc_TypeError, "CircuitBreaker._listeners must be a list or None, got %s",
-                     Py_TYPE(value)->tp_name);
+        // The type's __name__, not tp_name: PyTypeObject is opaque in the limited API.
+        PyObject* name = PyObject_GetAttrString(reinterpret_cast<PyObject*>(Py_TYPE(value)),
+                                                "__name__");
+        if (name != nullptr) {
+            PyErr_Format(PyExc_TypeError,
+                         "CircuitBreaker._listeners must be a list or None, got %S", name);
+            Py_DECREF(name);
+        }
         return -1;
     }
     nb::inst_ptr<PyCircuitBreaker>(self)->listeners =
