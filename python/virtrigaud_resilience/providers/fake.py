@@ -45,6 +45,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .. import _validate
 from ..clock import ManualClock, check_clock, sleeper_for
@@ -259,6 +260,20 @@ def _error_type(owner: str, field_name: str, value: object) -> ErrorType:
                          f"got {value!r}") from None
 
 
+_Item = TypeVar("_Item")
+
+
+def _sequence_of(owner: str, field: str, value: object, kind: type[_Item]) -> tuple[_Item, ...]:
+    """``value`` as a tuple of ``kind``; TypeError naming ``field`` when it is
+    no sequence (a str is none here) or holds anything else."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{owner} {field} must be a sequence of {kind.__name__}, got "
+                        f"{type(value).__name__} {value!r}")
+    for item in value:
+        _validate.optional_instance(owner, f"{field} item", item, kind)
+    return tuple(value)
+
+
 def _error_mix(errors: Mapping[ErrorType | str, float] | None) -> list[tuple[float, ErrorType]]:
     """Cumulative thresholds of the error mix, validated."""
     if errors is None:
@@ -353,18 +368,9 @@ class FaultInjectingProvider:
         self.latency = latency if isinstance(latency, Latency) else Latency(
             _validate.non_negative(owner, "latency", latency, maximum=_MAX_SECONDS))
         self._mix = _error_mix(errors)
-        if isinstance(outages, (str, bytes)) or not isinstance(outages, Sequence):
-            raise TypeError(f"{owner} outages must be a sequence of Outage, got "
-                            f"{type(outages).__name__} {outages!r}")
-        for outage in outages:
-            _validate.optional_instance(owner, "outages item", outage, Outage)
-        self.outages: tuple[Outage, ...] = tuple(outages)
-        if isinstance(slowdowns, (str, bytes)) or not isinstance(slowdowns, Sequence):
-            raise TypeError(f"{owner} slowdowns must be a sequence of Slowdown, got "
-                            f"{type(slowdowns).__name__} {slowdowns!r}")
-        for slowdown in slowdowns:
-            _validate.optional_instance(owner, "slowdowns item", slowdown, Slowdown)
-        self.slowdowns: tuple[Slowdown, ...] = tuple(slowdowns)
+        self.outages: tuple[Outage, ...] = _sequence_of(owner, "outages", outages, Outage)
+        self.slowdowns: tuple[Slowdown, ...] = _sequence_of(owner, "slowdowns", slowdowns,
+                                                            Slowdown)
         self.quota = _validate.optional_instance(owner, "quota", quota, Quota)
         self._quota_bucket = (None if quota is None
                               else TokenBucket(quota.qps, quota.burst, clock=clock))
