@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from functools import partial
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -32,6 +31,8 @@ import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience import events as events_module  # noqa: E402
 from virtrigaud_resilience import otel  # noqa: E402
 from virtrigaud_resilience.policy import Policy  # noqa: E402
+
+from python_calls import python_calls  # noqa: E402
 
 RETRY3 = vr.RetryConfig(max_attempts=3, base_delay=1.0, max_delay=10.0, jitter=False)
 NATIVE = {name: Policy.__dict__[name] for name in ("execute", "execute_async")}
@@ -280,22 +281,6 @@ def test_a_subclass_defined_while_instrumented_is_traced_and_then_native(
 
 def ok() -> str:
     return "ok"
-
-
-def python_calls(call: Any) -> tuple[Any, list[str]]:
-    """The call's result and the Python functions it ran (sys.setprofile)."""
-    called: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call":
-            called.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        result = call()
-    finally:
-        sys.setprofile(None)
-    return result, called
 
 
 def test_uninstrument_restores_the_native_methods_and_the_native_path() -> None:

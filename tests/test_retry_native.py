@@ -14,13 +14,11 @@ import gc
 import importlib
 import inspect
 import pickle
-import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable
 from functools import partial
-from types import FrameType
 from typing import Any
 
 import pytest
@@ -28,6 +26,8 @@ import pytest
 import virtrigaud_resilience as vr
 from virtrigaud_resilience.clock import sleeper_for
 from virtrigaud_resilience.timeouts import deadline_scope
+
+from python_calls import python_calls
 
 retry_module = importlib.import_module("virtrigaud_resilience.retry")
 
@@ -46,23 +46,6 @@ async def ok_async() -> str:
 
 
 # ------------------------------------------------------ no Python on success --
-
-
-def python_calls(call: Callable[[], object]) -> tuple[object, list[str]]:
-    """``call()``'s result, and the names of the Python functions it called
-    (sys.setprofile; pass a functools.partial: it adds no frame)."""
-    called: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call":
-            called.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        result = call()
-    finally:
-        sys.setprofile(None)
-    return result, called
 
 
 @pytest.mark.parametrize("config", [FAST, None], ids=["config", "default"])
