@@ -67,7 +67,9 @@ void bind_bucket(nb::module_& m) {
     m.attr("TOKEN_BUCKET_MAX_TAU_NS") = vr::TokenBucket::kMaxTauNs;
     m.attr("TOKEN_BUCKET_MAX_WAIT_NS") = vr::TokenBucket::kMaxWaitNs;
 
-    nb::class_<PyTokenBucket> bucket(m, "TokenBucket", "GCRA token bucket (native part).");
+    // Weak references native, as the breaker's (bind_breaker.cpp says why).
+    nb::class_<PyTokenBucket> bucket(m, "TokenBucket", "GCRA token bucket (native part).",
+                                     nb::is_weak_referenceable());
     bucket
         .def(nb::init<int64_t, int64_t, const vr::ManualClock*>(), "interval_ns"_a, "burst"_a,
              "clock"_a.none() = nullptr, nb::keep_alive<1, 4>())

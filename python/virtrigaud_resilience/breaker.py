@@ -413,7 +413,8 @@ class CircuitBreaker(_core.CircuitBreaker):
     # _listeners (None until the first add_listener()) and _timing (window
     # mode with slow calls: the Python call paths time their calls) are
     # native (_core.pyi): two slots fewer make the object a size class smaller.
-    __slots__ = ("config", "__weakref__")
+    # Weak references are the native type's too (no "__weakref__" here).
+    __slots__ = ("config",)
 
     config: BreakerConfig
 

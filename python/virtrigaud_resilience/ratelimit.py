@@ -206,7 +206,9 @@ class TokenBucket(_core.TokenBucket, ProviderLabelled):
         ValueError, TypeError: naming the parameter and the value.
     """
 
-    __slots__ = ("_provider_type", "_provider", "_sleeper", "__weakref__")
+    # Weak references are the native type's (no "__weakref__" here: from
+    # 3.12 a subclass's would cost two words before the object).
+    __slots__ = ("_provider_type", "_provider", "_sleeper")
 
     def __init__(self, qps: float = 10.0, burst: int = 20, clock: ManualClock | None = None,
                  *, provider_type: str = "", provider: str = "") -> None:
