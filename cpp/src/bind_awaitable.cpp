@@ -201,13 +201,13 @@ int admit(AsyncCallObject* self) {
         return stage;
     }
     auto* b = static_cast<PyCircuitBreaker*>(self->native);
-    ticket = b->core.acquire();
+    ticket = b->core().acquire();
     if (!ticket.admitted) {
         raise_rejected(self->owner);
         return kRaised;
     }
     if (!notify(self->owner, ticket.transition)) {
-        b->core.release(ticket);
+        b->core().release(ticket);
         return kRaised;
     }
     self->ticket = ticket.encode();

@@ -23,7 +23,7 @@ PyObject* record_raised(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& t
 // Admits or raises; reports an open -> half-open transition. A listener's
 // BaseException gives the slot back and is raised.
 bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
-    ticket = b->core.acquire();
+    ticket = b->core().acquire();
     if (!ticket.admitted) {
         if (notify(self, ticket.transition)) {  // window mode: a half-open wait ran out
             raise_rejected(self);
@@ -31,7 +31,7 @@ bool admit(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
         return false;
     }
     if (!notify(self, ticket.transition)) {
-        b->core.release(ticket);
+        b->core().release(ticket);
         return false;
     }
     return true;
@@ -80,7 +80,7 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
     if ((hooks & kDelegate) != 0) {
         return call_hook_with_args(self, "_call_python", fn, args, nargsf, kwnames);
     }
-    vr::Ticket ticket = b->core.acquire();
+    vr::Ticket ticket = b->core().acquire();
     if (!ticket.admitted) {
         if (!notify(self, ticket.transition)) {  // window mode: a half-open wait ran out
             return nullptr;
@@ -91,7 +91,7 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
         return raise_rejected(self);
     }
     if (ticket.transition.changed && !notify(self, ticket.transition)) {
-        b->core.release(ticket);
+        b->core().release(ticket);
         return nullptr;
     }
     PyObject* result;
@@ -110,16 +110,16 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
                                           static_cast<long long>(ticket.encode()), result);
         Py_DECREF(result);
         if (r == nullptr) {
-            b->core.release(ticket);  // nothing will report it
+            b->core().release(ticket);  // nothing will report it
         }
         return r;
     }
     if (is_coroutine(result) && (hooks & kAcceptCoroutine) == 0) {
-        b->core.release(ticket);  // nothing ran: no outcome
+        b->core().release(ticket);  // nothing ran: no outcome
         return refuse_coroutine(result, "CircuitBreaker.call()",
                                 "'await breaker.call_async(fn, ...)'");
     }
-    const vr::Transition moved = b->core.record_success(ticket);
+    const vr::Transition moved = b->core().record_success(ticket);
     if (moved.changed && !notify(self, moved)) {  // the check inline: none on most calls
         Py_DECREF(result);
         return nullptr;
@@ -129,10 +129,10 @@ PyObject* call_through(PyObject* self, PyCircuitBreaker* b, PyObject* fn, PyObje
 
 // admit() that leaves a rejection as a ticket that is not admitted.
 bool admit_quietly_rejected(PyObject* self, PyCircuitBreaker* b, vr::Ticket& ticket) {
-    ticket = b->core.acquire();
+    ticket = b->core().acquire();
     if (!notify(self, ticket.transition)) {
         if (ticket.admitted) {
-            b->core.release(ticket);
+            b->core().release(ticket);
         }
         return false;
     }
@@ -343,7 +343,7 @@ int breaker_traverse(PyObject* self, visitproc visit, void* arg) {
     }
     auto* b = nb::inst_ptr<PyCircuitBreaker>(self);
     Py_VISIT(b->classify.ptr());
-    Py_VISIT(b->listeners.ptr());
+    Py_VISIT(b->listeners().ptr());
     return 0;
 }
 
@@ -351,7 +351,7 @@ int breaker_clear(PyObject* self) {
     if (nb::inst_ready(self)) {
         auto* b = nb::inst_ptr<PyCircuitBreaker>(self);
         b->classify = nb::none();
-        b->listeners = nb::none();
+        b->listeners() = nb::none();
     }
     return 0;
 }
@@ -363,14 +363,14 @@ int breaker_clear(PyObject* self) {
 // through the Python paths.
 PyObject* breaker_get_timing(PyObject* self, void*) {
     return PyBool_FromLong(nb::inst_ready(self) &&
-                           nb::inst_ptr<PyCircuitBreaker>(self)->core.timed());
+                           nb::inst_ptr<PyCircuitBreaker>(self)->core().timed());
 }
 
 PyObject* breaker_get_listeners(PyObject* self, void*) {
     if (!nb::inst_ready(self)) {
         Py_RETURN_NONE;
     }
-    return nb::inst_ptr<PyCircuitBreaker>(self)->listeners.inc_ref().ptr();
+    return nb::inst_ptr<PyCircuitBreaker>(self)->listeners().inc_ref().ptr();
 }
 
 int breaker_set_listeners(PyObject* self, PyObject* value, void*) {
@@ -390,7 +390,7 @@ int breaker_set_listeners(PyObject* self, PyObject* value, void*) {
         }
         return -1;
     }
-    nb::inst_ptr<PyCircuitBreaker>(self)->listeners =
+    nb::inst_ptr<PyCircuitBreaker>(self)->listeners() =
         nb::borrow(value != nullptr ? value : Py_None);
     return 0;
 }
@@ -458,7 +458,7 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
             throw nb::type_error("_sum_by_labels() takes a list of initialised CircuitBreakers");
         }
         const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
-        nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider.ptr()));
+        nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
         if (!key.is_valid()) {
             throw nb::python_error();
         }
@@ -478,7 +478,7 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
             i = PyLong_AsSize_t(at);
         }
         Row& row = rows[i];
-        const vr::CircuitBreaker& c = b->core;
+        const vr::CircuitBreaker& c = b->core();
         const uint64_t read[kCounters] = {c.successes(),
                                           c.failures_total(),
                                           c.rejected(),
@@ -528,11 +528,11 @@ VIRTRIGAUD_COLD WindowReports window_by_labels(nb::typed<nb::sequence, PyCircuit
             throw nb::type_error("_window_by_labels() takes a list of initialised CircuitBreakers");
         }
         const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
-        const vr::CircuitBreaker& c = b->core;
+        const vr::CircuitBreaker& c = b->core();
         if (!c.windowed()) {
             continue;
         }
-        nb::tuple key = nb::make_tuple(b->provider_type, b->provider);
+        nb::tuple key = nb::make_tuple(b->provider_type, b->provider());
         double failure = c.failure_rate();
         double slow = c.slow_call_rate();
         if (reports.contains(key)) {
@@ -608,7 +608,7 @@ void bind_breaker(nb::module_& m) {
                                              reset_timeout_ns, half_open_max_calls, clock,
                                              std::move(classify), half_open_lease_ns,
                                              window != nullptr ? window->shared : nullptr);
-                 if (self->core.window_failed()) {
+                 if (self->core().window_failed()) {
                      self->~PyCircuitBreaker();
                      throw std::bad_alloc();
                  }
@@ -649,7 +649,7 @@ void bind_breaker(nb::module_& m) {
         .def(
             "reset",
             [](Self self) {
-                if (!notify(self.h.ptr(), self.p->core.reset())) {
+                if (!notify(self.h.ptr(), self.p->core().reset())) {
                     throw nb::python_error();
                 }
             },
@@ -657,7 +657,7 @@ void bind_breaker(nb::module_& m) {
         .def(
             "force_open",
             [](Self self) {
-                if (!notify(self.h.ptr(), self.p->core.force_open())) {
+                if (!notify(self.h.ptr(), self.p->core().force_open())) {
                     throw nb::python_error();
                 }
             },
@@ -665,7 +665,7 @@ void bind_breaker(nb::module_& m) {
         .def(
             "disable",
             [](Self self) {
-                if (!notify(self.h.ptr(), self.p->core.disable())) {
+                if (!notify(self.h.ptr(), self.p->core().disable())) {
                     throw nb::python_error();
                 }
             },
@@ -673,13 +673,13 @@ void bind_breaker(nb::module_& m) {
         .def(
             "metrics_only",
             [](Self self) {
-                if (!notify(self.h.ptr(), self.p->core.metrics_only())) {
+                if (!notify(self.h.ptr(), self.p->core().metrics_only())) {
                     throw nb::python_error();
                 }
             },
             "Admits every call, records outcomes (rates, streak) and never opens, until\n"
             "reset() (an operator's override).")
-        .def_prop_ro("_mode", [](const PyCircuitBreaker& b) { return static_cast<int>(b.core.mode()); },
+        .def_prop_ro("_mode", [](const PyCircuitBreaker& b) { return static_cast<int>(b.core().mode()); },
                      "0 normal, 1 disabled, 2 metrics only.")
         .def(
             "_record_since",
@@ -702,36 +702,36 @@ void bind_breaker(nb::module_& m) {
             },
             "ticket"_a, "exc"_a, "start_ns"_a,
             "_record_exception() of a call admitted at clock time start_ns.")
-        .def_prop_ro("windowed", [](const PyCircuitBreaker& b) { return b.core.windowed(); },
+        .def_prop_ro("windowed", [](const PyCircuitBreaker& b) { return b.core().windowed(); },
                      "True for a breaker judging rates over a window.")
         .def_prop_ro("_timed",
                      [](const PyCircuitBreaker& b) {
-                         const vr::WindowSettings* w = b.core.window_settings();
+                         const vr::WindowSettings* w = b.core().window_settings();
                          return w != nullptr && w->slow_call_ns >= 0;
                      },
                      "Whether outcomes are timed (window mode with slow calls).")
-        .def_prop_ro("failure_rate", [](const PyCircuitBreaker& b) { return b.core.failure_rate(); },
+        .def_prop_ro("failure_rate", [](const PyCircuitBreaker& b) { return b.core().failure_rate(); },
                      "Failed / outcomes in the window; -1 below minimum_calls or without one.")
         .def_prop_ro("slow_call_rate",
-                     [](const PyCircuitBreaker& b) { return b.core.slow_call_rate(); },
+                     [](const PyCircuitBreaker& b) { return b.core().slow_call_rate(); },
                      "Slow / outcomes in the window; -1 below minimum_calls or without one.")
         .def_prop_ro("window_calls",
                      [](const PyCircuitBreaker& b) {
-                         const vr::WindowTotals t = b.core.window_totals();
+                         const vr::WindowTotals t = b.core().window_totals();
                          return std::make_tuple(t.calls, t.failures, t.slow);
                      },
                      "(outcomes, failed, slow) in the window now; zeros without one.")
-        .def_prop_ro("slow_calls", [](const PyCircuitBreaker& b) { return b.core.slow_calls(); },
+        .def_prop_ro("slow_calls", [](const PyCircuitBreaker& b) { return b.core().slow_calls(); },
                      "Outcomes judged slow (window mode).")
-        .def_prop_ro("ignored", [](const PyCircuitBreaker& b) { return b.core.ignored(); },
+        .def_prop_ro("ignored", [](const PyCircuitBreaker& b) { return b.core().ignored(); },
                      "Outcomes that moved nothing: reported while disabled, or (window mode)\n"
                      "stale.")
-        .def_prop_ro("openings", [](const PyCircuitBreaker& b) { return b.core.openings(); },
+        .def_prop_ro("openings", [](const PyCircuitBreaker& b) { return b.core().openings(); },
                      "Window mode: openings since the breaker last closed.")
         .def(
             "_open_for_ns",
             [](Self self, int64_t open_for_ns) {
-                if (!notify(self.h.ptr(), self.p->core.trip_for(open_for_ns))) {
+                if (!notify(self.h.ptr(), self.p->core().trip_for(open_for_ns))) {
                     throw nb::python_error();
                 }
             },
@@ -739,7 +739,7 @@ void bind_breaker(nb::module_& m) {
             "Opens the breaker (or re-times an open one) to admit its next probe\n"
             "open_for_ns from now; a held-open breaker stays held.")
         .def_prop_ro("_state_code",
-                     [](const PyCircuitBreaker& b) { return state_code(b.core.state()); })
+                     [](const PyCircuitBreaker& b) { return state_code(b.core().state()); })
         .def(
             "_set_hooks",
             [](PyCircuitBreaker& b, uint32_t hooks) {
@@ -765,11 +765,11 @@ void bind_breaker(nb::module_& m) {
                 const vr::Ticket t = vr::Ticket::decode(ticket);
                 switch (outcome) {
                     case kSuccess:
-                        return transition_tuple(b.core.record_success(t, storage_count));
+                        return transition_tuple(b.core().record_success(t, storage_count));
                     case kFailure:
-                        return transition_tuple(b.core.record_failure(t, storage_count));
+                        return transition_tuple(b.core().record_failure(t, storage_count));
                     default:
-                        b.core.release(t);
+                        b.core().release(t);
                         return MaybeTransition();
                 }
             },
@@ -784,13 +784,13 @@ void bind_breaker(nb::module_& m) {
             [](PyCircuitBreaker& b, int kind) {
                 switch (kind) {
                     case kMoveClose:
-                        return transition_tuple(b.core.reset());
+                        return transition_tuple(b.core().reset());
                     case kMoveHalfOpen:
-                        return transition_tuple(b.core.to_half_open());
+                        return transition_tuple(b.core().to_half_open());
                     case kMoveOpen:
-                        return transition_tuple(b.core.trip(false));
+                        return transition_tuple(b.core().trip(false));
                     case kMoveOpenCounted:
-                        return transition_tuple(b.core.trip(true));
+                        return transition_tuple(b.core().trip(true));
                     default:
                         throw nb::value_error(
                             "_set_state_undispatched kind must be 0 close, 1 half-open, 2 open, "
@@ -806,7 +806,7 @@ void bind_breaker(nb::module_& m) {
             [](PyCircuitBreaker& b, int state, int64_t streak, int64_t successes,
                int64_t opened_at_ns) {
                 return transition_tuple(
-                    b.core.restore(state_from_code(state), streak, successes, opened_at_ns));
+                    b.core().restore(state_from_code(state), streak, successes, opened_at_ns));
             },
             "state"_a, "streak"_a, "successes"_a, "opened_at_ns"_a,
             "Sets state, failure streak, half-open successes and the opening stamp at\n"
@@ -815,88 +815,88 @@ void bind_breaker(nb::module_& m) {
             "_configure",
             [](PyCircuitBreaker& b, uint32_t failure_threshold, int64_t reset_timeout_ns,
                uint32_t success_threshold) {
-                b.core.set_failure_threshold(failure_threshold);
-                b.core.set_reset_timeout_ns(reset_timeout_ns);
-                b.core.set_success_threshold(success_threshold);
+                b.core().set_failure_threshold(failure_threshold);
+                b.core().set_reset_timeout_ns(reset_timeout_ns);
+                b.core().set_success_threshold(success_threshold);
             },
             "failure_threshold"_a, "reset_timeout_ns"_a, "success_threshold"_a,
             "Changes the thresholds at run time (clamped; the caller validates).")
-        .def_prop_ro("failure_streak", [](const PyCircuitBreaker& b) { return b.core.failure_streak(); },
+        .def_prop_ro("failure_streak", [](const PyCircuitBreaker& b) { return b.core().failure_streak(); },
                      "Counted failures since the last success or close, across opening.")
         .def_prop_ro("half_open_successes",
-                     [](const PyCircuitBreaker& b) { return b.core.half_open_successes(); },
+                     [](const PyCircuitBreaker& b) { return b.core().half_open_successes(); },
                      "Successful probes of the current half-open round.")
         .def_prop_ro("success_threshold",
-                     [](const PyCircuitBreaker& b) { return b.core.success_threshold(); },
+                     [](const PyCircuitBreaker& b) { return b.core().success_threshold(); },
                      "0: the guide's half-open rule; S: the S-th successful probe closes.")
-        .def_prop_ro("opened_at_ns", [](const PyCircuitBreaker& b) { return b.core.opened_at_ns(); },
+        .def_prop_ro("opened_at_ns", [](const PyCircuitBreaker& b) { return b.core().opened_at_ns(); },
                      "Clock time (ns) of the last opening; 0 if none.")
-        .def("_now_ns", [](const PyCircuitBreaker& b) { return b.core.now(); },
+        .def("_now_ns", [](const PyCircuitBreaker& b) { return b.core().now(); },
              "The breaker's clock, in ns.")
         .def_prop_ro("held_open", [](const PyCircuitBreaker& b) {
-            return b.core.state() == vr::BreakerState::kHeldOpen;
+            return b.core().state() == vr::BreakerState::kHeldOpen;
         }, "True while force_open() holds the breaker open.")
         .def_prop_ro("failures",
-                     [](const PyCircuitBreaker& b) { return b.core.consecutive_failures(); },
+                     [](const PyCircuitBreaker& b) { return b.core().consecutive_failures(); },
                      "Consecutive counted failures while closed.")
         .def_prop_ro("half_open_calls",
-                     [](const PyCircuitBreaker& b) { return b.core.half_open_calls(); },
+                     [](const PyCircuitBreaker& b) { return b.core().half_open_calls(); },
                      "Half-open probe calls admitted and not released.")
-        .def_prop_ro("generation", [](const PyCircuitBreaker& b) { return b.core.generation(); },
+        .def_prop_ro("generation", [](const PyCircuitBreaker& b) { return b.core().generation(); },
                      "Bumped by every transition (64 bits: it never wraps in practice).")
         .def_prop_ro(
             "remaining_open",
             [](const PyCircuitBreaker& b) {
-                return static_cast<double>(b.core.remaining_open_ns()) / kNsPerSecond;
+                return static_cast<double>(b.core().remaining_open_ns()) / kNsPerSecond;
             },
             "Seconds until an open breaker admits a probe; 0 when not open.")
         .def_ro("name", &PyCircuitBreaker::name)
         .def_ro("provider_type", &PyCircuitBreaker::provider_type)
-        .def_ro("provider", &PyCircuitBreaker::provider)
+        .def_prop_ro("provider", [](const PyCircuitBreaker& b) { return b.provider(); })
         .def_prop_ro("failure_threshold",
-                     [](const PyCircuitBreaker& b) { return b.core.failure_threshold(); })
+                     [](const PyCircuitBreaker& b) { return b.core().failure_threshold(); })
         .def_prop_ro("half_open_max_calls",
-                     [](const PyCircuitBreaker& b) { return b.core.half_open_max_calls(); })
+                     [](const PyCircuitBreaker& b) { return b.core().half_open_max_calls(); })
         .def_prop_ro("reset_timeout",
                      [](const PyCircuitBreaker& b) {
-                         return static_cast<double>(b.core.reset_timeout_ns()) / kNsPerSecond;
+                         return static_cast<double>(b.core().reset_timeout_ns()) / kNsPerSecond;
                      })
-        .def_prop_ro("successes", [](const PyCircuitBreaker& b) { return b.core.successes(); },
+        .def_prop_ro("successes", [](const PyCircuitBreaker& b) { return b.core().successes(); },
                      "Outcomes recorded as success (stale ones included).")
         .def_prop_ro("failures_total",
-                     [](const PyCircuitBreaker& b) { return b.core.failures_total(); },
+                     [](const PyCircuitBreaker& b) { return b.core().failures_total(); },
                      "Outcomes recorded as failure (stale ones included).")
-        .def_prop_ro("rejected", [](const PyCircuitBreaker& b) { return b.core.rejected(); },
+        .def_prop_ro("rejected", [](const PyCircuitBreaker& b) { return b.core().rejected(); },
                      "Calls refused without running.")
-        .def_prop_ro("released", [](const PyCircuitBreaker& b) { return b.core.released(); },
+        .def_prop_ro("released", [](const PyCircuitBreaker& b) { return b.core().released(); },
                      "Admitted calls that ended without an outcome (cancelled).")
-        .def_prop_ro("reclaimed", [](const PyCircuitBreaker& b) { return b.core.reclaimed(); },
+        .def_prop_ro("reclaimed", [](const PyCircuitBreaker& b) { return b.core().reclaimed(); },
                      "Half-open rounds restarted because every probe outlived its lease.")
         .def_prop_ro(
             "half_open_lease",
             [](const PyCircuitBreaker& b) -> std::optional<double> {
-                if (b.core.half_open_lease_ns() == 0) {
+                if (b.core().half_open_lease_ns() == 0) {
                     return std::nullopt;
                 }
-                return static_cast<double>(b.core.half_open_lease_ns()) / kNsPerSecond;
+                return static_cast<double>(b.core().half_open_lease_ns()) / kNsPerSecond;
             },
             "Seconds a half-open probe may go unreported before its slot is reclaimed;\n"
             "None for no lease.")
         .def_prop_ro(
             "transitions",
             [](const PyCircuitBreaker& b) {
-                return std::make_tuple(b.core.transitions_to(vr::BreakerState::kClosed),
-                                       b.core.transitions_to(vr::BreakerState::kHalfOpen),
-                                       b.core.transitions_to(vr::BreakerState::kOpen));
+                return std::make_tuple(b.core().transitions_to(vr::BreakerState::kClosed),
+                                       b.core().transitions_to(vr::BreakerState::kHalfOpen),
+                                       b.core().transitions_to(vr::BreakerState::kOpen));
             },
             "Transitions into (closed, half-open, open).")
         .def_prop_ro("last_transition_ns",
-                     [](const PyCircuitBreaker& b) { return b.core.last_transition_ns(); },
+                     [](const PyCircuitBreaker& b) { return b.core().last_transition_ns(); },
                      "Clock time of the last transition in ns, 0 if none.")
         .def(
             "_counters",
             [](const PyCircuitBreaker& b) {
-                const auto& c = b.core;
+                const auto& c = b.core();
                 return std::make_tuple(state_code(c.state()), c.successes(), c.failures_total(),
                                        c.rejected(), c.transitions_to(vr::BreakerState::kClosed),
                                        c.transitions_to(vr::BreakerState::kHalfOpen),
@@ -908,7 +908,7 @@ void bind_breaker(nb::module_& m) {
     breaker.def(
         "_window_report",
         [](const PyCircuitBreaker& b) {
-            const auto& c = b.core;
+            const auto& c = b.core();
             const int mode = c.state() == vr::BreakerState::kHeldOpen ? 3 : static_cast<int>(c.mode());
             return std::make_tuple(mode, c.windowed(), c.failure_rate(), c.slow_call_rate(),
                                    c.successes(), c.failures_total(), c.slow_calls(), c.rejected(),

@@ -490,40 +490,94 @@ struct PyWindowSettings {
     const vr::WindowSettings& get() const noexcept { return shared->get(); }
 };
 
-struct PyCircuitBreaker {
-    vr::CircuitBreaker core;
+// The native breaker's Python-facing part. The core wants its three cache
+// lines 64-byte aligned, but nanobind places an object aligned to 64 at a
+// varying distance behind its header and reserves the worst case, 56 bytes,
+// in every object. So this type is aligned to 8 only: the core sits at the
+// first 64-byte boundary inside space_, and two rarely used fields
+// (provider, listeners) take the bytes the alignment leaves free, before or
+// after it (spare()). 296 bytes where the aligned layout took 312 + 24:
+// the Python object is one pymalloc size class (16 bytes) smaller.
+class PyCircuitBreaker {
+    static constexpr size_t kCoreAlign = alignof(vr::CircuitBreaker);
+    static constexpr size_t kSpare = kCoreAlign - alignof(void*);  // what the alignment leaves
+    static_assert(kCoreAlign == 64 && sizeof(vr::CircuitBreaker) % kCoreAlign == 0,
+                  "the core is whole cache lines");
+    static_assert(2 * sizeof(nb::object) <= kSpare, "the spare fields fit what is left");
+
+public:
     // The caller's str objects, held (not copied: three std::strings were
     // 96 bytes, and each read made a new str). Labels shared by a fleet's
     // breakers are then one object for all of them.
     nb::str name;
     nb::str provider_type;
-    nb::str provider;
     nb::object classify;  // classify(exc) -> 0 success, 1 failure, 2 release
     CensusLinks census;   // its place among the live breakers (census.hpp)
     // Hooks; atomic for free-threaded builds (set rarely, read by every call).
     std::atomic<uint32_t> hooks{0};
-    // breaker.py's listeners (a list, made on first use, or None): here, in
-    // the padding before the next 64 bytes, rather than in a Python slot of
-    // 8 more bytes per breaker (the _listeners property).
-    nb::object listeners = nb::none();
 
     PyCircuitBreaker(nb::str name_, nb::str provider_type_, nb::str provider_,
                      uint32_t threshold, int64_t reset_ns, uint32_t half_open_max,
                      const vr::ManualClock* clock, nb::object classify_, int64_t lease_ns,
                      const vr::SharedWindowSettings* window = nullptr)
-        : core(threshold, reset_ns, half_open_max, clock, lease_ns),
-          name(std::move(name_)),
+        : name(std::move(name_)),
           provider_type(std::move(provider_type_)),
-          provider(std::move(provider_)),
           classify(std::move(classify_)) {
+        new (core_address()) vr::CircuitBreaker(threshold, reset_ns, half_open_max, clock,
+                                                lease_ns);
+        new (spare(kProviderSlot)) nb::str(std::move(provider_));
+        new (spare(kListenersSlot)) nb::object(nb::none());
         if (window != nullptr) {
-            core.use_window(*window);
+            core().use_window(*window);
         }
     }
     PyCircuitBreaker(const PyCircuitBreaker&) = delete;
     PyCircuitBreaker& operator=(const PyCircuitBreaker&) = delete;
-    ~PyCircuitBreaker() { Census<PyCircuitBreaker>::unlink(this); }
+    ~PyCircuitBreaker() {
+        Census<PyCircuitBreaker>::unlink(this);
+        listeners().~object();
+        provider().~str();
+        core().~CircuitBreaker();
+    }
+
+    vr::CircuitBreaker& core() noexcept {
+        return *std::launder(reinterpret_cast<vr::CircuitBreaker*>(core_address()));
+    }
+    const vr::CircuitBreaker& core() const noexcept {
+        return const_cast<PyCircuitBreaker*>(this)->core();
+    }
+    nb::str& provider() noexcept {
+        return *std::launder(reinterpret_cast<nb::str*>(spare(kProviderSlot)));
+    }
+    const nb::str& provider() const noexcept {
+        return const_cast<PyCircuitBreaker*>(this)->provider();
+    }
+    // breaker.py's listeners (a list, made on first use, or None): native,
+    // rather than a Python slot of 8 more bytes per breaker (_listeners).
+    nb::object& listeners() noexcept {
+        return *std::launder(reinterpret_cast<nb::object*>(spare(kListenersSlot)));
+    }
+
+private:
+    static constexpr size_t kProviderSlot = 0;
+    static constexpr size_t kListenersSlot = 1;
+
+    unsigned char* core_address() noexcept {
+        const uintptr_t at = reinterpret_cast<uintptr_t>(space_);
+        return space_ + ((kCoreAlign - at % kCoreAlign) % kCoreAlign);
+    }
+    // The spare bytes are those of space_ before the core, then those after
+    // it: slot k is the k-th 8 bytes of them.
+    void* spare(size_t slot) noexcept {
+        const size_t before = static_cast<size_t>(core_address() - space_);
+        const size_t at = slot * sizeof(void*);
+        return space_ + at + (at < before ? 0 : sizeof(vr::CircuitBreaker));
+    }
+
+    alignas(void*) unsigned char space_[sizeof(vr::CircuitBreaker) + kSpare];
 };
+static_assert(alignof(PyCircuitBreaker) == alignof(void*),
+              "nanobind must not pad the object for the core's alignment");
 
 static int state_code(vr::BreakerState s) {
     return s == vr::BreakerState::kHeldOpen ? kStateOpen : static_cast<int>(s);
@@ -598,12 +652,12 @@ static PyObject* raise_rejected(PyObject* self) {
 static bool record(PyObject* self, PyCircuitBreaker* b, const vr::Ticket& ticket, int outcome) {
     switch (outcome) {
         case kSuccess:
-            return notify(self, b->core.record_success(ticket));
+            return notify(self, b->core().record_success(ticket));
         case kRelease:
-            b->core.release(ticket);
+            b->core().release(ticket);
             return true;
         default:
-            return notify(self, b->core.record_failure(ticket));
+            return notify(self, b->core().record_failure(ticket));
     }
 }
 

@@ -56,7 +56,7 @@ struct PyPolicy {
     // slot is cheap to give back, a token is not.
     int enter(vr::Ticket& ticket) {
         if (breaker != nullptr) {
-            ticket = breaker->core.acquire();
+            ticket = breaker->core().acquire();
             if (!ticket.admitted) {
                 return kBreakerOpen;
             }
@@ -94,7 +94,7 @@ struct PyPolicy {
 
     void release(const vr::Ticket& ticket, bool counted = true) {
         if (breaker != nullptr) {
-            breaker->core.release(ticket, counted);
+            breaker->core().release(ticket, counted);
         }
     }
 
@@ -112,7 +112,7 @@ struct PyPolicy {
     // false with an error set (a hook's BaseException).
     bool exit_success(const vr::Ticket& ticket) {
         HookError error;
-        if (breaker != nullptr && !notify_changed(breaker->core.record_success(ticket))) {
+        if (breaker != nullptr && !notify_changed(breaker->core().record_success(ticket))) {
             error.take();
         }
         free_slot(error);
