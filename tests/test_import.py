@@ -16,8 +16,9 @@ import pytest
 
 #: Modules `import virtrigaud_resilience` must not load (each is imported
 #: where it is used: asyncio inside the async paths, the extras in their
-#: subpackages, difflib only to suggest a key on a typo).
-NOT_AT_IMPORT = ("asyncio", "ssl", "concurrent.futures", "difflib", "yaml",
+#: subpackages, difflib only to suggest a key on a typo, decimal when a
+#: retry budget is built).
+NOT_AT_IMPORT = ("asyncio", "ssl", "concurrent.futures", "difflib", "decimal", "yaml",
                  "prometheus_client", "grpc", "httpx", "kopf", "redis", "rich", "matplotlib")
 
 

@@ -29,7 +29,6 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from . import _core, _validate, events
@@ -76,16 +75,20 @@ def _whole(owner: str, field: str, value: Any, minimum: int, maximum: int) -> in
     return _validate.integer(owner, field, value, minimum, maximum)
 
 
-def _milli(owner: str, field: str, value: Any, minimum: Decimal, maximum: Decimal) -> int:
+def _milli(owner: str, field: str, value: Any, minimum: str, maximum: str) -> int:
     """``value`` truncated to 3 decimals, in thousandths (A6's precision),
-    within [minimum, maximum] after truncation."""
+    within [minimum, maximum] (decimal strings) after truncation."""
+    # Here, not at import: decimal costs a few ms of every import of the
+    # package, and only a budget's construction needs it.
+    from decimal import ROUND_DOWN, Decimal
+
     number = _validate.number(owner, field, value)
     # repr() is the shortest string that reads back as the float, so 0.1
     # is 0.1 here, not 0.1000000000000000055...
     truncated = Decimal(repr(number)).quantize(Decimal("0.001"), rounding=ROUND_DOWN)
-    if truncated < minimum:
+    if truncated < Decimal(minimum):
         raise ValueError(f"{owner} {field} must be >= {minimum} (3 decimals count), got {value!r}")
-    if truncated > maximum:
+    if truncated > Decimal(maximum):
         raise ValueError(f"{owner} {field} must be <= {maximum}, got {value!r}")
     return int(truncated * 1000)
 
@@ -126,10 +129,10 @@ class BudgetSpec:
         owner = "RetryBudget.tokens"
         _not_nan(owner, "max_tokens", max_tokens)
         _validate.positive(owner, "max_tokens", max_tokens, maximum=1000.0)
-        max_milli = _milli(owner, "max_tokens", max_tokens, Decimal("0.001"), Decimal(1000))
+        max_milli = _milli(owner, "max_tokens", max_tokens, "0.001", "1000")
         _not_nan(owner, "token_ratio", token_ratio)
         _validate.positive(owner, "token_ratio", token_ratio)
-        ratio_milli = _milli(owner, "token_ratio", token_ratio, Decimal("0.001"), Decimal(1000))
+        ratio_milli = _milli(owner, "token_ratio", token_ratio, "0.001", "1000")
         return cls(TOKENS, (max_milli, ratio_milli, 0, 0, 0),
                    (("max_tokens", max_milli / 1000), ("token_ratio", ratio_milli / 1000)))
 
