@@ -139,7 +139,11 @@ class ResilienceCollector(Collector):
     """A prometheus_client collector of every breaker, bucket, bulkhead and retrier.
 
     Register it with :func:`register` (which refuses to register twice).
-    ``collect()`` is thread-safe; concurrent scrapes take turns.
+    ``collect()`` is thread-safe; concurrent scrapes take turns. A breaker
+    series unchanged since the last scrape is reported by the same Sample
+    (a tuple) again, and a breaker label set's samples share their labels
+    dicts: read them, as prometheus_client's expositions do; never change
+    them in place.
     """
 
     def __init__(self) -> None:
