@@ -87,19 +87,6 @@ def test_sums_by_labels_in_the_order_they_first_appear() -> None:
                                   ((kind, "b"), [0, 1, 0, 0, 0, 1, 0, 0, 2, 0])]
 
 
-def test_window_reports_cover_the_windowed_breakers_only() -> None:
-    kind = uuid4().hex
-    plain = vr.CircuitBreaker("x", kind, "plain", vr.BreakerConfig(1))
-    windowed = [vr.CircuitBreaker("x", kind, "w", vr.BreakerConfig(
-        window=vr.CountWindow(4), minimum_calls=2)) for _ in range(2)]
-    windowed[0].call(int)
-    with pytest.raises(ZeroDivisionError):
-        windowed[0].call(divmod, 1, 0)
-    reports = _core.CircuitBreaker._window_by_labels([plain, *windowed])
-    # The highest of the two: 1 failure of 2 calls, and -1 (below minimum_calls).
-    assert reports == {(kind, "w"): (0.5, 0.0)}
-
-
 @pytest.mark.parametrize("bad", [[object()], [_core.TokenBucket(1, 1)], ["breaker"]])
 def test_sums_refuse_what_is_not_a_breaker(bad: list[Any]) -> None:
     with pytest.raises(TypeError, match="_sum_by_labels.. takes a list of initialised"):
@@ -126,14 +113,55 @@ def test_emitted_samples_are_prometheus_samples_with_their_labels() -> None:
 
 
 def test_a_clamped_value_never_goes_below_the_one_reported_before() -> None:
-    reported: dict[Any, list[int]] = {}
+    reported: dict[Any, list[Any]] = {}
     for value, shown in ((5, 5), (3, 5), (7, 7)):
         out: list[Any] = []
         gauge: list[Any] = []
         _core._emit_samples({("t", "p"): [value]}, NAMES,
                             (column(out, 0), column(gauge, 0, clamped=False)), PROTO, reported)
         assert [s.value for s in out] == [shown] and [s.value for s in gauge] == [value]
-    assert reported == {("t", "p"): [7, 0]}  # an unclamped column records nothing
+    # The samples reported last, one per column.
+    assert [s.value for s in reported[("t", "p")]] == [7, 7]
+
+
+def test_an_unchanged_series_is_reported_by_the_same_sample() -> None:
+    reported: dict[Any, list[Any]] = {}
+
+    def emit(values: list[Any]) -> list[list[Any]]:
+        lists: list[list[Any]] = [[], [], []]
+        _core._emit_samples({("t", "p"): values}, NAMES,
+                            (column(lists[0], 0), column(lists[1], 1, extra=("outcome", "x")),
+                             column(lists[2], 2, clamped=False)), PROTO, reported)
+        return lists
+
+    first = emit([1, 2**70, 0.5])
+    again = emit([1, 2**70, 0.5])  # equal values, other objects for the big int and the float
+    assert all(a[0] is b[0] for a, b in zip(first, again))
+    changed = emit([2, 2**70, 1])  # 1 == 1.0, but prints otherwise: a new sample
+    assert changed[0][0] is not first[0][0] and changed[1][0] is first[1][0]
+    assert changed[2][0] is not first[2][0] and type(changed[2][0].value) is int
+    # A new sample keeps its series' labels dict; the exposition only reads it.
+    assert changed[0][0].labels is first[0][0].labels
+    assert [s[0] for s in changed] == [
+        Sample("series_total", {"provider_type": "t", "provider": "p"}, 2),
+        Sample("series_total", {"provider_type": "t", "provider": "p", "outcome": "x"}, 2**70),
+        Sample("series_total", {"provider_type": "t", "provider": "p"}, 1)]
+
+
+def test_a_counter_reported_once_stays_when_its_row_has_no_value() -> None:
+    reported: dict[Any, list[Any]] = {}
+    for values, counters, gauges in (([4, 1], [4], [1]), ([None], [4], []), ([], [4], []),
+                                     ([5, 2], [5], [2])):
+        counter: list[Any] = []
+        gauge: list[Any] = []
+        _core._emit_samples({("t", "p"): values}, NAMES,
+                            (column(counter, 0), column(gauge, 1, clamped=False)), PROTO,
+                            reported)
+        assert [s.value for s in counter] == counters and [s.value for s in gauge] == gauges
+    # Never reported, a None is no sample.
+    out: list[Any] = []
+    _core._emit_samples({("t", "q"): [None]}, NAMES, (column(out, 0),), PROTO, reported)
+    assert out == []
 
 
 def test_a_row_without_a_columns_value_gets_no_sample_there() -> None:
@@ -154,6 +182,10 @@ def test_a_row_without_a_columns_value_gets_no_sample_there() -> None:
     ({("t", "p"): [1]}, (([], "n", None, None, 0, True),), {("t", "p"): [1, 2]}, ValueError,
      "one list per key"),
     ({("t", "p"): [1]}, (([], "n", None, None, 0, True),), [], TypeError, "dict or None"),
+    ({("t", "p"): [1]}, (([], "n", None, None, 0, True),), {("t", "p"): [("n", {}, 1)]},
+     TypeError, "columns' own"),
+    ({("t", "p"): [1]}, (([], "n", None, None, 0, True),), {("t", "p"): [Sample("m", {}, 1)]},
+     TypeError, "columns' own"),
 ])
 def test_bad_input_to_the_emitter_is_an_error_naming_it(
         rows: Any, columns: Any, reported: Any, error: type[Exception], message: str) -> None:
@@ -226,3 +258,143 @@ def test_rows_may_be_any_sequence_of_ints_or_an_int() -> None:
     _core._emit_samples({("t", "a"): (1, 2), ("t", "b"): range(3, 5), ("t", "c"): 9}, NAMES,
                         (column(out, 0, clamped=False),), PROTO, None)
     assert [s.value for s in out] == [1, 3, 9]
+
+
+# ---- the collector's breaker series: which appear, their values, their reuse
+
+WINDOW_SERIES = ("virtrigaud_circuit_breaker_failure_rate",
+                 "virtrigaud_circuit_breaker_slow_call_rate")
+BY_KIND = "virtrigaud_circuit_breaker_calls_by_kind_total"
+
+
+def scraped(registry: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The exposition's samples (text parsed back), by (name, labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = prometheus_client.generate_latest(registry).decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def of(samples: dict[Any, float], kind: str) -> dict[tuple[str, str | None], float]:
+    """The samples of provider type ``kind``, by (name, provider, and the extra label)."""
+    out = {}
+    for (name, labels), value in samples.items():
+        label = dict(labels)
+        if label.get("provider_type") == kind:
+            extra = label.get("outcome", label.get("to", label.get("kind")))
+            out[(name, f"{label['provider']}/{extra}" if extra else label["provider"])] = value
+    return out
+
+
+@pytest.fixture
+def registry() -> Iterator[Any]:
+    reg = prometheus_client.CollectorRegistry()
+    metrics.register(reg)
+    yield reg
+    metrics.unregister(reg)
+
+
+def test_a_windowless_fleets_scrape_has_no_window_series(registry: Any) -> None:
+    kind = uuid4().hex
+    fleet = [vr.CircuitBreaker(f"vm-{i}", kind, f"p{i % 3}", vr.BreakerConfig(1))
+             for i in range(9)]
+    fleet[0].call(int)
+    with pytest.raises(ZeroDivisionError):
+        fleet[1].call(divmod, 1, 0)
+    mine = of(scraped(registry), kind)
+    assert not [k for k in mine if k[0] in WINDOW_SERIES or k[1].endswith("/slow")]
+    # The kinds every breaker has are all there, for every label set.
+    for provider in ("p0", "p1", "p2"):
+        for kind_ in ("successful", "failed", "not_permitted", "ignored"):
+            assert (BY_KIND, f"{provider}/{kind_}") in mine
+    assert mine[(BY_KIND, "p0/successful")] == 1 and mine[(BY_KIND, "p1/failed")] == 1
+    assert len(mine) == 3 * (1 + 1 + 1 + 3 + 3 + 4)
+    del fleet
+
+
+def test_a_mixed_fleets_series_and_values(registry: Any) -> None:
+    kind = uuid4().hex
+    clock = vr.ManualClock()
+    windowed = vr.BreakerConfig(window=vr.CountWindow(10), minimum_calls=2,
+                                failure_rate_threshold=1.0, slow_call_duration=1.0,
+                                half_open_lease=None)
+
+    def slow() -> None:
+        clock.advance(1.0)
+
+    # "mixed": a consecutive and two window-mode breakers; "plain": consecutive only.
+    plain = vr.CircuitBreaker("a", kind, "plain", vr.BreakerConfig(5), clock=clock)
+    mixed_plain = vr.CircuitBreaker("b", kind, "mixed", vr.BreakerConfig(5), clock=clock)
+    busy = vr.CircuitBreaker("c", kind, "mixed", windowed, clock=clock)
+    idle = vr.CircuitBreaker("d", kind, "mixed", windowed, clock=clock)
+    busy.call(slow)
+    busy.call(int)
+    for breaker in (busy, busy, mixed_plain, plain):
+        with pytest.raises(ZeroDivisionError):
+            breaker.call(divmod, 1, 0)
+    mixed_plain.call(int)
+    mine = of(scraped(registry), kind)
+    # The rates: the highest of the window-mode breakers (idle: -1, below minimum_calls).
+    assert mine[("virtrigaud_circuit_breaker_failure_rate", "mixed")] == 0.5
+    assert mine[("virtrigaud_circuit_breaker_slow_call_rate", "mixed")] == 0.25
+    assert mine[(BY_KIND, "mixed/slow")] == 1
+    assert not [k for k in mine if k[1] == "plain" and k[0] in WINDOW_SERIES]
+    assert (BY_KIND, "plain/slow") not in mine
+    # The counts: summed over every breaker of the labels, whatever its mode.
+    for series, labels, value in (
+            (BY_KIND, "mixed/successful", 3), (BY_KIND, "mixed/failed", 3),
+            (BY_KIND, "plain/failed", 1), (BY_KIND, "plain/successful", 0),
+            ("virtrigaud_circuit_breaker_failures_total", "mixed", 3),
+            ("virtrigaud_circuit_breaker_calls_total", "mixed/success", 3),
+            ("virtrigaud_circuit_breaker_state", "mixed", 0)):
+        assert mine[(series, labels)] == value, (series, labels)
+    # The window-mode breakers dropped: their rates go (gauges of live
+    # breakers), their slow calls stay (a counter).
+    del busy, idle
+    gc.collect()
+    mine = of(scraped(registry), kind)
+    assert not [k for k in mine if k[0] in WINDOW_SERIES]
+    assert mine[(BY_KIND, "mixed/slow")] == 1 and mine[(BY_KIND, "mixed/failed")] == 3
+    del plain, mixed_plain
+    gc.collect()
+
+
+def test_an_unchanged_fleet_is_reported_by_the_same_samples(collector: Any) -> None:
+    kind = uuid4().hex
+    fleet = [vr.CircuitBreaker(f"vm-{i}", kind, f"p{i}", vr.BreakerConfig(1)) for i in range(50)]
+
+    def samples() -> dict[tuple[str, frozenset[Any]], Any]:
+        return {(s.name, frozenset(s.labels.items())): s
+                for family in collector.collect() for s in family.samples
+                if s.labels.get("provider_type") == kind}
+
+    first = samples()
+    fleet[7].call(int)
+    second = samples()
+    changed = {k for k in first if first[k] is not second[k]}
+    assert changed == {
+        ("virtrigaud_circuit_breaker_calls_total",
+         frozenset({("provider_type", kind), ("provider", "p7"), ("outcome", "success")})),
+        (BY_KIND, frozenset({("provider_type", kind), ("provider", "p7"),
+                             ("kind", "successful")}))}
+    assert all(second[k].value == 1 for k in changed)
+    del fleet
+
+
+@pytest.mark.parametrize(("dropped", "error", "message"), [
+    ([], TypeError, r"_emit_by_labels\(\): incompatible(.|\n)*dropped: dict"),
+    ({("t", "p"): (1, 2)}, ValueError, "label tuples to 8 counters"),
+    ({"t": (0,) * 8}, ValueError, "label tuples to 8 counters"),
+    ({("t", "p"): (0,) * 7 + (-1,)}, OverflowError, "negative"),
+    ({("t", "p"): (0,) * 7 + ("1",)}, TypeError, "int"),
+])
+def test_bad_dropped_totals_are_an_error_naming_them(
+        dropped: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        _core.CircuitBreaker._emit_by_labels([], dropped, NAMES, (column([], 0),), PROTO, {})
+
+
+def test_the_one_pass_emitter_refuses_what_is_not_a_breaker() -> None:
+    with pytest.raises(TypeError, match="_emit_by_labels.. takes a list of initialised"):
+        _core.CircuitBreaker._emit_by_labels([object()], {}, NAMES, (column([], 0),), PROTO, {})

@@ -428,57 +428,104 @@ vr::BreakerState state_from_code(int code) {
     return static_cast<vr::BreakerState>(code);
 }
 
-// For the metrics collector: the breakers of `breakers` (a list the caller
-// holds) summed by their labels (provider_type, provider), in the order the
-// labels first appear: [successes, failures_total, rejected, to_closed,
-// to_half_open, to_open, worst state] (the worst state: the highest code,
-// 0 closed, 1 half-open, 2 open).
+// For the metrics collectors: the breakers of a list the caller holds,
+// summed by their labels (provider_type, provider), in the order the labels
+// first appear. One pass reads each breaker once, for every series.
 using LabelKey = nb::typed<nb::tuple, nb::str, nb::ellipsis>;
 
 // The operator's mode as BreakerMode's value (3: forced open).
 int mode_code(const vr::CircuitBreaker& c) {
     return c.state() == vr::BreakerState::kHeldOpen ? 3 : static_cast<int>(c.mode());
 }
-using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
 
-VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
-    constexpr size_t kCounters = 8;
-    struct Row {
-        nb::object key;
-        uint64_t counters[kCounters];
-        int worst;
-        int mode;
-    };
-    std::vector<Row> rows;
-    nb::dict position;  // key -> index in rows
-    auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
-    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
-    for (nb::handle h : breakers) {
-        if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
-            throw nb::type_error("_sum_by_labels() takes a list of initialised CircuitBreakers");
-        }
-        const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
-        nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
-        if (!key.is_valid()) {
-            throw nb::python_error();
-        }
-        PyObject* at = PyDict_GetItemWithError(position.ptr(), key.ptr());  // borrowed
+// [successes, failures_total, rejected, to_closed, to_half_open, to_open,
+// slow_calls, ignored]: a row's counters, and a dropped breaker's final ones
+// (breaker.py's _final_counters).
+constexpr size_t kCounters = 8;
+constexpr size_t kSlowCalls = 6;
+
+// One label set's breakers, summed.
+struct LabelRow {
+    nb::object key;
+    uint64_t counters[kCounters] = {};
+    int worst = 0;         // the highest state code (0 closed, 1 half-open, 2 open)
+    int mode = 0;          // the highest mode_code()
+    bool live = false;     // a live breaker has these labels: the gauges apply
+    bool windowed = false; // one of them judges a window: the rates apply
+    double failure_rate = -1.0;  // the highest among the windowed, -1 below minimum_calls
+    double slow_rate = -1.0;
+};
+
+// Rows by labels, in the order the labels first appear.
+class LabelRows {
+public:
+    /// The row of `key` (a new reference, kept), made on first use.
+    LabelRow& row(nb::object key) {
+        PyObject* at = PyDict_GetItemWithError(position_.ptr(), key.ptr());  // borrowed
         if (at == nullptr && PyErr_Occurred()) {
             throw nb::python_error();
         }
-        size_t i;
-        if (at == nullptr) {
-            i = rows.size();
-            nb::object index = nb::steal(PyLong_FromSize_t(i));
-            if (!index.is_valid() || PyDict_SetItem(position.ptr(), key.ptr(), index.ptr()) < 0) {
+        if (at != nullptr) {
+            return rows_[PyLong_AsSize_t(at)];
+        }
+        nb::object index = nb::steal(PyLong_FromSize_t(rows_.size()));
+        if (!index.is_valid() || PyDict_SetItem(position_.ptr(), key.ptr(), index.ptr()) < 0) {
+            throw nb::python_error();
+        }
+        rows_.push_back(LabelRow{std::move(key)});
+        return rows_.back();
+    }
+
+    /// Adds each live breaker of `breakers` to its labels' row; `who` names
+    /// the caller in the TypeError for anything else.
+    void add_live(nb::handle breakers, const char* who) {
+        auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+        for (nb::handle h : breakers) {
+            if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
+                throw nb::type_error(
+                    (std::string(who) + " takes a list of initialised CircuitBreakers").c_str());
+            }
+            const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
+            nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
+            if (!key.is_valid()) {
                 throw nb::python_error();
             }
-            rows.push_back(Row{std::move(key), {}, 0, 0});
-        } else {
-            i = PyLong_AsSize_t(at);
+            add(row(std::move(key)), b->core());
         }
-        Row& row = rows[i];
-        const vr::CircuitBreaker& c = b->core();
+    }
+
+    /// Adds `dropped` (labels -> a dropped breaker's summed final counters,
+    /// kCounters ints) to the rows' counters.
+    void add_dropped(nb::dict dropped, const char* who) {
+        PyObject* key;
+        PyObject* counters;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(dropped.ptr(), &pos, &key, &counters)) {
+            nb::object values = nb::steal(PySequence_Tuple(counters));
+            if (!values.is_valid()) {
+                throw nb::python_error();
+            }
+            if (!PyTuple_Check(key) ||
+                PyTuple_Size(values.ptr()) != static_cast<Py_ssize_t>(kCounters)) {
+                throw nb::value_error((std::string(who) + " dropped maps label tuples to " +
+                                       std::to_string(kCounters) + " counters").c_str());
+            }
+            LabelRow& r = row(nb::borrow(key));
+            for (size_t k = 0; k < kCounters; ++k) {
+                PyObject* item = PyTuple_GetItem(values.ptr(), static_cast<Py_ssize_t>(k));
+                const uint64_t value = PyLong_AsUnsignedLongLong(item);
+                if (value == static_cast<uint64_t>(-1) && PyErr_Occurred()) {
+                    throw nb::python_error();
+                }
+                r.counters[k] += value;
+            }
+        }
+    }
+
+    const std::vector<LabelRow>& rows() const { return rows_; }
+
+private:
+    static void add(LabelRow& row, const vr::CircuitBreaker& c) {
         const uint64_t read[kCounters] = {c.successes(),
                                           c.failures_total(),
                                           c.rejected(),
@@ -490,11 +537,30 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
         for (size_t k = 0; k < kCounters; ++k) {
             row.counters[k] += read[k];
         }
+        row.live = true;
         row.worst = std::max(row.worst, state_code(c.state()));
         row.mode = std::max(row.mode, mode_code(c));
+        if (c.windowed()) {
+            row.windowed = true;
+            row.failure_rate = std::max(row.failure_rate, c.failure_rate());
+            row.slow_rate = std::max(row.slow_rate, c.slow_call_rate());
+        }
     }
+
+    std::vector<LabelRow> rows_;
+    nb::dict position_;  // key -> index in rows_
+};
+
+using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
+
+// By labels: [the kCounters counters, the highest state code, the highest
+// mode] (the OpenTelemetry instruments').
+VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
+    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
+    LabelRows rows;
+    rows.add_live(breakers, "_sum_by_labels()");
     nb::dict sums;
-    for (const Row& row : rows) {
+    for (const LabelRow& row : rows.rows()) {
         nb::object values = nb::steal(PyList_New(kCounters + 2));
         if (!values.is_valid()) {
             throw nb::python_error();
@@ -515,34 +581,64 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
     return BreakerSums(std::move(sums));
 }
 
-using WindowReports = nb::typed<nb::dict, LabelKey, nb::typed<nb::tuple, float, float>>;
-
-// For the metrics collector: by (provider_type, provider), of the breakers
-// that judge a window only (most do not: the loop stays native), (highest
-// failure rate, highest slow-call rate), -1 below minimum_calls.
-VIRTRIGAUD_COLD WindowReports window_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
-    nb::dict reports;
-    auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
-    for (nb::handle h : breakers) {
-        if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
-            throw nb::type_error("_window_by_labels() takes a list of initialised CircuitBreakers");
+// A row's values for the Prometheus collector's samples (samples::Emitter):
+// [the kCounters counters, then with a live breaker the highest state code
+// and the highest mode, then with a window-mode breaker the highest failure
+// rate and slow-call rate]. The slow calls are None (no series) for labels
+// that never judged one: no window-mode breaker, and none counted.
+class RowObjects {
+public:
+    explicit RowObjects(const LabelRow& row) {
+        for (size_t k = 0; k < kCounters; ++k) {
+            put(PyLong_FromUnsignedLongLong(row.counters[k]));  // mostly small: cached
         }
-        const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
-        const vr::CircuitBreaker& c = b->core();
-        if (!c.windowed()) {
-            continue;
+        if (!row.windowed && row.counters[kSlowCalls] == 0) {
+            values_[kSlowCalls] = nb::none();
         }
-        nb::tuple key = nb::make_tuple(b->provider_type, b->provider());
-        double failure = c.failure_rate();
-        double slow = c.slow_call_rate();
-        if (reports.contains(key)) {
-            nb::tuple was = nb::borrow<nb::tuple>(reports[key]);
-            failure = std::max(nb::cast<double>(was[0]), failure);
-            slow = std::max(nb::cast<double>(was[1]), slow);
+        if (row.live) {
+            put(PyLong_FromLong(row.worst));
+            put(PyLong_FromLong(row.mode));
         }
-        reports[key] = nb::make_tuple(failure, slow);
+        if (row.windowed) {
+            put(PyFloat_FromDouble(row.failure_rate));
+            put(PyFloat_FromDouble(row.slow_rate));
+        }
     }
-    return WindowReports(std::move(reports));
+    size_t size() const { return size_; }
+    /// Borrowed. i < size().
+    PyObject* operator[](size_t i) const { return values_[i].ptr(); }
+
+private:
+    void put(PyObject* value) {
+        if (value == nullptr) {
+            throw nb::python_error();
+        }
+        values_[size_++] = nb::steal(value);
+    }
+
+    nb::object values_[kCounters + 4];
+    size_t size_ = 0;
+};
+
+// The Prometheus collector's breaker series in one pass over the breakers
+// and one over their label sets: the live breakers and the dropped ones'
+// totals (labels -> kCounters counters) summed by labels, each label set's
+// RowObjects emitted as samples (samples::Emitter: columns index them).
+VIRTRIGAUD_COLD void emit_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers,
+                                    nb::typed<nb::dict, LabelKey, nb::any> dropped,
+                                    samples::LabelValues label_names, samples::Columns columns,
+                                    samples::Proto proto, samples::Reported reported) {
+    samples::Emitter emitter(std::move(label_names), std::move(columns), std::move(proto),
+                             std::move(reported));
+    const samples::GcPaused paused;  // a key tuple per breaker, the samples: no cycles
+    LabelRows rows;
+    rows.add_live(breakers, "_emit_by_labels()");
+    rows.add_dropped(dropped, "_emit_by_labels()");
+    emitter.reserve(rows.rows().size());
+    for (const LabelRow& row : rows.rows()) {
+        emitter.row(row.key.ptr(), RowObjects(row));
+    }
+    emitter.finish();
 }
 
 }  // namespace
@@ -923,19 +1019,26 @@ void bind_breaker(nb::module_& m) {
                        "provider): [successes, failures_total, rejected, to_closed,\n"
                        "to_half_open, to_open, slow_calls, ignored, the highest state code,\n"
                        "the highest mode].");
-    breaker.def_static("_window_by_labels", &window_by_labels, "breakers"_a,
-                       "For the metrics collector: by (provider_type, provider), of the\n"
-                       "breakers judging a window only, (highest failure rate, highest\n"
-                       "slow-call rate), -1 below minimum_calls.");
+    breaker.def_static(
+        "_emit_by_labels", &emit_by_labels, "breakers"_a, "dropped"_a, "label_names"_a,
+        "columns"_a, "proto"_a, "reported"_a.none(),
+        "For the Prometheus collector, in one pass: these breakers and the dropped\n"
+        "ones' totals (labels -> 8 counters) summed by (provider_type, provider),\n"
+        "emitted as by _emit_samples from the rows [the 8 counters of _sum_by_labels\n"
+        "(slow_calls None for labels without a window-mode breaker or a slow call),\n"
+        "then for labels with a live breaker the highest state code and mode, then\n"
+        "for labels with a window-mode breaker the highest failure rate and\n"
+        "slow-call rate (-1 below minimum_calls)].");
     m.def("_emit_samples", &samples::emit, "rows"_a, "label_names"_a, "columns"_a, "proto"_a,
           "reported"_a.none(),
           "For the metrics collector: for each (key, values) of rows and each column\n"
           "(samples, name, extra label or None, its value, index, clamped), appends\n"
           "to samples a sample like proto named name, labelled label_names = key (and\n"
           "the extra label), valued values[index] (none where the row has no such\n"
-          "value). With reported (key -> the list of the values reported before, one\n"
-          "per column), a clamped column's value never goes below the one reported\n"
-          "before, and reported is updated.");
+          "value, or None). With reported (key -> the list of the samples reported\n"
+          "before, one per column, None where none was), an unchanged series is\n"
+          "reported by the same sample, a clamped column's value never goes below\n"
+          "the one reported before nor disappears, and reported is updated.");
     add_fastcall_method(breaker, &circuit_breaker_call_def);
     {
         PyObject* breaker_call_type = PyType_FromSpec(&breaker_call_spec);

@@ -1,9 +1,10 @@
-// The metrics collector's inner loops (metrics.py), natively: summing the
-// live breakers' counters by their labels, and turning sums into
-// prometheus_client samples. A scrape of 10,000 breakers over 10,000 label
-// sets makes ~80,000 samples, each a labels dict and a Sample tuple: in
-// Python that alone took longer than the whole collect() may (issue 21:
-// <= 50 ms).
+// The metrics collector's inner loop (metrics.py), natively: turning sums
+// by labels into prometheus_client samples. A scrape of 10,000 breakers over
+// 10,000 label sets makes ~130,000 samples, each a labels dict and a Sample
+// tuple: in Python that alone took longer than the whole collect() may
+// (issue 21: <= 50 ms), and made natively, with their deallocation, still
+// most of it. So a collector keeps the samples it reported, and reports an
+// unchanged series by the same sample again.
 //
 // Both run with the GIL held and call no Python code but dict and tuple
 // operations on str keys and int values (whose hashing and comparison run
@@ -94,6 +95,15 @@ inline PyObject* tuple_item(PyObject* tuple, Py_ssize_t i) {
 #endif
 }
 
+/// Item i of a list the caller checked, i < its size.
+inline PyObject* list_item(PyObject* list, Py_ssize_t i) {
+#ifdef Py_LIMITED_API
+    return PyList_GetItem(list, i);
+#else
+    return PyList_GET_ITEM(list, i);
+#endif
+}
+
 /// Sets item i of a tuple just allocated (steals value).
 inline void set_tuple_item(PyObject* tuple, Py_ssize_t i, PyObject* value) {
 #ifdef Py_LIMITED_API
@@ -147,6 +157,9 @@ public:
         return sample;
     }
 
+    /// The samples' type (the proto's).
+    PyTypeObject* type() const { return type_; }
+
 private:
     PyObject* proto_;
     PyTypeObject* type_;
@@ -189,11 +202,9 @@ private:
     Py_ssize_t size_ = 0;
 };
 
-/// `before` (a list of the values reported before for a row's series, one
-/// per column) at column i raised to `value`, or `value` lowered to it: the
-/// value to report, borrowed (a counter never goes backwards).
-inline PyObject* clamped(PyObject* before, size_t i, PyObject* value) {
-    PyObject* was = PyList_GetItem(before, static_cast<Py_ssize_t>(i));
+/// `value` raised to `was` (the value reported before), borrowed: a counter
+/// never goes backwards.
+inline PyObject* at_least(PyObject* value, PyObject* was) {
     if (was == value) {
         return value;  // the common case: unchanged (most are the cached 0)
     }
@@ -201,33 +212,54 @@ inline PyObject* clamped(PyObject* before, size_t i, PyObject* value) {
     if (lower < 0) {
         throw nb::python_error();
     }
-    if (lower) {
-        return was;
-    }
-    PyList_SetItem(before, static_cast<Py_ssize_t>(i), Py_NewRef(value));
-    return value;
+    return lower ? was : value;
 }
 
-/// For each (key, values) of `rows` and each column, appends to the column's
-/// samples list a sample named the column's name, labelled label_names = key
-/// (plus the column's extra label, if any), valued values[the column's
-/// index]; a row without that value gets no sample there. With `reported`
-/// (a dict key -> list of the values reported before, one per column), a
-/// clamped column's value is never below the one reported before for its
-/// series, and `reported` is updated. The samples of a row whose columns
-/// have no extra label share one labels dict (read-only to the exposition).
+/// Whether `value` is the value `was` reported before: equal and of the same
+/// type (1 and 1.0 print differently).
+inline bool same_value(PyObject* value, PyObject* was) {
+    if (value == was) {
+        return true;
+    }
+    if (Py_TYPE(value) != Py_TYPE(was)) {
+        return false;
+    }
+    const int equal = PyObject_RichCompareBool(value, was, Py_EQ);
+    if (equal < 0) {
+        throw nb::python_error();
+    }
+    return equal != 0;
+}
+
 using LabelValues = nb::typed<nb::tuple, nb::str, nb::ellipsis>;
 using Column = nb::typed<nb::tuple, nb::typed<nb::list, nb::object>, nb::str, nb::object,
                          nb::object, int, bool>;
+using Columns = nb::typed<nb::tuple, Column, nb::ellipsis>;
+using Proto = nb::typed<nb::tuple, nb::object, nb::ellipsis>;
+using Reported =
+    nb::typed<nb::object, nb::typed<nb::dict, LabelValues, nb::typed<nb::list, nb::any>>>;
 
-VIRTRIGAUD_COLD inline void emit(nb::typed<nb::dict, LabelValues, nb::any> rows, LabelValues label_names,
-                 nb::typed<nb::tuple, Column, nb::ellipsis> columns,
-                 nb::typed<nb::tuple, nb::object, nb::ellipsis> proto,
-                 nb::typed<nb::object, nb::typed<nb::dict, LabelValues, nb::typed<nb::list, nb::any>>>
-                     reported) {
-    if (!reported.is_none() && !PyDict_Check(reported.ptr())) {
-        throw nb::type_error("_emit_samples() reported must be a dict or None");
-    }
+/// Appends samples to the columns' lists, row by row: for each column, a
+/// sample named the column's name, labelled label_names = the row's key
+/// (plus the column's extra label, if any), valued the row's value at the
+/// column's index; a row without that value (too short, or None there)
+/// gets no sample there. The samples of a row whose columns have no extra
+/// label share one labels dict (read-only to the exposition).
+///
+/// With `reported` (a dict key -> the list of the samples reported before,
+/// one per column, None where none was), a series reported before is
+/// reported again by the same sample while its value is unchanged (a large
+/// fleet's series mostly are: no dict and no tuple made or freed), and a
+/// new sample shares the old one's labels dict; a clamped column's value
+/// never goes below the one reported before, and a clamped series, once
+/// reported, is reported in every later row of its key (a counter neither
+/// goes back nor disappears). `reported` is updated.
+///
+/// The samples go to the columns' lists at finish(), each list grown once
+/// (appended one by one, 10,000 samples grew a list ~80 times, each a copy).
+/// Pause the garbage collector around the whole (GcPaused).
+class Emitter {
+public:
     struct Spec {
         PyObject* samples;
         PyObject* name;
@@ -236,77 +268,222 @@ VIRTRIGAUD_COLD inline void emit(nb::typed<nb::dict, LabelValues, nb::any> rows,
         size_t index;
         bool clamped;
     };
-    std::vector<Spec> cols;
-    for (nb::handle spec : columns) {
-        nb::tuple c = nb::cast<nb::tuple>(spec);
-        if (c.size() != 6 || !PyList_Check(c[0].ptr()) || !PyUnicode_Check(c[1].ptr()) ||
-            !PyLong_Check(c[4].ptr()) || !PyBool_Check(c[5].ptr())) {
-            throw nb::type_error(
-                "_emit_samples() columns are (samples list, name, extra label or None, its "
-                "value, index of the row's value, clamped)");
+
+    Emitter(LabelValues label_names, Columns columns, Proto proto, Reported reported)
+        : label_names_(std::move(label_names)),
+          proto_(std::move(proto)),
+          maker_(proto_.ptr()),
+          reported_(std::move(reported)) {
+        if (!reported_.is_none() && !PyDict_Check(reported_.ptr())) {
+            throw nb::type_error("_emit_samples() reported must be a dict or None");
         }
-        cols.push_back({c[0].ptr(), c[1].ptr(), c[2].ptr(), c[3].ptr(), nb::cast<size_t>(c[4]),
-                        c[5].ptr() == Py_True});
+        for (nb::handle spec : columns) {
+            nb::tuple c = nb::cast<nb::tuple>(spec);
+            if (c.size() != 6 || !PyList_Check(c[0].ptr()) || !PyUnicode_Check(c[1].ptr()) ||
+                !PyLong_Check(c[4].ptr()) || !PyBool_Check(c[5].ptr())) {
+                throw nb::type_error(
+                    "_emit_samples() columns are (samples list, name, extra label or None, its "
+                    "value, index of the row's value, clamped)");
+            }
+            cols_.push_back({c[0].ptr(), c[1].ptr(), c[2].ptr(), c[3].ptr(),
+                             nb::cast<size_t>(c[4]), c[5].ptr() == Py_True});
+        }
+        columns_ = std::move(columns);  // holds the lists and names cols_ points to
+        pending_.resize(cols_.size());
     }
-    const SampleMaker maker(proto.ptr());
-    const GcPaused paused;
-    const nb::list items = rows.items();  // a list of its own: rows may not change meanwhile
-    for (nb::handle item : items) {
-        nb::handle key = PyTuple_GetItem(item.ptr(), 0);
-        if (!PyTuple_Check(key.ptr()) || PyTuple_Size(key.ptr()) != label_names.size()) {
+    ~Emitter() {
+        for (std::vector<PyObject*>& samples : pending_) {
+            for (PyObject* sample : samples) {
+                Py_DECREF(sample);
+            }
+        }
+    }
+    Emitter(const Emitter&) = delete;
+    Emitter& operator=(const Emitter&) = delete;
+
+    /// Room for `rows` rows' samples in each column.
+    void reserve(size_t rows) {
+        for (std::vector<PyObject*>& samples : pending_) {
+            samples.reserve(rows);
+        }
+    }
+
+    /// Appends the samples of the rows to the columns' lists.
+    void finish() {
+        for (size_t i = 0; i < cols_.size(); ++i) {
+            std::vector<PyObject*>& samples = pending_[i];
+            nb::object list = nb::steal(PyList_New(static_cast<Py_ssize_t>(samples.size())));
+            if (!list.is_valid()) {
+                throw nb::python_error();
+            }
+            for (size_t k = 0; k < samples.size(); ++k) {
+                PyList_SetItem(list.ptr(), static_cast<Py_ssize_t>(k), samples[k]);  // steals
+            }
+            samples.clear();
+            const Py_ssize_t end = PyList_Size(cols_[i].samples);
+            if (PyList_SetSlice(cols_[i].samples, end, end, list.ptr()) < 0) {
+                throw nb::python_error();
+            }
+        }
+    }
+
+    /// The samples of the row `key` (a tuple, one value per label): values
+    /// has size() and operator[](i), a borrowed value (or None) for i < size().
+    template <class Values>
+    void row(PyObject* key, const Values& values) {
+        if (!PyTuple_Check(key) ||
+            PyTuple_Size(key) != static_cast<Py_ssize_t>(label_names_.size())) {
             throw nb::value_error("_emit_samples() keys must be tuples of one value per label");
         }
-        const RowValues values(PyTuple_GetItem(item.ptr(), 1));
-        const nb::dict base = base_labels(label_names.ptr(), key.ptr());
-        PyObject* before = nullptr;  // the list of the values reported before, with `reported`
-        if (!reported.is_none()) {
-            before = PyDict_GetItemWithError(reported.ptr(), key.ptr());  // borrowed
-            if (before == nullptr && PyErr_Occurred()) {
+        PyObject* before = reported_row(key);  // borrowed, or nullptr
+        nb::object base;  // the labels without an extra label, found or made on first use
+        for (size_t i = 0; i < cols_.size(); ++i) {
+            const Spec& c = cols_[i];
+            PyObject* was = reported_sample(before, i);  // borrowed, or nullptr
+            PyObject* value = c.index < values.size() ? values[c.index] : Py_None;
+            if (value == Py_None) {
+                if (was != nullptr && c.clamped) {
+                    append(i, Py_NewRef(was));  // a counter stays
+                }
+                continue;
+            }
+            if (was != nullptr) {
+                PyObject* reported_value = tuple_item(was, 2);
+                if (c.clamped) {
+                    value = at_least(value, reported_value);
+                }
+                if (same_value(value, reported_value)) {
+                    append(i, Py_NewRef(was));
+                    continue;
+                }
+            }
+            PyObject* labels;
+            if (was != nullptr) {
+                labels = Py_NewRef(tuple_item(was, 1));
+            } else {
+                if (!base.is_valid()) {
+                    base = row_labels(before, key);
+                }
+                labels = c.extra_name == Py_None
+                             ? Py_NewRef(base.ptr())
+                             : labels_dict(base.ptr(), c.extra_name, c.extra_value);
+                if (labels == nullptr) {
+                    throw nb::python_error();
+                }
+            }
+            nb::object sample = nb::steal(maker_.make(c.name, labels, Py_NewRef(value)));
+            if (!sample.is_valid()) {
                 throw nb::python_error();
             }
             if (before != nullptr) {
-                if (!PyList_Check(before) ||
-                    PyList_Size(before) != static_cast<Py_ssize_t>(cols.size())) {
-                    throw nb::value_error("_emit_samples() reported values are one list per "
-                                          "key, one value per column");
-                }
-            } else {
-                nb::list zeros;
-                for (size_t i = 0; i < cols.size(); ++i) {
-                    zeros.append(0);
-                }
-                if (PyDict_SetItem(reported.ptr(), key.ptr(), zeros.ptr()) < 0) {
-                    throw nb::python_error();
-                }
-                before = zeros.ptr();  // the dict holds it
+                PyList_SetItem(before, static_cast<Py_ssize_t>(i), Py_NewRef(sample.ptr()));
             }
-        }
-        for (size_t i = 0; i < cols.size(); ++i) {
-            const Spec& c = cols[i];
-            if (c.index >= values.size()) {
-                continue;  // not in this row (a gauge of live objects, for dropped ones' labels)
-            }
-            PyObject* value = values[c.index];
-            if (before != nullptr && c.clamped) {
-                value = clamped(before, i, value);
-            }
-            PyObject* labels = c.extra_name == Py_None
-                                   ? Py_NewRef(base.ptr())
-                                   : labels_dict(base.ptr(), c.extra_name, c.extra_value);
-            if (labels == nullptr) {
-                throw nb::python_error();
-            }
-            PyObject* sample = maker.make(c.name, labels, Py_NewRef(value));
-            if (sample == nullptr) {
-                throw nb::python_error();
-            }
-            const int appended = PyList_Append(c.samples, sample);
-            Py_DECREF(sample);
-            if (appended < 0) {
-                throw nb::python_error();
-            }
+            append(i, sample.release().ptr());
         }
     }
+
+private:
+    /// Appends `sample` (stolen) to column i's samples.
+    void append(size_t i, PyObject* sample) {
+        std::vector<PyObject*>& samples = pending_[i];
+        if (samples.size() == samples.capacity()) {
+            try {  // here, so that the push_back below cannot throw
+                samples.reserve(samples.size() * 2 + 16);
+            } catch (...) {
+                Py_DECREF(sample);
+                throw;
+            }
+        }
+        samples.push_back(sample);
+    }
+
+    /// The list of the samples reported before for `key` (made, all None,
+    /// on first use), borrowed; nullptr without `reported`.
+    PyObject* reported_row(PyObject* key) {
+        if (reported_.is_none()) {
+            return nullptr;
+        }
+        PyObject* before = PyDict_GetItemWithError(reported_.ptr(), key);  // borrowed
+        if (before == nullptr && PyErr_Occurred()) {
+            throw nb::python_error();
+        }
+        if (before == nullptr) {
+            nb::object nones = nb::steal(PyList_New(static_cast<Py_ssize_t>(cols_.size())));
+            if (!nones.is_valid()) {
+                throw nb::python_error();
+            }
+            for (size_t i = 0; i < cols_.size(); ++i) {
+                PyList_SetItem(nones.ptr(), static_cast<Py_ssize_t>(i), Py_NewRef(Py_None));
+            }
+            if (PyDict_SetItem(reported_.ptr(), key, nones.ptr()) < 0) {
+                throw nb::python_error();
+            }
+            return nones.ptr();  // the dict holds it
+        }
+        if (!PyList_Check(before) || PyList_Size(before) != static_cast<Py_ssize_t>(cols_.size())) {
+            throw nb::value_error("_emit_samples() reported values are one list per key, one "
+                                  "sample or None per column");
+        }
+        return before;
+    }
+
+    /// The sample reported before in column i (item i of `before`),
+    /// borrowed, or nullptr if none was.
+    PyObject* reported_sample(PyObject* before, size_t i) const {
+        if (before == nullptr) {
+            return nullptr;
+        }
+        PyObject* was = list_item(before, static_cast<Py_ssize_t>(i));
+        if (was == Py_None) {
+            return nullptr;
+        }
+        // The name by identity first: the collector's names are the same str
+        // objects from scrape to scrape.
+        if (Py_TYPE(was) != maker_.type() ||
+            (tuple_item(was, 0) != cols_[i].name &&
+             PyObject_RichCompareBool(tuple_item(was, 0), cols_[i].name, Py_EQ) != 1)) {
+            PyErr_Clear();
+            throw nb::type_error("_emit_samples() reported samples must be the columns' own (a "
+                                 "sample named as its column, or None)");
+        }
+        return was;
+    }
+
+    /// The labels of a row's columns without an extra label: a reported
+    /// sample's of such a column, or a new dict.
+    nb::object row_labels(PyObject* before, PyObject* key) const {
+        for (size_t i = 0; before != nullptr && i < cols_.size(); ++i) {
+            PyObject* was = PyList_GetItem(before, static_cast<Py_ssize_t>(i));
+            if (cols_[i].extra_name == Py_None && was != Py_None) {
+                return nb::borrow(tuple_item(was, 1));
+            }
+        }
+        return base_labels(label_names_.ptr(), key);
+    }
+
+    LabelValues label_names_;
+    Proto proto_;
+    SampleMaker maker_;
+    Reported reported_;
+    nb::object columns_;
+    std::vector<Spec> cols_;
+    std::vector<std::vector<PyObject*>> pending_;  // by column: samples (owned) for finish()
+};
+
+/// _core._emit_samples(): the samples of each (key, values) of `rows`
+/// (values: a sequence of ints, or an int alone), by an Emitter.
+VIRTRIGAUD_COLD inline void emit(nb::typed<nb::dict, LabelValues, nb::any> rows,
+                                 LabelValues label_names, Columns columns, Proto proto,
+                                 Reported reported) {
+    Emitter emitter(std::move(label_names), std::move(columns), std::move(proto),
+                    std::move(reported));
+    const GcPaused paused;
+    const nb::list items = rows.items();  // a list of its own: rows may not change meanwhile
+    emitter.reserve(items.size());
+    for (nb::handle item : items) {
+        emitter.row(PyTuple_GetItem(item.ptr(), 0), RowValues(PyTuple_GetItem(item.ptr(), 1)));
+    }
+    emitter.finish();
 }
 
 }  // namespace samples

@@ -661,11 +661,15 @@ class CircuitBreaker:
         """
 
     @staticmethod
-    def _window_by_labels(breakers: Sequence[CircuitBreaker]) -> dict[tuple[str, ...], tuple[float, float]]:
+    def _emit_by_labels(breakers: Sequence[CircuitBreaker], dropped: dict[tuple[str, ...], Any], label_names: tuple[str, ...], columns: tuple[tuple[list[object], str, object, object, int, bool], ...], proto: tuple[object, ...], reported: dict[tuple[str, ...], list[Any]] | None) -> None:
         """
-        For the metrics collector: by (provider_type, provider), of the
-        breakers judging a window only, (highest failure rate, highest
-        slow-call rate), -1 below minimum_calls.
+        For the Prometheus collector, in one pass: these breakers and the dropped
+        ones' totals (labels -> 8 counters) summed by (provider_type, provider),
+        emitted as by _emit_samples from the rows [the 8 counters of _sum_by_labels
+        (slow_calls None for labels without a window-mode breaker or a slow call),
+        then for labels with a live breaker the highest state code and mode, then
+        for labels with a window-mode breaker the highest failure rate and
+        slow-call rate (-1 below minimum_calls)].
         """
 
     def call(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -682,9 +686,10 @@ def _emit_samples(rows: dict[tuple[str, ...], Any], label_names: tuple[str, ...]
     (samples, name, extra label or None, its value, index, clamped), appends
     to samples a sample like proto named name, labelled label_names = key (and
     the extra label), valued values[index] (none where the row has no such
-    value). With reported (key -> the list of the values reported before, one
-    per column), a clamped column's value never goes below the one reported
-    before, and reported is updated.
+    value, or None). With reported (key -> the list of the samples reported
+    before, one per column, None where none was), an unchanged series is
+    reported by the same sample, a clamped column's value never goes below
+    the one reported before nor disappears, and reported is updated.
     """
 
 class Bulkhead:

@@ -22,14 +22,15 @@ series                                                    type     value
 ``virtrigaud_circuit_breaker_failures_total``             counter  every recorded failure (the guide's series)
 ``virtrigaud_circuit_breaker_calls_total{outcome}``       counter  ``success``, ``failure``, ``rejected``
 ``virtrigaud_circuit_breaker_transitions_total{to}``      counter  ``closed``, ``half_open``, ``open``
-``virtrigaud_circuit_breaker_failure_rate``               gauge    window mode: failed / outcomes in the
-                                                                   window, -1 below minimum_calls
-``virtrigaud_circuit_breaker_slow_call_rate``             gauge    window mode: slow / outcomes, likewise
+``virtrigaud_circuit_breaker_failure_rate``               gauge    window mode only: failed / outcomes in
+                                                                   the window, -1 below minimum_calls
+``virtrigaud_circuit_breaker_slow_call_rate``             gauge    window mode only: slow / outcomes,
+                                                                   likewise
 ``virtrigaud_circuit_breaker_mode``                       gauge    0 normal, 1 disabled, 2 metrics only,
                                                                    3 forced open (BreakerMode)
 ``virtrigaud_circuit_breaker_calls_by_kind_total{kind}``  counter  resilience4j's kinds: ``successful``,
-                                                                   ``failed``, ``slow``, ``not_permitted``,
-                                                                   ``ignored``
+                                                                   ``failed``, ``not_permitted``,
+                                                                   ``ignored``; ``slow`` in window mode only
 ``virtrigaud_rate_limiter_requests_total{outcome}``       counter  ``admitted``, ``rejected``, ``waited``
 ``virtrigaud_retry_attempts_total{policy}``               counter  retries begun (attempts after the first)
 ``virtrigaud_retry_exhausted_total{policy}``              counter  calls that gave up retrying
@@ -56,6 +57,16 @@ per call (:mod:`virtrigaud_resilience.rpcstats`):
 histogram, buckets 1 ms doubling to 32.768 s) and
 ``virtrigaud_vm_operations_total{operation,provider_type,provider,outcome}``.
 
+Which breakers have which series: every label set with a breaker has the
+state and mode gauges (while one of its breakers lives), the failures, calls,
+transitions and the four kinds of calls every breaker counts. A breaker in
+window mode judges rates and slow calls, and only a label set with one has
+the ``failure_rate`` and ``slow_call_rate`` gauges (while one lives) and the
+``calls_by_kind_total{kind="slow"}`` counter (which, like every counter,
+stays once reported); a consecutive breaker judges neither, so it has no -1
+or 0 series standing for "not judged" (as resilience4j's Micrometer binder
+leaves out what a breaker does not measure).
+
 Every series but the retry ones and the per-call ones has the labels ``provider_type`` and
 ``provider`` (the object's; ``""`` when it has none). The retry series have
 ``policy``: the policy's name, or the :class:`Retrier`'s ``name``.
@@ -68,12 +79,16 @@ when any breaker of that provider is not closed.
 Objects come and go (a breaker per VM, say). A dropped object's final
 counters are folded into its labels' totals when it is garbage-collected,
 so counters never go backwards and nothing leaks: the memory kept is one
-entry per label set ever seen. A dropped object's gauges stop counting.
+entry per label set ever seen (for a breaker's labels, a registered
+collector's last samples: about 3.5 KB, which a scrape that finds a series
+unchanged reports again instead of making new ones). A dropped object's
+gauges stop counting.
 (A subclass that defines ``__del__`` must call ``super().__del__()``.)
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -124,7 +139,11 @@ class ResilienceCollector(Collector):
     """A prometheus_client collector of every breaker, bucket, bulkhead and retrier.
 
     Register it with :func:`register` (which refuses to register twice).
-    ``collect()`` is thread-safe; concurrent scrapes take turns.
+    ``collect()`` is thread-safe; concurrent scrapes take turns. A breaker
+    series unchanged since the last scrape is reported by the same Sample
+    (a tuple) again, and a breaker label set's samples share their labels
+    dicts: read them, as prometheus_client's expositions do; never change
+    them in place.
     """
 
     def __init__(self) -> None:
@@ -132,9 +151,12 @@ class ResilienceCollector(Collector):
         # reported below what was reported before, even for an object that a
         # garbage-collected cycle hides from one snapshot (see Census).
         self._reported: dict[tuple[str, Labels], int] = {}
-        # The same for the breakers' series, by labels: one list of values,
-        # in the order of _collect_breakers' columns.
-        self._reported_breakers: dict[Labels, list[int]] = {}
+        # The breakers' series, by labels: the samples reported last, in the
+        # order of _collect_breakers' columns (None where none was). An
+        # unchanged series is reported by the same sample again (a scrape of
+        # 10,000 label sets otherwise makes and frees ~130,000 dicts and
+        # tuples), and a counter never below the value of its sample.
+        self._reported_breakers: dict[Labels, list[Sample | None]] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
@@ -267,33 +289,32 @@ class ResilienceCollector(Collector):
 
     def _collect_breakers(self, state: Any, failures: Any, calls: Any, transitions: Any,
                           failure_rate: Any, slow_rate: Any, mode: Any, kinds: Any) -> None:
-        # Natively (samples.hpp): 10,000 breakers make ~80,000 samples.
+        # Natively, in one pass over the breakers and one over their label
+        # sets (bind_breaker.cpp, samples.hpp): 10,000 label sets make
+        # ~130,000 samples. The rows the columns index, by labels:
+        # [successes, failures_total, rejected, to_closed, to_half_open,
+        # to_open, slow_calls (None where no breaker judges slow calls),
+        # ignored], then with a live breaker [worst state, worst mode], then
+        # with a window-mode breaker [failure rate, slow-call rate]; a row
+        # without a value has no sample there.
         breakers, dropped = BREAKERS.snapshot()
-        # By labels: [successes, failures_total, rejected, to_closed,
-        # to_half_open, to_open, slow_calls, ignored, worst state, worst
-        # mode]; the labels of dropped breakers only have neither state nor
-        # mode (no live breaker to show).
-        sums = _core.CircuitBreaker._sum_by_labels(breakers)
-        # The few breakers judging a window: (failure rate, slow rate) by labels.
-        windows = _core.CircuitBreaker._window_by_labels(breakers)
-        del breakers  # read: a breaker dropped from now on is in the next snapshot's totals
-        _add_all(sums, dropped)
+        counter = _counter_name
         columns = (
             (state.samples, state.name, None, None, 8, False),
             (mode.samples, mode.name, None, None, 9, False),
-            (failures.samples, failures.name + "_total", None, None, 1, True),
-            *((calls.samples, calls.name + "_total", "outcome", outcome, index, True)
+            (failures.samples, counter(failures), None, None, 1, True),
+            *((calls.samples, counter(calls), "outcome", outcome, index, True)
               for index, outcome in enumerate(_BREAKER_OUTCOMES)),
-            *((transitions.samples, transitions.name + "_total", "to", to, 3 + index, True)
+            *((transitions.samples, counter(transitions), "to", to, 3 + index, True)
               for index, to in enumerate(_STATES)),
-            *((kinds.samples, kinds.name + "_total", "kind", kind, index, True)
+            *((kinds.samples, counter(kinds), "kind", kind, index, True)
               for kind, index in _BREAKER_KINDS),
+            (failure_rate.samples, failure_rate.name, None, None, 10, False),
+            (slow_rate.samples, slow_rate.name, None, None, 11, False),
         )
-        _core._emit_samples(sums, _PROVIDER, columns, _SAMPLE, self._reported_breakers)
-        for labels, (worst_failure_rate, worst_slow_rate) in windows.items():
-            base = _provider(*labels)
-            failure_rate.samples.append(Sample(failure_rate.name, base, worst_failure_rate))
-            slow_rate.samples.append(Sample(slow_rate.name, base, worst_slow_rate))
+        _core.CircuitBreaker._emit_by_labels(breakers, dropped, _PROVIDER, columns, _SAMPLE,
+                                             self._reported_breakers)
+        del breakers  # read: a breaker dropped from now on is in the next snapshot's totals
 
     def _collect_buckets(self, requests: Any) -> None:
         sums: dict[Labels, list[int]] = {}
@@ -437,6 +458,12 @@ def _budget_families() -> tuple[Any, Any]:
 #: resilience4j's kinds of calls, each a column of the breakers' sums.
 _BREAKER_KINDS = (("successful", 0), ("failed", 1), ("slow", 6), ("not_permitted", 2),
                   ("ignored", 7))
+
+
+def _counter_name(family: Any) -> str:
+    """A counter family's sample name, the same str object every scrape (the
+    native emitter matches a reported sample's name by identity first)."""
+    return sys.intern(family.name + "_total")
 
 
 def _provider(provider_type: str, provider: str) -> dict[str, str]:
