@@ -36,15 +36,16 @@ def _runtime_var() -> ContextVar[Context] | None:
     return None
 
 
-_VAR = _runtime_var()
+#: The API's runtime ContextVar (None: another runtime context is in use).
+VAR = _runtime_var()
 #: Whether the operations below are the ContextVar's own (C calls).
-DIRECT = _VAR is not None
+DIRECT = VAR is not None
 
 #: The current Context.
-current: Callable[[], Context] = _VAR.get if _VAR is not None else otel_context.get_current
+current: Callable[[], Context] = VAR.get if VAR is not None else otel_context.get_current
 #: Makes a Context current; returns the token for :data:`detach`.
-attach: Callable[[Context], Any] = _VAR.set if _VAR is not None else otel_context.attach
+attach: Callable[[Context], Any] = VAR.set if VAR is not None else otel_context.attach
 #: Makes current again what was before the attach of ``token`` (in the same
 #: thread or task, last attached first).
-detach: Callable[[Any], Any] = _VAR.reset if _VAR is not None else otel_context.detach
+detach: Callable[[Any], Any] = VAR.reset if VAR is not None else otel_context.detach
 

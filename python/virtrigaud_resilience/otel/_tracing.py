@@ -17,7 +17,8 @@ sync call whose first attempt the breaker refused runs under the caller's
 span.
 
 What is ours per call, on top of the SDK's two spans: the sampling rule's
-read of the parent (see _sampling.py), building each span's parent
+read of the parent (native, see _gate.py; in Python where the gate cannot
+read it, see _sampling.py), building each span's parent
 context, attaching the attempt's (and, after a failure, the execution's),
 the contextvar :data:`CURRENT`, and the Python frames around the native
 call: seven of ours per sampled call, each about a native call's cost in
