@@ -272,3 +272,24 @@ def test_a_gate_refuses_bad_input_naming_it(field: str, args: tuple[Any, ...],
                                             message: str) -> None:
     with pytest.raises(TypeError, match=message):
         _core.TraceGate(*args)
+
+
+# ------------------------------------------- the traced path's context copy --
+
+def test_with_value_copies_the_context_and_maps_the_key() -> None:
+    span = parent(sampled=True)
+    outer = otel_context.set_value("other", 1)
+    inner = _context.with_value(outer, _context.SPAN_KEY, span)
+    assert type(inner) is otel_context.Context and inner is not outer
+    assert inner == trace.set_span_in_context(span, outer)  # what the API would build
+    assert dict(outer) == {"other": 1}  # the original untouched
+    assert trace.get_current_span(inner) is span
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "takes context, key and value"),
+    (([], "k", 1), "context must be a dict"),
+])
+def test_with_value_refuses_bad_input(args: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        _core._context_with(*args)

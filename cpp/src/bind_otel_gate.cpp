@@ -306,6 +306,42 @@ PyType_Spec trace_gate_spec = {
         Py_TPFLAGS_METHOD_DESCRIPTOR | Py_TPFLAGS_IMMUTABLETYPE,
     trace_gate_type_slots};
 
+// _context_with(context, key, value): a copy of `context` (its own type: the
+// API's Context) that also maps key to value; the traced path's contexts
+// (the execution's span, each attempt's). Context({**context, key: value})
+// in Python copies the items twice (into a dict, then into the Context) and
+// runs a few opcodes more: about 2,900 instructions against 1,600.
+PyObject* context_with(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_context_with() takes context, key and value");
+        return nullptr;
+    }
+    if (!PyDict_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_context_with() context must be a dict (a Context)");
+        return nullptr;
+    }
+    PyObject* copy = PyObject_Vectorcall(reinterpret_cast<PyObject*>(Py_TYPE(args[0])), args, 1,
+                                         nullptr);  // Context(context)
+    if (copy != nullptr && !PyDict_Check(copy)) {
+        Py_DECREF(copy);
+        PyErr_SetString(PyExc_TypeError, "_context_with() context's type must copy it");
+        return nullptr;
+    }
+    // PyDict_SetItem, not the item assignment a Context refuses: the copy is
+    // nobody else's yet.
+    if (copy != nullptr && PyDict_SetItem(copy, args[1], args[2]) != 0) {
+        Py_CLEAR(copy);
+    }
+    return copy;
+}
+
+PyMethodDef context_with_def = {
+    "_context_with", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(context_with)),
+    METH_FASTCALL,
+    "_context_with(context, key, value, /)\n--\n\n"
+    "A copy of context (of its type: an OpenTelemetry Context) that also maps\n"
+    "key to value."};
+
 }  // namespace
 
 void bind_otel_gate(nb::module_& m) {
@@ -323,6 +359,11 @@ void bind_otel_gate(nb::module_& m) {
         throw nb::python_error();
     }
     m.attr("TraceGate") = nb::steal(type);
+    PyObject* function = PyCFunction_NewEx(&context_with_def, nullptr, m.attr("__name__").ptr());
+    if (function == nullptr) {
+        throw nb::python_error();
+    }
+    m.attr("_context_with") = nb::steal(function);
 }
 
 }  // namespace virtrigaud_bind

@@ -1038,6 +1038,12 @@ class TraceGate:
     def traced(self) -> Callable[..., Any]:
         """The method every other call runs."""
 
+def _context_with(context: dict[str, object], key: str, value: object, /) -> Any:
+    """
+    A copy of context (of its type: an OpenTelemetry Context) that also maps
+    key to value.
+    """
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

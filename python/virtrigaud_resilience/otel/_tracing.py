@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -137,7 +136,7 @@ class Execution:
         self.tracing = tracing
         #: The caller's context with the execution's span current: each
         #: attempt span's parent, and what is attached between attempts.
-        self.context = Context({**_context.current(), SPAN_KEY: span})
+        self.context = _context.with_value(_context.current(), SPAN_KEY, span)
         #: The token of the execution's context while attached (None: not).
         self.token: object | None = None
         #: The number (0-based) of the attempt running or next to run.
@@ -209,7 +208,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return fn(*args, **kwargs)
-        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
+        token = _context.attach(_context.with_value(self.context, SPAN_KEY, span))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = fn(*args, **kwargs)
@@ -228,7 +227,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return await fn(*args, **kwargs)
-        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
+        token = _context.attach(_context.with_value(self.context, SPAN_KEY, span))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
