@@ -215,6 +215,27 @@ def test_the_caches_follow_the_parent_from_call_to_call(gated: Provider) -> None
     assert gated.names() == []
 
 
+def test_a_call_made_while_the_cache_releases_a_span_is_decided_by_its_own_parent(
+        gated: Provider) -> None:
+    """A span the gate released when it cached a newer one may run code
+    (here a call of the policy, in its finaliser): that call finds each
+    cached object with its own decision, not the released one's."""
+    policy = vr.PolicyBuilder("p").build()
+    finalised: list[str] = []
+
+    class Finalised(NonRecordingSpan):
+        def __del__(self) -> None:
+            finalised.append(policy.execute(ok))
+
+    released = Finalised(parent(sampled=False).get_span_context())
+    assert under(released, partial(policy.execute, ok)) == "ok"  # cached, and dropped
+    assert gated.names() == []
+    del released  # the gate's cache holds it now, and nothing else
+    assert under(parent(sampled=True), partial(policy.execute, ok)) == "ok"
+    assert finalised == ["ok"]  # ran while the gate replaced its cache
+    assert gated.names() == TRACED * 2  # under the sampled parent: traced, as the call itself
+
+
 def test_a_span_whose_context_cannot_be_read_never_breaks_a_call(gated: Provider) -> None:
     class Broken(NonRecordingSpan):
         def get_span_context(self) -> SpanContext:

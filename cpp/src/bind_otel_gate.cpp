@@ -85,7 +85,9 @@ bool drops_under(const TraceGateObject* g, PyObject* span) {
     return drops;
 }
 
-// Replaces a cache entry's object by `value` (a new reference, stolen).
+// Replaces a cache entry's object by `value` (a new reference, stolen); its
+// decision is stored before, so that a gate called while the old object is
+// released (a finaliser) finds each object with its own decision.
 void replace_cached(PyObject*& slot, PyObject* value) {
     PyObject* old = slot;
     slot = value;
@@ -116,11 +118,11 @@ bool drops_in(TraceGateObject* g, PyObject* current) {
     } else {
         Py_INCREF(span);  // get_span_context may change the context meanwhile
         drops = drops_under(g, span);
+        g->cached_span_drops = drops;  // first: the old span's release may call a gate
         replace_cached(g->cached_span, span);
-        g->cached_span_drops = drops;
     }
-    replace_cached(g->cached_context, current);
     g->cached_context_drops = drops;
+    replace_cached(g->cached_context, current);
 #else
     } else {
         Py_INCREF(span);
