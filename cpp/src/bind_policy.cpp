@@ -24,6 +24,8 @@ PyObject* resume(PyObject* self, int stage, PyObject* exc, PyObject* const* args
     return r;
 }
 
+}  // namespace
+
 PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                          PyObject* kwnames) {
     auto* p = fn_method_target<PyPolicy>(self, nargsf, "Policy", "Policy.execute()");
@@ -74,6 +76,8 @@ PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargs
     Py_DECREF(exc);
     return result;
 }
+
+namespace {
 
 // The async path's two crossings, raw for the same reason as execute().
 PyObject* policy_enter(PyObject* self, PyObject* const*, Py_ssize_t nargsf, PyObject* kwnames) {

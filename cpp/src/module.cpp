@@ -6,6 +6,9 @@
 #include "binding.hpp"
 
 namespace virtrigaud_bind {
+
+void bind_otel_gate(nb::module_& m);  // TraceGate (vr.otel's sampling decision)
+
 namespace {
 
 // Both None uninstalls them (at interpreter exit, so nothing outlives it).
@@ -110,4 +113,5 @@ NB_MODULE(_core, m) {
     bind_histogram(m);
     bind_adaptive(m);
     bind_budget(m);
+    bind_otel_gate(m);  // after bind_bulkhead_slot: it reads ContextVars as the bulkheads do
 }

@@ -149,4 +149,9 @@ struct PyPolicy {
 PyObject* policy_execute_async(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
                                PyObject* kwnames);
 
+// Policy.execute(fn, /, *args, **kwargs) (bind_policy.cpp); a raw fastcall
+// method (the trace gate calls it too: bind_otel_gate.cpp).
+PyObject* policy_execute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,
+                         PyObject* kwnames);
+
 }  // namespace virtrigaud_bind

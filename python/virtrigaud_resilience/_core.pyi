@@ -1025,6 +1025,30 @@ class RetryBudget:
     def _own_window(self) -> int:
         """This process's own net amount over the window (units)."""
 
+class TraceGate:
+    """
+    TraceGate(native, traced, var, span_key, root_off, off): a method that
+    calls native(self, ...) when a parent-based sampler drops the call (the
+    current span of the Context in var, under span_key: a valid parent's
+    delegate off[is_remote][sampled], a root's root_off, is ALWAYS_OFF),
+    else traced(self, ...). Binds as a method when it is a class attribute.
+    """
+    def __init__(self, native: Callable[..., Any], traced: Callable[..., Any], var: Any, span_key: str, root_off: bool, off: tuple[tuple[bool, bool], tuple[bool, bool]]) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+    @property
+    def native(self) -> Callable[..., Any]:
+        """The method a call the sampler drops runs."""
+    @property
+    def traced(self) -> Callable[..., Any]:
+        """The method every other call runs."""
+
+def _context_with(context: dict[str, object], key: str, value: object, /) -> Any:
+    """
+    A copy of context (of its type: an OpenTelemetry Context) that also maps
+    key to value.
+    """
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

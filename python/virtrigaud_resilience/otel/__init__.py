@@ -30,8 +30,8 @@ Cost: uninstrumented, or instrumented with a tracer that records nothing
 (the API without an SDK, or an SDK whose sampler is ALWAYS_OFF), the
 native methods run: a call pays nothing. Otherwise each call runs through
 the traced methods (see _tracing.py); one a parent-based sampler would
-drop (a parent not sampled) runs the native call after one read of the
-parent's flags (see _sampling.py). A global tracer provider set after
+drop (a parent not sampled) runs the native call, decided natively before
+any Python frame (see _gate.py). A global tracer provider set after
 :func:`instrument` is followed (see _global.py). Metrics: see _instruments.py.
 """
 
@@ -48,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[otel]'"
     ) from exc
 
-from . import _decisions, _global, _instruments, _routing, _sampling, _tracing
+from . import _decisions, _gate, _global, _instruments, _routing, _sampling, _tracing
 from ._names import SCOPE, error_type
 
 __all__ = ["error_type", "instrument", "is_instrumented", "traces_calls", "uninstrument"]
@@ -99,10 +99,13 @@ def _trace_with(tracer_provider: Any) -> None:
     if its spans may record; else the native methods (under _lock)."""
     if _records(tracer_provider):
         attempt_duration, execution_duration = _durations
+        rule = _sampling.rule(tracer_provider)
+        # A rule the gates apply natively is not applied again in Python.
+        gates = _gate.gates(rule) if rule is not None else None
         _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
                                             attempt_duration, execution_duration,
-                                            _sampling.rule(tracer_provider)))
-        _routing.route(_tracing.TRACED)
+                                            rule if gates is None else None))
+        _routing.route(gates or _tracing.TRACED)
         _decisions.listen()
     else:
         _stop_tracing()

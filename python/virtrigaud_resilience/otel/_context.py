@@ -5,7 +5,8 @@ A sampled call spends most of its time in the SDK's span objects, and the
 rest (ours) mostly in Python calls: in CPython each costs about as much as
 the native policy call itself. ``context.attach`` is two Python calls over
 ``ContextVar.set``, ``get_current`` two over ``ContextVar.get``, and
-``trace.set_span_in_context`` four over a dict copy. With the API's default
+``trace.set_span_in_context`` four over a dict copy (two copies in
+Python; :data:`with_value` makes one, natively). With the API's default
 runtime context (``contextvars``; ``OTEL_PYTHON_CONTEXT`` may name another)
 these are its very ContextVar's methods, C calls; with any other, the API's
 functions. Either way the contexts are the API's, seen by every other user.
@@ -18,6 +19,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
+
+from .. import _core
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation import _SPAN_KEY
 
@@ -36,15 +39,19 @@ def _runtime_var() -> ContextVar[Context] | None:
     return None
 
 
-_VAR = _runtime_var()
+#: The API's runtime ContextVar (None: another runtime context is in use).
+VAR = _runtime_var()
 #: Whether the operations below are the ContextVar's own (C calls).
-DIRECT = _VAR is not None
+DIRECT = VAR is not None
 
 #: The current Context.
-current: Callable[[], Context] = _VAR.get if _VAR is not None else otel_context.get_current
+current: Callable[[], Context] = VAR.get if VAR is not None else otel_context.get_current
 #: Makes a Context current; returns the token for :data:`detach`.
-attach: Callable[[Context], Any] = _VAR.set if _VAR is not None else otel_context.attach
+attach: Callable[[Context], Any] = VAR.set if VAR is not None else otel_context.attach
 #: Makes current again what was before the attach of ``token`` (in the same
 #: thread or task, last attached first).
-detach: Callable[[Any], Any] = _VAR.reset if _VAR is not None else otel_context.detach
+detach: Callable[[Any], Any] = VAR.reset if VAR is not None else otel_context.detach
+#: ``with_value(context, key, value)``: a copy of the Context that also maps
+#: key to value (native: ``Context({**context, key: value})`` copies twice).
+with_value: Callable[[Context, str, object], Context] = _core._context_with
 

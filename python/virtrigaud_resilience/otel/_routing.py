@@ -3,7 +3,8 @@
 ``Policy.execute`` and ``Policy.execute_async`` are native, and
 ``_core._specialise`` installs a copy of each on ``Policy`` and on every
 Python subclass that does not override them (see _specialised.py). To trace
-a call, :func:`route` replaces each such copy with the traced method;
+a call, :func:`route` replaces each such copy with the traced method (or
+with the native gate that calls it, see _gate.py);
 :func:`restore` puts the very same native objects back, so an uninstrumented
 call runs exactly the native path it ran before: nothing on the hot path
 ever asks whether tracing is on.

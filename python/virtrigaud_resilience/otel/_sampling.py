@@ -5,9 +5,12 @@ native methods in place (see ``instrument()``). A parent-based sampler (the
 SDK's default: ``ParentBased(ALWAYS_ON)``) decides per call from the
 parent's trace flags: the most common production setting is a service
 whose callers sample a fraction of their traces, so most calls arrive under
-a parent that is not sampled. For those, :meth:`SamplingRule.drops` says so
-from one read of the current span's context, and the traced methods run
-the native call directly: no span is made, not even a non-recording one.
+a parent that is not sampled. For those, the native gate of _gate.py
+decides before any Python frame and runs the native call: no span is made,
+not even a non-recording one. Where the gate cannot read the context (the
+API configured with another runtime context), :meth:`SamplingRule.drops`
+decides in the traced methods instead, from one read of the current span's
+context.
 
 The rule is read from the sampler's description (the API's only public
 view of a sampler): ``ParentBased{root:...,remoteParentSampled:...,
@@ -60,7 +63,7 @@ class SamplingRule:
         span = current().get(SPAN_KEY)
         if span is None:
             return self.root_off
-        if _TUPLE_LAYOUT:  # 4x faster than the properties, each a Python call
+        if TUPLE_LAYOUT:  # 4x faster than the properties, each a Python call
             _, _, remote, flags, _, valid = span.get_span_context()  # type: ignore[attr-defined]
             return self.off[remote][flags & 1] if valid else self.root_off
         parent = trace.get_current_span().get_span_context()
@@ -81,7 +84,7 @@ def _tuple_layout() -> bool:
     return (remote, flags, valid) == (True, 1, True) and context.trace_flags.sampled
 
 
-_TUPLE_LAYOUT = _tuple_layout()
+TUPLE_LAYOUT = _tuple_layout()
 
 
 def rule(provider: Any) -> SamplingRule | None:

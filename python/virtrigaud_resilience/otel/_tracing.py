@@ -17,7 +17,8 @@ sync call whose first attempt the breaker refused runs under the caller's
 span.
 
 What is ours per call, on top of the SDK's two spans: the sampling rule's
-read of the parent (see _sampling.py), building each span's parent
+read of the parent (native, see _gate.py; in Python where the gate cannot
+read it, see _sampling.py), building each span's parent
 context, attaching the attempt's (and, after a failure, the execution's),
 the contextvar :data:`CURRENT`, and the Python frames around the native
 call: seven of ours per sampled call, each about a native call's cost in
@@ -38,7 +39,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -136,7 +136,7 @@ class Execution:
         self.tracing = tracing
         #: The caller's context with the execution's span current: each
         #: attempt span's parent, and what is attached between attempts.
-        self.context = Context({**_context.current(), SPAN_KEY: span})
+        self.context = _context.with_value(_context.current(), SPAN_KEY, span)
         #: The token of the execution's context while attached (None: not).
         self.token: object | None = None
         #: The number (0-based) of the attempt running or next to run.
@@ -208,7 +208,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return fn(*args, **kwargs)
-        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
+        token = _context.attach(_context.with_value(self.context, SPAN_KEY, span))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = fn(*args, **kwargs)
@@ -227,7 +227,7 @@ class Execution:
         number, span = self._start_attempt()
         if span is None:
             return await fn(*args, **kwargs)
-        token = _context.attach(Context({**self.context, SPAN_KEY: span}))
+        token = _context.attach(_context.with_value(self.context, SPAN_KEY, span))
         started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
