@@ -666,17 +666,19 @@ private:
         }
         switch (state_of(s.first)) {
             case BreakerState::kClosed: {
-                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at)) {
+                WindowTotals judged;  // the window right after this outcome
+                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at,
+                                      judged)) {
                     break;  // stale: the window moved on
                 }
                 count_slow(bits);
                 if (mode == kMetricsOnly) {
                     return {};
                 }
-                if (!settings.exceeded(bw.window.judged_totals(at), settings.minimum_calls)) {
+                if (!settings.exceeded(judged, settings.minimum_calls)) {
                     return {};
                 }
-                return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
+                return open_by_window(s, now);
             }
             case BreakerState::kHalfOpen:
                 if (ticket.half_open) {
@@ -689,6 +691,11 @@ private:
         }
         ignored_.fetch_add(1, std::memory_order_relaxed);
         return {};
+    }
+    // The ways a window outcome moves the breaker are out of line, keeping
+    // record_windowed() small for its common case.
+    VIRTRIGAUD_NOINLINE Transition open_by_window(AtomicPair::Value s, int64_t now) noexcept {
+        return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
     }
     void count_slow(uint8_t bits) noexcept {
         if ((bits & kOutcomeSlow) != 0) {
@@ -718,7 +725,8 @@ private:
 
     /// A probe's outcome: counted in its generation's round; the probe that
     /// completes the round judges it.
-    Transition judge_probe(AtomicPair::Value s, uint8_t bits, int64_t now) noexcept {
+    VIRTRIGAUD_NOINLINE Transition judge_probe(AtomicPair::Value s, uint8_t bits,
+                                               int64_t now) noexcept {
         BreakerWindow& bw = *window_;
         const uint64_t epoch = s.second & kRoundEpochMask;
         uint64_t r = bw.round.load(std::memory_order_acquire);
