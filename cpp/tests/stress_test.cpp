@@ -3811,6 +3811,26 @@ void test_window_time_sums_match_buckets() {
     }
 }
 
+// A time window reset to an epoch 2^23 or more past the one its buckets were
+// last written in still records into them: a bucket of another epoch is
+// replaced by any writer of the window's epoch. (Compared as 24-bit epochs,
+// such a bucket looked later than the window's, and every outcome that
+// fell in it was dropped.)
+void test_window_time_far_epoch() {
+    const auto owned = SlidingWindow::make(WindowKind::kTime, 4);
+    SlidingWindow& window = *owned;
+    for (uint32_t epoch : {1u, (1u << 23) + 5, (1u << 24) - 1, 2u}) {
+        window.reset(epoch);
+        for (int64_t second = 0; second < 4; ++second) {
+            CHECK(window.record(epoch, kOutcomeFailed, second * 1'000'000'000 + 7));
+        }
+        const WindowTotals t = window.totals(3'000'000'007);
+        CHECK_EQ(t.calls, 4u);
+        CHECK_EQ(t.failures, 4u);
+        CHECK(same(window.judged_totals(3'000'000'007), t));
+    }
+}
+
 // The smallest rings wrap on every few outcomes: the writer that takes the
 // position to twice the size brings it back while the others write; the
 // ring's 2-bit outcomes share a word between the threads. The counts equal
@@ -4053,6 +4073,7 @@ int main(int argc, char** argv) {
         {"histogram_buckets", test_histogram_buckets, 1},
         {"window_concurrent_counts", test_window_concurrent_counts, 3},
         {"window_time_sums_match_buckets", test_window_time_sums_match_buckets, 3},
+        {"window_time_far_epoch", test_window_time_far_epoch, 1},
         {"window_small_rings_wrap_exactly", test_window_small_rings_wrap_exactly, 3},
         {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
         {"window_breaker_single_open", test_window_breaker_single_open, 20},
