@@ -217,6 +217,7 @@ int main() {
 
     // ---- window-mode breakers (issue 22): a closed breaker that never
     // opens (all successes), so each call records into the window and judges it.
+    constexpr int64_t kFreshEvery = (int64_t{1} << 19) - 1;
     WindowSettings count_settings;
     count_settings.kind = WindowKind::kCount;
     count_settings.size = 100;
@@ -241,8 +242,14 @@ int main() {
                   const auto bits = static_cast<uint8_t>((i * 7 >> 3) & 3);
                   do_not_optimize(count_window.record(0, bits, 0));
               }));
+        // A fresh epoch every 2^19 outcomes: one second's bucket takes 2^20 - 1
+        // (more are dropped, which writes nothing), so every outcome here counts.
+        uint32_t time_epoch = 0;
         print("sliding_window.record(time 60 s)", "uncontended", bench(kIters, [&](int64_t i) {
-                  do_not_optimize(time_window.record(0, static_cast<uint8_t>(i & 1), i));
+                  if ((i & kFreshEvery) == 0) {
+                      time_window.reset(++time_epoch);
+                  }
+                  do_not_optimize(time_window.record(time_epoch, static_cast<uint8_t>(i & 1), i));
               }));
         print("sliding_window.totals(time 60 s)", "uncontended", bench(kIters, [&](int64_t i) {
                   do_not_optimize(time_window.totals(i).calls);
@@ -259,8 +266,13 @@ int main() {
           cb_count_one_thread);
     auto cb_time = std::make_unique<CircuitBreaker>(10, 60'000'000'000, 3, nullptr, 0,
                                                     &time_settings);
+    // Reset every 2^19 calls, as above (on the coarse clock the loop makes
+    // more than a bucket takes in a second).
     print("circuit_breaker(time 60 s).acquire+record_success", "uncontended",
-          bench(kIters, [&](int64_t) {
+          bench(kIters, [&](int64_t i) {
+              if ((i & kFreshEvery) == 0) {
+                  cb_time->reset();
+              }
               const Ticket t = cb_time->acquire();
               do_not_optimize(t.admitted);
               do_not_optimize(cb_time->record_success(t).changed);

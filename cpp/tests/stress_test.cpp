@@ -3748,6 +3748,89 @@ void test_window_concurrent_counts() {
     }
 }
 
+// Small time windows under a clock that runs ahead while 4 threads record:
+// heads move every few outcomes, outcomes arrive behind the head (their
+// second read before another thread moved it) and seconds leave the window
+// while writers add to them (and outcomes are recorded up to 3 s late on
+// purpose). Once the writers are done, the closed sums the
+// breaker judges by equal the buckets summed, at every moment checked, and a
+// window wide enough to keep everything counts every outcome.
+void test_window_time_sums_match_buckets() {
+    constexpr int kThreads = 4;
+    const int per_thread = 4'000 * g_scale;
+    for (uint32_t size : {1u, 2u, 3u, 8u, 61u, 3'600u}) {
+        const auto owned = SlidingWindow::make(WindowKind::kTime, size);
+        SlidingWindow& window = *owned;
+        ManualClock clock(7 * int64_t{1'000'000'000} + 1);
+        std::vector<int64_t> failed(kThreads, 0), slow(kThreads, 0);
+        std::atomic<int> running{kThreads};
+        run_threads(
+            kThreads,
+            [&](int t) {
+                Rng rng(static_cast<uint64_t>(t) * 131 + size);
+                for (int i = 0; i < per_thread; ++i) {
+                    const uint8_t bits = static_cast<uint8_t>(rng.below(4));
+                    failed[t] += (bits & kOutcomeFailed) != 0;
+                    slow[t] += (bits & kOutcomeSlow) != 0;
+                    // Every other outcome up to 3 s behind the clock: behind
+                    // the head, often in a sealed bucket, or out of a small window.
+                    const int64_t now = clock.now();
+                    const int64_t at =
+                        (i & 1) == 0 ? now : now - static_cast<int64_t>(rng.below(3'000'000'000));
+                    WindowTotals judged;
+                    CHECK(window.record(0, bits, at, judged));
+                    CHECK(judged.failures <= judged.calls && judged.slow <= judged.calls);
+                }
+                running.fetch_sub(1);
+            },
+            [&] {
+                // Up to 0.3 s per pass: a head moves every few passes (the
+                // 3,600 s window keeps everything: the run stays far inside it).
+                Rng rng(size);
+                while (running.load() > 0 && clock.now() < 3'000 * int64_t{1'000'000'000}) {
+                    clock.advance(static_cast<int64_t>(rng.below(300'000'000)));
+                    std::this_thread::yield();
+                }
+            });
+        // The head at the clock's second (a success), then at later seconds:
+        // each time the judged sums equal the buckets summed.
+        for (int step = 0; step < 3; ++step) {
+            const int64_t now = clock.now();
+            WindowTotals judged;
+            CHECK(window.record(0, 0, now, judged));
+            CHECK(same(judged, window.totals(now)));
+            CHECK(same(window.judged_totals(now), window.totals(now)));
+            clock.advance(1'000'000'000 * int64_t{step + 1});
+        }
+        if (size == 3'600) {
+            const WindowTotals all = window.totals(clock.now());
+            CHECK_EQ(int64_t{all.calls}, int64_t{kThreads} * per_thread + 3);
+            CHECK_EQ(int64_t{all.failures}, sum(failed));
+            CHECK_EQ(int64_t{all.slow}, sum(slow));
+        }
+    }
+}
+
+// A time window reset to an epoch 2^23 or more past the one its buckets were
+// last written in still records into them: a bucket of another epoch is
+// replaced by any writer of the window's epoch. (Compared as 24-bit epochs,
+// such a bucket looked later than the window's, and every outcome that
+// fell in it was dropped.)
+void test_window_time_far_epoch() {
+    const auto owned = SlidingWindow::make(WindowKind::kTime, 4);
+    SlidingWindow& window = *owned;
+    for (uint32_t epoch : {1u, (1u << 23) + 5, (1u << 24) - 1, 2u}) {
+        window.reset(epoch);
+        for (int64_t second = 0; second < 4; ++second) {
+            CHECK(window.record(epoch, kOutcomeFailed, second * 1'000'000'000 + 7));
+        }
+        const WindowTotals t = window.totals(3'000'000'007);
+        CHECK_EQ(t.calls, 4u);
+        CHECK_EQ(t.failures, 4u);
+        CHECK(same(window.judged_totals(3'000'000'007), t));
+    }
+}
+
 // The smallest rings wrap on every few outcomes: the writer that takes the
 // position to twice the size brings it back while the others write; the
 // ring's 2-bit outcomes share a word between the threads. The counts equal
@@ -3989,6 +4072,8 @@ int main(int argc, char** argv) {
         {"histogram_concurrent_record", test_histogram_concurrent_record, 3},
         {"histogram_buckets", test_histogram_buckets, 1},
         {"window_concurrent_counts", test_window_concurrent_counts, 3},
+        {"window_time_sums_match_buckets", test_window_time_sums_match_buckets, 3},
+        {"window_time_far_epoch", test_window_time_far_epoch, 1},
         {"window_small_rings_wrap_exactly", test_window_small_rings_wrap_exactly, 3},
         {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
         {"window_breaker_single_open", test_window_breaker_single_open, 20},

@@ -98,6 +98,16 @@ public:
         return v;
     }
 
+    /// Adds `delta` to the second word alone (one 8-byte atomic add, cheaper
+    /// than a 16-byte CAS) and returns what it held. It is ordered with the
+    /// pair's compare-and-swaps as any write of that word is: a CAS that
+    /// expected the word's old value fails. For a word that counts while the
+    /// first word stays put (a time window's bucket, sliding_window.hpp).
+    uint64_t fetch_add_second(uint64_t delta,
+                              std::memory_order order = std::memory_order_relaxed) noexcept {
+        return words_[1].fetch_add(delta, order);
+    }
+
     /// If the pair holds `expected`, stores `desired` and returns true;
     /// otherwise loads the current pair into `expected` (both words from one
     /// moment) and returns false. Sequentially consistent either way.

@@ -78,7 +78,6 @@
 
 #include "atomic_pair.hpp"
 #include "clock.hpp"
-#include "interval_clock.hpp"
 #include "sliding_window.hpp"
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -212,6 +211,11 @@ private:
                 return admitted(gen, false);
             }
         }
+        return admit_past_closed();
+    }
+    // Out of line, so that admit()'s closed case inlines into
+    // acquire_past_closed(): a window-mode breaker's every admission.
+    VIRTRIGAUD_NOINLINE Ticket admit_past_closed() noexcept {
         AtomicPair::Value s = snapshot();
         for (;;) {
             const uint64_t w = s.first;
@@ -662,21 +666,23 @@ private:
                 bits |= kOutcomeSlow;
             }
         } else if (bw.window.kind() == WindowKind::kTime) {
-            at = window_now();
+            at = clock_ != nullptr ? clock_->now() : coarse_now_ns();  // window_now(), untimed
         }
         switch (state_of(s.first)) {
             case BreakerState::kClosed: {
-                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at)) {
+                WindowTotals judged;  // the window right after this outcome
+                if (!bw.window.record(static_cast<uint32_t>(tag_of(s.second)), bits, at,
+                                      judged)) {
                     break;  // stale: the window moved on
                 }
                 count_slow(bits);
                 if (mode == kMetricsOnly) {
                     return {};
                 }
-                if (!settings.exceeded(bw.window.judged_totals(at), settings.minimum_calls)) {
+                if (!settings.exceeded(judged, settings.minimum_calls)) {
                     return {};
                 }
-                return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
+                return open_by_window(s, now);
             }
             case BreakerState::kHalfOpen:
                 if (ticket.half_open) {
@@ -690,6 +696,11 @@ private:
         ignored_.fetch_add(1, std::memory_order_relaxed);
         return {};
     }
+    // The ways a window outcome moves the breaker are out of line, keeping
+    // record_windowed() small for its common case.
+    VIRTRIGAUD_NOINLINE Transition open_by_window(AtomicPair::Value s, int64_t now) noexcept {
+        return open_from(s, s.second, BreakerState::kClosed, read_if_unread(now));
+    }
     void count_slow(uint8_t bits) noexcept {
         if ((bits & kOutcomeSlow) != 0) {
             slow_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -698,27 +709,29 @@ private:
     int64_t read_if_unread(int64_t now) const noexcept { return now >= 0 ? now : now_ns(clock_); }
 
     /// The time the window's buckets go by: the breaker's clock, but for a
-    /// time window on the default clock that does not time calls: the interval
-    /// clock (interval_clock.hpp: the time-stamp counter where the kernel
-    /// keeps the steady clock on it, ~10 ns against a steady read's 20-60).
-    /// Every record and read of such a window uses it, so its seconds are
-    /// one clock's; it runs at the steady clock's rate to about 1e-4, which
-    /// moves a one-second bucket's edge by 0.1 ms. Openings, the reset
-    /// timeout and slow calls keep the breaker's clock (the opening's stamp
-    /// is read from it when the window opens the breaker).
+    /// time window on the default clock that does not time calls: the coarse
+    /// steady clock (clock.hpp's coarse_now_ns(): the steady clock as of the
+    /// kernel's last tick, about 6 ns a read against 12 ns for the
+    /// time-stamp counter and 20-60 for a steady read in this project's VM). Every
+    /// record and read of such a window uses it, so its seconds are one
+    /// clock's; being up to a tick (1-10 ms) behind the steady clock moves a
+    /// one-second bucket's edge by that much. Openings, the reset timeout
+    /// and slow calls keep the breaker's clock (the opening's stamp is read
+    /// from it when the window opens the breaker).
     int64_t window_now() const noexcept {
-        return on_interval_clock() ? IntervalClock::instance().now() : now_ns(clock_);
+        return on_coarse_clock() ? coarse_now_ns() : now_ns(clock_);
     }
-    /// Whether the window goes by the interval clock (see window_now()); a
+    /// Whether the window goes by the coarse clock (see window_now()); a
     /// count window needs no time at all.
-    bool on_interval_clock() const noexcept {
+    bool on_coarse_clock() const noexcept {
         return clock_ == nullptr && !window_->timed() &&
                window_->window.kind() == WindowKind::kTime;
     }
 
     /// A probe's outcome: counted in its generation's round; the probe that
     /// completes the round judges it.
-    Transition judge_probe(AtomicPair::Value s, uint8_t bits, int64_t now) noexcept {
+    VIRTRIGAUD_NOINLINE Transition judge_probe(AtomicPair::Value s, uint8_t bits,
+                                               int64_t now) noexcept {
         BreakerWindow& bw = *window_;
         const uint64_t epoch = s.second & kRoundEpochMask;
         uint64_t r = bw.round.load(std::memory_order_acquire);
@@ -835,9 +848,6 @@ private:
         BreakerWindow::destroy(window_);
         window_ = settings != nullptr ? BreakerWindow::create(*settings) : nullptr;
         window_failed_ = window_ == nullptr;
-        if (window_ != nullptr && on_interval_clock()) {
-            IntervalClock::instance();  // calibrated here (once, ~1 ms), not on a call
-        }
     }
     void stamp_half_open(int64_t now) noexcept {
         if (window_ != nullptr) {

@@ -38,27 +38,9 @@
 #include <atomic>
 #include <cstdint>
 
-#include "clock.hpp"
-
-#if defined(__linux__)
-#include <time.h>
-#endif
+#include "clock.hpp"  // coarse_now_ns(): a ratio budget's slots are >= 100 ms, far above a tick
 
 namespace virtrigaud {
-
-/// The monotonic clock at tick resolution (CLOCK_MONOTONIC_COARSE on
-/// Linux: the same time base as steady_now_ns, a few ns to read instead of
-/// ~20). A ratio budget's slots are >= 100 ms, so a tick (<= 10 ms) is
-/// far below what it can tell apart.
-inline int64_t coarse_now_ns() noexcept {
-#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-#else
-    return steady_now_ns();
-#endif
-}
 
 class RetryBudget {
 public:

@@ -30,17 +30,29 @@
 // read between two writes may be off by the writes in flight (read clamped
 // to [0, outcomes]); once the writers are done they are exact.
 //
-// Time window: running sums, then a ring of `size` per-second buckets, each a 16-byte atomic
-// pair (epoch | second, calls | failures | slow) updated by one
-// compare-and-swap; a bucket of an older second or epoch is rolled (replaced)
-// by the first outcome of its new second. Running sums over the buckets up
-// to the latest second recorded let a record judge in O(1): the first record
-// of a new second rolls the buckets of the seconds the window moved past
-// (resilience4j's moveWindowToCurrentEpochSecond). Reads at any other time
-// sum the buckets of the window's seconds and skip the others: rolled on
-// read, no timer. A bucket
-// counts at most kMaxBucketCalls outcomes per second (more are dropped, so
-// rates stay right at that cap).
+// Time window: a ring of `size` per-second buckets, each a 16-byte atomic
+// pair (key: epoch | second; counts: calls | failures | slow | sealed), and
+// the closed sums: the counts of the window's seconds before the head (the
+// latest second recorded), in one line read by every record and written
+// about once a second. The head's bucket is open: an outcome of the head's
+// second is one 8-byte fetch_add on its counts (its key checked first; no
+// modulo: the head word carries the bucket's index), and the totals it is
+// judged by are the closed sums plus the counts that add returned, in O(1).
+// The first outcome of a later second moves the head (one CAS of the head
+// word, one modulo) and its winner seals the bucket of the second it
+// leaves (a CAS that sets the sealed bit: the bucket's counts join the
+// closed sums), rolls the buckets of the seconds it passes to sealed and
+// empty (what they held leaves the sums: resilience4j's
+// moveWindowToCurrentEpochSecond) and the new second's to open. A writer
+// whose add finds its bucket sealed (its second closed between its check and
+// its add) adds its outcome to the closed sums itself; one whose second is
+// behind the head but in the window adds to that second's sealed bucket and
+// to the sums by one CAS; one whose second has left the window is dropped.
+// So once the writers are done, the closed sums are exactly the sealed
+// buckets of the window's seconds. Reads at any other time sum the buckets
+// of the window's seconds and skip the others: rolled on read, no timer. A
+// bucket counts at most kMaxBucketCalls outcomes per second (more are
+// dropped, so rates stay right at that cap).
 #pragma once
 
 #include <algorithm>
@@ -76,8 +88,9 @@ public:
     /// Largest count window (outcomes) and time window (seconds).
     static constexpr uint32_t kMaxCountSize = 65535;
     static constexpr uint32_t kMaxTimeSize = 3600;
-    /// Outcomes one second's bucket counts (2^21 - 1).
-    static constexpr uint32_t kMaxBucketCalls = (1u << 21) - 1;
+    /// Outcomes one second's bucket counts (2^20 - 1; its fields hold 2^21 - 1,
+    /// room for the writers in flight when it fills).
+    static constexpr uint32_t kMaxBucketCalls = (1u << 20) - 1;
     static constexpr uint64_t kEpochMask = (uint64_t{1} << 24) - 1;
 
     /// `size` clamped to [1, the kind's maximum] (the binding validates).
@@ -87,13 +100,15 @@ public:
     }
     /// Bytes a window of `kind` and `size` (clamped) needs behind itself:
     /// the count window's ring (2-bit outcomes, 32 to a word), the time
-    /// window's running sums and buckets (plus room to align them).
+    /// window's closed sums and buckets (plus room to start the buckets on a
+    /// cache line of their own: the open bucket is written by every record,
+    /// the sums and the window's words only read).
     static size_t bytes_behind(WindowKind kind, uint32_t size) noexcept {
         size = clamped_size(kind, size);
         if (kind == WindowKind::kCount) {
             return words_of(size) * sizeof(std::atomic<uint64_t>);
         }
-        return sizeof(TimeSums) + alignof(Bucket) + size * sizeof(Bucket);
+        return sizeof(TimeSums) + kLine - 1 + size * sizeof(Bucket);
     }
 
     /// Constructs the window at `this`, which must be followed by
@@ -107,7 +122,7 @@ public:
         } else {
             new (sums()) TimeSums();
             for (uint32_t i = 0; i < this->size(); ++i) {
-                new (&buckets()[i]) Bucket();
+                new (&buckets()[i]) Bucket(kFreshKey, kSealed);
             }
         }
     }
@@ -143,11 +158,24 @@ public:
     /// `epoch` at clock time `now_ns` (>= 0; used by the time window).
     /// Returns false, recording nothing, when the epoch is not the window's.
     bool record(uint32_t epoch, uint8_t bits, int64_t now_ns) noexcept {
+        WindowTotals unused;
+        return record(epoch, bits, now_ns, unused);
+    }
+    /// record(), and when it returns true, `judged` holds the window's
+    /// contents right after it, as judged_totals(now_ns) would give them
+    /// (what the breaker judges by; in O(1), from what the record read).
+    bool record(uint32_t epoch, uint8_t bits, int64_t now_ns, WindowTotals& judged) noexcept {
         const uint64_t head = head_.load(std::memory_order_acquire);
         if ((head >> kEpochShift) != (epoch & kEpochMask)) {
             return false;
         }
-        return (head & kTimeBit) == 0 ? record_count(bits) : record_time(epoch, bits, now_ns);
+        if ((head & kTimeBit) == 0) {
+            record_count(bits);
+            judged = count_totals();
+            return true;
+        }
+        record_time(epoch & kEpochMask, bits, now_ns, judged);
+        return true;
     }
 
     /// The window's contents at `now_ns` (count: the last outcomes; time:
@@ -157,9 +185,10 @@ public:
     }
 
     /// The window's contents right after a record() at `now_ns`, in O(1):
-    /// the time window's running sums (they hold the seconds up to the
-    /// latest recorded one, exact then), the count window's totals(). What
-    /// the breaker judges by.
+    /// the time window's closed sums plus its open bucket when `now_ns` is
+    /// in the head's second (exact then once the writers are done; else the
+    /// buckets summed), the count window's totals(). What the breaker
+    /// judges by.
     WindowTotals judged_totals(int64_t now_ns) const noexcept {
         if (kind() == WindowKind::kCount) {
             return count_totals();
@@ -204,7 +233,7 @@ public:
         s.failures.store(0, std::memory_order_relaxed);
         s.slow.store(0, std::memory_order_relaxed);
         s.calls.store(0, std::memory_order_relaxed);
-        s.head_second.store(-1, std::memory_order_relaxed);
+        tallies_.store(kNoHead, std::memory_order_relaxed);
         // Time buckets of other epochs are skipped on read and rolled on write.
     }
 
@@ -304,172 +333,317 @@ private:
     }
 
     // ---- time window: key = epoch << 40 | second (40 bits: 34,000 years);
-    // counts = calls << 42 | failures << 21 | slow.
+    // counts = sealed << 63 | calls << 42 | failures << 21 | slow, 21 bits
+    // each. A bucket takes kMaxBucketCalls = 2^20 - 1 outcomes, checked
+    // before the add: writers that checked before it filled go past it by
+    // one each, far from a field's 2^21 (below 2^20 writers at once).
     struct Bucket {
-        AtomicPair pair{0, 0};
+        explicit Bucket(uint64_t key, uint64_t counts) noexcept : pair(key, counts) {}
+        AtomicPair pair;
     };
-    /// The running sums over the buckets up to head_second (see advance_head).
+    /// The closed sums: the counts of the window's sealed buckets (see the
+    /// file comment). Signed: one writer's part may land before another's
+    /// that it follows, for a moment.
     struct TimeSums {
         std::atomic<int64_t> calls{0};
         std::atomic<int64_t> failures{0};
         std::atomic<int64_t> slow{0};
-        std::atomic<int64_t> head_second{-1};
     };
-    static_assert(alignof(Bucket) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__,
-                  "operator new must align the buckets");
-    // What lies behind the window: the ring's words, or the sums then the buckets.
+    static constexpr size_t kLine = 64;
+    static constexpr uint64_t kField = (uint64_t{1} << 21) - 1;
+    static constexpr uint64_t kSealed = uint64_t{1} << 63;
+    // The head word (tallies_ in a time window): (second + 1) << kIndexBits
+    // | the index of its bucket; kNoHead before the epoch's first record.
+    static constexpr int kIndexBits = 12;  // 4,096 > kMaxTimeSize
+    static constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+    static constexpr uint64_t kNoHead = 0;
+    static_assert(kMaxTimeSize <= kIndexMask, "a bucket's index must fit the head word");
+    static_assert(kMaxBucketCalls <= (kField >> 1), "room above the cap for writers in flight");
+
+    // What lies behind the window: the ring's words, or the sums then the
+    // buckets (from the next cache line on).
     std::atomic<uint64_t>* words() const noexcept {
         return reinterpret_cast<std::atomic<uint64_t>*>(const_cast<SlidingWindow*>(this) + 1);
     }
     TimeSums* sums() const noexcept { return reinterpret_cast<TimeSums*>(words()); }
     Bucket* buckets() const noexcept {
         const uintptr_t after = reinterpret_cast<uintptr_t>(sums() + 1);
-        return reinterpret_cast<Bucket*>((after + alignof(Bucket) - 1) &
-                                         ~uintptr_t{alignof(Bucket) - 1});
+        return reinterpret_cast<Bucket*>((after + kLine - 1) & ~uintptr_t{kLine - 1});
     }
-    static constexpr uint64_t kField = (uint64_t{1} << 21) - 1;
     static uint64_t key_of(uint64_t epoch, int64_t second) noexcept {
         return (epoch & kEpochMask) << kEpochShift |
                (static_cast<uint64_t>(second) & kSecondMask);
     }
-    static uint32_t calls_of(uint64_t c) noexcept { return static_cast<uint32_t>(c >> 42); }
+    /// A fresh bucket: sealed and empty, of an epoch no window starts in
+    /// (buckets of another epoch than the window's read as empty).
+    static constexpr uint64_t kFreshKey = kEpochMask << kEpochShift;
+    static uint64_t head_word(int64_t second, uint32_t index) noexcept {
+        return (static_cast<uint64_t>(second) + 1) << kIndexBits | index;
+    }
+    static int64_t head_second_of(uint64_t head) noexcept {
+        return static_cast<int64_t>(head >> kIndexBits) - 1;  // -1: no head
+    }
+    static int64_t second_of(int64_t now_ns) noexcept {
+        return (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
+    }
+    static uint64_t one_of(uint8_t bits) noexcept {
+        return uint64_t{1} << 42 | uint64_t{(bits & kOutcomeFailed) != 0 ? 1u : 0u} << 21 |
+               uint64_t{(bits & kOutcomeSlow) != 0 ? 1u : 0u};
+    }
+    static uint32_t calls_of(uint64_t c) noexcept {
+        return static_cast<uint32_t>((c >> 42) & kField);
+    }
     static uint32_t failures_of(uint64_t c) noexcept {
         return static_cast<uint32_t>((c >> 21) & kField);
     }
     static uint32_t slow_of(uint64_t c) noexcept { return static_cast<uint32_t>(c & kField); }
-    /// Whether epoch `a` is later than `b` (24-bit tags, compared modulo 2^24).
-    static bool epoch_after(uint64_t a, uint64_t b) noexcept {
-        const uint64_t d = (a - b) & kEpochMask;
-        return d != 0 && d < (uint64_t{1} << 23);
+    /// Whether a bucket keyed `have` may be replaced by `key` (of epoch `e`):
+    /// an earlier second of the epoch, or another epoch's when `e` is the
+    /// window's (a writer of an earlier epoch replaces nothing).
+    bool older(uint64_t have, uint64_t key, uint64_t e) const noexcept {
+        if ((have >> kEpochShift) == e) {
+            return (have & kSecondMask) < (key & kSecondMask);
+        }
+        return (head_.load(std::memory_order_acquire) >> kEpochShift) == e;
     }
 
-    bool record_time(uint32_t epoch, uint8_t bits, int64_t now_ns) noexcept {
-        const uint64_t e = epoch & kEpochMask;
-        const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
-        advance_head(e, second);
-        const uint64_t key = key_of(e, second);
-        const uint64_t one = uint64_t{1} << 42 | static_cast<uint64_t>(bits & kOutcomeFailed) << 21 |
-                             uint64_t{(bits & kOutcomeSlow) != 0 ? 1u : 0u};
-        Bucket& b = buckets()[static_cast<uint64_t>(second) % size()];
-        AtomicPair::Value v = b.pair.load();
-        for (;;) {
-            AtomicPair::Value next{key, one};
-            if (v.first == key) {
-                if (calls_of(v.second) >= kMaxBucketCalls) {
-                    return true;  // this second's bucket is full: dropped
+    /// One outcome of epoch `e` (the window's when read) at `now_ns`.
+    void record_time(uint64_t e, uint8_t bits, int64_t now_ns, WindowTotals& judged) noexcept {
+        const int64_t second = second_of(now_ns);
+        const uint64_t one = one_of(bits);
+        const uint64_t head = tallies_.load(std::memory_order_acquire);
+        if (head_second_of(head) == second) {
+            // The common case, the head's second: one add to its open bucket.
+            Bucket& b = buckets()[head & kIndexMask];
+            const AtomicPair::Value v = b.pair.load();
+            if (v.first == key_of(e, second) && calls_of(v.second) < kMaxBucketCalls) {
+                const uint64_t prev = b.pair.fetch_add_second(one);
+                if ((prev & kSealed) == 0) {
+                    judged = closed_plus(prev + one);
+                    return;
                 }
-                next.second = v.second + one;
-            } else {
-                const uint64_t their_epoch = v.first >> kEpochShift;
-                const bool older = their_epoch == e
-                                       ? (v.first & kSecondMask) < (key & kSecondMask)
-                                       : !epoch_after(their_epoch, e);
-                if (!older) {
-                    // A later second (or epoch) holds the bucket: this outcome's
-                    // second has left the window already (or it is stale).
-                    return their_epoch == e;
-                }
+                add_sums(one, 1);  // sealed since the check: the second has closed
+                judged = running_totals(e);
+                return;
             }
-            if (b.pair.compare_exchange(v, next)) {
-                if (v.first != key) {
-                    forget(e, v);  // rolled: the old second leaves the running sums
+        }
+        record_time_rest(e, second, one, judged);
+    }
+
+    // Out of line: a record that moves the head, finds the head's bucket
+    // not yet its second's or full, or comes late (its second behind the head).
+#if defined(_MSC_VER)
+    __declspec(noinline)
+#else
+    __attribute__((noinline))
+#endif
+    void record_time_rest(uint64_t e, int64_t second, uint64_t one, WindowTotals& judged) noexcept {
+        uint64_t head = tallies_.load(std::memory_order_acquire);
+        for (;;) {
+            const int64_t h = head_second_of(head);
+            if (second == h) {
+                add_open(e, second, static_cast<uint32_t>(head & kIndexMask), one, judged);
+                return;
+            }
+            if (second < h) {
+                add_late(e, second, h, one);
+                judged = running_totals(e);
+                return;
+            }
+            const auto index = static_cast<uint32_t>(static_cast<uint64_t>(second) % size());
+            if (tallies_.compare_exchange_weak(head, head_word(second, index),
+                                               std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+                if (h >= 0) {
+                    move_past(e, h, static_cast<uint32_t>(head & kIndexMask), second, index);
                 }
-                add_time(static_cast<int64_t>(one >> 42), (bits & kOutcomeFailed) != 0 ? 1 : 0,
-                         (bits & kOutcomeSlow) != 0 ? 1 : 0);
-                return true;
+                add_open(e, second, index, one, judged);
+                return;
             }
         }
     }
+    /// Adds `one` to the open bucket (`index`) of `second`, the head's when
+    /// read: rolls it to `second` if it holds an earlier one.
+    void add_open(uint64_t e, int64_t second, uint32_t index, uint64_t one,
+                  WindowTotals& judged) noexcept {
+        Bucket& b = buckets()[index];
+        const uint64_t key = key_of(e, second);
+        AtomicPair::Value v = b.pair.load();
+        for (;;) {
+            if (v.first == key) {
+                if (calls_of(v.second) >= kMaxBucketCalls) {
+                    break;  // full: dropped
+                }
+                const uint64_t prev = b.pair.fetch_add_second(one);
+                if ((prev & kSealed) == 0) {
+                    judged = closed_plus(prev + one);
+                    return;
+                }
+                add_sums(one, 1);  // the second has closed meanwhile
+                break;
+            }
+            if (!older(v.first, key, e)) {
+                break;  // a later second holds the bucket: this one has left the window
+            }
+            if (b.pair.compare_exchange(v, {key, one})) {
+                forget(e, v);
+                judged = closed_plus(one);
+                return;
+            }
+        }
+        judged = running_totals(e);
+    }
+    /// Adds `one` to the bucket of `second`, behind the head `h` (sealed, or
+    /// about to be: its sealer counts it then), and to the closed sums if
+    /// sealed; dropped if its second has left the window.
+    void add_late(uint64_t e, int64_t second, int64_t h, uint64_t one) noexcept {
+        if (second <= h - static_cast<int64_t>(size())) {
+            return;
+        }
+        Bucket& b = buckets()[static_cast<uint64_t>(second) % size()];
+        const uint64_t key = key_of(e, second);
+        AtomicPair::Value v = b.pair.load();
+        for (;;) {
+            if (v.first == key) {
+                if (calls_of(v.second) >= kMaxBucketCalls) {
+                    return;
+                }
+                if (b.pair.compare_exchange(v, {key, v.second + one})) {
+                    if ((v.second & kSealed) != 0) {
+                        add_sums(one, 1);
+                    }
+                    return;
+                }
+                continue;
+            }
+            if (!older(v.first, key, e)) {
+                return;
+            }
+            if (b.pair.compare_exchange(v, {key, kSealed | one})) {
+                forget(e, v);
+                add_sums(one, 1);
+                return;
+            }
+        }
+    }
+    /// The head moved from `h` to `s` (`s_index` its bucket): the bucket of
+    /// `h` is sealed if `h` is still in the window, and the seconds between
+    /// get sealed, empty buckets, which takes what those held out of the
+    /// closed sums (the bucket of `s` is rolled by the record that moved it).
+    void move_past(uint64_t e, int64_t h, uint32_t h_index, int64_t s, uint32_t s_index) noexcept {
+        if (epoch() != e) {
+            return;  // reset meanwhile: these seconds are another epoch's
+        }
+        const int64_t size = this->size();
+        if (h > s - size) {
+            seal(e, h, h_index);
+        }
+        int64_t x = h + 1;
+        uint32_t index = h_index;
+        if (x <= s - size) {
+            x = s - size + 1;  // the bucket after s's
+            index = s_index;
+        }
+        for (; x < s; ++x) {
+            index = index + 1 == static_cast<uint32_t>(size) ? 0 : index + 1;
+            seal(e, x, index);
+        }
+    }
+    /// Gives the bucket of second `x` to `x`, sealed: its counts (an open
+    /// bucket's) join the closed sums, or, if it holds an earlier second,
+    /// it is emptied; a later second's is left alone.
+    void seal(uint64_t e, int64_t x, uint32_t index) noexcept {
+        Bucket& b = buckets()[index];
+        const uint64_t key = key_of(e, x);
+        AtomicPair::Value v = b.pair.load();
+        for (;;) {
+            if (v.first == key) {
+                if ((v.second & kSealed) != 0) {
+                    return;
+                }
+                if (b.pair.compare_exchange(v, {key, v.second | kSealed})) {
+                    add_sums(v.second, 1);
+                    return;
+                }
+                continue;
+            }
+            if (!older(v.first, key, e)) {
+                return;
+            }
+            if (b.pair.compare_exchange(v, {key, kSealed})) {
+                forget(e, v);
+                return;
+            }
+        }
+    }
+    /// Takes a replaced bucket's counts out of the closed sums if they were
+    /// in them (sealed, of this epoch: a reset zeroed the sums).
+    void forget(uint64_t e, const AtomicPair::Value& old) noexcept {
+        if ((old.first >> kEpochShift) == e && (old.second & kSealed) != 0) {
+            add_sums(old.second, -1);
+        }
+    }
+    /// Adds `counts` (a bucket's fields) times `sign` to the closed sums.
+    void add_sums(uint64_t counts, int64_t sign) noexcept {
+        TimeSums& s = *sums();
+        if (const uint32_t c = calls_of(counts)) {
+            s.calls.fetch_add(sign * c, std::memory_order_relaxed);
+        }
+        if (const uint32_t f = failures_of(counts)) {
+            s.failures.fetch_add(sign * f, std::memory_order_relaxed);
+        }
+        if (const uint32_t sl = slow_of(counts)) {
+            s.slow.fetch_add(sign * sl, std::memory_order_relaxed);
+        }
+    }
+    /// The closed sums plus an open bucket's `counts`, clamped (exact once
+    /// the writers are done).
+    WindowTotals closed_plus(uint64_t counts) const noexcept {
+        const TimeSums& s = *sums();
+        const int64_t calls = s.calls.load(std::memory_order_relaxed) + calls_of(counts);
+        WindowTotals t;
+        t.calls = calls <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(calls, UINT32_MAX));
+        t.failures =
+            clamped(s.failures.load(std::memory_order_relaxed) + failures_of(counts), t.calls);
+        t.slow = clamped(s.slow.load(std::memory_order_relaxed) + slow_of(counts), t.calls);
+        return t;
+    }
+    /// The closed sums plus the head's open bucket.
+    WindowTotals running_totals(uint64_t e) const noexcept {
+        const uint64_t head = tallies_.load(std::memory_order_acquire);
+        uint64_t open = 0;
+        if (head != kNoHead) {
+            const AtomicPair::Value v = buckets()[head & kIndexMask].pair.load();
+            if (v.first == key_of(e, head_second_of(head)) && (v.second & kSealed) == 0) {
+                open = v.second;
+            }
+        }
+        return closed_plus(open);
+    }
 
-    // Out of line: judged_totals() stays small enough to inline into the
-    // breaker's record, so the count window's totals come back in registers.
+    // Out of line: judged_totals() stays small enough to inline.
 #if defined(_MSC_VER)
     __declspec(noinline)
 #else
     __attribute__((noinline))
 #endif
     WindowTotals judged_time_totals(int64_t now_ns) const noexcept {
-        const int64_t second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
-        if (sums()->head_second.load(std::memory_order_acquire) != second) {
+        if (head_second_of(tallies_.load(std::memory_order_acquire)) != second_of(now_ns)) {
             return time_totals(now_ns);  // the head is elsewhere: sum the buckets
         }
-        return running_totals();
-    }
-
-    // The time window's running sums hold the buckets of the seconds up to
-    // head_second: moving the head rolls the buckets of the seconds it
-    // passes (resilience4j's moveWindowToCurrentEpochSecond), so a record
-    // judges in O(1), not by summing every bucket. Whoever replaces a
-    // bucket's key subtracts what the bucket held (once: only the winning
-    // CAS does).
-    void advance_head(uint64_t e, int64_t second) noexcept {
-        std::atomic<int64_t>& head_second = sums()->head_second;
-        int64_t head = head_second.load(std::memory_order_acquire);
-        if (second <= head ||
-            !head_second.compare_exchange_strong(head, second, std::memory_order_acq_rel)) {
-            return;  // not later, or another thread moves it
-        }
-        const int64_t from = std::max(head + 1, second - static_cast<int64_t>(size()) + 1);
-        for (int64_t x = from; x <= second; ++x) {
-            roll(e, x);
-        }
-    }
-    /// Gives the bucket of second `x` to `x`, empty, unless it holds `x` or later.
-    void roll(uint64_t e, int64_t x) noexcept {
-        Bucket& b = buckets()[static_cast<uint64_t>(x) % size()];
-        const uint64_t key = key_of(e, x);
-        AtomicPair::Value v = b.pair.load();
-        for (;;) {
-            const uint64_t their_epoch = v.first >> kEpochShift;
-            if (their_epoch == e ? (v.first & kSecondMask) >= (key & kSecondMask)
-                                 : epoch_after(their_epoch, e)) {
-                return;
-            }
-            if (b.pair.compare_exchange(v, {key, 0})) {
-                forget(e, v);
-                return;
-            }
-        }
-    }
-    /// Takes a replaced bucket's counts out of the running sums (only a
-    /// bucket of this epoch is in them: a reset zeroed the sums).
-    void forget(uint64_t e, const AtomicPair::Value& old) noexcept {
-        if ((old.first >> kEpochShift) == e && old.second != 0) {
-            add_time(-static_cast<int64_t>(calls_of(old.second)),
-                     -static_cast<int64_t>(failures_of(old.second)),
-                     -static_cast<int64_t>(slow_of(old.second)));
-        }
-    }
-    void add_time(int64_t calls, int64_t failed, int64_t slow) noexcept {
-        TimeSums& s = *sums();
-        s.calls.fetch_add(calls, std::memory_order_relaxed);
-        if (failed != 0) {
-            s.failures.fetch_add(failed, std::memory_order_relaxed);
-        }
-        if (slow != 0) {
-            s.slow.fetch_add(slow, std::memory_order_relaxed);
-        }
-    }
-    /// The running sums, clamped (exact once the writers are done).
-    WindowTotals running_totals() const noexcept {
-        const TimeSums& s = *sums();
-        WindowTotals t;
-        const int64_t calls = s.calls.load(std::memory_order_relaxed);
-        t.calls = calls <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(calls, UINT32_MAX));
-        t.failures = clamped(s.failures.load(std::memory_order_relaxed), t.calls);
-        t.slow = clamped(s.slow.load(std::memory_order_relaxed), t.calls);
-        return t;
+        return running_totals(epoch());
     }
     WindowTotals time_totals(int64_t now_ns) const noexcept {
         const uint64_t e = epoch();
         const uint32_t size = this->size();
-        const int64_t now_second = (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
+        const int64_t now_second = second_of(now_ns);
         const int64_t oldest = now_second - static_cast<int64_t>(size) + 1;
         WindowTotals t;
         for (uint32_t i = 0; i < size; ++i) {
             // Both words of one moment: the second word is read again after
-            // the key, and the key once more (a bucket only ever changes by a
-            // CAS of both, so equal keys around an equal count are one state).
+            // the key, and the key once more (a bucket's key only changes by a
+            // CAS of both, so equal keys around a count are one state of it,
+            // the count one of that key's).
             const AtomicPair& p = buckets()[i].pair;
             uint64_t key = p.first();
             uint64_t counts;
@@ -497,7 +671,8 @@ private:
 
     // Two words, then the ring or the time window's sums and buckets.
     std::atomic<uint64_t> head_;
-    std::atomic<uint64_t> tallies_{0};  // the count window's failures and slow outcomes
+    // The count window's failures and slow outcomes; the time window's head word.
+    std::atomic<uint64_t> tallies_{0};
 };
 
 /// A rate-judging breaker's settings (resilience4j's names in brackets).
