@@ -19,7 +19,8 @@ import virtrigaud_resilience as vr
 from virtrigaud_resilience import _core, timeouts
 from virtrigaud_resilience._loop_deadlines import LoopDeadlines, deadlines_of
 from virtrigaud_resilience.clock import SYSTEM_CLOCK
-from virtrigaud_resilience.timeouts import TimeoutScope, call_until, deadline_for, remaining
+from virtrigaud_resilience.timeouts import (TimeoutScope, call_until, deadline_for, deadline_scope,
+                                            remaining)
 
 
 def uvloop_or_skip() -> asyncio.AbstractEventLoop:
@@ -173,8 +174,9 @@ async def test_the_heap_fires_what_is_left_in_deadline_order() -> None:
     heap = deadlines._heap
     assert len(heap) == len(entries) == len(deadlines)
     assert all(heap[(i - 1) // 2][:2] <= heap[i][:2] for i in range(1, len(heap)))
+    assert sorted(target.name for _, _, target in heap) == sorted(entries)
     deadlines._fire_until(math.inf)
-    assert log == sorted(entries, key=lambda name: delays[name])
+    assert log == [target.name for _, _, target in sorted(heap, key=lambda e: e[:2])]
     assert len(deadlines) == 0
     for handle in entries.values():  # fired: ending them does nothing
         deadlines.end(handle)
@@ -299,3 +301,109 @@ def test_bad_input_is_refused_with_a_clear_error() -> None:
         _core._DeadlineScope(-1.0)
     with pytest.raises(TypeError, match="loop_ref must be a weakref.ref"):
         _core._LoopDeadlines(object(), None)
+
+
+# -- a policy's per-attempt timeout: its first attempt's deadline armed natively --
+
+def attempt_timeout_policy(name: str, per_attempt: float,
+                           breaker: vr.CircuitBreaker | None = None) -> vr.Policy:
+    retry = vr.RetryConfig(max_attempts=2, base_delay=0.0, max_delay=0.0, jitter=False)
+    builder = vr.PolicyBuilder(name).with_retry(retry).with_timeout(None, per_attempt=per_attempt)
+    if breaker is not None:
+        builder = builder.with_circuit_breaker(breaker)
+    return builder.build()
+
+
+async def test_a_policys_first_attempt_under_its_attempt_timeout_runs_no_python_frame() -> None:
+    cb = vr.CircuitBreaker("native-deadline", "fake", "prod", vr.BreakerConfig())
+    policy = attempt_timeout_policy("native-deadline", 30.0, cb)
+    assert finish(policy.execute_async(noop)) == "done"  # the loop's first deadline: looked up
+    awaitable = policy.execute_async(noop)
+    assert python_calls(partial(finish, awaitable)) == ("done", ["finish", "noop"])
+    assert cb.successes == 2 and len(deadlines_of(asyncio.get_running_loop())) == 0
+
+    async def inside() -> float | None:
+        return remaining()
+
+    left = await policy.execute_async(inside)
+    assert left is not None and 29 < left <= 30  # the attempt's deadline is visible
+
+
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_a_policys_first_attempt_cut_by_its_deadline_is_a_timeout_and_retried(
+        new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
+    async def test() -> None:
+        cb = vr.CircuitBreaker("cut", "fake", "prod", vr.BreakerConfig(failure_threshold=5))
+        policy = attempt_timeout_policy("cut", 0.02, cb)
+        calls: list[int] = []
+
+        async def first_hangs() -> str:
+            calls.append(len(calls))
+            if len(calls) == 1:
+                await asyncio.sleep(5)
+            return "second"
+
+        assert await policy.execute_async(first_hangs) == "second"
+        assert calls == [0, 1]
+        assert (cb.failures_total, cb.successes) == (1, 1)  # the cut attempt: a Timeout
+        assert len(deadlines_of(asyncio.get_running_loop())) == 0
+
+        async def always_hangs() -> None:
+            await asyncio.sleep(5)
+
+        with pytest.raises(vr.OperationTimeoutError, match="cut attempt: deadline exceeded"):
+            await policy.execute_async(always_hangs)
+        assert cb.failures_total == 3 and len(deadlines_of(asyncio.get_running_loop())) == 0
+
+    run_on(new_loop, test)
+
+
+async def test_a_policys_first_attempt_keeps_the_enclosing_deadline() -> None:
+    """An enclosing deadline shorter than the attempt's cuts the attempt; one
+    already past fails it without calling fn."""
+    inner = attempt_timeout_policy("inner", 30.0)
+    called: list[bool] = []
+
+    async def slow() -> None:
+        called.append(True)
+        await asyncio.sleep(5)
+
+    async def through_inner() -> None:
+        await inner.execute_async(slow)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(vr.OperationTimeoutError):
+        await until(0.03, through_inner)
+    assert loop.time() - started < 4.0 and called
+    cb = vr.CircuitBreaker("late", "fake", "prod", vr.BreakerConfig(failure_threshold=5))
+    late = attempt_timeout_policy("late", 30.0, cb)
+    late_called: list[bool] = []
+
+    async def never() -> None:
+        late_called.append(True)
+
+    with deadline_scope(SYSTEM_CLOCK, SYSTEM_CLOCK.now() - 1.0):  # enclosing, already past
+        with pytest.raises(vr.OperationTimeoutError, match="late: deadline exceeded"):
+            await late.execute_async(never)
+    assert late_called == [] and cb.failures_total == 0  # no attempt: nothing recorded
+
+
+async def test_a_policys_first_attempt_cancelled_from_outside_records_nothing() -> None:
+    cb = vr.CircuitBreaker("outside", "fake", "prod", vr.BreakerConfig(failure_threshold=1))
+    policy = attempt_timeout_policy("outside", 30.0, cb)
+    deadlines = deadlines_of(asyncio.get_running_loop())
+    started = asyncio.Event()
+
+    async def waits() -> None:
+        started.set()
+        await asyncio.sleep(5)
+
+    task = asyncio.ensure_future(policy.execute_async(waits))
+    await started.wait()
+    assert len(deadlines) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(deadlines) == 0 and cb.state is vr.BreakerState.CLOSED
+    assert (cb.failures_total, cb.successes) == (0, 0)

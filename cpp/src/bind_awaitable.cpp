@@ -198,6 +198,8 @@ PyObject* call_owner(AsyncCallObject* self, PyObject* name, PyObject* first, PyO
 
 // ------------------------------------------------------------- the owner --
 
+bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead);
+
 // Admits the attempt natively: kCalled (self->ticket set), a refusal stage
 // for the Python continuation, kPythonPath, or kRaised (error set).
 int admit(AsyncCallObject* self) {
@@ -208,7 +210,17 @@ int admit(AsyncCallObject* self) {
     if (self->kind == kOwnerPolicy) {
         auto* p = static_cast<PyPolicy*>(self->native);
         if (!p->fast) {
-            return kPythonPath;
+            bool ahead = false;
+            if (!p->attempt_clock.is_valid()) {
+                return kPythonPath;
+            }
+            if (!attempt_deadline_ahead(self, ahead)) {
+                return kRaised;
+            }
+            if (!ahead) {  // already past: the Python path says so, calling nothing
+                Py_CLEAR(self->clock);
+                return kPythonPath;
+            }
         }
         const int stage = p->enter(ticket);
         self->ticket = p->breaker != nullptr ? ticket.encode() : 0;
@@ -351,9 +363,15 @@ bool clock_now(PyObject* clock, double& now) {
     return !(now == -1 && PyErr_Occurred());
 }
 
+// What the deadline's error names: call_until's `what`, or the policy's attempt.
+PyObject* what_of(AsyncCallObject* self) {
+    return self->kind == kPlain ? self->owner
+                                : static_cast<PyPolicy*>(self->native)->attempt_what.ptr();
+}
+
 // Raises timeouts.deadline_exceeded(what, cause) (cause null: none) from cause.
 void raise_deadline_exceeded(AsyncCallObject* self, PyObject* cause) {
-    PyObject* args[2] = {self->owner, cause};
+    PyObject* args[2] = {what_of(self), cause};
     PyObject* error = PyObject_Vectorcall(dl::g_deadline_exceeded, args, cause ? 2 : 1, nullptr);
     if (error == nullptr) {
         return;
@@ -363,6 +381,35 @@ void raise_deadline_exceeded(AsyncCallObject* self, PyObject* cause) {
         PyException_SetContext(error, Py_NewRef(cause));
     }
     restore_exception(error);
+}
+
+// deadline_for(clock, timeout) (timeout < 0: None): the enclosing deadline
+// on `clock` (borrowed from `outer`, the value of timeouts._DEADLINE), and
+// now + timeout tightened by it. `result` is a new reference (None: no
+// deadline), or null with an error set.
+PyObject* deadline_on(PyObject* outer, PyObject* clock, double timeout) {
+    PyObject* inherited = nullptr;  // borrowed from outer: the enclosing deadline on clock
+    if (PyTuple_Check(outer) && PyTuple_Size(outer) == 2 && PyTuple_GetItem(outer, 0) == clock) {
+        inherited = PyTuple_GetItem(outer, 1);
+    }
+    if (timeout < 0) {
+        return Py_NewRef(inherited != nullptr ? inherited : Py_None);
+    }
+    double now = 0;
+    if (!clock_now(clock, now)) {
+        return nullptr;
+    }
+    const double own = now + timeout;
+    if (inherited != nullptr) {
+        const double bound = PyFloat_AsDouble(inherited);
+        if (bound == -1 && PyErr_Occurred()) {
+            return nullptr;
+        }
+        if (bound <= own) {
+            return Py_NewRef(inherited);
+        }
+    }
+    return PyFloat_FromDouble(own);
 }
 
 // Before the attempt: a deadline already past raises its error (fn is never
@@ -397,6 +444,31 @@ bool arm_deadline(AsyncCallObject* self) {
     }
     self->deadline_token = token;
     self->scope = scope;
+    return true;
+}
+
+// Before a policy's first attempt under its per-attempt timeout: its
+// deadline, deadline_for(clock, attempt_timeout), goes to self->clock and
+// self->deadline; `ahead` tells whether it is still ahead (else the
+// attempt is not admitted: an enclosing deadline already past). False with
+// an error set.
+bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead) {
+    auto* p = static_cast<PyPolicy*>(self->native);
+    self->clock = Py_NewRef(p->attempt_clock.ptr());
+    PyObject* outer = dl::context_get(dl::g_deadline_var);
+    PyObject* deadline = outer != nullptr ? deadline_on(outer, self->clock, p->attempt_timeout)
+                                          : nullptr;
+    Py_XDECREF(outer);
+    if (deadline == nullptr) {
+        return false;
+    }
+    self->deadline = PyFloat_AsDouble(deadline);
+    Py_DECREF(deadline);
+    double now = 0;
+    if ((self->deadline == -1 && PyErr_Occurred()) || !clock_now(self->clock, now)) {
+        return false;
+    }
+    ahead = self->deadline > now;
     return true;
 }
 
@@ -469,6 +541,11 @@ PySendResult attempt_raised(AsyncCallObject* self, PyObject** out) {
         restore_exception(raised);
         return PYGEN_ERROR;
     }
+    if (self->clock != nullptr) {  // the policy's attempt deadline: what the attempt raised
+        PyObject* raised = disarm_deadline(self, exc);
+        Py_DECREF(exc);
+        exc = raised;
+    }
     PyObject* ticket = PyLong_FromLongLong(self->ticket);
     PyObject* start = self->start_ns >= 0 ? PyLong_FromLongLong(self->start_ns) : nullptr;
     PyObject* continuation = nullptr;
@@ -488,6 +565,14 @@ PySendResult attempt_answered(AsyncCallObject* self, PySendResult status, PyObje
     }
     if (status == PYGEN_ERROR) {
         return attempt_raised(self, out);
+    }
+    if (self->kind == kOwnerPolicy && self->clock != nullptr) {  // its attempt deadline
+        PyObject* raised = disarm_deadline(self, nullptr);
+        if (raised != nullptr) {  // leaving it failed: so did the attempt
+            Py_CLEAR(*out);
+            restore_exception(raised);
+            return attempt_raised(self, out);
+        }
     }
     Py_CLEAR(self->iter);
     self->state = kDone;
@@ -542,6 +627,9 @@ PySendResult start(AsyncCallObject* self, PyObject** out) {
         return continue_in(self, continuation, out);
     }
     if (self->clock != nullptr && !arm_deadline(self)) {
+        if (self->kind == kOwnerPolicy) {  // the deadline passed since admission: a failed attempt
+            return attempt_raised(self, out);
+        }
         clear_call(self);
         return PYGEN_ERROR;
     }
@@ -1023,29 +1111,19 @@ PyObject* deadline_for(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!dl::installed()) {
         return nullptr;
     }
-    PyObject* const clock = args[0];
+    double timeout = -1;
+    if (args[1] != Py_None) {
+        timeout = PyFloat_AsDouble(args[1]);
+        if (timeout == -1 && PyErr_Occurred()) {
+            return nullptr;
+        }
+        timeout = std::max(timeout, 0.0);  // a negative timeout: a deadline already past
+    }
     PyObject* outer = dl::context_get(dl::g_deadline_var);
     if (outer == nullptr) {
         return nullptr;
     }
-    PyObject* inherited = nullptr;  // borrowed from outer: the enclosing deadline on clock
-    if (PyTuple_Check(outer) && PyTuple_Size(outer) == 2 && PyTuple_GetItem(outer, 0) == clock) {
-        inherited = PyTuple_GetItem(outer, 1);
-    }
-    PyObject* result = nullptr;
-    if (args[1] == Py_None) {
-        result = Py_NewRef(inherited != nullptr ? inherited : Py_None);
-    } else {
-        const double timeout = PyFloat_AsDouble(args[1]);
-        double now = 0;
-        double bound = 0;
-        if (!(timeout == -1 && PyErr_Occurred()) && clock_now(clock, now) &&
-            (inherited == nullptr || !((bound = PyFloat_AsDouble(inherited)) == -1 && PyErr_Occurred()))) {
-            const double own = now + timeout;
-            result = inherited != nullptr && bound <= own ? Py_NewRef(inherited)
-                                                          : PyFloat_FromDouble(own);
-        }
-    }
+    PyObject* result = deadline_on(outer, args[0], timeout);
     Py_DECREF(outer);
     return result;
 }
@@ -1057,6 +1135,45 @@ PyMethodDef deadline_for_def = {
     "The absolute deadline (seconds on clock) for a call starting now: now +\n"
     "timeout, tightened by any enclosing deadline on the same clock (timeout\n"
     "None: that enclosing deadline, or None): timeouts.deadline_for."};
+
+// _policy_attempt_deadline(policy, clock, timeout, what): see PyPolicy::attempt_clock.
+PyObject* policy_attempt_deadline(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "_policy_attempt_deadline() takes 4 arguments (policy, clock, timeout, "
+                     "what), got %zd", nargs);
+        return nullptr;
+    }
+    if (!nb::isinstance<PyPolicy>(args[0]) || !nb::inst_ready(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_policy_attempt_deadline() policy must be a Policy");
+        return nullptr;
+    }
+    const double timeout = PyFloat_AsDouble(args[2]);
+    if (timeout == -1 && PyErr_Occurred()) {
+        return nullptr;
+    }
+    if (!(timeout >= 0) || !PyUnicode_Check(args[3])) {
+        PyErr_Format(PyExc_ValueError,
+                     "_policy_attempt_deadline() needs a timeout >= 0 and a str what, got %R, %R",
+                     args[2], args[3]);
+        return nullptr;
+    }
+    auto* p = nb::inst_ptr<PyPolicy>(args[0]);
+    p->attempt_clock = nb::borrow(args[1]);
+    p->attempt_what = nb::borrow(args[3]);
+    p->attempt_timeout = timeout;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef policy_attempt_deadline_def = {
+    "_policy_attempt_deadline",
+    reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_attempt_deadline)),
+    METH_FASTCALL,
+    "_policy_attempt_deadline(policy, clock, timeout, what, /)\n--\n\n"
+    "Set once by a Policy with a per-attempt timeout and no overall one: its\n"
+    "execute_async() awaitable arms the first attempt's deadline (timeout\n"
+    "seconds on clock, tightened by an enclosing one) itself; `what` names the\n"
+    "attempt in the deadline's error."};
 
 PyMethodDef call_until_def = {
     "_call_until", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_until)),
@@ -1102,7 +1219,7 @@ void bind_awaitable(nb::module_& m) {
     }
     m.attr("_breaker_call_async") = nb::steal(call_async);
     dl::bind_deadlines(m);
-    for (PyMethodDef* def : {&call_until_def, &deadline_for_def}) {
+    for (PyMethodDef* def : {&call_until_def, &deadline_for_def, &policy_attempt_deadline_def}) {
         PyObject* fn = PyCFunction_NewEx(def, nullptr, m.attr("__name__").ptr());
         if (fn == nullptr) {
             throw nb::python_error();

@@ -914,6 +914,14 @@ def _call_until(clock: Any, deadline: float | None, what: str, fn: Callable[...,
     limit): timeouts.call_until.
     """
 
+def _policy_attempt_deadline(policy: Policy, clock: Any, timeout: float, what: str, /) -> None:
+    """
+    Set once by a Policy with a per-attempt timeout and no overall one: its
+    execute_async() awaitable arms the first attempt's deadline (timeout
+    seconds on clock, tightened by an enclosing one) itself; `what` names the
+    attempt in the deadline's error.
+    """
+
 def _deadline_for(clock: Any, timeout: float | None, /) -> float | None:
     """
     The absolute deadline (seconds on clock) for a call starting now: now +
