@@ -131,16 +131,23 @@ def finish(awaitable: Any) -> Any:
     raise AssertionError("the attempt yielded")
 
 
-async def test_the_success_path_runs_no_python_frame() -> None:
+@pytest.mark.parametrize("new_loop", LOOPS)
+def test_the_success_path_runs_no_python_frame(
+        new_loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
     """Only the user's coroutine runs Python: deadline_for, the scope and its
-    deadline are native (once the loop was looked up: its first deadline)."""
-    assert finish(until(30.0, noop)) == "done"
-    deadline, calls = python_calls(partial(deadline_for, SYSTEM_CLOCK, 30.0))
-    assert calls == []
-    awaitable, calls = python_calls(partial(call_until, SYSTEM_CLOCK, deadline, "op", noop, (), {}))
-    assert calls == []
-    assert python_calls(partial(finish, awaitable)) == ("done", ["finish", "noop"])
-    assert len(deadlines_of(asyncio.get_running_loop())) == 0
+    deadline are native (once the loop was looked up: its first deadline),
+    on asyncio's loop and on uvloop's (asked natively which loop runs)."""
+    async def test() -> None:
+        assert finish(until(30.0, noop)) == "done"
+        deadline, calls = python_calls(partial(deadline_for, SYSTEM_CLOCK, 30.0))
+        assert calls == []
+        awaitable, calls = python_calls(
+            partial(call_until, SYSTEM_CLOCK, deadline, "op", noop, (), {}))
+        assert calls == []
+        assert python_calls(partial(finish, awaitable)) == ("done", ["finish", "noop"])
+        assert len(deadlines_of(asyncio.get_running_loop())) == 0
+
+    run_on(new_loop, test)
 
 
 async def test_an_entry_ended_anywhere_in_the_heap_is_removed_at_once() -> None:

@@ -213,7 +213,9 @@ class DeadlineHeap {
 struct LoopDeadlinesObject {
     PyObject_HEAD
     PyObject* loop_ref;  // a weak reference to the loop (the loop holds our handles)
-    PyObject* time_fn;   // the loop's time(), or null: time.monotonic, read here
+    PyObject* time_fn;   // the loop's time(), or null: time.monotonic read here, or
+                         // loop.time() asked of the loop itself (ask_loop)
+    bool ask_loop;
     DeadlineHeap* heap;
     std::vector<double>* timers;  // when our pending TimerHandles fire (a min-heap)
 };
@@ -222,6 +224,7 @@ inline PyObject* g_loop_deadlines_type = nullptr;
 inline PyObject* g_str_call_at = nullptr;
 inline PyObject* g_str_fire_due = nullptr;
 inline PyObject* g_str_fire = nullptr;
+inline PyObject* g_str_time = nullptr;
 
 // `slot` = value (a new reference), dropping what it held (Py_XSETREF is
 // not in the stable ABI).
@@ -237,6 +240,9 @@ static LoopDeadlinesObject* as_deadlines(PyObject* self) {
 
 // A weak reference's target as a new reference, or null when it is gone.
 static PyObject* weak_target(PyObject* ref) {
+    if (ref == nullptr) {  // a _LoopDeadlines whose __init__ never ran
+        return nullptr;
+    }
 #if PY_VERSION_HEX >= 0x030D0000 && (!defined(Py_LIMITED_API) || Py_LIMITED_API + 0 >= 0x030D0000)
     PyObject* target = nullptr;
     if (PyWeakref_GetRef(ref, &target) < 0) {
@@ -256,10 +262,21 @@ static PyObject* weak_target(PyObject* ref) {
 
 // The loop's time now in seconds, or -1 with an error set.
 static double loop_time(LoopDeadlinesObject* d) {
-    if (d->time_fn == nullptr) {
+    PyObject* now = nullptr;
+    if (d->ask_loop) {
+        PyObject* loop = weak_target(d->loop_ref);
+        if (loop == nullptr) {
+            PyErr_SetString(PyExc_RuntimeError, "the event loop of these deadlines is gone");
+            return -1;
+        }
+        PyObject* args[1] = {loop};
+        now = PyObject_VectorcallMethod(g_str_time, args, 1, nullptr);
+        Py_DECREF(loop);
+    } else if (d->time_fn == nullptr) {
         return static_cast<double>(vr::steady_now_ns()) / kNsPerSecond;
+    } else {
+        now = PyObject_CallNoArgs(d->time_fn);
     }
-    PyObject* now = PyObject_CallNoArgs(d->time_fn);
     if (now == nullptr) {
         return -1;
     }
@@ -334,13 +351,16 @@ PyObject* loop_deadlines_new(PyTypeObject* type, PyObject*, PyObject*) {
     return self;
 }
 
-// __init__(loop_ref, time): the loop (weakly) and its time() (None: time.monotonic).
+// __init__(loop_ref, time, ask_loop=False): the loop (weakly) and its
+// time(): `time` (None: time.monotonic), or with ask_loop, loop.time() of
+// the loop itself (a C method, uvloop's: no Python frame to call it).
 int loop_deadlines_init(PyObject* self, PyObject* args, PyObject* kwargs) {
     PyObject* ref = nullptr;
     PyObject* time_fn = nullptr;
-    static const char* names[] = {"loop_ref", "time", nullptr};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO:_LoopDeadlines",
-                                     const_cast<char**>(names), &ref, &time_fn)) {
+    int ask_loop = 0;
+    static const char* names[] = {"loop_ref", "time", "ask_loop", nullptr};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|p:_LoopDeadlines",
+                                     const_cast<char**>(names), &ref, &time_fn, &ask_loop)) {
         return -1;
     }
     if (!PyWeakref_CheckRef(ref)) {
@@ -354,6 +374,7 @@ int loop_deadlines_init(PyObject* self, PyObject* args, PyObject* kwargs) {
     LoopDeadlinesObject* d = as_deadlines(self);
     replace_ref(d->loop_ref, Py_NewRef(ref));
     replace_ref(d->time_fn, time_fn == Py_None ? nullptr : Py_NewRef(time_fn));
+    d->ask_loop = ask_loop != 0;
     return 0;
 }
 
@@ -582,11 +603,40 @@ static PyObject* context_get(PyObject* var) {
 // The deadlines of the loop last found, on the thread it ran on: asked
 // again on that thread while that loop still runs there (its _thread_id,
 // which asyncio's loops set in run_forever() and clear when they stop), it
-// is the running loop (a thread runs one loop at a time). Other loops
-// (uvloop) are looked up every time, in Python. A fork forgets it
-// (timeouts._forget_loop). Not kept on a free-threaded build.
+// is the running loop (a thread runs one loop at a time), found without a
+// call. A loop with no _thread_id (uvloop's) is the running loop when
+// asyncio's C get_running_loop() says so (a getpid() on 3.11, as asyncio's
+// own look-up). Anything else asks Python (timeouts._find_deadlines). A
+// fork forgets it (timeouts._forget_loop). Not kept on a free-threaded build.
 inline PyObject* g_last_deadlines = nullptr;
 inline unsigned long g_last_thread = 0;
+inline bool g_last_has_thread_id = false;  // the loop is asyncio's (has _thread_id)
+inline PyObject* g_get_running_loop = nullptr;  // _asyncio.get_running_loop, found on first use
+
+// True iff `loop` is the running loop by asyncio's C get_running_loop();
+// false (no error set) otherwise, or when that cannot be asked.
+static bool is_running_loop(PyObject* loop) {
+    if (g_get_running_loop == nullptr) {
+        PyObject* native = PyImport_ImportModule("_asyncio");  // loaded with asyncio
+        g_get_running_loop = native != nullptr ? PyObject_GetAttrString(native, "get_running_loop")
+                                               : nullptr;
+        Py_XDECREF(native);
+        if (g_get_running_loop == nullptr) {
+            PyErr_Clear();
+            g_get_running_loop = Py_NewRef(Py_None);  // not there: never asked again
+        }
+    }
+    if (g_get_running_loop == Py_None) {
+        return false;
+    }
+    PyObject* running = PyObject_CallNoArgs(g_get_running_loop);
+    if (running == nullptr) {
+        PyErr_Clear();  // no running loop: the Python look-up raises its error
+        return false;
+    }
+    Py_DECREF(running);
+    return running == loop;
+}
 
 // True iff `loop` says it runs on thread `ident` (false with no error set
 // for a loop with no _thread_id).
@@ -618,7 +668,8 @@ static bool running_deadlines(PyObject*& loop, LoopDeadlinesObject*& deadlines) 
     const unsigned long ident = PyThread_get_thread_ident();
     if (g_last_deadlines != nullptr && g_last_thread == ident) {
         PyObject* last = weak_target(as_deadlines(g_last_deadlines)->loop_ref);
-        if (last != nullptr && runs_on(last, ident)) {
+        if (last != nullptr &&
+            (g_last_has_thread_id ? runs_on(last, ident) : is_running_loop(last))) {
             loop = last;
             deadlines = as_deadlines(Py_NewRef(g_last_deadlines));
             return true;
@@ -644,10 +695,9 @@ static bool running_deadlines(PyObject*& loop, LoopDeadlinesObject*& deadlines) 
     deadlines = as_deadlines(Py_NewRef(found_deadlines));
     Py_DECREF(found);
 #ifndef Py_GIL_DISABLED
-    if (runs_on(loop, ident)) {
-        replace_ref(g_last_deadlines, Py_NewRef(reinterpret_cast<PyObject*>(deadlines)));
-        g_last_thread = ident;
-    }
+    replace_ref(g_last_deadlines, Py_NewRef(reinterpret_cast<PyObject*>(deadlines)));
+    g_last_thread = ident;
+    g_last_has_thread_id = PyObject_HasAttr(loop, g_str_thread_id) == 1;
 #endif
     return true;
 }
@@ -1037,6 +1087,7 @@ static void bind_deadlines(nb::module_& m) {
     g_str_call_at = intern_or_throw("call_at");
     g_str_fire_due = intern_or_throw("_fire_due");
     g_str_fire = intern_or_throw("_fire");
+    g_str_time = intern_or_throw("time");
     g_str_task_of = intern_or_throw("_task_of");
     g_str_cancelling = intern_or_throw("cancelling");
     g_str_uncancel = intern_or_throw("uncancel");

@@ -842,7 +842,8 @@ class _LoopDeadlines:
     _loop_deadlines.LoopDeadlines).
     """
 
-    def __init__(self, loop_ref: Any, time: Callable[[], float] | None) -> None: ...
+    def __init__(self, loop_ref: Any, time: Callable[[], float] | None,
+                 ask_loop: bool = False) -> None: ...
     def __len__(self) -> int:
         """Return len(self)."""
     def add(self, delay: float, target: Any, /) -> int:

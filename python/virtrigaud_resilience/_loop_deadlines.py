@@ -67,9 +67,13 @@ class LoopDeadlines(_core._LoopDeadlines):
         # the loop. For the same reason no TimerHandle is kept here (each
         # holds its loop): a timer earlier than the pending one is added
         # beside it, never moved, and the times of those pending are kept.
-        clock = _clock_of(loop)
-        native = clock is time.monotonic and _NATIVE_MONOTONIC
-        super().__init__(weakref.ref(loop), None if native else clock)
+        # The time is read natively: CLOCK_MONOTONIC where the loop's time()
+        # is asyncio's (time.monotonic), else the loop's own time() (uvloop's
+        # is a C method), asked of the weakly held loop with no Python frame.
+        if _clock_of(loop) is time.monotonic:
+            super().__init__(weakref.ref(loop), None if _NATIVE_MONOTONIC else time.monotonic)
+        else:
+            super().__init__(weakref.ref(loop), None, ask_loop=True)
 
     def _fire_due(self) -> None:
         """A TimerHandle of ours fired: every deadline due fires."""
