@@ -288,6 +288,7 @@ async def test_an_enclosing_deadline_on_the_same_clock_tightens_deadline_for() -
     clock = vr.ManualClock()
     assert deadline_for(clock, None) is None
     assert deadline_for(clock, 5) == 5.0
+    assert deadline_for(clock, -1.0) == -1.0  # as now + timeout: already past
 
     async def nested() -> tuple[float | None, float | None, float | None]:
         return deadline_for(clock, 5.0), deadline_for(clock, 1.0), deadline_for(SYSTEM_CLOCK, None)

@@ -383,16 +383,16 @@ void raise_deadline_exceeded(AsyncCallObject* self, PyObject* cause) {
     restore_exception(error);
 }
 
-// deadline_for(clock, timeout) (timeout < 0: None): the enclosing deadline
-// on `clock` (borrowed from `outer`, the value of timeouts._DEADLINE), and
-// now + timeout tightened by it. `result` is a new reference (None: no
-// deadline), or null with an error set.
-PyObject* deadline_on(PyObject* outer, PyObject* clock, double timeout) {
+// deadline_for(clock, timeout) (has_timeout false: None): the enclosing
+// deadline on `clock` (borrowed from `outer`, the value of
+// timeouts._DEADLINE), and now + timeout tightened by it. A new reference
+// (None: no deadline), or null with an error set.
+PyObject* deadline_on(PyObject* outer, PyObject* clock, bool has_timeout, double timeout) {
     PyObject* inherited = nullptr;  // borrowed from outer: the enclosing deadline on clock
     if (PyTuple_Check(outer) && PyTuple_Size(outer) == 2 && PyTuple_GetItem(outer, 0) == clock) {
         inherited = PyTuple_GetItem(outer, 1);
     }
-    if (timeout < 0) {
+    if (!has_timeout) {
         return Py_NewRef(inherited != nullptr ? inherited : Py_None);
     }
     double now = 0;
@@ -456,7 +456,7 @@ bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead) {
     auto* p = static_cast<PyPolicy*>(self->native);
     self->clock = Py_NewRef(p->attempt_clock.ptr());
     PyObject* outer = dl::context_get(dl::g_deadline_var);
-    PyObject* deadline = outer != nullptr ? deadline_on(outer, self->clock, p->attempt_timeout)
+    PyObject* deadline = outer != nullptr ? deadline_on(outer, self->clock, true, p->attempt_timeout)
                                           : nullptr;
     Py_XDECREF(outer);
     if (deadline == nullptr) {
@@ -1111,19 +1111,16 @@ PyObject* deadline_for(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     if (!dl::installed()) {
         return nullptr;
     }
-    double timeout = -1;
-    if (args[1] != Py_None) {
-        timeout = PyFloat_AsDouble(args[1]);
-        if (timeout == -1 && PyErr_Occurred()) {
-            return nullptr;
-        }
-        timeout = std::max(timeout, 0.0);  // a negative timeout: a deadline already past
+    const bool has_timeout = args[1] != Py_None;
+    const double timeout = has_timeout ? PyFloat_AsDouble(args[1]) : 0;
+    if (timeout == -1 && PyErr_Occurred()) {
+        return nullptr;
     }
     PyObject* outer = dl::context_get(dl::g_deadline_var);
     if (outer == nullptr) {
         return nullptr;
     }
-    PyObject* result = deadline_on(outer, args[0], timeout);
+    PyObject* result = deadline_on(outer, args[0], has_timeout, timeout);
     Py_DECREF(outer);
     return result;
 }
