@@ -31,6 +31,8 @@
 
 namespace virtrigaud_bind {
 namespace deadlines {
+// Internal linkage: included by bind_awaitable.cpp alone.
+namespace {
 
 // ------------------------------------------------------------ the heap --
 
@@ -1110,5 +1112,6 @@ static void bind_deadlines(nb::module_& m) {
           "Forgets the loop last found running (after a fork: the child must ask again).");
 }
 
+}  // namespace
 }  // namespace deadlines
 }  // namespace virtrigaud_bind
