@@ -35,12 +35,16 @@
 // the attempt awaits holding(breaker, bucket, fn, args, kwargs) instead of fn,
 // as the Python path did, so the adapter sees what the attempt holds.
 
+#include "loop_deadlines.hpp"
 #include "policy.hpp"
 
 namespace virtrigaud_bind {
 namespace {
 
-enum : uint8_t { kOwnerPolicy = 0, kOwnerBreaker = 1 };
+// kPlain: call_until's awaitable. No owner (`owner` holds the `what` its
+// deadline's error names), nothing admitted or recorded; its deadline, if
+// any, is armed around the attempt (see the deadline part below).
+enum : uint8_t { kOwnerPolicy = 0, kOwnerBreaker = 1, kPlain = 2 };
 
 enum : uint8_t {
     kNew = 0,        // not sent to yet: nothing admitted, fn not called
@@ -57,6 +61,10 @@ struct AsyncCallObject {
     PyObject* kwnames;  // the call's keyword names, or null
     int64_t ticket;     // the admitted attempt's (Ticket::encode)
     int64_t start_ns;   // its admission's clock time for a breaker timing slow calls, else -1
+    PyObject* clock;    // kPlain: the clock `deadline` is on (null: no deadline)
+    PyObject* scope;    // the attempt's TimeoutScope while its deadline is armed, else null
+    PyObject* deadline_token;  // timeouts._DEADLINE's token while it is set, else null
+    double deadline;    // kPlain: when, on `clock`, the attempt is cut off
     Py_ssize_t nargs;   // fn's positional arguments: call[1 .. nargs]
     uint8_t kind;
     uint8_t state;
@@ -142,6 +150,10 @@ PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* 
     self->kwnames = Py_XNewRef(kwnames);
     self->ticket = 0;
     self->start_ns = -1;
+    self->clock = nullptr;
+    self->scope = nullptr;
+    self->deadline_token = nullptr;
+    self->deadline = 0;
     self->nargs = nargs;
     self->kind = kind;
     self->state = kNew;
@@ -186,14 +198,29 @@ PyObject* call_owner(AsyncCallObject* self, PyObject* name, PyObject* first, PyO
 
 // ------------------------------------------------------------- the owner --
 
+bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead);
+
 // Admits the attempt natively: kCalled (self->ticket set), a refusal stage
 // for the Python continuation, kPythonPath, or kRaised (error set).
 int admit(AsyncCallObject* self) {
     vr::Ticket ticket;
+    if (self->kind == kPlain) {
+        return kCalled;
+    }
     if (self->kind == kOwnerPolicy) {
         auto* p = static_cast<PyPolicy*>(self->native);
         if (!p->fast) {
-            return kPythonPath;
+            bool ahead = false;
+            if (!p->attempt_clock.is_valid()) {
+                return kPythonPath;
+            }
+            if (!attempt_deadline_ahead(self, ahead)) {
+                return kRaised;
+            }
+            if (!ahead) {  // already past: the Python path says so, calling nothing
+                Py_CLEAR(self->clock);
+                return kPythonPath;
+            }
         }
         const int stage = p->enter(ticket);
         self->ticket = p->breaker != nullptr ? ticket.encode() : 0;
@@ -248,7 +275,7 @@ void held_by_attempt(AsyncCallObject* self, PyObject*& breaker, PyObject*& bucke
 
 // The result of fn(*args, **kwargs): an awaitable to drive.
 PyObject* call_attempt(AsyncCallObject* self) {
-    if (!virtrigaud_held::g_tracking.load(std::memory_order_relaxed)) {
+    if (self->kind == kPlain || !virtrigaud_held::g_tracking.load(std::memory_order_relaxed)) {
         return forward_call(self->call[0], self->call + 1, static_cast<size_t>(self->nargs),
                             self->kwnames);
     }
@@ -308,6 +335,184 @@ PyObject* await_iterator(PyObject* value) {
     return it;
 }
 
+// ---------------------------------------------------------- the deadline --
+//
+// call_until's deadline, as its Python version kept it: while the attempt
+// is called and awaited, timeouts._DEADLINE holds (clock, deadline) (for
+// nested policies and remaining()) and a TimeoutScope of the time left is
+// entered, its deadline armed on the loop's one heap (loop_deadlines.hpp).
+// An attempt that ends first removes its entry: no TimerHandle, no Python
+// frame. Only a deadline that fired, or one already past, calls Python.
+
+namespace dl = deadlines;
+
+// The clock's time now in seconds (the system clock's read here); false
+// with an error set.
+bool clock_now(PyObject* clock, double& now) {
+    if (clock == dl::g_system_clock) {
+        now = static_cast<double>(vr::steady_now_ns()) / kNsPerSecond;
+        return true;
+    }
+    PyObject* args[1] = {clock};
+    PyObject* r = PyObject_VectorcallMethod(dl::g_str_now, args, 1, nullptr);
+    if (r == nullptr) {
+        return false;
+    }
+    now = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return !(now == -1 && PyErr_Occurred());
+}
+
+// What the deadline's error names: call_until's `what`, or the policy's attempt.
+PyObject* what_of(AsyncCallObject* self) {
+    return self->kind == kPlain ? self->owner
+                                : static_cast<PyPolicy*>(self->native)->attempt_what.ptr();
+}
+
+// Raises timeouts.deadline_exceeded(what, cause) (cause null: none) from cause.
+void raise_deadline_exceeded(AsyncCallObject* self, PyObject* cause) {
+    PyObject* args[2] = {what_of(self), cause};
+    PyObject* error = PyObject_Vectorcall(dl::g_deadline_exceeded, args, cause ? 2 : 1, nullptr);
+    if (error == nullptr) {
+        return;
+    }
+    if (cause != nullptr) {
+        PyException_SetCause(error, Py_NewRef(cause));
+        PyException_SetContext(error, Py_NewRef(cause));
+    }
+    restore_exception(error);
+}
+
+// deadline_for(clock, timeout) (has_timeout false: None): the enclosing
+// deadline on `clock` (borrowed from `outer`, the value of
+// timeouts._DEADLINE), and now + timeout tightened by it. A new reference
+// (None: no deadline), or null with an error set.
+PyObject* deadline_on(PyObject* outer, PyObject* clock, bool has_timeout, double timeout) {
+    PyObject* inherited = nullptr;  // borrowed from outer: the enclosing deadline on clock
+    if (PyTuple_Check(outer) && PyTuple_Size(outer) == 2 && PyTuple_GetItem(outer, 0) == clock) {
+        inherited = PyTuple_GetItem(outer, 1);
+    }
+    if (!has_timeout) {
+        return Py_NewRef(inherited != nullptr ? inherited : Py_None);
+    }
+    double now = 0;
+    if (!clock_now(clock, now)) {
+        return nullptr;
+    }
+    const double own = now + timeout;
+    if (inherited != nullptr) {
+        const double bound = PyFloat_AsDouble(inherited);
+        if (bound == -1 && PyErr_Occurred()) {
+            return nullptr;
+        }
+        if (bound <= own) {
+            return Py_NewRef(inherited);
+        }
+    }
+    return PyFloat_FromDouble(own);
+}
+
+// Before the attempt: a deadline already past raises its error (fn is never
+// called); else the deadline is made visible and armed. False with an error set.
+bool arm_deadline(AsyncCallObject* self) {
+    double now = 0;
+    if (!clock_now(self->clock, now)) {
+        return false;
+    }
+    const double left = self->deadline - now;
+    if (!(left > 0)) {
+        raise_deadline_exceeded(self, nullptr);
+        return false;
+    }
+    PyObject* when = PyFloat_FromDouble(self->deadline);
+    PyObject* visible = when != nullptr ? PyTuple_Pack(2, self->clock, when) : nullptr;
+    Py_XDECREF(when);
+    PyObject* token = visible != nullptr ? dl::context_set(dl::g_deadline_var, visible) : nullptr;
+    Py_XDECREF(visible);
+    if (token == nullptr) {
+        return false;
+    }
+    PyObject* scope = dl::new_scope(left);
+    if (scope == nullptr || !dl::scope_start(dl::as_scope(scope))) {
+        Py_XDECREF(scope);
+        PyObject* error = fetch_exception();
+        dl::context_reset(dl::g_deadline_var, token);
+        PyErr_Clear();
+        Py_DECREF(token);
+        restore_exception(error);
+        return false;
+    }
+    self->deadline_token = token;
+    self->scope = scope;
+    return true;
+}
+
+// Before a policy's first attempt under its per-attempt timeout: its
+// deadline, deadline_for(clock, attempt_timeout), goes to self->clock and
+// self->deadline; `ahead` tells whether it is still ahead (else the
+// attempt is not admitted: an enclosing deadline already past). False with
+// an error set.
+bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead) {
+    auto* p = static_cast<PyPolicy*>(self->native);
+    self->clock = Py_NewRef(p->attempt_clock.ptr());
+    PyObject* outer = dl::context_get(dl::g_deadline_var);
+    PyObject* deadline = outer != nullptr ? deadline_on(outer, self->clock, true, p->attempt_timeout)
+                                          : nullptr;
+    Py_XDECREF(outer);
+    if (deadline == nullptr) {
+        return false;
+    }
+    self->deadline = PyFloat_AsDouble(deadline);
+    Py_DECREF(deadline);
+    double now = 0;
+    if ((self->deadline == -1 && PyErr_Occurred()) || !clock_now(self->clock, now)) {
+        return false;
+    }
+    ahead = self->deadline > now;
+    return true;
+}
+
+// After the attempt, which raised `exc` (null: returned): leaves the scope
+// and hides the deadline again. Returns the exception the call raises (a
+// new reference; null: none, or with an error set when leaving failed on a
+// return). A cancellation that was the deadline's alone becomes
+// deadline_exceeded(what) from asyncio.TimeoutError, as does any
+// asyncio.TimeoutError once the deadline fired; anything else stays.
+PyObject* disarm_deadline(AsyncCallObject* self, PyObject* exc) {
+    PyObject* raised = exc != nullptr ? Py_NewRef(exc) : nullptr;
+    bool fired = false;
+    if (self->scope != nullptr) {
+        dl::ScopeObject* scope = dl::as_scope(self->scope);
+        if (!dl::scope_stop(scope, exc)) {
+            dl::replace_ref(raised, fetch_exception());
+        }
+        fired = scope->fired != 0;
+        Py_CLEAR(self->scope);
+    }
+    if (fired && raised != nullptr && PyErr_GivenExceptionMatches(raised, PyExc_Exception) &&
+        dl::resolve_asyncio_errors()) {
+        if (PyErr_GivenExceptionMatches(raised, dl::g_timeout_error)) {
+            raise_deadline_exceeded(self, raised);
+            dl::replace_ref(raised, fetch_exception());
+        }
+    }
+    PyErr_Clear();  // a failed look-up of asyncio's errors: raised stays
+    if (self->deadline_token != nullptr) {
+        PyObject* token = self->deadline_token;
+        self->deadline_token = nullptr;
+        const bool reset = dl::context_reset(dl::g_deadline_var, token);
+        Py_DECREF(token);
+        if (!reset) {  // as a `finally` that raises: its error replaces the call's
+            PyObject* error = fetch_exception();
+            if (raised != nullptr) {
+                PyException_SetContext(error, raised);
+            }
+            raised = error;
+        }
+    }
+    return raised;
+}
+
 // ------------------------------------------------------------ the states --
 
 PySendResult continue_in(AsyncCallObject* self, PyObject* continuation, PyObject** out);
@@ -327,6 +532,20 @@ PySendResult delegated(AsyncCallObject* self, PySendResult status) {
 PySendResult attempt_raised(AsyncCallObject* self, PyObject** out) {
     Py_CLEAR(self->iter);
     PyObject* exc = fetch_exception();
+    if (self->kind == kPlain) {  // raised to the awaiting code as it is, or as its deadline's
+        PyObject* raised = self->clock != nullptr ? disarm_deadline(self, exc) : Py_NewRef(exc);
+        Py_DECREF(exc);
+        self->state = kDone;
+        clear_call(self);
+        *out = nullptr;
+        restore_exception(raised);
+        return PYGEN_ERROR;
+    }
+    if (self->clock != nullptr) {  // the policy's attempt deadline: what the attempt raised
+        PyObject* raised = disarm_deadline(self, exc);
+        Py_DECREF(exc);
+        exc = raised;
+    }
     PyObject* ticket = PyLong_FromLongLong(self->ticket);
     PyObject* start = self->start_ns >= 0 ? PyLong_FromLongLong(self->start_ns) : nullptr;
     PyObject* continuation = nullptr;
@@ -347,9 +566,28 @@ PySendResult attempt_answered(AsyncCallObject* self, PySendResult status, PyObje
     if (status == PYGEN_ERROR) {
         return attempt_raised(self, out);
     }
+    if (self->kind == kOwnerPolicy && self->clock != nullptr) {  // its attempt deadline
+        PyObject* raised = disarm_deadline(self, nullptr);
+        if (raised != nullptr) {  // leaving it failed: so did the attempt
+            Py_CLEAR(*out);
+            restore_exception(raised);
+            return attempt_raised(self, out);
+        }
+    }
     Py_CLEAR(self->iter);
     self->state = kDone;
     clear_call(self);
+    if (self->kind == kPlain) {
+        PyObject* raised = self->clock != nullptr ? disarm_deadline(self, nullptr) : nullptr;
+        if (raised != nullptr) {
+            restore_exception(raised);
+        }
+        if (PyErr_Occurred()) {
+            Py_CLEAR(*out);
+            return PYGEN_ERROR;
+        }
+        return PYGEN_RETURN;
+    }
     if (!record_success(self)) {
         Py_CLEAR(*out);
         return PYGEN_ERROR;
@@ -387,6 +625,13 @@ PySendResult start(AsyncCallObject* self, PyObject** out) {
             code != nullptr ? call_owner(self, g_str_resume_async, code, Py_None) : nullptr;
         Py_XDECREF(code);
         return continue_in(self, continuation, out);
+    }
+    if (self->clock != nullptr && !arm_deadline(self)) {
+        if (self->kind == kOwnerPolicy) {  // the deadline passed since admission: a failed attempt
+            return attempt_raised(self, out);
+        }
+        clear_call(self);
+        return PYGEN_ERROR;
     }
     PyObject* result = call_attempt(self);
     PyObject* it = result != nullptr ? await_iterator(result) : nullptr;
@@ -682,6 +927,9 @@ int async_call_traverse(PyObject* self, visitproc visit, void* arg) {
     Py_VISIT(c->owner);
     Py_VISIT(c->iter);
     Py_VISIT(c->kwnames);
+    Py_VISIT(c->clock);
+    Py_VISIT(c->scope);
+    Py_VISIT(c->deadline_token);
     for (Py_ssize_t i = 0; i < Py_SIZE(self); ++i) {
         Py_VISIT(c->call[i]);
     }
@@ -694,6 +942,9 @@ int async_call_clear(PyObject* self) {
     clear_call(c);
     Py_CLEAR(c->iter);
     Py_CLEAR(c->owner);
+    Py_CLEAR(c->clock);
+    Py_CLEAR(c->scope);
+    Py_CLEAR(c->deadline_token);
     return 0;
 }
 
@@ -788,6 +1039,146 @@ void install_async_helpers(nb::handle holding, nb::handle awaited) {
     Py_XDECREF(old_awaited);
 }
 
+// --------------------------------------------------------- call_until --
+
+// _call_until(clock, deadline, what, fn, args, kwargs): the awaitable of
+// timeouts.call_until (documented there).
+PyObject* call_until(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError,
+                     "call_until() takes 6 arguments (clock, deadline, what, fn, args, kwargs), "
+                     "got %zd", nargs);
+        return nullptr;
+    }
+    if (!dl::installed()) {
+        return nullptr;
+    }
+    PyObject* const clock = args[0];
+    PyObject* const deadline = args[1];
+    PyObject* const fn_args = args[4];
+    PyObject* const fn_kwargs = args[5];
+    if (!PyTuple_Check(fn_args) || !PyDict_Check(fn_kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "call_until() args must be a tuple and kwargs a dict");
+        return nullptr;
+    }
+    double when = 0;
+    if (deadline != Py_None) {
+        when = PyFloat_AsDouble(deadline);
+        if (when == -1 && PyErr_Occurred()) {
+            return nullptr;
+        }
+    }
+    // fn's arguments as a vectorcall passes them: positional, then keyword values.
+    const Py_ssize_t npos = PyTuple_Size(fn_args);
+    const Py_ssize_t nkw = PyDict_Size(fn_kwargs);
+    std::vector<PyObject*> values(static_cast<size_t>(npos + nkw));
+    for (Py_ssize_t i = 0; i < npos; ++i) {
+        values[static_cast<size_t>(i)] = PyTuple_GetItem(fn_args, i);
+    }
+    PyObject* kwnames = nkw > 0 ? PyTuple_New(nkw) : nullptr;
+    if (nkw > 0 && kwnames == nullptr) {
+        return nullptr;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(fn_kwargs, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key)) {
+            Py_DECREF(kwnames);
+            PyErr_SetString(PyExc_TypeError, "call_until() keywords must be strings");
+            return nullptr;
+        }
+        PyTuple_SetItem(kwnames, i, Py_NewRef(key));
+        values[static_cast<size_t>(npos + i)] = value;
+        ++i;
+    }
+    PyObject* call = new_async_call(kPlain, args[2], nullptr, args[3], values.data(), npos,
+                                    kwnames);
+    Py_XDECREF(kwnames);
+    if (call != nullptr && deadline != Py_None) {
+        as_call(call)->clock = Py_NewRef(clock);
+        as_call(call)->deadline = when;
+    }
+    return call;
+}
+
+// _deadline_for(clock, timeout): timeouts.deadline_for.
+PyObject* deadline_for(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "deadline_for() takes 2 arguments (clock, timeout), got %zd",
+                     nargs);
+        return nullptr;
+    }
+    if (!dl::installed()) {
+        return nullptr;
+    }
+    const bool has_timeout = args[1] != Py_None;
+    const double timeout = has_timeout ? PyFloat_AsDouble(args[1]) : 0;
+    if (timeout == -1 && PyErr_Occurred()) {
+        return nullptr;
+    }
+    PyObject* outer = dl::context_get(dl::g_deadline_var);
+    if (outer == nullptr) {
+        return nullptr;
+    }
+    PyObject* result = deadline_on(outer, args[0], has_timeout, timeout);
+    Py_DECREF(outer);
+    return result;
+}
+
+PyMethodDef deadline_for_def = {
+    "_deadline_for", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(deadline_for)),
+    METH_FASTCALL,
+    "_deadline_for(clock, timeout, /)\n--\n\n"
+    "The absolute deadline (seconds on clock) for a call starting now: now +\n"
+    "timeout, tightened by any enclosing deadline on the same clock (timeout\n"
+    "None: that enclosing deadline, or None): timeouts.deadline_for."};
+
+// _policy_attempt_deadline(policy, clock, timeout, what): see PyPolicy::attempt_clock.
+PyObject* policy_attempt_deadline(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_Format(PyExc_TypeError,
+                     "_policy_attempt_deadline() takes 4 arguments (policy, clock, timeout, "
+                     "what), got %zd", nargs);
+        return nullptr;
+    }
+    if (!nb::isinstance<PyPolicy>(args[0]) || !nb::inst_ready(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "_policy_attempt_deadline() policy must be a Policy");
+        return nullptr;
+    }
+    const double timeout = PyFloat_AsDouble(args[2]);
+    if (timeout == -1 && PyErr_Occurred()) {
+        return nullptr;
+    }
+    if (!(timeout >= 0) || !PyUnicode_Check(args[3])) {
+        PyErr_Format(PyExc_ValueError,
+                     "_policy_attempt_deadline() needs a timeout >= 0 and a str what, got %R, %R",
+                     args[2], args[3]);
+        return nullptr;
+    }
+    auto* p = nb::inst_ptr<PyPolicy>(args[0]);
+    p->attempt_clock = nb::borrow(args[1]);
+    p->attempt_what = nb::borrow(args[3]);
+    p->attempt_timeout = timeout;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef policy_attempt_deadline_def = {
+    "_policy_attempt_deadline",
+    reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(policy_attempt_deadline)),
+    METH_FASTCALL,
+    "_policy_attempt_deadline(policy, clock, timeout, what, /)\n--\n\n"
+    "Set once by a Policy with a per-attempt timeout and no overall one: its\n"
+    "execute_async() awaitable arms the first attempt's deadline (timeout\n"
+    "seconds on clock, tightened by an enclosing one) itself; `what` names the\n"
+    "attempt in the deadline's error."};
+
+PyMethodDef call_until_def = {
+    "_call_until", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(call_until)),
+    METH_FASTCALL,
+    "_call_until(clock, deadline, what, fn, args, kwargs, /)\n--\n\n"
+    "Awaits fn(*args, **kwargs), cut off at deadline (seconds on clock; None: no\n"
+    "limit): timeouts.call_until."};
+
 PyObject* interned(const char* s) {
     PyObject* str = PyUnicode_InternFromString(s);
     if (str == nullptr) {
@@ -824,6 +1215,14 @@ void bind_awaitable(nb::module_& m) {
         throw nb::python_error();
     }
     m.attr("_breaker_call_async") = nb::steal(call_async);
+    dl::bind_deadlines(m);
+    for (PyMethodDef* def : {&call_until_def, &deadline_for_def, &policy_attempt_deadline_def}) {
+        PyObject* fn = PyCFunction_NewEx(def, nullptr, m.attr("__name__").ptr());
+        if (fn == nullptr) {
+            throw nb::python_error();
+        }
+        m.attr(def->ml_name) = nb::steal(fn);
+    }
     m.def("_install_async_helpers", &install_async_helpers, "holding"_a, "awaited"_a,
           "Installed once by the package: _admission.holding (an attempt an adapter\n"
           "may ask about) and _admission.awaited (`await` of what has no __await__).");

@@ -19,6 +19,13 @@ struct PyPolicy {
     vr::RetryBudget* budget = nullptr;  // the retry config's: a call counts in it
     bool fast = true;
     bool waits = false;  // a refused token is waited for in Python: not a refusal yet
+    // A per-attempt timeout (and no overall one): the AsyncCall of
+    // execute_async arms the first attempt's deadline itself on `attempt_clock`
+    // (set by _core._policy_attempt_deadline; unset: such a policy is not
+    // `fast`, and every call continues in Python). `attempt_what` names the
+    // attempt in its deadline's error.
+    nb::object attempt_clock, attempt_what;
+    double attempt_timeout = -1;
 
     PyPolicy(nb::handle breaker_, nb::handle bucket_, nb::handle bulkhead_, bool fast_,
              bool waits_, nb::handle budget_)

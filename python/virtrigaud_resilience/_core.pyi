@@ -841,6 +841,100 @@ def _install_async_helpers(holding: object, awaited: object) -> None:
     may ask about) and _admission.awaited (`await` of what has no __await__).
     """
 
+class _LoopDeadlines:
+    """
+    The pending deadlines of one event loop (native part of
+    _loop_deadlines.LoopDeadlines).
+    """
+
+    def __init__(self, loop_ref: Any, time: Callable[[], float] | None,
+                 ask_loop: bool = False) -> None: ...
+    def __len__(self) -> int:
+        """Return len(self)."""
+    def add(self, delay: float, target: Any, /) -> int:
+        """
+        Fires target._fire() delay seconds of loop time from now, unless end() is
+        called with the handle returned (an int) first.
+        """
+    def end(self, handle: int, /) -> None:
+        """
+        The deadline will not fire (it ended first): removed now. Nothing happens
+        if it fired or ended already.
+        """
+    def _fire_until(self, due: float, /) -> None:
+        """
+        A TimerHandle of ours fired: fires every deadline due at `due` (loop
+        time) and schedules a handle for the earliest left if none comes first.
+        """
+    @property
+    def _heap(self) -> list[tuple[float, int, Any]]:
+        """The pending deadlines, (when, order, target) each, in heap order (a copy)."""
+    @property
+    def _loop(self) -> Any:
+        """The weak reference to the loop."""
+
+class _DeadlineScope:
+    """The native part of timeouts.TimeoutScope."""
+
+    def __init__(self, timeout: float | None) -> None: ...
+    def _start(self) -> None:
+        """
+        Enters the scope inside the running task: its deadline is armed on the
+        loop's deadlines. RuntimeError outside a running loop or a task.
+        """
+    def _stop(self, exc_type: type[BaseException] | None, exc: BaseException | None, /) -> None:
+        """
+        Leaves the scope; raises asyncio.TimeoutError from exc if the cancellation
+        ending it was this deadline's (and not also one from outside).
+        """
+    def _fire(self) -> None:
+        """The deadline passed: marks the scope fired and cancels its task."""
+    fired: bool
+    """Whether the deadline fired."""
+    @property
+    def expiring(self) -> bool:
+        """
+        True between the deadline firing and this scope's exit: the
+        cancellation under way is (at least in part) this deadline's.
+        """
+    @property
+    def _task(self) -> Any:
+        """The task the deadline cancels (None before _start)."""
+    @property
+    def _timeout(self) -> float | None:
+        """The timeout in seconds, or None."""
+
+def _install_deadlines(scope_type: object, scopes_var: object, deadline_var: object, find_deadlines: object, timeouts: object, system_clock: object, deadline_exceeded: object, tasks_count_cancels: bool) -> None:
+    """
+    Installed once by timeouts.py: what call_until's awaitable needs of Python.
+    """
+
+def _forget_running_loop() -> None:
+    """
+    Forgets the loop last found running (after a fork: the child must ask again).
+    """
+
+def _call_until(clock: Any, deadline: float | None, what: str, fn: Callable[..., Awaitable[_T]], args: tuple[Any, ...], kwargs: dict[str, Any], /) -> AsyncCall[_T]:
+    """
+    Awaits fn(*args, **kwargs), cut off at deadline (seconds on clock; None: no
+    limit): timeouts.call_until.
+    """
+
+def _policy_attempt_deadline(policy: Policy, clock: Any, timeout: float, what: str, /) -> None:
+    """
+    Set once by a Policy with a per-attempt timeout and no overall one: its
+    execute_async() awaitable arms the first attempt's deadline (timeout
+    seconds on clock, tightened by an enclosing one) itself; `what` names the
+    attempt in the deadline's error.
+    """
+
+def _deadline_for(clock: Any, timeout: float | None, /) -> float | None:
+    """
+    The absolute deadline (seconds on clock) for a call starting now: now +
+    timeout, tightened by any enclosing deadline on the same clock (timeout
+    None: that enclosing deadline, or None): timeouts.deadline_for.
+    """
+
 def _held(breaker: object | None, bucket: object | None) -> int:
     """
     Whether a native sync attempt of this thread (Policy.execute's first,

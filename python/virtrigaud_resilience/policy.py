@@ -150,6 +150,12 @@ class Policy(_core.Policy):
         fast = self._timeout is None and self._attempt_timeout is None
         super().__init__(breaker, limiter, bulkhead, fast, self._wait,
                          self._retrier.config.budget)
+        if self._timeout is None and self._attempt_timeout is not None:
+            # Its first async attempt arms its own deadline natively (the
+            # AsyncCall, on the loop's deadline heap); the rest continues in
+            # Python, under the enclosing deadline (_resume_async).
+            _core._policy_attempt_deadline(self, self._clock, self._attempt_timeout,
+                                           f"{name} attempt")
 
     # The composition is fixed at construction: the native layer holds the
     # same breaker, bucket and bulkhead, and must never disagree with these.
@@ -234,6 +240,12 @@ class Policy(_core.Policy):
             deadline = deadline_for(self._clock, self._timeout)
             return await call_until(self._clock, deadline, self._name,
                                     self._retrier.run_async, (attempt, deadline), {})
+        if self._attempt_timeout is not None:
+            # The native first attempt ran under its own deadline: the rest
+            # of the call keeps the enclosing one, as the Python path does.
+            deadline = deadline_for(self._clock, self._timeout)
+            return await call_until(self._clock, deadline, self._name, self._retrier.run_async,
+                                    (attempt, deadline, 1, self._first_error(stage, exc)), {})
         return await self._retrier.run_async(attempt, None, 1, self._first_error(stage, exc))
 
     def _attempt_raised_async(self, ticket: int, exc: BaseException,

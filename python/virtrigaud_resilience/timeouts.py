@@ -8,7 +8,7 @@ import weakref
 from _thread import get_ident as _get_ident
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 # never needs it. A function that runs inside an event loop finds it in
 # sys.modules, so its local import is a dictionary lookup.
 
-from . import _foreign_deadlines, _validate
+from . import _core, _foreign_deadlines, _validate
 from ._loop_deadlines import LoopDeadlines, deadlines_of
-from .clock import Sleeper
+from .clock import SYSTEM_CLOCK, Sleeper
 from .durations import MAX_DURATION, Seconds
 from .errors import OperationTimeoutError
 
@@ -124,15 +124,14 @@ _DEADLINE: ContextVar[tuple[Sleeper, float] | None] = ContextVar(
 )
 
 
-def deadline_for(clock: Sleeper, timeout: float | None) -> float | None:
-    """The absolute deadline (seconds on ``clock``) for a call starting now:
-    now + timeout, tightened by any enclosing deadline on the same clock."""
-    outer = _DEADLINE.get()
-    inherited = outer[1] if outer is not None and outer[0] is clock else None
-    if timeout is None:
-        return inherited
-    own = clock.now() + timeout
-    return own if inherited is None else min(own, inherited)
+if TYPE_CHECKING:
+    def deadline_for(clock: Sleeper, timeout: float | None) -> float | None:
+        """The absolute deadline (seconds on ``clock``) for a call starting now:
+        now + timeout, tightened by any enclosing deadline on the same clock."""
+else:
+    # Native (_core._deadline_for, same contract): it runs on every attempt
+    # under a timeout, and reads the system clock without SystemClock.now's frame.
+    deadline_for = _core._deadline_for
 
 
 def remaining(clock: Sleeper | None = None) -> float | None:
@@ -166,48 +165,30 @@ def deadline_exceeded(what: str, cause: BaseException | None = None) -> Operatio
     return OperationTimeoutError(f"{what}: deadline exceeded", cause)
 
 
-async def call_until(
-    clock: Sleeper, deadline: float | None, what: str,
-    fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any],
-) -> T:
-    """Awaits ``fn(*args, **kwargs)``, cancelling it at ``deadline`` (seconds
-    on ``clock``; None: no limit).
+if TYPE_CHECKING:
+    def call_until(
+        clock: Sleeper, deadline: float | None, what: str,
+        fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any],
+    ) -> Awaitable[T]:
+        """Awaits ``fn(*args, **kwargs)``, cancelling it at ``deadline`` (seconds
+        on ``clock``; None: no limit). Await what it returns.
 
-    The deadline is visible to nested policies and to :func:`remaining`
-    while ``fn`` is called and awaited (a gRPC stub reads it when called).
-    Raises :class:`OperationTimeoutError` chained from the builtin
-    ``TimeoutError`` when the deadline expires; a deadline already past
-    raises it without calling ``fn``. The timer runs on the event loop's real
-    time for the seconds left on ``clock``. A cancellation from outside that
-    coincides with the deadline stays a ``CancelledError``.
-    """
-    if deadline is None:
-        return await fn(*args, **kwargs)
-    left = deadline - clock.now()
-    if left <= 0:
-        raise deadline_exceeded(what)
-    # The scope's enter and exit are inlined (no ``async with``): this runs
-    # on every attempt of a policy with a timeout.
-    scope = TimeoutScope(left)
-    token = _DEADLINE.set((clock, deadline))
-    try:
-        scope._start()
-        try:
-            result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            scope._stop(type(exc), exc)  # raises TimeoutError if the cancel was its own
-            raise
-        scope._stop(None, None)
-        return result
-    except Exception as exc:
-        import asyncio  # loaded: only here, so the success path needs no import
+        The deadline is visible to nested policies and to :func:`remaining`
+        while ``fn`` is called and awaited (a gRPC stub reads it when called).
+        Raises :class:`OperationTimeoutError` chained from the builtin
+        ``TimeoutError`` when the deadline expires; a deadline already past
+        raises it without calling ``fn``. The timer runs on the event loop's real
+        time for the seconds left on ``clock``. A cancellation from outside that
+        coincides with the deadline stays a ``CancelledError``.
 
-        # A TimeoutError of the call's own (or an inner deadline's) stays as it is.
-        if not scope.fired or not isinstance(exc, asyncio.TimeoutError):
-            raise
-        raise deadline_exceeded(what, exc) from exc
-    finally:
-        _DEADLINE.reset(token)
+        The awaitable is native (``_core._call_until``): it enters a
+        :class:`TimeoutScope` of the time left and arms its deadline on the
+        loop's one heap (:mod:`._loop_deadlines`) without a Python frame; an
+        attempt that ends first removes its entry. Only a deadline that fired, or
+        one already past, calls Python (:func:`deadline_exceeded`).
+        """
+else:
+    call_until = _core._call_until
 
 
 #: The TimeoutScopes the running code is inside, innermost last.
@@ -216,7 +197,7 @@ _SCOPES: ContextVar[tuple[TimeoutScope, ...]] = ContextVar(
 )
 
 
-class TimeoutScope:
+class TimeoutScope(_core._DeadlineScope):
     """``asyncio.timeout`` that also runs on Python 3.10 (None: no limit).
 
     Cancels the current task after ``timeout`` seconds of loop time and turns
@@ -225,30 +206,24 @@ class TimeoutScope:
     checks ``Task.cancelling()`` first: if the task was also cancelled from
     outside, the ``CancelledError`` stays (a cancelled task must stop, not
     see a timeout it might retry).
+
+    Its state and its ``_start``, ``_stop`` and ``_fire`` are native
+    (``_core._DeadlineScope``, shared with call_until's awaitable, which
+    makes scopes of this class without calling ``__init__``): ``_start``
+    finds the running loop and task, joins :data:`_SCOPES` and arms the
+    deadline on the loop's deadlines; ``_stop`` removes it. ``expiring`` is
+    True between the deadline firing and the scope's exit: the cancellation
+    under way is (at least in part) this deadline's.
     """
 
-    __slots__ = ("_timeout", "_deadlines", "_deadline", "_task", "_cancelling", "_token",
-                 "fired", "_exited")
+    __slots__ = ()
 
     def __init__(self, timeout: Seconds | None, owner: str = "timeout") -> None:
         if type(timeout) is float and 0.0 <= timeout < _INFINITY:
-            self._timeout: float | None = timeout  # the common case, checked in one line
+            value: float | None = timeout  # the common case, checked in one line
         else:
-            self._timeout = (None if timeout is None
-                             else _validate.seconds(owner, "timeout", timeout))
-        self._deadlines: LoopDeadlines | None = None  # the loop's deadlines, and our entry:
-        self._deadline: list[Any] | None = None
-        self._task: asyncio.Task[Any] | None = None
-        self._cancelling = 0
-        self._token: Token[tuple[TimeoutScope, ...]] | None = None
-        self.fired = False
-        self._exited = False
-
-    @property
-    def expiring(self) -> bool:
-        """True between the deadline firing and this scope's exit: the
-        cancellation under way is (at least in part) this deadline's."""
-        return self.fired and not self._exited
+            value = None if timeout is None else _validate.seconds(owner, "timeout", timeout)
+        super().__init__(value)
 
     async def __aenter__(self) -> TimeoutScope:
         self._start()
@@ -258,42 +233,12 @@ class TimeoutScope:
                         tb: object) -> None:
         self._stop(exc_type, exc)
 
-    def _start(self) -> None:
-        # Runs on every attempt under a deadline: no call here that a
-        # direct one can replace (see _bind_task_lookup).
-        if self._timeout is not None:
-            loop = _running_loop()
-            task = _task_of(loop)
-            if task is None:
-                raise RuntimeError("TimeoutScope must be used inside an asyncio task")
-            self._task = task
-            self._cancelling = (task.cancelling()  # type: ignore[attr-defined]  # 3.11+
-                                if _TASKS_COUNT_CANCELS else 0)
-            self._token = _SCOPES.set((*_SCOPES.get(), self))
-            self._deadlines = deadlines = deadlines_of(loop)
-            self._deadline = deadlines.add(self._timeout, self)
 
-    def _fire(self) -> None:
-        assert self._task is not None
-        self.fired = True
-        self._task.cancel()
-
-    def _stop(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
-        """Leaves the scope; raises TimeoutError from ``exc`` if the
-        cancellation ending it was this deadline's."""
-        self._exited = True
-        if self._deadlines is not None:
-            self._deadlines.end(self._deadline)  # type: ignore[arg-type]
-        if self._token is not None:
-            _SCOPES.reset(self._token)
-        if not self.fired or self._task is None:
-            return
-        import asyncio
-
-        uncancel = getattr(self._task, "uncancel", None)
-        outside = uncancel() > self._cancelling if uncancel is not None else False
-        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError) and not outside:
-            raise asyncio.TimeoutError from exc
+def _find_deadlines() -> tuple[asyncio.AbstractEventLoop, LoopDeadlines]:
+    """The running loop and its deadlines: what a scope's native _start asks
+    when the loop it last found is not running on this thread."""
+    loop = _running_loop()
+    return loop, deadlines_of(loop)
 
 
 #: Tasks count their cancellation requests (``Task.cancelling()``, 3.11+):
@@ -358,6 +303,7 @@ def _forget_loop() -> None:
     """After a fork: the child's thread may carry the parent's ident."""
     global _last_loop
     _last_loop = (-1, lambda: None)
+    _core._forget_running_loop()  # the scopes' native copy of the same
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -413,6 +359,8 @@ def cancel_requests() -> int:
 # so the decision reads those known objects and nothing the frames hold.
 
 _foreign_deadlines.install()
+_core._install_deadlines(TimeoutScope, _SCOPES, _DEADLINE, _find_deadlines, sys.modules[__name__],
+                         SYSTEM_CLOCK, deadline_exceeded, _TASKS_COUNT_CANCELS)
 
 
 def deadline_expired() -> bool:
