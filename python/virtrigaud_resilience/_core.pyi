@@ -835,18 +835,11 @@ class AsyncCall(Coroutine[Any, Any, _T]):
 
 _breaker_call_async: Any
 
-def _install_async_helpers(holding: object, awaited: object) -> None:
-    """
-    Installed once by the package: _admission.holding (an attempt an adapter
-    may ask about) and _admission.awaited (`await` of what has no __await__).
-    """
-
 class _LoopDeadlines:
     """
     The pending deadlines of one event loop (native part of
     _loop_deadlines.LoopDeadlines).
     """
-
     def __init__(self, loop_ref: Any, time: Callable[[], float] | None,
                  ask_loop: bool = False) -> None: ...
     def __len__(self) -> int:
@@ -875,7 +868,6 @@ class _LoopDeadlines:
 
 class _DeadlineScope:
     """The native part of timeouts.TimeoutScope."""
-
     def __init__(self, timeout: float | None) -> None: ...
     def _start(self) -> None:
         """
@@ -920,6 +912,13 @@ def _call_until(clock: Any, deadline: float | None, what: str, fn: Callable[...,
     limit): timeouts.call_until.
     """
 
+def _deadline_for(clock: Any, timeout: float | None, /) -> float | None:
+    """
+    The absolute deadline (seconds on clock) for a call starting now: now +
+    timeout, tightened by any enclosing deadline on the same clock (timeout
+    None: that enclosing deadline, or None): timeouts.deadline_for.
+    """
+
 def _policy_attempt_deadline(policy: Policy, clock: Any, timeout: float, what: str, /) -> None:
     """
     Set once by a Policy with a per-attempt timeout and no overall one: its
@@ -928,11 +927,10 @@ def _policy_attempt_deadline(policy: Policy, clock: Any, timeout: float, what: s
     attempt in the deadline's error.
     """
 
-def _deadline_for(clock: Any, timeout: float | None, /) -> float | None:
+def _install_async_helpers(holding: object, awaited: object) -> None:
     """
-    The absolute deadline (seconds on clock) for a call starting now: now +
-    timeout, tightened by any enclosing deadline on the same clock (timeout
-    None: that enclosing deadline, or None): timeouts.deadline_for.
+    Installed once by the package: _admission.holding (an attempt an adapter
+    may ask about) and _admission.awaited (`await` of what has no __await__).
     """
 
 def _held(breaker: object | None, bucket: object | None) -> int:
