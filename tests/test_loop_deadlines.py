@@ -11,6 +11,7 @@ import weakref
 from typing import Any
 
 import pytest
+from loop_handles import counted_call_at
 
 from virtrigaud_resilience import _loop_deadlines
 from virtrigaud_resilience._loop_deadlines import LoopDeadlines, deadlines_of
@@ -51,23 +52,12 @@ async def test_deadlines_that_end_first_reuse_the_one_handle() -> None:
     """Attempts one after another, each with a deadline that does not fire
     (the common case): one TimerHandle for all of them, not one each."""
     loop = asyncio.get_running_loop()
-    scheduled = 0
-    call_at = loop.call_at
-
-    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
-        nonlocal scheduled
-        scheduled += 1
-        return call_at(when, callback, *args, **kwargs)
-
-    loop.call_at = counting_call_at  # type: ignore[method-assign]
-    try:
+    with counted_call_at(loop) as scheduled:
         for _ in range(1000):
             async with TimeoutScope(30.0) as scope:
                 await asyncio.sleep(0)
             assert not scope.fired
-    finally:
-        del loop.call_at
-    assert scheduled <= 1
+    assert scheduled[0] <= 1
     assert len(our_handles(loop)) <= 1
 
 

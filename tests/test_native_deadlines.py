@@ -9,13 +9,12 @@ import gc
 import math
 import os
 import random
-import sys
 from collections.abc import Callable, Coroutine
 from functools import partial
-from types import FrameType
 from typing import Any
 
 import pytest
+from loop_handles import counted_call_at
 from python_calls import python_calls
 
 import virtrigaud_resilience as vr
@@ -102,22 +101,11 @@ def test_an_attempt_that_ends_first_removes_its_entry_and_schedules_no_handle(
             await asyncio.sleep(0)
             return "done"
 
-        scheduled = 0
-        call_at = loop.call_at
-
-        def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal scheduled
-            scheduled += 1
-            return call_at(when, callback, *args, **kwargs)
-
-        loop.call_at = counting_call_at  # type: ignore[method-assign]
-        try:
+        with counted_call_at(loop) as scheduled:
             for _ in range(200):
                 assert await until(30.0, inside) == "done"
                 assert len(deadlines) == 0 and len(deadlines._heap) == 0
-        finally:
-            del loop.call_at
-        assert scheduled <= 1  # one handle for every attempt, not one each
+        assert scheduled[0] <= 1  # one handle for every attempt, not one each
         assert all(count == 1 and left is not None and 29 < left <= 30 and scopes == 1
                    for count, left, scopes in seen)
         assert remaining() is None and timeouts._SCOPES.get() == ()
@@ -325,24 +313,6 @@ def attempt_timeout_policy(name: str, per_attempt: float,
     return builder.build()
 
 
-def frames_in(files: set[str], call: Callable[[], object]) -> tuple[object, list[str]]:
-    """``call()``'s result, and the Python functions it ran of these files
-    (the adapters' attempt tracking, once an adapter exists in the process,
-    adds frames of _admission.py to any policy's attempt: not counted)."""
-    called: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and os.path.basename(frame.f_code.co_filename) in files:
-            called.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        result = call()
-    finally:
-        sys.setprofile(None)
-    return result, called
-
-
 async def test_a_policys_first_attempt_under_its_attempt_timeout_runs_no_python_frame() -> None:
     cb = vr.CircuitBreaker("native-deadline", "fake", "prod", vr.BreakerConfig())
     policy = attempt_timeout_policy("native-deadline", 30.0, cb)
@@ -350,7 +320,7 @@ async def test_a_policys_first_attempt_under_its_attempt_timeout_runs_no_python_
     awaitable = policy.execute_async(noop)
     ours = {"policy.py", "retry.py", "timeouts.py", "_loop_deadlines.py", "clock.py",
             os.path.basename(__file__)}
-    assert frames_in(ours, partial(finish, awaitable)) == ("done", ["finish", "noop"])
+    assert python_calls(partial(finish, awaitable), ours) == ("done", ["finish", "noop"])
     assert cb.successes == 2 and len(deadlines_of(asyncio.get_running_loop())) == 0
 
     async def inside() -> float | None:
