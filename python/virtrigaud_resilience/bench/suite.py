@@ -80,8 +80,9 @@ def _role(name: str) -> str:
 class Suite:
     cases: list[Case] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    #: Measurements that are not per call: (what, milliseconds, bound in ms).
-    timings: list[tuple[str, float, float]] = field(default_factory=list)
+    #: Measurements that are not per call: (what, milliseconds, bound in ms,
+    #: or None for a figure reported without a target).
+    timings: list[tuple[str, float, float | None]] = field(default_factory=list)
     #: How many times a non-per-call measurement repeats (best of): 5, 1 when quick.
     repeats: int = 5
 
