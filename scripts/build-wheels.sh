@@ -10,6 +10,10 @@
 # A CPython that is not installed is skipped (said so); none at all is an error.
 #
 # Usage: bash scripts/build-wheels.sh        (PYTHONS="3.11 3.12" to choose)
+# PREBUILT=DIR: a wheel in DIR built from this same tree for one of the
+# Pythons (CI passes the one scripts/test.sh built and tested) is taken
+# instead of building that one again; the others still come from the sdist,
+# which so still has to build. The sdist itself is always made and checked.
 # The manylinux policy is the oldest one this machine's toolchain allows
 # (see docs/getting-started.md, "Install"); a public CI builds wider ones in manylinux images
 # (.github/workflows/wheels.yml).
@@ -33,14 +37,29 @@ echo "== sdist"
 sdist=$(ls "$dist"/virtrigaud_resilience-*.tar.gz)
 echo "$sdist"
 
+# The wheel of $PREBUILT made for interpreter $1 (its cpXY-cpXY tag; the
+# stable-ABI wheel is always built here), if there is exactly one.
+prebuilt_for() {
+  [ -n "${PREBUILT:-}" ] || return 1
+  local tag
+  tag=$("$1" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+  local found=("$PREBUILT"/virtrigaud_resilience-*-"$tag"-"$tag"-*.whl)
+  [ "${#found[@]}" -eq 1 ] && [ -f "${found[0]}" ] && echo "${found[0]}"
+}
+
 built=0
 for version in $pythons; do
   if ! python=$(bash scripts/find-python.sh "$version"); then
     echo "== CPython $version: not installed here, no wheel"
     continue
   fi
-  echo "== wheel for CPython $version ($python), from the sdist"
-  "$python" -m pip wheel -q --no-deps -w "$work/raw" "$sdist"
+  if prebuilt=$(prebuilt_for "$python"); then
+    echo "== wheel for CPython $version: $prebuilt, built from this tree (PREBUILT)"
+    cp "$prebuilt" "$work/raw/"
+  else
+    echo "== wheel for CPython $version ($python), from the sdist"
+    "$python" -m pip wheel -q --no-deps -w "$work/raw" "$sdist"
+  fi
   built=$((built + 1))
 done
 if [ "$built" -eq 0 ]; then

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -121,21 +120,33 @@ def free_port() -> int:
         return port
 
 
-def test_metrics_scraped_during_a_run(capsys: pytest.CaptureFixture[str]) -> None:
+def test_metrics_scraped_during_a_run() -> None:
+    """/metrics serves every provider's series while the demo runs, and is
+    gone when the run ends. The demo runs in a process of its own, for as
+    long as the scrapes need (a run of fixed length sharing the test's GIL
+    ended before a loaded CI machine's first scrape, twice), then Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
     parser = pytest.importorskip("prometheus_client.parser")
     port = free_port()
-    status: list[int] = []
-    # /metrics is served while the run lasts: 5 s of real time (1 s let a
-    # loaded CI machine's first scrape come after the run, refused, once;
-    # the run shares this process's GIL with the scrapes and the server).
-    runner = threading.Thread(target=lambda: status.append(main(
-        ["demo", "--vms", "30", "--duration", "5", "--metrics-port", str(port)])))
-    runner.start()
+    env = {**os.environ, "SKBUILD_EDITABLE_VERBOSE": "0"}  # an editable install's chatter
+    process = subprocess.Popen([sys.executable, "-m", "virtrigaud_resilience.cli", "demo",
+                                "--vms", "30", "--duration", "300", "--metrics-port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=env)
     try:
-        samples = scrape_until_all_providers_worked(parser, port, deadline=time.monotonic() + 30)
+        samples = scrape_until_all_providers_worked(parser, port, process,
+                                                    deadline=time.monotonic() + 120)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
     finally:
-        runner.join(30)
-    assert status == [0]
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
     providers = {("vsphere", "prod"), ("libvirt", "lab"), ("proxmox", "edge")}
     for name in ("virtrigaud_circuit_breaker_state", "virtrigaud_circuit_breaker_failures_total"):
         assert {(s.labels["provider_type"], s.labels["provider"])
@@ -154,12 +165,17 @@ VSPHERE_PER_CALL = {"virtrigaud_provider_rpc_requests_total", "virtrigaud_vm_ope
                     "virtrigaud_provider_rpc_latency_seconds_bucket"}
 
 
-def scrape_until_all_providers_worked(parser: Any, port: int, deadline: float) -> list[Any]:
-    """Scrapes /metrics until breakers of all three providers show up (the
-    process may hold other breakers too: the collector sees them all) and a
-    Describe operation has been counted."""
+def scrape_until_all_providers_worked(parser: Any, port: int, process: Any,
+                                      deadline: float) -> list[Any]:
+    """Scrapes the demo ``process``'s /metrics until breakers of all three
+    providers show up (the collector sees every breaker of the process) and
+    a Describe operation and vsphere's per-call series have been counted."""
     last: object = "no answer"
     while True:
+        if process.poll() is not None:
+            raise AssertionError(f"the demo ended (status {process.returncode}) before a "
+                                 f"complete scrape; last: {last}; stderr: "
+                                 f"{process.stderr.read()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                 text = r.read().decode()
