@@ -476,9 +476,10 @@ public:
         return rows_.back();
     }
 
-    /// Adds each live breaker of `breakers` to its labels' row; `who` names
-    /// the caller in the TypeError for anything else.
-    void add_live(nb::handle breakers, const char* who) {
+    /// Adds each live breaker of `breakers` to its labels' row (with
+    /// `by_name`, its (labels, name) row); `who` names the caller in the
+    /// TypeError for anything else.
+    void add_live(nb::handle breakers, const char* who, bool by_name = false) {
         auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
         for (nb::handle h : breakers) {
             if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
@@ -486,7 +487,9 @@ public:
                     (std::string(who) + " takes a list of initialised CircuitBreakers").c_str());
             }
             const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
-            nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
+            nb::object key = nb::steal(
+                by_name ? PyTuple_Pack(3, b->provider_type.ptr(), b->provider().ptr(), b->name.ptr())
+                        : PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
             if (!key.is_valid()) {
                 throw nb::python_error();
             }
@@ -553,12 +556,9 @@ private:
 
 using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
 
-// By labels: [the kCounters counters, the highest state code, the highest
-// mode] (the OpenTelemetry instruments').
-VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
-    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
-    LabelRows rows;
-    rows.add_live(breakers, "_sum_by_labels()");
+// Each row's key: [the kCounters counters, the highest state code, the
+// highest mode] (the OpenTelemetry instruments').
+BreakerSums row_sums(const LabelRows& rows) {
     nb::dict sums;
     for (const LabelRow& row : rows.rows()) {
         nb::object values = nb::steal(PyList_New(kCounters + 2));
@@ -579,6 +579,27 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
         }
     }
     return BreakerSums(std::move(sums));
+}
+
+// By labels (provider_type, provider).
+VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
+    const samples::GcPaused paused;  // a key tuple per breaker, a list per row: no cycles
+    LabelRows rows;
+    rows.add_live(breakers, "_sum_by_labels()");
+    return row_sums(rows);
+}
+
+// By (provider_type, provider, name), the dropped totals added to the rows
+// of their keys (a key of another length is a row of its own: the dropped
+// breakers whose names were not kept). A row only dropped breakers have
+// has state and mode 0.
+VIRTRIGAUD_COLD BreakerSums sum_by_name(nb::typed<nb::sequence, PyCircuitBreaker> breakers,
+                                        nb::typed<nb::dict, LabelKey, nb::any> dropped) {
+    const samples::GcPaused paused;
+    LabelRows rows;
+    rows.add_live(breakers, "_sum_by_name()", true);
+    rows.add_dropped(dropped, "_sum_by_name()");
+    return row_sums(rows);
 }
 
 // A row's values for the Prometheus collector's samples (samples::Emitter):
@@ -1019,6 +1040,11 @@ void bind_breaker(nb::module_& m) {
                        "provider): [successes, failures_total, rejected, to_closed,\n"
                        "to_half_open, to_open, slow_calls, ignored, the highest state code,\n"
                        "the highest mode].");
+    breaker.def_static("_sum_by_name", &sum_by_name, "breakers"_a, "dropped"_a,
+                       "For the OpenTelemetry instruments: these breakers summed by\n"
+                       "(provider_type, provider, name) as _sum_by_labels sums them, and\n"
+                       "dropped (key tuple -> 8 counters) added to the rows of their keys\n"
+                       "(state and mode 0 in a row of dropped breakers only).");
     breaker.def_static(
         "_emit_by_labels", &emit_by_labels, "breakers"_a, "dropped"_a, "label_names"_a,
         "columns"_a, "proto"_a, "reported"_a.none(),
