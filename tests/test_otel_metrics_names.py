@@ -269,3 +269,17 @@ def test_the_native_sum_by_name_refuses_bad_input(breakers: list[Any], dropped: 
 
     with pytest.raises(error, match=match):
         _core.CircuitBreaker._sum_by_name(breakers, dropped)
+
+
+def test_the_native_sum_by_name_runs_the_garbage_collector_at_most_once() -> None:
+    """A key tuple and a list per breaker: paused, the collector would
+    otherwise run on every 700th allocation (none can be in a cycle)."""
+    from test_metrics_native_collect import collections_during
+
+    from virtrigaud_resilience import _core
+
+    breakers = [vr.CircuitBreaker(f"vm-{i}", "gc-sum", "p") for i in range(5_000)]
+    sums: dict[Any, Any] = {}
+    runs = collections_during(
+        lambda: sums.update(_core.CircuitBreaker._sum_by_name(breakers, {})))
+    assert runs <= 1 and len(sums) == 5_000 and gc.isenabled()

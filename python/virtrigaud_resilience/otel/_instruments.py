@@ -54,8 +54,9 @@ observing = False
 by_name = True
 
 _STATES = ("closed", "half_open", "open")
-#: Where _core.CircuitBreaker._sum_by_labels puts the refusals, the
-#: transitions (to closed, half-open, open) and the worst state in a row.
+#: Where _core.CircuitBreaker._sum_by_labels (and _sum_by_name) puts the
+#: refusals, the transitions (to closed, half-open, open) and the worst
+#: state in a row.
 _COLUMN = {"rejected": 2, "to_closed": 3, "worst_state": 8}
 
 
