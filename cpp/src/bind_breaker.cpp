@@ -444,6 +444,63 @@ int mode_code(const vr::CircuitBreaker& c) {
 constexpr size_t kCounters = 8;
 constexpr size_t kSlowCalls = 6;
 
+// The type of the breakers (a lookup in nanobind's type map: once a sum).
+PyTypeObject* breaker_type() {
+    return reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+}
+
+// The breaker of `h` (`type`: breaker_type()), or a TypeError naming `who`
+// for anything else.
+const PyCircuitBreaker* checked_breaker(nb::handle h, PyTypeObject* type, const char* who) {
+    if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
+        throw nb::type_error((std::string(who) + " takes a list of initialised CircuitBreakers").c_str());
+    }
+    return nb::inst_ptr<PyCircuitBreaker>(h);
+}
+
+// The counters of `c`, in a row's order.
+void read_counters(const vr::CircuitBreaker& c, uint64_t (&out)[kCounters]) {
+    const uint64_t read[kCounters] = {c.successes(),
+                                      c.failures_total(),
+                                      c.rejected(),
+                                      c.transitions_to(vr::BreakerState::kClosed),
+                                      c.transitions_to(vr::BreakerState::kHalfOpen),
+                                      c.transitions_to(vr::BreakerState::kOpen),
+                                      c.slow_calls(),
+                                      c.ignored()};
+    std::copy(std::begin(read), std::end(read), std::begin(out));
+}
+
+// Calls add(key, counters) for each entry of `dropped` (labels -> a dropped
+// breaker's summed final counters, kCounters ints); `who` names the caller
+// in the ValueError for anything else.
+template <typename Add>
+void for_each_dropped(nb::dict dropped, const char* who, Add&& add) {
+    PyObject* key;
+    PyObject* counters;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dropped.ptr(), &pos, &key, &counters)) {
+        nb::object values = nb::steal(PySequence_Tuple(counters));
+        if (!values.is_valid()) {
+            throw nb::python_error();
+        }
+        if (!PyTuple_Check(key) ||
+            PyTuple_Size(values.ptr()) != static_cast<Py_ssize_t>(kCounters)) {
+            throw nb::value_error((std::string(who) + " dropped maps label tuples to " +
+                                   std::to_string(kCounters) + " counters").c_str());
+        }
+        uint64_t read[kCounters];
+        for (size_t k = 0; k < kCounters; ++k) {
+            PyObject* item = PyTuple_GetItem(values.ptr(), static_cast<Py_ssize_t>(k));
+            read[k] = PyLong_AsUnsignedLongLong(item);
+            if (read[k] == static_cast<uint64_t>(-1) && PyErr_Occurred()) {
+                throw nb::python_error();
+            }
+        }
+        add(nb::borrow(key), read);
+    }
+}
+
 // One label set's breakers, summed.
 struct LabelRow {
     nb::object key;
@@ -479,13 +536,9 @@ public:
     /// Adds each live breaker of `breakers` to its labels' row; `who` names
     /// the caller in the TypeError for anything else.
     void add_live(nb::handle breakers, const char* who) {
-        auto* type = reinterpret_cast<PyTypeObject*>(nb::type<PyCircuitBreaker>().ptr());
+        PyTypeObject* type = breaker_type();
         for (nb::handle h : breakers) {
-            if (!PyObject_TypeCheck(h.ptr(), type) || !nb::inst_ready(h)) {
-                throw nb::type_error(
-                    (std::string(who) + " takes a list of initialised CircuitBreakers").c_str());
-            }
-            const PyCircuitBreaker* b = nb::inst_ptr<PyCircuitBreaker>(h);
+            const PyCircuitBreaker* b = checked_breaker(h, type, who);
             nb::object key = nb::steal(PyTuple_Pack(2, b->provider_type.ptr(), b->provider().ptr()));
             if (!key.is_valid()) {
                 throw nb::python_error();
@@ -497,43 +550,20 @@ public:
     /// Adds `dropped` (labels -> a dropped breaker's summed final counters,
     /// kCounters ints) to the rows' counters.
     void add_dropped(nb::dict dropped, const char* who) {
-        PyObject* key;
-        PyObject* counters;
-        Py_ssize_t pos = 0;
-        while (PyDict_Next(dropped.ptr(), &pos, &key, &counters)) {
-            nb::object values = nb::steal(PySequence_Tuple(counters));
-            if (!values.is_valid()) {
-                throw nb::python_error();
-            }
-            if (!PyTuple_Check(key) ||
-                PyTuple_Size(values.ptr()) != static_cast<Py_ssize_t>(kCounters)) {
-                throw nb::value_error((std::string(who) + " dropped maps label tuples to " +
-                                       std::to_string(kCounters) + " counters").c_str());
-            }
-            LabelRow& r = row(nb::borrow(key));
+        for_each_dropped(dropped, who, [this](nb::object key, const uint64_t (&counters)[kCounters]) {
+            LabelRow& r = row(std::move(key));
             for (size_t k = 0; k < kCounters; ++k) {
-                PyObject* item = PyTuple_GetItem(values.ptr(), static_cast<Py_ssize_t>(k));
-                const uint64_t value = PyLong_AsUnsignedLongLong(item);
-                if (value == static_cast<uint64_t>(-1) && PyErr_Occurred()) {
-                    throw nb::python_error();
-                }
-                r.counters[k] += value;
+                r.counters[k] += counters[k];
             }
-        }
+        });
     }
 
     const std::vector<LabelRow>& rows() const { return rows_; }
 
 private:
     static void add(LabelRow& row, const vr::CircuitBreaker& c) {
-        const uint64_t read[kCounters] = {c.successes(),
-                                          c.failures_total(),
-                                          c.rejected(),
-                                          c.transitions_to(vr::BreakerState::kClosed),
-                                          c.transitions_to(vr::BreakerState::kHalfOpen),
-                                          c.transitions_to(vr::BreakerState::kOpen),
-                                          c.slow_calls(),
-                                          c.ignored()};
+        uint64_t read[kCounters];
+        read_counters(c, read);
         for (size_t k = 0; k < kCounters; ++k) {
             row.counters[k] += read[k];
         }
@@ -553,6 +583,30 @@ private:
 
 using BreakerSums = nb::typed<nb::dict, LabelKey, nb::typed<nb::list, int>>;
 
+// A new list [the kCounters counters, state, mode]: a row of the sums.
+nb::object sums_row(const uint64_t (&counters)[kCounters], int state, int mode) {
+    nb::object values = nb::steal(PyList_New(kCounters + 2));
+    if (!values.is_valid()) {
+        throw nb::python_error();
+    }
+    for (size_t k = 0; k < kCounters; ++k) {
+        PyObject* value = PyLong_FromUnsignedLongLong(counters[k]);
+        if (value == nullptr) {
+            throw nb::python_error();
+        }
+        PyList_SetItem(values.ptr(), static_cast<Py_ssize_t>(k), value);
+    }
+    PyList_SetItem(values.ptr(), kCounters, PyLong_FromLong(state));  // small: cached
+    PyList_SetItem(values.ptr(), kCounters + 1, PyLong_FromLong(mode));
+    return values;
+}
+
+void set_row(nb::dict& sums, nb::handle key, const nb::object& values) {
+    if (PyDict_SetItem(sums.ptr(), key.ptr(), values.ptr()) < 0) {
+        throw nb::python_error();
+    }
+}
+
 // By labels: [the kCounters counters, the highest state code, the highest
 // mode] (the OpenTelemetry instruments').
 VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreaker> breakers) {
@@ -561,24 +615,69 @@ VIRTRIGAUD_COLD BreakerSums sum_by_labels(nb::typed<nb::sequence, PyCircuitBreak
     rows.add_live(breakers, "_sum_by_labels()");
     nb::dict sums;
     for (const LabelRow& row : rows.rows()) {
-        nb::object values = nb::steal(PyList_New(kCounters + 2));
-        if (!values.is_valid()) {
-            throw nb::python_error();
-        }
-        for (size_t k = 0; k < kCounters; ++k) {
-            PyObject* value = PyLong_FromUnsignedLongLong(row.counters[k]);
-            if (value == nullptr) {
-                throw nb::python_error();
-            }
-            PyList_SetItem(values.ptr(), static_cast<Py_ssize_t>(k), value);
-        }
-        PyList_SetItem(values.ptr(), kCounters, PyLong_FromLong(row.worst));  // small: cached
-        PyList_SetItem(values.ptr(), kCounters + 1, PyLong_FromLong(row.mode));
-        if (PyDict_SetItem(sums.ptr(), row.key.ptr(), values.ptr()) < 0) {
-            throw nb::python_error();
-        }
+        set_row(sums, row.key, sums_row(row.counters, row.worst, row.mode));
     }
     return BreakerSums(std::move(sums));
+}
+
+// The rows of _sum_by_name, in the order their keys first appear. With a
+// name per VM most rows are one breaker's: each goes straight into the
+// result (no index of rows, as LabelRows keeps); a key seen again (two
+// breakers of one name, a dropped total) is merged into the row there.
+class NamedSums {
+public:
+    /// Adds counters, state and mode to the row of `key`.
+    void add(nb::handle key, const uint64_t (&counters)[kCounters], int state, int mode) {
+        PyObject* at = PyDict_GetItemWithError(sums_.ptr(), key.ptr());  // borrowed
+        if (at == nullptr) {
+            if (PyErr_Occurred()) {
+                throw nb::python_error();
+            }
+            set_row(sums_, key, sums_row(counters, state, mode));
+            return;
+        }
+        uint64_t merged[kCounters];
+        for (size_t k = 0; k < kCounters; ++k) {
+            merged[k] = counters[k] + PyLong_AsUnsignedLongLong(
+                PyList_GetItem(at, static_cast<Py_ssize_t>(k)));  // ours: never fails
+        }
+        constexpr auto kState = static_cast<Py_ssize_t>(kCounters);
+        state = std::max(state, static_cast<int>(PyLong_AsLong(PyList_GetItem(at, kState))));
+        mode = std::max(mode, static_cast<int>(PyLong_AsLong(PyList_GetItem(at, kState + 1))));
+        set_row(sums_, key, sums_row(merged, state, mode));
+    }
+
+    BreakerSums take() { return BreakerSums(std::move(sums_)); }
+
+private:
+    nb::dict sums_;
+};
+
+// By (provider_type, provider, name), the dropped totals added to the rows
+// of their keys (a key of another length is a row of its own: the dropped
+// breakers whose names were not kept). A row only dropped breakers have
+// has state and mode 0.
+VIRTRIGAUD_COLD BreakerSums sum_by_name(nb::typed<nb::sequence, PyCircuitBreaker> breakers,
+                                        nb::typed<nb::dict, LabelKey, nb::any> dropped) {
+    const samples::GcPaused paused;  // a key tuple and a list per breaker: no cycles
+    NamedSums sums;
+    PyTypeObject* type = breaker_type();
+    for (nb::handle h : breakers) {
+        const PyCircuitBreaker* b = checked_breaker(h, type, "_sum_by_name()");
+        nb::object key = nb::steal(
+            PyTuple_Pack(3, b->provider_type.ptr(), b->provider().ptr(), b->name.ptr()));
+        if (!key.is_valid()) {
+            throw nb::python_error();
+        }
+        uint64_t counters[kCounters];
+        read_counters(b->core(), counters);
+        sums.add(key, counters, state_code(b->core().state()), mode_code(b->core()));
+    }
+    for_each_dropped(dropped, "_sum_by_name()",
+                     [&sums](nb::object key, const uint64_t (&counters)[kCounters]) {
+                         sums.add(key, counters, 0, 0);
+                     });
+    return sums.take();
 }
 
 // A row's values for the Prometheus collector's samples (samples::Emitter):
@@ -1019,6 +1118,11 @@ void bind_breaker(nb::module_& m) {
                        "provider): [successes, failures_total, rejected, to_closed,\n"
                        "to_half_open, to_open, slow_calls, ignored, the highest state code,\n"
                        "the highest mode].");
+    breaker.def_static("_sum_by_name", &sum_by_name, "breakers"_a, "dropped"_a,
+                       "For the OpenTelemetry instruments: these breakers summed by\n"
+                       "(provider_type, provider, name) as _sum_by_labels sums them, and\n"
+                       "dropped (key tuple -> 8 counters) added to the rows of their keys\n"
+                       "(state and mode 0 in a row of dropped breakers only).");
     breaker.def_static(
         "_emit_by_labels", &emit_by_labels, "breakers"_a, "dropped"_a, "label_names"_a,
         "columns"_a, "proto"_a, "reported"_a.none(),

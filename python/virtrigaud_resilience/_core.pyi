@@ -661,6 +661,15 @@ class CircuitBreaker:
         """
 
     @staticmethod
+    def _sum_by_name(breakers: Sequence[CircuitBreaker], dropped: dict[tuple[str, ...], Any]) -> dict[tuple[str, ...], list[int]]:
+        """
+        For the OpenTelemetry instruments: these breakers summed by
+        (provider_type, provider, name) as _sum_by_labels sums them, and
+        dropped (key tuple -> 8 counters) added to the rows of their keys
+        (state and mode 0 in a row of dropped breakers only).
+        """
+
+    @staticmethod
     def _emit_by_labels(breakers: Sequence[CircuitBreaker], dropped: dict[tuple[str, ...], Any], label_names: tuple[str, ...], columns: tuple[tuple[list[object], str, object, object, int, bool], ...], proto: tuple[object, ...], reported: dict[tuple[str, ...], list[Any]] | None) -> None:
         """
         For the Prometheus collector, in one pass: these breakers and the dropped

@@ -79,6 +79,9 @@ class Census(Generic[T]):
             None. Its instances are kept in its intrusive list (16 bytes an
             object) instead of this census's dict of weak references (about
             180); other objects of the kind use the dict.
+        name: ``obj -> str``, the name its dropped totals are kept under
+            besides their labels while :meth:`keep_names` is on (the
+            OpenTelemetry instruments' breaker names), or None.
     """
 
     # retire() runs from __del__, possibly at interpreter exit after this
@@ -88,14 +91,21 @@ class Census(Generic[T]):
     _add_counters = staticmethod(add_counters)
 
     def __init__(self, final: Callable[[T], tuple[Labels, Counters]],
-                 native: type | None = None) -> None:
+                 native: type | None = None, name: Callable[[T], str] | None = None) -> None:
         self._final = final
         self._native: Any = native  # its _census_* methods are native
+        self._name = name
         # id -> weak reference: an entry is removed by retire(), so only
         # objects that finished __init__ (track()) are ever retired.
         self._live: dict[int, weakref.ref[T]] = {}
-        self._dropped: collections.deque[tuple[Labels, Counters]] = collections.deque()
+        # (labels, counters, the name while names are kept else None)
+        self._dropped: collections.deque[tuple[Labels, Counters, str | None]] = \
+            collections.deque()
         self._totals: dict[Labels, list[int]] = {}
+        # While keep_names() is on: labels + (name,) -> the totals of those
+        # dropped since, and labels -> the totals from before (None when off:
+        # a name per dropped VM would otherwise be kept for good).
+        self._by_name: dict[Labels, list[int]] | None = None
         # retire() (pop + queue) and snapshot() (live + fold) exclude each
         # other, so a dying object is either live or dropped in a snapshot,
         # never both. Reentrant: garbage collection inside a snapshot runs
@@ -122,12 +132,13 @@ class Census(Generic[T]):
             elif not self._forget(obj):
                 return
             try:
-                final = self._final(obj)
+                labels, counters = self._final(obj)
+                name = None if self._by_name is None or self._name is None else self._name(obj)
             except Exception:
                 # A half-built object under a stale id (its predecessor's
                 # __del__ never reached us): nothing to count.
                 return
-            self._dropped.append(final)
+            self._dropped.append((labels, counters, name))
             if len(self._dropped) >= self._fold_at and not self._folding:
                 self._fold()
 
@@ -163,15 +174,36 @@ class Census(Generic[T]):
                 objects.append(obj)
         return objects
 
-    def dropped_totals(self) -> dict[Labels, Counters]:
-        """Summed final counters of the dropped objects, by labels."""
+    def dropped_totals(self, by_name: bool = False) -> dict[Labels, Counters]:
+        """Summed final counters of the dropped objects, by labels (with
+        ``by_name``, as :meth:`snapshot_by_name` keys them)."""
         with self._lock:
             self._fold()
+            totals = self._totals if not by_name or self._by_name is None else self._by_name
             self._folding = True  # the copy below must not see a fold
             try:
-                return {labels: tuple(counters) for labels, counters in self._totals.items()}
+                return {labels: tuple(counters) for labels, counters in totals.items()}
             finally:
                 self._folding = False
+
+    def keep_names(self, on: bool) -> None:
+        """Starts (``on``) or stops keeping the dropped totals by labels and
+        name too, for :meth:`snapshot_by_name`; those dropped before start
+        stay under their labels alone. Stopping forgets the names."""
+        with self._lock:
+            self._fold()
+            if not on:
+                self._by_name = None
+            elif self._by_name is None:
+                self._by_name = {labels: list(counters)
+                                 for labels, counters in self._totals.items()}
+
+    def snapshot_by_name(self) -> tuple[list[T], dict[Labels, Counters]]:
+        """As :meth:`snapshot`, the dropped totals keyed by labels + (name,)
+        for those dropped while :meth:`keep_names` was on, by labels for the
+        rest (all of them by labels while it is off)."""
+        with self._lock:
+            return self.live(), self.dropped_totals(by_name=True)
 
     def __len__(self) -> int:
         linked: int = 0 if self._native is None else self._native._census_size()
@@ -182,8 +214,11 @@ class Census(Generic[T]):
         self._folding = True
         try:
             while self._dropped:
-                labels, counters = self._dropped.popleft()
+                labels, counters, name = self._dropped.popleft()
                 self._add_counters(self._totals, labels, counters)
+                if self._by_name is not None:
+                    key = labels if name is None else labels + (name,)
+                    self._add_counters(self._by_name, key, counters)
         finally:
             self._folding = False
 

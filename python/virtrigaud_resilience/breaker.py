@@ -389,8 +389,15 @@ def _final_counters(breaker: CircuitBreaker) -> tuple[Labels, Counters]:
     return (breaker.provider_type, breaker.provider), breaker._counters()[1:]
 
 
+def _breaker_name(breaker: CircuitBreaker) -> str:
+    """The name a dropped breaker's totals are kept under while the
+    OpenTelemetry instruments report names (otel/_instruments.py)."""
+    return breaker.name
+
+
 #: Every live breaker, for the metrics collector (see _tracking.py).
-BREAKERS: Census[CircuitBreaker] = Census(_final_counters, native=_core.CircuitBreaker)
+BREAKERS: Census[CircuitBreaker] = Census(_final_counters, native=_core.CircuitBreaker,
+                                          name=_breaker_name)
 
 
 class CircuitBreaker(_core.CircuitBreaker):

@@ -48,6 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "pip install 'virtrigaud-resilience[otel]'"
     ) from exc
 
+from .. import _validate
 from . import _decisions, _gate, _global, _instruments, _routing, _sampling, _tracing
 from ._names import SCOPE, error_type
 
@@ -59,7 +60,8 @@ _instrumented = False
 _durations: tuple[Any, Any] = (None, None)
 
 
-def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
+def instrument(tracer_provider: Any = None, meter_provider: Any = None, *,
+               metric_names: bool = True) -> None:
     """Starts tracing the policies' calls and reporting the metrics.
 
     Args:
@@ -68,13 +70,27 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
             is followed: the calls are traced from then on).
         meter_provider: an ``opentelemetry.metrics.MeterProvider``; None, the
             global one (a provider set later is seen: the API delegates).
+        metric_names: whether the breakers' counts on
+            ``virtrigaud.resilience.events`` and their
+            ``virtrigaud.circuit_breaker.state`` carry the breaker's name
+            (``virtrigaud.circuit_breaker.name``), an attribute set per name
+            and provider labels; False sums them by provider labels alone.
+            Turn it off for a breaker per VM: a reader keeps 2,000 attribute
+            sets an instrument by default (a View's
+            ``aggregation_cardinality_limit`` raises it), and while on, each
+            dropped breaker's totals stay under its name until
+            :func:`uninstrument` or ``metric_names=False``. Switching it
+            restarts the counter's sets (a counter reset to a cumulative
+            backend).
 
     Idempotent: a second call replaces the providers, never doubles a span
-    or an instrument's reports. Raises TypeError for a provider of another type.
+    or an instrument's reports. Raises TypeError for a provider of another
+    type, or a ``metric_names`` that is not a bool.
     For start-up (and :func:`uninstrument` for shut-down), not per request:
     each swaps methods on the policy classes.
     """
     global _instrumented, _durations
+    _validate.boolean("otel.instrument()", "metric_names", metric_names)
     follows_global = tracer_provider is None
     tracer_provider = _checked("tracer_provider", tracer_provider, trace.TracerProvider,
                                trace.get_tracer_provider)
@@ -84,6 +100,7 @@ def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
     durations = (None, None) if isinstance(meter_provider, metrics.NoOpMeterProvider) else \
         _instruments.instruments(meter_provider)
     with _lock:
+        _instruments.report_names(metric_names)
         _instruments.observing = True
         _durations = durations
         _trace_with(tracer_provider)
@@ -126,6 +143,7 @@ def uninstrument() -> None:
         _global.stop()
         _stop_tracing()
         _instruments.observing = False
+        _instruments.forget_names()
         _instrumented = False
 
 

@@ -9,12 +9,18 @@ instrument                                     kind               attributes
                                                                   retry_budget_exhausted),
                                                                   ``virtrigaud.component``, the policy's
                                                                   name (retries) or the provider labels
+                                                                  (and the breaker's name)
 ``virtrigaud.resilience.attempt.duration``     histogram, s       policy name, attempt number, outcome
 ``virtrigaud.resilience.execution.duration``   histogram, s       policy name, outcome
-``virtrigaud.circuit_breaker.state``           observable gauge   provider labels: 0 closed, 1 half-open,
-                                                                  2 open (the worst among the breakers
-                                                                  sharing them)
+``virtrigaud.circuit_breaker.state``           observable gauge   provider labels and breaker name: 0
+                                                                  closed, 1 half-open, 2 open (the worst
+                                                                  among the breakers sharing them)
 =============================================  =================  =====================================
+
+The breakers' name (``virtrigaud.circuit_breaker.name``) is on their
+counts and states unless :func:`report_names` turned it off (instrument()'s
+``metric_names=False``): then they are summed by provider labels alone.
+Buckets, bulkheads and retry budgets have no name: their provider labels.
 
 The counts cost a call nothing: breakers, buckets, bulkheads, retriers and
 budgets count whether or not anything reads them (the Prometheus collector,
@@ -44,11 +50,22 @@ from . import _names as names
 #: Whether the observable instruments report (instruments cannot be removed
 #: from a meter: uninstrument() silences them instead).
 observing = False
+#: Whether the breakers' counts and states are by name too (report_names()).
+by_name = True
 
 _STATES = ("closed", "half_open", "open")
-#: Where _core.CircuitBreaker._sum_by_labels puts the refusals, the
-#: transitions (to closed, half-open, open) and the worst state in a row.
+#: Where _core.CircuitBreaker._sum_by_labels (and _sum_by_name) puts the
+#: refusals, the transitions (to closed, half-open, open) and the worst
+#: state in a row.
 _COLUMN = {"rejected": 2, "to_closed": 3, "worst_state": 8}
+
+
+#: What a count is of: (component, event.name, the state ``to`` or None,
+#: the key: (policy name,) for retries, else the provider labels and, for
+#: breakers reported by name, the name).
+CountKey = tuple[str, str, str | None, tuple[str, ...]]
+#: A count: what of, and its value.
+Count = tuple[CountKey, int]
 
 
 class _Monotonic:
@@ -58,31 +75,50 @@ class _Monotonic:
     see most events: their zeros would only fill the reader's limit)."""
 
     def __init__(self) -> None:
-        self._reported: dict[tuple[tuple[str, Any], ...], int] = {}
+        self._reported: dict[CountKey, int] = {}
         self._lock = threading.Lock()
 
-    def observations(self, counts: Iterable[tuple[dict[str, Any], int]]) -> list[Observation]:
+    def observations(self, counts: Iterable[Count]) -> list[Observation]:
         out = []
         with self._lock:
-            for attributes, value in counts:
-                key = tuple(sorted(attributes.items()))
+            for key, value in counts:
                 reported = self._reported.get(key)
                 if reported is None:
                     if not value:
-                        continue
+                        continue  # before its attributes are made: most counts are 0
                 elif value < reported:
                     value = reported
                 self._reported[key] = value
-                out.append(Observation(value, attributes))
+                out.append(Observation(value, _attributes(*key)))
         return out
+
+    def forget(self) -> None:
+        """Forgets what was reported (the attribute sets changed meaning)."""
+        with self._lock:
+            self._reported.clear()
 
 
 _events = _Monotonic()
 
 
-def _provider(component: str, event: str, labels: Labels) -> dict[str, Any]:
-    return {names.EVENT_NAME: event, names.COMPONENT: component,
-            names.PROVIDER_TYPE: labels[0], names.PROVIDER: labels[1]}
+def _attributes(component: str, event: str, to: str | None,
+                key: tuple[str, ...]) -> dict[str, Any]:
+    """A count's attributes (see Count)."""
+    attributes: dict[str, Any] = {names.EVENT_NAME: event, names.COMPONENT: component}
+    if component == "retry":
+        attributes[names.POLICY_NAME] = key[0]
+        return attributes
+    attributes.update(_labelled(key))
+    if to is not None:
+        attributes["to"] = to
+    return attributes
+
+
+def _labelled(key: tuple[str, ...]) -> dict[str, str]:
+    """The provider labels of ``key`` and, when it has one, the breaker's name."""
+    if len(key) > 2:
+        return {names.PROVIDER_TYPE: key[0], names.PROVIDER: key[1], names.BREAKER_NAME: key[2]}
+    return {names.PROVIDER_TYPE: key[0], names.PROVIDER: key[1]}
 
 
 def _summed(census: Any, counters: Any) -> dict[Labels, list[int]]:
@@ -102,38 +138,42 @@ def _add_dropped(sums: dict[Labels, list[int]], dropped: dict[Labels, Counters])
         add_counters(sums, labels, values)
 
 
-def _breaker_sums() -> dict[Labels, list[int]]:
+def _breaker_sums() -> dict[tuple[str, ...], list[int]]:
+    """The breakers' rows (live and dropped), by labels and name or by labels."""
+    if by_name:
+        live, dropped = BREAKERS.snapshot_by_name()
+        sums: dict[tuple[str, ...], list[int]] = _core.CircuitBreaker._sum_by_name(live, dropped)
+        return sums
     live, dropped = BREAKERS.snapshot()
-    sums: dict[Labels, list[int]] = _core.CircuitBreaker._sum_by_labels(live)
+    sums = _core.CircuitBreaker._sum_by_labels(live)
     del live
     _add_dropped(sums, dropped)
     return sums
 
 
-def _event_counts() -> Iterator[tuple[dict[str, Any], int]]:
-    """Every count by attributes, the policies' retries first: a reader
-    keeps a bounded number of attribute sets per instrument (the SDK's
-    default is 2,000) and folds the rest into one overflow set, so the
-    fewest, most read ones come first."""
+def _event_counts() -> Iterator[Count]:
+    """Every count, the policies' retries first: a reader keeps a bounded
+    number of attribute sets per instrument (the SDK's default is 2,000)
+    and folds the rest into one overflow set, so the fewest, most read ones
+    come first."""
     retriers = _summed(RETRIERS, lambda r: ((r.name,), (r.retries, r.exhausted)))
-    for (policy,), (retries, exhausted) in retriers.items():
-        for event, value in (("retry", retries), ("retry_exhausted", exhausted)):
-            yield {names.EVENT_NAME: event, names.COMPONENT: "retry",
-                   names.POLICY_NAME: policy}, value
+    for policy, (retries, exhausted) in retriers.items():
+        yield ("retry", "retry", None, policy), retries
+        yield ("retry", "retry_exhausted", None, policy), exhausted
     budgets = _summed(BUDGETS, lambda b: ((b.provider_type, b.provider), (b.refused,)))
     for labels, values in budgets.items():
-        yield _provider("retry_budget", "retry_budget_exhausted", labels), values[0]
+        yield ("retry_budget", "retry_budget_exhausted", None, labels), values[0]
     bulkheads = _summed(BULKHEADS, lambda b: ((b.provider_type, b.provider), (b.rejected,)))
     for labels, values in bulkheads.items():
-        yield _provider("bulkhead", "rejected", labels), values[0]
+        yield ("bulkhead", "rejected", None, labels), values[0]
     buckets = _summed(BUCKETS, lambda b: ((b.provider_type, b.provider), b._counters()))
     for labels, values in buckets.items():
-        yield _provider("rate_limiter", "rejected", labels), values[1]
-    for labels, values in _breaker_sums().items():
-        yield _provider("circuit_breaker", "rejected", labels), values[_COLUMN["rejected"]]
+        yield ("rate_limiter", "rejected", None, labels), values[1]
+    rejected, to_closed = _COLUMN["rejected"], _COLUMN["to_closed"]
+    for key, values in _breaker_sums().items():
+        yield ("circuit_breaker", "rejected", None, key), values[rejected]
         for index, state in enumerate(_STATES):
-            yield ({**_provider("circuit_breaker", "state_change", labels), "to": state},
-                   values[_COLUMN["to_closed"] + index])
+            yield ("circuit_breaker", "state_change", state, key), values[to_closed + index]
 
 
 def observe_events(options: CallbackOptions) -> list[Observation]:
@@ -142,14 +182,34 @@ def observe_events(options: CallbackOptions) -> list[Observation]:
 
 
 def observe_states(options: CallbackOptions) -> list[Observation]:
-    """The state gauge's callback: the worst state of the live breakers by labels."""
+    """The state gauge's callback: the worst state of the live breakers by
+    labels and name (or by labels)."""
     if not observing:
         return []
     live, _ = BREAKERS.snapshot()
-    sums = _core.CircuitBreaker._sum_by_labels(live)
-    return [Observation(values[_COLUMN["worst_state"]],
-                        {names.PROVIDER_TYPE: labels[0], names.PROVIDER: labels[1]})
-            for labels, values in sums.items()]
+    sums = (_core.CircuitBreaker._sum_by_name(live, {}) if by_name
+            else _core.CircuitBreaker._sum_by_labels(live))
+    worst = _COLUMN["worst_state"]
+    return [Observation(values[worst], _labelled(key)) for key, values in sums.items()]
+
+
+def report_names(on: bool) -> None:
+    """Whether the breakers' counts and states carry their names (``on``) or
+    are summed by provider labels alone. While on, the breakers dropped keep
+    their totals under their names (a name per dropped breaker, kept until
+    turned off: the census's keep_names()). Switching forgets the counter's
+    earlier reports: a set's meaning changed (labels alone hold all the
+    counts, or those of breakers dropped before the names were kept)."""
+    global by_name
+    BREAKERS.keep_names(on)
+    if on != by_name:
+        _events.forget()
+        by_name = on
+
+
+def forget_names() -> None:
+    """uninstrument()'s: the dropped breakers' names are no longer kept."""
+    BREAKERS.keep_names(False)
 
 
 #: The histograms made for each meter provider (an instrument cannot be
