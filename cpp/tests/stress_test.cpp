@@ -3956,6 +3956,27 @@ void test_window_count_skips_race_failures() {
     }
 }
 
+// Rates outside (0, 1] given to the core directly are clamped into it (the
+// bindings refuse them): exceeded() relies on a positive rate to return
+// early for a window without failures or slow calls. A zero rate opens at
+// the first failure once minimum_calls are in, and never without one.
+void test_window_settings_clamp_rates() {
+    for (double bad : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(), 1.5}) {
+        WindowSettings w;
+        w.failure_rate = bad;
+        w.slow_call_rate = bad;
+        SharedWindowSettings* shared = SharedWindowSettings::create(w);
+        CHECK(shared != nullptr);
+        const WindowSettings& got = shared->get();
+        CHECK(got.failure_rate > 0.0 && got.failure_rate <= 1.0);
+        CHECK(got.slow_call_rate > 0.0 && got.slow_call_rate <= 1.0);
+        CHECK(!got.exceeded(WindowTotals{100, 0, 0}, 100));
+        CHECK(got.exceeded(WindowTotals{100, 100, 0}, 100));
+        CHECK_EQ(got.exceeded(WindowTotals{100, 1, 0}, 100), !(bad > 1.0));
+        shared->release();
+    }
+}
+
 WindowSettings window_of(WindowKind kind, uint32_t size, uint32_t minimum) {
     WindowSettings w;
     w.kind = kind;
@@ -4175,6 +4196,7 @@ int main(int argc, char** argv) {
         {"window_small_rings_wrap_exactly", test_window_small_rings_wrap_exactly, 3},
         {"window_count_skips_successes_exactly", test_window_count_skips_successes_exactly, 1},
         {"window_count_skips_race_failures", test_window_count_skips_race_failures, 3},
+        {"window_settings_clamp_rates", test_window_settings_clamp_rates, 1},
         {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
         {"window_breaker_single_open", test_window_breaker_single_open, 20},
         {"window_breaker_churn", test_window_breaker_churn, 2},
