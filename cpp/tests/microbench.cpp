@@ -277,8 +277,10 @@ int main() {
               do_not_optimize(t.admitted);
               do_not_optimize(cb_time->record_success(t).changed);
           }));
-    std::printf("window memory: CountWindow(100) breaker %zu + window %zu + ring %zu bytes\n",
-                sizeof(CircuitBreaker), sizeof(BreakerWindow), cb_count->window()->ring_bytes());
+    std::printf("window memory: CountWindow(100) breaker %zu + window allocation %zu bytes "
+                "(of which the ring %zu)\n",
+                sizeof(CircuitBreaker), cb_count->window_allocation_bytes(),
+                cb_count->window()->ring_bytes());
 
     // ---- bulkhead
     auto bulkhead = std::make_unique<Bulkhead>(8);

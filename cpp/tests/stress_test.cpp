@@ -3858,6 +3858,125 @@ void test_window_small_rings_wrap_exactly() {
     }
 }
 
+// A success into a full count window of successes writes nothing, not even
+// the position; the window is the same "size successes" wherever the
+// position stands, so a failure recorded after any number of such skipped
+// successes ages out after exactly `size` further outcomes, and at every
+// step the counts equal a plain list of the last `size` outcomes.
+void test_window_count_skips_successes_exactly() {
+    for (uint32_t size : {1u, 2u, 5u, 32u, 33u, 100u}) {
+        const auto owned = SlidingWindow::make(WindowKind::kCount, size);
+        SlidingWindow& ring = *owned;
+        std::vector<uint8_t> last;  // the model: the last `size` outcomes
+        auto record = [&](uint8_t bits) {
+            WindowTotals judged;
+            CHECK(ring.record(0, bits, 0, judged));
+            last.push_back(bits);
+            if (last.size() > size) {
+                last.erase(last.begin());
+            }
+            WindowTotals want;
+            want.calls = static_cast<uint32_t>(last.size());
+            for (uint8_t b : last) {
+                want.failures += (b & kOutcomeFailed) != 0 ? 1 : 0;
+                want.slow += (b & kOutcomeSlow) != 0 ? 1 : 0;
+            }
+            CHECK(same(judged, want));
+            CHECK(same(ring.totals(0), want));
+            CHECK(same(ring.recount(0), want));
+        };
+        // Filling: every success takes a position.
+        for (uint32_t i = 0; i < size; ++i) {
+            const uint32_t before = ring.position();
+            record(0);
+            CHECK_EQ(ring.position(), before + 1);
+        }
+        // Full of successes: a success leaves the position as it was.
+        for (int round = 0; round < 3; ++round) {
+            const uint32_t at = ring.position();
+            for (uint32_t i = 0; i < 3 * size + round; ++i) {
+                record(0);
+                CHECK_EQ(ring.position(), at);
+            }
+            // A failure (or a slow success) takes a position and stays for
+            // exactly `size` outcomes, the successes after it included.
+            record(round == 1 ? kOutcomeSlow : kOutcomeFailed);
+            for (uint32_t i = 1; i < size; ++i) {
+                record(0);
+                CHECK(ring.totals(0).failures + ring.totals(0).slow == 1);
+            }
+            record(0);  // the size-th outcome after it: it has aged out
+            CHECK(same(ring.totals(0), WindowTotals{size, 0, 0}));
+            const uint32_t settled = ring.position();
+            record(0);
+            CHECK_EQ(ring.position(), settled);  // and successes skip again
+        }
+    }
+}
+
+// Four threads record mostly successes with a few failures and slow calls
+// into small rings, so that skipped successes race the writers of
+// failures (whose counts have not landed yet) and the wrap of the position:
+// once they are done the counts equal the ring, which holds its size.
+void test_window_count_skips_race_failures() {
+    constexpr int kThreads = 4;
+    const int per_thread = 20'000 * g_scale;
+    for (uint32_t size : {1u, 3u, 33u, 100u}) {
+        const auto owned = SlidingWindow::make(WindowKind::kCount, size);
+        SlidingWindow& ring = *owned;
+        std::atomic<int64_t> skipped{0};
+        run_threads(kThreads, [&](int t) {
+            Rng rng(static_cast<uint64_t>(t) * 131 + size);
+            int64_t mine = 0;
+            for (int i = 0; i < per_thread; ++i) {
+                const uint64_t roll = rng.below(64);
+                const uint8_t bits = roll == 0 ? kOutcomeFailed : roll == 1 ? kOutcomeSlow : 0;
+                const uint32_t before = ring.position();
+                CHECK(ring.record(0, bits, 0));
+                mine += bits == 0 && ring.position() == before ? 1 : 0;
+            }
+            skipped.fetch_add(mine);
+        });
+        const WindowTotals r = ring.totals(0);
+        CHECK_EQ(int64_t{r.calls}, int64_t{size});
+        CHECK(same(r, ring.recount(0)));
+        CHECK(skipped.load() > 0);  // the skip did happen under the race
+        // Quiet again: a failure ages out after exactly `size` successes.
+        CHECK(ring.record(0, kOutcomeFailed, 0));
+        for (uint32_t i = 0; i < size; ++i) {
+            CHECK(ring.totals(0).failures >= 1);
+            CHECK(ring.record(0, 0, 0));
+        }
+        // Other failures may still be in the ring from the race: recount.
+        CHECK(same(ring.totals(0), ring.recount(0)));
+        for (uint32_t i = 0; i < size; ++i) {
+            CHECK(ring.record(0, 0, 0));
+        }
+        CHECK(same(ring.totals(0), WindowTotals{size, 0, 0}));
+    }
+}
+
+// Rates outside (0, 1] given to the core directly are clamped into it (the
+// bindings refuse them): exceeded() relies on a positive rate to return
+// early for a window without failures or slow calls. A zero rate opens at
+// the first failure once minimum_calls are in, and never without one.
+void test_window_settings_clamp_rates() {
+    for (double bad : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(), 1.5}) {
+        WindowSettings w;
+        w.failure_rate = bad;
+        w.slow_call_rate = bad;
+        SharedWindowSettings* shared = SharedWindowSettings::create(w);
+        CHECK(shared != nullptr);
+        const WindowSettings& got = shared->get();
+        CHECK(got.failure_rate > 0.0 && got.failure_rate <= 1.0);
+        CHECK(got.slow_call_rate > 0.0 && got.slow_call_rate <= 1.0);
+        CHECK(!got.exceeded(WindowTotals{100, 0, 0}, 100));
+        CHECK(got.exceeded(WindowTotals{100, 100, 0}, 100));
+        CHECK_EQ(got.exceeded(WindowTotals{100, 1, 0}, 100), !(bad > 1.0));
+        shared->release();
+    }
+}
+
 WindowSettings window_of(WindowKind kind, uint32_t size, uint32_t minimum) {
     WindowSettings w;
     w.kind = kind;
@@ -4075,6 +4194,9 @@ int main(int argc, char** argv) {
         {"window_time_sums_match_buckets", test_window_time_sums_match_buckets, 3},
         {"window_time_far_epoch", test_window_time_far_epoch, 1},
         {"window_small_rings_wrap_exactly", test_window_small_rings_wrap_exactly, 3},
+        {"window_count_skips_successes_exactly", test_window_count_skips_successes_exactly, 1},
+        {"window_count_skips_race_failures", test_window_count_skips_race_failures, 3},
+        {"window_settings_clamp_rates", test_window_settings_clamp_rates, 1},
         {"window_breaker_metrics_only_exact", test_window_breaker_metrics_only_exact, 3},
         {"window_breaker_single_open", test_window_breaker_single_open, 20},
         {"window_breaker_churn", test_window_breaker_churn, 2},

@@ -178,11 +178,11 @@ public:
     void use_window(const SharedWindowSettings& settings) noexcept { attach_window(&settings); }
 
     /// Asks to make a call. Closed: always admitted (two loads, no write).
-    /// That case in consecutive mode is one predictable branch inlined into
-    /// every caller; the rest (window mode and its timing, half-open, open)
-    /// is out of line.
+    /// That case is inlined into every caller, in consecutive mode behind
+    /// one predictable branch, in window mode without slow calls behind the
+    /// settings' read; the rest (timed calls, half-open, open) is out of line.
     Ticket acquire() noexcept {
-        if (window_ == nullptr) {
+        if (window_ == nullptr || !window_->timed()) {
             const uint64_t word = state_.first();
             if (state_of(word) == BreakerState::kClosed) {
                 const uint64_t gen = state_.second();
@@ -280,7 +280,7 @@ public:
     Transition record_success(const Ticket& ticket, int64_t synced_successes = -1) noexcept {
         count_success();
         if (window_ != nullptr) {
-            return record_windowed(ticket, 0);
+            return unpacked(record_windowed(ticket, 0));
         }
         AtomicPair::Value s;
         if (!read_for(ticket, s) || !current(s, ticket)) {
@@ -353,7 +353,7 @@ public:
     Transition record_failure(const Ticket& ticket, int64_t synced_streak = -1) noexcept {
         failures_total_.fetch_add(1, std::memory_order_relaxed);
         if (window_ != nullptr) {
-            return record_windowed(ticket, kOutcomeFailed);
+            return unpacked(record_windowed(ticket, kOutcomeFailed));
         }
         const int64_t now = now_ns(clock_);
         AtomicPair::Value s;
@@ -611,6 +611,10 @@ public:
     const SlidingWindow* window() const noexcept {
         return window_ != nullptr ? &window_->window : nullptr;
     }
+    /// Bytes of window mode's one allocation (0 in consecutive mode).
+    size_t window_allocation_bytes() const noexcept {
+        return window_ != nullptr ? window_->allocated_bytes() : 0;
+    }
     /// failures / outcomes in the window, or -1 below minimum_calls (and in
     /// consecutive mode); slow_call_rate() likewise for slow outcomes.
     double failure_rate() const noexcept { return rate_of(&WindowTotals::failures); }
@@ -641,23 +645,24 @@ private:
 
     // ---- window mode (see the file comment) ----
 
-    // One outcome of `ticket` in window mode. Out of line: the consecutive
-    // paths inline into every caller and only test the pointer.
-    VIRTRIGAUD_NOINLINE Transition record_windowed(const Ticket& ticket, uint8_t bits) noexcept {
+    // One outcome of `ticket` in window mode, its transition packed (see
+    // packed()). Out of line: the consecutive paths inline into every caller
+    // and only test the pointer.
+    VIRTRIGAUD_NOINLINE uint32_t record_windowed(const Ticket& ticket, uint8_t bits) noexcept {
         BreakerWindow& bw = *window_;
-        AtomicPair::Value s;
         const uint32_t mode = mode_.load(std::memory_order_relaxed);
-        if (!read_for(ticket, s) || mode == kDisabled) {
+        if (mode == kDisabled) {
             ignored_.fetch_add(1, std::memory_order_relaxed);
-            return {};
+            return 0;
         }
         // The settings' address is read once, before the window's head is
         // written: it shares the head's line, which another thread's record
         // may take away meanwhile (the settings themselves are read-only).
         const WindowSettings& settings = bw.settings();
-        // The clock only when something needs it: a count window without
-        // slow calls records without reading it. `now` is the breaker's
-        // clock (-1: unread), `at` the window's (window_now()).
+        // The clock only when something needs it (a count window without
+        // slow calls records without reading it), and first, while little
+        // is live across its call. `now` is the breaker's clock (-1:
+        // unread), `at` the window's (window_now()).
         int64_t now = -1;
         int64_t at = -1;
         if (settings.slow_call_ns >= 0) {
@@ -668,6 +673,11 @@ private:
         } else if (bw.window.kind() == WindowKind::kTime) {
             at = clock_ != nullptr ? clock_->now() : coarse_now_ns();  // window_now(), untimed
         }
+        AtomicPair::Value s;
+        if (!read_for(ticket, s)) {
+            ignored_.fetch_add(1, std::memory_order_relaxed);
+            return 0;
+        }
         switch (state_of(s.first)) {
             case BreakerState::kClosed: {
                 WindowTotals judged;  // the window right after this outcome
@@ -677,24 +687,39 @@ private:
                 }
                 count_slow(bits);
                 if (mode == kMetricsOnly) {
-                    return {};
+                    return 0;
                 }
                 if (!settings.exceeded(judged, settings.minimum_calls)) {
-                    return {};
+                    return 0;
                 }
-                return open_by_window(s, now);
+                return packed(open_by_window(s, now));
             }
             case BreakerState::kHalfOpen:
                 if (ticket.half_open) {
                     count_slow(bits);
-                    return judge_probe(s, bits, now);
+                    return packed(judge_probe(s, bits, now));
                 }
                 break;
             default:
                 break;
         }
         ignored_.fetch_add(1, std::memory_order_relaxed);
-        return {};
+        return 0;
+    }
+    /// A Transition in one word, changed | from << 8 | to << 16: how
+    /// record_windowed() returns it. GCC returns the 3-byte struct by storing
+    /// its bytes apart and loading them as one, a load spanning two stores
+    /// that the CPU cannot forward: a stall on every window outcome.
+    static uint32_t packed(Transition t) noexcept {
+        return (t.changed ? 1u : 0u) | static_cast<uint32_t>(t.from) << 8 |
+               static_cast<uint32_t>(t.to) << 16;
+    }
+    static Transition unpacked(uint32_t p) noexcept {
+        Transition t;
+        t.changed = (p & 1u) != 0;
+        t.from = static_cast<BreakerState>((p >> 8) & 0xFFu);
+        t.to = static_cast<BreakerState>((p >> 16) & 0xFFu);
+        return t;
     }
     // The ways a window outcome moves the breaker are out of line, keeping
     // record_windowed() small for its common case.
@@ -733,8 +758,9 @@ private:
     VIRTRIGAUD_NOINLINE Transition judge_probe(AtomicPair::Value s, uint8_t bits,
                                                int64_t now) noexcept {
         BreakerWindow& bw = *window_;
+        BreakerWindow::Round& round = bw.round();
         const uint64_t epoch = s.second & kRoundEpochMask;
-        uint64_t r = bw.round.load(std::memory_order_acquire);
+        uint64_t r = round.load(std::memory_order_acquire);
         uint64_t next;
         for (;;) {
             uint64_t current_round = r;
@@ -751,8 +777,8 @@ private:
             next = current_round + (uint64_t{1} << 32) +
                    ((bits & kOutcomeFailed) != 0 ? uint64_t{1} << 16 : 0) +
                    ((bits & kOutcomeSlow) != 0 ? 1 : 0);
-            if (bw.round.compare_exchange_weak(r, next, std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
+            if (round.compare_exchange_weak(r, next, std::memory_order_acq_rel,
+                                            std::memory_order_acquire)) {
                 break;
             }
         }

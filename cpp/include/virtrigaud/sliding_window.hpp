@@ -24,11 +24,32 @@
 // its settings shared); the slot's bits are replaced by a compare-and-swap
 // of its word, and the difference from the outcome replaced goes to the
 // running failure and slow counts (one fetch_add of one word). An outcome equal
-// to the one it replaces writes nothing (the common case: a success where a
-// success was), so a steady stream of successes writes only the head.
-// Nothing allocates after construction. With concurrent writers the counts
-// read between two writes may be off by the writes in flight (read clamped
-// to [0, outcomes]); once the writers are done they are exact.
+// to the one it replaces writes nothing but the head (a success where a
+// success was). Nothing allocates after construction. With concurrent
+// writers the counts read between two writes may be off by the writes in
+// flight (read clamped to [0, outcomes]); once the writers are done they are
+// exact.
+//
+// Successes into a window of successes. When the ring is full (position >=
+// size) and its counts are zero, a success writes nothing at all, not even
+// the head: it reads the head word and the counts (one line: see
+// BreakerWindow) and returns. That is exact, not an approximation. Full and
+// all successes, the window is "size successes" at every position of the
+// head, and what it holds next depends only on the outcomes relative to the
+// head: taking a position would turn a success into a success and rotate
+// the ring of equal outcomes, which nothing can tell apart (the next failure
+// lands in some slot, ages out after exactly `size` further outcomes, and the
+// counts say the same, wherever the head was). So two threads succeeding on
+// one healthy breaker share its lines only for reading. With writers in
+// flight: counts of zero mean every outcome whose counts have landed is a
+// success; an outcome whose bits are written but whose counts have not
+// landed (a failure on its way) is a writer still in flight, and the
+// skipped success is ordered before it, as if it had run first (it saw none
+// of its effects). A skip changes no bit, no count and no position, so once
+// the writers are done the counts equal the ring as before. A success
+// whose head read precedes a reset that zeroes the counts before its read
+// of them is dropped rather than landing in the new window (an outcome of
+// the old epoch: either is tolerated, see Generations above).
 //
 // Time window: a ring of `size` per-second buckets, each a 16-byte atomic
 // pair (key: epoch | second; counts: calls | failures | slow | sealed), and
@@ -36,7 +57,7 @@
 // latest second recorded), in one line read by every record and written
 // about once a second. The head's bucket is open: an outcome of the head's
 // second is one 8-byte fetch_add on its counts (its key checked first; no
-// modulo: the head word carries the bucket's index), and the totals it is
+// modulo: the head word carries the bucket's offset), and the totals it is
 // judged by are the closed sums plus the counts that add returned, in O(1).
 // The first outcome of a later second moves the head (one CAS of the head
 // word, one modulo) and its winner seals the bucket of the second it
@@ -59,11 +80,25 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
 
 #include "atomic_pair.hpp"
 #include "backoff.hpp"
+
+// The common record (a count window's, a time window's outcome of the head's
+// second) is inlined whole into its caller, the breaker's window hook, where
+// the totals it returns stay in registers; the time window's rare paths are
+// out of line. (Left to itself, GCC inlined the rare paths and called the
+// closed sums' read, its totals through memory.)
+#if defined(_MSC_VER)
+#define VIRTRIGAUD_WINDOW_HOT __forceinline
+#define VIRTRIGAUD_WINDOW_COLD __declspec(noinline)
+#else
+#define VIRTRIGAUD_WINDOW_HOT inline __attribute__((always_inline))
+#define VIRTRIGAUD_WINDOW_COLD __attribute__((noinline))
+#endif
 
 namespace virtrigaud {
 
@@ -153,6 +188,14 @@ public:
     }
     /// Bytes this window holds behind itself (its ring or buckets).
     size_t ring_bytes() const noexcept { return bytes_behind(kind(), size()); }
+    /// The count window's position: where its next outcome goes, counted
+    /// from the reset (below 2 * size once full; 0 in a time window). For
+    /// tests and audits: a success into a full window of successes leaves
+    /// it where it was.
+    uint32_t position() const noexcept {
+        const uint64_t head = head_.load(std::memory_order_acquire);
+        return (head & kTimeBit) != 0 ? 0 : static_cast<uint32_t>(head & kPositionMask);
+    }
 
     /// Records one outcome (`bits`: kOutcomeFailed | kOutcomeSlow) of epoch
     /// `epoch` at clock time `now_ns` (>= 0; used by the time window).
@@ -164,17 +207,24 @@ public:
     /// record(), and when it returns true, `judged` holds the window's
     /// contents right after it, as judged_totals(now_ns) would give them
     /// (what the breaker judges by; in O(1), from what the record read).
-    bool record(uint32_t epoch, uint8_t bits, int64_t now_ns, WindowTotals& judged) noexcept {
+    VIRTRIGAUD_WINDOW_HOT bool record(uint32_t epoch, uint8_t bits, int64_t now_ns,
+                                      WindowTotals& judged) noexcept {
         const uint64_t head = head_.load(std::memory_order_acquire);
         if ((head >> kEpochShift) != (epoch & kEpochMask)) {
             return false;
         }
         if ((head & kTimeBit) == 0) {
-            record_count(bits);
-            judged = count_totals();
+            if (bits == 0 && (head & kPositionMask) >= size_of(head) &&
+                tallies_.load(std::memory_order_relaxed) == 0) {
+                // A success into a full window of successes: nothing to
+                // write (see "Successes into a window of successes" above).
+                judged = WindowTotals{size_of(head), 0, 0};
+                return true;
+            }
+            judged = record_count(bits);
             return true;
         }
-        record_time(epoch & kEpochMask, bits, now_ns, judged);
+        judged = record_time(epoch & kEpochMask, bits, now_ns);
         return true;
     }
 
@@ -271,7 +321,10 @@ private:
     // failures in the low 32 bits, slow outcomes in the high 32, each moved
     // by a signed difference in one fetch_add (a count below 0 for a moment
     // borrows from the other half; decoding undoes it exactly).
-    bool record_count(uint8_t bits) noexcept {
+    // Returns the window's contents right after the outcome. Inlined too: a
+    // window holding a failure takes this path for its every outcome (out of
+    // line, a breaker with one failure in 64 calls recorded 19 ns against 16).
+    VIRTRIGAUD_WINDOW_HOT WindowTotals record_count(uint8_t bits) noexcept {
         const uint64_t h = head_.fetch_add(1, std::memory_order_acq_rel);
         const uint32_t size = size_of(h);
         const uint64_t pos = h & kPositionMask;
@@ -299,7 +352,7 @@ private:
             tallies_.fetch_add(static_cast<uint64_t>(failed + slow * (int64_t{1} << 32)),
                                std::memory_order_relaxed);
         }
-        return true;
+        return count_totals();
     }
     /// The slot of position `pos` (pos modulo size; pos is below 2 * size
     /// but for the writers in flight while it is brought back).
@@ -352,12 +405,13 @@ private:
     static constexpr size_t kLine = 64;
     static constexpr uint64_t kField = (uint64_t{1} << 21) - 1;
     static constexpr uint64_t kSealed = uint64_t{1} << 63;
-    // The head word (tallies_ in a time window): (second + 1) << kIndexBits
-    // | the index of its bucket; kNoHead before the epoch's first record.
-    static constexpr int kIndexBits = 12;  // 4,096 > kMaxTimeSize
-    static constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+    // The head word (tallies_ in a time window): (second + 1) << kOffsetBits
+    // | the byte offset of its bucket from the window, so that the common
+    // record finds the open bucket with one add (no index to scale, no
+    // alignment to redo); kNoHead before the epoch's first record.
+    static constexpr int kOffsetBits = 16;
+    static constexpr uint64_t kOffsetMask = (uint64_t{1} << kOffsetBits) - 1;
     static constexpr uint64_t kNoHead = 0;
-    static_assert(kMaxTimeSize <= kIndexMask, "a bucket's index must fit the head word");
     static_assert(kMaxBucketCalls <= (kField >> 1), "room above the cap for writers in flight");
 
     // What lies behind the window: the ring's words, or the sums then the
@@ -377,18 +431,37 @@ private:
     /// A fresh bucket: sealed and empty, of an epoch no window starts in
     /// (buckets of another epoch than the window's read as empty).
     static constexpr uint64_t kFreshKey = kEpochMask << kEpochShift;
-    static uint64_t head_word(int64_t second, uint32_t index) noexcept {
-        return (static_cast<uint64_t>(second) + 1) << kIndexBits | index;
+    uint64_t head_word(int64_t second, uint32_t index) const noexcept {
+        return (static_cast<uint64_t>(second) + 1) << kOffsetBits | offset_of(index);
     }
     static int64_t head_second_of(uint64_t head) noexcept {
-        return static_cast<int64_t>(head >> kIndexBits) - 1;  // -1: no head
+        return static_cast<int64_t>(head >> kOffsetBits) - 1;  // -1: no head
+    }
+    /// The bytes from the window to bucket `index`.
+    uint64_t offset_of(uint32_t index) const noexcept {
+        static_assert(sizeof(TimeSums) + kLine + kMaxTimeSize * sizeof(Bucket) + 16 <= kOffsetMask,
+                      "a bucket's offset must fit the head word");
+        return static_cast<uint64_t>(reinterpret_cast<const char*>(&buckets()[index]) -
+                                     reinterpret_cast<const char*>(this));
+    }
+    /// The bucket of head word `head` (not kNoHead), and its index.
+    VIRTRIGAUD_WINDOW_HOT Bucket& bucket_of(uint64_t head) const noexcept {
+        return *reinterpret_cast<Bucket*>(
+            reinterpret_cast<char*>(const_cast<SlidingWindow*>(this)) + (head & kOffsetMask));
+    }
+    uint32_t index_of(uint64_t head) const noexcept {
+        return static_cast<uint32_t>(((head & kOffsetMask) - offset_of(0)) / sizeof(Bucket));
     }
     static int64_t second_of(int64_t now_ns) noexcept {
         return (now_ns < 0 ? 0 : now_ns) / kNsPerSecond;
     }
+    /// What an outcome adds to its bucket's counts (one call, and its bits).
     static uint64_t one_of(uint8_t bits) noexcept {
-        return uint64_t{1} << 42 | uint64_t{(bits & kOutcomeFailed) != 0 ? 1u : 0u} << 21 |
-               uint64_t{(bits & kOutcomeSlow) != 0 ? 1u : 0u};
+        constexpr uint64_t kCall = uint64_t{1} << 42;
+        constexpr uint64_t kFailure = uint64_t{1} << 21;
+        static constexpr uint64_t kOne[4] = {kCall, kCall | kFailure, kCall | 1, kCall | kFailure | 1};
+        static_assert(kOutcomeFailed == 1 && kOutcomeSlow == 2, "kOne is indexed by the bits");
+        return kOne[bits & 3u];
     }
     static uint32_t calls_of(uint64_t c) noexcept {
         return static_cast<uint32_t>((c >> 42) & kField);
@@ -408,64 +481,62 @@ private:
     }
 
     /// One outcome of epoch `e` (the window's when read) at `now_ns`.
-    void record_time(uint64_t e, uint8_t bits, int64_t now_ns, WindowTotals& judged) noexcept {
+    /// Returns the window's contents right after it (by value: in registers,
+    /// where the breaker judges them).
+    VIRTRIGAUD_WINDOW_HOT WindowTotals record_time(uint64_t e, uint8_t bits,
+                                                   int64_t now_ns) noexcept {
         const int64_t second = second_of(now_ns);
         const uint64_t one = one_of(bits);
         const uint64_t head = tallies_.load(std::memory_order_acquire);
         if (head_second_of(head) == second) {
             // The common case, the head's second: one add to its open bucket.
-            Bucket& b = buckets()[head & kIndexMask];
+            Bucket& b = bucket_of(head);
             const AtomicPair::Value v = b.pair.load();
             if (v.first == key_of(e, second) && calls_of(v.second) < kMaxBucketCalls) {
                 const uint64_t prev = b.pair.fetch_add_second(one);
                 if ((prev & kSealed) == 0) {
-                    judged = closed_plus(prev + one);
-                    return;
+                    return closed_plus(prev + one);
                 }
-                add_sums(one, 1);  // sealed since the check: the second has closed
-                judged = running_totals(e);
-                return;
+                return closed_meanwhile(e, one);
             }
         }
-        record_time_rest(e, second, one, judged);
+        return record_time_rest(e, second, one);
+    }
+    /// An outcome added to its bucket after the bucket was sealed (its second
+    /// closed between the check and the add): it joins the closed sums.
+    VIRTRIGAUD_WINDOW_COLD WindowTotals closed_meanwhile(uint64_t e, uint64_t one) noexcept {
+        add_sums(one, 1);
+        return running_totals(e);
     }
 
     // Out of line: a record that moves the head, finds the head's bucket
     // not yet its second's or full, or comes late (its second behind the head).
-#if defined(_MSC_VER)
-    __declspec(noinline)
-#else
-    __attribute__((noinline))
-#endif
-    void record_time_rest(uint64_t e, int64_t second, uint64_t one, WindowTotals& judged) noexcept {
+    VIRTRIGAUD_WINDOW_COLD
+    WindowTotals record_time_rest(uint64_t e, int64_t second, uint64_t one) noexcept {
         uint64_t head = tallies_.load(std::memory_order_acquire);
         for (;;) {
             const int64_t h = head_second_of(head);
             if (second == h) {
-                add_open(e, second, static_cast<uint32_t>(head & kIndexMask), one, judged);
-                return;
+                return add_open(e, second, index_of(head), one);
             }
             if (second < h) {
                 add_late(e, second, h, one);
-                judged = running_totals(e);
-                return;
+                return running_totals(e);
             }
             const auto index = static_cast<uint32_t>(static_cast<uint64_t>(second) % size());
             if (tallies_.compare_exchange_weak(head, head_word(second, index),
                                                std::memory_order_acq_rel,
                                                std::memory_order_acquire)) {
                 if (h >= 0) {
-                    move_past(e, h, static_cast<uint32_t>(head & kIndexMask), second, index);
+                    move_past(e, h, index_of(head), second, index);
                 }
-                add_open(e, second, index, one, judged);
-                return;
+                return add_open(e, second, index, one);
             }
         }
     }
     /// Adds `one` to the open bucket (`index`) of `second`, the head's when
     /// read: rolls it to `second` if it holds an earlier one.
-    void add_open(uint64_t e, int64_t second, uint32_t index, uint64_t one,
-                  WindowTotals& judged) noexcept {
+    WindowTotals add_open(uint64_t e, int64_t second, uint32_t index, uint64_t one) noexcept {
         Bucket& b = buckets()[index];
         const uint64_t key = key_of(e, second);
         AtomicPair::Value v = b.pair.load();
@@ -476,8 +547,7 @@ private:
                 }
                 const uint64_t prev = b.pair.fetch_add_second(one);
                 if ((prev & kSealed) == 0) {
-                    judged = closed_plus(prev + one);
-                    return;
+                    return closed_plus(prev + one);
                 }
                 add_sums(one, 1);  // the second has closed meanwhile
                 break;
@@ -487,11 +557,10 @@ private:
             }
             if (b.pair.compare_exchange(v, {key, one})) {
                 forget(e, v);
-                judged = closed_plus(one);
-                return;
+                return closed_plus(one);
             }
         }
-        judged = running_totals(e);
+        return running_totals(e);
     }
     /// Adds `one` to the bucket of `second`, behind the head `h` (sealed, or
     /// about to be: its sealer counts it then), and to the closed sums if
@@ -598,14 +667,23 @@ private:
     }
     /// The closed sums plus an open bucket's `counts`, clamped (exact once
     /// the writers are done).
-    WindowTotals closed_plus(uint64_t counts) const noexcept {
+    VIRTRIGAUD_WINDOW_HOT WindowTotals closed_plus(uint64_t counts) const noexcept {
         const TimeSums& s = *sums();
         const int64_t calls = s.calls.load(std::memory_order_relaxed) + calls_of(counts);
+        const int64_t failures = s.failures.load(std::memory_order_relaxed) + failures_of(counts);
+        const int64_t slow = s.slow.load(std::memory_order_relaxed) + slow_of(counts);
+        // Unsigned, a negative count compares above any other: one test per
+        // count for the common case, all in range.
+        if (static_cast<uint64_t>(calls) <= UINT32_MAX &&
+            static_cast<uint64_t>(failures) <= static_cast<uint64_t>(calls) &&
+            static_cast<uint64_t>(slow) <= static_cast<uint64_t>(calls)) {
+            return WindowTotals{static_cast<uint32_t>(calls), static_cast<uint32_t>(failures),
+                                static_cast<uint32_t>(slow)};
+        }
         WindowTotals t;
         t.calls = calls <= 0 ? 0 : static_cast<uint32_t>(std::min<int64_t>(calls, UINT32_MAX));
-        t.failures =
-            clamped(s.failures.load(std::memory_order_relaxed) + failures_of(counts), t.calls);
-        t.slow = clamped(s.slow.load(std::memory_order_relaxed) + slow_of(counts), t.calls);
+        t.failures = clamped(failures, t.calls);
+        t.slow = clamped(slow, t.calls);
         return t;
     }
     /// The closed sums plus the head's open bucket.
@@ -613,7 +691,7 @@ private:
         const uint64_t head = tallies_.load(std::memory_order_acquire);
         uint64_t open = 0;
         if (head != kNoHead) {
-            const AtomicPair::Value v = buckets()[head & kIndexMask].pair.load();
+            const AtomicPair::Value v = bucket_of(head).pair.load();
             if (v.first == key_of(e, head_second_of(head)) && (v.second & kSealed) == 0) {
                 open = v.second;
             }
@@ -622,11 +700,7 @@ private:
     }
 
     // Out of line: judged_totals() stays small enough to inline.
-#if defined(_MSC_VER)
-    __declspec(noinline)
-#else
-    __attribute__((noinline))
-#endif
+    VIRTRIGAUD_WINDOW_COLD
     WindowTotals judged_time_totals(int64_t now_ns) const noexcept {
         if (head_second_of(tallies_.load(std::memory_order_acquire)) != second_of(now_ns)) {
             return time_totals(now_ns);  // the head is elsewhere: sum the buckets
@@ -693,9 +767,12 @@ struct WindowSettings {
     double backoff_multiplier = 1.0;
     bool backoff_jitter = false;
 
-    /// Whether `t` (judged over at least `minimum` outcomes) crosses a threshold.
+    /// Whether `t` (judged over at least `minimum` outcomes) crosses a
+    /// threshold. The rates must be in (0, 1] (SharedWindowSettings clamps
+    /// them), so a window without failures or slow calls never does: the
+    /// healthy breaker's every outcome returns before the arithmetic.
     bool exceeded(const WindowTotals& t, uint32_t minimum) const noexcept {
-        if (t.calls == 0 || t.calls < minimum) {
+        if ((t.failures | t.slow) == 0 || t.calls == 0 || t.calls < minimum) {
             return false;
         }
         const double calls = static_cast<double>(t.calls);
@@ -731,7 +808,17 @@ private:
     ~SharedWindowSettings() = default;
     static WindowSettings clamped(WindowSettings s) noexcept {
         s.size = SlidingWindow::clamped_size(s.kind, s.size);
+        s.failure_rate = clamped_rate(s.failure_rate);
+        s.slow_call_rate = clamped_rate(s.slow_call_rate);
         return s;
+    }
+    /// A rate in (0, 1] (the binding validates): above 1 is 1, and 0, below
+    /// or NaN the smallest positive rate (opens at the first failure).
+    static double clamped_rate(double r) noexcept {
+        if (!(r > 0.0)) {
+            return std::numeric_limits<double>::min();
+        }
+        return r > 1.0 ? 1.0 : r;
     }
 
     const WindowSettings settings_;
@@ -743,6 +830,14 @@ private:
 /// null pointer), sized to its ring: 72 bytes for CountWindow(100). The
 /// settings are shared; what else window mode keeps per breaker (openings,
 /// slow calls, the start of half-open) lives in the breaker's own spare bytes.
+///
+/// Layout: the settings' pointer, the opening's duration, the window (its
+/// head word and counts, then its ring or buckets), then the half-open
+/// round. The window starts 16 bytes in, so its head word and counts, which
+/// every record reads together, lie in one 16-byte-aligned pair and never
+/// straddle two cache lines (the allocation is aligned to 16); the round,
+/// read by half-open probes only, takes the 8 bytes behind the ring
+/// instead of a third word in front, so the allocation keeps its size.
 class BreakerWindow {
     const SharedWindowSettings* shared_;  // first: the window must be last
 
@@ -750,8 +845,8 @@ public:
     /// A window for `settings` (retained); null if out of memory.
     static BreakerWindow* create(const SharedWindowSettings& settings) noexcept {
         const WindowSettings& s = settings.get();
-        void* p = ::operator new(
-            sizeof(BreakerWindow) + SlidingWindow::bytes_behind(s.kind, s.size), std::nothrow);
+        const size_t bytes = round_offset(SlidingWindow::bytes_behind(s.kind, s.size)) + sizeof(Round);
+        void* p = ::operator new(bytes, std::nothrow);
         return p != nullptr ? new (p) BreakerWindow(settings) : nullptr;
     }
     static void destroy(BreakerWindow* w) noexcept {
@@ -764,12 +859,20 @@ public:
     BreakerWindow& operator=(const BreakerWindow&) = delete;
 
     const WindowSettings& settings() const noexcept { return shared_->get(); }
+    /// Bytes of this allocation (the window's own part, its ring, the round).
+    size_t allocated_bytes() const noexcept {
+        return round_offset(window.ring_bytes()) + sizeof(Round);
+    }
     bool timed() const noexcept { return settings().slow_call_ns >= 0; }
 
+    using Round = std::atomic<uint64_t>;
     /// The half-open round: epoch (16 bits of the generation) << 48 |
     /// reported << 32 | failed << 16 | slow. A round of another epoch reads
-    /// as empty.
-    std::atomic<uint64_t> round{0};
+    /// as empty. Behind the ring (see the class comment).
+    Round& round() noexcept {
+        return *reinterpret_cast<Round*>(reinterpret_cast<char*>(this) +
+                                         round_offset(window.ring_bytes()));
+    }
     /// How long the current opening lasts (open_backoff only).
     std::atomic<int64_t> open_for_ns{0};
     /// Last: its ring or buckets follow it in the same allocation.
@@ -779,10 +882,18 @@ private:
     explicit BreakerWindow(const SharedWindowSettings& settings) noexcept
         : shared_(&settings), window(settings.get().kind, settings.get().size) {
         settings.retain();
+        new (&round()) Round(0);
     }
     ~BreakerWindow() { shared_->release(); }
+    /// Where the round lies: behind the window's `ring_bytes`, 8-aligned.
+    static size_t round_offset(size_t ring_bytes) noexcept {
+        return sizeof(BreakerWindow) + (ring_bytes + alignof(Round) - 1) / alignof(Round) *
+                                           alignof(Round);
+    }
 };
-static_assert(sizeof(BreakerWindow) == 24 + sizeof(SlidingWindow),
-              "nothing may lie between the window and what follows it");
+static_assert(sizeof(BreakerWindow) == 16 + sizeof(SlidingWindow),
+              "the window starts 16 bytes in (its head word and counts in one aligned pair) "
+              "and nothing lies between it and what follows it");
+static_assert(sizeof(SlidingWindow) == 16, "the head word and the counts: one 16-byte pair");
 
 }  // namespace virtrigaud
