@@ -6,7 +6,6 @@ provider labels alone (a breaker per VM)."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from test_otel_metrics import Metered, flaky, unique  # noqa: E402
+from test_otel_metrics import Metered, flaky, metered, unique  # noqa: E402,F401 (a fixture)
 
 import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience import otel  # noqa: E402
@@ -23,17 +22,6 @@ from virtrigaud_resilience.breaker import BREAKERS  # noqa: E402
 EVENTS = "virtrigaud.resilience.events"
 STATE = "virtrigaud.circuit_breaker.state"
 NAME = "virtrigaud.circuit_breaker.name"
-
-
-@pytest.fixture
-def metered() -> Iterator[Metered]:
-    metering = Metered()
-    otel.instrument(tracer_provider=TracerProvider(), meter_provider=metering.provider)
-    try:
-        yield metering
-    finally:
-        otel.uninstrument()
-        metering.provider.shutdown()
 
 
 def refuse(breaker: vr.CircuitBreaker, times: int) -> None:
