@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 
 import virtrigaud_resilience as vr  # noqa: E402
 from virtrigaud_resilience import _core, otel  # noqa: E402
+from virtrigaud_resilience.otel import _tracing  # noqa: E402
 
 ATTEMPT = "virtrigaud.attempt"
 
@@ -166,7 +167,8 @@ def test_timed_attempts_record_their_durations(instrument: Any) -> None:
 def fields(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = dict(
         start_span=print, name=ATTEMPT, attributes=(), number_key="n", span_key="s",
-        attach=print, detach=print, clock=None, ended=print, raised=print)
+        attach=print, detach=print, clock=None, ended=print, raised=print,
+        execution_type=_tracing.Execution)
     values.update(overrides)
     return values
 
@@ -181,3 +183,19 @@ def test_a_traced_attempt_needs_the_execution_and_the_function() -> None:
     attempt = _core.TracedAttempt(**fields())
     with pytest.raises(TypeError, match="takes the execution and the function"):
         attempt(object())
+
+
+class Unslotted:
+    number = 0  # a plain class attribute: no slot to write
+
+
+def test_a_traced_attempt_needs_an_execution_type_with_the_slots() -> None:
+    with pytest.raises(TypeError, match="TracedAttempt execution_type must have a slot number, "
+                                        "got <class .*Unslotted'>"):
+        _core.TracedAttempt(**fields(execution_type=Unslotted))
+
+
+def test_a_traced_attempt_refuses_an_execution_of_another_type() -> None:
+    attempt = _core.TracedAttempt(**fields())
+    with pytest.raises(TypeError, match="doesn't apply to a 'object' object"):
+        attempt(object(), print)

@@ -105,7 +105,7 @@ class Tracing:
             tracer.start_span, names.ATTEMPT_SPAN, _ATTEMPT_ATTRIBUTES, names.ATTEMPT_NUMBER,
             SPAN_KEY, _context.attach, _context.detach,
             time.perf_counter if attempt_duration is not None else None,
-            _attempt_ended, _attempt_tracer_raised)
+            _attempt_ended, _attempt_tracer_raised, Execution)
 
 
 #: The active configuration; None once uninstrumented (a call that was
