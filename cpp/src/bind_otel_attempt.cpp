@@ -262,11 +262,13 @@ bool find_slots(PyObject* execution_type, SlotAccess (&slots)[kSlots]) {
         if (descr == nullptr) {
             PyErr_Clear();
         }
-        PyTypeObject* kind = descr == nullptr ? nullptr : Py_TYPE(descr);
-        auto get = kind == nullptr ? nullptr
-                                   : reinterpret_cast<descrgetfunc>(PyType_GetSlot(kind, Py_tp_descr_get));
-        auto set = kind == nullptr ? nullptr
-                                   : reinterpret_cast<descrsetfunc>(PyType_GetSlot(kind, Py_tp_descr_set));
+        descrgetfunc get = nullptr;
+        descrsetfunc set = nullptr;
+        if (descr != nullptr) {
+            PyTypeObject* kind = Py_TYPE(descr);
+            get = reinterpret_cast<descrgetfunc>(PyType_GetSlot(kind, Py_tp_descr_get));
+            set = reinterpret_cast<descrsetfunc>(PyType_GetSlot(kind, Py_tp_descr_set));
+        }
         if (get == nullptr || set == nullptr) {
             Py_XDECREF(descr);
             for (int done = 0; done < i; ++done) {

@@ -24,9 +24,10 @@ read it, see _sampling.py), building each span's parent context, attaching
 the attempt's (and, after a failure, the execution's), the contextvar
 :data:`CURRENT`, and the Python frames around the native call: two of
 ours per sampled sync call that succeeds at once (the call, the
-execution's ``__init__``), each about a native call's cost in CPython; the attempt's span, its context, the call
-and the span's end are native (cpp/src/bind_otel_attempt.cpp), and so are
-the context operations (see _context.py). The span names and attribute
+execution's ``__init__``), each about a native call's cost in CPython; the
+attempt's span, its context, the call and the span's end are native
+(cpp/src/bind_otel_attempt.cpp), and so are the context operations (see
+_context.py). The span names and attribute
 dicts are built once per policy name and attempt number: the SDK copies
 what it is given.
 
