@@ -8,6 +8,7 @@
 namespace virtrigaud_bind {
 
 void bind_otel_gate(nb::module_& m);  // TraceGate (vr.otel's sampling decision)
+void bind_otel_attempt(nb::module_& m);  // TracedAttempt (vr.otel's sampled sync attempt)
 
 namespace {
 
@@ -114,4 +115,5 @@ NB_MODULE(_core, m) {
     bind_adaptive(m);
     bind_budget(m);
     bind_otel_gate(m);  // after bind_bulkhead_slot: it reads ContextVars as the bulkheads do
+    bind_otel_attempt(m);
 }

@@ -1150,6 +1150,22 @@ def _context_with(context: dict[str, object], key: str, value: object, /) -> Any
     key to value.
     """
 
+class TracedAttempt:
+    """
+    TracedAttempt(start_span, name, attributes, number_key, span_key, attach,
+    detach, clock, ended, raised, execution_type): called as (execution, fn,
+    *args, **kwargs) with an execution_type instance (its slots number,
+    context, spanned, limited, attempt_span read and written),
+    runs fn(*args, **kwargs) inside a span start_span(name,
+    context=execution.context, attributes=attributes[execution.number])
+    made current (attach/detach), ended after; ended(execution, number, span,
+    error, started) ends it instead when fn raised or clock is not None;
+    raised(exception) when start_span raised an Exception (fn then runs
+    untraced).
+    """
+    def __init__(self, start_span: Callable[..., Any], name: str, attributes: tuple[dict[str, Any], ...], number_key: str, span_key: str, attach: Callable[[Any], Any], detach: Callable[[Any], Any], clock: Callable[[], float] | None, ended: Callable[..., Any], raised: Callable[[BaseException], Any], execution_type: type) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

@@ -1,10 +1,12 @@
 """The traced policy methods: a span per execution and a child span per attempt.
 
 While instrumented (see _routing.py), ``Policy.execute`` is :func:`execute`:
-it opens the execution's span and runs the native execute with
-:meth:`Execution.attempt` wrapped around the caller's function, so every
-attempt that reaches the function (the native first one and each retry of
-the Python continuation) runs inside its own span, current while it runs.
+it opens the execution's span and runs the native execute with the native
+attempt (:attr:`Tracing.attempt`, ``_core.TracedAttempt``) as the function
+to call, given the execution and the caller's function, so every attempt
+that reaches the function (the native first one and each retry of the
+Python continuation) runs inside its own span, current while it runs
+(``execute_async``: :meth:`Execution.attempt_async`, in Python).
 Attempts the breaker, limiter or bulkhead refused never reach it: they
 become span events on the execution's span (see :meth:`Execution.rejected`).
 
@@ -18,13 +20,16 @@ span.
 
 What is ours per call, on top of the SDK's two spans: the sampling rule's
 read of the parent (native, see _gate.py; in Python where the gate cannot
-read it, see _sampling.py), building each span's parent
-context, attaching the attempt's (and, after a failure, the execution's),
-the contextvar :data:`CURRENT`, and the Python frames around the native
-call: seven of ours per sampled call, each about a native call's cost in
-CPython, so they are few (the context operations are C calls, see
-_context.py; the span names and attribute dicts are built once per policy
-name and attempt number: the SDK copies what it is given).
+read it, see _sampling.py), building each span's parent context, attaching
+the attempt's (and, after a failure, the execution's), the contextvar
+:data:`CURRENT`, and the Python frames around the native call: two of
+ours per sampled sync call that succeeds at once (the call, the
+execution's ``__init__``), each about a native call's cost in CPython; the
+attempt's span, its context, the call and the span's end are native
+(cpp/src/bind_otel_attempt.cpp), and so are the context operations (see
+_context.py). The span names and attribute
+dicts are built once per policy name and attempt number: the SDK copies
+what it is given.
 
 A tracer that raises never breaks a call: the call runs untraced and the
 error is logged once.
@@ -82,10 +87,11 @@ def _policy_constants(name: str) -> tuple[str, dict[str, Any]]:
 
 class Tracing:
     """What the traced methods use: the tracer, the duration histograms
-    (None without a meter provider) and the sampler's parent-based rule
-    (None: every call is traced, the SDK's sampler deciding)."""
+    (None without a meter provider), the sampler's parent-based rule
+    (None: every call is traced, the SDK's sampler deciding) and the native
+    sync attempt for them (``attempt(execution, fn, *args, **kwargs)``)."""
 
-    __slots__ = ("tracer", "attempt_duration", "execution_duration", "sampling")
+    __slots__ = ("tracer", "attempt_duration", "execution_duration", "sampling", "attempt")
 
     def __init__(self, tracer: trace.Tracer, attempt_duration: Histogram | None,
                  execution_duration: Histogram | None,
@@ -94,6 +100,13 @@ class Tracing:
         self.attempt_duration = attempt_duration
         self.execution_duration = execution_duration
         self.sampling = sampling
+        # The tracer's start_span and the context operations are bound once
+        # here, not looked up per attempt (see cpp/src/bind_otel_attempt.cpp).
+        self.attempt: Callable[..., Any] = _core.TracedAttempt(
+            tracer.start_span, names.ATTEMPT_SPAN, _ATTEMPT_ATTRIBUTES, names.ATTEMPT_NUMBER,
+            SPAN_KEY, _context.attach, _context.detach,
+            time.perf_counter if attempt_duration is not None else None,
+            _attempt_ended, _attempt_tracer_raised, Execution)
 
 
 #: The active configuration; None once uninstrumented (a call that was
@@ -103,13 +116,30 @@ active: Tracing | None = None
 _tracer_failed = False
 
 
-def _tracer_raised(where: str) -> None:
-    """Logs the first failure of the tracer only (it would repeat per call)."""
+def _tracer_raised(where: str, error: BaseException | None = None) -> None:
+    """Logs the first failure of the tracer only (it would repeat per call):
+    ``error``, or the exception being handled."""
     global _tracer_failed
     if not _tracer_failed:
         _tracer_failed = True
-        logger.exception("the tracer provider failed to start a %s span; calls run untraced "
-                         "where it fails (logged once)", where)
+        logger.error("the tracer provider failed to start a %s span; calls run untraced "
+                     "where it fails (logged once)", where,
+                     exc_info=error if error is not None else True)
+
+
+def _attempt_tracer_raised(error: BaseException) -> None:
+    """The native attempt's tracer failed to start its span (it then calls
+    the function untraced)."""
+    _tracer_raised("attempt", error)
+
+
+def _attempt_ended(execution: Execution, number: int, span: trace.Span,
+                   error: BaseException | None, started: float) -> None:
+    """Ends the native attempt's span when it failed (``error``: then the
+    execution's span is current between attempts) or is timed."""
+    execution._end_attempt(number, span, error, started)
+    if error is not None:
+        execution.attach()
 
 
 def configure(tracing: Tracing | None) -> None:
@@ -130,13 +160,16 @@ class Execution:
         """Starts the execution's span; raises what the tracer raises."""
         name = policy._name  # the property is one more Python call
         span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
-        self.span = span = tracing.tracer.start_span(span_name, kind=SpanKind.INTERNAL,
+        # The caller's context, given: the SDK would read it again (two Python calls).
+        caller = _context.current()
+        self.span = span = tracing.tracer.start_span(span_name, context=caller,
+                                                     kind=SpanKind.INTERNAL,
                                                      attributes=attributes)
         self.policy = policy
         self.tracing = tracing
         #: The caller's context with the execution's span current: each
         #: attempt span's parent, and what is attached between attempts.
-        self.context = _context.with_value(_context.current(), SPAN_KEY, span)
+        self.context = _context.with_value(caller, SPAN_KEY, span)
         #: The token of the execution's context while attached (None: not).
         self.token: object | None = None
         #: The number (0-based) of the attempt running or next to run.
@@ -201,25 +234,6 @@ class Execution:
             histogram.record(time.perf_counter() - started, {
                 names.POLICY_NAME: self.policy.name, names.ATTEMPT_NUMBER: number,
                 names.OUTCOME: "success" if error is None else "failure"})
-
-    def attempt(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Calls ``fn(*args, **kwargs)`` inside the attempt's span; once one
-        failed, the execution's span is current between attempts."""
-        number, span = self._start_attempt()
-        if span is None:
-            return fn(*args, **kwargs)
-        token = _context.attach(_context.with_value(self.context, SPAN_KEY, span))
-        started = time.perf_counter() if self.tracing.attempt_duration is not None else 0.0
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            _context.detach(token)  # first: the contexts are a stack
-            self._end_attempt(number, span, exc, started)
-            self.attach()
-            raise
-        _context.detach(token)
-        self._end_attempt(number, span, None, started)
-        return result
 
     async def attempt_async(self, fn: Callable[..., Awaitable[Any]], *args: Any,
                             **kwargs: Any) -> Any:
@@ -307,11 +321,18 @@ def execute(self: Policy, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) 
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
     current = CURRENT.set(execution)
     try:
-        result = _NATIVE_EXECUTE(self, execution.attempt, fn, *args, **kwargs)
+        # The native attempt (Tracing.attempt) runs each attempt's span.
+        result = _NATIVE_EXECUTE(self, tracing.attempt, execution, fn, *args, **kwargs)
     except BaseException as exc:
         execution.exit(current, exc)
         raise
-    execution.exit(current, None)
+    if execution.token is None and tracing.execution_duration is None:
+        # All that exit() does for a success that attached nothing and times
+        # nothing (the common call), without its frame.
+        CURRENT.reset(current)
+        execution.span.end()
+    else:
+        execution.exit(current, None)
     return result
 
 

@@ -1,0 +1,432 @@
+// TracedAttempt: a sampled sync attempt's work under vr.otel, natively
+// (otel/_tracing.py makes one per configuration; Policy.execute's traced
+// method gives it to the native execute as the function to call, with the
+// execution and the caller's function as its first arguments).
+//
+// A sampled call's cost over the SDK's own spans was mostly our Python: in
+// CPython a Python frame costs about what the whole native policy call does,
+// and an attempt ran three (the attempt, its span's start and end) and a
+// bound method. Here, per attempt: the attempt span started as a child of
+// the execution's (its attributes prebuilt per attempt number: the SDK
+// copies them), made current (a native copy of the execution's Context with
+// the span under the API's key, attached through the API's own attach: its
+// ContextVar's C method by default), the function called, the context
+// detached and the span ended; only the SDK's Python runs. What is rare
+// stays in Python: a failed attempt (its error.type and status, then the
+// execution's span made current), a timed one (the attempt duration
+// histogram's record), a tracer that failed to start the span (logged once,
+// the function called untraced).
+//
+// The execution's state (its number, context, the running attempt's span)
+// stays in the Python Execution, whose slots the decision listeners read:
+// read and written here through the slots' own descriptors, found once at
+// construction (by attribute, each access is a type lookup, and in the
+// traced path's working set most missed CPython's method cache: ~200
+// instructions each). Every object held across a call into Python is a
+// strong reference (the free-threaded build may free a borrowed one meanwhile).
+
+#include "binding.hpp"
+
+namespace virtrigaud_bind {
+
+// A copy of the Context `context` that also maps key to value (bind_otel_gate.cpp).
+PyObject* otel_context_with(PyObject* context, PyObject* key, PyObject* value);
+
+namespace {
+
+// The Execution's slots used here, in the order of kSlotNames.
+enum Slot { kNumber, kContext, kSpanned, kLimited, kAttemptSpan, kSlots };
+const char* const kSlotNames[kSlots] = {"number", "context", "spanned", "limited",
+                                        "attempt_span"};
+
+// A slot's descriptor (a strong reference) and its type's get and set.
+struct SlotAccess {
+    PyObject* descr;
+    descrgetfunc get;
+    descrsetfunc set;
+};
+
+struct TracedAttemptObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject* start_span;   // the tracer's start_span (bound)
+    PyObject* name;         // the attempt span's name
+    PyObject* attributes;   // a tuple: the attributes dict of attempt number i
+    PyObject* number_key;   // the attribute naming a later attempt's number
+    PyObject* span_key;     // the key under which a Context holds its span
+    PyObject* attach;       // the API's attach(context) -> token
+    PyObject* detach;       // the API's detach(token)
+    PyObject* clock;        // time.perf_counter when attempts are timed, else None
+    PyObject* ended;        // ended(execution, number, span, error, started): Python
+    PyObject* raised;       // raised(exception): the tracer failed (logged once)
+    SlotAccess slots[kSlots];  // the Execution's (execution_type's)
+};
+
+// execution.<slot>, a new reference (nullptr with an error: unset, or not
+// an instance of the execution type).
+PyObject* get_slot(const TracedAttemptObject* a, Slot slot, PyObject* execution) {
+    const SlotAccess& access = a->slots[slot];
+    return access.get(access.descr, execution, reinterpret_cast<PyObject*>(Py_TYPE(execution)));
+}
+
+// execution.<slot> = value; false with an error set.
+bool set_slot(const TracedAttemptObject* a, Slot slot, PyObject* execution, PyObject* value) {
+    const SlotAccess& access = a->slots[slot];
+    return access.set(access.descr, execution, value) == 0;
+}
+
+// Interned at import: the span's end, start_span's keywords.
+PyObject* g_str_end = nullptr;
+PyObject* g_start_span_kwnames = nullptr;  // ("context", "attributes")
+PyObject* g_zero = nullptr;                // 0.0: `started` of an untimed attempt
+
+// The attempt span's attributes for attempt `number` (a new reference).
+PyObject* attributes_for(const TracedAttemptObject* a, PyObject* number) {
+    const Py_ssize_t index = PyLong_AsSsize_t(number);
+    if (index == -1 && PyErr_Occurred()) {
+        return nullptr;
+    }
+    if (index >= 0 && index < PyTuple_Size(a->attributes)) {
+        return Py_NewRef(PyTuple_GetItem(a->attributes, index));
+    }
+    PyObject* attributes = PyDict_New();
+    if (attributes != nullptr && PyDict_SetItem(attributes, a->number_key, number) != 0) {
+        Py_CLEAR(attributes);
+    }
+    return attributes;
+}
+
+// tracer.start_span(name, context=context, attributes=...) for the attempt
+// `number` of `execution`, marked as the running one; nullptr with an error
+// set when anything raised.
+PyObject* start_attempt_span(const TracedAttemptObject* a, PyObject* execution,
+                             PyObject* number, PyObject* context) {
+    if (!set_slot(a, kSpanned, execution, number) ||
+        !set_slot(a, kLimited, execution, Py_False)) {
+        return nullptr;
+    }
+    PyObject* attributes = attributes_for(a, number);
+    if (attributes == nullptr) {
+        return nullptr;
+    }
+    PyObject* args[3] = {a->name, context, attributes};
+    PyObject* span = PyObject_Vectorcall(a->start_span, args, 1, g_start_span_kwnames);
+    Py_DECREF(attributes);
+    return span;
+}
+
+// Calls raised(the exception the tracer raised) and then the function,
+// untraced (a tracer's Exception never breaks a call; a BaseException
+// passes, as Python's `except Exception` lets it).
+PyObject* call_untraced(const TracedAttemptObject* a, PyObject* fn, PyObject* const* args,
+                        size_t nargsf, PyObject* kwnames) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+        return nullptr;
+    }
+    PyObject* exc = fetch_exception();
+    PyObject* r = call_one(a->raised, exc);
+    Py_DECREF(exc);
+    if (r == nullptr) {
+        return nullptr;
+    }
+    Py_DECREF(r);
+    return PyObject_Vectorcall(fn, args, nargsf, kwnames);
+}
+
+// After the function raised: detaches, lets Python end the span (its
+// error.type and status) and make the execution's span current, and raises
+// the function's error again (or what the cleanup raised, chained to it).
+PyObject* attempt_failed(const TracedAttemptObject* a, PyObject* execution, PyObject* number,
+                         PyObject* span, PyObject* token, PyObject* started) {
+    PyObject* error = fetch_exception();
+    PyObject* r = call_one(a->detach, token);  // first: the contexts are a stack
+    if (r != nullptr) {
+        Py_DECREF(r);
+        PyObject* args[5] = {execution, number, span, error, started};
+        r = PyObject_Vectorcall(a->ended, args, 5, nullptr);
+    }
+    if (r == nullptr) {  // as a raise inside Python's except block: chained
+        PyObject* cleanup = fetch_exception();
+        PyException_SetContext(cleanup, error);  // steals error
+        restore_exception(cleanup);
+        return nullptr;
+    }
+    Py_DECREF(r);
+    restore_exception(error);
+    return nullptr;
+}
+
+// After the function returned: detaches and ends the span (through Python
+// when the attempt is timed: the histogram's record). False with an error set.
+bool attempt_succeeded(const TracedAttemptObject* a, PyObject* execution, PyObject* number,
+                       PyObject* span, PyObject* token, PyObject* started) {
+    PyObject* r = call_one(a->detach, token);
+    if (r == nullptr) {
+        return false;
+    }
+    Py_DECREF(r);
+    if (a->clock != Py_None) {
+        PyObject* args[5] = {execution, number, span, Py_None, started};
+        r = PyObject_Vectorcall(a->ended, args, 5, nullptr);
+    } else if (!set_slot(a, kAttemptSpan, execution, Py_None)) {
+        return false;
+    } else {
+        PyObject* end_args[2] = {nullptr, span};
+        r = PyObject_VectorcallMethod(g_str_end, end_args + 1,
+                                      1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    }
+    Py_XDECREF(r);
+    return r != nullptr;
+}
+
+// The traced attempt once its span is started: current while fn runs.
+PyObject* run_in_span(const TracedAttemptObject* a, PyObject* execution, PyObject* number,
+                      PyObject* context, PyObject* span, PyObject* fn,
+                      PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+    if (!set_slot(a, kAttemptSpan, execution, span)) {
+        return nullptr;
+    }
+    PyObject* inner = otel_context_with(context, a->span_key, span);
+    if (inner == nullptr) {
+        return nullptr;
+    }
+    PyObject* token = call_one(a->attach, inner);
+    Py_DECREF(inner);
+    if (token == nullptr) {
+        return nullptr;
+    }
+    PyObject* started = a->clock == Py_None ? Py_NewRef(g_zero) : PyObject_CallNoArgs(a->clock);
+    PyObject* result = nullptr;
+    if (started != nullptr) {
+        result = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        if (result == nullptr) {
+            attempt_failed(a, execution, number, span, token, started);
+        } else if (!attempt_succeeded(a, execution, number, span, token, started)) {
+            Py_CLEAR(result);
+        }
+        Py_DECREF(started);
+    } else {
+        PyObject* error = fetch_exception();
+        PyObject* r = call_one(a->detach, token);
+        Py_XDECREF(r);
+        restore_exception(error);
+    }
+    Py_DECREF(token);
+    return result;
+}
+
+// attempt(execution, fn, *args, **kwargs): fn(*args, **kwargs) inside the
+// attempt's span (Execution.attempt's semantics, see _tracing.py).
+PyObject* traced_attempt_vectorcall(PyObject* self, PyObject* const* args, size_t nargsf,
+                                    PyObject* kwnames) {
+    auto* a = reinterpret_cast<TracedAttemptObject*>(self);
+    const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 2) {
+        PyErr_SetString(PyExc_TypeError, "TracedAttempt() takes the execution and the function");
+        return nullptr;
+    }
+    PyObject* execution = args[0];
+    PyObject* fn = args[1];
+    PyObject* const* fn_args = args + 2;
+    const size_t fn_nargs = static_cast<size_t>(nargs - 2);
+    PyObject* number = get_slot(a, kNumber, execution);
+    if (number == nullptr) {
+        return nullptr;
+    }
+    PyObject* context = get_slot(a, kContext, execution);
+    PyObject* result = nullptr;
+    if (context != nullptr) {
+        PyObject* span = start_attempt_span(a, execution, number, context);
+        if (span == nullptr) {
+            result = call_untraced(a, fn, fn_args, fn_nargs, kwnames);
+        } else {
+            result = run_in_span(a, execution, number, context, span, fn, fn_args, fn_nargs,
+                                 kwnames);
+            Py_DECREF(span);
+        }
+        Py_DECREF(context);
+    }
+    Py_DECREF(number);
+    return result;
+}
+
+const char* const traced_attempt_keywords[] = {"start_span", "name", "attributes", "number_key",
+                                               "span_key", "attach", "detach", "clock",
+                                               "ended", "raised", "execution_type", nullptr};
+
+// The descriptors of execution_type's slots with their get and set; false
+// with a TypeError naming the slot when one is not a data descriptor.
+bool find_slots(PyObject* execution_type, SlotAccess (&slots)[kSlots]) {
+    for (int i = 0; i < kSlots; ++i) {
+        PyObject* descr = PyObject_GetAttrString(execution_type, kSlotNames[i]);
+        if (descr == nullptr) {
+            PyErr_Clear();
+        }
+        descrgetfunc get = nullptr;
+        descrsetfunc set = nullptr;
+        if (descr != nullptr) {
+            PyTypeObject* kind = Py_TYPE(descr);
+            get = reinterpret_cast<descrgetfunc>(PyType_GetSlot(kind, Py_tp_descr_get));
+            set = reinterpret_cast<descrsetfunc>(PyType_GetSlot(kind, Py_tp_descr_set));
+        }
+        if (get == nullptr || set == nullptr) {
+            Py_XDECREF(descr);
+            for (int done = 0; done < i; ++done) {
+                Py_CLEAR(slots[done].descr);
+            }
+            PyErr_Format(PyExc_TypeError,
+                         "TracedAttempt execution_type must have a slot %s, got %R",
+                         kSlotNames[i], execution_type);
+            return false;
+        }
+        slots[i] = {descr, get, set};
+    }
+    return true;
+}
+
+PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
+    PyObject* fields[10] = {};
+    PyObject* execution_type = nullptr;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUO!UUOOOOOO!:TracedAttempt",
+                                     const_cast<char**>(traced_attempt_keywords), &fields[0],
+                                     &fields[1], &PyTuple_Type, &fields[2], &fields[3],
+                                     &fields[4], &fields[5], &fields[6], &fields[7], &fields[8],
+                                     &fields[9], &PyType_Type, &execution_type)) {
+        return nullptr;
+    }
+    for (const int callable : {0, 5, 6, 8, 9}) {
+        if (!PyCallable_Check(fields[callable])) {
+            PyErr_Format(PyExc_TypeError, "TracedAttempt %s must be callable, got %R",
+                         traced_attempt_keywords[callable], fields[callable]);
+            return nullptr;
+        }
+    }
+    if (fields[7] != Py_None && !PyCallable_Check(fields[7])) {
+        PyErr_Format(PyExc_TypeError, "TracedAttempt clock must be callable or None, got %R",
+                     fields[7]);
+        return nullptr;
+    }
+    SlotAccess slots[kSlots] = {};
+    if (!find_slots(execution_type, slots)) {
+        return nullptr;
+    }
+    auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
+    auto* a = reinterpret_cast<TracedAttemptObject*>(alloc(type, 0));
+    if (a == nullptr) {
+        for (SlotAccess& slot : slots) {
+            Py_DECREF(slot.descr);
+        }
+        return nullptr;
+    }
+    a->vectorcall = traced_attempt_vectorcall;
+    for (int i = 0; i < kSlots; ++i) {
+        a->slots[i] = slots[i];  // the references move
+    }
+    PyObject** members[10] = {&a->start_span, &a->name,  &a->attributes, &a->number_key,
+                              &a->span_key,   &a->attach, &a->detach,    &a->clock,
+                              &a->ended,      &a->raised};
+    for (int i = 0; i < 10; ++i) {
+        *members[i] = Py_NewRef(fields[i]);
+    }
+    return reinterpret_cast<PyObject*>(a);
+}
+
+#define VR_TRACED_ATTEMPT_FIELDS(apply)                                                        \
+    apply(start_span) apply(name) apply(attributes) apply(number_key) apply(span_key)        \
+        apply(attach) apply(detach) apply(clock) apply(ended) apply(raised)
+
+int traced_attempt_traverse(PyObject* self, visitproc visit, void* arg) {
+    auto* a = reinterpret_cast<TracedAttemptObject*>(self);
+    Py_VISIT(Py_TYPE(self));
+#define VR_VISIT(field) Py_VISIT(a->field);
+    VR_TRACED_ATTEMPT_FIELDS(VR_VISIT)
+#undef VR_VISIT
+    for (const SlotAccess& slot : a->slots) {
+        Py_VISIT(slot.descr);
+    }
+    return 0;
+}
+
+int traced_attempt_clear(PyObject* self) {
+    auto* a = reinterpret_cast<TracedAttemptObject*>(self);
+#define VR_CLEAR(field) Py_CLEAR(a->field);
+    VR_TRACED_ATTEMPT_FIELDS(VR_CLEAR)
+#undef VR_CLEAR
+    for (SlotAccess& slot : a->slots) {
+        Py_CLEAR(slot.descr);
+    }
+    return 0;
+}
+
+void traced_attempt_dealloc(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    traced_attempt_clear(self);
+    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
+    free_fn(self);
+    Py_DECREF(type);
+}
+
+PyMemberDef traced_attempt_members[] = {
+    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedAttemptObject, vectorcall),
+     VR_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
+PyType_Slot traced_attempt_type_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(traced_attempt_new)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(traced_attempt_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void*>(traced_attempt_traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(traced_attempt_clear)},
+    {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
+    {Py_tp_members, traced_attempt_members},
+    {Py_tp_doc, const_cast<char*>(
+                    "TracedAttempt(start_span, name, attributes, number_key, span_key, attach,\n"
+                    "detach, clock, ended, raised, execution_type): called as (execution, fn,\n"
+                    "*args, **kwargs) with an execution_type instance (its slots number,\n"
+                    "context, spanned, limited, attempt_span read and written),\n"
+                    "runs fn(*args, **kwargs) inside a span start_span(name,\n"
+                    "context=execution.context, attributes=attributes[execution.number])\n"
+                    "made current (attach/detach), ended after; ended(execution, number, span,\n"
+                    "error, started) ends it instead when fn raised or clock is not None;\n"
+                    "raised(exception) when start_span raised an Exception (fn then runs\n"
+                    "untraced).")},
+    {0, nullptr}};
+
+PyType_Spec traced_attempt_spec = {
+    "TracedAttempt",  // the module's name is prefixed at import
+    sizeof(TracedAttemptObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+        Py_TPFLAGS_IMMUTABLETYPE,
+    traced_attempt_type_slots};
+
+PyObject* interned(const char* s) {
+    PyObject* str = PyUnicode_InternFromString(s);
+    if (str == nullptr) {
+        throw nb::python_error();
+    }
+    return str;
+}
+
+}  // namespace
+
+void bind_otel_attempt(nb::module_& m) {
+    g_str_end = interned("end");
+    g_start_span_kwnames = PyTuple_New(2);
+    if (g_start_span_kwnames != nullptr) {
+        PyTuple_SetItem(g_start_span_kwnames, 0, interned("context"));  // steals
+        PyTuple_SetItem(g_start_span_kwnames, 1, interned("attributes"));
+    }
+    g_zero = PyFloat_FromDouble(0.0);
+    if (g_start_span_kwnames == nullptr || g_zero == nullptr) {
+        throw nb::python_error();
+    }
+    static const std::string name = nb::cast<std::string>(m.attr("__name__")) + ".TracedAttempt";
+    traced_attempt_spec.name = name.c_str();
+    PyObject* type = PyType_FromSpec(&traced_attempt_spec);
+    if (type == nullptr) {
+        throw nb::python_error();
+    }
+    m.attr("TracedAttempt") = nb::steal(type);
+}
+
+}  // namespace virtrigaud_bind
