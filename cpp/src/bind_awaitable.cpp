@@ -1179,14 +1179,6 @@ PyMethodDef call_until_def = {
     "Awaits fn(*args, **kwargs), cut off at deadline (seconds on clock; None: no\n"
     "limit): timeouts.call_until."};
 
-PyObject* interned(const char* s) {
-    PyObject* str = PyUnicode_InternFromString(s);
-    if (str == nullptr) {
-        throw nb::python_error();
-    }
-    return str;
-}
-
 }  // namespace
 
 PyObject* policy_execute_async(PyObject* self, PyObject* const* args, Py_ssize_t nargsf,

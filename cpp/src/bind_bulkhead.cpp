@@ -354,8 +354,8 @@ void bind_bulkhead_slot(nb::module_& m) {
     m.attr("BulkheadSlot") = type;
     g_bulkhead_slot_type = type.inc_ref().ptr();  // module lifetime
     g_context_var_type = nb::module_::import_("contextvars").attr("ContextVar").inc_ref().ptr();
-    g_str_get = PyUnicode_InternFromString("get");
-    g_str_set = PyUnicode_InternFromString("set");
+    g_str_get = interned("get");
+    g_str_set = interned("set");
 }
 
 void bind_bulkhead(nb::module_& m) {

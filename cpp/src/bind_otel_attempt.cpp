@@ -399,14 +399,6 @@ PyType_Spec traced_attempt_spec = {
         Py_TPFLAGS_IMMUTABLETYPE,
     traced_attempt_type_slots};
 
-PyObject* interned(const char* s) {
-    PyObject* str = PyUnicode_InternFromString(s);
-    if (str == nullptr) {
-        throw nb::python_error();
-    }
-    return str;
-}
-
 }  // namespace
 
 void bind_otel_attempt(nb::module_& m) {

@@ -361,10 +361,7 @@ PyObject* otel_context_with(PyObject* context, PyObject* key, PyObject* value) {
 
 void bind_otel_gate(nb::module_& m) {
     g_policy_type = reinterpret_cast<PyTypeObject*>(nb::type<PyPolicy>().ptr());
-    g_str_get_span_context = PyUnicode_InternFromString("get_span_context");
-    if (g_str_get_span_context == nullptr) {
-        throw nb::python_error();
-    }
+    g_str_get_span_context = interned("get_span_context");
     // The module's name as the type's __module__ (as type_from_spec gives
     // the others; an immutable type's cannot be set afterwards).
     static const std::string name = nb::cast<std::string>(m.attr("__name__")) + ".TraceGate";

@@ -782,7 +782,7 @@ PyType_Spec retry_entry_spec = {
 
 void bind_retry(nb::module_& m) {
     g_operator_not = nb::module_::import_("operator").attr("not_").inc_ref().ptr();
-    g_statistics_str = PyUnicode_InternFromString("statistics");
+    g_statistics_str = interned("statistics");
     m.attr("RetryCall") = type_from_spec(m, &retry_call_spec);
     m.attr("RetryEntry") = type_from_spec(m, &retry_entry_spec);
     m.attr("RetryEntry").attr("_SLOTS") = kEntrySlots;

@@ -316,6 +316,16 @@ static bool one_optional_arg(const char* method, const char* name, PyObject* con
     return true;
 }
 
+// A new reference to the interned str `s` (module lifetime where it is
+// kept in a global); throws what CPython raised (out of memory).
+inline PyObject* interned(const char* s) {
+    PyObject* str = PyUnicode_InternFromString(s);
+    if (str == nullptr) {
+        throw nb::python_error();
+    }
+    return str;
+}
+
 // Every descriptor add_fastcall_method() made (strong references: classes
 // keep them alive anyway), so specialise() can tell ours from an override.
 inline std::vector<PyObject*> g_fast_descriptors;

@@ -1053,14 +1053,6 @@ PyType_Spec scope_spec = {"virtrigaud_resilience._core._DeadlineScope",
 
 // ------------------------------------------------------------ installing --
 
-static PyObject* intern_or_throw(const char* s) {
-    PyObject* str = PyUnicode_InternFromString(s);
-    if (str == nullptr) {
-        throw nb::python_error();
-    }
-    return str;
-}
-
 static void install_deadlines(nb::handle scope_type, nb::handle scopes_var,
                               nb::handle deadline_var, nb::handle find_deadlines,
                               nb::handle timeouts, nb::handle system_clock,
@@ -1086,17 +1078,17 @@ static void install_deadlines(nb::handle scope_type, nb::handle scopes_var,
 }
 
 static void bind_deadlines(nb::module_& m) {
-    g_str_call_at = intern_or_throw("call_at");
-    g_str_fire_due = intern_or_throw("_fire_due");
-    g_str_fire = intern_or_throw("_fire");
-    g_str_time = intern_or_throw("time");
-    g_str_task_of = intern_or_throw("_task_of");
-    g_str_cancelling = intern_or_throw("cancelling");
-    g_str_uncancel = intern_or_throw("uncancel");
-    g_str_cancel = intern_or_throw("cancel");
-    g_str_now = intern_or_throw("now");
-    g_str_thread_id = intern_or_throw("_thread_id");
-    g_str_reset = intern_or_throw("reset");
+    g_str_call_at = interned("call_at");
+    g_str_fire_due = interned("_fire_due");
+    g_str_fire = interned("_fire");
+    g_str_time = interned("time");
+    g_str_task_of = interned("_task_of");
+    g_str_cancelling = interned("cancelling");
+    g_str_uncancel = interned("uncancel");
+    g_str_cancel = interned("cancel");
+    g_str_now = interned("now");
+    g_str_thread_id = interned("_thread_id");
+    g_str_reset = interned("reset");
     nb::object deadlines_type = type_from_spec(m, &loop_deadlines_spec);
     g_loop_deadlines_type = deadlines_type.inc_ref().ptr();
     m.attr("_LoopDeadlines") = deadlines_type;
