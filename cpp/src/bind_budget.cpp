@@ -41,8 +41,10 @@ void bind_budget(nb::module_& m) {
              "Counts this process's amounts for _take_unsynced() from now on.")
         .def("_take_unsynced", [](PyRetryBudget& b) { return b.core.take_unsynced(); },
              "This process's net amounts (units) added since the last call.")
+        .def("_take_wanted", [](PyRetryBudget& b) { return b.core.take_wanted(); },
+             "Whether this process asked for a retry since the last call.")
         .def("_set_external", [](PyRetryBudget& b, int64_t units) { b.core.set_external(units); },
-             "units"_a, "The rest of the fleet's net amount over the window (units).")
+             "units"_a, "What the rest of the fleet adds to the balance (units, may be < 0).")
         .def("_own_window", [](const PyRetryBudget& b) { return b.core.own_window(); },
              "This process's own net amount over the window (units).");
 }

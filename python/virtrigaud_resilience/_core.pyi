@@ -1120,8 +1120,11 @@ class RetryBudget:
     def _take_unsynced(self) -> int:
         """This process's net amounts (units) added since the last call."""
 
+    def _take_wanted(self) -> bool:
+        """Whether this process asked for a retry since the last call."""
+
     def _set_external(self, units: int) -> None:
-        """The rest of the fleet's net amount over the window (units)."""
+        """What the rest of the fleet adds to the balance (units, may be < 0)."""
 
     def _own_window(self) -> int:
         """This process's own net amount over the window (units)."""

@@ -41,6 +41,32 @@ def test_a_replica_spends_what_the_others_deposited(redis_url: str, key: str) ->
     assert busy.reachable is True
 
 
+def test_replicas_retrying_at_once_split_the_fleets_surplus(redis_url: str, key: str) -> None:
+    """Each replica that asked for a retry gets its share of the fleet's
+    surplus, so together they spend it once (each spending all of it would
+    retry twice the fleet's 20%)."""
+    clock = vr.ManualClock()
+    a, b = pair(redis_url, key, clock)
+    for replica in (a, b):
+        for _ in range(50):
+            replica.deposit()
+        assert replica.try_withdraw()  # asks: counted among the fleet's askers
+    assert a.sync() and b.sync() and a.sync()  # both registered, both with the news
+    assert a.available == 9 and b.available == 9  # the fleet's 18 left, halved
+    spent = sum(a.try_withdraw() for _ in range(20)) + sum(b.try_withdraw() for _ in range(20))
+    assert spent == 18  # 100 calls, 20 retries in all
+    assert a.sync() and b.sync() and a.sync()
+    assert a.available == 0 and b.available == 0
+    newcomer = RedisRetryBudget(connect(redis_url), key, 0.2, min_per_second=0, ttl=10,
+                                clock=clock, start=False)
+    for _ in range(15):
+        newcomer.deposit()  # 3 retries' worth, its own, before any exchange
+    assert newcomer.available == 3
+    assert newcomer.sync() and a.sync() and b.sync()
+    # It has not asked, so it counts itself as a third: a third each, 3 in all.
+    assert (newcomer.available, a.available, b.available) == (1, 1, 1)
+
+
 def test_on_redis_loss_each_replica_keeps_its_local_budget(own_server: Any, key: str,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     clock = vr.ManualClock()

@@ -96,6 +96,7 @@ public:
         shared_.store(other.shared_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         unsynced_.store(other.unsynced_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         external_.store(other.external_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        wanted_.store(other.wanted_.load(std::memory_order_relaxed), std::memory_order_relaxed);
         for (int i = 0; i < kSlots; ++i) {
             epoch_[i].store(other.epoch_[i].load(std::memory_order_relaxed),
                             std::memory_order_relaxed);
@@ -211,8 +212,13 @@ public:
     /// withdrawals, units), to send to the fleet.
     int64_t take_unsynced() noexcept { return unsynced_.exchange(0, std::memory_order_acq_rel); }
 
-    /// The rest of the fleet's net amount over the window, as last heard
-    /// (0: none, or the fleet is unreachable); counted in the balance.
+    /// Whether this process asked for a retry (granted or refused) since
+    /// the last call: the fleet splits its surplus among the replicas that
+    /// did (set only once share() was called).
+    bool take_wanted() noexcept { return wanted_.exchange(false, std::memory_order_acq_rel); }
+
+    /// What the rest of the fleet adds to this process's balance (units, may
+    /// be negative), as last heard (0: none, or the fleet is unreachable).
     void set_external(int64_t units) noexcept {
         external_.store(units, std::memory_order_release);
     }
@@ -301,6 +307,10 @@ private:
     }
 
     bool withdraw_from_window(int64_t epoch) noexcept {
+        if (shared_.load(std::memory_order_relaxed) &&
+            !wanted_.load(std::memory_order_relaxed)) {
+            wanted_.store(true, std::memory_order_relaxed);  // a store per exchange, not per retry
+        }
         // Cheap refusal first: most refusals never touch a slot.
         const int64_t floor = c_ + external_.load(std::memory_order_acquire);
         if (window_sum(epoch) + floor < b_) {
@@ -347,10 +357,11 @@ private:
     // quota: capacity, retry cost, timeout cost, refund.
     int64_t a_ = 0, b_ = 0, c_ = 0, d_ = 0;
     std::atomic<int64_t> value_{0};  // tokens: milli-tokens; quota: capacity left
-    mutable std::atomic<int64_t> last_slot_{0};
+    mutable std::atomic<int64_t> last_slot_{0};  // ratio: the slot slot_now() found last
     std::atomic<bool> shared_{false};
     std::atomic<int64_t> unsynced_{0};  // shared: own amounts not yet sent
-    std::atomic<int64_t> external_{0};  // shared: the rest of the fleet's window  // ratio: the slot slot_now() found last
+    std::atomic<int64_t> external_{0};  // shared: the rest of the fleet's part of the balance
+    std::atomic<bool> wanted_{false};   // shared: a withdrawal was asked for since take_wanted()
     alignas(64) std::atomic<int64_t> epoch_[kSlots];
     std::atomic<int64_t> amount_[kSlots];
 };

@@ -14,11 +14,17 @@ then counts in the local balance, so the fleet's retries stay near
 ``percent`` of the fleet's calls, even when the calls and the failures land
 on different replicas.
 
+The fleet's surplus (or debt) at an exchange is split evenly among the
+replicas that asked for a retry lately (within ``max(2 * refresh, ttl /
+10)``; a replica that has not asked counts itself as one more), so
+replicas retrying at once spend it once between them, not each all of it.
+Between exchanges the fleet may still overshoot by the surplus of one
+exchange that is not yet known to all; when a single replica retries, it
+gets the whole surplus at once, as if the fleet were one process.
+
 Each replica keeps its own reserve (``min_per_second``): the fleet's is the
-sum of its replicas'. Between exchanges, replicas may spend the same
-surplus of the others: the overshoot is at most about one refresh's worth
-of the fleet's deposits. On Redis loss a replica keeps its local budget
-(its own deposits and reserve; the rest of the fleet counts as 0) and the
+sum of its replicas'. On Redis loss a replica keeps its local budget (its
+own deposits and reserve; the rest of the fleet counts as 0) and the
 amounts it adds meanwhile are not sent; the next exchange that succeeds
 rejoins the fleet.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 import weakref
 from typing import Any
 
@@ -42,9 +49,13 @@ logger = logging.getLogger("virtrigaud_resilience")
 #: Seconds between exchanges with Redis, by default.
 DEFAULT_REFRESH = 0.5
 
-# KEYS[1]: the fleet's window (a hash: slot -> net units); ARGV: this
-# replica's units since its last exchange, the slot's length in ms, slots.
-# Returns the fleet's net units over the window. The slot is the server's
+# KEYS[1]: the fleet's window, a hash: slot -> net units, and "r:" replica
+# -> the server's ms when it last asked for a retry (one key: Cluster-safe).
+# ARGV: this replica's units since its last exchange, the slot's length in
+# ms, slots, this replica's id, 1 if it asked for a retry since its last
+# exchange, the ms within which a replica that asked counts.
+# Returns {the fleet's net units over the window, the replicas that asked
+# within the horizon, 1 if this one is among them}. Times are the server's
 # (TIME): the replicas' monotonic clocks have nothing in common.
 _EXCHANGE = """
 local t = redis.call('TIME')
@@ -53,21 +64,37 @@ local slot_ms = tonumber(ARGV[2])
 local slots = tonumber(ARGV[3])
 local slot = math.floor(now_ms / slot_ms)
 local delta = tonumber(ARGV[1])
+local me = 'r:' .. ARGV[4]
 if delta ~= 0 then
   redis.call('HINCRBY', KEYS[1], slot, delta)
 end
-local sum = 0
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], me, now_ms)
+end
+local since = now_ms - tonumber(ARGV[6])
+local sum, askers, counted = 0, 0, 0
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
-  local s = tonumber(fields[i])
-  if s == nil or s <= slot - slots then
-    redis.call('HDEL', KEYS[1], fields[i])
-  elseif s <= slot then
-    sum = sum + tonumber(fields[i + 1])
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'r:' then
+    local at = tonumber(fields[i + 1])
+    if at == nil or at <= now_ms - slot_ms * slots then
+      redis.call('HDEL', KEYS[1], f)
+    elseif at >= since then
+      askers = askers + 1
+      if f == me then counted = 1 end
+    end
+  else
+    local s = tonumber(f)
+    if s == nil or s <= slot - slots then
+      redis.call('HDEL', KEYS[1], f)
+    elseif s <= slot then
+      sum = sum + tonumber(fields[i + 1])
+    end
   end
 end
 redis.call('PEXPIRE', KEYS[1], slot_ms * (slots + 1))
-return sum
+return {sum, askers, counted}
 """
 
 
@@ -91,7 +118,7 @@ class RedisRetryBudget(RetryBudget):
     """
 
     __slots__ = ("_client", "_key", "_script", "_refresh", "_stop", "_thread", "_reachable",
-                 "_sync_lock")
+                 "_sync_lock", "_id", "_horizon_ms")
 
     def __init__(self, client: Any, key: str, percent: float = 0.2, min_per_second: int = 10,
                  ttl: Seconds = 10.0, *, refresh: Seconds = DEFAULT_REFRESH,
@@ -116,6 +143,9 @@ class RedisRetryBudget(RetryBudget):
         self._key = key
         self._script = client.register_script(_EXCHANGE)
         self._refresh = every
+        self._id = uuid.uuid4().hex
+        slot_ms = max(1, spec.native[4] // 10 // 1_000_000)
+        self._horizon_ms = max(round(2 * every * 1000), slot_ms)
         self._stop = threading.Event()
         self._reachable: bool | None = None
         self._sync_lock = threading.Lock()
@@ -138,16 +168,20 @@ class RedisRetryBudget(RetryBudget):
 
     def sync(self) -> bool:
         """One exchange with Redis now: sends this replica's amounts since the
-        last, and counts the rest of the fleet's window in the balance.
+        last, and counts its share of the fleet's window in the balance (the
+        window split among the replicas that asked for a retry lately).
         Returns whether Redis answered; when it did not, the rest of the
         fleet counts as 0 and this replica's amounts meanwhile are dropped."""
         import redis
 
         with self._sync_lock:
             delta = self._take_unsynced()
+            wanted = self._take_wanted()
             slot_ms = max(1, self._spec.native[4] // 10 // 1_000_000)
             try:
-                fleet = int(self._script(keys=[self._key], args=[delta, slot_ms, 10]))
+                fleet, askers, counted = (int(v) for v in self._script(
+                    keys=[self._key],
+                    args=[delta, slot_ms, 10, self._id, int(wanted), self._horizon_ms]))
             except (redis.RedisError, OSError) as exc:
                 self._set_external(0)
                 if self._reachable is not False:
@@ -155,7 +189,9 @@ class RedisRetryBudget(RetryBudget):
                                    "the local budget alone", self._key, exc)
                 self._reachable = False
                 return False
-            self._set_external(fleet - self._own_window())
+            # Floor division: a debt is never rounded down to nothing.
+            share = fleet // (askers + (0 if counted else 1))
+            self._set_external(share - self._own_window())
             if self._reachable is False:
                 logger.info("retry budget %s: Redis reachable again; sharing the fleet's "
                             "window", self._key)
