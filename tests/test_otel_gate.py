@@ -90,16 +90,21 @@ def test_the_gates_are_the_policys_methods_while_a_sampler_may_drop(gated: Provi
     for name in ("execute", "execute_async"):
         gate = Policy.__dict__[name]
         assert type(gate) is _core.TraceGate
-        assert gate.native is _gate.NATIVE[name] and gate.traced is _tracing.TRACED[name]
+        assert gate.native is _gate.NATIVE[name]
+        assert _tracing.active is not None and gate.traced is _tracing.active.methods[name]
+    assert type(Policy.__dict__["execute"].traced) is _core.TracedExecute  # sync: native
     otel.uninstrument()
     assert {name: Policy.__dict__[name] for name in NATIVE} == NATIVE
 
 
-def test_a_sampler_that_never_drops_ahead_keeps_the_python_methods() -> None:
+def test_a_sampler_that_never_drops_ahead_routes_the_traced_methods_ungated() -> None:
     provider = Provider(ALWAYS_ON)  # no parent-based rule: nothing for a gate to decide
     otel.instrument(tracer_provider=provider.provider)
     try:
-        assert Policy.__dict__["execute"] is _tracing.TRACED["execute"]
+        assert _tracing.active is not None
+        assert Policy.__dict__["execute"] is _tracing.active.methods["execute"]
+        assert type(Policy.__dict__["execute"]) is _core.TracedExecute
+        assert Policy.__dict__["execute_async"] is _tracing.TRACED["execute_async"]
     finally:
         otel.uninstrument()
 
@@ -253,6 +258,7 @@ def test_without_the_apis_context_var_the_python_decision_stands(
     provider = Provider(ParentBased(ALWAYS_ON))
     otel.instrument(tracer_provider=provider.provider)
     try:
+        # The rule applied in Python: the Python execute, which applies it.
         assert Policy.__dict__["execute"] is _tracing.TRACED["execute"]
         policy = vr.PolicyBuilder("p").build()
         assert under(parent(sampled=False), partial(policy.execute, ok)) == "ok"

@@ -186,11 +186,11 @@ def test_a_traced_attempt_needs_the_execution_and_the_function() -> None:
 
 
 class Unslotted:
-    number = 0  # a plain class attribute: no slot to write
+    policy = None  # a plain class attribute: no slot to write
 
 
 def test_a_traced_attempt_needs_an_execution_type_with_the_slots() -> None:
-    with pytest.raises(TypeError, match="TracedAttempt execution_type must have a slot number, "
+    with pytest.raises(TypeError, match="TracedAttempt execution_type must have a slot policy, "
                                         "got <class .*Unslotted'>"):
         _core.TracedAttempt(**fields(execution_type=Unslotted))
 

@@ -18,14 +18,11 @@
 // the function called untraced).
 //
 // The execution's state (its number, context, the running attempt's span)
-// stays in the Python Execution, whose slots the decision listeners read:
-// read and written here through the slots' own descriptors, found once at
-// construction (by attribute, each access is a type lookup, and in the
-// traced path's working set most missed CPython's method cache: ~200
-// instructions each). Every object held across a call into Python is a
-// strong reference (the free-threaded build may free a borrowed one meanwhile).
+// stays in the Python Execution, whose slots the decision listeners read
+// (see otel_execution.hpp). Every object held across a call into Python is
+// a strong reference (the free-threaded build may free a borrowed one meanwhile).
 
-#include "binding.hpp"
+#include "otel_execution.hpp"
 
 namespace virtrigaud_bind {
 
@@ -33,18 +30,6 @@ namespace virtrigaud_bind {
 PyObject* otel_context_with(PyObject* context, PyObject* key, PyObject* value);
 
 namespace {
-
-// The Execution's slots used here, in the order of kSlotNames.
-enum Slot { kNumber, kContext, kSpanned, kLimited, kAttemptSpan, kSlots };
-const char* const kSlotNames[kSlots] = {"number", "context", "spanned", "limited",
-                                        "attempt_span"};
-
-// A slot's descriptor (a strong reference) and its type's get and set.
-struct SlotAccess {
-    PyObject* descr;
-    descrgetfunc get;
-    descrsetfunc set;
-};
 
 struct TracedAttemptObject {
     PyObject_HEAD
@@ -59,21 +44,8 @@ struct TracedAttemptObject {
     PyObject* clock;        // time.perf_counter when attempts are timed, else None
     PyObject* ended;        // ended(execution, number, span, error, started): Python
     PyObject* raised;       // raised(exception): the tracer failed (logged once)
-    SlotAccess slots[kSlots];  // the Execution's (execution_type's)
+    ExecutionSlots slots;   // the Execution's (execution_type's)
 };
-
-// execution.<slot>, a new reference (nullptr with an error: unset, or not
-// an instance of the execution type).
-PyObject* get_slot(const TracedAttemptObject* a, Slot slot, PyObject* execution) {
-    const SlotAccess& access = a->slots[slot];
-    return access.get(access.descr, execution, reinterpret_cast<PyObject*>(Py_TYPE(execution)));
-}
-
-// execution.<slot> = value; false with an error set.
-bool set_slot(const TracedAttemptObject* a, Slot slot, PyObject* execution, PyObject* value) {
-    const SlotAccess& access = a->slots[slot];
-    return access.set(access.descr, execution, value) == 0;
-}
 
 // Interned at import: the span's end, start_span's keywords.
 PyObject* g_str_end = nullptr;
@@ -101,8 +73,8 @@ PyObject* attributes_for(const TracedAttemptObject* a, PyObject* number) {
 // set when anything raised.
 PyObject* start_attempt_span(const TracedAttemptObject* a, PyObject* execution,
                              PyObject* number, PyObject* context) {
-    if (!set_slot(a, kSpanned, execution, number) ||
-        !set_slot(a, kLimited, execution, Py_False)) {
+    if (!a->slots.set(kSpanned, execution, number) ||
+        !a->slots.set(kLimited, execution, Py_False)) {
         return nullptr;
     }
     PyObject* attributes = attributes_for(a, number);
@@ -168,7 +140,7 @@ bool attempt_succeeded(const TracedAttemptObject* a, PyObject* execution, PyObje
     if (a->clock != Py_None) {
         PyObject* args[5] = {execution, number, span, Py_None, started};
         r = PyObject_Vectorcall(a->ended, args, 5, nullptr);
-    } else if (!set_slot(a, kAttemptSpan, execution, Py_None)) {
+    } else if (!a->slots.set(kAttemptSpan, execution, Py_None)) {
         return false;
     } else {
         PyObject* end_args[2] = {nullptr, span};
@@ -183,7 +155,7 @@ bool attempt_succeeded(const TracedAttemptObject* a, PyObject* execution, PyObje
 PyObject* run_in_span(const TracedAttemptObject* a, PyObject* execution, PyObject* number,
                       PyObject* context, PyObject* span, PyObject* fn,
                       PyObject* const* args, size_t nargsf, PyObject* kwnames) {
-    if (!set_slot(a, kAttemptSpan, execution, span)) {
+    if (!a->slots.set(kAttemptSpan, execution, span)) {
         return nullptr;
     }
     PyObject* inner = otel_context_with(context, a->span_key, span);
@@ -229,11 +201,11 @@ PyObject* traced_attempt_vectorcall(PyObject* self, PyObject* const* args, size_
     PyObject* fn = args[1];
     PyObject* const* fn_args = args + 2;
     const size_t fn_nargs = static_cast<size_t>(nargs - 2);
-    PyObject* number = get_slot(a, kNumber, execution);
+    PyObject* number = a->slots.get(kNumber, execution);
     if (number == nullptr) {
         return nullptr;
     }
-    PyObject* context = get_slot(a, kContext, execution);
+    PyObject* context = a->slots.get(kContext, execution);
     PyObject* result = nullptr;
     if (context != nullptr) {
         PyObject* span = start_attempt_span(a, execution, number, context);
@@ -253,36 +225,6 @@ PyObject* traced_attempt_vectorcall(PyObject* self, PyObject* const* args, size_
 const char* const traced_attempt_keywords[] = {"start_span", "name", "attributes", "number_key",
                                                "span_key", "attach", "detach", "clock",
                                                "ended", "raised", "execution_type", nullptr};
-
-// The descriptors of execution_type's slots with their get and set; false
-// with a TypeError naming the slot when one is not a data descriptor.
-bool find_slots(PyObject* execution_type, SlotAccess (&slots)[kSlots]) {
-    for (int i = 0; i < kSlots; ++i) {
-        PyObject* descr = PyObject_GetAttrString(execution_type, kSlotNames[i]);
-        if (descr == nullptr) {
-            PyErr_Clear();
-        }
-        descrgetfunc get = nullptr;
-        descrsetfunc set = nullptr;
-        if (descr != nullptr) {
-            PyTypeObject* kind = Py_TYPE(descr);
-            get = reinterpret_cast<descrgetfunc>(PyType_GetSlot(kind, Py_tp_descr_get));
-            set = reinterpret_cast<descrsetfunc>(PyType_GetSlot(kind, Py_tp_descr_set));
-        }
-        if (get == nullptr || set == nullptr) {
-            Py_XDECREF(descr);
-            for (int done = 0; done < i; ++done) {
-                Py_CLEAR(slots[done].descr);
-            }
-            PyErr_Format(PyExc_TypeError,
-                         "TracedAttempt execution_type must have a slot %s, got %R",
-                         kSlotNames[i], execution_type);
-            return false;
-        }
-        slots[i] = {descr, get, set};
-    }
-    return true;
-}
 
 PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     PyObject* fields[10] = {};
@@ -306,27 +248,22 @@ PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
                      fields[7]);
         return nullptr;
     }
-    SlotAccess slots[kSlots] = {};
-    if (!find_slots(execution_type, slots)) {
-        return nullptr;
-    }
     auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
     auto* a = reinterpret_cast<TracedAttemptObject*>(alloc(type, 0));
     if (a == nullptr) {
-        for (SlotAccess& slot : slots) {
-            Py_DECREF(slot.descr);
-        }
         return nullptr;
     }
+    new (&a->slots) ExecutionSlots();
     a->vectorcall = traced_attempt_vectorcall;
-    for (int i = 0; i < kSlots; ++i) {
-        a->slots[i] = slots[i];  // the references move
-    }
     PyObject** members[10] = {&a->start_span, &a->name,  &a->attributes, &a->number_key,
                               &a->span_key,   &a->attach, &a->detach,    &a->clock,
                               &a->ended,      &a->raised};
     for (int i = 0; i < 10; ++i) {
         *members[i] = Py_NewRef(fields[i]);
+    }
+    if (!a->slots.find(execution_type, "TracedAttempt")) {
+        Py_DECREF(a);
+        return nullptr;
     }
     return reinterpret_cast<PyObject*>(a);
 }
@@ -341,10 +278,7 @@ int traced_attempt_traverse(PyObject* self, visitproc visit, void* arg) {
 #define VR_VISIT(field) Py_VISIT(a->field);
     VR_TRACED_ATTEMPT_FIELDS(VR_VISIT)
 #undef VR_VISIT
-    for (const SlotAccess& slot : a->slots) {
-        Py_VISIT(slot.descr);
-    }
-    return 0;
+    return a->slots.traverse(visit, arg);
 }
 
 int traced_attempt_clear(PyObject* self) {
@@ -352,9 +286,7 @@ int traced_attempt_clear(PyObject* self) {
 #define VR_CLEAR(field) Py_CLEAR(a->field);
     VR_TRACED_ATTEMPT_FIELDS(VR_CLEAR)
 #undef VR_CLEAR
-    for (SlotAccess& slot : a->slots) {
-        Py_CLEAR(slot.descr);
-    }
+    a->slots.clear();
     return 0;
 }
 

@@ -9,6 +9,7 @@ namespace virtrigaud_bind {
 
 void bind_otel_gate(nb::module_& m);  // TraceGate (vr.otel's sampling decision)
 void bind_otel_attempt(nb::module_& m);  // TracedAttempt (vr.otel's sampled sync attempt)
+void bind_otel_execute(nb::module_& m);  // TracedExecute (vr.otel's sampled sync execution)
 
 namespace {
 
@@ -116,4 +117,5 @@ NB_MODULE(_core, m) {
     bind_budget(m);
     bind_otel_gate(m);  // after bind_bulkhead_slot: it reads ContextVars as the bulkheads do
     bind_otel_attempt(m);
+    bind_otel_execute(m);
 }

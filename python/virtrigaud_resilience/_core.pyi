@@ -1169,6 +1169,23 @@ class TracedAttempt:
     def __init__(self, start_span: Callable[..., Any], name: str, attributes: tuple[dict[str, Any], ...], number_key: str, span_key: str, attach: Callable[[Any], Any], detach: Callable[[Any], Any], clock: Callable[[], float] | None, ended: Callable[..., Any], raised: Callable[[BaseException], Any], execution_type: type) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
+class TracedExecute:
+    """
+    TracedExecute(native, fallback, active_in, tracing, attempt, start_span,
+    kind, constants, make_constants, current, span_key, current_set,
+    current_reset, clock, raised, execution_type): called as (policy, fn,
+    *args, **kwargs) while active_in['active'] is tracing (else fallback is),
+    makes an execution_type instance without its __init__ (its span from
+    start_span(constants[policy._name][0], context=current(), kind=kind,
+    attributes=constants[...][1])), sets it in current_set, and returns
+    native(policy, attempt, execution, fn, *args, **kwargs); then
+    current_reset and the span's end(), or execution.exit(token, error).
+    Binds as a method when it is a class attribute.
+    """
+    def __init__(self, native: Callable[..., Any], fallback: Callable[..., Any], active_in: dict[str, Any], tracing: Any, attempt: Callable[..., Any], start_span: Callable[..., Any], kind: Any, constants: dict[str, tuple[str, dict[str, Any]]], make_constants: Callable[[str], Any], current: Callable[[], Any], span_key: str, current_set: Callable[[Any], Any], current_reset: Callable[[Any], Any], clock: Callable[[], float] | None, raised: Callable[[BaseException], Any], execution_type: type) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, instance: object, owner: type | None = None, /) -> Any: ...
+
 class BreakerCall(Generic[_P, _T]):
     """
     BreakerCall(breaker, fn): fn whose every call is breaker.call(fn, ...), in one

@@ -118,11 +118,12 @@ def _trace_with(tracer_provider: Any) -> None:
         attempt_duration, execution_duration = _durations
         rule = _sampling.rule(tracer_provider)
         # A rule the gates apply natively is not applied again in Python.
-        gates = _gate.gates(rule) if rule is not None else None
-        _tracing.configure(_tracing.Tracing(tracer_provider.get_tracer(SCOPE),
-                                            attempt_duration, execution_duration,
-                                            rule if gates is None else None))
-        _routing.route(gates or _tracing.TRACED)
+        gated = rule is not None and _gate.available()
+        tracing = _tracing.Tracing(tracer_provider.get_tracer(SCOPE), attempt_duration,
+                                   execution_duration, None if gated else rule)
+        _tracing.configure(tracing)
+        _routing.route(_gate.gates(rule, tracing.methods) if gated and rule is not None
+                       else tracing.methods)
         _decisions.listen()
     else:
         _stop_tracing()

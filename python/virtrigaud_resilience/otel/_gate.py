@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _core
-from . import _context, _sampling, _tracing
+from . import _context, _sampling
 from ._sampling import SamplingRule
 
 #: The native methods a dropped call runs, by name.
@@ -29,13 +29,17 @@ NATIVE: dict[str, Callable[..., Any]] = {
     "execute": _core.Policy.execute, "execute_async": _core.Policy.execute_async}
 
 
-def gates(rule: SamplingRule) -> dict[str, Callable[..., Any]] | None:
-    """The gates to route the calls through for ``rule``, by method name;
-    None when the decision cannot be made natively (then the traced methods
-    make it)."""
-    var = _context.VAR
-    if var is None or not _sampling.TUPLE_LAYOUT:
-        return None
-    return {name: _core.TraceGate(native, _tracing.TRACED[name], var, _context.SPAN_KEY,
+def available() -> bool:
+    """Whether the sampling decision can be made natively here (else the
+    traced methods make it)."""
+    return _context.VAR is not None and _sampling.TUPLE_LAYOUT
+
+
+def gates(rule: SamplingRule, traced: dict[str, Callable[..., Any]]
+          ) -> dict[str, Callable[..., Any]]:
+    """The gates to route the calls through for ``rule``, by method name,
+    each calling ``traced[name]`` for a call it does not drop (needs
+    :func:`available`)."""
+    return {name: _core.TraceGate(native, traced[name], _context.VAR, _context.SPAN_KEY,
                                   rule.root_off, rule.off)
             for name, native in NATIVE.items()}

@@ -22,14 +22,15 @@ What is ours per call, on top of the SDK's two spans: the sampling rule's
 read of the parent (native, see _gate.py; in Python where the gate cannot
 read it, see _sampling.py), building each span's parent context, attaching
 the attempt's (and, after a failure, the execution's), the contextvar
-:data:`CURRENT`, and the Python frames around the native call: two of
-ours per sampled sync call that succeeds at once (the call, the
-execution's ``__init__``), each about a native call's cost in CPython; the
-attempt's span, its context, the call and the span's end are native
-(cpp/src/bind_otel_attempt.cpp), and so are the context operations (see
-_context.py). The span names and attribute
-dicts are built once per policy name and attempt number: the SDK copies
-what it is given.
+:data:`CURRENT`, and the Execution. A sampled sync call that succeeds at
+once runs no Python frame of ours: the execution (``_core.TracedExecute``,
+cpp/src/bind_otel_execute.cpp: :func:`execute` natively, the Execution made
+without its ``__init__``) and the attempt (``_core.TracedAttempt``,
+cpp/src/bind_otel_attempt.cpp) are native, and so are the context
+operations (see _context.py); a failed or timed call ends through
+:meth:`Execution.exit`, in Python. The span names and attribute dicts are
+built once per policy name and attempt number: the SDK copies what it is
+given.
 
 A tracer that raises never breaks a call: the call runs untraced and the
 error is logged once.
@@ -88,10 +89,12 @@ def _policy_constants(name: str) -> tuple[str, dict[str, Any]]:
 class Tracing:
     """What the traced methods use: the tracer, the duration histograms
     (None without a meter provider), the sampler's parent-based rule
-    (None: every call is traced, the SDK's sampler deciding) and the native
-    sync attempt for them (``attempt(execution, fn, *args, **kwargs)``)."""
+    (None: every call is traced, the SDK's sampler deciding), the native
+    sync attempt for them (``attempt(execution, fn, *args, **kwargs)``), and
+    the methods to route the calls through (:attr:`methods`, by name)."""
 
-    __slots__ = ("tracer", "attempt_duration", "execution_duration", "sampling", "attempt")
+    __slots__ = ("tracer", "attempt_duration", "execution_duration", "sampling", "attempt",
+                 "methods")
 
     def __init__(self, tracer: trace.Tracer, attempt_duration: Histogram | None,
                  execution_duration: Histogram | None,
@@ -107,6 +110,16 @@ class Tracing:
             SPAN_KEY, _context.attach, _context.detach,
             time.perf_counter if attempt_duration is not None else None,
             _attempt_ended, _attempt_tracer_raised, Execution)
+        #: ``execute``: the native traced execution (:func:`execute` without
+        #: a frame of ours) unless the sampling rule is applied here, in Python.
+        self.methods: dict[str, Callable[..., Any]] = dict(TRACED)
+        if sampling is None:
+            self.methods["execute"] = _core.TracedExecute(
+                _NATIVE_EXECUTE, execute, globals(), self, self.attempt, tracer.start_span,
+                SpanKind.INTERNAL, _POLICY_CONSTANTS, _policy_constants, _context.current,
+                SPAN_KEY, CURRENT.set, CURRENT.reset,
+                time.perf_counter if execution_duration is not None else None,
+                _policy_tracer_raised, Execution)
 
 
 #: The active configuration; None once uninstrumented (a call that was
@@ -133,6 +146,12 @@ def _attempt_tracer_raised(error: BaseException) -> None:
     _tracer_raised("attempt", error)
 
 
+def _policy_tracer_raised(error: BaseException) -> None:
+    """The native execution's tracer failed to start the execution's span
+    (it then runs the call untraced)."""
+    _tracer_raised("policy", error)
+
+
 def _attempt_ended(execution: Execution, number: int, span: trace.Span,
                    error: BaseException | None, started: float) -> None:
     """Ends the native attempt's span when it failed (``error``: then the
@@ -157,7 +176,9 @@ class Execution:
                  "limited", "started", "attempt_span")
 
     def __init__(self, policy: Policy, tracing: Tracing) -> None:
-        """Starts the execution's span; raises what the tracer raises."""
+        """Starts the execution's span; raises what the tracer raises.
+        (The native execution sets the same slots without calling this:
+        init_execution in cpp/src/bind_otel_execute.cpp, kept in step.)"""
         name = policy._name  # the property is one more Python call
         span_name, attributes = _POLICY_CONSTANTS.get(name) or _policy_constants(name)
         # The caller's context, given: the SDK would read it again (two Python calls).
@@ -310,7 +331,10 @@ def _failed(span: trace.Span, error: BaseException) -> None:
 
 
 def execute(self: Policy, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """``Policy.execute`` while instrumented: the native execution, traced."""
+    """``Policy.execute`` while instrumented: the native execution, traced.
+    What :attr:`Tracing.methods` routes, natively (``_core.TracedExecute``),
+    unless the sampling rule is applied in Python; else the path of a call
+    routed under a configuration no longer active."""
     tracing = active
     if tracing is None or (tracing.sampling is not None and tracing.sampling.drops()):
         return _NATIVE_EXECUTE(self, fn, *args, **kwargs)
