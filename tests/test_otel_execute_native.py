@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,68 +22,18 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
+from otel_failing_tracer import (  # noqa: E402, F401
+    ATTEMPT,
+    POLICY_SPAN,
+    Interrupted,
+    Provider,
+    instrument,
 )
 
 import virtrigaud_resilience as vr  # noqa: E402
-from virtrigaud_resilience import _core, otel  # noqa: E402
+from virtrigaud_resilience import _core  # noqa: E402
 from virtrigaud_resilience.otel import _tracing  # noqa: E402
 from virtrigaud_resilience.policy import Policy  # noqa: E402
-
-POLICY_SPAN = "virtrigaud.policy"
-ATTEMPT = "virtrigaud.attempt"
-
-
-class Interrupted(BaseException):
-    """What a tracer raises that is no Exception (as KeyboardInterrupt is not)."""
-
-
-class PolicyFailingTracer(trace.Tracer):
-    """An SDK tracer whose execution spans fail to start with ``error``."""
-
-    def __init__(self, tracer: trace.Tracer, error: BaseException) -> None:
-        self.tracer = tracer
-        self.error = error
-
-    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
-        if name.startswith(POLICY_SPAN):
-            raise self.error
-        return self.tracer.start_span(name, *args, **kwargs)
-
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
-        return self.tracer.start_as_current_span(*args, **kwargs)
-
-
-class Provider(trace.TracerProvider):
-    """An SDK provider exporting to memory; its tracers fail executions with ``error``."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.sdk = TracerProvider()
-        self.sdk.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.error = error
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
-        tracer = self.sdk.get_tracer(*args, **kwargs)
-        return tracer if self.error is None else PolicyFailingTracer(tracer, self.error)
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-
-@pytest.fixture
-def instrument() -> Iterator[Any]:
-    def instrument_with(provider: Provider, **kwargs: Any) -> Provider:
-        otel.instrument(tracer_provider=provider, **kwargs)
-        return provider
-
-    try:
-        yield instrument_with
-    finally:
-        otel.uninstrument()
 
 
 def the_native_execution() -> Any:
@@ -165,7 +114,7 @@ def test_a_call_inside_a_call_nests_and_gives_the_outer_execution_back(instrumen
 
 def test_a_tracer_failing_on_the_execution_span_runs_the_call_untraced_and_logs_once(
         instrument: Any, caplog: pytest.LogCaptureFixture) -> None:
-    provider = instrument(Provider(RuntimeError("execution spans are broken")))
+    provider = instrument(Provider(RuntimeError("execution spans are broken"), fails=POLICY_SPAN))
     with caplog.at_level(logging.ERROR, logger="virtrigaud_resilience.otel"):
         assert retrying().execute(lambda: 42) == 42
         assert retrying().execute(lambda: 43) == 43
@@ -177,7 +126,7 @@ def test_a_tracer_failing_on_the_execution_span_runs_the_call_untraced_and_logs_
 
 
 def test_a_base_exception_from_the_tracer_passes_as_python_lets_it(instrument: Any) -> None:
-    instrument(Provider(Interrupted()))
+    instrument(Provider(Interrupted(), fails=POLICY_SPAN))
     called: list[int] = []
     with pytest.raises(Interrupted):
         retrying().execute(lambda: called.append(1))

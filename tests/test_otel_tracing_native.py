@@ -9,7 +9,6 @@ that names the field."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,66 +18,11 @@ pytest.importorskip("opentelemetry.sdk")
 from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
-)
+from otel_failing_tracer import ATTEMPT, Interrupted, Provider, instrument  # noqa: E402, F401
 
 import virtrigaud_resilience as vr  # noqa: E402
-from virtrigaud_resilience import _core, otel  # noqa: E402
+from virtrigaud_resilience import _core  # noqa: E402
 from virtrigaud_resilience.otel import _tracing  # noqa: E402
-
-ATTEMPT = "virtrigaud.attempt"
-
-
-class Interrupted(BaseException):
-    """What a tracer raises that is no Exception (as KeyboardInterrupt is not)."""
-
-
-class AttemptFailingTracer(trace.Tracer):
-    """An SDK tracer whose attempt spans fail to start with ``error``."""
-
-    def __init__(self, tracer: trace.Tracer, error: BaseException) -> None:
-        self.tracer = tracer
-        self.error = error
-
-    def start_span(self, name: str, *args: Any, **kwargs: Any) -> trace.Span:
-        if name == ATTEMPT:
-            raise self.error
-        return self.tracer.start_span(name, *args, **kwargs)
-
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
-        return self.tracer.start_as_current_span(*args, **kwargs)
-
-
-class Provider(trace.TracerProvider):
-    """An SDK provider exporting to memory; its tracers fail attempts with ``error``."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.exporter = InMemorySpanExporter()
-        self.sdk = TracerProvider()
-        self.sdk.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.error = error
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
-        tracer = self.sdk.get_tracer(*args, **kwargs)
-        return tracer if self.error is None else AttemptFailingTracer(tracer, self.error)
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.exporter.get_finished_spans())
-
-
-@pytest.fixture
-def instrument() -> Iterator[Any]:
-    def instrument_with(provider: Provider, **kwargs: Any) -> Provider:
-        otel.instrument(tracer_provider=provider, **kwargs)
-        return provider
-
-    try:
-        yield instrument_with
-    finally:
-        otel.uninstrument()
 
 
 def retrying(name: str = "native", attempts: int = 3) -> vr.Policy:
