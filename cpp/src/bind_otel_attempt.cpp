@@ -290,14 +290,6 @@ int traced_attempt_clear(PyObject* self) {
     return 0;
 }
 
-void traced_attempt_dealloc(PyObject* self) {
-    PyTypeObject* type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    traced_attempt_clear(self);
-    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
-    free_fn(self);
-    Py_DECREF(type);
-}
 
 PyMemberDef traced_attempt_members[] = {
     {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedAttemptObject, vectorcall),
@@ -306,7 +298,7 @@ PyMemberDef traced_attempt_members[] = {
 
 PyType_Slot traced_attempt_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(traced_attempt_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(traced_attempt_dealloc)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<traced_attempt_clear>)},
     {Py_tp_traverse, reinterpret_cast<void*>(traced_attempt_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(traced_attempt_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},

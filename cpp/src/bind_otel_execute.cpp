@@ -339,14 +339,6 @@ int traced_execute_clear(PyObject* self) {
     return 0;
 }
 
-void traced_execute_dealloc(PyObject* self) {
-    PyTypeObject* type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    traced_execute_clear(self);
-    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
-    free_fn(self);
-    Py_DECREF(type);
-}
 
 PyMemberDef traced_execute_members[] = {
     {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedExecuteObject, vectorcall),
@@ -355,7 +347,7 @@ PyMemberDef traced_execute_members[] = {
 
 PyType_Slot traced_execute_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(traced_execute_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(traced_execute_dealloc)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<traced_execute_clear>)},
     {Py_tp_traverse, reinterpret_cast<void*>(traced_execute_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(traced_execute_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},

@@ -257,14 +257,6 @@ int trace_gate_clear(PyObject* self) {
     return 0;
 }
 
-void trace_gate_dealloc(PyObject* self) {
-    PyTypeObject* type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    trace_gate_clear(self);
-    auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
-    free_fn(self);
-    Py_DECREF(type);
-}
 
 PyObject* trace_gate_get_native(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<TraceGateObject*>(self)->native);
@@ -287,7 +279,7 @@ PyGetSetDef trace_gate_getset[] = {
 
 PyType_Slot trace_gate_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(trace_gate_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(trace_gate_dealloc)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<trace_gate_clear>)},
     {Py_tp_traverse, reinterpret_cast<void*>(trace_gate_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(trace_gate_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},

@@ -881,6 +881,17 @@ static PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
 #endif
 }
 
+// tp_dealloc of a GC'd heap type whose tp_clear (`Clear`) drops every
+// reference it holds: untracked, cleared, freed, its type released.
+template <int (*Clear)(PyObject*)>
+void dealloc_cleared(PyObject* self) {
+    PyTypeObject* type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Clear(self);
+    reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free))(self);
+    Py_DECREF(type);
+}
+
 // __reduce__: pickled by reference, as the function it stands for
 // (functools.wraps gave it the function's __qualname__ and __module__):
 // pickle looks the name up.

@@ -954,13 +954,6 @@ int scope_clear(PyObject* self) {
     return 0;
 }
 
-void scope_dealloc(PyObject* self) {
-    PyTypeObject* type = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    scope_clear(self);
-    reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free))(self);
-    Py_DECREF(type);
-}
 
 PyObject* scope_start_method(PyObject* self, PyObject*) {
     if (!scope_start(as_scope(self))) {
@@ -1039,7 +1032,7 @@ PyType_Slot scope_slots[] = {
     {Py_tp_doc, const_cast<char*>("The native part of timeouts.TimeoutScope.")},
     {Py_tp_new, reinterpret_cast<void*>(scope_new)},
     {Py_tp_init, reinterpret_cast<void*>(scope_init)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(scope_dealloc)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<scope_clear>)},
     {Py_tp_traverse, reinterpret_cast<void*>(scope_traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(scope_clear)},
     {Py_tp_methods, scope_methods},
