@@ -8,16 +8,18 @@ Each replica decides locally, with a native ratio
 withdrawals with Redis in one script: the amounts this replica added since
 the last exchange go into the fleet's window (a hash at ``key``, one field
 per slot of ``ttl / 10`` on the server's clock, fields older than ``ttl``
-deleted), and the fleet's sum over the window comes back. What the rest of
-the fleet deposited and withdrew (that sum less this replica's own window)
-then counts in the local balance, so the fleet's retries stay near
-``percent`` of the fleet's calls, even when the calls and the failures land
-on different replicas.
+deleted), and the fleet's sum over the window comes back. This replica's
+share of that sum (less its own window, which it counts already) then
+counts in the local balance, so the fleet's retries stay near ``percent``
+of the fleet's calls, even when the calls and the failures land on
+different replicas.
 
-The fleet's surplus (or debt) at an exchange is split evenly among the
-replicas that asked for a retry lately (within ``max(2 * refresh, ttl /
-10)``; a replica that has not asked counts itself as one more), so
-replicas retrying at once spend it once between them, not each all of it.
+The share: the fleet's surplus (or debt) at an exchange is split evenly
+among the replicas that asked for a retry lately (within ``max(2 *
+refresh, ttl / 10)``; a replica that has not asked counts itself as one
+more), so replicas retrying at once spend it once between them, not each
+all of it (which overshot, and fed on itself: each replica's spending came
+back to the others as a debt counted as many times).
 Between exchanges the fleet may still overshoot by the surplus of one
 exchange that is not yet known to all; when a single replica retries, it
 gets the whole surplus at once, as if the fleet were one process.
@@ -118,7 +120,7 @@ class RedisRetryBudget(RetryBudget):
     """
 
     __slots__ = ("_client", "_key", "_script", "_refresh", "_stop", "_thread", "_reachable",
-                 "_sync_lock", "_id", "_horizon_ms")
+                 "_sync_lock", "_id", "_slot_ms", "_horizon_ms")
 
     def __init__(self, client: Any, key: str, percent: float = 0.2, min_per_second: int = 10,
                  ttl: Seconds = 10.0, *, refresh: Seconds = DEFAULT_REFRESH,
@@ -143,9 +145,9 @@ class RedisRetryBudget(RetryBudget):
         self._key = key
         self._script = client.register_script(_EXCHANGE)
         self._refresh = every
-        self._id = uuid.uuid4().hex
-        slot_ms = max(1, spec.native[4] // 10 // 1_000_000)
-        self._horizon_ms = max(round(2 * every * 1000), slot_ms)
+        self._id = uuid.uuid4().hex  # this replica, among the fleet's askers
+        self._slot_ms = max(1, spec.native[4] // 10 // 1_000_000)
+        self._horizon_ms = max(round(2 * every * 1000), self._slot_ms)
         self._stop = threading.Event()
         self._reachable: bool | None = None
         self._sync_lock = threading.Lock()
@@ -177,11 +179,10 @@ class RedisRetryBudget(RetryBudget):
         with self._sync_lock:
             delta = self._take_unsynced()
             wanted = self._take_wanted()
-            slot_ms = max(1, self._spec.native[4] // 10 // 1_000_000)
             try:
                 fleet, askers, counted = (int(v) for v in self._script(
                     keys=[self._key],
-                    args=[delta, slot_ms, 10, self._id, int(wanted), self._horizon_ms]))
+                    args=[delta, self._slot_ms, 10, self._id, int(wanted), self._horizon_ms]))
             except (redis.RedisError, OSError) as exc:
                 self._set_external(0)
                 if self._reachable is not False:
