@@ -87,6 +87,58 @@ def test_on_redis_loss_each_replica_keeps_its_local_budget(own_server: Any, key:
     assert idle.reachable is True
 
 
+def test_a_cluster_replica_keeps_deciding_through_the_clusters_loss(
+        own_cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A cluster client raises RedisClusterException (not a RedisError) when
+    no node answers: the exchange says False and the replica goes on with
+    its local budget; the cluster back, it shares again."""
+    clock = vr.ManualClock()
+    key = "{budget}:cluster"
+    busy, idle = (RedisRetryBudget(connect(own_cluster.url, cluster=True), key, 0.2,
+                                   min_per_second=0, ttl=10, clock=clock, start=False)
+                  for _ in range(2))
+    for _ in range(50):
+        busy.deposit()
+        idle.deposit()
+    assert busy.sync() and idle.sync() and idle.available == 20
+    own_cluster.kill()
+    for _ in range(8):  # refused, then (the topology's refresh failed) no node to ask:
+        assert idle.sync() is False and idle.reachable is False  # nothing raised
+        time.sleep(0.3)  # RedisClusterUnreachableError, no RedisError, from the 5th on
+    assert idle.available == 10  # its own 50 calls only
+    assert "Redis unreachable" in caplog.text
+    own_cluster.start()  # its data gone with it: the fleet's window starts again
+    assert busy.sync() and idle.sync() and idle.reachable is True
+    for _ in range(50):
+        busy.deposit()
+    assert busy.sync() and idle.sync()
+    assert idle.available == 10  # the fleet's 50 calls since, shared again
+
+
+@pytest.mark.parametrize("foreign", ["a string", "a hash with a field of its own",
+                                     "a slot that holds no number"])
+def test_a_key_holding_anothers_data_is_refused_not_overwritten(
+        redis_url: str, key: str, foreign: str, caplog: pytest.LogCaptureFixture) -> None:
+    client = connect(redis_url)
+    if foreign == "a string":
+        client.set(key, "someone else's")
+    elif foreign == "a hash with a field of its own":
+        client.hset(key, "owner", "someone else")
+    else:
+        client.hset(key, "123", "many")
+    before = client.dump(key)
+    budget = RedisRetryBudget(client, key, 0.2, min_per_second=0, ttl=10,
+                              clock=vr.ManualClock(), start=False)
+    for _ in range(10):
+        budget.deposit()
+    assert budget.try_withdraw()  # asks: would register it among the askers
+    assert budget.sync() is False and budget.reachable is False
+    assert client.dump(key) == before  # nothing written, nothing deleted
+    assert budget.available == 1  # the local budget: 10 calls, 1 retry taken
+    (record,) = [r for r in caplog.records if "retry budget" in r.getMessage()]
+    assert "cannot be used" in record.getMessage() and key in record.getMessage()
+
+
 def test_bad_input_names_the_field(redis_url: str, key: str) -> None:
     client = connect(redis_url)
     with pytest.raises(ValueError, match="refresh"):

@@ -43,6 +43,7 @@ from .._validate import seconds as _seconds
 from ..clock import ManualClock
 from ..durations import Seconds
 from ..retry_budget import BudgetSpec, RetryBudget
+from .failures import REDIS_FAILURES, key_error
 
 __all__ = ["DEFAULT_REFRESH", "RedisRetryBudget"]
 
@@ -57,8 +58,11 @@ DEFAULT_REFRESH = 0.5
 # ms, slots, this replica's id, 1 if it asked for a retry since its last
 # exchange, the ms within which a replica that asked counts.
 # Returns {the fleet's net units over the window, the replicas that asked
-# within the horizon, 1 if this one is among them}. Times are the server's
-# (TIME): the replicas' monotonic clocks have nothing in common.
+# within the horizon, 1 if this one is among them}; an error, before any
+# write, for a field that is neither (the key is another's: refused, not
+# overwritten). Times
+# are the server's (TIME): the replicas' monotonic clocks have nothing in
+# common.
 _EXCHANGE = """
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -67,33 +71,47 @@ local slots = tonumber(ARGV[3])
 local slot = math.floor(now_ms / slot_ms)
 local delta = tonumber(ARGV[1])
 local me = 'r:' .. ARGV[4]
-if delta ~= 0 then
-  redis.call('HINCRBY', KEYS[1], slot, delta)
-end
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], me, now_ms)
-end
 local since = now_ms - tonumber(ARGV[6])
-local sum, askers, counted = 0, 0, 0
+local oldest = now_ms - slot_ms * slots
+local sum, askers, mine = 0, 0, nil
+local stale = {}
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local f = fields[i]
-  if string.sub(f, 1, 2) == 'r:' then
-    local at = tonumber(fields[i + 1])
-    if at == nil or at <= now_ms - slot_ms * slots then
-      redis.call('HDEL', KEYS[1], f)
-    elseif at >= since then
-      askers = askers + 1
-      if f == me then counted = 1 end
-    end
-  else
-    local s = tonumber(f)
-    if s == nil or s <= slot - slots then
-      redis.call('HDEL', KEYS[1], f)
-    elseif s <= slot then
-      sum = sum + tonumber(fields[i + 1])
-    end
+  local value = tonumber(fields[i + 1])
+  local s = tonumber(f)
+  if value == nil or (s == nil and string.sub(f, 1, 2) ~= 'r:') then
+    return redis.error_reply('ERR not a retry budget window: field ' .. f)
   end
+  if s == nil then
+    if value <= oldest then
+      stale[#stale + 1] = f
+    elseif f == me then
+      mine = value
+    elseif value >= since then
+      askers = askers + 1
+    end
+  elseif s <= slot - slots then
+    stale[#stale + 1] = f
+  elseif s <= slot then
+    sum = sum + value
+  end
+end
+for _, f in ipairs(stale) do
+  redis.call('HDEL', KEYS[1], f)
+end
+if delta ~= 0 then
+  redis.call('HINCRBY', KEYS[1], slot, delta)
+  sum = sum + delta
+end
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], me, now_ms)
+  mine = now_ms
+end
+local counted = 0
+if mine ~= nil and mine >= since then
+  askers = askers + 1
+  counted = 1
 end
 redis.call('PEXPIRE', KEYS[1], slot_ms * (slots + 1))
 return {sum, askers, counted}
@@ -165,15 +183,19 @@ class RedisRetryBudget(RetryBudget):
 
     @property
     def reachable(self) -> bool | None:
-        """Whether the last exchange reached Redis (None before the first)."""
+        """Whether the last exchange succeeded (None before the first;
+        False: Redis did not answer, or the key holds what is not a retry
+        budget's window: the log says which)."""
         return self._reachable
 
     def sync(self) -> bool:
         """One exchange with Redis now: sends this replica's amounts since the
         last, and counts its share of the fleet's window in the balance (the
         window split among the replicas that asked for a retry lately).
-        Returns whether Redis answered; when it did not, the rest of the
-        fleet counts as 0 and this replica's amounts meanwhile are dropped."""
+        Returns whether it succeeded; when it did not (no node answered, or
+        the key holds data of another type or format, logged once), the rest
+        of the fleet counts as 0 and this replica's amounts meanwhile are
+        dropped. Never raises for Redis's failures."""
         import redis
 
         with self._sync_lock:
@@ -183,11 +205,13 @@ class RedisRetryBudget(RetryBudget):
                 fleet, askers, counted = (int(v) for v in self._script(
                     keys=[self._key],
                     args=[delta, self._slot_ms, 10, self._id, int(wanted), self._horizon_ms]))
-            except (redis.RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:  # a cluster's too: not all are RedisErrors
                 self._set_external(0)
                 if self._reachable is not False:
-                    logger.warning("retry budget %s: Redis unreachable (%s); deciding with "
-                                   "the local budget alone", self._key, exc)
+                    problem = key_error(exc, self._key) if isinstance(
+                        exc, redis.ResponseError) else None
+                    logger.warning("retry budget %s: %s; deciding with the local budget alone",
+                                   self._key, problem or f"Redis unreachable ({exc})")
                 self._reachable = False
                 return False
             # Floor division: a debt is never rounded down to nothing.
