@@ -290,7 +290,6 @@ int traced_attempt_clear(PyObject* self) {
     return 0;
 }
 
-
 PyMemberDef traced_attempt_members[] = {
     {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedAttemptObject, vectorcall),
      VR_READONLY, nullptr},

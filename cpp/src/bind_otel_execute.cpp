@@ -339,7 +339,6 @@ int traced_execute_clear(PyObject* self) {
     return 0;
 }
 
-
 PyMemberDef traced_execute_members[] = {
     {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedExecuteObject, vectorcall),
      VR_READONLY, nullptr},

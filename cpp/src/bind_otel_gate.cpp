@@ -257,7 +257,6 @@ int trace_gate_clear(PyObject* self) {
     return 0;
 }
 
-
 PyObject* trace_gate_get_native(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<TraceGateObject*>(self)->native);
 }

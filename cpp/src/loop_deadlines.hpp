@@ -954,7 +954,6 @@ int scope_clear(PyObject* self) {
     return 0;
 }
 
-
 PyObject* scope_start_method(PyObject* self, PyObject*) {
     if (!scope_start(as_scope(self))) {
         return nullptr;
