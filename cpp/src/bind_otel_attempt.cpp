@@ -316,7 +316,7 @@ PyType_Slot traced_attempt_type_slots[] = {
     {0, nullptr}};
 
 PyType_Spec traced_attempt_spec = {
-    "TracedAttempt",  // the module's name is prefixed at import
+    "TracedAttempt",  // the module's name is prefixed at import (type_from_spec)
     sizeof(TracedAttemptObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
         Py_TPFLAGS_IMMUTABLETYPE,
@@ -326,22 +326,12 @@ PyType_Spec traced_attempt_spec = {
 
 void bind_otel_attempt(nb::module_& m) {
     g_str_end = interned("end");
-    g_start_span_kwnames = PyTuple_New(2);
-    if (g_start_span_kwnames != nullptr) {
-        PyTuple_SetItem(g_start_span_kwnames, 0, interned("context"));  // steals
-        PyTuple_SetItem(g_start_span_kwnames, 1, interned("attributes"));
-    }
+    g_start_span_kwnames = interned_tuple({"context", "attributes"});
     g_zero = PyFloat_FromDouble(0.0);
-    if (g_start_span_kwnames == nullptr || g_zero == nullptr) {
+    if (g_zero == nullptr) {
         throw nb::python_error();
     }
-    static const std::string name = nb::cast<std::string>(m.attr("__name__")) + ".TracedAttempt";
-    traced_attempt_spec.name = name.c_str();
-    PyObject* type = PyType_FromSpec(&traced_attempt_spec);
-    if (type == nullptr) {
-        throw nb::python_error();
-    }
-    m.attr("TracedAttempt") = nb::steal(type);
+    m.attr("TracedAttempt") = type_from_spec(m, &traced_attempt_spec);
 }
 
 }  // namespace virtrigaud_bind

@@ -366,7 +366,7 @@ PyType_Slot traced_execute_type_slots[] = {
     {0, nullptr}};
 
 PyType_Spec traced_execute_spec = {
-    "TracedExecute",  // the module's name is prefixed at import
+    "TracedExecute",  // the module's name is prefixed at import (type_from_spec)
     sizeof(TracedExecuteObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
         Py_TPFLAGS_IMMUTABLETYPE,
@@ -379,26 +379,14 @@ void bind_otel_execute(nb::module_& m) {
     g_str_name = interned("_name");
     g_str_exit = interned("exit");
     g_str_end = interned("end");
-    g_execution_span_kwnames = PyTuple_New(3);
-    if (g_execution_span_kwnames != nullptr) {
-        PyTuple_SetItem(g_execution_span_kwnames, 0, interned("context"));  // steals
-        PyTuple_SetItem(g_execution_span_kwnames, 1, interned("kind"));
-        PyTuple_SetItem(g_execution_span_kwnames, 2, interned("attributes"));
-    }
+    g_execution_span_kwnames = interned_tuple({"context", "kind", "attributes"});
     g_zero = PyLong_FromLong(0);
     g_minus_one = PyLong_FromLong(-1);
     g_zero_seconds = PyFloat_FromDouble(0.0);
-    if (g_execution_span_kwnames == nullptr || g_zero == nullptr || g_minus_one == nullptr ||
-        g_zero_seconds == nullptr) {
+    if (g_zero == nullptr || g_minus_one == nullptr || g_zero_seconds == nullptr) {
         throw nb::python_error();
     }
-    static const std::string name = nb::cast<std::string>(m.attr("__name__")) + ".TracedExecute";
-    traced_execute_spec.name = name.c_str();
-    PyObject* type = PyType_FromSpec(&traced_execute_spec);
-    if (type == nullptr) {
-        throw nb::python_error();
-    }
-    m.attr("TracedExecute") = nb::steal(type);
+    m.attr("TracedExecute") = type_from_spec(m, &traced_execute_spec);
 }
 
 }  // namespace virtrigaud_bind

@@ -353,15 +353,7 @@ PyObject* otel_context_with(PyObject* context, PyObject* key, PyObject* value) {
 void bind_otel_gate(nb::module_& m) {
     g_policy_type = reinterpret_cast<PyTypeObject*>(nb::type<PyPolicy>().ptr());
     g_str_get_span_context = interned("get_span_context");
-    // The module's name as the type's __module__ (as type_from_spec gives
-    // the others; an immutable type's cannot be set afterwards).
-    static const std::string name = nb::cast<std::string>(m.attr("__name__")) + ".TraceGate";
-    trace_gate_spec.name = name.c_str();
-    PyObject* type = PyType_FromSpec(&trace_gate_spec);
-    if (type == nullptr) {
-        throw nb::python_error();
-    }
-    m.attr("TraceGate") = nb::steal(type);
+    m.attr("TraceGate") = type_from_spec(m, &trace_gate_spec);
     PyObject* function = PyCFunction_NewEx(&context_with_def, nullptr, m.attr("__name__").ptr());
     if (function == nullptr) {
         throw nb::python_error();

@@ -38,6 +38,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <deque>
+#include <initializer_list>
 #include <limits>
 #include <memory>
 #include <new>
@@ -324,6 +326,25 @@ inline PyObject* interned(const char* s) {
         throw nb::python_error();
     }
     return str;
+}
+
+// A new tuple of the interned strs `names` (a vectorcall's keyword names,
+// kept in a global); throws what CPython raised.
+inline PyObject* interned_tuple(std::initializer_list<const char*> names) {
+    PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(names.size()));
+    if (tuple == nullptr) {
+        throw nb::python_error();
+    }
+    Py_ssize_t i = 0;
+    for (const char* name : names) {
+        PyObject* str = PyUnicode_InternFromString(name);
+        if (str == nullptr) {
+            Py_DECREF(tuple);
+            throw nb::python_error();
+        }
+        PyTuple_SetItem(tuple, i++, str);  // steals
+    }
+    return tuple;
 }
 
 // Every descriptor add_fastcall_method() made (strong references: classes
@@ -852,15 +873,25 @@ static bool bulkhead_exit(PyObject* obj, PyBulkhead* b) {
 
 // A type made from a spec, with the module's name as its __module__ (as
 // nanobind's classes: stubgen reads it), as a new reference; throws when
-// the interpreter refuses it. `bases` may be null.
+// the interpreter refuses it. `bases` may be null. An immutable type's
+// __module__ cannot be set afterwards: its spec's short name is prefixed
+// with the module's first (the type keeps pointing into that string).
 static nb::object type_from_spec(nb::module_& m, PyType_Spec* spec, PyObject* bases = nullptr) {
+    const bool immutable = (spec->flags & Py_TPFLAGS_IMMUTABLETYPE) != 0;
+    if (immutable) {
+        static std::deque<std::string> qualified;  // module lifetime: the types point here
+        qualified.push_back(nb::cast<std::string>(m.attr("__name__")) + "." + spec->name);
+        spec->name = qualified.back().c_str();
+    }
     PyObject* type = bases != nullptr ? PyType_FromSpecWithBases(spec, bases)
                                       : PyType_FromSpec(spec);
     if (type == nullptr) {
         throw nb::python_error();
     }
     nb::object result = nb::steal(type);
-    result.attr("__module__") = m.attr("__name__");
+    if (!immutable) {
+        result.attr("__module__") = m.attr("__name__");
+    }
     return result;
 }
 
