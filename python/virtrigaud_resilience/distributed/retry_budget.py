@@ -19,10 +19,10 @@ among the replicas that asked for a retry lately (within ``max(2 *
 refresh, ttl / 10)``; a replica that has not asked counts itself as one
 more), so replicas retrying at once spend it once between them, not each
 all of it (which overshot, and fed on itself: each replica's spending came
-back to the others as a debt counted as many times).
-Between exchanges the fleet may still overshoot by the surplus of one
-exchange that is not yet known to all; when a single replica retries, it
-gets the whole surplus at once, as if the fleet were one process.
+back to the others as a debt counted as many times). Between exchanges the
+fleet may still overshoot by the surplus of one exchange that is not yet
+known to all; when a single replica retries, it gets the whole surplus at
+once, as if the fleet were one process.
 
 Each replica keeps its own reserve (``min_per_second``): the fleet's is the
 sum of its replicas'. On Redis loss a replica keeps its local budget (its
@@ -43,7 +43,8 @@ from .._validate import seconds as _seconds
 from ..clock import ManualClock
 from ..durations import Seconds
 from ..retry_budget import BudgetSpec, RetryBudget
-from .failures import REDIS_FAILURES, key_error
+from .failures import REDIS_FAILURES, RedisKeyError
+from .scripts import Script
 
 __all__ = ["DEFAULT_REFRESH", "RedisRetryBudget"]
 
@@ -51,6 +52,10 @@ logger = logging.getLogger("virtrigaud_resilience")
 
 #: Seconds between exchanges with Redis, by default.
 DEFAULT_REFRESH = 0.5
+
+#: What an exchange may fail with: Redis's failures (a cluster's too: not
+#: all are RedisErrors) and the key's own (it holds another's data).
+_EXCHANGE_FAILURES: tuple[type[BaseException], ...] = (RedisKeyError, *REDIS_FAILURES)
 
 # KEYS[1]: the fleet's window, a hash: slot -> net units, and "r:" replica
 # -> the server's ms when it last asked for a retry (one key: Cluster-safe).
@@ -60,10 +65,9 @@ DEFAULT_REFRESH = 0.5
 # Returns {the fleet's net units over the window, the replicas that asked
 # within the horizon, 1 if this one is among them}; an error, before any
 # write, for a field that is neither (the key is another's: refused, not
-# overwritten). Times
-# are the server's (TIME): the replicas' monotonic clocks have nothing in
-# common.
-_EXCHANGE = """
+# overwritten). Times are the server's (TIME): the replicas' monotonic
+# clocks have nothing in common.
+_EXCHANGE = Script("""
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local slot_ms = tonumber(ARGV[2])
@@ -115,7 +119,7 @@ if mine ~= nil and mine >= since then
 end
 redis.call('PEXPIRE', KEYS[1], slot_ms * (slots + 1))
 return {sum, askers, counted}
-"""
+""")
 
 
 class RedisRetryBudget(RetryBudget):
@@ -137,7 +141,7 @@ class RedisRetryBudget(RetryBudget):
         ValueError, TypeError: naming the field and the value.
     """
 
-    __slots__ = ("_client", "_key", "_script", "_refresh", "_stop", "_thread", "_reachable",
+    __slots__ = ("_client", "_key", "_refresh", "_stop", "_thread", "_reachable",
                  "_sync_lock", "_id", "_slot_ms", "_horizon_ms")
 
     def __init__(self, client: Any, key: str, percent: float = 0.2, min_per_second: int = 10,
@@ -161,7 +165,6 @@ class RedisRetryBudget(RetryBudget):
         self._share()
         self._client = client
         self._key = key
-        self._script = client.register_script(_EXCHANGE)
         self._refresh = every
         self._id = uuid.uuid4().hex  # this replica, among the fleet's askers
         self._slot_ms = max(1, spec.native[4] // 10 // 1_000_000)
@@ -196,22 +199,19 @@ class RedisRetryBudget(RetryBudget):
         the key holds data of another type or format, logged once), the rest
         of the fleet counts as 0 and this replica's amounts meanwhile are
         dropped. Never raises for Redis's failures."""
-        import redis
-
         with self._sync_lock:
             delta = self._take_unsynced()
             wanted = self._take_wanted()
             try:
-                fleet, askers, counted = (int(v) for v in self._script(
-                    keys=[self._key],
-                    args=[delta, self._slot_ms, 10, self._id, int(wanted), self._horizon_ms]))
-            except REDIS_FAILURES as exc:  # a cluster's too: not all are RedisErrors
+                fleet, askers, counted = (int(v) for v in _EXCHANGE.run(
+                    self._client, self._key, delta, self._slot_ms, 10, self._id, int(wanted),
+                    self._horizon_ms))
+            except _EXCHANGE_FAILURES as exc:
                 self._set_external(0)
                 if self._reachable is not False:
-                    problem = key_error(exc, self._key) if isinstance(
-                        exc, redis.ResponseError) else None
                     logger.warning("retry budget %s: %s; deciding with the local budget alone",
-                                   self._key, problem or f"Redis unreachable ({exc})")
+                                   self._key, exc if isinstance(exc, RedisKeyError)
+                                   else f"Redis unreachable ({exc})")
                 self._reachable = False
                 return False
             # Floor division: a debt is never rounded down to nothing.
