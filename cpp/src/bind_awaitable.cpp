@@ -59,8 +59,9 @@ struct AsyncCallObject {
     void* native;       // its native part (PyPolicy or PyCircuitBreaker), alive with it
     PyObject* iter;     // what a send drives (see the states), or null
     PyObject* kwnames;  // the call's keyword names, or null
-    int64_t ticket;     // the admitted attempt's (Ticket::encode)
-    int64_t start_ns;   // its admission's clock time for a breaker timing slow calls, else -1
+    // The admitted attempt's; its start_ns is the admission's clock time for
+    // a breaker timing slow calls, else -1.
+    vr::Ticket ticket;
     PyObject* clock;    // kPlain: the clock `deadline` is on (null: no deadline)
     PyObject* scope;    // the attempt's TimeoutScope while its deadline is armed, else null
     PyObject* deadline_token;  // timeouts._DEADLINE's token while it is set, else null
@@ -148,8 +149,8 @@ PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* 
     self->native = native;
     self->iter = nullptr;
     self->kwnames = Py_XNewRef(kwnames);
-    self->ticket = 0;
-    self->start_ns = -1;
+    self->ticket.admitted = false;
+    self->ticket.start_ns = -1;
     self->clock = nullptr;
     self->scope = nullptr;
     self->deadline_token = nullptr;
@@ -203,7 +204,6 @@ bool attempt_deadline_ahead(AsyncCallObject* self, bool& ahead);
 // Admits the attempt natively: kCalled (self->ticket set), a refusal stage
 // for the Python continuation, kPythonPath, or kRaised (error set).
 int admit(AsyncCallObject* self) {
-    vr::Ticket ticket;
     if (self->kind == kPlain) {
         return kCalled;
     }
@@ -222,37 +222,31 @@ int admit(AsyncCallObject* self) {
                 return kPythonPath;
             }
         }
-        const int stage = p->enter(ticket);
-        self->ticket = p->breaker != nullptr ? ticket.encode() : 0;
-        self->start_ns = ticket.start_ns;
-        return stage;
+        return p->enter(self->ticket);
     }
     auto* b = static_cast<PyCircuitBreaker*>(self->native);
-    ticket = b->core().acquire();
-    if (!ticket.admitted) {
+    self->ticket = b->core().acquire();
+    if (!self->ticket.admitted) {
         raise_rejected(self->owner);
         return kRaised;
     }
-    if (!notify(self->owner, ticket.transition)) {
-        b->core().release(ticket);
+    if (!notify(self->owner, self->ticket.transition)) {
+        b->core().release(self->ticket);
         return kRaised;
     }
-    self->ticket = ticket.encode();
-    self->start_ns = ticket.start_ns;
     return kCalled;
 }
 
 // The attempt returned: record its success. False with an error set (a
 // state listener's KeyboardInterrupt or SystemExit).
 bool record_success(AsyncCallObject* self) {
-    vr::Ticket ticket = vr::Ticket::decode(self->ticket);
-    ticket.start_ns = self->start_ns;  // a slow call is timed from its admission
     if (self->kind == kOwnerPolicy) {
         auto* p = static_cast<PyPolicy*>(self->native);
         p->count_first_attempt_success();
-        return p->exit_success(ticket);
+        return p->exit_success(self->ticket);
     }
-    return record(self->owner, static_cast<PyCircuitBreaker*>(self->native), ticket, kSuccess);
+    return record(self->owner, static_cast<PyCircuitBreaker*>(self->native), self->ticket,
+                  kSuccess);
 }
 
 // What the attempt's holding() records as held (None: nothing of that kind).
@@ -546,10 +540,14 @@ PySendResult attempt_raised(AsyncCallObject* self, PyObject** out) {
         Py_DECREF(exc);
         exc = raised;
     }
-    PyObject* ticket = PyLong_FromLongLong(self->ticket);
-    PyObject* start = self->start_ns >= 0 ? PyLong_FromLongLong(self->start_ns) : nullptr;
+    // A policy without a breaker admits with no ticket: the Python side reads 0.
+    const bool no_breaker = self->kind == kOwnerPolicy &&
+                            static_cast<PyPolicy*>(self->native)->breaker == nullptr;
+    const int64_t start_ns = self->ticket.start_ns;
+    PyObject* ticket = PyLong_FromLongLong(no_breaker ? 0 : self->ticket.encode());
+    PyObject* start = start_ns >= 0 ? PyLong_FromLongLong(start_ns) : nullptr;
     PyObject* continuation = nullptr;
-    if (ticket != nullptr && (self->start_ns < 0 || start != nullptr)) {
+    if (ticket != nullptr && (start_ns < 0 || start != nullptr)) {
         continuation = call_owner(self, g_str_attempt_raised_async, ticket, exc, start);
     }
     Py_XDECREF(ticket);
@@ -634,7 +632,8 @@ PySendResult start(AsyncCallObject* self, PyObject** out) {
         return PYGEN_ERROR;
     }
     PyObject* result = call_attempt(self);
-    PyObject* it = result != nullptr ? await_iterator(result) : nullptr;
+    // A coroutine (the common case) is its own iterator: no call to ask so.
+    PyObject* it = result == nullptr || is_coroutine(result) ? result : await_iterator(result);
     if (it == nullptr) {
         return attempt_raised(self, out);
     }
@@ -936,8 +935,8 @@ int async_call_traverse(PyObject* self, visitproc visit, void* arg) {
     return 0;
 }
 
-int async_call_clear(PyObject* self) {
-    AsyncCallObject* c = as_call(self);
+// Drops every reference the call holds (tp_clear, and dealloc's, inlined there).
+inline void clear_references(AsyncCallObject* c) {
     c->state = kDone;
     clear_call(c);
     Py_CLEAR(c->iter);
@@ -945,6 +944,10 @@ int async_call_clear(PyObject* self) {
     Py_CLEAR(c->clock);
     Py_CLEAR(c->scope);
     Py_CLEAR(c->deadline_token);
+}
+
+int async_call_clear(PyObject* self) {
+    clear_references(as_call(self));
     return 0;
 }
 
@@ -955,7 +958,7 @@ void async_call_dealloc(PyObject* self) {
     // reach self any more (untracked, no references), so it is not revived;
     // an error is reported with the owner, not self (whose repr would revive it).
     close_abandoned(c, c->owner);
-    async_call_clear(self);
+    clear_references(c);
     release(c);
 }
 

@@ -594,8 +594,9 @@ private:
     static constexpr size_t kListenersSlot = 1;
 
     unsigned char* core_address() noexcept {
+        // The first 64-byte boundary at or after space_ (kCoreAlign is a power of two).
         const uintptr_t at = reinterpret_cast<uintptr_t>(space_);
-        return space_ + ((kCoreAlign - at % kCoreAlign) % kCoreAlign);
+        return space_ + (((at + kCoreAlign - 1) & ~(kCoreAlign - 1)) - at);
     }
     // The spare bytes are those of space_ before the core, then those after
     // it: slot k is the k-th 8 bytes of them.

@@ -67,29 +67,49 @@ struct PyPolicy {
             if (!ticket.admitted) {
                 return kBreakerOpen;
             }
-            if (!notify_changed(ticket.transition)) {
-                release(ticket);
-                return kRaised;
+            if (ticket.transition.changed) {
+                return announce_admission(ticket);
             }
         }
+        return enter_bulkhead_and_bucket(ticket);
+    }
+
+    // The rest of enter() past the breaker, out of line on a refusal only:
+    // the admission inlines into the hot paths, the refusals' hooks do not.
+    int enter_bulkhead_and_bucket(const vr::Ticket& ticket) {
         if (bulkhead != nullptr && !bulkhead->core.try_enter()) {
             release(ticket);
             return kBulkheadFull;
         }
         if (bucket != nullptr && !bucket->core.try_acquire(1, !waits)) {
-            HookError error;
-            if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
-                error.take();
-            }
-            // A waiting policy continues in Python with the same call: no
-            // cancellation, nothing to count (as for the token refusal).
-            release(ticket, !waits);
-            if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
-                error.take();
-            }
-            return error.raise() ? kRaised : kRateLimited;
+            return refused_a_token(ticket);
         }
         return kCalled;
+    }
+
+    // The admission moved the breaker (open -> half-open): its listeners
+    // hear it before the other layers are asked.
+    VIRTRIGAUD_NOINLINE int announce_admission(const vr::Ticket& ticket) {
+        if (!notify(breaker_obj.ptr(), ticket.transition)) {
+            release(ticket);
+            return kRaised;
+        }
+        return enter_bulkhead_and_bucket(ticket);
+    }
+
+    // The bucket refused the token: give back the slot and the admission.
+    VIRTRIGAUD_NOINLINE int refused_a_token(const vr::Ticket& ticket) {
+        HookError error;
+        if (bulkhead != nullptr && !bulkhead_exit(bulkhead_obj.ptr(), bulkhead)) {
+            error.take();
+        }
+        // A waiting policy continues in Python with the same call: no
+        // cancellation, nothing to count (as for the token refusal).
+        release(ticket, !waits);
+        if (!waits && !notify_rate_limited(bucket_obj.ptr(), 1)) {
+            error.take();
+        }
+        return error.raise() ? kRaised : kRateLimited;
     }
 
     // notify() for the breaker, called only for a change: the test inlines
