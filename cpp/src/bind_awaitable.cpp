@@ -138,8 +138,9 @@ void release(AsyncCallObject* self) {
     Py_DECREF(type);
 }
 
-PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native, PyObject* fn,
-                         PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+VIRTRIGAUD_ALWAYS_INLINE PyObject* new_async_call(uint8_t kind, PyObject* owner, void* native,
+                                                PyObject* fn, PyObject* const* args,
+                                                Py_ssize_t nargs, PyObject* kwnames) {
     const Py_ssize_t nkw = kwnames != nullptr ? PyTuple_Size(kwnames) : 0;
     AsyncCallObject* self = allocate(1 + nargs + nkw);
     if (self == nullptr) {
