@@ -170,7 +170,7 @@ VIRTRIGAUD_ALWAYS_INLINE PyObject* new_async_call(uint8_t kind, PyObject* owner,
 }
 
 // Drops fn and its arguments (the call is over, or a continuation has them).
-void clear_call(AsyncCallObject* self) {
+VIRTRIGAUD_ALWAYS_INLINE void clear_call(AsyncCallObject* self) {
     for (Py_ssize_t i = 0; i < Py_SIZE(reinterpret_cast<PyObject*>(self)); ++i) {
         Py_CLEAR(self->call[i]);
     }
@@ -921,15 +921,18 @@ void async_call_finalize(PyObject* self) {
     close_abandoned(as_call(self), self);
 }
 
+// Its references but the call's (fn, its arguments and keyword names:
+// clear_call() drops them), which are visited besides.
+using AsyncCallRefs =
+    References<AsyncCallObject, &AsyncCallObject::iter, &AsyncCallObject::owner,
+               &AsyncCallObject::clock, &AsyncCallObject::scope, &AsyncCallObject::deadline_token>;
+
 int async_call_traverse(PyObject* self, visitproc visit, void* arg) {
+    if (const int r = AsyncCallRefs::traverse(self, visit, arg)) {
+        return r;
+    }
     AsyncCallObject* c = as_call(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(c->owner);
-    Py_VISIT(c->iter);
     Py_VISIT(c->kwnames);
-    Py_VISIT(c->clock);
-    Py_VISIT(c->scope);
-    Py_VISIT(c->deadline_token);
     for (Py_ssize_t i = 0; i < Py_SIZE(self); ++i) {
         Py_VISIT(c->call[i]);
     }
@@ -940,11 +943,7 @@ int async_call_traverse(PyObject* self, visitproc visit, void* arg) {
 inline void clear_references(AsyncCallObject* c) {
     c->state = kDone;
     clear_call(c);
-    Py_CLEAR(c->iter);
-    Py_CLEAR(c->owner);
-    Py_CLEAR(c->clock);
-    Py_CLEAR(c->scope);
-    Py_CLEAR(c->deadline_token);
+    AsyncCallRefs::clear(reinterpret_cast<PyObject*>(c));
 }
 
 int async_call_clear(PyObject* self) {

@@ -258,22 +258,8 @@ PyObject* breaker_call_new(PyTypeObject* type, PyObject* args, PyObject* kwargs)
     return reinterpret_cast<PyObject*>(g);
 }
 
-int breaker_call_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* g = reinterpret_cast<BreakerCallObject*>(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(g->breaker);
-    Py_VISIT(g->fn);
-    Py_VISIT(g->dict);
-    return 0;
-}
-
-int breaker_call_clear(PyObject* self) {
-    auto* g = reinterpret_cast<BreakerCallObject*>(self);
-    Py_CLEAR(g->breaker);
-    Py_CLEAR(g->fn);
-    Py_CLEAR(g->dict);
-    return 0;
-}
+using BreakerCallRefs = References<BreakerCallObject, &BreakerCallObject::breaker,
+                                   &BreakerCallObject::fn, &BreakerCallObject::dict>;
 
 void breaker_call_dealloc(PyObject* self) {
     PyTypeObject* type = Py_TYPE(self);
@@ -281,7 +267,7 @@ void breaker_call_dealloc(PyObject* self) {
     if (reinterpret_cast<BreakerCallObject*>(self)->weaklist != nullptr) {
         PyObject_ClearWeakRefs(self);
     }
-    breaker_call_clear(self);
+    BreakerCallRefs::clear(self);
     auto* free_fn = reinterpret_cast<freefunc>(PyType_GetSlot(type, Py_tp_free));
     free_fn(self);
     Py_DECREF(type);
@@ -316,8 +302,8 @@ PyGetSetDef breaker_call_getset[] = {
 PyType_Slot breaker_call_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(breaker_call_new)},
     {Py_tp_dealloc, reinterpret_cast<void*>(breaker_call_dealloc)},
-    {Py_tp_traverse, reinterpret_cast<void*>(breaker_call_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(breaker_call_clear)},
+    {Py_tp_traverse, reinterpret_cast<void*>(BreakerCallRefs::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(BreakerCallRefs::clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
     {Py_tp_members, breaker_call_members},

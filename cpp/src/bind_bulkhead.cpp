@@ -29,18 +29,8 @@ bool slot_claimed(PyObject* slot) {
     return as_slot(slot)->flag.done.load(std::memory_order_acquire) != 0;
 }
 
-int bulkhead_slot_traverse(PyObject* self, visitproc visit, void* arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(as_slot(self)->bulkhead);
-    Py_VISIT(as_slot(self)->below);
-    return 0;
-}
-
-int bulkhead_slot_clear(PyObject* self) {
-    Py_CLEAR(as_slot(self)->bulkhead);
-    Py_CLEAR(as_slot(self)->below);
-    return 0;
-}
+using BulkheadSlotRefs =
+    References<BulkheadSlotObject, &BulkheadSlotObject::bulkhead, &BulkheadSlotObject::below>;
 
 void bulkhead_slot_dealloc(PyObject* self) {
     PyTypeObject* type = Py_TYPE(self);
@@ -98,8 +88,8 @@ PyGetSetDef bulkhead_slot_getset[] = {
 PyType_Slot bulkhead_slot_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(bulkhead_slot_new)},
     {Py_tp_dealloc, reinterpret_cast<void*>(bulkhead_slot_dealloc)},
-    {Py_tp_traverse, reinterpret_cast<void*>(bulkhead_slot_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(bulkhead_slot_clear)},
+    {Py_tp_traverse, reinterpret_cast<void*>(BulkheadSlotRefs::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(BulkheadSlotRefs::clear)},
     {Py_tp_free, reinterpret_cast<void*>(PyObject_GC_Del)},
     {Py_tp_repr, reinterpret_cast<void*>(bulkhead_slot_repr)},
     {Py_tp_getset, bulkhead_slot_getset},

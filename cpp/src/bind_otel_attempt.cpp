@@ -268,25 +268,23 @@ PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     return reinterpret_cast<PyObject*>(a);
 }
 
-#define VR_TRACED_ATTEMPT_FIELDS(apply)                                                        \
-    apply(start_span) apply(name) apply(attributes) apply(number_key) apply(span_key)        \
-        apply(attach) apply(detach) apply(clock) apply(ended) apply(raised)
+using TracedAttemptRefs =
+    References<TracedAttemptObject, &TracedAttemptObject::start_span, &TracedAttemptObject::name,
+               &TracedAttemptObject::attributes, &TracedAttemptObject::number_key,
+               &TracedAttemptObject::span_key, &TracedAttemptObject::attach,
+               &TracedAttemptObject::detach, &TracedAttemptObject::clock,
+               &TracedAttemptObject::ended, &TracedAttemptObject::raised>;
 
 int traced_attempt_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* a = reinterpret_cast<TracedAttemptObject*>(self);
-    Py_VISIT(Py_TYPE(self));
-#define VR_VISIT(field) Py_VISIT(a->field);
-    VR_TRACED_ATTEMPT_FIELDS(VR_VISIT)
-#undef VR_VISIT
-    return a->slots.traverse(visit, arg);
+    if (const int r = TracedAttemptRefs::traverse(self, visit, arg)) {
+        return r;
+    }
+    return reinterpret_cast<TracedAttemptObject*>(self)->slots.traverse(visit, arg);
 }
 
 int traced_attempt_clear(PyObject* self) {
-    auto* a = reinterpret_cast<TracedAttemptObject*>(self);
-#define VR_CLEAR(field) Py_CLEAR(a->field);
-    VR_TRACED_ATTEMPT_FIELDS(VR_CLEAR)
-#undef VR_CLEAR
-    a->slots.clear();
+    TracedAttemptRefs::clear(self);
+    reinterpret_cast<TracedAttemptObject*>(self)->slots.clear();
     return 0;
 }
 

@@ -266,12 +266,6 @@ PyObject* traced_execute_vectorcall(PyObject* self, PyObject* const* args, size_
     return result;
 }
 
-#define VR_TRACED_EXECUTE_FIELDS(apply)                                                      \
-    apply(native) apply(fallback) apply(active_in) apply(tracing) apply(attempt)           \
-        apply(start_span) apply(kind) apply(constants) apply(make_constants) apply(current) \
-            apply(span_key) apply(current_set) apply(current_reset) apply(clock)            \
-                apply(raised) apply(execution_type)
-
 const char* const traced_execute_keywords[] = {
     "native", "fallback", "active_in", "tracing", "attempt", "start_span", "kind",
     "constants", "make_constants", "current", "span_key", "current_set", "current_reset",
@@ -321,21 +315,26 @@ PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     return reinterpret_cast<PyObject*>(t);
 }
 
+using TracedExecuteRefs =
+    References<TracedExecuteObject, &TracedExecuteObject::native, &TracedExecuteObject::fallback,
+               &TracedExecuteObject::active_in, &TracedExecuteObject::tracing,
+               &TracedExecuteObject::attempt, &TracedExecuteObject::start_span,
+               &TracedExecuteObject::kind, &TracedExecuteObject::constants,
+               &TracedExecuteObject::make_constants, &TracedExecuteObject::current,
+               &TracedExecuteObject::span_key, &TracedExecuteObject::current_set,
+               &TracedExecuteObject::current_reset, &TracedExecuteObject::clock,
+               &TracedExecuteObject::raised, &TracedExecuteObject::execution_type>;
+
 int traced_execute_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* t = reinterpret_cast<TracedExecuteObject*>(self);
-    Py_VISIT(Py_TYPE(self));
-#define VR_VISIT(field) Py_VISIT(t->field);
-    VR_TRACED_EXECUTE_FIELDS(VR_VISIT)
-#undef VR_VISIT
-    return t->slots.traverse(visit, arg);
+    if (const int r = TracedExecuteRefs::traverse(self, visit, arg)) {
+        return r;
+    }
+    return reinterpret_cast<TracedExecuteObject*>(self)->slots.traverse(visit, arg);
 }
 
 int traced_execute_clear(PyObject* self) {
-    auto* t = reinterpret_cast<TracedExecuteObject*>(self);
-#define VR_CLEAR(field) Py_CLEAR(t->field);
-    VR_TRACED_EXECUTE_FIELDS(VR_CLEAR)
-#undef VR_CLEAR
-    t->slots.clear();
+    TracedExecuteRefs::clear(self);
+    reinterpret_cast<TracedExecuteObject*>(self)->slots.clear();
     return 0;
 }
 

@@ -231,31 +231,16 @@ PyObject* trace_gate_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     return reinterpret_cast<PyObject*>(g);
 }
 
-int trace_gate_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* g = reinterpret_cast<TraceGateObject*>(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(g->native);
-    Py_VISIT(g->traced);
-    Py_VISIT(g->var);
 #ifndef Py_GIL_DISABLED
-    Py_VISIT(g->cached_context);
-    Py_VISIT(g->cached_span);
+using TraceGateRefs =
+    References<TraceGateObject, &TraceGateObject::native, &TraceGateObject::traced,
+               &TraceGateObject::var, &TraceGateObject::span_key,
+               &TraceGateObject::cached_context, &TraceGateObject::cached_span>;
+#else
+using TraceGateRefs = References<TraceGateObject, &TraceGateObject::native,
+                                 &TraceGateObject::traced, &TraceGateObject::var,
+                                 &TraceGateObject::span_key>;
 #endif
-    return 0;
-}
-
-int trace_gate_clear(PyObject* self) {
-    auto* g = reinterpret_cast<TraceGateObject*>(self);
-    Py_CLEAR(g->native);
-    Py_CLEAR(g->traced);
-    Py_CLEAR(g->var);
-    Py_CLEAR(g->span_key);
-#ifndef Py_GIL_DISABLED
-    Py_CLEAR(g->cached_context);
-    Py_CLEAR(g->cached_span);
-#endif
-    return 0;
-}
 
 PyObject* trace_gate_get_native(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<TraceGateObject*>(self)->native);
@@ -278,9 +263,9 @@ PyGetSetDef trace_gate_getset[] = {
 
 PyType_Slot trace_gate_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(trace_gate_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<trace_gate_clear>)},
-    {Py_tp_traverse, reinterpret_cast<void*>(trace_gate_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(trace_gate_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<TraceGateRefs::clear>)},
+    {Py_tp_traverse, reinterpret_cast<void*>(TraceGateRefs::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(TraceGateRefs::clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
     {Py_tp_members, trace_gate_members},

@@ -303,33 +303,15 @@ PyObject* retry_call_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     return reinterpret_cast<PyObject*>(rc);
 }
 
-int retry_call_traverse(PyObject* self, visitproc visit, void* arg) {
-    auto* rc = reinterpret_cast<RetryCallObject*>(self);
-#if PY_VERSION_HEX >= 0x03090000
-    Py_VISIT(Py_TYPE(self));
-#endif
-    Py_VISIT(rc->dict);
-    Py_VISIT(rc->fn);
-    Py_VISIT(rc->resume);
-    Py_VISIT(rc->template_);
-    Py_VISIT(rc->local);
-    Py_VISIT(rc->retry_on);
-    Py_VISIT(rc->check);
-    return 0;
-}
+using RetryCallRefs =
+    References<RetryCallObject, &RetryCallObject::dict, &RetryCallObject::fn,
+               &RetryCallObject::resume, &RetryCallObject::stats_key, &RetryCallObject::clock_key,
+               &RetryCallObject::template_, &RetryCallObject::local, &RetryCallObject::retry_on,
+               &RetryCallObject::check>;
 
 int retry_call_clear(PyObject* self) {
-    auto* rc = reinterpret_cast<RetryCallObject*>(self);
-    Py_CLEAR(rc->dict);
-    Py_CLEAR(rc->fn);
-    Py_CLEAR(rc->resume);
-    Py_CLEAR(rc->stats_key);
-    Py_CLEAR(rc->clock_key);
-    Py_CLEAR(rc->template_);
-    Py_CLEAR(rc->local);
-    Py_CLEAR(rc->retry_on);
-    Py_CLEAR(rc->check);
-    rc->mode = kModePython;
+    RetryCallRefs::clear(self);
+    reinterpret_cast<RetryCallObject*>(self)->mode = kModePython;
     return 0;
 }
 
@@ -430,7 +412,7 @@ PyType_Slot retry_call_type_slots[] = {
                     "value, args, kwargs, t0) with outcome 0 not run, 1 raised, 2 rejected.")},
     {Py_tp_new, reinterpret_cast<void*>(retry_call_new)},
     {Py_tp_dealloc, reinterpret_cast<void*>(retry_call_dealloc)},
-    {Py_tp_traverse, reinterpret_cast<void*>(retry_call_traverse)},
+    {Py_tp_traverse, reinterpret_cast<void*>(RetryCallRefs::traverse)},
     {Py_tp_clear, reinterpret_cast<void*>(retry_call_clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},

@@ -63,8 +63,9 @@ using namespace nb::literals;
 namespace vr = virtrigaud;
 
 // Inlined whatever the compiler's heuristics say: for a hot-path function
-// that callgrind showed paying a call's prologue and epilogue around little more
-// than stores (AsyncCall's constructor).
+// that callgrind showed paying a call's prologue and epilogue around little
+// more than stores (AsyncCall's constructor, and its clear_call(), which
+// GCC's heuristics inline or not depending on the rest of the file).
 #if defined(_MSC_VER) && !defined(__clang__)
 #define VIRTRIGAUD_ALWAYS_INLINE __forceinline
 #else
@@ -921,6 +922,28 @@ static PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
     return PyMethod_New(self, obj);
 #endif
 }
+
+// The references a raw GC'd type holds (members of T, each a PyObject* or
+// null), listed once: traverse() visits the type and each of them, clear()
+// drops each of them, so tp_traverse and tp_clear cannot disagree on a field.
+// A type holding more (a variable part, a nested struct) calls these first.
+inline void clear_reference(PyObject*& ref) { Py_CLEAR(ref); }
+
+template <typename T, PyObject* T::*... Fields>
+struct References {
+    static int traverse(PyObject* self, visitproc visit, void* arg) {
+        Py_VISIT(Py_TYPE(self));
+        T* t = reinterpret_cast<T*>(self);
+        int r = 0;
+        static_cast<void>(((t->*Fields != nullptr && (r = visit(t->*Fields, arg)) != 0) || ...));
+        return r;
+    }
+    static int clear(PyObject* self) {
+        T* t = reinterpret_cast<T*>(self);
+        (clear_reference(t->*Fields), ...);
+        return 0;
+    }
+};
 
 // tp_dealloc of a GC'd heap type whose tp_clear (`Clear`) drops every
 // reference it holds: untracked, cleared, freed, its type released.

@@ -380,18 +380,20 @@ int loop_deadlines_init(PyObject* self, PyObject* args, PyObject* kwargs) {
     return 0;
 }
 
+using LoopDeadlinesRefs = References<LoopDeadlinesObject, &LoopDeadlinesObject::loop_ref,
+                                     &LoopDeadlinesObject::time_fn>;
+
 int loop_deadlines_traverse(PyObject* self, visitproc visit, void* arg) {
+    if (const int r = LoopDeadlinesRefs::traverse(self, visit, arg)) {
+        return r;
+    }
     LoopDeadlinesObject* d = as_deadlines(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(d->loop_ref);
-    Py_VISIT(d->time_fn);
     return d->heap != nullptr ? d->heap->traverse(visit, arg) : 0;
 }
 
 int loop_deadlines_clear(PyObject* self) {
+    LoopDeadlinesRefs::clear(self);
     LoopDeadlinesObject* d = as_deadlines(self);
-    Py_CLEAR(d->loop_ref);
-    Py_CLEAR(d->time_fn);
     if (d->heap != nullptr) {
         std::vector<PyObject*> dropped;
         d->heap->clear(dropped);
@@ -937,22 +939,8 @@ int scope_init(PyObject* self, PyObject* args, PyObject* kwargs) {
     return 0;
 }
 
-int scope_traverse(PyObject* self, visitproc visit, void* arg) {
-    ScopeObject* s = as_scope(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(s->task);
-    Py_VISIT(s->token);
-    Py_VISIT(s->deadlines);
-    return 0;
-}
-
-int scope_clear(PyObject* self) {
-    ScopeObject* s = as_scope(self);
-    Py_CLEAR(s->task);
-    Py_CLEAR(s->token);
-    Py_CLEAR(s->deadlines);
-    return 0;
-}
+using ScopeRefs =
+    References<ScopeObject, &ScopeObject::task, &ScopeObject::token, &ScopeObject::deadlines>;
 
 PyObject* scope_start_method(PyObject* self, PyObject*) {
     if (!scope_start(as_scope(self))) {
@@ -1031,9 +1019,9 @@ PyType_Slot scope_slots[] = {
     {Py_tp_doc, const_cast<char*>("The native part of timeouts.TimeoutScope.")},
     {Py_tp_new, reinterpret_cast<void*>(scope_new)},
     {Py_tp_init, reinterpret_cast<void*>(scope_init)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<scope_clear>)},
-    {Py_tp_traverse, reinterpret_cast<void*>(scope_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(scope_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<ScopeRefs::clear>)},
+    {Py_tp_traverse, reinterpret_cast<void*>(ScopeRefs::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(ScopeRefs::clear)},
     {Py_tp_methods, scope_methods},
     {Py_tp_getset, scope_getset},
     {0, nullptr}};
