@@ -226,8 +226,17 @@ const char* const traced_attempt_keywords[] = {"start_span", "name", "attributes
                                                "span_key", "attach", "detach", "clock",
                                                "ended", "raised", "execution_type", nullptr};
 
+// Its references, in the keywords' order (the constructor assigns them so;
+// of execution_type, `slots` keeps the slots' descriptors).
+using TracedAttemptRefs =
+    References<TracedAttemptObject, &TracedAttemptObject::start_span, &TracedAttemptObject::name,
+               &TracedAttemptObject::attributes, &TracedAttemptObject::number_key,
+               &TracedAttemptObject::span_key, &TracedAttemptObject::attach,
+               &TracedAttemptObject::detach, &TracedAttemptObject::clock,
+               &TracedAttemptObject::ended, &TracedAttemptObject::raised>;
+
 PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
-    PyObject* fields[10] = {};
+    PyObject* fields[TracedAttemptRefs::kCount] = {};
     PyObject* execution_type = nullptr;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OUO!UUOOOOOO!:TracedAttempt",
                                      const_cast<char**>(traced_attempt_keywords), &fields[0],
@@ -255,12 +264,7 @@ PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     }
     new (&a->slots) ExecutionSlots();
     a->vectorcall = traced_attempt_vectorcall;
-    PyObject** members[10] = {&a->start_span, &a->name,  &a->attributes, &a->number_key,
-                              &a->span_key,   &a->attach, &a->detach,    &a->clock,
-                              &a->ended,      &a->raised};
-    for (int i = 0; i < 10; ++i) {
-        *members[i] = Py_NewRef(fields[i]);
-    }
+    TracedAttemptRefs::assign(a, fields);
     if (!a->slots.find(execution_type, "TracedAttempt")) {
         Py_DECREF(a);
         return nullptr;
@@ -268,12 +272,6 @@ PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     return reinterpret_cast<PyObject*>(a);
 }
 
-using TracedAttemptRefs =
-    References<TracedAttemptObject, &TracedAttemptObject::start_span, &TracedAttemptObject::name,
-               &TracedAttemptObject::attributes, &TracedAttemptObject::number_key,
-               &TracedAttemptObject::span_key, &TracedAttemptObject::attach,
-               &TracedAttemptObject::detach, &TracedAttemptObject::clock,
-               &TracedAttemptObject::ended, &TracedAttemptObject::raised>;
 
 int traced_attempt_traverse(PyObject* self, visitproc visit, void* arg) {
     if (const int r = TracedAttemptRefs::traverse(self, visit, arg)) {

@@ -270,10 +270,20 @@ const char* const traced_execute_keywords[] = {
     "native", "fallback", "active_in", "tracing", "attempt", "start_span", "kind",
     "constants", "make_constants", "current", "span_key", "current_set", "current_reset",
     "clock", "raised", "execution_type", nullptr};
-constexpr int kFields = 16;
+
+// Its references, in the keywords' order (the constructor assigns them so).
+using TracedExecuteRefs =
+    References<TracedExecuteObject, &TracedExecuteObject::native, &TracedExecuteObject::fallback,
+               &TracedExecuteObject::active_in, &TracedExecuteObject::tracing,
+               &TracedExecuteObject::attempt, &TracedExecuteObject::start_span,
+               &TracedExecuteObject::kind, &TracedExecuteObject::constants,
+               &TracedExecuteObject::make_constants, &TracedExecuteObject::current,
+               &TracedExecuteObject::span_key, &TracedExecuteObject::current_set,
+               &TracedExecuteObject::current_reset, &TracedExecuteObject::clock,
+               &TracedExecuteObject::raised, &TracedExecuteObject::execution_type>;
 
 PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
-    PyObject* f[kFields] = {};
+    PyObject* f[TracedExecuteRefs::kCount] = {};
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO!OOOOO!OOUOOOOO!:TracedExecute",
                                      const_cast<char**>(traced_execute_keywords), &f[0], &f[1],
                                      &PyDict_Type, &f[2], &f[3], &f[4], &f[5], &f[6],
@@ -300,14 +310,7 @@ PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     }
     new (&t->slots) ExecutionSlots();
     t->vectorcall = traced_execute_vectorcall;
-    PyObject** members[kFields] = {
-        &t->native,         &t->fallback, &t->active_in,   &t->tracing,
-        &t->attempt,        &t->start_span, &t->kind,      &t->constants,
-        &t->make_constants, &t->current,  &t->span_key,    &t->current_set,
-        &t->current_reset,  &t->clock,    &t->raised,      &t->execution_type};
-    for (int i = 0; i < kFields; ++i) {
-        *members[i] = Py_NewRef(f[i]);
-    }
+    TracedExecuteRefs::assign(t, f);
     if (!t->slots.find(t->execution_type, "TracedExecute")) {
         Py_DECREF(t);
         return nullptr;
@@ -315,15 +318,6 @@ PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
     return reinterpret_cast<PyObject*>(t);
 }
 
-using TracedExecuteRefs =
-    References<TracedExecuteObject, &TracedExecuteObject::native, &TracedExecuteObject::fallback,
-               &TracedExecuteObject::active_in, &TracedExecuteObject::tracing,
-               &TracedExecuteObject::attempt, &TracedExecuteObject::start_span,
-               &TracedExecuteObject::kind, &TracedExecuteObject::constants,
-               &TracedExecuteObject::make_constants, &TracedExecuteObject::current,
-               &TracedExecuteObject::span_key, &TracedExecuteObject::current_set,
-               &TracedExecuteObject::current_reset, &TracedExecuteObject::clock,
-               &TracedExecuteObject::raised, &TracedExecuteObject::execution_type>;
 
 int traced_execute_traverse(PyObject* self, visitproc visit, void* arg) {
     if (const int r = TracedExecuteRefs::traverse(self, visit, arg)) {

@@ -925,12 +925,20 @@ static PyObject* bind_as_method(PyObject* self, PyObject* obj, PyObject*) {
 
 // The references a raw GC'd type holds (members of T, each a PyObject* or
 // null), listed once: traverse() visits the type and each of them, clear()
-// drops each of them, so tp_traverse and tp_clear cannot disagree on a field.
+// drops each of them, so tp_traverse and tp_clear cannot disagree on a field
+// (and assign() sets them all, for a type built from as many arguments).
 // A type holding more (a variable part, a nested struct) calls these first.
 inline void clear_reference(PyObject*& ref) { Py_CLEAR(ref); }
 
 template <typename T, PyObject* T::*... Fields>
 struct References {
+    static constexpr int kCount = static_cast<int>(sizeof...(Fields));
+
+    // Sets the fields, in the list's order, to new references to values[0 .. kCount).
+    static void assign(T* t, PyObject* const* values) {
+        int i = 0;
+        ((t->*Fields = Py_NewRef(values[i++])), ...);
+    }
     static int traverse(PyObject* self, visitproc visit, void* arg) {
         Py_VISIT(Py_TYPE(self));
         T* t = reinterpret_cast<T*>(self);
