@@ -234,6 +234,7 @@ using TracedAttemptRefs =
                &TracedAttemptObject::span_key, &TracedAttemptObject::attach,
                &TracedAttemptObject::detach, &TracedAttemptObject::clock,
                &TracedAttemptObject::ended, &TracedAttemptObject::raised>;
+using TracedAttemptType = TracedObject<TracedAttemptObject, TracedAttemptRefs>;
 
 PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     PyObject* fields[TracedAttemptRefs::kCount] = {};
@@ -257,47 +258,17 @@ PyObject* traced_attempt_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
                      fields[7]);
         return nullptr;
     }
-    auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
-    auto* a = reinterpret_cast<TracedAttemptObject*>(alloc(type, 0));
-    if (a == nullptr) {
-        return nullptr;
-    }
-    new (&a->slots) ExecutionSlots();
-    a->vectorcall = traced_attempt_vectorcall;
-    TracedAttemptRefs::assign(a, fields);
-    if (!a->slots.find(execution_type, "TracedAttempt")) {
-        Py_DECREF(a);
-        return nullptr;
-    }
-    return reinterpret_cast<PyObject*>(a);
+    return TracedAttemptType::make(type, traced_attempt_vectorcall, fields, execution_type,
+                                   "TracedAttempt");
 }
-
-
-int traced_attempt_traverse(PyObject* self, visitproc visit, void* arg) {
-    if (const int r = TracedAttemptRefs::traverse(self, visit, arg)) {
-        return r;
-    }
-    return reinterpret_cast<TracedAttemptObject*>(self)->slots.traverse(visit, arg);
-}
-
-int traced_attempt_clear(PyObject* self) {
-    TracedAttemptRefs::clear(self);
-    reinterpret_cast<TracedAttemptObject*>(self)->slots.clear();
-    return 0;
-}
-
-PyMemberDef traced_attempt_members[] = {
-    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedAttemptObject, vectorcall),
-     VR_READONLY, nullptr},
-    {nullptr, 0, 0, 0, nullptr}};
 
 PyType_Slot traced_attempt_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(traced_attempt_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<traced_attempt_clear>)},
-    {Py_tp_traverse, reinterpret_cast<void*>(traced_attempt_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(traced_attempt_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<TracedAttemptType::clear>)},
+    {Py_tp_traverse, reinterpret_cast<void*>(TracedAttemptType::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(TracedAttemptType::clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
-    {Py_tp_members, traced_attempt_members},
+    {Py_tp_members, vectorcall_members<TracedAttemptObject>},
     {Py_tp_doc, const_cast<char*>(
                     "TracedAttempt(start_span, name, attributes, number_key, span_key, attach,\n"
                     "detach, clock, ended, raised, execution_type): called as (execution, fn,\n"

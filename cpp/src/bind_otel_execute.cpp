@@ -281,6 +281,7 @@ using TracedExecuteRefs =
                &TracedExecuteObject::span_key, &TracedExecuteObject::current_set,
                &TracedExecuteObject::current_reset, &TracedExecuteObject::clock,
                &TracedExecuteObject::raised, &TracedExecuteObject::execution_type>;
+using TracedExecuteType = TracedObject<TracedExecuteObject, TracedExecuteRefs>;
 
 PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwargs) {
     PyObject* f[TracedExecuteRefs::kCount] = {};
@@ -303,48 +304,19 @@ PyObject* traced_execute_new(PyTypeObject* type, PyObject* args, PyObject* kwarg
                      f[13]);
         return nullptr;
     }
-    auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
-    auto* t = reinterpret_cast<TracedExecuteObject*>(alloc(type, 0));
-    if (t == nullptr) {
-        return nullptr;
-    }
-    new (&t->slots) ExecutionSlots();
-    t->vectorcall = traced_execute_vectorcall;
-    TracedExecuteRefs::assign(t, f);
-    if (!t->slots.find(t->execution_type, "TracedExecute")) {
-        Py_DECREF(t);
-        return nullptr;
-    }
-    return reinterpret_cast<PyObject*>(t);
+    PyObject* execution_type = f[TracedExecuteRefs::kCount - 1];  // the last keyword
+    return TracedExecuteType::make(type, traced_execute_vectorcall, f, execution_type,
+                                   "TracedExecute");
 }
-
-
-int traced_execute_traverse(PyObject* self, visitproc visit, void* arg) {
-    if (const int r = TracedExecuteRefs::traverse(self, visit, arg)) {
-        return r;
-    }
-    return reinterpret_cast<TracedExecuteObject*>(self)->slots.traverse(visit, arg);
-}
-
-int traced_execute_clear(PyObject* self) {
-    TracedExecuteRefs::clear(self);
-    reinterpret_cast<TracedExecuteObject*>(self)->slots.clear();
-    return 0;
-}
-
-PyMemberDef traced_execute_members[] = {
-    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TracedExecuteObject, vectorcall),
-     VR_READONLY, nullptr},
-    {nullptr, 0, 0, 0, nullptr}};
 
 PyType_Slot traced_execute_type_slots[] = {
     {Py_tp_new, reinterpret_cast<void*>(traced_execute_new)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<traced_execute_clear>)},
-    {Py_tp_traverse, reinterpret_cast<void*>(traced_execute_traverse)},
-    {Py_tp_clear, reinterpret_cast<void*>(traced_execute_clear)},
+    {Py_tp_dealloc, reinterpret_cast<void*>(dealloc_cleared<TracedExecuteType::clear>)},
+    {Py_tp_traverse, reinterpret_cast<void*>(TracedExecuteType::traverse)},
+    {Py_tp_clear, reinterpret_cast<void*>(TracedExecuteType::clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
-    {Py_tp_members, traced_execute_members},
+    {Py_tp_members, vectorcall_members<TracedExecuteObject>},
     {Py_tp_doc, const_cast<char*>(
                     "TracedExecute(native, fallback, active_in, tracing, attempt, start_span,\n"
                     "kind, constants, make_constants, current, span_key, current_set,\n"

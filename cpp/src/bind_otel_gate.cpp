@@ -250,11 +250,6 @@ PyObject* trace_gate_get_traced(PyObject* self, void*) {
     return Py_NewRef(reinterpret_cast<TraceGateObject*>(self)->traced);
 }
 
-PyMemberDef trace_gate_members[] = {
-    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(TraceGateObject, vectorcall), VR_READONLY,
-     nullptr},
-    {nullptr, 0, 0, 0, nullptr}};
-
 PyGetSetDef trace_gate_getset[] = {
     {"native", trace_gate_get_native, nullptr, "The method a call the sampler drops runs.",
      nullptr},
@@ -268,7 +263,7 @@ PyType_Slot trace_gate_type_slots[] = {
     {Py_tp_clear, reinterpret_cast<void*>(TraceGateRefs::clear)},
     {Py_tp_call, reinterpret_cast<void*>(PyVectorcall_Call)},
     {Py_tp_descr_get, reinterpret_cast<void*>(bind_as_method)},
-    {Py_tp_members, trace_gate_members},
+    {Py_tp_members, vectorcall_members<TraceGateObject>},
     {Py_tp_getset, trace_gate_getset},
     {Py_tp_doc, const_cast<char*>(
                     "TraceGate(native, traced, var, span_key, root_off, off): a method that\n"

@@ -953,6 +953,13 @@ struct References {
     }
 };
 
+// The Py_tp_members of a raw type whose one member is the offset of its
+// vectorcall (T::vectorcall), which the type's creation reads.
+template <typename T>
+inline PyMemberDef vectorcall_members[2] = {
+    {"__vectorcalloffset__", VR_T_PYSSIZET, offsetof(T, vectorcall), VR_READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr}};
+
 // tp_dealloc of a GC'd heap type whose tp_clear (`Clear`) drops every
 // reference it holds: untracked, cleared, freed, its type released.
 template <int (*Clear)(PyObject*)>

@@ -85,4 +85,41 @@ private:
     Access slots_[kExecutionSlots] = {};
 };
 
+// What the two traced types (TracedAttempt, TracedExecute) share: T is a
+// raw object with `vectorcall`, the references `Refs` lists and an
+// ExecutionSlots `slots`. make() allocates one of `type` with new
+// references to `fields` (in Refs' order) and the slots of `execution_type`
+// (null with a TypeError naming `owner` when it lacks one); traverse() and
+// clear() cover the references and the slots' descriptors.
+template <typename T, typename Refs>
+struct TracedObject {
+    static PyObject* make(PyTypeObject* type, vectorcallfunc vectorcall, PyObject* const* fields,
+                          PyObject* execution_type, const char* owner) {
+        auto* alloc = reinterpret_cast<allocfunc>(PyType_GetSlot(type, Py_tp_alloc));
+        auto* t = reinterpret_cast<T*>(alloc(type, 0));
+        if (t == nullptr) {
+            return nullptr;
+        }
+        new (&t->slots) ExecutionSlots();
+        t->vectorcall = vectorcall;
+        Refs::assign(t, fields);
+        if (!t->slots.find(execution_type, owner)) {
+            Py_DECREF(t);
+            return nullptr;
+        }
+        return reinterpret_cast<PyObject*>(t);
+    }
+    static int traverse(PyObject* self, visitproc visit, void* arg) {
+        if (const int r = Refs::traverse(self, visit, arg)) {
+            return r;
+        }
+        return reinterpret_cast<T*>(self)->slots.traverse(visit, arg);
+    }
+    static int clear(PyObject* self) {
+        Refs::clear(self);
+        reinterpret_cast<T*>(self)->slots.clear();
+        return 0;
+    }
+};
+
 }  // namespace virtrigaud_bind
